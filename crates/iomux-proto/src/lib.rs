@@ -1,0 +1,100 @@
+//! Sans-I/O protocol state machines shared by every iomux engine.
+//!
+//! A protocol never touches a socket: an engine hands it the bytes it has read
+//! and a buffer to append its output to, and the protocol says how much input it
+//! consumed and whether the connection should close once that output is sent.
+//! The same state machine therefore runs unchanged on the blocking, threaded,
+//! busy-polling and event-loop engines, and its unit tests need no network.
+//!
+//! ```
+//! use iomux_proto::{Protocol, Echo};
+//! let mut echo = Echo::upper();
+//! let mut out = Vec::new();
+//! let step = echo.on_input(b"hi there", &mut out);
+//! assert_eq!(step.consumed, 8);
+//! assert_eq!(out, b"HI THERE");
+//! ```
+
+mod echo;
+
+pub use echo::Echo;
+
+/// What a protocol did with one slice of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Step {
+    /// Bytes of the input slice the protocol has taken. The engine keeps the
+    /// rest and offers it again, followed by newer bytes, on the next call.
+    pub consumed: usize,
+    /// Close the connection once the output produced so far has been sent;
+    /// the engine stops reading and drops any further input.
+    pub close: bool,
+}
+
+impl Step {
+    /// Consumed `n` bytes, keep the connection open.
+    pub fn keep(consumed: usize) -> Step {
+        Step { consumed, close: false }
+    }
+
+    /// Consumed `n` bytes, close after flushing the output.
+    pub fn close(consumed: usize) -> Step {
+        Step { consumed, close: true }
+    }
+}
+
+/// A connection's protocol state: bytes in, bytes out.
+///
+/// Engines call [`Protocol::on_input`] whenever new bytes arrive (with any bytes
+/// a previous call left unconsumed in front of them), [`Protocol::on_eof`] when the
+/// peer shuts down its sending side, and [`Protocol::on_timeout`] when the
+/// connection's deadline passes.
+pub trait Protocol {
+    /// Consume a prefix of `input`, append any output to `out`.
+    ///
+    /// ```
+    /// use iomux_proto::{Protocol, Echo};
+    /// let mut out = Vec::new();
+    /// assert_eq!(Echo::plain().on_input(b"abc", &mut out).consumed, 3);
+    /// ```
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step;
+
+    /// The peer will send nothing more; `pending` holds input that was never
+    /// consumed. Whatever the protocol appends to `out` is sent, then the
+    /// connection closes.
+    ///
+    /// ```
+    /// use iomux_proto::{Protocol, Echo};
+    /// let mut out = Vec::new();
+    /// Echo::plain().on_eof(b"", &mut out);
+    /// assert!(out.is_empty());
+    /// ```
+    fn on_eof(&mut self, pending: &[u8], out: &mut Vec<u8>) {
+        let _ = (pending, out);
+    }
+
+    /// The connection's deadline passed (idle too long, or a request head took
+    /// too long). Whatever the protocol appends to `out` is sent, then the
+    /// connection closes.
+    ///
+    /// ```
+    /// use iomux_proto::{Protocol, Echo};
+    /// let mut out = Vec::new();
+    /// Echo::plain().on_timeout(&mut out);
+    /// assert!(out.is_empty());
+    /// ```
+    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        let _ = out;
+    }
+
+    /// True while the protocol is between messages: nothing half-received and
+    /// nothing owed. A graceful shutdown closes idle connections at once and
+    /// lets the others finish.
+    ///
+    /// ```
+    /// use iomux_proto::{Protocol, Echo};
+    /// assert!(Echo::plain().is_idle());
+    /// ```
+    fn is_idle(&self) -> bool {
+        true
+    }
+}
