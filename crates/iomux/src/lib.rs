@@ -1,1 +1,40 @@
+//! iomux: one [`Selector`] interface over `select(2)`, `poll(2)` and `epoll(7)`.
+//!
+//! Register descriptors with a [`Token`] and an [`Interest`], wait for
+//! [`Events`] with an optional timeout, and wake a blocked wait from another
+//! thread with a [`Waker`]. The backend is chosen at run time ([`Backend`]) or
+//! at compile time by naming the concrete selector.
+//!
+//! ```
+//! use iomux::{Backend, Events, Interest, Selector, Token};
+//! use std::io::Write;
+//! use std::os::fd::AsRawFd;
+//! use std::os::unix::net::UnixStream;
+//! use std::time::Duration;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut selector = Backend::Epoll.open(iomux::Trigger::Level)?;
+//! let (mut a, b) = UnixStream::pair()?;
+//! selector.register(b.as_raw_fd(), Token(7), Interest::READABLE)?;
+//! a.write_all(b"ping")?;
+//! let mut events = Events::with_capacity(16);
+//! selector.select(&mut events, Some(Duration::from_secs(1)))?;
+//! assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
+//! # Ok(())
+//! # }
+//! ```
 
+mod event;
+pub mod net;
+pub mod selector;
+mod sys;
+pub mod timer;
+mod waker;
+
+pub use event::{Event, Events, Interest, Token};
+pub use selector::epoll::EpollSelector;
+pub use selector::poll::PollSelector;
+pub use selector::select::SelectSelector;
+pub use selector::{AnySelector, Backend, Registration, Selector, Trigger};
+pub use timer::TimerWheel;
+pub use waker::Waker;

@@ -1,0 +1,223 @@
+//! Socket set-up and the accept discipline shared by every engine.
+
+use crate::sys::{context, cvt, owned};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// How to open a listening socket.
+///
+/// ```
+/// use iomux::net::ListenOptions;
+/// let l = ListenOptions::new("127.0.0.1:0".parse().unwrap()).nonblocking(true).bind().unwrap();
+/// assert!(l.local_addr().unwrap().port() != 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+    nonblocking: bool,
+}
+
+impl ListenOptions {
+    /// Listen on `addr` with a backlog of 1024, blocking, without SO_REUSEPORT.
+    ///
+    /// ```
+    /// let o = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap());
+    /// ```
+    pub fn new(addr: SocketAddr) -> ListenOptions {
+        ListenOptions { addr, backlog: 1024, reuse_port: false, nonblocking: false }
+    }
+
+    /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
+    ///
+    /// ```
+    /// let o = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap()).backlog(16);
+    /// ```
+    pub fn backlog(mut self, backlog: i32) -> ListenOptions {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Set SO_REUSEPORT so several listeners (one per event loop) share the
+    /// port and the kernel spreads connections between them.
+    ///
+    /// ```
+    /// let o = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap()).reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> ListenOptions {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Put the listener in non-blocking mode (event loops need it).
+    ///
+    /// ```
+    /// let o = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap()).nonblocking(true);
+    /// ```
+    pub fn nonblocking(mut self, on: bool) -> ListenOptions {
+        self.nonblocking = on;
+        self
+    }
+
+    /// Bind and listen, naming the address in any error.
+    ///
+    /// ```
+    /// let l = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+    /// ```
+    pub fn bind(&self) -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(self.addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if self.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&self.addr.into()).map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::AddrInUse => "; another process holds it: pick another --addr or port 0",
+                io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pick a higher port",
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}{hint}", self.addr))
+        })?;
+        socket.listen(self.backlog).map_err(|e| context(e, format_args!("listen on {}", self.addr)))?;
+        socket.set_nonblocking(self.nonblocking)?;
+        Ok(socket.into())
+    }
+}
+
+/// What one accept attempt on a non-blocking listener produced.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new connection, already non-blocking and close-on-exec.
+    Conn(TcpStream),
+    /// The queue is empty (EAGAIN): wait for readability again.
+    Drained,
+    /// The descriptor limit is reached (EMFILE/ENFILE) and a pending connection
+    /// was accepted and closed with the reserve descriptor, so the listener does
+    /// not stay readable and spin the loop.
+    Shed,
+}
+
+/// Accepts connections following the non-blocking discipline: transient errors
+/// (ECONNABORTED, EPROTO, EINTR and the network errors accept(2) passes on) are
+/// skipped, and when descriptors run out a reserve descriptor is given up to
+/// accept-and-close the waiting connection, so a level-triggered listener does
+/// not spin and an edge-triggered one is drained.
+///
+/// ```
+/// use iomux::net::{Acceptor, Accepted, ListenOptions};
+/// let l = ListenOptions::new("127.0.0.1:0".parse().unwrap()).nonblocking(true).bind().unwrap();
+/// let mut acceptor = Acceptor::new().unwrap();
+/// let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+/// let mut got = None;
+/// for _ in 0..1000 {
+///     match acceptor.accept(&l).unwrap() {
+///         Accepted::Conn(s) => { got = Some(s); break }
+///         _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+///     }
+/// }
+/// assert!(got.is_some());
+/// ```
+#[derive(Debug)]
+pub struct Acceptor {
+    reserve: Option<OwnedFd>,
+    /// Connections shed because descriptors ran out.
+    pub shed: u64,
+}
+
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+impl Acceptor {
+    /// An acceptor holding one reserve descriptor.
+    ///
+    /// ```
+    /// let a = iomux::net::Acceptor::new().unwrap();
+    /// ```
+    pub fn new() -> io::Result<Acceptor> {
+        Ok(Acceptor { reserve: open_reserve(), shed: 0 })
+    }
+
+    /// Try one accept on a non-blocking `listener`.
+    pub fn accept(&mut self, listener: &TcpListener) -> io::Result<Accepted> {
+        loop {
+            match accept_raw(listener.as_raw_fd()) {
+                Ok(fd) => {
+                    // SAFETY: accept4 just returned this descriptor and nothing else owns it.
+                    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                    if self.reserve.is_none() {
+                        self.reserve = open_reserve();
+                    }
+                    return Ok(Accepted::Conn(stream));
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(Accepted::Drained),
+                    Some(
+                        libc::EINTR
+                        | libc::ECONNABORTED
+                        | libc::EPROTO
+                        | libc::ENETDOWN
+                        | libc::ENOPROTOOPT
+                        | libc::EHOSTDOWN
+                        | libc::ENONET
+                        | libc::EHOSTUNREACH
+                        | libc::EOPNOTSUPP
+                        | libc::ENETUNREACH
+                        | libc::EPERM,
+                    ) => continue,
+                    Some(libc::EMFILE | libc::ENFILE) => {
+                        if self.reserve.take().is_none() {
+                            // No reserve to give up: report it so the caller pauses accepting.
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("accept: {e}; raise the limit with `ulimit -n` or lower --max-conns"),
+                            ));
+                        }
+                        let shed = accept_raw(listener.as_raw_fd());
+                        if let Ok(fd) = shed {
+                            drop(owned(fd));
+                            self.shed += 1;
+                        }
+                        self.reserve = open_reserve();
+                        if shed.is_err() {
+                            return Ok(Accepted::Drained);
+                        }
+                        return Ok(Accepted::Shed);
+                    }
+                    _ => return Err(context(e, "accept")),
+                },
+            }
+        }
+    }
+}
+
+fn accept_raw(listener: RawFd) -> io::Result<RawFd> {
+    // SAFETY: null address pointers are allowed; the flags make the new socket
+    // non-blocking and close-on-exec atomically.
+    cvt(unsafe {
+        libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    })
+}
+
+/// Raise the soft descriptor limit to the hard one; returns the new soft limit.
+///
+/// ```
+/// let n = iomux::net::raise_fd_limit().unwrap();
+/// assert!(n > 0);
+/// ```
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the live struct.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the live struct.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
+pub use crate::sys::set_nonblocking;

@@ -1,0 +1,250 @@
+//! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
+
+use super::{Backend, Registration, Registry, Selector, Trigger};
+use crate::sys::{context, cvt, owned, timespec, wait_honestly};
+use crate::{Event, Events, Interest, Token, Waker};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// A selector over epoll, in level, edge or one-shot mode.
+///
+/// Every registration also asks for `EPOLLRDHUP`, so a peer's half-close is
+/// reported as [`Event::is_read_closed`]. Timeouts go through `epoll_pwait2`
+/// (nanoseconds) where the kernel has it, else `epoll_wait` rounded up to the
+/// next millisecond so that a wait never ends early.
+///
+/// ```
+/// use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// let mut sel = EpollSelector::new(Trigger::Oneshot).unwrap();
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// sel.register(b.as_raw_fd(), Token(1), Interest::READABLE).unwrap();
+/// a.write_all(b"x").unwrap();
+/// let mut ev = Events::with_capacity(4);
+/// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
+/// assert_eq!(ev.len(), 1);
+/// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
+/// assert_eq!(ev.len(), 0, "one-shot stays silent until re-armed");
+/// ```
+#[derive(Debug)]
+pub struct EpollSelector {
+    epfd: Option<OwnedFd>,
+    trigger: Trigger,
+    registry: Registry<()>,
+    buffer: Vec<libc::epoll_event>,
+    has_pwait2: bool,
+}
+
+impl EpollSelector {
+    /// Open an epoll instance whose registrations use `trigger`.
+    ///
+    /// ```
+    /// let sel = iomux::EpollSelector::new(iomux::Trigger::Edge).unwrap();
+    /// ```
+    pub fn new(trigger: Trigger) -> io::Result<EpollSelector> {
+        // SAFETY: epoll_create1 takes no pointers; checked by cvt.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+            .map_err(|e| context(e, "epoll_create1"))?;
+        Ok(EpollSelector {
+            epfd: Some(owned(fd)),
+            trigger,
+            registry: Registry::new(),
+            buffer: Vec::new(),
+            has_pwait2: true,
+        })
+    }
+
+    /// Register a listener shared with other selectors (other threads or
+    /// processes) with `EPOLLEXCLUSIVE`, so one connection wakes one waiter
+    /// instead of all of them (the thundering herd). Such a registration cannot
+    /// be changed with `reregister`; deregister and register again instead.
+    ///
+    /// ```
+    /// use iomux::{EpollSelector, Interest, Token, Trigger};
+    /// use std::os::fd::AsRawFd;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let mut sel = EpollSelector::new(Trigger::Level).unwrap();
+    /// sel.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE).unwrap();
+    /// ```
+    pub fn register_exclusive(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+        // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
+        let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+        let flags = (self.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
+        self.add(fd, token, interest, flags)
+    }
+
+    fn epfd(&self) -> RawFd {
+        self.epfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    fn flags(&self, interest: Interest) -> u32 {
+        let mut flags = libc::EPOLLRDHUP as u32;
+        if interest.is_readable() {
+            flags |= libc::EPOLLIN as u32;
+        }
+        if interest.is_writable() {
+            flags |= libc::EPOLLOUT as u32;
+        }
+        match self.trigger {
+            Trigger::Level => {}
+            Trigger::Edge => flags |= libc::EPOLLET as u32,
+            Trigger::Oneshot => flags |= libc::EPOLLONESHOT as u32,
+        }
+        flags
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, flags: u32, token: Token) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: flags, u64: token.0 as u64 };
+        // SAFETY: `ev` is a live epoll_event for the duration of the call.
+        cvt(unsafe { libc::epoll_ctl(self.epfd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    fn add(&mut self, fd: RawFd, token: Token, interest: Interest, flags: u32) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.check_absent(fd)?;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
+                )
+            } else {
+                context(e, format_args!("epoll_ctl(ADD, fd {fd})"))
+            }
+        })?;
+        let reg = Registration { fd, token, interest };
+        self.registry.insert(reg, ());
+        Ok(reg)
+    }
+
+    fn wait(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        let epfd = self.epfd();
+        let buf = self.buffer.as_mut_ptr();
+        let max = capacity.min(libc::c_int::MAX as usize) as libc::c_int;
+        if self.has_pwait2 {
+            let ts = timeout.map(timespec);
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `buf` has room for `max` events, `ts_ptr` is null or points
+            // to a live timespec, and a null sigmask leaves the mask unchanged.
+            let n = unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, buf, max, ts_ptr, std::ptr::null::<libc::sigset_t>(), 0) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(err);
+            }
+            self.has_pwait2 = false;
+        }
+        let ms = match timeout {
+            None => -1,
+            // Round up: a wait must not end before its timeout.
+            Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+        };
+        // SAFETY: `buf` has room for `max` events.
+        cvt(unsafe { libc::epoll_wait(epfd, buf, max, ms) }).map(|n| n as usize)
+    }
+}
+
+#[inline]
+fn event_flags(epoll: u32) -> u8 {
+    let mut flags = 0;
+    if epoll & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
+        flags |= Event::READABLE;
+    }
+    if epoll & libc::EPOLLOUT as u32 != 0 {
+        flags |= Event::WRITABLE;
+    }
+    if epoll & libc::EPOLLRDHUP as u32 != 0 {
+        flags |= Event::READ_CLOSED;
+    }
+    if epoll & libc::EPOLLHUP as u32 != 0 {
+        flags |= Event::HANGUP;
+    }
+    if epoll & libc::EPOLLERR as u32 != 0 {
+        flags |= Event::ERROR;
+    }
+    flags
+}
+
+impl Selector for EpollSelector {
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+        self.add(fd, token, interest, self.flags(interest))
+    }
+
+    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.expect(fd)?;
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, self.flags(interest), token) {
+            // Leave nothing stale behind: the caller learns the descriptor is gone.
+            let _ = self.deregister(fd);
+            return Err(context(e, format_args!("epoll_ctl(MOD, fd {fd})")));
+        }
+        let reg = Registration { fd, token, interest };
+        self.registry.insert(reg, ());
+        Ok(reg)
+    }
+
+    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
+        let (reg, ()) = self.registry.remove(fd)?;
+        match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Token(0)) {
+            // Closed (EBADF) or number reused by a file never registered (ENOENT):
+            // the kernel already forgot the old one.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(reg),
+            Err(e) => Err(context(e, format_args!("epoll_ctl(DEL, fd {fd})"))),
+            Ok(()) => Ok(reg),
+        }
+    }
+
+    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        self.registry.check_open()?;
+        let capacity = events.capacity();
+        if self.buffer.capacity() < capacity {
+            self.buffer.reserve(capacity);
+        }
+        let n = wait_honestly(timeout, |t| self.wait(capacity, t)).map_err(|e| context(e, "epoll_wait"))?;
+        // SAFETY: the kernel initialised the first `n` entries, n <= capacity.
+        unsafe { self.buffer.set_len(n) };
+        for ev in &self.buffer {
+            events.push(Event::new(Token(ev.u64 as usize), event_flags(ev.events)));
+        }
+        self.registry.reset_fired_wakers(events);
+        Ok(())
+    }
+
+    fn registration(&self, fd: RawFd) -> Option<Registration> {
+        self.registry.get(fd).map(|(r, _)| *r)
+    }
+
+    fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Epoll
+    }
+
+    fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
+    fn waker(&mut self, token: Token) -> io::Result<Waker> {
+        let waker = Waker::new()?;
+        // Level-triggered whatever the selector's mode: the selector resets the
+        // eventfd when it reports it, so a one-shot or edge registration would
+        // only lose wakes.
+        self.add(waker.as_raw_fd(), token, Interest::READABLE, libc::EPOLLIN as u32)?;
+        self.registry.add_waker(token, waker.clone());
+        Ok(waker)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.registry.check_open()?;
+        self.registry.close();
+        self.epfd = None;
+        Ok(())
+    }
+}

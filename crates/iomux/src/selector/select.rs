@@ -1,0 +1,215 @@
+//! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
+
+use super::{register_waker, Backend, Registration, Registry, Selector, Trigger};
+use crate::sys::{context, timespec, wait_honestly};
+use crate::{Event, Events, Interest, Token, Waker};
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// The largest descriptor count an fd_set can hold.
+pub const FD_SETSIZE: usize = libc::FD_SETSIZE as usize;
+const WORD_BITS: usize = u64::BITS as usize;
+const WORDS: usize = FD_SETSIZE / WORD_BITS;
+
+/// An fd_set we can scan a word at a time (glibc's is private).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct FdSet([u64; WORDS]);
+
+// The kernel reads and writes the set through a `libc::fd_set` pointer.
+const _: () = assert!(std::mem::size_of::<FdSet>() == std::mem::size_of::<libc::fd_set>());
+
+impl FdSet {
+    const EMPTY: FdSet = FdSet([0; WORDS]);
+
+    fn set(&mut self, fd: usize, on: bool) {
+        let bit = 1u64 << (fd % WORD_BITS);
+        if on {
+            self.0[fd / WORD_BITS] |= bit;
+        } else {
+            self.0[fd / WORD_BITS] &= !bit;
+        }
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::fd_set {
+        (self as *mut FdSet).cast()
+    }
+}
+
+/// A level-triggered selector over `select(2)` (called as `pselect` for
+/// nanosecond timeouts).
+///
+/// It keeps master read and write sets in step with its registrations and
+/// copies them before every call (the kernel overwrites what it is given), then
+/// scans the results a 64-bit word at a time. A descriptor at or above
+/// [`FD_SETSIZE`] is refused at registration: writing it into an fd_set would
+/// corrupt memory. Hang-ups show as readability (the read returns 0).
+///
+/// ```
+/// use iomux::{Interest, SelectSelector, Selector, Token};
+/// let mut sel = SelectSelector::new().unwrap();
+/// let err = sel.register(5000, Token(0), Interest::READABLE).unwrap_err();
+/// assert!(err.to_string().contains("use --backend poll or epoll"));
+/// ```
+#[derive(Debug)]
+pub struct SelectSelector {
+    registry: Registry<()>,
+    read: FdSet,
+    write: FdSet,
+    /// One past the highest registered descriptor: select's `nfds`.
+    nfds: usize,
+}
+
+impl std::fmt::Debug for FdSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FdSet({} set)", self.0.iter().map(|w| w.count_ones()).sum::<u32>())
+    }
+}
+
+impl SelectSelector {
+    /// An empty select selector.
+    ///
+    /// ```
+    /// use iomux::Selector;
+    /// assert!(iomux::SelectSelector::new().unwrap().is_empty());
+    /// ```
+    pub fn new() -> io::Result<SelectSelector> {
+        Ok(SelectSelector { registry: Registry::new(), read: FdSet::EMPTY, write: FdSet::EMPTY, nfds: 0 })
+    }
+
+    fn check_limit(fd: RawFd) -> io::Result<()> {
+        if fd as usize >= FD_SETSIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("select supports descriptors below {FD_SETSIZE} (got descriptor {fd}); use --backend poll or epoll"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self, fd: RawFd, interest: Option<Interest>) {
+        let fd_usize = fd as usize;
+        self.read.set(fd_usize, interest.is_some_and(Interest::is_readable));
+        self.write.set(fd_usize, interest.is_some_and(Interest::is_writable));
+        if interest.is_some() {
+            self.nfds = self.nfds.max(fd_usize + 1);
+        } else if fd_usize + 1 == self.nfds {
+            self.nfds = self.registry.iter().last().map_or(0, |(r, _)| r.fd as usize + 1);
+        }
+    }
+}
+
+impl Selector for SelectSelector {
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        Self::check_limit(fd)?;
+        self.registry.check_absent(fd)?;
+        let reg = Registration { fd, token, interest };
+        self.registry.insert(reg, ());
+        self.mark(fd, Some(interest));
+        Ok(reg)
+    }
+
+    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.expect(fd)?;
+        let reg = Registration { fd, token, interest };
+        self.registry.insert(reg, ());
+        self.mark(fd, Some(interest));
+        Ok(reg)
+    }
+
+    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
+        let (reg, ()) = self.registry.remove(fd)?;
+        self.mark(fd, None);
+        Ok(reg)
+    }
+
+    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        self.registry.check_open()?;
+        let (mut read, mut write) = (self.read, self.write);
+        let (master_read, master_write, nfds) = (self.read, self.write, self.nfds);
+        wait_honestly(timeout, |t| {
+            // The kernel overwrites the sets: start each try from the masters.
+            read = master_read;
+            write = master_write;
+            let ts = t.map(timespec);
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: both sets are live FdSets of fd_set's size and layout, only
+            // bits below `nfds` <= FD_SETSIZE are examined by the kernel, and
+            // `ts_ptr` is null or a live timespec.
+            let n = unsafe {
+                libc::pselect(nfds as libc::c_int, read.as_ptr(), write.as_ptr(), std::ptr::null_mut(), ts_ptr, std::ptr::null())
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EBADF) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "select: a registered descriptor was closed; deregister descriptors before closing them",
+                    ));
+                }
+                Err(err)
+            } else {
+                Ok(n as usize)
+            }
+        })
+        .map_err(|e| context(e, "select"))?;
+        let words = nfds.div_ceil(WORD_BITS);
+        'scan: for w in 0..words {
+            let mut ready = read.0[w] | write.0[w];
+            while ready != 0 {
+                let bit = ready.trailing_zeros() as usize;
+                ready &= ready - 1;
+                let fd = w * WORD_BITS + bit;
+                let Some((reg, ())) = self.registry.get(fd as RawFd) else { continue };
+                let mut flags = 0;
+                if read.0[w] & (1 << bit) != 0 {
+                    flags |= Event::READABLE;
+                }
+                if write.0[w] & (1 << bit) != 0 {
+                    flags |= Event::WRITABLE;
+                }
+                if events.is_full() {
+                    break 'scan;
+                }
+                events.push(Event::new(reg.token, flags));
+            }
+        }
+        self.registry.reset_fired_wakers(events);
+        Ok(())
+    }
+
+    fn registration(&self, fd: RawFd) -> Option<Registration> {
+        self.registry.get(fd).map(|(r, _)| *r)
+    }
+
+    fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Select
+    }
+
+    fn trigger(&self) -> Trigger {
+        Trigger::Level
+    }
+
+    fn waker(&mut self, token: Token) -> io::Result<Waker> {
+        let waker = register_waker(self, token)?;
+        self.registry.add_waker(token, waker.clone());
+        Ok(waker)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.registry.check_open()?;
+        self.registry.close();
+        self.read = FdSet::EMPTY;
+        self.write = FdSet::EMPTY;
+        self.nfds = 0;
+        Ok(())
+    }
+}

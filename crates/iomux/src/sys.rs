@@ -1,0 +1,81 @@
+//! Small wrappers shared by the backends: errno checks and timeout arithmetic.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Turn a libc return value into `io::Result`, reading errno on -1.
+#[inline]
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Take ownership of a descriptor a syscall just returned.
+pub(crate) fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: callers pass a descriptor that a successful syscall just created
+    // and that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Attach what was being attempted to an OS error, keeping its kind.
+pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// Run a waiting syscall until it reports something or its timeout has truly
+/// passed: EINTR is retried with the remaining time, and a zero return before
+/// the deadline (a rounding or spurious wake-up) waits again, so a wait never
+/// ends early.
+pub(crate) fn wait_honestly(
+    timeout: Option<Duration>,
+    mut wait: impl FnMut(Option<Duration>) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let deadline = match timeout {
+        Some(t) if !t.is_zero() => Instant::now().checked_add(t),
+        _ => None,
+    };
+    let mut remaining = timeout;
+    loop {
+        match wait(remaining) {
+            Ok(n) if n > 0 || remaining == Some(Duration::ZERO) => return Ok(n),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(deadline) = deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(0);
+            }
+            remaining = Some(deadline - now);
+        }
+    }
+}
+
+/// A duration as a `timespec`, saturating instead of overflowing.
+pub(crate) fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Set `O_NONBLOCK` on a descriptor.
+///
+/// ```
+/// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// iomux::net::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&a)).unwrap();
+/// ```
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets flags of `fd`.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
