@@ -1,1 +1,236 @@
+//! Engines: the ways `iomux serve` moves bytes between sockets and a sans-I/O
+//! [`Protocol`](iomux_proto::Protocol).
+//!
+//! - [`Engine::Reactor`]: an event loop over any [`iomux::Selector`] (select,
+//!   poll, epoll level/edge/one-shot), one per thread with its own
+//!   SO_REUSEPORT listener.
+//! - [`Engine::Threads`]: a thread per connection on blocking sockets.
+//! - [`Engine::Blocking`]: one connection at a time, the simplest server.
+//! - [`Engine::Nonblocking`]: one thread busy-polling non-blocking sockets, the
+//!   model that shows why multiplexing exists.
+//!
+//! ```no_run
+//! use iomux_engine::{Config, Engine, Server};
+//! use iomux_proto::Echo;
+//! let config = Config { addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+//! let server = Server::start(config, Engine::Threads, Echo::plain).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown();
+//! server.join().unwrap();
+//! ```
 
+mod buffer;
+mod busypoll;
+mod conn;
+mod reactor;
+mod shutdown;
+mod threads;
+
+pub use reactor::LoopStats;
+pub use shutdown::Shutdown;
+
+use iomux::net::ListenOptions;
+use iomux::{Backend, Trigger};
+use iomux_proto::Protocol;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How connections are driven.
+///
+/// ```
+/// let e = iomux_engine::Engine::Reactor(iomux::Backend::Epoll, iomux::Trigger::Edge);
+/// assert_eq!(e.to_string(), "epoll (edge-triggered)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// An event loop over a selector.
+    Reactor(Backend, Trigger),
+    /// A thread per connection, blocking sockets.
+    Threads,
+    /// One connection at a time.
+    Blocking,
+    /// Busy-polling non-blocking sockets in one thread.
+    Nonblocking,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Reactor(b, t) => write!(f, "{b} ({t}-triggered)"),
+            Engine::Threads => f.write_str("threads (one per connection)"),
+            Engine::Blocking => f.write_str("blocking (one connection at a time)"),
+            Engine::Nonblocking => f.write_str("nonblocking (busy-polling)"),
+        }
+    }
+}
+
+/// Server settings shared by every engine.
+///
+/// ```
+/// let c = iomux_engine::Config::default();
+/// assert_eq!(c.backlog, 1024);
+/// assert_eq!(c.threads, 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Loops (or acceptor threads), each with its own SO_REUSEPORT listener.
+    pub threads: usize,
+    /// TCP_NODELAY on accepted sockets.
+    pub nodelay: bool,
+    /// TCP_CORK around each batch of writes.
+    pub cork: bool,
+    /// Close connections idle this long; for HTTP also the time allowed for a request head.
+    pub idle_timeout: Duration,
+    /// Refuse (accept and close) connections past this many per server.
+    pub max_conns: Option<usize>,
+    /// Pending output per connection above which the engine stops reading
+    /// from it until the peer has taken some (backpressure).
+    pub output_high_water: usize,
+    /// How long a graceful shutdown lets in-flight work finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backlog: 1024,
+            threads: 1,
+            nodelay: false,
+            cork: false,
+            idle_timeout: Duration::from_secs(60),
+            max_conns: None,
+            output_high_water: 256 * 1024,
+            drain_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A running server: its listeners are bound and its threads started.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: Shutdown,
+    threads: Vec<JoinHandle<io::Result<LoopStats>>>,
+}
+
+impl Server {
+    /// Bind the listeners and start serving with a fresh protocol state per
+    /// connection from `new_protocol`.
+    pub fn start<P, F>(config: Config, engine: Engine, new_protocol: F) -> io::Result<Server>
+    where
+        P: Protocol + Send + 'static,
+        F: Fn() -> P + Send + Sync + Clone + 'static,
+    {
+        if let Engine::Reactor(backend, trigger) = engine {
+            backend.check_trigger(trigger)?;
+        }
+        let threads = config.threads.max(1);
+        let listeners = bind_listeners(&config, threads, engine)?;
+        let local_addr = listeners[0].local_addr()?;
+        let shutdown = Shutdown::new();
+        let max_conns = shutdown.conn_limit(config.max_conns);
+        let mut handles = Vec::with_capacity(threads);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (config, shutdown, max_conns) =
+                (config.clone(), shutdown.clone(), max_conns.clone());
+            let new_protocol = new_protocol.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("iomux-loop-{i}"))
+                .spawn(move || match engine {
+                    Engine::Reactor(backend, trigger) => reactor::run(
+                        backend,
+                        trigger,
+                        listener,
+                        &config,
+                        &shutdown,
+                        &max_conns,
+                        new_protocol,
+                    ),
+                    Engine::Threads => {
+                        threads::run_threads(listener, &config, &shutdown, &max_conns, new_protocol)
+                    }
+                    Engine::Blocking => threads::run_blocking(
+                        listener,
+                        &config,
+                        &shutdown,
+                        &max_conns,
+                        new_protocol,
+                    ),
+                    Engine::Nonblocking => {
+                        busypoll::run(listener, &config, &shutdown, &max_conns, new_protocol)
+                    }
+                })?;
+            handles.push(handle);
+        }
+        Ok(Server {
+            local_addr,
+            shutdown,
+            threads: handles,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that starts a graceful shutdown from anywhere.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, close idle connections, let in-flight work finish
+    /// (within `drain_timeout`).
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Wait for every loop to end; returns their counters, summed.
+    pub fn join(self) -> io::Result<LoopStats> {
+        let mut total = LoopStats::default();
+        let mut first_err = None;
+        for h in self.threads {
+            match h.join() {
+                Ok(Ok(stats)) => total.add(&stats),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(io::Error::new(
+                        io::ErrorKind::Other,
+                        "a server thread panicked",
+                    ));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+}
+
+fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result<Vec<TcpListener>> {
+    let nonblocking = matches!(engine, Engine::Reactor(..) | Engine::Nonblocking);
+    let options = |addr| {
+        ListenOptions::new(addr)
+            .backlog(config.backlog)
+            .reuse_port(threads > 1)
+            .nonblocking(nonblocking)
+    };
+    let first = options(config.addr).bind()?;
+    // The others join the first one's port, which matters when port 0 was asked.
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(options(addr).bind()?);
+    }
+    Ok(listeners)
+}

@@ -217,7 +217,11 @@ impl fmt::Debug for Event {
             (Self::HANGUP, "HANGUP"),
             (Self::ERROR, "ERROR"),
         ];
-        let set: Vec<&str> = names.iter().filter(|(b, _)| self.flags & b != 0).map(|(_, n)| *n).collect();
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(b, _)| self.flags & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
         write!(f, "Event({:?}, {})", self.token, set.join(" | "))
     }
 }
@@ -246,7 +250,10 @@ impl Events {
     /// ```
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = capacity.max(1);
-        Events { list: Vec::with_capacity(capacity), capacity }
+        Events {
+            list: Vec::with_capacity(capacity),
+            capacity,
+        }
     }
 
     /// How many events one wait may return.

@@ -28,7 +28,12 @@ impl ListenOptions {
     /// let o = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap());
     /// ```
     pub fn new(addr: SocketAddr) -> ListenOptions {
-        ListenOptions { addr, backlog: 1024, reuse_port: false, nonblocking: false }
+        ListenOptions {
+            addr,
+            backlog: 1024,
+            reuse_port: false,
+            nonblocking: false,
+        }
     }
 
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
@@ -68,20 +73,33 @@ impl ListenOptions {
     /// let l = iomux::net::ListenOptions::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
     /// ```
     pub fn bind(&self) -> io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(self.addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(self.addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         if self.reuse_port {
             socket.set_reuse_port(true)?;
         }
         socket.bind(&self.addr.into()).map_err(|e| {
             let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => "; another process holds it: pick another --addr or port 0",
-                io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pick a higher port",
+                io::ErrorKind::AddrInUse => {
+                    "; another process holds it: pick another --addr or port 0"
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need privileges: pick a higher port"
+                }
                 _ => "",
             };
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}{hint}", self.addr))
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}{hint}", self.addr),
+            )
         })?;
-        socket.listen(self.backlog).map_err(|e| context(e, format_args!("listen on {}", self.addr)))?;
+        socket
+            .listen(self.backlog)
+            .map_err(|e| context(e, format_args!("listen on {}", self.addr)))?;
         socket.set_nonblocking(self.nonblocking)?;
         Ok(socket.into())
     }
@@ -138,7 +156,10 @@ impl Acceptor {
     /// let a = iomux::net::Acceptor::new().unwrap();
     /// ```
     pub fn new() -> io::Result<Acceptor> {
-        Ok(Acceptor { reserve: open_reserve(), shed: 0 })
+        Ok(Acceptor {
+            reserve: open_reserve(),
+            shed: 0,
+        })
     }
 
     /// Try one accept on a non-blocking `listener`.
@@ -198,7 +219,12 @@ fn accept_raw(listener: RawFd) -> io::Result<RawFd> {
     // SAFETY: null address pointers are allowed; the flags make the new socket
     // non-blocking and close-on-exec atomically.
     cvt(unsafe {
-        libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
     })
 }
 
@@ -209,7 +235,10 @@ fn accept_raw(listener: RawFd) -> io::Result<RawFd> {
 /// assert!(n > 0);
 /// ```
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the live struct.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     if lim.rlim_cur < lim.rlim_max {

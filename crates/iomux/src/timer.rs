@@ -123,13 +123,22 @@ impl<K: Copy> TimerWheel<K> {
                 i
             }
             None => {
-                self.entries.push(Entry { tick, key, pos, generation: 0, live: true });
+                self.entries.push(Entry {
+                    tick,
+                    key,
+                    pos,
+                    generation: 0,
+                    live: true,
+                });
                 (self.entries.len() - 1) as u32
             }
         };
         self.slots[slot].push(index);
         self.len += 1;
-        TimerId { index, generation: self.entries[index as usize].generation }
+        TimerId {
+            index,
+            generation: self.entries[index as usize].generation,
+        }
     }
 
     /// Remove a pending timer, returning its key; `None` if it already fired or
@@ -221,7 +230,9 @@ impl<K: Copy> TimerWheel<K> {
         let nslots = self.slots.len() as u64;
         (self.next_tick..self.next_tick + nslots)
             .find(|t| !self.slots[(t % nslots) as usize].is_empty())
-            .map(|t| self.origin + Duration::from_nanos((self.tick.as_nanos() as u64).saturating_mul(t)))
+            .map(|t| {
+                self.origin + Duration::from_nanos((self.tick.as_nanos() as u64).saturating_mul(t))
+            })
     }
 
     /// The wheel's tick.
@@ -254,7 +265,11 @@ mod tests {
             due.clear();
             w.expire(t0 + Duration::from_millis(now_ms), &mut due);
             for &i in &due {
-                assert!(deadlines[i] <= now_ms, "timer {i} due at {} fired at {now_ms}", deadlines[i]);
+                assert!(
+                    deadlines[i] <= now_ms,
+                    "timer {i} due at {} fired at {now_ms}",
+                    deadlines[i]
+                );
                 assert!(!fired[i]);
                 fired[i] = true;
             }

@@ -30,7 +30,9 @@ impl Waker {
         // SAFETY: eventfd takes no pointers; the result is checked by cvt.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
             .map_err(|e| context(e, "creating the waker's eventfd"))?;
-        Ok(Waker { fd: Arc::new(owned(fd)) })
+        Ok(Waker {
+            fd: Arc::new(owned(fd)),
+        })
     }
 
     /// Make the selector's current or next wait return with this waker's token.

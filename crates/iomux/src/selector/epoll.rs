@@ -68,7 +68,12 @@ impl EpollSelector {
     /// let mut sel = EpollSelector::new(Trigger::Level).unwrap();
     /// sel.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE).unwrap();
     /// ```
-    pub fn register_exclusive(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    pub fn register_exclusive(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
         let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
         let flags = (self.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
@@ -96,12 +101,21 @@ impl EpollSelector {
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, flags: u32, token: Token) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: flags, u64: token.0 as u64 };
+        let mut ev = libc::epoll_event {
+            events: flags,
+            u64: token.0 as u64,
+        };
         // SAFETY: `ev` is a live epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.epfd(), op, fd, &mut ev) }).map(drop)
     }
 
-    fn add(&mut self, fd: RawFd, token: Token, interest: Interest, flags: u32) -> io::Result<Registration> {
+    fn add(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        flags: u32,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.check_absent(fd)?;
         self.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| {
@@ -114,7 +128,11 @@ impl EpollSelector {
                 context(e, format_args!("epoll_ctl(ADD, fd {fd})"))
             }
         })?;
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, ());
         Ok(reg)
     }
@@ -125,10 +143,22 @@ impl EpollSelector {
         let max = capacity.min(libc::c_int::MAX as usize) as libc::c_int;
         if self.has_pwait2 {
             let ts = timeout.map(timespec);
-            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
             // SAFETY: `buf` has room for `max` events, `ts_ptr` is null or points
             // to a live timespec, and a null sigmask leaves the mask unchanged.
-            let n = unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, buf, max, ts_ptr, std::ptr::null::<libc::sigset_t>(), 0) };
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    epfd,
+                    buf,
+                    max,
+                    ts_ptr,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0,
+                )
+            };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -141,7 +171,10 @@ impl EpollSelector {
         let ms = match timeout {
             None => -1,
             // Round up: a wait must not end before its timeout.
-            Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+            Some(t) => t
+                .as_nanos()
+                .div_ceil(1_000_000)
+                .min(libc::c_int::MAX as u128) as libc::c_int,
         };
         // SAFETY: `buf` has room for `max` events.
         cvt(unsafe { libc::epoll_wait(epfd, buf, max, ms) }).map(|n| n as usize)
@@ -170,11 +203,21 @@ fn event_flags(epoll: u32) -> u8 {
 }
 
 impl Selector for EpollSelector {
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.add(fd, token, interest, self.flags(interest))
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.expect(fd)?;
         if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, self.flags(interest), token) {
@@ -182,7 +225,11 @@ impl Selector for EpollSelector {
             let _ = self.deregister(fd);
             return Err(context(e, format_args!("epoll_ctl(MOD, fd {fd})")));
         }
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, ());
         Ok(reg)
     }
@@ -205,7 +252,8 @@ impl Selector for EpollSelector {
         if self.buffer.capacity() < capacity {
             self.buffer.reserve(capacity);
         }
-        let n = wait_honestly(timeout, |t| self.wait(capacity, t)).map_err(|e| context(e, "epoll_wait"))?;
+        let n = wait_honestly(timeout, |t| self.wait(capacity, t))
+            .map_err(|e| context(e, "epoll_wait"))?;
         // SAFETY: the kernel initialised the first `n` entries, n <= capacity.
         unsafe { self.buffer.set_len(n) };
         for ev in &self.buffer {
@@ -236,7 +284,12 @@ impl Selector for EpollSelector {
         // Level-triggered whatever the selector's mode: the selector resets the
         // eventfd when it reports it, so a one-shot or edge registration would
         // only lose wakes.
-        self.add(waker.as_raw_fd(), token, Interest::READABLE, libc::EPOLLIN as u32)?;
+        self.add(
+            waker.as_raw_fd(),
+            token,
+            Interest::READABLE,
+            libc::EPOLLIN as u32,
+        )?;
         self.registry.add_waker(token, waker.clone());
         Ok(waker)
     }

@@ -138,7 +138,9 @@ impl std::str::FromStr for Backend {
             "select" => Ok(Backend::Select),
             "poll" => Ok(Backend::Poll),
             "epoll" => Ok(Backend::Epoll),
-            _ => Err(format!("unknown selector backend {s:?}; use select, poll or epoll")),
+            _ => Err(format!(
+                "unknown selector backend {s:?}; use select, poll or epoll"
+            )),
         }
     }
 }
@@ -175,12 +177,18 @@ pub trait Selector {
     /// Start watching `fd`. Errors: an invalid interest or negative descriptor
     /// (`InvalidInput`), a descriptor already registered (`AlreadyExists`), one
     /// the backend cannot watch, or a closed selector.
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration>;
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest)
+        -> io::Result<Registration>;
 
     /// Change the token and interest of a registered descriptor (and re-arm a
     /// one-shot registration). If the kernel refuses, the registration is
     /// removed, so no stale entry remains.
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration>;
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration>;
 
     /// Stop watching `fd`. Succeeds even when the descriptor has already been
     /// closed or its number reused; fails (`NotFound`) for an unknown descriptor.
@@ -246,10 +254,20 @@ macro_rules! dispatch {
 }
 
 impl Selector for AnySelector {
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         dispatch!(self, s => s.register(fd, token, interest))
     }
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         dispatch!(self, s => s.reregister(fd, token, interest))
     }
     fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
@@ -291,13 +309,21 @@ pub(crate) struct Registry<T: Copy> {
 
 impl<T: Copy> Registry<T> {
     pub(crate) fn new() -> Self {
-        Registry { slots: Vec::new(), count: 0, wakers: Vec::new(), closed: false }
+        Registry {
+            slots: Vec::new(),
+            count: 0,
+            wakers: Vec::new(),
+            closed: false,
+        }
     }
 
     /// Fail if the selector was closed.
     pub(crate) fn check_open(&self) -> io::Result<()> {
         if self.closed {
-            Err(io::Error::new(io::ErrorKind::Other, "the selector is closed; open a new one"))
+            Err(io::Error::new(
+                io::ErrorKind::Other,
+                "the selector is closed; open a new one",
+            ))
         } else {
             Ok(())
         }
@@ -307,7 +333,10 @@ impl<T: Copy> Registry<T> {
     pub(crate) fn check_args(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
         self.check_open()?;
         if fd < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid descriptor {fd}: must be >= 0")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid descriptor {fd}: must be >= 0"),
+            ));
         }
         if !interest.is_valid() {
             return Err(io::Error::new(
@@ -356,7 +385,11 @@ impl<T: Copy> Registry<T> {
 
     pub(crate) fn remove(&mut self, fd: RawFd) -> io::Result<(Registration, T)> {
         self.check_open()?;
-        let slot = self.slots.get_mut(fd as usize).and_then(Option::take).ok_or_else(|| not_registered(fd))?;
+        let slot = self
+            .slots
+            .get_mut(fd as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| not_registered(fd))?;
         self.count -= 1;
         self.wakers.retain(|(_, w)| w.as_raw_fd() != fd);
         Ok(slot)
@@ -400,7 +433,10 @@ impl<T: Copy> Registry<T> {
 }
 
 fn not_registered(fd: RawFd) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("descriptor {fd} is not registered"))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("descriptor {fd} is not registered"),
+    )
 }
 
 /// Create a waker and register it on `selector` with `token`.

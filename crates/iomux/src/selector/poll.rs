@@ -43,7 +43,11 @@ impl PollSelector {
     /// assert!(iomux::PollSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<PollSelector> {
-        Ok(PollSelector { registry: Registry::new(), fds: Vec::new(), tokens: Vec::new() })
+        Ok(PollSelector {
+            registry: Registry::new(),
+            fds: Vec::new(),
+            tokens: Vec::new(),
+        })
     }
 }
 
@@ -80,20 +84,42 @@ fn event_flags(revents: libc::c_short) -> u8 {
 }
 
 impl Selector for PollSelector {
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.check_absent(fd)?;
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, self.fds.len());
-        self.fds.push(libc::pollfd { fd, events: poll_events(interest), revents: 0 });
+        self.fds.push(libc::pollfd {
+            fd,
+            events: poll_events(interest),
+            revents: 0,
+        });
         self.tokens.push(token);
         Ok(reg)
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         let (_, index) = self.registry.expect(fd)?;
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, index);
         self.fds[index].events = poll_events(interest);
         self.tokens[index] = token;
@@ -118,10 +144,19 @@ impl Selector for PollSelector {
         let fds = &mut self.fds;
         wait_honestly(timeout, |t| {
             let ts = t.map(timespec);
-            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
             // SAFETY: `fds` is a live array of `fds.len()` pollfds; `ts_ptr` is
             // null or a live timespec; a null sigmask keeps the current mask.
-            let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+            let n = unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    ts_ptr,
+                    std::ptr::null(),
+                )
+            };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {

@@ -63,7 +63,11 @@ pub struct SelectSelector {
 
 impl std::fmt::Debug for FdSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FdSet({} set)", self.0.iter().map(|w| w.count_ones()).sum::<u32>())
+        write!(
+            f,
+            "FdSet({} set)",
+            self.0.iter().map(|w| w.count_ones()).sum::<u32>()
+        )
     }
 }
 
@@ -75,7 +79,12 @@ impl SelectSelector {
     /// assert!(iomux::SelectSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<SelectSelector> {
-        Ok(SelectSelector { registry: Registry::new(), read: FdSet::EMPTY, write: FdSet::EMPTY, nfds: 0 })
+        Ok(SelectSelector {
+            registry: Registry::new(),
+            read: FdSet::EMPTY,
+            write: FdSet::EMPTY,
+            nfds: 0,
+        })
     }
 
     fn check_limit(fd: RawFd) -> io::Result<()> {
@@ -90,31 +99,55 @@ impl SelectSelector {
 
     fn mark(&mut self, fd: RawFd, interest: Option<Interest>) {
         let fd_usize = fd as usize;
-        self.read.set(fd_usize, interest.is_some_and(Interest::is_readable));
-        self.write.set(fd_usize, interest.is_some_and(Interest::is_writable));
+        self.read
+            .set(fd_usize, interest.is_some_and(Interest::is_readable));
+        self.write
+            .set(fd_usize, interest.is_some_and(Interest::is_writable));
         if interest.is_some() {
             self.nfds = self.nfds.max(fd_usize + 1);
         } else if fd_usize + 1 == self.nfds {
-            self.nfds = self.registry.iter().last().map_or(0, |(r, _)| r.fd as usize + 1);
+            self.nfds = self
+                .registry
+                .iter()
+                .last()
+                .map_or(0, |(r, _)| r.fd as usize + 1);
         }
     }
 }
 
 impl Selector for SelectSelector {
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         Self::check_limit(fd)?;
         self.registry.check_absent(fd)?;
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, ());
         self.mark(fd, Some(interest));
         Ok(reg)
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.expect(fd)?;
-        let reg = Registration { fd, token, interest };
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
         self.registry.insert(reg, ());
         self.mark(fd, Some(interest));
         Ok(reg)
@@ -164,7 +197,9 @@ impl Selector for SelectSelector {
                 let bit = ready.trailing_zeros() as usize;
                 ready &= ready - 1;
                 let fd = w * WORD_BITS + bit;
-                let Some((reg, ())) = self.registry.get(fd as RawFd) else { continue };
+                let Some((reg, ())) = self.registry.get(fd as RawFd) else {
+                    continue;
+                };
                 let mut flags = 0;
                 if read.0[w] & (1 << bit) != 0 {
                     flags |= Event::READABLE;

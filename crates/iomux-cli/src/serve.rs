@@ -1,0 +1,203 @@
+//! `iomux serve`: parse the flags, start the engine, wait for a signal.
+
+use clap::{Args, ValueEnum};
+use iomux::{Backend, Trigger};
+use iomux_engine::{Config, Engine, Server};
+use iomux_proto::Echo;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    /// HTTP/1.1 hello-world, /plaintext and POST /echo.
+    Http,
+    /// Every byte echoed back unchanged.
+    Echo,
+    /// Every byte echoed back, ASCII letters upper-cased.
+    Upper,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Event loop over epoll.
+    Epoll,
+    /// Event loop over poll.
+    Poll,
+    /// Event loop over select (descriptors below 1024 only).
+    Select,
+    /// A thread per connection, blocking sockets.
+    Threads,
+    /// One connection at a time.
+    Blocking,
+    /// Busy-polling non-blocking sockets in one thread.
+    Nonblocking,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TriggerArg {
+    Level,
+    Edge,
+    Oneshot,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// What the server speaks.
+    #[arg(long, value_enum, default_value = "http")]
+    proto: ProtoArg,
+    /// How connections are driven.
+    #[arg(long, value_enum, default_value = "epoll")]
+    backend: BackendArg,
+    /// epoll's mode (default edge on epoll); other backends accept level only.
+    #[arg(long, value_enum)]
+    trigger: Option<TriggerArg>,
+    /// Event-loop threads, each with its own SO_REUSEPORT listener.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+    /// Where to listen; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Listen backlog [default: $LISTENQ, else 1024].
+    #[arg(long)]
+    backlog: Option<i32>,
+    /// TCP_NODELAY on accepted sockets.
+    #[arg(long)]
+    nodelay: bool,
+    /// TCP_CORK around each batch of writes.
+    #[arg(long)]
+    cork: bool,
+    /// Close connections idle this many seconds (HTTP: also the time allowed for a request's headers).
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Refuse (accept and close) connections past this many.
+    #[arg(long)]
+    max_conns: Option<usize>,
+}
+
+fn engine(args: &ServeArgs) -> io::Result<Engine> {
+    let trigger = args.trigger.map(|t| match t {
+        TriggerArg::Level => Trigger::Level,
+        TriggerArg::Edge => Trigger::Edge,
+        TriggerArg::Oneshot => Trigger::Oneshot,
+    });
+    let reactor = |backend: Backend, default: Trigger| {
+        let trigger = trigger.unwrap_or(default);
+        backend.check_trigger(trigger)?;
+        Ok(Engine::Reactor(backend, trigger))
+    };
+    let level_only = |engine: Engine, name: &str| {
+        match trigger {
+        None | Some(Trigger::Level) => Ok(engine),
+        Some(t) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--backend {name} supports --trigger level only (got {t}); use --backend epoll for edge or oneshot"),
+        )),
+    }
+    };
+    match args.backend {
+        BackendArg::Epoll => reactor(Backend::Epoll, Trigger::Edge),
+        BackendArg::Poll => reactor(Backend::Poll, Trigger::Level),
+        BackendArg::Select => reactor(Backend::Select, Trigger::Level),
+        BackendArg::Threads => level_only(Engine::Threads, "threads"),
+        BackendArg::Blocking => level_only(Engine::Blocking, "blocking"),
+        BackendArg::Nonblocking => level_only(Engine::Nonblocking, "nonblocking"),
+    }
+}
+
+fn backlog(args: &ServeArgs) -> io::Result<i32> {
+    if let Some(b) = args.backlog {
+        return Ok(b);
+    }
+    match std::env::var("LISTENQ") {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("LISTENQ={v:?} is not a whole number; set it to a backlog such as 1024"),
+            )
+        }),
+        Err(_) => Ok(1024),
+    }
+}
+
+fn config(args: &ServeArgs) -> io::Result<Config> {
+    if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--idle-timeout must be a positive number of seconds",
+        ));
+    }
+    Ok(Config {
+        addr: args.addr,
+        backlog: backlog(args)?,
+        threads: args.threads as usize,
+        nodelay: args.nodelay,
+        cork: args.cork,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+        max_conns: args.max_conns,
+        ..Config::default()
+    })
+}
+
+/// Block SIGINT and SIGTERM in this thread and every thread it starts, so they
+/// are taken synchronously by `wait_for_signal` and never interrupt a loop.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask
+    // only changes this thread's mask (threads spawned later inherit it).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised sigset and `sig` a live int.
+    while unsafe { libc::sigwait(set, &mut sig) } != 0 {}
+    sig
+}
+
+pub fn run(args: ServeArgs) -> io::Result<()> {
+    let engine = engine(&args)?;
+    let config = config(&args)?;
+    // Many connections need many descriptors: use all the hard limit allows.
+    let _ = iomux::net::raise_fd_limit();
+    let signals = block_stop_signals();
+    let server = match args.proto {
+        ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
+        ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
+        ProtoArg::Http => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "--proto http is not built yet; use --proto echo or upper",
+            ))
+        }
+    };
+    {
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "listening on {} proto={:?} backend={} threads={}",
+            server.local_addr(),
+            args.proto,
+            engine,
+            config.threads
+        )?;
+        out.flush()?;
+    }
+    let sig = wait_for_signal(&signals);
+    eprintln!("iomux: signal {sig}: stopping (send it again to exit at once)");
+    server.shutdown();
+    std::thread::spawn(move || {
+        wait_for_signal(&signals);
+        eprintln!("iomux: second signal: exiting now");
+        std::process::exit(130);
+    });
+    let stats = server.join()?;
+    eprintln!("iomux: stopped; {stats:?}");
+    Ok(())
+}

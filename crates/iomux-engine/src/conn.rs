@@ -1,0 +1,190 @@
+//! Socket I/O shared by the engines: reads into spare capacity, writes that
+//! never raise SIGPIPE, corking, and the blocking per-connection loop.
+
+use crate::shutdown::Shutdown;
+use crate::Config;
+use iomux_proto::Protocol;
+use std::io;
+use std::net::{Shutdown as HalfClose, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Size of one read.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// Input a protocol may leave unconsumed before the connection is dropped;
+/// protocols enforce their own, smaller limits, this is the engine's backstop.
+pub(crate) const MAX_PENDING_INPUT: usize = 2 * 1024 * 1024;
+
+/// How long a closing connection keeps draining its peer's input after our
+/// FIN, so unread bytes do not turn the close into a reset that destroys the
+/// response in flight.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// Append up to `max` bytes read from `fd` to `buf`.
+pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// One `send` with MSG_NOSIGNAL: a peer that went away is an error, not a signal.
+pub(crate) fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is a live slice of `data.len()` bytes.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Send as much of `data` as the kernel takes now; returns the bytes sent
+/// (fewer than `data.len()` means the kernel pushed back).
+pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match send(fd, &data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+/// TCP_CORK on or off.
+pub(crate) fn set_cork(fd: RawFd, on: bool) {
+    let v: libc::c_int = on.into();
+    // SAFETY: passes a live c_int of the right size for TCP_CORK; a failure
+    // only loses the batching hint.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            4,
+        );
+    }
+}
+
+/// Serve one connection on a blocking socket until it closes: the loop of the
+/// thread-per-connection and one-at-a-time engines.
+pub(crate) fn serve_blocking<P: Protocol>(
+    stream: TcpStream,
+    mut proto: P,
+    config: &Config,
+    shutdown: &Shutdown,
+) {
+    let guard = shutdown.watch_fd(stream.as_raw_fd());
+    if config.nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    let fd = stream.as_raw_fd();
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::new();
+    // The deadline restarts whenever the protocol is between messages, so a
+    // trickled request head cannot extend it.
+    let mut deadline = Instant::now() + config.idle_timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            proto.on_timeout(&mut out);
+            let _ = write_all(&stream, &out, config.cork);
+            break;
+        }
+        let _ = stream.set_read_timeout(Some(deadline - now));
+        let was_idle = proto.is_idle();
+        match read_append(fd, &mut input, READ_CHUNK) {
+            Ok(0) => {
+                proto.on_eof(&input, &mut out);
+                let _ = write_all(&stream, &out, config.cork);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        let step = proto.on_input(&input, &mut out);
+        input.drain(..step.consumed);
+        if was_idle || proto.is_idle() {
+            deadline = Instant::now() + config.idle_timeout;
+        }
+        if write_all(&stream, &out, config.cork).is_err() {
+            return;
+        }
+        out.clear();
+        if step.close || input.len() > MAX_PENDING_INPUT {
+            break;
+        }
+        if shutdown.is_triggered() && proto.is_idle() && input.is_empty() {
+            break;
+        }
+    }
+    drop(guard);
+    linger_close(stream);
+}
+
+fn write_all(stream: &TcpStream, data: &[u8], cork: bool) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let fd = stream.as_raw_fd();
+    if cork {
+        set_cork(fd, true);
+    }
+    let mut sent = 0;
+    let result = loop {
+        if sent == data.len() {
+            break Ok(());
+        }
+        match send(fd, &data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if cork {
+        set_cork(fd, false);
+    }
+    result
+}
+
+/// Send our FIN, then read and discard until the peer's FIN (or `LINGER`),
+/// so the close does not reset a response the peer has not read yet.
+fn linger_close(stream: TcpStream) {
+    if stream.shutdown(HalfClose::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    while let Some(left) = until
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        let _ = stream.set_read_timeout(Some(left));
+        // SAFETY: reads into a live stack buffer of its own length.
+        let n = unsafe { libc::read(stream.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
