@@ -389,9 +389,16 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                     eprintln!("iomux: {e}; pausing accepts for 100 ms");
                     let _ = self.selector.deregister(listener.as_raw_fd());
                     self.accept_paused_until = Some(self.now + Duration::from_millis(100));
-                    break;
+                    self.listener = Some(listener);
+                    return;
                 }
             }
+        }
+        // A one-shot registration went silent when it fired: re-arm the listener.
+        if self.trigger == Trigger::Oneshot {
+            let _ = self
+                .selector
+                .reregister(listener.as_raw_fd(), LISTENER, Interest::READABLE);
         }
         self.listener = Some(listener);
     }

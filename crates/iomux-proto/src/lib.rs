@@ -33,12 +33,18 @@ pub struct Step {
 impl Step {
     /// Consumed `n` bytes, keep the connection open.
     pub fn keep(consumed: usize) -> Step {
-        Step { consumed, close: false }
+        Step {
+            consumed,
+            close: false,
+        }
     }
 
     /// Consumed `n` bytes, close after flushing the output.
     pub fn close(consumed: usize) -> Step {
-        Step { consumed, close: true }
+        Step {
+            consumed,
+            close: true,
+        }
     }
 }
 

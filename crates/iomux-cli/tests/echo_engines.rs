@@ -1,0 +1,180 @@
+//! Echo and upper-case echo through `iomux serve` on every engine: hundreds of
+//! concurrent clients, random message sizes and chunking, byte-exact.
+
+mod common;
+
+use common::{Rng, ServerProcess};
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+const ENGINES: &[&[&str]] = &[
+    &["--backend", "epoll", "--trigger", "edge"],
+    &["--backend", "epoll", "--trigger", "level"],
+    &["--backend", "epoll", "--trigger", "oneshot"],
+    &["--backend", "poll"],
+    &["--backend", "select"],
+    &["--backend", "threads"],
+    &["--backend", "nonblocking"],
+    &["--backend", "epoll", "--threads", "2"],
+];
+
+/// Mostly small messages, some large, a few megabytes.
+fn message_size(rng: &mut Rng) -> usize {
+    match rng.range(0, 99) {
+        0..=69 => rng.range(1, 4096),
+        70..=94 => rng.range(4097, 256 * 1024),
+        _ => rng.range(256 * 1024, 3 * 1024 * 1024),
+    }
+}
+
+/// One client: write `message` in random chunks from a second thread while
+/// reading everything back; returns what came back.
+fn round_trip(server: &ServerProcess, message: Vec<u8>, seed: u64) -> Vec<u8> {
+    let stream = server.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let len = message.len();
+    let sender = std::thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut at = 0;
+        while at < message.len() {
+            let n = rng.range(1, 70_000).min(message.len() - at);
+            writer.write_all(&message[at..at + n]).unwrap();
+            at += n;
+            if rng.range(0, 9) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(len);
+    let mut reader = stream;
+    reader.read_to_end(&mut back).unwrap();
+    sender.join().unwrap();
+    back
+}
+
+fn run_clients(args: &[&str], proto: &str, clients: usize, seed: u64) {
+    let mut all = vec!["--proto", proto];
+    all.extend_from_slice(args);
+    let mut server = ServerProcess::start(&all);
+    let upper = proto == "upper";
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let addr = server.addr;
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let server_ref = ServerProcess::connect_only(addr);
+                    let mut rng = Rng::new(seed + i as u64);
+                    let size = message_size(&mut rng);
+                    let message = rng.bytes(size);
+                    let mut expected = message.clone();
+                    if upper {
+                        expected.make_ascii_uppercase();
+                    }
+                    let back = round_trip(&server_ref, message, seed ^ i as u64);
+                    assert_eq!(back.len(), expected.len(), "client {i}: length");
+                    assert!(back == expected, "client {i}: bytes differ");
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client failed");
+    }
+    assert!(
+        server.stop().success(),
+        "server {args:?} exited unsuccessfully"
+    );
+}
+
+impl ServerProcess {
+    /// A handle that only knows the address (for client threads).
+    fn connect_only(addr: std::net::SocketAddr) -> ServerProcess {
+        ServerProcess::for_address(addr)
+    }
+}
+
+#[test]
+fn echo_is_byte_exact_on_every_engine_with_200_concurrent_clients() {
+    for (i, engine) in ENGINES.iter().enumerate() {
+        run_clients(engine, "echo", 200, 1000 * i as u64);
+    }
+}
+
+#[test]
+fn upper_echo_on_every_engine() {
+    for (i, engine) in ENGINES.iter().enumerate() {
+        run_clients(engine, "upper", 40, 7 + 1000 * i as u64);
+    }
+}
+
+#[test]
+fn blocking_engine_serves_clients_one_after_another() {
+    let mut server = ServerProcess::start(&["--proto", "echo", "--backend", "blocking"]);
+    for i in 0..20 {
+        let mut rng = Rng::new(i);
+        let size = message_size(&mut rng);
+        let message = rng.bytes(size);
+        assert!(
+            round_trip(&server, message.clone(), i) == message,
+            "client {i}"
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_client_that_does_not_read_does_not_grow_server_memory() {
+    for engine in [
+        &["--backend", "epoll"][..],
+        &["--backend", "poll"],
+        &["--backend", "epoll", "--trigger", "level"],
+    ] {
+        let mut args = vec!["--proto", "echo"];
+        args.extend_from_slice(engine);
+        let mut server = ServerProcess::start(&args);
+        let before = server.rss_kib();
+        let stream = server.connect();
+        stream.set_nonblocking(true).unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut pushed = 0usize;
+        let mut stalled_since: Option<Instant> = None;
+        let limit = 64 * 1024 * 1024;
+        // Push until the server stops taking bytes for half a second.
+        while pushed < limit {
+            match (&stream).write(&chunk) {
+                Ok(n) => {
+                    pushed += n;
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let after = server.rss_kib();
+        assert!(
+            pushed < limit,
+            "{engine:?}: the server kept reading {pushed} bytes from a client that reads nothing"
+        );
+        assert!(
+            after < before + 8 * 1024,
+            "{engine:?}: server RSS grew from {before} KiB to {after} KiB while a client pushed {pushed} bytes without reading"
+        );
+        // Every byte taken must still come back.
+        stream.set_nonblocking(false).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        (&stream).read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), pushed, "{engine:?}");
+        assert!(back.iter().all(|&b| b == b'x'));
+        assert!(server.stop().success());
+    }
+}
