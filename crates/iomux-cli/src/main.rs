@@ -1,5 +1,7 @@
 //! The `iomux` command: flags in, engines and protocols wired together.
 
+mod lab;
+mod load;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +19,18 @@ struct Cli {
 enum Command {
     /// Run a server (echo, upper-case echo or HTTP/1.1) on any engine until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Drive load at a server: active and idle connections, pipelining, latency histogram.
+    Load(load::LoadArgs),
+    /// Measure the I/O models on this machine and write a report.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Load(args) => load::run(args),
+        Command::Lab(args) => lab::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
