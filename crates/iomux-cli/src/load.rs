@@ -35,6 +35,16 @@ pub struct LoadArgs {
     /// Echo message size in bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Client threads, each with its own epoll loop and share of the connections.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Target requests per second over all connections (open-loop; latency is
+    /// measured from each request's intended send time). Absent: as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open a new connection for every request (measures connection rate).
+    #[arg(long)]
+    pub connect_per_request: bool,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
