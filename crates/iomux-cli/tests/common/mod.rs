@@ -146,3 +146,197 @@ impl Rng {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
+
+/// Where a server started by [`start_configured`] writes its stderr.
+fn stderr_log_path() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "iomux-test-{}-{}.stderr",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A server whose stderr goes to a file (so a chatty server never blocks on a
+/// full pipe, and the test can look for panics afterwards).
+pub struct LoggedServer {
+    pub server: ServerProcess,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl LoggedServer {
+    /// Start `iomux serve --addr 127.0.0.1:0 <args>` with `limit_fds` as both
+    /// the soft and hard RLIMIT_NOFILE (serve raises the soft limit to the
+    /// hard one, so both must be set), or the inherited limit when `None`.
+    pub fn start(args: &[&str], limit_fds: Option<u64>) -> LoggedServer {
+        use std::os::unix::process::CommandExt;
+        let stderr_path = stderr_log_path();
+        let log = std::fs::File::create(&stderr_path).expect("create stderr log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iomux"));
+        command
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(n) = limit_fds {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn iomux");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read ready line");
+        if !line.starts_with("listening on ") {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("server {args:?} did not start: stdout {line:?}, stderr {err:?}");
+        }
+        let addr = line["listening on ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .expect("address in ready line");
+        LoggedServer {
+            server: ServerProcess {
+                child: Some(child),
+                addr,
+                ready_line: line,
+            },
+            stderr_path,
+        }
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM, assert a clean exit and no panic; returns stderr.
+    pub fn stop_cleanly(&mut self, what: &str) -> String {
+        let status = self.server.stop();
+        let err = self.stderr();
+        assert!(status.success(), "{what}: exit {status:?}; stderr:\n{err}");
+        assert!(!err.contains("panicked"), "{what}: server panicked:\n{err}");
+        err
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// CPU time (user + system, all threads) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at "state";
+    // utime and stime are fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// The share of one core a process used over `window` (1.0 = a full core).
+pub fn cpu_share_over(pid: u32, window: Duration) -> f64 {
+    let start = Instant::now();
+    let before = cpu_time(pid);
+    std::thread::sleep(window);
+    let used = cpu_time(pid) - before;
+    used.as_secs_f64() / start.elapsed().as_secs_f64()
+}
+
+/// Loopback TCP sockets whose local port is `port`, by state (hex code of
+/// /proc/net/tcp: "01" established, "08" CLOSE_WAIT, "0A" listen).
+pub fn tcp_states_on_port(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then(|| state.to_string())
+        })
+        .collect()
+}
+
+/// Make the next close of `stream` send a reset instead of a FIN (SO_LINGER 0).
+pub fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a live linger struct of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// Poll `check` every 20 ms until it returns true or `within` passes; returns its last answer.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One fresh connection: send `message`, read the echo back; errors instead of panics.
+pub fn try_echo(addr: SocketAddr, message: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(message)?;
+    let mut back = vec![0u8; message.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
+/// The engines of `iomux serve`, as flags.
+pub const ALL_ENGINES: &[&[&str]] = &[
+    &["--backend", "epoll", "--trigger", "edge"],
+    &["--backend", "epoll", "--trigger", "level"],
+    &["--backend", "epoll", "--trigger", "oneshot"],
+    &["--backend", "poll"],
+    &["--backend", "select"],
+    &["--backend", "threads"],
+    &["--backend", "blocking"],
+    &["--backend", "nonblocking"],
+    &["--backend", "epoll", "--threads", "2"],
+];
