@@ -502,7 +502,11 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Output gathered before the error belongs to this connection only.
+                    self.wbuf.clear();
+                    return Err(e);
+                }
             };
             let out = if conn.output.is_empty() {
                 &mut self.wbuf
@@ -572,7 +576,15 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         if self.config.cork {
             set_cork(fd, false);
         }
-        let sent = result?;
+        let sent = match result {
+            Ok(sent) => sent,
+            Err(e) => {
+                // The shared buffer held this connection's output: it must not
+                // reach the next connection flushed.
+                self.wbuf.clear();
+                return Err(e);
+            }
+        };
         if sent > 0 {
             conn.last_active = self.now;
         }
@@ -698,6 +710,9 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         };
         // Deregister before close: the descriptor number may be reused at once.
         let _ = self.selector.deregister(conn.fd());
+        // Whatever the shared buffers still hold is this connection's: never another's.
+        self.wbuf.clear();
+        self.rbuf.clear();
         self.timers.cancel(conn.timer);
         self.pool.put(&mut conn.input);
         self.pool.put(&mut conn.output);
