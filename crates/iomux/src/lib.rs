@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! iomux: one [`Selector`] interface over `select(2)`, `poll(2)` and `epoll(7)`.
 //!
 //! Register descriptors with a [`Token`] and an [`Interest`], wait for

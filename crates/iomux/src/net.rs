@@ -246,7 +246,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         // SAFETY: setrlimit reads the live struct.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 pub use crate::sys::set_nonblocking;

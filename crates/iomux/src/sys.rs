@@ -26,6 +26,27 @@ pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
+/// Name the descriptor in a failed registration's error, with advice for a
+/// descriptor that is not open (EBADF).
+pub(crate) fn registration_error(fd: RawFd, what: &str, err: io::Error) -> io::Error {
+    if err.raw_os_error() == Some(libc::EBADF) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not open; register open descriptors and deregister them before closing"),
+        )
+    } else {
+        context(err, format_args!("{what} fd {fd}"))
+    }
+}
+
+/// Succeed when `fd` is an open descriptor (else the OS error, EBADF).
+/// select and poll learn of a bad descriptor only when they wait (EBADF,
+/// POLLNVAL), so they check when registering.
+pub(crate) fn check_fd_open(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).map(drop)
+}
+
 /// Run a waiting syscall until it reports something or its timeout has truly
 /// passed: EINTR is retried with the remaining time, and a zero return before
 /// the deadline (a rounding or spurious wake-up) waits again, so a wait never

@@ -1,7 +1,7 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
-use super::{Backend, Registration, Registry, Selector, Trigger};
-use crate::sys::{context, cvt, owned, timespec, wait_honestly};
+use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use crate::sys::{context, cvt, owned, registration_error, timespec, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -125,7 +125,7 @@ impl EpollSelector {
                     format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
                 )
             } else {
-                context(e, format_args!("epoll_ctl(ADD, fd {fd})"))
+                registration_error(fd, "epoll_ctl(ADD)", e)
             }
         })?;
         let reg = Registration {
@@ -223,7 +223,7 @@ impl Selector for EpollSelector {
         if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, self.flags(interest), token) {
             // Leave nothing stale behind: the caller learns the descriptor is gone.
             let _ = self.deregister(fd);
-            return Err(context(e, format_args!("epoll_ctl(MOD, fd {fd})")));
+            return Err(reregister_failed(fd, e));
         }
         let reg = Registration {
             fd,
@@ -299,5 +299,30 @@ impl Selector for EpollSelector {
         self.registry.close();
         self.epfd = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Kernels before 5.11 lack epoll_pwait2: the millisecond fallback must
+    /// round up, so a sub-millisecond wait never ends early.
+    #[test]
+    fn fallback_without_epoll_pwait2_never_ends_early() {
+        let mut sel = EpollSelector::new(Trigger::Level).unwrap();
+        sel.has_pwait2 = false;
+        let mut events = Events::with_capacity(4);
+        for timeout in [Duration::from_micros(100), Duration::from_micros(3100)] {
+            for _ in 0..10 {
+                let start = Instant::now();
+                sel.select(&mut events, Some(timeout)).unwrap();
+                let elapsed = start.elapsed();
+                assert!(elapsed >= timeout, "{elapsed:?} < {timeout:?}");
+                assert!(events.is_empty());
+            }
+        }
+        assert!(!sel.has_pwait2, "the fallback path was taken");
     }
 }

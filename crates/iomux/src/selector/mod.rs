@@ -234,6 +234,7 @@ pub trait Selector {
 /// }
 /// ```
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // select's two fd_sets; boxing would cost a pointer chase per call
 pub enum AnySelector {
     /// select(2)
     Select(select::SelectSelector),
@@ -320,10 +321,7 @@ impl<T: Copy> Registry<T> {
     /// Fail if the selector was closed.
     pub(crate) fn check_open(&self) -> io::Result<()> {
         if self.closed {
-            Err(io::Error::new(
-                io::ErrorKind::Other,
-                "the selector is closed; open a new one",
-            ))
+            Err(io::Error::other("the selector is closed; open a new one"))
         } else {
             Ok(())
         }
@@ -430,6 +428,26 @@ impl<T: Copy> Registry<T> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(Registration, T)> {
         self.slots.iter().flatten()
     }
+}
+
+/// The error of a re-registration the kernel refused, after which the
+/// registration was removed (so nothing stale remains).
+pub(crate) fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
+    let (kind, reason) = match err.raw_os_error() {
+        Some(libc::EBADF) => (
+            io::ErrorKind::InvalidInput,
+            "the descriptor is not open".to_string(),
+        ),
+        Some(libc::ENOENT) => (
+            io::ErrorKind::InvalidInput,
+            "the descriptor was closed and its number reused".to_string(),
+        ),
+        _ => (err.kind(), err.to_string()),
+    };
+    io::Error::new(
+        kind,
+        format!("cannot reregister descriptor {fd} ({reason}); its registration was removed: deregister before closing, and register the new descriptor"),
+    )
 }
 
 fn not_registered(fd: RawFd) -> io::Error {

@@ -1,7 +1,9 @@
 //! poll(2): an array of `pollfd` handed to the kernel and scanned on every call.
 
-use super::{register_waker, Backend, Registration, Registry, Selector, Trigger};
-use crate::sys::{context, timespec, wait_honestly};
+use super::{
+    register_waker, reregister_failed, Backend, Registration, Registry, Selector, Trigger,
+};
+use crate::sys::{check_fd_open, context, registration_error, timespec, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::RawFd;
@@ -33,6 +35,9 @@ pub struct PollSelector {
     registry: Registry<usize>,
     fds: Vec<libc::pollfd>,
     tokens: Vec<Token>,
+    /// Where the next scan of the results starts: after the last entry a full
+    /// `Events` left unreported, so that every ready descriptor gets its turn.
+    cursor: usize,
 }
 
 impl PollSelector {
@@ -47,6 +52,7 @@ impl PollSelector {
             registry: Registry::new(),
             fds: Vec::new(),
             tokens: Vec::new(),
+            cursor: 0,
         })
     }
 }
@@ -92,6 +98,7 @@ impl Selector for PollSelector {
     ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.check_absent(fd)?;
+        check_fd_open(fd).map_err(|e| registration_error(fd, "poll register", e))?;
         let reg = Registration {
             fd,
             token,
@@ -115,6 +122,11 @@ impl Selector for PollSelector {
     ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         let (_, index) = self.registry.expect(fd)?;
+        if let Err(e) = check_fd_open(fd) {
+            // Closed without deregistering: drop the entry rather than keep a stale one.
+            let _ = self.deregister(fd);
+            return Err(reregister_failed(fd, e));
+        }
         let reg = Registration {
             fd,
             token,
@@ -164,12 +176,16 @@ impl Selector for PollSelector {
             }
         })
         .map_err(|e| context(e, "ppoll"))?;
-        for (pfd, token) in self.fds.iter().zip(&self.tokens) {
-            if pfd.revents != 0 {
+        let len = self.fds.len();
+        let start = if self.cursor < len { self.cursor } else { 0 };
+        for i in (start..len).chain(0..start) {
+            let revents = self.fds[i].revents;
+            if revents != 0 {
                 if events.is_full() {
+                    self.cursor = i;
                     break;
                 }
-                events.push(Event::new(*token, event_flags(pfd.revents)));
+                events.push(Event::new(self.tokens[i], event_flags(revents)));
             }
         }
         self.registry.reset_fired_wakers(events);
@@ -203,6 +219,7 @@ impl Selector for PollSelector {
         self.registry.close();
         self.fds = Vec::new();
         self.tokens = Vec::new();
+        self.cursor = 0;
         Ok(())
     }
 }

@@ -1,14 +1,16 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
-use super::{register_waker, Backend, Registration, Registry, Selector, Trigger};
-use crate::sys::{context, timespec, wait_honestly};
+use super::{
+    register_waker, reregister_failed, Backend, Registration, Registry, Selector, Trigger,
+};
+use crate::sys::{check_fd_open, context, registration_error, timespec, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// The largest descriptor count an fd_set can hold.
-pub const FD_SETSIZE: usize = libc::FD_SETSIZE as usize;
+pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
 const WORD_BITS: usize = u64::BITS as usize;
 const WORDS: usize = FD_SETSIZE / WORD_BITS;
 
@@ -59,6 +61,9 @@ pub struct SelectSelector {
     write: FdSet,
     /// One past the highest registered descriptor: select's `nfds`.
     nfds: usize,
+    /// The descriptor the next scan of the results starts at: the first one a
+    /// full `Events` left unreported, so that every ready descriptor gets its turn.
+    cursor: usize,
 }
 
 impl std::fmt::Debug for FdSet {
@@ -84,6 +89,7 @@ impl SelectSelector {
             read: FdSet::EMPTY,
             write: FdSet::EMPTY,
             nfds: 0,
+            cursor: 0,
         })
     }
 
@@ -125,6 +131,7 @@ impl Selector for SelectSelector {
         self.registry.check_args(fd, interest)?;
         Self::check_limit(fd)?;
         self.registry.check_absent(fd)?;
+        check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
         let reg = Registration {
             fd,
             token,
@@ -143,6 +150,11 @@ impl Selector for SelectSelector {
     ) -> io::Result<Registration> {
         self.registry.check_args(fd, interest)?;
         self.registry.expect(fd)?;
+        if let Err(e) = check_fd_open(fd) {
+            // Closed without deregistering: drop the entry rather than keep a stale one.
+            let _ = self.deregister(fd);
+            return Err(reregister_failed(fd, e));
+        }
         let reg = Registration {
             fd,
             token,
@@ -190,9 +202,21 @@ impl Selector for SelectSelector {
             }
         })
         .map_err(|e| context(e, "select"))?;
+        // Scan from the cursor round to just before it, a word at a time:
+        // the cursor's word is visited twice, first for the bits at or above
+        // the cursor, last for those below it.
         let words = nfds.div_ceil(WORD_BITS);
-        'scan: for w in 0..words {
-            let mut ready = read.0[w] | write.0[w];
+        let start = if self.cursor < nfds { self.cursor } else { 0 };
+        let (start_word, start_bit) = (start / WORD_BITS, start % WORD_BITS);
+        let below_start = (1u64 << start_bit) - 1;
+        'scan: for k in 0..=words {
+            let w = (start_word + k) % words.max(1);
+            let mask = match k {
+                0 => !below_start,
+                k if k == words => below_start,
+                _ => !0,
+            };
+            let mut ready = (read.0[w] | write.0[w]) & mask;
             while ready != 0 {
                 let bit = ready.trailing_zeros() as usize;
                 ready &= ready - 1;
@@ -208,6 +232,7 @@ impl Selector for SelectSelector {
                     flags |= Event::WRITABLE;
                 }
                 if events.is_full() {
+                    self.cursor = fd;
                     break 'scan;
                 }
                 events.push(Event::new(reg.token, flags));
@@ -245,6 +270,7 @@ impl Selector for SelectSelector {
         self.read = FdSet::EMPTY;
         self.write = FdSet::EMPTY;
         self.nfds = 0;
+        self.cursor = 0;
         Ok(())
     }
 }

@@ -1,0 +1,674 @@
+//! The selector conformance suite: every case runs against select, poll and
+//! epoll (level, edge, one-shot) through `Backend::open`, or against the modes
+//! it is about. The intent of CPython's `test_selectors` and of the `polling`
+//! crate's tests, written afresh. Cases that need thousands of descriptors
+//! live in `conformance_many_fds.rs` (their own process).
+
+#[macro_use]
+mod common;
+
+use common::{drain, only_event, pair, send, tcp_pair, tokens, wait, Mode};
+use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
+use std::io::{ErrorKind, Read};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SECOND: Option<Duration> = Some(Duration::from_secs(1));
+const NOW: Option<Duration> = Some(Duration::ZERO);
+
+// --- registration bookkeeping -------------------------------------------
+
+fn register_returns_the_registration(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    let reg = sel.register(fd, Token(17), Interest::BOTH).unwrap();
+    assert_eq!(
+        (reg.fd, reg.token, reg.interest),
+        (fd, Token(17), Interest::BOTH)
+    );
+    assert_eq!(sel.registration(fd), Some(reg));
+    assert_eq!(sel.len(), 1);
+    assert_eq!(sel.deregister(fd).unwrap(), reg);
+    assert!(sel.is_empty());
+}
+for_modes!(register_returns_the_registration);
+
+fn bad_interest_or_negative_fd_is_an_error(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    for bits in [0u8, 4, 7, 0x80] {
+        let err = sel
+            .register(fd, Token(1), Interest::from_bits(bits))
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "{mode:?} bits {bits}: {err}"
+        );
+        assert!(err.to_string().contains("interest"), "{err}");
+    }
+    let err = sel.register(-1, Token(1), Interest::READABLE).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}: {err}");
+    assert!(err.to_string().contains("-1"), "{err}");
+    assert!(
+        sel.is_empty(),
+        "{mode:?}: a refused registration left an entry"
+    );
+
+    // A bad interest on reregister leaves the registration as it was.
+    let reg = sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    let err = sel
+        .reregister(fd, Token(3), Interest::from_bits(0))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(sel.registration(fd), Some(reg));
+    assert_eq!(sel.deregister(-1).unwrap_err().kind(), ErrorKind::NotFound);
+}
+for_modes!(bad_interest_or_negative_fd_is_an_error);
+
+fn descriptor_that_is_not_open_is_an_error(mode: Mode) {
+    let mut sel = mode.open();
+    // Far above any descriptor limit, so never open; a selector that trusted it
+    // would size its tables by it (gigabytes for i32::MAX).
+    for fd in [1_000_000, i32::MAX] {
+        let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidInput),
+            "{mode:?} fd {fd}: {err:?}"
+        );
+        assert!(err.to_string().contains(&fd.to_string()), "{err}");
+    }
+    assert!(sel.is_empty());
+}
+for_modes!(descriptor_that_is_not_open_is_an_error);
+
+fn registering_twice_is_an_error(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    let reg = sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    let err = sel.register(fd, Token(2), Interest::WRITABLE).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{mode:?}: {err}");
+    assert!(err.to_string().contains("reregister"), "{err}");
+    assert_eq!(
+        sel.registration(fd),
+        Some(reg),
+        "the first registration stays"
+    );
+    assert_eq!(sel.len(), 1);
+}
+for_modes!(registering_twice_is_an_error);
+
+fn deregistering_an_unknown_descriptor_is_an_error(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    let err = sel.deregister(fd).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{mode:?}: {err}");
+    assert!(err.to_string().contains("not registered"), "{err}");
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.deregister(fd).unwrap();
+    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+    let err = sel
+        .reregister(fd, Token(1), Interest::READABLE)
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "reregister of an unknown descriptor"
+    );
+    assert!(sel.is_empty());
+}
+for_modes!(deregistering_an_unknown_descriptor_is_an_error);
+
+fn deregister_after_close_leaves_nothing_behind(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    let (keep, keep_peer) = pair();
+    let fd = a.as_raw_fd();
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.register(keep.as_raw_fd(), Token(2), Interest::READABLE)
+        .unwrap();
+    drop(a);
+    let reg = sel.deregister(fd).expect("deregister after close");
+    assert_eq!(reg.token, Token(1));
+    assert_eq!(sel.registration(fd), None);
+    assert_eq!(sel.len(), 1);
+    drop(b);
+    // The selector still works and reports nothing about the closed descriptor.
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}");
+    send(&keep_peer, b"x");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![2], "{mode:?}");
+}
+for_modes!(deregister_after_close_leaves_nothing_behind);
+
+fn deregister_after_the_number_was_reused_leaves_nothing_behind(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, a_peer) = pair();
+    let (c, c_peer) = pair();
+    let fd = a.as_raw_fd();
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    send(&a_peer, b"old");
+    // SAFETY: both descriptors are open and owned by this test; dup2 closes
+    // a's file and makes `fd` a second name for c's.
+    assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
+    let reg = sel.deregister(fd).expect("deregister after dup2");
+    assert_eq!(reg.token, Token(1));
+    assert!(sel.is_empty());
+    // The number now names c's socket; registering it afresh works and only
+    // the new registration's token is ever reported.
+    sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: c has no data yet");
+    send(&c_peer, b"new");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![2], "{mode:?}");
+    sel.deregister(fd).unwrap();
+    drop(a); // closes `fd`, the duplicate of c
+}
+for_modes!(deregister_after_the_number_was_reused_leaves_nothing_behind);
+
+fn reregister_changes_interest_and_token(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: nothing to read yet");
+    let reg = sel.reregister(fd, Token(2), Interest::WRITABLE).unwrap();
+    assert_eq!((reg.token, reg.interest), (Token(2), Interest::WRITABLE));
+    assert_eq!(sel.registration(fd), Some(reg));
+    let events = wait(&mut sel, SECOND);
+    let e = only_event(&events, Token(2));
+    assert!(e.is_writable() && !e.is_readable(), "{mode:?}: {e:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "{mode:?}: the old token is gone: {events:?}"
+    );
+    assert_eq!(sel.len(), 1);
+}
+for_modes!(reregister_changes_interest_and_token);
+
+fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    drop(a);
+    let err = sel
+        .reregister(fd, Token(2), Interest::WRITABLE)
+        .unwrap_err();
+    assert!(err.to_string().contains(&fd.to_string()), "{mode:?}: {err}");
+    assert_eq!(
+        sel.registration(fd),
+        None,
+        "{mode:?}: stale entry after {err}"
+    );
+    assert!(sel.is_empty());
+    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+}
+for_modes!(failed_reregister_leaves_no_stale_entry);
+
+fn closed_selector_refuses_use(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.close().unwrap();
+    assert!(sel.is_empty());
+    assert_eq!(sel.registration(fd), None);
+    let mut events = Events::with_capacity(4);
+    let errors = [
+        sel.register(fd, Token(1), Interest::READABLE).unwrap_err(),
+        sel.reregister(fd, Token(1), Interest::READABLE)
+            .unwrap_err(),
+        sel.deregister(fd).unwrap_err(),
+        sel.select(&mut events, NOW).unwrap_err(),
+        sel.waker(Token(9)).unwrap_err(),
+        sel.close().unwrap_err(),
+    ];
+    for err in errors {
+        assert!(err.to_string().contains("closed"), "{mode:?}: {err}");
+    }
+}
+for_modes!(closed_selector_refuses_use);
+
+// --- waiting ---------------------------------------------------------------
+
+fn zero_timeout_with_nothing_registered_returns_at_once(mode: Mode) {
+    let mut sel = mode.open();
+    let start = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(wait(&mut sel, NOW), vec![]);
+    }
+    // A sanity bound only: a hundred zero waits that blocked would take far longer.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+for_modes!(zero_timeout_with_nothing_registered_returns_at_once);
+
+fn both_directions_in_one_event(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(5), Interest::BOTH)
+        .unwrap();
+    send(&a, b"data");
+    let events = wait(&mut sel, SECOND);
+    assert_eq!(events.len(), 1, "{mode:?}: {events:?}");
+    let e = events[0];
+    assert_eq!(e.token(), Token(5));
+    assert!(e.is_readable() && e.is_writable(), "{mode:?}: {e:?}");
+    assert!(!e.is_error() && !e.is_read_closed(), "{mode:?}: {e:?}");
+}
+for_modes!(both_directions_in_one_event);
+
+fn only_the_written_pair_becomes_readable(mode: Mode) {
+    let mut sel = mode.open();
+    let pairs: Vec<_> = (0..12).map(|_| pair()).collect();
+    for (i, (_, b)) in pairs.iter().enumerate() {
+        sel.register(b.as_raw_fd(), Token(100 + i), Interest::READABLE)
+            .unwrap();
+    }
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+    for chosen in [5, 0, 11] {
+        send(&pairs[chosen].0, b"!");
+        let events = wait(&mut sel, SECOND);
+        assert_eq!(tokens(&events), vec![100 + chosen], "{mode:?}");
+        assert!(events[0].is_readable());
+        assert_eq!(drain(&pairs[chosen].1), 1);
+        if mode.trigger == Trigger::Oneshot {
+            let b = pairs[chosen].1.as_raw_fd();
+            sel.reregister(b, Token(100 + chosen), Interest::READABLE)
+                .unwrap();
+        }
+        assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: drained");
+    }
+}
+for_modes!(only_the_written_pair_becomes_readable);
+
+fn events_beyond_capacity_come_in_later_waits(mode: Mode) {
+    // Ten always-writable descriptors and room for four events a wait: every
+    // one must be reported within three waits (no descriptor starves).
+    let mut sel = mode.open();
+    let pairs: Vec<_> = (0..10).map(|_| pair()).collect();
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        sel.register(a.as_raw_fd(), Token(i), Interest::WRITABLE)
+            .unwrap();
+    }
+    let mut events = Events::with_capacity(4);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        sel.select(&mut events, SECOND).unwrap();
+        assert!(events.len() <= 4, "{mode:?}: capacity exceeded");
+        seen.extend(events.iter().map(|e| e.token().0));
+    }
+    assert_eq!(seen.len(), 10, "{mode:?}: reported only {seen:?}");
+}
+for_modes!(events_beyond_capacity_come_in_later_waits);
+
+// SIGUSR1 with a handler that does nothing, installed without SA_RESTART, so
+// that a wait it interrupts fails with EINTR.
+static SIGNALS_HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    SIGNALS_HANDLED.fetch_add(1, Ordering::SeqCst);
+}
+
+fn install_interrupting_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler only touches an atomic.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = count_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = 0; // no SA_RESTART
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+    });
+}
+
+fn signal_during_a_wait_is_retried_with_the_remaining_time(mode: Mode) {
+    install_interrupting_handler();
+    let timeout = Duration::from_millis(300);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let waiter = thread::spawn(move || {
+        let mut sel = mode.open();
+        let (_a, b) = pair();
+        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        // SAFETY: pthread_self has no preconditions.
+        ready_tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let start = Instant::now();
+        let result = sel.select(&mut events, Some(timeout));
+        let elapsed = start.elapsed();
+        // Stay alive until the signaller is done, so it never signals a dead thread.
+        let _ = done_rx.recv();
+        (result.map(|()| events.len()), elapsed)
+    });
+    let target = ready_rx.recv().unwrap();
+    let before = SIGNALS_HANDLED.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(50));
+        // SAFETY: the waiter thread is alive until `done_tx` is dropped.
+        assert_eq!(unsafe { libc::pthread_kill(target, libc::SIGUSR1) }, 0);
+    }
+    drop(done_tx);
+    let (result, elapsed) = waiter.join().unwrap();
+    assert!(
+        SIGNALS_HANDLED.load(Ordering::SeqCst) >= before + 3,
+        "signals not delivered"
+    );
+    assert_eq!(
+        result.expect("an interrupted wait is retried, not failed"),
+        0
+    );
+    assert!(
+        elapsed >= timeout,
+        "{mode:?}: returned after {elapsed:?} of {timeout:?}"
+    );
+}
+for_modes!(signal_during_a_wait_is_retried_with_the_remaining_time);
+
+fn short_timeouts_never_end_early(mode: Mode) {
+    let mut sel = mode.open();
+    let (_a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(8);
+    for timeout in [Duration::from_micros(100), Duration::from_micros(3100)] {
+        for _ in 0..20 {
+            let start = Instant::now();
+            sel.select(&mut events, Some(timeout)).unwrap();
+            let elapsed = start.elapsed();
+            assert!(events.is_empty());
+            assert!(elapsed >= timeout, "{mode:?}: {elapsed:?} < {timeout:?}");
+            // Sanity only (the machine is shared): not a precision claim.
+            assert!(elapsed < Duration::from_secs(1), "{mode:?}: {elapsed:?}");
+        }
+    }
+}
+for_modes!(short_timeouts_never_end_early);
+
+fn idle_one_second_wait_takes_a_second(mode: Mode) {
+    let mut sel = mode.open();
+    let (_a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    let start = Instant::now();
+    assert_eq!(wait(&mut sel, SECOND), vec![]);
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_secs(1), "{mode:?}: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{mode:?}: {elapsed:?}");
+}
+for_modes!(idle_one_second_wait_takes_a_second);
+
+// --- triggering modes --------------------------------------------------------
+
+fn level_repeats_until_drained(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    send(&a, b"abc");
+    for round in 0..3 {
+        assert_eq!(
+            tokens(&wait(&mut sel, SECOND)),
+            vec![1],
+            "{mode:?} round {round}"
+        );
+    }
+    let mut one = [0u8; 1];
+    (&b).read_exact(&mut one).unwrap();
+    assert_eq!(
+        tokens(&wait(&mut sel, SECOND)),
+        vec![1],
+        "{mode:?}: two bytes left"
+    );
+    assert_eq!(drain(&b), 2);
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: drained");
+}
+for_modes!(level_repeats_until_drained, [select, poll, epoll_level]);
+
+fn edge_reports_new_data_once(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    send(&a, b"abc");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1]);
+    assert_eq!(
+        wait(&mut sel, NOW),
+        vec![],
+        "undrained data is not reported again"
+    );
+    send(&a, b"more");
+    assert_eq!(
+        tokens(&wait(&mut sel, SECOND)),
+        vec![1],
+        "new data is a new edge"
+    );
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+    assert_eq!(drain(&b), 7);
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+}
+for_modes!(edge_reports_new_data_once, [epoll_edge]);
+
+fn oneshot_is_silent_until_rearmed(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    send(&a, b"abc");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1]);
+    assert_eq!(wait(&mut sel, NOW), vec![], "disarmed after one report");
+    send(&a, b"more");
+    assert_eq!(wait(&mut sel, NOW), vec![], "new data does not re-arm it");
+    sel.reregister(b.as_raw_fd(), Token(2), Interest::READABLE)
+        .unwrap();
+    assert_eq!(
+        tokens(&wait(&mut sel, SECOND)),
+        vec![2],
+        "re-armed with the new token"
+    );
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+}
+for_modes!(oneshot_is_silent_until_rearmed, [epoll_oneshot]);
+
+fn regular_file_on_epoll_is_an_error_leaving_no_entry(mode: Mode) {
+    let mut sel = mode.open();
+    let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
+    let fd = file.as_raw_fd();
+    let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("regular files"), "{err}");
+    assert_eq!(sel.registration(fd), None);
+    assert!(sel.is_empty());
+    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+}
+for_modes!(
+    regular_file_on_epoll_is_an_error_leaving_no_entry,
+    [epoll_level, epoll_edge, epoll_oneshot]
+);
+
+fn regular_file_is_always_ready_on_select_and_poll(mode: Mode) {
+    let mut sel = mode.open();
+    let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
+    sel.register(file.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    assert_eq!(tokens(&wait(&mut sel, NOW)), vec![1], "{mode:?}");
+    sel.deregister(file.as_raw_fd()).unwrap();
+}
+for_modes!(
+    regular_file_is_always_ready_on_select_and_poll,
+    [select, poll]
+);
+
+// --- wakers ------------------------------------------------------------------
+
+fn waker_wakes_a_wait_without_timeout(mode: Mode) {
+    let (tx, rx) = mpsc::channel();
+    let mut sel = mode.open();
+    let waker = sel.waker(Token(99)).unwrap();
+    thread::spawn(move || {
+        let events = wait(&mut sel, None);
+        let _ = tx.send(events);
+    });
+    thread::sleep(Duration::from_millis(50));
+    waker.wake().unwrap();
+    // Bounded: a waker that failed to wake would leave the wait blocked.
+    let events = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{mode:?}: the waker did not wake the wait"));
+    assert_eq!(tokens(&events), vec![99], "{mode:?}");
+    assert!(events[0].is_readable());
+}
+for_modes!(waker_wakes_a_wait_without_timeout);
+
+fn several_wakers_per_selector(mode: Mode) {
+    let mut sel = mode.open();
+    let w1 = sel.waker(Token(101)).unwrap();
+    let w2 = sel.waker(Token(102)).unwrap();
+    let w3 = sel.waker(Token(103)).unwrap();
+    assert_eq!(sel.len(), 3);
+    w1.wake().unwrap();
+    w3.wake().unwrap();
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![101, 103], "{mode:?}");
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: wakes consumed");
+    w2.wake().unwrap();
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![102], "{mode:?}");
+    // A woken waker keeps working after others were reported.
+    w1.wake().unwrap();
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![101], "{mode:?}");
+}
+for_modes!(several_wakers_per_selector);
+
+fn wakes_coalesce(mode: Mode) {
+    let mut sel = mode.open();
+    let waker = sel.waker(Token(7)).unwrap();
+    let clone = waker.clone();
+    for _ in 0..5 {
+        waker.wake().unwrap();
+        clone.wake().unwrap();
+    }
+    assert_eq!(
+        tokens(&wait(&mut sel, SECOND)),
+        vec![7],
+        "{mode:?}: one event for ten wakes"
+    );
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}");
+}
+for_modes!(wakes_coalesce);
+
+// --- hang-ups --------------------------------------------------------------
+
+fn hangup_is_reported(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    drop(a);
+    let events = wait(&mut sel, SECOND);
+    let e = only_event(&events, Token(1));
+    assert!(e.is_readable(), "{mode:?}: {e:?}");
+    if mode.reports_hangups() {
+        assert!(e.is_hangup() && e.is_read_closed(), "{mode:?}: {e:?}");
+    }
+    let mut buf = [0u8; 8];
+    assert_eq!((&b).read(&mut buf).unwrap(), 0, "EOF");
+}
+for_modes!(hangup_is_reported);
+
+fn read_half_close_is_reported(mode: Mode) {
+    let mut sel = mode.open();
+    let (client, server) = tcp_pair();
+    sel.register(server.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+    client.shutdown(Shutdown::Write).unwrap();
+    let events = wait(&mut sel, SECOND);
+    let e = only_event(&events, Token(1));
+    assert!(e.is_readable(), "{mode:?}: {e:?}");
+    if mode.reports_hangups() {
+        assert!(e.is_read_closed(), "{mode:?}: {e:?}");
+        assert!(!e.is_hangup(), "{mode:?}: only one direction closed: {e:?}");
+    }
+    let mut buf = [0u8; 8];
+    assert_eq!((&server).read(&mut buf).unwrap(), 0, "EOF");
+    // The other direction still works.
+    send(&server, b"still open");
+}
+for_modes!(read_half_close_is_reported);
+
+// --- epoll's shared listener -------------------------------------------------
+
+#[test]
+fn exclusive_listener_wakes_a_waiter_and_cannot_be_reregistered() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut selectors: Vec<_> = (0..2)
+        .map(|_| iomux::EpollSelector::new(Trigger::Level).unwrap())
+        .collect();
+    for sel in &mut selectors {
+        sel.register_exclusive(fd, Token(0), Interest::READABLE)
+            .unwrap();
+    }
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut events = Events::with_capacity(4);
+    let start = Instant::now();
+    let mut woken = 0;
+    while woken == 0 && start.elapsed() < Duration::from_secs(5) {
+        for sel in &mut selectors {
+            sel.select(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            woken += events.len();
+        }
+    }
+    assert!(woken >= 1, "no selector saw the connection");
+    // The kernel refuses EPOLL_CTL_MOD on an exclusive registration: the error
+    // is reported and no stale entry remains.
+    let sel = &mut selectors[0];
+    assert!(sel.reregister(fd, Token(1), Interest::READABLE).is_err());
+    assert_eq!(sel.registration(fd), None);
+    sel.register_exclusive(fd, Token(1), Interest::READABLE)
+        .unwrap();
+}
+
+#[test]
+fn select_refuses_edge_and_oneshot_with_advice() {
+    for backend in [Backend::Select, Backend::Poll] {
+        for trigger in [Trigger::Edge, Trigger::Oneshot] {
+            let err = backend.open(trigger).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("use --backend epoll"), "{err}");
+        }
+    }
+}
+
+fn huge_timeout_is_accepted(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, _b) = pair();
+    sel.register(a.as_raw_fd(), Token(1), Interest::WRITABLE)
+        .unwrap();
+    // Saturated rather than overflowed or refused: the ready descriptor is reported.
+    assert_eq!(
+        tokens(&wait(&mut sel, Some(Duration::MAX))),
+        vec![1],
+        "{mode:?}"
+    );
+}
+for_modes!(huge_timeout_is_accepted);
