@@ -4,7 +4,7 @@
 
 use crate::conn::{read_append, send_available, LINGER, MAX_PENDING_INPUT, READ_CHUNK};
 use crate::reactor::LoopStats;
-use crate::shutdown::{ConnLimit, Shutdown};
+use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux_proto::Protocol;
@@ -46,7 +46,19 @@ where
             drain_until = Some(now + config.drain_timeout);
         }
         if let Some(until) = drain_until {
-            conns.retain(|c| !(c.proto.is_idle() && c.input.is_empty() && c.output.is_empty()));
+            // Close connections between messages, with nothing buffered, whose
+            // peer has been quiet a moment (a message still streaming in goes on).
+            let before = conns.len();
+            conns.retain(|c| {
+                !(c.proto.is_idle()
+                    && c.input.is_empty()
+                    && c.output.is_empty()
+                    && now.duration_since(c.last_active) >= DRAIN_QUIET)
+            });
+            for _ in conns.len()..before {
+                max_conns.release();
+                stats.closed += 1;
+            }
             if conns.is_empty() || now >= until {
                 break;
             }

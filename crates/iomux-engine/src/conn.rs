@@ -86,10 +86,13 @@ pub(crate) fn serve_blocking<P: Protocol>(
     config: &Config,
     shutdown: &Shutdown,
 ) {
-    let guard = shutdown.watch_fd(stream.as_raw_fd());
+    let guard = shutdown.watch_conn(stream.as_raw_fd());
     if config.nodelay {
         let _ = stream.set_nodelay(true);
     }
+    // The send deadline: one blocked send lasts at most this long (see write_all).
+    let _ = stream.set_write_timeout(Some(config.idle_timeout));
+    let send_floor = config.output_high_water;
     let fd = stream.as_raw_fd();
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::new();
@@ -100,7 +103,7 @@ pub(crate) fn serve_blocking<P: Protocol>(
         let now = Instant::now();
         if now >= deadline {
             proto.on_timeout(&mut out);
-            let _ = write_all(&stream, &out, config.cork);
+            let _ = write_all(&stream, &out, config.cork, send_floor);
             break;
         }
         let _ = stream.set_read_timeout(Some(deadline - now));
@@ -108,7 +111,7 @@ pub(crate) fn serve_blocking<P: Protocol>(
         match read_append(fd, &mut input, READ_CHUNK) {
             Ok(0) => {
                 proto.on_eof(&input, &mut out);
-                let _ = write_all(&stream, &out, config.cork);
+                let _ = write_all(&stream, &out, config.cork, send_floor);
                 break;
             }
             Ok(_) => {}
@@ -125,25 +128,31 @@ pub(crate) fn serve_blocking<P: Protocol>(
         }
         let step = proto.on_input(&input, &mut out);
         input.drain(..step.consumed);
+        // Busy while output is owed: a drain must not count a blocked send as quiet.
+        let idle = proto.is_idle() && input.is_empty();
+        guard.mark(idle && out.is_empty());
         if was_idle || proto.is_idle() {
             deadline = Instant::now() + config.idle_timeout;
         }
-        if write_all(&stream, &out, config.cork).is_err() {
+        if write_all(&stream, &out, config.cork, send_floor).is_err() {
             return;
         }
         out.clear();
         if step.close || input.len() > MAX_PENDING_INPUT {
             break;
         }
-        if shutdown.is_triggered() && proto.is_idle() && input.is_empty() {
-            break;
-        }
+        // A drain closes this connection once it is idle and quiet.
+        guard.mark(idle);
     }
     drop(guard);
     linger_close(stream);
 }
 
-fn write_all(stream: &TcpStream, data: &[u8], cork: bool) -> io::Result<()> {
+/// Send all of `data` on a blocking socket whose send timeout is the send
+/// deadline. A send that returns short (or EAGAIN) was blocked for the whole
+/// deadline; if the peer took less than `floor` bytes in that time it is
+/// reading too slowly to keep (a slow-read attack), and the send fails.
+fn write_all(stream: &TcpStream, data: &[u8], cork: bool, floor: usize) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -157,7 +166,15 @@ fn write_all(stream: &TcpStream, data: &[u8], cork: bool) -> io::Result<()> {
             break Ok(());
         }
         match send(fd, &data[sent..]) {
-            Ok(n) => sent += n,
+            Ok(n) => {
+                sent += n;
+                if sent < data.len() && n < floor {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer reads too slowly: send deadline passed",
+                    ));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => break Err(e),
         }

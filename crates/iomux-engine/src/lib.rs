@@ -135,6 +135,7 @@ impl Server {
         let listeners = bind_listeners(&config, threads, engine)?;
         let local_addr = listeners[0].local_addr()?;
         let shutdown = Shutdown::new();
+        shutdown.set_drain_timeout(config.drain_timeout);
         let max_conns = shutdown.conn_limit(config.max_conns);
         let mut handles = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {

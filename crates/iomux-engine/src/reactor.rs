@@ -8,7 +8,7 @@
 
 use crate::buffer::BufPool;
 use crate::conn::{read_append, send_available, set_cork, LINGER, MAX_PENDING_INPUT, READ_CHUNK};
-use crate::shutdown::{ConnLimit, Shutdown};
+use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux::timer::TimerId;
@@ -345,6 +345,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                 self.resume_accepting();
             }
             if let Some(until) = self.draining_until {
+                self.close_quiet_idle();
                 if self.conns.len == 0 {
                     break;
                 }
@@ -362,7 +363,9 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
 
     fn next_timeout(&self) -> Option<Duration> {
         let mut next = self.timers.next_deadline();
-        for t in [self.draining_until, self.accept_paused_until]
+        // While draining, look again soon for connections that went quiet.
+        let drain_check = self.draining_until.map(|_| self.now + DRAIN_QUIET / 2);
+        for t in [self.draining_until, self.accept_paused_until, drain_check]
             .into_iter()
             .flatten()
         {
@@ -635,14 +638,6 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             self.finish(token);
             return;
         }
-        if self.draining_until.is_some()
-            && conn.proto.is_idle()
-            && conn.input.is_empty()
-            && conn.pending_output() == 0
-        {
-            self.close(token);
-            return;
-        }
         self.update_interest(token);
     }
 
@@ -770,8 +765,23 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             let _ = self.selector.deregister(listener.as_raw_fd());
         }
         self.accept_paused_until = None;
+        self.close_quiet_idle();
+    }
+
+    /// While draining: close connections between messages with nothing
+    /// buffered whose peer has been quiet for `DRAIN_QUIET` (lingering ones
+    /// finish their close on their own).
+    fn close_quiet_idle(&mut self) {
         for token in self.conns.tokens() {
-            self.settle(token);
+            let conn = self.conns.get_mut(token).expect("live connection");
+            if conn.proto.is_idle()
+                && conn.input.is_empty()
+                && conn.pending_output() == 0
+                && !conn.has(flag::LINGERING)
+                && self.now.duration_since(conn.last_active) >= DRAIN_QUIET
+            {
+                self.close(token);
+            }
         }
     }
 }

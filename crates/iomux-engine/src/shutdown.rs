@@ -1,10 +1,28 @@
 //! Graceful shutdown shared by every engine, and the server-wide connection cap.
+//!
+//! A drain closes a connection once its protocol is between messages, nothing
+//! is buffered for it, and its peer has been quiet for [`DRAIN_QUIET`]: an idle
+//! keep-alive connection closes at once, a message still streaming in (echo
+//! has no message boundaries the engine could see) keeps going until it ends
+//! or the drain deadline passes.
 
 use iomux::Waker;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a connection must have been quiet (no bytes in or out) before a
+/// drain treats it as idle; a peer in the middle of sending a message sends
+/// more often than this.
+pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// How often the drain watcher looks at blocked connections.
+const DRAIN_SCAN: Duration = Duration::from_millis(20);
+
+/// Stands for "busy: never quiet" in [`Activity::quiet_since_ms`].
+const BUSY: u64 = u64::MAX;
 
 /// Starts a graceful shutdown: loops stop accepting, close idle connections
 /// and let in-flight work finish.
@@ -23,13 +41,48 @@ pub struct Shutdown {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     triggered: AtomicBool,
     wakers: Mutex<Vec<Waker>>,
     /// Descriptors blocked engines sit in accept or read on.
-    blocked_fds: Mutex<HashMap<u64, RawFd>>,
+    blocked_fds: Mutex<HashMap<u64, Watched>>,
     next_id: AtomicU64,
+    /// Time origin of the activity stamps.
+    epoch: Instant,
+    /// How long in-flight work may take once the shutdown starts, in ms.
+    drain_timeout_ms: AtomicU64,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            triggered: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+            blocked_fds: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+            drain_timeout_ms: AtomicU64::new(3000),
+        }
+    }
+}
+
+/// A descriptor a blocked engine waits on: a listener (closed for reading at
+/// once on shutdown) or a connection with its activity (closed once idle and
+/// quiet, or at the drain deadline).
+#[derive(Debug)]
+struct Watched {
+    fd: RawFd,
+    activity: Option<Arc<Activity>>,
+    shut: bool,
+}
+
+/// What a blocking connection loop tells the drain watcher.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    /// When the connection last moved bytes while idle (ms since the epoch),
+    /// or [`BUSY`] while a message is half-received or output is owed.
+    quiet_since_ms: AtomicU64,
 }
 
 impl Shutdown {
@@ -50,7 +103,8 @@ impl Shutdown {
     /// s.trigger();
     /// ```
     pub fn trigger(&self) {
-        self.inner.triggered.store(true, Ordering::SeqCst);
+        // The flag first: a loop woken below must see it.
+        let first = !self.inner.triggered.swap(true, Ordering::SeqCst);
         for w in self
             .inner
             .wakers
@@ -60,17 +114,81 @@ impl Shutdown {
         {
             let _ = w.wake();
         }
-        for fd in self
-            .inner
+        let has_conns = {
+            let mut fds = self.lock_fds();
+            for w in fds.values_mut().filter(|w| w.activity.is_none()) {
+                shut_down(w, libc::SHUT_RD);
+            }
+            fds.values().any(|w| w.activity.is_some())
+        };
+        if first && has_conns {
+            let me = self.clone();
+            let deadline = Instant::now() + self.drain_timeout();
+            let spawned = std::thread::Builder::new()
+                .name("iomux-drain".into())
+                .spawn(move || me.drain_blocked(deadline));
+            if let Err(e) = spawned {
+                // Without the watcher, connections end at their idle timeout.
+                eprintln!("iomux: cannot start the drain watcher: {e}");
+            }
+        }
+    }
+
+    /// Until no blocked connection is left: close the idle, quiet ones for
+    /// reading (their loops see end of input and finish), and at `deadline`
+    /// close every one in both directions (a blocked send fails too).
+    fn drain_blocked(&self, deadline: Instant) {
+        loop {
+            let now = Instant::now();
+            let now_ms = self.now_ms();
+            {
+                let mut fds = self.lock_fds();
+                if !fds.values().any(|w| w.activity.is_some()) {
+                    return;
+                }
+                for w in fds.values_mut() {
+                    if now >= deadline {
+                        shut_down(w, libc::SHUT_RDWR);
+                        continue;
+                    }
+                    let quiet = w.activity.as_ref().map_or(true, |a| {
+                        let since = a.quiet_since_ms.load(Ordering::Acquire);
+                        since != BUSY
+                            && now_ms.saturating_sub(since) >= DRAIN_QUIET.as_millis() as u64
+                    });
+                    if quiet && !w.shut {
+                        shut_down(w, libc::SHUT_RD);
+                    }
+                }
+            }
+            if now >= deadline + Duration::from_secs(1) {
+                return;
+            }
+            std::thread::sleep(DRAIN_SCAN);
+        }
+    }
+
+    fn lock_fds(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
+        self.inner
             .blocked_fds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            // SAFETY: the fd is open: owners remove it from the map (under this
-            // lock) before closing it. SHUT_RD wakes a blocked accept or read.
-            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
-        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    /// How long in-flight work may take once the shutdown starts.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.drain_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Set how long in-flight work may take once the shutdown starts.
+    pub(crate) fn set_drain_timeout(&self, timeout: Duration) {
+        self.inner
+            .drain_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether the shutdown has started.
@@ -91,23 +209,40 @@ impl Shutdown {
         wakers.push(waker);
     }
 
-    /// Shut `fd` down for reading on shutdown, until the guard is dropped
-    /// (drop it before closing the descriptor).
-    pub(crate) fn watch_fd(&self, fd: RawFd) -> WatchGuard {
+    /// Shut a listener `fd` down for reading on shutdown, until the guard is
+    /// dropped (drop it before closing the descriptor).
+    pub(crate) fn watch_listener(&self, fd: RawFd) -> WatchGuard {
+        self.watch(fd, None)
+    }
+
+    /// Watch a blocking connection: on shutdown it is shut down for reading
+    /// once [`WatchGuard::mark`] says it is idle and it stays quiet for
+    /// [`DRAIN_QUIET`], and in both directions at the drain deadline. It
+    /// starts idle (nothing received yet).
+    pub(crate) fn watch_conn(&self, fd: RawFd) -> WatchGuard {
+        let activity = Arc::new(Activity {
+            quiet_since_ms: AtomicU64::new(self.now_ms()),
+        });
+        self.watch(fd, Some(activity))
+    }
+
+    fn watch(&self, fd: RawFd, activity: Option<Arc<Activity>>) -> WatchGuard {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut fds = self
-            .inner
-            .blocked_fds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        fds.insert(id, fd);
+        let mut fds = self.lock_fds();
+        let mut watched = Watched {
+            fd,
+            activity: activity.clone(),
+            shut: false,
+        };
         if self.is_triggered() {
-            // SAFETY: the caller owns `fd` and it is open.
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            // Too late to serve anything new.
+            shut_down(&mut watched, libc::SHUT_RD);
         }
+        fds.insert(id, watched);
         WatchGuard {
             shutdown: self.clone(),
             id,
+            activity,
         }
     }
 
@@ -120,21 +255,40 @@ impl Shutdown {
     }
 }
 
+/// Shut a watched descriptor down (once per direction set).
+fn shut_down(w: &mut Watched, how: libc::c_int) {
+    if how == libc::SHUT_RD && w.shut {
+        return;
+    }
+    // SAFETY: the fd is open: owners remove it from the map (under the map's
+    // lock, which the caller holds) before closing it. Shutting it down wakes
+    // a blocked accept, read or send.
+    unsafe { libc::shutdown(w.fd, how) };
+    w.shut = true;
+}
+
 /// Keeps a descriptor in the shutdown's watch list while alive.
 #[derive(Debug)]
 pub(crate) struct WatchGuard {
     shutdown: Shutdown,
     id: u64,
+    activity: Option<Arc<Activity>>,
+}
+
+impl WatchGuard {
+    /// The connection just moved bytes; `idle` says whether its protocol is
+    /// between messages with nothing buffered (a drain may close it once quiet).
+    pub(crate) fn mark(&self, idle: bool) {
+        if let Some(a) = &self.activity {
+            let stamp = if idle { self.shutdown.now_ms() } else { BUSY };
+            a.quiet_since_ms.store(stamp, Ordering::Release);
+        }
+    }
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.shutdown
-            .inner
-            .blocked_fds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.shutdown.lock_fds().remove(&self.id);
     }
 }
 

@@ -17,7 +17,7 @@ fn accept_loop(
     max_conns: &ConnLimit,
     mut serve: impl FnMut(TcpStream),
 ) -> io::Result<LoopStats> {
-    let guard = shutdown.watch_fd(listener.as_raw_fd());
+    let guard = shutdown.watch_listener(listener.as_raw_fd());
     let mut stats = LoopStats::default();
     while !shutdown.is_triggered() {
         match listener.accept() {

@@ -1,0 +1,182 @@
+//! Graceful shutdown on every engine: SIGTERM stops accepting, closes idle
+//! connections at once, lets a message being echoed finish, and exits 0; a
+//! second signal exits at once.
+
+mod common;
+
+use common::{eventually, LoggedServer, Rng, ALL_ENGINES};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Closing an idle connection "at once": the drain's quiet period plus slack
+/// for a loaded machine.
+const AT_ONCE: Duration = Duration::from_millis(1500);
+
+fn start(engine: &[&str]) -> LoggedServer {
+    let mut args = vec!["--proto", "echo"];
+    args.extend_from_slice(engine);
+    LoggedServer::start(&args, None)
+}
+
+fn sigterm(server: &LoggedServer) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.server.pid() as i32, libc::SIGTERM) };
+}
+
+/// Wait (bounded) for the server to exit; returns its status.
+fn wait_exit(server: &mut LoggedServer, within: Duration) -> std::process::ExitStatus {
+    server.server.stop_with(0, within)
+}
+
+fn refuses_new_connections(addr: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        Err(e) => e.kind() == ErrorKind::ConnectionRefused,
+        Ok(_) => false,
+    }
+}
+
+/// An idle keep-alive connection is closed at once, new connections are
+/// refused, and the server exits 0 without waiting out the drain deadline.
+fn idle_closes_at_once(engine: &[&str]) {
+    let mut server = start(engine);
+    let mut idle = server.server.connect();
+    idle.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    idle.read_exact(&mut back).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let signalled = Instant::now();
+    sigterm(&server);
+    idle.set_read_timeout(Some(AT_ONCE)).unwrap();
+    let mut buf = [0u8; 1];
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("{engine:?}: idle connection not closed at once: {other:?}"),
+    }
+    let closed_after = signalled.elapsed();
+    assert!(
+        eventually(Duration::from_secs(2), || refuses_new_connections(
+            server.server.addr
+        )),
+        "{engine:?}: still accepting after SIGTERM"
+    );
+    let status = wait_exit(&mut server, Duration::from_secs(2));
+    let err = server.stderr();
+    assert!(status.success(), "{engine:?}: exit {status:?}:\n{err}");
+    assert!(!err.contains("panicked"), "{engine:?}:\n{err}");
+    eprintln!(
+        "{engine:?}: idle connection closed {closed_after:?} after SIGTERM, exit after {:?}",
+        signalled.elapsed()
+    );
+}
+
+/// A message streaming in when SIGTERM arrives is echoed to its end.
+fn in_flight_completes(engine: &[&str]) {
+    const SIZE: usize = 4 * 1024 * 1024;
+    const CHUNK: usize = 32 * 1024;
+    let mut server = start(engine);
+    let stream = server.server.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let message = Rng::new(5).bytes(SIZE);
+    let sent = message.clone();
+    // About a second of sending, in chunks close enough together that the
+    // connection never looks quiet.
+    let sender = std::thread::spawn(move || {
+        for chunk in sent.chunks(CHUNK) {
+            writer.write_all(chunk)?;
+            std::thread::sleep(Duration::from_millis(8));
+        }
+        writer.shutdown(Shutdown::Write)
+    });
+    let reader = std::thread::spawn(move || {
+        let mut back = Vec::with_capacity(SIZE);
+        let mut r = stream;
+        r.read_to_end(&mut back).map(|_| back)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    sigterm(&server);
+    let sent_ok = sender.join().unwrap();
+    let back = reader.join().unwrap();
+    assert!(sent_ok.is_ok(), "{engine:?}: sending failed: {sent_ok:?}");
+    let back = back.unwrap_or_else(|e| panic!("{engine:?}: reading the echo failed: {e}"));
+    assert_eq!(back.len(), SIZE, "{engine:?}: echo cut short by the shutdown");
+    assert!(back == message, "{engine:?}: echo differs");
+    let status = wait_exit(&mut server, Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{engine:?}: exit {status:?}:\n{}",
+        server.stderr()
+    );
+    eprintln!(
+        "{engine:?}: in-flight 4 MiB echo finished; exit {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+}
+
+/// With work still in flight (a client that never reads its echo), a second
+/// signal ends the server at once instead of after the drain deadline.
+fn second_signal_exits_at_once(engine: &[&str]) {
+    let mut server = start(engine);
+    let stuck = server.server.connect();
+    stuck.set_nonblocking(true).unwrap();
+    // Push until the server stops taking bytes (its output to us is stuck),
+    // bounded at 64 MiB.
+    let chunk = vec![b's'; 64 * 1024];
+    let mut pushed = 0;
+    let mut stalled_since: Option<Instant> = None;
+    while pushed < 64 * 1024 * 1024 {
+        match (&stuck).write(&chunk) {
+            Ok(n) => {
+                pushed += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{engine:?}: push: {e}"),
+        }
+    }
+    sigterm(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    let status = server
+        .server
+        .stop_with(libc::SIGTERM, Duration::from_secs(1));
+    assert!(
+        !status.success(),
+        "{engine:?}: the second signal should end the server at once, not drain ({status:?}); pushed {pushed}; stderr:\n{}",
+        server.stderr()
+    );
+    eprintln!(
+        "{engine:?}: exited {:?} after the second signal",
+        second.elapsed()
+    );
+    drop(stuck);
+}
+
+#[test]
+fn sigterm_closes_idle_connections_at_once_and_exits_0_on_every_engine() {
+    for engine in ALL_ENGINES {
+        idle_closes_at_once(engine);
+    }
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_echo_finish_on_every_engine() {
+    for engine in ALL_ENGINES {
+        in_flight_completes(engine);
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_on_every_engine() {
+    for engine in ALL_ENGINES {
+        second_signal_exits_at_once(engine);
+    }
+}
