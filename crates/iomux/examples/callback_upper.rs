@@ -1,0 +1,117 @@
+//! A callback-style server in the manner of Python's `selectors` module:
+//! `register(fd, events, callback)`, and a loop that calls the callback of
+//! every ready descriptor. It answers each connection with its bytes in upper case.
+//! `cargo run -p iomux --example callback_upper -- --addr 127.0.0.1:7000 --backend poll`
+
+mod common;
+
+use common::Conn;
+use iomux::net::{Accepted, Acceptor};
+use iomux::{AnySelector, Backend, Event, Events, Interest, Selector, Token, Trigger};
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+
+type Callback = Box<dyn FnMut(&mut Reactor, Event)>;
+
+/// A selector plus one callback per registered descriptor (its token is the descriptor).
+struct Reactor {
+    selector: AnySelector,
+    callbacks: HashMap<RawFd, Callback>,
+}
+
+impl Reactor {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        callback: impl FnMut(&mut Reactor, Event) + 'static,
+    ) -> io::Result<()> {
+        self.selector.register(fd, Token(fd as usize), interest)?;
+        self.callbacks.insert(fd, Box::new(callback));
+        Ok(())
+    }
+
+    fn modify(&mut self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        if self.selector.registration(fd).map(|r| r.interest) != Some(interest) {
+            self.selector.reregister(fd, Token(fd as usize), interest)?;
+        }
+        Ok(())
+    }
+
+    fn unregister(&mut self, fd: RawFd) {
+        let _ = self.selector.deregister(fd);
+        self.callbacks.remove(&fd);
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut ready = Vec::new();
+        loop {
+            self.selector.select(&mut events, None)?;
+            ready.clear();
+            ready.extend(events.iter().copied());
+            for &event in &ready {
+                let fd = event.token().0 as RawFd;
+                // Taken out while it runs, so it may register and unregister freely.
+                let Some(mut callback) = self.callbacks.remove(&fd) else {
+                    continue;
+                };
+                callback(self, event);
+                if self.selector.registration(fd).is_some() {
+                    self.callbacks.entry(fd).or_insert(callback);
+                }
+            }
+        }
+    }
+}
+
+fn main() -> io::Result<()> {
+    let backend: Backend = common::flag("--backend", "epoll")
+        .parse()
+        .unwrap_or_else(|e| {
+            eprintln!("--backend: {e}");
+            std::process::exit(2)
+        });
+    let listener = common::listen()?;
+    let mut reactor = Reactor {
+        selector: backend.open(Trigger::Level)?,
+        callbacks: HashMap::new(),
+    };
+    let mut acceptor = Acceptor::new()?;
+    let listener_fd = listener.as_raw_fd();
+    reactor.register(listener_fd, Interest::READABLE, move |reactor, _| loop {
+        match acceptor.accept(&listener) {
+            Ok(Accepted::Conn(stream)) => {
+                if let Err(e) = register_connection(reactor, stream) {
+                    eprintln!("register a connection: {e}");
+                }
+            }
+            Ok(Accepted::Shed) => {}
+            Ok(Accepted::Drained) => break,
+            Err(e) => {
+                eprintln!("{e}");
+                break;
+            }
+        }
+    })?;
+    reactor.run()
+}
+
+/// The connection's callback owns it: dropping the callback (after
+/// `unregister`) closes the socket.
+fn register_connection(reactor: &mut Reactor, stream: TcpStream) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let mut conn = Conn::new(stream);
+    let mut buf = vec![0u8; 16 * 1024];
+    reactor.register(fd, Interest::READABLE, move |reactor, _| {
+        let next = common::pump(&mut conn, &mut buf, |b| b.make_ascii_uppercase());
+        if next
+            .and_then(|interest| reactor.modify(fd, interest))
+            .is_err()
+        {
+            reactor.unregister(fd);
+        }
+    })
+}

@@ -1,0 +1,23 @@
+//! An echo server on `epoll(7)`, level-triggered by default:
+//! `cargo run -p iomux --example epoll_echo -- --addr 127.0.0.1:7000 --trigger edge`.
+//!
+//! The same loop runs in every mode because it reads until EAGAIN (edge) and
+//! re-arms after each event (one-shot).
+
+mod common;
+
+use iomux::{EpollSelector, Interest, Selector, Trigger};
+use std::os::fd::AsRawFd;
+
+fn main() -> std::io::Result<()> {
+    let trigger: Trigger = common::flag("--trigger", "level")
+        .parse()
+        .unwrap_or_else(|e| {
+            eprintln!("--trigger: {e}");
+            std::process::exit(2)
+        });
+    let listener = common::listen()?;
+    let mut selector = EpollSelector::new(trigger)?;
+    selector.register(listener.as_raw_fd(), common::LISTENER, Interest::READABLE)?;
+    common::echo_loop(&mut selector, &listener)
+}

@@ -1,0 +1,13 @@
+//! An echo server on `poll(2)`: `cargo run -p iomux --example poll_echo -- --addr 127.0.0.1:7000`.
+
+mod common;
+
+use iomux::{Interest, PollSelector, Selector};
+use std::os::fd::AsRawFd;
+
+fn main() -> std::io::Result<()> {
+    let listener = common::listen()?;
+    let mut selector = PollSelector::new()?;
+    selector.register(listener.as_raw_fd(), common::LISTENER, Interest::READABLE)?;
+    common::echo_loop(&mut selector, &listener)
+}
