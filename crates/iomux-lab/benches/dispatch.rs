@@ -1,0 +1,178 @@
+//! One event-loop pass with N registered socket pairs and A of them readable,
+//! for every backend, with mio running the same workload as the peer.
+//!
+//! ```sh
+//! taskset -c 0 cargo bench -p iomux-lab --bench dispatch -- --warm-up-time 0.5 --measurement-time 2
+//! ```
+//!
+//! After criterion's figures it prints an interleaved comparison of our epoll
+//! against mio (alternating rounds in one run, so machine noise hits both).
+
+use criterion::{BenchmarkId, Criterion};
+use iomux::{Backend, Trigger};
+use iomux_lab::dispatch::{Dispatch, SELECT_MAX_FDS};
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// The dispatch workload of `iomux_lab::dispatch` on mio (edge-triggered epoll).
+struct MioDispatch {
+    poll: Poll,
+    events: Events,
+    pairs: Vec<(UnixStream, UnixStream)>,
+    active: usize,
+    next: usize,
+}
+
+impl MioDispatch {
+    fn new(fds: usize, active: usize) -> MioDispatch {
+        let poll = Poll::new().expect("mio Poll");
+        let mut pairs = Vec::with_capacity(fds);
+        for i in 0..fds {
+            let (writer, mut reader) = UnixStream::pair().expect("socket pair (ulimit -n?)");
+            poll.registry()
+                .register(&mut reader, Token(i), Interest::READABLE)
+                .unwrap();
+            pairs.push((writer, reader));
+        }
+        MioDispatch {
+            poll,
+            events: Events::with_capacity(active.max(64)),
+            pairs,
+            active,
+            next: 0,
+        }
+    }
+
+    fn pass(&mut self) {
+        let n = self.pairs.len();
+        for k in 0..self.active {
+            self.pairs[(self.next + k) % n].0.write_all(b"x").unwrap();
+        }
+        self.next = (self.next + self.active) % n;
+        let mut pending = self.active;
+        let mut byte = [0u8; 1];
+        while pending > 0 {
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_secs(5)))
+                .unwrap();
+            assert!(
+                !self.events.is_empty(),
+                "mio: {pending} pairs never reported"
+            );
+            for event in &self.events {
+                if self.pairs[event.token().0].1.read(&mut byte).unwrap() == 1 {
+                    pending -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// What the bench compares: our backends in their modes, and mio.
+#[derive(Clone, Copy)]
+enum Subject {
+    Ours(Backend, Trigger),
+    Mio,
+}
+
+impl Subject {
+    const ALL: [Subject; 5] = [
+        Subject::Ours(Backend::Select, Trigger::Level),
+        Subject::Ours(Backend::Poll, Trigger::Level),
+        Subject::Ours(Backend::Epoll, Trigger::Level),
+        Subject::Ours(Backend::Epoll, Trigger::Edge),
+        Subject::Mio,
+    ];
+
+    fn name(self) -> String {
+        match self {
+            Subject::Ours(Backend::Epoll, t) => format!("epoll-{t}"),
+            Subject::Ours(b, _) => b.to_string(),
+            Subject::Mio => "mio".to_string(),
+        }
+    }
+
+    fn fits(self, fds: usize) -> bool {
+        !matches!(self, Subject::Ours(Backend::Select, _)) || fds <= SELECT_MAX_FDS
+    }
+}
+
+fn dispatch_benches(c: &mut Criterion) {
+    for (active, sizes) in [
+        (100, &[100, 1000, 5000, 9000][..]),
+        (1, &[100, 1000, 9000][..]),
+    ] {
+        let mut group = c.benchmark_group(format!("dispatch/active={active}"));
+        for &fds in sizes {
+            for subject in Subject::ALL.into_iter().filter(|s| s.fits(fds)) {
+                let id = BenchmarkId::new(subject.name(), fds);
+                match subject {
+                    Subject::Ours(backend, trigger) => {
+                        let mut d = Dispatch::new(backend, trigger, fds, active).unwrap();
+                        group.bench_function(id, |b| b.iter(|| d.pass().unwrap()));
+                    }
+                    Subject::Mio => {
+                        let mut d = MioDispatch::new(fds, active);
+                        group.bench_function(id, |b| b.iter(|| d.pass()));
+                    }
+                }
+            }
+        }
+        group.finish();
+    }
+}
+
+/// Alternate rounds of our epoll (edge and level) and mio on the same machine
+/// moment, and print the per-pass means and the ratio to mio.
+fn interleaved_against_mio() {
+    const ROUNDS: usize = 30;
+    const PASSES: usize = 200;
+    println!(
+        "\ninterleaved, {ROUNDS} rounds x {PASSES} passes each, active=100 (ratio = ours / mio):"
+    );
+    for fds in [100, 1000, 4500] {
+        let mut edge = Dispatch::new(Backend::Epoll, Trigger::Edge, fds, 100).unwrap();
+        let mut level = Dispatch::new(Backend::Epoll, Trigger::Level, fds, 100).unwrap();
+        let mut mio = MioDispatch::new(fds, 100);
+        let mut totals = [Duration::ZERO; 3];
+        for _ in 0..ROUNDS {
+            let timed = |pass: &mut dyn FnMut()| {
+                let start = Instant::now();
+                for _ in 0..PASSES {
+                    pass();
+                }
+                start.elapsed()
+            };
+            totals[0] += timed(&mut || edge.pass().unwrap());
+            totals[1] += timed(&mut || mio.pass());
+            totals[2] += timed(&mut || level.pass().unwrap());
+        }
+        let per_pass = |t: Duration| t / (ROUNDS * PASSES) as u32;
+        let ratio = |t: Duration| t.as_secs_f64() / totals[1].as_secs_f64();
+        println!(
+            "  fds={fds:5}: epoll-edge {:?}, epoll-level {:?}, mio {:?}; edge/mio {:.3}, level/mio {:.3}",
+            per_pass(totals[0]),
+            per_pass(totals[2]),
+            per_pass(totals[1]),
+            ratio(totals[0]),
+            ratio(totals[2]),
+        );
+    }
+}
+
+fn main() {
+    iomux::net::raise_fd_limit().expect("raise the descriptor limit");
+    let mut criterion = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    dispatch_benches(&mut criterion);
+    criterion.final_summary();
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--test" || a == "--list") {
+        interleaved_against_mio();
+    }
+}
