@@ -1,12 +1,14 @@
 //! `iomux load`: parse the flags, run the load client, print its summary.
 
 use clap::{Args, ValueEnum};
-use std::io;
+use iomux_lab::load::{self, LoadConfig, Proto};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LoadProto {
-    /// HTTP/1.1 GET requests.
+    /// HTTP/1.1 GET /plaintext requests.
     Http,
     /// Echo messages of --size bytes.
     Echo,
@@ -29,7 +31,7 @@ pub struct LoadArgs {
     /// How long to send load, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// HTTP requests in flight per connection.
+    /// Requests in flight per connection (HTTP pipelining; echo messages too).
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
     /// Echo message size in bytes.
@@ -45,14 +47,51 @@ pub struct LoadArgs {
     /// Open a new connection for every request (measures connection rate).
     #[arg(long)]
     pub connect_per_request: bool,
+    /// Seconds a request or connect may take before it counts as an error and
+    /// its connection is reopened.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(_args: LoadArgs) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "iomux load is not built yet",
-    ))
+fn seconds(value: f64, flag: &str) -> io::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{flag} must be a positive number of seconds (got {value})"),
+            )
+        })
+}
+
+pub fn run(args: LoadArgs) -> io::Result<()> {
+    let proto = match args.proto {
+        LoadProto::Http => Proto::Http,
+        LoadProto::Echo => Proto::Echo,
+    };
+    let config = LoadConfig {
+        conns: args.conns,
+        idle: args.idle,
+        duration: seconds(args.duration, "--duration")?,
+        pipeline: args.pipeline,
+        size: args.size,
+        threads: args.threads,
+        rate: args.rate,
+        connect_per_request: args.connect_per_request,
+        timeout: seconds(args.timeout, "--timeout")?,
+        progress: None,
+        ..LoadConfig::new(args.addr, proto)
+    };
+    let report = load::run(&config)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{}", report.table())?;
+    }
+    out.flush()
 }

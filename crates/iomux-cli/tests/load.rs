@@ -1,0 +1,165 @@
+//! `iomux load` against real servers on loopback: echo (ours), HTTP (a tiny
+//! responder in this test), and the failures a user can hit.
+
+mod common;
+
+use common::ServerProcess;
+use iomux_lab::load::json_number;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .arg("load")
+        .args(args)
+        .output()
+        .expect("run iomux load")
+}
+
+/// Run load with `--json`, check it succeeded, and return its JSON line.
+fn load_json(addr: SocketAddr, args: &[&str]) -> String {
+    let addr = addr.to_string();
+    let mut all = vec!["--addr", &addr, "--json"];
+    all.extend_from_slice(args);
+    let out = load(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "load {args:?} failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout:?}");
+    for key in ["requests", "rps", "errors", "p50", "p90", "p99", "max"] {
+        assert!(json_number(&stdout, key).is_some(), "{key} missing in {stdout}");
+    }
+    assert!(stdout.contains("\"latency_us\":{"), "{stdout}");
+    stdout
+}
+
+fn num(json: &str, key: &str) -> f64 {
+    json_number(json, key).unwrap_or_else(|| panic!("{key} missing in {json}"))
+}
+
+#[test]
+fn echo_load_counts_requests_without_errors() {
+    let server = ServerProcess::start(&["--proto", "echo"]);
+    let json = load_json(server.addr, &["--proto", "echo", "--conns", "4", "--duration", "1", "--size", "100"]);
+    assert!(num(&json, "requests") > 0.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+    assert!(num(&json, "rps") > 0.0, "{json}");
+    let (p50, p99, max) = (num(&json, "p50"), num(&json, "p99"), num(&json, "max"));
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{json}");
+    // Every byte sent came back (minus the messages in flight at the end).
+    let (sent, received) = (num(&json, "bytes_sent"), num(&json, "bytes_received"));
+    assert!(received <= sent && sent - received <= 4.0 * 100.0, "{json}");
+}
+
+#[test]
+fn echo_load_with_pipeline_threads_and_idle_connections() {
+    let server = ServerProcess::start(&["--proto", "echo"]);
+    let json = load_json(
+        server.addr,
+        &["--proto", "echo", "--conns", "6", "--threads", "2", "--pipeline", "8", "--idle", "200", "--duration", "1"],
+    );
+    assert!(num(&json, "requests") > 0.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+    assert_eq!(num(&json, "idle"), 200.0, "{json}");
+    assert_eq!(num(&json, "threads"), 2.0, "{json}");
+}
+
+#[test]
+fn open_loop_rate_sends_on_schedule() {
+    let server = ServerProcess::start(&["--proto", "echo"]);
+    let json = load_json(server.addr, &["--proto", "echo", "--conns", "4", "--rate", "200", "--duration", "1"]);
+    let requests = num(&json, "requests");
+    // 200 due over the second; a few may still be in flight at the end.
+    assert!((150.0..=201.0).contains(&requests), "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+}
+
+#[test]
+fn connection_per_request_counts_connects() {
+    let server = ServerProcess::start(&["--proto", "echo"]);
+    let json = load_json(server.addr, &["--proto", "echo", "--conns", "2", "--connect-per-request", "--duration", "1"]);
+    let (requests, connects) = (num(&json, "requests"), num(&json, "connects"));
+    assert!(requests > 0.0, "{json}");
+    assert!(connects >= requests && connects <= requests + 2.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+}
+
+/// A minimal HTTP/1.1 responder: a thread per connection, answers every
+/// request head with a fixed response; alternates Content-Length and chunked
+/// framing so the client's counting of both is exercised. Stops after `conns`
+/// connections have closed.
+fn http_responder(conns: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(conns) {
+            let mut stream = stream.unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut pending = Vec::new();
+                let mut n_served = 0u64;
+                loop {
+                    let n = match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    let mut out = Vec::new();
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        n_served += 1;
+                        if n_served % 2 == 0 {
+                            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHello\r\n8\r\n, World!\r\n0\r\n\r\n");
+                        } else {
+                            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!");
+                        }
+                    }
+                    if stream.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_load_counts_pipelined_responses() {
+    let addr = http_responder(4);
+    let json = load_json(addr, &["--proto", "http", "--conns", "4", "--pipeline", "16", "--duration", "1"]);
+    assert!(num(&json, "requests") > 0.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+}
+
+#[test]
+fn refused_connections_fail_with_a_clear_message() {
+    // Bind then drop: nothing listens on this port any more.
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = load(&["--addr", &addr.to_string(), "--proto", "echo", "--conns", "2", "--duration", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("is a server listening"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_rejected_by_name() {
+    for (args, needle) in [
+        (&["--pipeline", "0"][..], "--pipeline"),
+        (&["--duration", "0"][..], "--duration"),
+        (&["--conns", "0"][..], "--conns"),
+        (&["--rate=-5"][..], "--rate"),
+        (&["--conns", "30000"][..], "descriptors"),
+    ] {
+        let out = load(&[&["--addr", "127.0.0.1:9"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

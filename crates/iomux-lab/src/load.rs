@@ -1,1 +1,0 @@
-//! load: not built yet.

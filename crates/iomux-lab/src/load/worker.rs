@@ -1,0 +1,468 @@
+//! One load thread: an edge-triggered epoll loop over its share of the
+//! connections, keeping `pipeline` requests in flight on each (closed loop) or
+//! issuing them on a fixed schedule (open loop, `--rate`).
+
+use super::connect::{close_abortively, finish_connect, start_connect};
+use super::proto::{EchoCounter, HttpCounter, Proto, ProtocolError, Requests};
+use super::Errors;
+use hdrhistogram::Histogram;
+use iomux::{EpollSelector, Event, Events, Interest, Selector, Token, Trigger};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often timeouts and reconnects are checked and progress is published.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// Wait before reconnecting after an error, so a refusing server is not hammered.
+const RETRY_DELAY: Duration = Duration::from_millis(10);
+const READ_BUF: usize = 64 * 1024;
+
+/// What one thread is asked to do.
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    pub proto: Proto,
+    pub pipeline: usize,
+    pub requests: Requests,
+    /// Requests per second for this thread (open loop), or `None` (closed loop).
+    pub rate: Option<f64>,
+    pub connect_per_request: bool,
+    pub timeout: Duration,
+    pub start: Instant,
+    pub end: Instant,
+    /// Established connections to drive (closed or open loop).
+    pub streams: Vec<TcpStream>,
+    /// Connection slots that connect themselves (connection-per-request).
+    pub slots: usize,
+    /// Completed requests and errors so far, for the progress line.
+    pub progress: Arc<[AtomicU64; 2]>,
+}
+
+/// What one thread measured.
+pub(crate) struct Tally {
+    pub requests: u64,
+    pub connects: u64,
+    pub errors: Errors,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Open loop: requests that were due but never sent (the server fell behind).
+    pub unsent: u64,
+    /// Latency in nanoseconds.
+    pub latency: Histogram<u64>,
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Tally {
+        Tally {
+            requests: 0,
+            connects: 0,
+            errors: Errors::default(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            unsent: 0,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
+            first_error: None,
+        }
+    }
+
+    fn note(&mut self, err: impl FnOnce() -> String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(err());
+        }
+    }
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    connecting: bool,
+    /// When the current connect started (connection-per-request latency starts here).
+    connect_started: Instant,
+    retry_at: Option<Instant>,
+    http: HttpCounter,
+    echo: EchoCounter,
+    /// Send (or intended send) time of each request in flight, oldest first.
+    in_flight: VecDeque<Instant>,
+    /// Request bytes still to write, and where in a request they start.
+    owed: usize,
+    phase: usize,
+    /// Open loop: queued in the list of connections that can take a request.
+    listed_free: bool,
+}
+
+struct Worker {
+    plan: Plan,
+    selector: EpollSelector,
+    conns: Vec<Conn>,
+    tally: Tally,
+    buf: Vec<u8>,
+    /// Open loop: connections with room for another request, round robin.
+    free: VecDeque<usize>,
+    issued: u64,
+}
+
+pub(crate) fn run(plan: Plan) -> io::Result<Tally> {
+    let selector = EpollSelector::new(Trigger::Edge)?;
+    let mut w = Worker {
+        conns: Vec::new(),
+        selector,
+        tally: Tally::new(),
+        buf: vec![0; READ_BUF],
+        free: VecDeque::new(),
+        issued: 0,
+        plan,
+    };
+    let streams = std::mem::take(&mut w.plan.streams);
+    let now = Instant::now();
+    for stream in streams {
+        let i = w.new_conn(now);
+        w.selector
+            .register(stream.as_raw_fd(), Token(i), Interest::BOTH)?;
+        w.conns[i].stream = Some(stream);
+        w.on_connected(i, now);
+    }
+    for _ in 0..w.plan.slots {
+        let i = w.new_conn(now);
+        w.reconnect(i, now);
+    }
+    w.event_loop()?;
+    w.finish();
+    Ok(w.tally)
+}
+
+impl Worker {
+    fn new_conn(&mut self, now: Instant) -> usize {
+        self.conns.push(Conn {
+            stream: None,
+            connecting: false,
+            connect_started: now,
+            retry_at: None,
+            http: HttpCounter::default(),
+            echo: EchoCounter::default(),
+            in_flight: VecDeque::with_capacity(self.plan.pipeline),
+            owed: 0,
+            phase: 0,
+            listed_free: false,
+        });
+        self.conns.len() - 1
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let now = Instant::now();
+            if now >= self.plan.end {
+                return Ok(());
+            }
+            if now >= housekeeping {
+                self.housekeeping(now);
+                housekeeping = now + HOUSEKEEPING;
+            }
+            let mut wait = (self.plan.end - now).min(housekeeping - now);
+            if let Some(rate) = self.plan.rate {
+                wait = wait.min(self.issue_due(rate, now));
+            }
+            self.selector.select(&mut events, Some(wait))?;
+            for event in &events {
+                self.handle(event.token().0, event);
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, event: &Event) {
+        if self.conns[i].stream.is_none() {
+            return;
+        }
+        if self.conns[i].connecting {
+            let stream = self.conns[i].stream.as_ref().expect("checked above");
+            match finish_connect(stream, self.plan.addr) {
+                Ok(()) => {
+                    self.conns[i].connecting = false;
+                    self.tally.connects += 1;
+                    let at = self.conns[i].connect_started;
+                    self.on_connected(i, at);
+                }
+                Err(e) => {
+                    self.tally.errors.connect += 1;
+                    self.tally.note(|| e.to_string());
+                    self.drop_conn(i, Instant::now() + RETRY_DELAY);
+                }
+            }
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_hangup() || event.is_error()
+        {
+            self.read_responses(i);
+        }
+        self.flush(i);
+    }
+
+    /// A connection is up: give it its first requests.
+    fn on_connected(&mut self, i: usize, connect_started: Instant) {
+        if self.plan.connect_per_request {
+            // Latency runs from the start of the connect.
+            self.queue(i, 1, connect_started);
+        } else if self.plan.rate.is_some() {
+            self.list_free(i);
+            return;
+        } else {
+            self.queue(i, self.plan.pipeline, Instant::now());
+        }
+        self.flush(i);
+    }
+
+    fn queue(&mut self, i: usize, n: usize, at: Instant) {
+        let c = &mut self.conns[i];
+        for _ in 0..n {
+            c.in_flight.push_back(at);
+        }
+        c.owed += n * self.plan.requests.len();
+    }
+
+    fn list_free(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if !c.listed_free && c.stream.is_some() && !c.connecting && c.in_flight.len() < self.plan.pipeline {
+            c.listed_free = true;
+            self.free.push_back(i);
+        }
+    }
+
+    /// Write what the connection owes until done or the kernel pushes back.
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(stream) = c.stream.as_mut() else { return };
+        while c.owed > 0 {
+            let bytes = self.plan.requests.next(c.phase, c.owed);
+            match stream.write(bytes) {
+                Ok(n) => {
+                    self.tally.bytes_sent += n as u64;
+                    c.owed -= n;
+                    c.phase = (c.phase + n) % self.plan.requests.len();
+                    if n < bytes.len() {
+                        // The send buffer is full; edge-triggered EPOLLOUT reports when it drains.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail_io(i, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_responses(&mut self, i: usize) {
+        let mut completed = 0usize;
+        loop {
+            let c = &mut self.conns[i];
+            let Some(stream) = c.stream.as_mut() else { return };
+            match stream.read(&mut self.buf) {
+                Ok(0) => {
+                    if c.in_flight.is_empty() && !self.plan.connect_per_request {
+                        // The server closed a connection with nothing pending (an idle timeout): reopen it.
+                        self.drop_conn(i, Instant::now());
+                    } else {
+                        self.fail_io(
+                            i,
+                            io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed a connection with requests in flight"),
+                        );
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    self.tally.bytes_received += n as u64;
+                    let now = Instant::now();
+                    let tally = &mut self.tally;
+                    let in_flight = &mut c.in_flight;
+                    let mut unexpected = false;
+                    let mut on_response = |status: u16| match in_flight.pop_front() {
+                        Some(sent) => {
+                            tally.requests += 1;
+                            completed += 1;
+                            let ns = now.saturating_duration_since(sent).as_nanos() as u64;
+                            tally.latency.saturating_record(ns.max(1));
+                            if status >= 400 {
+                                tally.errors.status += 1;
+                            }
+                        }
+                        None => unexpected = true,
+                    };
+                    let data = &self.buf[..n];
+                    let parsed = match self.plan.proto {
+                        Proto::Http => c.http.feed(data, &mut on_response),
+                        Proto::Echo => c.echo.feed(self.plan.requests.one(), data, &mut on_response),
+                    };
+                    let parsed = parsed.and_then(|()| match unexpected {
+                        true => Err(ProtocolError("a response arrived with no request in flight".into())),
+                        false => Ok(()),
+                    });
+                    if let Err(ProtocolError(msg)) = parsed {
+                        self.tally.errors.protocol += 1;
+                        self.tally.note(|| msg);
+                        self.drop_conn(i, Instant::now() + RETRY_DELAY);
+                        return;
+                    }
+                    // A short read means the socket is drained: new data raises a new edge.
+                    if n < self.buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail_io(i, e);
+                    return;
+                }
+            }
+        }
+        if completed == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self.plan.connect_per_request {
+            if self.conns[i].in_flight.is_empty() {
+                if let Some(stream) = self.conns[i].stream.take() {
+                    let _ = self.selector.deregister(stream.as_raw_fd());
+                    close_abortively(stream);
+                }
+                self.reconnect(i, now);
+            }
+        } else if self.plan.rate.is_some() {
+            self.list_free(i);
+        } else {
+            // Closed loop: replace each answered request at once, in one write.
+            self.queue(i, completed, now);
+        }
+    }
+
+    fn fail_io(&mut self, i: usize, e: io::Error) {
+        self.tally.errors.io += 1;
+        self.tally.note(|| format!("{e}"));
+        self.drop_conn(i, Instant::now() + RETRY_DELAY);
+    }
+
+    /// Close a connection (its requests in flight are lost) and schedule a reconnect.
+    fn drop_conn(&mut self, i: usize, retry_at: Instant) {
+        let c = &mut self.conns[i];
+        if let Some(stream) = c.stream.take() {
+            let _ = self.selector.deregister(stream.as_raw_fd());
+            close_abortively(stream);
+        }
+        c.connecting = false;
+        c.in_flight.clear();
+        c.owed = 0;
+        c.phase = 0;
+        c.http.reset();
+        c.echo.reset();
+        c.retry_at = Some(retry_at);
+    }
+
+    fn reconnect(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        c.retry_at = None;
+        c.connect_started = now;
+        match start_connect(self.plan.addr) {
+            Ok(stream) => {
+                match self.selector.register(stream.as_raw_fd(), Token(i), Interest::BOTH) {
+                    Ok(_) => {
+                        c.stream = Some(stream);
+                        c.connecting = true;
+                    }
+                    Err(e) => {
+                        self.tally.errors.connect += 1;
+                        self.tally.note(|| e.to_string());
+                        c.retry_at = Some(now + RETRY_DELAY);
+                    }
+                }
+            }
+            Err(e) => {
+                self.tally.errors.connect += 1;
+                self.tally.note(|| e.to_string());
+                c.retry_at = Some(now + RETRY_DELAY);
+            }
+        }
+    }
+
+    /// Time out stuck requests and connects, reopen dropped connections,
+    /// publish progress.
+    fn housekeeping(&mut self, now: Instant) {
+        let timeout = self.plan.timeout;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.stream.is_none() {
+                if c.retry_at.is_some_and(|t| t <= now) {
+                    self.reconnect(i, now);
+                }
+            } else if c.connecting {
+                if now.duration_since(c.connect_started) > timeout {
+                    self.tally.errors.connect += 1;
+                    self.tally.note(|| format!("connecting to {} timed out after {timeout:?}", self.plan.addr));
+                    self.drop_conn(i, now);
+                }
+            } else if c.in_flight.front().is_some_and(|&t| now.saturating_duration_since(t) > timeout) {
+                self.tally.errors.timeout += 1;
+                self.tally.note(|| format!("no response within {timeout:?} (raise --timeout if the server is just slow)"));
+                self.drop_conn(i, now);
+            }
+        }
+        let [requests, errors] = &*self.plan.progress;
+        requests.store(self.tally.requests, Ordering::Relaxed);
+        errors.store(self.tally.errors.total(), Ordering::Relaxed);
+    }
+
+    /// Open loop: hand every request now due to a connection with room,
+    /// stamped with its intended send time. Returns how long until the next is due.
+    fn issue_due(&mut self, rate: f64, now: Instant) -> Duration {
+        let start = self.plan.start;
+        let due = (now.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1;
+        while self.issued < due {
+            let Some(i) = self.free.pop_front() else {
+                // Every connection is full: the backlog waits, its latency growing.
+                return HOUSEKEEPING;
+            };
+            self.conns[i].listed_free = false;
+            if self.conns[i].stream.is_none() || self.conns[i].connecting {
+                continue;
+            }
+            let intended = start + Duration::from_secs_f64(self.issued as f64 / rate);
+            self.queue(i, 1, intended);
+            self.issued += 1;
+            self.flush(i);
+            self.list_free(i);
+        }
+        let next = start + Duration::from_secs_f64(self.issued as f64 / rate);
+        next.saturating_duration_since(now)
+    }
+
+    /// Open loop: requests still unanswered at the end count in the latency
+    /// histogram with the time they have waited so far (a lower bound), so a
+    /// server that falls behind cannot hide it.
+    fn finish(&mut self) {
+        let [requests, errors] = &*self.plan.progress;
+        requests.store(self.tally.requests, Ordering::Relaxed);
+        errors.store(self.tally.errors.total(), Ordering::Relaxed);
+        let Some(rate) = self.plan.rate else { return };
+        let end = self.plan.end;
+        for c in &self.conns {
+            for &t in &c.in_flight {
+                let ns = end.saturating_duration_since(t).as_nanos() as u64;
+                self.tally.latency.saturating_record(ns.max(1));
+            }
+        }
+        let due = (end.saturating_duration_since(self.plan.start).as_secs_f64() * rate) as u64;
+        // Bounded: beyond ten million the shape of the tail is already clear.
+        for k in self.issued..due.min(self.issued + 10_000_000) {
+            let intended = self.plan.start + Duration::from_secs_f64(k as f64 / rate);
+            let ns = end.saturating_duration_since(intended).as_nanos() as u64;
+            self.tally.latency.saturating_record(ns.max(1));
+        }
+        self.tally.unsent = due.saturating_sub(self.issued);
+    }
+}
