@@ -1,0 +1,213 @@
+"""Interleaved HTTP benchmark of iomux against nginx and hyper (see http-peers.sh).
+
+Every server is pinned to CPU 0, `wrk -t1` to CPU 1. Each round runs every
+profile against every server in turn (A B C A B C ...), so a noisy neighbour
+on the shared machine hits all of them alike; the table reports medians over
+rounds and the ratios of those medians.
+
+Per run it records: requests/s (wrk), server CPU time (utime+stime of every
+server process from /proc, delta over the run) per request served, and how
+busy wrk's own core was (wrk's CPU time / wall time; near 100% means wrk, not
+the server, was the bottleneck).
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from email.utils import parsedate_to_datetime
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers as srv  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PIPELINE_LUA = os.path.join(HERE, "pipeline.lua")
+# TechEmpower's request headers.
+HEADERS = [
+    "-H", "Accept: text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7",
+    "-H", "Connection: keep-alive",
+]
+PROFILES = {
+    # name: (connections, wrk extra args, path)
+    "plain-100": (100, [], "/"),
+    "pipelined-256x16": (256, ["-s", PIPELINE_LUA], "/plaintext"),
+}
+ORDER = ("iomux", "nginx", "hyper")
+
+
+def run_wrk(server, profile, duration, cpu):
+    conns, extra, path = PROFILES[profile]
+    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s", *HEADERS, *extra, server.url(path)]
+    if profile.startswith("pipelined"):
+        argv += ["--", "16"]
+    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ticks0 = srv.cpu_ticks(server.pids)
+    t0 = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - t0
+    ticks1 = srv.cpu_ticks(server.pids)
+    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    server_cpu = (ticks1 - ticks0) / srv.CLK_TCK
+    wrk_cpu = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
+    return {
+        "server": server.name,
+        "profile": profile,
+        "requests": requests,
+        "rps": rps,
+        "server_cpu_s": server_cpu,
+        "cpu_us_per_req": server_cpu * 1e6 / max(requests, 1),
+        "server_core_busy": server_cpu / wall,
+        "wrk_core_busy": wrk_cpu / wall,
+        "errors": (errors.group(1) if errors else "") + (f" non2xx {non2xx.group(1)}" if non2xx else ""),
+    }
+
+
+def fetch_head(port, path="/plaintext"):
+    """One raw HTTP/1.1 exchange; returns (status line, {lowercase name: value}, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0], headers, body
+
+
+def check_compliance(server):
+    """TechEmpower's plaintext rules: Server, a Date that changes each second,
+    Content-Type text/plain, Content-Length; returns a list of failures."""
+    problems = []
+    status, h, body = fetch_head(server.port)
+    if not status.startswith("HTTP/1.1 200"):
+        problems.append(f"status {status!r}")
+    if body != b"Hello, World!":
+        problems.append(f"body {body!r}")
+    for name in ("server", "date", "content-type", "content-length"):
+        if name not in h:
+            problems.append(f"no {name} header")
+    if not h.get("content-type", "").startswith("text/plain"):
+        problems.append(f"content-type {h.get('content-type')!r}")
+    if h.get("content-length") != str(len(body)):
+        problems.append(f"content-length {h.get('content-length')!r} for a {len(body)}-byte body")
+    try:
+        first = parsedate_to_datetime(h["date"])
+        if abs(first.timestamp() - time.time()) > 3:
+            problems.append(f"date {h['date']!r} is not now")
+    except (KeyError, TypeError, ValueError):
+        problems.append(f"date {h.get('date')!r} is not an HTTP date")
+    time.sleep(1.2)
+    _, h2, _ = fetch_head(server.port)
+    if h2.get("date") == h.get("date"):
+        problems.append(f"date did not change over 1.2 s ({h.get('date')!r})")
+    print(f"{server.name} response headers: {h}", file=sys.stderr)
+    return problems
+
+
+def median(rows, server, profile, key):
+    return statistics.median(r[key] for r in rows if r["server"] == server and r["profile"] == profile)
+
+
+def report(rows, rounds, duration):
+    out = []
+    out.append(f"Medians over {rounds} interleaved rounds of {duration} s (server on cpu 0, wrk -t1 on cpu 1)\n")
+    out.append("| profile | server | requests/s | server CPU us/request | server core busy | wrk core busy |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: |")
+    for profile in PROFILES:
+        for s in ORDER:
+            if not any(r["server"] == s for r in rows):
+                continue
+            out.append(
+                f"| {profile} | {s} | {median(rows, s, profile, 'rps'):,.0f} | "
+                f"{median(rows, s, profile, 'cpu_us_per_req'):.3f} | "
+                f"{median(rows, s, profile, 'server_core_busy'):.0%} | "
+                f"{median(rows, s, profile, 'wrk_core_busy'):.0%} |"
+            )
+    names = {r["server"] for r in rows}
+    out.append("")
+    if {"iomux", "nginx"} <= names:
+        r = median(rows, "iomux", "plain-100", "cpu_us_per_req") / median(rows, "nginx", "plain-100", "cpu_us_per_req")
+        out.append(f"- iomux/nginx CPU per request, 100 keep-alive conns: {r:.2f} (goal <= 0.6)")
+        r = median(rows, "iomux", "plain-100", "rps") / median(rows, "nginx", "plain-100", "rps")
+        out.append(f"- iomux/nginx requests/s, 100 keep-alive conns: {r:.2f}")
+    if {"iomux", "hyper"} <= names:
+        p = "pipelined-256x16"
+        r = median(rows, "iomux", p, "rps") / median(rows, "hyper", p, "rps")
+        out.append(f"- iomux/hyper requests/s, pipelined 16 x 256 conns: {r:.2f} (goal >= 2.5)")
+        r = median(rows, "iomux", p, "cpu_us_per_req") / median(rows, "hyper", p, "cpu_us_per_req")
+        out.append(f"- iomux/hyper CPU per pipelined request: {r:.2f} (goal <= 0.4 where wrk saturates its core first)")
+        r = median(rows, "iomux", "plain-100", "cpu_us_per_req") / median(rows, "hyper", "plain-100", "cpu_us_per_req")
+        out.append(f"- iomux/hyper CPU per request, 100 keep-alive conns: {r:.2f}")
+    if {"iomux", "nginx"} <= names:
+        p = "pipelined-256x16"
+        r = median(rows, "iomux", p, "cpu_us_per_req") / median(rows, "nginx", p, "cpu_us_per_req")
+        out.append(f"- iomux/nginx CPU per pipelined request: {r:.2f}")
+    errs = [f"{r['server']} {r['profile']}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
+    if errs:
+        out.append("\nwrk reported errors:\n" + "\n".join(f"- {e}" for e in errs))
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of iomux,nginx,hyper")
+    ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
+    ap.add_argument("--json", help="also write every run as JSON lines to this file")
+    args = ap.parse_args()
+    which = [s for s in ORDER if s in args.servers.split(",")]
+    profiles = [p for p in PROFILES if p in args.profiles.split(",")]
+    if not which or not profiles:
+        sys.exit("nothing to run: check --servers and --profiles")
+    workdir = tempfile.mkdtemp(prefix="iomux-bench-")
+    servers = srv.start_all(cpu=0, workdir=workdir, which=which)
+    rows = []
+    try:
+        if "iomux" in servers:
+            problems = check_compliance(servers["iomux"])
+            if problems:
+                print("iomux response is NOT TechEmpower-compliant: " + "; ".join(problems), file=sys.stderr)
+                sys.exit(1)
+            print("iomux response is TechEmpower-compliant (Server, changing Date, text/plain, Content-Length)", file=sys.stderr)
+        for s in servers.values():  # warm-up: connections, caches, page faults
+            for p in profiles:
+                run_wrk(s, p, 1, cpu=1)
+        for rnd in range(1, args.rounds + 1):
+            for p in profiles:
+                for name in which:
+                    row = run_wrk(servers[name], p, args.duration, cpu=1)
+                    row["round"] = rnd
+                    rows.append(row)
+                    print(
+                        f"round {rnd} {p:18} {name:6} {row['rps']:>12,.0f} rps "
+                        f"{row['cpu_us_per_req']:7.3f} us/req server {row['server_core_busy']:4.0%} "
+                        f"wrk {row['wrk_core_busy']:4.0%} {row['errors']}",
+                        file=sys.stderr,
+                    )
+    finally:
+        srv.stop_all(servers)
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    print(report(rows, args.rounds, args.duration))
+
+
+if __name__ == "__main__":
+    main()
