@@ -1,8 +1,8 @@
 //! The event loop: one thread, one selector, many non-blocking connections.
 //!
 //! The non-blocking discipline lives here, once: accept until EAGAIN (shedding
-//! with a reserve descriptor when descriptors run out); read until EAGAIN in
-//! edge mode; write directly and ask for writability only when the kernel
+//! with a reserve descriptor when descriptors run out); read until the socket
+//! is drained (a short read, or EAGAIN); write directly and ask for writability only when the kernel
 //! pushes back; stop reading from a peer that is not reading its responses;
 //! deregister before close; close by draining the peer's input after our FIN.
 
@@ -30,6 +30,9 @@ const FIRST_CONN: usize = 2;
 /// size, even in the middle of a read burst, so echoing megabytes does not
 /// gather megabytes.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Events taken from the selector per wait.
+const EVENTS_PER_WAIT: usize = 1024;
 
 /// Counters of what one loop did, for the lab's explanations.
 ///
@@ -140,6 +143,9 @@ mod flag {
     pub const PAUSED: u8 = 4;
     /// Our FIN is sent; draining the peer's input until its FIN.
     pub const LINGERING: u8 = 8;
+    /// The selector reported the peer's FIN (or an error): read until EOF or
+    /// EAGAIN, since no further edge will come to report it again.
+    pub const HUP_SEEN: u8 = 16;
 }
 
 struct Conn<P> {
@@ -260,7 +266,6 @@ struct Reactor<'a, S, P, F> {
     conns: Slab<Conn<P>>,
     timers: TimerWheel<Token>,
     expired: Vec<Token>,
-    events: Events,
     /// Shared read buffer: a connection keeps its own only for leftovers.
     rbuf: Vec<u8>,
     /// Shared output buffer: a connection keeps its own only for what the kernel refused.
@@ -301,7 +306,6 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             conns: Slab::new(),
             timers: TimerWheel::new(now, tick, 1024),
             expired: Vec::new(),
-            events: Events::with_capacity(1024),
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(2 * FLUSH_AT),
             pool: BufPool::new(256, READ_CHUNK),
@@ -317,9 +321,9 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
     }
 
     fn run(mut self) -> io::Result<LoopStats> {
+        let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = self.next_timeout();
-            let mut events = std::mem::replace(&mut self.events, Events::with_capacity(1));
             self.selector.select(&mut events, timeout)?;
             self.now = Instant::now();
             self.stats.waits += 1;
@@ -336,10 +340,10 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                         token,
                         event.is_readable() || event.is_read_closed() || event.is_error(),
                         event.is_writable(),
+                        event.is_read_closed() || event.is_error(),
                     ),
                 }
             }
-            self.events = events;
             self.expire_timers();
             if self.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.resume_accepting();
@@ -457,10 +461,13 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         self.conns.insert(conn);
     }
 
-    fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        if hup {
+            conn.flags |= flag::HUP_SEEN;
+        }
         if conn.has(flag::LINGERING) {
             if readable {
                 self.drain_lingering(token);
@@ -478,10 +485,15 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         self.settle(token);
     }
 
-    /// Read (until EAGAIN in edge mode), hand the bytes to the protocol, and
+    /// Read until the socket is drained, hand the bytes to the protocol, and
     /// send what it answers. Errors mean the connection is broken.
+    ///
+    /// A read shorter than asked means a TCP socket's receive queue is empty,
+    /// so the EAGAIN read that would confirm it is skipped (one read per
+    /// request instead of two): bytes arriving later raise a new event in
+    /// every mode. Only a reported FIN or error is read on to its end, since
+    /// in edge mode it is not reported twice.
     fn read_and_process(&mut self, token: Token) -> io::Result<()> {
-        let edge = self.trigger == Trigger::Edge;
         let high_water = self.config.output_high_water;
         loop {
             let conn = self.conns.get_mut(token).expect("live connection");
@@ -547,11 +559,11 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                     "protocol left too much input unconsumed",
                 ));
             }
+            let drained = n < READ_CHUNK && !conn.has(flag::HUP_SEEN);
             if self.wbuf.len() >= FLUSH_AT {
                 self.flush(token)?;
             }
-            // A short read drained the socket; level mode will say when more comes.
-            if n < READ_CHUNK && !edge {
+            if drained {
                 break;
             }
         }
