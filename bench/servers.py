@@ -139,8 +139,11 @@ def start_all(cpu, workdir, which=("iomux", "nginx", "hyper")):
     try:
         for name in which:
             port = free_port()
-            if name == "iomux":
-                argv = [IOMUX, "serve", "--proto", "http", "--addr", f"127.0.0.1:{port}", "--idle-timeout", "300"]
+            if name in ("iomux", "iomux-alt"):
+                binary = IOMUX if name == "iomux" else os.environ.get("IOMUX_ALT", "")
+                if not os.path.exists(binary):
+                    sys.exit("iomux-alt needs IOMUX_ALT=PATH of another iomux build (for A/B runs of a change)")
+                argv = [binary, "serve", "--proto", "http", "--addr", f"127.0.0.1:{port}", "--idle-timeout", "300"]
             elif name == "hyper":
                 argv = [HYPER, f"127.0.0.1:{port}"]
             elif name == "nginx":

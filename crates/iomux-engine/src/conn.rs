@@ -21,13 +21,17 @@ pub(crate) const MAX_PENDING_INPUT: usize = 2 * 1024 * 1024;
 /// response in flight.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
-/// Append up to `max` bytes read from `fd` to `buf`.
+/// Append up to `max` bytes received from socket `fd` to `buf`.
+///
+/// `recv` rather than `read`: it skips the VFS layer (`vfs_read`,
+/// `fdget_pos`: about 3% of the server's `perf` samples at 100 keep-alive
+/// HTTP connections).
 pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(max);
     // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`.
-    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
