@@ -2,7 +2,9 @@
 //! turn. It works, and burns a core doing it: the model that shows why
 //! multiplexing exists.
 
-use crate::conn::{read_append, send_available, LINGER, MAX_PENDING_INPUT, READ_CHUNK};
+use crate::conn::{
+    read_append, send_available, send_made_progress, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
+};
 use crate::reactor::LoopStats;
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
@@ -20,6 +22,8 @@ struct Conn<P> {
     input: Vec<u8>,
     output: Vec<u8>,
     last_active: Instant,
+    /// Bytes sent since `last_active` while output was pending (the send deadline).
+    send_progress: usize,
     closing: bool,
 }
 
@@ -84,6 +88,7 @@ where
                     input: Vec::new(),
                     output: Vec::new(),
                     last_active: now,
+                    send_progress: 0,
                     closing: false,
                 });
             }
@@ -123,9 +128,12 @@ fn poll_conn<P: Protocol>(
                 c.closing = true;
             }
             Ok(_) => {
+                // A peer that leaves its output untaken cannot keep its
+                // connection alive by sending more (slow read).
+                let owed = !c.output.is_empty();
                 let step = c.proto.on_input(&c.input, &mut c.output);
                 c.input.drain(..step.consumed);
-                if was_idle || c.proto.is_idle() {
+                if (was_idle || c.proto.is_idle()) && !owed {
                     c.last_active = now;
                 }
                 if step.close {
@@ -144,6 +152,8 @@ fn poll_conn<P: Protocol>(
     if !c.closing && now.duration_since(c.last_active) >= config.idle_timeout {
         c.proto.on_timeout(&mut c.output);
         c.closing = true;
+        // The last output (an HTTP 408) gets its own LINGER to be taken.
+        c.last_active = now;
         stats.timeouts += 1;
     }
     if !c.output.is_empty() {
@@ -153,8 +163,14 @@ fn poll_conn<P: Protocol>(
                 if n < c.output.len() {
                     stats.write_blocked += 1;
                 }
+                let all_sent = n == c.output.len();
                 c.output.drain(..n);
-                if n > 0 {
+                if send_made_progress(
+                    &mut c.send_progress,
+                    n,
+                    all_sent,
+                    config.output_high_water,
+                ) {
                     c.last_active = now;
                 }
             }

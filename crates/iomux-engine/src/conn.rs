@@ -66,6 +66,26 @@ pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     Ok(sent)
 }
 
+/// The send deadline of the non-blocking engines: after a send of `sent`
+/// bytes, whether the connection counts as active again. It does once its
+/// output is all sent, or once the peer has taken `floor` bytes since it last
+/// counted as active (tracked in `progress`); a peer reading a few bytes at a
+/// time (a slow-read attack) does not extend its deadline.
+pub(crate) fn send_made_progress(
+    progress: &mut usize,
+    sent: usize,
+    all_sent: bool,
+    floor: usize,
+) -> bool {
+    *progress += sent;
+    if all_sent || *progress >= floor {
+        *progress = 0;
+        true
+    } else {
+        false
+    }
+}
+
 /// TCP_CORK on or off.
 pub(crate) fn set_cork(fd: RawFd, on: bool) {
     let v: libc::c_int = on.into();

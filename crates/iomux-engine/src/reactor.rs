@@ -7,7 +7,10 @@
 //! deregister before close; close by draining the peer's input after our FIN.
 
 use crate::buffer::BufPool;
-use crate::conn::{read_append, send_available, set_cork, LINGER, MAX_PENDING_INPUT, READ_CHUNK};
+use crate::conn::{
+    read_append, send_available, send_made_progress, set_cork, LINGER, MAX_PENDING_INPUT,
+    READ_CHUNK,
+};
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
@@ -159,6 +162,8 @@ struct Conn<P> {
     sent: usize,
     /// The idle deadline counts from here.
     last_active: Instant,
+    /// Bytes sent since `last_active` while output was pending (the send deadline).
+    send_progress: usize,
     timer: TimerId,
     registered: Interest,
     flags: u8,
@@ -454,6 +459,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             output: Vec::new(),
             sent: 0,
             last_active: self.now,
+            send_progress: 0,
             timer,
             registered: interest,
             flags: 0,
@@ -506,6 +512,9 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             }
             let fd = conn.fd();
             let was_idle = conn.proto.is_idle();
+            // A peer that leaves its output untaken cannot keep its connection
+            // alive by sending more (slow read): only sends count then.
+            let owed = conn.pending_output() > 0;
             let own = !conn.input.is_empty();
             let buf = if own { &mut conn.input } else { &mut self.rbuf };
             let before = buf.len();
@@ -547,7 +556,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                 }
                 self.rbuf.clear();
             }
-            if was_idle || conn.proto.is_idle() {
+            if (was_idle || conn.proto.is_idle()) && !owed {
                 conn.last_active = self.now;
             }
             if step.close {
@@ -600,10 +609,15 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                 return Err(e);
             }
         };
-        if sent > 0 {
+        let total = pending.len();
+        if send_made_progress(
+            &mut conn.send_progress,
+            sent,
+            sent == total,
+            self.config.output_high_water,
+        ) {
             conn.last_active = self.now;
         }
-        let total = pending.len();
         if conn.output.is_empty() {
             if sent < total {
                 self.stats.write_blocked += 1;

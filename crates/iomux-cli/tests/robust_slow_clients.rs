@@ -1,0 +1,188 @@
+//! Slow clients on every engine that multiplexes (the one-at-a-time engine
+//! serves nobody else while any client holds it, by design): while hundreds
+//! of clients trickle bytes and others read their echo a few bytes at a time,
+//! a probe that makes a fresh request every 100 ms is served every time, and
+//! the slow readers are cut off by the send deadline.
+
+mod common;
+
+use common::{set_linger_zero, try_echo, LoggedServer, ALL_ENGINES};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TRICKLERS: usize = 200;
+const SLOW_READERS: usize = 20;
+/// How long the probe runs while the attack goes on.
+const ATTACK: Duration = Duration::from_millis(2500);
+const IDLE_TIMEOUT: &str = "0.5";
+
+/// Hundreds of connections, each sending one byte every 100 ms and draining
+/// whatever comes back (echo answers every byte: for echo a trickled byte is
+/// a whole message, so the idle deadline rightly restarts).
+fn trickle(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut conns: Vec<TcpStream> = (0..TRICKLERS)
+            .filter_map(|_| TcpStream::connect(addr).ok())
+            .collect();
+        for c in &conns {
+            c.set_nonblocking(true).unwrap();
+        }
+        let opened = conns.len();
+        let mut sink = [0u8; 256];
+        while !stop.load(Ordering::Relaxed) {
+            conns.retain_mut(|c| {
+                let _ = c.read(&mut sink);
+                !matches!(c.write(b"x"), Err(e) if e.kind() != ErrorKind::WouldBlock)
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for c in &conns {
+            set_linger_zero(c);
+        }
+        opened
+    })
+}
+
+/// Shrink a socket's receive buffer so its peer's output backs up quickly.
+fn small_receive_buffer(s: &TcpStream) {
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: passes a live c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            4,
+        );
+    }
+}
+
+/// Clients that push bulk data and take their echo 2 KiB every 100 ms (20 KiB/s: the kernel opens their window every ~0.2 s, more often than the idle timeout).
+/// Returns how long it took until every one of them was cut off (or `None`
+/// if some were still connected when `give_up` passed).
+fn slow_read(
+    addr: SocketAddr,
+    count: usize,
+    give_up: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut conns: Vec<TcpStream> = (0..count)
+            .filter_map(|_| TcpStream::connect(addr).ok())
+            .collect();
+        let chunk = vec![b'r'; 64 * 1024];
+        let mut pushed = vec![0usize; conns.len()];
+        for c in &conns {
+            small_receive_buffer(c);
+            c.set_nonblocking(true).unwrap();
+        }
+        let mut sip = [0u8; 8192];
+        while started.elapsed() < give_up {
+            let mut i = 0;
+            conns.retain_mut(|c| {
+                let mut alive = true;
+                // Keep pushing (bounded) so the server always owes us output.
+                while alive && pushed[i] < 32 * 1024 * 1024 {
+                    match c.write(&chunk) {
+                        Ok(n) => pushed[i] += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => alive = false,
+                    }
+                }
+                match c.read(&mut sip) {
+                    Ok(0) => alive = false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => alive = false,
+                }
+                i += 1;
+                alive
+            });
+            pushed.truncate(conns.len());
+            if conns.is_empty() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+}
+
+fn probe_under_attack(engine: &[&str]) {
+    let mut args = vec!["--proto", "echo", "--idle-timeout", IDLE_TIMEOUT];
+    args.extend_from_slice(engine);
+    let mut server = LoggedServer::start(&args, None);
+    let addr = server.server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tricklers = trickle(addr, stop.clone());
+    // The send deadline (the idle timeout, 0.5 s) + 2 s to take the last
+    // output, plus slack; trickled reads must not extend it.
+    let slow_readers = slow_read(addr, SLOW_READERS, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let (mut served, mut failed, mut worst) = (0, Vec::new(), Duration::ZERO);
+    while started.elapsed() < ATTACK {
+        let t = Instant::now();
+        match try_echo(addr, b"probe", Duration::from_secs(2)) {
+            Ok(b) if b == b"probe" => served += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = tricklers.join().unwrap();
+    let cut_off = slow_readers.join().unwrap();
+    eprintln!(
+        "{engine:?}: {served}/{} probes served (slowest {worst:?}) with {opened} tricklers; slow readers cut off after {cut_off:?}",
+        served + failed.len()
+    );
+    assert!(opened >= TRICKLERS / 2, "{engine:?}: only {opened} tricklers connected");
+    assert!(
+        failed.is_empty(),
+        "{engine:?}: {} of {} probes failed under attack: {failed:?}",
+        failed.len(),
+        served + failed.len()
+    );
+    assert!(
+        cut_off.is_some(),
+        "{engine:?}: slow readers still connected after 5 s: no send deadline"
+    );
+    server.stop_cleanly(&format!("{engine:?}"));
+}
+
+#[test]
+fn a_probe_is_served_every_100ms_while_slow_clients_attack() {
+    for engine in ALL_ENGINES {
+        if engine.contains(&"blocking") {
+            continue;
+        }
+        probe_under_attack(engine);
+    }
+}
+
+#[test]
+fn a_fresh_client_is_served_after_a_slow_reader_is_cut_off_even_one_at_a_time() {
+    // The one-at-a-time engine: a slow reader holds it until the send deadline
+    // drops it; then the next client is served.
+    let mut server = LoggedServer::start(
+        &["--proto", "echo", "--idle-timeout", IDLE_TIMEOUT, "--backend", "blocking"],
+        None,
+    );
+    let addr = server.server.addr;
+    let slow = slow_read(addr, 2, Duration::from_secs(8));
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let back = try_echo(addr, b"next", Duration::from_secs(8));
+    assert_eq!(back.unwrap(), b"next");
+    let cut_off = slow.join().unwrap();
+    eprintln!("blocking: next client served after {:?}; slow readers cut off after {cut_off:?}", t.elapsed());
+    assert!(cut_off.is_some(), "blocking: slow readers never cut off");
+    server.stop_cleanly("blocking");
+}
