@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// for a loaded machine.
 const AT_ONCE: Duration = Duration::from_millis(1500);
 
+/// One scenario at a time: a busy-polling server burns a core, and a client
+/// starved of CPU for longer than the drain's quiet period looks idle.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn start(engine: &[&str]) -> LoggedServer {
     let mut args = vec!["--proto", "echo"];
     args.extend_from_slice(engine);
@@ -44,7 +48,8 @@ fn idle_closes_at_once(engine: &[&str]) {
     idle.write_all(b"hello").unwrap();
     let mut back = [0u8; 5];
     idle.read_exact(&mut back).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Quiet for longer than the drain's quiet period.
+    std::thread::sleep(Duration::from_millis(400));
 
     let signalled = Instant::now();
     sigterm(&server);
@@ -85,7 +90,7 @@ fn in_flight_completes(engine: &[&str]) {
     let sender = std::thread::spawn(move || {
         for chunk in sent.chunks(CHUNK) {
             writer.write_all(chunk)?;
-            std::thread::sleep(Duration::from_millis(8));
+            std::thread::sleep(Duration::from_millis(5));
         }
         writer.shutdown(Shutdown::Write)
     });
@@ -162,6 +167,7 @@ fn second_signal_exits_at_once(engine: &[&str]) {
 
 #[test]
 fn sigterm_closes_idle_connections_at_once_and_exits_0_on_every_engine() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     for engine in ALL_ENGINES {
         idle_closes_at_once(engine);
     }
@@ -169,6 +175,7 @@ fn sigterm_closes_idle_connections_at_once_and_exits_0_on_every_engine() {
 
 #[test]
 fn sigterm_lets_an_in_flight_echo_finish_on_every_engine() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     for engine in ALL_ENGINES {
         in_flight_completes(engine);
     }
@@ -176,6 +183,7 @@ fn sigterm_lets_an_in_flight_echo_finish_on_every_engine() {
 
 #[test]
 fn a_second_signal_exits_at_once_on_every_engine() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     for engine in ALL_ENGINES {
         second_signal_exits_at_once(engine);
     }

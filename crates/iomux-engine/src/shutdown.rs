@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 /// How long a connection must have been quiet (no bytes in or out) before a
 /// drain treats it as idle; a peer in the middle of sending a message sends
-/// more often than this.
-pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// more often than this, even on a loaded machine.
+pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// How often the drain watcher looks at blocked connections.
 const DRAIN_SCAN: Duration = Duration::from_millis(20);
