@@ -1,9 +1,11 @@
 //! `iomux serve`: parse the flags, start the engine, wait for a signal.
 
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use iomux::{Backend, Trigger};
 use iomux_engine::{Config, Engine, Server};
-use iomux_proto::Echo;
+use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
+use iomux_proto::{Echo, Http};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -73,6 +75,21 @@ pub struct ServeArgs {
     /// Refuse (accept and close) connections past this many.
     #[arg(long)]
     max_conns: Option<usize>,
+    /// HTTP: longest request line in bytes (longer → 414).
+    #[arg(long, default_value_t = HttpLimits::DEFAULT.max_request_line,
+          value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
+    max_request_line: usize,
+    /// HTTP: longest request head in bytes, request line and headers (longer → 431).
+    #[arg(long, default_value_t = HttpLimits::DEFAULT.max_head,
+          value_parser = clap::value_parser!(u32).range(16..=(1 << 20)).map(|v| v as usize))]
+    max_head: usize,
+    /// HTTP: most header fields in one request, at most 100 (more → 431).
+    #[arg(long, default_value_t = HttpLimits::DEFAULT.max_headers,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_HEADERS as i64).map(|v| v as usize))]
+    max_headers: usize,
+    /// HTTP: largest request body in bytes, at most 4294967295 (larger → 413).
+    #[arg(long, default_value_t = HttpLimits::DEFAULT.max_body)]
+    max_body: u32,
 }
 
 fn engine(args: &ServeArgs) -> io::Result<Engine> {
@@ -171,10 +188,13 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
         ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
         ProtoArg::Http => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "--proto http is not built yet; use --proto echo or upper",
-            ))
+            let http = HttpConfig::leak(HttpLimits {
+                max_request_line: args.max_request_line,
+                max_head: args.max_head,
+                max_headers: args.max_headers,
+                max_body: args.max_body,
+            });
+            Server::start(config.clone(), engine, move || Http::new(http))?
         }
     };
     {

@@ -16,8 +16,10 @@
 //! ```
 
 mod echo;
+pub mod http;
 
 pub use echo::Echo;
+pub use http::Http;
 
 /// What a protocol did with one slice of input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

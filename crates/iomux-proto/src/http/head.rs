@@ -1,0 +1,299 @@
+//! Request heads: finding where a head ends within the limits, parsing it
+//! with `httparse`, and the RFC 9112 checks httparse leaves to its caller
+//! (Host, Content-Length, Transfer-Encoding, Connection, Expect).
+//!
+//! The outcome depends only on the bytes, never on how they were split into
+//! reads: limits are judged on the request line and the whole head, and a
+//! partial head is re-examined only from where the last look stopped, so a
+//! trickled head costs linear time.
+
+use super::limits::{HttpLimits, MAX_HEADERS};
+use super::response::Status;
+use httparse::{Header, Request};
+use std::mem::MaybeUninit;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// GET or HEAD of `/` or `/plaintext`.
+    Hello,
+    /// POST `/echo`.
+    Echo,
+    /// Any other path.
+    NotFound,
+    /// `/` or `/plaintext` with another method.
+    OnlyGetHead,
+    /// `/echo` with another method.
+    OnlyPost,
+}
+
+/// How the request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (or Content-Length: 0).
+    Empty,
+    /// Content-Length.
+    Length(u64),
+    /// Transfer-Encoding: chunked.
+    Chunked,
+}
+
+/// What the rest of the exchange needs from a parsed head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestHead {
+    pub route: Route,
+    pub head_only: bool,
+    pub http10: bool,
+    pub keep_alive: bool,
+    pub framing: Framing,
+    pub expect_continue: bool,
+}
+
+/// How far a partial head has been examined (kept by the connection between reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeadProgress {
+    /// Bytes already searched for the end of the head.
+    pub scanned: u32,
+    /// The request line is complete, within its limit and valid.
+    pub line_ok: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum HeadOutcome {
+    /// More bytes are needed.
+    Partial,
+    /// A complete, valid head of `len` bytes.
+    Complete { len: usize, head: RequestHead },
+    /// Reject the request with this status and close.
+    Reject(Status),
+}
+
+/// Examine the start of `input` (which does not begin with an empty line).
+pub(crate) fn read_head(
+    input: &[u8],
+    progress: &mut HeadProgress,
+    limits: &HttpLimits,
+) -> HeadOutcome {
+    let mut headers: [MaybeUninit<Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    // Fast path: the whole head is usually there on the first look.
+    if progress.scanned == 0 {
+        let mut request = Request::new(&mut []);
+        if let Ok(httparse::Status::Complete(len)) =
+            request.parse_with_uninit_headers(input, &mut headers)
+        {
+            let method = request.method.unwrap_or("");
+            let path = request.path.unwrap_or("");
+            // "METHOD SP target SP HTTP/1.x": exact, as delimiters are single spaces.
+            if method.len() + path.len() + 10 > limits.max_request_line {
+                return HeadOutcome::Reject(Status::UriTooLong);
+            }
+            if len > limits.max_head {
+                return HeadOutcome::Reject(Status::HeaderFieldsTooLarge);
+            }
+            return match analyse(&request, limits) {
+                Ok(head) => HeadOutcome::Complete { len, head },
+                Err(status) => HeadOutcome::Reject(status),
+            };
+        }
+    }
+    if !progress.line_ok {
+        let window = &input[..input.len().min(limits.max_request_line + 2)];
+        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+            // Without its LF the line is already this long (a last CR may end it).
+            let at_least = input.len() - usize::from(input.last() == Some(&b'\r'));
+            return if at_least > limits.max_request_line {
+                HeadOutcome::Reject(Status::UriTooLong)
+            } else {
+                HeadOutcome::Partial
+            };
+        };
+        let line = &input[..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > limits.max_request_line {
+            return HeadOutcome::Reject(Status::UriTooLong);
+        }
+        let mut request = Request::new(&mut []);
+        if let Err(e) = request.parse_with_uninit_headers(&input[..=lf], &mut []) {
+            return HeadOutcome::Reject(status_of(e, line));
+        }
+        progress.line_ok = true;
+        progress.scanned = (lf + 1) as u32;
+    }
+    let window = &input[..input.len().min(limits.max_head)];
+    let Some(len) = find_head_end(window, progress.scanned as usize) else {
+        if input.len() >= limits.max_head {
+            return HeadOutcome::Reject(Status::HeaderFieldsTooLarge);
+        }
+        progress.scanned = input.len() as u32;
+        return HeadOutcome::Partial;
+    };
+    let mut request = Request::new(&mut []);
+    match request.parse_with_uninit_headers(&input[..len], &mut headers) {
+        Ok(httparse::Status::Complete(_)) => match analyse(&request, limits) {
+            Ok(head) => HeadOutcome::Complete { len, head },
+            Err(status) => HeadOutcome::Reject(status),
+        },
+        // The empty line is there, so httparse cannot want more.
+        Ok(httparse::Status::Partial) => HeadOutcome::Reject(Status::BadRequest),
+        Err(e) => HeadOutcome::Reject(status_of(e, b"")),
+    }
+}
+
+/// The length of the head (through the LF of its empty line), searching for
+/// that LF from `from`; lines may end in CRLF or LF, as httparse accepts.
+fn find_head_end(input: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.max(1);
+    while i < input.len() {
+        if input[i] == b'\n'
+            && (input[i - 1] == b'\n' || (i >= 2 && input[i - 1] == b'\r' && input[i - 2] == b'\n'))
+        {
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The status for an httparse error; `line` is the request line when known.
+fn status_of(error: httparse::Error, line: &[u8]) -> Status {
+    match error {
+        httparse::Error::TooManyHeaders => Status::HeaderFieldsTooLarge,
+        httparse::Error::Version if looks_like_http_version(line) => Status::VersionNotSupported,
+        _ => Status::BadRequest,
+    }
+}
+
+/// True if the request line ends in `HTTP/d.d`: a version we do not speak
+/// (505) rather than garbage (400).
+fn looks_like_http_version(line: &[u8]) -> bool {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+/// Split a header value into its comma-separated elements, trimmed of
+/// optional whitespace; empty elements are skipped (RFC 9110 §5.6.1).
+fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|e| e.trim_ascii())
+        .filter(|e| !e.is_empty())
+}
+
+fn parse_content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), Status> {
+    let mut any = false;
+    for element in elements(value) {
+        any = true;
+        if !element.iter().all(u8::is_ascii_digit) {
+            return Err(Status::BadRequest);
+        }
+        let mut n: u64 = 0;
+        for &d in element {
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                .ok_or(Status::BadRequest)?;
+        }
+        match *seen {
+            Some(prev) if prev != n => return Err(Status::BadRequest),
+            _ => *seen = Some(n),
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(Status::BadRequest)
+    }
+}
+
+fn is(name: &str, wanted: &str) -> bool {
+    name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
+}
+
+/// Apply the framing and routing rules to a parsed head.
+fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead, Status> {
+    if request.headers.len() > limits.max_headers {
+        return Err(Status::HeaderFieldsTooLarge);
+    }
+    let http10 = request.version == Some(0);
+    let mut hosts = 0u32;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    // Transfer codings listed, and whether the last one is chunked.
+    let (mut codings, mut chunked_last) = (0u32, false);
+    let (mut close, mut keep_alive) = (false, false);
+    let mut expect_continue = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        let value = header.value;
+        if is(name, "host") {
+            hosts += 1;
+        } else if is(name, "content-length") {
+            parse_content_length(value, &mut content_length)?;
+        } else if is(name, "transfer-encoding") {
+            transfer_encoding = true;
+            for coding in elements(value) {
+                codings += 1;
+                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if is(name, "connection") {
+            for option in elements(value) {
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if is(name, "expect") {
+            expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(Status::BadRequest);
+    }
+    let framing = if transfer_encoding {
+        // Both framings at once is how requests are smuggled (RFC 9112 §6.3).
+        if content_length.is_some() || http10 {
+            return Err(Status::BadRequest);
+        }
+        if codings == 0 {
+            return Err(Status::BadRequest);
+        }
+        if codings != 1 || !chunked_last {
+            return Err(Status::NotImplemented);
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            None | Some(0) => Framing::Empty,
+            Some(n) if n > u64::from(limits.max_body) => return Err(Status::ContentTooLarge),
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let method = request.method.unwrap_or("");
+    let target = request.path.unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let route = match path {
+        "/" | "/plaintext" => match method {
+            "GET" | "HEAD" => Route::Hello,
+            _ => Route::OnlyGetHead,
+        },
+        "/echo" => match method {
+            "POST" => Route::Echo,
+            _ => Route::OnlyPost,
+        },
+        _ => Route::NotFound,
+    };
+    Ok(RequestHead {
+        route,
+        head_only: method == "HEAD",
+        http10,
+        keep_alive: if http10 { keep_alive && !close } else { !close },
+        framing,
+        // A 1.0 client does not know 100-continue (RFC 9110 §10.1.1).
+        expect_continue: expect_continue && !http10,
+    })
+}

@@ -1,0 +1,394 @@
+//! HTTP/1.1 hello-world server as a sans-I/O state machine.
+//!
+//! Routes: `GET`/`HEAD` `/` and `/plaintext` answer `Hello, World!`; `POST
+//! /echo` answers its body (Content-Length or chunked); other paths 404; other
+//! methods on those paths 405 with `Allow`. Keep-alive and pipelining follow
+//! RFC 9112: every complete request in one input slice is answered in that
+//! call, in order, into the same output buffer, so the engine writes once.
+//! Malformed or oversized requests get 400/408/413/414/431/501/505 with
+//! `Connection: close`, and nothing after them is read.
+//!
+//! ```
+//! use iomux_proto::{Http, Protocol};
+//! let mut http = Http::default();
+//! let mut out = Vec::new();
+//! let step = http.on_input(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut out);
+//! assert!(!step.close);
+//! assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! assert!(out.ends_with(b"\r\n\r\nHello, World!"));
+//! ```
+
+mod chunked;
+mod date;
+mod head;
+mod limits;
+mod response;
+#[cfg(test)]
+mod tests;
+
+pub use chunked::{ChunkError, ChunkedDecoder, Progress};
+pub use limits::{
+    system_clock, HttpConfig, HttpLimits, DEFAULT_CONFIG, MAX_CHUNK_EXTENSIONS, MAX_HEADERS,
+    MAX_TRAILERS,
+};
+pub use response::Status;
+
+use crate::{Protocol, Step};
+use date::{http_date, DATE_LEN};
+use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, Route};
+use response::{Persist, Response, CONTINUE};
+
+/// The body of the hello-world routes.
+pub const HELLO: &[u8] = b"Hello, World!";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading the body of the current request.
+    Body,
+    /// Closing: no more input is read.
+    Closed,
+}
+
+/// How the current request's body is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Content-Length bytes left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+mod flag {
+    /// Part of a request head has arrived and waits unconsumed.
+    pub const PARTIAL: u8 = 1;
+    /// The waiting head's request line is complete and valid.
+    pub const LINE_OK: u8 = 2;
+    /// HEAD request: headers only.
+    pub const HEAD_ONLY: u8 = 4;
+    /// HTTP/1.0 request.
+    pub const HTTP10: u8 = 8;
+    /// The connection persists after this response.
+    pub const KEEP_ALIVE: u8 = 16;
+    /// This request's response headers are already out (streamed echo).
+    pub const STARTED: u8 = 32;
+}
+
+/// One connection's HTTP/1.1 state: 64 bytes, and no heap memory between
+/// requests (a chunked `/echo` body is buffered only while it arrives).
+#[derive(Debug)]
+pub struct Http {
+    config: &'static HttpConfig,
+    /// A chunked `/echo` body, gathered until its length is known.
+    echo_body: Vec<u8>,
+    body: Body,
+    /// How far the waiting head has been searched.
+    scanned: u32,
+    phase: Phase,
+    route: Route,
+    flags: u8,
+}
+
+impl Default for Http {
+    /// Default limits and the system clock.
+    fn default() -> Self {
+        Http::new(&DEFAULT_CONFIG)
+    }
+}
+
+/// The cached `Date` value, fetched at most once per input slice.
+struct DateCell {
+    clock: fn() -> u64,
+    value: Option<[u8; DATE_LEN]>,
+}
+
+impl DateCell {
+    fn get(&mut self) -> &[u8; DATE_LEN] {
+        let clock = self.clock;
+        self.value.get_or_insert_with(|| http_date(clock()))
+    }
+}
+
+impl Http {
+    /// A connection's state sharing `config` with the server's other connections.
+    ///
+    /// ```
+    /// use iomux_proto::http::{HttpConfig, HttpLimits};
+    /// let config = HttpConfig::leak(HttpLimits::DEFAULT);
+    /// let factory = move || iomux_proto::Http::new(config);
+    /// let _connection = factory();
+    /// ```
+    pub fn new(config: &'static HttpConfig) -> Http {
+        Http {
+            config,
+            echo_body: Vec::new(),
+            body: Body::Length(0),
+            scanned: 0,
+            phase: Phase::Head,
+            route: Route::NotFound,
+            flags: 0,
+        }
+    }
+
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn persist(&self) -> Persist {
+        match (self.has(flag::KEEP_ALIVE), self.has(flag::HTTP10)) {
+            (false, _) => Persist::Close,
+            (true, true) => Persist::KeepAlive,
+            (true, false) => Persist::Default,
+        }
+    }
+
+    /// Answer with an error status, close, and read nothing more.
+    fn fail(&mut self, status: Status, date: &mut DateCell, out: &mut Vec<u8>) {
+        let body = status.explanation();
+        Response {
+            status,
+            persist: Persist::Close,
+            extra: b"",
+            content_length: body.len() as u64,
+            body,
+        }
+        .write(date.get(), out);
+        self.phase = Phase::Closed;
+        self.flags = 0;
+        self.echo_body = Vec::new();
+    }
+
+    /// A head is complete; `after` is the input that follows it.
+    fn begin(&mut self, head: RequestHead, after: &[u8], date: &mut DateCell, out: &mut Vec<u8>) {
+        self.route = head.route;
+        self.flags = 0;
+        for (on, f) in [
+            (head.head_only, flag::HEAD_ONLY),
+            (head.http10, flag::HTTP10),
+            (head.keep_alive, flag::KEEP_ALIVE),
+        ] {
+            if on {
+                self.flags |= f;
+            }
+        }
+        self.body = match head.framing {
+            Framing::Empty => Body::Length(0),
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(ChunkedDecoder::new()),
+        };
+        let body_waiting = match head.framing {
+            Framing::Empty => false,
+            Framing::Length(n) => (after.len() as u64) < n,
+            Framing::Chunked => after.is_empty(),
+        };
+        // The client holds the body back until it hears from us.
+        if head.expect_continue && body_waiting {
+            out.extend_from_slice(CONTINUE);
+        }
+        if let (Route::Echo, Framing::Length(n)) = (head.route, head.framing) {
+            // The length is known: stream the body back as it arrives.
+            self.write_head_of(Status::Ok, b"", n, date, out);
+            self.flags |= flag::STARTED;
+        }
+        self.phase = Phase::Body;
+    }
+
+    fn write_head_of(
+        &self,
+        status: Status,
+        extra: &[u8],
+        content_length: u64,
+        date: &mut DateCell,
+        out: &mut Vec<u8>,
+    ) {
+        Response {
+            status,
+            persist: self.persist(),
+            extra,
+            content_length,
+            body: b"",
+        }
+        .write(date.get(), out);
+    }
+
+    /// The request is fully read: answer it. Returns true if the connection closes.
+    fn finish(&mut self, date: &mut DateCell, out: &mut Vec<u8>) -> bool {
+        let head_only = self.has(flag::HEAD_ONLY);
+        let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
+            Route::Hello => (Status::Ok, b"", HELLO),
+            Route::Echo => (Status::Ok, b"", &self.echo_body),
+            Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
+            Route::OnlyGetHead => (
+                Status::MethodNotAllowed,
+                b"Allow: GET, HEAD\r\n",
+                Status::MethodNotAllowed.explanation(),
+            ),
+            Route::OnlyPost => (
+                Status::MethodNotAllowed,
+                b"Allow: POST\r\n",
+                Status::MethodNotAllowed.explanation(),
+            ),
+        };
+        if !self.has(flag::STARTED) {
+            Response {
+                status,
+                persist: self.persist(),
+                extra,
+                content_length: body.len() as u64,
+                body: if head_only { b"" } else { body },
+            }
+            .write(date.get(), out);
+        }
+        // Idle connections keep no heap memory.
+        self.echo_body = Vec::new();
+        let close = !self.has(flag::KEEP_ALIVE);
+        self.phase = if close { Phase::Closed } else { Phase::Head };
+        self.flags = 0;
+        self.scanned = 0;
+        close
+    }
+
+    /// Read body bytes from `input`; returns the bytes used and whether the body ended.
+    fn read_body(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), Status> {
+        let echo = self.route == Route::Echo;
+        match &mut self.body {
+            Body::Length(left) => {
+                let take = (input.len() as u64).min(*left) as usize;
+                if echo {
+                    out.extend_from_slice(&input[..take]);
+                }
+                *left -= take as u64;
+                Ok((take, *left == 0))
+            }
+            Body::Chunked(decoder) => {
+                let echo_body = &mut self.echo_body;
+                let progress = decoder
+                    .decode(input, self.config.limits.max_body, |data| {
+                        if echo {
+                            echo_body.extend_from_slice(data);
+                        }
+                    })
+                    .map_err(|e| match e {
+                        ChunkError::Malformed | ChunkError::ExtensionsTooLong => Status::BadRequest,
+                        ChunkError::TooLarge => Status::ContentTooLarge,
+                        ChunkError::TrailersTooLong => Status::HeaderFieldsTooLarge,
+                    })?;
+                Ok((progress.consumed, progress.done))
+            }
+        }
+    }
+}
+
+impl Protocol for Http {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let mut date = DateCell {
+            clock: self.config.clock,
+            value: None,
+        };
+        let mut at = 0;
+        loop {
+            match self.phase {
+                Phase::Closed => return Step::close(input.len()),
+                Phase::Head => {
+                    if self.scanned == 0 {
+                        // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                        loop {
+                            match &input[at..] {
+                                [b'\r', b'\n', ..] => at += 2,
+                                [b'\n', ..] => at += 1,
+                                [b'\r'] => {
+                                    self.flags |= flag::PARTIAL;
+                                    return Step::keep(at);
+                                }
+                                [b'\r', ..] => {
+                                    self.fail(Status::BadRequest, &mut date, out);
+                                    return Step::close(input.len());
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                    let rest = &input[at..];
+                    if rest.is_empty() {
+                        self.flags &= !flag::PARTIAL;
+                        return Step::keep(at);
+                    }
+                    let mut progress = HeadProgress {
+                        scanned: self.scanned,
+                        line_ok: self.has(flag::LINE_OK),
+                    };
+                    match read_head(rest, &mut progress, &self.config.limits) {
+                        HeadOutcome::Partial => {
+                            self.scanned = progress.scanned;
+                            self.flags |= flag::PARTIAL;
+                            if progress.line_ok {
+                                self.flags |= flag::LINE_OK;
+                            }
+                            return Step::keep(at);
+                        }
+                        HeadOutcome::Reject(status) => {
+                            self.fail(status, &mut date, out);
+                            return Step::close(input.len());
+                        }
+                        HeadOutcome::Complete { len, head } => {
+                            at += len;
+                            self.scanned = 0;
+                            self.begin(head, &input[at..], &mut date, out);
+                        }
+                    }
+                }
+                Phase::Body => {
+                    let (used, done) = match self.read_body(&input[at..], out) {
+                        Ok(r) => r,
+                        Err(status) => {
+                            self.fail(status, &mut date, out);
+                            return Step::close(input.len());
+                        }
+                    };
+                    at += used;
+                    if !done {
+                        return Step::keep(at);
+                    }
+                    if self.finish(&mut date, out) {
+                        // Bytes after a closing request are dropped.
+                        return Step::close(input.len());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, pending: &[u8], out: &mut Vec<u8>) {
+        // Complete requests still pending are answered (a half-closed client
+        // waits for them); a truncated one is dropped silently.
+        if self.phase != Phase::Closed {
+            self.on_input(pending, out);
+        }
+        self.phase = Phase::Closed;
+    }
+
+    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        let mid_request = match self.phase {
+            Phase::Head => self.has(flag::PARTIAL),
+            // Once a streamed response has begun a status cannot follow it.
+            Phase::Body => !self.has(flag::STARTED),
+            Phase::Closed => false,
+        };
+        if mid_request {
+            let mut date = DateCell {
+                clock: self.config.clock,
+                value: None,
+            };
+            self.fail(Status::RequestTimeout, &mut date, out);
+        }
+        self.phase = Phase::Closed;
+    }
+
+    fn is_idle(&self) -> bool {
+        match self.phase {
+            Phase::Head => !self.has(flag::PARTIAL),
+            Phase::Body => false,
+            Phase::Closed => true,
+        }
+    }
+}
