@@ -340,3 +340,100 @@ pub const ALL_ENGINES: &[&[&str]] = &[
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
 ];
+/// One HTTP response as a test client sees it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub code: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parse one response from the front of `buf`: `None` while incomplete.
+/// A `100 Continue` has no body; `head_only` responses carry none either.
+pub fn parse_http_response(buf: &[u8], head_only: bool) -> Option<(HttpResponse, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end - 4]).expect("response head is UTF-8");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap();
+    assert!(status.starts_with("HTTP/1.1 "), "status line {status:?}");
+    let code: u16 = status[9..12].parse().expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("header line {l:?}"));
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let mut response = HttpResponse {
+        code,
+        headers,
+        body: Vec::new(),
+    };
+    if code == 100 || head_only {
+        return Some((response, end));
+    }
+    let len: usize = response
+        .header("content-length")
+        .expect("Content-Length on every response")
+        .parse()
+        .unwrap();
+    if buf.len() < end + len {
+        return None;
+    }
+    response.body = buf[end..end + len].to_vec();
+    Some((response, end + len))
+}
+
+/// Read until `n` responses (100 Continue included) are complete or the
+/// server closes; `leftover` keeps bytes read past them.
+pub fn read_http_responses(
+    stream: &mut TcpStream,
+    n: usize,
+    leftover: &mut Vec<u8>,
+) -> Vec<HttpResponse> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    while got.len() < n {
+        if let Some((r, used)) = parse_http_response(leftover, false) {
+            leftover.drain(..used);
+            got.push(r);
+            continue;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => leftover.extend_from_slice(&chunk[..k]),
+            Err(e) => panic!("reading responses ({} of {n} so far): {e}", got.len()),
+        }
+    }
+    got
+}
+
+/// Every response the server sends until it closes the connection.
+pub fn read_http_until_close(stream: &mut TcpStream) -> Vec<HttpResponse> {
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).expect("read until close");
+    let mut all = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let (r, used) = parse_http_response(&buf[at..], false).unwrap_or_else(|| {
+            panic!(
+                "truncated response {:?}",
+                String::from_utf8_lossy(&buf[at..])
+            )
+        });
+        at += used;
+        all.push(r);
+    }
+    all
+}

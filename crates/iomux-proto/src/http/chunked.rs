@@ -294,21 +294,35 @@ mod tests {
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello", 15),
             (b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET", b"abcde", 20),
             (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789", 20),
-            (b"a;name=value\r\n0123456789\r\n0\r\n\r\n", b"0123456789", 31),
+            (
+                b"a;name=value\r\n0123456789\r\n0\r\n\r\n",
+                b"0123456789",
+                31,
+            ),
             (b"1 ;x\r\na\r\n0\r\n\r\n", b"a", 14),
             (b"1\r\na\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\n", b"a", 25),
             (b"001\r\nz\r\n0000\r\n\r\n", b"z", 16),
         ];
         for (input, body, used) in cases {
             let got = decode_all(input, 1024).unwrap();
-            assert_eq!(got, (body.to_vec(), *used, true), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got,
+                (body.to_vec(), *used, true),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
             assert_eq!(decode_bytewise(input, 1024).unwrap(), got);
         }
     }
 
     #[test]
     fn partial_bodies_wait() {
-        for input in [&b"5\r\nhel"[..], b"5", b"5\r\nhello\r\n0\r\n", b"0\r\nX: y\r\n"] {
+        for input in [
+            &b"5\r\nhel"[..],
+            b"5",
+            b"5\r\nhello\r\n0\r\n",
+            b"0\r\nX: y\r\n",
+        ] {
             let (_, used, done) = decode_all(input, 1024).unwrap();
             assert!(!done);
             assert_eq!(used, input.len());
@@ -344,7 +358,7 @@ mod tests {
         for (input, want) in cases {
             let mut input = input.to_vec();
             if input == b"400\r\n" {
-                input.extend(std::iter::repeat(b'x').take(1025));
+                input.extend(std::iter::repeat_n(b'x', 1025));
             }
             assert_eq!(
                 decode_all(&input, 1024).map(|_| ()),
@@ -358,29 +372,48 @@ mod tests {
 
     #[test]
     fn body_limit_counts_all_chunks() {
-        let ok = b"200\r\n".iter().chain(&[b'x'; 512]).chain(b"\r\n200\r\n").chain(&[b'y'; 512]).chain(b"\r\n0\r\n\r\n").copied().collect::<Vec<u8>>();
+        let ok = b"200\r\n"
+            .iter()
+            .chain(&[b'x'; 512])
+            .chain(b"\r\n200\r\n")
+            .chain(&[b'y'; 512])
+            .chain(b"\r\n0\r\n\r\n")
+            .copied()
+            .collect::<Vec<u8>>();
         assert_eq!(decode_all(&ok, 1024).unwrap().0.len(), 1024);
         let mut over = ok.clone();
         over.truncate(over.len() - 5);
         over.extend_from_slice(b"1\r\nz\r\n0\r\n\r\n");
-        assert_eq!(decode_all(&over, 1024).map(|_| ()), Err(ChunkError::TooLarge));
+        assert_eq!(
+            decode_all(&over, 1024).map(|_| ()),
+            Err(ChunkError::TooLarge)
+        );
     }
 
     #[test]
     fn extensions_and_trailers_are_capped() {
         let mut ext = b"1;".to_vec();
-        ext.extend(std::iter::repeat(b'e').take(MAX_CHUNK_EXTENSIONS as usize));
-        assert_eq!(decode_all(&ext, 1024).map(|_| ()), Err(ChunkError::ExtensionsTooLong));
+        ext.extend(std::iter::repeat_n(b'e', MAX_CHUNK_EXTENSIONS as usize));
+        assert_eq!(
+            decode_all(&ext, 1024).map(|_| ()),
+            Err(ChunkError::ExtensionsTooLong)
+        );
         // Caps add up over chunks, so many small extensions do not escape them.
         let mut many = Vec::new();
         for _ in 0..1000 {
             many.extend_from_slice(b"1;abcdefgh\r\nx\r\n");
         }
-        assert_eq!(decode_all(&many, 1 << 20).map(|_| ()), Err(ChunkError::ExtensionsTooLong));
+        assert_eq!(
+            decode_all(&many, 1 << 20).map(|_| ()),
+            Err(ChunkError::ExtensionsTooLong)
+        );
         let mut trailers = b"0\r\n".to_vec();
         for _ in 0..1000 {
             trailers.extend_from_slice(b"X-Trailer: 12345\r\n");
         }
-        assert_eq!(decode_all(&trailers, 1024).map(|_| ()), Err(ChunkError::TrailersTooLong));
+        assert_eq!(
+            decode_all(&trailers, 1024).map(|_| ()),
+            Err(ChunkError::TrailersTooLong)
+        );
     }
 }

@@ -60,7 +60,9 @@ fn parse_responses(mut out: &[u8], head_only: &[bool]) -> Vec<Parsed> {
         let mut resp = httparse::Response::new(&mut headers);
         let n = match resp.parse(out).expect("well-formed response") {
             httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => panic!("truncated response: {:?}", String::from_utf8_lossy(out)),
+            httparse::Status::Partial => {
+                panic!("truncated response: {:?}", String::from_utf8_lossy(out))
+            }
         };
         let code = resp.code.unwrap();
         let headers: Vec<(String, String)> = resp
@@ -127,7 +129,12 @@ fn hello_routes() {
         (b"\r\n\r\n\nGET / HTTP/1.1\r\nhost: x\r\n\r\n", HELLO),
     ] {
         let (out, step) = feed(&mut http(), req);
-        assert_eq!(step, Step::keep(req.len()), "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(
+            step,
+            Step::keep(req.len()),
+            "{:?}",
+            String::from_utf8_lossy(req)
+        );
         let r = parse_responses(&out, &[]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].code, 200);
@@ -154,7 +161,10 @@ fn head_has_headers_and_no_body() {
     assert!(!step.close);
     let r = parse_responses(&out, &[true, true, false]);
     assert_eq!(r.len(), 3);
-    assert_eq!((r[0].code, r[0].header("content-length")), (200, Some("13")));
+    assert_eq!(
+        (r[0].code, r[0].header("content-length")),
+        (200, Some("13"))
+    );
     assert!(r[0].body.is_empty());
     assert_eq!(r[1].code, 404);
     assert_eq!(r[2].body, HELLO);
@@ -177,7 +187,11 @@ fn unknown_path_and_wrong_method() {
     assert_eq!(r[3].header("allow"), Some("GET, HEAD"));
     for p in &r {
         assert_standard_headers(p);
-        assert_eq!(p.header("connection"), None, "route answers keep the connection");
+        assert_eq!(
+            p.header("connection"),
+            None,
+            "route answers keep the connection"
+        );
     }
 }
 
@@ -198,7 +212,10 @@ fn echo_with_length_and_chunked() {
 #[test]
 fn echo_streams_a_length_body_across_reads() {
     let mut p = http();
-    let (out1, s1) = feed(&mut p, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234");
+    let (out1, s1) = feed(
+        &mut p,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234",
+    );
     assert_eq!(s1, Step::keep(57));
     assert!(!p.is_idle());
     let (out2, s2) = feed(&mut p, b"56789GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -249,18 +266,33 @@ fn partial_request_waits_unconsumed_and_is_not_idle() {
 #[test]
 fn keep_alive_rules() {
     // HTTP/1.1 Connection: close, HTTP/1.0 default, HTTP/1.0 keep-alive.
-    let (out, step) = feed(&mut http(), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (out, step) = feed(
+        &mut http(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(step.close);
-    assert_eq!(parse_responses(&out, &[])[0].header("connection"), Some("close"));
+    assert_eq!(
+        parse_responses(&out, &[])[0].header("connection"),
+        Some("close")
+    );
     let (out, step) = feed(&mut http(), b"GET / HTTP/1.0\r\n\r\n");
     assert!(step.close);
-    assert_eq!(parse_responses(&out, &[])[0].header("connection"), Some("close"));
+    assert_eq!(
+        parse_responses(&out, &[])[0].header("connection"),
+        Some("close")
+    );
     let mut p = http();
     let (out, step) = feed(&mut p, b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
     assert!(!step.close);
     let r = parse_responses(&out, &[]);
-    assert_eq!((r[0].code, r[0].header("connection")), (200, Some("keep-alive")));
-    let (_, step) = feed(&mut p, b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n");
+    assert_eq!(
+        (r[0].code, r[0].header("connection")),
+        (200, Some("keep-alive"))
+    );
+    let (_, step) = feed(
+        &mut p,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+    );
     assert!(step.close);
 }
 
@@ -284,7 +316,8 @@ fn connection_close_mid_pipeline_drops_later_requests() {
 #[test]
 fn expect_continue() {
     let mut p = http();
-    let head = b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+    let head =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
     let (out, step) = feed(&mut p, head);
     assert_eq!(step.consumed, head.len());
     assert!(out.starts_with(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"));
@@ -303,7 +336,10 @@ fn expect_continue() {
     let (out, _) = feed(&mut p, b"2\r\nhi\r\n0\r\n\r\n");
     assert_eq!(parse_responses(&out, &[])[0].body, b"hi");
     // HTTP/1.0 clients do not get a 100.
-    let (out, _) = feed(&mut http(), b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+    let (out, _) = feed(
+        &mut http(),
+        b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+    );
     assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
 
@@ -324,7 +360,10 @@ fn timeout_sends_408_only_mid_request() {
     let mut p = http();
     let mut out = Vec::new();
     p.on_timeout(&mut out);
-    assert!(out.is_empty(), "an idle keep-alive connection closes silently");
+    assert!(
+        out.is_empty(),
+        "an idle keep-alive connection closes silently"
+    );
     let mut p = http();
     feed(&mut p, b"GET / HTTP/1.1\r\n");
     let mut out = Vec::new();
@@ -333,13 +372,19 @@ fn timeout_sends_408_only_mid_request() {
     assert_eq!((r[0].code, r[0].header("connection")), (408, Some("close")));
     // After a streamed response has begun, no status can follow.
     let mut p = http();
-    feed(&mut p, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+    feed(
+        &mut p,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab",
+    );
     let mut out = Vec::new();
     p.on_timeout(&mut out);
     assert!(out.is_empty());
     // A discarded body still pending: 408.
     let mut p = http();
-    feed(&mut p, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+    feed(
+        &mut p,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab",
+    );
     let mut out = Vec::new();
     p.on_timeout(&mut out);
     assert_eq!(parse_responses(&out, &[])[0].code, 408);
@@ -354,8 +399,12 @@ fn hostile_corpus() -> Vec<(String, Vec<u8>, u16)> {
         many_headers.push_str(&format!("X-{i}: v\r\n"));
     }
     many_headers.push_str("\r\n");
-    let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(70_000));
-    let mut trailers = String::from("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    let mut trailers =
+        String::from("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
     for _ in 0..1000 {
         trailers.push_str("X-Trailer: 0123456789\r\n");
     }
@@ -366,55 +415,135 @@ fn hostile_corpus() -> Vec<(String, Vec<u8>, u16)> {
     let with_header = |h: &str| format!("GET / HTTP/1.1\r\nHost: x\r\n{h}\r\n\r\n");
     let post = |h: &str| format!("POST /echo HTTP/1.1\r\nHost: x\r\n{h}\r\n\r\nhello");
     let cases: Vec<(&str, String, u16)> = vec![
-        ("CL and TE", post("Content-Length: 5\r\nTransfer-Encoding: chunked"), 400),
+        (
+            "CL and TE",
+            post("Content-Length: 5\r\nTransfer-Encoding: chunked"),
+            400,
+        ),
         ("CL +5", post("Content-Length: +5"), 400),
         ("CL -1", post("Content-Length: -1"), 400),
         ("CL 1x", post("Content-Length: 1x"), 400),
         ("CL empty", post("Content-Length: "), 400),
         ("CL hex", post("Content-Length: 0x5"), 400),
-        ("CL overflow", post("Content-Length: 99999999999999999999999"), 400),
+        (
+            "CL overflow",
+            post("Content-Length: 99999999999999999999999"),
+            400,
+        ),
         ("CL list differs", post("Content-Length: 5, 6"), 400),
-        ("CL headers differ", post("Content-Length: 5\r\nContent-Length: 6"), 400),
+        (
+            "CL headers differ",
+            post("Content-Length: 5\r\nContent-Length: 6"),
+            400,
+        ),
         ("CL too large", post("Content-Length: 2000000"), 413),
         ("TE gzip", post("Transfer-Encoding: gzip"), 501),
-        ("TE gzip, chunked", post("Transfer-Encoding: gzip, chunked"), 501),
-        ("TE chunked, gzip", post("Transfer-Encoding: chunked, gzip"), 501),
-        ("TE chunked twice", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"), 501),
+        (
+            "TE gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked"),
+            501,
+        ),
+        (
+            "TE chunked, gzip",
+            post("Transfer-Encoding: chunked, gzip"),
+            501,
+        ),
+        (
+            "TE chunked twice",
+            post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"),
+            501,
+        ),
         ("TE empty", post("Transfer-Encoding: "), 400),
-        ("TE on 1.0", "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400),
+        (
+            "TE on 1.0",
+            "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(),
+            400,
+        ),
         ("obs-fold", with_header("X-A: a\r\n b"), 400),
-        ("space before first header", "GET / HTTP/1.1\r\n Host: x\r\n\r\n".into(), 400),
+        (
+            "space before first header",
+            "GET / HTTP/1.1\r\n Host: x\r\n\r\n".into(),
+            400,
+        ),
         ("space before colon", with_header("X-A : a"), 400),
         ("bare CR in value", with_header("X-A: a\rb"), 400),
-        ("bare CR ends request line", "GET / HTTP/1.1\rHost: x\r\n\r\n".into(), 400),
-        ("leading bare CR", "\rGET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400),
+        (
+            "bare CR ends request line",
+            "GET / HTTP/1.1\rHost: x\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "leading bare CR",
+            "\rGET / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
         ("NUL in name", with_header("X-\0A: a"), 400),
         ("NUL in value", with_header("X-A: a\0b"), 400),
         ("DEL in value", with_header("X-A: a\x7fb"), 400),
         ("control in value", with_header("X-A: a\x01b"), 400),
-        ("control in target", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400),
-        ("NUL in target", "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400),
-        ("space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400),
+        (
+            "control in target",
+            "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "NUL in target",
+            "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "space in target",
+            "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
         ("missing Host", "GET / HTTP/1.1\r\n\r\n".into(), 400),
         ("duplicate Host", with_header("Host: y"), 400),
-        ("duplicate Host on 1.0", "GET / HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n".into(), 400),
+        (
+            "duplicate Host on 1.0",
+            "GET / HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n".into(),
+            400,
+        ),
         ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n".into(), 505),
         ("HTTP/0.9", "GET / HTTP/0.9\r\nHost: x\r\n\r\n".into(), 505),
         ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: x\r\n\r\n".into(), 505),
-        ("version garbage", "GET / HTXP/1.1\r\nHost: x\r\n\r\n".into(), 400),
+        (
+            "version garbage",
+            "GET / HTXP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
         ("no version", "GET /\r\nHost: x\r\n\r\n".into(), 400),
-        ("garbage line", "\x16\x03\x01\x02\0\x01\0\x01\x7c\x03\x03\n\r\n".into(), 400),
-        ("double space", "GET  / HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400),
+        (
+            "garbage line",
+            "\x16\x03\x01\x02\0\x01\0\x01\x7c\x03\x03\n\r\n".into(),
+            400,
+        ),
+        (
+            "double space",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
         ("request line too long", long_target, 414),
         ("too many headers", many_headers, 431),
         ("head too large", big_head, 431),
         ("bad chunk size", chunked("zz\r\nhello\r\n0\r\n\r\n"), 400),
-        ("negative chunk size", chunked("-5\r\nhello\r\n0\r\n\r\n"), 400),
-        ("overflowing chunk size", chunked("100000000000000005\r\nhello\r\n0\r\n\r\n"), 400),
+        (
+            "negative chunk size",
+            chunked("-5\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "overflowing chunk size",
+            chunked("100000000000000005\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
         ("chunk without CRLF", chunked("5\r\nhelloX0\r\n\r\n"), 400),
         ("chunk size bare LF", chunked("5\nhello\r\n0\r\n\r\n"), 400),
         ("chunk too large", chunked("200000\r\n"), 413),
-        ("chunk extensions too long", chunked(&format!("1;{}\r\n", "e".repeat(5000))), 400),
+        (
+            "chunk extensions too long",
+            chunked(&format!("1;{}\r\n", "e".repeat(5000))),
+            400,
+        ),
         ("trailers too long", trailers, 431),
     ];
     cases
@@ -437,10 +566,17 @@ fn hostile_requests_get_their_status_and_close() {
         assert_eq!(last.code, code, "{name}");
         assert_eq!(last.header("connection"), Some("close"), "{name}");
         assert_standard_headers(last);
-        assert!(r.iter().all(|p| p.code != 200 || p.body != HELLO || r.len() == 1), "{name}: nothing after the error");
+        assert!(
+            r.iter()
+                .all(|p| p.code != 200 || p.body != HELLO || r.len() == 1),
+            "{name}: nothing after the error"
+        );
         assert!(r.len() <= 2, "{name}: {} responses", r.len());
         let (more, step) = feed(&mut p, GET);
-        assert!(more.is_empty() && step.close, "{name}: input after the error is dropped");
+        assert!(
+            more.is_empty() && step.close,
+            "{name}: input after the error is dropped"
+        );
     }
 }
 
@@ -503,12 +639,20 @@ fn small_limits_from_config() {
 
 /// Feed `input` split at `cuts` the way an engine does: unconsumed bytes are
 /// offered again in front of the next read; EOF at the end.
-pub(super) fn feed_split(config: &'static HttpConfig, input: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
+pub(super) fn feed_split(
+    config: &'static HttpConfig,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, bool) {
     let mut p = Http::new(config);
     let mut pending: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     let mut last = 0;
-    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < input.len()).collect();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < input.len())
+        .collect();
     points.sort_unstable();
     points.dedup();
     points.push(input.len());
