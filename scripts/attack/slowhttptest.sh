@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Slow-client attacks on `iomux serve --proto http`, on loopback only:
+# slowloris (slow headers), slow body (R-U-Dead-Yet) and slow read, each run by
+# slowhttptest against every engine while a probe makes a fresh request every
+# 100 ms. Prints the probe's availability (answered / made) and slowest answer.
+#
+#   scripts/attack/slowhttptest.sh                  # every engine but blocking, 20 s per attack
+#   ENGINES="epoll threads" ATTACK_SECS=10 scripts/attack/slowhttptest.sh
+#
+# The one-at-a-time engine (--backend blocking) is left out by default: any
+# client holding its only connection, slow or not, stops everybody else.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ATTACK_SECS=${ATTACK_SECS:-20}
+CONNS=${CONNS:-500}
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-5}
+ENGINES=${ENGINES:-"epoll epoll-level epoll-oneshot poll select threads nonblocking"}
+OUT=${OUT:-target/attack}
+
+if ! command -v slowhttptest >/dev/null; then
+    apt-get install -y slowhttptest >/dev/null 2>&1 || {
+        apt-get update >/dev/null && apt-get install -y slowhttptest >/dev/null
+    }
+fi
+command -v curl >/dev/null || apt-get install -y curl >/dev/null
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q
+mkdir -p "$OUT"
+
+engine_flags() {
+    case $1 in
+        epoll) echo "--backend epoll --trigger edge" ;;
+        epoll-level) echo "--backend epoll --trigger level" ;;
+        epoll-oneshot) echo "--backend epoll --trigger oneshot" ;;
+        *) echo "--backend $1" ;;
+    esac
+}
+
+# probe PORT SECS FILE: one fresh connection and request every 100 ms; one line per probe.
+probe() {
+    local end=$((SECONDS + $2))
+    : >"$3"
+    while [ "$SECONDS" -lt "$end" ]; do
+        curl -s -o /dev/null --max-time 3 -w '%{http_code} %{time_total}\n' \
+            "http://127.0.0.1:$1/plaintext" >>"$3" || echo "000 3" >>"$3"
+        sleep 0.1
+    done
+}
+
+summary() {
+    awk '{ n++; if ($1 == 200) ok++; if ($2 > max) max = $2 }
+         END { printf "%d/%d answered (%.1f%%), slowest %.3f s", ok, n, (n ? 100 * ok / n : 0), max }' "$1"
+}
+
+echo "| engine | attack | probe availability |"
+echo "| --- | --- | --- |"
+for engine in $ENGINES; do
+    for attack in slowloris slowbody slowread; do
+        log="$OUT/server-$engine-$attack.log"
+        coproc SERVER { exec taskset -c 0 target/release/iomux serve --proto http --addr 127.0.0.1:0 \
+            --idle-timeout "$IDLE_TIMEOUT" $(engine_flags "$engine") 2>"$log"; }
+        read -r ready <&"${SERVER[0]}"
+        port=${ready#listening on 127.0.0.1:}
+        port=${port%% *}
+        case $attack in
+            slowloris) mode=(-H -i 1) ;;
+            slowbody) mode=(-B -i 1 -s 8192) ;;
+            slowread) mode=(-X -k 200 -n 1 -w 1 -y 64 -z 32) ;;
+        esac
+        taskset -c 1 slowhttptest "${mode[@]}" -c "$CONNS" -r 200 -l "$ATTACK_SECS" -p 3 \
+            -u "http://127.0.0.1:$port/plaintext" >"$OUT/slowhttptest-$engine-$attack.log" 2>&1 &
+        attacker=$!
+        sleep 2 # let the attack build up
+        probe "$port" "$((ATTACK_SECS - 3))" "$OUT/probe-$engine-$attack.txt"
+        wait "$attacker" || true
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        echo "| $engine | $attack | $(summary "$OUT/probe-$engine-$attack.txt") |"
+    done
+done
