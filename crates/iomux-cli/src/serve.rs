@@ -34,6 +34,8 @@ pub enum BackendArg {
     Blocking,
     /// Busy-polling non-blocking sockets in one thread.
     Nonblocking,
+    /// Event loop over signal-driven I/O (O_ASYNC + a real-time signal per readiness change); edge only.
+    Sigio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +118,7 @@ fn engine(args: &ServeArgs) -> io::Result<Engine> {
         BackendArg::Epoll => reactor(Backend::Epoll, Trigger::Edge),
         BackendArg::Poll => reactor(Backend::Poll, Trigger::Level),
         BackendArg::Select => reactor(Backend::Select, Trigger::Level),
+        BackendArg::Sigio => reactor(Backend::Sigio, Trigger::Edge),
         BackendArg::Threads => level_only(Engine::Threads, "threads"),
         BackendArg::Blocking => level_only(Engine::Blocking, "blocking"),
         BackendArg::Nonblocking => level_only(Engine::Nonblocking, "nonblocking"),

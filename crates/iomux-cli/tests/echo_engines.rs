@@ -17,6 +17,7 @@ const ENGINES: &[&[&str]] = &[
     &["--backend", "threads"],
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
+    &["--backend", "sigio"],
 ];
 
 /// Mostly small messages, some large, a few megabytes.

@@ -14,6 +14,7 @@ use crate::conn::{
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
+use iomux::selector::sigio::SigioSelector;
 use iomux::timer::TimerId;
 use iomux::{
     Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, TimerWheel,
@@ -127,6 +128,16 @@ where
         .run(),
         Backend::Select => Reactor::new(
             SelectSelector::new()?,
+            listener,
+            config,
+            shutdown,
+            max_conns,
+            new_protocol,
+        )?
+        .run(),
+        // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
+        Backend::Sigio => Reactor::new(
+            SigioSelector::new()?,
             listener,
             config,
             shutdown,

@@ -339,6 +339,7 @@ pub const ALL_ENGINES: &[&[&str]] = &[
     &["--backend", "blocking"],
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
+    &["--backend", "sigio"],
 ];
 /// One HTTP response as a test client sees it.
 #[derive(Debug, Clone)]

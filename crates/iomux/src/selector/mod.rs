@@ -3,6 +3,7 @@
 pub mod epoll;
 pub mod poll;
 pub mod select;
+pub mod sigio;
 
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
@@ -79,6 +80,9 @@ pub enum Backend {
     Poll,
     /// `epoll(7)` with level, edge or one-shot triggering.
     Epoll,
+    /// Signal-driven I/O (`O_ASYNC` + a real-time signal read from a
+    /// signalfd): edge-triggered only, bound to the thread that opens it.
+    Sigio,
 }
 
 impl Backend {
@@ -93,6 +97,7 @@ impl Backend {
     pub fn triggers(self) -> &'static [Trigger] {
         match self {
             Backend::Epoll => &[Trigger::Level, Trigger::Edge, Trigger::Oneshot],
+            Backend::Sigio => &[Trigger::Edge],
             _ => &[Trigger::Level],
         }
     }
@@ -106,6 +111,11 @@ impl Backend {
     pub fn check_trigger(self, trigger: Trigger) -> io::Result<()> {
         if self.triggers().contains(&trigger) {
             Ok(())
+        } else if self == Backend::Sigio {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("sigio supports --trigger edge only (signals report changes, not states); use --backend epoll for {trigger}-triggered readiness"),
+            ))
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -127,6 +137,7 @@ impl Backend {
             Backend::Select => AnySelector::Select(select::SelectSelector::new()?),
             Backend::Poll => AnySelector::Poll(poll::PollSelector::new()?),
             Backend::Epoll => AnySelector::Epoll(epoll::EpollSelector::new(trigger)?),
+            Backend::Sigio => AnySelector::Sigio(sigio::SigioSelector::new()?),
         })
     }
 }
@@ -138,8 +149,9 @@ impl std::str::FromStr for Backend {
             "select" => Ok(Backend::Select),
             "poll" => Ok(Backend::Poll),
             "epoll" => Ok(Backend::Epoll),
+            "sigio" => Ok(Backend::Sigio),
             _ => Err(format!(
-                "unknown selector backend {s:?}; use select, poll or epoll"
+                "unknown selector backend {s:?}; use select, poll, epoll or sigio"
             )),
         }
     }
@@ -151,6 +163,7 @@ impl std::fmt::Display for Backend {
             Backend::Select => "select",
             Backend::Poll => "poll",
             Backend::Epoll => "epoll",
+            Backend::Sigio => "sigio",
         })
     }
 }
@@ -242,6 +255,8 @@ pub enum AnySelector {
     Poll(poll::PollSelector),
     /// epoll(7)
     Epoll(epoll::EpollSelector),
+    /// signal-driven I/O
+    Sigio(sigio::SigioSelector),
 }
 
 macro_rules! dispatch {
@@ -250,6 +265,7 @@ macro_rules! dispatch {
             AnySelector::Select($s) => $e,
             AnySelector::Poll($s) => $e,
             AnySelector::Epoll($s) => $e,
+            AnySelector::Sigio($s) => $e,
         }
     };
 }

@@ -57,7 +57,7 @@ impl PollSelector {
     }
 }
 
-fn poll_events(interest: Interest) -> libc::c_short {
+pub(super) fn poll_events(interest: Interest) -> libc::c_short {
     let mut events = libc::POLLRDHUP;
     if interest.is_readable() {
         events |= libc::POLLIN | libc::POLLPRI;
@@ -69,7 +69,7 @@ fn poll_events(interest: Interest) -> libc::c_short {
 }
 
 #[inline]
-fn event_flags(revents: libc::c_short) -> u8 {
+pub(super) fn event_flags(revents: libc::c_short) -> u8 {
     let mut flags = 0;
     if revents & (libc::POLLIN | libc::POLLPRI) != 0 {
         flags |= Event::READABLE;

@@ -1,0 +1,600 @@
+//! Signal-driven readiness: `O_ASYNC` sockets that raise a real-time signal
+//! carrying the descriptor, read synchronously from a `signalfd`.
+//!
+//! Each registered descriptor gets `F_SETOWN_EX` (owner: the thread that
+//! created the selector, `F_OWNER_TID`), `F_SETSIG` (the real-time signal
+//! [`sigio_signal`], so the kernel queues one `siginfo` per readiness change
+//! with the descriptor in `si_fd` and the poll band in `si_band`) and
+//! `O_ASYNC`. The signals stay blocked in that thread and are consumed by
+//! reading the signalfd, never by an asynchronous handler.
+//!
+//! The signals say that something *changed*, so this selector is
+//! edge-triggered: read and write until `EAGAIN`. When the real-time queue
+//! overflows (RLIMIT_SIGPENDING), the kernel drops the signal and raises a
+//! plain `SIGIO` instead; this selector then reports every registered
+//! descriptor readable and writable once, so the caller tries each and no
+//! readiness is lost.
+
+use super::poll::{event_flags, poll_events};
+use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use crate::sys::{check_fd_open, context, cvt, owned, registration_error, timespec, wait_honestly};
+use crate::{Event, Events, Interest, Token, Waker};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+// fcntl commands and owner type glibc's headers have but the libc crate lacks
+// on this target (the values are the same on every Linux architecture).
+const F_SETSIG: libc::c_int = 10;
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// signalfd entries read per call.
+const SIGINFO_BATCH: usize = 256;
+
+thread_local! {
+    /// Signals go to a thread, and one signalfd per thread reads them all:
+    /// two sigio selectors in one thread would steal each other's signals.
+    static SELECTOR_IN_THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The real-time signal that carries readiness (SIGRTMIN + 4, clear of the
+/// ones the C library reserves for itself).
+///
+/// ```
+/// assert!(iomux::selector::sigio::sigio_signal() > libc::SIGRTMIN());
+/// ```
+pub fn sigio_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// An edge-triggered selector over signal-driven I/O (`O_ASYNC` + `F_SETSIG`).
+///
+/// Bound to the thread that creates it: signals are directed to that thread,
+/// which must also call `register` and `select` (other threads get an error).
+/// One per thread. The two signals stay blocked in that thread afterwards.
+///
+/// ```
+/// use iomux::{Events, Interest, Selector, Token};
+/// use iomux::selector::sigio::SigioSelector;
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// let mut sel = SigioSelector::new().unwrap();
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// a.write_all(b"hi").unwrap();
+/// let mut ev = Events::with_capacity(4);
+/// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
+/// assert!(ev.iter().any(|e| e.token() == Token(3) && e.is_readable()));
+/// ```
+#[derive(Debug)]
+pub struct SigioSelector {
+    /// Per descriptor: the wait number in which it last got an event and that
+    /// event's index in `found`, to merge several signals into one event.
+    registry: Registry<(u64, usize)>,
+    signalfd: Option<OwnedFd>,
+    owner: libc::pid_t,
+    /// Descriptors to report without a signal: just registered (their
+    /// current readiness) or all of them after a queue overflow.
+    pending: VecDeque<RawFd>,
+    /// The signalfd first, then the wakers' eventfds.
+    pollfds: Vec<libc::pollfd>,
+    wakers: Vec<(Token, Waker)>,
+    found: Vec<(Token, u8)>,
+    infos: Vec<libc::signalfd_siginfo>,
+    wait_number: u64,
+    /// Queue overflows seen (plain SIGIO received).
+    overflows: u64,
+}
+
+impl SigioSelector {
+    /// Block the readiness signals in this thread and open the signalfd.
+    ///
+    /// ```
+    /// use iomux::Selector;
+    /// assert!(iomux::selector::sigio::SigioSelector::new().unwrap().is_empty());
+    /// ```
+    pub fn new() -> io::Result<SigioSelector> {
+        if SELECTOR_IN_THIS_THREAD.with(Cell::get) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this thread already has a sigio selector (signals go to a thread, one signalfd reads them): close it or use another thread",
+            ));
+        }
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+        let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `mask` is a live sigset_t; the signal numbers are valid.
+        unsafe {
+            libc::sigemptyset(&mut mask);
+            libc::sigaddset(&mut mask, sigio_signal());
+            libc::sigaddset(&mut mask, libc::SIGIO);
+        }
+        // SAFETY: blocks two signals in this thread only; the old mask is not needed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(context(
+                io::Error::from_raw_os_error(rc),
+                "blocking the sigio signals",
+            ));
+        }
+        // SAFETY: `mask` is a live sigset_t; -1 asks for a new descriptor.
+        let sfd = cvt(unsafe {
+            libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+        })
+        .map_err(|e| context(e, "signalfd"))?;
+        let signalfd = owned(sfd);
+        SELECTOR_IN_THIS_THREAD.with(|c| c.set(true));
+        Ok(SigioSelector {
+            registry: Registry::new(),
+            pollfds: vec![libc::pollfd {
+                fd: signalfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }],
+            signalfd: Some(signalfd),
+            // SAFETY: gettid has no preconditions.
+            owner: unsafe { libc::gettid() },
+            pending: VecDeque::new(),
+            wakers: Vec::new(),
+            found: Vec::new(),
+            infos: Vec::with_capacity(SIGINFO_BATCH),
+            wait_number: 0,
+            overflows: 0,
+        })
+    }
+
+    /// How many times the real-time signal queue overflowed and every
+    /// descriptor was reported instead.
+    ///
+    /// ```
+    /// assert_eq!(iomux::selector::sigio::SigioSelector::new().unwrap().overflows(), 0);
+    /// ```
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    fn check_thread(&self) -> io::Result<()> {
+        // SAFETY: gettid has no preconditions.
+        if unsafe { libc::gettid() } != self.owner {
+            return Err(io::Error::other(
+                "a sigio selector is bound to the thread that created it (its signals go there): use it from that thread",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Direct the descriptor's readiness signals to our thread, as `sigio_signal()`.
+    fn arm(&self, fd: RawFd) -> io::Result<()> {
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: self.owner,
+        };
+        // SAFETY: fcntl on a caller-supplied descriptor; F_SETOWN_EX reads a
+        // live f_owner_ex, the others take integers.
+        unsafe {
+            cvt(libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx))?;
+            cvt(libc::fcntl(fd, F_SETSIG, sigio_signal()))?;
+            let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+            cvt(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC))?;
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, fd: RawFd, flags: u8) {
+        let wait_number = self.wait_number;
+        let Some((reg, (seen, index))) = self.registry.get_mut(fd) else {
+            // Queued before its deregistration: nobody wants it now.
+            return;
+        };
+        let mut wanted = flags & !(Event::READABLE | Event::WRITABLE);
+        if reg.interest.is_readable() {
+            wanted |= flags & Event::READABLE;
+        }
+        if reg.interest.is_writable() {
+            wanted |= flags & Event::WRITABLE;
+        }
+        if wanted == 0 {
+            return;
+        }
+        if *seen == wait_number {
+            self.found[*index].1 |= wanted;
+        } else {
+            *seen = wait_number;
+            *index = self.found.len();
+            self.found.push((reg.token, wanted));
+        }
+    }
+
+    /// Read queued signals into `found`, at most `room` of them; false once the queue is empty.
+    fn read_signals(&mut self, room: usize) -> io::Result<bool> {
+        let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Ok(false);
+        };
+        let want = room.min(SIGINFO_BATCH);
+        if want == 0 {
+            return Ok(true);
+        }
+        self.infos.clear();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most `want` whole entries into the vector's spare capacity.
+        let n = unsafe {
+            libc::read(
+                sfd,
+                self.infos.as_mut_ptr().cast(),
+                want * size,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(false),
+                io::ErrorKind::Interrupted => Ok(true),
+                _ => Err(context(e, "reading the signalfd")),
+            };
+        }
+        // SAFETY: the kernel wrote n / size whole entries.
+        unsafe { self.infos.set_len(n as usize / size) };
+        let mut overflowed = false;
+        for i in 0..self.infos.len() {
+            let info = self.infos[i];
+            if info.ssi_signo as i32 == libc::SIGIO {
+                overflowed = true;
+            } else {
+                self.collect(info.ssi_fd, event_flags(info.ssi_band as libc::c_short));
+            }
+        }
+        if overflowed {
+            self.on_overflow();
+        }
+        Ok(self.infos.len() == want)
+    }
+
+    /// The queue overflowed, so some readiness was never signalled: report
+    /// every descriptor once (the queued signals that did arrive still count).
+    fn on_overflow(&mut self) {
+        self.overflows += 1;
+        self.pending.clear();
+        self.pending
+            .extend(self.registry.iter().map(|(reg, _)| reg.fd));
+    }
+}
+
+impl Selector for SigioSelector {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.check_absent(fd)?;
+        self.check_thread()?;
+        check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
+        self.arm(fd)
+            .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
+        self.registry.insert(reg, (0, 0));
+        // Readiness from before O_ASYNC raised no signal: look once at the next wait.
+        self.pending.push_back(fd);
+        Ok(reg)
+    }
+
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.expect(fd)?;
+        if let Err(e) = check_fd_open(fd) {
+            let _ = self.deregister(fd);
+            return Err(reregister_failed(fd, e));
+        }
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
+        self.registry.insert(reg, (0, 0));
+        // Like EPOLL_CTL_MOD: the current readiness is reported again.
+        self.pending.push_back(fd);
+        Ok(reg)
+    }
+
+    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
+        let (reg, _) = self.registry.remove(fd)?;
+        self.pending.retain(|&p| p != fd);
+        // Stop the signals; a descriptor already closed has none to stop.
+        // SAFETY: F_GETFL/F_SETFL only read and set flags; EBADF is harmless.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_ASYNC != 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_ASYNC);
+            }
+        }
+        Ok(reg)
+    }
+
+    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        self.registry.check_open()?;
+        self.check_thread()?;
+        self.wait_number += 1;
+        self.found.clear();
+        let capacity = events.capacity();
+        // Pending descriptors: their current state, from one poll of them all.
+        if !self.pending.is_empty() {
+            let take = self.pending.len().min(capacity);
+            let mut checks: Vec<libc::pollfd> = self
+                .pending
+                .drain(..take)
+                .filter_map(|fd| {
+                    let (reg, _) = self.registry.get(fd)?;
+                    Some(libc::pollfd {
+                        fd,
+                        events: poll_events(reg.interest),
+                        revents: 0,
+                    })
+                })
+                .collect();
+            // SAFETY: `checks` is a live array of pollfds; zero timeout.
+            unsafe { libc::poll(checks.as_mut_ptr(), checks.len() as libc::nfds_t, 0) };
+            for c in &checks {
+                if c.revents != 0 {
+                    self.collect(c.fd, event_flags(c.revents));
+                }
+            }
+        }
+        let wait = if self.found.is_empty() && self.pending.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let pollfds = &mut self.pollfds;
+        wait_honestly(wait, |t| {
+            let ts = t.map(timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `pollfds` is a live array; `ts_ptr` is null or a live
+            // timespec; a null sigmask keeps the current (blocking) mask.
+            let n = unsafe {
+                libc::ppoll(
+                    pollfds.as_mut_ptr(),
+                    pollfds.len() as libc::nfds_t,
+                    ts_ptr,
+                    std::ptr::null(),
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+        .map_err(|e| context(e, "ppoll on the signalfd"))?;
+        for i in 1..self.pollfds.len() {
+            if self.pollfds[i].revents != 0 && self.found.len() < capacity {
+                let (token, waker) = &self.wakers[i - 1];
+                waker.reset();
+                self.found.push((*token, Event::READABLE));
+            }
+        }
+        if self.pollfds[0].revents != 0 {
+            // Fill what room is left; the rest stays queued for the next wait.
+            while self.read_signals(capacity.saturating_sub(self.found.len()))? {
+                if self.found.len() >= capacity {
+                    break;
+                }
+            }
+        }
+        for &(token, flags) in &self.found {
+            events.push(Event::new(token, flags));
+        }
+        Ok(())
+    }
+
+    fn registration(&self, fd: RawFd) -> Option<Registration> {
+        self.registry.get(fd).map(|(r, _)| *r)
+    }
+
+    fn len(&self) -> usize {
+        self.registry.len() + self.wakers.len()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Sigio
+    }
+
+    fn trigger(&self) -> Trigger {
+        Trigger::Edge
+    }
+
+    /// The waker's eventfd is watched beside the signalfd (an eventfd raises
+    /// no SIGIO), level-triggered and reset when reported.
+    fn waker(&mut self, token: Token) -> io::Result<Waker> {
+        self.registry.check_open()?;
+        let waker = Waker::new()?;
+        self.pollfds.push(libc::pollfd {
+            fd: waker.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.wakers.push((token, waker.clone()));
+        Ok(waker)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.registry.check_open()?;
+        let fds: Vec<RawFd> = self.registry.iter().map(|(r, _)| r.fd).collect();
+        for fd in fds {
+            let _ = self.deregister(fd);
+        }
+        self.registry.close();
+        self.wakers.clear();
+        self.pollfds.clear();
+        self.signalfd = None;
+        SELECTOR_IN_THIS_THREAD.with(|c| c.set(false));
+        Ok(())
+    }
+}
+
+impl Drop for SigioSelector {
+    fn drop(&mut self) {
+        if self.signalfd.is_some() {
+            let _ = self.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn wait(sel: &mut SigioSelector, ms: u64) -> Vec<Event> {
+        let mut events = Events::with_capacity(4096);
+        sel.select(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        events.iter().copied().collect()
+    }
+
+    #[test]
+    fn new_data_raises_one_event_then_silence() {
+        let mut sel = SigioSelector::new().unwrap();
+        let (mut a, b) = pair();
+        sel.register(b.as_raw_fd(), Token(5), Interest::READABLE)
+            .unwrap();
+        assert!(wait(&mut sel, 0).is_empty(), "nothing to read yet");
+        a.write_all(b"x").unwrap();
+        let ev = wait(&mut sel, 1000);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(ev[0].is_readable() && ev[0].token() == Token(5));
+        assert!(wait(&mut sel, 20).is_empty(), "edge-triggered: no repeat");
+        // Written twice before one wait: one merged event.
+        a.write_all(b"y").unwrap();
+        a.write_all(b"z").unwrap();
+        assert_eq!(wait(&mut sel, 1000).len(), 1);
+    }
+
+    #[test]
+    fn readiness_before_registering_is_reported() {
+        let mut sel = SigioSelector::new().unwrap();
+        let (mut a, b) = pair();
+        a.write_all(b"early").unwrap();
+        sel.register(b.as_raw_fd(), Token(1), Interest::BOTH).unwrap();
+        let ev = wait(&mut sel, 1000);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].is_readable() && ev[0].is_writable());
+    }
+
+    #[test]
+    fn deregistered_descriptor_raises_nothing() {
+        let mut sel = SigioSelector::new().unwrap();
+        let (mut a, b) = pair();
+        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+            .unwrap();
+        sel.deregister(b.as_raw_fd()).unwrap();
+        a.write_all(b"x").unwrap();
+        assert!(wait(&mut sel, 20).is_empty());
+        // SAFETY: F_GETFL only reads flags.
+        let flags = unsafe { libc::fcntl(b.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_ASYNC, 0, "O_ASYNC cleared");
+    }
+
+    #[test]
+    fn waker_and_wrong_thread() {
+        let mut sel = SigioSelector::new().unwrap();
+        assert_eq!(
+            SigioSelector::new().unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        let waker = sel.waker(Token(9)).unwrap();
+        let w = waker.clone();
+        std::thread::spawn(move || w.wake().unwrap()).join().unwrap();
+        let ev = wait(&mut sel, 1000);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].token(), Token(9));
+        assert!(wait(&mut sel, 0).is_empty(), "the wake was consumed");
+        let (_a, b) = pair();
+        let fd = b.as_raw_fd();
+        let err = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut events = Events::with_capacity(1);
+                sel.select(&mut events, Some(Duration::ZERO)).unwrap_err()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(err.to_string().contains("thread"), "{err}");
+        sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    }
+
+    /// With RLIMIT_SIGPENDING far below the number of ready descriptors the
+    /// kernel drops real-time signals and raises SIGIO: every descriptor must
+    /// still be reported.
+    #[test]
+    fn queue_overflow_reports_every_descriptor() {
+        // Run in a thread of its own, with a small pending-signal limit for the
+        // whole process while it runs (other tests queue few signals).
+        std::thread::spawn(|| {
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: reads the limit into a live struct.
+            unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut old) };
+            let mut sel = SigioSelector::new().unwrap();
+            let pairs: Vec<_> = (0..200).map(|_| pair()).collect();
+            for (i, (_, b)) in pairs.iter().enumerate() {
+                sel.register(b.as_raw_fd(), Token(i), Interest::READABLE)
+                    .unwrap();
+            }
+            assert!(wait(&mut sel, 0).is_empty());
+            let low = libc::rlimit {
+                rlim_cur: 8,
+                rlim_max: old.rlim_max,
+            };
+            // SAFETY: sets the soft limit from a live struct.
+            unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &low) };
+            for (a, _) in &pairs {
+                (&*a).write_all(b"x").unwrap();
+            }
+            // SAFETY: restores the limit read above.
+            unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &old) };
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..10 {
+                for e in wait(&mut sel, 100) {
+                    assert!(e.is_readable());
+                    seen.insert(e.token().0);
+                }
+            }
+            assert!(sel.overflows() >= 1, "the queue never overflowed");
+            assert_eq!(seen.len(), pairs.len(), "readiness was lost");
+        })
+        .join()
+        .unwrap();
+    }
+}
