@@ -127,10 +127,8 @@ impl SigioSelector {
             ));
         }
         // SAFETY: `mask` is a live sigset_t; -1 asks for a new descriptor.
-        let sfd = cvt(unsafe {
-            libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-        })
-        .map_err(|e| context(e, "signalfd"))?;
+        let sfd = cvt(unsafe { libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
+            .map_err(|e| context(e, "signalfd"))?;
         let signalfd = owned(sfd);
         SELECTOR_IN_THIS_THREAD.with(|c| c.set(true));
         Ok(SigioSelector {
@@ -226,13 +224,7 @@ impl SigioSelector {
         self.infos.clear();
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reads at most `want` whole entries into the vector's spare capacity.
-        let n = unsafe {
-            libc::read(
-                sfd,
-                self.infos.as_mut_ptr().cast(),
-                want * size,
-            )
-        };
+        let n = unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), want * size) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
@@ -261,6 +253,10 @@ impl SigioSelector {
     /// The queue overflowed, so some readiness was never signalled: report
     /// every descriptor once (the queued signals that did arrive still count).
     fn on_overflow(&mut self) {
+        if self.overflows == 0 {
+            // Once: the user can raise the limit (ulimit -i) to avoid the rescans.
+            eprintln!("iomux: sigio: the real-time signal queue overflowed (RLIMIT_SIGPENDING); checking every descriptor once instead (raise `ulimit -i` to avoid this)");
+        }
         self.overflows += 1;
         self.pending.clear();
         self.pending
@@ -504,7 +500,8 @@ mod tests {
         let mut sel = SigioSelector::new().unwrap();
         let (mut a, b) = pair();
         a.write_all(b"early").unwrap();
-        sel.register(b.as_raw_fd(), Token(1), Interest::BOTH).unwrap();
+        sel.register(b.as_raw_fd(), Token(1), Interest::BOTH)
+            .unwrap();
         let ev = wait(&mut sel, 1000);
         assert_eq!(ev.len(), 1);
         assert!(ev[0].is_readable() && ev[0].is_writable());
@@ -533,7 +530,9 @@ mod tests {
         );
         let waker = sel.waker(Token(9)).unwrap();
         let w = waker.clone();
-        std::thread::spawn(move || w.wake().unwrap()).join().unwrap();
+        std::thread::spawn(move || w.wake().unwrap())
+            .join()
+            .unwrap();
         let ev = wait(&mut sel, 1000);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].token(), Token(9));
