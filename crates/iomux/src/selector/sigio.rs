@@ -78,20 +78,18 @@ pub fn sigio_signal() -> libc::c_int {
 /// ```
 #[derive(Debug)]
 pub struct SigioSelector {
-    /// Per descriptor: the wait number in which it last got an event and that
-    /// event's index in `found`, to merge several signals into one event.
-    registry: Registry<(u64, usize)>,
+    /// Per descriptor: whether it is queued in `pending`.
+    registry: Registry<bool>,
     signalfd: Option<OwnedFd>,
     owner: libc::pid_t,
-    /// Descriptors to report without a signal: just registered (their
-    /// current readiness) or all of them after a queue overflow.
+    /// Descriptors whose state the next wait checks: named by a signal, just
+    /// registered (readiness from before `O_ASYNC`), or all after an overflow.
     pending: VecDeque<RawFd>,
+    checks: Vec<libc::pollfd>,
     /// The signalfd first, then the wakers' eventfds.
     pollfds: Vec<libc::pollfd>,
     wakers: Vec<(Token, Waker)>,
-    found: Vec<(Token, u8)>,
     infos: Vec<libc::signalfd_siginfo>,
-    wait_number: u64,
     /// Queue overflows seen (plain SIGIO received).
     overflows: u64,
 }
@@ -142,10 +140,9 @@ impl SigioSelector {
             // SAFETY: gettid has no preconditions.
             owner: unsafe { libc::gettid() },
             pending: VecDeque::new(),
+            checks: Vec::new(),
             wakers: Vec::new(),
-            found: Vec::new(),
             infos: Vec::with_capacity(SIGINFO_BATCH),
-            wait_number: 0,
             overflows: 0,
         })
     }
@@ -187,70 +184,61 @@ impl SigioSelector {
         Ok(())
     }
 
-    fn collect(&mut self, fd: RawFd, flags: u8) {
-        let wait_number = self.wait_number;
-        let Some((reg, (seen, index))) = self.registry.get_mut(fd) else {
-            // Queued before its deregistration: nobody wants it now.
-            return;
-        };
-        let mut wanted = flags & !(Event::READABLE | Event::WRITABLE);
-        if reg.interest.is_readable() {
-            wanted |= flags & Event::READABLE;
-        }
-        if reg.interest.is_writable() {
-            wanted |= flags & Event::WRITABLE;
-        }
-        if wanted == 0 {
-            return;
-        }
-        if *seen == wait_number {
-            self.found[*index].1 |= wanted;
-        } else {
-            *seen = wait_number;
-            *index = self.found.len();
-            self.found.push((reg.token, wanted));
+    /// Queue `fd` for the next readiness check, once.
+    fn mark(&mut self, fd: RawFd) {
+        match self.registry.get_mut(fd) {
+            Some((_, queued)) if !*queued => {
+                *queued = true;
+                self.pending.push_back(fd);
+            }
+            // Already queued, or queued by the kernel before its deregistration.
+            _ => {}
         }
     }
 
-    /// Read queued signals into `found`, at most `room` of them; false once the queue is empty.
-    fn read_signals(&mut self, room: usize) -> io::Result<bool> {
+    /// Read queued signals (up to `SIGINFO_BATCH` per read) and queue the
+    /// descriptors they name, until the signalfd is empty or `limit` are queued.
+    fn read_signals(&mut self, limit: usize) -> io::Result<()> {
         let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
-            return Ok(false);
+            return Ok(());
         };
-        let want = room.min(SIGINFO_BATCH);
-        if want == 0 {
-            return Ok(true);
-        }
-        self.infos.clear();
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most `want` whole entries into the vector's spare capacity.
-        let n = unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), want * size) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(false),
-                io::ErrorKind::Interrupted => Ok(true),
-                _ => Err(context(e, "reading the signalfd")),
-            };
-        }
-        // SAFETY: the kernel wrote n / size whole entries.
-        unsafe { self.infos.set_len(n as usize / size) };
-        let mut overflowed = false;
-        for i in 0..self.infos.len() {
-            let info = self.infos[i];
-            if info.ssi_signo as i32 == libc::SIGIO {
-                overflowed = true;
-            } else {
-                self.collect(info.ssi_fd, event_flags(info.ssi_band as libc::c_short));
+        while self.pending.len() < limit {
+            self.infos.clear();
+            // SAFETY: reads at most SIGINFO_BATCH whole entries into the
+            // vector's spare capacity (reserved in `new`).
+            let n =
+                unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), SIGINFO_BATCH * size) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(context(e, "reading the signalfd")),
+                };
+            }
+            // SAFETY: the kernel wrote n / size whole entries.
+            unsafe { self.infos.set_len(n as usize / size) };
+            let mut overflowed = false;
+            for i in 0..self.infos.len() {
+                let info = self.infos[i];
+                if info.ssi_signo as i32 == libc::SIGIO {
+                    overflowed = true;
+                } else {
+                    self.mark(info.ssi_fd);
+                }
+            }
+            if overflowed {
+                self.on_overflow();
+            }
+            if self.infos.len() < SIGINFO_BATCH {
+                return Ok(());
             }
         }
-        if overflowed {
-            self.on_overflow();
-        }
-        Ok(self.infos.len() == want)
+        Ok(())
     }
 
-    /// The queue overflowed, so some readiness was never signalled: report
+    /// The queue overflowed, so some readiness was never signalled: check
     /// every descriptor once (the queued signals that did arrive still count).
     fn on_overflow(&mut self) {
         if self.overflows == 0 {
@@ -258,9 +246,48 @@ impl SigioSelector {
             eprintln!("iomux: sigio: the real-time signal queue overflowed (RLIMIT_SIGPENDING); checking every descriptor once instead (raise `ulimit -i` to avoid this)");
         }
         self.overflows += 1;
-        self.pending.clear();
-        self.pending
-            .extend(self.registry.iter().map(|(reg, _)| reg.fd));
+        let all: Vec<RawFd> = self.registry.iter().map(|(reg, _)| reg.fd).collect();
+        for fd in all {
+            self.mark(fd);
+        }
+    }
+
+    /// Report the current state of up to `room` queued descriptors, from one
+    /// poll of them all: a signal names the descriptor, the poll says what is
+    /// true now (a half-close, for one, comes as a plain POLL_IN signal).
+    fn check_pending(&mut self, room: usize, events: &mut Events) {
+        self.checks.clear();
+        while self.checks.len() < room {
+            let Some(fd) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some((reg, queued)) = self.registry.get_mut(fd) {
+                *queued = false;
+                self.checks.push(libc::pollfd {
+                    fd,
+                    events: poll_events(reg.interest),
+                    revents: 0,
+                });
+            }
+        }
+        if self.checks.is_empty() {
+            return;
+        }
+        // SAFETY: `checks` is a live array of pollfds; zero timeout.
+        unsafe {
+            libc::poll(
+                self.checks.as_mut_ptr(),
+                self.checks.len() as libc::nfds_t,
+                0,
+            )
+        };
+        for c in &self.checks {
+            if c.revents != 0 {
+                if let Some((reg, _)) = self.registry.get(c.fd) {
+                    events.push(Event::new(reg.token, event_flags(c.revents)));
+                }
+            }
+        }
     }
 }
 
@@ -282,9 +309,9 @@ impl Selector for SigioSelector {
             token,
             interest,
         };
-        self.registry.insert(reg, (0, 0));
+        self.registry.insert(reg, false);
         // Readiness from before O_ASYNC raised no signal: look once at the next wait.
-        self.pending.push_back(fd);
+        self.mark(fd);
         Ok(reg)
     }
 
@@ -305,9 +332,10 @@ impl Selector for SigioSelector {
             token,
             interest,
         };
-        self.registry.insert(reg, (0, 0));
+        let queued = self.registry.get(fd).is_some_and(|(_, q)| *q);
+        self.registry.insert(reg, queued);
         // Like EPOLL_CTL_MOD: the current readiness is reported again.
-        self.pending.push_back(fd);
+        self.mark(fd);
         Ok(reg)
     }
 
@@ -329,33 +357,8 @@ impl Selector for SigioSelector {
         events.clear();
         self.registry.check_open()?;
         self.check_thread()?;
-        self.wait_number += 1;
-        self.found.clear();
         let capacity = events.capacity();
-        // Pending descriptors: their current state, from one poll of them all.
-        if !self.pending.is_empty() {
-            let take = self.pending.len().min(capacity);
-            let mut checks: Vec<libc::pollfd> = self
-                .pending
-                .drain(..take)
-                .filter_map(|fd| {
-                    let (reg, _) = self.registry.get(fd)?;
-                    Some(libc::pollfd {
-                        fd,
-                        events: poll_events(reg.interest),
-                        revents: 0,
-                    })
-                })
-                .collect();
-            // SAFETY: `checks` is a live array of pollfds; zero timeout.
-            unsafe { libc::poll(checks.as_mut_ptr(), checks.len() as libc::nfds_t, 0) };
-            for c in &checks {
-                if c.revents != 0 {
-                    self.collect(c.fd, event_flags(c.revents));
-                }
-            }
-        }
-        let wait = if self.found.is_empty() && self.pending.is_empty() {
+        let wait = if self.pending.is_empty() {
             timeout
         } else {
             Some(Duration::ZERO)
@@ -384,23 +387,17 @@ impl Selector for SigioSelector {
         })
         .map_err(|e| context(e, "ppoll on the signalfd"))?;
         for i in 1..self.pollfds.len() {
-            if self.pollfds[i].revents != 0 && self.found.len() < capacity {
+            if self.pollfds[i].revents != 0 && !events.is_full() {
                 let (token, waker) = &self.wakers[i - 1];
                 waker.reset();
-                self.found.push((*token, Event::READABLE));
+                events.push(Event::new(*token, Event::READABLE));
             }
         }
         if self.pollfds[0].revents != 0 {
-            // Fill what room is left; the rest stays queued for the next wait.
-            while self.read_signals(capacity.saturating_sub(self.found.len()))? {
-                if self.found.len() >= capacity {
-                    break;
-                }
-            }
+            // What stays queued beyond this is read by a later wait.
+            self.read_signals(4 * capacity)?;
         }
-        for &(token, flags) in &self.found {
-            events.push(Event::new(token, flags));
-        }
+        self.check_pending(capacity - events.len(), events);
         Ok(())
     }
 
@@ -493,6 +490,34 @@ mod tests {
         a.write_all(b"y").unwrap();
         a.write_all(b"z").unwrap();
         assert_eq!(wait(&mut sel, 1000).len(), 1);
+    }
+
+    /// A FIN comes as a plain POLL_IN signal: the event must still say the
+    /// peer closed, or an edge-triggered reader that stops at a short read
+    /// never learns of it.
+    #[test]
+    fn half_close_is_reported_as_read_closed() {
+        let mut sel = SigioSelector::new().unwrap();
+        let (a, b) = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| {
+                let c = std::net::TcpStream::connect(l.local_addr()?)?;
+                Ok((c, l.accept()?.0))
+            })
+            .unwrap();
+        b.set_nonblocking(true).unwrap();
+        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+            .unwrap();
+        assert!(wait(&mut sel, 0).is_empty());
+        (&a).write_all(b"last words").unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut closed = false;
+        for _ in 0..50 {
+            closed |= wait(&mut sel, 100).iter().any(|e| e.is_read_closed());
+            if closed {
+                break;
+            }
+        }
+        assert!(closed, "the half-close was not reported");
     }
 
     #[test]
