@@ -343,6 +343,7 @@ const EPOLL_LEVEL: &[&str] = &["--backend", "epoll", "--trigger", "level"];
 const POLL: &[&str] = &["--backend", "poll"];
 const SELECT: &[&str] = &["--backend", "select"];
 const THREADS: &[&str] = &["--backend", "threads"];
+const SIGIO: &[&str] = &["--backend", "sigio"];
 
 #[test]
 fn epoll_edge() {
@@ -375,8 +376,13 @@ fn threads() {
 }
 
 #[test]
+fn sigio() {
+    run_all(SIGIO);
+}
+
+#[test]
 fn deadlines_on_every_engine() {
-    let handles: Vec<_> = [EPOLL_EDGE, EPOLL_LEVEL, POLL, SELECT, THREADS]
+    let handles: Vec<_> = [EPOLL_EDGE, EPOLL_LEVEL, POLL, SELECT, THREADS, SIGIO]
         .into_iter()
         .map(|engine| std::thread::spawn(move || deadlines(engine)))
         .collect();
