@@ -188,3 +188,69 @@ fn a_second_signal_exits_at_once_on_every_engine() {
         second_signal_exits_at_once(engine);
     }
 }
+
+/// HTTP: an idle keep-alive connection closes at once, and a request whose
+/// head is still arriving when SIGTERM comes is answered with
+/// `Connection: close`, then the connection closes and the server exits 0.
+fn http_in_flight_answered_with_close(engine: &[&str]) {
+    let mut args = vec!["--proto", "http"];
+    args.extend_from_slice(engine);
+    let mut server = LoggedServer::start(&args, None);
+    let one_at_a_time = engine.contains(&"blocking");
+    let idle = (!one_at_a_time).then(|| {
+        let mut s = server.server.connect();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{engine:?}");
+        s
+    });
+    let mut in_flight = server.server.connect();
+    in_flight
+        .write_all(b"GET /plaintext HTTP/1.1\r\nHost: in-flight\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let signalled = Instant::now();
+    sigterm(&server);
+    if let Some(mut idle) = idle {
+        idle.set_read_timeout(Some(AT_ONCE)).unwrap();
+        let mut buf = [0u8; 1];
+        match idle.read(&mut buf) {
+            Ok(0) => {}
+            other => panic!("{engine:?}: idle HTTP connection not closed at once: {other:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    in_flight.write_all(b"\r\n").unwrap();
+    let mut response = Vec::new();
+    in_flight
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("{engine:?}: in-flight request: {e}"));
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{engine:?}: {text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+        "{engine:?}: the in-flight answer does not say Connection: close: {text:?}"
+    );
+    assert!(text.ends_with("Hello, World!"), "{engine:?}: {text:?}");
+    // Our FIN ends the server's lingering close.
+    drop(in_flight);
+    let status = wait_exit(&mut server, Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{engine:?}: exit {status:?}:\n{}",
+        server.stderr()
+    );
+    eprintln!(
+        "{engine:?}: HTTP in-flight request answered with Connection: close; exit {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_answers_an_in_flight_http_request_with_connection_close_on_every_engine() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for engine in ALL_ENGINES {
+        http_in_flight_answered_with_close(engine);
+    }
+}

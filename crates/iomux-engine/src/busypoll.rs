@@ -48,6 +48,9 @@ where
         if shutdown.is_triggered() && drain_until.is_none() {
             listener = None;
             drain_until = Some(now + config.drain_timeout);
+            for c in conns.iter_mut() {
+                c.proto.on_drain();
+            }
         }
         if let Some(until) = drain_until {
             // Close connections between messages, with nothing buffered, whose

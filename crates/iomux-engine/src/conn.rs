@@ -123,6 +123,7 @@ pub(crate) fn serve_blocking<P: Protocol>(
     // The deadline restarts whenever the protocol is between messages, so a
     // trickled request head cannot extend it.
     let mut deadline = Instant::now() + config.idle_timeout;
+    let mut drained = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -149,6 +150,10 @@ pub(crate) fn serve_blocking<P: Protocol>(
                 continue
             }
             Err(_) => return,
+        }
+        if !drained && shutdown.is_triggered() {
+            drained = true;
+            proto.on_drain();
         }
         let step = proto.on_input(&input, &mut out);
         input.drain(..step.consumed);

@@ -838,6 +838,11 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             let _ = self.selector.deregister(listener.as_raw_fd());
         }
         self.accept_paused_until = None;
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.get_mut(token) {
+                conn.proto.on_drain();
+            }
+        }
         self.close_quiet_idle();
     }
 

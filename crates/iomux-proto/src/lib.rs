@@ -94,6 +94,16 @@ pub trait Protocol {
         let _ = out;
     }
 
+    /// The server is shutting down: finish the message in flight, tell the
+    /// peer the connection ends after it (HTTP: `Connection: close`), and
+    /// close then. Called once per connection when a graceful drain begins.
+    ///
+    /// ```
+    /// use iomux_proto::{Protocol, Echo};
+    /// Echo::plain().on_drain();
+    /// ```
+    fn on_drain(&mut self) {}
+
     /// True while the protocol is between messages: nothing half-received and
     /// nothing owed. A graceful shutdown closes idle connections at once and
     /// lets the others finish.

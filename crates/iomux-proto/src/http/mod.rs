@@ -87,6 +87,8 @@ pub struct Http {
     phase: Phase,
     route: Route,
     flags: u8,
+    /// The server is shutting down: no response keeps the connection.
+    draining: bool,
 }
 
 impl Default for Http {
@@ -127,6 +129,7 @@ impl Http {
             phase: Phase::Head,
             route: Route::NotFound,
             flags: 0,
+            draining: false,
         }
     }
 
@@ -165,7 +168,7 @@ impl Http {
         for (on, f) in [
             (head.head_only, flag::HEAD_ONLY),
             (head.http10, flag::HTTP10),
-            (head.keep_alive, flag::KEEP_ALIVE),
+            (head.keep_alive && !self.draining, flag::KEEP_ALIVE),
         ] {
             if on {
                 self.flags |= f;
@@ -382,6 +385,13 @@ impl Protocol for Http {
             self.fail(Status::RequestTimeout, &mut date, out);
         }
         self.phase = Phase::Closed;
+    }
+
+    fn on_drain(&mut self) {
+        // A request in flight is answered with `Connection: close` (or, when
+        // its streamed answer already began, the connection closes after it).
+        self.draining = true;
+        self.flags &= !flag::KEEP_ALIVE;
     }
 
     fn is_idle(&self) -> bool {
