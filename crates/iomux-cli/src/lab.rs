@@ -12,11 +12,28 @@ pub struct LabArgs {
     /// A reduced grid that finishes in under two minutes.
     #[arg(long)]
     pub quick: bool,
+    /// Run only these experiments (comma-separated): dispatch, throughput,
+    /// level_edge, memory, connrate, herd, models.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
-pub fn run(_args: LabArgs) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "iomux lab is not built yet",
-    ))
+pub fn run(args: LabArgs) -> io::Result<()> {
+    let exe = std::env::current_exe().map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot find the iomux executable to run servers from: {e}"))
+    })?;
+    let command_line = std::iter::once("iomux".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = iomux_lab::lab::LabConfig {
+        out: args.out,
+        quick: args.quick,
+        exe,
+        command_line,
+        only: args.only,
+    };
+    let report = iomux_lab::lab::run(&config)?;
+    println!("{}", report.display());
+    Ok(())
 }

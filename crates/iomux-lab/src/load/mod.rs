@@ -181,6 +181,8 @@ pub struct LoadReport {
     pub bytes_received: u64,
     /// Open loop: requests that were due but never sent because every connection was busy.
     pub unsent: u64,
+    /// Active connections (or connection slots) that got no response at all.
+    pub starved: u64,
     /// Latency in nanoseconds.
     pub latency: Histogram<u64>,
     /// The first error seen, for the user to read.
@@ -212,14 +214,14 @@ impl LoadReport {
             concat!(
                 "{{\"addr\":\"{}\",\"proto\":\"{}\",\"conns\":{},\"idle\":{},\"threads\":{},\"pipeline\":{},",
                 "\"size\":{},\"rate\":{},\"connect_per_request\":{},\"duration_s\":{:.3},",
-                "\"requests\":{},\"rps\":{:.1},\"errors\":{},\"connects\":{},\"unsent\":{},",
+                "\"requests\":{},\"rps\":{:.1},\"errors\":{},\"connects\":{},\"unsent\":{},\"starved\":{},",
                 "\"error_kinds\":{{\"connect\":{},\"io\":{},\"protocol\":{},\"timeout\":{},\"status\":{}}},",
                 "\"bytes_sent\":{},\"bytes_received\":{},",
                 "\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},",
                 "\"first_error\":{}}}"
             ),
             c.addr, c.proto, c.conns, c.idle, c.threads, c.pipeline, c.size, rate, c.connect_per_request,
-            self.elapsed.as_secs_f64(), self.requests, self.rps(), e.total(), self.connects, self.unsent,
+            self.elapsed.as_secs_f64(), self.requests, self.rps(), e.total(), self.connects, self.unsent, self.starved,
             e.connect, e.io, e.protocol, e.timeout, e.status, self.bytes_sent, self.bytes_received,
             self.latency_us(0.5), self.latency_us(0.9), self.latency_us(0.99), self.latency_us(0.999), max, mean,
             self.first_error.as_deref().map_or("null".to_string(), json_string),
@@ -249,6 +251,9 @@ impl LoadReport {
             "  errors       {:>12}   (connect {}, io {}, protocol {}, timeout {}, status>=400 {})\n",
             e.total(), e.connect, e.io, e.protocol, e.timeout, e.status
         );
+        if self.starved > 0 {
+            s += &format!("  starved      {:>12}   connections got no response at all\n", self.starved);
+        }
         if c.rate.is_some() {
             s += &format!("  unsent       {:>12}   (due but every connection was busy)\n", self.unsent);
         }
@@ -356,6 +361,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 tally.bytes_sent += t.bytes_sent;
                 tally.bytes_received += t.bytes_received;
                 tally.unsent += t.unsent;
+                tally.starved += t.starved;
                 tally.latency.add(&t.latency).map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
                 if tally.first_error.is_none() {
                     tally.first_error = t.first_error;
@@ -384,6 +390,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         bytes_sent: tally.bytes_sent,
         bytes_received: tally.bytes_received,
         unsent: tally.unsent,
+        starved: tally.starved,
         latency: tally.latency,
         first_error: tally.first_error,
     })

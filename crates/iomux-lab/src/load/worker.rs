@@ -50,6 +50,8 @@ pub(crate) struct Tally {
     pub bytes_received: u64,
     /// Open loop: requests that were due but never sent (the server fell behind).
     pub unsent: u64,
+    /// Active connections that got no response at all.
+    pub starved: u64,
     /// Latency in nanoseconds.
     pub latency: Histogram<u64>,
     pub first_error: Option<String>,
@@ -64,6 +66,7 @@ impl Tally {
             bytes_sent: 0,
             bytes_received: 0,
             unsent: 0,
+            starved: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
                 .expect("valid histogram bounds"),
             first_error: None,
@@ -92,6 +95,8 @@ struct Conn {
     phase: usize,
     /// Open loop: queued in the list of connections that can take a request.
     listed_free: bool,
+    /// At least one response arrived on this slot.
+    answered: bool,
 }
 
 struct Worker {
@@ -147,6 +152,7 @@ impl Worker {
             owed: 0,
             phase: 0,
             listed_free: false,
+            answered: false,
         });
         self.conns.len() - 1
     }
@@ -325,6 +331,7 @@ impl Worker {
         if completed == 0 {
             return;
         }
+        self.conns[i].answered = true;
         let now = Instant::now();
         if self.plan.connect_per_request {
             if self.conns[i].in_flight.is_empty() {
@@ -445,6 +452,7 @@ impl Worker {
     /// histogram with the time they have waited so far (a lower bound), so a
     /// server that falls behind cannot hide it.
     fn finish(&mut self) {
+        self.tally.starved = self.conns.iter().filter(|c| !c.answered).count() as u64;
         let [requests, errors] = &*self.plan.progress;
         requests.store(self.tally.requests, Ordering::Relaxed);
         errors.store(self.tally.errors.total(), Ordering::Relaxed);

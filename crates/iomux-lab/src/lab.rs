@@ -1,1 +1,0 @@
-//! lab: not built yet.
