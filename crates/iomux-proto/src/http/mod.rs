@@ -28,8 +28,8 @@ mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
 pub use limits::{
-    system_clock, HttpConfig, HttpLimits, DEFAULT_CONFIG, MAX_CHUNK_EXTENSIONS, MAX_HEADERS,
-    MAX_TRAILERS,
+    fixed_clock, system_clock, HttpConfig, HttpLimits, DEFAULT_CONFIG, MAX_CHUNK_EXTENSIONS,
+    MAX_HEADERS, MAX_TRAILERS,
 };
 pub use response::Status;
 
@@ -37,6 +37,45 @@ use crate::{Protocol, Step};
 use date::{http_date, DATE_LEN};
 use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, Route};
 use response::{Persist, Response, CONTINUE};
+
+/// Run a fresh connection over `input` delivered in reads cut at `cuts`, the
+/// way an engine does: unconsumed bytes are offered again in front of the
+/// next read, and EOF follows the last. Returns the output and whether the
+/// protocol asked to close. Tests and fuzz targets use it to check that the
+/// split never changes the output.
+///
+/// ```
+/// use iomux_proto::http::{feed_in_reads, HttpConfig, HttpLimits, fixed_clock};
+/// static CONFIG: HttpConfig = HttpConfig { limits: HttpLimits::DEFAULT, clock: fixed_clock };
+/// let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+/// assert_eq!(feed_in_reads(&CONFIG, req, &[]), feed_in_reads(&CONFIG, req, &[3, 17]));
+/// ```
+pub fn feed_in_reads(config: &'static HttpConfig, input: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
+    let mut http = Http::new(config);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut last = 0;
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < input.len())
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    points.push(input.len());
+    for cut in points {
+        pending.extend_from_slice(&input[last..cut]);
+        last = cut;
+        let step = http.on_input(&pending, &mut out);
+        assert!(step.consumed <= pending.len(), "consumed more than offered");
+        pending.drain(..step.consumed);
+        if step.close {
+            return (out, true);
+        }
+    }
+    http.on_eof(&pending, &mut out);
+    (out, false)
+}
 
 /// The body of the hello-world routes.
 pub const HELLO: &[u8] = b"Hello, World!";

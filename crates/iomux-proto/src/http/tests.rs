@@ -4,11 +4,6 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Sun, 06 Nov 1994 08:49:37 GMT: a fixed clock makes output comparable.
-fn fixed_clock() -> u64 {
-    784_111_777
-}
-
 static FIXED: HttpConfig = HttpConfig {
     limits: HttpLimits::DEFAULT,
     clock: fixed_clock,
@@ -586,7 +581,7 @@ fn hostile_requests_fed_byte_by_byte_get_the_same_answer() {
         if req.len() > 20_000 {
             continue; // quadratic in this harness only; the split proptest covers large ones
         }
-        let (out, close) = feed_split(&FIXED, &req, &(1..req.len()).collect::<Vec<_>>());
+        let (out, close) = feed_in_reads(&FIXED, &req, &(1..req.len()).collect::<Vec<_>>());
         assert!(close, "{name}");
         let r = parse_responses(&out, &[]);
         assert_eq!(r.last().map(|p| p.code), Some(code), "{name}");
@@ -637,39 +632,6 @@ fn small_limits_from_config() {
     assert!(out.starts_with(b"HTTP/1.1 200 OK"));
 }
 
-/// Feed `input` split at `cuts` the way an engine does: unconsumed bytes are
-/// offered again in front of the next read; EOF at the end.
-pub(super) fn feed_split(
-    config: &'static HttpConfig,
-    input: &[u8],
-    cuts: &[usize],
-) -> (Vec<u8>, bool) {
-    let mut p = Http::new(config);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut last = 0;
-    let mut points: Vec<usize> = cuts
-        .iter()
-        .copied()
-        .filter(|&c| c > 0 && c < input.len())
-        .collect();
-    points.sort_unstable();
-    points.dedup();
-    points.push(input.len());
-    for cut in points {
-        pending.extend_from_slice(&input[last..cut]);
-        last = cut;
-        let step = p.on_input(&pending, &mut out);
-        assert!(step.consumed <= pending.len());
-        pending.drain(..step.consumed);
-        if step.close {
-            return (out, true);
-        }
-    }
-    p.on_eof(&pending, &mut out);
-    (out, false)
-}
-
 /// Requests the split property draws from (no `Expect`: a 100 Continue is
 /// sent exactly when the body has not arrived yet, which depends on the split).
 fn piece() -> impl Strategy<Value = Vec<u8>> {
@@ -707,10 +669,10 @@ proptest! {
     ) {
         let input: Vec<u8> = pieces.concat();
         let config = if small { &SMALL } else { &FIXED };
-        let whole = feed_split(config, &input, &[]);
-        let split = feed_split(config, &input, &cuts);
+        let whole = feed_in_reads(config, &input, &[]);
+        let split = feed_in_reads(config, &input, &cuts);
         prop_assert_eq!(&whole, &split);
-        let bytewise = feed_split(config, &input, &(1..input.len()).collect::<Vec<_>>());
+        let bytewise = feed_in_reads(config, &input, &(1..input.len()).collect::<Vec<_>>());
         prop_assert_eq!(&whole, &bytewise);
     }
 
@@ -726,8 +688,8 @@ proptest! {
             let n = input.len();
             input[at % n] = byte;
         }
-        let whole = feed_split(&SMALL, &input, &[]);
-        let split = feed_split(&SMALL, &input, &cuts);
+        let whole = feed_in_reads(&SMALL, &input, &[]);
+        let split = feed_in_reads(&SMALL, &input, &cuts);
         prop_assert_eq!(&whole, &split);
     }
 }
