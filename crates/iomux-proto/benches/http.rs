@@ -1,0 +1,49 @@
+//! The HTTP state machine alone, no sockets: nanoseconds of this thread's CPU
+//! time per request, for one request per read and for TechEmpower's 16-deep
+//! pipeline. CPU time rather than wall time, so a busy shared machine skews it less.
+//! `cargo bench -p iomux-proto --bench http`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use iomux_proto::{Http, Protocol};
+use std::time::Duration;
+
+/// This thread's CPU time.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The request wrk sends in TechEmpower's plaintext test.
+const PLAINTEXT: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n\
+Accept: text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7\r\n\
+Connection: keep-alive\r\n\r\n";
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("http");
+    for depth in [1usize, 16] {
+        let input = PLAINTEXT.repeat(depth);
+        group.throughput(Throughput::Elements(depth as u64));
+        group.bench_with_input(BenchmarkId::new("plaintext", depth), &input, |b, input| {
+            let mut http = Http::default();
+            let mut out = Vec::with_capacity(64 * 1024);
+            b.iter_custom(|iters| {
+                let start = thread_cpu_time();
+                for _ in 0..iters {
+                    out.clear();
+                    let step = http.on_input(std::hint::black_box(input), &mut out);
+                    assert_eq!(step.consumed, input.len());
+                }
+                thread_cpu_time() - start
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
