@@ -352,37 +352,29 @@ fn eof_answers_complete_pending_requests_only() {
 
 #[test]
 fn timeout_sends_408_only_mid_request() {
-    let mut p = http();
-    let mut out = Vec::new();
-    p.on_timeout(&mut out);
+    /// What a connection that received `input` sends when its deadline passes.
+    fn on_timeout_after(input: &[u8]) -> Vec<u8> {
+        let mut p = http();
+        feed(&mut p, input);
+        let mut out = Vec::new();
+        p.on_timeout(&mut out);
+        assert!(p.is_idle(), "nothing more is read after a timeout");
+        out
+    }
+    let idle = on_timeout_after(GET);
     assert!(
-        out.is_empty(),
+        idle.is_empty(),
         "an idle keep-alive connection closes silently"
     );
-    let mut p = http();
-    feed(&mut p, b"GET / HTTP/1.1\r\n");
-    let mut out = Vec::new();
-    p.on_timeout(&mut out);
-    let r = parse_responses(&out, &[]);
+    let r = parse_responses(&on_timeout_after(b"GET / HTTP/1.1\r\n"), &[]);
     assert_eq!((r[0].code, r[0].header("connection")), (408, Some("close")));
     // After a streamed response has begun, no status can follow.
-    let mut p = http();
-    feed(
-        &mut p,
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab",
-    );
-    let mut out = Vec::new();
-    p.on_timeout(&mut out);
-    assert!(out.is_empty());
+    let started =
+        on_timeout_after(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+    assert!(started.is_empty(), "the streamed echo just stops");
     // A discarded body still pending: 408.
-    let mut p = http();
-    feed(
-        &mut p,
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab",
-    );
-    let mut out = Vec::new();
-    p.on_timeout(&mut out);
-    assert_eq!(parse_responses(&out, &[])[0].code, 408);
+    let discarding = on_timeout_after(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+    assert_eq!(parse_responses(&discarding, &[])[0].code, 408);
 }
 
 /// Hostile requests with the status each must get. Each is followed by a
