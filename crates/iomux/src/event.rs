@@ -28,6 +28,10 @@ impl Interest {
     const READ_BIT: u8 = 1;
     const WRITE_BIT: u8 = 2;
     /// Wake when the descriptor has data to read (or a peer to accept, or EOF).
+    ///
+    /// ```
+    /// assert!(iomux::Interest::READABLE.is_readable());
+    /// ```
     pub const READABLE: Interest = Interest(Self::READ_BIT);
     /// Wake when a write would not block.
     pub const WRITABLE: Interest = Interest(Self::WRITE_BIT);
@@ -115,7 +119,14 @@ pub struct Event {
 }
 
 impl Event {
-    /// Flag: data (or EOF, or a pending connection) can be read.
+    /// Flag: data (or EOF, or a pending connection) can be read. The other
+    /// flags combine with it:
+    ///
+    /// ```
+    /// use iomux::{Event, Token};
+    /// let e = Event::new(Token(0), Event::READABLE | Event::HANGUP | Event::ERROR);
+    /// assert!(e.is_readable() && e.is_hangup() && e.is_error());
+    /// ```
     pub const READABLE: u8 = 1;
     /// Flag: a write would not block.
     pub const WRITABLE: u8 = 2;

@@ -106,6 +106,13 @@ impl ListenOptions {
 }
 
 /// What one accept attempt on a non-blocking listener produced.
+///
+/// ```
+/// use iomux::net::{Accepted, Acceptor, ListenOptions};
+/// let l = ListenOptions::new("127.0.0.1:0".parse().unwrap()).nonblocking(true).bind().unwrap();
+/// // Nobody connected: the queue is empty.
+/// assert!(matches!(Acceptor::new().unwrap().accept(&l).unwrap(), Accepted::Drained));
+/// ```
 #[derive(Debug)]
 pub enum Accepted {
     /// A new connection, already non-blocking and close-on-exec.
@@ -162,7 +169,15 @@ impl Acceptor {
         })
     }
 
-    /// Try one accept on a non-blocking `listener`.
+    /// Try one accept on a non-blocking `listener`; call it until
+    /// [`Accepted::Drained`] after each readiness report.
+    ///
+    /// ```
+    /// use iomux::net::{Accepted, Acceptor, ListenOptions};
+    /// let l = ListenOptions::new("127.0.0.1:0".parse().unwrap()).nonblocking(true).bind().unwrap();
+    /// let mut acceptor = Acceptor::new().unwrap();
+    /// while let Accepted::Conn(_) | Accepted::Shed = acceptor.accept(&l).unwrap() {}
+    /// ```
     pub fn accept(&mut self, listener: &TcpListener) -> io::Result<Accepted> {
         loop {
             match accept_raw(listener.as_raw_fd()) {

@@ -4,6 +4,14 @@
 use std::time::{Duration, Instant};
 
 /// Identifies a pending timer so it can be cancelled.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let now = Instant::now();
+/// let mut wheel = iomux::TimerWheel::new(now, Duration::from_millis(10), 64);
+/// let id: iomux::timer::TimerId = wheel.insert(now + Duration::from_secs(1), "idle");
+/// assert_eq!(wheel.cancel(id), Some("idle"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerId {
     index: u32,

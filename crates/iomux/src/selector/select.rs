@@ -9,7 +9,12 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// The largest descriptor count an fd_set can hold.
+/// The largest descriptor count an fd_set can hold: select refuses
+/// descriptors at or above it.
+///
+/// ```
+/// assert_eq!(iomux::selector::select::FD_SETSIZE, 1024);
+/// ```
 pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
 const WORD_BITS: usize = u64::BITS as usize;
 const WORDS: usize = FD_SETSIZE / WORD_BITS;
