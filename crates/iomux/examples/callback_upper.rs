@@ -68,12 +68,7 @@ impl Reactor {
 }
 
 fn main() -> io::Result<()> {
-    let backend: Backend = common::flag("--backend", "epoll")
-        .parse()
-        .unwrap_or_else(|e| {
-            eprintln!("--backend: {e}");
-            std::process::exit(2)
-        });
+    let backend: Backend = common::flag("--backend", "epoll", "use select, poll or epoll");
     let listener = common::listen()?;
     let mut reactor = Reactor {
         selector: backend.open(Trigger::Level)?,

@@ -10,12 +10,7 @@ use iomux::{EpollSelector, Interest, Selector, Trigger};
 use std::os::fd::AsRawFd;
 
 fn main() -> std::io::Result<()> {
-    let trigger: Trigger = common::flag("--trigger", "level")
-        .parse()
-        .unwrap_or_else(|e| {
-            eprintln!("--trigger: {e}");
-            std::process::exit(2)
-        });
+    let trigger: Trigger = common::flag("--trigger", "level", "use level, edge or oneshot");
     let listener = common::listen()?;
     let mut selector = EpollSelector::new(trigger)?;
     selector.register(listener.as_raw_fd(), common::LISTENER, Interest::READABLE)?;

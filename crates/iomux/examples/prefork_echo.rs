@@ -14,10 +14,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
 fn main() -> io::Result<()> {
-    let workers: usize = common::flag("--workers", "2").parse().unwrap_or_else(|e| {
-        eprintln!("--workers: {e}; give a number of processes such as 4");
-        std::process::exit(2)
-    });
+    let workers: usize = common::flag("--workers", "2", "give a number of processes such as 4");
     let listener = common::listen()?;
     // Flush before forking, or each child would inherit and repeat buffered output.
     io::stdout().flush()?;

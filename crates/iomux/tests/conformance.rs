@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use common::{drain, only_event, pair, send, tcp_pair, tokens, wait, Mode};
+use common::{drain, only_event, pair, send, tcp_pair, tokens, wait, watched_pair, Mode};
 use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
 use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
@@ -345,10 +345,7 @@ fn signal_during_a_wait_is_retried_with_the_remaining_time(mode: Mode) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let waiter = thread::spawn(move || {
-        let mut sel = mode.open();
-        let (_a, b) = pair();
-        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-            .unwrap();
+        let (mut sel, _a, _b) = watched_pair(mode);
         let mut events = Events::with_capacity(8);
         // SAFETY: pthread_self has no preconditions.
         ready_tx.send(unsafe { libc::pthread_self() }).unwrap();
@@ -384,10 +381,7 @@ fn signal_during_a_wait_is_retried_with_the_remaining_time(mode: Mode) {
 for_modes!(signal_during_a_wait_is_retried_with_the_remaining_time);
 
 fn short_timeouts_never_end_early(mode: Mode) {
-    let mut sel = mode.open();
-    let (_a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, _a, _b) = watched_pair(mode);
     let mut events = Events::with_capacity(8);
     for timeout in [Duration::from_micros(100), Duration::from_micros(3100)] {
         for _ in 0..20 {
@@ -404,10 +398,7 @@ fn short_timeouts_never_end_early(mode: Mode) {
 for_modes!(short_timeouts_never_end_early);
 
 fn idle_one_second_wait_takes_a_second(mode: Mode) {
-    let mut sel = mode.open();
-    let (_a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, _a, _b) = watched_pair(mode);
     let start = Instant::now();
     assert_eq!(wait(&mut sel, SECOND), vec![]);
     let elapsed = start.elapsed();
@@ -419,10 +410,7 @@ for_modes!(idle_one_second_wait_takes_a_second);
 // --- triggering modes --------------------------------------------------------
 
 fn level_repeats_until_drained(mode: Mode) {
-    let mut sel = mode.open();
-    let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, a, b) = watched_pair(mode);
     send(&a, b"abc");
     for round in 0..3 {
         assert_eq!(
@@ -444,10 +432,7 @@ fn level_repeats_until_drained(mode: Mode) {
 for_modes!(level_repeats_until_drained, [select, poll, epoll_level]);
 
 fn edge_reports_new_data_once(mode: Mode) {
-    let mut sel = mode.open();
-    let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, a, b) = watched_pair(mode);
     send(&a, b"abc");
     assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1]);
     assert_eq!(
@@ -468,10 +453,7 @@ fn edge_reports_new_data_once(mode: Mode) {
 for_modes!(edge_reports_new_data_once, [epoll_edge]);
 
 fn oneshot_is_silent_until_rearmed(mode: Mode) {
-    let mut sel = mode.open();
-    let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, a, b) = watched_pair(mode);
     send(&a, b"abc");
     assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1]);
     assert_eq!(wait(&mut sel, NOW), vec![], "disarmed after one report");
@@ -576,10 +558,7 @@ for_modes!(wakes_coalesce);
 // --- hang-ups --------------------------------------------------------------
 
 fn hangup_is_reported(mode: Mode) {
-    let mut sel = mode.open();
-    let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    let (mut sel, a, b) = watched_pair(mode);
     drop(a);
     let events = wait(&mut sel, SECOND);
     let e = only_event(&events, Token(1));

@@ -29,23 +29,31 @@ pub fn find_head_end(input: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
-/// The value after `--name` on the command line, or `default`.
-pub fn flag(name: &str, default: &str) -> String {
+/// The value after `name` on the command line (or `default`), parsed;
+/// exits with the parse error and `hint` when it does not parse.
+pub fn flag<T: std::str::FromStr>(name: &str, default: &str, hint: &str) -> T
+where
+    T::Err: std::fmt::Display,
+{
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
+    let text = args
+        .iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
-
-/// `--addr HOST:PORT` (default 127.0.0.1:0, any free port), exiting with a
-/// clear message when it does not parse.
-pub fn addr() -> SocketAddr {
-    let text = flag("--addr", "127.0.0.1:0");
+        .unwrap_or_else(|| default.to_string());
     text.parse().unwrap_or_else(|e| {
-        eprintln!("--addr {text:?}: {e}; use HOST:PORT such as 127.0.0.1:8080 (port 0 picks one)");
+        eprintln!("{name} {text:?}: {e}; {hint}");
         std::process::exit(2)
     })
+}
+
+/// `--addr HOST:PORT` (default 127.0.0.1:0, any free port).
+pub fn addr() -> SocketAddr {
+    flag(
+        "--addr",
+        "127.0.0.1:0",
+        "use HOST:PORT such as 127.0.0.1:8080 (port 0 picks one)",
+    )
 }
 
 /// Bind a non-blocking listener on `--addr` and print where it listens.

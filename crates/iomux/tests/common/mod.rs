@@ -2,9 +2,10 @@
 //! pairs, and a macro that turns one case into one test per mode.
 #![allow(dead_code)]
 
-use iomux::{AnySelector, Backend, Event, Events, Selector, Token, Trigger};
+use iomux::{AnySelector, Backend, Event, Events, Interest, Selector, Token, Trigger};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -70,6 +71,16 @@ pub fn pair() -> (UnixStream, UnixStream) {
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
     (a, b)
+}
+
+/// A selector in `mode` watching the second socket of a pair for
+/// readability as `Token(1)`; returns the selector, the writer, the reader.
+pub fn watched_pair(mode: Mode) -> (AnySelector, UnixStream, UnixStream) {
+    let mut sel = mode.open();
+    let (a, b) = pair();
+    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    (sel, a, b)
 }
 
 /// A connected, non-blocking pair of TCP sockets on 127.0.0.1.
