@@ -1,7 +1,8 @@
 //! The selector conformance suite: every case runs against select, poll and
 //! epoll (level, edge, one-shot) through `Backend::open`, or against the modes
 //! it is about. The intent of CPython's `test_selectors` and of the `polling`
-//! crate's tests, written afresh. Cases that need thousands of descriptors
+//! crate's tests, written afresh. Each case also runs on sigio (signal-driven,
+//! edge-triggered) unless it names its modes. Cases that need thousands of descriptors
 //! live in `conformance_many_fds.rs` (their own process).
 
 #[macro_use]
@@ -450,7 +451,7 @@ fn edge_reports_new_data_once(mode: Mode) {
     assert_eq!(drain(&b), 7);
     assert_eq!(wait(&mut sel, NOW), vec![]);
 }
-for_modes!(edge_reports_new_data_once, [epoll_edge]);
+for_modes!(edge_reports_new_data_once, [epoll_edge, sigio]);
 
 fn oneshot_is_silent_until_rearmed(mode: Mode) {
     let (mut sel, a, b) = watched_pair(mode);
@@ -518,7 +519,11 @@ fn waker_wakes_a_wait_without_timeout(mode: Mode) {
     assert_eq!(tokens(&events), vec![99], "{mode:?}");
     assert!(events[0].is_readable());
 }
-for_modes!(waker_wakes_a_wait_without_timeout);
+// sigio is bound to the thread that opens it, so it waits in this one.
+for_modes!(
+    waker_wakes_a_wait_without_timeout,
+    [select, poll, epoll_level, epoll_edge, epoll_oneshot]
+);
 
 fn several_wakers_per_selector(mode: Mode) {
     let mut sel = mode.open();

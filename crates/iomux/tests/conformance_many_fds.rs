@@ -79,7 +79,10 @@ fn more_descriptors_than_fd_setsize(mode: Mode) {
     want.dedup();
     assert_eq!(tokens(&wait(&mut sel, SECOND)), want, "{mode:?}");
 }
-for_modes!(more_descriptors_than_fd_setsize);
+for_modes!(
+    more_descriptors_than_fd_setsize,
+    [select, poll, epoll_level, epoll_edge, epoll_oneshot]
+);
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
 struct Rng(u64);
@@ -156,4 +159,7 @@ fn thousands_of_socket_pairs(mode: Mode) {
     }
     assert!(sel.is_empty());
 }
-for_modes!(thousands_of_socket_pairs);
+for_modes!(
+    thousands_of_socket_pairs,
+    [select, poll, epoll_level, epoll_edge, epoll_oneshot]
+);

@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 // fcntl commands and owner type glibc's headers have but the libc crate lacks
 // on this target (the values are the same on every Linux architecture).
@@ -255,6 +255,53 @@ impl SigioSelector {
     /// Report the current state of up to `room` queued descriptors, from one
     /// poll of them all: a signal names the descriptor, the poll says what is
     /// true now (a half-close, for one, comes as a plain POLL_IN signal).
+    /// One wait on the signalfd and the wakers (zero time when checks are
+    /// pending), then the readiness checks of the descriptors signalled.
+    fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let capacity = events.capacity();
+        let wait = if self.pending.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let pollfds = &mut self.pollfds;
+        wait_honestly(wait, |t| {
+            let ts = t.map(timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `pollfds` is a live array; `ts_ptr` is null or a live
+            // timespec; a null sigmask keeps the current (blocking) mask.
+            let n = unsafe {
+                libc::ppoll(
+                    pollfds.as_mut_ptr(),
+                    pollfds.len() as libc::nfds_t,
+                    ts_ptr,
+                    std::ptr::null(),
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+        .map_err(|e| context(e, "ppoll on the signalfd"))?;
+        for i in 1..self.pollfds.len() {
+            if self.pollfds[i].revents != 0 && !events.is_full() {
+                let (token, waker) = &self.wakers[i - 1];
+                waker.reset();
+                events.push(Event::new(*token, Event::READABLE));
+            }
+        }
+        if self.pollfds[0].revents != 0 {
+            // What stays queued beyond this is read by a later wait.
+            self.read_signals(4 * capacity)?;
+        }
+        self.check_pending(capacity - events.len(), events);
+        Ok(())
+    }
+
     fn check_pending(&mut self, room: usize, events: &mut Events) {
         self.checks.clear();
         while self.checks.len() < room {
@@ -357,48 +404,27 @@ impl Selector for SigioSelector {
         events.clear();
         self.registry.check_open()?;
         self.check_thread()?;
-        let capacity = events.capacity();
-        let wait = if self.pending.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
+        let deadline = match timeout {
+            Some(t) if !t.is_zero() => Instant::now().checked_add(t),
+            _ => None,
         };
-        let pollfds = &mut self.pollfds;
-        wait_honestly(wait, |t| {
-            let ts = t.map(timespec);
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `pollfds` is a live array; `ts_ptr` is null or a live
-            // timespec; a null sigmask keeps the current (blocking) mask.
-            let n = unsafe {
-                libc::ppoll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
-                    ts_ptr,
-                    std::ptr::null(),
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
+        let mut remaining = timeout;
+        loop {
+            self.wait_once(events, remaining)?;
+            if !events.is_empty() || remaining == Some(Duration::ZERO) {
+                return Ok(());
             }
-        })
-        .map_err(|e| context(e, "ppoll on the signalfd"))?;
-        for i in 1..self.pollfds.len() {
-            if self.pollfds[i].revents != 0 && !events.is_full() {
-                let (token, waker) = &self.wakers[i - 1];
-                waker.reset();
-                events.push(Event::new(*token, Event::READABLE));
+            // The signals named nothing ready for its interest (say a
+            // writable socket registered for reading): wait again for the
+            // rest of the timeout, so that a wait never ends early.
+            if let Some(deadline) = deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(());
+                }
+                remaining = Some(deadline - now);
             }
         }
-        if self.pollfds[0].revents != 0 {
-            // What stays queued beyond this is read by a later wait.
-            self.read_signals(4 * capacity)?;
-        }
-        self.check_pending(capacity - events.len(), events);
-        Ok(())
     }
 
     fn registration(&self, fd: RawFd) -> Option<Registration> {

@@ -41,13 +41,14 @@ pub fn mode(name: &str) -> Mode {
         "epoll_level" => (Backend::Epoll, Trigger::Level),
         "epoll_edge" => (Backend::Epoll, Trigger::Edge),
         "epoll_oneshot" => (Backend::Epoll, Trigger::Oneshot),
+        "sigio" => (Backend::Sigio, Trigger::Edge),
         _ => panic!("unknown mode {name}"),
     };
     Mode { backend, trigger }
 }
 
 /// `for_modes!(case)` makes `case::select`, `case::poll`, `case::epoll_level`,
-/// `case::epoll_edge` and `case::epoll_oneshot`, each calling `case(mode)`;
+/// `case::epoll_edge`, `case::epoll_oneshot` and `case::sigio`, each calling `case(mode)`;
 /// `for_modes!(case, [poll, epoll_level])` limits it to the modes named.
 macro_rules! for_modes {
     ($case:ident, [$($mode:ident),+]) => {
@@ -61,7 +62,7 @@ macro_rules! for_modes {
         }
     };
     ($case:ident) => {
-        for_modes!($case, [select, poll, epoll_level, epoll_edge, epoll_oneshot]);
+        for_modes!($case, [select, poll, epoll_level, epoll_edge, epoll_oneshot, sigio]);
     };
 }
 
