@@ -139,6 +139,18 @@ fn http_load_counts_pipelined_responses() {
 }
 
 #[test]
+fn http_load_against_iomux_serve() {
+    let server = ServerProcess::start(&["--proto", "http"]);
+    let json = load_json(server.addr, &["--proto", "http", "--conns", "8", "--pipeline", "4", "--threads", "2", "--duration", "1"]);
+    let requests = num(&json, "requests");
+    assert!(requests > 0.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
+    assert_eq!(num(&json, "starved"), 0.0, "{json}");
+    // Each response is at least a status line, Content-Length and the 13-byte body.
+    assert!(num(&json, "bytes_received") >= requests * 50.0, "{json}");
+}
+
+#[test]
 fn refused_connections_fail_with_a_clear_message() {
     // Bind then drop: nothing listens on this port any more.
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

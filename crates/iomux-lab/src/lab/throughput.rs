@@ -35,7 +35,7 @@ impl Engine {
     }
 }
 
-const ALL_ENGINES: [Engine; 8] = [
+const ALL_ENGINES: [Engine; 9] = [
     Engine::new("epoll", "edge"),
     Engine::new("epoll", "level"),
     Engine::new("epoll", "oneshot"),
@@ -44,6 +44,7 @@ const ALL_ENGINES: [Engine; 8] = [
     Engine::new("threads", "level"),
     Engine::new("blocking", "level"),
     Engine::new("nonblocking", "level"),
+    Engine::new("sigio", "edge"),
 ];
 
 /// One measured run.
@@ -109,11 +110,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let mut runs = Vec::new();
     for &proto in &protos {
         for &idle in &idles {
-            // Quick grid: HTTP only without idle connections.
+            // Quick grid: HTTP only without idle connections, on two engines.
             if ctx.config.quick && proto == "http" && idle > 0 {
                 continue;
             }
             for &engine in &engines {
+                if ctx.config.quick && proto == "http" && !["epoll", "poll"].contains(&engine.backend) {
+                    continue;
+                }
                 if engine.backend == "select" && idle + conns > 1000 {
                     continue;
                 }
