@@ -162,13 +162,9 @@ impl Errors {
     }
 }
 
-/// What a run measured.
+/// What a run counted (per thread while running, then merged).
 #[derive(Debug, Clone)]
-pub struct LoadReport {
-    /// The settings it ran with (threads possibly lowered to the connection count).
-    pub config: LoadConfig,
-    /// Measured wall time of the load phase.
-    pub elapsed: Duration,
+pub struct Totals {
     /// Responses received (complete and, for echo, verified).
     pub requests: u64,
     /// Connections established during the run (connection-per-request and reconnects).
@@ -189,27 +185,76 @@ pub struct LoadReport {
     pub first_error: Option<String>,
 }
 
+impl Totals {
+    pub(crate) fn new() -> Totals {
+        Totals {
+            requests: 0,
+            connects: 0,
+            errors: Errors::default(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            unsent: 0,
+            starved: 0,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
+            first_error: None,
+        }
+    }
+
+    /// Remember the first error's message.
+    pub(crate) fn note(&mut self, err: impl FnOnce() -> String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(err());
+        }
+    }
+
+    fn add(&mut self, o: Totals) -> io::Result<()> {
+        self.requests += o.requests;
+        self.connects += o.connects;
+        self.errors.add(&o.errors);
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.unsent += o.unsent;
+        self.starved += o.starved;
+        self.latency.add(&o.latency).map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+        if let Some(e) = o.first_error {
+            self.note(|| e);
+        }
+        Ok(())
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The settings it ran with (threads possibly lowered to the connection count).
+    pub config: LoadConfig,
+    /// Measured wall time of the load phase.
+    pub elapsed: Duration,
+    /// What it counted.
+    pub totals: Totals,
+}
+
 impl LoadReport {
     /// Responses per second.
     pub fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.totals.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Latency at `quantile` (0..=1) in microseconds; 0 when nothing was measured.
     pub fn latency_us(&self, quantile: f64) -> f64 {
-        if self.latency.is_empty() {
+        if self.totals.latency.is_empty() {
             return 0.0;
         }
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+        self.totals.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
     /// One JSON object (the `--json` output).
     pub fn to_json(&self) -> String {
         let c = &self.config;
-        let e = &self.errors;
+        let e = &self.totals.errors;
         let rate = c.rate.map_or("null".to_string(), |r| format!("{r}"));
-        let max = if self.latency.is_empty() { 0.0 } else { self.latency.max() as f64 / 1000.0 };
-        let mean = if self.latency.is_empty() { 0.0 } else { self.latency.mean() / 1000.0 };
+        let max = if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.max() as f64 / 1000.0 };
+        let mean = if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.mean() / 1000.0 };
         format!(
             concat!(
                 "{{\"addr\":\"{}\",\"proto\":\"{}\",\"conns\":{},\"idle\":{},\"threads\":{},\"pipeline\":{},",
@@ -221,17 +266,17 @@ impl LoadReport {
                 "\"first_error\":{}}}"
             ),
             c.addr, c.proto, c.conns, c.idle, c.threads, c.pipeline, c.size, rate, c.connect_per_request,
-            self.elapsed.as_secs_f64(), self.requests, self.rps(), e.total(), self.connects, self.unsent, self.starved,
-            e.connect, e.io, e.protocol, e.timeout, e.status, self.bytes_sent, self.bytes_received,
+            self.elapsed.as_secs_f64(), self.totals.requests, self.rps(), e.total(), self.totals.connects, self.totals.unsent, self.totals.starved,
+            e.connect, e.io, e.protocol, e.timeout, e.status, self.totals.bytes_sent, self.totals.bytes_received,
             self.latency_us(0.5), self.latency_us(0.9), self.latency_us(0.99), self.latency_us(0.999), max, mean,
-            self.first_error.as_deref().map_or("null".to_string(), json_string),
+            self.totals.first_error.as_deref().map_or("null".to_string(), json_string),
         )
     }
 
     /// The human summary.
     pub fn table(&self) -> String {
         let c = &self.config;
-        let e = &self.errors;
+        let e = &self.totals.errors;
         let mut s = String::new();
         let mode = match (c.rate, c.connect_per_request) {
             (Some(r), _) => format!("open loop at {r} req/s"),
@@ -242,25 +287,25 @@ impl LoadReport {
             "{} load on {}: {} active + {} idle connections, {} thread(s), {mode}, {:.2} s\n\n",
             c.proto, c.addr, c.conns, c.idle, c.threads, self.elapsed.as_secs_f64()
         );
-        s += &format!("  requests     {:>12}\n", self.requests);
+        s += &format!("  requests     {:>12}\n", self.totals.requests);
         s += &format!("  requests/s   {:>12.1}\n", self.rps());
-        if c.connect_per_request || self.connects > 0 {
-            s += &format!("  connects     {:>12}   ({:.1}/s)\n", self.connects, self.connects as f64 / self.elapsed.as_secs_f64().max(1e-9));
+        if c.connect_per_request || self.totals.connects > 0 {
+            s += &format!("  connects     {:>12}   ({:.1}/s)\n", self.totals.connects, self.totals.connects as f64 / self.elapsed.as_secs_f64().max(1e-9));
         }
         s += &format!(
             "  errors       {:>12}   (connect {}, io {}, protocol {}, timeout {}, status>=400 {})\n",
             e.total(), e.connect, e.io, e.protocol, e.timeout, e.status
         );
-        if self.starved > 0 {
-            s += &format!("  starved      {:>12}   connections got no response at all\n", self.starved);
+        if self.totals.starved > 0 {
+            s += &format!("  starved      {:>12}   connections got no response at all\n", self.totals.starved);
         }
         if c.rate.is_some() {
-            s += &format!("  unsent       {:>12}   (due but every connection was busy)\n", self.unsent);
+            s += &format!("  unsent       {:>12}   (due but every connection was busy)\n", self.totals.unsent);
         }
         s += &format!(
             "  transfer     {:>12.1} MB/s out, {:.1} MB/s in\n",
-            self.bytes_sent as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9),
-            self.bytes_received as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+            self.totals.bytes_sent as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9),
+            self.totals.bytes_received as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
         );
         s += "\n  latency (us)    p50       p90       p99     p99.9       max\n";
         s += &format!(
@@ -269,9 +314,9 @@ impl LoadReport {
             self.latency_us(0.9),
             self.latency_us(0.99),
             self.latency_us(0.999),
-            if self.latency.is_empty() { 0.0 } else { self.latency.max() as f64 / 1000.0 }
+            if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.max() as f64 / 1000.0 }
         );
-        if let Some(err) = &self.first_error {
+        if let Some(err) = &self.totals.first_error {
             s += &format!("\n  first error: {err}\n");
         }
         s
@@ -350,23 +395,11 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     if show {
         report_progress(&handles, &progress, start);
     }
-    let mut tally = worker::Tally::new();
+    let mut totals = Totals::new();
     let mut first_err = None;
     for h in handles {
         match h.join() {
-            Ok(Ok(t)) => {
-                tally.requests += t.requests;
-                tally.connects += t.connects;
-                tally.errors.add(&t.errors);
-                tally.bytes_sent += t.bytes_sent;
-                tally.bytes_received += t.bytes_received;
-                tally.unsent += t.unsent;
-                tally.starved += t.starved;
-                tally.latency.add(&t.latency).map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
-                if tally.first_error.is_none() {
-                    tally.first_error = t.first_error;
-                }
-            }
+            Ok(Ok(t)) => totals.add(t)?,
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
             }
@@ -381,19 +414,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     if let Some(e) = first_err {
         return Err(e);
     }
-    Ok(LoadReport {
-        config,
-        elapsed,
-        requests: tally.requests,
-        connects: tally.connects,
-        errors: tally.errors,
-        bytes_sent: tally.bytes_sent,
-        bytes_received: tally.bytes_received,
-        unsent: tally.unsent,
-        starved: tally.starved,
-        latency: tally.latency,
-        first_error: tally.first_error,
-    })
+    Ok(LoadReport { config, elapsed, totals })
 }
 
 /// One short line on stderr per second until the threads finish.

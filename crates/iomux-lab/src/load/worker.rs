@@ -4,8 +4,7 @@
 
 use super::connect::{close_abortively, finish_connect, start_connect};
 use super::proto::{EchoCounter, HttpCounter, Proto, ProtocolError, Requests};
-use super::Errors;
-use hdrhistogram::Histogram;
+use super::Totals;
 use iomux::{EpollSelector, Event, Events, Interest, Selector, Token, Trigger};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -41,45 +40,6 @@ pub(crate) struct Plan {
     pub progress: Arc<[AtomicU64; 2]>,
 }
 
-/// What one thread measured.
-pub(crate) struct Tally {
-    pub requests: u64,
-    pub connects: u64,
-    pub errors: Errors,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    /// Open loop: requests that were due but never sent (the server fell behind).
-    pub unsent: u64,
-    /// Active connections that got no response at all.
-    pub starved: u64,
-    /// Latency in nanoseconds.
-    pub latency: Histogram<u64>,
-    pub first_error: Option<String>,
-}
-
-impl Tally {
-    pub(crate) fn new() -> Tally {
-        Tally {
-            requests: 0,
-            connects: 0,
-            errors: Errors::default(),
-            bytes_sent: 0,
-            bytes_received: 0,
-            unsent: 0,
-            starved: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                .expect("valid histogram bounds"),
-            first_error: None,
-        }
-    }
-
-    fn note(&mut self, err: impl FnOnce() -> String) {
-        if self.first_error.is_none() {
-            self.first_error = Some(err());
-        }
-    }
-}
-
 struct Conn {
     stream: Option<TcpStream>,
     connecting: bool,
@@ -103,19 +63,19 @@ struct Worker {
     plan: Plan,
     selector: EpollSelector,
     conns: Vec<Conn>,
-    tally: Tally,
+    totals: Totals,
     buf: Vec<u8>,
     /// Open loop: connections with room for another request, round robin.
     free: VecDeque<usize>,
     issued: u64,
 }
 
-pub(crate) fn run(plan: Plan) -> io::Result<Tally> {
+pub(crate) fn run(plan: Plan) -> io::Result<Totals> {
     let selector = EpollSelector::new(Trigger::Edge)?;
     let mut w = Worker {
         conns: Vec::new(),
         selector,
-        tally: Tally::new(),
+        totals: Totals::new(),
         buf: vec![0; READ_BUF],
         free: VecDeque::new(),
         issued: 0,
@@ -136,7 +96,7 @@ pub(crate) fn run(plan: Plan) -> io::Result<Tally> {
     }
     w.event_loop()?;
     w.finish();
-    Ok(w.tally)
+    Ok(w.totals)
 }
 
 impl Worker {
@@ -189,13 +149,13 @@ impl Worker {
             match finish_connect(stream, self.plan.addr) {
                 Ok(()) => {
                     self.conns[i].connecting = false;
-                    self.tally.connects += 1;
+                    self.totals.connects += 1;
                     let at = self.conns[i].connect_started;
                     self.on_connected(i, at);
                 }
                 Err(e) => {
-                    self.tally.errors.connect += 1;
-                    self.tally.note(|| e.to_string());
+                    self.totals.errors.connect += 1;
+                    self.totals.note(|| e.to_string());
                     self.drop_conn(i, Instant::now() + RETRY_DELAY);
                 }
             }
@@ -246,7 +206,7 @@ impl Worker {
             let bytes = self.plan.requests.next(c.phase, c.owed);
             match stream.write(bytes) {
                 Ok(n) => {
-                    self.tally.bytes_sent += n as u64;
+                    self.totals.bytes_sent += n as u64;
                     c.owed -= n;
                     c.phase = (c.phase + n) % self.plan.requests.len();
                     if n < bytes.len() {
@@ -283,19 +243,19 @@ impl Worker {
                     return;
                 }
                 Ok(n) => {
-                    self.tally.bytes_received += n as u64;
+                    self.totals.bytes_received += n as u64;
                     let now = Instant::now();
-                    let tally = &mut self.tally;
+                    let totals = &mut self.totals;
                     let in_flight = &mut c.in_flight;
                     let mut unexpected = false;
                     let mut on_response = |status: u16| match in_flight.pop_front() {
                         Some(sent) => {
-                            tally.requests += 1;
+                            totals.requests += 1;
                             completed += 1;
                             let ns = now.saturating_duration_since(sent).as_nanos() as u64;
-                            tally.latency.saturating_record(ns.max(1));
+                            totals.latency.saturating_record(ns.max(1));
                             if status >= 400 {
-                                tally.errors.status += 1;
+                                totals.errors.status += 1;
                             }
                         }
                         None => unexpected = true,
@@ -310,8 +270,8 @@ impl Worker {
                         false => Ok(()),
                     });
                     if let Err(ProtocolError(msg)) = parsed {
-                        self.tally.errors.protocol += 1;
-                        self.tally.note(|| msg);
+                        self.totals.errors.protocol += 1;
+                        self.totals.note(|| msg);
                         self.drop_conn(i, Instant::now() + RETRY_DELAY);
                         return;
                     }
@@ -350,8 +310,8 @@ impl Worker {
     }
 
     fn fail_io(&mut self, i: usize, e: io::Error) {
-        self.tally.errors.io += 1;
-        self.tally.note(|| format!("{e}"));
+        self.totals.errors.io += 1;
+        self.totals.note(|| format!("{e}"));
         self.drop_conn(i, Instant::now() + RETRY_DELAY);
     }
 
@@ -383,15 +343,15 @@ impl Worker {
                         c.connecting = true;
                     }
                     Err(e) => {
-                        self.tally.errors.connect += 1;
-                        self.tally.note(|| e.to_string());
+                        self.totals.errors.connect += 1;
+                        self.totals.note(|| e.to_string());
                         c.retry_at = Some(now + RETRY_DELAY);
                     }
                 }
             }
             Err(e) => {
-                self.tally.errors.connect += 1;
-                self.tally.note(|| e.to_string());
+                self.totals.errors.connect += 1;
+                self.totals.note(|| e.to_string());
                 c.retry_at = Some(now + RETRY_DELAY);
             }
         }
@@ -409,19 +369,19 @@ impl Worker {
                 }
             } else if c.connecting {
                 if now.duration_since(c.connect_started) > timeout {
-                    self.tally.errors.connect += 1;
-                    self.tally.note(|| format!("connecting to {} timed out after {timeout:?}", self.plan.addr));
+                    self.totals.errors.connect += 1;
+                    self.totals.note(|| format!("connecting to {} timed out after {timeout:?}", self.plan.addr));
                     self.drop_conn(i, now);
                 }
             } else if c.in_flight.front().is_some_and(|&t| now.saturating_duration_since(t) > timeout) {
-                self.tally.errors.timeout += 1;
-                self.tally.note(|| format!("no response within {timeout:?} (raise --timeout if the server is just slow)"));
+                self.totals.errors.timeout += 1;
+                self.totals.note(|| format!("no response within {timeout:?} (raise --timeout if the server is just slow)"));
                 self.drop_conn(i, now);
             }
         }
         let [requests, errors] = &*self.plan.progress;
-        requests.store(self.tally.requests, Ordering::Relaxed);
-        errors.store(self.tally.errors.total(), Ordering::Relaxed);
+        requests.store(self.totals.requests, Ordering::Relaxed);
+        errors.store(self.totals.errors.total(), Ordering::Relaxed);
     }
 
     /// Open loop: hand every request now due to a connection with room,
@@ -452,16 +412,16 @@ impl Worker {
     /// histogram with the time they have waited so far (a lower bound), so a
     /// server that falls behind cannot hide it.
     fn finish(&mut self) {
-        self.tally.starved = self.conns.iter().filter(|c| !c.answered).count() as u64;
+        self.totals.starved = self.conns.iter().filter(|c| !c.answered).count() as u64;
         let [requests, errors] = &*self.plan.progress;
-        requests.store(self.tally.requests, Ordering::Relaxed);
-        errors.store(self.tally.errors.total(), Ordering::Relaxed);
+        requests.store(self.totals.requests, Ordering::Relaxed);
+        errors.store(self.totals.errors.total(), Ordering::Relaxed);
         let Some(rate) = self.plan.rate else { return };
         let end = self.plan.end;
         for c in &self.conns {
             for &t in &c.in_flight {
                 let ns = end.saturating_duration_since(t).as_nanos() as u64;
-                self.tally.latency.saturating_record(ns.max(1));
+                self.totals.latency.saturating_record(ns.max(1));
             }
         }
         let due = (end.saturating_duration_since(self.plan.start).as_secs_f64() * rate) as u64;
@@ -469,8 +429,8 @@ impl Worker {
         for k in self.issued..due.min(self.issued + 10_000_000) {
             let intended = self.plan.start + Duration::from_secs_f64(k as f64 / rate);
             let ns = end.saturating_duration_since(intended).as_nanos() as u64;
-            self.tally.latency.saturating_record(ns.max(1));
+            self.totals.latency.saturating_record(ns.max(1));
         }
-        self.tally.unsent = due.saturating_sub(self.issued);
+        self.totals.unsent = due.saturating_sub(self.issued);
     }
 }
