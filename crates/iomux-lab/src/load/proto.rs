@@ -108,7 +108,7 @@ enum HttpState {
 /// `httparse`, then skips the body by Content-Length or chunk sizes. Only an
 /// incomplete head is copied (into a buffer reused for the connection's life).
 ///
-/// ```ignore
+/// ```text
 /// let mut c = HttpCounter::default();
 /// let mut codes = vec![];
 /// c.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", |s| codes.push(s)).unwrap();
