@@ -13,9 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ATTACK_SECS=${ATTACK_SECS:-20}
-CONNS=${CONNS:-500}
+# slowhttptest opens CONNS connections at RATE per second, then holds them:
+# 2000 at 100/s keeps the attack growing for 20 s as the server cuts them off.
+CONNS=${CONNS:-2000}
+RATE=${RATE:-100}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-5}
-ENGINES=${ENGINES:-"epoll epoll-level epoll-oneshot poll select threads nonblocking"}
+ENGINES=${ENGINES:-"epoll epoll-level epoll-oneshot poll select sigio threads nonblocking"}
 OUT=${OUT:-target/attack}
 
 if ! command -v slowhttptest >/dev/null; then
@@ -37,15 +40,19 @@ engine_flags() {
     esac
 }
 
-# probe PORT SECS FILE: one fresh connection and request every 100 ms; one line per probe.
+# probe PORT SECS FILE: a fresh connection and request started every 100 ms
+# (each in the background, so a slow answer does not delay the next probe);
+# one line per probe: status and seconds taken (000 = no answer within 3 s).
 probe() {
-    local end=$((SECONDS + $2))
+    local end=$((SECONDS + $2)) pids=()
     : >"$3"
     while [ "$SECONDS" -lt "$end" ]; do
-        curl -s -o /dev/null --max-time 3 -w '%{http_code} %{time_total}\n' \
-            "http://127.0.0.1:$1/plaintext" >>"$3" || echo "000 3" >>"$3"
+        { curl -s -o /dev/null --max-time 3 -w '%{http_code} %{time_total}\n' \
+            "http://127.0.0.1:$1/plaintext" || echo "000 3"; } >>"$3" &
+        pids+=($!)
         sleep 0.1
     done
+    wait "${pids[@]}"
 }
 
 summary() {
@@ -53,8 +60,8 @@ summary() {
          END { printf "%d/%d answered (%.1f%%), slowest %.3f s", ok, n, (n ? 100 * ok / n : 0), max }' "$1"
 }
 
-echo "| engine | attack | probe availability |"
-echo "| --- | --- | --- |"
+echo "| engine | attack | most attack connections held at once | probe availability |"
+echo "| --- | --- | --- | --- |"
 for engine in $ENGINES; do
     for attack in slowloris slowbody slowread; do
         log="$OUT/server-$engine-$attack.log"
@@ -66,16 +73,18 @@ for engine in $ENGINES; do
         case $attack in
             slowloris) mode=(-H -i 1) ;;
             slowbody) mode=(-B -i 1 -s 8192) ;;
-            slowread) mode=(-X -k 200 -n 1 -w 1 -y 64 -z 32) ;;
+            slowread) mode=(-X -k 10 -n 1 -w 1 -y 64 -z 32) ;;
         esac
-        taskset -c 1 slowhttptest "${mode[@]}" -c "$CONNS" -r 200 -l "$ATTACK_SECS" -p 3 \
+        taskset -c 1 slowhttptest "${mode[@]}" -c "$CONNS" -r "$RATE" -l "$ATTACK_SECS" -p 3 \
             -u "http://127.0.0.1:$port/plaintext" >"$OUT/slowhttptest-$engine-$attack.log" 2>&1 &
         attacker=$!
         sleep 2 # let the attack build up
         probe "$port" "$((ATTACK_SECS - 3))" "$OUT/probe-$engine-$attack.txt"
         wait "$attacker" || true
+        held=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/slowhttptest-$engine-$attack.log" |
+            grep -a -o 'connected: *[0-9]*' | grep -o '[0-9]*$' | sort -n | tail -1 || true)
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
-        echo "| $engine | $attack | $(summary "$OUT/probe-$engine-$attack.txt") |"
+        echo "| $engine | $attack | ${held:-?} | $(summary "$OUT/probe-$engine-$attack.txt") |"
     done
 done
