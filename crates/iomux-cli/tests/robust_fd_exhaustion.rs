@@ -102,7 +102,10 @@ fn exhaust(engine: &[&str]) {
     outcome.shed += refused;
     eprintln!("{engine:?}: {outcome:?}");
     assert_eq!(outcome.served + outcome.shed + outcome.deferred, CLIENTS);
-    assert!(outcome.served >= 1, "{engine:?}: nobody served: {outcome:?}");
+    assert!(
+        outcome.served >= 1,
+        "{engine:?}: nobody served: {outcome:?}"
+    );
     if !engine.contains(&"blocking") {
         // Everything but the one-at-a-time engine holds many connections.
         assert!(outcome.served >= 20, "{engine:?}: {outcome:?}");
@@ -123,7 +126,10 @@ fn exhaust(engine: &[&str]) {
         "{engine:?}: not serving 10 s after descriptors were freed; stderr:\n{}",
         server.stderr()
     );
-    eprintln!("{engine:?}: serving again {:?} after the clients left", started.elapsed());
+    eprintln!(
+        "{engine:?}: serving again {:?} after the clients left",
+        started.elapsed()
+    );
     server.stop_cleanly(&format!("{engine:?}"));
 }
 
@@ -175,7 +181,10 @@ fn max_conns_refuses_cleanly_and_frees_places_on_close() {
             })
             .collect();
         for _ in 0..3 {
-            assert!(is_refused(addr), "{engine:?}: a client past --max-conns was served");
+            assert!(
+                is_refused(addr),
+                "{engine:?}: a client past --max-conns was served"
+            );
         }
         // One place frees up: the next client is served (once the server saw the close).
         drop(held.pop());

@@ -87,7 +87,10 @@ fn churn(engine: &[&str]) {
     let mut server = LoggedServer::start(&args, None);
     let addr = server.server.addr;
     // Warm up once so lazily opened descriptors are in the baseline.
-    assert_eq!(try_echo(addr, b"warm", Duration::from_secs(5)).unwrap(), b"warm");
+    assert_eq!(
+        try_echo(addr, b"warm", Duration::from_secs(5)).unwrap(),
+        b"warm"
+    );
     std::thread::sleep(Duration::from_millis(100));
     let baseline = server.server.fd_count();
 
@@ -107,7 +110,10 @@ fn churn(engine: &[&str]) {
         })
         .collect();
     let wrong: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(wrong, 0, "{engine:?}: half-closing clients got wrong echoes");
+    assert_eq!(
+        wrong, 0,
+        "{engine:?}: half-closing clients got wrong echoes"
+    );
 
     let port = addr.port();
     let mut last = (0, Vec::new());

@@ -106,7 +106,11 @@ fn in_flight_completes(engine: &[&str]) {
     let back = reader.join().unwrap();
     assert!(sent_ok.is_ok(), "{engine:?}: sending failed: {sent_ok:?}");
     let back = back.unwrap_or_else(|e| panic!("{engine:?}: reading the echo failed: {e}"));
-    assert_eq!(back.len(), SIZE, "{engine:?}: echo cut short by the shutdown");
+    assert_eq!(
+        back.len(),
+        SIZE,
+        "{engine:?}: echo cut short by the shutdown"
+    );
     assert!(back == message, "{engine:?}: echo differs");
     let status = wait_exit(&mut server, Duration::from_secs(5));
     assert!(
@@ -199,7 +203,8 @@ fn http_in_flight_answered_with_close(engine: &[&str]) {
     let one_at_a_time = engine.contains(&"blocking");
     let idle = (!one_at_a_time).then(|| {
         let mut s = server.server.connect();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n")
+            .unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{engine:?}");
@@ -229,7 +234,8 @@ fn http_in_flight_answered_with_close(engine: &[&str]) {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 200"), "{engine:?}: {text:?}");
     assert!(
-        text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+        text.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
         "{engine:?}: the in-flight answer does not say Connection: close: {text:?}"
     );
     assert!(text.ends_with("Hello, World!"), "{engine:?}: {text:?}");

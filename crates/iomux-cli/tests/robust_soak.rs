@@ -224,7 +224,9 @@ fn soak(engine: &[&str], proto: Proto, secs: u64) {
     }
     {
         let (stop, counters) = (stop.clone(), counters.clone());
-        handles.push(std::thread::spawn(move || slow_clients(addr, stop, counters)));
+        handles.push(std::thread::spawn(move || {
+            slow_clients(addr, stop, counters)
+        }));
     }
 
     // Sample in the middle and near the end of the run: memory must not keep growing.
@@ -303,7 +305,10 @@ fn soak_every_engine_with_good_slow_and_hostile_clients() {
         if engine.contains(&"blocking") {
             continue;
         }
-        if only.as_deref().is_some_and(|o| !engine.join(" ").contains(o)) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !engine.join(" ").contains(o))
+        {
             continue;
         }
         soak(engine, proto, secs);

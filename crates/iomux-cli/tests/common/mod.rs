@@ -16,7 +16,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `iomux serve --addr 127.0.0.1:0 <args>` and wait for its ready line.
     pub fn start(args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
+        let child = Command::new(env!("CARGO_BIN_EXE_iomux"))
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -24,13 +24,28 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn iomux");
+        ServerProcess::wait_ready(child, args, |child| {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            err
+        })
+    }
+
+    /// Read a started server's ready line; on failure panic with its stderr
+    /// (as `stderr` reads it).
+    fn wait_ready(
+        mut child: Child,
+        args: &[&str],
+        stderr: impl FnOnce(&mut Child) -> String,
+    ) -> ServerProcess {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("read ready line");
         if !line.starts_with("listening on ") {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr(&mut child);
             panic!("server {args:?} did not start: stdout {line:?}, stderr {err:?}");
         }
         let addr = line["listening on ".len()..]
@@ -195,29 +210,13 @@ impl LoggedServer {
                 });
             }
         }
-        let mut child = command.spawn().expect("spawn iomux");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read ready line");
-        if !line.starts_with("listening on ") {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("server {args:?} did not start: stdout {line:?}, stderr {err:?}");
-        }
-        let addr = line["listening on ".len()..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .expect("address in ready line");
+        let child = command.spawn().expect("spawn iomux");
+        let log = stderr_path.clone();
+        let server = ServerProcess::wait_ready(child, args, move |_| {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
         LoggedServer {
-            server: ServerProcess {
-                child: Some(child),
-                addr,
-                ready_line: line,
-            },
+            server,
             stderr_path,
         }
     }
