@@ -203,3 +203,38 @@ fn max_conns_refuses_cleanly_and_frees_places_on_close() {
         server.stop_cleanly(&format!("{engine:?}"));
     }
 }
+
+#[test]
+fn a_server_that_cannot_set_up_every_loop_fails_to_start_with_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"));
+    command.args([
+        "serve", "--proto", "echo", "--addr", "127.0.0.1:0", "--threads", "4",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            // Room for the listeners, not for four loops' selectors and wakers.
+            let lim = libc::rlimit {
+                rlim_cur: 12,
+                rlim_max: 12,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().expect("run iomux");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started anyway: {stdout}");
+    assert!(
+        !stdout.contains("listening on"),
+        "claimed to be ready with a loop missing: {stdout}"
+    );
+    assert!(
+        stderr.contains("cannot start the server") && stderr.contains("ulimit -n"),
+        "unclear error: {stderr}"
+    );
+}

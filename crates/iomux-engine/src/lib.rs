@@ -138,43 +138,75 @@ impl Server {
         shutdown.set_drain_timeout(config.drain_timeout);
         let max_conns = shutdown.conn_limit(config.max_conns);
         let mut handles = Vec::with_capacity(threads);
+        let (started, start_reports) = shutdown::Started::channel();
         for (i, listener) in listeners.into_iter().enumerate() {
             let (config, shutdown, max_conns) =
                 (config.clone(), shutdown.clone(), max_conns.clone());
             let new_protocol = new_protocol.clone();
+            let started = started.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("iomux-loop-{i}"))
-                .spawn(move || match engine {
-                    Engine::Reactor(backend, trigger) => reactor::run(
-                        backend,
-                        trigger,
-                        listener,
-                        &config,
-                        &shutdown,
-                        &max_conns,
-                        new_protocol,
-                    ),
-                    Engine::Threads => {
-                        threads::run_threads(listener, &config, &shutdown, &max_conns, new_protocol)
+                .spawn(move || {
+                    if !matches!(engine, Engine::Reactor(..)) {
+                        // Nothing to set up that could fail before serving.
+                        started.report(Ok(()));
                     }
-                    Engine::Blocking => threads::run_blocking(
-                        listener,
-                        &config,
-                        &shutdown,
-                        &max_conns,
-                        new_protocol,
-                    ),
-                    Engine::Nonblocking => {
-                        busypoll::run(listener, &config, &shutdown, &max_conns, new_protocol)
+                    match engine {
+                        Engine::Reactor(backend, trigger) => reactor::run(
+                            backend,
+                            trigger,
+                            listener,
+                            &config,
+                            &shutdown,
+                            &max_conns,
+                            new_protocol,
+                            started,
+                        ),
+                        Engine::Threads => threads::run_threads(
+                            listener,
+                            &config,
+                            &shutdown,
+                            &max_conns,
+                            new_protocol,
+                        ),
+                        Engine::Blocking => threads::run_blocking(
+                            listener,
+                            &config,
+                            &shutdown,
+                            &max_conns,
+                            new_protocol,
+                        ),
+                        Engine::Nonblocking => {
+                            busypoll::run(listener, &config, &shutdown, &max_conns, new_protocol)
+                        }
                     }
                 })?;
             handles.push(handle);
         }
-        Ok(Server {
+        drop(started);
+        let server = Server {
             local_addr,
             shutdown,
             threads: handles,
-        })
+        };
+        // Every loop must be set up before the server counts as started: a
+        // loop that failed would leave its listener's connections unserved.
+        for _ in 0..threads {
+            let failure = match start_reports.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    io::Error::new(io::ErrorKind::Other, "a server thread ended while starting")
+                }
+            };
+            server.shutdown();
+            let _ = server.join();
+            return Err(io::Error::new(
+                failure.kind(),
+                format!("cannot start the server: {failure}; raise the descriptor limit with `ulimit -n` or use fewer --threads"),
+            ));
+        }
+        Ok(server)
     }
 
     /// The address the server listens on (with the real port when 0 was asked).

@@ -11,7 +11,7 @@ use crate::conn::{
     read_append, send_available, send_made_progress, set_cork, LINGER, MAX_PENDING_INPUT,
     READ_CHUNK,
 };
-use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
+use crate::shutdown::{ConnLimit, Shutdown, Started, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux::selector::sigio::SigioSelector;
@@ -101,50 +101,47 @@ pub(crate) fn run<P, F>(
     shutdown: &Shutdown,
     max_conns: &ConnLimit,
     new_protocol: F,
+    started: Started,
 ) -> io::Result<LoopStats>
 where
     P: Protocol,
     F: Fn() -> P,
 {
     // Monomorphised per backend: the loop calls the selector directly.
+    let parts = (listener, config, shutdown, max_conns, new_protocol, started);
     match backend {
-        Backend::Epoll => Reactor::new(
-            EpollSelector::new(trigger)?,
-            listener,
-            config,
-            shutdown,
-            max_conns,
-            new_protocol,
-        )?
-        .run(),
-        Backend::Poll => Reactor::new(
-            PollSelector::new()?,
-            listener,
-            config,
-            shutdown,
-            max_conns,
-            new_protocol,
-        )?
-        .run(),
-        Backend::Select => Reactor::new(
-            SelectSelector::new()?,
-            listener,
-            config,
-            shutdown,
-            max_conns,
-            new_protocol,
-        )?
-        .run(),
+        Backend::Epoll => start_and_run(EpollSelector::new(trigger), parts),
+        Backend::Poll => start_and_run(PollSelector::new(), parts),
+        Backend::Select => start_and_run(SelectSelector::new(), parts),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
-        Backend::Sigio => Reactor::new(
-            SigioSelector::new()?,
-            listener,
-            config,
-            shutdown,
-            max_conns,
-            new_protocol,
-        )?
-        .run(),
+        Backend::Sigio => start_and_run(SigioSelector::new(), parts),
+    }
+}
+
+/// Set up a loop and report it (so `Server::start` fails, instead of leaving a
+/// listener nobody accepts on, when descriptors run out during start-up), then run it.
+fn start_and_run<S: Selector, P: Protocol, F: Fn() -> P>(
+    selector: io::Result<S>,
+    (listener, config, shutdown, max_conns, new_protocol, started): (
+        TcpListener,
+        &Config,
+        &Shutdown,
+        &ConnLimit,
+        F,
+        Started,
+    ),
+) -> io::Result<LoopStats> {
+    let reactor =
+        selector.and_then(|s| Reactor::new(s, listener, config, shutdown, max_conns, new_protocol));
+    match reactor {
+        Ok(reactor) => {
+            started.report(Ok(()));
+            reactor.run()
+        }
+        Err(e) => {
+            started.report(Err(io::Error::new(e.kind(), e.to_string())));
+            Err(e)
+        }
     }
 }
 

@@ -314,3 +314,21 @@ impl ConnLimit {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// How a server thread tells `Server::start` that it is set up (its selector
+/// and waker exist) or why it could not be.
+#[derive(Debug, Clone)]
+pub(crate) struct Started(std::sync::mpsc::Sender<std::io::Result<()>>);
+
+impl Started {
+    /// A reporter and the receiver `Server::start` waits on.
+    pub(crate) fn channel() -> (Started, std::sync::mpsc::Receiver<std::io::Result<()>>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Started(tx), rx)
+    }
+
+    /// Report once; a start that no longer waits is not an error.
+    pub(crate) fn report(&self, result: std::io::Result<()>) {
+        let _ = self.0.send(result);
+    }
+}
