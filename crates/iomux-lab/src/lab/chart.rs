@@ -1,5 +1,7 @@
 //! SVG charts with plotters (SVG backend only).
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::io;
 use std::path::Path;
@@ -25,6 +27,27 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+type Root<'p> = DrawingArea<SVGBackend<'p>, Shift>;
+type Chart<'a, 'p> = ChartContext<'a, SVGBackend<'p>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An 800x480 white SVG canvas.
+fn root(path: &Path) -> io::Result<Root<'_>> {
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    Ok(root)
+}
+
+/// Title and axes from zero to the maxima.
+fn axes<'a, 'p>(root: &'a Root<'p>, title: &str, x_max: f64, y_max: f64) -> io::Result<Chart<'a, 'p>> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(plot_err)
+}
+
 /// A line chart of `series` (x and y from zero to their maxima).
 pub(crate) fn lines(
     path: &Path,
@@ -40,16 +63,8 @@ pub(crate) fn lines(
             .fold(0.0f64, f64::max)
             .max(1e-9)
     };
-    let (x_max, y_max) = (max(|p| p.0), max(|p| p.1) * 1.1);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(plot_err)?;
+    let root = root(path)?;
+    let mut chart = axes(&root, title, max(|p| p.0), max(|p| p.1) * 1.1)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -81,15 +96,8 @@ pub(crate) fn lines(
 pub(crate) fn bars(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> io::Result<()> {
     let y_max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
     let n = bars.len().max(1);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..n as f64, 0.0..y_max)
-        .map_err(plot_err)?;
+    let root = root(path)?;
+    let mut chart = axes(&root, title, n as f64, y_max)?;
     let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
