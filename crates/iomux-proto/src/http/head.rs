@@ -240,6 +240,11 @@ fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead
                 expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
             }
             10 if is(header.name, "connection") => {
+                // The usual single option first, without splitting.
+                if value.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                    continue;
+                }
                 for option in elements(value) {
                     close |= option.eq_ignore_ascii_case(b"close");
                     keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
@@ -282,7 +287,11 @@ fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead
     };
     let method = request.method.unwrap_or("");
     let target = request.path.unwrap_or("");
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    // A byte loop: paths are short, and str::split_once costs more here.
+    let path = match target.bytes().position(|b| b == b'?') {
+        Some(query) => &target[..query],
+        None => target,
+    };
     let route = match path {
         "/" | "/plaintext" => match method {
             "GET" | "HEAD" => Route::Hello,
