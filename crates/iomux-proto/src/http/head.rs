@@ -217,6 +217,23 @@ fn is(name: &str, wanted: &str) -> bool {
     name.eq_ignore_ascii_case(wanted)
 }
 
+/// The path of an absolute-form target (`http://host:port/path?q`, which a
+/// server must accept, RFC 9112 §3.2.2); other forms (`*`, authority-form)
+/// come back unchanged and match no route.
+fn absolute_form_path(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return target;
+    }
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // No path: the origin, "/" (with any query).
+        _ => "/",
+    }
+}
+
 /// Apply the framing and routing rules to a parsed head.
 fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead, Status> {
     if request.headers.len() > limits.max_headers {
@@ -287,6 +304,11 @@ fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead
     };
     let method = request.method.unwrap_or("");
     let target = request.path.unwrap_or("");
+    let target = if target.starts_with('/') {
+        target
+    } else {
+        absolute_form_path(target)
+    };
     // A byte loop: paths are short, and str::split_once costs more here.
     let path = match target.bytes().position(|b| b == b'?') {
         Some(query) => &target[..query],

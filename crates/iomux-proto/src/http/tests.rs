@@ -121,6 +121,9 @@ fn hello_routes() {
         (b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n", HELLO),
         (b"GET /plaintext?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", HELLO),
         (b"GET / HTTP/1.1\nHost: x\n\n", HELLO),
+        (b"GET http://x/plaintext HTTP/1.1\r\nHost: x\r\n\r\n", HELLO),
+        (b"GET HTTP://x:8080 HTTP/1.1\r\nHost: x\r\n\r\n", HELLO),
+        (b"GET http://x?a=b HTTP/1.1\r\nHost: x\r\n\r\n", HELLO),
         (b"\r\n\r\n\nGET / HTTP/1.1\r\nhost: x\r\n\r\n", HELLO),
     ] {
         let (out, step) = feed(&mut http(), req);
@@ -683,5 +686,21 @@ proptest! {
         let whole = feed_in_reads(&SMALL, &input, &[]);
         let split = feed_in_reads(&SMALL, &input, &cuts);
         prop_assert_eq!(&whole, &split);
+    }
+}
+
+#[test]
+fn other_target_forms_match_no_route() {
+    for req in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET ftp://x/plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://x/plaintextx HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (out, step) = feed(&mut http(), req);
+        assert!(!step.close);
+        let r = parse_responses(&out, &[]);
+        assert_eq!(r[0].code, 404, "{:?}", String::from_utf8_lossy(req));
     }
 }
