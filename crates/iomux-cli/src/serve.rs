@@ -36,6 +36,10 @@ pub enum BackendArg {
     Nonblocking,
     /// Event loop over signal-driven I/O (O_ASYNC + a real-time signal per readiness change); edge only.
     Sigio,
+    /// Completion-based engine on io_uring (multishot accept/receive, provided buffers).
+    Uring,
+    /// Event loop over io_uring poll requests (readiness, like epoll).
+    UringPoll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +123,8 @@ fn engine(args: &ServeArgs) -> io::Result<Engine> {
         BackendArg::Poll => reactor(Backend::Poll, Trigger::Level),
         BackendArg::Select => reactor(Backend::Select, Trigger::Level),
         BackendArg::Sigio => reactor(Backend::Sigio, Trigger::Edge),
+        BackendArg::Uring => level_only(Engine::Uring, "uring"),
+        BackendArg::UringPoll => reactor(Backend::Uring, Trigger::Edge),
         BackendArg::Threads => level_only(Engine::Threads, "threads"),
         BackendArg::Blocking => level_only(Engine::Blocking, "blocking"),
         BackendArg::Nonblocking => level_only(Engine::Nonblocking, "nonblocking"),

@@ -18,6 +18,8 @@ const ENGINES: &[&[&str]] = &[
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
     &["--backend", "sigio"],
+    &["--backend", "uring"],
+    &["--backend", "uring-poll"],
 ];
 
 /// Mostly small messages, some large, a few megabytes.

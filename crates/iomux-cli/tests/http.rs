@@ -342,6 +342,8 @@ const POLL: &[&str] = &["--backend", "poll"];
 const SELECT: &[&str] = &["--backend", "select"];
 const THREADS: &[&str] = &["--backend", "threads"];
 const SIGIO: &[&str] = &["--backend", "sigio"];
+const URING: &[&str] = &["--backend", "uring"];
+const URING_POLL: &[&str] = &["--backend", "uring-poll"];
 
 #[test]
 fn epoll_edge() {
@@ -379,11 +381,30 @@ fn sigio() {
 }
 
 #[test]
+fn uring() {
+    run_all(URING);
+}
+
+#[test]
+fn uring_poll() {
+    run_all(URING_POLL);
+}
+
+#[test]
 fn deadlines_on_every_engine() {
-    let handles: Vec<_> = [EPOLL_EDGE, EPOLL_LEVEL, POLL, SELECT, THREADS, SIGIO]
-        .into_iter()
-        .map(|engine| std::thread::spawn(move || deadlines(engine)))
-        .collect();
+    let handles: Vec<_> = [
+        EPOLL_EDGE,
+        EPOLL_LEVEL,
+        POLL,
+        SELECT,
+        THREADS,
+        SIGIO,
+        URING,
+        URING_POLL,
+    ]
+    .into_iter()
+    .map(|engine| std::thread::spawn(move || deadlines(engine)))
+    .collect();
     for h in handles {
         h.join().expect("deadline checks");
     }

@@ -25,6 +25,7 @@ mod conn;
 mod reactor;
 mod shutdown;
 mod threads;
+mod uring;
 
 pub use reactor::LoopStats;
 pub use shutdown::Shutdown;
@@ -53,6 +54,9 @@ pub enum Engine {
     Blocking,
     /// Busy-polling non-blocking sockets in one thread.
     Nonblocking,
+    /// Completion-based I/O on io_uring (multishot accept and receive into
+    /// provided buffers, ordered sends); one ring per thread.
+    Uring,
 }
 
 impl std::fmt::Display for Engine {
@@ -62,6 +66,7 @@ impl std::fmt::Display for Engine {
             Engine::Threads => f.write_str("threads (one per connection)"),
             Engine::Blocking => f.write_str("blocking (one connection at a time)"),
             Engine::Nonblocking => f.write_str("nonblocking (busy-polling)"),
+            Engine::Uring => f.write_str("uring (io_uring completions)"),
         }
     }
 }
@@ -131,6 +136,10 @@ impl Server {
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
         }
+        if engine == Engine::Uring {
+            // Before "listening": a kernel that refuses io_uring is told now.
+            uring::check_available()?;
+        }
         let threads = config.threads.max(1);
         let listeners = bind_listeners(&config, threads, engine)?;
         let local_addr = listeners[0].local_addr()?;
@@ -178,6 +187,9 @@ impl Server {
                         ),
                         Engine::Nonblocking => {
                             busypoll::run(listener, &config, &shutdown, &max_conns, new_protocol)
+                        }
+                        Engine::Uring => {
+                            uring::run(listener, &config, &shutdown, &max_conns, new_protocol)
                         }
                     }
                 })?;

@@ -15,6 +15,7 @@ use crate::shutdown::{ConnLimit, Shutdown, Started, DRAIN_QUIET};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux::selector::sigio::SigioSelector;
+use iomux::selector::uring::UringSelector;
 use iomux::timer::TimerId;
 use iomux::{
     Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, TimerWheel,
@@ -113,6 +114,7 @@ where
         Backend::Epoll => start_and_run(EpollSelector::new(trigger), parts),
         Backend::Poll => start_and_run(PollSelector::new(), parts),
         Backend::Select => start_and_run(SelectSelector::new(), parts),
+        Backend::Uring => start_and_run(UringSelector::new(trigger), parts),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
         Backend::Sigio => start_and_run(SigioSelector::new(), parts),
     }

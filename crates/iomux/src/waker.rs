@@ -26,7 +26,15 @@ pub struct Waker {
 }
 
 impl Waker {
-    pub(crate) fn new() -> io::Result<Waker> {
+    /// A new waker on its own eventfd (selectors make theirs with
+    /// [`Selector::waker`](crate::Selector::waker); engines that watch the
+    /// eventfd themselves, such as the io_uring engine, use this).
+    ///
+    /// ```
+    /// let w = iomux::Waker::new().unwrap();
+    /// w.wake().unwrap();
+    /// ```
+    pub fn new() -> io::Result<Waker> {
         // SAFETY: eventfd takes no pointers; the result is checked by cvt.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
             .map_err(|e| context(e, "creating the waker's eventfd"))?;

@@ -339,6 +339,8 @@ pub const ALL_ENGINES: &[&[&str]] = &[
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
     &["--backend", "sigio"],
+    &["--backend", "uring"],
+    &["--backend", "uring-poll"],
 ];
 /// One HTTP response as a test client sees it.
 #[derive(Debug, Clone)]

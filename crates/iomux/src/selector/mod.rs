@@ -4,6 +4,7 @@ pub mod epoll;
 pub mod poll;
 pub mod select;
 pub mod sigio;
+pub mod uring;
 
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
@@ -83,6 +84,9 @@ pub enum Backend {
     /// Signal-driven I/O (`O_ASYNC` + a real-time signal read from a
     /// signalfd): edge-triggered only, bound to the thread that opens it.
     Sigio,
+    /// io_uring poll requests: multishot (edge), re-armed single-shot (level)
+    /// or single-shot (one-shot); one `io_uring_enter` per wait.
+    Uring,
 }
 
 impl Backend {
@@ -100,7 +104,7 @@ impl Backend {
     /// ```
     pub fn triggers(self) -> &'static [Trigger] {
         match self {
-            Backend::Epoll => &[Trigger::Level, Trigger::Edge, Trigger::Oneshot],
+            Backend::Epoll | Backend::Uring => &[Trigger::Level, Trigger::Edge, Trigger::Oneshot],
             Backend::Sigio => &[Trigger::Edge],
             _ => &[Trigger::Level],
         }
@@ -142,6 +146,7 @@ impl Backend {
             Backend::Poll => AnySelector::Poll(poll::PollSelector::new()?),
             Backend::Epoll => AnySelector::Epoll(epoll::EpollSelector::new(trigger)?),
             Backend::Sigio => AnySelector::Sigio(sigio::SigioSelector::new()?),
+            Backend::Uring => AnySelector::Uring(uring::UringSelector::new(trigger)?),
         })
     }
 }
@@ -154,8 +159,9 @@ impl std::str::FromStr for Backend {
             "poll" => Ok(Backend::Poll),
             "epoll" => Ok(Backend::Epoll),
             "sigio" => Ok(Backend::Sigio),
+            "uring" => Ok(Backend::Uring),
             _ => Err(format!(
-                "unknown selector backend {s:?}; use select, poll, epoll or sigio"
+                "unknown selector backend {s:?}; use select, poll, epoll, sigio or uring"
             )),
         }
     }
@@ -168,6 +174,7 @@ impl std::fmt::Display for Backend {
             Backend::Poll => "poll",
             Backend::Epoll => "epoll",
             Backend::Sigio => "sigio",
+            Backend::Uring => "uring",
         })
     }
 }
@@ -371,6 +378,8 @@ pub enum AnySelector {
     Epoll(epoll::EpollSelector),
     /// signal-driven I/O
     Sigio(sigio::SigioSelector),
+    /// io_uring poll requests
+    Uring(uring::UringSelector),
 }
 
 macro_rules! dispatch {
@@ -380,6 +389,7 @@ macro_rules! dispatch {
             AnySelector::Poll($s) => $e,
             AnySelector::Epoll($s) => $e,
             AnySelector::Sigio($s) => $e,
+            AnySelector::Uring($s) => $e,
         }
     };
 }

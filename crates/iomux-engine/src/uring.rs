@@ -1,0 +1,1014 @@
+//! The completion-based engine on io_uring: the kernel does the I/O and
+//! reports it done, instead of reporting that it could be done.
+//!
+//! Per loop thread, one ring:
+//! - a multishot accept on the listener (single-shot, re-issued, where the
+//!   kernel lacks it);
+//! - per connection one multishot receive that picks buffers from a
+//!   registered provided-buffer ring (`IORING_REGISTER_PBUF_RING`); a buffer
+//!   goes back to the ring as soon as the protocol has seen its bytes
+//!   (single-shot receives with buffer selection where multishot is missing);
+//! - at most one send in flight per connection, so sends complete in order;
+//!   what the protocol answers meanwhile queues behind it and goes out in one
+//!   send when it completes;
+//! - one timeout operation for the loop's next deadline (idle timers live in
+//!   the same timer wheel as the reactor's);
+//! - closing cancels the connection's requests (`ASYNC_CANCEL` by descriptor)
+//!   and frees it once their completions are in, since the kernel may still
+//!   be reading a send buffer until then.
+//!
+//! Requests are queued in the submission ring during a pass and the next
+//! pass submits them and waits in one `io_uring_enter` (`submit_and_wait`).
+
+use crate::buffer::BufPool;
+use crate::conn::{send_made_progress, LINGER, MAX_PENDING_INPUT};
+use crate::reactor::LoopStats;
+use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
+use crate::Config;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use iomux::timer::TimerId;
+use iomux::{TimerWheel, Token, Waker};
+use iomux_proto::Protocol;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Submission ring entries; completions get four times as many.
+const RING_ENTRIES: u32 = 4096;
+/// Provided buffers: how many, and how large each one is.
+const BUFFERS: u16 = 512;
+const BUFFER_SIZE: usize = 16 * 1024;
+const BUFFER_GROUP: u16 = 7;
+
+/// What a request was for, in the low bits of its `user_data`.
+mod kind {
+    pub const ACCEPT: u64 = 1;
+    pub const RECV: u64 = 2;
+    pub const SEND: u64 = 3;
+    pub const TIMEOUT: u64 = 4;
+    pub const WAKER: u64 = 5;
+    /// Cancellations and timeout removals: their completions need nothing.
+    pub const IGNORED: u64 = 6;
+}
+
+/// `user_data`: kind (4 bits) | slot (28 bits) | slot generation (32 bits).
+fn user_data(kind: u64, slot: usize, generation: u32) -> u64 {
+    kind | ((slot as u64) << 4) | (u64::from(generation) << 32)
+}
+
+fn decode(ud: u64) -> (u64, usize, u32) {
+    (
+        ud & 0xf,
+        ((ud >> 4) & 0x0fff_ffff) as usize,
+        (ud >> 32) as u32,
+    )
+}
+
+/// Open a ring, naming what to do when the kernel refuses io_uring.
+fn open_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(RING_ENTRIES * 4)
+        .build(RING_ENTRIES)
+        .map_err(iomux::selector::uring::unavailable)
+}
+
+/// Fail with advice when this kernel cannot run the engine (no io_uring, or
+/// no provided-buffer rings).
+pub(crate) fn check_available() -> io::Result<()> {
+    let ring = open_ring()?;
+    let bufs = BufRing::register(&ring)?;
+    drop(ring);
+    drop(bufs);
+    Ok(())
+}
+
+/// A provided-buffer ring: `BUFFERS` buffers the kernel picks from for each
+/// receive, handed back by buffer id once their bytes are consumed.
+struct BufRing {
+    /// The ring of buffer descriptors the kernel reads (page-aligned).
+    entries: *mut types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    /// The buffers themselves, `BUFFER_SIZE` each.
+    data: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn register(ring: &IoUring) -> io::Result<BufRing> {
+        let layout = std::alloc::Layout::from_size_align(
+            BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .expect("static layout");
+        // SAFETY: a non-zero-sized layout; zeroed memory is a valid empty ring.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) } as *mut types::BufRingEntry;
+        if entries.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "allocating the buffer ring",
+            ));
+        }
+        let mut buf_ring = BufRing {
+            entries,
+            entries_layout: layout,
+            data: vec![0u8; BUFFERS as usize * BUFFER_SIZE],
+            tail: 0,
+        };
+        // SAFETY: `entries` is page-aligned memory for BUFFERS entries that
+        // lives as long as the ring (BufRing is dropped after unregistering).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, BUFFERS, BUFFER_GROUP, 0)
+        }
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("registering a provided-buffer ring needs Linux 5.19 or later ({e}); use --backend epoll"),
+            )
+        })?;
+        for bid in 0..BUFFERS {
+            buf_ring.push(bid);
+        }
+        buf_ring.publish();
+        Ok(buf_ring)
+    }
+
+    /// Put buffer `bid` back in the ring (seen by the kernel after `publish`).
+    fn push(&mut self, bid: u16) {
+        let index = (self.tail & (BUFFERS - 1)) as usize;
+        // SAFETY: index < BUFFERS; the entry is ours to write until published.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        // SAFETY: bid < BUFFERS, so the buffer lies inside `data`.
+        entry.set_addr(unsafe { self.data.as_mut_ptr().add(bid as usize * BUFFER_SIZE) } as u64);
+        entry.set_len(BUFFER_SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Make pushed buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of our ring; the
+        // release store orders the entries written before it.
+        unsafe {
+            let tail =
+                types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * BUFFER_SIZE;
+        &self.data[start..start + len.min(BUFFER_SIZE)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `register` with this layout; the ring that
+        // used it is unregistered (or dropped) first.
+        unsafe { std::alloc::dealloc(self.entries as *mut u8, self.entries_layout) };
+    }
+}
+
+mod flag {
+    /// The peer sent FIN.
+    pub const READ_CLOSED: u8 = 1;
+    /// Close once the output is sent; input is dropped.
+    pub const CLOSING: u8 = 2;
+    /// Not receiving: too much output is waiting for the peer (backpressure).
+    pub const PAUSED: u8 = 4;
+    /// Our FIN is sent; discarding the peer's input until its FIN.
+    pub const LINGERING: u8 = 8;
+    /// Closed: waiting for the cancelled requests' completions.
+    pub const DEAD: u8 = 16;
+    /// Queued in `dirty` for a send at the end of the pass.
+    pub const DIRTY: u8 = 32;
+}
+
+struct Conn<P> {
+    fd: OwnedFd,
+    proto: P,
+    input: Vec<u8>,
+    /// Output the protocol produced since the send in flight was issued.
+    queued: Vec<u8>,
+    /// The send in flight: the kernel reads it until its completion arrives.
+    in_flight: Vec<u8>,
+    in_flight_sent: usize,
+    /// Bytes sent since `last_active` while output was owed (the send deadline).
+    send_progress: usize,
+    sending: bool,
+    receiving: bool,
+    last_active: Instant,
+    timer: TimerId,
+    flags: u8,
+}
+
+impl<P> Conn<P> {
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+    fn pending_output(&self) -> usize {
+        self.queued.len() + self.in_flight.len() - self.in_flight_sent
+    }
+}
+
+/// What a receive completion asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    Nothing,
+    Process,
+    Close,
+    Free,
+}
+
+struct Slot<P> {
+    generation: u32,
+    conn: Option<Conn<P>>,
+}
+
+struct Loop<'a, P, F> {
+    ring: IoUring,
+    bufs: BufRing,
+    listener: Option<TcpListener>,
+    multishot_accept: bool,
+    multishot_recv: bool,
+    accepting: bool,
+    accept_paused_until: Option<Instant>,
+    slots: Vec<Slot<P>>,
+    free: Vec<usize>,
+    live: usize,
+    dirty: Vec<usize>,
+    rearm_recv: Vec<usize>,
+    timers: TimerWheel<Token>,
+    expired: Vec<Token>,
+    timeout_spec: Box<types::Timespec>,
+    timeout_armed: Option<Instant>,
+    timeout_generation: u32,
+    waker: Waker,
+    /// Where the waker's eventfd read lands (boxed: the loop moves, the kernel keeps the address).
+    waker_buf: Box<u64>,
+    pool: BufPool,
+    config: &'a Config,
+    shutdown: &'a Shutdown,
+    max_conns: &'a ConnLimit,
+    new_protocol: F,
+    draining_until: Option<Instant>,
+    now: Instant,
+    stats: LoopStats,
+    warned_accept: bool,
+}
+
+/// Run one io_uring loop on `listener` until shutdown.
+pub(crate) fn run<P, F>(
+    listener: TcpListener,
+    config: &Config,
+    shutdown: &Shutdown,
+    max_conns: &ConnLimit,
+    new_protocol: F,
+) -> io::Result<LoopStats>
+where
+    P: Protocol,
+    F: Fn() -> P,
+{
+    let ring = open_ring()?;
+    let bufs = BufRing::register(&ring)?;
+    let waker = Waker::new()?;
+    shutdown.add_waker(waker.clone());
+    let now = Instant::now();
+    let tick =
+        (config.idle_timeout / 32).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    let mut lp = Loop {
+        ring,
+        bufs,
+        listener: Some(listener),
+        multishot_accept: true,
+        multishot_recv: true,
+        accepting: false,
+        accept_paused_until: None,
+        slots: Vec::new(),
+        free: Vec::new(),
+        live: 0,
+        dirty: Vec::new(),
+        rearm_recv: Vec::new(),
+        timers: TimerWheel::new(now, tick, 1024),
+        expired: Vec::new(),
+        timeout_spec: Box::new(types::Timespec::new()),
+        timeout_armed: None,
+        timeout_generation: 0,
+        waker,
+        waker_buf: Box::new(0),
+        pool: BufPool::new(256, BUFFER_SIZE),
+        config,
+        shutdown,
+        max_conns,
+        new_protocol,
+        draining_until: None,
+        now,
+        stats: LoopStats::default(),
+        warned_accept: false,
+    };
+    lp.arm_waker()?;
+    lp.arm_accept()?;
+    lp.run()
+}
+
+fn conn_mut<P>(slots: &mut [Slot<P>], slot: usize, generation: u32) -> Option<&mut Conn<P>> {
+    let s = slots.get_mut(slot)?;
+    if s.generation != generation {
+        return None;
+    }
+    s.conn.as_mut()
+}
+
+impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: every request points only at memory that outlives it: the
+        // buffer ring and `waker_buf` live as long as the loop, a send's
+        // buffer stays in its connection until the send's completion, and
+        // the timeout's timespec is a field of the loop.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission ring full"))?;
+        }
+        Ok(())
+    }
+
+    fn arm_waker(&mut self) -> io::Result<()> {
+        let entry = opcode::Read::new(
+            types::Fd(self.waker.as_raw_fd()),
+            (&mut *self.waker_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(user_data(kind::WAKER, 0, 0));
+        self.push(entry)
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Ok(());
+        };
+        let ud = user_data(kind::ACCEPT, 0, 0);
+        let entry = if self.multishot_accept {
+            opcode::AcceptMulti::new(types::Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        self.accepting = true;
+        self.push(entry.user_data(ud))
+    }
+
+    fn arm_recv(&mut self, slot: usize) -> io::Result<()> {
+        let generation = self.slots[slot].generation;
+        let Some(conn) = self.slots[slot].conn.as_mut() else {
+            return Ok(());
+        };
+        if conn.receiving || conn.has(flag::DEAD | flag::PAUSED | flag::READ_CLOSED) {
+            return Ok(());
+        }
+        if conn.has(flag::CLOSING) && !conn.has(flag::LINGERING) {
+            return Ok(());
+        }
+        conn.receiving = true;
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let entry = if self.multishot_recv {
+            opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
+        } else {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+                .buf_group(BUFFER_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        };
+        self.push(entry.user_data(user_data(kind::RECV, slot, generation)))
+    }
+
+    /// Issue the next send of a connection if none is in flight.
+    fn send_next(&mut self, slot: usize) -> io::Result<()> {
+        let generation = self.slots[slot].generation;
+        let Some(conn) = self.slots[slot].conn.as_mut() else {
+            return Ok(());
+        };
+        if conn.sending || conn.has(flag::DEAD) {
+            return Ok(());
+        }
+        if conn.in_flight_sent >= conn.in_flight.len() {
+            if conn.queued.is_empty() {
+                return Ok(());
+            }
+            conn.in_flight.clear();
+            std::mem::swap(&mut conn.in_flight, &mut conn.queued);
+            conn.in_flight_sent = 0;
+        }
+        let rest = &conn.in_flight[conn.in_flight_sent..];
+        let entry = opcode::Send::new(
+            types::Fd(conn.fd.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(kind::SEND, slot, generation));
+        conn.sending = true;
+        self.stats.writes += 1;
+        self.push(entry)
+    }
+
+    fn run(mut self) -> io::Result<LoopStats> {
+        loop {
+            self.arm_timeout()?;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            self.stats.waits += 1;
+            let mut cqes: Vec<cqueue::Entry> = Vec::new();
+            cqes.extend(self.ring.completion());
+            self.stats.events += cqes.len() as u64;
+            let mut returned = false;
+            for cqe in cqes {
+                returned |= self.on_completion(cqe)?;
+            }
+            if returned {
+                self.bufs.publish();
+            }
+            // Receives that ran out of buffers, now that buffers are back.
+            for slot in std::mem::take(&mut self.rearm_recv) {
+                self.arm_recv(slot)?;
+            }
+            for slot in std::mem::take(&mut self.dirty) {
+                self.after_input(slot)?;
+            }
+            if self.accept_paused_until.is_some_and(|t| self.now >= t) {
+                self.accept_paused_until = None;
+                self.arm_accept()?;
+            }
+            if let Some(until) = self.draining_until {
+                self.close_quiet_idle()?;
+                if self.live == 0 {
+                    break;
+                }
+                if self.now >= until {
+                    for slot in 0..self.slots.len() {
+                        self.close(slot)?;
+                    }
+                    if self.live == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        self.settle_in_flight();
+        Ok(self.stats)
+    }
+
+    /// Before the buffers go: cancel every request still in flight and wait
+    /// (a bounded time) for their completions, so the kernel is done with
+    /// every send buffer and provided buffer.
+    fn settle_in_flight(&mut self) {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(kind::IGNORED, 0, 0));
+        let _ = self.push(cancel);
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.slots.iter().any(|s| s.conn.is_some()) && Instant::now() < until {
+            let _ = self.ring.submit_and_wait(1);
+            let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
+            for cqe in cqes {
+                let (k, slot, generation) = decode(cqe.user_data());
+                if !matches!(k, kind::RECV | kind::SEND) {
+                    continue;
+                }
+                let more = cqueue::more(cqe.flags());
+                if let Some(conn) = conn_mut(&mut self.slots, slot, generation) {
+                    if k == kind::SEND {
+                        conn.sending = false;
+                    } else if !more {
+                        conn.receiving = false;
+                    }
+                    if !conn.sending && !conn.receiving {
+                        self.free_slot(slot);
+                    }
+                }
+            }
+            for slot in 0..self.slots.len() {
+                if self.slots[slot]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| !c.sending && !c.receiving)
+                {
+                    self.free_slot(slot);
+                }
+            }
+        }
+    }
+
+    /// Keep one timeout request in flight for the loop's next deadline.
+    fn arm_timeout(&mut self) -> io::Result<()> {
+        let mut next = self.timers.next_deadline();
+        let drain_check = self.draining_until.map(|_| self.now + DRAIN_QUIET / 2);
+        for t in [self.draining_until, self.accept_paused_until, drain_check]
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        let Some(next) = next else {
+            return Ok(());
+        };
+        if let Some(armed) = self.timeout_armed {
+            if armed <= next {
+                return Ok(());
+            }
+            // An earlier deadline: replace the armed timeout.
+            let remove =
+                opcode::TimeoutRemove::new(user_data(kind::TIMEOUT, 0, self.timeout_generation))
+                    .build()
+                    .user_data(user_data(kind::IGNORED, 0, 0));
+            self.push(remove)?;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        *self.timeout_spec = types::Timespec::new()
+            .sec(wait.as_secs())
+            .nsec(wait.subsec_nanos());
+        self.timeout_generation = self.timeout_generation.wrapping_add(1);
+        let entry = opcode::Timeout::new(&*self.timeout_spec)
+            .build()
+            .user_data(user_data(kind::TIMEOUT, 0, self.timeout_generation));
+        self.timeout_armed = Some(next);
+        self.push(entry)
+    }
+
+    /// Handle one completion; true when a provided buffer went back to the ring.
+    fn on_completion(&mut self, cqe: cqueue::Entry) -> io::Result<bool> {
+        let (k, slot, generation) = decode(cqe.user_data());
+        let res = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        match k {
+            kind::ACCEPT => self.on_accept(res, more)?,
+            kind::RECV => return self.on_recv(slot, generation, res, cqe.flags(), more),
+            kind::SEND => self.on_send(slot, generation, res)?,
+            kind::TIMEOUT => {
+                if generation == self.timeout_generation {
+                    self.timeout_armed = None;
+                    self.expire_timers()?;
+                }
+            }
+            kind::WAKER => {
+                if self.shutdown.is_triggered() && self.draining_until.is_none() {
+                    self.begin_drain()?;
+                } else if !self.shutdown.is_triggered() {
+                    self.arm_waker()?;
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn on_accept(&mut self, res: i32, more: bool) -> io::Result<()> {
+        if !more {
+            self.accepting = false;
+        }
+        if res == -libc::EINVAL && self.multishot_accept && !more {
+            // No multishot accept on this kernel: one accept at a time.
+            self.multishot_accept = false;
+            return self.arm_accept();
+        }
+        if res >= 0 {
+            // SAFETY: a successful accept returned a new descriptor we now own.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            self.stats.accepts += 1;
+            self.add_conn(fd)?;
+        } else if matches!(
+            -res,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+        ) {
+            if !self.warned_accept {
+                self.warned_accept = true;
+                eprintln!(
+                    "iomux: accept: {}; pausing accepts for 100 ms",
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+            self.stats.shed += 1;
+            if !self.accepting {
+                self.accept_paused_until = Some(self.now + Duration::from_millis(100));
+            }
+            return Ok(());
+        }
+        if !self.accepting && self.listener.is_some() && self.accept_paused_until.is_none() {
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
+        if self.draining_until.is_some() || !self.max_conns.try_acquire() {
+            self.stats.refused += 1;
+            return Ok(());
+        }
+        if self.config.nodelay {
+            let one: libc::c_int = 1;
+            // SAFETY: sets TCP_NODELAY from a live c_int on our own socket.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+        }
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let generation = self.slots[slot].generation;
+        let token = Token(slot | ((generation as usize) << 32));
+        let timer = self
+            .timers
+            .insert(self.now + self.config.idle_timeout, token);
+        self.slots[slot].conn = Some(Conn {
+            fd,
+            proto: (self.new_protocol)(),
+            input: Vec::new(),
+            queued: Vec::new(),
+            in_flight: Vec::new(),
+            in_flight_sent: 0,
+            send_progress: 0,
+            sending: false,
+            receiving: false,
+            last_active: self.now,
+            timer,
+            flags: 0,
+        });
+        self.live += 1;
+        self.arm_recv(slot)
+    }
+
+    fn on_recv(
+        &mut self,
+        slot: usize,
+        generation: u32,
+        res: i32,
+        cflags: u32,
+        more: bool,
+    ) -> io::Result<bool> {
+        let bid = cqueue::buffer_select(cflags);
+        let action = self.take_input(slot, generation, res, bid, more);
+        if let Some(bid) = bid {
+            // The protocol has seen (or copied) the bytes: the buffer goes back.
+            self.bufs.push(bid);
+        }
+        match action {
+            Recv::Nothing => {}
+            Recv::Close => self.close(slot)?,
+            Recv::Free => self.free_slot(slot),
+            Recv::Process => self.mark_dirty(slot),
+        }
+        if !more && !matches!(action, Recv::Close | Recv::Free) {
+            // A single-shot receive, or a multishot one the kernel ended
+            // (out of buffers, cancelled for backpressure): arm again if the
+            // connection still wants input (arm_recv checks).
+            self.rearm_recv.push(slot);
+        }
+        Ok(bid.is_some())
+    }
+
+    /// Hand a receive's bytes to the connection's protocol.
+    fn take_input(
+        &mut self,
+        slot: usize,
+        generation: u32,
+        res: i32,
+        bid: Option<u16>,
+        more: bool,
+    ) -> Recv {
+        let Loop {
+            slots,
+            bufs,
+            pool,
+            stats,
+            config,
+            now,
+            multishot_recv,
+            ..
+        } = self;
+        let Some(conn) = conn_mut(slots, slot, generation) else {
+            return Recv::Nothing;
+        };
+        if !more {
+            conn.receiving = false;
+        }
+        if conn.has(flag::DEAD) {
+            return if !conn.receiving && !conn.sending {
+                Recv::Free
+            } else {
+                Recv::Nothing
+            };
+        }
+        stats.reads += 1;
+        if res < 0 {
+            return match -res {
+                // Every buffer was in use: they come back at the end of this pass.
+                libc::ENOBUFS => {
+                    stats.read_eagain += 1;
+                    Recv::Nothing
+                }
+                libc::EINVAL if *multishot_recv && !more => {
+                    // No multishot receive on this kernel: one receive at a time.
+                    *multishot_recv = false;
+                    Recv::Nothing
+                }
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => Recv::Nothing,
+                _ => Recv::Close,
+            };
+        }
+        let n = res as usize;
+        if conn.has(flag::LINGERING) {
+            // Discarding until the peer's FIN.
+            return if n == 0 { Recv::Close } else { Recv::Nothing };
+        }
+        if n == 0 {
+            conn.proto.on_eof(&conn.input, &mut conn.queued);
+            conn.input.clear();
+            conn.flags |= flag::READ_CLOSED | flag::CLOSING;
+            return Recv::Process;
+        }
+        if conn.has(flag::CLOSING) {
+            return Recv::Nothing;
+        }
+        let Some(bid) = bid else {
+            return Recv::Close;
+        };
+        let data = bufs.buffer(bid, n);
+        let was_idle = conn.proto.is_idle();
+        // Input from a peer that is not taking its output does not make it active.
+        let owed = conn.pending_output() > 0;
+        let step = if conn.input.is_empty() {
+            let step = conn.proto.on_input(data, &mut conn.queued);
+            if step.consumed < data.len() {
+                conn.input = pool.get();
+                conn.input.extend_from_slice(&data[step.consumed..]);
+            }
+            step
+        } else {
+            conn.input.extend_from_slice(data);
+            let step = conn.proto.on_input(&conn.input, &mut conn.queued);
+            conn.input.drain(..step.consumed);
+            step
+        };
+        if conn.input.is_empty() {
+            pool.put(&mut conn.input);
+        }
+        if (was_idle || conn.proto.is_idle()) && !owed {
+            conn.last_active = *now;
+        }
+        if step.close {
+            conn.flags |= flag::CLOSING;
+        } else if conn.input.len() > MAX_PENDING_INPUT {
+            return Recv::Close;
+        } else if conn.pending_output() >= config.output_high_water {
+            conn.flags |= flag::PAUSED;
+        }
+        Recv::Process
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(conn) = self.slots[slot].conn.as_mut() {
+            if !conn.has(flag::DIRTY) {
+                conn.flags |= flag::DIRTY;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// End of a pass for a connection that received: send what the protocol
+    /// answered (one send for everything this pass produced), stop receiving
+    /// from one that is closing or paused.
+    fn after_input(&mut self, slot: usize) -> io::Result<()> {
+        let Some(conn) = self.slots[slot].conn.as_mut() else {
+            return Ok(());
+        };
+        conn.flags &= !flag::DIRTY;
+        if conn.has(flag::DEAD) {
+            return Ok(());
+        }
+        if conn.has(flag::CLOSING | flag::PAUSED) && conn.receiving && !conn.has(flag::LINGERING) {
+            self.cancel_recv(slot)?;
+        }
+        self.send_next(slot)?;
+        self.maybe_finish(slot)
+    }
+
+    fn cancel_recv(&mut self, slot: usize) -> io::Result<()> {
+        let generation = self.slots[slot].generation;
+        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, slot, generation))
+            .build()
+            .user_data(user_data(kind::IGNORED, 0, 0));
+        self.push(entry)
+    }
+
+    fn on_send(&mut self, slot: usize, generation: u32, res: i32) -> io::Result<()> {
+        let Loop {
+            slots,
+            pool,
+            config,
+            now,
+            ..
+        } = self;
+        let Some(conn) = conn_mut(slots, slot, generation) else {
+            return Ok(());
+        };
+        conn.sending = false;
+        if conn.has(flag::DEAD) {
+            if !conn.receiving {
+                self.free_slot(slot);
+            }
+            return Ok(());
+        }
+        if res < 0 {
+            if res == -libc::EINTR || res == -libc::EAGAIN {
+                return self.send_next(slot);
+            }
+            return self.close(slot);
+        }
+        conn.in_flight_sent += res as usize;
+        if conn.in_flight_sent >= conn.in_flight.len() {
+            conn.in_flight.clear();
+            conn.in_flight_sent = 0;
+            if conn.queued.is_empty() {
+                pool.put(&mut conn.in_flight);
+            }
+        }
+        let all_sent = conn.pending_output() == 0;
+        if send_made_progress(
+            &mut conn.send_progress,
+            res as usize,
+            all_sent,
+            config.output_high_water,
+        ) {
+            conn.last_active = *now;
+        }
+        let resume = conn.has(flag::PAUSED) && conn.pending_output() < config.output_high_water / 2;
+        if resume {
+            conn.flags &= !flag::PAUSED;
+            self.arm_recv(slot)?;
+        }
+        self.send_next(slot)?;
+        self.maybe_finish(slot)
+    }
+
+    /// A closing connection whose output is all sent: send our FIN and
+    /// discard the peer's input until its FIN (or LINGER), unless it already sent one.
+    fn maybe_finish(&mut self, slot: usize) -> io::Result<()> {
+        let now = self.now;
+        let Some(conn) = self.slots[slot].conn.as_mut() else {
+            return Ok(());
+        };
+        if !conn.has(flag::CLOSING)
+            || conn.has(flag::LINGERING | flag::DEAD)
+            || conn.pending_output() > 0
+            || conn.sending
+        {
+            return Ok(());
+        }
+        if conn.has(flag::READ_CLOSED) {
+            return self.close(slot);
+        }
+        // SAFETY: shutdown on our own open socket.
+        if unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) } != 0 {
+            return self.close(slot);
+        }
+        conn.flags |= flag::LINGERING;
+        conn.flags &= !flag::PAUSED;
+        conn.last_active = now;
+        self.arm_recv(slot)
+    }
+
+    /// Close a connection: cancel its requests; free it once none is in flight.
+    fn close(&mut self, slot: usize) -> io::Result<()> {
+        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
+            return Ok(());
+        };
+        if conn.has(flag::DEAD) {
+            return Ok(());
+        }
+        conn.flags |= flag::DEAD;
+        self.timers.cancel(conn.timer);
+        self.max_conns.release();
+        self.stats.closed += 1;
+        self.live -= 1;
+        if !conn.receiving && !conn.sending {
+            self.free_slot(slot);
+            return Ok(());
+        }
+        let fd = conn.fd.as_raw_fd();
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(user_data(kind::IGNORED, 0, 0));
+        self.push(entry)
+    }
+
+    fn free_slot(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if let Some(mut conn) = s.conn.take() {
+            self.pool.put(&mut conn.input);
+            self.pool.put(&mut conn.queued);
+            self.pool.put(&mut conn.in_flight);
+            // Dropping `conn.fd` closes the socket.
+        }
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+    }
+
+    fn expire_timers(&mut self) -> io::Result<()> {
+        self.expired.clear();
+        self.timers.expire(self.now, &mut self.expired);
+        for i in 0..self.expired.len() {
+            let token = self.expired[i];
+            let (slot, generation) = (token.0 & 0xffff_ffff, (token.0 >> 32) as u32);
+            let Loop {
+                slots,
+                timers,
+                config,
+                now,
+                stats,
+                ..
+            } = self;
+            let Some(conn) = conn_mut(slots, slot, generation) else {
+                continue;
+            };
+            if conn.has(flag::DEAD) {
+                continue;
+            }
+            let limit = if conn.has(flag::LINGERING) {
+                LINGER
+            } else {
+                config.idle_timeout
+            };
+            let deadline = conn.last_active + limit;
+            if *now < deadline {
+                conn.timer = timers.insert(deadline, token);
+                continue;
+            }
+            if conn.has(flag::LINGERING | flag::CLOSING) {
+                self.close(slot)?;
+                continue;
+            }
+            stats.timeouts += 1;
+            conn.proto.on_timeout(&mut conn.queued);
+            conn.flags |= flag::CLOSING;
+            conn.last_active = *now;
+            conn.timer = timers.insert(*now + LINGER, token);
+            self.mark_dirty(slot);
+        }
+        Ok(())
+    }
+
+    fn begin_drain(&mut self) -> io::Result<()> {
+        self.draining_until = Some(self.now + self.config.drain_timeout);
+        if self.listener.take().is_some() && self.accepting {
+            let entry = opcode::AsyncCancel::new(user_data(kind::ACCEPT, 0, 0))
+                .build()
+                .user_data(user_data(kind::IGNORED, 0, 0));
+            self.push(entry)?;
+        }
+        self.accept_paused_until = None;
+        self.close_quiet_idle()
+    }
+
+    fn close_quiet_idle(&mut self) -> io::Result<()> {
+        for slot in 0..self.slots.len() {
+            let now = self.now;
+            let Some(conn) = self.slots[slot].conn.as_ref() else {
+                continue;
+            };
+            if !conn.has(flag::DEAD | flag::LINGERING)
+                && conn.proto.is_idle()
+                && conn.input.is_empty()
+                && conn.pending_output() == 0
+                && now.duration_since(conn.last_active) >= DRAIN_QUIET
+            {
+                self.close(slot)?;
+            }
+        }
+        Ok(())
+    }
+}

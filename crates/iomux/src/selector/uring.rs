@@ -1,0 +1,455 @@
+//! Readiness over io_uring: a `POLL_ADD` request per descriptor, completions
+//! read from the completion ring, and one `io_uring_enter` per wait that both
+//! submits the queued requests and waits.
+//!
+//! The three triggers map onto io_uring's two kinds of poll request:
+//! - edge: one multishot poll per descriptor (`IORING_POLL_ADD_MULTI`), which
+//!   posts a completion on every wake-up while the condition holds, like
+//!   `EPOLLET`;
+//! - level: a single-shot poll, re-armed at the start of the next wait for
+//!   the descriptors it reported (arming checks the current state, so a
+//!   descriptor still ready completes again at once);
+//! - one-shot: a single-shot poll re-armed only by `reregister`.
+//!
+//! Each request's `user_data` holds the descriptor and a generation, so a
+//! completion from a request that was removed (or whose descriptor number was
+//! reused) is recognised and dropped.
+
+use super::poll::{event_flags, poll_events};
+use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
+use crate::{Event, Events, Interest, Token, Waker};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Submission ring size; the completion ring is twice that, and the kernel
+/// keeps completions that do not fit (IORING_FEAT_NODROP) until there is room.
+const RING_ENTRIES: u32 = 1024;
+
+/// `user_data` of requests whose completions nobody needs (poll removals).
+const IGNORED: u64 = u64::MAX;
+
+/// What the selector keeps per registered descriptor.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Tells this registration's completions from a removed one's.
+    generation: u32,
+    /// A poll request is in flight for it.
+    armed: bool,
+    /// Edge (multishot), level (re-armed each wait) or one-shot.
+    trigger: Trigger,
+    /// In `rearm`, to be armed again at the next wait.
+    queued: bool,
+    /// The wait number it last got an event in, and that event's index in `found`.
+    seen: u64,
+    index: usize,
+}
+
+fn user_data(fd: RawFd, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(fd as u32)
+}
+
+/// Open an io_uring, or explain why this kernel refuses one.
+///
+/// ```
+/// // On a kernel with io_uring enabled:
+/// # if iomux::selector::uring::probe().is_ok() {
+/// assert!(iomux::selector::uring::probe().is_ok());
+/// # }
+/// ```
+pub fn probe() -> io::Result<()> {
+    open_ring(2).map(drop)
+}
+
+fn open_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::new(entries).map_err(unavailable)
+}
+
+/// The error for a kernel that refuses io_uring, with what to do instead.
+pub fn unavailable(err: io::Error) -> io::Error {
+    let why = match err.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel has no io_uring (older than 5.1, or built without it)",
+        Some(libc::EPERM) => {
+            "io_uring is disabled (sysctl kernel.io_uring_disabled, or not allowed for this user)"
+        }
+        Some(libc::EACCES) | Some(libc::EINVAL) => {
+            "io_uring is refused here (a seccomp filter, a container policy or too old a kernel)"
+        }
+        Some(libc::ENOMEM) => "io_uring could not lock its rings in memory (RLIMIT_MEMLOCK)",
+        _ => "io_uring could not be set up",
+    };
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{why}: io_uring_setup: {err}; use --backend epoll instead"),
+    )
+}
+
+/// A selector over io_uring poll requests, in any of the three triggers.
+///
+/// ```
+/// use iomux::{Events, Interest, Selector, Token, Trigger};
+/// use iomux::selector::uring::UringSelector;
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// # if iomux::selector::uring::probe().is_err() { return; }
+/// let mut sel = UringSelector::new(Trigger::Edge).unwrap();
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// a.write_all(b"hi").unwrap();
+/// let mut ev = Events::with_capacity(4);
+/// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
+/// assert!(ev.iter().any(|e| e.token() == Token(3) && e.is_readable()));
+/// ```
+pub struct UringSelector {
+    ring: Option<IoUring>,
+    trigger: Trigger,
+    registry: Registry<Slot>,
+    next_generation: u32,
+    /// Level-triggered descriptors reported by the last wait, armed again by the next.
+    rearm: Vec<RawFd>,
+    /// A completion taken from the ring that did not fit the last `Events`.
+    carried: Option<cqueue::Entry>,
+    found: Vec<(Token, u8)>,
+    wait_number: u64,
+}
+
+impl std::fmt::Debug for UringSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringSelector")
+            .field("trigger", &self.trigger)
+            .field("registered", &self.registry.len())
+            .finish()
+    }
+}
+
+impl UringSelector {
+    /// A selector on a new io_uring; fails with advice when the kernel refuses io_uring.
+    ///
+    /// ```
+    /// use iomux::Selector;
+    /// # if iomux::selector::uring::probe().is_err() { return; }
+    /// let sel = iomux::selector::uring::UringSelector::new(iomux::Trigger::Level).unwrap();
+    /// assert!(sel.is_empty());
+    /// ```
+    pub fn new(trigger: Trigger) -> io::Result<UringSelector> {
+        Ok(UringSelector {
+            ring: Some(open_ring(RING_ENTRIES)?),
+            trigger,
+            registry: Registry::new(),
+            next_generation: 0,
+            rearm: Vec::new(),
+            carried: None,
+            found: Vec::new(),
+            wait_number: 0,
+        })
+    }
+
+    fn ring(&mut self) -> io::Result<&mut IoUring> {
+        self.registry.check_open()?;
+        self.ring
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the selector is closed; open a new one"))
+    }
+
+    /// Queue a request; a full submission ring is submitted first.
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        let ring = self.ring()?;
+        // SAFETY: poll requests point at no memory of ours; the descriptor is
+        // only a number to the kernel (a closed one fails the request).
+        if unsafe { ring.submission().push(&entry) }.is_err() {
+            ring.submit().map_err(|e| context(e, "io_uring_enter"))?;
+            // SAFETY: as above; the ring has room after the submit.
+            unsafe { ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission ring full"))?;
+        }
+        Ok(())
+    }
+
+    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some((reg, slot)) = self.registry.get_mut(fd) else {
+            return Ok(());
+        };
+        slot.armed = true;
+        let entry = opcode::PollAdd::new(types::Fd(fd), poll_events(reg.interest) as u32)
+            .multi(slot.trigger == Trigger::Edge)
+            .build()
+            .user_data(user_data(fd, slot.generation));
+        self.push(entry)
+    }
+
+    /// Cancel the request in flight for a registration, and submit at once:
+    /// the request holds a reference to the file, which the caller may be
+    /// about to close.
+    fn disarm(&mut self, fd: RawFd, slot: Slot) -> io::Result<()> {
+        if !slot.armed {
+            return Ok(());
+        }
+        let entry = opcode::PollRemove::new(user_data(fd, slot.generation))
+            .build()
+            .user_data(IGNORED);
+        self.push(entry)?;
+        self.ring()?
+            .submit()
+            .map_err(|e| context(e, "io_uring_enter"))?;
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        self.registry.check_absent(fd)?;
+        // The kernel would say so only in a completion: check now.
+        check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = Slot {
+            generation: self.next_generation,
+            armed: false,
+            trigger,
+            queued: false,
+            seen: 0,
+            index: 0,
+        };
+        self.registry.insert(reg, slot);
+        if let Err(e) = self.arm(fd) {
+            let _ = self.registry.remove(fd);
+            return Err(e);
+        }
+        Ok(reg)
+    }
+
+    /// One enter: submit what is queued and wait up to `timeout` for a
+    /// completion, then turn completions into events; returns how many.
+    fn wait_once(&mut self, timeout: Option<Duration>, capacity: usize) -> io::Result<usize> {
+        let ready = self.carried.is_some() || !self.ring()?.completion().is_empty();
+        let ring = self.ring()?;
+        let result = match timeout {
+            _ if ready => ring.submit(),
+            Some(t) if t.is_zero() => ring.submit(),
+            None => ring.submit_and_wait(1),
+            Some(t) => {
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            // Interrupted waits are retried by wait_honestly; a busy ring is drained below.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap(capacity);
+        Ok(self.found.len())
+    }
+
+    /// Turn completions into events (merged per token), up to `capacity` tokens.
+    fn reap(&mut self, capacity: usize) {
+        let Some(mut ring) = self.ring.take() else {
+            return;
+        };
+        let mut cq = ring.completion();
+        loop {
+            let Some(cqe) = self.carried.take().or_else(|| cq.next()) else {
+                break;
+            };
+            let ud = cqe.user_data();
+            if ud == IGNORED {
+                continue;
+            }
+            let fd = ud as u32 as RawFd;
+            let generation = (ud >> 32) as u32;
+            let wait_number = self.wait_number;
+            let Some((reg, slot)) = self.registry.get_mut(fd) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue; // from a removed registration
+            }
+            let is_new = slot.seen != wait_number;
+            if is_new && self.found.len() >= capacity {
+                self.carried = Some(cqe);
+                break;
+            }
+            let more = cqueue::more(cqe.flags());
+            if !more {
+                slot.armed = false;
+            }
+            let res = cqe.result();
+            let flags = if res >= 0 {
+                event_flags(res as libc::c_short)
+            } else if res == -libc::ECANCELED {
+                0
+            } else {
+                // The request failed (a descriptor closed before the request
+                // reached the kernel): say so rather than go silent.
+                Event::ERROR | Event::HANGUP
+            };
+            // A multishot request the kernel ended (or a level one that
+            // fired) is armed again at the next wait.
+            let rearm = !slot.armed
+                && !slot.queued
+                && res != -libc::EBADF
+                && (slot.trigger == Trigger::Level
+                    || (slot.trigger == Trigger::Edge && res != -libc::ECANCELED));
+            if rearm {
+                slot.queued = true;
+                self.rearm.push(fd);
+            }
+            if flags == 0 {
+                continue;
+            }
+            if is_new {
+                slot.seen = wait_number;
+                slot.index = self.found.len();
+                self.found.push((reg.token, flags));
+            } else {
+                self.found[slot.index].1 |= flags;
+            }
+        }
+        drop(cq);
+        self.ring = Some(ring);
+    }
+}
+
+impl Selector for UringSelector {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        self.add(fd, token, interest, self.trigger)
+    }
+
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        self.registry.check_args(fd, interest)?;
+        let (old, slot) = self.registry.expect(fd)?;
+        if let Err(e) = check_fd_open(fd) {
+            let _ = self.deregister(fd);
+            return Err(reregister_failed(fd, e));
+        }
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
+        if slot.armed && old.interest == interest && slot.trigger != Trigger::Oneshot {
+            // The request in flight already watches the right things.
+            self.registry.insert(reg, slot);
+            return Ok(reg);
+        }
+        if let Err(e) = self.disarm(fd, slot) {
+            let _ = self.registry.remove(fd);
+            return Err(reregister_failed(fd, e));
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let fresh = Slot {
+            generation: self.next_generation,
+            armed: false,
+            queued: false,
+            ..slot
+        };
+        self.registry.insert(reg, fresh);
+        if let Err(e) = self.arm(fd) {
+            let _ = self.registry.remove(fd);
+            return Err(reregister_failed(fd, e));
+        }
+        Ok(reg)
+    }
+
+    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
+        let (reg, slot) = self.registry.remove(fd)?;
+        self.disarm(fd, slot)
+            .map_err(|e| context(e, format_args!("io_uring poll remove, fd {fd}")))?;
+        Ok(reg)
+    }
+
+    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        self.registry.check_open()?;
+        self.wait_number += 1;
+        self.found.clear();
+        // Level registrations that fired are armed again: still-ready ones complete at once.
+        let rearm = std::mem::take(&mut self.rearm);
+        for &fd in &rearm {
+            let armed = match self.registry.get_mut(fd) {
+                Some((_, slot)) => {
+                    slot.queued = false;
+                    slot.armed
+                }
+                None => true,
+            };
+            if !armed {
+                self.arm(fd)?;
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        let capacity = events.capacity();
+        wait_honestly(timeout, |t| self.wait_once(t, capacity))
+            .map_err(|e| context(e, "io_uring_enter"))?;
+        for &(token, flags) in &self.found {
+            events.push(Event::new(token, flags));
+        }
+        self.registry.reset_fired_wakers(events);
+        Ok(())
+    }
+
+    fn registration(&self, fd: RawFd) -> Option<Registration> {
+        self.registry.get(fd).map(|(r, _)| *r)
+    }
+
+    fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Uring
+    }
+
+    fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
+    fn waker(&mut self, token: Token) -> io::Result<Waker> {
+        // Level-triggered whatever the selector's mode, as on epoll: the
+        // selector resets the eventfd when it reports it.
+        let waker = Waker::new()?;
+        self.add(
+            std::os::fd::AsRawFd::as_raw_fd(&waker),
+            token,
+            Interest::READABLE,
+            Trigger::Level,
+        )?;
+        self.registry.add_waker(token, waker.clone());
+        Ok(waker)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.registry.check_open()?;
+        self.registry.close();
+        // Dropping the ring cancels every request in flight.
+        self.ring = None;
+        Ok(())
+    }
+}
