@@ -136,9 +136,11 @@ impl Server {
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
         }
-        if engine == Engine::Uring {
-            // Before "listening": a kernel that refuses io_uring is told now.
-            uring::check_available()?;
+        // Before "listening": a kernel that refuses io_uring is told now.
+        match engine {
+            Engine::Uring => uring::check_available()?,
+            Engine::Reactor(Backend::Uring, _) => iomux::selector::uring::probe()?,
+            _ => {}
         }
         let threads = config.threads.max(1);
         let listeners = bind_listeners(&config, threads, engine)?;

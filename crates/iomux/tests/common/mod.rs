@@ -42,9 +42,27 @@ pub fn mode(name: &str) -> Mode {
         "epoll_edge" => (Backend::Epoll, Trigger::Edge),
         "epoll_oneshot" => (Backend::Epoll, Trigger::Oneshot),
         "sigio" => (Backend::Sigio, Trigger::Edge),
+        "uring_level" => (Backend::Uring, Trigger::Level),
+        "uring_edge" => (Backend::Uring, Trigger::Edge),
+        "uring_oneshot" => (Backend::Uring, Trigger::Oneshot),
         _ => panic!("unknown mode {name}"),
     };
     Mode { backend, trigger }
+}
+
+/// True (after saying so on stderr) when the kernel refuses io_uring and
+/// `mode` needs it: the test is skipped visibly, not passed silently.
+pub fn skipped(mode: Mode) -> bool {
+    if mode.backend != Backend::Uring {
+        return false;
+    }
+    match iomux::selector::uring::probe() {
+        Ok(()) => false,
+        Err(e) => {
+            eprintln!("SKIPPED {mode:?}: {e}");
+            true
+        }
+    }
 }
 
 /// `for_modes!(case)` makes `case::select`, `case::poll`, `case::epoll_level`,
@@ -56,13 +74,20 @@ macro_rules! for_modes {
             $(
                 #[test]
                 fn $mode() {
-                    super::$case(crate::common::mode(stringify!($mode)));
+                    let mode = crate::common::mode(stringify!($mode));
+                    if crate::common::skipped(mode) {
+                        return;
+                    }
+                    super::$case(mode);
                 }
             )+
         }
     };
     ($case:ident) => {
-        for_modes!($case, [select, poll, epoll_level, epoll_edge, epoll_oneshot, sigio]);
+        for_modes!(
+            $case,
+            [select, poll, epoll_level, epoll_edge, epoll_oneshot, sigio, uring_level, uring_edge, uring_oneshot]
+        );
     };
 }
 
