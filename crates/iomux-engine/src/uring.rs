@@ -240,6 +240,9 @@ struct Loop<'a, P, F> {
     live: usize,
     dirty: Vec<usize>,
     rearm_recv: Vec<usize>,
+    /// Spare lists swapped with `dirty` and `rearm_recv` while they are worked through.
+    spare: Vec<usize>,
+    cqes: Vec<cqueue::Entry>,
     timers: TimerWheel<Token>,
     expired: Vec<Token>,
     timeout_spec: Box<types::Timespec>,
@@ -291,6 +294,8 @@ where
         live: 0,
         dirty: Vec::new(),
         rearm_recv: Vec::new(),
+        spare: Vec::new(),
+        cqes: Vec::new(),
         timers: TimerWheel::new(now, tick, 1024),
         expired: Vec::new(),
         timeout_spec: Box::new(types::Timespec::new()),
@@ -430,23 +435,32 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             }
             self.now = Instant::now();
             self.stats.waits += 1;
-            let mut cqes: Vec<cqueue::Entry> = Vec::new();
+            // Buffers reused pass after pass: no allocation per pass.
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
             cqes.extend(self.ring.completion());
             self.stats.events += cqes.len() as u64;
             let mut returned = false;
-            for cqe in cqes {
+            for cqe in cqes.drain(..) {
                 returned |= self.on_completion(cqe)?;
             }
+            self.cqes = cqes;
             if returned {
                 self.bufs.publish();
             }
             // Receives that ran out of buffers, now that buffers are back.
-            for slot in std::mem::take(&mut self.rearm_recv) {
+            let mut slots = std::mem::take(&mut self.spare);
+            std::mem::swap(&mut slots, &mut self.rearm_recv);
+            for &slot in &slots {
                 self.arm_recv(slot)?;
             }
-            for slot in std::mem::take(&mut self.dirty) {
+            slots.clear();
+            std::mem::swap(&mut slots, &mut self.dirty);
+            for &slot in &slots {
                 self.after_input(slot)?;
             }
+            slots.clear();
+            self.spare = slots;
             if self.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.accept_paused_until = None;
                 self.arm_accept()?;
@@ -991,6 +1005,12 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             self.push(entry)?;
         }
         self.accept_paused_until = None;
+        // Messages still in flight are answered as the last ones (HTTP: Connection: close).
+        for slot in self.slots.iter_mut() {
+            if let Some(conn) = slot.conn.as_mut() {
+                conn.proto.on_drain();
+            }
+        }
         self.close_quiet_idle()
     }
 
