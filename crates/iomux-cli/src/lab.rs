@@ -20,7 +20,10 @@ pub struct LabArgs {
 
 pub fn run(args: LabArgs) -> io::Result<()> {
     let exe = std::env::current_exe().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot find the iomux executable to run servers from: {e}"))
+        io::Error::new(
+            e.kind(),
+            format!("cannot find the iomux executable to run servers from: {e}"),
+        )
     })?;
     let command_line = std::iter::once("iomux".to_string())
         .chain(std::env::args().skip(1))

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn iomux(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_iomux")).args(args).output().expect("run iomux")
+    Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .args(args)
+        .output()
+        .expect("run iomux")
 }
 
 struct TempDir(PathBuf);
@@ -20,7 +23,9 @@ fn csv(dir: &Path, file: &str, header: &str) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some(header), "{file} header");
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
     assert!(!rows.is_empty(), "{file} has no rows");
     let width = header.split(',').count();
     for row in &rows {
@@ -30,7 +35,9 @@ fn csv(dir: &Path, file: &str, header: &str) -> Vec<Vec<String>> {
 }
 
 fn number(cell: &str) -> f64 {
-    let x: f64 = cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a number"));
+    let x: f64 = cell
+        .parse()
+        .unwrap_or_else(|_| panic!("{cell:?} is not a number"));
     assert!(x.is_finite(), "{cell}");
     x
 }
@@ -41,22 +48,44 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     let out = iomux(&["lab", "--quick", "--out", dir.0.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "lab failed: {stderr}");
-    assert!(stderr.contains("[lab"), "progress lines on stderr: {stderr}");
+    assert!(
+        stderr.contains("[lab"),
+        "progress lines on stderr: {stderr}"
+    );
     let d = &dir.0;
 
-    for row in csv(d, "dispatch.csv", "backend,trigger,fds,active,usec_per_pass") {
-        assert!(["select", "poll", "epoll"].contains(&row[0].as_str()), "{row:?}");
+    for row in csv(
+        d,
+        "dispatch.csv",
+        "backend,trigger,fds,active,usec_per_pass",
+    ) {
+        assert!(
+            ["select", "poll", "epoll"].contains(&row[0].as_str()),
+            "{row:?}"
+        );
         assert!(["level", "edge"].contains(&row[1].as_str()), "{row:?}");
-        assert!(number(&row[2]) >= number(&row[3]) && number(&row[3]) >= 1.0, "{row:?}");
+        assert!(
+            number(&row[2]) >= number(&row[3]) && number(&row[3]) >= 1.0,
+            "{row:?}"
+        );
         assert!(number(&row[4]) > 0.0, "{row:?}");
     }
-    let throughput = csv(d, "throughput.csv", "backend,trigger,proto,conns,idle,rps,p99_us");
+    let throughput = csv(
+        d,
+        "throughput.csv",
+        "backend,trigger,proto,conns,idle,rps,p99_us",
+    );
     for row in &throughput {
         assert_eq!(number(&row[3]), 100.0, "{row:?}");
-        assert!(number(&row[4]) >= 0.0 && number(&row[5]) >= 0.0 && number(&row[6]) >= 0.0, "{row:?}");
+        assert!(
+            number(&row[4]) >= 0.0 && number(&row[5]) >= 0.0 && number(&row[6]) >= 0.0,
+            "{row:?}"
+        );
     }
     assert!(
-        throughput.iter().any(|r| r[0] == "epoll" && number(&r[5]) > 0.0 && number(&r[6]) > 0.0),
+        throughput
+            .iter()
+            .any(|r| r[0] == "epoll" && number(&r[5]) > 0.0 && number(&r[6]) > 0.0),
         "epoll served requests: {throughput:?}"
     );
     let memory = csv(d, "memory.csv", "backend,conns,rss_kib_per_conn");
@@ -65,9 +94,18 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         number(&row[2]);
     }
     // A thread per connection costs at least a page of stack each.
-    assert!(memory.iter().any(|r| r[0] == "threads" && number(&r[2]) > 4.0), "{memory:?}");
+    assert!(
+        memory
+            .iter()
+            .any(|r| r[0] == "threads" && number(&r[2]) > 4.0),
+        "{memory:?}"
+    );
     csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req");
-    for row in csv(d, "connrate.csv", "server_threads,proto,connects_per_s,p99_us,errors") {
+    for row in csv(
+        d,
+        "connrate.csv",
+        "server_threads,proto,connects_per_s,p99_us,errors",
+    ) {
         assert!(number(&row[2]) > 0.0, "{row:?}");
     }
     let herd = csv(d, "herd.csv", "mode,threads,connections,thread_wakeups,wakeups_per_accept,epoll_wait_returns,futile_returns");
@@ -75,7 +113,11 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in &herd {
         assert!(number(&row[2]) > 0.0 && number(&row[4]) >= 1.0, "{row:?}");
     }
-    csv(d, "models.csv", "backend,conns,rps,p99_us,errors,starved_conns");
+    csv(
+        d,
+        "models.csv",
+        "backend,conns,rps,p99_us,errors,starved_conns",
+    );
 
     let report = std::fs::read_to_string(d.join("report.md")).unwrap();
     for heading in [
@@ -93,10 +135,24 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         assert!(report.contains(heading), "report.md lacks {heading:?}");
     }
     assert!(!report.contains("the experiment failed"), "{report}");
-    for chart in ["dispatch", "throughput", "level_edge", "memory", "connrate", "herd", "models"] {
+    for chart in [
+        "dispatch",
+        "throughput",
+        "level_edge",
+        "memory",
+        "connrate",
+        "herd",
+        "models",
+    ] {
         let svg = std::fs::read_to_string(d.join(format!("{chart}.svg"))).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{chart}.svg");
-        assert!(report.contains(&format!("]({chart}.svg)")), "report links {chart}.svg");
+        assert!(
+            svg.contains("<svg") && svg.contains("</svg>"),
+            "{chart}.svg"
+        );
+        assert!(
+            report.contains(&format!("]({chart}.svg)")),
+            "report links {chart}.svg"
+        );
     }
 }
 
@@ -106,6 +162,9 @@ fn unknown_experiment_is_refused_and_writes_nothing() {
     let out = iomux(&["lab", "--only", "nope", "--out", dir.0.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown experiment") && err.contains("dispatch"), "{err}");
+    assert!(
+        err.contains("unknown experiment") && err.contains("dispatch"),
+        "{err}"
+    );
     assert!(!dir.0.exists(), "nothing written for bad input");
 }

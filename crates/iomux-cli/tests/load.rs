@@ -32,7 +32,10 @@ fn load_json(addr: SocketAddr, args: &[&str]) -> String {
     );
     assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout:?}");
     for key in ["requests", "rps", "errors", "p50", "p90", "p99", "max"] {
-        assert!(json_number(&stdout, key).is_some(), "{key} missing in {stdout}");
+        assert!(
+            json_number(&stdout, key).is_some(),
+            "{key} missing in {stdout}"
+        );
     }
     assert!(stdout.contains("\"latency_us\":{"), "{stdout}");
     stdout
@@ -45,7 +48,19 @@ fn num(json: &str, key: &str) -> f64 {
 #[test]
 fn echo_load_counts_requests_without_errors() {
     let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(server.addr, &["--proto", "echo", "--conns", "4", "--duration", "1", "--size", "100"]);
+    let json = load_json(
+        server.addr,
+        &[
+            "--proto",
+            "echo",
+            "--conns",
+            "4",
+            "--duration",
+            "1",
+            "--size",
+            "100",
+        ],
+    );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
     assert!(num(&json, "rps") > 0.0, "{json}");
@@ -61,7 +76,20 @@ fn echo_load_with_pipeline_threads_and_idle_connections() {
     let server = ServerProcess::start(&["--proto", "echo"]);
     let json = load_json(
         server.addr,
-        &["--proto", "echo", "--conns", "6", "--threads", "2", "--pipeline", "8", "--idle", "200", "--duration", "1"],
+        &[
+            "--proto",
+            "echo",
+            "--conns",
+            "6",
+            "--threads",
+            "2",
+            "--pipeline",
+            "8",
+            "--idle",
+            "200",
+            "--duration",
+            "1",
+        ],
     );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -72,7 +100,19 @@ fn echo_load_with_pipeline_threads_and_idle_connections() {
 #[test]
 fn open_loop_rate_sends_on_schedule() {
     let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(server.addr, &["--proto", "echo", "--conns", "4", "--rate", "200", "--duration", "1"]);
+    let json = load_json(
+        server.addr,
+        &[
+            "--proto",
+            "echo",
+            "--conns",
+            "4",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ],
+    );
     let requests = num(&json, "requests");
     // 200 due over the second; a few may still be in flight at the end.
     assert!((150.0..=201.0).contains(&requests), "{json}");
@@ -82,7 +122,18 @@ fn open_loop_rate_sends_on_schedule() {
 #[test]
 fn connection_per_request_counts_connects() {
     let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(server.addr, &["--proto", "echo", "--conns", "2", "--connect-per-request", "--duration", "1"]);
+    let json = load_json(
+        server.addr,
+        &[
+            "--proto",
+            "echo",
+            "--conns",
+            "2",
+            "--connect-per-request",
+            "--duration",
+            "1",
+        ],
+    );
     let (requests, connects) = (num(&json, "requests"), num(&json, "connects"));
     assert!(requests > 0.0, "{json}");
     assert!(connects >= requests && connects <= requests + 2.0, "{json}");
@@ -99,7 +150,9 @@ fn http_responder(conns: usize) -> SocketAddr {
     std::thread::spawn(move || {
         for stream in listener.incoming().take(conns) {
             let mut stream = stream.unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 let mut pending = Vec::new();
@@ -133,7 +186,19 @@ fn http_responder(conns: usize) -> SocketAddr {
 #[test]
 fn http_load_counts_pipelined_responses() {
     let addr = http_responder(4);
-    let json = load_json(addr, &["--proto", "http", "--conns", "4", "--pipeline", "16", "--duration", "1"]);
+    let json = load_json(
+        addr,
+        &[
+            "--proto",
+            "http",
+            "--conns",
+            "4",
+            "--pipeline",
+            "16",
+            "--duration",
+            "1",
+        ],
+    );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
 }
@@ -141,7 +206,21 @@ fn http_load_counts_pipelined_responses() {
 #[test]
 fn http_load_against_iomux_serve() {
     let server = ServerProcess::start(&["--proto", "http"]);
-    let json = load_json(server.addr, &["--proto", "http", "--conns", "8", "--pipeline", "4", "--threads", "2", "--duration", "1"]);
+    let json = load_json(
+        server.addr,
+        &[
+            "--proto",
+            "http",
+            "--conns",
+            "8",
+            "--pipeline",
+            "4",
+            "--threads",
+            "2",
+            "--duration",
+            "1",
+        ],
+    );
     let requests = num(&json, "requests");
     assert!(requests > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -153,11 +232,26 @@ fn http_load_against_iomux_serve() {
 #[test]
 fn refused_connections_fail_with_a_clear_message() {
     // Bind then drop: nothing listens on this port any more.
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = load(&["--addr", &addr.to_string(), "--proto", "echo", "--conns", "2", "--duration", "1"]);
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = load(&[
+        "--addr",
+        &addr.to_string(),
+        "--proto",
+        "echo",
+        "--conns",
+        "2",
+        "--duration",
+        "1",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refused") && err.contains("is a server listening"), "{err}");
+    assert!(
+        err.contains("refused") && err.contains("is a server listening"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -209,7 +209,13 @@ fn a_server_that_cannot_set_up_every_loop_fails_to_start_with_a_clear_error() {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"));
     command.args([
-        "serve", "--proto", "echo", "--addr", "127.0.0.1:0", "--threads", "4",
+        "serve",
+        "--proto",
+        "echo",
+        "--addr",
+        "127.0.0.1:0",
+        "--threads",
+        "4",
     ]);
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {

@@ -442,7 +442,10 @@ fn level_repeats_until_drained(mode: Mode) {
     assert_eq!(drain(&b), 2);
     assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: drained");
 }
-for_modes!(level_repeats_until_drained, [select, poll, epoll_level, uring_level]);
+for_modes!(
+    level_repeats_until_drained,
+    [select, poll, epoll_level, uring_level]
+);
 
 fn edge_reports_new_data_once(mode: Mode) {
     let (mut sel, a, b) = watched_pair(mode);
@@ -481,7 +484,10 @@ fn oneshot_is_silent_until_rearmed(mode: Mode) {
     );
     assert_eq!(wait(&mut sel, NOW), vec![]);
 }
-for_modes!(oneshot_is_silent_until_rearmed, [epoll_oneshot, uring_oneshot]);
+for_modes!(
+    oneshot_is_silent_until_rearmed,
+    [epoll_oneshot, uring_oneshot]
+);
 
 fn regular_file_on_epoll_is_an_error_leaving_no_entry(mode: Mode) {
     let mut sel = mode.open();

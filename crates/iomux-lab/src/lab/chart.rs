@@ -38,7 +38,12 @@ fn root(path: &Path) -> io::Result<Root<'_>> {
 }
 
 /// Title and axes from zero to the maxima.
-fn axes<'a, 'p>(root: &'a Root<'p>, title: &str, x_max: f64, y_max: f64) -> io::Result<Chart<'a, 'p>> {
+fn axes<'a, 'p>(
+    root: &'a Root<'p>,
+    title: &str,
+    x_max: f64,
+    y_max: f64,
+) -> io::Result<Chart<'a, 'p>> {
     ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -74,10 +79,15 @@ pub(crate) fn lines(
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(plot_err)?
             .label(s.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(plot_err)?;
@@ -93,7 +103,12 @@ pub(crate) fn lines(
 }
 
 /// A bar chart: one bar per (label, value).
-pub(crate) fn bars(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> io::Result<()> {
+pub(crate) fn bars(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    bars: &[(String, f64)],
+) -> io::Result<()> {
     let y_max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
     let n = bars.len().max(1);
     let root = root(path)?;
@@ -117,7 +132,10 @@ pub(crate) fn bars(path: &Path, title: &str, y_label: &str, bars: &[(String, f64
     chart
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
             let color = COLORS[i % COLORS.len()];
-            Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, b.1)], color.filled())
+            Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, b.1)],
+                color.filled(),
+            )
         }))
         .map_err(plot_err)?;
     root.present().map_err(plot_err)

@@ -12,23 +12,46 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     if ctx.http {
         protos.push("http");
     }
-    let mut table = Table::new(&["server_threads", "proto", "connects_per_s", "p99_us", "errors"]);
+    let mut table = Table::new(&[
+        "server_threads",
+        "proto",
+        "connects_per_s",
+        "p99_us",
+        "errors",
+    ]);
     let mut bars = Vec::new();
     let mut notes = Vec::new();
     let mut single = None;
     for proto in protos {
         for threads in ["1", "2"] {
-            ctx.progress(format_args!("connrate: {proto}, server --threads {threads}"));
-            let mut server = ctx.server(&["--backend", "epoll", "--proto", proto, "--threads", threads])?;
+            ctx.progress(format_args!(
+                "connrate: {proto}, server --threads {threads}"
+            ));
+            let mut server =
+                ctx.server(&["--backend", "epoll", "--proto", proto, "--threads", threads])?;
             let load = ctx.load(
                 server.addr,
-                &["--proto", proto, "--conns", slots, "--connect-per-request", "--duration", &duration],
+                &[
+                    "--proto",
+                    proto,
+                    "--conns",
+                    slots,
+                    "--connect-per-request",
+                    "--duration",
+                    &duration,
+                ],
             );
             let _ = server.stop();
             match load {
                 Ok(r) => {
                     let rate = r.get("connects") / r.get("duration_s");
-                    table.push(vec![threads.into(), proto.into(), format!("{rate:.0}"), format!("{:.1}", r.get("p99")), format!("{}", r.get("errors"))]);
+                    table.push(vec![
+                        threads.into(),
+                        proto.into(),
+                        format!("{rate:.0}"),
+                        format!("{:.1}", r.get("p99")),
+                        format!("{}", r.get("errors")),
+                    ]);
                     bars.push((format!("{proto}, {threads} thread(s)"), rate));
                     if threads == "1" && proto == "echo" {
                         single = Some(rate);
@@ -43,7 +66,12 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         if ctx.server_cpu.is_some() { " (cpu 0)" } else { "" }
     ));
     let file = "connrate.svg";
-    chart::bars(&ctx.out(file), "Connections per second (one request each)", "connections per second", &bars)?;
+    chart::bars(
+        &ctx.out(file),
+        "Connections per second (one request each)",
+        "connections per second",
+        &bars,
+    )?;
     let verdicts = single
         .map(|rate| {
             vec![Verdict {

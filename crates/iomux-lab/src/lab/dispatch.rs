@@ -16,7 +16,10 @@ const MODES: [(Backend, Trigger); 4] = [
 ];
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
-    let sizes: Vec<usize> = ctx.pick(vec![100, 250, 496, 1000, 2500, 5000, 7500, 9000], vec![100, 496, 2000, 5000]);
+    let sizes: Vec<usize> = ctx.pick(
+        vec![100, 250, 496, 1000, 2500, 5000, 7500, 9000],
+        vec![100, 496, 2000, 5000],
+    );
     let actives = [1usize, 100];
     let repeats = ctx.pick(3, 1);
     let mut table = Table::new(&["backend", "trigger", "fds", "active", "usec_per_pass"]);
@@ -31,24 +34,47 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                     continue;
                 }
                 // Enough passes for a stable mean without letting the large, slow cases dominate.
-                let passes = ctx.pick((400_000 / fds).clamp(200, 4000), (100_000 / fds).clamp(50, 1000));
+                let passes = ctx.pick(
+                    (400_000 / fds).clamp(200, 4000),
+                    (100_000 / fds).clamp(50, 1000),
+                );
                 let mut best = f64::INFINITY;
                 for _ in 0..repeats {
                     let t = measure(backend, trigger, fds, active, passes)?;
                     best = best.min(t.as_secs_f64() * 1e6);
                 }
-                table.push(vec![backend.to_string(), trigger.to_string(), fds.to_string(), active.to_string(), format!("{best:.3}")]);
+                table.push(vec![
+                    backend.to_string(),
+                    trigger.to_string(),
+                    fds.to_string(),
+                    active.to_string(),
+                    format!("{best:.3}"),
+                ]);
                 results.push((backend, trigger, fds, active, best));
                 points.push((fds as f64, best));
             }
-            ctx.progress(format_args!("dispatch: {backend}/{trigger} active={active} done"));
-            series.push(Series { label: format!("{backend} {trigger}, {active} active"), points });
+            ctx.progress(format_args!(
+                "dispatch: {backend}/{trigger} active={active} done"
+            ));
+            series.push(Series {
+                label: format!("{backend} {trigger}, {active} active"),
+                points,
+            });
         }
     }
     let file = "dispatch.svg";
-    chart::lines(&ctx.out(file), "Time per event-loop pass", "registered socket pairs", "microseconds per pass", &series)?;
+    chart::lines(
+        &ctx.out(file),
+        "Time per event-loop pass",
+        "registered socket pairs",
+        "microseconds per pass",
+        &series,
+    )?;
     let get = |b: Backend, t: Trigger, fds: usize, a: usize| {
-        results.iter().find(|r| r.0 == b && r.1 == t && r.2 == fds && r.3 == a).map(|r| r.4)
+        results
+            .iter()
+            .find(|r| r.0 == b && r.1 == t && r.2 == fds && r.3 == a)
+            .map(|r| r.4)
     };
     let (lo, hi) = (sizes[0], *sizes.last().unwrap());
     let mut verdicts = vec![select_limit_verdict()];
@@ -74,13 +100,22 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             ),
         });
     }
-    let small = sizes.iter().copied().filter(|&n| n >= 100).min().unwrap_or(100);
+    let small = sizes
+        .iter()
+        .copied()
+        .filter(|&n| n >= 100)
+        .min()
+        .unwrap_or(100);
     if let (Some(s), Some(p), Some(e)) = (
         get(Backend::Select, Trigger::Level, small, 100.min(small)),
         get(Backend::Poll, Trigger::Level, small, 100.min(small)),
         get(Backend::Epoll, Trigger::Level, small, 100.min(small)),
     ) {
-        let best = if s.min(p) <= e { "select/poll match or beat epoll" } else { "epoll is still faster" };
+        let best = if s.min(p) <= e {
+            "select/poll match or beat epoll"
+        } else {
+            "epoll is still faster"
+        };
         verdicts.push(Verdict {
             claim: "with few, busy descriptors select/poll can match or beat epoll",
             verdict: format!(

@@ -57,11 +57,20 @@ const STOP: Token = Token(1);
 fn voluntary_switches() -> u64 {
     std::fs::read_to_string("/proc/thread-self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
-fn waiter(mut selector: EpollSelector, listener: Arc<TcpListener>, counters: Arc<Counters>, ready: Arc<AtomicU64>) -> io::Result<()> {
+fn waiter(
+    mut selector: EpollSelector,
+    listener: Arc<TcpListener>,
+    counters: Arc<Counters>,
+    ready: Arc<AtomicU64>,
+) -> io::Result<()> {
     let mut acceptor = Acceptor::new()?;
     let mut events = Events::with_capacity(4);
     ready.fetch_add(1, Ordering::SeqCst);
@@ -82,7 +91,10 @@ fn waiter(mut selector: EpollSelector, listener: Arc<TcpListener>, counters: Arc
         counters.accepted.fetch_add(got, Ordering::SeqCst);
     }
     // The last sleep ended with the stop signal, not a connection.
-    counters.sleeps.fetch_add(voluntary_switches().saturating_sub(before + 1), Ordering::SeqCst);
+    counters.sleeps.fetch_add(
+        voluntary_switches().saturating_sub(before + 1),
+        Ordering::SeqCst,
+    );
     Ok(())
 }
 
@@ -95,7 +107,12 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
     let mut listeners = vec![first];
     for _ in 1..threads {
         listeners.push(match mode {
-            Mode::ReusePort => Arc::new(ListenOptions::new(addr).nonblocking(true).reuse_port(true).bind()?),
+            Mode::ReusePort => Arc::new(
+                ListenOptions::new(addr)
+                    .nonblocking(true)
+                    .reuse_port(true)
+                    .bind()?,
+            ),
             _ => listeners[0].clone(),
         });
     }
@@ -106,12 +123,16 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
     for l in listeners {
         let mut selector = EpollSelector::new(Trigger::Level)?;
         match mode {
-            Mode::Exclusive => selector.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE)?,
+            Mode::Exclusive => {
+                selector.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE)?
+            }
             _ => selector.register(l.as_raw_fd(), Token(0), Interest::READABLE)?,
         };
         wakers.push(selector.waker(STOP)?);
         let (counters, ready) = (counters.clone(), ready.clone());
-        handles.push(std::thread::spawn(move || waiter(selector, l, counters, ready)));
+        handles.push(std::thread::spawn(move || {
+            waiter(selector, l, counters, ready)
+        }));
     }
     let result = (|| {
         let until = Instant::now() + Duration::from_secs(5);
@@ -124,7 +145,10 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
             let until = Instant::now() + Duration::from_secs(2);
             while counters.accepted.load(Ordering::SeqCst) <= i {
                 if Instant::now() > until {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "a connection was not accepted within 2 s"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "a connection was not accepted within 2 s",
+                    ));
                 }
                 std::thread::sleep(Duration::from_micros(100));
             }
@@ -138,7 +162,8 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
         w.wake()?;
     }
     for h in handles {
-        h.join().map_err(|_| io::Error::new(io::ErrorKind::Other, "a herd thread panicked"))??;
+        h.join()
+            .map_err(|_| io::Error::new(io::ErrorKind::Other, "a herd thread panicked"))??;
     }
     result?;
     Ok(Outcome {
@@ -152,7 +177,15 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let threads = 4;
     let conns: u64 = ctx.pick(500, 100);
-    let mut table = Table::new(&["mode", "threads", "connections", "thread_wakeups", "wakeups_per_accept", "epoll_wait_returns", "futile_returns"]);
+    let mut table = Table::new(&[
+        "mode",
+        "threads",
+        "connections",
+        "thread_wakeups",
+        "wakeups_per_accept",
+        "epoll_wait_returns",
+        "futile_returns",
+    ]);
     let mut bars = Vec::new();
     let mut per = Vec::new();
     for mode in [Mode::Plain, Mode::Exclusive, Mode::ReusePort] {
@@ -160,14 +193,24 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         let o = measure(mode, threads, conns)?;
         let ratio = o.wakeups as f64 / o.accepted.max(1) as f64;
         table.push(vec![
-            mode.name().into(), threads.to_string(), o.accepted.to_string(), o.wakeups.to_string(), format!("{ratio:.2}"),
-            o.returns.to_string(), o.futile.to_string(),
+            mode.name().into(),
+            threads.to_string(),
+            o.accepted.to_string(),
+            o.wakeups.to_string(),
+            format!("{ratio:.2}"),
+            o.returns.to_string(),
+            o.futile.to_string(),
         ]);
         bars.push((mode.name().to_string(), ratio));
         per.push(ratio);
     }
     let file = "herd.svg";
-    chart::bars(&ctx.out(file), &format!("Wake-ups per accepted connection, {threads} waiting threads"), "wake-ups per connection", &bars)?;
+    chart::bars(
+        &ctx.out(file),
+        &format!("Wake-ups per accepted connection, {threads} waiting threads"),
+        "wake-ups per connection",
+        &bars,
+    )?;
     Ok(Section {
         name: "herd",
         title: "Thundering herd",

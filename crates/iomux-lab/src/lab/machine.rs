@@ -25,7 +25,11 @@ pub(crate) fn describe() -> Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         mem_mib,
-        kernel: format!("Linux {} ({})", read("/proc/sys/kernel/osrelease"), read("/proc/sys/kernel/version")),
+        kernel: format!(
+            "Linux {} ({})",
+            read("/proc/sys/kernel/osrelease"),
+            read("/proc/sys/kernel/version")
+        ),
         date: utc_now(),
     }
 }
@@ -43,5 +47,7 @@ fn utc_now() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
-        .map_or(String::new(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map_or(String::new(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
 }

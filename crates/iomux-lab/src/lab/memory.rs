@@ -20,7 +20,10 @@ struct Kernel {
 fn kernel() -> Kernel {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
-    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:")).unwrap_or("");
+    let tcp = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .unwrap_or("");
     let field = |name: &str| {
         let mut it = tcp.split_whitespace();
         while let Some(w) = it.next() {
@@ -56,7 +59,18 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
     let mut load = spawn_load(
         &ctx.config.exe,
         server.addr,
-        &["--proto", "echo", "--conns", "0", "--idle", &idle, "--duration", "120", "--timeout", "60"],
+        &[
+            "--proto",
+            "echo",
+            "--conns",
+            "0",
+            "--idle",
+            &idle,
+            "--duration",
+            "120",
+            "--timeout",
+            "60",
+        ],
         ctx.load_cpu,
     )?;
     let held = server.wait_for_fds(fds0 + conns, Duration::from_secs(30));
@@ -69,7 +83,10 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
     if !held {
         return Err(io::Error::new(
             io::ErrorKind::Other,
-            format!("the server held only {} of {conns} connections after 30 s", fds1.saturating_sub(fds0)),
+            format!(
+                "the server held only {} of {conns} connections after 30 s",
+                fds1.saturating_sub(fds0)
+            ),
         ));
     }
     let n = conns as f64;
@@ -84,21 +101,41 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
-    let engines = [Engine::new("epoll", "edge"), Engine::new("poll", "level"), Engine::new("threads", "level")];
+    let engines = [
+        Engine::new("epoll", "edge"),
+        Engine::new("poll", "level"),
+        Engine::new("threads", "level"),
+    ];
     let sizes: Vec<usize> = ctx.pick(vec![1000, 3000, 5000, 7000, 9000], vec![1000, 2000]);
     let mut table = Table::new(&["backend", "conns", "rss_kib_per_conn"]);
-    let mut kernel_table = Table::new(&["backend", "conns", "slab_kib_per_conn", "tcp_sockets_delta", "tcp_mem_pages_delta"]);
+    let mut kernel_table = Table::new(&[
+        "backend",
+        "conns",
+        "slab_kib_per_conn",
+        "tcp_sockets_delta",
+        "tcp_mem_pages_delta",
+    ]);
     let mut points = Vec::new();
     let mut notes = Vec::new();
     for engine in engines {
         for &n in &sizes {
-            ctx.progress(format_args!("memory: {} with {n} idle connections", engine.label()));
+            ctx.progress(format_args!(
+                "memory: {} with {n} idle connections",
+                engine.label()
+            ));
             match measure(ctx, engine, n) {
                 Ok(p) => {
-                    table.push(vec![engine.backend.into(), n.to_string(), format!("{:.2}", p.rss_per_conn)]);
+                    table.push(vec![
+                        engine.backend.into(),
+                        n.to_string(),
+                        format!("{:.2}", p.rss_per_conn),
+                    ]);
                     kernel_table.push(vec![
-                        engine.backend.into(), n.to_string(), format!("{:.2}", p.slab_per_conn),
-                        format!("{:.0}", p.inuse_delta), format!("{:.0}", p.mem_pages_delta),
+                        engine.backend.into(),
+                        n.to_string(),
+                        format!("{:.2}", p.slab_per_conn),
+                        format!("{:.0}", p.inuse_delta),
+                        format!("{:.0}", p.mem_pages_delta),
                     ]);
                     points.push(p);
                 }
@@ -110,17 +147,36 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         .iter()
         .map(|e| Series {
             label: format!("{} (process RSS)", e.backend),
-            points: points.iter().filter(|p| p.engine == *e).map(|p| (p.conns as f64, p.rss_per_conn)).collect(),
+            points: points
+                .iter()
+                .filter(|p| p.engine == *e)
+                .map(|p| (p.conns as f64, p.rss_per_conn))
+                .collect(),
         })
         .chain(std::iter::once(Series {
             label: "kernel slab, both ends (all engines)".into(),
-            points: points.iter().filter(|p| p.engine == engines[0]).map(|p| (p.conns as f64, p.slab_per_conn)).collect(),
+            points: points
+                .iter()
+                .filter(|p| p.engine == engines[0])
+                .map(|p| (p.conns as f64, p.slab_per_conn))
+                .collect(),
         }))
         .collect();
     let file = "memory.svg";
-    chart::lines(&ctx.out(file), "Memory per idle connection", "idle connections", "KiB per connection", &series)?;
+    chart::lines(
+        &ctx.out(file),
+        "Memory per idle connection",
+        "idle connections",
+        "KiB per connection",
+        &series,
+    )?;
     let mut verdicts = Vec::new();
-    let largest = |e: &Engine| points.iter().filter(|p| p.engine == *e).max_by_key(|p| p.conns);
+    let largest = |e: &Engine| {
+        points
+            .iter()
+            .filter(|p| p.engine == *e)
+            .max_by_key(|p| p.conns)
+    };
     if let Some(p) = largest(&engines[0]) {
         // Both ends of each loopback connection live in this kernel.
         let kernel_per_socket = p.slab_per_conn / 2.0;

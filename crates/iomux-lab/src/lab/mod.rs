@@ -50,9 +50,18 @@ pub struct LabConfig {
 
 /// The experiments, in report order: (name, what it measures).
 pub const EXPERIMENTS: [(&str, &str); 7] = [
-    ("dispatch", "cost of one event-loop pass vs registered descriptors"),
-    ("throughput", "requests/s and p99 on every engine with idle connections"),
-    ("level_edge", "epoll level vs edge with the engine's counters"),
+    (
+        "dispatch",
+        "cost of one event-loop pass vs registered descriptors",
+    ),
+    (
+        "throughput",
+        "requests/s and p99 on every engine with idle connections",
+    ),
+    (
+        "level_edge",
+        "epoll level vs edge with the engine's counters",
+    ),
     ("memory", "server memory per idle connection"),
     ("connrate", "new connections per second"),
     ("herd", "thundering herd on a shared listener"),
@@ -72,7 +81,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn progress(&self, msg: impl std::fmt::Display) {
-        let _ = writeln!(io::stderr(), "[lab {:>5.1}s] {msg}", self.started.elapsed().as_secs_f64());
+        let _ = writeln!(
+            io::stderr(),
+            "[lab {:>5.1}s] {msg}",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     pub(crate) fn out(&self, file: &str) -> PathBuf {
@@ -92,7 +105,11 @@ impl Ctx {
         procs::Server::start(&self.config.exe, args, self.server_cpu)
     }
 
-    pub(crate) fn load(&self, addr: std::net::SocketAddr, args: &[&str]) -> io::Result<procs::LoadResult> {
+    pub(crate) fn load(
+        &self,
+        addr: std::net::SocketAddr,
+        args: &[&str],
+    ) -> io::Result<procs::LoadResult> {
         procs::run_load(&self.config.exe, addr, args, self.load_cpu)
     }
 }
@@ -104,16 +121,29 @@ pub fn run(config: &LabConfig) -> io::Result<PathBuf> {
             let names: Vec<&str> = EXPERIMENTS.iter().map(|e| e.0).collect();
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown experiment {name:?}; choose from {}", names.join(", ")),
+                format!(
+                    "unknown experiment {name:?}; choose from {}",
+                    names.join(", ")
+                ),
             ));
         }
     }
     std::fs::create_dir_all(&config.out).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot create the output directory {}: {e}", config.out.display()))
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create the output directory {}: {e}",
+                config.out.display()
+            ),
+        )
     })?;
     let _ = iomux::net::raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (server_cpu, load_cpu) = if cores >= 2 { (Some(0), Some(1)) } else { (None, None) };
+    let (server_cpu, load_cpu) = if cores >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
     let mut ctx = Ctx {
         config: config.clone(),
         server_cpu,
@@ -128,7 +158,9 @@ pub fn run(config: &LabConfig) -> io::Result<PathBuf> {
             true
         }
         Err(e) => {
-            ctx.progress(format_args!("HTTP server unavailable, HTTP rows skipped: {e}"));
+            ctx.progress(format_args!(
+                "HTTP server unavailable, HTTP rows skipped: {e}"
+            ));
             false
         }
     };
@@ -166,7 +198,10 @@ pub fn run(config: &LabConfig) -> io::Result<PathBuf> {
                 ..Section::default()
             }
         });
-        ctx.progress(format_args!("{name}: done in {:.1}s", started.elapsed().as_secs_f64()));
+        ctx.progress(format_args!(
+            "{name}: done in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
         for (_, table, csv) in &section.tables {
             if let Some(file) = csv {
                 write_file(&ctx.out(file), &table.csv())?;
@@ -174,7 +209,12 @@ pub fn run(config: &LabConfig) -> io::Result<PathBuf> {
         }
         sections.push(section);
     }
-    let report = render(config, &machine, &sections, ctx.started.elapsed().as_secs_f64());
+    let report = render(
+        config,
+        &machine,
+        &sections,
+        ctx.started.elapsed().as_secs_f64(),
+    );
     let path = ctx.out("report.md");
     write_file(&path, &report)?;
     ctx.progress(format_args!("report written to {}", path.display()));
@@ -186,18 +226,33 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
 }
 
-fn render(config: &LabConfig, machine: &machine::Machine, sections: &[Section], seconds: f64) -> String {
+fn render(
+    config: &LabConfig,
+    machine: &machine::Machine,
+    sections: &[Section],
+    seconds: f64,
+) -> String {
     let mut s = String::from("# iomux lab report\n\n");
     s += &format!("- Machine: {}\n", machine.cpu);
-    s += &format!("- Cores: {}; memory: {} MiB\n", machine.cores, machine.mem_mib);
+    s += &format!(
+        "- Cores: {}; memory: {} MiB\n",
+        machine.cores, machine.mem_mib
+    );
     s += &format!("- Kernel: {}\n", machine.kernel);
     s += &format!("- Command: `{}`\n", config.command_line);
-    s += &format!("- Grid: {}; ran for {seconds:.0} s\n", if config.quick { "quick" } else { "full" });
+    s += &format!(
+        "- Grid: {}; ran for {seconds:.0} s\n",
+        if config.quick { "quick" } else { "full" }
+    );
     s += &format!("- Started: {}\n\n", machine.date);
     s += "Servers and load run in separate processes pinned to different cores (server cpu 0, load cpu 1) when the machine has two or more; on a shared machine the figures carry its noise.\n\n";
     s += "## Claims and verdicts\n\n| claim | measured on this machine |\n| --- | --- |\n";
     for v in sections.iter().flat_map(|sec| &sec.verdicts) {
-        s += &format!("| {} | {} |\n", v.claim, v.verdict.replace('|', "/").replace('\n', " "));
+        s += &format!(
+            "| {} | {} |\n",
+            v.claim,
+            v.verdict.replace('|', "/").replace('\n', " ")
+        );
     }
     s.push('\n');
     for (i, sec) in sections.iter().enumerate() {

@@ -8,10 +8,21 @@ use super::Ctx;
 use std::io;
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
-    let engines = [Engine::new("blocking", "level"), Engine::new("threads", "level"), Engine::new("epoll", "edge")];
+    let engines = [
+        Engine::new("blocking", "level"),
+        Engine::new("threads", "level"),
+        Engine::new("epoll", "edge"),
+    ];
     let counts: Vec<usize> = ctx.pick(vec![10, 100, 1000, 5000], vec![10, 100, 1000]);
     let duration = ctx.pick(3.0, 1.0);
-    let mut table = Table::new(&["backend", "conns", "rps", "p99_us", "errors", "starved_conns"]);
+    let mut table = Table::new(&[
+        "backend",
+        "conns",
+        "rps",
+        "p99_us",
+        "errors",
+        "starved_conns",
+    ]);
     let mut series = Vec::new();
     let mut notes = Vec::new();
     let mut results = Vec::new();
@@ -21,12 +32,19 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             if engine.backend == "blocking" && n > 1000 {
                 continue;
             }
-            ctx.progress(format_args!("models: {} with {n} connections", engine.label()));
+            ctx.progress(format_args!(
+                "models: {} with {n} connections",
+                engine.label()
+            ));
             match measure(ctx, engine, "echo", n, 0, duration) {
                 Ok(r) => {
                     table.push(vec![
-                        engine.backend.into(), n.to_string(), format!("{:.0}", r.rps), format!("{:.1}", r.p99_us),
-                        format!("{}", r.errors), format!("{}", r.starved),
+                        engine.backend.into(),
+                        n.to_string(),
+                        format!("{:.0}", r.rps),
+                        format!("{:.1}", r.p99_us),
+                        format!("{}", r.errors),
+                        format!("{}", r.starved),
                     ]);
                     points.push((n as f64, r.rps));
                     results.push((engine.backend, n, r.rps, r.starved));
@@ -34,15 +52,29 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 Err(e) => notes.push(format!("{} with {n}: {e}", engine.label())),
             }
         }
-        series.push(Series { label: engine.label(), points });
+        series.push(Series {
+            label: engine.label(),
+            points,
+        });
     }
     notes.push("blocking is not run past 1,000 connections: it accepts one connection at a time, and the listen backlog cannot hold the rest, so the load client's connects time out.".into());
     let file = "models.svg";
-    chart::lines(&ctx.out(file), "Echo throughput by I/O model", "connections (all active)", "requests per second", &series)?;
+    chart::lines(
+        &ctx.out(file),
+        "Echo throughput by I/O model",
+        "connections (all active)",
+        "requests per second",
+        &series,
+    )?;
     let get = |b: &str, n: usize| results.iter().find(|r| r.0 == b && r.1 == n);
     let (lo, hi) = (counts[0], *counts.last().unwrap());
     let mut verdicts = Vec::new();
-    if let (Some(t0), Some(t1), Some(e0), Some(e1)) = (get("threads", lo), get("threads", hi), get("epoll", lo), get("epoll", hi)) {
+    if let (Some(t0), Some(t1), Some(e0), Some(e1)) = (
+        get("threads", lo),
+        get("threads", hi),
+        get("epoll", lo),
+        get("epoll", hi),
+    ) {
         verdicts.push(Verdict {
             claim: "thread-per-connection servers stop scaling at hundreds to thousands of connections",
             verdict: format!(

@@ -46,9 +46,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         pin(&mut cmd, cpu);
-        let mut child = cmd.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot run {}: {e}", exe.display()))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", exe.display())))?;
         // Collect stderr in the background so the pipe never fills.
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
@@ -59,7 +59,9 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut line = String::new();
@@ -68,7 +70,11 @@ impl Server {
             .strip_prefix("listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok());
-        let mut server = Server { child: Some(child), addr: "127.0.0.1:0".parse().unwrap(), stderr };
+        let mut server = Server {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+        };
         match addr {
             Some(addr) => {
                 server.addr = addr;
@@ -79,7 +85,11 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(50));
                 Err(io::Error::new(
                     io::ErrorKind::Other,
-                    format!("`iomux serve {}` did not start: {}", args.join(" "), server.stderr_text().trim()),
+                    format!(
+                        "`iomux serve {}` did not start: {}",
+                        args.join(" "),
+                        server.stderr_text().trim()
+                    ),
                 ))
             }
         }
@@ -118,7 +128,9 @@ impl Server {
     /// SIGTERM, wait (bounded, then SIGKILL), and return the engine's counters
     /// from its `LoopStats { .. }` line, if it printed one.
     pub(crate) fn stop(&mut self) -> io::Result<Vec<(String, u64)>> {
-        let Some(mut child) = self.child.take() else { return Ok(Vec::new()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(Vec::new());
+        };
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let until = Instant::now() + Duration::from_secs(10);
@@ -150,7 +162,9 @@ impl Drop for Server {
 
 /// The counters in `LoopStats { waits: 1, events: 2, .. }`.
 pub(crate) fn parse_loop_stats(text: &str) -> Vec<(String, u64)> {
-    let Some(start) = text.rfind("LoopStats {") else { return Vec::new() };
+    let Some(start) = text.rfind("LoopStats {") else {
+        return Vec::new();
+    };
     let body = &text[start + "LoopStats {".len()..];
     let body = &body[..body.find('}').unwrap_or(body.len())];
     body.split(',')
@@ -169,7 +183,12 @@ pub(crate) fn proc_status_kib(pid: u32, key: &str) -> io::Result<u64> {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::Other, format!("no {key} in /proc/{pid}/status")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Other,
+                format!("no {key} in /proc/{pid}/status"),
+            )
+        })
 }
 
 /// What one `iomux load --json` run reported.
@@ -197,21 +216,38 @@ fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpu: Option<usize>)
 }
 
 /// Run `iomux load --json <args>` against `addr` to completion.
-pub(crate) fn run_load(exe: &Path, addr: SocketAddr, args: &[&str], cpu: Option<usize>) -> io::Result<LoadResult> {
+pub(crate) fn run_load(
+    exe: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    cpu: Option<usize>,
+) -> io::Result<LoadResult> {
     let out = load_command(exe, addr, args, cpu).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || !stdout.starts_with('{') {
         return Err(io::Error::new(
             io::ErrorKind::Other,
-            format!("`iomux load {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "`iomux load {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         ));
     }
     Ok(LoadResult { json: stdout })
 }
 
 /// Start `iomux load --json <args>` in the background (to hold connections open).
-pub(crate) fn spawn_load(exe: &Path, addr: SocketAddr, args: &[&str], cpu: Option<usize>) -> io::Result<Child> {
-    load_command(exe, addr, args, cpu).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+pub(crate) fn spawn_load(
+    exe: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    cpu: Option<usize>,
+) -> io::Result<Child> {
+    load_command(exe, addr, args, cpu)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 #[cfg(test)]
@@ -222,7 +258,14 @@ mod tests {
     fn parses_the_stats_line() {
         let s = "iomux: signal 15\niomux: stopped; LoopStats { waits: 10, events: 25, reads: 7 }\n";
         let stats = parse_loop_stats(s);
-        assert_eq!(stats, [("waits".into(), 10), ("events".into(), 25), ("reads".into(), 7)]);
+        assert_eq!(
+            stats,
+            [
+                ("waits".into(), 10),
+                ("events".into(), 25),
+                ("reads".into(), 7)
+            ]
+        );
         assert!(parse_loop_stats("nothing").is_empty());
     }
 }

@@ -98,13 +98,20 @@ impl Section {
     pub fn markdown(&self, number: usize) -> String {
         let mut s = format!("## {number}. {}\n\n{}\n\n", self.title, self.method);
         for v in &self.verdicts {
-            let _ = writeln!(s, "- **Claim:** {}  \n  **Measured:** {}", v.claim, v.verdict);
+            let _ = writeln!(
+                s,
+                "- **Claim:** {}  \n  **Measured:** {}",
+                v.claim, v.verdict
+            );
         }
         if !self.verdicts.is_empty() {
             s.push('\n');
         }
         for (caption, table, csv) in &self.tables {
-            let file = csv.as_ref().map(|f| format!(" (`{f}`)")).unwrap_or_default();
+            let file = csv
+                .as_ref()
+                .map(|f| format!(" (`{f}`)"))
+                .unwrap_or_default();
             let _ = write!(s, "{caption}{file}\n\n{}\n", table.markdown());
         }
         for chart in &self.charts {

@@ -64,17 +64,41 @@ pub(crate) struct Run {
 
 impl Run {
     fn stat(&self, key: &str) -> f64 {
-        self.stats.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v as f64)
+        self.stats
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(f64::NAN, |(_, v)| *v as f64)
     }
 }
 
 /// Start a server, run the load, stop the server and keep its counters.
-pub(crate) fn measure(ctx: &Ctx, engine: Engine, proto: &'static str, conns: usize, idle: usize, duration: f64) -> io::Result<Run> {
+pub(crate) fn measure(
+    ctx: &Ctx,
+    engine: Engine,
+    proto: &'static str,
+    conns: usize,
+    idle: usize,
+    duration: f64,
+) -> io::Result<Run> {
     let mut args = engine.args();
     args.extend(["--proto", proto]);
     let mut server = ctx.server(&args)?;
     let (c, i, d) = (conns.to_string(), idle.to_string(), duration.to_string());
-    let load = ctx.load(server.addr, &["--proto", proto, "--conns", &c, "--idle", &i, "--duration", &d, "--timeout", "2"]);
+    let load = ctx.load(
+        server.addr,
+        &[
+            "--proto",
+            proto,
+            "--conns",
+            &c,
+            "--idle",
+            &i,
+            "--duration",
+            &d,
+            "--timeout",
+            "2",
+        ],
+    );
     let stats = server.stop()?;
     let load = load?;
     Ok(Run {
@@ -93,7 +117,14 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, proto: &'static str, conns: usi
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let engines: Vec<Engine> = if ctx.config.quick {
-        ALL_ENGINES.iter().copied().filter(|e| ["epoll", "poll", "select", "threads"].contains(&e.backend) && e.trigger != "oneshot").collect()
+        ALL_ENGINES
+            .iter()
+            .copied()
+            .filter(|e| {
+                ["epoll", "poll", "select", "threads"].contains(&e.backend)
+                    && e.trigger != "oneshot"
+            })
+            .collect()
     } else {
         ALL_ENGINES.to_vec()
     };
@@ -104,7 +135,9 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     if ctx.http {
         protos.push("http");
     }
-    let mut table = Table::new(&["backend", "trigger", "proto", "conns", "idle", "rps", "p99_us"]);
+    let mut table = Table::new(&[
+        "backend", "trigger", "proto", "conns", "idle", "rps", "p99_us",
+    ]);
     let mut errors = Table::new(&["backend", "trigger", "proto", "idle", "requests", "errors"]);
     let mut notes = Vec::new();
     let mut runs = Vec::new();
@@ -115,7 +148,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 continue;
             }
             for &engine in &engines {
-                if ctx.config.quick && proto == "http" && !["epoll", "poll"].contains(&engine.backend) {
+                if ctx.config.quick
+                    && proto == "http"
+                    && !["epoll", "poll"].contains(&engine.backend)
+                {
                     continue;
                 }
                 if engine.backend == "select" && idle + conns > 1000 {
@@ -124,15 +160,30 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 if engine.backend == "blocking" && idle > 0 {
                     continue;
                 }
-                ctx.progress(format_args!("throughput: {} {proto} idle={idle}", engine.label()));
+                ctx.progress(format_args!(
+                    "throughput: {} {proto} idle={idle}",
+                    engine.label()
+                ));
                 match measure(ctx, engine, proto, conns, idle, duration) {
                     Ok(r) => {
                         table.push(vec![
-                            engine.backend.into(), engine.trigger.into(), proto.into(), conns.to_string(), idle.to_string(),
-                            format!("{:.0}", r.rps), format!("{:.1}", r.p99_us),
+                            engine.backend.into(),
+                            engine.trigger.into(),
+                            proto.into(),
+                            conns.to_string(),
+                            idle.to_string(),
+                            format!("{:.0}", r.rps),
+                            format!("{:.1}", r.p99_us),
                         ]);
                         if r.errors > 0.0 {
-                            errors.push(vec![engine.backend.into(), engine.trigger.into(), proto.into(), idle.to_string(), format!("{}", r.requests), format!("{}", r.errors)]);
+                            errors.push(vec![
+                                engine.backend.into(),
+                                engine.trigger.into(),
+                                proto.into(),
+                                idle.to_string(),
+                                format!("{}", r.requests),
+                                format!("{}", r.errors),
+                            ]);
                         }
                         runs.push(r);
                     }
@@ -153,15 +204,33 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             .map(|r| (r.idle as f64, r.rps))
             .collect();
         if !points.is_empty() {
-            series.push(Series { label: engine.label(), points });
+            series.push(Series {
+                label: engine.label(),
+                points,
+            });
         }
     }
     let file = "throughput.svg";
-    chart::lines(&ctx.out(file), &format!("Echo, {conns} active connections"), "idle connections", "requests per second", &series)?;
+    chart::lines(
+        &ctx.out(file),
+        &format!("Echo, {conns} active connections"),
+        "idle connections",
+        "requests per second",
+        &series,
+    )?;
     let mut verdicts = Vec::new();
     let max_idle = *idles.last().unwrap();
-    let at = |label: &str, idle: usize| runs.iter().find(|r| r.engine.label() == label && r.proto == "echo" && r.idle == idle).map(|r| r.rps);
-    if let (Some(e0), Some(e1), Some(p0), Some(p1)) = (at("epoll edge", 0), at("epoll edge", max_idle), at("poll", 0), at("poll", max_idle)) {
+    let at = |label: &str, idle: usize| {
+        runs.iter()
+            .find(|r| r.engine.label() == label && r.proto == "echo" && r.idle == idle)
+            .map(|r| r.rps)
+    };
+    if let (Some(e0), Some(e1), Some(p0), Some(p1)) = (
+        at("epoll edge", 0),
+        at("epoll edge", max_idle),
+        at("poll", 0),
+        at("poll", max_idle),
+    ) {
         verdicts.push(Verdict {
             claim: "idle connections slow select/poll servers but not epoll ones",
             verdict: format!(
@@ -170,7 +239,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             ),
         });
     }
-    if let Some(best) = runs.iter().filter(|r| r.rps.is_finite()).max_by(|a, b| a.rps.total_cmp(&b.rps)) {
+    if let Some(best) = runs
+        .iter()
+        .filter(|r| r.rps.is_finite())
+        .max_by(|a, b| a.rps.total_cmp(&b.rps))
+    {
         verdicts.push(Verdict {
             claim: "a single thread handled 276K requests/s (and 19K/s with 50K connections)",
             verdict: format!(
@@ -179,11 +252,23 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             ),
         });
     }
-    let epoll_runs: Vec<Run> = runs.iter().filter(|r| r.engine.backend == "epoll").cloned().collect();
+    let epoll_runs: Vec<Run> = runs
+        .iter()
+        .filter(|r| r.engine.backend == "epoll")
+        .cloned()
+        .collect();
     ctx.trigger_runs = epoll_runs;
-    let mut tables = vec![("Requests per second and p99 latency (us)".into(), table, Some("throughput.csv".to_string()))];
+    let mut tables = vec![(
+        "Requests per second and p99 latency (us)".into(),
+        table,
+        Some("throughput.csv".to_string()),
+    )];
     if !errors.rows.is_empty() {
-        tables.push(("Runs with errors (timeouts, resets) counted by the load client".into(), errors, None));
+        tables.push((
+            "Runs with errors (timeouts, resets) counted by the load client".into(),
+            errors,
+            None,
+        ));
     }
     Ok(Section {
         name: "throughput",
@@ -206,7 +291,14 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         for idle in ctx.pick(vec![0, 1000, 5000], vec![0, 1000]) {
             for trigger in ["edge", "level", "oneshot"] {
                 ctx.progress(format_args!("level_edge: epoll {trigger} idle={idle}"));
-                match measure(ctx, Engine::new("epoll", trigger), "echo", 100, idle, duration) {
+                match measure(
+                    ctx,
+                    Engine::new("epoll", trigger),
+                    "echo",
+                    100,
+                    idle,
+                    duration,
+                ) {
                     Ok(r) => runs.push(r),
                     Err(e) => notes.push(format!("epoll {trigger} idle={idle}: {e}")),
                 }
@@ -214,25 +306,50 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         }
     }
     let mut table = Table::new(&[
-        "trigger", "proto", "idle", "rps", "epoll_wait_per_req", "events_per_req", "reads_per_req", "eagain_reads_per_req", "writes_per_req",
+        "trigger",
+        "proto",
+        "idle",
+        "rps",
+        "epoll_wait_per_req",
+        "events_per_req",
+        "reads_per_req",
+        "eagain_reads_per_req",
+        "writes_per_req",
     ]);
     let mut bars = Vec::new();
     for r in &runs {
         // The server answers every request the client counts (plus the few in flight at the end).
         let per = |k: &str| r.stat(k) / r.requests.max(1.0);
         table.push(vec![
-            r.engine.trigger.into(), r.proto.into(), r.idle.to_string(), format!("{:.0}", r.rps),
-            format!("{:.3}", per("waits")), format!("{:.3}", per("events")), format!("{:.3}", per("reads")),
-            format!("{:.3}", per("read_eagain")), format!("{:.3}", per("writes")),
+            r.engine.trigger.into(),
+            r.proto.into(),
+            r.idle.to_string(),
+            format!("{:.0}", r.rps),
+            format!("{:.3}", per("waits")),
+            format!("{:.3}", per("events")),
+            format!("{:.3}", per("reads")),
+            format!("{:.3}", per("read_eagain")),
+            format!("{:.3}", per("writes")),
         ]);
         if r.idle == 0 && r.proto == "echo" {
             bars.push((format!("{} req/s", r.engine.trigger), r.rps / 1000.0));
-            bars.push((format!("{} syscalls/req", r.engine.trigger), (per("waits") + per("reads") + per("writes")) * 10.0));
+            bars.push((
+                format!("{} syscalls/req", r.engine.trigger),
+                (per("waits") + per("reads") + per("writes")) * 10.0,
+            ));
         }
     }
     let file = "level_edge.svg";
-    chart::bars(&ctx.out(file), "epoll triggers, echo, no idle: kreq/s and syscalls per request x10", "value", &bars)?;
-    let find = |t: &str| runs.iter().find(|r| r.engine.trigger == t && r.idle == 0 && r.proto == "echo");
+    chart::bars(
+        &ctx.out(file),
+        "epoll triggers, echo, no idle: kreq/s and syscalls per request x10",
+        "value",
+        &bars,
+    )?;
+    let find = |t: &str| {
+        runs.iter()
+            .find(|r| r.engine.trigger == t && r.idle == 0 && r.proto == "echo")
+    };
     let mut verdicts = Vec::new();
     if let (Some(e), Some(l)) = (find("edge"), find("level")) {
         let per = |r: &Run, k: &str| r.stat(k) / r.requests.max(1.0);

@@ -62,7 +62,10 @@ pub(crate) fn explain(e: io::Error, addr: SocketAddr) -> io::Error {
 
 /// The soft descriptor limit.
 pub(crate) fn fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the live struct.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
@@ -140,7 +143,10 @@ pub(crate) fn connect_many(
                 ),
             ));
         }
-        selector.select(&mut events, Some((deadline - now).min(Duration::from_millis(100))))?;
+        selector.select(
+            &mut events,
+            Some((deadline - now).min(Duration::from_millis(100))),
+        )?;
         for event in &events {
             let Some(stream) = pending[event.token().0].take() else {
                 continue;

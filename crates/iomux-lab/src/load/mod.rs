@@ -101,13 +101,22 @@ impl LoadConfig {
             return bad("--duration must be a positive number of seconds".into());
         }
         if !(1..=1024).contains(&self.pipeline) {
-            return bad(format!("--pipeline {} is out of range: use 1 to 1024", self.pipeline));
+            return bad(format!(
+                "--pipeline {} is out of range: use 1 to 1024",
+                self.pipeline
+            ));
         }
         if !(1..=1 << 20).contains(&self.size) {
-            return bad(format!("--size {} is out of range: use 1 to 1048576 bytes", self.size));
+            return bad(format!(
+                "--size {} is out of range: use 1 to 1048576 bytes",
+                self.size
+            ));
         }
         if !(1..=256).contains(&self.threads) {
-            return bad(format!("--threads {} is out of range: use 1 to 256", self.threads));
+            return bad(format!(
+                "--threads {} is out of range: use 1 to 256",
+                self.threads
+            ));
         }
         if self.timeout.is_zero() {
             return bad("--timeout must be a positive number of seconds".into());
@@ -117,7 +126,9 @@ impl LoadConfig {
                 return bad("--rate must be a positive number of requests per second".into());
             }
             if self.connect_per_request {
-                return bad("--rate cannot be combined with --connect-per-request; drop one of them".into());
+                return bad(
+                    "--rate cannot be combined with --connect-per-request; drop one of them".into(),
+                );
             }
             if self.conns == 0 {
                 return bad("--rate needs at least one active connection (--conns)".into());
@@ -195,7 +206,8 @@ impl Totals {
             bytes_received: 0,
             unsent: 0,
             starved: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
             first_error: None,
         }
     }
@@ -215,7 +227,9 @@ impl Totals {
         self.bytes_received += o.bytes_received;
         self.unsent += o.unsent;
         self.starved += o.starved;
-        self.latency.add(&o.latency).map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+        self.latency
+            .add(&o.latency)
+            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
         if let Some(e) = o.first_error {
             self.note(|| e);
         }
@@ -253,8 +267,16 @@ impl LoadReport {
         let c = &self.config;
         let e = &self.totals.errors;
         let rate = c.rate.map_or("null".to_string(), |r| format!("{r}"));
-        let max = if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.max() as f64 / 1000.0 };
-        let mean = if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.mean() / 1000.0 };
+        let max = if self.totals.latency.is_empty() {
+            0.0
+        } else {
+            self.totals.latency.max() as f64 / 1000.0
+        };
+        let mean = if self.totals.latency.is_empty() {
+            0.0
+        } else {
+            self.totals.latency.mean() / 1000.0
+        };
         format!(
             concat!(
                 "{{\"addr\":\"{}\",\"proto\":\"{}\",\"conns\":{},\"idle\":{},\"threads\":{},\"pipeline\":{},",
@@ -285,22 +307,37 @@ impl LoadReport {
         };
         s += &format!(
             "{} load on {}: {} active + {} idle connections, {} thread(s), {mode}, {:.2} s\n\n",
-            c.proto, c.addr, c.conns, c.idle, c.threads, self.elapsed.as_secs_f64()
+            c.proto,
+            c.addr,
+            c.conns,
+            c.idle,
+            c.threads,
+            self.elapsed.as_secs_f64()
         );
         s += &format!("  requests     {:>12}\n", self.totals.requests);
         s += &format!("  requests/s   {:>12.1}\n", self.rps());
         if c.connect_per_request || self.totals.connects > 0 {
-            s += &format!("  connects     {:>12}   ({:.1}/s)\n", self.totals.connects, self.totals.connects as f64 / self.elapsed.as_secs_f64().max(1e-9));
+            s += &format!(
+                "  connects     {:>12}   ({:.1}/s)\n",
+                self.totals.connects,
+                self.totals.connects as f64 / self.elapsed.as_secs_f64().max(1e-9)
+            );
         }
         s += &format!(
             "  errors       {:>12}   (connect {}, io {}, protocol {}, timeout {}, status>=400 {})\n",
             e.total(), e.connect, e.io, e.protocol, e.timeout, e.status
         );
         if self.totals.starved > 0 {
-            s += &format!("  starved      {:>12}   connections got no response at all\n", self.totals.starved);
+            s += &format!(
+                "  starved      {:>12}   connections got no response at all\n",
+                self.totals.starved
+            );
         }
         if c.rate.is_some() {
-            s += &format!("  unsent       {:>12}   (due but every connection was busy)\n", self.totals.unsent);
+            s += &format!(
+                "  unsent       {:>12}   (due but every connection was busy)\n",
+                self.totals.unsent
+            );
         }
         s += &format!(
             "  transfer     {:>12.1} MB/s out, {:.1} MB/s in\n",
@@ -314,7 +351,11 @@ impl LoadReport {
             self.latency_us(0.9),
             self.latency_us(0.99),
             self.latency_us(0.999),
-            if self.totals.latency.is_empty() { 0.0 } else { self.totals.latency.max() as f64 / 1000.0 }
+            if self.totals.latency.is_empty() {
+                0.0
+            } else {
+                self.totals.latency.max() as f64 / 1000.0
+            }
         );
         if let Some(err) = &self.totals.first_error {
             s += &format!("\n  first error: {err}\n");
@@ -346,7 +387,8 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     let mut config = config.clone();
     config.threads = config.threads.min(config.conns.max(1));
     connect::check_capacity(config.conns + config.idle, config.addr)?;
-    let setup_timeout = Duration::from_secs(10) + Duration::from_millis(config.conns as u64 + config.idle as u64);
+    let setup_timeout =
+        Duration::from_secs(10) + Duration::from_millis(config.conns as u64 + config.idle as u64);
     let idle: Vec<TcpStream> = connect::connect_many(config.addr, config.idle, setup_timeout)?;
     let mut active = if config.connect_per_request {
         Vec::new()
@@ -374,7 +416,11 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         let plan = worker::Plan {
             addr: config.addr,
             proto: config.proto,
-            pipeline: if config.connect_per_request { 1 } else { config.pipeline },
+            pipeline: if config.connect_per_request {
+                1
+            } else {
+                config.pipeline
+            },
             requests: requests.clone(),
             rate: config.rate.map(|r| r / config.threads as f64),
             connect_per_request: config.connect_per_request,
@@ -391,7 +437,9 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 .spawn(move || worker::run(plan))?,
         );
     }
-    let show = config.progress.unwrap_or_else(|| io::stderr().is_terminal());
+    let show = config
+        .progress
+        .unwrap_or_else(|| io::stderr().is_terminal());
     if show {
         report_progress(&handles, &progress, start);
     }
@@ -404,7 +452,10 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 first_err.get_or_insert(e);
             }
             Err(_) => {
-                first_err.get_or_insert(io::Error::new(io::ErrorKind::Other, "a load thread panicked"));
+                first_err.get_or_insert(io::Error::new(
+                    io::ErrorKind::Other,
+                    "a load thread panicked",
+                ));
             }
         }
     }
@@ -414,7 +465,11 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     if let Some(e) = first_err {
         return Err(e);
     }
-    Ok(LoadReport { config, elapsed, totals })
+    Ok(LoadReport {
+        config,
+        elapsed,
+        totals,
+    })
 }
 
 /// One short line on stderr per second until the threads finish.
@@ -423,7 +478,12 @@ fn report_progress<T>(
     counters: &[Arc<[AtomicU64; 2]>],
     start: Instant,
 ) {
-    let sum = |k: usize| counters.iter().map(|c| c[k].load(Ordering::Relaxed)).sum::<u64>();
+    let sum = |k: usize| {
+        counters
+            .iter()
+            .map(|c| c[k].load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let mut last = 0;
     let mut tick = start;
     while handles.iter().any(|h| !h.is_finished()) {

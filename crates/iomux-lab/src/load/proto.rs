@@ -329,9 +329,18 @@ mod tests {
     #[test]
     fn counts_content_length_responses_split_anywhere() {
         let one = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nServer: x\r\n\r\nHello, World!";
-        let stream: Vec<u8> = [&one[..], b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", one].concat();
+        let stream: Vec<u8> = [
+            &one[..],
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            one,
+        ]
+        .concat();
         for step in 1..stream.len() + 1 {
-            assert_eq!(count_split(&stream, step).unwrap(), [200, 404, 200], "step {step}");
+            assert_eq!(
+                count_split(&stream, step).unwrap(),
+                [200, 404, 200],
+                "step {step}"
+            );
         }
     }
 
@@ -339,7 +348,11 @@ mod tests {
     fn counts_chunked_responses_with_trailers() {
         let stream = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         for step in 1..stream.len() + 1 {
-            assert_eq!(count_split(stream, step).unwrap(), [200, 201], "step {step}");
+            assert_eq!(
+                count_split(stream, step).unwrap(),
+                [200, 201],
+                "step {step}"
+            );
         }
     }
 

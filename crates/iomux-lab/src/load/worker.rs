@@ -161,8 +161,7 @@ impl Worker {
             }
             return;
         }
-        if event.is_readable() || event.is_read_closed() || event.is_hangup() || event.is_error()
-        {
+        if event.is_readable() || event.is_read_closed() || event.is_hangup() || event.is_error() {
             self.read_responses(i);
         }
         self.flush(i);
@@ -192,7 +191,11 @@ impl Worker {
 
     fn list_free(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        if !c.listed_free && c.stream.is_some() && !c.connecting && c.in_flight.len() < self.plan.pipeline {
+        if !c.listed_free
+            && c.stream.is_some()
+            && !c.connecting
+            && c.in_flight.len() < self.plan.pipeline
+        {
             c.listed_free = true;
             self.free.push_back(i);
         }
@@ -201,7 +204,9 @@ impl Worker {
     /// Write what the connection owes until done or the kernel pushes back.
     fn flush(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let Some(stream) = c.stream.as_mut() else { return };
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
         while c.owed > 0 {
             let bytes = self.plan.requests.next(c.phase, c.owed);
             match stream.write(bytes) {
@@ -228,7 +233,9 @@ impl Worker {
         let mut completed = 0usize;
         loop {
             let c = &mut self.conns[i];
-            let Some(stream) = c.stream.as_mut() else { return };
+            let Some(stream) = c.stream.as_mut() else {
+                return;
+            };
             match stream.read(&mut self.buf) {
                 Ok(0) => {
                     if c.in_flight.is_empty() && !self.plan.connect_per_request {
@@ -237,7 +244,10 @@ impl Worker {
                     } else {
                         self.fail_io(
                             i,
-                            io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed a connection with requests in flight"),
+                            io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the server closed a connection with requests in flight",
+                            ),
                         );
                     }
                     return;
@@ -263,10 +273,15 @@ impl Worker {
                     let data = &self.buf[..n];
                     let parsed = match self.plan.proto {
                         Proto::Http => c.http.feed(data, &mut on_response),
-                        Proto::Echo => c.echo.feed(self.plan.requests.one(), data, &mut on_response),
+                        Proto::Echo => {
+                            c.echo
+                                .feed(self.plan.requests.one(), data, &mut on_response)
+                        }
                     };
                     let parsed = parsed.and_then(|()| match unexpected {
-                        true => Err(ProtocolError("a response arrived with no request in flight".into())),
+                        true => Err(ProtocolError(
+                            "a response arrived with no request in flight".into(),
+                        )),
                         false => Ok(()),
                     });
                     if let Err(ProtocolError(msg)) = parsed {
@@ -337,7 +352,10 @@ impl Worker {
         c.connect_started = now;
         match start_connect(self.plan.addr) {
             Ok(stream) => {
-                match self.selector.register(stream.as_raw_fd(), Token(i), Interest::BOTH) {
+                match self
+                    .selector
+                    .register(stream.as_raw_fd(), Token(i), Interest::BOTH)
+                {
                     Ok(_) => {
                         c.stream = Some(stream);
                         c.connecting = true;
@@ -370,10 +388,19 @@ impl Worker {
             } else if c.connecting {
                 if now.duration_since(c.connect_started) > timeout {
                     self.totals.errors.connect += 1;
-                    self.totals.note(|| format!("connecting to {} timed out after {timeout:?}", self.plan.addr));
+                    self.totals.note(|| {
+                        format!(
+                            "connecting to {} timed out after {timeout:?}",
+                            self.plan.addr
+                        )
+                    });
                     self.drop_conn(i, now);
                 }
-            } else if c.in_flight.front().is_some_and(|&t| now.saturating_duration_since(t) > timeout) {
+            } else if c
+                .in_flight
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) > timeout)
+            {
                 self.totals.errors.timeout += 1;
                 self.totals.note(|| format!("no response within {timeout:?} (raise --timeout if the server is just slow)"));
                 self.drop_conn(i, now);

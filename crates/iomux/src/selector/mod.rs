@@ -97,7 +97,12 @@ impl Backend {
     /// ```
     /// assert_eq!(iomux::Backend::ALL.len(), 4);
     /// ```
-    pub const ALL: [Backend; 4] = [Backend::Select, Backend::Poll, Backend::Epoll, Backend::Uring];
+    pub const ALL: [Backend; 4] = [
+        Backend::Select,
+        Backend::Poll,
+        Backend::Epoll,
+        Backend::Uring,
+    ];
 
     /// The triggers this backend supports.
     ///
