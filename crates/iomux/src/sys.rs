@@ -85,6 +85,30 @@ pub(crate) fn timespec(d: Duration) -> libc::timespec {
     }
 }
 
+/// One `ppoll(2)` over `fds` (`None` waits for ever); returns how many have
+/// events. The signal mask is left as it is.
+pub(crate) fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ts = timeout.map(timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a live array of `fds.len()` pollfds; `ts_ptr` is null or
+    // a live timespec; a null sigmask keeps the current mask.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Set `O_NONBLOCK` on a descriptor.
 ///
 /// ```

@@ -3,7 +3,7 @@
 use super::{
     register_waker, reregister_failed, Backend, Registration, Registry, Selector, Trigger,
 };
-use crate::sys::{check_fd_open, context, registration_error, timespec, wait_honestly};
+use crate::sys::{check_fd_open, context, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::RawFd;
@@ -154,28 +154,7 @@ impl Selector for PollSelector {
         events.clear();
         self.registry.check_open()?;
         let fds = &mut self.fds;
-        wait_honestly(timeout, |t| {
-            let ts = t.map(timespec);
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `fds` is a live array of `fds.len()` pollfds; `ts_ptr` is
-            // null or a live timespec; a null sigmask keeps the current mask.
-            let n = unsafe {
-                libc::ppoll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    ts_ptr,
-                    std::ptr::null(),
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        })
-        .map_err(|e| context(e, "ppoll"))?;
+        wait_honestly(timeout, |t| ppoll(fds, t)).map_err(|e| context(e, "ppoll"))?;
         let len = self.fds.len();
         let start = if self.cursor < len { self.cursor } else { 0 };
         for i in (start..len).chain(0..start) {

@@ -17,7 +17,7 @@
 
 use super::poll::{event_flags, poll_events};
 use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
-use crate::sys::{check_fd_open, context, cvt, owned, registration_error, timespec, wait_honestly};
+use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -265,28 +265,8 @@ impl SigioSelector {
             Some(Duration::ZERO)
         };
         let pollfds = &mut self.pollfds;
-        wait_honestly(wait, |t| {
-            let ts = t.map(timespec);
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `pollfds` is a live array; `ts_ptr` is null or a live
-            // timespec; a null sigmask keeps the current (blocking) mask.
-            let n = unsafe {
-                libc::ppoll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
-                    ts_ptr,
-                    std::ptr::null(),
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        })
-        .map_err(|e| context(e, "ppoll on the signalfd"))?;
+        wait_honestly(wait, |t| ppoll(pollfds, t))
+            .map_err(|e| context(e, "ppoll on the signalfd"))?;
         for i in 1..self.pollfds.len() {
             if self.pollfds[i].revents != 0 && !events.is_full() {
                 let (token, waker) = &self.wakers[i - 1];
