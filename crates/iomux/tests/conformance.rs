@@ -197,6 +197,14 @@ for_modes!(reregister_changes_interest_and_token);
 fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
+    // Other tests run in parallel and the kernel hands out the lowest free
+    // number, so a low number could be reused before the reregister below:
+    // move the socket to a high one (still below FD_SETSIZE for select).
+    // SAFETY: F_DUPFD_CLOEXEC on a live descriptor returns a new one we own.
+    let high = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
+    assert!(high >= 900, "{}", std::io::Error::last_os_error());
+    // SAFETY: `high` is a fresh descriptor owned by nobody else.
+    let a = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
     let fd = a.as_raw_fd();
     sel.register(fd, Token(1), Interest::READABLE).unwrap();
     drop(a);
