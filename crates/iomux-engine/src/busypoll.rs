@@ -3,7 +3,7 @@
 //! multiplexing exists.
 
 use crate::conn::{
-    read_append, send_available, send_made_progress, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
+    admit, read_append, send_available, send_made_progress, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
 };
 use crate::reactor::LoopStats;
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
@@ -77,9 +77,7 @@ where
                     Ok(Accepted::Shed) => continue,
                     Ok(Accepted::Drained) | Err(_) => break,
                 };
-                stats.accepts += 1;
-                if !max_conns.try_acquire() {
-                    stats.refused += 1;
+                if !admit(max_conns, shutdown.is_triggered(), &mut stats) {
                     continue;
                 }
                 if config.nodelay {

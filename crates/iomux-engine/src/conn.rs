@@ -1,7 +1,9 @@
-//! Socket I/O shared by the engines: reads into spare capacity, writes that
-//! never raise SIGPIPE, corking, and the blocking per-connection loop.
+//! Socket I/O shared by the engines: admitting an accepted connection, reads
+//! into spare capacity, writes that never raise SIGPIPE, corking, and the
+//! blocking per-connection loop.
 
-use crate::shutdown::Shutdown;
+use crate::reactor::LoopStats;
+use crate::shutdown::{ConnLimit, Shutdown};
 use crate::Config;
 use iomux_proto::Protocol;
 use std::io;
@@ -20,6 +22,20 @@ pub(crate) const MAX_PENDING_INPUT: usize = 2 * 1024 * 1024;
 /// FIN, so unread bytes do not turn the close into a reset that destroys the
 /// response in flight.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// Count a newly accepted connection and take a place for it under
+/// `--max-conns`. False when it is refused (counted in `stats.refused`): the
+/// server is `draining` or full. The caller then drops the socket, which
+/// closes it; an admitted connection gives its place back with
+/// [`ConnLimit::release`] when it closes.
+pub(crate) fn admit(max_conns: &ConnLimit, draining: bool, stats: &mut LoopStats) -> bool {
+    stats.accepts += 1;
+    if draining || !max_conns.try_acquire() {
+        stats.refused += 1;
+        return false;
+    }
+    true
+}
 
 /// Append up to `max` bytes received from socket `fd` to `buf`.
 ///
@@ -232,5 +248,25 @@ fn linger_close(stream: TcpStream) {
         if n <= 0 {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_counts_accepts_and_refuses_past_the_cap_or_while_draining() {
+        let limit = Shutdown::new().conn_limit(Some(1));
+        let mut stats = LoopStats::default();
+        assert!(admit(&limit, false, &mut stats));
+        assert!(!admit(&limit, false, &mut stats), "over --max-conns");
+        limit.release();
+        assert!(!admit(&limit, true, &mut stats), "draining");
+        assert!(
+            admit(&limit, false, &mut stats),
+            "the released place is free"
+        );
+        assert_eq!((stats.accepts, stats.refused), (4, 2));
     }
 }

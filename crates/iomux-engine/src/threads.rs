@@ -1,6 +1,6 @@
 //! Blocking engines: a thread per connection, and one connection at a time.
 
-use crate::conn::serve_blocking;
+use crate::conn::{admit, serve_blocking};
 use crate::reactor::LoopStats;
 use crate::shutdown::{ConnLimit, Shutdown};
 use crate::Config;
@@ -22,12 +22,9 @@ fn accept_loop(
     while !shutdown.is_triggered() {
         match listener.accept() {
             Ok((stream, _)) => {
-                stats.accepts += 1;
-                if !max_conns.try_acquire() {
-                    stats.refused += 1;
-                    continue;
+                if admit(max_conns, shutdown.is_triggered(), &mut stats) {
+                    serve(stream);
                 }
-                serve(stream);
             }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
