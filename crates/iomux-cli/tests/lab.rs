@@ -1,5 +1,8 @@
 //! `iomux lab --quick` end to end: every experiment's section, CSV and chart.
 
+mod common;
+
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -42,6 +45,36 @@ fn number(cell: &str) -> f64 {
     x
 }
 
+/// The two newer models each have a row whose `measure_column` is a positive
+/// number; where io_uring is unavailable its rows are absent and the report
+/// says so instead.
+fn newer_models_have_rows_or_notes(
+    rows: &[Vec<String>],
+    report: &str,
+    uring_available: bool,
+    experiment: &str,
+    [sigio, uring]: [&str; 2],
+    measure_column: usize,
+) {
+    let measured = |name: &str| {
+        rows.iter()
+            .any(|r| r[0] == name && number(&r[measure_column]) > 0.0)
+    };
+    assert!(measured(sigio), "{experiment}: no {sigio} row: {rows:?}");
+    if uring_available {
+        assert!(measured(uring), "{experiment}: no {uring} row: {rows:?}");
+    } else {
+        assert!(
+            !rows.iter().any(|r| r[0] == uring),
+            "{experiment}: {uring} rows without io_uring: {rows:?}"
+        );
+        assert!(
+            report.contains("not measured: io_uring is unavailable on this machine"),
+            "{experiment}: the report does not say why {uring} is missing"
+        );
+    }
+}
+
 #[test]
 fn quick_lab_writes_every_section_csv_and_chart() {
     let dir = TempDir(std::env::temp_dir().join(format!("iomux-lab-test-{}", std::process::id())));
@@ -53,23 +86,39 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         "progress lines on stderr: {stderr}"
     );
     let d = &dir.0;
+    let report = std::fs::read_to_string(d.join("report.md")).unwrap();
+    // Where io_uring is refused, its rows are replaced by a note saying so.
+    let uring = iomux::selector::uring::probe();
+    if let Err(e) = &uring {
+        eprintln!("io_uring unavailable here ({e}): checking for the report's notes instead of uring rows");
+    }
 
+    let mut dispatch = Vec::new();
     for row in csv(
         d,
         "dispatch.csv",
         "backend,trigger,fds,active,usec_per_pass",
     ) {
         assert!(
-            ["select", "poll", "epoll"].contains(&row[0].as_str()),
+            ["select", "poll", "epoll", "sigio", "uring-poll"].contains(&row[0].as_str()),
             "{row:?}"
         );
         assert!(["level", "edge"].contains(&row[1].as_str()), "{row:?}");
+        dispatch.push(row.clone());
         assert!(
             number(&row[2]) >= number(&row[3]) && number(&row[3]) >= 1.0,
             "{row:?}"
         );
         assert!(number(&row[4]) > 0.0, "{row:?}");
     }
+    newer_models_have_rows_or_notes(
+        &dispatch,
+        &report,
+        uring.is_ok(),
+        "dispatch",
+        ["sigio", "uring-poll"],
+        4,
+    );
     let throughput = csv(
         d,
         "throughput.csv",
@@ -88,6 +137,26 @@ fn quick_lab_writes_every_section_csv_and_chart() {
             .any(|r| r[0] == "epoll" && number(&r[5]) > 0.0 && number(&r[6]) > 0.0),
         "epoll served requests: {throughput:?}"
     );
+    newer_models_have_rows_or_notes(
+        &throughput,
+        &report,
+        uring.is_ok(),
+        "throughput",
+        ["sigio", "uring"],
+        5,
+    );
+    let newer = csv(
+        d,
+        "newer_models.csv",
+        "backend,trigger,rps,waits_per_req,events_per_req,reads_per_req,writes_per_req",
+    );
+    assert_eq!(
+        newer[0][0], "epoll",
+        "epoll edge first, for comparison: {newer:?}"
+    );
+    for row in &newer {
+        assert!(row[2..].iter().all(|c| number(c) >= 0.0), "{row:?}");
+    }
     let memory = csv(d, "memory.csv", "backend,conns,rss_kib_per_conn");
     for row in &memory {
         assert!(number(&row[1]) >= 1000.0, "{row:?}");
@@ -99,6 +168,14 @@ fn quick_lab_writes_every_section_csv_and_chart() {
             .iter()
             .any(|r| r[0] == "threads" && number(&r[2]) > 4.0),
         "{memory:?}"
+    );
+    newer_models_have_rows_or_notes(
+        &memory,
+        &report,
+        uring.is_ok(),
+        "memory",
+        ["sigio", "uring"],
+        1,
     );
     csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req");
     for row in csv(
@@ -119,7 +196,6 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         "backend,conns,rps,p99_us,errors,starved_conns",
     );
 
-    let report = std::fs::read_to_string(d.join("report.md")).unwrap();
     for heading in [
         "## Claims and verdicts",
         "## 1. Dispatch cost",
@@ -167,4 +243,50 @@ fn unknown_experiment_is_refused_and_writes_nothing() {
         "{err}"
     );
     assert!(!dir.0.exists(), "nothing written for bad input");
+}
+
+#[test]
+fn without_io_uring_the_lab_says_so_and_goes_on() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("iomux-lab-nouring-{}", std::process::id())));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iomux"));
+    command.args([
+        "lab",
+        "--quick",
+        "--only",
+        "dispatch",
+        "--out",
+        dir.0.to_str().unwrap(),
+    ]);
+    // SAFETY: the closure only calls prctl (async-signal-safe).
+    unsafe { command.pre_exec(|| common::refuse_io_uring(libc::EPERM as u32)) };
+    let out = command.output().expect("run iomux lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "lab failed without io_uring: {stderr}"
+    );
+    assert!(
+        stderr.contains("io_uring rows skipped"),
+        "no progress line says so: {stderr}"
+    );
+    let rows = csv(
+        &dir.0,
+        "dispatch.csv",
+        "backend,trigger,fds,active,usec_per_pass",
+    );
+    let report = std::fs::read_to_string(dir.0.join("report.md")).unwrap();
+    newer_models_have_rows_or_notes(
+        &rows,
+        &report,
+        false,
+        "dispatch",
+        ["sigio", "uring-poll"],
+        4,
+    );
+    assert!(
+        report.contains("- Note: The uring-poll selector not measured: io_uring is unavailable on this machine (io_uring is disabled"),
+        "the note names the selector and the reason: {report}"
+    );
+    assert!(!report.contains("the experiment failed"), "{report}");
 }

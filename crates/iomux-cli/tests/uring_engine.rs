@@ -2,59 +2,11 @@
 //! refuses io_uring (simulated with a seccomp filter on `io_uring_setup`) gets
 //! a clear error naming epoll, before any "listening" line.
 
+mod common;
+
+use common::refuse_io_uring;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-
-/// Make `io_uring_setup` (syscall 425 on every architecture) fail with `errno`
-/// in the calling process, as a seccomp policy or the io_uring_disabled
-/// sysctl would.
-fn refuse_io_uring(errno: u32) -> std::io::Result<()> {
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    let filter = [
-        libc::sock_filter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: 425,
-        },
-        libc::sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ERRNO | errno,
-        },
-        libc::sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut _,
-    };
-    // SAFETY: prctl with a live, well-formed filter program; affects only
-    // this (child) process.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// Run `command` to its end, killing it (and failing) if it is still running
 /// after `limit`: a server that started anyway must not hang the test.

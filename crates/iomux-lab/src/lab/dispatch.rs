@@ -1,4 +1,5 @@
-//! Experiment 1: the libevent dispatch benchmark over select, poll and epoll.
+//! Experiment 1: the libevent dispatch benchmark over select, poll and epoll,
+//! and the two newer readiness sources, signal-driven I/O and io_uring poll.
 
 use super::chart::{self, Series};
 use super::report::{num, Section, Table, Verdict};
@@ -8,12 +9,31 @@ use iomux::{Backend, Interest, SelectSelector, Selector, Token, Trigger};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const MODES: [(Backend, Trigger); 4] = [
+const MODES: [(Backend, Trigger); 6] = [
     (Backend::Select, Trigger::Level),
     (Backend::Poll, Trigger::Level),
     (Backend::Epoll, Trigger::Level),
     (Backend::Epoll, Trigger::Edge),
+    (Backend::Sigio, Trigger::Edge),
+    (Backend::Uring, Trigger::Edge),
 ];
+
+/// The newer readiness sources, measured at one point only in the quick grid.
+fn is_newer(backend: Backend) -> bool {
+    matches!(backend, Backend::Sigio | Backend::Uring)
+}
+
+/// The selector's name as `iomux serve --backend` spells it: the io_uring
+/// selector is `uring-poll` (`uring` is the completion engine).
+fn selector_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Select => "select",
+        Backend::Poll => "poll",
+        Backend::Epoll => "epoll",
+        Backend::Sigio => "sigio",
+        Backend::Uring => "uring-poll",
+    }
+}
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let sizes: Vec<usize> = ctx.pick(
@@ -26,11 +46,26 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let mut series = Vec::new();
     // usec per pass by (mode, fds, active)
     let mut results: Vec<(Backend, Trigger, usize, usize, f64)> = Vec::new();
+    let notes: Vec<String> = ctx
+        .uring_skipped("The uring-poll selector")
+        .into_iter()
+        .collect();
     for &active in &actives {
         for (backend, trigger) in MODES {
+            if backend == Backend::Uring && ctx.uring_unavailable.is_some() {
+                continue;
+            }
+            let name = selector_name(backend);
             let mut points = Vec::new();
             for &fds in &sizes {
                 if active > fds || (backend == Backend::Select && fds > SELECT_MAX_FDS) {
+                    continue;
+                }
+                // Quick grid: the newer selectors at one point (the smallest size, all active).
+                if ctx.config.quick
+                    && is_newer(backend)
+                    && (fds != sizes[0] || active != *actives.last().unwrap())
+                {
                     continue;
                 }
                 // Enough passes for a stable mean without letting the large, slow cases dominate.
@@ -44,7 +79,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                     best = best.min(t.as_secs_f64() * 1e6);
                 }
                 table.push(vec![
-                    backend.to_string(),
+                    name.to_string(),
                     trigger.to_string(),
                     fds.to_string(),
                     active.to_string(),
@@ -53,11 +88,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 results.push((backend, trigger, fds, active, best));
                 points.push((fds as f64, best));
             }
+            if points.is_empty() {
+                continue;
+            }
             ctx.progress(format_args!(
-                "dispatch: {backend}/{trigger} active={active} done"
+                "dispatch: {name}/{trigger} active={active} done"
             ));
             series.push(Series {
-                label: format!("{backend} {trigger}, {active} active"),
+                label: format!("{name} {trigger}, {active} active"),
                 points,
             });
         }
@@ -92,10 +130,24 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         } else {
             "Not confirmed on this machine"
         };
+        // The newer readiness sources report changes, as epoll edge does.
+        let newer: String = [Backend::Sigio, Backend::Uring]
+            .into_iter()
+            .filter_map(|b| {
+                let (n0, n1) = (get(b, Trigger::Edge, lo, 1)?, get(b, Trigger::Edge, hi, 1)?);
+                Some(format!(
+                    " {} from {} to {} us (x{:.1}).",
+                    selector_name(b),
+                    num(n0),
+                    num(n1),
+                    n1 / n0
+                ))
+            })
+            .collect();
         verdicts.push(Verdict {
             claim: "select and poll cost O(n) per call; epoll costs O(active)",
             verdict: format!(
-                "{shape}: with 1 active, poll goes from {} us at {lo} pairs to {} us at {hi} (x{:.1}); epoll edge from {} to {} us (x{:.1}).",
+                "{shape}: with 1 active, poll goes from {} us at {lo} pairs to {} us at {hi} (x{:.1}); epoll edge from {} to {} us (x{:.1}).{newer}",
                 num(p0), num(p1), pr, num(e0), num(e1), er
             ),
         });
@@ -128,12 +180,13 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         name: "dispatch",
         title: "Dispatch cost (the libevent benchmark)",
         method: format!(
-            "N Unix socket pairs registered for readability; each pass writes one byte to A of them (round robin), waits until all A are reported, and reads them back. Mean time per pass, best of {repeats} run(s), in-process ([`iomux_lab::dispatch::measure`]). select stops at {SELECT_MAX_FDS} pairs: both ends of each pair are open, so descriptor numbers pass FD_SETSIZE (1024) beyond that."
+            "N Unix socket pairs registered for readability; each pass writes one byte to A of them (round robin), waits until all A are reported, and reads them back. Mean time per pass, best of {repeats} run(s), in-process ([`iomux_lab::dispatch::measure`]). select stops at {SELECT_MAX_FDS} pairs: both ends of each pair are open, so descriptor numbers pass FD_SETSIZE (1024) beyond that. `sigio` is signal-driven I/O: each pair's reader has O_ASYNC and a real-time signal carrying its descriptor, and a wait reads the queued signals from a signalfd (edge only: a signal reports a change). `uring-poll` is the io_uring readiness selector: a multishot poll request per descriptor (edge), and one `io_uring_enter` per wait.{}",
+            if ctx.config.quick { " The quick grid measures sigio and uring-poll at one point only." } else { "" }
         ),
         tables: vec![("Microseconds per pass".into(), table, Some("dispatch.csv".into()))],
         charts: vec![file.into()],
         verdicts,
-        notes: Vec::new(),
+        notes,
     })
 }
 

@@ -77,6 +77,8 @@ pub(crate) struct Ctx {
     started: Instant,
     /// Throughput runs on epoll, kept for the level-vs-edge section.
     pub trigger_runs: Vec<throughput::Run>,
+    /// Why io_uring cannot be used here (probed once), or `None` when it can.
+    pub uring_unavailable: Option<String>,
 }
 
 impl Ctx {
@@ -90,6 +92,14 @@ impl Ctx {
 
     pub(crate) fn out(&self, file: &str) -> PathBuf {
         self.config.out.join(file)
+    }
+
+    /// The note for a section whose io_uring rows were skipped, or `None` when
+    /// io_uring works here (`what` names the rows, e.g. "the uring engine").
+    pub(crate) fn uring_skipped(&self, what: &str) -> Option<String> {
+        self.uring_unavailable.as_ref().map(|why| {
+            format!("{what} not measured: io_uring is unavailable on this machine ({why}).")
+        })
     }
 
     /// A value from the full grid, or the quick one.
@@ -151,7 +161,11 @@ pub fn run(config: &LabConfig) -> io::Result<PathBuf> {
         http: false,
         started: Instant::now(),
         trigger_runs: Vec::new(),
+        uring_unavailable: iomux::selector::uring::probe().err().map(|e| e.to_string()),
     };
+    if let Some(why) = &ctx.uring_unavailable {
+        ctx.progress(format_args!("io_uring rows skipped: {why}"));
+    }
     ctx.http = match ctx.server(&["--proto", "http"]) {
         Ok(mut s) => {
             let _ = s.stop();
