@@ -46,12 +46,30 @@ run_one() { # engine workload -> "rps cpu_us_per_req"
   echo "$rps $(python3 -c "print(round(($after-$before)/$hz*1e6/max($reqs,1),2))")"
 }
 
+results=$(mktemp); trap 'rm -f "$results"' EXIT
 echo "workload,round,engine,rps,server_cpu_us_per_req"
 for workload in "${!WORKLOADS[@]}"; do
   for round in $(seq "$ROUNDS"); do
     for engine in $ENGINES; do
       read -r rps cpu < <(run_one "$engine" "$workload")
-      echo "$workload,$round,$engine,$rps,$cpu"
+      echo "$workload,$round,$engine,$rps,$cpu" | tee -a "$results"
     done
   done
 done
+# Each engine against the first one, round by round (the rounds are
+# interleaved, so a ratio compares runs made under the same load).
+python3 - "$results" ${ENGINES} <<'PY'
+import csv, statistics, sys
+rows = list(csv.reader(open(sys.argv[1])))
+base, others = sys.argv[2], sys.argv[3:]
+by = {(w, r, e): (float(rps), float(cpu)) for w, r, e, rps, cpu in rows}
+print("summary: workload,engine,median rps ratio to %s (per round),median cpu ratio" % base)
+for w in sorted({w for w, _, _ in by}):
+    for e in others:
+        rounds = sorted({r for ww, r, ee in by if ww == w and ee == e and (w, r, base) in by})
+        rr = [by[w, r, e][0] / max(by[w, r, base][0], 1) for r in rounds]
+        cr = [by[w, r, e][1] / max(by[w, r, base][1], 1e-9) for r in rounds]
+        if rr:
+            print("summary: %s,%s,%.2fx (%s),%.2fx" % (w, e, statistics.median(rr),
+                  " ".join("%.2f" % x for x in rr), statistics.median(cr)))
+PY

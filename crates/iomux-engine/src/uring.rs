@@ -494,6 +494,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         }
         if conn.in_flight_sent >= conn.in_flight.len() {
             if conn.queued.is_empty() {
+                // Nothing owed: an idle connection holds no buffer.
+                self.pool.put(&mut conn.queued);
                 return Ok(());
             }
             conn.in_flight.clear();
@@ -864,6 +866,11 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         let was_idle = conn.proto.is_idle();
         // Input from a peer that is not taking its output does not make it active.
         let owed = conn.pending_output() > 0;
+        if conn.queued.capacity() == 0 {
+            // A pooled buffer for the answers, so they do not grow one from
+            // nothing each time (realloc was 3% of the loop's samples).
+            conn.queued = pool.get();
+        }
         let step = if conn.input.is_empty() {
             let step = conn.proto.on_input(data, &mut conn.queued);
             if step.consumed < data.len() {
