@@ -21,7 +21,7 @@
 //! pass submits them and waits in one `io_uring_enter` (`submit_and_wait`).
 
 use crate::buffer::BufPool;
-use crate::conn::{send_made_progress, LINGER, MAX_PENDING_INPUT};
+use crate::conn::{admit, send_made_progress, LINGER, MAX_PENDING_INPUT};
 use crate::reactor::LoopStats;
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::Config;
@@ -691,8 +691,13 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         if res >= 0 {
             // SAFETY: a successful accept returned a new descriptor we now own.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            self.stats.accepts += 1;
-            self.add_conn(fd)?;
+            if admit(
+                self.max_conns,
+                self.draining_until.is_some(),
+                &mut self.stats,
+            ) {
+                self.add_conn(fd)?;
+            }
         } else if matches!(
             -res,
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
@@ -716,11 +721,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         Ok(())
     }
 
+    /// Take an admitted connection in and start receiving from it.
     fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
-        if self.draining_until.is_some() || !self.max_conns.try_acquire() {
-            self.stats.refused += 1;
-            return Ok(());
-        }
         if self.config.nodelay {
             let one: libc::c_int = 1;
             // SAFETY: sets TCP_NODELAY from a live c_int on our own socket.
