@@ -18,11 +18,12 @@ fn load(args: &[&str]) -> Output {
         .expect("run iomux load")
 }
 
-/// Run load with `--json`, check it succeeded, and return its JSON line.
-fn load_json(addr: SocketAddr, args: &[&str]) -> String {
+/// Run load with `--json` and `args` (split at spaces), check it succeeded,
+/// and return its JSON line.
+fn load_json(addr: SocketAddr, args: &str) -> String {
     let addr = addr.to_string();
     let mut all = vec!["--addr", &addr, "--json"];
-    all.extend_from_slice(args);
+    all.extend(args.split_whitespace());
     let out = load(&all);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -50,16 +51,7 @@ fn echo_load_counts_requests_without_errors() {
     let server = ServerProcess::start(&["--proto", "echo"]);
     let json = load_json(
         server.addr,
-        &[
-            "--proto",
-            "echo",
-            "--conns",
-            "4",
-            "--duration",
-            "1",
-            "--size",
-            "100",
-        ],
+        "--proto echo --conns 4 --duration 1 --size 100",
     );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -76,20 +68,7 @@ fn echo_load_with_pipeline_threads_and_idle_connections() {
     let server = ServerProcess::start(&["--proto", "echo"]);
     let json = load_json(
         server.addr,
-        &[
-            "--proto",
-            "echo",
-            "--conns",
-            "6",
-            "--threads",
-            "2",
-            "--pipeline",
-            "8",
-            "--idle",
-            "200",
-            "--duration",
-            "1",
-        ],
+        "--proto echo --conns 6 --threads 2 --pipeline 8 --idle 200 --duration 1",
     );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -102,16 +81,7 @@ fn open_loop_rate_sends_on_schedule() {
     let server = ServerProcess::start(&["--proto", "echo"]);
     let json = load_json(
         server.addr,
-        &[
-            "--proto",
-            "echo",
-            "--conns",
-            "4",
-            "--rate",
-            "200",
-            "--duration",
-            "1",
-        ],
+        "--proto echo --conns 4 --rate 200 --duration 1",
     );
     let requests = num(&json, "requests");
     // 200 due over the second; a few may still be in flight at the end.
@@ -124,15 +94,7 @@ fn connection_per_request_counts_connects() {
     let server = ServerProcess::start(&["--proto", "echo"]);
     let json = load_json(
         server.addr,
-        &[
-            "--proto",
-            "echo",
-            "--conns",
-            "2",
-            "--connect-per-request",
-            "--duration",
-            "1",
-        ],
+        "--proto echo --conns 2 --connect-per-request --duration 1",
     );
     let (requests, connects) = (num(&json, "requests"), num(&json, "connects"));
     assert!(requests > 0.0, "{json}");
@@ -186,19 +148,7 @@ fn http_responder(conns: usize) -> SocketAddr {
 #[test]
 fn http_load_counts_pipelined_responses() {
     let addr = http_responder(4);
-    let json = load_json(
-        addr,
-        &[
-            "--proto",
-            "http",
-            "--conns",
-            "4",
-            "--pipeline",
-            "16",
-            "--duration",
-            "1",
-        ],
-    );
+    let json = load_json(addr, "--proto http --conns 4 --pipeline 16 --duration 1");
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
 }
@@ -208,18 +158,7 @@ fn http_load_against_iomux_serve() {
     let server = ServerProcess::start(&["--proto", "http"]);
     let json = load_json(
         server.addr,
-        &[
-            "--proto",
-            "http",
-            "--conns",
-            "8",
-            "--pipeline",
-            "4",
-            "--threads",
-            "2",
-            "--duration",
-            "1",
-        ],
+        "--proto http --conns 8 --pipeline 4 --threads 2 --duration 1",
     );
     let requests = num(&json, "requests");
     assert!(requests > 0.0, "{json}");
