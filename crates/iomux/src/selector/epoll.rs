@@ -1,6 +1,6 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
-use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{context, cvt, owned, registration_error, timespec, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
@@ -116,25 +116,18 @@ impl EpollSelector {
         interest: Interest,
         flags: u32,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.check_absent(fd)?;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
-                )
-            } else {
-                registration_error(fd, "epoll_ctl(ADD)", e)
-            }
-        })?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, ());
-        Ok(reg)
+        self.register_with(fd, token, interest, |s| {
+            s.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
+                    )
+                } else {
+                    registration_error(fd, "epoll_ctl(ADD)", e)
+                }
+            })
+        })
     }
 
     fn wait(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
@@ -202,6 +195,13 @@ fn event_flags(epoll: u32) -> u8 {
     flags
 }
 
+impl Bookkeeping for EpollSelector {
+    type State = ();
+    fn registry(&mut self) -> &mut Registry<()> {
+        &mut self.registry
+    }
+}
+
 impl Selector for EpollSelector {
     fn register(
         &mut self,
@@ -218,20 +218,9 @@ impl Selector for EpollSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.expect(fd)?;
-        if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, self.flags(interest), token) {
-            // Leave nothing stale behind: the caller learns the descriptor is gone.
-            let _ = self.deregister(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, ());
-        Ok(reg)
+        self.reregister_with(fd, token, interest, |s, _| {
+            s.ctl(libc::EPOLL_CTL_MOD, fd, s.flags(interest), token)
+        })
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
@@ -280,18 +269,12 @@ impl Selector for EpollSelector {
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        let waker = Waker::new()?;
         // Level-triggered whatever the selector's mode: the selector resets the
         // eventfd when it reports it, so a one-shot or edge registration would
         // only lose wakes.
-        self.add(
-            waker.as_raw_fd(),
-            token,
-            Interest::READABLE,
-            libc::EPOLLIN as u32,
-        )?;
-        self.registry.add_waker(token, waker.clone());
-        Ok(waker)
+        self.register_waker(token, |s, fd| {
+            s.add(fd, token, Interest::READABLE, libc::EPOLLIN as u32)
+        })
     }
 
     fn close(&mut self) -> io::Result<()> {

@@ -577,6 +577,87 @@ impl<T: Copy> Registry<T> {
     }
 }
 
+/// The registration bookkeeping every backend shares, so that each backend
+/// file keeps only its own syscalls: checking the arguments, refusing a
+/// descriptor already registered (or not registered), recording token,
+/// interest and the backend's own state in the [`Registry`], removing the
+/// registration when the kernel refuses a change (so nothing stale remains),
+/// and remembering wakers.
+pub(crate) trait Bookkeeping: Selector {
+    /// What the backend keeps per registration beside token and interest.
+    type State: Copy;
+
+    fn registry(&mut self) -> &mut Registry<Self::State>;
+
+    /// `Selector::register` around `watch`: the backend's syscalls that start
+    /// watching `fd`, returning its state. Nothing is recorded if they fail.
+    #[inline]
+    fn register_with(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        watch: impl FnOnce(&mut Self) -> io::Result<Self::State>,
+    ) -> io::Result<Registration> {
+        let registry = self.registry();
+        registry.check_args(fd, interest)?;
+        registry.check_absent(fd)?;
+        let state = watch(self)?;
+        let reg = Registration {
+            fd,
+            token,
+            interest,
+        };
+        self.registry().insert(reg, state);
+        Ok(reg)
+    }
+
+    /// `Selector::reregister` around `rewatch`: the backend's syscalls that
+    /// change what `fd` is watched for, given its old registration and state
+    /// and returning the new state. If they fail, `fd` is deregistered and
+    /// the error says so.
+    #[inline]
+    fn reregister_with(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        rewatch: impl FnOnce(&mut Self, (Registration, Self::State)) -> io::Result<Self::State>,
+    ) -> io::Result<Registration> {
+        let registry = self.registry();
+        registry.check_args(fd, interest)?;
+        let old = registry.expect(fd)?;
+        match rewatch(self, old) {
+            Ok(state) => {
+                let reg = Registration {
+                    fd,
+                    token,
+                    interest,
+                };
+                self.registry().insert(reg, state);
+                Ok(reg)
+            }
+            Err(e) => {
+                let _ = self.deregister(fd);
+                Err(reregister_failed(fd, e))
+            }
+        }
+    }
+
+    /// `Selector::waker`: a new waker whose eventfd `register` watches
+    /// (readable, with `token`), remembered so its wakes are reset once reported.
+    fn register_waker(
+        &mut self,
+        token: Token,
+        register: impl FnOnce(&mut Self, RawFd) -> io::Result<Registration>,
+    ) -> io::Result<Waker> {
+        let waker = Waker::new()?;
+        register(self, waker.as_raw_fd())?;
+        self.registry().add_waker(token, waker.clone());
+        Ok(waker)
+    }
+}
+
 /// The error of a re-registration the kernel refused, after which the
 /// registration was removed (so nothing stale remains).
 pub(crate) fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
@@ -602,14 +683,4 @@ fn not_registered(fd: RawFd) -> io::Error {
         io::ErrorKind::NotFound,
         format!("descriptor {fd} is not registered"),
     )
-}
-
-/// Create a waker and register it on `selector` with `token`.
-pub(crate) fn register_waker<S: Selector + ?Sized>(
-    selector: &mut S,
-    token: Token,
-) -> io::Result<Waker> {
-    let waker = Waker::new()?;
-    selector.register(waker.as_raw_fd(), token, Interest::READABLE)?;
-    Ok(waker)
 }

@@ -1,8 +1,6 @@
 //! poll(2): an array of `pollfd` handed to the kernel and scanned on every call.
 
-use super::{
-    register_waker, reregister_failed, Backend, Registration, Registry, Selector, Trigger,
-};
+use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{check_fd_open, context, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
@@ -89,6 +87,13 @@ pub(super) fn event_flags(revents: libc::c_short) -> u8 {
     flags
 }
 
+impl Bookkeeping for PollSelector {
+    type State = usize;
+    fn registry(&mut self) -> &mut Registry<usize> {
+        &mut self.registry
+    }
+}
+
 impl Selector for PollSelector {
     fn register(
         &mut self,
@@ -96,22 +101,16 @@ impl Selector for PollSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.check_absent(fd)?;
-        check_fd_open(fd).map_err(|e| registration_error(fd, "poll register", e))?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, self.fds.len());
-        self.fds.push(libc::pollfd {
-            fd,
-            events: poll_events(interest),
-            revents: 0,
-        });
-        self.tokens.push(token);
-        Ok(reg)
+        self.register_with(fd, token, interest, |s| {
+            check_fd_open(fd).map_err(|e| registration_error(fd, "poll register", e))?;
+            s.fds.push(libc::pollfd {
+                fd,
+                events: poll_events(interest),
+                revents: 0,
+            });
+            s.tokens.push(token);
+            Ok(s.fds.len() - 1)
+        })
     }
 
     fn reregister(
@@ -120,22 +119,13 @@ impl Selector for PollSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        let (_, index) = self.registry.expect(fd)?;
-        if let Err(e) = check_fd_open(fd) {
-            // Closed without deregistering: drop the entry rather than keep a stale one.
-            let _ = self.deregister(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, index);
-        self.fds[index].events = poll_events(interest);
-        self.tokens[index] = token;
-        Ok(reg)
+        // Closed without deregistering: the entry is dropped rather than kept stale.
+        self.reregister_with(fd, token, interest, |s, (_, index)| {
+            check_fd_open(fd)?;
+            s.fds[index].events = poll_events(interest);
+            s.tokens[index] = token;
+            Ok(index)
+        })
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
@@ -188,9 +178,7 @@ impl Selector for PollSelector {
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        let waker = register_waker(self, token)?;
-        self.registry.add_waker(token, waker.clone());
-        Ok(waker)
+        self.register_waker(token, |s, fd| s.register(fd, token, Interest::READABLE))
     }
 
     fn close(&mut self) -> io::Result<()> {

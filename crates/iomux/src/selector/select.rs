@@ -1,8 +1,6 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
-use super::{
-    register_waker, reregister_failed, Backend, Registration, Registry, Selector, Trigger,
-};
+use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{check_fd_open, context, registration_error, timespec, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
@@ -126,6 +124,13 @@ impl SelectSelector {
     }
 }
 
+impl Bookkeeping for SelectSelector {
+    type State = ();
+    fn registry(&mut self) -> &mut Registry<()> {
+        &mut self.registry
+    }
+}
+
 impl Selector for SelectSelector {
     fn register(
         &mut self,
@@ -133,18 +138,12 @@ impl Selector for SelectSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        Self::check_limit(fd)?;
-        self.registry.check_absent(fd)?;
-        check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, ());
-        self.mark(fd, Some(interest));
-        Ok(reg)
+        self.register_with(fd, token, interest, |s| {
+            Self::check_limit(fd)?;
+            check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
+            s.mark(fd, Some(interest));
+            Ok(())
+        })
     }
 
     fn reregister(
@@ -153,21 +152,12 @@ impl Selector for SelectSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.expect(fd)?;
-        if let Err(e) = check_fd_open(fd) {
-            // Closed without deregistering: drop the entry rather than keep a stale one.
-            let _ = self.deregister(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, ());
-        self.mark(fd, Some(interest));
-        Ok(reg)
+        // Closed without deregistering: the entry is dropped rather than kept stale.
+        self.reregister_with(fd, token, interest, |s, _| {
+            check_fd_open(fd)?;
+            s.mark(fd, Some(interest));
+            Ok(())
+        })
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
@@ -264,9 +254,7 @@ impl Selector for SelectSelector {
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        let waker = register_waker(self, token)?;
-        self.registry.add_waker(token, waker.clone());
-        Ok(waker)
+        self.register_waker(token, |s, fd| s.register(fd, token, Interest::READABLE))
     }
 
     fn close(&mut self) -> io::Result<()> {

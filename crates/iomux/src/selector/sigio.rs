@@ -16,7 +16,7 @@
 //! readiness is lost.
 
 use super::poll::{event_flags, poll_events};
-use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::cell::Cell;
@@ -318,6 +318,14 @@ impl SigioSelector {
     }
 }
 
+impl Bookkeeping for SigioSelector {
+    /// Queued for the next readiness check.
+    type State = bool;
+    fn registry(&mut self) -> &mut Registry<bool> {
+        &mut self.registry
+    }
+}
+
 impl Selector for SigioSelector {
     fn register(
         &mut self,
@@ -325,18 +333,13 @@ impl Selector for SigioSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.check_absent(fd)?;
-        self.check_thread()?;
-        check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
-        self.arm(fd)
-            .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.registry.insert(reg, false);
+        let reg = self.register_with(fd, token, interest, |s| {
+            s.check_thread()?;
+            check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
+            s.arm(fd)
+                .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
+            Ok(false)
+        })?;
         // Readiness from before O_ASYNC raised no signal: look once at the next wait.
         self.mark(fd);
         Ok(reg)
@@ -348,19 +351,9 @@ impl Selector for SigioSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.expect(fd)?;
-        if let Err(e) = check_fd_open(fd) {
-            let _ = self.deregister(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        let queued = self.registry.get(fd).is_some_and(|(_, q)| *q);
-        self.registry.insert(reg, queued);
+        let reg = self.reregister_with(fd, token, interest, |_, (_, queued)| {
+            check_fd_open(fd).map(|()| queued)
+        })?;
         // Like EPOLL_CTL_MOD: the current readiness is reported again.
         self.mark(fd);
         Ok(reg)

@@ -16,7 +16,7 @@
 //! reused) is recognised and dropped.
 
 use super::poll::{event_flags, poll_events};
-use super::{reregister_failed, Backend, Registration, Registry, Selector, Trigger};
+use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -33,7 +33,7 @@ const IGNORED: u64 = u64::MAX;
 
 /// What the selector keeps per registered descriptor.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+pub(crate) struct Slot {
     /// Tells this registration's completions from a removed one's.
     generation: u32,
     /// A poll request is in flight for it.
@@ -49,6 +49,14 @@ struct Slot {
 
 fn user_data(fd: RawFd, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(fd as u32)
+}
+
+/// The poll request that watches `fd` for `interest` as `slot` says.
+fn poll_request(fd: RawFd, interest: Interest, slot: &Slot) -> squeue::Entry {
+    opcode::PollAdd::new(types::Fd(fd), poll_events(interest) as u32)
+        .multi(slot.trigger == Trigger::Edge)
+        .build()
+        .user_data(user_data(fd, slot.generation))
 }
 
 /// Open an io_uring, or explain why this kernel refuses one.
@@ -172,10 +180,7 @@ impl UringSelector {
             return Ok(());
         };
         slot.armed = true;
-        let entry = opcode::PollAdd::new(types::Fd(fd), poll_events(reg.interest) as u32)
-            .multi(slot.trigger == Trigger::Edge)
-            .build()
-            .user_data(user_data(fd, slot.generation));
+        let entry = poll_request(fd, reg.interest, slot);
         self.push(entry)
     }
 
@@ -203,30 +208,21 @@ impl UringSelector {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        self.registry.check_absent(fd)?;
-        // The kernel would say so only in a completion: check now.
-        check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let slot = Slot {
-            generation: self.next_generation,
-            armed: false,
-            trigger,
-            queued: false,
-            seen: 0,
-            index: 0,
-        };
-        self.registry.insert(reg, slot);
-        if let Err(e) = self.arm(fd) {
-            let _ = self.registry.remove(fd);
-            return Err(e);
-        }
-        Ok(reg)
+        self.register_with(fd, token, interest, |s| {
+            // The kernel would say so only in a completion: check now.
+            check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
+            s.next_generation = s.next_generation.wrapping_add(1);
+            let slot = Slot {
+                generation: s.next_generation,
+                armed: true,
+                trigger,
+                queued: false,
+                seen: 0,
+                index: 0,
+            };
+            s.push(poll_request(fd, interest, &slot))?;
+            Ok(slot)
+        })
     }
 
     /// One enter: submit what is queued and wait up to `timeout` for a
@@ -326,6 +322,13 @@ impl UringSelector {
     }
 }
 
+impl Bookkeeping for UringSelector {
+    type State = Slot;
+    fn registry(&mut self) -> &mut Registry<Slot> {
+        &mut self.registry
+    }
+}
+
 impl Selector for UringSelector {
     fn register(
         &mut self,
@@ -342,39 +345,23 @@ impl Selector for UringSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.registry.check_args(fd, interest)?;
-        let (old, slot) = self.registry.expect(fd)?;
-        if let Err(e) = check_fd_open(fd) {
-            let _ = self.deregister(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
-        if slot.armed && old.interest == interest && slot.trigger != Trigger::Oneshot {
-            // The request in flight already watches the right things.
-            self.registry.insert(reg, slot);
-            return Ok(reg);
-        }
-        if let Err(e) = self.disarm(fd, slot) {
-            let _ = self.registry.remove(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let fresh = Slot {
-            generation: self.next_generation,
-            armed: false,
-            queued: false,
-            ..slot
-        };
-        self.registry.insert(reg, fresh);
-        if let Err(e) = self.arm(fd) {
-            let _ = self.registry.remove(fd);
-            return Err(reregister_failed(fd, e));
-        }
-        Ok(reg)
+        self.reregister_with(fd, token, interest, |s, (old, slot)| {
+            check_fd_open(fd)?;
+            if slot.armed && old.interest == interest && slot.trigger != Trigger::Oneshot {
+                // The request in flight already watches the right things.
+                return Ok(slot);
+            }
+            s.disarm(fd, slot)?;
+            s.next_generation = s.next_generation.wrapping_add(1);
+            let fresh = Slot {
+                generation: s.next_generation,
+                armed: true,
+                queued: false,
+                ..slot
+            };
+            s.push(poll_request(fd, interest, &fresh))?;
+            Ok(fresh)
+        })
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
@@ -434,15 +421,9 @@ impl Selector for UringSelector {
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
         // Level-triggered whatever the selector's mode, as on epoll: the
         // selector resets the eventfd when it reports it.
-        let waker = Waker::new()?;
-        self.add(
-            std::os::fd::AsRawFd::as_raw_fd(&waker),
-            token,
-            Interest::READABLE,
-            Trigger::Level,
-        )?;
-        self.registry.add_waker(token, waker.clone());
-        Ok(waker)
+        self.register_waker(token, |s, fd| {
+            s.add(fd, token, Interest::READABLE, Trigger::Level)
+        })
     }
 
     fn close(&mut self) -> io::Result<()> {
