@@ -474,8 +474,9 @@ impl<T: Copy> Registry<T> {
         }
     }
 
-    /// Check the arguments of a register or reregister call.
-    pub(crate) fn check_args(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+    /// Check the arguments of a register or reregister call; returns the
+    /// registration they ask for.
+    fn check_args(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<Registration> {
         self.check_open()?;
         if fd < 0 {
             return Err(io::Error::new(
@@ -489,11 +490,15 @@ impl<T: Copy> Registry<T> {
                 format!("invalid interest {interest:?}: use READABLE, WRITABLE or both"),
             ));
         }
-        Ok(())
+        Ok(Registration {
+            fd,
+            token,
+            interest,
+        })
     }
 
     /// Fail with `AlreadyExists` if `fd` is registered.
-    pub(crate) fn check_absent(&self, fd: RawFd) -> io::Result<()> {
+    fn check_absent(&self, fd: RawFd) -> io::Result<()> {
         match self.get(fd) {
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -600,14 +605,9 @@ pub(crate) trait Bookkeeping: Selector {
         watch: impl FnOnce(&mut Self) -> io::Result<Self::State>,
     ) -> io::Result<Registration> {
         let registry = self.registry();
-        registry.check_args(fd, interest)?;
+        let reg = registry.check_args(fd, token, interest)?;
         registry.check_absent(fd)?;
         let state = watch(self)?;
-        let reg = Registration {
-            fd,
-            token,
-            interest,
-        };
         self.registry().insert(reg, state);
         Ok(reg)
     }
@@ -625,15 +625,10 @@ pub(crate) trait Bookkeeping: Selector {
         rewatch: impl FnOnce(&mut Self, (Registration, Self::State)) -> io::Result<Self::State>,
     ) -> io::Result<Registration> {
         let registry = self.registry();
-        registry.check_args(fd, interest)?;
+        let reg = registry.check_args(fd, token, interest)?;
         let old = registry.expect(fd)?;
         match rewatch(self, old) {
             Ok(state) => {
-                let reg = Registration {
-                    fd,
-                    token,
-                    interest,
-                };
                 self.registry().insert(reg, state);
                 Ok(reg)
             }
@@ -660,7 +655,7 @@ pub(crate) trait Bookkeeping: Selector {
 
 /// The error of a re-registration the kernel refused, after which the
 /// registration was removed (so nothing stale remains).
-pub(crate) fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
+fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
     let (kind, reason) = match err.raw_os_error() {
         Some(libc::EBADF) => (
             io::ErrorKind::InvalidInput,
