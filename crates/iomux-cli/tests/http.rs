@@ -390,21 +390,25 @@ fn uring_poll() {
     run_all(URING_POLL);
 }
 
+/// The engines whose deadline and limit handling is checked; each event-loop
+/// selector once, and the completion and thread engines.
+const EVERY_KIND: [&[&str]; 8] = [
+    EPOLL_EDGE,
+    EPOLL_LEVEL,
+    POLL,
+    SELECT,
+    THREADS,
+    SIGIO,
+    URING,
+    URING_POLL,
+];
+
 #[test]
 fn deadlines_on_every_engine() {
-    let handles: Vec<_> = [
-        EPOLL_EDGE,
-        EPOLL_LEVEL,
-        POLL,
-        SELECT,
-        THREADS,
-        SIGIO,
-        URING,
-        URING_POLL,
-    ]
-    .into_iter()
-    .map(|engine| std::thread::spawn(move || deadlines(engine)))
-    .collect();
+    let handles: Vec<_> = EVERY_KIND
+        .into_iter()
+        .map(|engine| std::thread::spawn(move || deadlines(engine)))
+        .collect();
     for h in handles {
         h.join().expect("deadline checks");
     }
@@ -429,9 +433,21 @@ fn blocking_and_nonblocking_engines_serve_http() {
 }
 
 #[test]
-fn limit_flags_change_the_limits() {
+fn limit_flags_change_the_limits_on_every_engine() {
+    for engine in EVERY_KIND {
+        limit_flags_change_the_limits(engine);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-headers", "101"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-headers"));
+}
+
+fn limit_flags_change_the_limits(engine: &[&str]) {
     let mut server = start(
-        EPOLL_EDGE,
+        engine,
         &[
             "--max-request-line",
             "100",
@@ -474,13 +490,12 @@ fn limit_flags_change_the_limits() {
         s.write_all(&req).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let r = read_http_until_close(&mut s);
-        assert_eq!(r[0].code, code, "{:?}", String::from_utf8_lossy(&req[..40]));
+        assert_eq!(
+            r[0].code,
+            code,
+            "{engine:?}: {:?}",
+            String::from_utf8_lossy(&req[..40])
+        );
     }
-    assert!(server.stop().success());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--max-headers", "101"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-headers"));
+    assert!(server.stop().success(), "{engine:?}: clean exit");
 }

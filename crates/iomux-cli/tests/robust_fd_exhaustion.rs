@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cpu_share_over, eventually, try_echo, LoggedServer, ALL_ENGINES};
+use common::{concurrent_engines, cpu_share_over, eventually, try_echo, LoggedServer, ALL_ENGINES};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,11 +161,8 @@ fn is_refused(addr: SocketAddr) -> bool {
 #[test]
 fn max_conns_refuses_cleanly_and_frees_places_on_close() {
     const MAX: usize = 5;
-    for engine in ALL_ENGINES {
-        // One connection at a time never reaches a cap of five.
-        if engine.contains(&"blocking") {
-            continue;
-        }
+    // One connection at a time never reaches a cap of five.
+    for engine in concurrent_engines() {
         let mut args = vec!["--proto", "echo", "--max-conns", "5"];
         args.extend_from_slice(engine);
         let mut server = LoggedServer::start(&args, None);

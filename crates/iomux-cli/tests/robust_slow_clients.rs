@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{eventually, set_linger_zero, try_echo, LoggedServer, ALL_ENGINES};
+use common::{concurrent_engines, eventually, set_linger_zero, try_echo, LoggedServer};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -144,6 +144,7 @@ fn probe_under_attack(engine: &[&str]) {
     std::thread::sleep(Duration::from_millis(300));
 
     let mut failed = Vec::new();
+    let attack_started = Instant::now();
     let (served, made, worst) = probe_every_100ms(ATTACK, || {
         match try_echo(addr, b"probe", Duration::from_secs(2)) {
             Ok(b) if b == b"probe" => true,
@@ -162,11 +163,12 @@ fn probe_under_attack(engine: &[&str]) {
     let released = eventually(Duration::from_secs(15), || {
         server.server.fd_count() <= baseline
     });
+    let release_time = attack_started.elapsed();
     stop_slow.store(true, Ordering::Relaxed);
     let seen_cut = slow_readers.join().unwrap();
     eprintln!(
         "{engine:?}: {served}/{made} probes served (slowest {worst:?}) with {opened} tricklers; \
-         slow readers released by the server: {released} ({seen_cut}/{SLOW_READERS} saw it already)"
+         slow readers released by the server: {released}, {release_time:?} after the attack began ({seen_cut}/{SLOW_READERS} saw it already)"
     );
     assert!(
         opened >= TRICKLERS / 2,
@@ -187,10 +189,7 @@ fn probe_under_attack(engine: &[&str]) {
 
 #[test]
 fn a_probe_is_served_every_100ms_while_slow_clients_attack() {
-    for engine in ALL_ENGINES {
-        if engine.contains(&"blocking") {
-            continue;
-        }
+    for engine in concurrent_engines() {
         probe_under_attack(engine);
     }
 }
@@ -296,10 +295,7 @@ fn http_probe(addr: SocketAddr) -> bool {
 
 #[test]
 fn http_slowloris_is_cut_by_the_head_deadline_while_a_probe_is_served() {
-    for engine in ALL_ENGINES {
-        if engine.contains(&"blocking") {
-            continue;
-        }
+    for engine in concurrent_engines() {
         let mut args = vec!["--proto", "http", "--idle-timeout", IDLE_TIMEOUT];
         args.extend_from_slice(engine);
         let mut server = LoggedServer::start(&args, None);

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{eventually, set_linger_zero, LoggedServer, Rng, ALL_ENGINES};
+use common::{concurrent_engines, eventually, set_linger_zero, LoggedServer, Rng};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -300,11 +300,8 @@ fn soak_every_engine_with_good_slow_and_hostile_clients() {
         _ => Proto::Echo,
     };
     let only = std::env::var("IOMUX_SOAK_ENGINE").ok();
-    for engine in ALL_ENGINES {
-        // One connection at a time cannot serve good clients while slow ones hold it.
-        if engine.contains(&"blocking") {
-            continue;
-        }
+    // One connection at a time cannot serve good clients while slow ones hold it.
+    for engine in concurrent_engines() {
         if only
             .as_deref()
             .is_some_and(|o| !engine.join(" ").contains(o))

@@ -389,12 +389,19 @@ pub const ALL_ENGINES: &[&[&str]] = &[
     &["--backend", "blocking"],
     &["--backend", "nonblocking"],
     &["--backend", "epoll", "--threads", "2"],
-    // sigio is left out here (kept in the echo, HTTP and sigio_engine tests): on a
-    // loaded machine its slow-reader cut-off has twice taken over 8 s (known issue).
+    &["--backend", "sigio"],
     &["--backend", "uring"],
     &["--backend", "uring-poll"],
 ];
 
+/// [`ALL_ENGINES`] but `blocking`, which serves one connection at a time, so
+/// nobody else while a client holds it (by design).
+pub fn concurrent_engines() -> impl Iterator<Item = &'static [&'static str]> {
+    ALL_ENGINES
+        .iter()
+        .copied()
+        .filter(|engine| !engine.contains(&"blocking"))
+}
 /// One HTTP response as a test client sees it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
