@@ -195,6 +195,11 @@ fn reregister_changes_interest_and_token(mode: Mode) {
 for_modes!(reregister_changes_interest_and_token);
 
 fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
+    // The modes of this test run in parallel and each takes the lowest free
+    // number from 900 up: one at a time, or one could reuse another's
+    // closed number before its reregister.
+    static HIGH_NUMBERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = HIGH_NUMBERS.lock().unwrap_or_else(|p| p.into_inner());
     let mut sel = mode.open();
     let (a, _b) = pair();
     // Other tests run in parallel and the kernel hands out the lowest free
