@@ -85,13 +85,17 @@ pub(crate) fn timespec(d: Duration) -> libc::timespec {
     }
 }
 
+/// The pointer a syscall takes for an optional timeout: null waits for ever.
+pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec {
+    ts.as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec)
+}
+
 /// One `ppoll(2)` over `fds` (`None` waits for ever); returns how many have
 /// events. The signal mask is left as it is.
 pub(crate) fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ts = timeout.map(timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = timespec_ptr(&ts);
     // SAFETY: `fds` is a live array of `fds.len()` pollfds; `ts_ptr` is null or
     // a live timespec; a null sigmask keeps the current mask.
     let n = unsafe {

@@ -1,7 +1,7 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
 use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
-use crate::sys::{context, cvt, owned, registration_error, timespec, wait_honestly};
+use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -136,9 +136,7 @@ impl EpollSelector {
         let max = capacity.min(libc::c_int::MAX as usize) as libc::c_int;
         if self.has_pwait2 {
             let ts = timeout.map(timespec);
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let ts_ptr = timespec_ptr(&ts);
             // SAFETY: `buf` has room for `max` events, `ts_ptr` is null or points
             // to a live timespec, and a null sigmask leaves the mask unchanged.
             let n = unsafe {

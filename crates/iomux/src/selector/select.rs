@@ -1,7 +1,9 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
 use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
-use crate::sys::{check_fd_open, context, registration_error, timespec, wait_honestly};
+use crate::sys::{
+    check_fd_open, context, registration_error, timespec, timespec_ptr, wait_honestly,
+};
 use crate::{Event, Events, Interest, Token, Waker};
 use std::io;
 use std::os::fd::RawFd;
@@ -176,7 +178,7 @@ impl Selector for SelectSelector {
             read = master_read;
             write = master_write;
             let ts = t.map(timespec);
-            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let ts_ptr = timespec_ptr(&ts);
             // SAFETY: both sets are live FdSets of fd_set's size and layout, only
             // bits below `nfds` <= FD_SETSIZE are examined by the kernel, and
             // `ts_ptr` is null or a live timespec.

@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // fcntl commands and owner type glibc's headers have but the libc crate lacks
 // on this target (the values are the same on every Linux architecture).
@@ -377,27 +377,14 @@ impl Selector for SigioSelector {
         events.clear();
         self.registry.check_open()?;
         self.check_thread()?;
-        let deadline = match timeout {
-            Some(t) if !t.is_zero() => Instant::now().checked_add(t),
-            _ => None,
-        };
-        let mut remaining = timeout;
-        loop {
-            self.wait_once(events, remaining)?;
-            if !events.is_empty() || remaining == Some(Duration::ZERO) {
-                return Ok(());
-            }
-            // The signals named nothing ready for its interest (say a
-            // writable socket registered for reading): wait again for the
-            // rest of the timeout, so that a wait never ends early.
-            if let Some(deadline) = deadline {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(());
-                }
-                remaining = Some(deadline - now);
-            }
-        }
+        // The signals may name nothing ready for its interest (say a writable
+        // socket registered for reading): then it waits again for the rest of
+        // the timeout, so that a wait never ends early.
+        wait_honestly(timeout, |t| {
+            self.wait_once(events, t)?;
+            Ok(events.len())
+        })
+        .map(drop)
     }
 
     fn registration(&self, fd: RawFd) -> Option<Registration> {
