@@ -24,6 +24,7 @@ mod busypoll;
 mod conn;
 mod reactor;
 mod shutdown;
+mod table;
 mod threads;
 mod uring;
 

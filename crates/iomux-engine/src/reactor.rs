@@ -12,14 +12,15 @@ use crate::conn::{
     READ_CHUNK,
 };
 use crate::shutdown::{ConnLimit, Shutdown, Started, DRAIN_QUIET};
+use crate::table::{Slab, Timers};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux::selector::sigio::SigioSelector;
 use iomux::selector::uring::UringSelector;
 use iomux::timer::TimerId;
 use iomux::{
-    Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, TimerWheel,
-    Token, Trigger,
+    Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, Token,
+    Trigger,
 };
 use iomux_proto::Protocol;
 use std::io;
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
 
 /// Output gathered in the loop's shared buffer is sent once it reaches this
 /// size, even in the middle of a read burst, so echoing megabytes does not
@@ -193,117 +193,6 @@ impl<P> Conn<P> {
     }
 }
 
-/// Connections by slot, with a generation per slot so that an event for a
-/// closed connection cannot reach the next one in its slot.
-struct Slab<T> {
-    slots: Vec<(u32, Option<T>)>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Self {
-        Slab {
-            slots: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
-    }
-
-    fn next_token(&self) -> Token {
-        match self.free.last() {
-            Some(&i) => encode(i, self.slots[i].0),
-            None => encode(self.slots.len(), 0),
-        }
-    }
-
-    fn insert(&mut self, value: T) -> Token {
-        self.len += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i].1 = Some(value);
-                encode(i, self.slots[i].0)
-            }
-            None => {
-                self.slots.push((0, Some(value)));
-                encode(self.slots.len() - 1, 0)
-            }
-        }
-    }
-
-    fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let (i, generation) = decode(token)?;
-        match self.slots.get_mut(i) {
-            Some((g, Some(v))) if *g == generation => Some(v),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, token: Token) -> Option<T> {
-        let (i, generation) = decode(token)?;
-        let slot = self.slots.get_mut(i)?;
-        if slot.0 != generation {
-            return None;
-        }
-        let value = slot.1.take()?;
-        slot.0 = slot.0.wrapping_add(1);
-        self.free.push(i);
-        self.len -= 1;
-        Some(value)
-    }
-
-    fn tokens(&self) -> Vec<Token> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.1.is_some())
-            .map(|(i, s)| encode(i, s.0))
-            .collect()
-    }
-}
-
-/// The idle-deadline wheel and a cached earliest deadline. Looking for the
-/// wheel's next busy slot on every wait scanned hundreds of empty slots (3.5%
-/// of the server's `perf` samples at 100 keep-alive HTTP connections), so the
-/// wheel is scanned only once the cached time is reached. An insert lowers the
-/// cache; a cancel leaves it early, which costs one early wake.
-struct Timers {
-    wheel: TimerWheel<Token>,
-    next: Option<Instant>,
-}
-
-impl Timers {
-    fn insert(&mut self, deadline: Instant, token: Token) -> TimerId {
-        self.next = Some(self.next.map_or(deadline, |n| n.min(deadline)));
-        self.wheel.insert(deadline, token)
-    }
-
-    fn cancel(&mut self, id: TimerId) {
-        self.wheel.cancel(id);
-    }
-
-    fn expire(&mut self, now: Instant, due: &mut Vec<Token>) {
-        self.wheel.expire(now, due);
-    }
-
-    /// The earliest deadline, or a little earlier; `now` is after the last expiry.
-    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
-        if self.next.is_some_and(|t| t <= now) {
-            self.next = self.wheel.next_deadline();
-        }
-        self.next
-    }
-}
-
-fn encode(index: usize, generation: u32) -> Token {
-    Token(((generation as usize) << 32) | (index + FIRST_CONN))
-}
-
-fn decode(token: Token) -> Option<(usize, u32)> {
-    let index = (token.0 & 0xffff_ffff).checked_sub(FIRST_CONN)?;
-    Some((index, (token.0 >> 32) as u32))
-}
-
 struct Reactor<'a, S, P, F> {
     selector: S,
     trigger: Trigger,
@@ -342,9 +231,6 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         selector.register(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
         shutdown.add_waker(selector.waker(WAKER)?);
         let now = Instant::now();
-        // Idle deadlines are seconds long: a coarse tick keeps the wheel cheap.
-        let tick =
-            (config.idle_timeout / 32).clamp(Duration::from_millis(1), Duration::from_millis(100));
         Ok(Reactor {
             selector,
             trigger,
@@ -352,10 +238,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             acceptor: Acceptor::new()?,
             accept_paused_until: None,
             conns: Slab::new(),
-            timers: Timers {
-                wheel: TimerWheel::new(now, tick, 1024),
-                next: None,
-            },
+            timers: Timers::new(now, config.idle_timeout),
             expired: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(2 * FLUSH_AT),

@@ -24,10 +24,11 @@ use crate::buffer::BufPool;
 use crate::conn::{admit, send_made_progress, LINGER, MAX_PENDING_INPUT};
 use crate::reactor::LoopStats;
 use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
+use crate::table::{Slab, Timers};
 use crate::Config;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use iomux::timer::TimerId;
-use iomux::{TimerWheel, Token, Waker};
+use iomux::{Token, Waker};
 use iomux_proto::Protocol;
 use std::io;
 use std::net::TcpListener;
@@ -52,17 +53,30 @@ mod kind {
     pub const IGNORED: u64 = 6;
 }
 
-/// `user_data`: kind (4 bits) | slot (28 bits) | slot generation (32 bits).
-fn user_data(kind: u64, slot: usize, generation: u32) -> u64 {
-    kind | ((slot as u64) << 4) | (u64::from(generation) << 32)
+/// `user_data`: kind (4 bits) | the connection token's slot (28 bits) | its
+/// generation (32 bits).
+fn user_data(kind: u64, token: Token) -> u64 {
+    let token = token.0 as u64;
+    debug_assert!(
+        token & 0xffff_ffff < 1 << 28,
+        "slot {token:#x} past 28 bits"
+    );
+    kind | ((token & 0x0fff_ffff) << 4) | (token & !0xffff_ffff)
 }
 
-fn decode(ud: u64) -> (u64, usize, u32) {
+fn decode(ud: u64) -> (u64, Token) {
     (
         ud & 0xf,
-        ((ud >> 4) & 0x0fff_ffff) as usize,
-        (ud >> 32) as u32,
+        Token((((ud >> 4) & 0x0fff_ffff) | (ud & !0xffff_ffff)) as usize),
     )
+}
+
+/// Requests that are not a connection's (accept, waker, cancellations).
+const NO_CONN: Token = Token(0);
+
+/// The timeout request's token: its generation tells a stale one apart.
+fn timeout_token(generation: u32) -> Token {
+    Token((generation as usize) << 32)
 }
 
 /// When the kernel runs a ring's completion work (task work), best first.
@@ -287,11 +301,6 @@ enum Recv {
     Free,
 }
 
-struct Slot<P> {
-    generation: u32,
-    conn: Option<Conn<P>>,
-}
-
 struct Loop<'a, P, F> {
     ring: IoUring,
     bufs: BufRing,
@@ -300,15 +309,16 @@ struct Loop<'a, P, F> {
     multishot_recv: bool,
     accepting: bool,
     accept_paused_until: Option<Instant>,
-    slots: Vec<Slot<P>>,
-    free: Vec<usize>,
+    /// Connections, closed ones included until their requests complete.
+    conns: Slab<Conn<P>>,
+    /// Connections not closed.
     live: usize,
-    dirty: Vec<usize>,
-    rearm_recv: Vec<usize>,
+    dirty: Vec<Token>,
+    rearm_recv: Vec<Token>,
     /// Spare lists swapped with `dirty` and `rearm_recv` while they are worked through.
-    spare: Vec<usize>,
+    spare: Vec<Token>,
     cqes: Vec<cqueue::Entry>,
-    timers: TimerWheel<Token>,
+    timers: Timers,
     expired: Vec<Token>,
     timeout_spec: Box<types::Timespec>,
     timeout_armed: Option<Instant>,
@@ -368,8 +378,6 @@ where
     let waker = Waker::new()?;
     shutdown.add_waker(waker.clone());
     let now = Instant::now();
-    let tick =
-        (config.idle_timeout / 32).clamp(Duration::from_millis(1), Duration::from_millis(100));
     let mut lp = Loop {
         ring,
         bufs,
@@ -378,14 +386,13 @@ where
         multishot_recv: true,
         accepting: false,
         accept_paused_until: None,
-        slots: Vec::new(),
-        free: Vec::new(),
+        conns: Slab::new(),
         live: 0,
         dirty: Vec::new(),
         rearm_recv: Vec::new(),
         spare: Vec::new(),
         cqes: Vec::new(),
-        timers: TimerWheel::new(now, tick, 1024),
+        timers: Timers::new(now, config.idle_timeout),
         expired: Vec::new(),
         timeout_spec: Box::new(types::Timespec::new()),
         timeout_armed: None,
@@ -405,14 +412,6 @@ where
     lp.arm_waker()?;
     lp.arm_accept()?;
     lp.run()
-}
-
-fn conn_mut<P>(slots: &mut [Slot<P>], slot: usize, generation: u32) -> Option<&mut Conn<P>> {
-    let s = slots.get_mut(slot)?;
-    if s.generation != generation {
-        return None;
-    }
-    s.conn.as_mut()
 }
 
 impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
@@ -437,7 +436,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             8,
         )
         .build()
-        .user_data(user_data(kind::WAKER, 0, 0));
+        .user_data(user_data(kind::WAKER, NO_CONN));
         self.push(entry)
     }
 
@@ -445,7 +444,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
             return Ok(());
         };
-        let ud = user_data(kind::ACCEPT, 0, 0);
+        let ud = user_data(kind::ACCEPT, NO_CONN);
         let entry = if self.multishot_accept {
             opcode::AcceptMulti::new(types::Fd(fd))
                 .flags(libc::SOCK_CLOEXEC)
@@ -459,9 +458,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         self.push(entry.user_data(ud))
     }
 
-    fn arm_recv(&mut self, slot: usize) -> io::Result<()> {
-        let generation = self.slots[slot].generation;
-        let Some(conn) = self.slots[slot].conn.as_mut() else {
+    fn arm_recv(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
             return Ok(());
         };
         if conn.receiving || conn.has(flag::DEAD | flag::PAUSED | flag::READ_CLOSED) {
@@ -480,13 +478,12 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
         };
-        self.push(entry.user_data(user_data(kind::RECV, slot, generation)))
+        self.push(entry.user_data(user_data(kind::RECV, token)))
     }
 
     /// Issue the next send of a connection if none is in flight.
-    fn send_next(&mut self, slot: usize) -> io::Result<()> {
-        let generation = self.slots[slot].generation;
-        let Some(conn) = self.slots[slot].conn.as_mut() else {
+    fn send_next(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
             return Ok(());
         };
         if conn.sending || conn.has(flag::DEAD) {
@@ -510,7 +507,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         )
         .flags(libc::MSG_NOSIGNAL)
         .build()
-        .user_data(user_data(kind::SEND, slot, generation));
+        .user_data(user_data(kind::SEND, token));
         conn.sending = true;
         self.stats.writes += 1;
         self.push(entry)
@@ -540,18 +537,18 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 self.bufs.publish();
             }
             // Receives that ran out of buffers, now that buffers are back.
-            let mut slots = std::mem::take(&mut self.spare);
-            std::mem::swap(&mut slots, &mut self.rearm_recv);
-            for &slot in &slots {
-                self.arm_recv(slot)?;
+            let mut tokens = std::mem::take(&mut self.spare);
+            std::mem::swap(&mut tokens, &mut self.rearm_recv);
+            for &token in &tokens {
+                self.arm_recv(token)?;
             }
-            slots.clear();
-            std::mem::swap(&mut slots, &mut self.dirty);
-            for &slot in &slots {
-                self.after_input(slot)?;
+            tokens.clear();
+            std::mem::swap(&mut tokens, &mut self.dirty);
+            for &token in &tokens {
+                self.after_input(token)?;
             }
-            slots.clear();
-            self.spare = slots;
+            tokens.clear();
+            self.spare = tokens;
             if self.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.accept_paused_until = None;
                 self.arm_accept()?;
@@ -562,8 +559,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                     break;
                 }
                 if self.now >= until {
-                    for slot in 0..self.slots.len() {
-                        self.close(slot)?;
+                    for token in self.conns.tokens() {
+                        self.close(token)?;
                     }
                     if self.live == 0 {
                         break;
@@ -581,36 +578,33 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
     fn settle_in_flight(&mut self) {
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
-            .user_data(user_data(kind::IGNORED, 0, 0));
+            .user_data(user_data(kind::IGNORED, NO_CONN));
         let _ = self.push(cancel);
         let until = Instant::now() + Duration::from_secs(1);
-        while self.slots.iter().any(|s| s.conn.is_some()) && Instant::now() < until {
+        while self.conns.len > 0 && Instant::now() < until {
             let _ = self.ring.submit_and_wait(1);
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
-                let (k, slot, generation) = decode(cqe.user_data());
+                let (k, token) = decode(cqe.user_data());
                 if !matches!(k, kind::RECV | kind::SEND) {
                     continue;
                 }
                 let more = cqueue::more(cqe.flags());
-                if let Some(conn) = conn_mut(&mut self.slots, slot, generation) {
+                if let Some(conn) = self.conns.get_mut(token) {
                     if k == kind::SEND {
                         conn.sending = false;
                     } else if !more {
                         conn.receiving = false;
                     }
-                    if !conn.sending && !conn.receiving {
-                        self.free_slot(slot);
-                    }
                 }
             }
-            for slot in 0..self.slots.len() {
-                if self.slots[slot]
-                    .conn
-                    .as_ref()
+            for token in self.conns.tokens() {
+                if self
+                    .conns
+                    .get_mut(token)
                     .is_some_and(|c| !c.sending && !c.receiving)
                 {
-                    self.free_slot(slot);
+                    self.free(token);
                 }
             }
         }
@@ -618,7 +612,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
 
     /// Keep one timeout request in flight for the loop's next deadline.
     fn arm_timeout(&mut self) -> io::Result<()> {
-        let mut next = self.timers.next_deadline();
+        let mut next = self.timers.next_deadline(self.now);
         let drain_check = self.draining_until.map(|_| self.now + DRAIN_QUIET / 2);
         for t in [self.draining_until, self.accept_paused_until, drain_check]
             .into_iter()
@@ -634,10 +628,12 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 return Ok(());
             }
             // An earlier deadline: replace the armed timeout.
-            let remove =
-                opcode::TimeoutRemove::new(user_data(kind::TIMEOUT, 0, self.timeout_generation))
-                    .build()
-                    .user_data(user_data(kind::IGNORED, 0, 0));
+            let remove = opcode::TimeoutRemove::new(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
             self.push(remove)?;
         }
         let wait = next.saturating_duration_since(Instant::now());
@@ -647,22 +643,25 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         self.timeout_generation = self.timeout_generation.wrapping_add(1);
         let entry = opcode::Timeout::new(&*self.timeout_spec)
             .build()
-            .user_data(user_data(kind::TIMEOUT, 0, self.timeout_generation));
+            .user_data(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ));
         self.timeout_armed = Some(next);
         self.push(entry)
     }
 
     /// Handle one completion; true when a provided buffer went back to the ring.
     fn on_completion(&mut self, cqe: cqueue::Entry) -> io::Result<bool> {
-        let (k, slot, generation) = decode(cqe.user_data());
+        let (k, token) = decode(cqe.user_data());
         let res = cqe.result();
         let more = cqueue::more(cqe.flags());
         match k {
             kind::ACCEPT => self.on_accept(res, more)?,
-            kind::RECV => return self.on_recv(slot, generation, res, cqe.flags(), more),
-            kind::SEND => self.on_send(slot, generation, res)?,
+            kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
+            kind::SEND => self.on_send(token, res)?,
             kind::TIMEOUT => {
-                if generation == self.timeout_generation {
+                if token == timeout_token(self.timeout_generation) {
                     self.timeout_armed = None;
                     self.expire_timers()?;
                 }
@@ -736,22 +735,11 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 )
             };
         }
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: None,
-                });
-                self.slots.len() - 1
-            }
-        };
-        let generation = self.slots[slot].generation;
-        let token = Token(slot | ((generation as usize) << 32));
+        let token = self.conns.next_token();
         let timer = self
             .timers
             .insert(self.now + self.config.idle_timeout, token);
-        self.slots[slot].conn = Some(Conn {
+        self.conns.insert(Conn {
             fd,
             proto: (self.new_protocol)(),
             input: Vec::new(),
@@ -766,49 +754,35 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             flags: 0,
         });
         self.live += 1;
-        self.arm_recv(slot)
+        self.arm_recv(token)
     }
 
-    fn on_recv(
-        &mut self,
-        slot: usize,
-        generation: u32,
-        res: i32,
-        cflags: u32,
-        more: bool,
-    ) -> io::Result<bool> {
+    fn on_recv(&mut self, token: Token, res: i32, cflags: u32, more: bool) -> io::Result<bool> {
         let bid = cqueue::buffer_select(cflags);
-        let action = self.take_input(slot, generation, res, bid, more);
+        let action = self.take_input(token, res, bid, more);
         if let Some(bid) = bid {
             // The protocol has seen (or copied) the bytes: the buffer goes back.
             self.bufs.push(bid);
         }
         match action {
             Recv::Nothing => {}
-            Recv::Close => self.close(slot)?,
-            Recv::Free => self.free_slot(slot),
-            Recv::Process => self.mark_dirty(slot),
+            Recv::Close => self.close(token)?,
+            Recv::Free => self.free(token),
+            Recv::Process => self.mark_dirty(token),
         }
         if !more && !matches!(action, Recv::Close | Recv::Free) {
             // A single-shot receive, or a multishot one the kernel ended
             // (out of buffers, cancelled for backpressure): arm again if the
             // connection still wants input (arm_recv checks).
-            self.rearm_recv.push(slot);
+            self.rearm_recv.push(token);
         }
         Ok(bid.is_some())
     }
 
     /// Hand a receive's bytes to the connection's protocol.
-    fn take_input(
-        &mut self,
-        slot: usize,
-        generation: u32,
-        res: i32,
-        bid: Option<u16>,
-        more: bool,
-    ) -> Recv {
+    fn take_input(&mut self, token: Token, res: i32, bid: Option<u16>, more: bool) -> Recv {
         let Loop {
-            slots,
+            conns,
             bufs,
             pool,
             stats,
@@ -817,7 +791,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             multishot_recv,
             ..
         } = self;
-        let Some(conn) = conn_mut(slots, slot, generation) else {
+        let Some(conn) = conns.get_mut(token) else {
             return Recv::Nothing;
         };
         if !more {
@@ -902,11 +876,11 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         Recv::Process
     }
 
-    fn mark_dirty(&mut self, slot: usize) {
-        if let Some(conn) = self.slots[slot].conn.as_mut() {
+    fn mark_dirty(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token) {
             if !conn.has(flag::DIRTY) {
                 conn.flags |= flag::DIRTY;
-                self.dirty.push(slot);
+                self.dirty.push(token);
             }
         }
     }
@@ -914,8 +888,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
     /// End of a pass for a connection that received: send what the protocol
     /// answered (one send for everything this pass produced), stop receiving
     /// from one that is closing or paused.
-    fn after_input(&mut self, slot: usize) -> io::Result<()> {
-        let Some(conn) = self.slots[slot].conn.as_mut() else {
+    fn after_input(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
             return Ok(());
         };
         conn.flags &= !flag::DIRTY;
@@ -923,43 +897,42 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             return Ok(());
         }
         if conn.has(flag::CLOSING | flag::PAUSED) && conn.receiving && !conn.has(flag::LINGERING) {
-            self.cancel_recv(slot)?;
+            self.cancel_recv(token)?;
         }
-        self.send_next(slot)?;
-        self.maybe_finish(slot)
+        self.send_next(token)?;
+        self.maybe_finish(token)
     }
 
-    fn cancel_recv(&mut self, slot: usize) -> io::Result<()> {
-        let generation = self.slots[slot].generation;
-        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, slot, generation))
+    fn cancel_recv(&mut self, token: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, token))
             .build()
-            .user_data(user_data(kind::IGNORED, 0, 0));
+            .user_data(user_data(kind::IGNORED, NO_CONN));
         self.push(entry)
     }
 
-    fn on_send(&mut self, slot: usize, generation: u32, res: i32) -> io::Result<()> {
+    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
         let Loop {
-            slots,
+            conns,
             pool,
             config,
             now,
             ..
         } = self;
-        let Some(conn) = conn_mut(slots, slot, generation) else {
+        let Some(conn) = conns.get_mut(token) else {
             return Ok(());
         };
         conn.sending = false;
         if conn.has(flag::DEAD) {
             if !conn.receiving {
-                self.free_slot(slot);
+                self.free(token);
             }
             return Ok(());
         }
         if res < 0 {
             if res == -libc::EINTR || res == -libc::EAGAIN {
-                return self.send_next(slot);
+                return self.send_next(token);
             }
-            return self.close(slot);
+            return self.close(token);
         }
         conn.in_flight_sent += res as usize;
         if conn.in_flight_sent >= conn.in_flight.len() {
@@ -981,17 +954,17 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         let resume = conn.has(flag::PAUSED) && conn.pending_output() < config.output_high_water / 2;
         if resume {
             conn.flags &= !flag::PAUSED;
-            self.arm_recv(slot)?;
+            self.arm_recv(token)?;
         }
-        self.send_next(slot)?;
-        self.maybe_finish(slot)
+        self.send_next(token)?;
+        self.maybe_finish(token)
     }
 
     /// A closing connection whose output is all sent: send our FIN and
     /// discard the peer's input until its FIN (or LINGER), unless it already sent one.
-    fn maybe_finish(&mut self, slot: usize) -> io::Result<()> {
+    fn maybe_finish(&mut self, token: Token) -> io::Result<()> {
         let now = self.now;
-        let Some(conn) = self.slots[slot].conn.as_mut() else {
+        let Some(conn) = self.conns.get_mut(token) else {
             return Ok(());
         };
         if !conn.has(flag::CLOSING)
@@ -1002,21 +975,21 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             return Ok(());
         }
         if conn.has(flag::READ_CLOSED) {
-            return self.close(slot);
+            return self.close(token);
         }
         // SAFETY: shutdown on our own open socket.
         if unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) } != 0 {
-            return self.close(slot);
+            return self.close(token);
         }
         conn.flags |= flag::LINGERING;
         conn.flags &= !flag::PAUSED;
         conn.last_active = now;
-        self.arm_recv(slot)
+        self.arm_recv(token)
     }
 
     /// Close a connection: cancel its requests; free it once none is in flight.
-    fn close(&mut self, slot: usize) -> io::Result<()> {
-        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
+    fn close(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
             return Ok(());
         };
         if conn.has(flag::DEAD) {
@@ -1028,26 +1001,24 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         self.stats.closed += 1;
         self.live -= 1;
         if !conn.receiving && !conn.sending {
-            self.free_slot(slot);
+            self.free(token);
             return Ok(());
         }
         let fd = conn.fd.as_raw_fd();
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
-            .user_data(user_data(kind::IGNORED, 0, 0));
+            .user_data(user_data(kind::IGNORED, NO_CONN));
         self.push(entry)
     }
 
-    fn free_slot(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
-        if let Some(mut conn) = s.conn.take() {
+    /// Forget a closed connection whose requests have all completed.
+    fn free(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(token) {
             self.pool.put(&mut conn.input);
             self.pool.put(&mut conn.queued);
             self.pool.put(&mut conn.in_flight);
             // Dropping `conn.fd` closes the socket.
         }
-        s.generation = s.generation.wrapping_add(1);
-        self.free.push(slot);
     }
 
     fn expire_timers(&mut self) -> io::Result<()> {
@@ -1055,16 +1026,15 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         self.timers.expire(self.now, &mut self.expired);
         for i in 0..self.expired.len() {
             let token = self.expired[i];
-            let (slot, generation) = (token.0 & 0xffff_ffff, (token.0 >> 32) as u32);
             let Loop {
-                slots,
+                conns,
                 timers,
                 config,
                 now,
                 stats,
                 ..
             } = self;
-            let Some(conn) = conn_mut(slots, slot, generation) else {
+            let Some(conn) = conns.get_mut(token) else {
                 continue;
             };
             if conn.has(flag::DEAD) {
@@ -1081,7 +1051,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 continue;
             }
             if conn.has(flag::LINGERING | flag::CLOSING) {
-                self.close(slot)?;
+                self.close(token)?;
                 continue;
             }
             stats.timeouts += 1;
@@ -1089,7 +1059,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             conn.flags |= flag::CLOSING;
             conn.last_active = *now;
             conn.timer = timers.insert(*now + LINGER, token);
-            self.mark_dirty(slot);
+            self.mark_dirty(token);
         }
         Ok(())
     }
@@ -1097,15 +1067,15 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
     fn begin_drain(&mut self) -> io::Result<()> {
         self.draining_until = Some(self.now + self.config.drain_timeout);
         if self.listener.take().is_some() && self.accepting {
-            let entry = opcode::AsyncCancel::new(user_data(kind::ACCEPT, 0, 0))
+            let entry = opcode::AsyncCancel::new(user_data(kind::ACCEPT, NO_CONN))
                 .build()
-                .user_data(user_data(kind::IGNORED, 0, 0));
+                .user_data(user_data(kind::IGNORED, NO_CONN));
             self.push(entry)?;
         }
         self.accept_paused_until = None;
         // Messages still in flight are answered as the last ones (HTTP: Connection: close).
-        for slot in self.slots.iter_mut() {
-            if let Some(conn) = slot.conn.as_mut() {
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.get_mut(token) {
                 conn.proto.on_drain();
             }
         }
@@ -1113,9 +1083,9 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
     }
 
     fn close_quiet_idle(&mut self) -> io::Result<()> {
-        for slot in 0..self.slots.len() {
+        for token in self.conns.tokens() {
             let now = self.now;
-            let Some(conn) = self.slots[slot].conn.as_ref() else {
+            let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
             if !conn.has(flag::DEAD | flag::LINGERING)
@@ -1124,7 +1094,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 && conn.pending_output() == 0
                 && now.duration_since(conn.last_active) >= DRAIN_QUIET
             {
-                self.close(slot)?;
+                self.close(token)?;
             }
         }
         Ok(())
