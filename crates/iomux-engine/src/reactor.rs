@@ -148,17 +148,10 @@ fn start_and_run<S: Selector, P: Protocol, F: Fn() -> P>(
 }
 
 mod flag {
-    /// The peer sent FIN: nothing more to read.
-    pub const READ_CLOSED: u8 = 1;
-    /// Close once the pending output is sent; input is dropped.
-    pub const CLOSING: u8 = 2;
-    /// Not reading: the peer has not taken enough of its output (backpressure).
-    pub const PAUSED: u8 = 4;
-    /// Our FIN is sent; draining the peer's input until its FIN.
-    pub const LINGERING: u8 = 8;
+    pub use crate::table::flag::*;
     /// The selector reported the peer's FIN (or an error): read until EOF or
     /// EAGAIN, since no further edge will come to report it again.
-    pub const HUP_SEEN: u8 = 16;
+    pub const HUP_SEEN: u8 = FIRST_OWN;
 }
 
 struct Conn<P> {

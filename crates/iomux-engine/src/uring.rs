@@ -251,18 +251,11 @@ impl Drop for BufRing {
 }
 
 mod flag {
-    /// The peer sent FIN.
-    pub const READ_CLOSED: u8 = 1;
-    /// Close once the output is sent; input is dropped.
-    pub const CLOSING: u8 = 2;
-    /// Not receiving: too much output is waiting for the peer (backpressure).
-    pub const PAUSED: u8 = 4;
-    /// Our FIN is sent; discarding the peer's input until its FIN.
-    pub const LINGERING: u8 = 8;
+    pub use crate::table::flag::*;
     /// Closed: waiting for the cancelled requests' completions.
-    pub const DEAD: u8 = 16;
+    pub const DEAD: u8 = FIRST_OWN;
     /// Queued in `dirty` for a send at the end of the pass.
-    pub const DIRTY: u8 = 32;
+    pub const DIRTY: u8 = FIRST_OWN << 1;
 }
 
 struct Conn<P> {
