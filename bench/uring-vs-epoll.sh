@@ -6,6 +6,7 @@
 #
 #   bench/uring-vs-epoll.sh            # ROUNDS=3 DURATION=5 by default
 #   ENGINES="epoll uring" ROUNDS=5 bench/uring-vs-epoll.sh
+#   ENGINES="epoll uring uring@/tmp/old/iomux" ...   # engine@binary: another build's server, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/iomux}
@@ -22,10 +23,12 @@ declare -A WORKLOADS=(
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-run_one() { # engine workload -> "rps cpu_us_per_req"
-  local engine=$1 workload=$2 proto port pid before after json rps reqs
+run_one() { # engine[@binary] workload -> "rps cpu_us_per_req"
+  local engine=$1 workload=$2 bin=$BIN proto port pid before after json rps reqs
+  if [[ $engine == *@* ]]; then bin=${engine#*@}; engine=${engine%%@*}; fi
+  local label=${1//\//_}
   proto=$(sed -n 's/.*--proto \([a-z]*\).*/\1/p' <<<"${WORKLOADS[$workload]}")
-  exec 3< <(taskset -c 0 "$BIN" serve --backend "$engine" --proto "$proto" --addr 127.0.0.1:0 2>/dev/null & echo "PID $!"; wait)
+  exec 3< <(taskset -c 0 "$bin" serve --backend "$engine" --proto "$proto" --addr 127.0.0.1:0 2>/dev/null & echo "PID $!"; wait)
   read -r _ pid <&3
   read -r line <&3
   port=$(sed -n 's/listening on 127.0.0.1:\([0-9]*\).*/\1/p' <<<"$line")
@@ -33,9 +36,9 @@ run_one() { # engine workload -> "rps cpu_us_per_req"
   json=$(taskset -c 1 "$BIN" load --addr "127.0.0.1:$port" ${WORKLOADS[$workload]} --duration "$DURATION" --json 2>/dev/null)
   after=$(cpu_ticks "$pid")
   if [ "${STRACE:-0}" = 1 ]; then
-    strace -c -f -p "$pid" -o "/tmp/strace-$engine-$workload.txt" & local st=$!
+    strace -c -f -p "$pid" -o "/tmp/strace-$label-$workload.txt" & local st=$!
     sleep 0.5
-    taskset -c 1 "$BIN" load --addr "127.0.0.1:$port" ${WORKLOADS[$workload]} --duration 2 --json > "/tmp/strace-load-$engine-$workload.json" 2>/dev/null
+    taskset -c 1 "$BIN" load --addr "127.0.0.1:$port" ${WORKLOADS[$workload]} --duration 2 --json > "/tmp/strace-load-$label-$workload.json" 2>/dev/null
     kill -INT "$st"; wait "$st" 2>/dev/null || true
   fi
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
