@@ -277,7 +277,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             }
             if let Some(until) = self.draining_until {
                 self.close_quiet_idle();
-                if self.conns.len == 0 {
+                if self.conns.len() == 0 {
                     break;
                 }
                 if self.now >= until {

@@ -28,8 +28,6 @@ pub(crate) const FIRST_CONN: usize = 2;
 pub(crate) struct Slab<T> {
     slots: Vec<(u32, Option<T>)>,
     free: Vec<usize>,
-    /// Slots in use.
-    pub(crate) len: usize,
 }
 
 impl<T> Slab<T> {
@@ -37,8 +35,12 @@ impl<T> Slab<T> {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
-            len: 0,
         }
+    }
+
+    /// Slots in use.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     /// The token the next `insert` returns.
@@ -50,7 +52,6 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn insert(&mut self, value: T) -> Token {
-        self.len += 1;
         match self.free.pop() {
             Some(i) => {
                 self.slots[i].1 = Some(value);
@@ -80,7 +81,6 @@ impl<T> Slab<T> {
         let value = slot.1.take()?;
         slot.0 = slot.0.wrapping_add(1);
         self.free.push(i);
-        self.len -= 1;
         Some(value)
     }
 
@@ -165,7 +165,7 @@ mod tests {
         assert_ne!(reused, first, "the same slot, a new generation");
         assert!(slab.get_mut(first).is_none());
         assert_eq!(slab.get_mut(reused).copied(), Some("third"));
-        assert_eq!(slab.len, 2);
+        assert_eq!(slab.len(), 2);
         assert_eq!(slab.tokens(), vec![reused, second]);
         assert!(slab.get_mut(Token(0)).is_none(), "below FIRST_CONN");
     }

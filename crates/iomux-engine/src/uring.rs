@@ -574,7 +574,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             .user_data(user_data(kind::IGNORED, NO_CONN));
         let _ = self.push(cancel);
         let until = Instant::now() + Duration::from_secs(1);
-        while self.conns.len > 0 && Instant::now() < until {
+        while self.conns.len() > 0 && Instant::now() < until {
             let _ = self.ring.submit_and_wait(1);
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
