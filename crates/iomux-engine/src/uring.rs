@@ -38,14 +38,21 @@ use std::time::{Duration, Instant};
 
 /// Submission ring entries; completions get four times as many.
 const RING_ENTRIES: u32 = 4096;
+/// Provided buffers: how many, and how large each one is.
+const BUFFERS: u16 = 512;
+const BUFFER_SIZE: usize = 16 * 1024;
+const BUFFER_GROUP: u16 = 7;
+
 /// How receives are issued, best first. Each needs a newer kernel than the
 /// next; a receive refused with `EINVAL` moves the loop to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum RecvMode {
     /// Multishot receive with a byte limit (`sqe->optlen`, Linux 6.17): armed
     /// with the connection's room under `output_high_water`, it ends by itself
-    /// once that much has arrived, so a peer that does not read gets at most
-    /// one buffer past the limit taken from it (epoll: one 64 KiB read).
+    /// once that much has arrived (at most one buffer more), and the loop
+    /// arms the next one only below the limit. An echo peer that does not
+    /// read gets the limit plus less than one buffer taken from it (epoll:
+    /// plus less than one 64 KiB read).
     CappedMultishot,
     /// Multishot receive without a limit (Linux 6.0): it keeps filling
     /// buffers until the cancel sent on a pause lands, and bytes that
@@ -87,11 +94,6 @@ fn set_total_len(entry: &mut squeue::Entry, total: u32) {
             .write_unaligned(total)
     };
 }
-
-/// Provided buffers: how many, and how large each one is.
-const BUFFERS: u16 = 512;
-const BUFFER_SIZE: usize = 16 * 1024;
-const BUFFER_GROUP: u16 = 7;
 
 /// What a request was for, in the low bits of its `user_data`.
 mod kind {
@@ -322,8 +324,8 @@ struct Conn<P> {
     send_progress: usize,
     sending: bool,
     receiving: bool,
-    /// How the receive in flight was issued (a refused one moves the loop on
-    /// only if it was issued in the loop's current mode).
+    /// How the receive in flight was issued: a refusal moves the loop past
+    /// that mode (others issued the same way before it moved are refused too).
     recv_mode: RecvMode,
     last_active: Instant,
     timer: TimerId,
