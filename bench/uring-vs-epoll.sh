@@ -7,6 +7,7 @@
 #   bench/uring-vs-epoll.sh            # ROUNDS=3 DURATION=5 by default
 #   ENGINES="epoll uring" ROUNDS=5 bench/uring-vs-epoll.sh
 #   ENGINES="epoll uring uring@/tmp/old/iomux" ...   # engine@binary: another build's server, same run
+#   EXTRA_WORKLOAD="--proto echo --conns 10 --size 65536 --pipeline 4" ...   # one more workload, named "extra"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/iomux}
@@ -20,6 +21,7 @@ declare -A WORKLOADS=(
   [http-pipelined]="--proto http --conns 50 --pipeline 16"
   [echo-1000]="--proto echo --conns 1000 --size 64"
 )
+if [ -n "${EXTRA_WORKLOAD:-}" ]; then WORKLOADS[extra]=$EXTRA_WORKLOAD; fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
