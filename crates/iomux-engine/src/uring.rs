@@ -1513,6 +1513,9 @@ mod tests {
                 );
             }
             stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             stream.shutdown(std::net::Shutdown::Write).unwrap();
             let mut back = Vec::new();
             (&stream).read_to_end(&mut back).unwrap();
