@@ -7,6 +7,8 @@ mod common;
 use common::{eventually, LoggedServer, Rng, ALL_ENGINES};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Closing an idle connection "at once": the drain's quiet period plus slack
@@ -76,42 +78,95 @@ fn idle_closes_at_once(engine: &[&str]) {
     );
 }
 
+/// Send the next `len` bytes of the endless stream that repeats `pattern`;
+/// `sent` counts the stream's bytes so far.
+fn send_pattern(
+    w: &mut TcpStream,
+    pattern: &[u8],
+    sent: &mut usize,
+    len: usize,
+) -> std::io::Result<()> {
+    let end = *sent + len;
+    while *sent < end {
+        let at = *sent % pattern.len();
+        let n = (end - *sent).min(pattern.len() - at);
+        w.write_all(&pattern[at..at + n])?;
+        *sent += n;
+    }
+    Ok(())
+}
+
 /// A message streaming in when SIGTERM arrives is echoed to its end.
-fn in_flight_completes(engine: &[&str]) {
-    const SIZE: usize = 4 * 1024 * 1024;
+///
+/// The client sends paced chunks until the server has observably begun its
+/// drain (it refuses new connections), then the rest at full speed, and reads
+/// the echo all along. So the message is mid-stream when the drain starts
+/// however late this thread gets the CPU, and what is left moves in well
+/// under the drain deadline: no fixed pace has to fit in it on a loaded
+/// machine. The bytes repeat a pattern made beforehand, so the sender never
+/// stops to make them (a gap would be a quiet peer, rightly closed).
+fn in_flight_completes(engine: &[&str], pattern: &Arc<Vec<u8>>) {
     const CHUNK: usize = 32 * 1024;
+    /// Sent at full speed once the drain is under way: many reads' worth, and
+    /// little enough for a starved server to echo well within the drain
+    /// deadline (3 s).
+    const REST: usize = 1024 * 1024;
+    /// Streaming before SIGTERM: the message is under way.
+    const BEFORE_SIGTERM: usize = 256 * 1024;
     let mut server = start(engine);
     let stream = server.server.connect();
     let mut writer = stream.try_clone().unwrap();
-    let message = Rng::new(5).bytes(SIZE);
-    let sent = message.clone();
-    // About a second of sending, in chunks close enough together that the
-    // connection never looks quiet.
-    let sender = std::thread::spawn(move || {
-        for chunk in sent.chunks(CHUNK) {
-            writer.write_all(chunk)?;
+    let sent_so_far = Arc::new(AtomicUsize::new(0));
+    let draining = Arc::new(AtomicBool::new(false));
+    let (progress, drain_seen, bytes) = (sent_so_far.clone(), draining.clone(), pattern.clone());
+    let sender = std::thread::spawn(move || -> std::io::Result<usize> {
+        let mut sent = 0;
+        // Paced, so the server sees a peer in mid-message (not one flooding
+        // it); bounded in case the drain is never seen (the test fails then).
+        let pacing_since = Instant::now();
+        while !drain_seen.load(Ordering::Acquire)
+            && pacing_since.elapsed() < Duration::from_secs(20)
+        {
+            send_pattern(&mut writer, &bytes, &mut sent, CHUNK)?;
+            progress.store(sent, Ordering::Release);
             std::thread::sleep(Duration::from_millis(5));
         }
-        writer.shutdown(Shutdown::Write)
+        send_pattern(&mut writer, &bytes, &mut sent, REST)?;
+        writer.shutdown(Shutdown::Write)?;
+        Ok(sent)
     });
     let reader = std::thread::spawn(move || {
-        let mut back = Vec::with_capacity(SIZE);
+        let mut back = Vec::new();
         let mut r = stream;
         r.read_to_end(&mut back).map(|_| back)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        eventually(Duration::from_secs(10), || sent_so_far
+            .load(Ordering::Acquire)
+            >= BEFORE_SIGTERM),
+        "{engine:?}: the message never got under way"
+    );
     let signalled = Instant::now();
     sigterm(&server);
-    let sent_ok = sender.join().unwrap();
+    let drain_started = eventually(Duration::from_secs(10), || {
+        refuses_new_connections(server.server.addr)
+    });
+    draining.store(true, Ordering::Release);
+    assert!(drain_started, "{engine:?}: still accepting after SIGTERM");
+    let before_drain = sent_so_far.load(Ordering::Acquire);
+    let sent = sender.join().unwrap();
     let back = reader.join().unwrap();
-    assert!(sent_ok.is_ok(), "{engine:?}: sending failed: {sent_ok:?}");
+    let sent = sent.unwrap_or_else(|e| panic!("{engine:?}: sending failed: {e}"));
     let back = back.unwrap_or_else(|e| panic!("{engine:?}: reading the echo failed: {e}"));
     assert_eq!(
         back.len(),
-        SIZE,
-        "{engine:?}: echo cut short by the shutdown"
+        sent,
+        "{engine:?}: echo cut short by the shutdown ({before_drain} bytes sent before the drain was seen)"
     );
-    assert!(back == message, "{engine:?}: echo differs");
+    assert!(
+        back.chunks(pattern.len()).all(|c| c == &pattern[..c.len()]),
+        "{engine:?}: echo differs"
+    );
     let status = wait_exit(&mut server, Duration::from_secs(5));
     assert!(
         status.success(),
@@ -119,8 +174,81 @@ fn in_flight_completes(engine: &[&str]) {
         server.stderr()
     );
     eprintln!(
-        "{engine:?}: in-flight 4 MiB echo finished; exit {:?} after SIGTERM",
+        "{engine:?}: in-flight echo of {sent} bytes ({before_drain} before the drain was seen) finished; exit {:?} after SIGTERM",
         signalled.elapsed()
+    );
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in its stat).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which may hold spaces.
+            stat.rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next())
+                == Some("T")
+        })
+    })
+}
+
+/// Bytes that reached the server while it could not run (stopped here; on a
+/// loaded machine, starved of CPU) are not silence: when the drain starts as
+/// it resumes, it reads and echoes them instead of taking a peer whose last
+/// bytes it has not read yet for an idle one.
+fn stalled_server_echoes_what_waited(engine: &[&str]) {
+    let mut server = start(engine);
+    let mut stream = server.server.connect();
+    stream.write_all(b"hello").unwrap();
+    let mut hello = [0u8; 5];
+    stream.read_exact(&mut hello).unwrap();
+    let message = Rng::new(7).bytes(64 * 1024);
+    let (waiting, rest) = message.split_at(16 * 1024);
+    let pid = server.server.pid() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // kill(2) returns before the threads stop; bytes sent sooner would be
+    // read at once, and the peer would then really be quiet.
+    assert!(
+        eventually(Duration::from_secs(5), || all_threads_stopped(pid)),
+        "{engine:?}: the server did not stop"
+    );
+    stream.write_all(waiting).unwrap();
+    // The scenario itself: the server stays stopped for longer than the
+    // drain's quiet period while bytes wait for it.
+    std::thread::sleep(Duration::from_millis(600));
+    sigterm(&server);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let reader = {
+        let mut r = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).map(|_| back)
+        })
+    };
+    let sent = stream
+        .write_all(rest)
+        .and_then(|()| stream.shutdown(Shutdown::Write));
+    let back = reader.join().unwrap();
+    assert!(
+        sent.is_ok(),
+        "{engine:?}: sending after the stall failed: {sent:?}"
+    );
+    let back = back.unwrap_or_else(|e| panic!("{engine:?}: reading the echo failed: {e}"));
+    assert_eq!(
+        back.len(),
+        message.len(),
+        "{engine:?}: the bytes that waited out the stall were taken for silence"
+    );
+    assert!(back == message, "{engine:?}: echo differs");
+    let status = wait_exit(&mut server, Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{engine:?}: exit {status:?}:\n{}",
+        server.stderr()
     );
 }
 
@@ -154,9 +282,11 @@ fn second_signal_exits_at_once(engine: &[&str]) {
     sigterm(&server);
     std::thread::sleep(Duration::from_millis(200));
     let second = Instant::now();
+    // The exit status tells "at once" (130) from a drain that ran out its
+    // deadline (0), so the bound only has to cover a slow, loaded machine.
     let status = server
         .server
-        .stop_with(libc::SIGTERM, Duration::from_secs(1));
+        .stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert!(
         !status.success(),
         "{engine:?}: the second signal should end the server at once, not drain ({status:?}); pushed {pushed}; stderr:\n{}",
@@ -180,8 +310,18 @@ fn sigterm_closes_idle_connections_at_once_and_exits_0_on_every_engine() {
 #[test]
 fn sigterm_lets_an_in_flight_echo_finish_on_every_engine() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Not a multiple of the chunk size, so chunks do not repeat in step.
+    let pattern = Arc::new(Rng::new(5).bytes(1024 * 1024 + 7));
     for engine in ALL_ENGINES {
-        in_flight_completes(engine);
+        in_flight_completes(engine, &pattern);
+    }
+}
+
+#[test]
+fn sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting_on_every_engine() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for engine in ALL_ENGINES {
+        stalled_server_echoes_what_waited(engine);
     }
 }
 

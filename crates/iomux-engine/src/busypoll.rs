@@ -6,7 +6,7 @@ use crate::conn::{
     admit, read_append, send_available, send_made_progress, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
 };
 use crate::reactor::LoopStats;
-use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
+use crate::shutdown::{peer_quiet, ConnLimit, Shutdown};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
 use iomux_proto::Protocol;
@@ -55,12 +55,14 @@ where
         if let Some(until) = drain_until {
             // Close connections between messages, with nothing buffered, whose
             // peer has been quiet a moment (a message still streaming in goes on).
+            // This runs before the pass reads: what arrived while this loop
+            // waited for the CPU is still in the socket, and is not quiet.
             let before = conns.len();
             conns.retain(|c| {
                 !(c.proto.is_idle()
                     && c.input.is_empty()
                     && c.output.is_empty()
-                    && now.duration_since(c.last_active) >= DRAIN_QUIET)
+                    && peer_quiet(c.stream.as_raw_fd(), c.last_active, now))
             });
             for _ in conns.len()..before {
                 max_conns.release();
@@ -95,14 +97,20 @@ where
             }
         }
         let before = conns.len();
-        conns.retain_mut(|c| poll_conn(c, now, config, &mut stats));
+        let mut moved = false;
+        conns.retain_mut(|c| poll_conn(c, now, config, &mut stats, &mut moved));
         for _ in conns.len()..before {
             max_conns.release();
             stats.closed += 1;
         }
-        // Nothing to wait on: that is the point of this engine. Yield so a
-        // machine with one core still runs the clients.
-        std::thread::yield_now();
+        // Nothing to wait on: that is the point of this engine. After a pass
+        // that moved nothing, yield so a machine with one core still runs the
+        // clients; not after one that did: on a loaded machine a yield can
+        // cost a whole round of the other tasks, and one chunk per round is
+        // too slow to finish a message within the drain deadline.
+        if !moved {
+            std::thread::yield_now();
+        }
     }
     for _ in 0..conns.len() {
         max_conns.release();
@@ -112,11 +120,13 @@ where
 }
 
 /// Try one read and one write on a connection; false when it is done.
+/// `moved` is set when bytes (or the peer's FIN) moved.
 fn poll_conn<P: Protocol>(
     c: &mut Conn<P>,
     now: Instant,
     config: &Config,
     stats: &mut LoopStats,
+    moved: &mut bool,
 ) -> bool {
     let fd = c.stream.as_raw_fd();
     if !c.closing && c.output.len() < config.output_high_water {
@@ -124,18 +134,23 @@ fn poll_conn<P: Protocol>(
         stats.reads += 1;
         match read_append(fd, &mut c.input, READ_CHUNK) {
             Ok(0) => {
+                *moved = true;
                 c.proto.on_eof(&c.input, &mut c.output);
                 c.input.clear();
                 c.closing = true;
             }
             Ok(_) => {
+                *moved = true;
                 // A peer that leaves its output untaken cannot keep its
                 // connection alive by sending more (slow read).
                 let owed = !c.output.is_empty();
                 let step = c.proto.on_input(&c.input, &mut c.output);
                 c.input.drain(..step.consumed);
                 if (was_idle || c.proto.is_idle()) && !owed {
-                    c.last_active = now;
+                    // The time the bytes were taken, not the pass's start:
+                    // this loop loses the CPU often (it never blocks), and a
+                    // stale stamp would make a drain take the peer for quiet.
+                    c.last_active = Instant::now();
                 }
                 if step.close {
                     c.closing = true;
@@ -161,6 +176,7 @@ fn poll_conn<P: Protocol>(
         stats.writes += 1;
         match send_available(fd, &c.output) {
             Ok(n) => {
+                *moved |= n > 0;
                 if n < c.output.len() {
                     stats.write_blocked += 1;
                 }

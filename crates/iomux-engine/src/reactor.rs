@@ -11,7 +11,7 @@ use crate::conn::{
     read_append, send_available, send_made_progress, set_cork, LINGER, MAX_PENDING_INPUT,
     READ_CHUNK,
 };
-use crate::shutdown::{ConnLimit, Shutdown, Started, DRAIN_QUIET};
+use crate::shutdown::{peer_quiet, ConnLimit, Shutdown, Started, DRAIN_QUIET};
 use crate::table::{Slab, Timers};
 use crate::Config;
 use iomux::net::{Accepted, Acceptor};
@@ -423,6 +423,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
     /// in edge mode it is not reported twice.
     fn read_and_process(&mut self, token: Token) -> io::Result<()> {
         let high_water = self.config.output_high_water;
+        let draining = self.draining_until.is_some();
         loop {
             let conn = self.conns.get_mut(token).expect("live connection");
             if conn.has(flag::CLOSING | flag::READ_CLOSED | flag::PAUSED) {
@@ -479,7 +480,10 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                 self.rbuf.clear();
             }
             if (was_idle || conn.proto.is_idle()) && !owed {
-                conn.last_active = self.now;
+                // While draining, the time the bytes were taken, not the
+                // pass's start: a loop that lost the CPU in between would
+                // otherwise look quiet a whole stall early.
+                conn.last_active = if draining { Instant::now() } else { self.now };
             }
             if step.close {
                 conn.flags |= flag::CLOSING;
@@ -731,7 +735,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                 && conn.input.is_empty()
                 && conn.pending_output() == 0
                 && !conn.has(flag::LINGERING)
-                && self.now.duration_since(conn.last_active) >= DRAIN_QUIET
+                && peer_quiet(conn.fd(), conn.last_active, self.now)
             {
                 self.close(token);
             }

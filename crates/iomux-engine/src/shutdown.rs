@@ -4,7 +4,9 @@
 //! is buffered for it, and its peer has been quiet for [`DRAIN_QUIET`]: an idle
 //! keep-alive connection closes at once, a message still streaming in (echo
 //! has no message boundaries the engine could see) keeps going until it ends
-//! or the drain deadline passes.
+//! or the drain deadline passes. Quiet means the peer sent nothing: bytes
+//! waiting unread in the kernel are not quiet, however long the server itself
+//! went without running (see [`peer_quiet`]).
 
 use iomux::Waker;
 use std::collections::HashMap;
@@ -20,6 +22,25 @@ pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// How often the drain watcher looks at blocked connections.
 const DRAIN_SCAN: Duration = Duration::from_millis(20);
+
+/// Whether a connection's peer has been quiet for [`DRAIN_QUIET`] as of `now`:
+/// nothing moved since `last_active`, and no bytes from the peer wait unread.
+///
+/// The second half matters on a loaded machine: a loop starved of CPU (or
+/// still handling earlier events of the same pass) has not read what arrived
+/// meanwhile, so `last_active` alone would take a peer in mid-message for an
+/// idle one and cut its message short.
+pub(crate) fn peer_quiet(fd: RawFd, last_active: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(last_active) >= DRAIN_QUIET && !input_waiting(fd)
+}
+
+/// Whether bytes from the peer wait unread in `fd`'s receive queue.
+fn input_waiting(fd: RawFd) -> bool {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to a live local; a bad fd only fails.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    rc == 0 && queued > 0
+}
 
 /// Stands for "busy: never quiet" in [`Activity::quiet_since_ms`].
 const BUSY: u64 = u64::MAX;
@@ -151,10 +172,13 @@ impl Shutdown {
                         shut_down(w, libc::SHUT_RDWR);
                         continue;
                     }
+                    // A connection thread that has not run for a while has
+                    // not stamped what arrived meanwhile: look at its socket.
                     let quiet = w.activity.as_ref().map_or(true, |a| {
                         let since = a.quiet_since_ms.load(Ordering::Acquire);
                         since != BUSY
                             && now_ms.saturating_sub(since) >= DRAIN_QUIET.as_millis() as u64
+                            && !input_waiting(w.fd)
                     });
                     if quiet && !w.shut {
                         shut_down(w, libc::SHUT_RD);
@@ -330,5 +354,92 @@ impl Started {
     /// Report once; a start that no longer waits is not an error.
     pub(crate) fn report(&self, result: std::io::Result<()>) {
         let _ = self.0.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    /// A connected loopback pair: (client, server side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// Wait (bounded) until the kernel holds unread bytes on `fd`.
+    fn until_input_waits(fd: RawFd) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !input_waiting(fd) {
+            assert!(Instant::now() < until, "sent bytes never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_bytes_wait_unread_is_not_quiet() {
+        let (mut client, mut server) = pair();
+        let long_ago = Instant::now();
+        let later = long_ago + DRAIN_QUIET * 4;
+        assert!(peer_quiet(server.as_raw_fd(), long_ago, later));
+        assert!(!peer_quiet(
+            server.as_raw_fd(),
+            long_ago,
+            long_ago + DRAIN_QUIET / 2
+        ));
+        client.write_all(b"late").unwrap();
+        until_input_waits(server.as_raw_fd());
+        assert!(
+            !peer_quiet(server.as_raw_fd(), long_ago, later),
+            "bytes wait unread: the loop has not caught up, the peer is not quiet"
+        );
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).unwrap();
+        assert!(peer_quiet(server.as_raw_fd(), long_ago, later));
+    }
+
+    /// A blocking connection loop that has not run since bytes arrived (a
+    /// starved thread) keeps its connection through the drain; once it has
+    /// caught up and the peer stays quiet, the watcher closes it for reading.
+    #[test]
+    fn the_drain_watcher_does_not_take_unread_bytes_for_quiet() {
+        let (mut client, mut server) = pair();
+        let shutdown = Shutdown::new();
+        let guard = shutdown.watch_conn(server.as_raw_fd());
+        guard.mark(true);
+        client.write_all(b"late").unwrap();
+        until_input_waits(server.as_raw_fd());
+        shutdown.trigger();
+        // Long enough for the watcher to judge the connection by its stamp
+        // alone (the stamp is older than the quiet period after this).
+        std::thread::sleep(DRAIN_QUIET + 10 * DRAIN_SCAN);
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf).unwrap(), 4);
+        match server.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("the watcher shut down a connection with bytes waiting: {other:?}"),
+        }
+        guard.mark(true);
+        let until = Instant::now() + DRAIN_QUIET + Duration::from_secs(5);
+        loop {
+            match server.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < until,
+                        "a quiet connection was never closed"
+                    );
+                    std::thread::sleep(DRAIN_SCAN);
+                }
+                other => panic!("unexpected read: {other:?}"),
+            }
+        }
+        drop(guard);
     }
 }

@@ -24,7 +24,7 @@
 use crate::buffer::BufPool;
 use crate::conn::{admit, send_made_progress, LINGER, MAX_PENDING_INPUT};
 use crate::reactor::LoopStats;
-use crate::shutdown::{ConnLimit, Shutdown, DRAIN_QUIET};
+use crate::shutdown::{peer_quiet, ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::table::{Slab, Timers};
 use crate::Config;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -864,10 +864,19 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             config,
             now,
             recv_mode,
+            draining_until,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
             return Recv::Nothing;
+        };
+        // While draining, stamp activity with the time the bytes are taken,
+        // not the pass's start: a loop that lost the CPU in between would
+        // otherwise look quiet a whole stall early (see shutdown::peer_quiet).
+        let taken_at = if draining_until.is_some() {
+            Instant::now()
+        } else {
+            *now
         };
         if !more {
             conn.receiving = false;
@@ -944,7 +953,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             pool.put(&mut conn.input);
         }
         if (was_idle || conn.proto.is_idle()) && !owed {
-            conn.last_active = *now;
+            conn.last_active = taken_at;
         }
         if step.close {
             conn.flags |= flag::CLOSING;
@@ -1159,10 +1168,19 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 conn.proto.on_drain();
             }
         }
-        self.close_quiet_idle()
+        // Idle connections close at the end of this pass, not here: receive
+        // completions later in the pass hold bytes the socket no longer shows.
+        Ok(())
     }
 
+    /// While draining: close connections between messages with nothing
+    /// buffered whose peer has been quiet for `DRAIN_QUIET`. Not while
+    /// completions wait unreaped: a receive among them holds bytes that have
+    /// left the socket but not reached their connection yet.
     fn close_quiet_idle(&mut self) -> io::Result<()> {
+        if !self.ring.completion().is_empty() {
+            return Ok(());
+        }
         for token in self.conns.tokens() {
             let now = self.now;
             let Some(conn) = self.conns.get_mut(token) else {
@@ -1172,7 +1190,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
                 && conn.proto.is_idle()
                 && conn.input.is_empty()
                 && conn.pending_output() == 0
-                && now.duration_since(conn.last_active) >= DRAIN_QUIET
+                && peer_quiet(conn.fd.as_raw_fd(), conn.last_active, now)
             {
                 self.close(token)?;
             }
