@@ -25,6 +25,16 @@ fn start(engine: &[&str]) -> LoggedServer {
     LoggedServer::start(&args, None)
 }
 
+/// A connection that has had one echo (the server has seen it move bytes).
+fn connect_and_echo_hello(server: &LoggedServer) -> TcpStream {
+    let mut stream = server.server.connect();
+    stream.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello");
+    stream
+}
+
 fn sigterm(server: &LoggedServer) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.server.pid() as i32, libc::SIGTERM) };
@@ -46,10 +56,7 @@ fn refuses_new_connections(addr: SocketAddr) -> bool {
 /// refused, and the server exits 0 without waiting out the drain deadline.
 fn idle_closes_at_once(engine: &[&str]) {
     let mut server = start(engine);
-    let mut idle = server.server.connect();
-    idle.write_all(b"hello").unwrap();
-    let mut back = [0u8; 5];
-    idle.read_exact(&mut back).unwrap();
+    let mut idle = connect_and_echo_hello(&server);
     // Quiet for longer than the drain's quiet period.
     std::thread::sleep(Duration::from_millis(400));
 
@@ -200,10 +207,7 @@ fn all_threads_stopped(pid: i32) -> bool {
 /// bytes it has not read yet for an idle one.
 fn stalled_server_echoes_what_waited(engine: &[&str]) {
     let mut server = start(engine);
-    let mut stream = server.server.connect();
-    stream.write_all(b"hello").unwrap();
-    let mut hello = [0u8; 5];
-    stream.read_exact(&mut hello).unwrap();
+    let mut stream = connect_and_echo_hello(&server);
     let message = Rng::new(7).bytes(64 * 1024);
     let (waiting, rest) = message.split_at(16 * 1024);
     let pid = server.server.pid() as i32;
