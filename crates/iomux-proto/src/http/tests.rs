@@ -704,3 +704,22 @@ fn other_target_forms_match_no_route() {
         assert_eq!(r[0].code, 404, "{:?}", String::from_utf8_lossy(req));
     }
 }
+
+#[test]
+fn the_system_clock_is_the_real_time_to_the_second() {
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = secs();
+    let read = system_clock();
+    let after = secs();
+    // The coarse clock may trail the precise one by a tick across a second's edge.
+    assert!(
+        read + 1 >= before && read <= after,
+        "{before} <= {read} <= {after}"
+    );
+    assert!(before > 1_700_000_000, "a plausible present");
+}
