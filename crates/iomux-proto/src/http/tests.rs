@@ -723,3 +723,76 @@ fn the_system_clock_is_the_real_time_to_the_second() {
     );
     assert!(before > 1_700_000_000, "a plausible present");
 }
+
+#[test]
+fn header_names_and_keep_alive_match_in_any_case() {
+    let cases: &[(&[u8], u16, &[u8], bool)] = &[
+        (b"GET / HTTP/1.1\r\nhOsT: x\r\n\r\n", 200, HELLO, false),
+        (b"GET / HTTP/1.1\r\nHOST: x\r\nhost: y\r\n\r\n", 400, b"", true),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 3\r\n\r\nabc",
+            200,
+            b"abc",
+            false,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTRANSFER-encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            200,
+            b"abc",
+            false,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\ncontent-length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+            b"",
+            true,
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nCONNECTION: CLOSE\r\n\r\n", 200, HELLO, true),
+        (b"GET / HTTP/1.0\r\nconnection: KEEP-ALIVE\r\n\r\n", 200, HELLO, false),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alivex\r\n\r\n", 200, HELLO, true),
+    ];
+    for &(req, code, body, close) in cases {
+        let (out, step) = feed(&mut http(), req);
+        let r = parse_responses(&out, &[]);
+        let what = String::from_utf8_lossy(req);
+        assert_eq!(r[0].code, code, "{what}");
+        if code == 200 {
+            assert_eq!(r[0].body, body, "{what}");
+        }
+        assert_eq!(step.close, close, "{what}");
+    }
+    // 100-continue is recognised whatever its case.
+    let (out, _) = feed(
+        &mut http(),
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nEXPECT: 100-Continue\r\nContent-Length: 2\r\n\r\n",
+    );
+    assert!(
+        out.starts_with(CONTINUE),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[test]
+fn a_query_never_changes_the_route() {
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET /?q HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /plaintext?a=1&b=2 HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"HEAD /plaintext? HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"POST /plaintext?x HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GET /echo?x HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (
+            b"POST /echo?x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+            200,
+        ),
+        (b"GET /plaintextx?y HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /?/plaintext HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /nothing?/ HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET http://x/echo?q HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    ];
+    for &(req, code) in cases {
+        let (out, _) = feed(&mut http(), req);
+        let r = parse_responses(&out, &[req.starts_with(b"HEAD")]);
+        assert_eq!(r[0].code, code, "{}", String::from_utf8_lossy(req));
+    }
+}
