@@ -282,3 +282,12 @@ fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result
     }
     Ok(listeners)
 }
+
+/// A connected loopback TCP pair for unit tests: (client, the server's end).
+#[cfg(test)]
+pub(crate) fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}

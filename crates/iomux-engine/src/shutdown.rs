@@ -361,16 +361,7 @@ impl Started {
 mod tests {
     use super::*;
     use std::io::{ErrorKind, Read, Write};
-    use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
-
-    /// A connected loopback pair: (client, server side).
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        (client, server)
-    }
 
     /// Wait (bounded) until the kernel holds unread bytes on `fd`.
     fn until_input_waits(fd: RawFd) {
@@ -383,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_peer_whose_bytes_wait_unread_is_not_quiet() {
-        let (mut client, mut server) = pair();
+        let (mut client, mut server) = crate::tcp_pair();
         let long_ago = Instant::now();
         let later = long_ago + DRAIN_QUIET * 4;
         assert!(peer_quiet(server.as_raw_fd(), long_ago, later));
@@ -408,7 +399,7 @@ mod tests {
     /// caught up and the peer stays quiet, the watcher closes it for reading.
     #[test]
     fn the_drain_watcher_does_not_take_unread_bytes_for_quiet() {
-        let (mut client, mut server) = pair();
+        let (mut client, mut server) = crate::tcp_pair();
         let shutdown = Shutdown::new();
         let guard = shutdown.watch_conn(server.as_raw_fd());
         guard.mark(true);

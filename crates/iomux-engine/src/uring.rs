@@ -1381,14 +1381,6 @@ mod tests {
         assert_eq!(RecvMode::SingleShot.next(), None);
     }
 
-    /// A connected pair on loopback: (client, the server's end).
-    fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        (client, server)
-    }
-
     /// The kernel honours the limit `set_total_len` writes: a multishot
     /// receive with 256 KiB waiting and a 40,000-byte limit takes at least
     /// the limit, less than one buffer more, and then ends by itself.
@@ -1400,7 +1392,7 @@ mod tests {
         const LIMIT: u32 = 40_000;
         let (mut ring, _) = open_ring(TaskRun::Deferred).expect("ring");
         let mut bufs = BufRing::register(&ring).expect("buffer ring");
-        let (mut client, server) = tcp_pair();
+        let (mut client, server) = crate::tcp_pair();
         client.write_all(&vec![7u8; 256 * 1024]).unwrap();
         let mut entry = opcode::RecvMulti::new(types::Fd(server.as_raw_fd()), BUFFER_GROUP)
             .build()
