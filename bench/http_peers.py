@@ -39,7 +39,7 @@ PROFILES = {
     "plain-100": (100, [], "/"),
     "pipelined-256x16": (256, ["-s", PIPELINE_LUA], "/plaintext"),
 }
-ORDER = ("iomux", "nginx", "hyper", "iomux-alt")
+ORDER = ("iomux", "nginx", "hyper", "iomux-alt", "floor")
 
 
 def run_wrk(server, profile, duration, cpu):
@@ -145,19 +145,26 @@ def report(rows, rounds, duration):
                 f"{median(rows, s, profile, 'wrk_core_busy'):.0%} |"
             )
     out.append("")
+    # (label, numerator, denominator, profile, key, goal)
     ratios = [
-        ("iomux/nginx CPU per request, 100 keep-alive conns", "nginx", "plain-100", "cpu_us_per_req", "goal <= 0.6"),
-        ("iomux/nginx requests/s, 100 keep-alive conns", "nginx", "plain-100", "rps", ""),
-        ("iomux/hyper CPU per request, 100 keep-alive conns", "hyper", "plain-100", "cpu_us_per_req", ""),
-        ("iomux/hyper requests/s, pipelined 16 x 256 conns", "hyper", "pipelined-256x16", "rps", "goal >= 2.5"),
-        ("iomux/hyper CPU per pipelined request", "hyper", "pipelined-256x16", "cpu_us_per_req",
+        ("iomux/nginx CPU per request, 100 keep-alive conns", "iomux", "nginx", "plain-100", "cpu_us_per_req", "goal <= 0.6"),
+        ("iomux/nginx requests/s, 100 keep-alive conns", "iomux", "nginx", "plain-100", "rps", ""),
+        ("iomux/hyper CPU per request, 100 keep-alive conns", "iomux", "hyper", "plain-100", "cpu_us_per_req", ""),
+        ("iomux/hyper requests/s, pipelined 16 x 256 conns", "iomux", "hyper", "pipelined-256x16", "rps", "goal >= 2.5"),
+        ("iomux/hyper CPU per pipelined request", "iomux", "hyper", "pipelined-256x16", "cpu_us_per_req",
          "goal <= 0.4 where wrk saturates its core first"),
-        ("iomux/nginx CPU per pipelined request", "nginx", "pipelined-256x16", "cpu_us_per_req", ""),
-        ("iomux/iomux-alt CPU per request, 100 keep-alive conns", "iomux-alt", "plain-100", "cpu_us_per_req", ""),
-        ("iomux/iomux-alt CPU per pipelined request", "iomux-alt", "pipelined-256x16", "cpu_us_per_req", ""),
+        ("iomux/nginx CPU per pipelined request", "iomux", "nginx", "pipelined-256x16", "cpu_us_per_req", ""),
+        ("iomux/iomux-alt CPU per request, 100 keep-alive conns", "iomux", "iomux-alt", "plain-100", "cpu_us_per_req", ""),
+        ("iomux/iomux-alt CPU per pipelined request", "iomux", "iomux-alt", "pipelined-256x16", "cpu_us_per_req", ""),
+        ("floor/nginx CPU per request, 100 keep-alive conns", "floor", "nginx", "plain-100", "cpu_us_per_req",
+         "the kernel's share: no server doing one recv and one send per request goes below it"),
+        ("iomux/floor CPU per request, 100 keep-alive conns", "iomux", "floor", "plain-100", "cpu_us_per_req",
+         "what iomux costs above that floor"),
+        ("floor/hyper CPU per pipelined request", "floor", "hyper", "pipelined-256x16", "cpu_us_per_req", ""),
+        ("iomux/floor CPU per pipelined request", "iomux", "floor", "pipelined-256x16", "cpu_us_per_req", ""),
     ]
-    for label, peer, profile, key, goal in ratios:
-        r = median(rows, "iomux", profile, key) / median(rows, peer, profile, key)
+    for label, a, b, profile, key, goal in ratios:
+        r = median(rows, a, profile, key) / median(rows, b, profile, key)
         if r == r:  # not NaN: both were run
             out.append(f"- {label}: {r:.2f}" + (f" ({goal})" if goal else ""))
     errs = [f"{r['server']} {r['profile']}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
@@ -172,8 +179,9 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument(
         "--servers",
-        default="iomux,nginx,hyper",
-        help="comma-separated subset of iomux,nginx,hyper,iomux-alt (iomux-alt: the build at $IOMUX_ALT, for A/B runs)",
+        default="iomux,nginx,hyper,floor",
+        help="comma-separated subset of iomux,nginx,hyper,iomux-alt,floor (iomux-alt: the build at $IOMUX_ALT, for A/B runs; "
+        "floor: bench/floor-peer, the kernel floor of one recv and one send per request, not a real server)",
     )
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--json", help="also write every run as JSON lines to this file")

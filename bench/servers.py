@@ -1,4 +1,5 @@
-"""Start and stop the HTTP servers the benchmarks compare: iomux, nginx, hyper.
+"""Start and stop the HTTP servers the benchmarks compare: iomux, nginx, hyper,
+and the floor peer (what the kernel alone costs per request).
 
 Shared by http_peers.py and idle_memory.py. Each server runs pinned to one CPU
 (taskset), listens on a free loopback port, and is stopped when the
@@ -19,6 +20,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IOMUX = os.path.join(ROOT, "target", "release", "iomux")
 HYPER = os.path.join(ROOT, "bench", "hyper-peer", "target", "release", "hyper-peer")
+FLOOR = os.path.join(ROOT, "bench", "floor-peer", "target", "release", "floor-peer")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NGINX_CONF = """\
@@ -132,8 +134,13 @@ class Server:
 
 def start_all(cpu, workdir, which=("iomux", "nginx", "hyper")):
     """Start the servers named in `which`, each pinned to `cpu`; returns {name: Server}."""
-    for path, what in ((IOMUX, "cargo build --release"), (HYPER, "cargo build --release --manifest-path bench/hyper-peer/Cargo.toml")):
-        if not os.path.exists(path):
+    builds = (
+        ("iomux", IOMUX, "cargo build --release"),
+        ("hyper", HYPER, "cargo build --release --manifest-path bench/hyper-peer/Cargo.toml"),
+        ("floor", FLOOR, "cargo build --release --manifest-path bench/floor-peer/Cargo.toml"),
+    )
+    for name, path, what in builds:
+        if name in which and not os.path.exists(path):
             sys.exit(f"{path} is missing: run `{what}` (bench/http-peers.sh does it)")
     servers = {}
     try:
@@ -146,6 +153,8 @@ def start_all(cpu, workdir, which=("iomux", "nginx", "hyper")):
                 argv = [binary, "serve", "--proto", "http", "--addr", f"127.0.0.1:{port}", "--idle-timeout", "300"]
             elif name == "hyper":
                 argv = [HYPER, f"127.0.0.1:{port}"]
+            elif name == "floor":
+                argv = [FLOOR, f"127.0.0.1:{port}"]
             elif name == "nginx":
                 prefix = os.path.join(workdir, "nginx")
                 os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
