@@ -1,9 +1,10 @@
 """Interleaved HTTP benchmark of iomux against nginx and hyper (see http-peers.sh).
 
 Every server is pinned to CPU 0, `wrk -t1` to CPU 1. Each round runs every
-profile against every server in turn (A B C A B C ...), so a noisy neighbour
-on the shared machine hits all of them alike; the table reports medians over
-rounds and the ratios of those medians.
+profile against every server in turn (A B C, B C A, C A B ...: each round
+starts one server later), so a noisy neighbour on the shared machine hits all
+of them alike; the table reports medians over rounds, and each ratio is the
+median of the per-round ratios with their range.
 
 Per run it records: requests/s (wrk), server CPU time (utime+stime of every
 server process from /proc, delta over the run) per request served, and how
@@ -39,7 +40,7 @@ PROFILES = {
     "plain-100": (100, [], "/"),
     "pipelined-256x16": (256, ["-s", PIPELINE_LUA], "/plaintext"),
 }
-ORDER = ("iomux", "nginx", "hyper", "iomux-alt", "floor")
+ORDER = ("iomux", "nginx", "hyper", "iomux-alt", "floor", "floor-uring")
 
 
 def run_wrk(server, profile, duration, cpu):
@@ -129,6 +130,18 @@ def median(rows, server, profile, key):
     return statistics.median(values) if values else float("nan")
 
 
+def round_ratios(rows, a, b, profile, key):
+    """`key` of server `a` over server `b`, one ratio per round both ran in.
+
+    The VM's speed drifts by 30% over tens of seconds; runs of one round are
+    close in time, so their ratio is steadier than a ratio of medians."""
+    def by_round(server):
+        return {r["round"]: r[key] for r in rows if r["server"] == server and r["profile"] == profile}
+
+    num, den = by_round(a), by_round(b)
+    return [num[k] / den[k] for k in sorted(num) if k in den and den[k]]
+
+
 def report(rows, rounds, duration):
     out = []
     out.append(f"Medians over {rounds} interleaved rounds of {duration} s (server on cpu 0, wrk -t1 on cpu 1)\n")
@@ -160,13 +173,19 @@ def report(rows, rounds, duration):
          "the kernel's share: no server doing one recv and one send per request goes below it"),
         ("iomux/floor CPU per request, 100 keep-alive conns", "iomux", "floor", "plain-100", "cpu_us_per_req",
          "what iomux costs above that floor"),
+        ("floor-uring/nginx CPU per request, 100 keep-alive conns", "floor-uring", "nginx", "plain-100", "cpu_us_per_req",
+         "the same floor on io_uring"),
         ("floor/hyper CPU per pipelined request", "floor", "hyper", "pipelined-256x16", "cpu_us_per_req", ""),
         ("iomux/floor CPU per pipelined request", "iomux", "floor", "pipelined-256x16", "cpu_us_per_req", ""),
     ]
+    out.append("Ratios: the median of the per-round ratios (each from two runs a few seconds apart), then their range.")
     for label, a, b, profile, key, goal in ratios:
-        r = median(rows, a, profile, key) / median(rows, b, profile, key)
-        if r == r:  # not NaN: both were run
-            out.append(f"- {label}: {r:.2f}" + (f" ({goal})" if goal else ""))
+        per_round = round_ratios(rows, a, b, profile, key)
+        if per_round:
+            r = statistics.median(per_round)
+            out.append(
+                f"- {label}: {r:.2f} ({min(per_round):.2f}-{max(per_round):.2f})" + (f"; {goal}" if goal else "")
+            )
     errs = [f"{r['server']} {r['profile']}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
     if errs:
         out.append("\nwrk reported errors:\n" + "\n".join(f"- {e}" for e in errs))
@@ -179,9 +198,10 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument(
         "--servers",
-        default="iomux,nginx,hyper,floor",
-        help="comma-separated subset of iomux,nginx,hyper,iomux-alt,floor (iomux-alt: the build at $IOMUX_ALT, for A/B runs; "
-        "floor: bench/floor-peer, the kernel floor of one recv and one send per request, not a real server)",
+        default="iomux,nginx,hyper,floor,floor-uring",
+        help="comma-separated subset of iomux,nginx,hyper,iomux-alt,floor,floor-uring (iomux-alt: the build at $IOMUX_ALT, for A/B runs; "
+        "floor, floor-uring: bench/floor-peer on epoll or io_uring, the kernel floor of one recv and one send per request, "
+        "not a real server)",
     )
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
@@ -207,13 +227,15 @@ def main():
             for p in profiles:
                 run_wrk(s, p, 1, cpu=1)
         for rnd in range(1, args.rounds + 1):
+            # Each round starts one server later, so no server always runs first.
+            order = which[(rnd - 1) % len(which):] + which[: (rnd - 1) % len(which)]
             for p in profiles:
-                for name in which:
+                for name in order:
                     row = run_wrk(servers[name], p, args.duration, cpu=1)
                     row["round"] = rnd
                     rows.append(row)
                     print(
-                        f"round {rnd} {p:18} {name:6} {row['rps']:>12,.0f} rps "
+                        f"round {rnd} {p:18} {name:11} {row['rps']:>12,.0f} rps "
                         f"{row['cpu_us_per_req']:7.3f} us/req server {row['server_core_busy']:4.0%} "
                         f"wrk {row['wrk_core_busy']:4.0%} {row['errors']}",
                         file=sys.stderr,

@@ -1,5 +1,6 @@
 """Start and stop the HTTP servers the benchmarks compare: iomux, nginx, hyper,
-and the floor peer (what the kernel alone costs per request).
+and the floor peer on epoll and on io_uring (what the kernel alone costs per
+request).
 
 Shared by http_peers.py and idle_memory.py. Each server runs pinned to one CPU
 (taskset), listens on a free loopback port, and is stopped when the
@@ -140,7 +141,7 @@ def start_all(cpu, workdir, which=("iomux", "nginx", "hyper")):
         ("floor", FLOOR, "cargo build --release --manifest-path bench/floor-peer/Cargo.toml"),
     )
     for name, path, what in builds:
-        if name in which and not os.path.exists(path):
+        if any(w.startswith(name) for w in which) and not os.path.exists(path):
             sys.exit(f"{path} is missing: run `{what}` (bench/http-peers.sh does it)")
     servers = {}
     try:
@@ -153,8 +154,8 @@ def start_all(cpu, workdir, which=("iomux", "nginx", "hyper")):
                 argv = [binary, "serve", "--proto", "http", "--addr", f"127.0.0.1:{port}", "--idle-timeout", "300"]
             elif name == "hyper":
                 argv = [HYPER, f"127.0.0.1:{port}"]
-            elif name == "floor":
-                argv = [FLOOR, f"127.0.0.1:{port}"]
+            elif name in ("floor", "floor-uring"):
+                argv = [FLOOR, f"127.0.0.1:{port}", "uring" if name == "floor-uring" else "epoll"]
             elif name == "nginx":
                 prefix = os.path.join(workdir, "nginx")
                 os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)

@@ -11,15 +11,18 @@
 //! out, the wake-up of the client, the readiness wait) is measured, not
 //! guessed.
 //!
-//! Usage: `floor-peer [ADDR]` (default 127.0.0.1:8083); prints
-//! `listening on ADDR` when ready.
+//! Usage: `floor-peer [ADDR] [epoll|uring]` (default 127.0.0.1:8083, epoll);
+//! prints `listening on ADDR` when ready. `uring` runs the same floor on
+//! io_uring (src/uring.rs): no readiness wait, one `io_uring_enter` per pass.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
+mod uring;
+
 /// The length iomux's own response has (same headers, fixed date).
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+pub(crate) const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
 fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if n < 0 {
@@ -45,7 +48,7 @@ fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
 
 /// Requests ended in `data`, counting a blank line split across reads by
 /// carrying the last bytes over in `tail`.
-fn count_requests(tail: &mut u32, data: &[u8]) -> usize {
+pub(crate) fn count_requests(tail: &mut u32, data: &[u8]) -> usize {
     let mut n = 0;
     for &b in data {
         *tail = (*tail << 8) | u32::from(b);
@@ -60,7 +63,19 @@ fn main() -> io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8083".into());
+    let mode = std::env::args().nth(2).unwrap_or_else(|| "epoll".into());
     let listener = TcpListener::bind(&addr)?;
+    if mode == "uring" {
+        println!("listening on {}", listener.local_addr()?);
+        io::stdout().flush()?;
+        return uring::run(listener);
+    }
+    if mode != "epoll" {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown mode {mode:?}: use epoll or uring"),
+        ));
+    }
     listener.set_nonblocking(true)?;
     let lfd = listener.as_raw_fd();
     // SAFETY: plain syscall without pointers.
