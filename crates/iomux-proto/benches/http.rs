@@ -1,6 +1,7 @@
 //! The HTTP state machine alone, no sockets: nanoseconds of this thread's CPU
 //! time per request, for one request per read and for TechEmpower's 16-deep
-//! pipeline. CPU time rather than wall time, so a busy shared machine skews it less.
+//! pipeline, beside httparse alone on the same head. CPU time rather than wall
+//! time, so a busy shared machine skews it less.
 //! `cargo bench -p iomux-proto --bench http`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -42,6 +43,21 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+    // The floor under the state machine: httparse alone on the same head
+    // (what `plaintext/1` costs above it is ours: framing, routing, response).
+    group.bench_function("httparse-only", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                let mut headers = [std::mem::MaybeUninit::<httparse::Header>::uninit(); 100];
+                let mut req = httparse::Request::new(&mut []);
+                let r =
+                    req.parse_with_uninit_headers(std::hint::black_box(PLAINTEXT), &mut headers);
+                assert!(r.unwrap().is_complete());
+            }
+            thread_cpu_time() - start
+        });
+    });
     group.finish();
 }
 
