@@ -63,15 +63,21 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cpu_ticks(pids):
-    """utime + stime of the processes (all their threads), in clock ticks."""
-    total = 0
+def cpu_ticks_split(pids):
+    """(utime, stime) of the processes (all their threads), in clock ticks."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             # The command name may contain spaces: fields count from after ')'.
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
+        user += int(fields[11])
+        system += int(fields[12])
+    return user, system
+
+
+def cpu_ticks(pids):
+    """utime + stime of the processes (all their threads), in clock ticks."""
+    return sum(cpu_ticks_split(pids))
 
 
 def rss_kib(pid):
