@@ -16,8 +16,8 @@ pub enum LoadProto {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// The server to load.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// The server to load: HOST:PORT, HOST an IP address or a name such as localhost.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::addr::parse)]
     pub addr: SocketAddr,
     /// What to speak.
     #[arg(long, value_enum, default_value = "http")]

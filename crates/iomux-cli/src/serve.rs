@@ -63,8 +63,8 @@ pub struct ServeArgs {
     /// Event-loop threads, each with its own SO_REUSEPORT listener.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
-    /// Where to listen; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Where to listen: HOST:PORT, HOST an IP address or a name such as localhost; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::addr::parse)]
     addr: SocketAddr,
     /// Listen backlog [default: $LISTENQ, else 1024].
     #[arg(long)]

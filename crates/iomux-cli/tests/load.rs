@@ -208,3 +208,60 @@ fn bad_flags_are_rejected_by_name() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn addresses_by_host_name_work_and_mistakes_are_explained() {
+    // `localhost` resolves through /etc/hosts: nothing leaves the machine.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .args(["serve", "--addr", "localhost:0", "--proto", "echo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn iomux serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let addr: SocketAddr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("ready line {line:?}"));
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{line}");
+
+    let server = ServerProcess::start(&["--proto", "echo"]);
+    let by_name = format!("localhost:{}", server.addr.port());
+    let out = load(&[
+        "--addr",
+        &by_name,
+        "--proto",
+        "echo",
+        "--conns",
+        "2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(num(&stdout, "requests") > 0.0, "{stdout}");
+
+    for (addr, needle) in [
+        ("127.0.0.1:99999", "from 0 to 65535"),
+        ("127.0.0.1", "has no port"),
+        ("::1:8080", "in brackets"),
+    ] {
+        let out = load(&["--addr", addr]);
+        assert!(!out.status.success(), "{addr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{addr}: {err}");
+    }
+}
