@@ -197,5 +197,6 @@ fn poll_conn<P: Protocol>(
     }
     // A closing connection whose peer will not take its last output is dropped.
     let stuck = c.closing && now.duration_since(c.last_active) >= LINGER;
-    !(c.closing && c.output.is_empty()) && !stuck
+    let finished = c.closing && c.output.is_empty();
+    !(finished || stuck)
 }

@@ -210,9 +210,7 @@ impl Server {
             let failure = match start_reports.recv() {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
-                Err(_) => {
-                    io::Error::new(io::ErrorKind::Other, "a server thread ended while starting")
-                }
+                Err(_) => io::Error::other("a server thread ended while starting"),
             };
             server.shutdown();
             let _ = server.join();
@@ -251,10 +249,7 @@ impl Server {
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert(io::Error::new(
-                        io::ErrorKind::Other,
-                        "a server thread panicked",
-                    ));
+                    first_err.get_or_insert(io::Error::other("a server thread panicked"));
                 }
             }
         }

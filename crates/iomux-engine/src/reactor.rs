@@ -94,6 +94,8 @@ impl LoopStats {
 }
 
 /// Run one loop on `listener` until shutdown.
+// Everything one loop starts from, passed once per loop thread.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<P, F>(
     backend: Backend,
     trigger: Trigger,

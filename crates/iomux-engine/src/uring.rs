@@ -734,11 +734,9 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             kind::ACCEPT => self.on_accept(res, more)?,
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
-            kind::TIMEOUT => {
-                if token == timeout_token(self.timeout_generation) {
-                    self.timeout_armed = None;
-                    self.expire_timers()?;
-                }
+            kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
+                self.timeout_armed = None;
+                self.expire_timers()?;
             }
             kind::WAKER => {
                 if self.shutdown.is_triggered() && self.draining_until.is_none() {

@@ -13,7 +13,7 @@ pub(crate) struct Series {
 }
 
 fn plot_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("drawing a chart: {e}"))
+    io::Error::other(format!("drawing a chart: {e}"))
 }
 
 const COLORS: [RGBColor; 8] = [

@@ -163,7 +163,7 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
     }
     for h in handles {
         h.join()
-            .map_err(|_| io::Error::new(io::ErrorKind::Other, "a herd thread panicked"))??;
+            .map_err(|_| io::Error::other("a herd thread panicked"))??;
     }
     result?;
     Ok(Outcome {

@@ -81,13 +81,10 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
     let _ = load.wait();
     let _ = server.stop();
     if !held {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!(
-                "the server held only {} of {conns} connections after 30 s",
-                fds1.saturating_sub(fds0)
-            ),
-        ));
+        return Err(io::Error::other(format!(
+            "the server held only {} of {conns} connections after 30 s",
+            fds1.saturating_sub(fds0)
+        )));
     }
     let n = conns as f64;
     Ok(Point {

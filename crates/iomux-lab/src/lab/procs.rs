@@ -83,14 +83,11 @@ impl Server {
             None => {
                 let _ = server.stop();
                 std::thread::sleep(Duration::from_millis(50));
-                Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    format!(
-                        "`iomux serve {}` did not start: {}",
-                        args.join(" "),
-                        server.stderr_text().trim()
-                    ),
-                ))
+                Err(io::Error::other(format!(
+                    "`iomux serve {}` did not start: {}",
+                    args.join(" "),
+                    server.stderr_text().trim()
+                )))
             }
         }
     }
@@ -183,12 +180,7 @@ pub(crate) fn proc_status_kib(pid: u32, key: &str) -> io::Result<u64> {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Other,
-                format!("no {key} in /proc/{pid}/status"),
-            )
-        })
+        .ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))
 }
 
 /// What one `iomux load --json` run reported.
@@ -225,14 +217,11 @@ pub(crate) fn run_load(
     let out = load_command(exe, addr, args, cpu).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || !stdout.starts_with('{') {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!(
-                "`iomux load {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
+        return Err(io::Error::other(format!(
+            "`iomux load {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(LoadResult { json: stdout })
 }

@@ -229,7 +229,7 @@ impl Totals {
         self.starved += o.starved;
         self.latency
             .add(&o.latency)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+            .map_err(|e| io::Error::other(e.to_string()))?;
         if let Some(e) = o.first_error {
             self.note(|| e);
         }
@@ -452,10 +452,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 first_err.get_or_insert(e);
             }
             Err(_) => {
-                first_err.get_or_insert(io::Error::new(
-                    io::ErrorKind::Other,
-                    "a load thread panicked",
-                ));
+                first_err.get_or_insert(io::Error::other("a load thread panicked"));
             }
         }
     }

@@ -259,10 +259,7 @@ impl UringSelector {
             return;
         };
         let mut cq = ring.completion();
-        loop {
-            let Some(cqe) = self.carried.take().or_else(|| cq.next()) else {
-                break;
-            };
+        while let Some(cqe) = self.carried.take().or_else(|| cq.next()) {
             let ud = cqe.user_data();
             if ud == IGNORED {
                 continue;
