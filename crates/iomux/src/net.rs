@@ -83,15 +83,7 @@ impl ListenOptions {
             socket.set_reuse_port(true)?;
         }
         socket.bind(&self.addr.into()).map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => {
-                    "; another process holds it: pick another --addr or port 0"
-                }
-                io::ErrorKind::PermissionDenied => {
-                    "; ports below 1024 need privileges: pick a higher port"
-                }
-                _ => "",
-            };
+            let hint = bind_hint(e.kind());
             io::Error::new(
                 e.kind(),
                 format!("cannot listen on {}: {e}{hint}", self.addr),
@@ -230,6 +222,19 @@ impl Acceptor {
     }
 }
 
+/// What to do about a failed bind, appended to its error.
+fn bind_hint(kind: io::ErrorKind) -> &'static str {
+    match kind {
+        io::ErrorKind::AddrInUse => "; another process holds it: pick another --addr or port 0",
+        io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pick a higher port",
+        io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this machine has that address: use 127.0.0.1, \
+             0.0.0.0 (every interface) or one of its own addresses"
+        }
+        _ => "",
+    }
+}
+
 fn accept_raw(listener: RawFd) -> io::Result<RawFd> {
     // SAFETY: null address pointers are allowed; the flags make the new socket
     // non-blocking and close-on-exec atomically.
@@ -265,3 +270,35 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 }
 
 pub use crate::sys::set_nonblocking;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_named_with_what_to_do() {
+        let first = ListenOptions::new("127.0.0.1:0".parse().unwrap())
+            .bind()
+            .unwrap();
+        let taken = first.local_addr().unwrap();
+        let err = ListenOptions::new(taken).bind().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let text = err.to_string();
+        assert!(
+            text.contains(&taken.to_string()) && text.contains("pick another --addr or port 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_bind_failure_a_user_can_fix_has_a_hint() {
+        for kind in [
+            io::ErrorKind::AddrInUse,
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(bind_hint(kind).starts_with("; "), "{kind:?}");
+        }
+        assert_eq!(bind_hint(io::ErrorKind::Other), "");
+    }
+}
