@@ -4,7 +4,6 @@ use clap::{Args, ValueEnum};
 use iomux_lab::load::{self, LoadConfig, Proto};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LoadProto {
@@ -17,7 +16,7 @@ pub enum LoadProto {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// The server to load: HOST:PORT, HOST an IP address or a name such as localhost.
-    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::addr::parse)]
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::args::addr)]
     pub addr: SocketAddr,
     /// What to speak.
     #[arg(long, value_enum, default_value = "http")]
@@ -56,18 +55,6 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
-fn seconds(value: f64, flag: &str) -> io::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{flag} must be a positive number of seconds (got {value})"),
-            )
-        })
-}
-
 pub fn run(args: LoadArgs) -> io::Result<()> {
     let proto = match args.proto {
         LoadProto::Http => Proto::Http,
@@ -76,13 +63,13 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     let config = LoadConfig {
         conns: args.conns,
         idle: args.idle,
-        duration: seconds(args.duration, "--duration")?,
+        duration: crate::args::seconds(args.duration, "--duration")?,
         pipeline: args.pipeline,
         size: args.size,
         threads: args.threads,
         rate: args.rate,
         connect_per_request: args.connect_per_request,
-        timeout: seconds(args.timeout, "--timeout")?,
+        timeout: crate::args::seconds(args.timeout, "--timeout")?,
         progress: None,
         ..LoadConfig::new(args.addr, proto)
     };

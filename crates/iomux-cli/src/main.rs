@@ -1,6 +1,6 @@
 //! The `iomux` command: flags in, engines and protocols wired together.
 
-mod addr;
+mod args;
 mod lab;
 mod load;
 mod serve;

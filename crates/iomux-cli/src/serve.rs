@@ -8,7 +8,6 @@ use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
 use iomux_proto::{Echo, Http};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtoArg {
@@ -64,10 +63,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
     /// Where to listen: HOST:PORT, HOST an IP address or a name such as localhost; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::addr::parse)]
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::args::addr)]
     addr: SocketAddr,
     /// Listen backlog [default: $LISTENQ, else 1024].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: Option<i32>,
     /// TCP_NODELAY on accepted sockets.
     #[arg(long)]
@@ -78,8 +77,8 @@ pub struct ServeArgs {
     /// Close connections idle this many seconds (HTTP: also the time allowed for a request's headers).
     #[arg(long, default_value_t = 60.0)]
     idle_timeout: f64,
-    /// Refuse (accept and close) connections past this many.
-    #[arg(long)]
+    /// Refuse (accept and close) connections past this many (1 or more; leave it out for no limit).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     max_conns: Option<usize>,
     /// HTTP: longest request line in bytes (longer → 414).
     #[arg(long, default_value_t = HttpLimits::DEFAULT.max_request_line,
@@ -136,10 +135,10 @@ fn backlog(args: &ServeArgs) -> io::Result<i32> {
         return Ok(b);
     }
     match std::env::var("LISTENQ") {
-        Ok(v) => v.trim().parse().map_err(|_| {
+        Ok(v) => v.trim().parse().ok().filter(|&b: &i32| b >= 1).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("LISTENQ={v:?} is not a whole number; set it to a backlog such as 1024"),
+                format!("LISTENQ={v:?} is not a backlog: set it to a whole number from 1, such as 1024"),
             )
         }),
         Err(_) => Ok(1024),
@@ -147,19 +146,14 @@ fn backlog(args: &ServeArgs) -> io::Result<i32> {
 }
 
 fn config(args: &ServeArgs) -> io::Result<Config> {
-    if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--idle-timeout must be a positive number of seconds",
-        ));
-    }
+    let idle_timeout = crate::args::seconds(args.idle_timeout, "--idle-timeout")?;
     Ok(Config {
         addr: args.addr,
         backlog: backlog(args)?,
         threads: args.threads as usize,
         nodelay: args.nodelay,
         cork: args.cork,
-        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+        idle_timeout,
         max_conns: args.max_conns,
         ..Config::default()
     })

@@ -200,6 +200,9 @@ fn bad_flags_are_rejected_by_name() {
         (&["--duration", "0"][..], "--duration"),
         (&["--conns", "0"][..], "--conns"),
         (&["--rate=-5"][..], "--rate"),
+        (&["--rate=1e-300"][..], "--rate"),
+        (&["--duration=1e18"][..], "--duration"),
+        (&["--timeout=1e30"][..], "--timeout"),
         (&["--conns", "30000"][..], "descriptors"),
     ] {
         let out = load(&[&["--addr", "127.0.0.1:9"][..], args].concat());

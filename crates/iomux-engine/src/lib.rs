@@ -118,6 +118,33 @@ impl Default for Config {
     }
 }
 
+/// The longest timeout a server takes: a year, far enough from `Instant`'s
+/// limits that no deadline computed from it overflows.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Config {
+    /// Check the settings a caller could get wrong, naming the one that is.
+    ///
+    /// ```
+    /// let mut c = iomux_engine::Config::default();
+    /// c.idle_timeout = std::time::Duration::ZERO;
+    /// assert!(c.check().unwrap_err().to_string().contains("idle timeout"));
+    /// ```
+    pub fn check(&self) -> io::Result<()> {
+        let bad = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()));
+        if self.idle_timeout.is_zero() || self.idle_timeout > MAX_TIMEOUT {
+            return bad("the idle timeout must be more than zero and at most a year");
+        }
+        if self.drain_timeout > MAX_TIMEOUT {
+            return bad("the drain timeout must be at most a year");
+        }
+        if self.backlog < 1 {
+            return bad("the listen backlog must be 1 or more");
+        }
+        Ok(())
+    }
+}
+
 /// A running server: its listeners are bound and its threads started.
 #[derive(Debug)]
 pub struct Server {
@@ -134,6 +161,7 @@ impl Server {
         P: Protocol + Send + 'static,
         F: Fn() -> P + Send + Sync + Clone + 'static,
     {
+        config.check()?;
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
         }

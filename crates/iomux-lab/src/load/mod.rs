@@ -97,8 +97,10 @@ impl LoadConfig {
         if self.conns == 0 && self.idle == 0 {
             return bad("--conns and --idle are both 0: ask for at least one connection".into());
         }
-        if self.duration.is_zero() {
-            return bad("--duration must be a positive number of seconds".into());
+        // A year at most: deadlines computed from these never overflow.
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.duration.is_zero() || self.duration > YEAR {
+            return bad("--duration must be a positive number of seconds up to a year".into());
         }
         if !(1..=1024).contains(&self.pipeline) {
             return bad(format!(
@@ -118,12 +120,16 @@ impl LoadConfig {
                 self.threads
             ));
         }
-        if self.timeout.is_zero() {
-            return bad("--timeout must be a positive number of seconds".into());
+        if self.timeout.is_zero() || self.timeout > YEAR {
+            return bad("--timeout must be a positive number of seconds up to a year".into());
         }
         if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return bad("--rate must be a positive number of requests per second".into());
+            // Slower than one request per 1,000 s would put the schedule's
+            // times out of range; faster than 10^9/s is no schedule at all.
+            if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+                return bad(format!(
+                    "--rate {rate} is out of range: use {MIN_RATE} to {MAX_RATE} requests per second"
+                ));
             }
             if self.connect_per_request {
                 return bad(
@@ -137,6 +143,11 @@ impl LoadConfig {
         Ok(())
     }
 }
+
+/// The slowest open-loop schedule, in requests per second.
+pub const MIN_RATE: f64 = 0.001;
+/// The fastest open-loop schedule, in requests per second.
+pub const MAX_RATE: f64 = 1e9;
 
 /// Errors by kind; none of them stops the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

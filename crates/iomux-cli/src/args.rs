@@ -1,12 +1,37 @@
-//! `--addr HOST:PORT` for `serve` and `load`: an IP address or a host name
-//! (resolved once, at start), with errors that say how to write it.
+//! Flag values shared by `serve` and `load`, with errors that say how to
+//! write them: `--addr HOST:PORT` (an IP address or a host name, resolved
+//! once, at start) and durations in seconds.
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// The longest duration a flag takes: a year. Far beyond any real timeout
+/// or run, and far enough from `Instant`'s limits that deadlines computed
+/// from it never overflow.
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `value` seconds of `flag` as a Duration: positive and at most a year.
+pub fn seconds(value: f64, flag: &str) -> io::Result<Duration> {
+    if value > 0.0 && value <= MAX_SECONDS {
+        if let Ok(d) = Duration::try_from_secs_f64(value) {
+            if !d.is_zero() {
+                return Ok(d);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{flag} must be a positive number of seconds up to {MAX_SECONDS} (a year); got {value}"
+        ),
+    ))
+}
 
 /// Parse `HOST:PORT`: `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`.
 /// A name that resolves to several addresses gives its first IPv4 one (the
 /// one clients try first for `localhost`), else its first.
-pub fn parse(text: &str) -> Result<SocketAddr, String> {
+pub fn addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -46,7 +71,7 @@ pub fn parse(text: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{addr as parse, seconds};
 
     #[test]
     fn ip_addresses_parse_as_they_are() {
@@ -77,6 +102,30 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn seconds_are_positive_and_at_most_a_year() {
+        assert_eq!(
+            seconds(1.5, "--x").unwrap(),
+            std::time::Duration::from_millis(1500)
+        );
+        assert!(seconds(super::MAX_SECONDS, "--x").is_ok());
+        for bad in [
+            0.0,
+            -1.0,
+            1e-12,
+            f64::NAN,
+            f64::INFINITY,
+            1e30,
+            super::MAX_SECONDS * 2.0,
+        ] {
+            let err = seconds(bad, "--idle-timeout").unwrap_err().to_string();
+            assert!(
+                err.contains("--idle-timeout must be a positive number of seconds"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -1,0 +1,77 @@
+//! `iomux serve` refuses bad flag values before it listens: a clear error
+//! naming the flag, a non-zero exit, never a panic.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run `iomux serve ARGS` (with `env`) and return its exit success and stderr;
+/// a server that starts anyway is stopped after a few seconds and counts as a failure to refuse.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn iomux serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let Some(status) = status else {
+        panic!("serve {args:?} started instead of refusing: {err}");
+    };
+    (status.success(), err)
+}
+
+#[test]
+fn bad_values_are_refused_by_name_without_a_panic() {
+    for (args, env, needle) in [
+        (
+            &["--idle-timeout=1e30"][..],
+            &[][..],
+            "--idle-timeout must be a positive number of seconds",
+        ),
+        (
+            &["--idle-timeout=0"][..],
+            &[][..],
+            "--idle-timeout must be a positive number of seconds",
+        ),
+        (
+            &["--idle-timeout=nan"][..],
+            &[][..],
+            "--idle-timeout must be a positive number of seconds",
+        ),
+        (&["--backlog=-5"][..], &[][..], "--backlog"),
+        (&["--backlog=0"][..], &[][..], "--backlog"),
+        (&[][..], &[("LISTENQ", "-1")][..], "LISTENQ"),
+        (&[][..], &[("LISTENQ", "lots")][..], "LISTENQ"),
+        (
+            &["--backend", "select", "--trigger", "edge"][..],
+            &[][..],
+            "--backend epoll",
+        ),
+        (&["--threads", "0"][..], &[][..], "--threads"),
+        (&["--max-conns", "0"][..], &[][..], "--max-conns"),
+    ] {
+        let all = [&["--addr", "127.0.0.1:0"][..], args].concat();
+        let (ok, err) = serve(&all, env);
+        assert!(!ok, "{args:?} {env:?} was accepted");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?} {env:?}: {err}");
+    }
+    let (ok, err) = serve(&["--addr", "127.0.0.1"], &[]);
+    assert!(!ok && err.contains("has no port"), "{err}");
+}
