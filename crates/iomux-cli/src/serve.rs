@@ -204,9 +204,12 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(
             out,
-            "listening on {} proto={:?} backend={} threads={}",
+            "listening on {} proto={} backend={} threads={}",
             server.local_addr(),
-            args.proto,
+            // Spelled as on the command line (`http`, not `Http`).
+            args.proto
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
             engine,
             config.threads
         )?;

@@ -75,3 +75,25 @@ fn bad_values_are_refused_by_name_without_a_panic() {
     let (ok, err) = serve(&["--addr", "127.0.0.1"], &[]);
     assert!(!ok && err.contains("has no port"), "{err}");
 }
+
+#[test]
+fn the_ready_line_spells_the_protocol_as_the_flag_does() {
+    for proto in ["http", "echo", "upper"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--proto", proto])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iomux serve");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        assert!(line.contains(&format!(" proto={proto} ")), "{line}");
+    }
+}
