@@ -20,7 +20,7 @@ fn load(args: &[&str]) -> Output {
 
 /// Run load with `--json` and `args` (split at spaces), check it succeeded,
 /// and return its JSON line.
-fn load_json(addr: SocketAddr, args: &str) -> String {
+fn load_json(addr: impl std::fmt::Display, args: &str) -> String {
     let addr = addr.to_string();
     let mut all = vec!["--addr", &addr, "--json"];
     all.extend(args.split_whitespace());
@@ -215,47 +215,11 @@ fn bad_flags_are_rejected_by_name() {
 #[test]
 fn addresses_by_host_name_work_and_mistakes_are_explained() {
     // `localhost` resolves through /etc/hosts: nothing leaves the machine.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_iomux"))
-        .args(["serve", "--addr", "localhost:0", "--proto", "echo"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn iomux serve");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let addr: SocketAddr = line
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("ready line {line:?}"));
-    assert!(addr.ip().is_loopback() && addr.port() != 0, "{line}");
-
-    let server = ServerProcess::start(&["--proto", "echo"]);
+    let server = ServerProcess::start_at("localhost:0", &["--proto", "echo"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.ready_line);
     let by_name = format!("localhost:{}", server.addr.port());
-    let out = load(&[
-        "--addr",
-        &by_name,
-        "--proto",
-        "echo",
-        "--conns",
-        "2",
-        "--duration",
-        "1",
-        "--json",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(num(&stdout, "requests") > 0.0, "{stdout}");
+    let json = load_json(by_name, "--proto echo --conns 2 --duration 1");
+    assert!(num(&json, "requests") > 0.0, "{json}");
 
     for (addr, needle) in [
         ("127.0.0.1:99999", "from 0 to 65535"),

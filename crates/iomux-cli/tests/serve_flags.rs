@@ -1,6 +1,9 @@
 //! `iomux serve` refuses bad flag values before it listens: a clear error
 //! naming the flag, a non-zero exit, never a panic.
 
+mod common;
+
+use common::ServerProcess;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,21 +82,8 @@ fn bad_values_are_refused_by_name_without_a_panic() {
 #[test]
 fn the_ready_line_spells_the_protocol_as_the_flag_does() {
     for proto in ["http", "echo", "upper"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--proto", proto])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iomux serve");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        let server = ServerProcess::start(&["--proto", proto]);
+        let line = &server.ready_line;
         assert!(line.contains(&format!(" proto={proto} ")), "{line}");
     }
 }

@@ -16,9 +16,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `iomux serve --addr 127.0.0.1:0 <args>` and wait for its ready line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_at("127.0.0.1:0", args)
+    }
+
+    /// Start `iomux serve --addr <addr> <args>` (a loopback address or name)
+    /// and wait for its ready line.
+    pub fn start_at(addr: &str, args: &[&str]) -> ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_iomux"))
             .arg("serve")
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
