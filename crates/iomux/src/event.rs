@@ -254,18 +254,24 @@ pub struct Events {
 }
 
 impl Events {
-    /// Room for up to `capacity` events per wait (at least one).
+    /// Room for up to `capacity` events per wait (at least one). Memory is
+    /// taken as events arrive, so a huge capacity costs nothing up front
+    /// (a wait reports at most one event per registered descriptor).
     ///
     /// ```
     /// assert_eq!(iomux::Events::with_capacity(0).capacity(), 1);
+    /// assert_eq!(iomux::Events::with_capacity(usize::MAX).capacity(), usize::MAX);
     /// ```
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = capacity.max(1);
         Events {
-            list: Vec::with_capacity(capacity),
+            list: Vec::with_capacity(capacity.min(Self::PREALLOCATED)),
             capacity,
         }
     }
+
+    /// Events allocated up front; a larger buffer grows as waits fill it.
+    const PREALLOCATED: usize = 1024;
 
     /// How many events one wait may return.
     ///

@@ -3,6 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+/// The most slots a [`TimerWheel`] has (larger requests are capped).
+///
+/// ```
+/// assert_eq!(iomux::timer::MAX_SLOTS, 65_536);
+/// ```
+pub const MAX_SLOTS: usize = 1 << 16;
+
 /// Identifies a pending timer so it can be cancelled.
 ///
 /// ```
@@ -62,14 +69,19 @@ pub struct TimerWheel<K> {
 impl<K: Copy> TimerWheel<K> {
     /// A wheel starting at `origin`, with `slots` buckets of `tick` each.
     /// Deadlines are rounded up to a whole tick, so timers never fire early.
+    /// A zero tick is taken as one nanosecond, and `slots` is kept between 1
+    /// and [`MAX_SLOTS`] (the slot count only spreads timers, any is correct).
     ///
     /// ```
-    /// let w: iomux::TimerWheel<u32> = iomux::TimerWheel::new(std::time::Instant::now(), std::time::Duration::from_millis(100), 512);
+    /// use std::time::{Duration, Instant};
+    /// let w: iomux::TimerWheel<u32> = iomux::TimerWheel::new(Instant::now(), Duration::from_millis(100), 512);
     /// assert_eq!(w.len(), 0);
+    /// let exact: iomux::TimerWheel<u32> = iomux::TimerWheel::new(Instant::now(), Duration::ZERO, usize::MAX);
+    /// assert_eq!(exact.tick(), Duration::from_nanos(1));
     /// ```
     pub fn new(origin: Instant, tick: Duration, slots: usize) -> TimerWheel<K> {
-        assert!(!tick.is_zero(), "timer tick must be positive");
-        let slots = slots.max(1);
+        let tick = tick.max(Duration::from_nanos(1));
+        let slots = slots.clamp(1, MAX_SLOTS);
         TimerWheel {
             origin,
             tick,
@@ -102,9 +114,17 @@ impl<K: Copy> TimerWheel<K> {
         self.len == 0
     }
 
-    fn tick_at(&self, when: Instant) -> u64 {
-        let since = when.saturating_duration_since(self.origin);
-        (since.as_nanos() / self.tick.as_nanos()) as u64
+    /// The tick `when` falls in, rounded down or up; saturating, so that a
+    /// deadline centuries away stays far away instead of wrapping round to now.
+    fn tick_at(&self, when: Instant, round_up: bool) -> u64 {
+        let since = when.saturating_duration_since(self.origin).as_nanos();
+        let tick = self.tick.as_nanos();
+        let ticks = if round_up {
+            since.div_ceil(tick)
+        } else {
+            since / tick
+        };
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
     /// Schedule `key` to be returned by [`expire`](Self::expire) at or after `deadline`.
@@ -117,8 +137,7 @@ impl<K: Copy> TimerWheel<K> {
     /// ```
     pub fn insert(&mut self, deadline: Instant, key: K) -> TimerId {
         // Round up to the next whole tick so a timer never fires before its deadline.
-        let since = deadline.saturating_duration_since(self.origin);
-        let tick = (since.as_nanos().div_ceil(self.tick.as_nanos()) as u64).max(self.next_tick);
+        let tick = self.tick_at(deadline, true).max(self.next_tick);
         let slot = (tick % self.slots.len() as u64) as usize;
         let pos = self.slots[slot].len() as u32;
         let index = match self.free.pop() {
@@ -198,14 +217,16 @@ impl<K: Copy> TimerWheel<K> {
     /// assert_eq!(due, vec![1]);
     /// ```
     pub fn expire(&mut self, now: Instant, due: &mut Vec<K>) {
-        let now_tick = self.tick_at(now);
+        let now_tick = self.tick_at(now, false);
         if now_tick < self.next_tick || self.len == 0 {
-            self.next_tick = self.next_tick.max(now_tick + 1);
+            self.next_tick = self.next_tick.max(now_tick.saturating_add(1));
             return;
         }
         let nslots = self.slots.len() as u64;
         // More elapsed ticks than slots: every slot is visited once.
-        let first = self.next_tick.max((now_tick + 1).saturating_sub(nslots));
+        let first = self
+            .next_tick
+            .max(now_tick.saturating_add(1).saturating_sub(nslots));
         for t in first..=now_tick {
             let slot = (t % nslots) as usize;
             let mut i = 0;
@@ -218,7 +239,7 @@ impl<K: Copy> TimerWheel<K> {
                 }
             }
         }
-        self.next_tick = now_tick + 1;
+        self.next_tick = now_tick.saturating_add(1);
     }
 
     /// When the earliest pending timer may be due, for a wait's timeout; a
@@ -236,11 +257,10 @@ impl<K: Copy> TimerWheel<K> {
             return None;
         }
         let nslots = self.slots.len() as u64;
-        (self.next_tick..self.next_tick + nslots)
+        let tick_nanos = u64::try_from(self.tick.as_nanos()).unwrap_or(u64::MAX);
+        (self.next_tick..self.next_tick.saturating_add(nslots))
             .find(|t| !self.slots[(t % nslots) as usize].is_empty())
-            .map(|t| {
-                self.origin + Duration::from_nanos((self.tick.as_nanos() as u64).saturating_mul(t))
-            })
+            .map(|t| self.origin + Duration::from_nanos(tick_nanos.saturating_mul(t)))
     }
 
     /// The wheel's tick.
@@ -296,6 +316,50 @@ mod tests {
         assert_eq!(w.cancel(old), None);
         assert_eq!(w.len(), 1);
         assert_eq!(w.cancel(new), Some(2));
+    }
+
+    /// Deadlines past u64 nanoseconds (584 years) used to wrap round to a
+    /// near tick and fire at once.
+    #[test]
+    fn far_deadlines_do_not_fire_early() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, Duration::from_nanos(1), 8);
+        // One microsecond past 2^64 ns, and a deadline beyond any clock.
+        let far = [
+            Duration::from_nanos(u64::MAX) + Duration::from_micros(1),
+            Duration::from_secs(u64::MAX / 4),
+        ];
+        for (i, d) in far.iter().enumerate() {
+            let Some(deadline) = t0.checked_add(*d) else {
+                continue;
+            };
+            w.insert(deadline, i);
+        }
+        assert!(!w.is_empty(), "no far deadline could be represented");
+        let mut due = Vec::new();
+        w.expire(t0 + Duration::from_secs(3600), &mut due);
+        assert!(due.is_empty(), "far timers fired early: {due:?}");
+        assert!(w.next_deadline().is_some());
+        // The wheel's own arithmetic at the end of time: no overflow.
+        if let Some(end) = t0.checked_add(Duration::from_secs(u64::MAX / 2)) {
+            w.expire(end, &mut due);
+            assert!(w.next_deadline().is_none_or(|d| d >= t0));
+        }
+    }
+
+    #[test]
+    fn zero_tick_and_huge_slot_counts_are_clamped() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, Duration::ZERO, usize::MAX);
+        assert_eq!(w.tick(), Duration::from_nanos(1));
+        let id = w.insert(t0 + Duration::from_micros(5), 'z');
+        let mut due = Vec::new();
+        w.expire(t0 + Duration::from_micros(4), &mut due);
+        assert!(due.is_empty());
+        w.expire(t0 + Duration::from_micros(5), &mut due);
+        assert_eq!(due, vec!['z']);
+        assert_eq!(w.cancel(id), None, "cancelling a fired timer");
+        assert_eq!(w.cancel(id), None, "twice");
     }
 
     #[test]

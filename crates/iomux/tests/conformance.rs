@@ -687,3 +687,59 @@ fn huge_timeout_is_accepted(mode: Mode) {
     );
 }
 for_modes!(huge_timeout_is_accepted);
+
+/// CPU time this thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into the live timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) },
+        0
+    );
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn huge_timeout_blocks_instead_of_spinning(mode: Mode) {
+    // io_uring was handed Duration::MAX's seconds as a negative time, which
+    // expired at once: the wait spun on the CPU until the wake.
+    let mut sel = mode.open();
+    let waker = sel.waker(Token(9)).unwrap();
+    let waking = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        waker.wake().unwrap();
+    });
+    let cpu_before = thread_cpu_time();
+    let events = wait(&mut sel, Some(Duration::MAX));
+    let cpu_used = thread_cpu_time() - cpu_before;
+    waking.join().unwrap();
+    assert_eq!(tokens(&events), vec![9], "{mode:?}");
+    // Not a speed bound: a blocked wait uses microseconds of CPU, a spinning
+    // one its whole share of the half second.
+    assert!(
+        cpu_used < Duration::from_millis(100),
+        "{mode:?}: the wait spun for {cpu_used:?} of CPU"
+    );
+    assert_eq!(wait(&mut sel, Some(Duration::from_nanos(1))), vec![]);
+}
+for_modes!(huge_timeout_blocks_instead_of_spinning);
+
+fn huge_event_capacity_is_accepted(mode: Mode) {
+    // Events::with_capacity(usize::MAX) panicked ("capacity overflow").
+    for capacity in [usize::MAX, 1 << 40] {
+        let mut sel = mode.open();
+        let (a, _b) = pair();
+        sel.register(a.as_raw_fd(), Token(usize::MAX), Interest::WRITABLE)
+            .unwrap();
+        sel.waker(Token(0)).unwrap().wake().unwrap();
+        let mut events = Events::with_capacity(capacity);
+        assert_eq!(events.capacity(), capacity);
+        sel.select(&mut events, SECOND).unwrap();
+        let mut seen: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, usize::MAX], "{mode:?}");
+    }
+}
+for_modes!(huge_event_capacity_is_accepted);

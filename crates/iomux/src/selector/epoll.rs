@@ -235,7 +235,8 @@ impl Selector for EpollSelector {
     fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         self.registry.check_open()?;
-        let capacity = events.capacity();
+        // One event per registered descriptor at most: the buffer need not be larger.
+        let capacity = events.capacity().min(self.registry.len().max(1));
         if self.buffer.capacity() < capacity {
             self.buffer.reserve(capacity);
         }

@@ -276,7 +276,7 @@ impl SigioSelector {
         }
         if self.pollfds[0].revents != 0 {
             // What stays queued beyond this is read by a later wait.
-            self.read_signals(4 * capacity)?;
+            self.read_signals(capacity.saturating_mul(4))?;
         }
         self.check_pending(capacity - events.len(), events);
         Ok(())

@@ -235,9 +235,10 @@ impl UringSelector {
             Some(t) if t.is_zero() => ring.submit(),
             None => ring.submit_and_wait(1),
             Some(t) => {
+                let t = crate::sys::timespec(t);
                 let ts = types::Timespec::new()
-                    .sec(t.as_secs())
-                    .nsec(t.subsec_nanos());
+                    .sec(t.tv_sec as u64)
+                    .nsec(t.tv_nsec as u32);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 ring.submitter().submit_with_args(1, &args)
             }
