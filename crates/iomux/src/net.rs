@@ -77,7 +77,8 @@ impl ListenOptions {
             Domain::for_address(self.addr),
             Type::STREAM.cloexec(),
             Some(Protocol::TCP),
-        )?;
+        )
+        .map_err(|e| context(e, format_args!("cannot open a socket for {}", self.addr)))?;
         socket.set_reuse_address(true)?;
         if self.reuse_port {
             socket.set_reuse_port(true)?;
@@ -140,6 +141,9 @@ pub enum Accepted {
 #[derive(Debug)]
 pub struct Acceptor {
     reserve: Option<OwnedFd>,
+    /// The listener last found non-blocking: a blocking one would make
+    /// `accept` wait for a connection instead of reporting `Drained`.
+    checked_listener: Option<RawFd>,
     /// Connections shed because descriptors ran out.
     pub shed: u64,
 }
@@ -157,12 +161,14 @@ impl Acceptor {
     pub fn new() -> io::Result<Acceptor> {
         Ok(Acceptor {
             reserve: open_reserve(),
+            checked_listener: None,
             shed: 0,
         })
     }
 
     /// Try one accept on a non-blocking `listener`; call it until
-    /// [`Accepted::Drained`] after each readiness report.
+    /// [`Accepted::Drained`] after each readiness report. A blocking listener
+    /// is refused (`InvalidInput`) rather than left to block the event loop.
     ///
     /// ```
     /// use iomux::net::{Accepted, Acceptor, ListenOptions};
@@ -171,6 +177,7 @@ impl Acceptor {
     /// while let Accepted::Conn(_) | Accepted::Shed = acceptor.accept(&l).unwrap() {}
     /// ```
     pub fn accept(&mut self, listener: &TcpListener) -> io::Result<Accepted> {
+        self.check_nonblocking(listener.as_raw_fd())?;
         loop {
             match accept_raw(listener.as_raw_fd()) {
                 Ok(fd) => {
@@ -219,6 +226,24 @@ impl Acceptor {
                 },
             }
         }
+    }
+
+    /// Refuse a blocking listener, checking each listener once.
+    fn check_nonblocking(&mut self, listener: RawFd) -> io::Result<()> {
+        if self.checked_listener == Some(listener) {
+            return Ok(());
+        }
+        // SAFETY: F_GETFL only reads the descriptor's flags.
+        let flags = cvt(unsafe { libc::fcntl(listener, libc::F_GETFL) })
+            .map_err(|e| context(e, format_args!("accept on descriptor {listener}")))?;
+        if flags & libc::O_NONBLOCK == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the listener on descriptor {listener} is blocking, so accept would wait for a connection; bind it with ListenOptions::nonblocking(true) or call set_nonblocking first"),
+            ));
+        }
+        self.checked_listener = Some(listener);
+        Ok(())
     }
 }
 
@@ -288,6 +313,29 @@ mod tests {
             text.contains(&taken.to_string()) && text.contains("pick another --addr or port 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_blocking_listener_is_refused_instead_of_blocking() {
+        let blocking = ListenOptions::new("127.0.0.1:0".parse().unwrap())
+            .bind()
+            .unwrap();
+        // In a thread, bounded: an accept that blocked would never return.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut acceptor = Acceptor::new().unwrap();
+            let refused = acceptor.accept(&blocking).map(drop);
+            set_nonblocking(blocking.as_raw_fd()).unwrap();
+            let drained = matches!(acceptor.accept(&blocking), Ok(Accepted::Drained));
+            let _ = tx.send((refused, drained));
+        });
+        let (refused, drained) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("accept blocked on a blocking listener");
+        let err = refused.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("nonblocking(true)"), "{err}");
+        assert!(drained, "once non-blocking, the empty queue is Drained");
     }
 
     #[test]

@@ -120,11 +120,12 @@ pub(crate) fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::
 /// iomux::net::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&a)).unwrap();
 /// ```
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let failed = |e| context(e, format_args!("setting O_NONBLOCK on descriptor {fd}"));
     // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets flags of `fd`.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) }).map_err(failed)?;
     if flags & libc::O_NONBLOCK == 0 {
         // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map_err(failed)?;
     }
     Ok(())
 }
