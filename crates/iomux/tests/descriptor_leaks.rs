@@ -2,7 +2,7 @@
 //! descriptor behind. Its own process with one test, so that no other test
 //! opens descriptors while /proc/self/fd is counted.
 
-#[macro_use]
+#[allow(unused_macros)] // for_modes: this file runs its modes in one test
 mod common;
 
 use common::{mode, pair, skipped};
