@@ -518,6 +518,45 @@ for_modes!(
     [epoll_level, epoll_edge, epoll_oneshot]
 );
 
+fn what_raises_no_signal_is_refused_by_sigio(mode: Mode) {
+    // Such descriptors used to be accepted and then never reported: a wait
+    // for an eventfd that was written never ended.
+    let mut sel = mode.open();
+    let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
+    let waker = iomux::Waker::new().unwrap();
+    for fd in [file.as_raw_fd(), waker.as_raw_fd()] {
+        let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string().contains(&format!("descriptor {fd}"))
+                && err.to_string().contains("use --backend epoll"),
+            "{err}"
+        );
+        assert!(sel.is_empty());
+    }
+    // A pipe raises them.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the live array.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+        0
+    );
+    // SAFETY: pipe2 just created both; nothing else owns them.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    sel.register(read_end.as_raw_fd(), Token(3), Interest::READABLE)
+        .unwrap();
+    assert_eq!(wait(&mut sel, NOW), vec![]);
+    send(&write_end, b"x");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![3]);
+}
+for_modes!(what_raises_no_signal_is_refused_by_sigio, [sigio]);
+
 fn regular_file_is_always_ready_on_select_and_poll(mode: Mode) {
     let mut sel = mode.open();
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");

@@ -318,6 +318,24 @@ impl SigioSelector {
     }
 }
 
+/// Refuse a descriptor whose file cannot raise readiness signals: the
+/// kernel takes `O_ASYNC` on an eventfd, timerfd or regular file without a
+/// word and never signals, so a wait for it would never end.
+fn check_raises_signals(fd: RawFd) -> io::Result<()> {
+    // SAFETY: stat is plain data, filled in by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the live stat.
+    cvt(unsafe { libc::fstat(fd, &mut st) })
+        .map_err(|e| context(e, format_args!("fstat fd {fd}")))?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK | libc::S_IFIFO | libc::S_IFCHR => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("sigio cannot watch descriptor {fd}: only sockets, pipes and terminals raise readiness signals (regular files, eventfds and timerfds never do); use --backend epoll"),
+        )),
+    }
+}
+
 impl Bookkeeping for SigioSelector {
     /// Queued for the next readiness check.
     type State = bool;
@@ -336,6 +354,7 @@ impl Selector for SigioSelector {
         let reg = self.register_with(fd, token, interest, |s| {
             s.check_thread()?;
             check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
+            check_raises_signals(fd)?;
             s.arm(fd)
                 .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
             Ok(false)
