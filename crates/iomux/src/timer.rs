@@ -1,7 +1,11 @@
 //! A hashed timing wheel: O(1) insert and cancel, expiry cost proportional to
 //! the timers that are due (plus those sharing their slot).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Numbers the wheels, so that an id from one wheel cancels nothing in another.
+static NEXT_WHEEL: AtomicU32 = AtomicU32::new(0);
 
 /// The most slots a [`TimerWheel`] has (larger requests are capped).
 ///
@@ -21,6 +25,7 @@ pub const MAX_SLOTS: usize = 1 << 16;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerId {
+    wheel: u32,
     index: u32,
     generation: u32,
 }
@@ -56,6 +61,7 @@ struct Entry<K> {
 /// ```
 #[derive(Debug)]
 pub struct TimerWheel<K> {
+    id: u32,
     origin: Instant,
     tick: Duration,
     slots: Vec<Vec<u32>>,
@@ -83,6 +89,7 @@ impl<K: Copy> TimerWheel<K> {
         let tick = tick.max(Duration::from_nanos(1));
         let slots = slots.clamp(1, MAX_SLOTS);
         TimerWheel {
+            id: NEXT_WHEEL.fetch_add(1, Ordering::Relaxed),
             origin,
             tick,
             slots: (0..slots).map(|_| Vec::new()).collect(),
@@ -163,13 +170,14 @@ impl<K: Copy> TimerWheel<K> {
         self.slots[slot].push(index);
         self.len += 1;
         TimerId {
+            wheel: self.id,
             index,
             generation: self.entries[index as usize].generation,
         }
     }
 
-    /// Remove a pending timer, returning its key; `None` if it already fired or
-    /// was cancelled.
+    /// Remove a pending timer, returning its key; `None` if it already fired,
+    /// was cancelled, or belongs to another wheel.
     ///
     /// ```
     /// let now = std::time::Instant::now();
@@ -179,6 +187,9 @@ impl<K: Copy> TimerWheel<K> {
     /// assert_eq!(w.cancel(id), None);
     /// ```
     pub fn cancel(&mut self, id: TimerId) -> Option<K> {
+        if id.wheel != self.id {
+            return None;
+        }
         let e = self.entries.get(id.index as usize)?;
         if !e.live || e.generation != id.generation {
             return None;
@@ -360,6 +371,21 @@ mod tests {
         assert_eq!(due, vec!['z']);
         assert_eq!(w.cancel(id), None, "cancelling a fired timer");
         assert_eq!(w.cancel(id), None, "twice");
+    }
+
+    /// Both wheels number their first timer alike: the id of one used to
+    /// cancel the other's.
+    #[test]
+    fn an_id_from_another_wheel_cancels_nothing() {
+        let t0 = Instant::now();
+        let mut a = TimerWheel::new(t0, Duration::from_millis(1), 8);
+        let mut b = TimerWheel::new(t0, Duration::from_millis(1), 8);
+        let in_a = a.insert(t0 + Duration::from_millis(5), 'a');
+        let in_b = b.insert(t0 + Duration::from_millis(5), 'b');
+        assert_eq!(b.cancel(in_a), None);
+        assert_eq!(a.cancel(in_b), None);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!(a.cancel(in_a), Some('a'));
     }
 
     #[test]
