@@ -630,6 +630,21 @@ fn wakes_coalesce(mode: Mode) {
 }
 for_modes!(wakes_coalesce);
 
+fn many_wakes_from_another_thread_make_one_event(mode: Mode) {
+    let mut sel = mode.open();
+    let waker = sel.waker(Token(7)).unwrap();
+    thread::spawn(move || {
+        for _ in 0..10_000 {
+            waker.wake().unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![7], "{mode:?}");
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: all consumed");
+}
+for_modes!(many_wakes_from_another_thread_make_one_event);
+
 // --- hang-ups --------------------------------------------------------------
 
 fn hangup_is_reported(mode: Mode) {

@@ -19,10 +19,10 @@ use super::poll::{event_flags, poll_events};
 use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
 use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token, Waker};
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 // fcntl commands and owner type glibc's headers have but the libc crate lacks
@@ -40,10 +40,15 @@ struct FOwnerEx {
 /// signalfd entries read per call.
 const SIGINFO_BATCH: usize = 256;
 
-thread_local! {
-    /// Signals go to a thread, and one signalfd per thread reads them all:
-    /// two sigio selectors in one thread would steal each other's signals.
-    static SELECTOR_IN_THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+/// The threads (by id) that own an open sigio selector. Signals go to a
+/// thread, and one signalfd per thread reads them all: two sigio selectors in
+/// one thread would steal each other's signals. Kept by thread id rather than
+/// in a thread-local, so that a selector closed or dropped in another thread
+/// frees its owner, not the thread that happens to drop it.
+static OWNER_THREADS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+fn owner_threads() -> MutexGuard<'static, Vec<libc::pid_t>> {
+    OWNER_THREADS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The real-time signal that carries readiness (SIGRTMIN + 4, clear of the
@@ -102,7 +107,9 @@ impl SigioSelector {
     /// assert!(iomux::selector::sigio::SigioSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<SigioSelector> {
-        if SELECTOR_IN_THIS_THREAD.with(Cell::get) {
+        // SAFETY: gettid has no preconditions.
+        let owner = unsafe { libc::gettid() };
+        if owner_threads().contains(&owner) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "this thread already has a sigio selector (signals go to a thread, one signalfd reads them): close it or use another thread",
@@ -128,7 +135,7 @@ impl SigioSelector {
         let sfd = cvt(unsafe { libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
             .map_err(|e| context(e, "signalfd"))?;
         let signalfd = owned(sfd);
-        SELECTOR_IN_THIS_THREAD.with(|c| c.set(true));
+        owner_threads().push(owner);
         Ok(SigioSelector {
             registry: Registry::new(),
             pollfds: vec![libc::pollfd {
@@ -137,8 +144,7 @@ impl SigioSelector {
                 revents: 0,
             }],
             signalfd: Some(signalfd),
-            // SAFETY: gettid has no preconditions.
-            owner: unsafe { libc::gettid() },
+            owner,
             pending: VecDeque::new(),
             checks: Vec::new(),
             wakers: Vec::new(),
@@ -446,7 +452,7 @@ impl Selector for SigioSelector {
         self.wakers.clear();
         self.pollfds.clear();
         self.signalfd = None;
-        SELECTOR_IN_THIS_THREAD.with(|c| c.set(false));
+        owner_threads().retain(|&t| t != self.owner);
         Ok(())
     }
 }
@@ -579,6 +585,37 @@ mod tests {
         });
         assert!(err.to_string().contains("thread"), "{err}");
         sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    }
+
+    /// Dropped in another thread, a selector used to clear that thread's
+    /// mark and leave its owner unable to open another.
+    #[test]
+    fn dropped_in_another_thread_frees_its_owner_only() {
+        let (selector_tx, selector_rx) = std::sync::mpsc::channel();
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        let owner = std::thread::spawn(move || {
+            selector_tx.send(SigioSelector::new().unwrap()).unwrap();
+            dropped_rx.recv().unwrap();
+            SigioSelector::new().map(drop)
+        });
+        let sel = selector_rx.recv().unwrap();
+        let second_in_dropper = std::thread::spawn(move || {
+            let _mine = SigioSelector::new().unwrap();
+            drop(sel);
+            SigioSelector::new().map(drop)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            second_in_dropper.unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists,
+            "the dropping thread still has its own"
+        );
+        dropped_tx.send(()).unwrap();
+        owner
+            .join()
+            .unwrap()
+            .expect("the owner thread may open a new one");
     }
 
     /// With RLIMIT_SIGPENDING far below the number of ready descriptors the
