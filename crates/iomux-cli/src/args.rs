@@ -2,30 +2,28 @@
 //! write them: `--addr HOST:PORT` (an IP address or a host name, resolved
 //! once, at start) and durations in seconds.
 
+use iomux_engine::MAX_TIMEOUT;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// The longest duration a flag takes: a year. Far beyond any real timeout
-/// or run, and far enough from `Instant`'s limits that deadlines computed
-/// from it never overflow.
-pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// `value` seconds of `flag` as a Duration: positive and at most a year.
+/// `value` seconds of `flag` as a Duration: positive and at most
+/// [`MAX_TIMEOUT`] (a year).
 pub fn seconds(value: f64, flag: &str) -> io::Result<Duration> {
-    if value > 0.0 && value <= MAX_SECONDS {
-        if let Ok(d) = Duration::try_from_secs_f64(value) {
-            if !d.is_zero() {
-                return Ok(d);
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!(
-            "{flag} must be a positive number of seconds up to {MAX_SECONDS} (a year); got {value}"
-        ),
-    ))
+    // try_from_secs_f64 refuses negative, NaN and overflowing values; a
+    // positive value too small for a nanosecond comes back as zero.
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{flag} must be a positive number of seconds up to {} (a year); got {value}",
+                    MAX_TIMEOUT.as_secs()
+                ),
+            )
+        })
 }
 
 /// Parse `HOST:PORT`: `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`.
@@ -71,7 +69,7 @@ pub fn addr(text: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{addr as parse, seconds};
+    use super::{addr as parse, seconds, MAX_TIMEOUT};
 
     #[test]
     fn ip_addresses_parse_as_they_are() {
@@ -111,7 +109,7 @@ mod tests {
             seconds(1.5, "--x").unwrap(),
             std::time::Duration::from_millis(1500)
         );
-        assert!(seconds(super::MAX_SECONDS, "--x").is_ok());
+        assert!(seconds(MAX_TIMEOUT.as_secs_f64(), "--x").is_ok());
         for bad in [
             0.0,
             -1.0,
@@ -119,7 +117,7 @@ mod tests {
             f64::NAN,
             f64::INFINITY,
             1e30,
-            super::MAX_SECONDS * 2.0,
+            MAX_TIMEOUT.as_secs_f64() * 2.0,
         ] {
             let err = seconds(bad, "--idle-timeout").unwrap_err().to_string();
             assert!(

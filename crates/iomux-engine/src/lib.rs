@@ -118,9 +118,8 @@ impl Default for Config {
     }
 }
 
-/// The longest timeout a server takes: a year, far enough from `Instant`'s
-/// limits that no deadline computed from it overflows.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest timeout a server takes (a year).
+pub use iomux::timer::MAX_TIMEOUT;
 
 impl Config {
     /// Check the settings a caller could get wrong, naming the one that is.

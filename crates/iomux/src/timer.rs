@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 /// Numbers the wheels, so that an id from one wheel cancels nothing in another.
 static NEXT_WHEEL: AtomicU32 = AtomicU32::new(0);
 
+/// The longest timeout or run the iomux server and load client take: a year.
+/// Far beyond any real timeout, and far enough from `Instant`'s limits that
+/// no deadline computed from it overflows.
+///
+/// ```
+/// assert_eq!(iomux::timer::MAX_TIMEOUT.as_secs(), 365 * 24 * 3600);
+/// ```
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The most slots a [`TimerWheel`] has (larger requests are capped).
 ///
 /// ```

@@ -25,6 +25,7 @@ mod worker;
 pub use proto::Proto;
 
 use hdrhistogram::Histogram;
+use iomux::timer::MAX_TIMEOUT;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,9 +98,7 @@ impl LoadConfig {
         if self.conns == 0 && self.idle == 0 {
             return bad("--conns and --idle are both 0: ask for at least one connection".into());
         }
-        // A year at most: deadlines computed from these never overflow.
-        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        if self.duration.is_zero() || self.duration > YEAR {
+        if self.duration.is_zero() || self.duration > MAX_TIMEOUT {
             return bad("--duration must be a positive number of seconds up to a year".into());
         }
         if !(1..=1024).contains(&self.pipeline) {
@@ -120,7 +119,7 @@ impl LoadConfig {
                 self.threads
             ));
         }
-        if self.timeout.is_zero() || self.timeout > YEAR {
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return bad("--timeout must be a positive number of seconds up to a year".into());
         }
         if let Some(rate) = self.rate {
