@@ -147,6 +147,16 @@ pub(crate) fn serve_blocking<P: Protocol>(
             let _ = write_all(&stream, &out, config.cork, send_floor);
             break;
         }
+        match wait_readable(fd, deadline - now) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        // Busy before the bytes leave the socket: until this mark a drain
+        // sees them waiting there, from it on it sees a busy connection, so
+        // it never takes a peer in mid-message for a quiet one.
+        guard.mark(false);
         let _ = stream.set_read_timeout(Some(deadline - now));
         let was_idle = proto.is_idle();
         match read_append(fd, &mut input, READ_CHUNK) {
@@ -163,7 +173,9 @@ pub(crate) fn serve_blocking<P: Protocol>(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                // Nothing was there after all: as quiet as before.
+                guard.mark(proto.is_idle() && input.is_empty());
+                continue;
             }
             Err(_) => return,
         }
@@ -191,6 +203,25 @@ pub(crate) fn serve_blocking<P: Protocol>(
     }
     drop(guard);
     linger_close(stream);
+}
+
+/// Wait until `fd` has input (or its end) to read, for at most `timeout`;
+/// false when the time ran out. The bytes stay in the socket.
+fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up to whole milliseconds, so the wait never ends early.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: poll reads and writes one live pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n > 0)
+    }
 }
 
 /// Send all of `data` on a blocking socket whose send timeout is the send
