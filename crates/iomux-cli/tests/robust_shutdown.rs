@@ -233,6 +233,11 @@ fn stalled_server_echoes_what_waited(engine: &[&str]) {
             r.read_to_end(&mut back).map(|_| back)
         })
     };
+    // A pause well inside the drain's quiet period, long enough for the
+    // server to see the SIGTERM first: the echo of the waiting bytes is
+    // activity, so the peer is not quiet yet (a pass that lost the CPU once
+    // stamped that echo with its stale start and closed the peer here).
+    std::thread::sleep(Duration::from_millis(20));
     let sent = stream
         .write_all(rest)
         .and_then(|()| stream.shutdown(Shutdown::Write));

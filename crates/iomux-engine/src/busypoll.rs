@@ -183,7 +183,7 @@ fn poll_conn<P: Protocol>(
                 let all_sent = n == c.output.len();
                 c.output.drain(..n);
                 if send_made_progress(&mut c.send_progress, n, all_sent, config.output_high_water) {
-                    c.last_active = now;
+                    c.last_active = c.last_active.max(now);
                 }
             }
             Err(_) => return false,

@@ -87,6 +87,12 @@ pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 /// output is all sent, or once the peer has taken `floor` bytes since it last
 /// counted as active (tracked in `progress`); a peer reading a few bytes at a
 /// time (a slow-read attack) does not extend its deadline.
+///
+/// Callers stamp with `last_active.max(pass_start)`, never back: the read
+/// earlier in the same pass may have stamped the fresh time its bytes were
+/// taken, and a pass that lost the CPU (a stopped or starved server) would
+/// otherwise turn that stamp a whole stall old and let a drain take a peer
+/// in mid-message for a quiet one (see `shutdown::peer_quiet`).
 pub(crate) fn send_made_progress(
     progress: &mut usize,
     sent: usize,

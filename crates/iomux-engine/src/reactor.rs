@@ -546,7 +546,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             sent == total,
             self.config.output_high_water,
         ) {
-            conn.last_active = self.now;
+            conn.last_active = conn.last_active.max(self.now);
         }
         if conn.output.is_empty() {
             if sent < total {

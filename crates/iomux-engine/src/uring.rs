@@ -1036,7 +1036,7 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             all_sent,
             config.output_high_water,
         ) {
-            conn.last_active = *now;
+            conn.last_active = conn.last_active.max(*now);
         }
         let resume = conn.has(flag::PAUSED) && conn.pending_output() < config.output_high_water / 2;
         if resume {
