@@ -712,7 +712,8 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
         }
         let wait = next.saturating_duration_since(Instant::now());
         *self.timeout_spec = types::Timespec::new()
-            .sec(wait.as_secs())
+            // The kernel reads the seconds as signed.
+            .sec(wait.as_secs().min(i64::MAX as u64))
             .nsec(wait.subsec_nanos());
         self.timeout_generation = self.timeout_generation.wrapping_add(1);
         let entry = opcode::Timeout::new(&*self.timeout_spec)

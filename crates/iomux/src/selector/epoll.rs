@@ -117,15 +117,20 @@ impl EpollSelector {
         flags: u32,
     ) -> io::Result<Registration> {
         self.register_with(fd, token, interest, |s| {
-            s.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EPERM) {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
-                    )
-                } else {
-                    registration_error(fd, "epoll_ctl(ADD)", e)
-                }
+            s.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
+                ),
+                Some(libc::EINVAL) if fd == s.epfd() => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("descriptor {fd} is this selector's own epoll instance, which cannot watch itself; register the descriptors it should watch"),
+                ),
+                Some(libc::ELOOP) => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("descriptor {fd} is an epoll instance that (directly or through others) already watches this one: registering it would make a cycle"),
+                ),
+                _ => registration_error(fd, "epoll_ctl(ADD)", e),
             })
         })
     }
@@ -306,5 +311,31 @@ mod tests {
             }
         }
         assert!(!sel.has_pwait2, "the fallback path was taken");
+    }
+
+    /// An epoll instance that would watch itself, or close a cycle of
+    /// instances, is refused by name, leaving no entry (the kernel's own
+    /// words were a bare "Invalid argument").
+    #[test]
+    fn an_epoll_instance_never_watches_itself_or_a_cycle() {
+        let mut outer = EpollSelector::new(Trigger::Level).unwrap();
+        let own = outer.epfd();
+        let err = outer
+            .register(own, Token(1), Interest::READABLE)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("cannot watch itself"), "{err}");
+        assert_eq!(outer.registration(own), None);
+
+        let mut inner = EpollSelector::new(Trigger::Level).unwrap();
+        outer
+            .register(inner.epfd(), Token(2), Interest::READABLE)
+            .unwrap();
+        let err = inner
+            .register(own, Token(3), Interest::READABLE)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("cycle"), "{err}");
+        assert_eq!(inner.registration(own), None);
     }
 }
