@@ -216,6 +216,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         out.flush()?;
     }
     let sig = wait_for_signal(&signals);
+    let stopping = std::time::Instant::now();
     eprintln!("iomux: signal {sig}: stopping (send it again to exit at once)");
     server.shutdown();
     std::thread::spawn(move || {
@@ -224,6 +225,9 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         std::process::exit(130);
     });
     let stats = server.join()?;
-    eprintln!("iomux: stopped; {stats:?}");
+    eprintln!(
+        "iomux: stopped ({:.2} s after the signal); {stats}",
+        stopping.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -76,6 +76,38 @@ pub struct LoopStats {
     pub timeouts: u64,
 }
 
+/// One line of `name=value` counters, as `iomux serve` prints them when it
+/// stops (the lab reads them back).
+///
+/// ```
+/// let s = iomux_engine::LoopStats { waits: 2, reads: 5, ..Default::default() };
+/// assert!(s.to_string().starts_with("accepts=0 refused=0"));
+/// assert!(s.to_string().contains(" reads=5 "));
+/// ```
+impl std::fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let LoopStats {
+            waits,
+            events,
+            accepts,
+            refused,
+            shed,
+            reads,
+            read_eagain,
+            writes,
+            write_blocked,
+            closed,
+            timeouts,
+        } = self;
+        write!(
+            f,
+            "accepts={accepts} refused={refused} shed={shed} closed={closed} timeouts={timeouts} \
+             reads={reads} read_eagain={read_eagain} writes={writes} write_blocked={write_blocked} \
+             waits={waits} events={events}"
+        )
+    }
+}
+
 impl LoopStats {
     /// Add another loop's counters.
     pub fn add(&mut self, o: &LoopStats) {

@@ -123,7 +123,7 @@ impl Server {
     }
 
     /// SIGTERM, wait (bounded, then SIGKILL), and return the engine's counters
-    /// from its `LoopStats { .. }` line, if it printed one.
+    /// from its `iomux: stopped ...; name=value ...` line, if it printed one.
     pub(crate) fn stop(&mut self) -> io::Result<Vec<(String, u64)>> {
         let Some(mut child) = self.child.take() else {
             return Ok(Vec::new());
@@ -157,17 +157,15 @@ impl Drop for Server {
     }
 }
 
-/// The counters in `LoopStats { waits: 1, events: 2, .. }`.
+/// The `name=value` counters of the last `iomux: stopped` line.
 pub(crate) fn parse_loop_stats(text: &str) -> Vec<(String, u64)> {
-    let Some(start) = text.rfind("LoopStats {") else {
+    let Some(line) = text.lines().rev().find(|l| l.starts_with("iomux: stopped")) else {
         return Vec::new();
     };
-    let body = &text[start + "LoopStats {".len()..];
-    let body = &body[..body.find('}').unwrap_or(body.len())];
-    body.split(',')
+    line.split_whitespace()
         .filter_map(|kv| {
-            let (k, v) = kv.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
 }
@@ -245,7 +243,7 @@ mod tests {
 
     #[test]
     fn parses_the_stats_line() {
-        let s = "iomux: signal 15\niomux: stopped; LoopStats { waits: 10, events: 25, reads: 7 }\n";
+        let s = "iomux: signal 15\niomux: stopped (0.01 s after the signal); waits=10 events=25 reads=7\n";
         let stats = parse_loop_stats(s);
         assert_eq!(
             stats,

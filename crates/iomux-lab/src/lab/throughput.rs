@@ -411,7 +411,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
     Ok(Section {
         name: "level_edge",
         title: "epoll level- vs edge-triggered, with the engine's counters",
-        method: "The epoll runs of the throughput experiment (or its own if that did not run), with the counters the server prints when it stops (`iomux: stopped; LoopStats {..}`), divided by the requests the client counted.".into(),
+        method: "The epoll runs of the throughput experiment (or its own if that did not run), with the counters the server prints when it stops (`iomux: stopped ...; reads=.. read_eagain=.. waits=..`), divided by the requests the client counted.".into(),
         tables: vec![("Counters per request".into(), table, Some("level_edge.csv".into()))],
         charts: vec![file.into()],
         verdicts,
