@@ -177,7 +177,25 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         ["sigio", "uring"],
         1,
     );
-    csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req");
+    // The counters come from the line the server prints when it stops: every
+    // request took at least one read and one write.
+    for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
+        assert!(number(&row[6]) >= 0.9 && number(&row[8]) >= 0.9, "{row:?}");
+    }
+    // Edge and level back to back, in alternating order; each ratio is its
+    // round's own.
+    let rounds = csv(
+        d,
+        "level_edge_rounds.csv",
+        "round,first,edge_rps,level_rps,edge_over_level",
+    );
+    assert!(!rounds.is_empty());
+    for (i, row) in rounds.iter().enumerate() {
+        assert_eq!(row[1], ["edge", "level"][i % 2], "{row:?}");
+        let (edge, level) = (number(&row[2]), number(&row[3]));
+        assert!(edge > 0.0 && level > 0.0, "{row:?}");
+        assert!((number(&row[4]) - edge / level).abs() < 0.01, "{row:?}");
+    }
     for row in csv(
         d,
         "connrate.csv",

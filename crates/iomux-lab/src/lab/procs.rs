@@ -141,7 +141,7 @@ impl Server {
         }
         // Let the stderr reader catch the last line.
         let until = Instant::now() + Duration::from_secs(1);
-        while !self.stderr_text().contains("LoopStats") && Instant::now() < until {
+        while !self.stderr_text().contains(STOP_LINE) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(parse_loop_stats(&self.stderr_text()))
@@ -157,9 +157,12 @@ impl Drop for Server {
     }
 }
 
-/// The `name=value` counters of the last `iomux: stopped` line.
+/// How the line `iomux serve` prints when it has stopped begins.
+const STOP_LINE: &str = "iomux: stopped";
+
+/// The `name=value` counters of the last [`STOP_LINE`].
 pub(crate) fn parse_loop_stats(text: &str) -> Vec<(String, u64)> {
-    let Some(line) = text.lines().rev().find(|l| l.starts_with("iomux: stopped")) else {
+    let Some(line) = text.lines().rev().find(|l| l.starts_with(STOP_LINE)) else {
         return Vec::new();
     };
     line.split_whitespace()

@@ -2,7 +2,7 @@
 //! and epoll level vs edge explained by the engine's counters.
 
 use super::chart::{self, Series};
-use super::report::{num, Section, Table, Verdict};
+use super::report::{median, num, Section, Table, Verdict};
 use super::Ctx;
 use std::io;
 
@@ -376,47 +376,115 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         "value",
         &bars,
     )?;
-    let find = |t: &str| {
-        runs.iter()
-            .find(|r| r.engine.trigger == t && r.idle == 0 && r.proto == "echo")
-    };
+    let rounds = head_to_head(ctx, &mut notes);
+    let mut duel = Table::new(&["round", "first", "edge_rps", "level_rps", "edge_over_level"]);
+    for (i, (e, l)) in rounds.iter().enumerate() {
+        duel.push(vec![
+            (i + 1).to_string(),
+            first_of_round(i).into(),
+            format!("{:.0}", e.rps),
+            format!("{:.0}", l.rps),
+            format!("{:.3}", e.rps / l.rps),
+        ]);
+    }
     let mut verdicts = Vec::new();
-    if let (Some(e), Some(l)) = (find("edge"), find("level")) {
-        let per = |r: &Run, k: &str| r.stat(k) / r.requests.max(1.0);
-        let faster = if e.rps > l.rps * 1.05 {
-            "edge is faster"
-        } else if l.rps > e.rps * 1.05 {
-            "level is faster"
+    if !rounds.is_empty() {
+        let ratios: Vec<f64> = rounds.iter().map(|(e, l)| e.rps / l.rps).collect();
+        let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+        let mid = median(&ratios);
+        let faster = if lo > 1.05 {
+            "edge is faster in every round"
+        } else if hi < 1.0 / 1.05 {
+            "level is faster in every round"
         } else {
-            "no clear difference (within 5%)"
+            "no clear difference (the rounds do not agree on a winner by more than 5%)"
         };
-        let why = if per(e, "read_eagain") > per(l, "read_eagain") + 0.3 {
+        // Counters per request over all the rounds' runs of one trigger.
+        let edges: Vec<&Run> = rounds.iter().map(|p| &p.0).collect();
+        let levels: Vec<&Run> = rounds.iter().map(|p| &p.1).collect();
+        let per = |runs: &[&Run], k: &str| {
+            let n: f64 = runs.iter().map(|r| r.stat(k)).sum();
+            let requests: f64 = runs.iter().map(|r| r.requests).sum();
+            n / requests.max(1.0)
+        };
+        let rps = |runs: &[&Run]| median(&runs.iter().map(|r| r.rps).collect::<Vec<_>>());
+        let why = if per(&edges, "read_eagain") > per(&levels, "read_eagain") + 0.3 {
             "Edge pays for draining with an extra read that ends in EAGAIN."
         } else {
-            "The engine treats a short read as drained, so edge makes no extra EAGAIN read; what remains is epoll's own bookkeeping (level re-checks and re-queues each reported descriptor), and the figures are close enough that machine noise can flip them."
+            "The engine treats a short read as drained, so edge makes no extra EAGAIN read; what remains is epoll's own bookkeeping (level re-checks and re-queues each reported descriptor)."
         };
         verdicts.push(Verdict {
             claim: "edge-triggered is faster than level-triggered (disputed)",
             verdict: format!(
-                "Echo, 100 active, no idle: edge {} req/s, level {} req/s: {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
-                num(e.rps), num(l.rps),
-                per(e, "reads"), per(e, "read_eagain"), per(e, "waits"),
-                per(l, "reads"), per(l, "read_eagain"), per(l, "waits"),
+                "Echo, 100 active, no idle, {} rounds of edge and level back to back: edge/level requests per second x{:.2} (median; rounds from x{:.2} to x{:.2}, median {} vs {} req/s): {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
+                rounds.len(), mid, lo, hi,
+                num(rps(&edges)), num(rps(&levels)),
+                per(&edges, "reads"), per(&edges, "read_eagain"), per(&edges, "waits"),
+                per(&levels, "reads"), per(&levels, "read_eagain"), per(&levels, "waits"),
             ),
         });
     }
     if runs.iter().all(|r| r.stats.is_empty()) {
-        notes.push("the server printed no LoopStats line, so the counters are missing".into());
+        notes.push("the server printed no counters when it stopped (its `iomux: stopped` line), so they are missing".into());
     }
     Ok(Section {
         name: "level_edge",
         title: "epoll level- vs edge-triggered, with the engine's counters",
-        method: "The epoll runs of the throughput experiment (or its own if that did not run), with the counters the server prints when it stops (`iomux: stopped ...; reads=.. read_eagain=.. waits=..`), divided by the requests the client counted.".into(),
-        tables: vec![("Counters per request".into(), table, Some("level_edge.csv".into()))],
+        method: "The counters table: the epoll runs of the throughput experiment (or its own if that did not run), with the counters the server prints when it stops (`iomux: stopped ...; reads=.. read_eagain=.. waits=..`), divided by the requests the client counted. The verdict: rounds of edge and level run back to back (which goes first alternates), echo with 100 active connections, so both of a round see the same state of the machine; a shared machine drifts between faster and slower states over minutes, and one run of each, minutes apart, once showed a 45% difference either way. The verdict names a winner only when every round agrees by more than 5%.".into(),
+        tables: vec![
+            ("Counters per request".into(), table, Some("level_edge.csv".into())),
+            ("Edge and level head to head".into(), duel, Some("level_edge_rounds.csv".into())),
+        ],
         charts: vec![file.into()],
         verdicts,
         notes,
     })
+}
+
+/// Which trigger runs first in round `i` (counted from 0): they alternate, so
+/// neither always runs on a machine warmed by the other.
+fn first_of_round(i: usize) -> &'static str {
+    if i % 2 == 0 {
+        "edge"
+    } else {
+        "level"
+    }
+}
+
+/// Edge and level head to head: rounds of one short echo run each, back to
+/// back, as (edge, level) pairs; a round that failed is left out with a note.
+fn head_to_head(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<(Run, Run)> {
+    let (rounds, duration) = ctx.pick((7, 2.0), (3, 0.5));
+    let mut pairs = Vec::new();
+    for i in 0..rounds {
+        let order = if first_of_round(i) == "edge" {
+            ["edge", "level"]
+        } else {
+            ["level", "edge"]
+        };
+        let mut got = Vec::new();
+        for trigger in order {
+            ctx.progress(format_args!(
+                "level_edge: round {}/{rounds}, epoll {trigger}",
+                i + 1
+            ));
+            match measure(ctx, Engine::new("epoll", trigger), "echo", 100, 0, duration) {
+                Ok(r) if r.rps > 0.0 => got.push(r),
+                Ok(_) => notes.push(format!("round {}: epoll {trigger} served nothing", i + 1)),
+                Err(e) => notes.push(format!("round {}: epoll {trigger}: {e}", i + 1)),
+            }
+        }
+        if let (Some(second), Some(first)) = (got.pop(), got.pop()) {
+            pairs.push(if first.engine.trigger == "edge" {
+                (first, second)
+            } else {
+                (second, first)
+            });
+        }
+    }
+    pairs
 }
 
 /// The counters table and the verdicts for the two newer models (sigio and
