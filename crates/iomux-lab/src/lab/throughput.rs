@@ -446,7 +446,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
 /// Which trigger runs first in round `i` (counted from 0): they alternate, so
 /// neither always runs on a machine warmed by the other.
 fn first_of_round(i: usize) -> &'static str {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "edge"
     } else {
         "level"
