@@ -1,5 +1,5 @@
 //! Engines: the ways `iomux serve` moves bytes between sockets and a sans-I/O
-//! [`Protocol`](iomux_proto::Protocol).
+//! [`Protocol`].
 //!
 //! - [`Engine::Reactor`]: an event loop over any [`iomux::Selector`] (select,
 //!   poll, epoll level/edge/one-shot), one per thread with its own
