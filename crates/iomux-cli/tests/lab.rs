@@ -45,6 +45,29 @@ fn number(cell: &str) -> f64 {
     x
 }
 
+/// A head-to-head CSV (`round,order,backend,trigger,rps`): every round ran
+/// each of `engines` once, round r starting with engine r-1 (mod their
+/// count), each serving something.
+fn rounds_head_to_head(dir: &std::path::Path, file: &str, engines: &[(&str, &str)]) {
+    let rows = csv(dir, file, "round,order,backend,trigger,rps");
+    assert!(!rows.is_empty(), "{file}: no rounds");
+    assert_eq!(rows.len() % engines.len(), 0, "{file}: {rows:?}");
+    for (r, round) in rows.chunks(engines.len()).enumerate() {
+        let mut ran: Vec<(usize, (&str, &str))> = round
+            .iter()
+            .map(|row| {
+                assert!(number(&row[4]) > 0.0, "{file}: {row:?}");
+                (number(&row[1]) as usize, (row[2].as_str(), row[3].as_str()))
+            })
+            .collect();
+        ran.sort();
+        let expected: Vec<(usize, (&str, &str))> = (0..engines.len())
+            .map(|k| (k + 1, engines[(r + k) % engines.len()]))
+            .collect();
+        assert_eq!(ran, expected, "{file}: round {}", r + 1);
+    }
+}
+
 /// The two newer models each have a row whose `measure_column` is a positive
 /// number; where io_uring is unavailable its rows are absent and the report
 /// says so instead.
@@ -182,20 +205,16 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
         assert!(number(&row[6]) >= 0.9 && number(&row[8]) >= 0.9, "{row:?}");
     }
-    // Edge and level back to back, in alternating order; each ratio is its
-    // round's own.
-    let rounds = csv(
+    rounds_head_to_head(
         d,
         "level_edge_rounds.csv",
-        "round,first,edge_rps,level_rps,edge_over_level",
+        &[("epoll", "edge"), ("epoll", "level")],
     );
-    assert!(!rounds.is_empty());
-    for (i, row) in rounds.iter().enumerate() {
-        assert_eq!(row[1], ["edge", "level"][i % 2], "{row:?}");
-        let (edge, level) = (number(&row[2]), number(&row[3]));
-        assert!(edge > 0.0 && level > 0.0, "{row:?}");
-        assert!((number(&row[4]) - edge / level).abs() < 0.01, "{row:?}");
+    let mut duelists = vec![("epoll", "edge"), ("sigio", "edge")];
+    if uring.is_ok() {
+        duelists.push(("uring", "completion"));
     }
+    rounds_head_to_head(d, "newer_models_rounds.csv", &duelists);
     for row in csv(
         d,
         "connrate.csv",

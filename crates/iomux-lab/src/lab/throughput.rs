@@ -273,7 +273,18 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             ),
         });
     }
-    let (counters, newer_verdicts) = newer_models(&runs);
+    // The newer models against epoll edge, head to head: the grid runs each
+    // engine once, minutes apart, and this VM's speed drifts more than that.
+    let mut duelists = vec![Engine::new("epoll", "edge")];
+    duelists.extend(NEWER_MODELS.iter().filter(|e| {
+        engines.contains(e) && !(e.backend == "uring" && ctx.uring_unavailable.is_some())
+    }));
+    let duel_rounds = if duelists.len() > 1 {
+        head_to_head(ctx, "throughput: newer models", &duelists, &mut notes)
+    } else {
+        Vec::new()
+    };
+    let (counters, newer_verdicts) = newer_models(&runs, &duel_rounds);
     verdicts.extend(newer_verdicts);
     let epoll_runs: Vec<Run> = runs
         .iter()
@@ -291,6 +302,13 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             "The newer models beside epoll: the engine's counters per request (echo, no idle connections)".into(),
             counters,
             Some("newer_models.csv".to_string()),
+        ));
+    }
+    if !duel_rounds.is_empty() {
+        tables.push((
+            "The newer models and epoll edge head to head (echo, 100 active, no idle; each round starts one engine later)".into(),
+            rounds_table(&duel_rounds),
+            Some("newer_models_rounds.csv".to_string()),
         ));
     }
     if !errors.rows.is_empty() {
@@ -376,41 +394,29 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         "value",
         &bars,
     )?;
-    let rounds = head_to_head(ctx, &mut notes);
-    let mut duel = Table::new(&["round", "first", "edge_rps", "level_rps", "edge_over_level"]);
-    for (i, (e, l)) in rounds.iter().enumerate() {
-        duel.push(vec![
-            (i + 1).to_string(),
-            first_of_round(i).into(),
-            format!("{:.0}", e.rps),
-            format!("{:.0}", l.rps),
-            format!("{:.3}", e.rps / l.rps),
-        ]);
-    }
+    let rounds = head_to_head(
+        ctx,
+        "level_edge",
+        &[Engine::new("epoll", "edge"), Engine::new("epoll", "level")],
+        &mut notes,
+    );
     let mut verdicts = Vec::new();
-    if !rounds.is_empty() {
-        let ratios: Vec<f64> = rounds.iter().map(|(e, l)| e.rps / l.rps).collect();
-        let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
-            (lo.min(r), hi.max(r))
-        });
-        let mid = median(&ratios);
-        let faster = if lo > 1.05 {
+    if let Some(d) = Duel::of(&rounds, 1, 0) {
+        let faster = if d.lo > 1.05 {
             "edge is faster in every round"
-        } else if hi < 1.0 / 1.05 {
+        } else if d.hi < 1.0 / 1.05 {
             "level is faster in every round"
         } else {
             "no clear difference (the rounds do not agree on a winner by more than 5%)"
         };
         // Counters per request over all the rounds' runs of one trigger.
-        let edges: Vec<&Run> = rounds.iter().map(|p| &p.0).collect();
-        let levels: Vec<&Run> = rounds.iter().map(|p| &p.1).collect();
-        let per = |runs: &[&Run], k: &str| {
-            let n: f64 = runs.iter().map(|r| r.stat(k)).sum();
-            let requests: f64 = runs.iter().map(|r| r.requests).sum();
+        let per = |at: usize, k: &str| {
+            let n: f64 = rounds.iter().map(|r| r[at].stat(k)).sum();
+            let requests: f64 = rounds.iter().map(|r| r[at].requests).sum();
             n / requests.max(1.0)
         };
-        let rps = |runs: &[&Run]| median(&runs.iter().map(|r| r.rps).collect::<Vec<_>>());
-        let why = if per(&edges, "read_eagain") > per(&levels, "read_eagain") + 0.3 {
+        let (edge, level) = (0, 1);
+        let why = if per(edge, "read_eagain") > per(level, "read_eagain") + 0.3 {
             "Edge pays for draining with an extra read that ends in EAGAIN."
         } else {
             "The engine treats a short read as drained, so edge makes no extra EAGAIN read; what remains is epoll's own bookkeeping (level re-checks and re-queues each reported descriptor)."
@@ -418,11 +424,10 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         verdicts.push(Verdict {
             claim: "edge-triggered is faster than level-triggered (disputed)",
             verdict: format!(
-                "Echo, 100 active, no idle, {} rounds of edge and level back to back: edge/level requests per second x{:.2} (median; rounds from x{:.2} to x{:.2}, median {} vs {} req/s): {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
-                rounds.len(), mid, lo, hi,
-                num(rps(&edges)), num(rps(&levels)),
-                per(&edges, "reads"), per(&edges, "read_eagain"), per(&edges, "waits"),
-                per(&levels, "reads"), per(&levels, "read_eagain"), per(&levels, "waits"),
+                "Echo, 100 active, no idle, {} rounds of edge and level back to back: edge {} vs level {} req/s (medians), edge/level {}: {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
+                rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(),
+                per(edge, "reads"), per(edge, "read_eagain"), per(edge, "waits"),
+                per(level, "reads"), per(level, "read_eagain"), per(level, "waits"),
             ),
         });
     }
@@ -435,7 +440,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         method: "The counters table: the epoll runs of the throughput experiment (or its own if that did not run), with the counters the server prints when it stops (`iomux: stopped ...; reads=.. read_eagain=.. waits=..`), divided by the requests the client counted. The verdict: rounds of edge and level run back to back (which goes first alternates), echo with 100 active connections, so both of a round see the same state of the machine; a shared machine drifts between faster and slower states over minutes, and one run of each, minutes apart, once showed a 45% difference either way. The verdict names a winner only when every round agrees by more than 5%.".into(),
         tables: vec![
             ("Counters per request".into(), table, Some("level_edge.csv".into())),
-            ("Edge and level head to head".into(), duel, Some("level_edge_rounds.csv".into())),
+            ("Edge and level head to head".into(), rounds_table(&rounds), Some("level_edge_rounds.csv".into())),
         ],
         charts: vec![file.into()],
         verdicts,
@@ -443,54 +448,107 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
     })
 }
 
-/// Which trigger runs first in round `i` (counted from 0): they alternate, so
-/// neither always runs on a machine warmed by the other.
-fn first_of_round(i: usize) -> &'static str {
-    if i.is_multiple_of(2) {
-        "edge"
-    } else {
-        "level"
-    }
-}
-
-/// Edge and level head to head: rounds of one short echo run each, back to
-/// back, as (edge, level) pairs; a round that failed is left out with a note.
-fn head_to_head(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<(Run, Run)> {
+/// Engines head to head, echo with 100 active connections: rounds of one
+/// short run per engine, back to back, so all of a round see the same state
+/// of the machine (a shared machine drifts between faster and slower states
+/// over minutes). Each round starts one engine later, so none always runs
+/// first. Returns each round's runs in the order of `engines`; a round where
+/// an engine failed is left out, with a note.
+fn head_to_head(
+    ctx: &Ctx,
+    tag: &str,
+    engines: &[Engine],
+    notes: &mut Vec<String>,
+) -> Vec<Vec<Run>> {
     let (rounds, duration) = ctx.pick((7, 2.0), (3, 0.5));
-    let mut pairs = Vec::new();
-    for i in 0..rounds {
-        let order = if first_of_round(i) == "edge" {
-            ["edge", "level"]
-        } else {
-            ["level", "edge"]
-        };
-        let mut got = Vec::new();
-        for trigger in order {
+    let mut kept = Vec::new();
+    for round in 0..rounds {
+        let mut got: Vec<Option<Run>> = vec![None; engines.len()];
+        for k in 0..engines.len() {
+            let at = (round + k) % engines.len();
+            let engine = engines[at];
             ctx.progress(format_args!(
-                "level_edge: round {}/{rounds}, epoll {trigger}",
-                i + 1
+                "{tag}: round {}/{rounds}, {}",
+                round + 1,
+                engine.label()
             ));
-            match measure(ctx, Engine::new("epoll", trigger), "echo", 100, 0, duration) {
-                Ok(r) if r.rps > 0.0 => got.push(r),
-                Ok(_) => notes.push(format!("round {}: epoll {trigger} served nothing", i + 1)),
-                Err(e) => notes.push(format!("round {}: epoll {trigger}: {e}", i + 1)),
+            match measure(ctx, engine, "echo", 100, 0, duration) {
+                Ok(r) if r.rps > 0.0 => got[at] = Some(r),
+                Ok(_) => notes.push(format!(
+                    "round {}: {} served nothing",
+                    round + 1,
+                    engine.label()
+                )),
+                Err(e) => notes.push(format!("round {}: {}: {e}", round + 1, engine.label())),
             }
         }
-        if let (Some(second), Some(first)) = (got.pop(), got.pop()) {
-            pairs.push(if first.engine.trigger == "edge" {
-                (first, second)
-            } else {
-                (second, first)
-            });
+        if let Some(runs) = got.into_iter().collect::<Option<Vec<Run>>>() {
+            kept.push(runs);
         }
     }
-    pairs
+    kept
+}
+
+/// The runs of [`head_to_head`] as a table, one row per run:
+/// `round,order,backend,trigger,rps` (`order` 1 ran first in its round).
+fn rounds_table(rounds: &[Vec<Run>]) -> Table {
+    let mut table = Table::new(&["round", "order", "backend", "trigger", "rps"]);
+    for (round, runs) in rounds.iter().enumerate() {
+        for (at, r) in runs.iter().enumerate() {
+            let order = (at + runs.len() - round % runs.len()) % runs.len() + 1;
+            table.push(vec![
+                (round + 1).to_string(),
+                order.to_string(),
+                r.engine.backend.into(),
+                r.engine.trigger.into(),
+                format!("{:.0}", r.rps),
+            ]);
+        }
+    }
+    table
+}
+
+/// Engine `b` against engine `a` over the rounds of [`head_to_head`]: the
+/// median of the per-round ratios of requests per second, their smallest and
+/// largest, and the two engines' median requests per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Duel {
+    ratio: f64,
+    lo: f64,
+    hi: f64,
+    rps_a: f64,
+    rps_b: f64,
+}
+
+impl Duel {
+    fn of(rounds: &[Vec<Run>], a: usize, b: usize) -> Option<Duel> {
+        if rounds.is_empty() {
+            return None;
+        }
+        let ratios: Vec<f64> = rounds.iter().map(|r| r[b].rps / r[a].rps).collect();
+        let rps = |i: usize| median(&rounds.iter().map(|r| r[i].rps).collect::<Vec<_>>());
+        Some(Duel {
+            ratio: median(&ratios),
+            lo: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            hi: ratios.iter().copied().fold(0.0, f64::max),
+            rps_a: rps(a),
+            rps_b: rps(b),
+        })
+    }
+
+    /// "x0.84 (rounds x0.80 to x0.90)".
+    fn ratio_text(&self) -> String {
+        format!(
+            "x{:.2} (rounds x{:.2} to x{:.2})",
+            self.ratio, self.lo, self.hi
+        )
+    }
 }
 
 /// The counters table and the verdicts for the two newer models (sigio and
 /// the io_uring completion engine) beside epoll edge, echo without idle
 /// connections; `None` when neither ran.
-fn newer_models(runs: &[Run]) -> (Option<Table>, Vec<Verdict>) {
+fn newer_models(runs: &[Run], rounds: &[Vec<Run>]) -> (Option<Table>, Vec<Verdict>) {
     let find = |engine: Engine, proto: &str| {
         runs.iter()
             .find(|r| r.engine == engine && r.proto == proto && r.idle == 0)
@@ -524,33 +582,38 @@ fn newer_models(runs: &[Run]) -> (Option<Table>, Vec<Verdict>) {
         }
     }
     let mut verdicts = Vec::new();
-    let ratio = |engine: Engine, proto: &str| {
-        find(engine, proto)
-            .zip(find(epoll, proto))
-            .map(|(n, e)| (n, e, n.rps / e.rps.max(1.0)))
+    // Requests per second from the rounds head to head (epoll edge first in
+    // each round's list); the counters from the grid's runs.
+    let duel = |engine: Engine| {
+        let at = rounds.first()?.iter().position(|r| r.engine == engine)?;
+        Duel::of(rounds, 0, at)
     };
-    if let Some((s, e, x)) = ratio(sigio, "echo") {
+    let counted = |engine: Engine| find(engine, "echo").zip(find(epoll, "echo"));
+    if let (Some(d), Some((s, e))) = (duel(sigio), counted(sigio)) {
         verdicts.push(Verdict {
             claim: "signal-driven I/O is of little use for TCP servers (the signal says only that something happened)",
             verdict: format!(
-                "Taken synchronously (a real-time signal carrying the descriptor, read from a signalfd) it serves: echo, 100 active, no idle: sigio {} req/s vs epoll edge {} (x{x:.2}), with {:.2} events (descriptors named by signals) and {:.3} waits per request against epoll's {:.2} events and {:.3} waits.",
-                num(s.rps), num(e.rps), per(s, "events"), per(s, "waits"), per(e, "events"), per(e, "waits")
+                "Taken synchronously (a real-time signal carrying the descriptor, read from a signalfd) it serves: echo, 100 active, no idle, {} rounds head to head: sigio {} req/s vs epoll edge {} (medians), {}; with {:.2} events (descriptors named by signals) and {:.3} waits per request against epoll's {:.2} events and {:.3} waits.",
+                rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(), per(s, "events"), per(s, "waits"), per(e, "events"), per(e, "waits")
             ),
         });
     }
-    if let Some((u, e, x)) = ratio(uring, "echo") {
-        let http = ratio(uring, "http").map_or(String::new(), |(u, e, x)| {
-            format!(
-                " HTTP /plaintext: uring {} req/s vs epoll edge {} (x{x:.2}).",
-                num(u.rps),
-                num(e.rps)
-            )
-        });
+    if let (Some(d), Some((u, e))) = (duel(uring), counted(uring)) {
+        let http = find(uring, "http")
+            .zip(find(epoll, "http"))
+            .map_or(String::new(), |(u, e)| {
+                format!(
+                    " HTTP /plaintext, one run each: uring {} req/s vs epoll edge {} (x{:.2}).",
+                    num(u.rps),
+                    num(e.rps),
+                    u.rps / e.rps.max(1.0)
+                )
+            });
         verdicts.push(Verdict {
             claim: "Linux has no true asynchronous network I/O (so completion-based servers are not possible there)",
             verdict: format!(
-                "No longer so: the io_uring completion engine serves echo, 100 active, no idle, at {} req/s vs epoll edge {} (x{x:.2}) in the same run, with {:.3} io_uring_enter calls per request against epoll's {:.3} epoll_waits plus {:.2} reads and {:.2} writes (system calls).{http}",
-                num(u.rps), num(e.rps), per(u, "waits"), per(e, "waits"), per(e, "reads"), per(e, "writes")
+                "No longer so: the io_uring completion engine serves echo, 100 active, no idle, {} rounds head to head: uring {} req/s vs epoll edge {} (medians), {}; with {:.3} io_uring_enter calls per request against epoll's {:.3} epoll_waits plus {:.2} reads and {:.2} writes (system calls).{http}",
+                rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(), per(u, "waits"), per(e, "waits"), per(e, "reads"), per(e, "writes")
             ),
         });
     }
