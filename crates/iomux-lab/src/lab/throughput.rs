@@ -424,7 +424,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
         verdicts.push(Verdict {
             claim: "edge-triggered is faster than level-triggered (disputed)",
             verdict: format!(
-                "Echo, 100 active, no idle, {} rounds of edge and level back to back: edge {} vs level {} req/s (medians), edge/level {}: {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
+                "Echo, 100 active, no idle, {} rounds of edge and level back to back: edge {} vs level {} req/s (medians); edge/level {}: {faster}. Per request, edge makes {:.2} reads ({:.2} of them EAGAIN) and {:.3} epoll_waits; level makes {:.2} reads ({:.2} EAGAIN) and {:.3} epoll_waits. {why}",
                 rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(),
                 per(edge, "reads"), per(edge, "read_eagain"), per(edge, "waits"),
                 per(level, "reads"), per(level, "read_eagain"), per(level, "waits"),
@@ -536,10 +536,11 @@ impl Duel {
         })
     }
 
-    /// "x0.84 (rounds x0.80 to x0.90)".
+    /// "x0.84 (median of the rounds' own ratios, from x0.80 to x0.90)"; it
+    /// need not equal the ratio of the two medians.
     fn ratio_text(&self) -> String {
         format!(
-            "x{:.2} (rounds x{:.2} to x{:.2})",
+            "x{:.2} (median of the rounds' own ratios, from x{:.2} to x{:.2})",
             self.ratio, self.lo, self.hi
         )
     }
@@ -593,7 +594,7 @@ fn newer_models(runs: &[Run], rounds: &[Vec<Run>]) -> (Option<Table>, Vec<Verdic
         verdicts.push(Verdict {
             claim: "signal-driven I/O is of little use for TCP servers (the signal says only that something happened)",
             verdict: format!(
-                "Taken synchronously (a real-time signal carrying the descriptor, read from a signalfd) it serves: echo, 100 active, no idle, {} rounds head to head: sigio {} req/s vs epoll edge {} (medians), {}; with {:.2} events (descriptors named by signals) and {:.3} waits per request against epoll's {:.2} events and {:.3} waits.",
+                "Taken synchronously (a real-time signal carrying the descriptor, read from a signalfd) it serves: echo, 100 active, no idle, {} rounds head to head: sigio {} req/s vs epoll edge {} (medians); {}; with {:.2} events (descriptors named by signals) and {:.3} waits per request against epoll's {:.2} events and {:.3} waits.",
                 rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(), per(s, "events"), per(s, "waits"), per(e, "events"), per(e, "waits")
             ),
         });
@@ -612,7 +613,7 @@ fn newer_models(runs: &[Run], rounds: &[Vec<Run>]) -> (Option<Table>, Vec<Verdic
         verdicts.push(Verdict {
             claim: "Linux has no true asynchronous network I/O (so completion-based servers are not possible there)",
             verdict: format!(
-                "No longer so: the io_uring completion engine serves echo, 100 active, no idle, {} rounds head to head: uring {} req/s vs epoll edge {} (medians), {}; with {:.3} io_uring_enter calls per request against epoll's {:.3} epoll_waits plus {:.2} reads and {:.2} writes (system calls).{http}",
+                "No longer so: the io_uring completion engine serves echo, 100 active, no idle, {} rounds head to head: uring {} req/s vs epoll edge {} (medians); {}; with {:.3} io_uring_enter calls per request against epoll's {:.3} epoll_waits plus {:.2} reads and {:.2} writes (system calls).{http}",
                 rounds.len(), num(d.rps_b), num(d.rps_a), d.ratio_text(), per(u, "waits"), per(e, "waits"), per(e, "reads"), per(e, "writes")
             ),
         });
