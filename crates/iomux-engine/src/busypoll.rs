@@ -3,7 +3,7 @@
 //! multiplexing exists.
 
 use crate::conn::{
-    admit, read_append, send_available, send_made_progress, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
+    admit, note_send, read_append, send_available, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
 };
 use crate::reactor::LoopStats;
 use crate::shutdown::{peer_quiet, ConnLimit, Shutdown};
@@ -182,9 +182,14 @@ fn poll_conn<P: Protocol>(
                 }
                 let all_sent = n == c.output.len();
                 c.output.drain(..n);
-                if send_made_progress(&mut c.send_progress, n, all_sent, config.output_high_water) {
-                    c.last_active = c.last_active.max(now);
-                }
+                note_send(
+                    &mut c.send_progress,
+                    &mut c.last_active,
+                    now,
+                    n,
+                    all_sent,
+                    config.output_high_water,
+                );
             }
             Err(_) => return false,
         }

@@ -83,28 +83,29 @@ pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 }
 
 /// The send deadline of the non-blocking engines: after a send of `sent`
-/// bytes, whether the connection counts as active again. It does once its
-/// output is all sent, or once the peer has taken `floor` bytes since it last
-/// counted as active (tracked in `progress`); a peer reading a few bytes at a
-/// time (a slow-read attack) does not extend its deadline.
+/// bytes in a pass that started at `now`, the connection counts as active
+/// again (`last_active` moves to `now`) once its output is all sent, or once
+/// the peer has taken `floor` bytes since it last counted as active (tracked
+/// in `progress`); a peer reading a few bytes at a time (a slow-read attack)
+/// does not extend its deadline.
 ///
-/// Callers stamp with `last_active.max(pass_start)`, never back: the read
-/// earlier in the same pass may have stamped the fresh time its bytes were
-/// taken, and a pass that lost the CPU (a stopped or starved server) would
-/// otherwise turn that stamp a whole stall old and let a drain take a peer
-/// in mid-message for a quiet one (see `shutdown::peer_quiet`).
-pub(crate) fn send_made_progress(
+/// The stamp never moves back: the read earlier in the same pass may have
+/// stamped the fresh time its bytes were taken, and a pass that lost the CPU
+/// (a stopped or starved server) would otherwise turn that stamp a whole
+/// stall old and let a drain take a peer in mid-message for a quiet one (see
+/// `shutdown::peer_quiet`).
+pub(crate) fn note_send(
     progress: &mut usize,
+    last_active: &mut Instant,
+    now: Instant,
     sent: usize,
     all_sent: bool,
     floor: usize,
-) -> bool {
+) {
     *progress += sent;
     if all_sent || *progress >= floor {
         *progress = 0;
-        true
-    } else {
-        false
+        *last_active = (*last_active).max(now);
     }
 }
 

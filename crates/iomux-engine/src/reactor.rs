@@ -8,8 +8,7 @@
 
 use crate::buffer::BufPool;
 use crate::conn::{
-    read_append, send_available, send_made_progress, set_cork, LINGER, MAX_PENDING_INPUT,
-    READ_CHUNK,
+    note_send, read_append, send_available, set_cork, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
 };
 use crate::shutdown::{peer_quiet, ConnLimit, Shutdown, Started, DRAIN_QUIET};
 use crate::table::{Slab, Timers};
@@ -572,14 +571,14 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             }
         };
         let total = pending.len();
-        if send_made_progress(
+        note_send(
             &mut conn.send_progress,
+            &mut conn.last_active,
+            self.now,
             sent,
             sent == total,
             self.config.output_high_water,
-        ) {
-            conn.last_active = conn.last_active.max(self.now);
-        }
+        );
         if conn.output.is_empty() {
             if sent < total {
                 self.stats.write_blocked += 1;

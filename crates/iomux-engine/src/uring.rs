@@ -22,7 +22,7 @@
 //! pass submits them and waits in one `io_uring_enter` (`submit_and_wait`).
 
 use crate::buffer::BufPool;
-use crate::conn::{admit, send_made_progress, LINGER, MAX_PENDING_INPUT};
+use crate::conn::{admit, note_send, LINGER, MAX_PENDING_INPUT};
 use crate::reactor::LoopStats;
 use crate::shutdown::{peer_quiet, ConnLimit, Shutdown, DRAIN_QUIET};
 use crate::table::{Slab, Timers};
@@ -1031,14 +1031,14 @@ impl<'a, P: Protocol, F: Fn() -> P> Loop<'a, P, F> {
             }
         }
         let all_sent = conn.pending_output() == 0;
-        if send_made_progress(
+        note_send(
             &mut conn.send_progress,
+            &mut conn.last_active,
+            *now,
             res as usize,
             all_sent,
             config.output_high_water,
-        ) {
-            conn.last_active = conn.last_active.max(*now);
-        }
+        );
         let resume = conn.has(flag::PAUSED) && conn.pending_output() < config.output_high_water / 2;
         if resume {
             conn.flags &= !flag::PAUSED;
