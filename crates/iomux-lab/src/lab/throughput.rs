@@ -80,6 +80,15 @@ impl Run {
     }
 }
 
+/// Counter `key` of the server per request the client counted, over `runs`
+/// together.
+fn per_request<'a>(runs: impl IntoIterator<Item = &'a Run>, key: &str) -> f64 {
+    let (n, requests) = runs
+        .into_iter()
+        .fold((0.0, 0.0), |(n, q), r| (n + r.stat(key), q + r.requests));
+    n / f64::max(requests, 1.0)
+}
+
 /// Start a server, run the load, stop the server and keep its counters.
 pub(crate) fn measure(
     ctx: &Ctx,
@@ -275,9 +284,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     }
     // The newer models against epoll edge, head to head: the grid runs each
     // engine once, minutes apart, and this VM's speed drifts more than that.
+    // Only those the grid ran: their verdicts need the grid's counters too.
     let mut duelists = vec![Engine::new("epoll", "edge")];
     duelists.extend(NEWER_MODELS.iter().filter(|e| {
-        engines.contains(e) && !(e.backend == "uring" && ctx.uring_unavailable.is_some())
+        runs.iter()
+            .any(|r| r.engine == **e && r.proto == "echo" && r.idle == 0)
     }));
     let duel_rounds = if duelists.len() > 1 {
         head_to_head(ctx, "throughput: newer models", &duelists, &mut notes)
@@ -367,7 +378,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
     let mut bars = Vec::new();
     for r in &runs {
         // The server answers every request the client counts (plus the few in flight at the end).
-        let per = |k: &str| r.stat(k) / r.requests.max(1.0);
+        let per = |k: &str| per_request([r], k);
         table.push(vec![
             r.engine.trigger.into(),
             r.proto.into(),
@@ -410,11 +421,7 @@ pub(crate) fn level_edge(ctx: &mut Ctx) -> io::Result<Section> {
             "no clear difference (the rounds do not agree on a winner by more than 5%)"
         };
         // Counters per request over all the rounds' runs of one trigger.
-        let per = |at: usize, k: &str| {
-            let n: f64 = rounds.iter().map(|r| r[at].stat(k)).sum();
-            let requests: f64 = rounds.iter().map(|r| r[at].requests).sum();
-            n / requests.max(1.0)
-        };
+        let per = |at: usize, k: &str| per_request(rounds.iter().map(|r| &r[at]), k);
         let (edge, level) = (0, 1);
         let why = if per(edge, "read_eagain") > per(level, "read_eagain") + 0.3 {
             "Edge pays for draining with an extra read that ends in EAGAIN."
@@ -568,7 +575,7 @@ fn newer_models(runs: &[Run], rounds: &[Vec<Run>]) -> (Option<Table>, Vec<Verdic
         "reads_per_req",
         "writes_per_req",
     ]);
-    let per = |r: &Run, k: &str| r.stat(k) / r.requests.max(1.0);
+    let per = |r: &Run, k: &str| per_request([r], k);
     for engine in [epoll, sigio, uring] {
         if let Some(r) = find(engine, "echo") {
             table.push(vec![
