@@ -2,7 +2,7 @@
 
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
-use iomux::{Backend, Trigger};
+use iomux::Trigger;
 use iomux_engine::{Config, Engine, Server};
 use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
 use iomux_proto::{Echo, Http};
@@ -19,26 +19,26 @@ pub enum ProtoArg {
     Upper,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// Event loop over epoll.
-    Epoll,
-    /// Event loop over poll.
-    Poll,
-    /// Event loop over select (descriptors below 1024 only).
-    Select,
-    /// A thread per connection, blocking sockets.
-    Threads,
-    /// One connection at a time.
-    Blocking,
-    /// Busy-polling non-blocking sockets in one thread.
-    Nonblocking,
-    /// Event loop over signal-driven I/O (O_ASYNC + a real-time signal per readiness change); edge only.
-    Sigio,
-    /// Completion-based engine on io_uring (multishot accept/receive, provided buffers).
-    Uring,
-    /// Event loop over io_uring poll requests (readiness, like epoll).
-    UringPoll,
+/// The `--backend` values: the backends of [`Engine::ALL`], each once, in
+/// its order, with what they are.
+fn backend_values() -> clap::builder::PossibleValuesParser {
+    let mut names: Vec<clap::builder::PossibleValue> = Vec::new();
+    for e in Engine::ALL {
+        if !names.iter().any(|v| v.get_name() == e.backend_name()) {
+            let about = match e {
+                Engine::Reactor(..) => format!(
+                    "event loop over {}",
+                    Engine::of_backend(e.backend_name())
+                        .map(|e| e.describe())
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                ),
+                other => other.describe(),
+            };
+            names.push(clap::builder::PossibleValue::new(e.backend_name()).help(about));
+        }
+    }
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,8 +54,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "http")]
     proto: ProtoArg,
     /// How connections are driven.
-    #[arg(long, value_enum, default_value = "epoll")]
-    backend: BackendArg,
+    #[arg(long, default_value = "epoll", value_parser = backend_values())]
+    backend: String,
     /// epoll's mode (default edge on epoll); other backends accept level only.
     #[arg(long, value_enum)]
     trigger: Option<TriggerArg>,
@@ -97,37 +97,42 @@ pub struct ServeArgs {
     max_body: u32,
 }
 
+/// The engine `--backend` and `--trigger` name: the backend's engine in
+/// that mode, or its default (the first in [`Engine::ALL`]).
 fn engine(args: &ServeArgs) -> io::Result<Engine> {
-    let trigger = args.trigger.map(|t| match t {
+    let mut engines = Engine::of_backend(&args.backend).peekable();
+    let default = *engines.peek().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown backend '{}'", args.backend),
+        )
+    })?;
+    let Some(trigger) = args.trigger.map(|t| match t {
         TriggerArg::Level => Trigger::Level,
         TriggerArg::Edge => Trigger::Edge,
         TriggerArg::Oneshot => Trigger::Oneshot,
-    });
-    let reactor = |backend: Backend, default: Trigger| {
-        let trigger = trigger.unwrap_or(default);
-        backend.check_trigger(trigger)?;
-        Ok(Engine::Reactor(backend, trigger))
+    }) else {
+        return Ok(default);
     };
-    let level_only = |engine: Engine, name: &str| {
-        match trigger {
-        None | Some(Trigger::Level) => Ok(engine),
-        Some(t) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--backend {name} supports --trigger level only (got {t}); use --backend epoll for edge or oneshot"),
-        )),
+    let modes: Vec<Engine> = engines.collect();
+    if let Some(e) = modes
+        .iter()
+        .find(|e| e.trigger().unwrap_or(Trigger::Level) == trigger)
+    {
+        return Ok(*e);
     }
-    };
-    match args.backend {
-        BackendArg::Epoll => reactor(Backend::Epoll, Trigger::Edge),
-        BackendArg::Poll => reactor(Backend::Poll, Trigger::Level),
-        BackendArg::Select => reactor(Backend::Select, Trigger::Level),
-        BackendArg::Sigio => reactor(Backend::Sigio, Trigger::Edge),
-        BackendArg::Uring => level_only(Engine::Uring, "uring"),
-        BackendArg::UringPoll => reactor(Backend::Uring, Trigger::Edge),
-        BackendArg::Threads => level_only(Engine::Threads, "threads"),
-        BackendArg::Blocking => level_only(Engine::Blocking, "blocking"),
-        BackendArg::Nonblocking => level_only(Engine::Nonblocking, "nonblocking"),
-    }
+    let offered: Vec<String> = modes
+        .iter()
+        .map(|e| e.trigger().unwrap_or(Trigger::Level).to_string())
+        .collect();
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "--backend {} supports --trigger {} only (got {trigger}); use --backend epoll for level, edge or oneshot",
+            args.backend,
+            offered.join(" or ")
+        ),
+    ))
 }
 
 fn backlog(args: &ServeArgs) -> io::Result<i32> {
@@ -181,12 +186,37 @@ fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
     sig
 }
 
+/// A library error that stops `serve`, with what the user can do about it.
+fn advise(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    if text.contains("--") {
+        return e; // already says which flag
+    }
+    let advice = if text.contains("io_uring") || text.contains("provided-buffer") {
+        "use --backend epoll"
+    } else if e.raw_os_error() == Some(libc::EMFILE) || text.contains("Too many open files") {
+        "raise the descriptor limit with `ulimit -n` or use fewer --threads"
+    } else {
+        return e;
+    };
+    io::Error::new(e.kind(), format!("{text}; {advice}"))
+}
+
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let engine = engine(&args)?;
     let config = config(&args)?;
     // Many connections need many descriptors: use all the hard limit allows.
     let _ = iomux::net::raise_fd_limit();
     let signals = block_stop_signals();
+    start(&args, engine, &config, signals).map_err(advise)
+}
+
+fn start(
+    args: &ServeArgs,
+    engine: Engine,
+    config: &Config,
+    signals: libc::sigset_t,
+) -> io::Result<()> {
     let server = match args.proto {
         ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
         ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
@@ -204,13 +234,16 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(
             out,
-            "listening on {} proto={} backend={} threads={}",
+            "listening on {} proto={} backend={} trigger={} threads={}",
             server.local_addr(),
             // Spelled as on the command line (`http`, not `Http`).
             args.proto
                 .to_possible_value()
                 .map_or_else(String::new, |v| v.get_name().to_string()),
-            engine,
+            engine.backend_name(),
+            engine
+                .trigger()
+                .map_or_else(|| "none".to_string(), |t| t.to_string()),
             config.threads
         )?;
         out.flush()?;

@@ -1,39 +1,29 @@
 //! The busy-polling engine: non-blocking sockets in one thread, each tried in
 //! turn. It works, and burns a core doing it: the model that shows why
-//! multiplexing exists.
+//! multiplexing exists. The connection rules are the [`Session`]'s.
 
-use crate::conn::{
-    admit, note_send, read_append, send_available, LINGER, MAX_PENDING_INPUT, READ_CHUNK,
-};
-use crate::reactor::LoopStats;
-use crate::shutdown::{peer_quiet, ConnLimit, Shutdown};
-use crate::Config;
+use crate::buffer::BufPool;
+use crate::life::{admit, LoopContext};
+use crate::session::{Deadline, Session};
+use crate::sock::{input_waiting, read_append, send_available};
+use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor};
 use iomux_proto::Protocol;
 use std::io;
-use std::net::TcpListener;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+/// Size of one read.
+const READ_CHUNK: usize = 16 * 1024;
+
 struct Conn<P> {
     stream: TcpStream,
-    proto: P,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    last_active: Instant,
-    /// Bytes sent since `last_active` while output was pending (the send deadline).
-    send_progress: usize,
-    closing: bool,
+    session: Session<P>,
 }
 
-pub(crate) fn run<P, F>(
-    listener: TcpListener,
-    config: &Config,
-    shutdown: &Shutdown,
-    max_conns: &ConnLimit,
-    new_protocol: F,
-) -> io::Result<LoopStats>
+/// Busy-poll until shutdown.
+pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Protocol,
     F: Fn() -> P,
@@ -41,33 +31,28 @@ where
     let mut acceptor = Acceptor::new()?;
     let mut conns: Vec<Conn<P>> = Vec::new();
     let mut stats = LoopStats::default();
+    let mut pool = BufPool::new(64, READ_CHUNK);
+    let mut rbuf = Vec::with_capacity(READ_CHUNK);
     let mut listener = Some(listener);
     let mut drain_until = None;
     loop {
         let now = Instant::now();
-        if shutdown.is_triggered() && drain_until.is_none() {
+        if cx.shutdown.is_triggered() && drain_until.is_none() {
             listener = None;
-            drain_until = Some(now + config.drain_timeout);
+            drain_until = Some(now + cx.config.drain_timeout);
             for c in conns.iter_mut() {
-                c.proto.on_drain();
+                c.session.begin_drain();
             }
         }
         if let Some(until) = drain_until {
-            // Close connections between messages, with nothing buffered, whose
-            // peer has been quiet a moment (a message still streaming in goes on).
             // This runs before the pass reads: what arrived while this loop
             // waited for the CPU is still in the socket, and is not quiet.
             let before = conns.len();
             conns.retain(|c| {
-                !(c.proto.is_idle()
-                    && c.input.is_empty()
-                    && c.output.is_empty()
-                    && peer_quiet(c.stream.as_raw_fd(), c.last_active, now))
+                let fd = c.stream.as_raw_fd();
+                !c.session.closable_on_drain(now, || input_waiting(fd))
             });
-            for _ in conns.len()..before {
-                max_conns.release();
-                stats.closed += 1;
-            }
+            count_closed(&cx, &mut stats, before - conns.len());
             if conns.is_empty() || now >= until {
                 break;
             }
@@ -79,30 +64,20 @@ where
                     Ok(Accepted::Shed) => continue,
                     Ok(Accepted::Drained) | Err(_) => break,
                 };
-                if !admit(max_conns, shutdown.is_triggered(), &mut stats) {
+                if !admit(&cx.max_conns, cx.shutdown.is_triggered(), &mut stats) {
                     continue;
                 }
-                if config.nodelay {
+                if cx.config.nodelay {
                     let _ = stream.set_nodelay(true);
                 }
-                conns.push(Conn {
-                    stream,
-                    proto: new_protocol(),
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    last_active: now,
-                    send_progress: 0,
-                    closing: false,
-                });
+                let session = Session::new((cx.new_protocol)(), now);
+                conns.push(Conn { stream, session });
             }
         }
         let before = conns.len();
         let mut moved = false;
-        conns.retain_mut(|c| poll_conn(c, now, config, &mut stats, &mut moved));
-        for _ in conns.len()..before {
-            max_conns.release();
-            stats.closed += 1;
-        }
+        conns.retain_mut(|c| poll_conn(c, now, &cx, &mut pool, &mut rbuf, &mut stats, &mut moved));
+        count_closed(&cx, &mut stats, before - conns.len());
         // Nothing to wait on: that is the point of this engine. After a pass
         // that moved nothing, yield so a machine with one core still runs the
         // clients; not after one that did: on a loaded machine a yield can
@@ -113,50 +88,50 @@ where
         }
     }
     for _ in 0..conns.len() {
-        max_conns.release();
+        cx.max_conns.release();
     }
     stats.shed = acceptor.shed;
     Ok(stats)
 }
 
+fn count_closed<F>(cx: &LoopContext<F>, stats: &mut LoopStats, closed: usize) {
+    for _ in 0..closed {
+        cx.max_conns.release();
+    }
+    stats.closed += closed as u64;
+}
+
 /// Try one read and one write on a connection; false when it is done.
 /// `moved` is set when bytes (or the peer's FIN) moved.
-fn poll_conn<P: Protocol>(
+fn poll_conn<P: Protocol, F>(
     c: &mut Conn<P>,
     now: Instant,
-    config: &Config,
+    cx: &LoopContext<F>,
+    pool: &mut BufPool,
+    rbuf: &mut Vec<u8>,
     stats: &mut LoopStats,
     moved: &mut bool,
 ) -> bool {
     let fd = c.stream.as_raw_fd();
-    if !c.closing && c.output.len() < config.output_high_water {
-        let was_idle = c.proto.is_idle();
+    let rules = &cx.rules;
+    if c.session.reading() {
         stats.reads += 1;
-        match read_append(fd, &mut c.input, READ_CHUNK) {
+        rbuf.clear();
+        match read_append(fd, rbuf, READ_CHUNK) {
             Ok(0) => {
                 *moved = true;
-                c.proto.on_eof(&c.input, &mut c.output);
-                c.input.clear();
-                c.closing = true;
+                c.session.on_eof(None, pool);
             }
             Ok(_) => {
                 *moved = true;
-                // A peer that leaves its output untaken cannot keep its
-                // connection alive by sending more (slow read).
-                let owed = !c.output.is_empty();
-                let step = c.proto.on_input(&c.input, &mut c.output);
-                c.input.drain(..step.consumed);
-                if (was_idle || c.proto.is_idle()) && !owed {
-                    // The time the bytes were taken, not the pass's start:
-                    // this loop loses the CPU often (it never blocks), and a
-                    // stale stamp would make a drain take the peer for quiet.
-                    c.last_active = Instant::now();
-                }
-                if step.close {
-                    c.closing = true;
-                    c.input = Vec::new();
-                }
-                if c.input.len() > MAX_PENDING_INPUT {
+                // The time the bytes were taken, not the pass's start: this
+                // loop loses the CPU often (it never blocks), and a stale
+                // stamp would make a drain take the peer for quiet.
+                if let Err(_fault) = c
+                    .session
+                    .on_received(rbuf, None, Instant::now(), rules, pool)
+                {
+                    stats.faults += 1;
                     return false;
                 }
             }
@@ -165,43 +140,26 @@ fn poll_conn<P: Protocol>(
             Err(_) => return false,
         }
     }
-    if !c.closing && now.duration_since(c.last_active) >= config.idle_timeout {
-        c.proto.on_timeout(&mut c.output);
-        c.closing = true;
-        // The last output (an HTTP 408) gets its own LINGER to be taken.
-        c.last_active = now;
-        stats.timeouts += 1;
+    match c.session.on_deadline(now, None, rules) {
+        Deadline::Later(_) => {}
+        Deadline::TimedOut => stats.timeouts += 1,
+        // A closing connection whose peer will not take its last output is dropped.
+        Deadline::Close => return false,
     }
-    if !c.output.is_empty() {
+    if c.session.owed() > 0 {
         stats.writes += 1;
-        match send_available(fd, &c.output) {
+        let unsent = c.session.unsent();
+        match send_available(fd, unsent) {
             Ok(n) => {
                 *moved |= n > 0;
-                if n < c.output.len() {
+                if n < unsent.len() {
                     stats.write_blocked += 1;
                 }
-                let all_sent = n == c.output.len();
-                c.output.drain(..n);
-                note_send(
-                    &mut c.send_progress,
-                    &mut c.last_active,
-                    now,
-                    n,
-                    all_sent,
-                    config.output_high_water,
-                );
+                c.session.on_sent(n, None, now, rules, pool);
             }
             Err(_) => return false,
         }
     }
-    if c.input.capacity() > 0 && c.input.is_empty() {
-        c.input = Vec::new();
-    }
-    if c.output.capacity() > 0 && c.output.is_empty() {
-        c.output = Vec::new();
-    }
-    // A closing connection whose peer will not take its last output is dropped.
-    let stuck = c.closing && now.duration_since(c.last_active) >= LINGER;
-    let finished = c.closing && c.output.is_empty();
-    !(finished || stuck)
+    // This engine drops a finished connection without lingering.
+    !c.session.ready_to_finish()
 }

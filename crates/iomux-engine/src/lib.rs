@@ -21,16 +21,21 @@
 
 mod buffer;
 mod busypoll;
-mod conn;
+mod life;
 mod reactor;
+mod session;
 mod shutdown;
+mod sock;
+mod stats;
 mod table;
 mod threads;
 mod uring;
 
-pub use reactor::LoopStats;
 pub use shutdown::Shutdown;
+pub use stats::LoopStats;
 
+use crate::life::LoopContext;
+use crate::session::Rules;
 use iomux::net::ListenOptions;
 use iomux::{Backend, Trigger};
 use iomux_proto::Protocol;
@@ -41,11 +46,23 @@ use std::time::Duration;
 
 /// How connections are driven.
 ///
+/// [`Engine::ALL`] is the one list of engines: the CLI parses through it, the
+/// lab runs it and the tests iterate it. An engine's name ([`Engine::name`],
+/// also its `Display` and what [`str::parse`] takes) is the backend's name,
+/// followed by `-level`, `-edge` or `-oneshot` where the backend has several
+/// readiness modes.
+///
 /// ```
-/// let e = iomux_engine::Engine::Reactor(iomux::Backend::Epoll, iomux::Trigger::Edge);
-/// assert_eq!(e.to_string(), "epoll (edge-triggered)");
+/// use iomux_engine::Engine;
+/// let e: Engine = "epoll-edge".parse().unwrap();
+/// assert_eq!(e, Engine::Reactor(iomux::Backend::Epoll, iomux::Trigger::Edge));
+/// assert_eq!(e.to_string(), "epoll-edge");
+/// assert_eq!((e.backend_name(), e.trigger()), ("epoll", Some(iomux::Trigger::Edge)));
+/// assert!(Engine::ALL.iter().all(|e| e.name().parse::<Engine>() == Ok(*e)));
+/// assert!("epol".parse::<Engine>().unwrap_err().contains("epoll-edge"));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Engine {
     /// An event loop over a selector.
     Reactor(Backend, Trigger),
@@ -60,15 +77,106 @@ pub enum Engine {
     Uring,
 }
 
+impl Engine {
+    /// Every engine, each readiness mode of a backend as its own.
+    pub const ALL: &'static [Engine] = &[
+        Engine::Reactor(Backend::Epoll, Trigger::Edge),
+        Engine::Reactor(Backend::Epoll, Trigger::Level),
+        Engine::Reactor(Backend::Epoll, Trigger::Oneshot),
+        Engine::Reactor(Backend::Poll, Trigger::Level),
+        Engine::Reactor(Backend::Select, Trigger::Level),
+        Engine::Reactor(Backend::Sigio, Trigger::Edge),
+        Engine::Reactor(Backend::Uring, Trigger::Edge),
+        Engine::Reactor(Backend::Uring, Trigger::Level),
+        Engine::Reactor(Backend::Uring, Trigger::Oneshot),
+        Engine::Uring,
+        Engine::Threads,
+        Engine::Blocking,
+        Engine::Nonblocking,
+    ];
+
+    /// The engine's name: see [`Engine`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Reactor(b, t) => match (b, t) {
+                (Backend::Epoll, Trigger::Edge) => "epoll-edge",
+                (Backend::Epoll, Trigger::Level) => "epoll-level",
+                (Backend::Epoll, Trigger::Oneshot) => "epoll-oneshot",
+                (Backend::Uring, Trigger::Edge) => "uring-poll-edge",
+                (Backend::Uring, Trigger::Level) => "uring-poll-level",
+                (Backend::Uring, Trigger::Oneshot) => "uring-poll-oneshot",
+                (Backend::Poll, _) => "poll",
+                (Backend::Select, _) => "select",
+                (Backend::Sigio, _) => "sigio",
+            },
+            Engine::Threads => "threads",
+            Engine::Blocking => "blocking",
+            Engine::Nonblocking => "nonblocking",
+            Engine::Uring => "uring",
+        }
+    }
+
+    /// The backend part of the name (`epoll`, `uring-poll`, `threads`, ...).
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Engine::Reactor(Backend::Epoll, _) => "epoll",
+            Engine::Reactor(Backend::Poll, _) => "poll",
+            Engine::Reactor(Backend::Select, _) => "select",
+            Engine::Reactor(Backend::Sigio, _) => "sigio",
+            Engine::Reactor(Backend::Uring, _) => "uring-poll",
+            other => other.name(),
+        }
+    }
+
+    /// The readiness mode, for engines built on a selector.
+    pub fn trigger(&self) -> Option<Trigger> {
+        match self {
+            Engine::Reactor(_, t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// The engines of one backend, its default readiness mode first.
+    pub fn of_backend(backend_name: &str) -> impl Iterator<Item = Engine> + '_ {
+        Engine::ALL
+            .iter()
+            .copied()
+            .filter(move |e| e.backend_name() == backend_name)
+    }
+
+    /// What the engine is, in a few words.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Reactor(b, t) => format!("{b} ({t}-triggered)"),
+            Engine::Threads => "threads (one per connection)".into(),
+            Engine::Blocking => "blocking (one connection at a time)".into(),
+            Engine::Nonblocking => "nonblocking (busy-polling)".into(),
+            Engine::Uring => "uring (io_uring completions)".into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Engine::Reactor(b, t) => write!(f, "{b} ({t}-triggered)"),
-            Engine::Threads => f.write_str("threads (one per connection)"),
-            Engine::Blocking => f.write_str("blocking (one connection at a time)"),
-            Engine::Nonblocking => f.write_str("nonblocking (busy-polling)"),
-            Engine::Uring => f.write_str("uring (io_uring completions)"),
-        }
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    /// An engine by its name; a backend's name alone means its default mode
+    /// (the first of its engines in [`Engine::ALL`]).
+    fn from_str(s: &str) -> Result<Engine, String> {
+        Engine::ALL
+            .iter()
+            .find(|e| e.name() == s)
+            .or_else(|| Engine::ALL.iter().find(|e| e.backend_name() == s))
+            .copied()
+            .ok_or_else(|| {
+                let names: Vec<&str> = Engine::ALL.iter().map(Engine::name).collect();
+                format!("unknown engine '{s}': expected one of {}", names.join(", "))
+            })
     }
 }
 
@@ -100,6 +208,10 @@ pub struct Config {
     pub output_high_water: usize,
     /// How long a graceful shutdown lets in-flight work finish.
     pub drain_timeout: Duration,
+    /// Input a protocol may leave unconsumed before its connection is closed
+    /// as faulty; protocols enforce their own, smaller limits, this is the
+    /// engine's backstop.
+    pub max_pending_input: usize,
 }
 
 impl Default for Config {
@@ -114,6 +226,7 @@ impl Default for Config {
             max_conns: None,
             output_high_water: 256 * 1024,
             drain_timeout: Duration::from_secs(3),
+            max_pending_input: 2 * 1024 * 1024,
         }
     }
 }
@@ -139,6 +252,9 @@ impl Config {
         }
         if self.backlog < 1 {
             return bad("the listen backlog must be 1 or more");
+        }
+        if self.output_high_water == 0 || self.max_pending_input == 0 {
+            return bad("the output high-water mark and the input cap must be more than zero");
         }
         Ok(())
     }
@@ -179,48 +295,29 @@ impl Server {
         let mut handles = Vec::with_capacity(threads);
         let (started, start_reports) = shutdown::Started::channel();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (config, shutdown, max_conns) =
-                (config.clone(), shutdown.clone(), max_conns.clone());
-            let new_protocol = new_protocol.clone();
-            let started = started.clone();
+            let cx = LoopContext {
+                rules: Rules::new(&config),
+                config: config.clone(),
+                shutdown: shutdown.clone(),
+                max_conns: max_conns.clone(),
+                new_protocol: new_protocol.clone(),
+                started: started.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("iomux-loop-{i}"))
                 .spawn(move || {
                     if !matches!(engine, Engine::Reactor(..)) {
                         // Nothing to set up that could fail before serving.
-                        started.report(Ok(()));
+                        cx.started.report(Ok(()));
                     }
                     match engine {
-                        Engine::Reactor(backend, trigger) => reactor::run(
-                            backend,
-                            trigger,
-                            listener,
-                            &config,
-                            &shutdown,
-                            &max_conns,
-                            new_protocol,
-                            started,
-                        ),
-                        Engine::Threads => threads::run_threads(
-                            listener,
-                            &config,
-                            &shutdown,
-                            &max_conns,
-                            new_protocol,
-                        ),
-                        Engine::Blocking => threads::run_blocking(
-                            listener,
-                            &config,
-                            &shutdown,
-                            &max_conns,
-                            new_protocol,
-                        ),
-                        Engine::Nonblocking => {
-                            busypoll::run(listener, &config, &shutdown, &max_conns, new_protocol)
+                        Engine::Reactor(backend, trigger) => {
+                            reactor::run(backend, trigger, listener, cx)
                         }
-                        Engine::Uring => {
-                            uring::run(listener, &config, &shutdown, &max_conns, new_protocol)
-                        }
+                        Engine::Threads => threads::run_threads(listener, cx),
+                        Engine::Blocking => threads::run_blocking(listener, cx),
+                        Engine::Nonblocking => busypoll::run(listener, cx),
+                        Engine::Uring => uring::run(listener, cx),
                     }
                 })?;
             handles.push(handle);
@@ -243,7 +340,7 @@ impl Server {
             let _ = server.join();
             return Err(io::Error::new(
                 failure.kind(),
-                format!("cannot start the server: {failure}; raise the descriptor limit with `ulimit -n` or use fewer --threads"),
+                format!("cannot start the server: {failure}"),
             ));
         }
         Ok(server)

@@ -6,8 +6,10 @@
 //! has no message boundaries the engine could see) keeps going until it ends
 //! or the drain deadline passes. Quiet means the peer sent nothing: bytes
 //! waiting unread in the kernel are not quiet, however long the server itself
-//! went without running (see [`peer_quiet`]).
+//! went without running (see `Session::closable_on_drain`).
 
+use crate::session::DRAIN_QUIET;
+use crate::sock::input_waiting;
 use iomux::Waker;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -15,32 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a connection must have been quiet (no bytes in or out) before a
-/// drain treats it as idle; a peer in the middle of sending a message sends
-/// more often than this, even on a loaded machine.
-pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
-
 /// How often the drain watcher looks at blocked connections.
 const DRAIN_SCAN: Duration = Duration::from_millis(20);
-
-/// Whether a connection's peer has been quiet for [`DRAIN_QUIET`] as of `now`:
-/// nothing moved since `last_active`, and no bytes from the peer wait unread.
-///
-/// The second half matters on a loaded machine: a loop starved of CPU (or
-/// still handling earlier events of the same pass) has not read what arrived
-/// meanwhile, so `last_active` alone would take a peer in mid-message for an
-/// idle one and cut its message short.
-pub(crate) fn peer_quiet(fd: RawFd, last_active: Instant, now: Instant) -> bool {
-    now.saturating_duration_since(last_active) >= DRAIN_QUIET && !input_waiting(fd)
-}
-
-/// Whether bytes from the peer wait unread in `fd`'s receive queue.
-fn input_waiting(fd: RawFd) -> bool {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to a live local; a bad fd only fails.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
-    rc == 0 && queued > 0
-}
 
 /// Stands for "busy: never quiet" in [`Activity::quiet_since_ms`].
 const BUSY: u64 = u64::MAX;
@@ -73,6 +51,8 @@ struct Inner {
     epoch: Instant,
     /// How long in-flight work may take once the shutdown starts, in ms.
     drain_timeout_ms: AtomicU64,
+    /// The drain watcher of blocked connections could not be started.
+    watcher_failed: AtomicBool,
 }
 
 impl Default for Inner {
@@ -84,6 +64,7 @@ impl Default for Inner {
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
             drain_timeout_ms: AtomicU64::new(3000),
+            watcher_failed: AtomicBool::new(false),
         }
     }
 }
@@ -148,9 +129,10 @@ impl Shutdown {
             let spawned = std::thread::Builder::new()
                 .name("iomux-drain".into())
                 .spawn(move || me.drain_blocked(deadline));
-            if let Err(e) = spawned {
-                // Without the watcher, connections end at their idle timeout.
-                eprintln!("iomux: cannot start the drain watcher: {e}");
+            if spawned.is_err() {
+                // Without the watcher, connections end at their idle timeout;
+                // the caller can ask (a library prints nothing).
+                self.inner.watcher_failed.store(true, Ordering::Release);
             }
         }
     }
@@ -213,6 +195,16 @@ impl Shutdown {
         self.inner
             .drain_timeout_ms
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the thread that drains blocked connections (the thread
+    /// engines') could not be started: they then end at their idle timeout.
+    ///
+    /// ```
+    /// assert!(!iomux_engine::Shutdown::new().drain_watcher_failed());
+    /// ```
+    pub fn drain_watcher_failed(&self) -> bool {
+        self.inner.watcher_failed.load(Ordering::Acquire)
     }
 
     /// Whether the shutdown has started.
@@ -374,24 +366,23 @@ mod tests {
 
     #[test]
     fn a_peer_whose_bytes_wait_unread_is_not_quiet() {
+        use crate::session::Session;
         let (mut client, mut server) = crate::tcp_pair();
+        let fd = server.as_raw_fd();
         let long_ago = Instant::now();
+        let session = Session::new(iomux_proto::Echo::plain(), long_ago);
         let later = long_ago + DRAIN_QUIET * 4;
-        assert!(peer_quiet(server.as_raw_fd(), long_ago, later));
-        assert!(!peer_quiet(
-            server.as_raw_fd(),
-            long_ago,
-            long_ago + DRAIN_QUIET / 2
-        ));
+        assert!(session.closable_on_drain(later, || input_waiting(fd)));
+        assert!(!session.closable_on_drain(long_ago + DRAIN_QUIET / 2, || input_waiting(fd)));
         client.write_all(b"late").unwrap();
-        until_input_waits(server.as_raw_fd());
+        until_input_waits(fd);
         assert!(
-            !peer_quiet(server.as_raw_fd(), long_ago, later),
+            !session.closable_on_drain(later, || input_waiting(fd)),
             "bytes wait unread: the loop has not caught up, the peer is not quiet"
         );
         let mut buf = [0u8; 4];
         server.read_exact(&mut buf).unwrap();
-        assert!(peer_quiet(server.as_raw_fd(), long_ago, later));
+        assert!(session.closable_on_drain(later, || input_waiting(fd)));
     }
 
     /// A blocking connection loop that has not run since bytes arrived (a

@@ -5,21 +5,6 @@ use iomux::timer::TimerId;
 use iomux::{TimerWheel, Token};
 use std::time::{Duration, Instant};
 
-/// A connection's state bits every loop has; a loop numbers its own from
-/// [`flag::FIRST_OWN`] up.
-pub(crate) mod flag {
-    /// The peer sent FIN: nothing more to read.
-    pub const READ_CLOSED: u8 = 1;
-    /// Close once the pending output is sent; input is dropped.
-    pub const CLOSING: u8 = 2;
-    /// Not reading: the peer has not taken enough of its output (backpressure).
-    pub const PAUSED: u8 = 4;
-    /// Our FIN is sent; discarding the peer's input until its FIN.
-    pub const LINGERING: u8 = 8;
-    /// The first bit free for a loop's own flags.
-    pub const FIRST_OWN: u8 = 16;
-}
-
 /// Tokens below this are the loop's own (listener, waker); connections start here.
 pub(crate) const FIRST_CONN: usize = 2;
 

@@ -1,14 +1,19 @@
 //! Blocking engines: a thread per connection, and one connection at a time.
 
-use crate::conn::{admit, serve_blocking};
-use crate::reactor::LoopStats;
+use crate::buffer::BufPool;
+use crate::life::{admit, LoopContext};
+use crate::session::{Deadline, Finish, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
-use crate::Config;
+use crate::sock::{read_append, send, set_cork};
+use crate::stats::LoopStats;
 use iomux_proto::Protocol;
 use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::net::{Shutdown as HalfClose, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Size of one read.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Accept on a blocking listener until shutdown, handing each connection to `serve`.
 fn accept_loop(
@@ -43,42 +48,51 @@ fn accept_loop(
 }
 
 /// A thread per connection on blocking sockets.
-pub(crate) fn run_threads<P, F>(
-    listener: TcpListener,
-    config: &Config,
-    shutdown: &Shutdown,
-    max_conns: &ConnLimit,
-    new_protocol: F,
-) -> io::Result<LoopStats>
+pub(crate) fn run_threads<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Protocol + Send + 'static,
     F: Fn() -> P + Send + Sync + Clone + 'static,
 {
     let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    let stats = accept_loop(listener, shutdown, max_conns, |stream| {
-        let (config, shutdown, limit) = (config.clone(), shutdown.clone(), max_conns.clone());
+    let mut spawn_failures = 0;
+    let LoopContext {
+        config,
+        rules,
+        shutdown,
+        max_conns,
+        new_protocol,
+        ..
+    } = &cx;
+    let mut stats = accept_loop(listener, shutdown, max_conns, |stream| {
+        let (cork, rules, shutdown, limit) =
+            (config.cork, *rules, shutdown.clone(), max_conns.clone());
+        let nodelay = config.nodelay;
         let proto = new_protocol();
         // Small stacks: the per-connection loop needs little, and thousands of
         // threads with the default 2 MiB would reserve gigabytes.
         let spawned = std::thread::Builder::new()
             .stack_size(128 * 1024)
             .spawn(move || {
-                serve_blocking(stream, proto, &config, &shutdown);
+                serve_blocking(stream, proto, &rules, nodelay, cork, &shutdown);
                 limit.release();
             });
         match spawned {
             Ok(handle) => workers.push(handle),
-            Err(e) => {
-                eprintln!("iomux: cannot start a connection thread: {e}; lower the load or use --backend epoll");
+            Err(_) => {
+                // Counted (the connection is refused), not printed: a library
+                // says nothing; the CLI reports the counters.
+                spawn_failures += 1;
                 max_conns.release();
             }
         }
         workers.retain(|h| !h.is_finished());
     })?;
+    stats.refused += spawn_failures;
+    stats.spawn_failures += spawn_failures;
     // Let in-flight connections finish; their reads were shut down.
-    let deadline = std::time::Instant::now() + config.drain_timeout;
+    let deadline = Instant::now() + config.drain_timeout;
     for h in workers {
-        while !h.is_finished() && std::time::Instant::now() < deadline {
+        while !h.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         if h.is_finished() {
@@ -89,19 +103,183 @@ where
 }
 
 /// One connection at a time: the next waits in the backlog.
-pub(crate) fn run_blocking<P, F>(
-    listener: TcpListener,
-    config: &Config,
-    shutdown: &Shutdown,
-    max_conns: &ConnLimit,
-    new_protocol: F,
-) -> io::Result<LoopStats>
+pub(crate) fn run_blocking<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Protocol,
     F: Fn() -> P,
 {
-    accept_loop(listener, shutdown, max_conns, |stream| {
-        serve_blocking(stream, new_protocol(), config, shutdown);
-        max_conns.release();
+    let c = &cx.config;
+    accept_loop(listener, &cx.shutdown, &cx.max_conns, |stream| {
+        let proto = (cx.new_protocol)();
+        serve_blocking(stream, proto, &cx.rules, c.nodelay, c.cork, &cx.shutdown);
+        cx.max_conns.release();
     })
+}
+
+/// Serve one connection on a blocking socket until it closes: the loop of the
+/// thread-per-connection and one-at-a-time engines. The rules are the
+/// session's; this loop waits, reads and writes.
+fn serve_blocking<P: Protocol>(
+    stream: TcpStream,
+    proto: P,
+    rules: &Rules,
+    nodelay: bool,
+    cork: bool,
+    shutdown: &Shutdown,
+) {
+    let guard = shutdown.watch_conn(stream.as_raw_fd());
+    if nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    // The send deadline: one blocked send lasts at most this long (see write_all).
+    let _ = stream.set_write_timeout(Some(rules.idle_timeout));
+    let fd = stream.as_raw_fd();
+    let mut pool = BufPool::new(1, READ_CHUNK);
+    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut session = Session::new(proto, Instant::now());
+    let mut drained = false;
+    loop {
+        let now = Instant::now();
+        match session.on_deadline(now, None, rules) {
+            Deadline::Later(deadline) => match wait_readable(fd, deadline - now) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            },
+            Deadline::TimedOut => {
+                let _ = write_all(&stream, session.unsent(), cork, rules.output_high_water);
+                break;
+            }
+            Deadline::Close => break,
+        }
+        // Busy before the bytes leave the socket: until this mark a drain
+        // sees them waiting there, from it on it sees a busy connection, so
+        // it never takes a peer in mid-message for a quiet one.
+        guard.mark(false);
+        let _ =
+            stream.set_read_timeout(Some(session.deadline(rules).saturating_duration_since(now)));
+        rbuf.clear();
+        match read_append(fd, &mut rbuf, READ_CHUNK) {
+            Ok(0) => session.on_eof(None, &mut pool),
+            Ok(_) => {
+                if !drained && shutdown.is_triggered() {
+                    drained = true;
+                    session.begin_drain();
+                }
+                if session
+                    .on_received(&rbuf, None, Instant::now(), rules, &mut pool)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Nothing was there after all: as quiet as before.
+                guard.mark(session.between_messages());
+                continue;
+            }
+            Err(_) => return,
+        }
+        // Busy while output is owed: a drain must not count a blocked send as quiet.
+        let idle = session.between_messages();
+        guard.mark(idle && session.owed() == 0);
+        let owed = session.owed();
+        if write_all(&stream, session.unsent(), cork, rules.output_high_water).is_err() {
+            return;
+        }
+        session.on_sent(owed, None, Instant::now(), rules, &mut pool);
+        if session.ready_to_finish() {
+            break;
+        }
+        // A drain closes this connection once it is idle and quiet.
+        guard.mark(idle);
+    }
+    drop(guard);
+    if session.finish(Instant::now(), &mut pool) == Finish::Linger {
+        linger_close(stream);
+    }
+}
+
+/// Wait until `fd` has input (or its end) to read, for at most `timeout`;
+/// false when the time ran out. The bytes stay in the socket.
+fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up to whole milliseconds, so the wait never ends early.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: poll reads and writes one live pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n > 0)
+    }
+}
+
+/// Send all of `data` on a blocking socket whose send timeout is the send
+/// deadline. A send that returns short (or EAGAIN) was blocked for the whole
+/// deadline; if the peer took less than `floor` bytes in that time it is
+/// reading too slowly to keep (a slow-read attack), and the send fails.
+fn write_all(stream: &TcpStream, data: &[u8], cork: bool, floor: usize) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let fd = stream.as_raw_fd();
+    if cork {
+        set_cork(fd, true);
+    }
+    let mut sent = 0;
+    let result = loop {
+        if sent == data.len() {
+            break Ok(());
+        }
+        match send(fd, &data[sent..]) {
+            Ok(n) => {
+                sent += n;
+                if sent < data.len() && n < floor {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer reads too slowly: send deadline passed",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if cork {
+        set_cork(fd, false);
+    }
+    result
+}
+
+/// Send our FIN, then read and discard until the peer's FIN (or `LINGER`),
+/// so the close does not reset a response the peer has not read yet.
+fn linger_close(stream: TcpStream) {
+    if stream.shutdown(HalfClose::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    while let Some(left) = until
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        let _ = stream.set_read_timeout(Some(left));
+        // SAFETY: reads into a live stack buffer of its own length.
+        let n = unsafe { libc::read(stream.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
 }

@@ -1,0 +1,332 @@
+//! The connection rules, one table row each, with a scripted protocol and a
+//! made-up clock: no sockets.
+
+use super::*;
+use iomux_proto::Step;
+
+/// A protocol that answers each line with the line and holds partial lines:
+/// between messages exactly when no partial line is held.
+#[derive(Default)]
+struct Lines {
+    partial: bool,
+    timeouts: usize,
+    eofs: usize,
+    drains: usize,
+    /// Claim to consume this many bytes more than given (a broken protocol).
+    overclaim: usize,
+    /// Ask to close after the first line.
+    close_after_line: bool,
+}
+
+impl Protocol for Lines {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let consumed = input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        out.extend_from_slice(&input[..consumed]);
+        self.partial = consumed < input.len();
+        Step {
+            consumed: consumed + self.overclaim,
+            close: self.close_after_line && consumed > 0,
+        }
+    }
+    fn on_eof(&mut self, _pending: &[u8], out: &mut Vec<u8>) {
+        self.eofs += 1;
+        out.extend_from_slice(b"bye\n");
+    }
+    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        self.timeouts += 1;
+        out.extend_from_slice(b"timeout\n");
+    }
+    fn on_drain(&mut self) {
+        self.drains += 1;
+    }
+    fn is_idle(&self) -> bool {
+        !self.partial
+    }
+}
+
+const IDLE: Duration = Duration::from_secs(10);
+const HIGH: usize = 100;
+
+fn rules() -> Rules {
+    Rules {
+        idle_timeout: IDLE,
+        output_high_water: HIGH,
+        max_pending_input: 64,
+    }
+}
+
+struct Harness {
+    s: Session<Lines>,
+    pool: BufPool,
+    t0: Instant,
+}
+
+impl Harness {
+    fn new(proto: Lines) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            s: Session::new(proto, t0),
+            pool: BufPool::new(4, 64),
+            t0,
+        }
+    }
+    fn at(&self, secs: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(secs)
+    }
+    /// Receive `data` at `secs`, answers into the session's own output.
+    fn recv(&mut self, data: &[u8], secs: f64) -> Result<(), Fault> {
+        let now = self.at(secs);
+        self.s
+            .on_received(data, None, now, &rules(), &mut self.pool)
+    }
+    fn sent(&mut self, n: usize, secs: f64) -> bool {
+        let now = self.at(secs);
+        self.s.on_sent(n, None, now, &rules(), &mut self.pool)
+    }
+    /// When the idle deadline falls, in seconds from the start.
+    fn deadline_secs(&self) -> f64 {
+        (self.s.deadline(&rules()) - self.t0).as_secs_f64()
+    }
+}
+
+#[test]
+fn the_idle_deadline_moves_only_with_whole_messages() {
+    // (what happens, at second, expected deadline in seconds after the start)
+    let rows: &[(&[u8], f64, f64)] = &[
+        (b"hello\n", 1.0, 11.0), // a whole message: active
+        (b"par", 2.0, 12.0),     // a message starts: the head deadline starts here
+        (b"t", 5.0, 12.0),       // trickled bytes do not extend it
+        (b"ia", 9.0, 12.0),
+        (b"l\n", 11.0, 21.0), // the message completes: active again
+    ];
+    let mut h = Harness::new(Lines::default());
+    for (i, &(data, at, deadline)) in rows.iter().enumerate() {
+        h.recv(data, at).unwrap();
+        // The peer takes its answers at once, with no time of its own.
+        let owed = h.s.owed();
+        h.sent(owed, at);
+        assert_eq!(h.deadline_secs(), deadline, "row {i}");
+    }
+}
+
+#[test]
+fn a_peer_that_leaves_its_output_untaken_cannot_stay_alive_by_sending() {
+    let mut h = Harness::new(Lines::default());
+    h.recv(b"a\n", 1.0).unwrap();
+    assert_eq!(h.s.owed(), 2);
+    h.recv(b"b\n", 5.0).unwrap();
+    assert_eq!(
+        h.deadline_secs(),
+        11.0,
+        "input while output is owed is no activity"
+    );
+    // Taking a few bytes of output does not count either (a slow reader)...
+    h.sent(1, 6.0);
+    assert_eq!(h.deadline_secs(), 11.0);
+    // ...taking all of it does.
+    h.sent(3, 7.0);
+    assert_eq!(h.deadline_secs(), 17.0);
+}
+
+#[test]
+fn a_slow_reader_extends_its_deadline_only_per_high_water_mark_taken() {
+    let mut h = Harness::new(Lines::default());
+    // 250 bytes refused from the shared buffer at second 0: owed.
+    h.s.keep_unsent(&[b'x'; 250], &rules(), &mut h.pool);
+    assert_eq!(h.s.owed(), 250);
+    for (sent, at, deadline) in [
+        (40, 1.0, 10.0),
+        (40, 2.0, 10.0),
+        (40, 3.0, 13.0),
+        (10, 4.0, 13.0),
+    ] {
+        h.sent(sent, at);
+        assert_eq!(h.deadline_secs(), deadline, "after {sent} more at {at}");
+    }
+    h.sent(120, 5.0);
+    assert_eq!(h.deadline_secs(), 15.0, "all taken");
+}
+
+#[test]
+fn unconsumed_input_past_the_cap_is_a_fault_and_an_impossible_consumed_count_too() {
+    let mut h = Harness::new(Lines::default());
+    assert_eq!(h.recv(&[b'y'; 64], 0.0), Ok(()), "at the cap");
+    assert_eq!(h.recv(b"y", 0.0), Err(Fault::InputCap), "past it");
+
+    let mut h = Harness::new(Lines {
+        overclaim: 1,
+        ..Lines::default()
+    });
+    assert_eq!(
+        h.recv(b"a\n", 0.0),
+        Err(Fault::Overconsumed),
+        "with no input held"
+    );
+    let mut h = Harness::new(Lines::default());
+    h.recv(b"part", 0.0).unwrap();
+    h.s.proto.overclaim = 5;
+    assert_eq!(
+        h.recv(b"\n", 0.0),
+        Err(Fault::Overconsumed),
+        "with input held"
+    );
+}
+
+#[test]
+fn backpressure_pauses_at_the_high_water_mark_and_resumes_at_half() {
+    let mut h = Harness::new(Lines::default());
+    let line = [b"z".repeat(49), b"\n".to_vec()].concat();
+    // (owed after the step, reading?)
+    h.recv(&line, 0.0).unwrap();
+    assert_eq!((h.s.owed(), h.s.reading()), (50, true));
+    h.recv(&line, 0.0).unwrap();
+    assert_eq!(
+        (h.s.owed(), h.s.reading()),
+        (100, false),
+        "paused at the mark"
+    );
+    assert!(!h.s.wants().read && h.s.wants().write);
+    assert!(!h.sent(49, 1.0), "51 owed: still paused");
+    assert!(!h.s.reading());
+    assert!(h.sent(1, 1.0), "50 owed, half the mark: resumes");
+    assert!(h.s.reading());
+    // Bytes that arrive while paused (a completion engine's receive was
+    // already under way) are still taken, never lost.
+    let mut p = Harness::new(Lines::default());
+    p.recv(&line, 0.0).unwrap();
+    p.recv(&line, 0.0).unwrap();
+    p.recv(b"kept\n", 0.0).unwrap();
+    assert_eq!(p.s.owed(), 105);
+}
+
+#[test]
+fn output_refused_from_the_shared_buffer_stays_in_order_and_counts_toward_the_mark() {
+    let mut h = Harness::new(Lines::default());
+    let mut shared = Vec::new();
+    let now = h.at(0.0);
+    h.s.on_received(b"one\n", Some(&mut shared), now, &rules(), &mut h.pool)
+        .unwrap();
+    assert_eq!(
+        (shared.as_slice(), h.s.owed()),
+        (&b"one\n"[..], 0),
+        "answers go to the shared buffer"
+    );
+    // The kernel takes 1 of 4 bytes: the rest stays with the session.
+    h.s.on_sent(1, Some(shared.len()), now, &rules(), &mut h.pool);
+    h.s.keep_unsent(&shared[1..], &rules(), &mut h.pool);
+    shared.clear();
+    h.s.on_received(b"two\n", Some(&mut shared), now, &rules(), &mut h.pool)
+        .unwrap();
+    assert!(
+        shared.is_empty(),
+        "behind owed output, answers queue in the session"
+    );
+    assert_eq!(h.s.unsent(), b"ne\ntwo\n");
+}
+
+#[test]
+fn a_close_after_an_error_response_sends_it_then_lingers() {
+    let mut h = Harness::new(Lines {
+        close_after_line: true,
+        ..Lines::default()
+    });
+    h.recv(b"bad\nmore\n", 1.0).unwrap();
+    assert_eq!(h.s.unsent(), b"bad\nmore\n");
+    assert!(!h.s.wants().read, "no input after the close");
+    h.recv(b"ignored\n", 1.0).unwrap();
+    assert!(!h.s.ready_to_finish(), "output still owed");
+    h.sent(9, 2.0);
+    assert!(h.s.ready_to_finish());
+    let now = h.at(2.0);
+    assert_eq!(h.s.finish(now, &mut h.pool), Finish::Linger);
+    assert!(h.s.wants().read, "lingering: input is read and discarded");
+    assert_eq!(h.deadline_secs(), 2.0 + LINGER.as_secs_f64());
+    assert_eq!(h.s.on_deadline(h.at(4.0), None, &rules()), Deadline::Close);
+}
+
+#[test]
+fn the_peers_end_gets_a_last_answer_and_no_linger() {
+    let mut h = Harness::new(Lines::default());
+    h.recv(b"half", 1.0).unwrap();
+    h.s.on_eof(None, &mut h.pool);
+    assert_eq!(h.s.proto.eofs, 1);
+    assert_eq!(h.s.unsent(), b"bye\n");
+    h.sent(4, 1.0);
+    let now = h.at(1.0);
+    assert_eq!(
+        h.s.finish(now, &mut h.pool),
+        Finish::Close,
+        "the peer already ended"
+    );
+}
+
+#[test]
+fn a_timed_out_connection_gets_its_last_word_and_lives_one_linger_more_not_another_idle_period() {
+    let mut h = Harness::new(Lines::default());
+    h.recv(b"a\n", 0.0).unwrap(); // never taken: a slow reader
+    assert_eq!(
+        h.s.on_deadline(h.at(5.0), None, &rules()),
+        Deadline::Later(h.at(10.0))
+    );
+    assert_eq!(
+        h.s.on_deadline(h.at(10.0), None, &rules()),
+        Deadline::TimedOut
+    );
+    assert_eq!(h.s.proto.timeouts, 1);
+    assert_eq!(h.s.unsent(), b"a\ntimeout\n");
+    assert_eq!(h.deadline_secs(), 10.0 + LINGER.as_secs_f64());
+    assert_eq!(
+        h.s.on_deadline(h.at(10.0 + LINGER.as_secs_f64()), None, &rules()),
+        Deadline::Close
+    );
+    assert_eq!(h.s.proto.timeouts, 1, "one last word");
+}
+
+#[test]
+fn a_drain_tells_the_protocol_and_closes_only_between_messages_owing_nothing_after_quiet() {
+    let quiet = DRAIN_QUIET.as_secs_f64();
+    let mut h = Harness::new(Lines::default());
+    h.s.begin_drain();
+    assert_eq!(h.s.proto.drains, 1);
+    // (state set-up, at, input waiting in the socket, closable?)
+    assert!(
+        !h.s.closable_on_drain(h.at(quiet / 2.0), || false),
+        "not quiet long enough"
+    );
+    assert!(h.s.closable_on_drain(h.at(quiet), || false));
+    assert!(
+        !h.s.closable_on_drain(h.at(quiet), || true),
+        "bytes wait unread"
+    );
+    h.recv(b"par", 1.0).unwrap();
+    assert!(
+        !h.s.closable_on_drain(h.at(9.0), || false),
+        "in the middle of a message"
+    );
+    h.recv(b"t\n", 1.0).unwrap();
+    assert!(!h.s.closable_on_drain(h.at(9.0), || false), "owes output");
+    h.sent(5, 1.0);
+    assert!(h.s.closable_on_drain(h.at(9.0), || false));
+    let now = h.at(9.0);
+    h.s.finish(now, &mut h.pool);
+    assert!(
+        !h.s.closable_on_drain(h.at(99.0), || false),
+        "lingering closes on its own"
+    );
+}
+
+#[test]
+fn a_completion_engine_hands_output_out_and_counts_it_owed_until_confirmed() {
+    let mut h = Harness::new(Lines::default());
+    h.recv(b"abc\n", 0.0).unwrap();
+    let mut in_flight = Vec::new();
+    h.s.hand_out(&mut in_flight);
+    assert_eq!(
+        (in_flight.as_slice(), h.s.owed(), h.s.unsent()),
+        (&b"abc\n"[..], 4, &b""[..])
+    );
+    h.recv(b"de\n", 0.0).unwrap();
+    assert_eq!(h.s.owed(), 7, "in flight plus queued");
+    h.sent(4, 1.0);
+    assert_eq!((h.s.owed(), h.s.unsent()), (3, &b"de\n"[..]));
+}

@@ -1,0 +1,111 @@
+//! What a loop counts: a leaf module every engine and the CLI read.
+
+/// Counters of what one loop did, for the lab's explanations.
+///
+/// ```
+/// let mut a = iomux_engine::LoopStats::default();
+/// a.reads = 2;
+/// let mut b = iomux_engine::LoopStats::default();
+/// b.reads = 3;
+/// a.add(&b);
+/// assert_eq!(a.reads, 5);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Selector waits.
+    pub waits: u64,
+    /// Events those waits reported.
+    pub events: u64,
+    /// Connections accepted.
+    pub accepts: u64,
+    /// Connections accepted and closed at once because of `--max-conns` or a
+    /// selector that could not watch them.
+    pub refused: u64,
+    /// Connections shed because descriptors ran out.
+    pub shed: u64,
+    /// read(2) calls.
+    pub reads: u64,
+    /// Reads that found nothing (EAGAIN).
+    pub read_eagain: u64,
+    /// send(2) calls that moved bytes or pushed back.
+    pub writes: u64,
+    /// Writes the kernel pushed back on (EAGAIN or short).
+    pub write_blocked: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Connections closed by their idle or request-head deadline.
+    pub timeouts: u64,
+    /// Times accepting paused because descriptors ran out with no reserve left.
+    pub accept_pauses: u64,
+    /// Connections refused because the selector could not watch them (for
+    /// example select with a descriptor past its limit).
+    pub unwatchable: u64,
+    /// Connections closed because their protocol broke a rule of the engine
+    /// (left too much input unconsumed, or consumed more than it was given).
+    pub faults: u64,
+    /// Connections refused because no thread could be started for them.
+    pub spawn_failures: u64,
+    /// io_uring: connections whose requests the kernel had not completed when
+    /// the loop ended; their buffers were leaked rather than freed under it.
+    pub leaked_buffers: u64,
+}
+
+/// One line of `name=value` counters, as `iomux serve` prints them when it
+/// stops (the lab reads them back).
+///
+/// ```
+/// let s = iomux_engine::LoopStats { waits: 2, reads: 5, ..Default::default() };
+/// assert!(s.to_string().starts_with("accepts=0 refused=0"));
+/// assert!(s.to_string().contains(" reads=5 "));
+/// ```
+impl std::fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let LoopStats {
+            waits,
+            events,
+            accepts,
+            refused,
+            shed,
+            reads,
+            read_eagain,
+            writes,
+            write_blocked,
+            closed,
+            timeouts,
+            accept_pauses,
+            unwatchable,
+            faults,
+            spawn_failures,
+            leaked_buffers,
+        } = self;
+        write!(
+            f,
+            "accepts={accepts} refused={refused} shed={shed} closed={closed} timeouts={timeouts} \
+             reads={reads} read_eagain={read_eagain} writes={writes} write_blocked={write_blocked} \
+             waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
+             faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers}"
+        )
+    }
+}
+
+impl LoopStats {
+    /// Add another loop's counters.
+    pub fn add(&mut self, o: &LoopStats) {
+        self.waits += o.waits;
+        self.events += o.events;
+        self.accepts += o.accepts;
+        self.refused += o.refused;
+        self.shed += o.shed;
+        self.reads += o.reads;
+        self.read_eagain += o.read_eagain;
+        self.writes += o.writes;
+        self.write_blocked += o.write_blocked;
+        self.closed += o.closed;
+        self.timeouts += o.timeouts;
+        self.accept_pauses += o.accept_pauses;
+        self.unwatchable += o.unwatchable;
+        self.faults += o.faults;
+        self.spawn_failures += o.spawn_failures;
+        self.leaked_buffers += o.leaked_buffers;
+    }
+}

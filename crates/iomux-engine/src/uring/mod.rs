@@ -1,0 +1,837 @@
+//! The completion-based engine on io_uring: the kernel does the I/O and
+//! reports it done, instead of reporting that it could be done.
+//!
+//! Per loop thread, one ring:
+//! - a multishot accept on the listener (single-shot, re-issued, where the
+//!   kernel lacks it);
+//! - per connection one multishot receive that picks buffers from a
+//!   registered provided-buffer ring (`IORING_REGISTER_PBUF_RING`); a buffer
+//!   goes back to the ring as soon as the protocol has seen its bytes. It is
+//!   capped at the connection's room under the output limit, so it ends by
+//!   itself where backpressure must stop reading (see `RecvMode`);
+//! - at most one send in flight per connection, so sends complete in order;
+//!   what the protocol answers meanwhile queues behind it and goes out in one
+//!   send when it completes;
+//! - one timeout operation for the loop's next deadline (idle timers live in
+//!   the same timer wheel as the reactor's);
+//! - closing cancels the connection's requests (`ASYNC_CANCEL` by descriptor)
+//!   and frees it once their completions are in, since the kernel may still
+//!   be reading a send buffer until then.
+//!
+//! Requests are queued in the submission ring during a pass and the next
+//! pass submits them and waits in one `io_uring_enter` (`submit_and_wait`).
+
+//!
+//! Every rule of a connection (deadlines, caps, backpressure, drain, linger)
+//! is the [`Session`]'s; this loop issues requests and hands their results to it.
+//!
+//! Files: `ring` (kernel probing, ring set-up, request tags), `bufring` (the
+//! provided-buffer ring: the raw allocation and its unsafe code), this loop.
+
+mod bufring;
+mod ring;
+
+use crate::buffer::BufPool;
+use crate::life::{admit, LoopClock, LoopContext};
+use crate::session::{Deadline, Finish, Rules, Session};
+use crate::sock::{input_waiting, shutdown_write};
+use crate::stats::LoopStats;
+use crate::table::{Slab, Timers};
+use bufring::{BufRing, BUFFER_GROUP, BUFFER_SIZE};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use iomux::timer::TimerId;
+use iomux::{Token, Waker};
+use iomux_proto::Protocol;
+pub(crate) use ring::check_available;
+use ring::{
+    decode, kind, open_ring, set_total_len, timeout_token, user_data, RecvMode, TaskRun, NO_CONN,
+};
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+struct Conn<P> {
+    fd: OwnedFd,
+    session: Session<P>,
+    /// The send in flight: the kernel reads it until its completion arrives.
+    in_flight: Vec<u8>,
+    in_flight_sent: usize,
+    sending: bool,
+    receiving: bool,
+    /// How the receive in flight was issued: a refusal moves the loop past
+    /// that mode (others issued the same way before it moved are refused too).
+    recv_mode: RecvMode,
+    timer: TimerId,
+    /// Closed: waiting for the cancelled requests' completions.
+    dead: bool,
+    /// Queued in `dirty` for a send at the end of the pass.
+    dirty: bool,
+}
+
+/// What a receive completion asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    Nothing,
+    Process,
+    Close,
+    Free,
+}
+
+struct Loop<P, F> {
+    ring: IoUring,
+    bufs: BufRing,
+    listener: Option<TcpListener>,
+    multishot_accept: bool,
+    recv_mode: RecvMode,
+    accepting: bool,
+    /// Connections, closed ones included until their requests complete.
+    conns: Slab<Conn<P>>,
+    /// Connections not closed.
+    live: usize,
+    dirty: Vec<Token>,
+    rearm_recv: Vec<Token>,
+    /// Spare lists swapped with `dirty` and `rearm_recv` while they are worked through.
+    spare: Vec<Token>,
+    cqes: Vec<cqueue::Entry>,
+    timers: Timers,
+    expired: Vec<Token>,
+    timeout_spec: Box<types::Timespec>,
+    timeout_armed: Option<Instant>,
+    timeout_generation: u32,
+    waker: Waker,
+    /// Where the waker's eventfd read lands (boxed: the loop moves, the kernel keeps the address).
+    waker_buf: Box<u64>,
+    pool: BufPool,
+    cx: LoopContext<F>,
+    rules: Rules,
+    clock: LoopClock,
+    stats: LoopStats,
+    /// Tests: make the submission that follows this many fail, to show
+    /// that an error exit still settles what the kernel holds.
+    #[cfg(test)]
+    fail_submit_after: Option<u64>,
+}
+
+/// Run one io_uring loop on `listener` until shutdown.
+pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
+where
+    P: Protocol,
+    F: Fn() -> P,
+{
+    run_with(
+        listener,
+        cx,
+        TaskRun::Deferred,
+        RecvMode::CappedMultishot,
+        None,
+    )
+}
+
+/// `run` with the best task-run mode and receive mode to try (tests run
+/// the weaker ones), and a submission failure to inject (tests only).
+fn run_with<P, F>(
+    listener: TcpListener,
+    cx: LoopContext<F>,
+    best: TaskRun,
+    recv_mode: RecvMode,
+    #[allow(unused_variables)] fail_submit_after: Option<u64>,
+) -> io::Result<LoopStats>
+where
+    P: Protocol,
+    F: Fn() -> P,
+{
+    // Built on the loop's own thread: with SINGLE_ISSUER only it may submit.
+    let (ring, _) = open_ring(best)?;
+    let bufs = BufRing::register(&ring)?;
+    let waker = Waker::new()?;
+    cx.shutdown.add_waker(waker.clone());
+    let clock = LoopClock::new();
+    let mut lp = Loop {
+        ring,
+        bufs,
+        listener: Some(listener),
+        multishot_accept: true,
+        recv_mode,
+        accepting: false,
+        conns: Slab::new(),
+        live: 0,
+        dirty: Vec::new(),
+        rearm_recv: Vec::new(),
+        spare: Vec::new(),
+        cqes: Vec::new(),
+        timers: Timers::new(clock.now, cx.config.idle_timeout),
+        expired: Vec::new(),
+        timeout_spec: Box::new(types::Timespec::new()),
+        timeout_armed: None,
+        timeout_generation: 0,
+        waker,
+        waker_buf: Box::new(0),
+        pool: BufPool::new(256, BUFFER_SIZE),
+        rules: cx.rules,
+        cx,
+        clock,
+        stats: LoopStats::default(),
+        #[cfg(test)]
+        fail_submit_after,
+    };
+    let result = lp
+        .arm_waker()
+        .and_then(|()| lp.arm_accept())
+        .and_then(|()| lp.serve());
+    // On every exit, an error's too: the kernel must be done with every
+    // buffer the loop lent it before they are freed.
+    lp.settle_in_flight();
+    result.map(|()| lp.stats)
+}
+
+impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: every request points only at memory that outlives it: the
+        // buffer ring and `waker_buf` live as long as the loop (and are
+        // leaked if the kernel may still hold them when it ends), a send's
+        // buffer stays in its connection until the send's completion, and
+        // the timeout's timespec is a field of the loop.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission ring full"))?;
+        }
+        Ok(())
+    }
+
+    fn submit_and_wait(&mut self) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_submit_after.as_mut() {
+            if *n == 0 {
+                return Err(io::Error::other("injected submission failure"));
+            }
+            *n -= 1;
+        }
+        self.ring.submit_and_wait(1)
+    }
+
+    fn arm_waker(&mut self) -> io::Result<()> {
+        let entry = opcode::Read::new(
+            types::Fd(self.waker.as_raw_fd()),
+            (&mut *self.waker_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(user_data(kind::WAKER, NO_CONN));
+        self.push(entry)
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Ok(());
+        };
+        let ud = user_data(kind::ACCEPT, NO_CONN);
+        let entry = if self.multishot_accept {
+            opcode::AcceptMulti::new(types::Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        self.accepting = true;
+        self.push(entry.user_data(ud))
+    }
+
+    fn arm_recv(&mut self, token: Token) -> io::Result<()> {
+        let high_water = self.rules.output_high_water;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        let lingering = conn.session.is_lingering();
+        if conn.receiving || conn.dead || !conn.session.wants().read {
+            return Ok(());
+        }
+        // What this receive may take before the loop looks again: the room
+        // under the output limit (a lingering connection discards its input).
+        let room = high_water.saturating_sub(conn.session.owed());
+        if room == 0 && !lingering {
+            return Ok(());
+        }
+        let room = room.min(u32::MAX as usize) as u32;
+        conn.receiving = true;
+        conn.recv_mode = self.recv_mode;
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let mut entry = match self.recv_mode {
+            RecvMode::CappedMultishot | RecvMode::Multishot => {
+                opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
+            }
+            RecvMode::SingleShot => {
+                let len = if lingering {
+                    BUFFER_SIZE as u32
+                } else {
+                    room.min(BUFFER_SIZE as u32)
+                };
+                opcode::Recv::new(fd, std::ptr::null_mut(), len)
+                    .buf_group(BUFFER_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+        };
+        if self.recv_mode == RecvMode::CappedMultishot && !lingering {
+            set_total_len(&mut entry, room);
+        }
+        self.push(entry.user_data(user_data(kind::RECV, token)))
+    }
+
+    /// Issue the next send of a connection if none is in flight.
+    fn send_next(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        if conn.sending || conn.dead {
+            return Ok(());
+        }
+        if conn.in_flight_sent >= conn.in_flight.len() {
+            conn.in_flight.clear();
+            conn.in_flight_sent = 0;
+            if conn.session.unsent().is_empty() {
+                // Nothing owed: an idle connection holds no buffer.
+                self.pool.put(&mut conn.in_flight);
+                return Ok(());
+            }
+            conn.session.hand_out(&mut conn.in_flight);
+        }
+        let rest = &conn.in_flight[conn.in_flight_sent..];
+        let entry = opcode::Send::new(
+            types::Fd(conn.fd.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(kind::SEND, token));
+        conn.sending = true;
+        self.stats.writes += 1;
+        self.push(entry)
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        loop {
+            self.arm_timeout()?;
+            match self.submit_and_wait() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.clock.tick();
+            self.stats.waits += 1;
+            // Buffers reused pass after pass: no allocation per pass.
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            cqes.extend(self.ring.completion());
+            self.stats.events += cqes.len() as u64;
+            let mut returned = false;
+            for cqe in cqes.drain(..) {
+                returned |= self.on_completion(cqe)?;
+            }
+            self.cqes = cqes;
+            if returned {
+                self.bufs.publish();
+            }
+            // Receives that ran out of buffers, now that buffers are back.
+            let mut tokens = std::mem::take(&mut self.spare);
+            std::mem::swap(&mut tokens, &mut self.rearm_recv);
+            for &token in &tokens {
+                self.arm_recv(token)?;
+            }
+            tokens.clear();
+            std::mem::swap(&mut tokens, &mut self.dirty);
+            for &token in &tokens {
+                self.after_input(token)?;
+            }
+            tokens.clear();
+            self.spare = tokens;
+            if self.clock.accept_resumes() {
+                self.arm_accept()?;
+            }
+            if self.clock.draining() {
+                self.close_quiet_idle()?;
+                if self.live == 0 {
+                    return Ok(());
+                }
+                if self.clock.drain_over() {
+                    for token in self.conns.tokens() {
+                        self.close(token)?;
+                    }
+                    if self.live == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Before the buffers go: cancel every request still in flight and wait
+    /// (a bounded time) for their completions, so the kernel is done with
+    /// every send buffer and provided buffer. What it may still hold after
+    /// that is leaked on purpose: memory lost beats memory the kernel writes
+    /// into after it was freed.
+    fn settle_in_flight(&mut self) {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        let _ = self.push(cancel);
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.conns.len() > 0 && Instant::now() < until {
+            let _ = self.ring.submit_and_wait(1);
+            let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
+            for cqe in cqes {
+                let (k, token) = decode(cqe.user_data());
+                if !matches!(k, kind::RECV | kind::SEND) {
+                    continue;
+                }
+                let more = cqueue::more(cqe.flags());
+                if let Some(conn) = self.conns.get_mut(token) {
+                    if k == kind::SEND {
+                        conn.sending = false;
+                    } else if !more {
+                        conn.receiving = false;
+                    }
+                }
+            }
+            for token in self.conns.tokens() {
+                if self
+                    .conns
+                    .get_mut(token)
+                    .is_some_and(|c| !c.sending && !c.receiving)
+                {
+                    self.free(token);
+                }
+            }
+        }
+        let mut unsettled = 0;
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.remove(token) {
+                if conn.sending {
+                    std::mem::forget(conn.in_flight);
+                }
+                unsettled += usize::from(conn.receiving || conn.sending);
+            }
+        }
+        if unsettled > 0 {
+            self.stats.leaked_buffers += unsettled as u64;
+            self.bufs.leak();
+        }
+    }
+
+    /// Keep one timeout request in flight for the loop's next deadline.
+    fn arm_timeout(&mut self) -> io::Result<()> {
+        let timer = self.timers.next_deadline(self.clock.now);
+        let Some(wait) = self.clock.next_wait(timer) else {
+            return Ok(());
+        };
+        let next = self.clock.now + wait;
+        if let Some(armed) = self.timeout_armed {
+            if armed <= next {
+                return Ok(());
+            }
+            // An earlier deadline: replace the armed timeout.
+            let remove = opcode::TimeoutRemove::new(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+            self.push(remove)?;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        *self.timeout_spec = types::Timespec::new()
+            // The kernel reads the seconds as signed.
+            .sec(wait.as_secs().min(i64::MAX as u64))
+            .nsec(wait.subsec_nanos());
+        self.timeout_generation = self.timeout_generation.wrapping_add(1);
+        let entry = opcode::Timeout::new(&*self.timeout_spec)
+            .build()
+            .user_data(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ));
+        self.timeout_armed = Some(next);
+        self.push(entry)
+    }
+
+    /// Handle one completion; true when a provided buffer went back to the ring.
+    fn on_completion(&mut self, cqe: cqueue::Entry) -> io::Result<bool> {
+        let (k, token) = decode(cqe.user_data());
+        let res = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        match k {
+            kind::ACCEPT => self.on_accept(res, more)?,
+            kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
+            kind::SEND => self.on_send(token, res)?,
+            kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
+                self.timeout_armed = None;
+                self.expire_timers()?;
+            }
+            kind::WAKER => {
+                if self.cx.shutdown.is_triggered() && !self.clock.draining() {
+                    self.begin_drain()?;
+                } else if !self.cx.shutdown.is_triggered() {
+                    self.arm_waker()?;
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn on_accept(&mut self, res: i32, more: bool) -> io::Result<()> {
+        if !more {
+            self.accepting = false;
+        }
+        if res == -libc::EINVAL && self.multishot_accept && !more {
+            // No multishot accept on this kernel: one accept at a time.
+            self.multishot_accept = false;
+            return self.arm_accept();
+        }
+        if res >= 0 {
+            // SAFETY: a successful accept returned a new descriptor we now own.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if admit(&self.cx.max_conns, self.clock.draining(), &mut self.stats) {
+                self.add_conn(fd)?;
+            }
+        } else if matches!(
+            -res,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+        ) {
+            self.stats.shed += 1;
+            if !self.accepting {
+                self.stats.accept_pauses += 1;
+                self.clock.pause_accepting();
+            }
+            return Ok(());
+        }
+        if !self.accepting && self.listener.is_some() && !self.clock.accept_paused() {
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+
+    /// Take an admitted connection in and start receiving from it.
+    fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
+        if self.cx.config.nodelay {
+            let one: libc::c_int = 1;
+            // SAFETY: sets TCP_NODELAY from a live c_int on our own socket.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+        }
+        let token = self.conns.next_token();
+        let session = Session::new((self.cx.new_protocol)(), self.clock.now);
+        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        self.conns.insert(Conn {
+            fd,
+            session,
+            in_flight: Vec::new(),
+            in_flight_sent: 0,
+            sending: false,
+            receiving: false,
+            recv_mode: self.recv_mode,
+            timer,
+            dead: false,
+            dirty: false,
+        });
+        self.live += 1;
+        self.arm_recv(token)
+    }
+
+    fn on_recv(&mut self, token: Token, res: i32, cflags: u32, more: bool) -> io::Result<bool> {
+        let bid = cqueue::buffer_select(cflags);
+        let action = self.take_input(token, res, bid, more);
+        if let Some(bid) = bid {
+            // The protocol has seen (or copied) the bytes: the buffer goes back.
+            self.bufs.push(bid);
+        }
+        match action {
+            Recv::Nothing => {}
+            Recv::Close => self.close(token)?,
+            Recv::Free => self.free(token),
+            Recv::Process => self.mark_dirty(token),
+        }
+        if !more && !matches!(action, Recv::Close | Recv::Free) {
+            // A single-shot receive, or a multishot one the kernel ended
+            // (out of buffers, cancelled for backpressure): arm again if the
+            // connection still wants input (arm_recv checks).
+            self.rearm_recv.push(token);
+        }
+        Ok(bid.is_some())
+    }
+
+    /// Hand a receive's bytes to the connection's session.
+    fn take_input(&mut self, token: Token, res: i32, bid: Option<u16>, more: bool) -> Recv {
+        let Loop {
+            conns,
+            bufs,
+            pool,
+            stats,
+            rules,
+            clock,
+            recv_mode,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(token) else {
+            return Recv::Nothing;
+        };
+        if !more {
+            conn.receiving = false;
+        }
+        if conn.dead {
+            return if !conn.receiving && !conn.sending {
+                Recv::Free
+            } else {
+                Recv::Nothing
+            };
+        }
+        stats.reads += 1;
+        if res < 0 {
+            return match -res {
+                // Every buffer was in use: they come back at the end of this pass.
+                libc::ENOBUFS => {
+                    stats.read_eagain += 1;
+                    Recv::Nothing
+                }
+                libc::EINVAL if !more => match conn.recv_mode.next() {
+                    // This kernel lacks the kind of receive it was issued as:
+                    // the loop moves to the next kind (once, however many
+                    // were refused), armed at the end of the pass.
+                    Some(next) => {
+                        *recv_mode = (*recv_mode).max(next);
+                        Recv::Nothing
+                    }
+                    None => Recv::Close,
+                },
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => Recv::Nothing,
+                _ => Recv::Close,
+            };
+        }
+        let n = res as usize;
+        if conn.session.is_lingering() {
+            // Discarding until the peer's FIN.
+            return if n == 0 { Recv::Close } else { Recv::Nothing };
+        }
+        if n == 0 {
+            conn.session.on_eof(None, pool);
+            return Recv::Process;
+        }
+        let Some(bid) = bid else {
+            return Recv::Close;
+        };
+        let data = bufs.buffer(bid, n);
+        match conn
+            .session
+            .on_received(data, None, clock.stamp(), rules, pool)
+        {
+            Ok(()) => Recv::Process,
+            Err(_fault) => {
+                stats.faults += 1;
+                Recv::Close
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
+    /// End of a pass for a connection that received: send what the protocol
+    /// answered (one send for everything this pass produced), stop receiving
+    /// from one that is closing or paused.
+    fn after_input(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        conn.dirty = false;
+        if conn.dead {
+            return Ok(());
+        }
+        if !conn.session.wants().read && conn.receiving {
+            self.cancel_recv(token)?;
+        }
+        self.send_next(token)?;
+        self.maybe_finish(token)
+    }
+
+    fn cancel_recv(&mut self, token: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, token))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        self.push(entry)
+    }
+
+    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        conn.sending = false;
+        if conn.dead {
+            if !conn.receiving {
+                self.free(token);
+            }
+            return Ok(());
+        }
+        if res < 0 {
+            if res == -libc::EINTR || res == -libc::EAGAIN {
+                return self.send_next(token);
+            }
+            return self.close(token);
+        }
+        let n = res as usize;
+        conn.in_flight_sent += n;
+        if conn.in_flight_sent >= conn.in_flight.len() {
+            conn.in_flight.clear();
+            conn.in_flight_sent = 0;
+        }
+        let resumed = conn
+            .session
+            .on_sent(n, None, self.clock.now, &self.rules, &mut self.pool);
+        if resumed {
+            self.arm_recv(token)?;
+        }
+        self.send_next(token)?;
+        self.maybe_finish(token)
+    }
+
+    /// A closing connection whose output is all sent: send our FIN and
+    /// discard the peer's input until its FIN (or LINGER), unless it already sent one.
+    fn maybe_finish(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        if conn.dead || conn.sending || !conn.session.ready_to_finish() {
+            return Ok(());
+        }
+        match conn.session.finish(self.clock.now, &mut self.pool) {
+            Finish::Close => self.close(token),
+            Finish::Linger if shutdown_write(conn.fd.as_raw_fd()).is_err() => self.close(token),
+            Finish::Linger => {
+                // The linger period starts now, whatever the idle deadline was.
+                self.timers.cancel(conn.timer);
+                conn.timer = self
+                    .timers
+                    .insert(conn.session.deadline(&self.rules), token);
+                self.arm_recv(token)
+            }
+        }
+    }
+
+    /// Close a connection: cancel its requests; free it once none is in flight.
+    fn close(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        if conn.dead {
+            return Ok(());
+        }
+        conn.dead = true;
+        self.timers.cancel(conn.timer);
+        self.cx.max_conns.release();
+        self.stats.closed += 1;
+        self.live -= 1;
+        if !conn.receiving && !conn.sending {
+            self.free(token);
+            return Ok(());
+        }
+        let fd = conn.fd.as_raw_fd();
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        self.push(entry)
+    }
+
+    /// Forget a closed connection whose requests have all completed.
+    fn free(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(token) {
+            conn.session.release(&mut self.pool);
+            self.pool.put(&mut conn.in_flight);
+            // Dropping `conn.fd` closes the socket.
+        }
+    }
+
+    fn expire_timers(&mut self) -> io::Result<()> {
+        self.expired.clear();
+        self.timers.expire(self.clock.now, &mut self.expired);
+        for i in 0..self.expired.len() {
+            let token = self.expired[i];
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.dead {
+                continue;
+            }
+            match conn.session.on_deadline(self.clock.now, None, &self.rules) {
+                Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
+                Deadline::Close => self.close(token)?,
+                Deadline::TimedOut => {
+                    self.stats.timeouts += 1;
+                    conn.timer = self
+                        .timers
+                        .insert(conn.session.deadline(&self.rules), token);
+                    self.mark_dirty(token);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_drain(&mut self) -> io::Result<()> {
+        self.clock.begin_drain(self.cx.config.drain_timeout);
+        if self.listener.take().is_some() && self.accepting {
+            let entry = opcode::AsyncCancel::new(user_data(kind::ACCEPT, NO_CONN))
+                .build()
+                .user_data(user_data(kind::IGNORED, NO_CONN));
+            self.push(entry)?;
+        }
+        // Messages still in flight are answered as the last ones (HTTP: Connection: close).
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.get_mut(token) {
+                conn.session.begin_drain();
+            }
+        }
+        // Idle connections close at the end of this pass, not here: receive
+        // completions later in the pass hold bytes the socket no longer shows.
+        Ok(())
+    }
+
+    /// While draining: close connections the session says may close now.
+    /// Not while completions wait unreaped: a receive among them holds bytes
+    /// that have left the socket but not reached their connection yet.
+    fn close_quiet_idle(&mut self) -> io::Result<()> {
+        if !self.ring.completion().is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now;
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            let fd = conn.fd.as_raw_fd();
+            if !conn.dead && conn.session.closable_on_drain(now, || input_waiting(fd)) {
+                self.close(token)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
