@@ -4,11 +4,11 @@
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
-use crate::session::{Deadline, Session};
+use crate::session::{Deadline, Env, Fault, Session};
 use crate::sock::{input_waiting, read_append, send_available};
 use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor};
-use iomux_proto::Protocol;
+use iomux_proto::{Command, ConnId, Service};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -25,7 +25,7 @@ struct Conn<P> {
 /// Busy-poll until shutdown.
 pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
-    P: Protocol,
+    P: Service,
     F: Fn() -> P,
 {
     let mut acceptor = Acceptor::new()?;
@@ -35,6 +35,8 @@ where
     let mut rbuf = Vec::with_capacity(READ_CHUNK);
     let mut listener = Some(listener);
     let mut drain_until = None;
+    let mut commands = Vec::new();
+    let mut next_id = 0;
     loop {
         let now = Instant::now();
         if cx.shutdown.is_triggered() && drain_until.is_none() {
@@ -70,13 +72,37 @@ where
                 if cx.config.nodelay {
                     let _ = stream.set_nodelay(true);
                 }
-                let session = Session::new((cx.new_protocol)(), now);
+                next_id += 1;
+                let id = ConnId::new(cx.index, next_id);
+                let mut session = Session::new((cx.new_protocol)(), id, now);
+                let mut env = Env {
+                    now,
+                    rules: &cx.rules,
+                    pool: &mut pool,
+                    commands: &mut commands,
+                };
+                if session.on_open(None, &mut env).is_err() {
+                    stats.faults += 1;
+                    count_closed(&cx, &mut stats, 1);
+                    continue;
+                }
+                refuse_commands(&mut commands, &mut stats);
                 conns.push(Conn { stream, session });
             }
         }
         let before = conns.len();
         let mut moved = false;
-        conns.retain_mut(|c| poll_conn(c, now, &cx, &mut pool, &mut rbuf, &mut stats, &mut moved));
+        conns.retain_mut(|c| {
+            let mut env = Env {
+                now,
+                rules: &cx.rules,
+                pool: &mut pool,
+                commands: &mut commands,
+            };
+            let keep = poll_conn(c, &mut env, &mut rbuf, &mut stats, &mut moved);
+            refuse_commands(&mut commands, &mut stats);
+            keep
+        });
         count_closed(&cx, &mut stats, before - conns.len());
         // Nothing to wait on: that is the point of this engine. After a pass
         // that moved nothing, yield so a machine with one core still runs the
@@ -94,6 +120,13 @@ where
     Ok(stats)
 }
 
+/// This engine carries out no protocol commands (writes to other
+/// connections, closes of others, timers): they are counted as refused.
+fn refuse_commands(commands: &mut Vec<Command>, stats: &mut LoopStats) {
+    stats.refused_commands += commands.len() as u64;
+    commands.clear();
+}
+
 fn count_closed<F>(cx: &LoopContext<F>, stats: &mut LoopStats, closed: usize) {
     for _ in 0..closed {
         cx.max_conns.release();
@@ -103,44 +136,48 @@ fn count_closed<F>(cx: &LoopContext<F>, stats: &mut LoopStats, closed: usize) {
 
 /// Try one read and one write on a connection; false when it is done.
 /// `moved` is set when bytes (or the peer's FIN) moved.
-fn poll_conn<P: Protocol, F>(
+fn poll_conn<P: Service>(
     c: &mut Conn<P>,
-    now: Instant,
-    cx: &LoopContext<F>,
-    pool: &mut BufPool,
+    env: &mut Env,
     rbuf: &mut Vec<u8>,
     stats: &mut LoopStats,
     moved: &mut bool,
 ) -> bool {
     let fd = c.stream.as_raw_fd();
-    let rules = &cx.rules;
     if c.session.reading() {
         stats.reads += 1;
         rbuf.clear();
-        match read_append(fd, rbuf, READ_CHUNK) {
+        let result = match read_append(fd, rbuf, READ_CHUNK) {
             Ok(0) => {
                 *moved = true;
-                c.session.on_eof(None, pool);
+                c.session.on_eof(None, env)
             }
             Ok(_) => {
                 *moved = true;
                 // The time the bytes were taken, not the pass's start: this
                 // loop loses the CPU often (it never blocks), and a stale
                 // stamp would make a drain take the peer for quiet.
-                if let Err(_fault) = c
-                    .session
-                    .on_received(rbuf, None, Instant::now(), rules, pool)
-                {
-                    stats.faults += 1;
-                    return false;
-                }
+                let pass_start = env.now;
+                env.now = Instant::now();
+                let received = c.session.on_received(rbuf, None, env);
+                env.now = pass_start;
+                received
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.read_eagain += 1,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stats.read_eagain += 1;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(_) => return false,
+        };
+        if let Err(fault) = result {
+            stats.faults += 1;
+            if fault != Fault::InputCap {
+                return false;
+            }
         }
     }
-    match c.session.on_deadline(now, None, rules) {
+    match c.session.on_deadline(None, env) {
         Deadline::Later(_) => {}
         Deadline::TimedOut => stats.timeouts += 1,
         // A closing connection whose peer will not take its last output is dropped.
@@ -155,7 +192,10 @@ fn poll_conn<P: Protocol, F>(
                 if n < unsent.len() {
                     stats.write_blocked += 1;
                 }
-                c.session.on_sent(n, None, now, rules, pool);
+                if c.session.on_sent(n, None, env).is_err() {
+                    stats.faults += 1;
+                    return false;
+                }
             }
             Err(_) => return false,
         }

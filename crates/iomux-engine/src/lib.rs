@@ -18,9 +18,15 @@
 //! server.shutdown();
 //! server.join().unwrap();
 //! ```
+#![warn(missing_docs)]
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "iomux runs on Linux only: its engines are built on epoll, signal-driven I/O and io_uring"
+);
 
 mod buffer;
 mod busypoll;
+mod hub;
 mod life;
 mod reactor;
 mod session;
@@ -31,6 +37,7 @@ mod table;
 mod threads;
 mod uring;
 
+pub use iomux_proto::{Command, ConnId, Context, Protocol, Service, Step};
 pub use shutdown::Shutdown;
 pub use stats::LoopStats;
 
@@ -38,7 +45,6 @@ use crate::life::LoopContext;
 use crate::session::Rules;
 use iomux::net::ListenOptions;
 use iomux::{Backend, Trigger};
-use iomux_proto::Protocol;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
@@ -136,6 +142,14 @@ impl Engine {
         }
     }
 
+    /// Whether the engine carries out a protocol's commands (writes to other
+    /// connections, closes of others, timers): the event-loop engines do;
+    /// the thread, blocking and busy-polling engines refuse them (counted in
+    /// [`LoopStats::refused_commands`]).
+    pub fn carries_out_commands(&self) -> bool {
+        matches!(self, Engine::Reactor(..) | Engine::Uring)
+    }
+
     /// The engines of one backend, its default readiness mode first.
     pub fn of_backend(backend_name: &str) -> impl Iterator<Item = Engine> + '_ {
         Engine::ALL
@@ -212,6 +226,10 @@ pub struct Config {
     /// as faulty; protocols enforce their own, smaller limits, this is the
     /// engine's backstop.
     pub max_pending_input: usize,
+    /// Output other connections may queue for one connection (through
+    /// [`iomux_proto::Context::send_to`]) before it is disconnected: a
+    /// subscriber that stopped reading must not hold memory without bound.
+    pub max_output: usize,
 }
 
 impl Default for Config {
@@ -227,6 +245,7 @@ impl Default for Config {
             output_high_water: 256 * 1024,
             drain_timeout: Duration::from_secs(3),
             max_pending_input: 2 * 1024 * 1024,
+            max_output: 32 * 1024 * 1024,
         }
     }
 }
@@ -253,8 +272,8 @@ impl Config {
         if self.backlog < 1 {
             return bad("the listen backlog must be 1 or more");
         }
-        if self.output_high_water == 0 || self.max_pending_input == 0 {
-            return bad("the output high-water mark and the input cap must be more than zero");
+        if self.output_high_water == 0 || self.max_pending_input == 0 || self.max_output == 0 {
+            return bad("the output high-water mark, the input cap and the output cap must be more than zero");
         }
         Ok(())
     }
@@ -265,6 +284,7 @@ impl Config {
 pub struct Server {
     local_addr: SocketAddr,
     shutdown: Shutdown,
+    hub: std::sync::Arc<hub::Hub>,
     threads: Vec<JoinHandle<io::Result<LoopStats>>>,
 }
 
@@ -273,7 +293,40 @@ impl Server {
     /// connection from `new_protocol`.
     pub fn start<P, F>(config: Config, engine: Engine, new_protocol: F) -> io::Result<Server>
     where
-        P: Protocol + Send + 'static,
+        P: Service + Send + 'static,
+        F: Fn() -> P + Send + Sync + Clone + 'static,
+    {
+        Server::start_with(config, engine, None, new_protocol)
+    }
+
+    /// [`Server::start`] on a listener the caller already bound (one loop;
+    /// `config.addr`, `backlog` and `threads` are not used). It is made
+    /// non-blocking where the engine needs it.
+    pub fn start_on<P, F>(
+        listener: TcpListener,
+        config: Config,
+        engine: Engine,
+        new_protocol: F,
+    ) -> io::Result<Server>
+    where
+        P: Service + Send + 'static,
+        F: Fn() -> P + Send + Sync + Clone + 'static,
+    {
+        let config = Config {
+            threads: 1,
+            ..config
+        };
+        Server::start_with(config, engine, Some(listener), new_protocol)
+    }
+
+    fn start_with<P, F>(
+        config: Config,
+        engine: Engine,
+        bound: Option<TcpListener>,
+        new_protocol: F,
+    ) -> io::Result<Server>
+    where
+        P: Service + Send + 'static,
         F: Fn() -> P + Send + Sync + Clone + 'static,
     {
         config.check()?;
@@ -287,15 +340,24 @@ impl Server {
             _ => {}
         }
         let threads = config.threads.max(1);
-        let listeners = bind_listeners(&config, threads, engine)?;
+        let listeners = match bound {
+            Some(listener) => {
+                listener.set_nonblocking(needs_nonblocking(engine))?;
+                vec![listener]
+            }
+            None => bind_listeners(&config, threads, engine)?,
+        };
         let local_addr = listeners[0].local_addr()?;
         let shutdown = Shutdown::new();
         shutdown.set_drain_timeout(config.drain_timeout);
         let max_conns = shutdown.conn_limit(config.max_conns);
         let mut handles = Vec::with_capacity(threads);
+        let hub = hub::Hub::new(threads);
         let (started, start_reports) = shutdown::Started::channel();
         for (i, listener) in listeners.into_iter().enumerate() {
             let cx = LoopContext {
+                index: i,
+                hub: hub.clone(),
                 rules: Rules::new(&config),
                 config: config.clone(),
                 shutdown: shutdown.clone(),
@@ -326,6 +388,7 @@ impl Server {
         let server = Server {
             local_addr,
             shutdown,
+            hub,
             threads: handles,
         };
         // Every loop must be set up before the server counts as started: a
@@ -351,6 +414,13 @@ impl Server {
         self.local_addr
     }
 
+    /// A handle that reaches the server's connections from any thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            hub: self.hub.clone(),
+        }
+    }
+
     /// A handle that starts a graceful shutdown from anywhere.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -363,10 +433,10 @@ impl Server {
     }
 
     /// Wait for every loop to end; returns their counters, summed.
-    pub fn join(self) -> io::Result<LoopStats> {
+    pub fn join(mut self) -> io::Result<LoopStats> {
         let mut total = LoopStats::default();
         let mut first_err = None;
-        for h in self.threads {
+        for h in std::mem::take(&mut self.threads) {
             match h.join() {
                 Ok(Ok(stats)) => total.add(&stats),
                 Ok(Err(e)) => {
@@ -384,8 +454,60 @@ impl Server {
     }
 }
 
+/// Reaches a running server's connections from any thread: what a protocol
+/// does through its context, from outside (a timer thread, an admin task).
+/// The loop serving the connection carries it out on its next pass; on
+/// engines that do not carry out commands (see
+/// [`Engine::carries_out_commands`]) nothing happens.
+///
+/// ```no_run
+/// # let server: iomux_engine::Server = unimplemented!();
+/// # let id = iomux_proto::ConnId::new(0, 2);
+/// let handle = server.handle();
+/// std::thread::spawn(move || handle.send_to(id, b"news\n"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Handle {
+    hub: std::sync::Arc<hub::Hub>,
+}
+
+impl Handle {
+    /// Append `bytes` to connection `to`'s output; false when no loop of
+    /// this server could serve `to`.
+    pub fn send_to(&self, to: ConnId, bytes: &[u8]) -> bool {
+        self.hub.post(Command::Send {
+            to,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Close connection `id` once its output is sent.
+    pub fn close(&self, id: ConnId) -> bool {
+        self.hub.post(Command::Close(id))
+    }
+}
+
+/// A dropped server stops: it shuts down and joins its loops (a drain of
+/// at most `drain_timeout`).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.shutdown.trigger();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Whether the engine's listener must be non-blocking.
+fn needs_nonblocking(engine: Engine) -> bool {
+    matches!(engine, Engine::Reactor(..) | Engine::Nonblocking)
+}
+
 fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result<Vec<TcpListener>> {
-    let nonblocking = matches!(engine, Engine::Reactor(..) | Engine::Nonblocking);
+    let nonblocking = needs_nonblocking(engine);
     let options = |addr| {
         ListenOptions::new(addr)
             .backlog(config.backlog)

@@ -3,10 +3,12 @@
 //! lifecycle ([`LoopClock`]: the pass's clock, pausing accepts when
 //! descriptors run out, draining on shutdown, the next wake-up).
 
+use crate::hub::Hub;
 use crate::session::{Rules, DRAIN_QUIET};
 use crate::shutdown::{ConnLimit, Shutdown, Started};
 use crate::stats::LoopStats;
 use crate::Config;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long accepting pauses when descriptors are exhausted and no reserve is left.
@@ -14,6 +16,10 @@ pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Everything one loop thread starts from, beside its listener.
 pub(crate) struct LoopContext<F> {
+    /// This loop's place among the server's loops (in connection ids).
+    pub index: usize,
+    /// The mailboxes through which connections of other loops are reached.
+    pub hub: Arc<Hub>,
     pub config: Config,
     pub rules: Rules,
     pub shutdown: Shutdown,
@@ -28,6 +34,8 @@ impl<F> LoopContext<F> {
     /// A loop's context outside a `Server` (unit tests of one loop).
     pub(crate) fn for_test(config: Config, shutdown: &Shutdown, new_protocol: F) -> Self {
         LoopContext {
+            index: 0,
+            hub: Hub::new(1),
             rules: Rules::new(&config),
             max_conns: shutdown.conn_limit(config.max_conns),
             config,

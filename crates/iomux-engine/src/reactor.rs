@@ -9,10 +9,10 @@
 
 use crate::buffer::BufPool;
 use crate::life::{LoopClock, LoopContext};
-use crate::session::{Deadline, Finish, Rules, Session};
+use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
 use crate::sock::{input_waiting, read_append, send_available, set_cork, shutdown_write};
 use crate::stats::LoopStats;
-use crate::table::{Slab, Timers};
+use crate::table::{Slab, Timers, IDLE};
 use iomux::net::{Accepted, Acceptor};
 use iomux::selector::sigio::SigioSelector;
 use iomux::selector::uring::UringSelector;
@@ -21,10 +21,23 @@ use iomux::{
     Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, Token,
     Trigger,
 };
-use iomux_proto::Protocol;
+use iomux_proto::{Command, ConnId, Service};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+
+/// The loop's [`Env`] for a session call, from its disjoint fields (so a
+/// connection of `self.conns` may stay borrowed).
+macro_rules! env {
+    ($self:ident, $now:expr) => {
+        Env {
+            now: $now,
+            rules: &$self.rules,
+            pool: &mut $self.pool,
+            commands: &mut $self.commands,
+        }
+    };
+}
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -48,7 +61,7 @@ pub(crate) fn run<P, F>(
     cx: LoopContext<F>,
 ) -> io::Result<LoopStats>
 where
-    P: Protocol,
+    P: Service,
     F: Fn() -> P,
 {
     // Monomorphised per backend: the loop calls the selector directly.
@@ -64,7 +77,7 @@ where
 
 /// Set up a loop and report it (so `Server::start` fails, instead of leaving a
 /// listener nobody accepts on, when descriptors run out during start-up), then run it.
-fn start_and_run<S: Selector, P: Protocol, F: Fn() -> P>(
+fn start_and_run<S: Selector, P: Service, F: Fn() -> P>(
     selector: io::Result<S>,
     listener: TcpListener,
     cx: LoopContext<F>,
@@ -108,7 +121,14 @@ struct Reactor<S, P, F> {
     acceptor: Acceptor,
     conns: Slab<Conn<P>>,
     timers: Timers,
-    expired: Vec<Token>,
+    expired: Vec<(Token, u64)>,
+    /// What protocols asked for during the current call.
+    commands: Vec<Command>,
+    /// Mail from other loops, taken when the waker fires.
+    mail: Vec<Command>,
+    /// Connections given output by another connection: flushed at the end
+    /// of the pass, all of one pass's output in one send.
+    to_flush: Vec<Token>,
     /// Shared read buffer: a connection keeps its own only for leftovers.
     rbuf: Vec<u8>,
     /// Shared output buffer: a connection keeps its own only for what the kernel refused.
@@ -120,11 +140,13 @@ struct Reactor<S, P, F> {
     stats: LoopStats,
 }
 
-impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
+impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn new(mut selector: S, listener: TcpListener, cx: LoopContext<F>) -> io::Result<Self> {
         let trigger = selector.trigger();
         selector.register(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
-        cx.shutdown.add_waker(selector.waker(WAKER)?);
+        let waker = selector.waker(WAKER)?;
+        cx.hub.set_waker(cx.index, waker.clone());
+        cx.shutdown.add_waker(waker);
         let clock = LoopClock::new();
         Ok(Reactor {
             selector,
@@ -134,6 +156,9 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
             conns: Slab::new(),
             timers: Timers::new(clock.now, cx.config.idle_timeout),
             expired: Vec::new(),
+            commands: Vec::new(),
+            mail: Vec::new(),
+            to_flush: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(2 * FLUSH_AT),
             pool: BufPool::new(256, READ_CHUNK),
@@ -158,6 +183,7 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {
+                        self.take_mail();
                         if self.cx.shutdown.is_triggered() && !self.clock.draining() {
                             self.begin_drain();
                         }
@@ -171,6 +197,7 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
                 }
             }
             self.expire_timers();
+            self.flush_delivered();
             if self.clock.accept_resumes() {
                 if let Some(l) = self.listener.as_ref() {
                     let _ = self
@@ -253,7 +280,8 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
             self.cx.max_conns.release();
             return;
         }
-        let session = Session::new((self.cx.new_protocol)(), self.clock.now);
+        let id = ConnId::new(self.cx.index, token.0);
+        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
         let timer = self.timers.insert(session.deadline(&self.rules), token);
         self.conns.insert(Conn {
             stream,
@@ -263,6 +291,13 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
             hup_seen: false,
             resumed: false,
         });
+        let conn = self.conns.get_mut(token).expect("just inserted");
+        let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
+        if self.after_call(token, opened).is_err() {
+            self.close(token);
+            return;
+        }
+        self.to_flush.push(token);
     }
 
     fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
@@ -316,26 +351,21 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
                 }
             };
             if n == 0 {
-                conn.session.on_eof(Some(&mut self.wbuf), &mut self.pool);
+                let eof = conn
+                    .session
+                    .on_eof(Some(&mut self.wbuf), &mut env!(self, self.clock.now));
+                self.after_call(token, eof)?;
                 break;
             }
+            let hup_seen = conn.hup_seen;
             let received = conn.session.on_received(
                 &self.rbuf,
                 Some(&mut self.wbuf),
-                self.clock.stamp(),
-                &self.rules,
-                &mut self.pool,
+                &mut env!(self, self.clock.stamp()),
             );
             self.rbuf.clear();
-            if let Err(fault) = received {
-                self.stats.faults += 1;
-                self.wbuf.clear();
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    fault.to_string(),
-                ));
-            }
-            let drained = n < READ_CHUNK && !conn.hup_seen;
+            self.after_call(token, received)?;
+            let drained = n < READ_CHUNK && !hup_seen;
             if self.wbuf.len() >= FLUSH_AT {
                 self.flush(token)?;
             }
@@ -384,14 +414,18 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
         }
         let now = self.clock.now;
         let session = &mut conn.session;
-        if from_shared {
-            session.on_sent(sent, Some(total), now, &self.rules, &mut self.pool);
-            session.keep_unsent(&self.wbuf[sent..], &self.rules, &mut self.pool);
+        let outcome = if from_shared {
+            let outcome = session.on_sent(sent, Some(total), &mut env!(self, now));
+            session.keep_unsent(&self.wbuf[sent..], &mut env!(self, now));
             self.wbuf.clear();
+            outcome
         } else {
-            conn.resumed |= session.on_sent(sent, None, now, &self.rules, &mut self.pool);
+            session.on_sent(sent, None, &mut env!(self, now))
+        };
+        if let Ok(outcome) = outcome {
+            conn.resumed |= outcome.resumed;
         }
-        Ok(())
+        self.after_call(token, outcome.map(|_| ()))
     }
 
     /// After an event: resume a paused reader, finish a closing connection,
@@ -487,7 +521,9 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
         self.wbuf.clear();
         self.rbuf.clear();
         self.timers.cancel(conn.timer);
-        conn.session.release(&mut self.pool);
+        for timer in conn.session.release(&mut self.pool) {
+            self.timers.cancel(timer);
+        }
         self.cx.max_conns.release();
         self.stats.closed += 1;
     }
@@ -498,15 +534,26 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
         self.expired.clear();
         self.timers.expire(self.clock.now, &mut self.expired);
         for i in 0..self.expired.len() {
-            let token = self.expired[i];
+            let (token, key) = self.expired[i];
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
             let shared = (conn.session.owed() == 0).then_some(&mut self.wbuf);
-            match conn
-                .session
-                .on_deadline(self.clock.now, shared, &self.rules)
-            {
+            let now = self.clock.now;
+            if key != IDLE {
+                let fired = conn.session.on_timer(key, shared, &mut env!(self, now));
+                if self
+                    .after_call(token, fired)
+                    .and_then(|()| self.flush(token))
+                    .is_err()
+                {
+                    self.close(token);
+                    continue;
+                }
+                self.settle(token);
+                continue;
+            }
+            match conn.session.on_deadline(shared, &mut env!(self, now)) {
                 Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
                 Deadline::Close => self.close(token),
                 Deadline::TimedOut => {
@@ -514,7 +561,11 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
                     conn.timer = self
                         .timers
                         .insert(conn.session.deadline(&self.rules), token);
-                    if self.flush(token).is_err() {
+                    if self
+                        .after_call(token, Ok(()))
+                        .and_then(|()| self.flush(token))
+                        .is_err()
+                    {
                         self.close(token);
                         continue;
                     }
@@ -522,6 +573,118 @@ impl<S: Selector, P: Protocol, F: Fn() -> P> Reactor<S, P, F> {
                 }
             }
         }
+    }
+
+    /// After a call into a session: carry out what the protocol asked for,
+    /// and count a fault (an input cap reached closes gracefully, the others
+    /// at once: the error says why).
+    fn after_call(&mut self, caller: Token, result: Result<(), Fault>) -> io::Result<()> {
+        self.run_commands(caller);
+        match result {
+            Ok(()) => Ok(()),
+            Err(fault) => {
+                self.stats.faults += 1;
+                if fault == Fault::InputCap {
+                    return Ok(());
+                }
+                // Output gathered for this connection goes with it.
+                self.wbuf.clear();
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    fault.to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Carry out what a protocol asked for during a call on `caller`.
+    fn run_commands(&mut self, caller: Token) {
+        if self.commands.is_empty() {
+            return;
+        }
+        let mut commands = std::mem::take(&mut self.commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::SetTimer { key, after } => {
+                    let at = self.clock.now + after;
+                    let Some(conn) = self.conns.get_mut(caller) else {
+                        continue;
+                    };
+                    let id = self.timers.insert_key(at, caller, key);
+                    if let Some(old) = conn.session.set_timer(key, id) {
+                        self.timers.cancel(old);
+                    }
+                }
+                Command::CancelTimer(key) => {
+                    let conn = self.conns.get_mut(caller);
+                    if let Some(id) = conn.and_then(|c| c.session.cancel_timer(key)) {
+                        self.timers.cancel(id);
+                    }
+                }
+                other => self.route(other),
+            }
+        }
+        self.commands = commands;
+    }
+
+    /// A command about a connection, from this loop or another: carry it out
+    /// here, or post it to the loop that serves its target.
+    fn route(&mut self, command: Command) {
+        let target = match &command {
+            Command::Send { to, .. } => *to,
+            Command::Close(id) => *id,
+            _ => return,
+        };
+        if target.loop_index() != self.cx.index {
+            if !self.cx.hub.post(command) {
+                self.stats.misaddressed += 1;
+            }
+            return;
+        }
+        let token = Token(target.token());
+        let Some(conn) = self.conns.get_mut(token) else {
+            return; // gone meanwhile
+        };
+        match command {
+            Command::Send { bytes, .. } => {
+                let now = self.clock.now;
+                if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+                    self.stats.output_overflows += 1;
+                    self.close(token);
+                    return;
+                }
+            }
+            Command::Close(_) => conn.session.request_close(),
+            _ => {}
+        }
+        self.to_flush.push(token);
+    }
+
+    /// Mail from other loops' connections.
+    fn take_mail(&mut self) {
+        self.cx.hub.take(self.cx.index, &mut self.mail);
+        let mut mail = std::mem::take(&mut self.mail);
+        for command in mail.drain(..) {
+            self.route(command);
+        }
+        self.mail = mail;
+    }
+
+    /// Send what other connections gave this pass, one send per connection.
+    fn flush_delivered(&mut self) {
+        let mut tokens = std::mem::take(&mut self.to_flush);
+        for &token in &tokens {
+            if self.conns.get_mut(token).is_none() {
+                continue;
+            }
+            if self.flush(token).is_err() {
+                self.close(token);
+                continue;
+            }
+            self.settle(token);
+        }
+        tokens.clear();
+        self.to_flush = tokens;
     }
 
     /// Stop accepting, tell every protocol, close idle connections, let the others finish.

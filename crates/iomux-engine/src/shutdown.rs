@@ -370,7 +370,11 @@ mod tests {
         let (mut client, mut server) = crate::tcp_pair();
         let fd = server.as_raw_fd();
         let long_ago = Instant::now();
-        let session = Session::new(iomux_proto::Echo::plain(), long_ago);
+        let session = Session::new(
+            iomux_proto::Echo::plain(),
+            iomux_proto::ConnId::new(0, 2),
+            long_ago,
+        );
         let later = long_ago + DRAIN_QUIET * 4;
         assert!(session.closable_on_drain(later, || input_waiting(fd)));
         assert!(!session.closable_on_drain(long_ago + DRAIN_QUIET / 2, || input_waiting(fd)));

@@ -48,6 +48,14 @@ pub struct LoopStats {
     /// io_uring: connections whose requests the kernel had not completed when
     /// the loop ended; their buffers were leaked rather than freed under it.
     pub leaked_buffers: u64,
+    /// Connections disconnected because output other connections sent them
+    /// passed the output cap (they had stopped reading).
+    pub output_overflows: u64,
+    /// Commands for connections of no loop of this server.
+    pub misaddressed: u64,
+    /// Protocol commands (writes to other connections, timers) an engine
+    /// without a loop to carry them out refused: threads, blocking, nonblocking.
+    pub refused_commands: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -77,13 +85,17 @@ impl std::fmt::Display for LoopStats {
             faults,
             spawn_failures,
             leaked_buffers,
+            output_overflows,
+            misaddressed,
+            refused_commands,
         } = self;
         write!(
             f,
             "accepts={accepts} refused={refused} shed={shed} closed={closed} timeouts={timeouts} \
              reads={reads} read_eagain={read_eagain} writes={writes} write_blocked={write_blocked} \
              waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
-             faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers}"
+             faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
+             output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands}"
         )
     }
 }
@@ -107,5 +119,8 @@ impl LoopStats {
         self.faults += o.faults;
         self.spawn_failures += o.spawn_failures;
         self.leaked_buffers += o.leaked_buffers;
+        self.output_overflows += o.output_overflows;
+        self.misaddressed += o.misaddressed;
+        self.refused_commands += o.refused_commands;
     }
 }

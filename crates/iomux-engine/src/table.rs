@@ -95,9 +95,12 @@ fn decode(token: Token) -> Option<(usize, u32)> {
 /// wheel is scanned only once the cached time is reached. An insert lowers the
 /// cache; a cancel leaves it early, which costs one early wake.
 pub(crate) struct Timers {
-    wheel: TimerWheel<Token>,
+    wheel: TimerWheel<(Token, u64)>,
     next: Option<Instant>,
 }
+
+/// The key of a connection's idle deadline; protocols' own timers use theirs.
+pub(crate) const IDLE: u64 = u64::MAX;
 
 impl Timers {
     /// Idle deadlines are seconds long: a coarse tick keeps the wheel cheap.
@@ -109,16 +112,22 @@ impl Timers {
         }
     }
 
+    /// A connection's idle deadline.
     pub(crate) fn insert(&mut self, deadline: Instant, token: Token) -> TimerId {
+        self.insert_key(deadline, token, IDLE)
+    }
+
+    /// A connection's timer `key` ([`IDLE`] for its idle deadline).
+    pub(crate) fn insert_key(&mut self, deadline: Instant, token: Token, key: u64) -> TimerId {
         self.next = Some(self.next.map_or(deadline, |n| n.min(deadline)));
-        self.wheel.insert(deadline, token)
+        self.wheel.insert(deadline, (token, key))
     }
 
     pub(crate) fn cancel(&mut self, id: TimerId) {
         self.wheel.cancel(id);
     }
 
-    pub(crate) fn expire(&mut self, now: Instant, due: &mut Vec<Token>) {
+    pub(crate) fn expire(&mut self, now: Instant, due: &mut Vec<(Token, u64)>) {
         self.wheel.expire(now, due);
     }
 
@@ -172,6 +181,6 @@ mod tests {
         assert!(next <= now + Duration::from_secs(5), "{next:?}");
         let mut due = Vec::new();
         timers.expire(now + Duration::from_secs(6), &mut due);
-        assert_eq!(due, vec![Token(7)]);
+        assert_eq!(due, vec![(Token(7), IDLE)]);
     }
 }

@@ -2,14 +2,16 @@
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
-use crate::session::{Deadline, Finish, Rules, Session, LINGER};
+use crate::session::{Deadline, Env, Finish, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
 use crate::sock::{read_append, send, set_cork};
 use crate::stats::LoopStats;
-use iomux_proto::Protocol;
+use iomux_proto::{ConnId, Service};
 use std::io;
 use std::net::{Shutdown as HalfClose, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Size of one read.
@@ -50,30 +52,25 @@ fn accept_loop(
 /// A thread per connection on blocking sockets.
 pub(crate) fn run_threads<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
-    P: Protocol + Send + 'static,
+    P: Service + Send + 'static,
     F: Fn() -> P + Send + Sync + Clone + 'static,
 {
     let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut spawn_failures = 0;
-    let LoopContext {
-        config,
-        rules,
-        shutdown,
-        max_conns,
-        new_protocol,
-        ..
-    } = &cx;
+    let setup = Blocking::new(&cx);
+    let mut next_id = 0;
+    let (shutdown, max_conns) = (&cx.shutdown, &cx.max_conns);
     let mut stats = accept_loop(listener, shutdown, max_conns, |stream| {
-        let (cork, rules, shutdown, limit) =
-            (config.cork, *rules, shutdown.clone(), max_conns.clone());
-        let nodelay = config.nodelay;
-        let proto = new_protocol();
+        let (setup, limit) = (setup.clone(), max_conns.clone());
+        let proto = (cx.new_protocol)();
+        next_id += 1;
+        let id = ConnId::new(cx.index, next_id);
         // Small stacks: the per-connection loop needs little, and thousands of
         // threads with the default 2 MiB would reserve gigabytes.
         let spawned = std::thread::Builder::new()
             .stack_size(128 * 1024)
             .spawn(move || {
-                serve_blocking(stream, proto, &rules, nodelay, cork, &shutdown);
+                serve_blocking(stream, proto, id, &setup);
                 limit.release();
             });
         match spawned {
@@ -89,6 +86,7 @@ where
     })?;
     stats.refused += spawn_failures;
     stats.spawn_failures += spawn_failures;
+    let config = &cx.config;
     // Let in-flight connections finish; their reads were shut down.
     let deadline = Instant::now() + config.drain_timeout;
     for h in workers {
@@ -99,58 +97,125 @@ where
             let _ = h.join();
         }
     }
+    stats.refused_commands = setup.refused_commands.load(Ordering::Relaxed);
+    stats.faults = setup.faults.load(Ordering::Relaxed);
     Ok(stats)
 }
 
 /// One connection at a time: the next waits in the backlog.
 pub(crate) fn run_blocking<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
-    P: Protocol,
+    P: Service,
     F: Fn() -> P,
 {
-    let c = &cx.config;
-    accept_loop(listener, &cx.shutdown, &cx.max_conns, |stream| {
+    let setup = Blocking::new(&cx);
+    let mut next_id = 0;
+    let mut stats = accept_loop(listener, &cx.shutdown, &cx.max_conns, |stream| {
         let proto = (cx.new_protocol)();
-        serve_blocking(stream, proto, &cx.rules, c.nodelay, c.cork, &cx.shutdown);
+        next_id += 1;
+        serve_blocking(stream, proto, ConnId::new(cx.index, next_id), &setup);
         cx.max_conns.release();
-    })
+    })?;
+    stats.refused_commands = setup.refused_commands.load(Ordering::Relaxed);
+    stats.faults = setup.faults.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+/// What every blocking connection loop of one server thread shares.
+#[derive(Clone)]
+struct Blocking {
+    rules: Rules,
+    nodelay: bool,
+    cork: bool,
+    shutdown: Shutdown,
+    /// Protocol commands these engines cannot carry out (no loop to run
+    /// them: writes to other connections, timers), counted.
+    refused_commands: Arc<AtomicU64>,
+    /// Connections closed because their protocol broke a rule (see
+    /// [`LoopStats::faults`]).
+    faults: Arc<AtomicU64>,
+}
+
+impl Blocking {
+    fn new<F>(cx: &LoopContext<F>) -> Blocking {
+        Blocking {
+            rules: cx.rules,
+            nodelay: cx.config.nodelay,
+            cork: cx.config.cork,
+            shutdown: cx.shutdown.clone(),
+            refused_commands: Arc::new(AtomicU64::new(0)),
+            faults: Arc::new(AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Serve one connection on a blocking socket until it closes: the loop of the
 /// thread-per-connection and one-at-a-time engines. The rules are the
 /// session's; this loop waits, reads and writes.
-fn serve_blocking<P: Protocol>(
-    stream: TcpStream,
-    proto: P,
-    rules: &Rules,
-    nodelay: bool,
-    cork: bool,
-    shutdown: &Shutdown,
-) {
+fn serve_blocking<P: Service>(stream: TcpStream, proto: P, id: ConnId, setup: &Blocking) {
+    let Blocking {
+        rules,
+        nodelay,
+        cork,
+        shutdown,
+        refused_commands,
+        faults,
+    } = setup;
+    let (rules, cork) = (rules, *cork);
     let guard = shutdown.watch_conn(stream.as_raw_fd());
-    if nodelay {
+    if *nodelay {
         let _ = stream.set_nodelay(true);
     }
     // The send deadline: one blocked send lasts at most this long (see write_all).
     let _ = stream.set_write_timeout(Some(rules.idle_timeout));
     let fd = stream.as_raw_fd();
     let mut pool = BufPool::new(1, READ_CHUNK);
+    let mut commands = Vec::new();
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut session = Session::new(proto, Instant::now());
+    let mut session = Session::new(proto, id, Instant::now());
     let mut drained = false;
+    macro_rules! env {
+        ($now:expr) => {
+            Env {
+                now: $now,
+                rules,
+                pool: &mut pool,
+                commands: &mut commands,
+            }
+        };
+    }
+    let mut result = session.on_open(None, &mut env!(Instant::now()));
     loop {
+        refused_commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
+        commands.clear();
+        if result.is_err() {
+            faults.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let owed = session.owed();
+        if owed > 0 {
+            if write_all(&stream, session.unsent(), cork, rules.output_high_water).is_err() {
+                return;
+            }
+            result = session
+                .on_sent(owed, None, &mut env!(Instant::now()))
+                .map(|_| ());
+            continue;
+        }
+        if session.ready_to_finish() {
+            break;
+        }
+        // A drain closes this connection once it is idle and quiet.
+        guard.mark(session.between_messages());
         let now = Instant::now();
-        match session.on_deadline(now, None, rules) {
+        match session.on_deadline(None, &mut env!(now)) {
             Deadline::Later(deadline) => match wait_readable(fd, deadline - now) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             },
-            Deadline::TimedOut => {
-                let _ = write_all(&stream, session.unsent(), cork, rules.output_high_water);
-                break;
-            }
+            Deadline::TimedOut => continue, // its last word is sent, then it closes
             Deadline::Close => break,
         }
         // Busy before the bytes leave the socket: until this mark a drain
@@ -160,51 +225,39 @@ fn serve_blocking<P: Protocol>(
         let _ =
             stream.set_read_timeout(Some(session.deadline(rules).saturating_duration_since(now)));
         rbuf.clear();
-        match read_append(fd, &mut rbuf, READ_CHUNK) {
-            Ok(0) => session.on_eof(None, &mut pool),
+        result = match read_append(fd, &mut rbuf, READ_CHUNK) {
+            Ok(0) => session.on_eof(None, &mut env!(Instant::now())),
             Ok(_) => {
                 if !drained && shutdown.is_triggered() {
                     drained = true;
                     session.begin_drain();
                 }
-                if session
-                    .on_received(&rbuf, None, Instant::now(), rules, &mut pool)
-                    .is_err()
-                {
-                    return;
+                match session.on_received(&rbuf, None, &mut env!(Instant::now())) {
+                    // The cap's last word is sent, then the connection closes.
+                    Err(crate::session::Fault::InputCap) => Ok(()),
+                    other => other,
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // Nothing was there after all: as quiet as before.
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                // Nothing was there after all: as quiet as before.
-                guard.mark(session.between_messages());
-                continue;
+                Ok(())
             }
             Err(_) => return,
-        }
+        };
         // Busy while output is owed: a drain must not count a blocked send as quiet.
-        let idle = session.between_messages();
-        guard.mark(idle && session.owed() == 0);
-        let owed = session.owed();
-        if write_all(&stream, session.unsent(), cork, rules.output_high_water).is_err() {
-            return;
-        }
-        session.on_sent(owed, None, Instant::now(), rules, &mut pool);
-        if session.ready_to_finish() {
-            break;
-        }
-        // A drain closes this connection once it is idle and quiet.
-        guard.mark(idle);
+        guard.mark(session.between_messages() && session.owed() == 0);
     }
     drop(guard);
     if session.finish(Instant::now(), &mut pool) == Finish::Linger {
         linger_close(stream);
     }
+    let _ = session.release(&mut pool).count();
 }
 
 /// Wait until `fd` has input (or its end) to read, for at most `timeout`;

@@ -14,10 +14,13 @@
 //! assert_eq!(step.consumed, 8);
 //! assert_eq!(out, b"HI THERE");
 //! ```
+#![warn(missing_docs)]
 
+mod context;
 mod echo;
 pub mod http;
 
+pub use context::{Command, ConnId, Context};
 pub use echo::Echo;
 pub use http::Http;
 
@@ -114,5 +117,112 @@ pub trait Protocol {
     /// ```
     fn is_idle(&self) -> bool {
         true
+    }
+}
+
+/// A protocol with the whole connection in reach: everything a [`Protocol`]
+/// does, plus a [`Context`] through which it writes at any time, writes to
+/// other connections, closes them and sets timers of its own.
+///
+/// Every [`Protocol`] is a `Service` (it answers input and ignores the rest);
+/// implement `Service` directly for protocols that need more, such as
+/// pub/sub or chat. The engines run `Service`s.
+///
+/// ```
+/// use iomux_proto::{Context, ConnId, Service, Step};
+/// /// Greets on connect, echoes lines, and says goodbye after 30 s of silence.
+/// struct Greeter;
+/// impl Service for Greeter {
+///     fn on_open(&mut self, cx: &mut Context) {
+///         cx.write(b"hello\n");
+///         cx.set_timer(0, std::time::Duration::from_secs(30));
+///     }
+///     fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+///         cx.write(input);
+///         cx.set_timer(0, std::time::Duration::from_secs(30)); // reset it
+///         Step::keep(input.len())
+///     }
+///     fn on_timer(&mut self, _key: u64, cx: &mut Context) {
+///         cx.write(b"bye\n");
+///         cx.close();
+///     }
+/// }
+/// let (mut out, mut cmds) = (Vec::new(), Vec::new());
+/// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut cmds);
+/// Greeter.on_open(&mut cx);
+/// assert_eq!(Greeter.on_data(b"hi", &mut cx).consumed, 2);
+/// assert_eq!(out, b"hello\nhi");
+/// ```
+pub trait Service {
+    /// The connection is open (accepted, or connected); nothing has arrived yet.
+    fn on_open(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
+    /// Consume a prefix of `input` (see [`Protocol::on_input`]); output goes
+    /// to [`Context::write`] or [`Context::out`].
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step;
+
+    /// The peer will send nothing more (see [`Protocol::on_eof`]).
+    fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
+        let _ = (pending, cx);
+    }
+
+    /// The connection's idle or head deadline passed (see [`Protocol::on_timeout`]).
+    fn on_timeout(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
+    /// A timer this connection set with [`Context::set_timer`] fired.
+    fn on_timer(&mut self, key: u64, cx: &mut Context) {
+        let _ = (key, cx);
+    }
+
+    /// Everything this connection owed its peer has been sent, after some
+    /// had to wait: the moment to produce more (flow control).
+    fn on_drained(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
+    /// The protocol left more input unconsumed than the engine's cap allows;
+    /// the connection closes after this call (its output is still sent).
+    fn on_input_cap(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
+    /// The connection is gone (closed by either side, or by the engine):
+    /// the place to forget it elsewhere (subscriptions, rooms).
+    fn on_close(&mut self, id: ConnId) {
+        let _ = id;
+    }
+
+    /// See [`Protocol::on_drain`].
+    fn on_drain(&mut self) {}
+
+    /// See [`Protocol::is_idle`].
+    fn is_idle(&self) -> bool {
+        true
+    }
+}
+
+impl<P: Protocol> Service for P {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        self.on_input(input, cx.out())
+    }
+
+    fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
+        Protocol::on_eof(self, pending, cx.out());
+    }
+
+    fn on_timeout(&mut self, cx: &mut Context) {
+        Protocol::on_timeout(self, cx.out());
+    }
+
+    fn on_drain(&mut self) {
+        Protocol::on_drain(self);
+    }
+
+    fn is_idle(&self) -> bool {
+        Protocol::is_idle(self)
     }
 }

@@ -30,8 +30,11 @@
 
 use crate::buffer::BufPool;
 use crate::Config;
-use iomux_proto::Protocol;
+use iomux::timer::TimerId;
+use iomux_proto::{Command, ConnId, Context, Service};
+use std::collections::HashMap;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 /// How long a closing connection keeps draining its peer's input after our
@@ -49,6 +52,9 @@ pub(crate) struct Rules {
     pub idle_timeout: Duration,
     pub output_high_water: usize,
     pub max_pending_input: usize,
+    /// Output another connection may queue for this one before it is
+    /// disconnected (a subscriber that stopped reading).
+    pub max_output: usize,
 }
 
 impl Rules {
@@ -57,8 +63,26 @@ impl Rules {
             idle_timeout: config.idle_timeout,
             output_high_water: config.output_high_water,
             max_pending_input: config.max_pending_input,
+            max_output: config.max_output,
         }
     }
+}
+
+/// What a session's calls need from its loop: the pass's clock, the rules,
+/// the buffer pool, and where the protocol's commands go (the loop carries
+/// them out after the call).
+pub(crate) struct Env<'a> {
+    pub now: Instant,
+    pub rules: &'a Rules,
+    pub pool: &'a mut BufPool,
+    pub commands: &'a mut Vec<Command>,
+}
+
+/// What a send did to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Sent {
+    /// Reading resumed after a pause.
+    pub resumed: bool,
 }
 
 /// Why a session must close at once (its output, if any, is abandoned).
@@ -68,6 +92,8 @@ pub(crate) enum Fault {
     InputCap,
     /// The protocol said it consumed more bytes than it was given.
     Overconsumed,
+    /// The protocol panicked.
+    Panicked,
 }
 
 impl fmt::Display for Fault {
@@ -75,6 +101,7 @@ impl fmt::Display for Fault {
         f.write_str(match self {
             Fault::InputCap => "the protocol left more input unconsumed than the cap allows",
             Fault::Overconsumed => "the protocol consumed more input than it was given",
+            Fault::Panicked => "the protocol panicked",
         })
     }
 }
@@ -118,12 +145,15 @@ mod flag {
     pub const LINGERING: u8 = 8;
     /// The deadline passed; the last output gets [`super::LINGER`].
     pub const TIMED_OUT: u8 = 16;
+    /// Output had to wait for the peer: tell the protocol once it is all sent.
+    pub const WAITED: u8 = 32;
 }
 
 /// One connection's state, with no socket.
 #[derive(Debug)]
 pub(crate) struct Session<P> {
     proto: P,
+    id: ConnId,
     /// Input the protocol has not consumed; unallocated when empty.
     input: Vec<u8>,
     /// Output the kernel has not taken; unallocated when empty.
@@ -136,19 +166,26 @@ pub(crate) struct Session<P> {
     last_active: Instant,
     /// Bytes sent since `last_active` while output was owed (the send deadline).
     send_progress: usize,
+    /// The protocol's own timers, by its key (allocated on first use).
+    /// Boxed: 8 bytes in every session instead of a map's 48, since most
+    /// connections never set one (idle connections are the common case).
+    #[allow(clippy::box_collection)]
+    timers: Option<Box<HashMap<u64, TimerId>>>,
     flags: u8,
 }
 
-impl<P: Protocol> Session<P> {
-    pub(crate) fn new(proto: P, now: Instant) -> Session<P> {
+impl<P: Service> Session<P> {
+    pub(crate) fn new(proto: P, id: ConnId, now: Instant) -> Session<P> {
         Session {
             proto,
+            id,
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
             in_flight: 0,
             last_active: now,
             send_progress: 0,
+            timers: None,
             flags: 0,
         }
     }
@@ -185,27 +222,45 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Where this connection's output goes now: the loop's shared buffer
-    /// while nothing is owed (the usual case: most answers are sent at once,
-    /// and an idle connection holds no buffer), its own once the kernel has
-    /// refused some, so the order of bytes is kept.
-    fn out<'a>(&'a mut self, shared: Option<&'a mut Vec<u8>>) -> (&'a mut P, &'a mut Vec<u8>) {
-        match shared {
-            Some(shared) if self.output.len() == self.sent => (&mut self.proto, shared),
-            _ => (&mut self.proto, &mut self.output),
-        }
+    /// Call into the protocol with a context whose output goes to the loop's
+    /// shared buffer while nothing is owed (the usual case: most answers
+    /// are sent at once, and an idle connection holds no buffer), else to
+    /// the session's own, so the order of bytes is kept. A panic in the
+    /// protocol is caught: it is a fault of this connection only.
+    fn call<R>(
+        &mut self,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+        f: impl FnOnce(&mut P, &mut Context) -> R,
+    ) -> Result<R, Fault> {
+        let out = match shared {
+            Some(shared) if self.output.len() == self.sent => shared,
+            _ => &mut self.output,
+        };
+        let mut cx = Context::new(self.id, env.now, out, env.commands);
+        let proto = &mut self.proto;
+        catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked)
+    }
+
+    /// The connection is open: the protocol may greet or set timers.
+    pub(crate) fn on_open(
+        &mut self,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        self.call(shared, env, |p, cx| p.on_open(cx))?;
+        self.check_pause(env.rules);
+        Ok(())
     }
 
     /// Bytes arrived. The protocol sees them behind any input it left
-    /// unconsumed; its answers go to `shared` (see [`Session::out`]) or, with
-    /// `None`, to the session's own output. `now` stamps the activity.
+    /// unconsumed; its answers go to `shared` (see [`Session::call`]) or,
+    /// with `None`, to the session's own output.
     pub(crate) fn on_received(
         &mut self,
         data: &[u8],
         shared: Option<&mut Vec<u8>>,
-        now: Instant,
-        rules: &Rules,
-        pool: &mut BufPool,
+        env: &mut Env,
     ) -> Result<(), Fault> {
         if self.has(flag::CLOSING | flag::LINGERING | flag::READ_CLOSED) {
             // Closing or lingering: further input is dropped. (While paused
@@ -216,78 +271,132 @@ impl<P: Protocol> Session<P> {
         let was_idle = self.proto.is_idle();
         let owed = self.owed() > 0;
         let step = if self.input.is_empty() {
-            let (proto, out) = self.out(shared);
-            let step = proto.on_input(data, out);
+            let step = self.call(shared, env, |p, cx| p.on_data(data, cx))?;
             if step.consumed > data.len() {
                 return Err(Fault::Overconsumed);
             }
             if step.consumed < data.len() && !step.close {
-                self.input = pool.get();
+                self.input = env.pool.get();
                 self.input.extend_from_slice(&data[step.consumed..]);
             }
             step
         } else {
             self.input.extend_from_slice(data);
-            let Session {
-                proto,
-                input,
-                output,
-                sent,
-                ..
-            } = self;
-            let out = match shared {
-                Some(shared) if output.len() == *sent => shared,
-                _ => output,
-            };
-            let step = proto.on_input(input, out);
-            if step.consumed > input.len() {
+            let input = std::mem::take(&mut self.input);
+            let step = self.call(shared, env, |p, cx| p.on_data(&input, cx));
+            self.input = input;
+            let step = step?;
+            if step.consumed > self.input.len() {
                 return Err(Fault::Overconsumed);
             }
-            input.drain(..step.consumed);
-            if input.is_empty() {
-                pool.put(input);
+            self.input.drain(..step.consumed);
+            if self.input.is_empty() {
+                env.pool.put(&mut self.input);
             }
             step
         };
         if (was_idle || self.proto.is_idle()) && !owed {
-            self.last_active = now;
+            self.last_active = env.now;
         }
         if step.close {
             self.flags |= flag::CLOSING;
-            pool.put(&mut self.input);
-        } else if self.input.len() > rules.max_pending_input {
+            env.pool.put(&mut self.input);
+        } else if self.input.len() > env.rules.max_pending_input {
+            // The protocol's last word, then close (its output is still sent).
+            self.call(None, env, |p, cx| p.on_input_cap(cx))?;
+            self.flags |= flag::CLOSING;
+            env.pool.put(&mut self.input);
             return Err(Fault::InputCap);
         }
-        self.check_pause(rules);
+        self.check_pause(env.rules);
         Ok(())
     }
 
     /// The peer ended its side. The protocol sees any unconsumed input and
     /// may answer; then the connection closes.
-    pub(crate) fn on_eof(&mut self, shared: Option<&mut Vec<u8>>, pool: &mut BufPool) {
+    pub(crate) fn on_eof(
+        &mut self,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
         self.flags |= flag::READ_CLOSED;
         if self.has(flag::CLOSING) {
-            return;
+            return Ok(());
         }
         self.flags |= flag::CLOSING;
         let input = std::mem::take(&mut self.input);
-        let (proto, out) = self.out(shared);
-        proto.on_eof(&input, out);
+        let called = self.call(shared, env, |p, cx| p.on_eof(&input, cx));
         self.input = input;
-        pool.put(&mut self.input);
+        env.pool.put(&mut self.input);
+        called
+    }
+
+    /// A timer the protocol set fired.
+    pub(crate) fn on_timer(
+        &mut self,
+        key: u64,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        if let Some(timers) = self.timers.as_mut() {
+            timers.remove(&key);
+        }
+        if self.has(flag::CLOSING | flag::LINGERING) {
+            return Ok(());
+        }
+        self.call(shared, env, |p, cx| p.on_timer(key, cx))?;
+        self.check_pause(env.rules);
+        Ok(())
+    }
+
+    /// Remember the wheel's id of the protocol's timer `key`; returns the
+    /// id it replaces, which the loop cancels.
+    pub(crate) fn set_timer(&mut self, key: u64, id: TimerId) -> Option<TimerId> {
+        self.timers
+            .get_or_insert_with(Default::default)
+            .insert(key, id)
+    }
+
+    /// Forget the protocol's timer `key`; returns its id for the loop to cancel.
+    pub(crate) fn cancel_timer(&mut self, key: u64) -> Option<TimerId> {
+        self.timers.as_mut()?.remove(&key)
+    }
+
+    /// Output another connection sent this one. False when this connection
+    /// already owes more than `max_output`: it is not reading, and the loop
+    /// disconnects it rather than buffer without bound.
+    pub(crate) fn push_output(&mut self, bytes: &[u8], env: &mut Env) -> bool {
+        if self.has(flag::CLOSING | flag::LINGERING) {
+            return true;
+        }
+        if self.owed() + bytes.len() > env.rules.max_output {
+            return false;
+        }
+        if self.output.capacity() == 0 {
+            self.output = env.pool.get();
+        }
+        self.output.extend_from_slice(bytes);
+        self.check_pause(env.rules);
+        true
+    }
+
+    /// Close once the output is sent (asked by a protocol).
+    pub(crate) fn request_close(&mut self) {
+        self.flags |= flag::CLOSING;
     }
 
     /// Output gathered in the loop's shared buffer that the kernel refused:
     /// the session keeps it, in front of anything produced later.
-    pub(crate) fn keep_unsent(&mut self, rest: &[u8], rules: &Rules, pool: &mut BufPool) {
+    pub(crate) fn keep_unsent(&mut self, rest: &[u8], env: &mut Env) {
         if rest.is_empty() {
             return;
         }
         if self.output.capacity() == 0 {
-            self.output = pool.get();
+            self.output = env.pool.get();
         }
         self.output.extend_from_slice(rest);
-        self.check_pause(rules);
+        self.flags |= flag::WAITED;
+        self.check_pause(env.rules);
     }
 
     /// Hand all unsent output to a completion engine's send; it reports the
@@ -301,15 +410,12 @@ impl<P: Protocol> Session<P> {
     /// The kernel took `n` bytes: of the output in flight, else of the
     /// unsent output, else of the loop's shared buffer (then `from_shared`
     /// is its length and the rest is kept with [`Session::keep_unsent`]).
-    /// Returns true when reading resumes after a pause.
     pub(crate) fn on_sent(
         &mut self,
         n: usize,
         from_shared: Option<usize>,
-        now: Instant,
-        rules: &Rules,
-        pool: &mut BufPool,
-    ) -> bool {
+        env: &mut Env,
+    ) -> Result<Sent, Fault> {
         let all_sent = match from_shared {
             Some(total) => n == total,
             None if self.in_flight > 0 => {
@@ -320,7 +426,7 @@ impl<P: Protocol> Session<P> {
                 self.sent += n;
                 if self.sent >= self.output.len() {
                     self.sent = 0;
-                    pool.put(&mut self.output);
+                    env.pool.put(&mut self.output);
                 } else if self.sent > self.output.len() / 2 {
                     // Reclaim the sent prefix once it dominates, so the buffer stays bounded.
                     self.output.drain(..self.sent);
@@ -329,19 +435,31 @@ impl<P: Protocol> Session<P> {
                 self.owed() == 0
             }
         };
+        if !all_sent && from_shared.is_none() {
+            self.flags |= flag::WAITED;
+        }
         self.send_progress += n;
         // Nothing taken is no activity (a blocking engine reports every write).
-        if n > 0 && (all_sent || self.send_progress >= rules.output_high_water) {
+        if n > 0 && (all_sent || self.send_progress >= env.rules.output_high_water) {
             self.send_progress = 0;
             // Never back: an earlier read in the same pass may have stamped
             // the fresher time its bytes were taken.
-            self.last_active = self.last_active.max(now);
+            self.last_active = self.last_active.max(env.now);
         }
-        if self.has(flag::PAUSED) && self.owed() <= rules.output_high_water / 2 {
+        let mut sent = Sent::default();
+        if self.has(flag::PAUSED) && self.owed() <= env.rules.output_high_water / 2 {
             self.flags &= !flag::PAUSED;
-            return !self.has(flag::CLOSING);
+            sent.resumed = !self.has(flag::CLOSING);
         }
-        false
+        if all_sent && self.has(flag::WAITED) {
+            // Output had to wait and is now all gone: the protocol may produce more.
+            self.flags &= !flag::WAITED;
+            if !self.has(flag::CLOSING) {
+                self.call(None, env, |p, cx| p.on_drained(cx))?;
+                self.check_pause(env.rules);
+            }
+        }
+        Ok(sent)
     }
 
     fn check_pause(&mut self, rules: &Rules) {
@@ -360,36 +478,32 @@ impl<P: Protocol> Session<P> {
         self.last_active + limit
     }
 
-    /// The timer fired at `now`. The protocol's last word, if it has one, goes
-    /// to `shared` (see [`Session::out`]).
-    pub(crate) fn on_deadline(
-        &mut self,
-        now: Instant,
-        shared: Option<&mut Vec<u8>>,
-        rules: &Rules,
-    ) -> Deadline {
-        let deadline = self.deadline(rules);
-        if now < deadline {
+    /// The idle timer fired at `env.now`. The protocol's last word, if it
+    /// has one, goes to `shared` (see [`Session::call`]).
+    pub(crate) fn on_deadline(&mut self, shared: Option<&mut Vec<u8>>, env: &mut Env) -> Deadline {
+        let deadline = self.deadline(env.rules);
+        if env.now < deadline {
             return Deadline::Later(deadline);
         }
         if self.has(flag::LINGERING | flag::CLOSING) {
             return Deadline::Close;
         }
-        let (proto, out) = self.out(shared);
-        proto.on_timeout(out);
+        if self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
+            return Deadline::Close;
+        }
         self.flags |= flag::CLOSING | flag::TIMED_OUT;
         self.flags &= !flag::PAUSED;
-        self.last_active = now;
+        self.last_active = env.now;
         Deadline::TimedOut
     }
 
-    /// Closing, and everything owed is sent: what comes next. With
-    /// [`Finish::Linger`] the engine sends its FIN and discards input.
+    /// Closing, and everything owed is sent: time for [`Session::finish`].
     pub(crate) fn ready_to_finish(&self) -> bool {
         self.has(flag::CLOSING) && !self.has(flag::LINGERING) && self.owed() == 0
     }
 
-    /// The last output is sent (see [`Session::ready_to_finish`]).
+    /// The last output is sent (see [`Session::ready_to_finish`]). With
+    /// [`Finish::Linger`] the engine sends its FIN and discards input.
     pub(crate) fn finish(&mut self, now: Instant, pool: &mut BufPool) -> Finish {
         pool.put(&mut self.input);
         pool.put(&mut self.output);
@@ -404,7 +518,8 @@ impl<P: Protocol> Session<P> {
 
     /// A graceful drain began: the protocol ends after the message in flight.
     pub(crate) fn begin_drain(&mut self) {
-        self.proto.on_drain();
+        let proto = &mut self.proto;
+        let _ = catch_unwind(AssertUnwindSafe(|| proto.on_drain()));
     }
 
     /// While draining: whether this connection can close now. It must be
@@ -417,18 +532,21 @@ impl<P: Protocol> Session<P> {
         now: Instant,
         input_waiting: impl FnOnce() -> bool,
     ) -> bool {
-        self.proto.is_idle()
-            && self.input.is_empty()
+        self.between_messages()
             && self.owed() == 0
             && !self.has(flag::LINGERING)
             && now.saturating_duration_since(self.last_active) >= DRAIN_QUIET
             && !input_waiting()
     }
 
-    /// Give the session's buffers back (it is closing).
-    pub(crate) fn release(&mut self, pool: &mut BufPool) {
+    /// The connection is gone: give its buffers back, tell the protocol,
+    /// and return the ids of its timers for the loop to cancel.
+    pub(crate) fn release(&mut self, pool: &mut BufPool) -> impl Iterator<Item = TimerId> {
         pool.put(&mut self.input);
         pool.put(&mut self.output);
+        let (proto, id) = (&mut self.proto, self.id);
+        let _ = catch_unwind(AssertUnwindSafe(|| proto.on_close(id)));
+        self.timers.take().into_iter().flat_map(|t| t.into_values())
     }
 
     /// Whether the protocol is between messages with no input left over.

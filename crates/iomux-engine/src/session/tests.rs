@@ -2,7 +2,7 @@
 //! made-up clock: no sockets.
 
 use super::*;
-use iomux_proto::Step;
+use iomux_proto::{Protocol, Step};
 
 /// A protocol that answers each line with the line and holds partial lines:
 /// between messages exactly when no partial line is held.
@@ -52,21 +52,38 @@ fn rules() -> Rules {
         idle_timeout: IDLE,
         output_high_water: HIGH,
         max_pending_input: 64,
+        max_output: 300,
     }
 }
 
 struct Harness {
     s: Session<Lines>,
     pool: BufPool,
+    commands: Vec<Command>,
+    rules: Rules,
     t0: Instant,
+}
+
+/// The harness's [`Env`] at `$secs` seconds after its start.
+macro_rules! env {
+    ($h:ident, $secs:expr) => {
+        Env {
+            now: $h.at($secs),
+            rules: &$h.rules,
+            pool: &mut $h.pool,
+            commands: &mut $h.commands,
+        }
+    };
 }
 
 impl Harness {
     fn new(proto: Lines) -> Harness {
         let t0 = Instant::now();
         Harness {
-            s: Session::new(proto, t0),
+            s: Session::new(proto, ConnId::new(0, 2), t0),
             pool: BufPool::new(4, 64),
+            commands: Vec::new(),
+            rules: rules(),
             t0,
         }
     }
@@ -75,13 +92,13 @@ impl Harness {
     }
     /// Receive `data` at `secs`, answers into the session's own output.
     fn recv(&mut self, data: &[u8], secs: f64) -> Result<(), Fault> {
-        let now = self.at(secs);
-        self.s
-            .on_received(data, None, now, &rules(), &mut self.pool)
+        let mut env = env!(self, secs);
+        self.s.on_received(data, None, &mut env)
     }
+    /// The peer took `n` bytes; true when reading resumed.
     fn sent(&mut self, n: usize, secs: f64) -> bool {
-        let now = self.at(secs);
-        self.s.on_sent(n, None, now, &rules(), &mut self.pool)
+        let mut env = env!(self, secs);
+        self.s.on_sent(n, None, &mut env).unwrap().resumed
     }
     /// When the idle deadline falls, in seconds from the start.
     fn deadline_secs(&self) -> f64 {
@@ -132,7 +149,7 @@ fn a_peer_that_leaves_its_output_untaken_cannot_stay_alive_by_sending() {
 fn a_slow_reader_extends_its_deadline_only_per_high_water_mark_taken() {
     let mut h = Harness::new(Lines::default());
     // 250 bytes refused from the shared buffer at second 0: owed.
-    h.s.keep_unsent(&[b'x'; 250], &rules(), &mut h.pool);
+    h.s.keep_unsent(&[b'x'; 250], &mut env!(h, 0.0));
     assert_eq!(h.s.owed(), 250);
     for (sent, at, deadline) in [
         (40, 1.0, 10.0),
@@ -203,8 +220,7 @@ fn backpressure_pauses_at_the_high_water_mark_and_resumes_at_half() {
 fn output_refused_from_the_shared_buffer_stays_in_order_and_counts_toward_the_mark() {
     let mut h = Harness::new(Lines::default());
     let mut shared = Vec::new();
-    let now = h.at(0.0);
-    h.s.on_received(b"one\n", Some(&mut shared), now, &rules(), &mut h.pool)
+    h.s.on_received(b"one\n", Some(&mut shared), &mut env!(h, 0.0))
         .unwrap();
     assert_eq!(
         (shared.as_slice(), h.s.owed()),
@@ -212,10 +228,11 @@ fn output_refused_from_the_shared_buffer_stays_in_order_and_counts_toward_the_ma
         "answers go to the shared buffer"
     );
     // The kernel takes 1 of 4 bytes: the rest stays with the session.
-    h.s.on_sent(1, Some(shared.len()), now, &rules(), &mut h.pool);
-    h.s.keep_unsent(&shared[1..], &rules(), &mut h.pool);
+    h.s.on_sent(1, Some(shared.len()), &mut env!(h, 0.0))
+        .unwrap();
+    h.s.keep_unsent(&shared[1..], &mut env!(h, 0.0));
     shared.clear();
-    h.s.on_received(b"two\n", Some(&mut shared), now, &rules(), &mut h.pool)
+    h.s.on_received(b"two\n", Some(&mut shared), &mut env!(h, 0.0))
         .unwrap();
     assert!(
         shared.is_empty(),
@@ -241,14 +258,14 @@ fn a_close_after_an_error_response_sends_it_then_lingers() {
     assert_eq!(h.s.finish(now, &mut h.pool), Finish::Linger);
     assert!(h.s.wants().read, "lingering: input is read and discarded");
     assert_eq!(h.deadline_secs(), 2.0 + LINGER.as_secs_f64());
-    assert_eq!(h.s.on_deadline(h.at(4.0), None, &rules()), Deadline::Close);
+    assert_eq!(h.s.on_deadline(None, &mut env!(h, 4.0)), Deadline::Close);
 }
 
 #[test]
 fn the_peers_end_gets_a_last_answer_and_no_linger() {
     let mut h = Harness::new(Lines::default());
     h.recv(b"half", 1.0).unwrap();
-    h.s.on_eof(None, &mut h.pool);
+    h.s.on_eof(None, &mut env!(h, 1.0)).unwrap();
     assert_eq!(h.s.proto.eofs, 1);
     assert_eq!(h.s.unsent(), b"bye\n");
     h.sent(4, 1.0);
@@ -265,18 +282,18 @@ fn a_timed_out_connection_gets_its_last_word_and_lives_one_linger_more_not_anoth
     let mut h = Harness::new(Lines::default());
     h.recv(b"a\n", 0.0).unwrap(); // never taken: a slow reader
     assert_eq!(
-        h.s.on_deadline(h.at(5.0), None, &rules()),
+        h.s.on_deadline(None, &mut env!(h, 5.0)),
         Deadline::Later(h.at(10.0))
     );
     assert_eq!(
-        h.s.on_deadline(h.at(10.0), None, &rules()),
+        h.s.on_deadline(None, &mut env!(h, 10.0)),
         Deadline::TimedOut
     );
     assert_eq!(h.s.proto.timeouts, 1);
     assert_eq!(h.s.unsent(), b"a\ntimeout\n");
     assert_eq!(h.deadline_secs(), 10.0 + LINGER.as_secs_f64());
     assert_eq!(
-        h.s.on_deadline(h.at(10.0 + LINGER.as_secs_f64()), None, &rules()),
+        h.s.on_deadline(None, &mut env!(h, 10.0 + LINGER.as_secs_f64())),
         Deadline::Close
     );
     assert_eq!(h.s.proto.timeouts, 1, "one last word");
@@ -329,4 +346,164 @@ fn a_completion_engine_hands_output_out_and_counts_it_owed_until_confirmed() {
     assert_eq!(h.s.owed(), 7, "in flight plus queued");
     h.sent(4, 1.0);
     assert_eq!((h.s.owed(), h.s.unsent()), (3, &b"de\n"[..]));
+}
+
+/// A service that uses the context: greets on open, sets and cancels
+/// timers, sends to another connection, and can be made to panic.
+#[derive(Default)]
+struct Chat {
+    panic_on_data: bool,
+    drained: usize,
+    closed: Vec<ConnId>,
+}
+
+impl Service for Chat {
+    fn on_open(&mut self, cx: &mut Context) {
+        cx.write(b"welcome\n");
+        cx.set_timer(7, Duration::from_secs(1));
+    }
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        assert!(!self.panic_on_data, "a bug in the protocol");
+        cx.send_to(ConnId::new(1, 9), input);
+        cx.cancel_timer(7);
+        Step::keep(input.len())
+    }
+    fn on_timer(&mut self, key: u64, cx: &mut Context) {
+        cx.write(format!("timer {key}\n").as_bytes());
+    }
+    fn on_drained(&mut self, _cx: &mut Context) {
+        self.drained += 1;
+    }
+    fn on_close(&mut self, id: ConnId) {
+        self.closed.push(id);
+    }
+}
+
+fn chat_env<'a>(
+    now: Instant,
+    rules: &'a Rules,
+    pool: &'a mut BufPool,
+    commands: &'a mut Vec<Command>,
+) -> Env<'a> {
+    Env {
+        now,
+        rules,
+        pool,
+        commands,
+    }
+}
+
+#[test]
+fn a_service_writes_on_open_and_its_commands_reach_the_loop() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let me = ConnId::new(0, 4);
+    let mut s = Session::new(Chat::default(), me, now);
+    s.on_open(None, &mut chat_env(now, &rules, &mut pool, &mut commands))
+        .unwrap();
+    assert_eq!(s.unsent(), b"welcome\n");
+    assert_eq!(
+        commands,
+        vec![Command::SetTimer {
+            key: 7,
+            after: Duration::from_secs(1)
+        }]
+    );
+    commands.clear();
+    s.on_received(
+        b"hi",
+        None,
+        &mut chat_env(now, &rules, &mut pool, &mut commands),
+    )
+    .unwrap();
+    assert_eq!(
+        commands,
+        vec![
+            Command::Send {
+                to: ConnId::new(1, 9),
+                bytes: b"hi".to_vec()
+            },
+            Command::CancelTimer(7)
+        ]
+    );
+    s.on_timer(
+        7,
+        None,
+        &mut chat_env(now, &rules, &mut pool, &mut commands),
+    )
+    .unwrap();
+    assert_eq!(s.unsent(), b"welcome\ntimer 7\n");
+    let timers: Vec<_> = s.release(&mut pool).collect();
+    assert!(timers.is_empty());
+    assert_eq!(s.proto.closed, vec![me], "told once it is gone");
+}
+
+#[test]
+fn a_panic_in_the_protocol_is_a_fault_of_its_connection_only() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut s = Session::new(
+        Chat {
+            panic_on_data: true,
+            ..Chat::default()
+        },
+        ConnId::new(0, 4),
+        now,
+    );
+    // Quiet the default hook's report for this expected panic.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = s.on_received(
+        b"x",
+        None,
+        &mut chat_env(now, &rules, &mut pool, &mut commands),
+    );
+    std::panic::set_hook(hook);
+    assert_eq!(result, Err(Fault::Panicked));
+}
+
+#[test]
+fn output_from_other_connections_is_capped_and_drained_output_is_told() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut s = Session::new(Chat::default(), ConnId::new(0, 4), now);
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    assert!(s.push_output(&[b'm'; 200], &mut env));
+    assert!(!s.reading(), "over the high-water mark: paused");
+    assert!(s.push_output(&[b'm'; 100], &mut env), "at the cap");
+    assert!(
+        !s.push_output(b"m", &mut env),
+        "past max_output: the loop disconnects it"
+    );
+    let sent = s.on_sent(250, None, &mut env).unwrap();
+    assert!(sent.resumed, "50 owed: below half the mark");
+    assert_eq!(s.proto.drained, 0, "not all sent yet");
+    s.on_sent(50, None, &mut env).unwrap();
+    assert_eq!(s.proto.drained, 1, "all sent after a wait: told once");
+}
+
+#[test]
+fn the_protocol_is_told_when_its_unconsumed_input_reaches_the_cap() {
+    #[derive(Default)]
+    struct Hoarder {
+        told: bool,
+    }
+    impl Service for Hoarder {
+        fn on_data(&mut self, _input: &[u8], _cx: &mut Context) -> Step {
+            Step::keep(0)
+        }
+        fn on_input_cap(&mut self, cx: &mut Context) {
+            self.told = true;
+            cx.write(b"too much\n");
+        }
+    }
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut s = Session::new(Hoarder::default(), ConnId::new(0, 4), now);
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    assert_eq!(s.on_received(&[0; 64], None, &mut env), Ok(()));
+    assert_eq!(s.on_received(&[0; 1], None, &mut env), Err(Fault::InputCap));
+    assert!(s.proto.told);
+    assert_eq!(s.unsent(), b"too much\n", "its last word is still sent");
+    assert!(!s.reading());
 }

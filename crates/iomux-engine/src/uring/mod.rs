@@ -33,15 +33,15 @@ mod ring;
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopClock, LoopContext};
-use crate::session::{Deadline, Finish, Rules, Session};
+use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
 use crate::sock::{input_waiting, shutdown_write};
 use crate::stats::LoopStats;
-use crate::table::{Slab, Timers};
+use crate::table::{Slab, Timers, IDLE};
 use bufring::{BufRing, BUFFER_GROUP, BUFFER_SIZE};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use iomux::timer::TimerId;
 use iomux::{Token, Waker};
-use iomux_proto::Protocol;
+use iomux_proto::{Command, ConnId, Service};
 pub(crate) use ring::check_available;
 use ring::{
     decode, kind, open_ring, set_total_len, timeout_token, user_data, RecvMode, TaskRun, NO_CONN,
@@ -50,6 +50,18 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// The loop's [`Env`] for a session call, from its disjoint fields.
+macro_rules! env {
+    ($self:ident, $now:expr) => {
+        Env {
+            now: $now,
+            rules: &$self.rules,
+            pool: &mut $self.pool,
+            commands: &mut $self.commands,
+        }
+    };
+}
 
 struct Conn<P> {
     fd: OwnedFd,
@@ -95,7 +107,11 @@ struct Loop<P, F> {
     spare: Vec<Token>,
     cqes: Vec<cqueue::Entry>,
     timers: Timers,
-    expired: Vec<Token>,
+    expired: Vec<(Token, u64)>,
+    /// What protocols asked for during the current call.
+    commands: Vec<Command>,
+    /// Mail from other loops, taken when the waker fires.
+    mail: Vec<Command>,
     timeout_spec: Box<types::Timespec>,
     timeout_armed: Option<Instant>,
     timeout_generation: u32,
@@ -116,7 +132,7 @@ struct Loop<P, F> {
 /// Run one io_uring loop on `listener` until shutdown.
 pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
-    P: Protocol,
+    P: Service,
     F: Fn() -> P,
 {
     run_with(
@@ -138,7 +154,7 @@ fn run_with<P, F>(
     #[allow(unused_variables)] fail_submit_after: Option<u64>,
 ) -> io::Result<LoopStats>
 where
-    P: Protocol,
+    P: Service,
     F: Fn() -> P,
 {
     // Built on the loop's own thread: with SINGLE_ISSUER only it may submit.
@@ -146,6 +162,7 @@ where
     let bufs = BufRing::register(&ring)?;
     let waker = Waker::new()?;
     cx.shutdown.add_waker(waker.clone());
+    cx.hub.set_waker(cx.index, waker.clone());
     let clock = LoopClock::new();
     let mut lp = Loop {
         ring,
@@ -162,6 +179,8 @@ where
         cqes: Vec::new(),
         timers: Timers::new(clock.now, cx.config.idle_timeout),
         expired: Vec::new(),
+        commands: Vec::new(),
+        mail: Vec::new(),
         timeout_spec: Box::new(types::Timespec::new()),
         timeout_armed: None,
         timeout_generation: 0,
@@ -185,7 +204,7 @@ where
     result.map(|()| lp.stats)
 }
 
-impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
+impl<P: Service, F: Fn() -> P> Loop<P, F> {
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         // SAFETY: every request points only at memory that outlives it: the
         // buffer ring and `waker_buf` live as long as the loop (and are
@@ -473,6 +492,7 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
                 self.expire_timers()?;
             }
             kind::WAKER => {
+                self.take_mail()?;
                 if self.cx.shutdown.is_triggered() && !self.clock.draining() {
                     self.begin_drain()?;
                 } else if !self.cx.shutdown.is_triggered() {
@@ -532,7 +552,8 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
             };
         }
         let token = self.conns.next_token();
-        let session = Session::new((self.cx.new_protocol)(), self.clock.now);
+        let id = ConnId::new(self.cx.index, token.0);
+        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
         let timer = self.timers.insert(session.deadline(&self.rules), token);
         self.conns.insert(Conn {
             fd,
@@ -547,12 +568,19 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
             dirty: false,
         });
         self.live += 1;
+        let conn = self.conns.get_mut(token).expect("just inserted");
+        let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
+        if self.after_call(token, opened) {
+            return self.close(token);
+        }
+        self.mark_dirty(token);
         self.arm_recv(token)
     }
 
     fn on_recv(&mut self, token: Token, res: i32, cflags: u32, more: bool) -> io::Result<bool> {
         let bid = cqueue::buffer_select(cflags);
         let action = self.take_input(token, res, bid, more);
+        self.run_commands(token)?;
         if let Some(bid) = bid {
             // The protocol has seen (or copied) the bytes: the buffer goes back.
             self.bufs.push(bid);
@@ -582,6 +610,7 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
             rules,
             clock,
             recv_mode,
+            commands,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -624,22 +653,31 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
             // Discarding until the peer's FIN.
             return if n == 0 { Recv::Close } else { Recv::Nothing };
         }
-        if n == 0 {
-            conn.session.on_eof(None, pool);
-            return Recv::Process;
-        }
-        let Some(bid) = bid else {
-            return Recv::Close;
+        let mut env = Env {
+            now: clock.stamp(),
+            rules,
+            pool,
+            commands,
         };
-        let data = bufs.buffer(bid, n);
-        match conn
-            .session
-            .on_received(data, None, clock.stamp(), rules, pool)
-        {
+        let result = if n == 0 {
+            conn.session.on_eof(None, &mut env)
+        } else {
+            let Some(bid) = bid else {
+                return Recv::Close;
+            };
+            conn.session
+                .on_received(bufs.buffer(bid, n), None, &mut env)
+        };
+        match result {
             Ok(()) => Recv::Process,
-            Err(_fault) => {
+            Err(fault) => {
                 stats.faults += 1;
-                Recv::Close
+                // An input cap reached closes gracefully: its last word is sent.
+                if fault == Fault::InputCap {
+                    Recv::Process
+                } else {
+                    Recv::Close
+                }
             }
         }
     }
@@ -701,10 +739,13 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
             conn.in_flight.clear();
             conn.in_flight_sent = 0;
         }
-        let resumed = conn
+        let sent = conn
             .session
-            .on_sent(n, None, self.clock.now, &self.rules, &mut self.pool);
-        if resumed {
+            .on_sent(n, None, &mut env!(self, self.clock.now));
+        if self.after_call(token, sent.map(|_| ())) {
+            return self.close(token);
+        }
+        if sent.is_ok_and(|s| s.resumed) {
             self.arm_recv(token)?;
         }
         self.send_next(token)?;
@@ -761,7 +802,9 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
     /// Forget a closed connection whose requests have all completed.
     fn free(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
-            conn.session.release(&mut self.pool);
+            for timer in conn.session.release(&mut self.pool) {
+                self.timers.cancel(timer);
+            }
             self.pool.put(&mut conn.in_flight);
             // Dropping `conn.fd` closes the socket.
         }
@@ -771,14 +814,24 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
         self.expired.clear();
         self.timers.expire(self.clock.now, &mut self.expired);
         for i in 0..self.expired.len() {
-            let token = self.expired[i];
+            let (token, key) = self.expired[i];
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
             if conn.dead {
                 continue;
             }
-            match conn.session.on_deadline(self.clock.now, None, &self.rules) {
+            let now = self.clock.now;
+            if key != IDLE {
+                let fired = conn.session.on_timer(key, None, &mut env!(self, now));
+                if self.after_call(token, fired) {
+                    self.close(token)?;
+                } else {
+                    self.mark_dirty(token);
+                }
+                continue;
+            }
+            match conn.session.on_deadline(None, &mut env!(self, now)) {
                 Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
                 Deadline::Close => self.close(token)?,
                 Deadline::TimedOut => {
@@ -786,11 +839,113 @@ impl<P: Protocol, F: Fn() -> P> Loop<P, F> {
                     conn.timer = self
                         .timers
                         .insert(conn.session.deadline(&self.rules), token);
+                    self.run_commands(token)?;
                     self.mark_dirty(token);
                 }
             }
         }
         Ok(())
+    }
+
+    /// After a call into a session: carry out what the protocol asked for;
+    /// true when a fault means the connection must close now (an input cap
+    /// reached closes gracefully instead).
+    fn after_call(&mut self, caller: Token, result: Result<(), Fault>) -> bool {
+        let failed = self.run_commands(caller).is_err();
+        match result {
+            Ok(()) => failed,
+            Err(fault) => {
+                self.stats.faults += 1;
+                failed || fault != Fault::InputCap
+            }
+        }
+    }
+
+    /// Carry out what a protocol asked for during a call on `caller`.
+    fn run_commands(&mut self, caller: Token) -> io::Result<()> {
+        if self.commands.is_empty() {
+            return Ok(());
+        }
+        let mut commands = std::mem::take(&mut self.commands);
+        let mut result = Ok(());
+        for command in commands.drain(..) {
+            match command {
+                Command::SetTimer { key, after } => {
+                    let at = self.clock.now + after;
+                    let Some(conn) = self.conns.get_mut(caller) else {
+                        continue;
+                    };
+                    let id = self.timers.insert_key(at, caller, key);
+                    if let Some(old) = conn.session.set_timer(key, id) {
+                        self.timers.cancel(old);
+                    }
+                }
+                Command::CancelTimer(key) => {
+                    let conn = self.conns.get_mut(caller);
+                    if let Some(id) = conn.and_then(|c| c.session.cancel_timer(key)) {
+                        self.timers.cancel(id);
+                    }
+                }
+                other => {
+                    if let Err(e) = self.route(other) {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        self.commands = commands;
+        result
+    }
+
+    /// A command about a connection, from this loop or another: carry it out
+    /// here, or post it to the loop that serves its target.
+    fn route(&mut self, command: Command) -> io::Result<()> {
+        let target = match &command {
+            Command::Send { to, .. } => *to,
+            Command::Close(id) => *id,
+            _ => return Ok(()),
+        };
+        if target.loop_index() != self.cx.index {
+            if !self.cx.hub.post(command) {
+                self.stats.misaddressed += 1;
+            }
+            return Ok(());
+        }
+        let token = Token(target.token());
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(()); // gone meanwhile
+        };
+        if conn.dead {
+            return Ok(());
+        }
+        match command {
+            Command::Send { bytes, .. } => {
+                let now = self.clock.now;
+                if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+                    self.stats.output_overflows += 1;
+                    return self.close(token);
+                }
+            }
+            Command::Close(_) => conn.session.request_close(),
+            _ => {}
+        }
+        // Sent (or finished) at the end of the pass, with everything else it got.
+        self.mark_dirty(token);
+        Ok(())
+    }
+
+    /// Mail from other loops' connections.
+    fn take_mail(&mut self) -> io::Result<()> {
+        self.cx.hub.take(self.cx.index, &mut self.mail);
+        let mut mail = std::mem::take(&mut self.mail);
+        let mut result = Ok(());
+        for command in mail.drain(..) {
+            if let Err(e) = self.route(command) {
+                result = Err(e);
+            }
+        }
+        self.mail = mail;
+        result
     }
 
     fn begin_drain(&mut self) -> io::Result<()> {

@@ -1,0 +1,94 @@
+//! How connections of one server reach each other across loop threads: one
+//! mailbox per loop. A protocol's `send_to` or `close_conn` for a connection
+//! of another loop is posted to that loop's mailbox, and its waker makes the
+//! loop take it on its next pass.
+
+use iomux::Waker;
+use iomux_proto::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The mailboxes of every loop of a server.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    loops: Vec<Mailbox>,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: Mutex<Vec<Command>>,
+    waker: OnceLock<Waker>,
+}
+
+impl Hub {
+    pub(crate) fn new(loops: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            loops: (0..loops).map(|_| Mailbox::default()).collect(),
+        })
+    }
+
+    /// The waker of loop `index`, set once the loop has made it.
+    pub(crate) fn set_waker(&self, index: usize, waker: Waker) {
+        if let Some(mailbox) = self.loops.get(index) {
+            let _ = mailbox.waker.set(waker);
+        }
+    }
+
+    /// Post a command for the loop that serves its target; false when no
+    /// loop does (an id from another server, or a command with no target).
+    pub(crate) fn post(&self, command: Command) -> bool {
+        let target = match &command {
+            Command::Send { to, .. } => *to,
+            Command::Close(id) => *id,
+            _ => return false,
+        };
+        let Some(mailbox) = self.loops.get(target.loop_index()) else {
+            return false;
+        };
+        let was_empty = {
+            let mut queue = mailbox.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.push(command);
+            queue.len() == 1
+        };
+        // One wake per batch: the loop takes the whole queue at once.
+        if was_empty {
+            if let Some(waker) = mailbox.waker.get() {
+                let _ = waker.wake();
+            }
+        }
+        true
+    }
+
+    /// Take loop `index`'s mail into `into`.
+    pub(crate) fn take(&self, index: usize, into: &mut Vec<Command>) {
+        if let Some(mailbox) = self.loops.get(index) {
+            let mut queue = mailbox.queue.lock().unwrap_or_else(|p| p.into_inner());
+            into.append(&mut queue);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iomux_proto::ConnId;
+
+    #[test]
+    fn mail_reaches_the_loop_of_its_target_and_only_that_one() {
+        let hub = Hub::new(2);
+        let to = ConnId::new(1, 5);
+        assert!(hub.post(Command::Send {
+            to,
+            bytes: b"x".to_vec()
+        }));
+        assert!(hub.post(Command::Close(to)));
+        assert!(!hub.post(Command::Close(ConnId::new(7, 5))), "no loop 7");
+        assert!(!hub.post(Command::CancelTimer(1)), "no target");
+        let mut mail = Vec::new();
+        hub.take(0, &mut mail);
+        assert!(mail.is_empty());
+        hub.take(1, &mut mail);
+        assert_eq!(mail.len(), 2);
+        hub.take(1, &mut mail);
+        assert_eq!(mail.len(), 2, "taken once");
+    }
+}

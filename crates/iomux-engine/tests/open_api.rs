@@ -1,0 +1,252 @@
+//! A chat server written from the public API alone (`Service`, `Context`,
+//! `Server`), run on every engine: each test here expands to one test per
+//! engine, named after it, so a failure names its engine.
+
+use iomux_engine::{Config, Engine, Server};
+use iomux_proto::{ConnId, Context, Service, Step};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Members of the chat room, shared by every connection of the server.
+type Room = Arc<Mutex<Vec<ConnId>>>;
+
+/// A chat member: greeted on connect, every line it sends goes to every other
+/// member; `time` answers after 50 ms from a timer; `boom` panics.
+struct Member {
+    room: Room,
+}
+
+impl Service for Member {
+    fn on_open(&mut self, cx: &mut Context) {
+        self.room.lock().unwrap().push(cx.id());
+        cx.write(b"welcome\n");
+    }
+
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        let Some(end) = input.iter().rposition(|&b| b == b'\n') else {
+            return Step::keep(0);
+        };
+        for line in input[..=end].split_inclusive(|&b| b == b'\n') {
+            match line {
+                b"boom\n" => panic!("a bug in this protocol"),
+                b"time\n" => cx.set_timer(1, Duration::from_millis(50)),
+                b"bye\n" => cx.close(),
+                _ => {
+                    let others: Vec<ConnId> = self.room.lock().unwrap().clone();
+                    let me = cx.id();
+                    for other in others.into_iter().filter(|o| *o != me) {
+                        cx.send_to(other, line);
+                    }
+                }
+            }
+        }
+        Step::keep(end + 1)
+    }
+
+    fn on_timer(&mut self, key: u64, cx: &mut Context) {
+        cx.write(format!("timer {key}\n").as_bytes());
+    }
+
+    fn on_close(&mut self, id: ConnId) {
+        self.room.lock().unwrap().retain(|m| *m != id);
+    }
+}
+
+fn start(engine: Engine, threads: usize) -> (Server, Room) {
+    let room: Room = Arc::default();
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads,
+        idle_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let members = room.clone();
+    let server = Server::start(config, engine, move || Member {
+        room: members.clone(),
+    })
+    .unwrap_or_else(|e| panic!("{engine}: {e}"));
+    (server, room)
+}
+
+struct Client {
+    lines: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(server: &Server) -> Client {
+        let stream = TcpStream::connect(server.local_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut client = Client {
+            lines: BufReader::new(stream),
+        };
+        assert_eq!(client.line(), "welcome\n");
+        client
+    }
+    fn send(&mut self, text: &str) {
+        self.lines.get_mut().write_all(text.as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.lines.read_line(&mut line).expect("a line within 5 s");
+        line
+    }
+}
+
+/// Wait (bounded) until the room has `n` members.
+fn room_holds(room: &Room, n: usize) {
+    for _ in 0..500 {
+        if room.lock().unwrap().len() == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the room never held {n} members: {:?}",
+        room.lock().unwrap()
+    );
+}
+
+/// Stop the server and sum its loops' counters.
+fn stop(server: Server) -> iomux_engine::LoopStats {
+    server.shutdown();
+    server.join().unwrap()
+}
+
+fn engine(name: &str) -> Engine {
+    name.parse().unwrap()
+}
+
+fn chat_reaches_every_other_member_across_loops(name: &str) {
+    let engine = engine(name);
+    if engine == Engine::Blocking {
+        return; // one connection at a time: no room to chat in (see below)
+    }
+    let (server, room) = start(engine, 2);
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(&server)).collect();
+    room_holds(&room, 4);
+    clients[0].send("hello\n");
+    if engine.carries_out_commands() {
+        for c in &mut clients[1..] {
+            assert_eq!(c.line(), "hello\n", "{engine}");
+        }
+        // From outside the loops, through a handle: to every member.
+        let handle = server.handle();
+        for member in room.lock().unwrap().iter() {
+            assert!(handle.send_to(*member, b"from outside\n"));
+        }
+        for c in &mut clients {
+            assert_eq!(c.line(), "from outside\n", "{engine}");
+        }
+        clients[2].send("bye\n");
+        let mut rest = String::new();
+        assert_eq!(
+            clients[2].lines.read_line(&mut rest).unwrap(),
+            0,
+            "{engine}: closed"
+        );
+        room_holds(&room, 3);
+        drop(clients);
+        let stats = stop(server);
+        assert_eq!(stats.refused_commands, 0);
+    } else {
+        // Once the server has closed the half-closed sender, it has read its line.
+        clients[0]
+            .lines
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        let mut rest = String::new();
+        assert_eq!(
+            clients[0].lines.read_line(&mut rest).unwrap(),
+            0,
+            "{engine}"
+        );
+        drop(clients);
+        let stats = stop(server);
+        assert!(stats.refused_commands >= 3, "{engine}: {stats}");
+    }
+}
+
+fn own_timers_fire(name: &str) {
+    let engine = engine(name);
+    let (server, _room) = start(engine, 1);
+    let mut client = Client::connect(&server);
+    client.send("time\n");
+    if engine.carries_out_commands() {
+        assert_eq!(client.line(), "timer 1\n", "{engine}");
+    }
+    drop(client);
+    drop(server); // stops and joins
+}
+
+fn a_panic_closes_only_its_connection(name: &str) {
+    let engine = engine(name);
+    let (server, _room) = start(engine, 1);
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut victim = Client::connect(&server);
+    victim.send("boom\n");
+    let mut rest = String::new();
+    let closed = victim.lines.read_line(&mut rest);
+    std::panic::set_hook(quiet);
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "{engine}: {closed:?} {rest:?}"
+    );
+    drop(victim);
+    // The server goes on.
+    let mut next = Client::connect(&server);
+    next.send("bye\n");
+    let stats = stop(server);
+    assert_eq!(stats.faults, 1, "{engine}: {stats}");
+}
+
+macro_rules! per_engine {
+    ($($module:ident => $name:literal),* $(,)?) => {
+        $(
+            mod $module {
+                #[test]
+                fn chat_reaches_every_other_member_across_loops() {
+                    super::chat_reaches_every_other_member_across_loops($name);
+                }
+                #[test]
+                fn own_timers_fire() {
+                    super::own_timers_fire($name);
+                }
+                #[test]
+                fn a_panic_closes_only_its_connection() {
+                    super::a_panic_closes_only_its_connection($name);
+                }
+            }
+        )*
+        /// The modules above cover `Engine::ALL` exactly: an engine added there
+        /// fails here until it is tested.
+        #[test]
+        fn every_engine_is_tested() {
+            let tested = [$($name),*];
+            let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
+            assert_eq!(tested.to_vec(), all);
+        }
+    };
+}
+
+per_engine! {
+    epoll_edge => "epoll-edge",
+    epoll_level => "epoll-level",
+    epoll_oneshot => "epoll-oneshot",
+    poll => "poll",
+    select => "select",
+    sigio => "sigio",
+    uring_poll_edge => "uring-poll-edge",
+    uring_poll_level => "uring-poll-level",
+    uring_poll_oneshot => "uring-poll-oneshot",
+    uring => "uring",
+    threads => "threads",
+    blocking => "blocking",
+    nonblocking => "nonblocking",
+}
