@@ -19,7 +19,6 @@ pub enum LoadProto {
 }
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct LoadArgs {
     #[command(subcommand)]
     pub command: Option<LoadCommand>,
@@ -279,8 +278,18 @@ fn config_of(args: &LoadArgs) -> io::Result<LoadConfig> {
 }
 
 pub fn run(args: LoadArgs) -> io::Result<()> {
-    if let Some(LoadCommand::Merge(merge)) = args.command {
-        return run_merge(merge);
+    if let Some(LoadCommand::Merge(merge)) = &args.command {
+        if let Some(url) = &args.url {
+            return Err(invalid(format!(
+                "`merge` combines JSON files and loads nothing: drop the URL {url}"
+            )));
+        }
+        // `--json` and `--latency` may come before `merge` too.
+        return run_merge(
+            merge,
+            args.json || merge.json,
+            args.latency || merge.latency,
+        );
     }
     let config = config_of(&args)?;
     config.validate()?;
@@ -330,7 +339,7 @@ fn print_report(report: &LoadReport, json: bool, latency: bool) -> io::Result<()
     out.flush()
 }
 
-fn run_merge(args: MergeArgs) -> io::Result<()> {
+fn run_merge(args: &MergeArgs, json: bool, latency: bool) -> io::Result<()> {
     let runs = args
         .files
         .iter()
@@ -342,7 +351,7 @@ fn run_merge(args: MergeArgs) -> io::Result<()> {
         })
         .collect::<io::Result<Vec<_>>>()?;
     let report = load::merge(&runs)?;
-    print_report(&report, args.json, args.latency)
+    print_report(&report, json, latency)
 }
 
 #[cfg(test)]

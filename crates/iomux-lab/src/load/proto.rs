@@ -224,6 +224,8 @@ pub(crate) struct ProtocolError(pub(crate) String);
 const MAX_HEAD: usize = 16 * 1024;
 /// The most headers a response may carry.
 const MAX_HEADERS: usize = 100;
+/// Headers parsed on the stack first (a response with more is parsed again).
+const FEW_HEADERS: usize = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HttpState {
@@ -387,9 +389,17 @@ impl HttpCounter {
                     if input.is_empty() {
                         return Ok(at);
                     }
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut headers = [httparse::EMPTY_HEADER; FEW_HEADERS];
+                    let mut many_headers;
                     let mut response = httparse::Response::new(&mut headers);
-                    match response.parse(input) {
+                    let mut parsed = response.parse(input);
+                    if parsed == Err(httparse::Error::TooManyHeaders) {
+                        // Rare: pay for the larger array only when needed.
+                        many_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        response = httparse::Response::new(&mut many_headers);
+                        parsed = response.parse(input);
+                    }
+                    match parsed {
                         Ok(httparse::Status::Complete(n)) => {
                             at += n;
                             let status = response.code.unwrap_or(0);

@@ -172,8 +172,9 @@ impl Worker {
             }
             return;
         }
-        if event.is_readable() || event.is_read_closed() || event.is_hangup() || event.is_error() {
-            self.read_responses(i);
+        let closed = event.is_read_closed() || event.is_hangup() || event.is_error();
+        if event.is_readable() || closed {
+            self.read_responses(i, closed);
         }
         self.flush(i);
     }
@@ -267,7 +268,9 @@ impl Worker {
         }
     }
 
-    fn read_responses(&mut self, i: usize) {
+    /// Read and count what arrived. `closed`: the peer has shut down its
+    /// side, so read on to the end of the stream (no new edge will come).
+    fn read_responses(&mut self, i: usize, closed: bool) {
         let mut completed = 0usize;
         let mut eof = false;
         loop {
@@ -307,7 +310,7 @@ impl Worker {
                 }
             }
             // A short read means the socket is drained: new data raises a new edge.
-            if eof || self.conns[i].http.closed() || n < self.buf.len() {
+            if eof || self.conns[i].http.closed() || (n < self.buf.len() && !closed) {
                 break;
             }
         }
