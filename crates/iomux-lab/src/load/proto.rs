@@ -413,9 +413,7 @@ impl HttpCounter {
                                 continue;
                             }
                             self.status = status;
-                            self.closing = closes_connection(&response);
-                            self.state =
-                                body_framing(status, self.head_requests, response.headers)?;
+                            (self.state, self.closing) = framing(&response, self.head_requests)?;
                             if self.state == HttpState::Body(0) {
                                 self.complete(done);
                             }
@@ -457,58 +455,65 @@ fn too_long() -> ProtocolError {
     ))
 }
 
-/// Whether the server will close the connection after this response: HTTP/1.1
-/// unless `Connection: close`, HTTP/1.0 unless `Connection: keep-alive`.
-fn closes_connection(response: &httparse::Response) -> bool {
-    let has_token = |token: &[u8]| {
-        response.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && h.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if response.version == Some(0) {
-        !has_token(b"keep-alive")
-    } else {
-        has_token(b"close")
-    }
-}
-
-/// How the body after a head is framed (RFC 9112 section 6.3).
-fn body_framing(
-    status: u16,
+/// How the body after a head is framed (RFC 9112 section 6.3), and whether
+/// the server will close the connection after it (HTTP/1.1 with
+/// `Connection: close`, HTTP/1.0 without `Connection: keep-alive`). One pass
+/// over the headers.
+fn framing(
+    response: &httparse::Response,
     head_request: bool,
-    headers: &[httparse::Header],
-) -> Result<HttpState, ProtocolError> {
-    if head_request || status == 204 || status == 304 {
-        return Ok(HttpState::Body(0));
-    }
+) -> Result<(HttpState, bool), ProtocolError> {
+    let status = response.code.unwrap_or(0);
     let mut length: Option<u64> = None;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked must be the last coding; it frames the body whatever Content-Length says.
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                HttpState::ChunkSize
-            } else {
-                HttpState::UntilClose
-            });
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| ProtocolError("invalid Content-Length in response".into()))?;
-            if length.is_some_and(|l| l != value) {
-                return Err(ProtocolError(
-                    "conflicting Content-Length headers in response".into(),
-                ));
+    let mut chunked = None;
+    let (mut close, mut keep_alive) = (false, false);
+    for h in response.headers.iter() {
+        // Only three names matter; most headers differ in length from all of them.
+        match h.name.len() {
+            10 if h.name.eq_ignore_ascii_case("connection") => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-            length = Some(value);
+            14 if h.name.eq_ignore_ascii_case("content-length") => {
+                let value = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| ProtocolError("invalid Content-Length in response".into()))?;
+                if length.is_some_and(|l| l != value) {
+                    return Err(ProtocolError(
+                        "conflicting Content-Length headers in response".into(),
+                    ));
+                }
+                length = Some(value);
+            }
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                // Chunked must be the last coding.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            _ => {}
         }
     }
-    Ok(length.map_or(HttpState::UntilClose, HttpState::Body))
+    let closes = if response.version == Some(0) {
+        !keep_alive
+    } else {
+        close
+    };
+    let state = if head_request || status == 204 || status == 304 {
+        HttpState::Body(0)
+    } else {
+        // Transfer-Encoding frames the body whatever Content-Length says; a
+        // coding other than chunked runs to the close.
+        match (chunked, length) {
+            (Some(true), _) => HttpState::ChunkSize,
+            (Some(false), _) | (None, None) => HttpState::UntilClose,
+            (None, Some(length)) => HttpState::Body(length),
+        }
+    };
+    Ok((state, closes))
 }
 
 /// Checks an echoed byte stream against the message sent and counts whole

@@ -273,6 +273,7 @@ impl Worker {
     fn read_responses(&mut self, i: usize, closed: bool) {
         let mut completed = 0usize;
         let mut eof = false;
+        let mut now = Instant::now();
         loop {
             let c = &mut self.conns[i];
             let Some(stream) = c.stream.as_mut() else {
@@ -292,6 +293,7 @@ impl Worker {
                 }
             };
             self.totals.bytes_received += n as u64;
+            now = Instant::now();
             let data = (!eof).then(|| &self.buf[..n]);
             let counted = count_responses(
                 c,
@@ -299,13 +301,14 @@ impl Worker {
                 self.plan.proto,
                 self.plan.requests.one(),
                 data,
+                now,
             );
             match counted {
                 Ok(k) => completed += k,
                 Err(ProtocolError(msg)) => {
                     self.totals.errors.protocol += 1;
                     self.totals.note(|| msg);
-                    self.drop_conn(i, Instant::now() + RETRY_DELAY, false);
+                    self.drop_conn(i, now + RETRY_DELAY, false);
                     return;
                 }
             }
@@ -314,7 +317,6 @@ impl Worker {
                 break;
             }
         }
-        let now = Instant::now();
         if completed > 0 {
             self.conns[i].answered = true;
         }
@@ -531,15 +533,15 @@ impl Worker {
 }
 
 /// Count the responses in `data` (`None`: the server closed the connection)
-/// on connection `c`; returns how many completed.
+/// on connection `c`, received at `now`; returns how many completed.
 fn count_responses(
     c: &mut Conn,
     totals: &mut Totals,
     proto: Proto,
     message: &[u8],
     data: Option<&[u8]>,
+    now: Instant,
 ) -> Result<usize, ProtocolError> {
-    let now = Instant::now();
     let mut completed = 0;
     let mut unexpected = false;
     let in_flight = &mut c.in_flight;
