@@ -164,13 +164,19 @@ fn load(args: &[&str]) -> Output {
         .expect("run iomux load")
 }
 
-/// Run `iomux load --json <args>`, check it succeeded, return its JSON.
-fn load_json(args: &[&str]) -> String {
-    let out = load(&[&["--json"][..], args].concat());
+/// Run `iomux load --json <args> <flags>` (`flags` split at spaces), check
+/// it succeeded, return its JSON.
+fn load_json(args: &[&str], flags: &str) -> String {
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(flags.split_whitespace())
+        .collect();
+    let out = load(&[&["--json"][..], &all].concat());
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "load {args:?} failed: {stdout} {}",
+        "load {all:?} failed: {stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -178,6 +184,13 @@ fn load_json(args: &[&str]) -> String {
 
 fn num(json: &str, key: &str) -> u64 {
     json_number(json, key).unwrap_or_else(|| panic!("{key} missing in {json}")) as u64
+}
+
+/// A fresh directory for this test's files (the caller removes it).
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn url(r: &Recorder, path: &str) -> String {
@@ -198,27 +211,20 @@ fn every_request_carries_what_was_asked_and_counts_match() {
     // A host name in the URL: it resolves, and the Host header keeps the name.
     let target = format!("http://localhost:{port}/api/items?id=3&sort=name");
     let body = r#"{"name":"widget","qty":2}"#;
-    let json = load_json(&[
-        &target,
-        "-m",
-        "PUT",
-        "-H",
-        "X-Token: abc 123",
-        "-H",
-        "Content-Type: application/json",
-        "--body",
-        body,
-        "-n",
-        "600",
-        "-c",
-        "6",
-        "-t",
-        "2",
-        "--pipeline",
-        "4",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(
+        &[
+            &target,
+            "-m",
+            "PUT",
+            "-H",
+            "X-Token: abc 123",
+            "-H",
+            "Content-Type: application/json",
+            "--body",
+            body,
+        ],
+        "-n 600 -c 6 -t 2 --pipeline 4 -d 20",
+    );
     assert_counts_match(&json, &server, 600);
     assert!(json.contains("\"status_counts\":{\"200\":600}"), "{json}");
     let seen = server.seen();
@@ -246,25 +252,20 @@ fn body_file_and_http10_keep_alive() {
         let r = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
         (r.to_vec(), false)
     });
-    let dir = std::env::temp_dir().join(format!("iomux-load-body-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("iomux-load-body");
     let file = dir.join("body.bin");
     let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &body).unwrap();
-    let json = load_json(&[
-        &url(&server, "/upload"),
-        "-m",
-        "POST",
-        "--body-file",
-        file.to_str().unwrap(),
-        "--http1.0",
-        "-n",
-        "200",
-        "-c",
-        "2",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(
+        &[
+            &url(&server, "/upload"),
+            "-m",
+            "POST",
+            "--body-file",
+            file.to_str().unwrap(),
+        ],
+        "--http1.0 -n 200 -c 2 -d 20",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     assert_counts_match(&json, &server, 200);
     // Kept alive: two connections carried them all.
@@ -286,16 +287,7 @@ fn no_keepalive_sends_connection_close_and_reconnects() {
         let closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
         (closing.to_vec(), true)
     });
-    let json = load_json(&[
-        &url(&server, "/"),
-        "--no-keepalive",
-        "-n",
-        "150",
-        "-c",
-        "3",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(&[&url(&server, "/")], "--no-keepalive -n 150 -c 3 -d 20");
     assert_counts_match(&json, &server, 150);
     assert_eq!(num(&json, "server_closes"), 150, "{json}");
     assert!(num(&json, "connects") >= 147, "{json}");
@@ -307,17 +299,7 @@ fn chunked_responses_with_trailers_are_counted() {
         let r = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5;ext=1\r\nHello\r\n{:x}\r\n{}\r\n0\r\nX-Sum: {k}\r\n\r\n", k % 7 + 1, "z".repeat(k % 7 + 1));
         (r.into_bytes(), false)
     });
-    let json = load_json(&[
-        &url(&server, "/c"),
-        "-n",
-        "400",
-        "-c",
-        "4",
-        "--pipeline",
-        "3",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(&[&url(&server, "/c")], "-n 400 -c 4 --pipeline 3 -d 20");
     assert_counts_match(&json, &server, 400);
 }
 
@@ -331,7 +313,7 @@ fn close_delimited_bodies_end_at_the_close() {
             true,
         )
     });
-    let json = load_json(&[&url(&server, "/"), "-n", "120", "-c", "3", "-d", "20"]);
+    let json = load_json(&[&url(&server, "/")], "-n 120 -c 3 -d 20");
     assert_counts_match(&json, &server, 120);
     assert_eq!(num(&json, "server_closes"), 120, "{json}");
 }
@@ -342,19 +324,7 @@ fn interim_responses_before_the_final_one_are_skipped() {
         let r = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
         (r.to_vec(), false)
     });
-    let json = load_json(&[
-        &url(&server, "/"),
-        "-m",
-        "POST",
-        "--body",
-        "x",
-        "-n",
-        "300",
-        "-c",
-        "3",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(&[&url(&server, "/")], "-m POST --body x -n 300 -c 3 -d 20");
     assert_counts_match(&json, &server, 300);
     assert!(json.contains("\"status_counts\":{\"201\":300}"), "{json}");
 }
@@ -377,17 +347,7 @@ fn a_server_closing_after_some_responses_gets_new_connections() {
                 last,
             )
         });
-        let json = load_json(&[
-            &url(&server, "/"),
-            "-n",
-            "300",
-            "-c",
-            "4",
-            "--pipeline",
-            "2",
-            "-d",
-            "20",
-        ]);
+        let json = load_json(&[&url(&server, "/")], "-n 300 -c 4 --pipeline 2 -d 20");
         assert_counts_match(&json, &server, 300);
         let closes = num(&json, "server_closes");
         // 100 connections closed, less a few whose close the run's end cut off.
@@ -404,17 +364,7 @@ fn head_requests_expect_no_body() {
             false,
         )
     });
-    let json = load_json(&[
-        &url(&server, "/"),
-        "-m",
-        "HEAD",
-        "-n",
-        "200",
-        "-c",
-        "2",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(&[&url(&server, "/")], "-m HEAD -n 200 -c 2 -d 20");
     assert_counts_match(&json, &server, 200);
 }
 
@@ -427,7 +377,7 @@ fn statuses_are_counted_and_errors_by_kind() {
             false,
         )
     });
-    let json = load_json(&[&url(&server, "/"), "-n", "400", "-c", "1", "-d", "20"]);
+    let json = load_json(&[&url(&server, "/")], "-n 400 -c 1 -d 20");
     assert_eq!(num(&json, "requests"), 400, "{json}");
     assert!(
         json.contains("\"status_counts\":{\"200\":100,\"302\":100,\"404\":100,\"503\":100}"),
@@ -448,23 +398,10 @@ fn statuses_are_counted_and_errors_by_kind() {
 #[test]
 fn open_loop_keeps_its_schedule_with_any_request() {
     let server = Recorder::start(|_, _| (ok("ok"), false));
-    let json = load_json(&[
-        &url(&server, "/submit?x=1"),
-        "-m",
-        "POST",
-        "-H",
-        "X-A: b",
-        "--body",
-        "payload",
-        "--rate",
-        "300",
-        "-n",
-        "150",
-        "-c",
-        "4",
-        "-d",
-        "20",
-    ]);
+    let json = load_json(
+        &[&url(&server, "/submit?x=1"), "-m", "POST", "-H", "X-A: b"],
+        "--body payload --rate 300 -n 150 -c 4 -d 20",
+    );
     assert_counts_match(&json, &server, 150);
     assert_eq!(num(&json, "unsent"), 0, "{json}");
     // 150 requests at 300/s take about half a second.
@@ -501,7 +438,7 @@ fn broken_servers_give_counted_errors_not_a_crash() {
         ),
     ] {
         let server = Recorder::start(move |_, _| (answer.clone(), name == "cut short"));
-        let json = load_json(&[&url(&server, "/"), "-c", "2", "-d", "0.5"]);
+        let json = load_json(&[&url(&server, "/")], "-c 2 -d 0.5");
         assert_eq!(num(&json, "requests"), 0, "{name}: {json}");
         let kind = if name == "cut short" {
             "io"
@@ -520,14 +457,13 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
         (ok("slow"), false)
     });
     let fast = Recorder::start(|_, _| (ok("fast"), false));
-    let dir = std::env::temp_dir().join(format!("iomux-load-merge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let a = load_json(&[&url(&slow, "/"), "-n", "200", "-c", "2", "-d", "20"]);
-    let b = load_json(&[&url(&fast, "/"), "-n", "2000", "-c", "2", "-d", "20"]);
+    let dir = scratch_dir("iomux-load-merge");
+    let a = load_json(&[&url(&slow, "/")], "-n 200 -c 2 -d 20");
+    let b = load_json(&[&url(&fast, "/")], "-n 2000 -c 2 -d 20");
     let (fa, fb) = (dir.join("a.json"), dir.join("b.json"));
     std::fs::write(&fa, &a).unwrap();
     std::fs::write(&fb, &b).unwrap();
-    let merged = load_json(&["merge", fa.to_str().unwrap(), fb.to_str().unwrap()]);
+    let merged = load_json(&["merge", fa.to_str().unwrap(), fb.to_str().unwrap()], "");
     let text = load(&[
         "merge",
         "--latency",
@@ -564,8 +500,7 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
 
 #[test]
 fn merge_errors_name_the_file() {
-    let dir = std::env::temp_dir().join(format!("iomux-load-merge-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("iomux-load-merge-bad");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{\"rps\":1}").unwrap();
     let missing = dir.join("missing.json");
@@ -641,7 +576,7 @@ fn url_and_request_mistakes_are_explained() {
 #[test]
 fn wrk_style_short_flags_and_units() {
     let server = Recorder::start(|_, _| (ok("ok"), false));
-    let json = load_json(&[&url(&server, "/"), "-c", "3", "-t", "2", "-d", "300ms"]);
+    let json = load_json(&[&url(&server, "/")], "-c 3 -t 2 -d 300ms");
     assert_eq!(
         (num(&json, "conns"), num(&json, "threads")),
         (3, 2),
