@@ -273,7 +273,8 @@ impl Worker {
     fn read_responses(&mut self, i: usize, closed: bool) {
         let mut completed = 0usize;
         let mut eof = false;
-        let mut now = Instant::now();
+        // When the last read returned (one clock read per read).
+        let mut read_at = None;
         loop {
             let c = &mut self.conns[i];
             let Some(stream) = c.stream.as_mut() else {
@@ -293,7 +294,8 @@ impl Worker {
                 }
             };
             self.totals.bytes_received += n as u64;
-            now = Instant::now();
+            let now = Instant::now();
+            read_at = Some(now);
             let data = (!eof).then(|| &self.buf[..n]);
             let counted = count_responses(
                 c,
@@ -317,6 +319,9 @@ impl Worker {
                 break;
             }
         }
+        let Some(now) = read_at else {
+            return; // nothing arrived
+        };
         if completed > 0 {
             self.conns[i].answered = true;
         }
