@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iomux_lab::load::{self, HttpRequest, LoadConfig, LoadReport, Progress, Proto};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -193,6 +193,29 @@ fn parse_header(text: &str) -> io::Result<(String, String)> {
     }
 }
 
+/// The body file's bytes, read no further than the largest body the client
+/// can hold (it may be a pipe).
+fn read_body_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    let cannot = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read --body-file {}: {e}", path.display()),
+        )
+    };
+    let mut body = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(load::MAX_RENDERED as u64 + 1).read_to_end(&mut body))
+        .map_err(cannot)?;
+    if body.len() > load::MAX_RENDERED {
+        return Err(invalid(format!(
+            "--body-file {} is larger than {} MiB, the most the client holds; send a smaller body",
+            path.display(),
+            load::MAX_RENDERED >> 20
+        )));
+    }
+    Ok(body)
+}
+
 /// The request the flags ask for; `host` is the URL's host, if any.
 fn request_of(
     args: &LoadArgs,
@@ -201,12 +224,7 @@ fn request_of(
 ) -> io::Result<HttpRequest> {
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => Some(body.clone().into_bytes()),
-        (None, Some(path)) => Some(std::fs::read(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot read --body-file {}: {e}", path.display()),
-            )
-        })?),
+        (None, Some(path)) => Some(read_body_file(path)?),
         (None, None) => None,
     };
     let defaults = HttpRequest::default();

@@ -177,8 +177,9 @@ impl LoadConfig {
     }
 }
 
-/// The most bytes of rendered requests the client holds.
-const MAX_RENDERED: usize = 256 << 20;
+/// The most bytes of rendered requests the client holds (a request is held
+/// `pipeline + 1` times over), and so the largest body it can send.
+pub const MAX_RENDERED: usize = 256 << 20;
 
 /// The slowest open-loop schedule, in requests per second.
 pub const MIN_RATE: f64 = 0.001;

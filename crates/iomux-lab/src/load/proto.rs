@@ -11,8 +11,8 @@ use std::fmt;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
-    /// `GET /plaintext` keep-alive requests; responses framed by
-    /// Content-Length or chunked encoding.
+    /// HTTP/1.x requests as [`HttpRequest`] describes them (`GET /plaintext`
+    /// by default); responses counted by status, whatever their framing.
     Http,
     /// Messages of a fixed size, each expected back byte for byte.
     Echo,
