@@ -1,26 +1,31 @@
 #!/bin/sh
-# iomux load vs wrk, interleaved, against `iomux serve` (HTTP): server pinned
-# to cpu 0, each client to cpu 1, 100 connections, 5 s per run.
-# Prints requests/s and client CPU time per request for both, and the ratios.
-# Usage: bench/load-vs-wrk.sh [path/to/iomux] [rounds]   (needs wrk and GNU time)
+# iomux load vs wrk, interleaved, against nginx (one worker pinned to cpu 0),
+# each client in turn pinned to cpu 1, equal connections, threads (1) and
+# duration, for a plain GET and for a POST with a JSON body. Prints per run
+# requests/s, the client's and nginx's CPU time per request (from /proc) and
+# how busy each core was, then the iomux/wrk ratios per round and their medians.
+# Usage: bench/load-vs-wrk.sh [path/to/iomux] [rounds] [seconds] [connections]
+# Needs nginx, wrk, taskset and python3; installs nginx and wrk with apt-get
+# when missing (as root), else says what to install.
 set -eu
 B=${1:-target/release/iomux}
 ROUNDS=${2:-3}
-T=$(mktemp -d)
-trap 'kill $SRV 2>/dev/null; rm -rf "$T"' EXIT
-taskset -c 0 "$B" serve --addr 127.0.0.1:0 > "$T/srv" 2>/dev/null & SRV=$!
-sleep 0.5
-ADDR=$(awk '{print $3}' "$T/srv")
-for r in $(seq "$ROUNDS"); do
-  /usr/bin/time -f "%U %S" -o "$T/wt" taskset -c 1 wrk -t1 -c100 -d5s "http://$ADDR/plaintext" > "$T/w"
-  /usr/bin/time -f "%U %S" -o "$T/it" taskset -c 1 "$B" load --addr "$ADDR" --conns 100 --duration 5 --json > "$T/i"
-  python3 - "$r" "$T" <<'PY'
-import json, re, sys
-r, t = sys.argv[1], sys.argv[2]
-w = float(re.search(r"Requests/sec:\s+([\d.]+)", open(f"{t}/w").read()).group(1))
-i = json.load(open(f"{t}/i"))["rps"]
-cpu = lambda f: sum(map(float, open(f).read().split()[-2:]))
-wc, ic = cpu(f"{t}/wt") / (w * 5), cpu(f"{t}/it") / (i * 5)
-print(f"round {r}: wrk {w:.0f} req/s, {wc*1e6:.2f} us CPU/req | iomux load {i:.0f} req/s, {ic*1e6:.2f} us CPU/req | rps ratio {i/w:.2f}, CPU/req ratio {ic/wc:.2f}")
-PY
+SECS=${3:-5}
+CONNS=${4:-100}
+missing=""
+for tool in nginx wrk; do
+  command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+  else
+    echo "load-vs-wrk: missing$missing: install them (e.g. apt-get install$missing)" >&2
+    exit 1
+  fi
+fi
+if [ ! -x "$B" ]; then
+  echo "load-vs-wrk: no $B: build it with cargo build --release" >&2
+  exit 1
+fi
+PATH="$PATH:/usr/sbin" exec python3 "$(dirname "$0")/load-vs-wrk.py" "$B" "$ROUNDS" "$SECS" "$CONNS"

@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run a server (echo, upper-case echo or HTTP/1.1) on any engine until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
-    /// Drive load at a server: active and idle connections, pipelining, latency histogram.
+    /// Drive load at an HTTP server (any URL and request) or an echo server: latency histogram, status counts; `merge` combines runs.
     Load(load::LoadArgs),
     /// Measure the I/O models on this machine and write a report.
     Lab(lab::LabArgs),

@@ -1,9 +1,12 @@
 //! `iomux load`: a load client built on iomux's own [`EpollSelector`](iomux::EpollSelector).
 //!
 //! Each thread runs one edge-triggered epoll loop over its share of the
-//! connections. HTTP requests are rendered once and `pipeline` of them go out
-//! in one write; responses are counted by parsing status line and framing
-//! (Content-Length or chunked) without allocating per response. Echo messages
+//! connections. HTTP requests (any method, target, headers and body) are
+//! rendered once and `pipeline` of them go out in one write; responses are
+//! counted by status as they stream in, parsing each head and skipping the
+//! body by its framing (Content-Length, chunked, or up to the close), without
+//! allocating per response. A server that closes a connection between
+//! responses gets a new one, and what it left unanswered is sent again. Echo messages
 //! are checked byte for byte. Latency goes into a per-thread HDR histogram,
 //! merged at the end. With a `rate`, requests follow a fixed schedule and
 //! latency runs from each request's intended send time, so a stalled server
@@ -19,14 +22,18 @@
 //! ```
 
 mod connect;
+mod merge;
 mod proto;
+mod report;
 mod worker;
 
-pub use proto::Proto;
+pub use merge::{histogram_from_base64, histogram_to_base64, merge};
+pub use proto::{HttpRequest, Proto};
+pub use report::LoadReport;
 
 use hdrhistogram::Histogram;
 use iomux::timer::MAX_TIMEOUT;
-use std::io::{self, IsTerminal, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,8 +64,10 @@ pub struct LoadConfig {
     pub connect_per_request: bool,
     /// A request (or connect) unanswered this long counts as an error and its connection is reopened.
     pub timeout: Duration,
-    /// Print a progress line on stderr every second (`None`: only when stderr is a terminal).
-    pub progress: Option<bool>,
+    /// The HTTP request to send (`Proto::Http`).
+    pub request: HttpRequest,
+    /// Stop once this many requests are answered (or the duration is over), or `None`: run for the duration.
+    pub requests: Option<u64>,
 }
 
 impl LoadConfig {
@@ -82,7 +91,8 @@ impl LoadConfig {
             rate: None,
             connect_per_request: false,
             timeout: Duration::from_secs(5),
-            progress: None,
+            request: HttpRequest::default(),
+            requests: None,
         }
     }
 
@@ -122,6 +132,30 @@ impl LoadConfig {
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return bad("--timeout must be a positive number of seconds up to a year".into());
         }
+        if self.requests == Some(0) {
+            return bad("--requests 0 asks for nothing: ask for at least one request".into());
+        }
+        if self.proto == Proto::Http {
+            let one = match self.request.render(&self.addr.to_string()) {
+                Ok(one) => one,
+                Err(e) => return bad(e),
+            };
+            // Requests are held rendered pipeline + 1 times over (see `Requests`).
+            if one.len().saturating_mul(self.pipeline + 1) > MAX_RENDERED {
+                return bad(format!(
+                    "the request is {} bytes: {} copies of it (--pipeline + 1) would exceed {} MiB; send a smaller body or a lower --pipeline",
+                    one.len(),
+                    self.pipeline + 1,
+                    MAX_RENDERED >> 20
+                ));
+            }
+            if !self.request.keepalive && self.pipeline > 1 {
+                return bad(format!(
+                    "--pipeline {} needs kept-alive connections: without keep-alive each connection carries one request",
+                    self.pipeline
+                ));
+            }
+        }
         if let Some(rate) = self.rate {
             // Slower than one request per 1,000 s would put the schedule's
             // times out of range; faster than 10^9/s is no schedule at all.
@@ -143,6 +177,10 @@ impl LoadConfig {
     }
 }
 
+/// The most bytes of rendered requests the client holds (a request is held
+/// `pipeline + 1` times over), and so the largest body it can send.
+pub const MAX_RENDERED: usize = 256 << 20;
+
 /// The slowest open-loop schedule, in requests per second.
 pub const MIN_RATE: f64 = 0.001;
 /// The fastest open-loop schedule, in requests per second.
@@ -163,6 +201,9 @@ pub struct Errors {
     pub status: u64,
 }
 
+/// Status codes are three digits: one counter for each.
+pub(crate) const STATUS_CODES: usize = 1000;
+
 impl Errors {
     /// All errors.
     ///
@@ -174,7 +215,7 @@ impl Errors {
         self.connect + self.io + self.protocol + self.timeout + self.status
     }
 
-    fn add(&mut self, o: &Errors) {
+    pub(crate) fn add(&mut self, o: &Errors) {
         self.connect += o.connect;
         self.io += o.io;
         self.protocol += o.protocol;
@@ -200,6 +241,11 @@ pub struct Totals {
     pub unsent: u64,
     /// Active connections (or connection slots) that got no response at all.
     pub starved: u64,
+    /// Connections the server closed between responses (announced or not);
+    /// each was reopened at once and its unanswered requests sent again.
+    pub server_closes: u64,
+    /// Responses by status code (index: the code); echo messages count as 0.
+    pub status_counts: Box<[u64]>,
     /// Latency in nanoseconds.
     pub latency: Histogram<u64>,
     /// The first error seen, for the user to read.
@@ -216,6 +262,8 @@ impl Totals {
             bytes_received: 0,
             unsent: 0,
             starved: 0,
+            server_closes: 0,
+            status_counts: vec![0; STATUS_CODES].into_boxed_slice(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
                 .expect("valid histogram bounds"),
             first_error: None,
@@ -229,7 +277,7 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, o: Totals) -> io::Result<()> {
+    pub(crate) fn add(&mut self, o: Totals) -> io::Result<()> {
         self.requests += o.requests;
         self.connects += o.connects;
         self.errors.add(&o.errors);
@@ -237,6 +285,10 @@ impl Totals {
         self.bytes_received += o.bytes_received;
         self.unsent += o.unsent;
         self.starved += o.starved;
+        self.server_closes += o.server_closes;
+        for (mine, theirs) in self.status_counts.iter_mut().zip(o.status_counts.iter()) {
+            *mine += theirs;
+        }
         self.latency
             .add(&o.latency)
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -247,152 +299,30 @@ impl Totals {
     }
 }
 
-/// What a run measured.
-#[derive(Debug, Clone)]
-pub struct LoadReport {
-    /// The settings it ran with (threads possibly lowered to the connection count).
-    pub config: LoadConfig,
-    /// Measured wall time of the load phase.
+/// How far a run has come, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Since the load started.
     pub elapsed: Duration,
-    /// What it counted.
-    pub totals: Totals,
-}
-
-impl LoadReport {
-    /// Responses per second.
-    pub fn rps(&self) -> f64 {
-        self.totals.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Latency at `quantile` (0..=1) in microseconds; 0 when nothing was measured.
-    pub fn latency_us(&self, quantile: f64) -> f64 {
-        if self.totals.latency.is_empty() {
-            return 0.0;
-        }
-        self.totals.latency.value_at_quantile(quantile) as f64 / 1000.0
-    }
-
-    /// One JSON object (the `--json` output).
-    pub fn to_json(&self) -> String {
-        let c = &self.config;
-        let e = &self.totals.errors;
-        let rate = c.rate.map_or("null".to_string(), |r| format!("{r}"));
-        let max = if self.totals.latency.is_empty() {
-            0.0
-        } else {
-            self.totals.latency.max() as f64 / 1000.0
-        };
-        let mean = if self.totals.latency.is_empty() {
-            0.0
-        } else {
-            self.totals.latency.mean() / 1000.0
-        };
-        format!(
-            concat!(
-                "{{\"addr\":\"{}\",\"proto\":\"{}\",\"conns\":{},\"idle\":{},\"threads\":{},\"pipeline\":{},",
-                "\"size\":{},\"rate\":{},\"connect_per_request\":{},\"duration_s\":{:.3},",
-                "\"requests\":{},\"rps\":{:.1},\"errors\":{},\"connects\":{},\"unsent\":{},\"starved\":{},",
-                "\"error_kinds\":{{\"connect\":{},\"io\":{},\"protocol\":{},\"timeout\":{},\"status\":{}}},",
-                "\"bytes_sent\":{},\"bytes_received\":{},",
-                "\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},",
-                "\"first_error\":{}}}"
-            ),
-            c.addr, c.proto, c.conns, c.idle, c.threads, c.pipeline, c.size, rate, c.connect_per_request,
-            self.elapsed.as_secs_f64(), self.totals.requests, self.rps(), e.total(), self.totals.connects, self.totals.unsent, self.totals.starved,
-            e.connect, e.io, e.protocol, e.timeout, e.status, self.totals.bytes_sent, self.totals.bytes_received,
-            self.latency_us(0.5), self.latency_us(0.9), self.latency_us(0.99), self.latency_us(0.999), max, mean,
-            self.totals.first_error.as_deref().map_or("null".to_string(), json_string),
-        )
-    }
-
-    /// The human summary.
-    pub fn table(&self) -> String {
-        let c = &self.config;
-        let e = &self.totals.errors;
-        let mut s = String::new();
-        let mode = match (c.rate, c.connect_per_request) {
-            (Some(r), _) => format!("open loop at {r} req/s"),
-            (None, true) => "a new connection per request".into(),
-            (None, false) => format!("closed loop, pipeline {}", c.pipeline),
-        };
-        s += &format!(
-            "{} load on {}: {} active + {} idle connections, {} thread(s), {mode}, {:.2} s\n\n",
-            c.proto,
-            c.addr,
-            c.conns,
-            c.idle,
-            c.threads,
-            self.elapsed.as_secs_f64()
-        );
-        s += &format!("  requests     {:>12}\n", self.totals.requests);
-        s += &format!("  requests/s   {:>12.1}\n", self.rps());
-        if c.connect_per_request || self.totals.connects > 0 {
-            s += &format!(
-                "  connects     {:>12}   ({:.1}/s)\n",
-                self.totals.connects,
-                self.totals.connects as f64 / self.elapsed.as_secs_f64().max(1e-9)
-            );
-        }
-        s += &format!(
-            "  errors       {:>12}   (connect {}, io {}, protocol {}, timeout {}, status>=400 {})\n",
-            e.total(), e.connect, e.io, e.protocol, e.timeout, e.status
-        );
-        if self.totals.starved > 0 {
-            s += &format!(
-                "  starved      {:>12}   connections got no response at all\n",
-                self.totals.starved
-            );
-        }
-        if c.rate.is_some() {
-            s += &format!(
-                "  unsent       {:>12}   (due but every connection was busy)\n",
-                self.totals.unsent
-            );
-        }
-        s += &format!(
-            "  transfer     {:>12.1} MB/s out, {:.1} MB/s in\n",
-            self.totals.bytes_sent as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9),
-            self.totals.bytes_received as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
-        );
-        s += "\n  latency (us)    p50       p90       p99     p99.9       max\n";
-        s += &format!(
-            "             {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
-            self.latency_us(0.5),
-            self.latency_us(0.9),
-            self.latency_us(0.99),
-            self.latency_us(0.999),
-            if self.totals.latency.is_empty() {
-                0.0
-            } else {
-                self.totals.latency.max() as f64 / 1000.0
-            }
-        );
-        if let Some(err) = &self.totals.first_error {
-            s += &format!("\n  first error: {err}\n");
-        }
-        s
-    }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    /// Responses so far.
+    pub requests: u64,
+    /// Errors so far.
+    pub errors: u64,
 }
 
 /// Run the load and return what it measured. Setup failures (the server is
 /// not there, the connections cannot all be opened) are errors; failures
 /// during the run are counted in the report.
 pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
+    run_with_progress(config, |_| {})
+}
+
+/// [`run`], calling `on_progress` about ten times a second from the calling
+/// thread while the load runs.
+pub fn run_with_progress(
+    config: &LoadConfig,
+    mut on_progress: impl FnMut(Progress),
+) -> io::Result<LoadReport> {
     config.validate()?;
     let mut config = config.clone();
     config.threads = config.threads.min(config.conns.max(1));
@@ -406,7 +336,13 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         connect::connect_many(config.addr, config.conns, setup_timeout)?
     };
     let requests = match config.proto {
-        Proto::Http => proto::Requests::http(&config.addr.to_string(), config.pipeline),
+        Proto::Http => {
+            let one = config
+                .request
+                .render(&config.addr.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            proto::Requests::http(&one, config.pipeline)
+        }
         Proto::Echo => proto::Requests::echo(config.size, config.pipeline),
     };
     let start = Instant::now();
@@ -434,6 +370,10 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
             requests: requests.clone(),
             rate: config.rate.map(|r| r / config.threads as f64),
             connect_per_request: config.connect_per_request,
+            head_requests: config.proto == Proto::Http && config.request.is_head(),
+            budget: config.requests.map(|n| {
+                n / config.threads as u64 + u64::from((t as u64) < n % config.threads as u64)
+            }),
             timeout: config.timeout,
             start,
             end,
@@ -447,11 +387,14 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 .spawn(move || worker::run(plan))?,
         );
     }
-    let show = config
-        .progress
-        .unwrap_or_else(|| io::stderr().is_terminal());
-    if show {
-        report_progress(&handles, &progress, start);
+    while handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(PROGRESS_EVERY);
+        let sum = |k: usize| progress.iter().map(|c| c[k].load(Ordering::Relaxed)).sum();
+        on_progress(Progress {
+            elapsed: start.elapsed(),
+            requests: sum(0),
+            errors: sum(1),
+        });
     }
     let mut totals = Totals::new();
     let mut first_err = None;
@@ -476,41 +419,12 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         config,
         elapsed,
         totals,
+        runs: 1,
     })
 }
 
-/// One short line on stderr per second until the threads finish.
-fn report_progress<T>(
-    handles: &[std::thread::JoinHandle<T>],
-    counters: &[Arc<[AtomicU64; 2]>],
-    start: Instant,
-) {
-    let sum = |k: usize| {
-        counters
-            .iter()
-            .map(|c| c[k].load(Ordering::Relaxed))
-            .sum::<u64>()
-    };
-    let mut last = 0;
-    let mut tick = start;
-    while handles.iter().any(|h| !h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(50));
-        if tick.elapsed() < Duration::from_secs(1) {
-            continue;
-        }
-        tick += Duration::from_secs(1);
-        let requests = sum(0);
-        let _ = writeln!(
-            io::stderr(),
-            "  {:>4.0}s  {:>10} req/s  {:>12} requests  {:>6} errors",
-            start.elapsed().as_secs_f64(),
-            requests - last,
-            requests,
-            sum(1)
-        );
-        last = requests;
-    }
-}
+/// How often [`run_with_progress`] reports.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Read the number after `"key":` in `--json` output (keys are unique in it,
 /// nested ones included), for scripts, tests and the lab.

@@ -29,6 +29,10 @@ pub(crate) struct Plan {
     /// Requests per second for this thread (open loop), or `None` (closed loop).
     pub rate: Option<f64>,
     pub connect_per_request: bool,
+    /// HTTP requests are HEAD requests (their responses carry no body).
+    pub head_requests: bool,
+    /// Stop once this many requests are answered (this thread's share), or `None`: run for the duration.
+    pub budget: Option<u64>,
     pub timeout: Duration,
     pub start: Instant,
     pub end: Instant,
@@ -57,6 +61,9 @@ struct Conn {
     listed_free: bool,
     /// At least one response arrived on this slot.
     answered: bool,
+    /// Responses on the current connection (a server that closes before
+    /// answering anything is failing, not recycling the connection).
+    responses_here: u64,
 }
 
 struct Worker {
@@ -67,6 +74,9 @@ struct Worker {
     buf: Vec<u8>,
     /// Open loop: connections with room for another request, round robin.
     free: VecDeque<usize>,
+    /// Requests handed out: the open loop's place in its schedule, and what
+    /// counts against the budget (requests lost to an error are given back
+    /// in the closed loop, to be sent again).
     issued: u64,
 }
 
@@ -106,13 +116,14 @@ impl Worker {
             connecting: false,
             connect_started: now,
             retry_at: None,
-            http: HttpCounter::default(),
+            http: HttpCounter::new(self.plan.head_requests),
             echo: EchoCounter::default(),
             in_flight: VecDeque::with_capacity(self.plan.pipeline),
             owed: 0,
             phase: 0,
             listed_free: false,
             answered: false,
+            responses_here: 0,
         });
         self.conns.len() - 1
     }
@@ -122,7 +133,7 @@ impl Worker {
         let mut housekeeping = Instant::now() + HOUSEKEEPING;
         loop {
             let now = Instant::now();
-            if now >= self.plan.end {
+            if now >= self.plan.end || self.budget_done() {
                 return Ok(());
             }
             if now >= housekeeping {
@@ -156,29 +167,57 @@ impl Worker {
                 Err(e) => {
                     self.totals.errors.connect += 1;
                     self.totals.note(|| e.to_string());
-                    self.drop_conn(i, Instant::now() + RETRY_DELAY);
+                    self.drop_conn(i, Instant::now() + RETRY_DELAY, false);
                 }
             }
             return;
         }
-        if event.is_readable() || event.is_read_closed() || event.is_hangup() || event.is_error() {
-            self.read_responses(i);
+        let closed = event.is_read_closed() || event.is_hangup() || event.is_error();
+        if event.is_readable() || closed {
+            self.read_responses(i, closed);
         }
         self.flush(i);
     }
 
-    /// A connection is up: give it its first requests.
+    /// A connection is up: send again what its predecessor left unanswered
+    /// (keeping their send times), then give it new requests.
     fn on_connected(&mut self, i: usize, connect_started: Instant) {
+        let c = &mut self.conns[i];
+        c.responses_here = 0;
+        c.owed = c.in_flight.len() * self.plan.requests.len();
+        c.phase = 0;
         if self.plan.connect_per_request {
             // Latency runs from the start of the connect.
-            self.queue(i, 1, connect_started);
+            let n = self.grant(1);
+            self.queue(i, n, connect_started);
         } else if self.plan.rate.is_some() {
             self.list_free(i);
-            return;
         } else {
-            self.queue(i, self.plan.pipeline, Instant::now());
+            let room = self
+                .plan
+                .pipeline
+                .saturating_sub(self.conns[i].in_flight.len());
+            let n = self.grant(room);
+            self.queue(i, n, Instant::now());
         }
         self.flush(i);
+    }
+
+    /// Closed loop: how many of `n` new requests the budget allows (all without one).
+    fn grant(&mut self, n: usize) -> usize {
+        let n = match self.plan.budget {
+            Some(budget) => n.min(budget.saturating_sub(self.issued) as usize),
+            None => n,
+        };
+        self.issued += n as u64;
+        n
+    }
+
+    /// With a budget: every request was handed out and none is in flight.
+    fn budget_done(&self) -> bool {
+        self.plan
+            .budget
+            .is_some_and(|b| self.issued >= b && self.conns.iter().all(|c| c.in_flight.is_empty()))
     }
 
     fn queue(&mut self, i: usize, n: usize, at: Instant) {
@@ -229,87 +268,72 @@ impl Worker {
         }
     }
 
-    fn read_responses(&mut self, i: usize) {
+    /// Read and count what arrived. `closed`: the peer has shut down its
+    /// side, so read on to the end of the stream (no new edge will come).
+    fn read_responses(&mut self, i: usize, closed: bool) {
         let mut completed = 0usize;
+        let mut eof = false;
+        // When the last read returned (one clock read per read).
+        let mut read_at = None;
         loop {
             let c = &mut self.conns[i];
             let Some(stream) = c.stream.as_mut() else {
                 return;
             };
-            match stream.read(&mut self.buf) {
+            let n = match stream.read(&mut self.buf) {
                 Ok(0) => {
-                    if c.in_flight.is_empty() && !self.plan.connect_per_request {
-                        // The server closed a connection with nothing pending (an idle timeout): reopen it.
-                        self.drop_conn(i, Instant::now());
-                    } else {
-                        self.fail_io(
-                            i,
-                            io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the server closed a connection with requests in flight",
-                            ),
-                        );
-                    }
-                    return;
+                    eof = true;
+                    0
                 }
-                Ok(n) => {
-                    self.totals.bytes_received += n as u64;
-                    let now = Instant::now();
-                    let totals = &mut self.totals;
-                    let in_flight = &mut c.in_flight;
-                    let mut unexpected = false;
-                    let mut on_response = |status: u16| match in_flight.pop_front() {
-                        Some(sent) => {
-                            totals.requests += 1;
-                            completed += 1;
-                            let ns = now.saturating_duration_since(sent).as_nanos() as u64;
-                            totals.latency.saturating_record(ns.max(1));
-                            if status >= 400 {
-                                totals.errors.status += 1;
-                            }
-                        }
-                        None => unexpected = true,
-                    };
-                    let data = &self.buf[..n];
-                    let parsed = match self.plan.proto {
-                        Proto::Http => c.http.feed(data, &mut on_response),
-                        Proto::Echo => {
-                            c.echo
-                                .feed(self.plan.requests.one(), data, &mut on_response)
-                        }
-                    };
-                    let parsed = parsed.and_then(|()| match unexpected {
-                        true => Err(ProtocolError(
-                            "a response arrived with no request in flight".into(),
-                        )),
-                        false => Ok(()),
-                    });
-                    if let Err(ProtocolError(msg)) = parsed {
-                        self.totals.errors.protocol += 1;
-                        self.totals.note(|| msg);
-                        self.drop_conn(i, Instant::now() + RETRY_DELAY);
-                        return;
-                    }
-                    // A short read means the socket is drained: new data raises a new edge.
-                    if n < self.buf.len() {
-                        break;
-                    }
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.fail_io(i, e);
                     return;
                 }
+            };
+            self.totals.bytes_received += n as u64;
+            let now = Instant::now();
+            read_at = Some(now);
+            let data = (!eof).then(|| &self.buf[..n]);
+            let counted = count_responses(
+                c,
+                &mut self.totals,
+                self.plan.proto,
+                self.plan.requests.one(),
+                data,
+                now,
+            );
+            match counted {
+                Ok(k) => completed += k,
+                Err(ProtocolError(msg)) => {
+                    self.totals.errors.protocol += 1;
+                    self.totals.note(|| msg);
+                    self.drop_conn(i, now + RETRY_DELAY, false);
+                    return;
+                }
             }
+            // A short read means the socket is drained: new data raises a new edge.
+            if eof || self.conns[i].http.closed() || (n < self.buf.len() && !closed) {
+                break;
+            }
+        }
+        let Some(now) = read_at else {
+            return; // nothing arrived
+        };
+        if completed > 0 {
+            self.conns[i].answered = true;
+        }
+        let c = &self.conns[i];
+        if eof || c.http.closed() {
+            return self.on_server_close(i, eof, now);
         }
         if completed == 0 {
             return;
         }
-        self.conns[i].answered = true;
-        let now = Instant::now();
         if self.plan.connect_per_request {
-            if self.conns[i].in_flight.is_empty() {
+            if c.in_flight.is_empty() {
                 if let Some(stream) = self.conns[i].stream.take() {
                     let _ = self.selector.deregister(stream.as_raw_fd());
                     close_abortively(stream);
@@ -320,25 +344,74 @@ impl Worker {
             self.list_free(i);
         } else {
             // Closed loop: replace each answered request at once, in one write.
-            self.queue(i, completed, now);
+            let n = self.grant(completed);
+            self.queue(i, n, now);
+        }
+    }
+
+    /// The server closed the connection (`eof`) or announced it would: if
+    /// that happened between responses after at least one, reconnect at once
+    /// and send again what is unanswered; otherwise it is an error.
+    fn on_server_close(&mut self, i: usize, eof: bool, now: Instant) {
+        let c = &self.conns[i];
+        let clean = !eof
+            || match self.plan.proto {
+                Proto::Http => c.http.at_boundary() || c.http.closed(),
+                Proto::Echo => c.echo.at_boundary(),
+            };
+        if !clean {
+            return self.fail_io(
+                i,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed a connection in the middle of a response",
+                ),
+            );
+        }
+        if c.responses_here == 0 && !c.in_flight.is_empty() {
+            return self.fail_io(
+                i,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed a connection without answering its requests",
+                ),
+            );
+        }
+        self.totals.server_closes += 1;
+        // A server that closes connections it never used is not hammered.
+        let retry_at = if c.responses_here == 0 {
+            now + RETRY_DELAY
+        } else {
+            now
+        };
+        self.drop_conn(i, retry_at, !self.plan.connect_per_request);
+        if retry_at <= now {
+            self.reconnect(i, now);
         }
     }
 
     fn fail_io(&mut self, i: usize, e: io::Error) {
         self.totals.errors.io += 1;
         self.totals.note(|| format!("{e}"));
-        self.drop_conn(i, Instant::now() + RETRY_DELAY);
+        self.drop_conn(i, Instant::now() + RETRY_DELAY, false);
     }
 
-    /// Close a connection (its requests in flight are lost) and schedule a reconnect.
-    fn drop_conn(&mut self, i: usize, retry_at: Instant) {
+    /// Close a connection and schedule a reconnect. Its requests in flight
+    /// are kept, to be sent again on the next connection, or lost.
+    fn drop_conn(&mut self, i: usize, retry_at: Instant, keep_in_flight: bool) {
         let c = &mut self.conns[i];
         if let Some(stream) = c.stream.take() {
             let _ = self.selector.deregister(stream.as_raw_fd());
             close_abortively(stream);
         }
         c.connecting = false;
-        c.in_flight.clear();
+        if !keep_in_flight {
+            if self.plan.rate.is_none() {
+                // The closed loop sends them again as new requests.
+                self.issued -= c.in_flight.len() as u64;
+            }
+            c.in_flight.clear();
+        }
         c.owed = 0;
         c.phase = 0;
         c.http.reset();
@@ -394,7 +467,7 @@ impl Worker {
                             self.plan.addr
                         )
                     });
-                    self.drop_conn(i, now);
+                    self.drop_conn(i, now, false);
                 }
             } else if c
                 .in_flight
@@ -403,7 +476,7 @@ impl Worker {
             {
                 self.totals.errors.timeout += 1;
                 self.totals.note(|| format!("no response within {timeout:?} (raise --timeout if the server is just slow)"));
-                self.drop_conn(i, now);
+                self.drop_conn(i, now, false);
             }
         }
         let [requests, errors] = &*self.plan.progress;
@@ -416,6 +489,7 @@ impl Worker {
     fn issue_due(&mut self, rate: f64, now: Instant) -> Duration {
         let start = self.plan.start;
         let due = (now.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1;
+        let due = self.plan.budget.map_or(due, |b| due.min(b));
         while self.issued < due {
             let Some(i) = self.free.pop_front() else {
                 // Every connection is full: the backlog waits, its latency growing.
@@ -452,6 +526,7 @@ impl Worker {
             }
         }
         let due = (end.saturating_duration_since(self.plan.start).as_secs_f64() * rate) as u64;
+        let due = self.plan.budget.map_or(due, |b| due.min(b));
         // Bounded: beyond ten million the shape of the tail is already clear.
         for k in self.issued..due.min(self.issued + 10_000_000) {
             let intended = self.plan.start + Duration::from_secs_f64(k as f64 / rate);
@@ -460,4 +535,47 @@ impl Worker {
         }
         self.totals.unsent = due.saturating_sub(self.issued);
     }
+}
+
+/// Count the responses in `data` (`None`: the server closed the connection)
+/// on connection `c`, received at `now`; returns how many completed.
+fn count_responses(
+    c: &mut Conn,
+    totals: &mut Totals,
+    proto: Proto,
+    message: &[u8],
+    data: Option<&[u8]>,
+    now: Instant,
+) -> Result<usize, ProtocolError> {
+    let mut completed = 0;
+    let mut unexpected = false;
+    let in_flight = &mut c.in_flight;
+    let mut on_response = |status: u16| match in_flight.pop_front() {
+        Some(sent) => {
+            completed += 1;
+            totals.requests += 1;
+            totals.status_counts[usize::from(status)] += 1;
+            let ns = now.saturating_duration_since(sent).as_nanos() as u64;
+            totals.latency.saturating_record(ns.max(1));
+            if status >= 400 {
+                totals.errors.status += 1;
+            }
+        }
+        None => unexpected = true,
+    };
+    match (proto, data) {
+        (Proto::Http, Some(data)) => c.http.feed(data, &mut on_response)?,
+        (Proto::Http, None) => {
+            c.http.end_of_stream(&mut on_response);
+        }
+        (Proto::Echo, Some(data)) => c.echo.feed(message, data, &mut on_response)?,
+        (Proto::Echo, None) => {}
+    }
+    c.responses_here += completed as u64;
+    if unexpected {
+        return Err(ProtocolError(
+            "a response arrived with no request in flight".into(),
+        ));
+    }
+    Ok(completed)
 }
