@@ -230,6 +230,8 @@ fn error_classes() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("control in name", header("X-\x01A: a"), 400),
         ("control in target", b"GET /\x7f HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
         ("missing Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("invalid Host", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), 400),
+        ("trailer without colon", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer\r\n\r\n".to_vec(), 400),
         ("duplicate Host", header("Host: u"), 400),
         ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n".to_vec(), 505),
         ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n".to_vec(), 400),
