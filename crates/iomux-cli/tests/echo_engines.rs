@@ -5,10 +5,10 @@
 #[macro_use]
 mod common;
 
-use common::{tcp_queued_both_ends, Rng, ServerProcess};
-use std::io::{ErrorKind, Read, Write};
+use common::{push_until_the_server_stops_reading, tcp_queued_both_ends, Rng, ServerProcess};
+use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Mostly small messages, some large, a few megabytes.
 fn message_size(rng: &mut Rng) -> usize {
@@ -151,29 +151,7 @@ fn a_client_that_does_not_read_does_not_grow_server_memory(engine: &[&str]) {
     );
     let before = server.rss_kib();
     let stream = server.connect();
-    stream.set_nonblocking(true).unwrap();
-    let chunk = vec![b'x'; 64 * 1024];
-    let mut pushed = 0usize;
-    let mut stalled_since: Option<Instant> = None;
-    // A safety stop only: the kernel queues take about 10 MB here.
-    let limit = 64 * 1024 * 1024;
-    // Push until the server stops taking bytes for half a second.
-    while pushed < limit {
-        match (&stream).write(&chunk) {
-            Ok(n) => {
-                pushed += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
+    let (pushed, _) = push_until_the_server_stops_reading(&stream, Duration::from_millis(500));
     let in_kernel = tcp_queued_both_ends(&stream);
     let held = (pushed as u64).saturating_sub(in_kernel);
     let after = server.rss_kib();

@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{eventually, LoggedServer, Rng};
+use common::{eventually, push_until_the_server_stops_reading, LoggedServer, Rng};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -289,28 +289,8 @@ fn a_second_signal_exits_at_once(engine: &[&str]) {
     let _cpu = share_the_cpu_with(engine);
     let mut server = start(engine);
     let stuck = server.server.connect();
-    stuck.set_nonblocking(true).unwrap();
-    // Push until the server stops taking bytes (its output to us is stuck),
-    // bounded at 64 MiB.
-    let chunk = vec![b's'; 64 * 1024];
-    let mut pushed = 0;
-    let mut stalled_since: Option<Instant> = None;
-    while pushed < 64 * 1024 * 1024 {
-        match (&stuck).write(&chunk) {
-            Ok(n) => {
-                pushed += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(300) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("{engine:?}: push: {e}"),
-        }
-    }
+    // Push until the server stops taking bytes (its output to us is stuck).
+    let (pushed, _) = push_until_the_server_stops_reading(&stuck, Duration::from_millis(300));
     sigterm(&server);
     std::thread::sleep(Duration::from_millis(200));
     let second = Instant::now();

@@ -7,36 +7,10 @@
 #[macro_use]
 mod common;
 
-use common::{cpu_share_over, tcp_queues, LoggedServer};
-use std::io::{ErrorKind, Write};
+use common::{cpu_share_over, push_until_the_server_stops_reading, tcp_queues, LoggedServer};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
-
-/// Push from `stream` (non-blocking) until the server has taken nothing for
-/// `quiet`: it stopped reading because it owes the peer output (echo answers
-/// every byte). Returns the bytes pushed and when the last write went in.
-fn push_until_the_server_stops_reading(stream: &TcpStream, quiet: Duration) -> (usize, Instant) {
-    stream.set_nonblocking(true).unwrap();
-    let chunk = vec![b'p'; 64 * 1024];
-    let (mut pushed, mut last_write) = (0, Instant::now());
-    // A safety stop only: the kernel's queues take about 10 MB here.
-    while pushed < 64 * 1024 * 1024 {
-        match (&*stream).write(&chunk) {
-            Ok(n) => {
-                pushed += n;
-                last_write = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if last_write.elapsed() > quiet {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("push: {e}"),
-        }
-    }
-    (pushed, last_write)
-}
 
 /// Send 64 KiB at a time until the server stops reading, every byte sent
 /// delivered: the server's receive queue holds bytes it leaves unread and our

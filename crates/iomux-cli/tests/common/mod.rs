@@ -368,6 +368,37 @@ pub fn set_linger_zero(stream: &TcpStream) {
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
 
+/// Push 64 KiB writes of `x` from `stream` (made non-blocking) until the
+/// server has taken nothing for `quiet`: it stopped reading (for echo: it owes
+/// us output we do not take). A safety stop at 64 MiB (the kernel's queues
+/// take about 10 MB here). Returns the bytes pushed and when the last write
+/// went in.
+pub fn push_until_the_server_stops_reading(
+    stream: &TcpStream,
+    quiet: Duration,
+) -> (usize, Instant) {
+    use std::io::Write;
+    stream.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let (mut pushed, mut last_write) = (0, Instant::now());
+    while pushed < 64 * 1024 * 1024 {
+        match (&*stream).write(&chunk) {
+            Ok(n) => {
+                pushed += n;
+                last_write = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if last_write.elapsed() > quiet {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("push: {e}"),
+        }
+    }
+    (pushed, last_write)
+}
+
 /// Poll `check` every 20 ms until it returns true or `within` passes; returns its last answer.
 pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + within;
