@@ -283,53 +283,72 @@ fn route_of(method: &str, path: &str) -> Route {
 /// Whether a Host value is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 9112
 /// §3.2; RFC 3986 §3.2.2-3.2.3): a reg-name or IPv4 address, or an IP
 /// literal in brackets, then an optional port of digits. An empty value is
-/// allowed (a request whose target has no authority sends one).
+/// allowed (a request whose target has no authority sends one). One pass with
+/// a table: a byte-set search per byte made it an eighth of a request's cost
+/// in `cargo bench -p iomux-proto --bench http`.
 fn is_valid_host(value: &[u8]) -> bool {
-    let (host_ok, port) = match value {
-        [b'[', rest @ ..] => {
-            let Some(end) = rest.iter().position(|&b| b == b']') else {
-                return false;
-            };
-            (is_ip_literal(&rest[..end]), &rest[end + 1..])
-        }
-        _ => {
-            let colon = value.iter().position(|&b| b == b':');
-            let host = &value[..colon.unwrap_or(value.len())];
-            (is_reg_name(host), &value[host.len()..])
-        }
-    };
-    let port_ok = match port {
-        [] => true,
-        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
-        _ => false,
-    };
-    host_ok && port_ok
-}
-
-/// RFC 3986 `unreserved / sub-delims`.
-fn is_unreserved_or_sub_delim(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
-}
-
-/// RFC 3986 `reg-name = *( unreserved / pct-encoded / sub-delims )`, which
-/// includes every IPv4address.
-fn is_reg_name(host: &[u8]) -> bool {
+    if let [b'[', rest @ ..] = value {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        return is_ip_literal(&rest[..end]) && is_port_suffix(&rest[end + 1..]);
+    }
+    // reg-name = *( unreserved / pct-encoded / sub-delims ), which includes
+    // every IPv4address.
     let mut i = 0;
-    while i < host.len() {
-        match host[i] {
-            b'%' => {
-                let hex = host.get(i + 1..i + 3);
-                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
-                }
-                i += 3;
+    while i < value.len() {
+        match value[i] {
+            b if UNRESERVED_OR_SUB_DELIM[usize::from(b)] => i += 1,
+            b'%' if value
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                i += 3
             }
-            b if is_unreserved_or_sub_delim(b) => i += 1,
+            b':' => return is_port_suffix(&value[i..]),
             _ => return false,
         }
     }
     true
 }
+
+/// Nothing, or `":" *DIGIT`.
+fn is_port_suffix(rest: &[u8]) -> bool {
+    match rest {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// RFC 3986 `unreserved / sub-delims`, by byte.
+const UNRESERVED_OR_SUB_DELIM: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    table
+};
 
 /// The inside of RFC 3986 `IP-literal`: an IPv6 address, or `IPvFuture =
 /// "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )`.
@@ -344,7 +363,7 @@ fn is_ip_literal(inside: &[u8]) -> bool {
             && !address.is_empty()
             && address
                 .iter()
-                .all(|&b| b == b':' || is_unreserved_or_sub_delim(b));
+                .all(|&b| b == b':' || UNRESERVED_OR_SUB_DELIM[usize::from(b)]);
     }
     std::str::from_utf8(inside).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
