@@ -2,10 +2,18 @@
 
 For each server in turn: open N connections (default 9,000), send one GET on
 each and read its whole response, then leave them open and silent; after a
-short settle, read the server's VmRSS from /proc and report the whole RSS
-divided by N (the issue's definition: nothing is subtracted). The RSS before
-the connections were opened is shown beside it. For nginx the figure is the
-worker's RSS plus the master's; the worker alone is shown too.
+short settle, read the server's memory from /proc and report it divided by N.
+
+Two measures, each all-in (the whole process divided by N: nothing is
+subtracted) and as growth per connection (with the connections, minus
+before, divided by N: what one more connection costs):
+- RSS (VmRSS), summed over the server's processes. For a server of several
+  processes (nginx: master and worker) this counts the pages they share
+  (the binary, libraries, memory set up before the fork) once per process.
+- PSS (Pss in /proc/PID/smaps_rollup), summed over the same processes: each
+  shared page is divided among the processes that map it, so the sum is
+  their joint footprint, the fair figure to compare a multi-process peer by.
+For nginx the worker alone is shown too.
 """
 
 import argparse
@@ -75,12 +83,28 @@ def open_idle(port, count):
     return held
 
 
+def pss_kib(pid):
+    """Proportional set size of `pid` in KiB (shared pages divided among their users)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def memory(pids):
+    """(RSS, PSS) in KiB summed over `pids`."""
+    return sum(srv.rss_kib(p) for p in pids), sum(pss_kib(p) for p in pids)
+
+
 def measure(server, count, settle):
+    """(before, with): (RSS, PSS) summed over the server's processes, and the
+    RSS of its workers alone (nginx) with the connections."""
     worker_pids = server.pids[1:] if server.name == "nginx" else server.pids
-    before = sum(srv.rss_kib(p) for p in server.pids)
+    before = memory(server.pids)
     conns = open_idle(server.port, count)
     time.sleep(settle)
-    total = sum(srv.rss_kib(p) for p in server.pids)
+    total = memory(server.pids)
     workers = sum(srv.rss_kib(p) for p in worker_pids)
     for s in conns:
         # Reset instead of FIN: 9,000 sockets in TIME_WAIT would hold ephemeral
@@ -107,26 +131,37 @@ def main():
         for name in which:
             before, total, workers = measure(servers[name], args.conns, args.settle)
             rows.append((name, before, total, workers))
-            print(f"{name}: RSS {before} KiB idle, {total} KiB with {args.conns} connections", file=sys.stderr)
+            print(f"{name}: RSS/PSS {before} KiB idle, {total} KiB with {args.conns} connections", file=sys.stderr)
             time.sleep(1)  # let the server notice the closes before the next one is measured
     finally:
         srv.stop_all(servers)
-    print(f"Server RSS with {args.conns:,} idle keep-alive connections (VmRSS, whole process, nothing subtracted)\n")
-    print("| server | RSS before (KiB) | RSS with conns (KiB) | KiB per connection (RSS / conns) | growth per connection (KiB) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, before, total, workers in rows:
+    n = args.conns
+    print(f"Server memory with {n:,} idle keep-alive connections, summed over the server's processes "
+          f"(all-in: whole / conns; growth: (with - before) / conns)\n")
+    print("| server | processes | RSS before (KiB) | RSS with conns (KiB) | RSS all-in per conn (KiB) "
+          "| RSS growth per conn (KiB) | PSS before (KiB) | PSS with conns (KiB) | PSS all-in per conn (KiB) "
+          "| PSS growth per conn (KiB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, (rss0, pss0), (rss, pss), workers in rows:
         label = "nginx (master + worker)" if name == "nginx" else name
-        print(f"| {label} | {before:,} | {total:,} | {total / args.conns:.2f} | {(total - before) / args.conns:.2f} |")
+        procs = len(servers[name].pids)
+        print(f"| {label} | {procs} | {rss0:,} | {rss:,} | {rss / n:.2f} | {(rss - rss0) / n:.2f} "
+              f"| {pss0:,} | {pss:,} | {pss / n:.2f} | {(pss - pss0) / n:.2f} |")
         if name == "nginx":
-            print(f"| nginx (worker only) | | {workers:,} | {workers / args.conns:.2f} | |")
-    by = {r[0]: r[2] for r in rows}
+            print(f"| nginx (worker only) | 1 | | {workers:,} | {workers / n:.2f} | | | | | |")
+    by = {r[0]: r for r in rows}
     print()
     for peer in ("nginx", "hyper"):
         if "iomux" in by and peer in by:
-            print(f"- iomux/{peer} memory per idle connection: {by['iomux'] / by[peer]:.2f}")
+            (rss0, pss0), (rss, pss) = by["iomux"][1], by["iomux"][2]
+            (prss0, ppss0), (prss, ppss) = by[peer][1], by[peer][2]
+            growth = (pss - pss0) / (ppss - ppss0) if ppss > ppss0 else float("nan")
+            print(f"- iomux/{peer} memory per idle connection: RSS all-in {rss / prss:.2f}, "
+                  f"PSS all-in {pss / ppss:.2f}, PSS growth {growth:.2f}")
     if "iomux" in by:
-        print(f"- iomux: {by['iomux'] / args.conns:.2f} KiB per idle connection (goal <= 1 KiB)")
-
+        (rss0, _), (rss, _) = by["iomux"][1], by["iomux"][2]
+        print(f"- iomux: {rss / n:.2f} KiB per idle connection all-in, "
+              f"{(rss - rss0) / n:.2f} KiB growth (goal <= 1 KiB)")
 
 if __name__ == "__main__":
     main()

@@ -4,8 +4,13 @@
 # slowhttptest against every engine while a probe makes a fresh request every
 # 100 ms. Prints the probe's availability (answered / made) and slowest answer.
 #
+# Asserts, for every engine and attack: the attack ran (slowhttptest held
+# connections), every probe was answered 200 within curl's 3 s, and the server
+# exited 0 on SIGTERM without a panic. Prints FAIL lines and exits 1 if any
+# check failed, 0 if all passed.
+#
 #   scripts/attack/slowhttptest.sh                  # every engine but blocking, 20 s per attack
-#   ENGINES="epoll threads" ATTACK_SECS=10 scripts/attack/slowhttptest.sh
+#   ENGINES="epoll uring" ATTACK_SECS=10 scripts/attack/slowhttptest.sh
 #
 # The one-at-a-time engine (--backend blocking) is left out by default: any
 # client holding its only connection, slow or not, stops everybody else.
@@ -18,7 +23,7 @@ ATTACK_SECS=${ATTACK_SECS:-20}
 CONNS=${CONNS:-2000}
 RATE=${RATE:-100}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-5}
-ENGINES=${ENGINES:-"epoll epoll-level epoll-oneshot poll select sigio threads nonblocking"}
+ENGINES=${ENGINES:-"epoll epoll-level epoll-oneshot poll select sigio uring uring-poll threads nonblocking"}
 OUT=${OUT:-target/attack}
 
 if ! command -v slowhttptest >/dev/null; then
@@ -60,6 +65,17 @@ summary() {
          END { printf "%d/%d answered (%.1f%%), slowest %.3f s", ok, n, (n ? 100 * ok / n : 0), max }' "$1"
 }
 
+# unanswered FILE: how many probes got no 200 (curl gives up after 3 s).
+unanswered() {
+    awk '$1 != 200 { bad++ } END { print bad + 0 }' "$1"
+}
+
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
 echo "| engine | attack | most attack connections held at once | probe availability |"
 echo "| --- | --- | --- | --- |"
 for engine in $ENGINES; do
@@ -67,7 +83,13 @@ for engine in $ENGINES; do
         log="$OUT/server-$engine-$attack.log"
         coproc SERVER { exec taskset -c 0 target/release/iomux serve --proto http --addr 127.0.0.1:0 \
             --idle-timeout "$IDLE_TIMEOUT" $(engine_flags "$engine") 2>"$log"; }
-        read -r ready <&"${SERVER[0]}"
+        server_pid=$SERVER_PID # bash unsets SERVER_PID once the coprocess ends
+        ready=
+        read -r ready <&"${SERVER[0]}" || true
+        if [[ $ready != "listening on 127.0.0.1:"* ]]; then
+            fail "$engine $attack: the server did not start (see $log)"
+            continue
+        fi
         port=${ready#listening on 127.0.0.1:}
         port=${port%% *}
         case $attack in
@@ -83,8 +105,23 @@ for engine in $ENGINES; do
         wait "$attacker" || true
         held=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/slowhttptest-$engine-$attack.log" |
             grep -a -o 'connected: *[0-9]*' | grep -o '[0-9]*$' | sort -n | tail -1 || true)
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        echo "| $engine | $attack | ${held:-?} | $(summary "$OUT/probe-$engine-$attack.txt") |"
+        kill -TERM "$server_pid" 2>/dev/null || true
+        status=0
+        # 127: the server had already ended (and been reaped) before SIGTERM.
+        wait "$server_pid" 2>/dev/null || status=$?
+        probes="$OUT/probe-$engine-$attack.txt"
+        echo "| $engine | $attack | ${held:-?} | $(summary "$probes") |"
+        [ "${held:-0}" -gt 0 ] ||
+            fail "$engine $attack: slowhttptest held no connection (see $OUT/slowhttptest-$engine-$attack.log): the attack did not run"
+        [ -s "$probes" ] || fail "$engine $attack: no probe was made"
+        bad=$(unanswered "$probes")
+        [ "$bad" -eq 0 ] || fail "$engine $attack: $bad probes were not answered 200 within 3 s ($probes)"
+        [ "$status" -eq 0 ] || fail "$engine $attack: the server exited $status on SIGTERM (see $log)"
+        if grep -q panicked "$log"; then fail "$engine $attack: the server panicked (see $log)"; fi
     done
 done
+if [ "$failures" -gt 0 ]; then
+    echo "$failures check(s) failed" >&2
+    exit 1
+fi
+echo "every check passed"

@@ -2,9 +2,10 @@
 //! connections at once, lets a message being echoed finish, and exits 0; a
 //! second signal exits at once.
 
+#[macro_use]
 mod common;
 
-use common::{eventually, LoggedServer, Rng, ALL_ENGINES};
+use common::{eventually, push_until_the_server_stops_reading, LoggedServer, Rng};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,9 +16,26 @@ use std::time::{Duration, Instant};
 /// for a loaded machine.
 const AT_ONCE: Duration = Duration::from_millis(1500);
 
-/// One scenario at a time: a busy-polling server burns a core, and a client
-/// starved of CPU for longer than the drain's quiet period looks idle.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A busy-polling server burns a core, and a client starved of CPU for longer
+/// than the drain's quiet period looks idle: that engine's scenarios run
+/// alone, the others beside each other.
+static BUSY_POLLER_ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A scenario's turn on the CPU, held while it runs: the busy poller's alone,
+/// the others' shared.
+#[allow(dead_code)] // held for its drop only
+enum CpuTurn {
+    Alone(std::sync::RwLockWriteGuard<'static, ()>),
+    Shared(std::sync::RwLockReadGuard<'static, ()>),
+}
+
+fn share_the_cpu_with(engine: &[&str]) -> CpuTurn {
+    if engine.contains(&"nonblocking") {
+        CpuTurn::Alone(BUSY_POLLER_ALONE.write().unwrap_or_else(|p| p.into_inner()))
+    } else {
+        CpuTurn::Shared(BUSY_POLLER_ALONE.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 fn start(engine: &[&str]) -> LoggedServer {
     let mut args = vec!["--proto", "echo"];
@@ -54,7 +72,8 @@ fn refuses_new_connections(addr: SocketAddr) -> bool {
 
 /// An idle keep-alive connection is closed at once, new connections are
 /// refused, and the server exits 0 without waiting out the drain deadline.
-fn idle_closes_at_once(engine: &[&str]) {
+fn sigterm_closes_idle_connections_at_once_and_exits_0(engine: &[&str]) {
+    let _cpu = share_the_cpu_with(engine);
     let mut server = start(engine);
     let mut idle = connect_and_echo_hello(&server);
     // Quiet for longer than the drain's quiet period.
@@ -84,6 +103,7 @@ fn idle_closes_at_once(engine: &[&str]) {
         signalled.elapsed()
     );
 }
+for_engines!(sigterm_closes_idle_connections_at_once_and_exits_0);
 
 /// Send the next `len` bytes of the endless stream that repeats `pattern`;
 /// `sent` counts the stream's bytes so far.
@@ -205,7 +225,8 @@ fn all_threads_stopped(pid: i32) -> bool {
 /// loaded machine, starved of CPU) are not silence: when the drain starts as
 /// it resumes, it reads and echoes them instead of taking a peer whose last
 /// bytes it has not read yet for an idle one.
-fn stalled_server_echoes_what_waited(engine: &[&str]) {
+fn sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting(engine: &[&str]) {
+    let _cpu = share_the_cpu_with(engine);
     let mut server = start(engine);
     let mut stream = connect_and_echo_hello(&server);
     let message = Rng::new(7).bytes(64 * 1024);
@@ -260,34 +281,16 @@ fn stalled_server_echoes_what_waited(engine: &[&str]) {
         server.stderr()
     );
 }
+for_engines!(sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting);
 
 /// With work still in flight (a client that never reads its echo), a second
 /// signal ends the server at once instead of after the drain deadline.
-fn second_signal_exits_at_once(engine: &[&str]) {
+fn a_second_signal_exits_at_once(engine: &[&str]) {
+    let _cpu = share_the_cpu_with(engine);
     let mut server = start(engine);
     let stuck = server.server.connect();
-    stuck.set_nonblocking(true).unwrap();
-    // Push until the server stops taking bytes (its output to us is stuck),
-    // bounded at 64 MiB.
-    let chunk = vec![b's'; 64 * 1024];
-    let mut pushed = 0;
-    let mut stalled_since: Option<Instant> = None;
-    while pushed < 64 * 1024 * 1024 {
-        match (&stuck).write(&chunk) {
-            Ok(n) => {
-                pushed += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(300) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("{engine:?}: push: {e}"),
-        }
-    }
+    // Push until the server stops taking bytes (its output to us is stuck).
+    let (pushed, _) = push_until_the_server_stops_reading(&stuck, Duration::from_millis(300));
     sigterm(&server);
     std::thread::sleep(Duration::from_millis(200));
     let second = Instant::now();
@@ -307,45 +310,21 @@ fn second_signal_exits_at_once(engine: &[&str]) {
     );
     drop(stuck);
 }
+for_engines!(a_second_signal_exits_at_once);
 
-#[test]
-fn sigterm_closes_idle_connections_at_once_and_exits_0_on_every_engine() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    for engine in ALL_ENGINES {
-        idle_closes_at_once(engine);
-    }
-}
-
-#[test]
-fn sigterm_lets_an_in_flight_echo_finish_on_every_engine() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+fn sigterm_lets_an_in_flight_echo_finish(engine: &[&str]) {
+    let _cpu = share_the_cpu_with(engine);
     // Not a multiple of the chunk size, so chunks do not repeat in step.
     let pattern = Arc::new(Rng::new(5).bytes(1024 * 1024 + 7));
-    for engine in ALL_ENGINES {
-        in_flight_completes(engine, &pattern);
-    }
+    in_flight_completes(engine, &pattern);
 }
-
-#[test]
-fn sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting_on_every_engine() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    for engine in ALL_ENGINES {
-        stalled_server_echoes_what_waited(engine);
-    }
-}
-
-#[test]
-fn a_second_signal_exits_at_once_on_every_engine() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    for engine in ALL_ENGINES {
-        second_signal_exits_at_once(engine);
-    }
-}
+for_engines!(sigterm_lets_an_in_flight_echo_finish);
 
 /// HTTP: an idle keep-alive connection closes at once, and a request whose
 /// head is still arriving when SIGTERM comes is answered with
 /// `Connection: close`, then the connection closes and the server exits 0.
-fn http_in_flight_answered_with_close(engine: &[&str]) {
+fn sigterm_answers_an_in_flight_http_request_with_connection_close(engine: &[&str]) {
+    let _cpu = share_the_cpu_with(engine);
     let mut args = vec!["--proto", "http"];
     args.extend_from_slice(engine);
     let mut server = LoggedServer::start(&args, None);
@@ -401,11 +380,4 @@ fn http_in_flight_answered_with_close(engine: &[&str]) {
         signalled.elapsed()
     );
 }
-
-#[test]
-fn sigterm_answers_an_in_flight_http_request_with_connection_close_on_every_engine() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    for engine in ALL_ENGINES {
-        http_in_flight_answered_with_close(engine);
-    }
-}
+for_engines!(sigterm_answers_an_in_flight_http_request_with_connection_close);

@@ -4,9 +4,10 @@
 //! a probe that makes a fresh request every 100 ms is served every time, and
 //! the slow readers are cut off by the send deadline.
 
+#[macro_use]
 mod common;
 
-use common::{concurrent_engines, eventually, set_linger_zero, try_echo, LoggedServer};
+use common::{eventually, set_linger_zero, try_echo, LoggedServer};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -130,7 +131,7 @@ fn probe_every_100ms(
     (served, made, worst)
 }
 
-fn probe_under_attack(engine: &[&str]) {
+fn a_probe_is_served_every_100ms_while_slow_clients_attack(engine: &[&str]) {
     let mut args = vec!["--proto", "echo", "--idle-timeout", IDLE_TIMEOUT];
     args.extend_from_slice(engine);
     let mut server = LoggedServer::start(&args, None);
@@ -187,12 +188,10 @@ fn probe_under_attack(engine: &[&str]) {
     server.stop_cleanly(&format!("{engine:?}"));
 }
 
-#[test]
-fn a_probe_is_served_every_100ms_while_slow_clients_attack() {
-    for engine in concurrent_engines() {
-        probe_under_attack(engine);
-    }
-}
+for_engines!(
+    a_probe_is_served_every_100ms_while_slow_clients_attack,
+    concurrent
+);
 
 #[test]
 fn a_fresh_client_is_served_after_a_slow_reader_is_cut_off_even_one_at_a_time() {
@@ -293,36 +292,37 @@ fn http_probe(addr: SocketAddr) -> bool {
     response.starts_with(b"HTTP/1.1 200") && response.ends_with(b"Hello, World!")
 }
 
-#[test]
-fn http_slowloris_is_cut_by_the_head_deadline_while_a_probe_is_served() {
-    for engine in concurrent_engines() {
-        let mut args = vec!["--proto", "http", "--idle-timeout", IDLE_TIMEOUT];
-        args.extend_from_slice(engine);
-        let mut server = LoggedServer::start(&args, None);
-        let addr = server.server.addr;
-        let stop = Arc::new(AtomicBool::new(false));
-        let attackers = slowloris(addr, stop.clone());
-        std::thread::sleep(Duration::from_millis(200));
-        let (served, made, worst) = probe_every_100ms(Duration::from_secs(2), || http_probe(addr));
-        stop.store(true, Ordering::Relaxed);
-        let (opened, longest) = attackers.join().unwrap();
-        eprintln!(
-            "{engine:?}: HTTP slowloris: {served}/{made} probes served (slowest {worst:?}); {opened} trickling connections, cut off after at most {longest:?}"
-        );
-        assert_eq!(
-            served, made,
-            "{engine:?}: probes went unanswered under slowloris"
-        );
-        // Each trickler is cut by the 0.5 s head deadline although it keeps
-        // sending: more were opened than the first wave, and none lived long.
-        assert!(
-            opened > TRICKLERS,
-            "{engine:?}: no trickler was cut off ({opened} opened)"
-        );
-        assert!(
-            longest < Duration::from_millis(1800),
-            "{engine:?}: a trickled head lived {longest:?}: trickled bytes extend the deadline"
-        );
-        server.stop_cleanly(&format!("{engine:?}"));
-    }
+fn http_slowloris_is_cut_by_the_head_deadline_while_a_probe_is_served(engine: &[&str]) {
+    let mut args = vec!["--proto", "http", "--idle-timeout", IDLE_TIMEOUT];
+    args.extend_from_slice(engine);
+    let mut server = LoggedServer::start(&args, None);
+    let addr = server.server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = slowloris(addr, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    let (served, made, worst) = probe_every_100ms(Duration::from_secs(2), || http_probe(addr));
+    stop.store(true, Ordering::Relaxed);
+    let (opened, longest) = attackers.join().unwrap();
+    eprintln!(
+        "{engine:?}: HTTP slowloris: {served}/{made} probes served (slowest {worst:?}); {opened} trickling connections, cut off after at most {longest:?}"
+    );
+    assert_eq!(
+        served, made,
+        "{engine:?}: probes went unanswered under slowloris"
+    );
+    // Each trickler is cut by the 0.5 s head deadline although it keeps
+    // sending: more were opened than the first wave, and none lived long.
+    assert!(
+        opened > TRICKLERS,
+        "{engine:?}: no trickler was cut off ({opened} opened)"
+    );
+    assert!(
+        longest < Duration::from_millis(1800),
+        "{engine:?}: a trickled head lived {longest:?}: trickled bytes extend the deadline"
+    );
+    server.stop_cleanly(&format!("{engine:?}"));
 }
+for_engines!(
+    http_slowloris_is_cut_by_the_head_deadline_while_a_probe_is_served,
+    concurrent
+);

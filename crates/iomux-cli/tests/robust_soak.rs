@@ -2,13 +2,14 @@
 //! bounded time. At the end every good request was answered, and the server's
 //! descriptors are back at their baseline and its memory is flat.
 //!
-//! Long: ignored by default. `scripts/attack/soak.sh` runs it in release mode;
-//! `IOMUX_SOAK_SECS` sets the seconds per engine (default 20),
-//! `IOMUX_SOAK_PROTO` the protocol (`echo`, default, or `http`).
+//! Long: ignored by default. `scripts/attack/soak.sh` runs it in release mode,
+//! one engine at a time; `IOMUX_SOAK_SECS` sets the seconds per engine
+//! (default 20), `IOMUX_SOAK_PROTO` the protocol (`echo`, default, or `http`).
 
+#[macro_use]
 mod common;
 
-use common::{concurrent_engines, eventually, set_linger_zero, LoggedServer, Rng};
+use common::{eventually, set_linger_zero, LoggedServer, Rng};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -233,8 +234,21 @@ fn soak(engine: &[&str], proto: Proto, secs: u64) {
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(secs) / 2);
     let middle = sample(&server);
+    let sessions = || {
+        [
+            &counters.good_ok,
+            &counters.good_failed,
+            &counters.hostile,
+            &counters.slow,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum::<usize>()
+    };
+    let sessions_at_middle = sessions();
     std::thread::sleep(Duration::from_secs(secs).saturating_sub(started.elapsed()));
     let late = sample(&server);
+    let second_half_sessions = sessions() - sessions_at_middle;
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.join().unwrap();
@@ -250,7 +264,8 @@ fn soak(engine: &[&str], proto: Proto, secs: u64) {
     let good_failed = counters.good_failed.load(Ordering::Relaxed);
     eprintln!(
         "soak {engine:?} {proto_name} {secs}s: good sessions {good_ok} ok / {good_failed} failed, \
-         hostile {}, slow {}; fds {} -> mid {} -> late {} -> end {}; RSS KiB {} -> mid {} -> late {} -> end {}",
+         hostile {}, slow {}; fds {} -> mid {} -> late {} -> end {}; RSS KiB {} -> mid {} -> late {} -> end {} \
+         ({second_half_sessions} connections in the second half)",
         counters.hostile.load(Ordering::Relaxed),
         counters.slow.load(Ordering::Relaxed),
         baseline.fds,
@@ -270,17 +285,24 @@ fn soak(engine: &[&str], proto: Proto, secs: u64) {
         end.fds,
         baseline.fds
     );
-    // Flat: the second half grew memory by at most a quarter of the first
-    // half's level plus 8 MiB of allocator noise, and the end is not above
-    // the run's late level.
+    // Flat. By the middle of the run the load has been steady for half of it
+    // (after a warm-up), so the buffer pool (up to 256 buffers of 64 KiB kept
+    // for reuse) and the allocator's high-water mark are reached; what the
+    // second half may add is a few more buffers for a new peak of
+    // simultaneous connections, not a share of the level (which a leak
+    // would raise too). Measured (10 s per engine, debug build): +0.9 MiB at
+    // most (epoll with 2 loops, HTTP), +20 KiB for echo. A leak of 50 bytes
+    // per connection over the ~40,000 connections of a 5 s half exceeds
+    // FLAT_SLACK; longer runs (scripts/attack/soak.sh) catch smaller ones.
+    const FLAT_SLACK_KIB: u64 = 2 * 1024;
     assert!(
-        late.rss_kib <= middle.rss_kib + middle.rss_kib / 4 + 8 * 1024,
-        "{engine:?}: RSS kept growing: {} KiB mid-run, {} KiB late",
+        late.rss_kib <= middle.rss_kib + FLAT_SLACK_KIB,
+        "{engine:?}: RSS kept growing: {} KiB mid-run, {} KiB late, over {second_half_sessions} connections",
         middle.rss_kib,
         late.rss_kib
     );
     assert!(
-        end.rss_kib <= late.rss_kib.max(baseline.rss_kib) + 8 * 1024,
+        end.rss_kib <= late.rss_kib.max(baseline.rss_kib) + FLAT_SLACK_KIB,
         "{engine:?}: RSS {} KiB after the clients left (late {} KiB)",
         end.rss_kib,
         late.rss_kib
@@ -288,9 +310,7 @@ fn soak(engine: &[&str], proto: Proto, secs: u64) {
     server.stop_cleanly(&format!("{engine:?}"));
 }
 
-#[test]
-#[ignore = "long: minutes; run scripts/attack/soak.sh"]
-fn soak_every_engine_with_good_slow_and_hostile_clients() {
+fn soak_with_good_slow_and_hostile_clients(engine: &[&str]) {
     let secs = std::env::var("IOMUX_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -299,15 +319,11 @@ fn soak_every_engine_with_good_slow_and_hostile_clients() {
         Ok("http") => Proto::Http,
         _ => Proto::Echo,
     };
-    let only = std::env::var("IOMUX_SOAK_ENGINE").ok();
-    // One connection at a time cannot serve good clients while slow ones hold it.
-    for engine in concurrent_engines() {
-        if only
-            .as_deref()
-            .is_some_and(|o| !engine.join(" ").contains(o))
-        {
-            continue;
-        }
-        soak(engine, proto, secs);
-    }
+    soak(engine, proto, secs);
 }
+// One connection at a time cannot serve good clients while slow ones hold it.
+for_engines!(
+    #[ignore = "long: minutes; run scripts/attack/soak.sh"]
+    soak_with_good_slow_and_hostile_clients,
+    concurrent
+);

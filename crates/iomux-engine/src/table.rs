@@ -80,6 +80,15 @@ impl<T> Slab<T> {
     }
 }
 
+// A token packs a 32-bit generation above a 32-bit slot index in a usize:
+// on a narrower target the shift overflows and generations would be lost, so
+// an event for a closed connection could reach the next one in its slot.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!(
+    "iomux-engine needs a 64-bit target: connection tokens pack a 32-bit \
+     generation above a 32-bit slot index in a usize"
+);
+
 fn encode(index: usize, generation: u32) -> Token {
     Token(((generation as usize) << 32) | (index + FIRST_CONN))
 }

@@ -141,9 +141,6 @@ pub enum Accepted {
 #[derive(Debug)]
 pub struct Acceptor {
     reserve: Option<OwnedFd>,
-    /// The listener last found non-blocking: a blocking one would make
-    /// `accept` wait for a connection instead of reporting `Drained`.
-    checked_listener: Option<RawFd>,
     /// Connections shed because descriptors ran out.
     pub shed: u64,
 }
@@ -161,7 +158,6 @@ impl Acceptor {
     pub fn new() -> io::Result<Acceptor> {
         Ok(Acceptor {
             reserve: open_reserve(),
-            checked_listener: None,
             shed: 0,
         })
     }
@@ -228,11 +224,12 @@ impl Acceptor {
         }
     }
 
-    /// Refuse a blocking listener, checking each listener once.
+    /// Refuse a blocking listener: a blocking one would make `accept` wait
+    /// for a connection instead of reporting `Drained`. The flag is read
+    /// from the descriptor on every call (one `fcntl`): a remembered
+    /// descriptor number could since name another listener, and the flag of
+    /// the same one can be changed.
     fn check_nonblocking(&mut self, listener: RawFd) -> io::Result<()> {
-        if self.checked_listener == Some(listener) {
-            return Ok(());
-        }
         // SAFETY: F_GETFL only reads the descriptor's flags.
         let flags = cvt(unsafe { libc::fcntl(listener, libc::F_GETFL) })
             .map_err(|e| context(e, format_args!("accept on descriptor {listener}")))?;
@@ -242,7 +239,6 @@ impl Acceptor {
                 format!("the listener on descriptor {listener} is blocking, so accept would wait for a connection; bind it with ListenOptions::nonblocking(true) or call set_nonblocking first"),
             ));
         }
-        self.checked_listener = Some(listener);
         Ok(())
     }
 }
@@ -336,6 +332,29 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("nonblocking(true)"), "{err}");
         assert!(drained, "once non-blocking, the empty queue is Drained");
+    }
+
+    /// A listener checked once and made blocking since (as one that reused a
+    /// checked descriptor number would be) is refused, not blocked on.
+    #[test]
+    fn a_listener_made_blocking_after_a_check_is_refused() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut acceptor = Acceptor::new().unwrap();
+            let listener = ListenOptions::new("127.0.0.1:0".parse().unwrap())
+                .nonblocking(true)
+                .bind()
+                .unwrap();
+            let first = matches!(acceptor.accept(&listener), Ok(Accepted::Drained));
+            listener.set_nonblocking(false).unwrap();
+            let _ = tx.send((first, acceptor.accept(&listener).map(drop)));
+        });
+        let (first, accepted) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("accept blocked on a listener made blocking after its first check");
+        assert!(first, "non-blocking at first: the empty queue is Drained");
+        let err = accepted.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Helpers for tests that run the `iomux` binary: start a server on an
 //! ephemeral loopback port, read its ready line, stop it with a signal.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -270,21 +270,82 @@ pub fn cpu_share_over(pid: u32, window: Duration) -> f64 {
     used.as_secs_f64() / start.elapsed().as_secs_f64()
 }
 
-/// Loopback TCP sockets whose local port is `port`, by state (hex code of
-/// /proc/net/tcp: "01" established, "08" CLOSE_WAIT, "0A" listen).
-pub fn tcp_states_on_port(port: u16) -> Vec<String> {
+/// One row of /proc/net/tcp (IPv4 sockets of this network namespace).
+struct TcpRow {
+    local_port: u16,
+    remote_port: u16,
+    /// Hex state code: "01" established, "08" CLOSE_WAIT, "0A" listen.
+    state: String,
+    /// Send queue: bytes not yet acknowledged.
+    send_queue: u64,
+    /// Receive queue: bytes not yet read.
+    receive_queue: u64,
+}
+
+fn tcp_rows() -> Vec<TcpRow> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1)?;
-            let state = cols.nth(1)?;
-            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            (local_port == port).then(|| state.to_string())
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (tx, rx) = cols.get(4)?.split_once(':')?;
+            Some(TcpRow {
+                local_port: port(cols.get(1)?)?,
+                remote_port: port(cols.get(2)?)?,
+                state: cols.get(3)?.to_string(),
+                send_queue: u64::from_str_radix(tx, 16).ok()?,
+                receive_queue: u64::from_str_radix(rx, 16).ok()?,
+            })
         })
         .collect()
+}
+
+/// Loopback TCP sockets whose local port is `port`, by state (hex code of
+/// /proc/net/tcp: "01" established, "08" CLOSE_WAIT, "0A" listen).
+pub fn tcp_states_on_port(port: u16) -> Vec<String> {
+    tcp_rows()
+        .into_iter()
+        .filter(|row| row.local_port == port)
+        .map(|row| row.state)
+        .collect()
+}
+
+/// The kernel's queues of one loopback TCP socket: (send queue, bytes not
+/// yet acknowledged; receive queue, bytes not yet read by its owner).
+pub struct TcpQueues {
+    pub send: u64,
+    pub receive: u64,
+}
+
+/// The queues of our end (`ours`) and of the peer's end of `stream`.
+pub fn tcp_queues(stream: &TcpStream) -> (TcpQueues, TcpQueues) {
+    let (local, remote) = (
+        stream.local_addr().unwrap().port(),
+        stream.peer_addr().unwrap().port(),
+    );
+    let rows = tcp_rows();
+    let queues = |from: u16, to: u16| {
+        let row = rows
+            .iter()
+            .find(|row| row.local_port == from && row.remote_port == to)
+            .unwrap_or_else(|| panic!("no socket {from} -> {to} in /proc/net/tcp"));
+        TcpQueues {
+            send: row.send_queue,
+            receive: row.receive_queue,
+        }
+    };
+    (queues(local, remote), queues(remote, local))
+}
+
+/// Bytes the kernel holds for both ends of the loopback connection `stream`
+/// (send and receive queues). A byte received but not yet acknowledged
+/// counts twice, so what a peer holds outside the kernel is at least "bytes
+/// sent minus this".
+pub fn tcp_queued_both_ends(stream: &TcpStream) -> u64 {
+    let (ours, theirs) = tcp_queues(stream);
+    ours.send + ours.receive + theirs.send + theirs.receive
 }
 
 /// Make the next close of `stream` send a reset instead of a FIN (SO_LINGER 0).
@@ -305,6 +366,37 @@ pub fn set_linger_zero(stream: &TcpStream) {
         )
     };
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// Push 64 KiB writes of `x` from `stream` (made non-blocking) until the
+/// server has taken nothing for `quiet`: it stopped reading (for echo: it owes
+/// us output we do not take). A safety stop at 64 MiB (the kernel's queues
+/// take about 10 MB here). Returns the bytes pushed and when the last write
+/// went in.
+pub fn push_until_the_server_stops_reading(
+    stream: &TcpStream,
+    quiet: Duration,
+) -> (usize, Instant) {
+    use std::io::Write;
+    stream.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let (mut pushed, mut last_write) = (0, Instant::now());
+    while pushed < 64 * 1024 * 1024 {
+        match (&*stream).write(&chunk) {
+            Ok(n) => {
+                pushed += n;
+                last_write = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if last_write.elapsed() > quiet {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("push: {e}"),
+        }
+    }
+    (pushed, last_write)
 }
 
 /// Poll `check` every 20 ms until it returns true or `within` passes; returns its last answer.
@@ -384,30 +476,120 @@ pub fn refuse_io_uring(errno: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The engines of `iomux serve`, as flags.
-pub const ALL_ENGINES: &[&[&str]] = &[
-    &["--backend", "epoll", "--trigger", "edge"],
-    &["--backend", "epoll", "--trigger", "level"],
-    &["--backend", "epoll", "--trigger", "oneshot"],
-    &["--backend", "poll"],
-    &["--backend", "select"],
-    &["--backend", "threads"],
-    &["--backend", "blocking"],
-    &["--backend", "nonblocking"],
-    &["--backend", "epoll", "--threads", "2"],
-    &["--backend", "sigio"],
-    &["--backend", "uring"],
-    &["--backend", "uring-poll"],
-];
-
-/// [`ALL_ENGINES`] but `blocking`, which serves one connection at a time, so
-/// nobody else while a client holds it (by design).
-pub fn concurrent_engines() -> impl Iterator<Item = &'static [&'static str]> {
-    ALL_ENGINES
-        .iter()
-        .copied()
-        .filter(|engine| !engine.contains(&"blocking"))
+/// The one list of engines the tests run: each engine's test name and its
+/// `iomux serve` flags, in three groups: engines that serve connections
+/// concurrently and sleep while there is nothing to do; the one that busy-polls
+/// (it burns a core whatever happens, so its CPU use tells nothing); the one
+/// that serves one connection at a time (nobody else while a client holds it,
+/// by design). [`ENGINES`] and `for_engines!` are both made from it, so an
+/// engine added here is tested everywhere. (When `iomux_engine::Engine::ALL`
+/// lands, this is the one place to switch.)
+macro_rules! engine_list {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!($($args)*
+            sleeping [
+                epoll_edge: ["--backend", "epoll", "--trigger", "edge"],
+                epoll_level: ["--backend", "epoll", "--trigger", "level"],
+                epoll_oneshot: ["--backend", "epoll", "--trigger", "oneshot"],
+                epoll_two_loops: ["--backend", "epoll", "--threads", "2"],
+                poll: ["--backend", "poll"],
+                select: ["--backend", "select"],
+                sigio: ["--backend", "sigio"],
+                uring: ["--backend", "uring"],
+                uring_poll: ["--backend", "uring-poll"],
+                threads: ["--backend", "threads"]
+            ]
+            busy_polling [
+                nonblocking: ["--backend", "nonblocking"]
+            ]
+            one_at_a_time [
+                blocking: ["--backend", "blocking"]
+            ]
+        );
+    };
 }
+
+macro_rules! engine_table {
+    (
+        sleeping [$($s:ident: [$($sf:literal),+]),+]
+        busy_polling [$($b:ident: [$($bf:literal),+]),+]
+        one_at_a_time [$($o:ident: [$($of:literal),+]),+]
+    ) => {
+        /// Every engine of [`engine_list!`]: test name, flags, and whether it
+        /// serves connections concurrently.
+        pub const ENGINES: &[(&str, &[&str], bool)] = &[
+            $((stringify!($s), &[$($sf),+], true),)+
+            $((stringify!($b), &[$($bf),+], true),)+
+            $((stringify!($o), &[$($of),+], false),)+
+        ];
+    };
+}
+engine_list!(engine_table!());
+
+/// The flags of the engine named `name` in [`ENGINES`].
+pub fn engine(name: &str) -> &'static [&'static str] {
+    ENGINES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .unwrap_or_else(|| panic!("no engine named {name} in engine_list!"))
+        .1
+}
+
+/// `for_engines!(case)` makes one test per engine, `case::epoll_edge`,
+/// `case::blocking` and so on, each calling `case(flags)` with that engine's
+/// `iomux serve` flags: a failure names its engine, and each engine's case
+/// runs on its own (in parallel with others, as the test harness schedules).
+/// `for_engines!(case, concurrent)` leaves out the one-at-a-time engine,
+/// `for_engines!(case, sleeping_or_one_at_a_time)` the busy-polling one,
+/// `for_engines!(case, sleeping)` both;
+/// `for_engines!(case, [poll, sigio])` makes only the engines named.
+/// Attributes written before the case (`#[ignore = "why"]`) go on every test.
+macro_rules! for_engines {
+    ($(#[$attr:meta])* $case:ident) => {
+        engine_list!(for_engines!(@pick [$(#[$attr])*] $case all));
+    };
+    ($(#[$attr:meta])* $case:ident, $group:ident) => {
+        engine_list!(for_engines!(@pick [$(#[$attr])*] $case $group));
+    };
+    ($(#[$attr:meta])* $case:ident, [$($name:ident),+ $(,)?]) => {
+        mod $case {
+            for_engines!(@tests [$(#[$attr])*] $case $($name)+);
+        }
+    };
+    (@pick [$($attr:tt)*] $case:ident $group:ident
+        sleeping [$($s:ident: $sf:tt),+]
+        busy_polling [$($b:ident: $bf:tt),+]
+        one_at_a_time [$($o:ident: $of:tt),+]
+    ) => {
+        for_engines!(@group [$($attr)*] $case $group [$($s)+] [$($b)+] [$($o)+]);
+    };
+    (@group $attr:tt $case:ident all [$($s:ident)+] [$($b:ident)+] [$($o:ident)+]) => {
+        for_engines!(@list $attr $case [$($s,)+ $($b,)+ $($o),+]);
+    };
+    (@group $attr:tt $case:ident concurrent [$($s:ident)+] [$($b:ident)+] $o:tt) => {
+        for_engines!(@list $attr $case [$($s,)+ $($b),+]);
+    };
+    (@group $attr:tt $case:ident sleeping [$($s:ident)+] $b:tt $o:tt) => {
+        for_engines!(@list $attr $case [$($s),+]);
+    };
+    (@group $attr:tt $case:ident sleeping_or_one_at_a_time [$($s:ident)+] $b:tt [$($o:ident)+]) => {
+        for_engines!(@list $attr $case [$($s,)+ $($o),+]);
+    };
+    (@list [$($attr:tt)*] $case:ident $names:tt) => {
+        for_engines!($($attr)* $case, $names);
+    };
+    // One test at a time, so that every test gets all the attributes.
+    (@tests [$($attr:tt)*] $case:ident $name:ident $($rest:ident)*) => {
+        #[test]
+        $($attr)*
+        fn $name() {
+            super::$case(crate::common::engine(stringify!($name)));
+        }
+        for_engines!(@tests [$($attr)*] $case $($rest)*);
+    };
+    (@tests [$($attr:tt)*] $case:ident) => {};
+}
+
 /// One HTTP response as a test client sees it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {

@@ -48,8 +48,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line, up to CR.
-    TrailerLine,
+    /// Inside a trailer field's name, up to its colon.
+    TrailerName,
+    /// Inside a trailer field's value, up to CR.
+    TrailerValue,
     /// LF expected after a trailer line.
     TrailerLf,
     /// LF expected after the final empty line.
@@ -221,11 +223,24 @@ impl ChunkedDecoder {
                     // A field line starts with a name: no obs-fold, no whitespace.
                     _ if is_tchar(b) => {
                         self.count_overhead(MAX_TRAILERS, ChunkError::TrailersTooLong)?;
-                        self.state = State::TrailerLine;
+                        self.state = State::TrailerName;
                     }
                     _ => return Err(ChunkError::Malformed),
                 },
-                State::TrailerLine => match b {
+                // field-line = field-name ":" OWS field-value OWS (RFC 9112
+                // §5): a line without its colon (or with space before it) is
+                // not a field.
+                State::TrailerName => match b {
+                    b':' => {
+                        self.count_overhead(MAX_TRAILERS, ChunkError::TrailersTooLong)?;
+                        self.state = State::TrailerValue;
+                    }
+                    _ if is_tchar(b) => {
+                        self.count_overhead(MAX_TRAILERS, ChunkError::TrailersTooLong)?
+                    }
+                    _ => return Err(ChunkError::Malformed),
+                },
+                State::TrailerValue => match b {
                     b'\r' => self.state = State::TrailerLf,
                     _ if is_field_byte(b) => {
                         self.count_overhead(MAX_TRAILERS, ChunkError::TrailersTooLong)?
@@ -348,6 +363,11 @@ mod tests {
             (b"1;a\nb\r\n", Malformed),
             (b"0\r\n X: y\r\n\r\n", Malformed),
             (b"0\r\nX: \x01\r\n\r\n", Malformed),
+            // Trailer lines that are not fields: no colon, space before it, empty name.
+            (b"0\r\nX-Trailer\r\n\r\n", Malformed),
+            (b"0\r\nX-Trailer value\r\n\r\n", Malformed),
+            (b"0\r\nX-Trailer : v\r\n\r\n", Malformed),
+            (b"0\r\n: v\r\n\r\n", Malformed),
             (b"0\r\n\r\r", Malformed),
             (b"10000000000000000\r\n", Malformed),
             (b"ffffffffffffffffff\r\n", Malformed),
