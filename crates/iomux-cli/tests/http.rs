@@ -309,7 +309,6 @@ for_engines!(serves_http, sleeping);
 /// client may lose the response (the 431 for a 66 KB head, every time here).
 /// The other engines send their FIN and drain the peer's input first.
 #[test]
-#[ignore = "reproduces on main: the nonblocking engine has no lingering close; fix lands with the connection core"]
 fn serves_http_on_the_busy_polling_engine() {
     serves_http(common::engine("nonblocking"));
 }

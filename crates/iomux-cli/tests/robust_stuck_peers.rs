@@ -146,6 +146,5 @@ fn a_slow_reader_is_closed_one_idle_timeout_after_it_stopped(engine: &[&str]) {
     server.stop_cleanly(&format!("{engine:?}"));
 }
 for_engines!(
-    #[ignore = "issue 18 item 2: reproduces on main; fix lands with the connection core"]
     a_slow_reader_is_closed_one_idle_timeout_after_it_stopped
 );

@@ -87,3 +87,27 @@ fn the_ready_line_spells_the_protocol_as_the_flag_does() {
         assert!(line.contains(&format!(" proto={proto} ")), "{line}");
     }
 }
+
+/// The engine list the integration tests expand per engine (`engine_list!`
+/// in tests/common) covers `Engine::ALL`, the one list of engines: an engine
+/// added there fails here until the tests run it.
+#[test]
+fn the_tests_engine_list_covers_every_engine() {
+    use iomux_engine::Engine;
+    let tested: Vec<Engine> = common::ENGINES
+        .iter()
+        .filter(|(_, flags, _)| !flags.contains(&"--threads"))
+        .map(|(name, flags, _)| {
+            let backend = flags[1];
+            let trigger = flags.iter().position(|f| *f == "--trigger").map(|i| flags[i + 1]);
+            let engine = match trigger {
+                Some(t) => format!("{backend}-{t}").parse(),
+                None => backend.parse(),
+            };
+            engine.unwrap_or_else(|e| panic!("{name}: {e}"))
+        })
+        .collect();
+    for engine in Engine::ALL {
+        assert!(tested.contains(engine), "{engine} is not in engine_list!");
+    }
+}

@@ -4,8 +4,8 @@
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
-use crate::session::{Deadline, Env, Fault, Session};
-use crate::sock::{input_waiting, read_append, send_available};
+use crate::session::{Deadline, Env, Fault, Finish, Session};
+use crate::sock::{input_waiting, read_append, send_available, shutdown_write};
 use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor};
 use iomux_proto::{Command, ConnId, Service};
@@ -144,6 +144,23 @@ fn poll_conn<P: Service>(
     moved: &mut bool,
 ) -> bool {
     let fd = c.stream.as_raw_fd();
+    if c.session.is_lingering() {
+        // Our FIN is out: discard the peer's input until its FIN (or LINGER),
+        // so unread bytes do not turn the close into a reset.
+        rbuf.clear();
+        return match read_append(fd, rbuf, READ_CHUNK) {
+            Ok(0) => false,
+            Ok(_) => {
+                *moved = true;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                !matches!(c.session.on_deadline(None, env), Deadline::Close)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => false,
+        };
+    }
     if c.session.reading() {
         stats.reads += 1;
         rbuf.clear();
@@ -200,6 +217,11 @@ fn poll_conn<P: Service>(
             Err(_) => return false,
         }
     }
-    // This engine drops a finished connection without lingering.
-    !c.session.ready_to_finish()
+    if !c.session.ready_to_finish() {
+        return true;
+    }
+    match c.session.finish(env.now, env.pool) {
+        Finish::Close => false,
+        Finish::Linger => shutdown_write(fd).is_ok(),
+    }
 }

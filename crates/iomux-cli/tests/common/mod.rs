@@ -497,6 +497,8 @@ macro_rules! engine_list {
                 sigio: ["--backend", "sigio"],
                 uring: ["--backend", "uring"],
                 uring_poll: ["--backend", "uring-poll"],
+                uring_poll_level: ["--backend", "uring-poll", "--trigger", "level"],
+                uring_poll_oneshot: ["--backend", "uring-poll", "--trigger", "oneshot"],
                 threads: ["--backend", "threads"]
             ]
             busy_polling [
