@@ -31,6 +31,10 @@ const DEFAULT_SHARDS: usize = 16;
 /// [`Db::next_expiry`] is due.
 const EXPIRE_BATCH: usize = 1024;
 
+/// The longest i64 in decimal: a counter's value is allocated this large once,
+/// so INCR never reallocates as it gains digits.
+const I64_DIGITS: usize = 20;
+
 /// A shared keyspace of binary-safe string keys and values.
 #[derive(Debug)]
 pub struct Db {
@@ -417,12 +421,17 @@ impl Shard {
             Some(entry) => {
                 let current = super::parse::parse_i64(&entry.value).ok_or(IncrError::NotInteger)?;
                 let next = current.checked_add(delta).ok_or(IncrError::Overflow)?;
+                if entry.value.capacity() < I64_DIGITS {
+                    entry.value = Vec::with_capacity(I64_DIGITS);
+                }
                 overwrite(&mut entry.value, digits.format(next).as_bytes());
                 Ok(next)
             }
             None => {
+                let mut value = Vec::with_capacity(I64_DIGITS);
+                value.extend_from_slice(digits.format(delta).as_bytes());
                 let entry = Entry {
-                    value: digits.format(delta).as_bytes().to_vec(),
+                    value,
                     expiry: None,
                 };
                 self.map.insert(key.into(), entry);

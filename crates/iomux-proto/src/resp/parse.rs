@@ -106,6 +106,9 @@ pub enum Parsed {
 enum State {
     /// Nothing parsed of the current command yet.
     Start,
+    /// Some bytes of a command seen, nothing kept: it starts over next time
+    /// (an incomplete inline line or `*N` line, both short).
+    Seen,
     /// Inside a multibulk command: `left` arguments still to read, parsing
     /// resumes at offset `at`; `bulk` is the length of the argument whose
     /// header has been read.
@@ -189,7 +192,8 @@ impl Parser {
     /// [`Parsed::Incomplete`], the next call must pass the same bytes
     /// followed by more; after any other result, bytes from the next command on.
     pub fn parse(&mut self, buf: &[u8]) -> Parsed {
-        if self.state == State::Start {
+        if matches!(self.state, State::Start | State::Seen) {
+            self.state = State::Start;
             if self.spans.capacity() > KEEP_SPANS {
                 self.spans = Vec::new();
             }
@@ -198,10 +202,22 @@ impl Parser {
             match buf.first() {
                 None => return Parsed::Incomplete,
                 Some(b'*') => {}
-                Some(_) => return self.parse_inline(buf),
+                Some(_) => return self.seen_if_incomplete(Parser::parse_inline, buf),
             }
         }
-        self.parse_multibulk(buf)
+        self.seen_if_incomplete(Parser::parse_multibulk, buf)
+    }
+
+    fn seen_if_incomplete(
+        &mut self,
+        parse: fn(&mut Parser, &[u8]) -> Parsed,
+        buf: &[u8],
+    ) -> Parsed {
+        let parsed = parse(self, buf);
+        if parsed == Parsed::Incomplete && self.state == State::Start {
+            self.state = State::Seen;
+        }
+        parsed
     }
 
     /// The arguments of the command just returned as [`Parsed::Command`];
@@ -217,7 +233,7 @@ impl Parser {
         let max_inline = self.limits.max_inline;
         let (mut left, mut at, mut bulk) = match self.state {
             State::Multibulk { left, at, bulk } => (left, at, bulk),
-            State::Start => {
+            State::Start | State::Seen => {
                 let Some(cr) = memchr(b'\r', &buf[1..]).map(|i| i + 1) else {
                     return if buf.len() > max_inline {
                         Parsed::Error(ProtocolError::TooBigMultibulkCount)
