@@ -62,7 +62,7 @@ class RespServer(srv.Server):
         raise RuntimeError(f"{self.name} did not answer PING on port {self.port} within 20 s")
 
 
-def start(name, cpu, workdir):
+def start(name, cpu, workdir, iomux_flags=()):
     port = srv.free_port()
     if name == "redis":
         argv = ["redis-server", "--save", "", "--appendonly", "no", "--port", str(port),
@@ -72,7 +72,7 @@ def start(name, cpu, workdir):
             sys.exit(f"{srv.IOMUX} is missing: run `cargo build --release` (bench/redis-peers.sh does it)")
         backend = name.split("-", 1)[1]
         argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend,
-                "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600"]
+                "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600", *iomux_flags]
     return RespServer(name, argv, port, cpu, workdir)
 
 
@@ -178,6 +178,8 @@ def main():
     ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
+    ap.add_argument("--iomux-flags", default="--nodelay",
+                    help="extra `iomux serve` flags (default --nodelay: redis-server sets TCP_NODELAY on every client)")
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
     args = ap.parse_args()
     which = [s for s in ORDER if s in args.servers.split(",")]
@@ -189,7 +191,7 @@ def main():
     rows = []
     try:
         for name in which:
-            servers[name] = start(name, cpu=0, workdir=workdir)
+            servers[name] = start(name, cpu=0, workdir=workdir, iomux_flags=args.iomux_flags.split())
         for s in servers.values():  # warm-up, and GET finds the key SET wrote
             for p in profiles:
                 run_benchmark(s, p, max(args.requests // 10, 1000), cpu=1)
