@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import idle_memory  # noqa: E402
 import servers as srv  # noqa: E402
+from http_peers import median, round_ratios  # noqa: E402
 
 ORDER = ("redis", "iomux-epoll", "iomux-uring")
 # name: (redis-benchmark test, commands per write)
@@ -45,21 +46,10 @@ CLIENTS = 50
 class RespServer(srv.Server):
     """A server that is ready once it answers PING."""
 
-    def _wait_ready(self):
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log.read()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(PING)
-                    if s.recv(64) == b"+PONG\r\n":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer PING on port {self.port} within 20 s")
+    def answers(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(PING)
+            return s.recv(64) == b"+PONG\r\n"
 
 
 def start(name, cpu, workdir, iomux_flags=()):
@@ -107,19 +97,6 @@ def run_benchmark(server, profile, requests, cpu):
         "server_core_busy": server_cpu / wall,
         "client_core_busy": client_cpu / wall,
     }
-
-
-def median(rows, server, profile, key):
-    values = [r[key] for r in rows if r["server"] == server and r["profile"] == profile]
-    return statistics.median(values) if values else float("nan")
-
-
-def round_ratios(rows, a, b, profile, key):
-    def by_round(server):
-        return {r["round"]: r[key] for r in rows if r["server"] == server and r["profile"] == profile}
-
-    num, den = by_round(a), by_round(b)
-    return [num[k] / den[k] for k in sorted(num) if k in den and den[k]]
 
 
 def report(rows, rounds, which, profiles):

@@ -1,7 +1,7 @@
 //! The commands: lookup, arity, and what each one does to the keyspace and
 //! answers, with Redis's error texts.
 
-use super::db::{ExpireCondition, IncrError, SetCondition, SetExpiry, Ttl};
+use super::db::{ExpireCondition, IncrError, SetCondition, SetExpiry, SetOptions, Ttl};
 use super::parse::{parse_i64, Args};
 use super::pubsub::confirmation_frame;
 use super::{reply, Session};
@@ -344,10 +344,16 @@ impl Session {
                 }
             }
         };
-        let (written, old) =
-            self.shared
-                .db
-                .set(args.get(1), args.get(2), condition, expiry, get, now);
+        let (written, old) = self.shared.db.set(
+            args.get(1),
+            args.get(2),
+            SetOptions {
+                condition,
+                expiry,
+                get_old: get,
+            },
+            now,
+        );
         if get {
             bulk_or_nil(out, old.as_deref());
         } else if written {

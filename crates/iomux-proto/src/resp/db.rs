@@ -88,6 +88,28 @@ pub enum SetCondition {
     IfPresent,
 }
 
+/// How SET writes: its condition, the key's TTL after it, and whether it
+/// returns the previous value. The default is a plain SET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// When to write (NX, XX).
+    pub condition: SetCondition,
+    /// The TTL afterwards (EX, PX, KEEPTTL).
+    pub expiry: SetExpiry,
+    /// Return the previous value (GET).
+    pub get_old: bool,
+}
+
+impl SetOptions {
+    /// A plain SET whose key expires at `at`.
+    pub fn expiring_at(at: u64) -> SetOptions {
+        SetOptions {
+            expiry: SetExpiry::At(at),
+            ..SetOptions::default()
+        }
+    }
+}
+
 /// What happens to a key's time to live when it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SetExpiry {
@@ -187,19 +209,16 @@ impl Db {
         self.shard(key).get(key, now, read)
     }
 
-    /// Writes `value` under `key` if `condition` allows. Returns whether it
-    /// wrote, and the previous value when `want_old` (SET ... GET).
+    /// Writes `value` under `key` as `options` say. Returns whether it
+    /// wrote, and the previous value when [`SetOptions::get_old`].
     pub fn set(
         &self,
         key: &[u8],
         value: &[u8],
-        condition: SetCondition,
-        expiry: SetExpiry,
-        want_old: bool,
+        options: SetOptions,
         now: u64,
     ) -> (bool, Option<Vec<u8>>) {
-        self.shard(key)
-            .set(key, value, condition, expiry, want_old, now)
+        self.shard(key).set(key, value, options, now)
     }
 
     /// Removes `key`; true if it existed.
@@ -243,14 +262,7 @@ impl Db {
     pub fn set_many<'k>(&self, pairs: impl Iterator<Item = (&'k [u8], &'k [u8])>, now: u64) {
         let mut shards = self.lock_all();
         for (key, value) in pairs {
-            shards[self.shard_index(key)].set(
-                key,
-                value,
-                SetCondition::Always,
-                SetExpiry::Clear,
-                false,
-                now,
-            );
+            shards[self.shard_index(key)].set(key, value, SetOptions::default(), now);
         }
     }
 
@@ -355,11 +367,14 @@ impl Shard {
         &mut self,
         key: &[u8],
         value: &[u8],
-        condition: SetCondition,
-        expiry: SetExpiry,
-        want_old: bool,
+        options: SetOptions,
         now: u64,
     ) -> (bool, Option<Vec<u8>>) {
+        let SetOptions {
+            condition,
+            expiry,
+            get_old,
+        } = options;
         let Shard {
             map,
             deadlines,
@@ -379,7 +394,7 @@ impl Shard {
         };
         let written = match map.get_mut(key) {
             Some(entry) if !entry.is_expired(now) => {
-                let old = want_old.then(|| entry.value.clone());
+                let old = get_old.then(|| entry.value.clone());
                 if condition == SetCondition::IfAbsent {
                     return (false, old);
                 }

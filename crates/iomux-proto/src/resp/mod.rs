@@ -32,7 +32,7 @@ pub mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use db::{Db, ExpireCondition, IncrError, SetCondition, SetExpiry, Ttl};
+pub use db::{Db, ExpireCondition, IncrError, SetCondition, SetExpiry, SetOptions, Ttl};
 pub use parse::{parse_i64, Args, Limits, Parsed, Parser, ProtocolError};
 pub use pubsub::{confirmation_frame, message_frame, Deliver, PubSub};
 

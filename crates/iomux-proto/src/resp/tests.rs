@@ -541,24 +541,10 @@ fn active_expiry_pops_only_due_deadlines() {
     let db = Db::new();
     for i in 0..1000u64 {
         let key = format!("k{i}");
-        db.set(
-            key.as_bytes(),
-            b"v",
-            SetCondition::Always,
-            SetExpiry::At(1000 + i),
-            false,
-            0,
-        );
+        db.set(key.as_bytes(), b"v", SetOptions::expiring_at(1000 + i), 0);
     }
     for i in 0..500u64 {
-        db.set(
-            format!("p{i}").as_bytes(),
-            b"v",
-            SetCondition::Always,
-            SetExpiry::Clear,
-            false,
-            0,
-        );
+        db.set(format!("p{i}").as_bytes(), b"v", SetOptions::default(), 0);
     }
     assert_eq!(db.next_expiry(), Some(1000));
     assert_eq!(db.expire_due(999), 0);
@@ -583,25 +569,11 @@ fn active_expiry_pops_only_due_deadlines() {
 #[test]
 fn a_rewritten_ttl_leaves_a_stale_deadline_that_expires_nothing() {
     let db = Db::new();
-    db.set(
-        b"k",
-        b"v",
-        SetCondition::Always,
-        SetExpiry::At(100),
-        false,
-        0,
-    );
+    db.set(b"k", b"v", SetOptions::expiring_at(100), 0);
     db.expire_at(b"k", 500, ExpireCondition::Always, 0);
     assert_eq!(db.expire_due(200), 0, "the deadline at 100 is stale");
     assert!(db.exists(b"k", 200));
-    db.set(
-        b"k",
-        b"v",
-        SetCondition::Always,
-        SetExpiry::Clear,
-        false,
-        200,
-    );
+    db.set(b"k", b"v", SetOptions::default(), 200);
     assert_eq!(db.expire_due(600), 0, "SET cleared the TTL");
     assert!(db.exists(b"k", 600));
 }
@@ -609,7 +581,7 @@ fn a_rewritten_ttl_leaves_a_stale_deadline_that_expires_nothing() {
 #[test]
 fn repeated_ttl_changes_keep_the_heap_bounded() {
     let db = Db::with_shards(1);
-    db.set(b"k", b"v", SetCondition::Always, SetExpiry::Clear, false, 0);
+    db.set(b"k", b"v", SetOptions::default(), 0);
     for i in 0..100_000 {
         db.expire_at(b"k", 1_000_000 + i, ExpireCondition::Always, 0);
         assert!(
