@@ -166,6 +166,9 @@ impl<'a> Args<'a> {
 /// once sent a million-argument MSET does not keep 16 MiB of spans idle.
 const KEEP_SPANS: usize = 64;
 
+/// Most bytes of unescaped inline arguments a parser keeps allocated between commands.
+const KEEP_SCRATCH: usize = 1024;
+
 impl Parser {
     /// A parser enforcing `limits`.
     pub fn new(limits: Limits) -> Parser {
@@ -196,6 +199,9 @@ impl Parser {
             self.state = State::Start;
             if self.spans.capacity() > KEEP_SPANS {
                 self.spans = Vec::new();
+            }
+            if self.scratch.capacity() > KEEP_SCRATCH {
+                self.scratch = Vec::new();
             }
             self.spans.clear();
             self.in_scratch = false;
