@@ -400,3 +400,24 @@ fn keys_expire_without_being_touched() {
     assert!(expired, "the key past its deadline was never removed");
     assert_eq!(cli(&server, &["EXISTS", "later"], ""), "(integer) 1\n");
 }
+
+#[test]
+fn a_half_closed_client_gets_every_reply_on_every_engine() {
+    // As `printf 'SET a 1\r\nGET a\r\n' | nc`: the client stops sending
+    // before it reads; every reply still arrives, then the server closes.
+    for engine in ALL_ENGINES {
+        let mut args = vec!["--proto", "resp"];
+        args.extend_from_slice(engine);
+        let server = ServerProcess::start(&args);
+        let mut stream = server.connect();
+        stream.write_all(b"SET a 1\r\nGET a\r\nINCR a\r\n").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&back),
+            "+OK\r\n$1\r\n1\r\n:2\r\n",
+            "{engine:?}"
+        );
+    }
+}
