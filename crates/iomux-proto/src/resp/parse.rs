@@ -323,6 +323,10 @@ impl Parser {
         if let Some(stripped) = line.strip_suffix(b"\r") {
             line = stripped;
         }
+        // Redis splits the line as a C string: a NUL byte ends it.
+        if let Some(nul) = memchr(0, line) {
+            line = &line[..nul];
+        }
         let quoted = line.iter().any(|&b| b == b'"' || b == b'\'');
         let parsed = if quoted {
             self.in_scratch = true;
@@ -431,7 +435,7 @@ fn split_quoted(
                 }
             } else {
                 match c {
-                    None | Some(b' ' | b'\n' | b'\r' | b'\t' | 0) => break,
+                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => in_double = true,
                     Some(b'\'') => in_single = true,
                     Some(b) => scratch.push(b),
