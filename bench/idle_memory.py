@@ -44,8 +44,9 @@ def response_complete(data):
     return False
 
 
-def open_idle(port, count):
-    """`count` connections that each completed one request; raises on any failure."""
+def open_idle(port, count, request=REQUEST, complete=response_complete):
+    """`count` connections that each sent `request` and read a reply that
+    `complete` accepts; raises on any failure."""
     held = []
     sel = selectors.DefaultSelector()
     while len(held) < count:
@@ -67,7 +68,7 @@ def open_idle(port, count):
                     err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         raise OSError(err, f"connect to port {port}: {os.strerror(err)}")
-                    s.send(REQUEST)
+                    s.send(request)
                     state[1] = True
                     sel.modify(s, selectors.EVENT_READ, state)
                 elif mask & selectors.EVENT_READ:
@@ -75,7 +76,7 @@ def open_idle(port, count):
                     if not chunk:
                         raise RuntimeError("the server closed a connection before answering")
                     state[0] += chunk
-                    if response_complete(state[0]):
+                    if complete(state[0]):
                         sel.unregister(s)
                         pending -= 1
         held.extend(batch)

@@ -118,12 +118,18 @@ class Server:
                 self.log.seek(0)
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log.read()}")
             try:
-                with urllib.request.urlopen(self.url(), timeout=1) as r:
-                    r.read()
+                if self.answers():
                     return
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer on port {self.port} within 20 s")
+
+    def answers(self):
+        """True once the server answers a request (HTTP here; override for other protocols)."""
+        with urllib.request.urlopen(self.url(), timeout=1) as r:
+            r.read()
+            return True
 
     def url(self, path="/"):
         return f"http://127.0.0.1:{self.port}{path}"

@@ -5,9 +5,11 @@ use clap::{Args, ValueEnum};
 use iomux::Trigger;
 use iomux_engine::{Config, Engine, Server};
 use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
-use iomux_proto::{Echo, Http};
+use iomux_proto::{resp, Echo, Http};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtoArg {
@@ -17,6 +19,8 @@ pub enum ProtoArg {
     Echo,
     /// Every byte echoed back, ASCII letters upper-cased.
     Upper,
+    /// The Redis protocol (RESP2): a Redis-compatible key-value server.
+    Resp,
 }
 
 /// The `--backend` values: the backends of [`Engine::ALL`], each once, in
@@ -95,6 +99,10 @@ pub struct ServeArgs {
     /// HTTP: largest request body in bytes, at most 4294967295 (larger → 413).
     #[arg(long, default_value_t = HttpLimits::DEFAULT.max_body)]
     max_body: u32,
+    /// RESP: largest value (bulk argument) in bytes, as Redis's proto-max-bulk-len (larger → protocol error).
+    #[arg(long, default_value_t = resp::Limits::DEFAULT.max_bulk,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|v| v as usize))]
+    max_value_bytes: usize,
 }
 
 /// The engine `--backend` and `--trigger` name: the backend's engine in
@@ -202,6 +210,32 @@ fn advise(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{text}; {advice}"))
 }
 
+/// Longest wait between two active-expiry passes, so keys given a TTL while
+/// the thread sleeps are reaped within this much of their deadline.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
+/// Remove expired keys in the background (Redis's active expiry), waking at
+/// the next deadline or every tick; stops when the keyspace is gone.
+fn spawn_active_expiry(shared: Weak<resp::Shared>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("resp-expiry".into())
+        .spawn(move || {
+            while let Some(shared) = shared.upgrade() {
+                let db = &shared.db;
+                let now = db.now_ms();
+                if db.expire_due(now) > 0 {
+                    continue;
+                }
+                let wait = db.next_expiry().map_or(EXPIRY_TICK, |at| {
+                    Duration::from_millis(at.saturating_sub(now)).min(EXPIRY_TICK)
+                });
+                drop(shared);
+                std::thread::sleep(wait);
+            }
+        })
+        .map(drop)
+}
+
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let engine = engine(&args)?;
     let config = config(&args)?;
@@ -228,6 +262,16 @@ fn start(
                 max_body: args.max_body,
             });
             Server::start(config.clone(), engine, move || Http::new(http))?
+        }
+        ProtoArg::Resp => {
+            let shared = Arc::new(resp::Shared::new(resp::Limits {
+                max_bulk: args.max_value_bytes,
+                ..resp::Limits::DEFAULT
+            }));
+            spawn_active_expiry(Arc::downgrade(&shared))?;
+            Server::start(config.clone(), engine, move || {
+                resp::Resp::new(shared.clone())
+            })?
         }
     };
     {

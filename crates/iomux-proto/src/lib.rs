@@ -19,10 +19,52 @@
 mod context;
 mod echo;
 pub mod http;
+pub mod resp;
 
 pub use context::{Command, ConnId, Context};
 pub use echo::Echo;
 pub use http::Http;
+
+/// Run `protocol` over `input` delivered in reads cut at `cuts`, the way an
+/// engine does: unconsumed bytes are offered again in front of the next read,
+/// and EOF follows the last. Returns the output and whether the protocol
+/// asked to close. Tests and fuzz targets use it to check that the split
+/// never changes the output.
+///
+/// ```
+/// use iomux_proto::{feed_protocol_in_reads, Echo};
+/// let (out, close) = feed_protocol_in_reads(&mut Echo::plain(), b"abcdef", &[2, 4]);
+/// assert_eq!((out.as_slice(), close), (&b"abcdef"[..], false));
+/// ```
+pub fn feed_protocol_in_reads<P: Protocol>(
+    protocol: &mut P,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, bool) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut last = 0;
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < input.len())
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    points.push(input.len());
+    for cut in points {
+        pending.extend_from_slice(&input[last..cut]);
+        last = cut;
+        let step = protocol.on_input(&pending, &mut out);
+        assert!(step.consumed <= pending.len(), "consumed more than offered");
+        pending.drain(..step.consumed);
+        if step.close {
+            return (out, true);
+        }
+    }
+    protocol.on_eof(&pending, &mut out);
+    (out, false)
+}
 
 /// What a protocol did with one slice of input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

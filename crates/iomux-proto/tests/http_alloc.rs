@@ -1,11 +1,12 @@
-//! The hello-world path allocates nothing per request: a counting global
-//! allocator watches thousands of pipelined requests. Only this thread's
-//! allocations count (the test harness's own threads may allocate meanwhile).
+//! The hello-world HTTP path and the RESP GET/SET/INCR path allocate nothing
+//! per request: a counting global allocator watches thousands of pipelined
+//! requests. Only the test's own thread's allocations count (the harness's
+//! other threads, and the other test, may allocate meanwhile).
 
+use iomux_proto::resp::{Resp, Shared};
 use iomux_proto::{Http, Protocol};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
 
@@ -13,8 +14,18 @@ thread_local! {
     /// Count this thread's allocations (const-initialised, no destructor:
     /// safe to read from inside the allocator).
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn note_allocation() {
+    if counting() {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 fn counting() -> bool {
     COUNTING.try_with(Cell::get).unwrap_or(false)
@@ -27,18 +38,14 @@ fn count(on: bool) {
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_allocation();
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_allocation();
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -74,7 +81,7 @@ fn hello_world_requests_allocate_nothing() {
     count(false);
     assert_eq!(answered, 1000 * 16 * 5);
     assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
+        allocations(),
         0,
         "heap allocations while answering {answered} requests"
     );
@@ -85,6 +92,44 @@ fn hello_world_requests_allocate_nothing() {
         &mut out,
     );
     count(false);
-    assert!(ALLOCATIONS.load(Ordering::SeqCst) > 0, "the counter counts");
+    assert!(allocations() > 0, "the counter counts");
     assert!(out.ends_with(b"abc"));
+}
+
+#[test]
+fn resp_get_set_incr_allocate_nothing() {
+    let pipeline: Vec<u8> = [
+        &b"*3\r\n$3\r\nSET\r\n$7\r\nkey:001\r\n$3\r\nxyz\r\n"[..],
+        b"*2\r\n$3\r\nGET\r\n$7\r\nkey:001\r\n",
+        b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n",
+        b"*2\r\n$6\r\nEXISTS\r\n$7\r\nkey:001\r\n",
+        b"*1\r\n$4\r\nPING\r\n",
+        b"GET key:001\r\n",
+    ]
+    .concat()
+    .repeat(16);
+    let mut conn = Resp::new(std::sync::Arc::new(Shared::default()));
+    let mut out = Vec::with_capacity(1 << 20);
+    // Warm up: the keys are created, the parser's span list grows once.
+    conn.on_input(&pipeline, &mut out);
+    out.clear();
+    count(true);
+    for _ in 0..1000 {
+        let step = conn.on_input(&pipeline, &mut out);
+        assert_eq!(step.consumed, pipeline.len());
+        assert!(!step.close);
+    }
+    count(false);
+    let answered = out.windows(5).filter(|w| w == b"$3\r\nx").count();
+    assert_eq!(answered, 1000 * 16 * 2, "every GET answered the value");
+    assert_eq!(
+        allocations(),
+        0,
+        "heap allocations while answering RESP commands"
+    );
+    // The counter does see allocations: a new key is allocated.
+    count(true);
+    conn.on_input(b"SET another v\r\n", &mut out);
+    count(false);
+    assert!(allocations() > 0, "the counter counts");
 }

@@ -51,30 +51,7 @@ use response::{Persist, Response, CONTINUE};
 /// assert_eq!(feed_in_reads(&CONFIG, req, &[]), feed_in_reads(&CONFIG, req, &[3, 17]));
 /// ```
 pub fn feed_in_reads(config: &'static HttpConfig, input: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
-    let mut http = Http::new(config);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut last = 0;
-    let mut points: Vec<usize> = cuts
-        .iter()
-        .copied()
-        .filter(|&c| c > 0 && c < input.len())
-        .collect();
-    points.sort_unstable();
-    points.dedup();
-    points.push(input.len());
-    for cut in points {
-        pending.extend_from_slice(&input[last..cut]);
-        last = cut;
-        let step = http.on_input(&pending, &mut out);
-        assert!(step.consumed <= pending.len(), "consumed more than offered");
-        pending.drain(..step.consumed);
-        if step.close {
-            return (out, true);
-        }
-    }
-    http.on_eof(&pending, &mut out);
-    (out, false)
+    crate::feed_protocol_in_reads(&mut Http::new(config), input, cuts)
 }
 
 /// The body of the hello-world routes.

@@ -1,0 +1,198 @@
+"""Interleaved RESP benchmark of iomux against redis-server (see redis-peers.sh).
+
+Every server is pinned to CPU 0, redis-benchmark to CPU 1. Each round runs
+every profile against every server in turn, each round starting one server
+later, so a noisy neighbour on the shared machine hits all of them alike; the
+table reports medians over rounds, and each ratio is the median of the
+per-round ratios with their range.
+
+Per run it records: operations/s (redis-benchmark's CSV), server CPU time
+(utime+stime of the server process, all threads, from /proc, delta over the
+run) per operation, and how busy each core was (near 100% on the client side
+means redis-benchmark, not the server, was the bottleneck).
+
+Then, unless --idle 0: the server's resident memory per idle connection
+(each connection sends one PING, reads PONG, and stays open silently).
+"""
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import idle_memory  # noqa: E402
+import servers as srv  # noqa: E402
+from http_peers import median, round_ratios  # noqa: E402
+
+ORDER = ("redis", "iomux-epoll", "iomux-uring")
+# name: (redis-benchmark test, commands per write)
+PROFILES = {
+    "set": ("set", 1),
+    "get": ("get", 1),
+    "set-P16": ("set", 16),
+    "get-P16": ("get", 16),
+}
+PING = b"*1\r\n$4\r\nPING\r\n"
+CLIENTS = 50
+
+
+class RespServer(srv.Server):
+    """A server that is ready once it answers PING."""
+
+    def answers(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(PING)
+            return s.recv(64) == b"+PONG\r\n"
+
+
+def start(name, cpu, workdir, iomux_flags=()):
+    port = srv.free_port()
+    if name == "redis":
+        argv = ["redis-server", "--save", "", "--appendonly", "no", "--port", str(port),
+                "--bind", "127.0.0.1", "--daemonize", "no", "--dir", workdir, "--maxclients", "20000"]
+    else:
+        if not os.path.exists(srv.IOMUX):
+            sys.exit(f"{srv.IOMUX} is missing: run `cargo build --release` (bench/redis-peers.sh does it)")
+        backend = name.split("-", 1)[1]
+        argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend,
+                "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600", *iomux_flags]
+    return RespServer(name, argv, port, cpu, workdir)
+
+
+def run_benchmark(server, profile, requests, cpu):
+    test, pipeline = PROFILES[profile]
+    n = requests * pipeline
+    argv = ["taskset", "-c", str(cpu), "redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port),
+            "-c", str(CLIENTS), "-n", str(n), "-P", str(pipeline), "-t", test, "--csv"]
+    before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user0, sys0 = srv.cpu_ticks_split(server.pids)
+    t0 = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
+    user1, sys1 = srv.cpu_ticks_split(server.pids)
+    after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"redis-benchmark against {server.name} failed: {done.stdout}{done.stderr}")
+    rows = [line.split(",") for line in done.stdout.splitlines() if not line.startswith('"test"')]
+    if len(rows) != 1:
+        raise RuntimeError(f"unexpected redis-benchmark output: {done.stdout!r}")
+    ops_per_s = float(rows[0][1].strip('"'))
+    server_cpu = (user1 - user0 + sys1 - sys0) / srv.CLK_TCK
+    client_cpu = (after_client.ru_utime - before_client.ru_utime) + (after_client.ru_stime - before_client.ru_stime)
+    return {
+        "server": server.name,
+        "profile": profile,
+        "ops": n,
+        "ops_per_s": ops_per_s,
+        "cpu_us_per_op": server_cpu * 1e6 / n,
+        "user_us_per_op": (user1 - user0) / srv.CLK_TCK * 1e6 / n,
+        "sys_us_per_op": (sys1 - sys0) / srv.CLK_TCK * 1e6 / n,
+        "server_core_busy": server_cpu / wall,
+        "client_core_busy": client_cpu / wall,
+    }
+
+
+def report(rows, rounds, which, profiles):
+    out = [f"Medians over {rounds} interleaved rounds ({CLIENTS} clients; server on cpu 0, redis-benchmark on cpu 1)\n",
+           "| profile | server | ops/s | server CPU us/op | of which user | of which kernel | server core busy | client core busy |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in profiles:
+        for s in which:
+            out.append(
+                f"| {p} | {s} | {median(rows, s, p, 'ops_per_s'):,.0f} | {median(rows, s, p, 'cpu_us_per_op'):.3f} | "
+                f"{median(rows, s, p, 'user_us_per_op'):.3f} | {median(rows, s, p, 'sys_us_per_op'):.3f} | "
+                f"{median(rows, s, p, 'server_core_busy'):.0%} | {median(rows, s, p, 'client_core_busy'):.0%} |"
+            )
+    out.append("")
+    out.append("Ratios to redis-server: the median of the per-round ratios, then their range.")
+    for s in which:
+        if s == "redis":
+            continue
+        for p in profiles:
+            cpu = round_ratios(rows, s, "redis", p, "cpu_us_per_op")
+            rate = round_ratios(rows, s, "redis", p, "ops_per_s")
+            if not cpu:
+                continue
+            goal = 0.6 if p.endswith("P16") else 0.95
+            verdict = "met" if statistics.median(cpu) <= goal else "NOT met"
+            out.append(
+                f"- {s}/redis {p}: CPU per op {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}), "
+                f"goal <= {goal}: {verdict}; ops/s {statistics.median(rate):.2f} ({min(rate):.2f}-{max(rate):.2f})"
+            )
+    return "\n".join(out)
+
+
+def idle_memory_report(servers, conns, settle):
+    out = [f"\nServer RSS with {conns:,} idle connections (each sent one PING; VmRSS, whole process)\n",
+           "| server | RSS before (KiB) | RSS with conns (KiB) | growth per connection (KiB) |",
+           "| --- | ---: | ---: | ---: |"]
+    for name, server in servers.items():
+        before = srv.rss_kib(server.proc.pid)
+        held = idle_memory.open_idle(server.port, conns, request=PING, complete=lambda d: d.endswith(b"+PONG\r\n"))
+        time.sleep(settle)
+        after = srv.rss_kib(server.proc.pid)
+        for s in held:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        out.append(f"| {name} | {before:,} | {after:,} | {(after - before) / conns:.2f} |")
+        print(f"{name}: RSS {before} KiB idle, {after} KiB with {conns} connections", file=sys.stderr)
+        time.sleep(1)
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=200_000,
+                    help="operations per unpipelined run; pipelined runs send 16 times as many")
+    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
+    ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
+    ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
+    ap.add_argument("--iomux-flags", default="--nodelay",
+                    help="extra `iomux serve` flags (default --nodelay: redis-server sets TCP_NODELAY on every client)")
+    ap.add_argument("--json", help="also write every run as JSON lines to this file")
+    args = ap.parse_args()
+    which = [s for s in ORDER if s in args.servers.split(",")]
+    profiles = [p for p in PROFILES if p in args.profiles.split(",")]
+    if not which or not profiles:
+        sys.exit("nothing to run: check --servers and --profiles")
+    workdir = tempfile.mkdtemp(prefix="iomux-redis-bench-")
+    servers = {}
+    rows = []
+    try:
+        for name in which:
+            servers[name] = start(name, cpu=0, workdir=workdir, iomux_flags=args.iomux_flags.split())
+        for s in servers.values():  # warm-up, and GET finds the key SET wrote
+            for p in profiles:
+                run_benchmark(s, p, max(args.requests // 10, 1000), cpu=1)
+        for rnd in range(1, args.rounds + 1):
+            shift = (rnd - 1) % len(which)
+            order = which[shift:] + which[:shift]
+            for p in profiles:
+                for name in order:
+                    row = run_benchmark(servers[name], p, args.requests, cpu=1)
+                    row["round"] = rnd
+                    rows.append(row)
+                    print(f"round {rnd} {p:8} {name:12} {row['ops_per_s']:>11,.0f} ops/s "
+                          f"{row['cpu_us_per_op']:6.3f} us/op server {row['server_core_busy']:4.0%} "
+                          f"client {row['client_core_busy']:4.0%}", file=sys.stderr)
+        memory = idle_memory_report(servers, args.idle, 2.0) if args.idle else ""
+    finally:
+        srv.stop_all(servers)
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    print(report(rows, args.rounds, which, profiles))
+    print(memory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+//! Publish/subscribe without I/O: which connections listen on which channel,
+//! and the exact RESP2 frames Redis sends.
+//!
+//! Delivering a message to another connection is the engine's job: the
+//! registry hands each frame to a [`Deliver`] implementation with the
+//! subscriber's id, and counts the subscribers it reached (PUBLISH's answer).
+
+use super::reply;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+
+/// Hands a frame to another connection. Implemented by the engine glue;
+/// called with the registry's lock held, so it must queue the frame and
+/// return, never block nor call back into the registry.
+pub trait Deliver: Send + Sync {
+    /// Queue `frame` on connection `subscriber`'s output; false when that
+    /// connection is gone or refuses it (for example its output is over its limit).
+    fn deliver(&self, subscriber: u64, frame: &[u8]) -> bool;
+}
+
+/// Channel → subscriber ids, shared by every connection of a server.
+#[derive(Debug, Default)]
+pub struct PubSub {
+    channels: Mutex<HashMap<Box<[u8]>, HashSet<u64>>>,
+}
+
+impl PubSub {
+    /// An empty registry.
+    pub fn new() -> PubSub {
+        PubSub::default()
+    }
+
+    /// Adds `subscriber` to `channel`; false if it was there already.
+    pub fn subscribe(&self, subscriber: u64, channel: &[u8]) -> bool {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        match channels.get_mut(channel) {
+            Some(ids) => ids.insert(subscriber),
+            None => {
+                channels.insert(channel.into(), HashSet::from([subscriber]));
+                true
+            }
+        }
+    }
+
+    /// Removes `subscriber` from `channel`; false if it was not there.
+    pub fn unsubscribe(&self, subscriber: u64, channel: &[u8]) -> bool {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(ids) = channels.get_mut(channel) else {
+            return false;
+        };
+        let removed = ids.remove(&subscriber);
+        if ids.is_empty() {
+            channels.remove(channel);
+        }
+        removed
+    }
+
+    /// Subscribers of `channel`.
+    pub fn subscribers(&self, channel: &[u8]) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.get(channel).map_or(0, HashSet::len)
+    }
+
+    /// Sends `message` to every subscriber of `channel` through `deliver`
+    /// (the frame is built once); returns how many it reached.
+    pub fn publish(&self, channel: &[u8], message: &[u8], deliver: &dyn Deliver) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(ids) = channels.get(channel) else {
+            return 0;
+        };
+        let mut frame = Vec::with_capacity(channel.len() + message.len() + 32);
+        message_frame(&mut frame, channel, message);
+        ids.iter()
+            .filter(|&&id| deliver.deliver(id, &frame))
+            .count()
+    }
+}
+
+/// `*3 message <channel> <message>`: what a subscriber receives.
+pub fn message_frame(out: &mut Vec<u8>, channel: &[u8], message: &[u8]) {
+    reply::array(out, 3);
+    reply::bulk(out, b"message");
+    reply::bulk(out, channel);
+    reply::bulk(out, message);
+}
+
+/// `*3 subscribe|unsubscribe <channel or nil> <count>`: the confirmation of
+/// one channel, with the connection's channel count after it.
+pub fn confirmation_frame(out: &mut Vec<u8>, kind: &str, channel: Option<&[u8]>, count: usize) {
+    reply::array(out, 3);
+    reply::bulk(out, kind.as_bytes());
+    match channel {
+        Some(c) => reply::bulk(out, c),
+        None => out.extend_from_slice(reply::NIL),
+    }
+    reply::integer(out, count as i64);
+}
