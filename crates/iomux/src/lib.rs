@@ -1,5 +1,6 @@
 #![warn(missing_docs)]
-//! iomux: one [`Selector`] interface over `select(2)`, `poll(2)` and `epoll(7)`.
+//! iomux: one [`Selector`] interface over `select(2)`, `poll(2)`, `epoll(7)`,
+//! signal-driven I/O and io_uring poll requests.
 //!
 //! Register descriptors with a [`Token`] and an [`Interest`], wait for
 //! [`Events`] with an optional timeout, and wake a blocked wait from another

@@ -1,8 +1,10 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::base::{BaseSelector, Syscalls};
+use super::table::FdTable;
+use super::{Backend, Registration, Trigger};
 use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr, wait_honestly};
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events, Interest, Token};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -28,16 +30,18 @@ use std::time::Duration;
 /// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
 /// assert_eq!(ev.len(), 0, "one-shot stays silent until re-armed");
 /// ```
+pub type EpollSelector = BaseSelector<Epoll>;
+
+/// The epoll system calls behind [`EpollSelector`].
 #[derive(Debug)]
-pub struct EpollSelector {
+pub struct Epoll {
     epfd: Option<OwnedFd>,
     trigger: Trigger,
-    registry: Registry<()>,
     buffer: Vec<libc::epoll_event>,
     has_pwait2: bool,
 }
 
-impl EpollSelector {
+impl BaseSelector<Epoll> {
     /// Open an epoll instance whose registrations use `trigger`.
     ///
     /// ```
@@ -47,13 +51,12 @@ impl EpollSelector {
         // SAFETY: epoll_create1 takes no pointers; checked by cvt.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
             .map_err(|e| context(e, "epoll_create1"))?;
-        Ok(EpollSelector {
+        Ok(BaseSelector::with(Epoll {
             epfd: Some(owned(fd)),
             trigger,
-            registry: Registry::new(),
             buffer: Vec::new(),
             has_pwait2: true,
-        })
+        }))
     }
 
     /// Register a listener shared with other selectors (other threads or
@@ -74,12 +77,16 @@ impl EpollSelector {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
-        let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
-        let flags = (self.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
-        self.add(fd, token, interest, flags)
+        self.register_with(fd, token, interest, |epoll, reg| {
+            // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
+            let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+            let flags = (epoll.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
+            epoll.add(reg, flags)
+        })
     }
+}
 
+impl Epoll {
     fn epfd(&self) -> RawFd {
         self.epfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
@@ -109,33 +116,26 @@ impl EpollSelector {
         cvt(unsafe { libc::epoll_ctl(self.epfd(), op, fd, &mut ev) }).map(drop)
     }
 
-    fn add(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-        flags: u32,
-    ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |s| {
-            s.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM) => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
-                ),
-                Some(libc::EINVAL) if fd == s.epfd() => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("descriptor {fd} is this selector's own epoll instance, which cannot watch itself; register the descriptors it should watch"),
-                ),
-                Some(libc::ELOOP) => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("descriptor {fd} is an epoll instance that (directly or through others) already watches this one: registering it would make a cycle"),
-                ),
-                _ => registration_error(fd, "epoll_ctl(ADD)", e),
-            })
+    fn add(&self, reg: Registration, flags: u32) -> io::Result<()> {
+        let fd = reg.fd;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, flags, reg.token).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
+            ),
+            Some(libc::EINVAL) if fd == self.epfd() => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is this selector's own epoll instance, which cannot watch itself; register the descriptors it should watch"),
+            ),
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is an epoll instance that (directly or through others) already watches this one: registering it would make a cycle"),
+            ),
+            _ => registration_error(fd, "epoll_ctl(ADD)", e),
         })
     }
 
-    fn wait(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
+    fn wait_once(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
         let epfd = self.epfd();
         let buf = self.buffer.as_mut_ptr();
         let max = capacity.min(libc::c_int::MAX as usize) as libc::c_int;
@@ -198,92 +198,65 @@ fn event_flags(epoll: u32) -> u8 {
     flags
 }
 
-impl Bookkeeping for EpollSelector {
+impl Syscalls for Epoll {
     type State = ();
-    fn registry(&mut self) -> &mut Registry<()> {
-        &mut self.registry
-    }
-}
+    const BACKEND: Backend = Backend::Epoll;
 
-impl Selector for EpollSelector {
-    fn register(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.add(fd, token, interest, self.flags(interest))
+    fn trigger(&self) -> Trigger {
+        self.trigger
     }
 
-    fn reregister(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.reregister_with(fd, token, interest, |s, _| {
-            s.ctl(libc::EPOLL_CTL_MOD, fd, s.flags(interest), token)
-        })
+    fn watch(&mut self, reg: Registration) -> io::Result<()> {
+        self.add(reg, self.flags(reg.interest))
     }
 
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, ()) = self.registry.remove(fd)?;
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<()> {
+        self.add(reg, libc::EPOLLIN as u32)
+    }
+
+    fn rewatch(&mut self, _old: (Registration, ()), new: Registration) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            new.fd,
+            self.flags(new.interest),
+            new.token,
+        )
+    }
+
+    fn unwatch(&mut self, _: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
+        let fd = reg.fd;
         match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Token(0)) {
             // Closed (EBADF) or number reused by a file never registered (ENOENT):
             // the kernel already forgot the old one.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(reg),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(()),
             Err(e) => Err(context(e, format_args!("epoll_ctl(DEL, fd {fd})"))),
-            Ok(()) => Ok(reg),
+            Ok(()) => Ok(()),
         }
     }
 
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
+    #[inline]
+    fn wait(
+        &mut self,
+        table: &mut FdTable<()>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         // One event per registered descriptor at most: the buffer need not be larger.
-        let capacity = events.capacity().min(self.registry.len().max(1));
+        let capacity = events.capacity().min(table.len().max(1));
         if self.buffer.capacity() < capacity {
             self.buffer.reserve(capacity);
         }
-        let n = wait_honestly(timeout, |t| self.wait(capacity, t))
+        let n = wait_honestly(timeout, |t| self.wait_once(capacity, t))
             .map_err(|e| context(e, "epoll_wait"))?;
         // SAFETY: the kernel initialised the first `n` entries, n <= capacity.
         unsafe { self.buffer.set_len(n) };
         for ev in &self.buffer {
             events.push(Event::new(Token(ev.u64 as usize), event_flags(ev.events)));
         }
-        self.registry.reset_fired_wakers(events);
         Ok(())
     }
 
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Epoll
-    }
-
-    fn trigger(&self) -> Trigger {
-        self.trigger
-    }
-
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        // Level-triggered whatever the selector's mode: the selector resets the
-        // eventfd when it reports it, so a one-shot or edge registration would
-        // only lose wakes.
-        self.register_waker(token, |s, fd| {
-            s.add(fd, token, Interest::READABLE, libc::EPOLLIN as u32)
-        })
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        self.registry.close();
+    fn close(&mut self, _: &mut FdTable<()>) -> io::Result<()> {
         self.epfd = None;
         Ok(())
     }
@@ -292,6 +265,7 @@ impl Selector for EpollSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Selector;
     use std::time::Instant;
 
     /// Kernels before 5.11 lack epoll_pwait2: the millisecond fallback must
@@ -299,7 +273,7 @@ mod tests {
     #[test]
     fn fallback_without_epoll_pwait2_never_ends_early() {
         let mut sel = EpollSelector::new(Trigger::Level).unwrap();
-        sel.has_pwait2 = false;
+        sel.sys.has_pwait2 = false;
         let mut events = Events::with_capacity(4);
         for timeout in [Duration::from_micros(100), Duration::from_micros(3100)] {
             for _ in 0..10 {
@@ -310,7 +284,7 @@ mod tests {
                 assert!(events.is_empty());
             }
         }
-        assert!(!sel.has_pwait2, "the fallback path was taken");
+        assert!(!sel.sys.has_pwait2, "the fallback path was taken");
     }
 
     /// An epoll instance that would watch itself, or close a cycle of
@@ -319,7 +293,7 @@ mod tests {
     #[test]
     fn an_epoll_instance_never_watches_itself_or_a_cycle() {
         let mut outer = EpollSelector::new(Trigger::Level).unwrap();
-        let own = outer.epfd();
+        let own = outer.sys.epfd();
         let err = outer
             .register(own, Token(1), Interest::READABLE)
             .unwrap_err();
@@ -329,7 +303,7 @@ mod tests {
 
         let mut inner = EpollSelector::new(Trigger::Level).unwrap();
         outer
-            .register(inner.epfd(), Token(2), Interest::READABLE)
+            .register(inner.sys.epfd(), Token(2), Interest::READABLE)
             .unwrap();
         let err = inner
             .register(own, Token(3), Interest::READABLE)

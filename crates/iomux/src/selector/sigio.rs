@@ -15,10 +15,12 @@
 //! descriptor readable and writable once, so the caller tries each and no
 //! readiness is lost.
 
+use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::table::FdTable;
+use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -81,10 +83,12 @@ pub fn sigio_signal() -> libc::c_int {
 /// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
 /// assert!(ev.iter().any(|e| e.token() == Token(3) && e.is_readable()));
 /// ```
+pub type SigioSelector = BaseSelector<Sigio>;
+
+/// The signal-driven I/O behind [`SigioSelector`]: the signalfd, and the
+/// descriptors signalled but not yet checked.
 #[derive(Debug)]
-pub struct SigioSelector {
-    /// Per descriptor: whether it is queued in `pending`.
-    registry: Registry<bool>,
+pub struct Sigio {
     signalfd: Option<OwnedFd>,
     owner: libc::pid_t,
     /// Descriptors whose state the next wait checks: named by a signal, just
@@ -93,13 +97,21 @@ pub struct SigioSelector {
     checks: Vec<libc::pollfd>,
     /// The signalfd first, then the wakers' eventfds.
     pollfds: Vec<libc::pollfd>,
-    wakers: Vec<(Token, Waker)>,
     infos: Vec<libc::signalfd_siginfo>,
     /// Queue overflows seen (plain SIGIO received).
     overflows: u64,
 }
 
-impl SigioSelector {
+/// What a sigio selector keeps per registered descriptor.
+#[derive(Debug, Clone, Copy)]
+pub struct SigioState {
+    /// Queued in `pending` for the next readiness check.
+    queued: bool,
+    /// A waker's eventfd, watched beside the signalfd (an eventfd raises no signal).
+    waker: bool,
+}
+
+impl BaseSelector<Sigio> {
     /// Block the readiness signals in this thread and open the signalfd.
     ///
     /// ```
@@ -107,6 +119,23 @@ impl SigioSelector {
     /// assert!(iomux::selector::sigio::SigioSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<SigioSelector> {
+        Sigio::new().map(BaseSelector::with)
+    }
+
+    /// How many times the real-time signal queue overflowed and every
+    /// descriptor was checked instead (each costs a check of them all; a
+    /// higher RLIMIT_SIGPENDING avoids them).
+    ///
+    /// ```
+    /// assert_eq!(iomux::selector::sigio::SigioSelector::new().unwrap().overflows(), 0);
+    /// ```
+    pub fn overflows(&self) -> u64 {
+        self.sys.overflows
+    }
+}
+
+impl Sigio {
+    fn new() -> io::Result<Sigio> {
         // SAFETY: gettid has no preconditions.
         let owner = unsafe { libc::gettid() };
         if owner_threads().contains(&owner) {
@@ -136,8 +165,7 @@ impl SigioSelector {
             .map_err(|e| context(e, "signalfd"))?;
         let signalfd = owned(sfd);
         owner_threads().push(owner);
-        Ok(SigioSelector {
-            registry: Registry::new(),
+        Ok(Sigio {
             pollfds: vec![libc::pollfd {
                 fd: signalfd.as_raw_fd(),
                 events: libc::POLLIN,
@@ -147,20 +175,9 @@ impl SigioSelector {
             owner,
             pending: VecDeque::new(),
             checks: Vec::new(),
-            wakers: Vec::new(),
             infos: Vec::with_capacity(SIGINFO_BATCH),
             overflows: 0,
         })
-    }
-
-    /// How many times the real-time signal queue overflowed and every
-    /// descriptor was reported instead.
-    ///
-    /// ```
-    /// assert_eq!(iomux::selector::sigio::SigioSelector::new().unwrap().overflows(), 0);
-    /// ```
-    pub fn overflows(&self) -> u64 {
-        self.overflows
     }
 
     fn check_thread(&self) -> io::Result<()> {
@@ -190,21 +207,32 @@ impl SigioSelector {
         Ok(())
     }
 
-    /// Queue `fd` for the next readiness check, once.
-    fn mark(&mut self, fd: RawFd) {
-        match self.registry.get_mut(fd) {
-            Some((_, queued)) if !*queued => {
-                *queued = true;
+    /// Stop the descriptor's signals; a descriptor already closed has none to stop.
+    fn disarm(&self, fd: RawFd) {
+        // SAFETY: F_GETFL/F_SETFL only read and set flags; EBADF is harmless.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_ASYNC != 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_ASYNC);
+            }
+        }
+    }
+
+    /// Queue a registered descriptor for the next readiness check, once.
+    fn mark(&mut self, table: &mut FdTable<SigioState>, fd: RawFd) {
+        match table.get_mut(fd) {
+            Some((_, state)) if !state.queued && !state.waker => {
+                state.queued = true;
                 self.pending.push_back(fd);
             }
-            // Already queued, or queued by the kernel before its deregistration.
+            // Already queued, a waker, or queued by the kernel before its deregistration.
             _ => {}
         }
     }
 
     /// Read queued signals (up to `SIGINFO_BATCH` per read) and queue the
     /// descriptors they name, until the signalfd is empty or `limit` are queued.
-    fn read_signals(&mut self, limit: usize) -> io::Result<()> {
+    fn read_signals(&mut self, table: &mut FdTable<SigioState>, limit: usize) -> io::Result<()> {
         let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
             return Ok(());
         };
@@ -231,11 +259,17 @@ impl SigioSelector {
                 if info.ssi_signo as i32 == libc::SIGIO {
                     overflowed = true;
                 } else {
-                    self.mark(info.ssi_fd);
+                    self.mark(table, info.ssi_fd);
                 }
             }
             if overflowed {
-                self.on_overflow();
+                // Some readiness was never signalled: check every descriptor
+                // once (the queued signals that did arrive still count).
+                self.overflows += 1;
+                let all: Vec<RawFd> = table.iter().map(|(reg, _)| reg.fd).collect();
+                for fd in all {
+                    self.mark(table, fd);
+                }
             }
             if self.infos.len() < SIGINFO_BATCH {
                 return Ok(());
@@ -244,26 +278,14 @@ impl SigioSelector {
         Ok(())
     }
 
-    /// The queue overflowed, so some readiness was never signalled: check
-    /// every descriptor once (the queued signals that did arrive still count).
-    fn on_overflow(&mut self) {
-        if self.overflows == 0 {
-            // Once: the user can raise the limit (ulimit -i) to avoid the rescans.
-            eprintln!("iomux: sigio: the real-time signal queue overflowed (RLIMIT_SIGPENDING); checking every descriptor once instead (raise `ulimit -i` to avoid this)");
-        }
-        self.overflows += 1;
-        let all: Vec<RawFd> = self.registry.iter().map(|(reg, _)| reg.fd).collect();
-        for fd in all {
-            self.mark(fd);
-        }
-    }
-
-    /// Report the current state of up to `room` queued descriptors, from one
-    /// poll of them all: a signal names the descriptor, the poll says what is
-    /// true now (a half-close, for one, comes as a plain POLL_IN signal).
     /// One wait on the signalfd and the wakers (zero time when checks are
     /// pending), then the readiness checks of the descriptors signalled.
-    fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait_once(
+        &mut self,
+        table: &mut FdTable<SigioState>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let capacity = events.capacity();
         let wait = if self.pending.is_empty() {
             timeout
@@ -273,29 +295,33 @@ impl SigioSelector {
         let pollfds = &mut self.pollfds;
         wait_honestly(wait, |t| ppoll(pollfds, t))
             .map_err(|e| context(e, "ppoll on the signalfd"))?;
-        for i in 1..self.pollfds.len() {
-            if self.pollfds[i].revents != 0 && !events.is_full() {
-                let (token, waker) = &self.wakers[i - 1];
-                waker.reset();
-                events.push(Event::new(*token, Event::READABLE));
+        for waker in &self.pollfds[1..] {
+            if waker.revents != 0 && !events.is_full() {
+                if let Some((reg, _)) = table.get(waker.fd) {
+                    // Reset by the selector once reported.
+                    events.push(Event::new(reg.token, Event::READABLE));
+                }
             }
         }
         if self.pollfds[0].revents != 0 {
             // What stays queued beyond this is read by a later wait.
-            self.read_signals(capacity.saturating_mul(4))?;
+            self.read_signals(table, capacity.saturating_mul(4))?;
         }
-        self.check_pending(capacity - events.len(), events);
+        self.check_pending(table, capacity - events.len(), events);
         Ok(())
     }
 
-    fn check_pending(&mut self, room: usize, events: &mut Events) {
+    /// Report the current state of up to `room` queued descriptors, from one
+    /// poll of them all: a signal names the descriptor, the poll says what is
+    /// true now (a half-close, for one, comes as a plain POLL_IN signal).
+    fn check_pending(&mut self, table: &mut FdTable<SigioState>, room: usize, events: &mut Events) {
         self.checks.clear();
         while self.checks.len() < room {
             let Some(fd) = self.pending.pop_front() else {
                 break;
             };
-            if let Some((reg, queued)) = self.registry.get_mut(fd) {
-                *queued = false;
+            if let Some((reg, state)) = table.get_mut(fd) {
+                state.queued = false;
                 self.checks.push(libc::pollfd {
                     fd,
                     events: poll_events(reg.interest),
@@ -316,7 +342,7 @@ impl SigioSelector {
         };
         for c in &self.checks {
             if c.revents != 0 {
-                if let Some((reg, _)) = self.registry.get(c.fd) {
+                if let Some((reg, _)) = table.get(c.fd) {
                     events.push(Event::new(reg.token, event_flags(c.revents)));
                 }
             }
@@ -337,119 +363,104 @@ fn check_raises_signals(fd: RawFd) -> io::Result<()> {
         libc::S_IFSOCK | libc::S_IFIFO | libc::S_IFCHR => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("sigio cannot watch descriptor {fd}: only sockets, pipes and terminals raise readiness signals (regular files, eventfds and timerfds never do); use --backend epoll"),
+            format!("sigio cannot watch descriptor {fd}: only sockets, pipes and terminals raise readiness signals (regular files, eventfds and timerfds never do)"),
         )),
     }
 }
 
-impl Bookkeeping for SigioSelector {
-    /// Queued for the next readiness check.
-    type State = bool;
-    fn registry(&mut self) -> &mut Registry<bool> {
-        &mut self.registry
-    }
-}
-
-impl Selector for SigioSelector {
-    fn register(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        let reg = self.register_with(fd, token, interest, |s| {
-            s.check_thread()?;
-            check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
-            check_raises_signals(fd)?;
-            s.arm(fd)
-                .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
-            Ok(false)
-        })?;
-        // Readiness from before O_ASYNC raised no signal: look once at the next wait.
-        self.mark(fd);
-        Ok(reg)
-    }
-
-    fn reregister(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        let reg = self.reregister_with(fd, token, interest, |_, (_, queued)| {
-            check_fd_open(fd).map(|()| queued)
-        })?;
-        // Like EPOLL_CTL_MOD: the current readiness is reported again.
-        self.mark(fd);
-        Ok(reg)
-    }
-
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, _) = self.registry.remove(fd)?;
-        self.pending.retain(|&p| p != fd);
-        // Stop the signals; a descriptor already closed has none to stop.
-        // SAFETY: F_GETFL/F_SETFL only read and set flags; EBADF is harmless.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 && flags & libc::O_ASYNC != 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_ASYNC);
-            }
-        }
-        Ok(reg)
-    }
-
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
-        self.check_thread()?;
-        // The signals may name nothing ready for its interest (say a writable
-        // socket registered for reading): then it waits again for the rest of
-        // the timeout, so that a wait never ends early.
-        wait_honestly(timeout, |t| {
-            self.wait_once(events, t)?;
-            Ok(events.len())
-        })
-        .map(drop)
-    }
-
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len() + self.wakers.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Sigio
-    }
+impl Syscalls for Sigio {
+    type State = SigioState;
+    const BACKEND: Backend = Backend::Sigio;
 
     fn trigger(&self) -> Trigger {
         Trigger::Edge
     }
 
-    /// The waker's eventfd is watched beside the signalfd (an eventfd raises
-    /// no SIGIO), level-triggered and reset when reported.
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        self.registry.check_open()?;
-        let waker = Waker::new()?;
+    fn watch(&mut self, reg: Registration) -> io::Result<SigioState> {
+        let fd = reg.fd;
+        self.check_thread()?;
+        check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
+        check_raises_signals(fd)?;
+        self.arm(fd)
+            .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
+        // Readiness from before O_ASYNC raised no signal: look once at the next wait.
+        self.pending.push_back(fd);
+        Ok(SigioState {
+            queued: true,
+            waker: false,
+        })
+    }
+
+    /// The waker's eventfd is watched beside the signalfd, level-triggered.
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<SigioState> {
         self.pollfds.push(libc::pollfd {
-            fd: waker.as_raw_fd(),
+            fd: reg.fd,
             events: libc::POLLIN,
             revents: 0,
         });
-        self.wakers.push((token, waker.clone()));
-        Ok(waker)
+        Ok(SigioState {
+            queued: false,
+            waker: true,
+        })
     }
 
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        let fds: Vec<RawFd> = self.registry.iter().map(|(r, _)| r.fd).collect();
-        for fd in fds {
-            let _ = self.deregister(fd);
+    fn rewatch(
+        &mut self,
+        (_, state): (Registration, SigioState),
+        new: Registration,
+    ) -> io::Result<SigioState> {
+        check_fd_open(new.fd)?;
+        // Like EPOLL_CTL_MOD: the current readiness is reported again.
+        if !state.queued && !state.waker {
+            self.pending.push_back(new.fd);
         }
-        self.registry.close();
-        self.wakers.clear();
+        Ok(SigioState {
+            queued: !state.waker,
+            ..state
+        })
+    }
+
+    fn unwatch(
+        &mut self,
+        _: &mut FdTable<SigioState>,
+        reg: Registration,
+        state: SigioState,
+    ) -> io::Result<()> {
+        if state.waker {
+            self.pollfds.retain(|p| p.fd != reg.fd);
+        } else {
+            if state.queued {
+                self.pending.retain(|&p| p != reg.fd);
+            }
+            self.disarm(reg.fd);
+        }
+        Ok(())
+    }
+
+    fn wait(
+        &mut self,
+        table: &mut FdTable<SigioState>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        self.check_thread()?;
+        // The signals may name nothing ready for its interest (say a writable
+        // socket registered for reading): then it waits again for the rest of
+        // the timeout, so that a wait never ends early.
+        wait_honestly(timeout, |t| {
+            self.wait_once(table, events, t)?;
+            Ok(events.len())
+        })
+        .map(drop)
+    }
+
+    fn close(&mut self, table: &mut FdTable<SigioState>) -> io::Result<()> {
+        for (reg, state) in table.iter() {
+            if !state.waker {
+                self.disarm(reg.fd);
+            }
+        }
+        self.pending.clear();
         self.pollfds.clear();
         self.signalfd = None;
         owner_threads().retain(|&t| t != self.owner);
@@ -457,17 +468,10 @@ impl Selector for SigioSelector {
     }
 }
 
-impl Drop for SigioSelector {
-    fn drop(&mut self) {
-        if self.signalfd.is_some() {
-            let _ = self.close();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Interest, Selector, Token};
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
