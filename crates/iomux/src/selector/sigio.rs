@@ -5,8 +5,12 @@
 //! created the selector, `F_OWNER_TID`), `F_SETSIG` (the real-time signal
 //! [`sigio_signal`], so the kernel queues one `siginfo` per readiness change
 //! with the descriptor in `si_fd` and the poll band in `si_band`) and
-//! `O_ASYNC`. The signals stay blocked in that thread and are consumed by
-//! reading the signalfd, never by an asynchronous handler.
+//! `O_ASYNC`. The signals are blocked in that thread while the selector is
+//! open and are consumed by reading the signalfd, never by an asynchronous
+//! handler. Closing the selector in that thread stops every registered
+//! descriptor's signals, reads what is still queued and restores the thread's
+//! signal mask; closed in another thread, it leaves the owner's mask as it is
+//! (a thread can change only its own).
 //!
 //! The signals say that something *changed*, so this selector is
 //! edge-triggered: read and write until `EAGAIN`. When the real-time queue
@@ -30,7 +34,9 @@ use std::time::Duration;
 // fcntl commands and owner type glibc's headers have but the libc crate lacks
 // on this target (the values are the same on every Linux architecture).
 const F_SETSIG: libc::c_int = 10;
+const F_GETSIG: libc::c_int = 11;
 const F_SETOWN_EX: libc::c_int = 15;
+const F_GETOWN_EX: libc::c_int = 16;
 const F_OWNER_TID: libc::c_int = 0;
 
 #[repr(C)]
@@ -67,7 +73,8 @@ pub fn sigio_signal() -> libc::c_int {
 ///
 /// Bound to the thread that creates it: signals are directed to that thread,
 /// which must also call `register` and `select` (other threads get an error).
-/// One per thread. The two signals stay blocked in that thread afterwards.
+/// One per thread. The two signals are blocked in that thread until the
+/// selector is closed or dropped there.
 ///
 /// ```
 /// use iomux::{Events, Interest, Selector, Token};
@@ -91,6 +98,9 @@ pub type SigioSelector = BaseSelector<Sigio>;
 pub struct Sigio {
     signalfd: Option<OwnedFd>,
     owner: libc::pid_t,
+    /// The signals this selector blocked (those the thread had not blocked
+    /// already), unblocked again on close.
+    blocked: libc::sigset_t,
     /// Descriptors whose state the next wait checks: named by a signal, just
     /// registered (readiness from before `O_ASYNC`), or all after an overflow.
     pending: VecDeque<RawFd>,
@@ -105,6 +115,9 @@ pub struct Sigio {
 /// What a sigio selector keeps per registered descriptor.
 #[derive(Debug, Clone, Copy)]
 pub struct SigioState {
+    /// The file registered (device and inode), so that a descriptor number
+    /// closed and reused for another file is never touched.
+    file: (libc::dev_t, libc::ino_t),
     /// Queued in `pending` for the next readiness check.
     queued: bool,
     /// A waker's eventfd, watched beside the signalfd (an eventfd raises no signal).
@@ -152,17 +165,34 @@ impl Sigio {
             libc::sigaddset(&mut mask, sigio_signal());
             libc::sigaddset(&mut mask, libc::SIGIO);
         }
-        // SAFETY: blocks two signals in this thread only; the old mask is not needed.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
+        let mut old = mask;
+        // SAFETY: blocks two signals in this thread only, reading the old mask into `old`.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, &mut old) };
         if rc != 0 {
             return Err(context(
                 io::Error::from_raw_os_error(rc),
                 "blocking the sigio signals",
             ));
         }
+        let mut blocked = mask;
+        for signal in [sigio_signal(), libc::SIGIO] {
+            // SAFETY: both sets are live and initialised.
+            unsafe {
+                if libc::sigismember(&old, signal) == 1 {
+                    libc::sigdelset(&mut blocked, signal);
+                }
+            }
+        }
         // SAFETY: `mask` is a live sigset_t; -1 asks for a new descriptor.
-        let sfd = cvt(unsafe { libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
-            .map_err(|e| context(e, "signalfd"))?;
+        let sfd =
+            match cvt(unsafe { libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
+            {
+                Ok(sfd) => sfd,
+                Err(e) => {
+                    unblock(&blocked);
+                    return Err(context(e, "signalfd"));
+                }
+            };
         let signalfd = owned(sfd);
         owner_threads().push(owner);
         Ok(Sigio {
@@ -173,6 +203,7 @@ impl Sigio {
             }],
             signalfd: Some(signalfd),
             owner,
+            blocked,
             pending: VecDeque::new(),
             checks: Vec::new(),
             infos: Vec::with_capacity(SIGINFO_BATCH),
@@ -207,13 +238,44 @@ impl Sigio {
         Ok(())
     }
 
-    /// Stop the descriptor's signals; a descriptor already closed has none to stop.
-    fn disarm(&self, fd: RawFd) {
-        // SAFETY: F_GETFL/F_SETFL only read and set flags; EBADF is harmless.
+    /// Stop the signals of the file registered as `file`, if `fd` still
+    /// names it and they still come to us: a descriptor closed has none to
+    /// stop, and one whose number now names another file, or whose signals
+    /// someone else has since claimed, is left alone.
+    fn disarm(&self, fd: RawFd, file: (libc::dev_t, libc::ino_t)) {
+        if file_identity(fd).ok() != Some(file) {
+            return;
+        }
+        let mut owner = FOwnerEx { kind: -1, pid: 0 };
+        // SAFETY: F_GETOWN_EX writes into the live f_owner_ex; F_GETSIG,
+        // F_GETFL and F_SETFL only read and set integers of `fd`.
         unsafe {
+            if libc::fcntl(fd, F_GETOWN_EX, &mut owner as *mut FOwnerEx) < 0
+                || (owner.kind, owner.pid) != (F_OWNER_TID, self.owner)
+                || libc::fcntl(fd, F_GETSIG) != sigio_signal()
+            {
+                return;
+            }
             let flags = libc::fcntl(fd, libc::F_GETFL);
             if flags >= 0 && flags & libc::O_ASYNC != 0 {
                 libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_ASYNC);
+            }
+        }
+    }
+
+    /// Read and drop every signal queued for this thread, until the signalfd is empty.
+    fn drain_signals(&mut self) {
+        let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        loop {
+            // SAFETY: reads at most SIGINFO_BATCH whole entries into the
+            // vector's spare capacity (reserved in `new`).
+            let n =
+                unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), SIGINFO_BATCH * size) };
+            if n <= 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
             }
         }
     }
@@ -307,14 +369,18 @@ impl Sigio {
             // What stays queued beyond this is read by a later wait.
             self.read_signals(table, capacity.saturating_mul(4))?;
         }
-        self.check_pending(table, capacity - events.len(), events);
-        Ok(())
+        self.check_pending(table, capacity - events.len(), events)
     }
 
     /// Report the current state of up to `room` queued descriptors, from one
     /// poll of them all: a signal names the descriptor, the poll says what is
     /// true now (a half-close, for one, comes as a plain POLL_IN signal).
-    fn check_pending(&mut self, table: &mut FdTable<SigioState>, room: usize, events: &mut Events) {
+    fn check_pending(
+        &mut self,
+        table: &mut FdTable<SigioState>,
+        room: usize,
+        events: &mut Events,
+    ) -> io::Result<()> {
         self.checks.clear();
         while self.checks.len() < room {
             let Some(fd) = self.pending.pop_front() else {
@@ -330,16 +396,39 @@ impl Sigio {
             }
         }
         if self.checks.is_empty() {
-            return;
+            return Ok(());
         }
-        // SAFETY: `checks` is a live array of pollfds; zero timeout.
-        unsafe {
-            libc::poll(
-                self.checks.as_mut_ptr(),
-                self.checks.len() as libc::nfds_t,
-                0,
-            )
-        };
+        loop {
+            // SAFETY: `checks` is a live array of pollfds; zero timeout.
+            let n = unsafe {
+                libc::poll(
+                    self.checks.as_mut_ptr(),
+                    self.checks.len() as libc::nfds_t,
+                    0,
+                )
+            };
+            if n >= 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Their signals were consumed: queue them again, in front and in
+            // order, so that a later wait checks them.
+            for c in self.checks.iter().rev() {
+                if let Some((_, state)) = table.get_mut(c.fd) {
+                    if !state.queued {
+                        state.queued = true;
+                        self.pending.push_front(c.fd);
+                    }
+                }
+            }
+            return Err(context(
+                err,
+                format_args!("poll of {} signalled descriptors", self.checks.len()),
+            ));
+        }
         for c in &self.checks {
             if c.revents != 0 {
                 if let Some((reg, _)) = table.get(c.fd) {
@@ -347,25 +436,41 @@ impl Sigio {
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// The device and inode of the file `fd` names.
+fn file_identity(fd: RawFd) -> io::Result<(libc::dev_t, libc::ino_t)> {
+    stat(fd).map(|st| (st.st_dev, st.st_ino))
+}
+
+fn stat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data, filled in by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the live stat.
+    cvt(unsafe { libc::fstat(fd, &mut st) }).map(|_| st)
 }
 
 /// Refuse a descriptor whose file cannot raise readiness signals: the
 /// kernel takes `O_ASYNC` on an eventfd, timerfd or regular file without a
-/// word and never signals, so a wait for it would never end.
-fn check_raises_signals(fd: RawFd) -> io::Result<()> {
-    // SAFETY: stat is plain data, filled in by fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes into the live stat.
-    cvt(unsafe { libc::fstat(fd, &mut st) })
-        .map_err(|e| context(e, format_args!("fstat fd {fd}")))?;
+/// word and never signals, so a wait for it would never end. Returns the
+/// file's identity.
+fn check_raises_signals(fd: RawFd) -> io::Result<(libc::dev_t, libc::ino_t)> {
+    let st = stat(fd).map_err(|e| context(e, format_args!("fstat fd {fd}")))?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFSOCK | libc::S_IFIFO | libc::S_IFCHR => Ok(()),
+        libc::S_IFSOCK | libc::S_IFIFO | libc::S_IFCHR => Ok((st.st_dev, st.st_ino)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("sigio cannot watch descriptor {fd}: only sockets, pipes and terminals raise readiness signals (regular files, eventfds and timerfds never do)"),
         )),
     }
+}
+
+/// Unblock `signals` in this thread.
+fn unblock(signals: &libc::sigset_t) {
+    // SAFETY: `signals` is a live sigset_t; only this thread's mask changes.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, signals, std::ptr::null_mut()) };
 }
 
 impl Syscalls for Sigio {
@@ -380,12 +485,13 @@ impl Syscalls for Sigio {
         let fd = reg.fd;
         self.check_thread()?;
         check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
-        check_raises_signals(fd)?;
+        let file = check_raises_signals(fd)?;
         self.arm(fd)
             .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
         // Readiness from before O_ASYNC raised no signal: look once at the next wait.
         self.pending.push_back(fd);
         Ok(SigioState {
+            file,
             queued: true,
             waker: false,
         })
@@ -399,6 +505,7 @@ impl Syscalls for Sigio {
             revents: 0,
         });
         Ok(SigioState {
+            file: (0, 0),
             queued: false,
             waker: true,
         })
@@ -432,7 +539,7 @@ impl Syscalls for Sigio {
             if state.queued {
                 self.pending.retain(|&p| p != reg.fd);
             }
-            self.disarm(reg.fd);
+            self.disarm(reg.fd, state.file);
         }
         Ok(())
     }
@@ -457,11 +564,19 @@ impl Syscalls for Sigio {
     fn close(&mut self, table: &mut FdTable<SigioState>) -> io::Result<()> {
         for (reg, state) in table.iter() {
             if !state.waker {
-                self.disarm(reg.fd);
+                self.disarm(reg.fd, state.file);
             }
         }
         self.pending.clear();
         self.pollfds.clear();
+        // Signals can be read and unblocked only in the thread they were sent to.
+        if self.check_thread().is_ok() {
+            // No registered file signals any more: what is queued is all
+            // there will be. Read it first, or unblocking would deliver it
+            // (and a real-time signal's default action ends the process).
+            self.drain_signals();
+            unblock(&self.blocked);
+        }
         self.signalfd = None;
         owner_threads().retain(|&t| t != self.owner);
         Ok(())
@@ -666,5 +781,186 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    fn signal_set(read: impl FnOnce(&mut libc::sigset_t)) -> libc::sigset_t {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a live sigset_t.
+        unsafe { libc::sigemptyset(&mut set) };
+        read(&mut set);
+        set
+    }
+
+    fn is_member(set: &libc::sigset_t, signal: libc::c_int) -> bool {
+        // SAFETY: `set` is a live, initialised sigset_t.
+        unsafe { libc::sigismember(set, signal) == 1 }
+    }
+
+    /// Whether `signal` is blocked in this thread.
+    fn blocked(signal: libc::c_int) -> bool {
+        let mask = signal_set(|set| {
+            // SAFETY: a null new mask only reads the current one into `set`.
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set) };
+        });
+        is_member(&mask, signal)
+    }
+
+    /// Whether `signal` is pending for this thread or the process.
+    fn pending(signal: libc::c_int) -> bool {
+        let set = signal_set(|set| {
+            // SAFETY: sigpending writes into the live set.
+            unsafe { libc::sigpending(set) };
+        });
+        is_member(&set, signal)
+    }
+
+    /// The selector used to leave its two signals blocked in its thread for
+    /// good; a signal the thread had blocked before must stay blocked.
+    #[test]
+    fn close_restores_the_signal_mask() {
+        std::thread::spawn(|| {
+            assert!(!blocked(sigio_signal()) && !blocked(libc::SIGIO));
+            let mut sel = SigioSelector::new().unwrap();
+            assert!(blocked(sigio_signal()) && blocked(libc::SIGIO));
+            sel.close().unwrap();
+            assert!(
+                !blocked(sigio_signal()),
+                "the readiness signal is still blocked"
+            );
+            assert!(!blocked(libc::SIGIO), "SIGIO is still blocked");
+
+            let sigio_only = signal_set(|set| {
+                // SAFETY: `set` is a live sigset_t.
+                unsafe { libc::sigaddset(set, libc::SIGIO) };
+            });
+            // SAFETY: blocks SIGIO in this thread only.
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigio_only, std::ptr::null_mut()) };
+            drop(SigioSelector::new().unwrap());
+            assert!(
+                blocked(libc::SIGIO),
+                "a signal blocked before was unblocked"
+            );
+            assert!(!blocked(sigio_signal()));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Signals queued for descriptors the caller never waited for used to
+    /// stay pending in the thread after close.
+    #[test]
+    fn close_leaves_no_signal_pending() {
+        std::thread::spawn(|| {
+            let mut sel = SigioSelector::new().unwrap();
+            let (mut a, b) = pair();
+            sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
+                .unwrap();
+            assert!(wait(&mut sel, 0).is_empty());
+            a.write_all(b"x").unwrap();
+            assert!(pending(sigio_signal()), "the write queued no signal");
+            sel.close().unwrap();
+            assert!(
+                !pending(sigio_signal()),
+                "a readiness signal is still pending"
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Deregistering a number that now names another file (the registered one
+    /// was closed and the number reused) used to clear that file's O_ASYNC.
+    #[test]
+    fn deregistering_a_reused_number_leaves_the_new_file_alone() {
+        let mut sel = SigioSelector::new().unwrap();
+        let (_a, b) = pair();
+        let fd = b.as_raw_fd();
+        sel.register(fd, Token(1), Interest::READABLE).unwrap();
+        let (_c, d) = pair();
+        // Someone else's signal-driven file, with no owner, so it signals nobody.
+        // SAFETY: fcntl on our own socket; F_SETOWN 0 leaves it without owner.
+        unsafe {
+            assert_eq!(libc::fcntl(d.as_raw_fd(), libc::F_SETOWN, 0), 0);
+            let flags = libc::fcntl(d.as_raw_fd(), libc::F_GETFL);
+            assert_eq!(
+                libc::fcntl(d.as_raw_fd(), libc::F_SETFL, flags | libc::O_ASYNC),
+                0
+            );
+        }
+        // Number `fd` now names d's file (b's file is closed by the swap).
+        // SAFETY: both descriptors are ours; `b` keeps owning number `fd`.
+        assert_eq!(unsafe { libc::dup2(d.as_raw_fd(), fd) }, fd);
+        sel.deregister(fd).unwrap();
+        // SAFETY: F_GETFL only reads flags.
+        let flags = unsafe { libc::fcntl(d.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(
+            flags & libc::O_ASYNC,
+            0,
+            "another file's O_ASYNC was cleared"
+        );
+    }
+
+    /// A failed poll of the signalled descriptors used to drop them: their
+    /// signals were consumed, so their readiness was never reported. Made to
+    /// fail with EINVAL (more descriptors than RLIMIT_NOFILE), in a child
+    /// process, since the limit is the whole process's.
+    #[test]
+    fn a_failed_readiness_check_loses_no_descriptor() {
+        const CHILD: &str = "IOMUX_SIGIO_FAILED_CHECK_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "selector::sigio::tests::a_failed_readiness_check_loses_no_descriptor",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "child: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let mut sel = SigioSelector::new().unwrap();
+        let pairs: Vec<_> = (0..40).map(|_| pair()).collect();
+        for (i, (_, b)) in pairs.iter().enumerate() {
+            sel.register(b.as_raw_fd(), Token(i), Interest::READABLE)
+                .unwrap();
+        }
+        assert!(wait(&mut sel, 0).is_empty());
+        for (a, _) in &pairs {
+            (&*a).write_all(b"x").unwrap();
+        }
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads and sets this (child) process's limit from live structs.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut old);
+            let low = libc::rlimit {
+                rlim_cur: 16,
+                rlim_max: old.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &low);
+        }
+        let mut events = Events::with_capacity(64);
+        let failed = sel.select(&mut events, Some(Duration::from_millis(100)));
+        // SAFETY: restores the limit read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+        let mut seen: std::collections::HashSet<usize> =
+            events.iter().map(|e| e.token().0).collect();
+        for _ in 0..10 {
+            seen.extend(wait(&mut sel, 100).iter().map(|e| e.token().0));
+        }
+        assert_eq!(seen.len(), pairs.len(), "readiness was lost");
+        let err = failed.expect_err("a poll over the descriptor limit succeeded");
+        assert!(err.to_string().contains("poll"), "{err}");
     }
 }
