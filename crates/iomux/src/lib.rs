@@ -26,6 +26,11 @@
 //! # }
 //! ```
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "iomux supports Linux only: its selectors are built on epoll, signalfd, eventfd and io_uring"
+);
+
 mod event;
 pub mod net;
 pub mod selector;
