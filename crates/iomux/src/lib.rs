@@ -17,7 +17,7 @@
 //! # fn main() -> std::io::Result<()> {
 //! let mut selector = Backend::Epoll.open(iomux::Trigger::Level)?;
 //! let (mut a, b) = UnixStream::pair()?;
-//! selector.register(b.as_raw_fd(), Token(7), Interest::READABLE)?;
+//! selector.register(&b, Token(7), Interest::READABLE)?;
 //! a.write_all(b"ping")?;
 //! let mut events = Events::with_capacity(16);
 //! selector.select(&mut events, Some(Duration::from_secs(1)))?;

@@ -9,7 +9,7 @@ use super::{Backend, Registration, Selector, Trigger};
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::time::Duration;
 
 /// A selector chosen at run time.
@@ -23,6 +23,7 @@ use std::time::Duration;
 /// assert_eq!(sigio.trigger(), Trigger::Edge);
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 #[allow(clippy::large_enum_variant)] // select's two fd_sets; boxing would cost a pointer chase per call
 pub enum AnySelector {
     /// select(2)
@@ -52,21 +53,39 @@ macro_rules! dispatch {
 impl Selector for AnySelector {
     fn register(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
         dispatch!(self, s => s.register(fd, token, interest))
     }
+    fn register_with_trigger(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.register_with_trigger(fd, token, interest, trigger))
+    }
     fn reregister(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
         dispatch!(self, s => s.reregister(fd, token, interest))
     }
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
+    fn reregister_with_trigger(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.reregister_with_trigger(fd, token, interest, trigger))
+    }
+    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
         dispatch!(self, s => s.deregister(fd))
     }
     fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {

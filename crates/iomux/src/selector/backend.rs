@@ -14,6 +14,7 @@ use std::io;
 /// assert_eq!("edge".parse::<iomux::Trigger>().unwrap(), iomux::Trigger::Edge);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Trigger {
     /// Reported on every wait while the condition holds.
     Level,
@@ -53,6 +54,7 @@ impl std::fmt::Display for Trigger {
 /// assert_eq!(b.to_string(), "poll");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Backend {
     /// `select(2)` with fd_set bitmaps: descriptors below `FD_SETSIZE` (1024) only.
     Select,

@@ -8,7 +8,7 @@ use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// What a backend supplies: the system calls that watch, re-watch, unwatch
@@ -85,7 +85,7 @@ pub trait Syscalls: fmt::Debug {
 /// use std::os::fd::AsRawFd;
 /// let mut sel = PollSelector::new().unwrap();
 /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(a.as_raw_fd(), Token(1), Interest::READABLE).unwrap();
+/// sel.register(&a, Token(1), Interest::READABLE).unwrap();
 /// assert_eq!(sel.len(), 1);
 /// ```
 #[derive(Debug)]
@@ -102,43 +102,68 @@ impl<S: Syscalls> BaseSelector<S> {
         }
     }
 
-    /// `register` with the backend's own way of watching `fd`, so that
-    /// variants (a waker, epoll's exclusive listeners) share the checks.
-    #[inline]
-    pub(crate) fn register_with(
-        &mut self,
-        fd: RawFd,
+    /// The registration a register or reregister call asks for, once its
+    /// arguments are checked: a valid interest, a trigger the backend has.
+    pub(crate) fn checked(
+        &self,
+        fd: BorrowedFd<'_>,
         token: Token,
         interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        self.table.check_open()?;
+        S::BACKEND.check_trigger(trigger)?;
+        self.table
+            .check_args(fd.as_raw_fd(), token, interest, trigger)
+    }
+
+    /// Register `reg` with the backend's own way of watching it, so that
+    /// variants (a waker, epoll's exclusive listeners) share the bookkeeping.
+    #[inline]
+    pub(crate) fn register_by(
+        &mut self,
+        reg: Registration,
         watch: impl FnOnce(&mut S, Registration) -> io::Result<S::State>,
     ) -> io::Result<Registration> {
-        let reg = self.table.check_args(fd, token, interest)?;
-        self.table.check_absent(fd)?;
+        self.table.check_absent(reg.fd)?;
         let state = watch(&mut self.sys, reg)?;
         self.table.insert(reg, state);
         Ok(reg)
     }
 }
 
+impl<S: Syscalls> BaseSelector<S> {
+    /// Remove the registration of descriptor number `fd` and stop watching it.
+    fn forget(&mut self, fd: RawFd) -> io::Result<Registration> {
+        let (reg, state) = self.table.remove(fd)?;
+        self.sys.unwatch(&mut self.table, reg, state)?;
+        Ok(reg)
+    }
+}
+
 impl<S: Syscalls> Selector for BaseSelector<S> {
     #[inline]
-    fn register(
+    fn register_with_trigger(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
+        trigger: Trigger,
     ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, S::watch)
+        let reg = self.checked(fd.as_fd(), token, interest, trigger)?;
+        self.register_by(reg, S::watch)
     }
 
     #[inline]
-    fn reregister(
+    fn reregister_with_trigger(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
+        trigger: Trigger,
     ) -> io::Result<Registration> {
-        let reg = self.table.check_args(fd, token, interest)?;
+        let reg = self.checked(fd.as_fd(), token, interest, trigger)?;
+        let fd = reg.fd;
         let old = self.table.expect(fd)?;
         match self.sys.rewatch(old, reg) {
             Ok(state) => {
@@ -146,17 +171,15 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
                 Ok(reg)
             }
             Err(e) => {
-                let _ = self.deregister(fd);
+                let _ = self.forget(fd);
                 Err(reregister_failed(fd, e))
             }
         }
     }
 
     #[inline]
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, state) = self.table.remove(fd)?;
-        self.sys.unwatch(&mut self.table, reg, state)?;
-        Ok(reg)
+    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
+        self.forget(fd.as_fd().as_raw_fd())
     }
 
     #[inline]
@@ -187,7 +210,10 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
         self.table.check_open()?;
         let waker = Waker::new()?;
-        self.register_with(waker.as_raw_fd(), token, Interest::READABLE, S::watch_waker)?;
+        let reg =
+            self.table
+                .check_args(waker.as_raw_fd(), token, Interest::READABLE, Trigger::Level)?;
+        self.register_by(reg, S::watch_waker)?;
         self.table.add_waker(token, waker.clone());
         Ok(waker)
     }

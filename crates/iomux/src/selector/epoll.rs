@@ -6,7 +6,7 @@ use super::{Backend, Registration, Trigger};
 use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr, wait_honestly};
 use crate::{Event, Events, Interest, Token};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// A selector over epoll, in level, edge or one-shot mode.
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// use std::os::fd::AsRawFd;
 /// let mut sel = EpollSelector::new(Trigger::Oneshot).unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(1), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(1), Interest::READABLE).unwrap();
 /// a.write_all(b"x").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
@@ -35,7 +35,9 @@ pub type EpollSelector = BaseSelector<Epoll>;
 /// The epoll system calls behind [`EpollSelector`].
 #[derive(Debug)]
 pub struct Epoll {
-    epfd: Option<OwnedFd>,
+    /// Open until the selector is dropped, so that it can be watched by
+    /// another loop for as long as the selector exists.
+    epfd: OwnedFd,
     trigger: Trigger,
     buffer: Vec<libc::epoll_event>,
     has_pwait2: bool,
@@ -52,7 +54,7 @@ impl BaseSelector<Epoll> {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
             .map_err(|e| context(e, "epoll_create1"))?;
         Ok(BaseSelector::with(Epoll {
-            epfd: Some(owned(fd)),
+            epfd: owned(fd),
             trigger,
             buffer: Vec::new(),
             has_pwait2: true,
@@ -69,29 +71,57 @@ impl BaseSelector<Epoll> {
     /// use std::os::fd::AsRawFd;
     /// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     /// let mut sel = EpollSelector::new(Trigger::Level).unwrap();
-    /// sel.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE).unwrap();
+    /// sel.register_exclusive(&l, Token(0), Interest::READABLE).unwrap();
     /// ```
     pub fn register_exclusive(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |epoll, reg| {
+        let reg = self.checked(fd.as_fd(), token, interest, self.sys.trigger)?;
+        self.register_by(reg, |epoll, reg| {
             // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
             let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
-            let flags = (epoll.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
+            let flags =
+                (Epoll::flags(interest, reg.trigger) & allowed) | libc::EPOLLEXCLUSIVE as u32;
             epoll.add(reg, flags)
         })
     }
 }
 
+/// The epoll instance itself, so that this selector can be nested in another
+/// event loop: it is readable when a wait would report something. Open for
+/// as long as the selector exists (closing the selector empties it).
+///
+/// ```
+/// use iomux::{EpollSelector, Events, Interest, PollSelector, Selector, Token, Trigger};
+/// use std::io::Write;
+/// use std::time::Duration;
+/// let mut inner = EpollSelector::new(Trigger::Edge).unwrap();
+/// let mut outer = PollSelector::new().unwrap();
+/// outer.register(&inner, Token(0), Interest::READABLE).unwrap();
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// inner.register(&b, Token(7), Interest::READABLE).unwrap();
+/// a.write_all(b"x").unwrap();
+/// let mut events = Events::with_capacity(8);
+/// outer.select(&mut events, Some(Duration::from_secs(1))).unwrap();
+/// assert_eq!(events.iter().next().unwrap().token(), Token(0), "the inner selector is ready");
+/// inner.select(&mut events, Some(Duration::ZERO)).unwrap();
+/// assert_eq!(events.iter().next().unwrap().token(), Token(7));
+/// ```
+impl AsFd for BaseSelector<Epoll> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sys.epfd.as_fd()
+    }
+}
+
 impl Epoll {
     fn epfd(&self) -> RawFd {
-        self.epfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+        self.epfd.as_raw_fd()
     }
 
-    fn flags(&self, interest: Interest) -> u32 {
+    fn flags(interest: Interest, trigger: Trigger) -> u32 {
         let mut flags = libc::EPOLLRDHUP as u32;
         if interest.is_readable() {
             flags |= libc::EPOLLIN as u32;
@@ -99,7 +129,7 @@ impl Epoll {
         if interest.is_writable() {
             flags |= libc::EPOLLOUT as u32;
         }
-        match self.trigger {
+        match trigger {
             Trigger::Level => {}
             Trigger::Edge => flags |= libc::EPOLLET as u32,
             Trigger::Oneshot => flags |= libc::EPOLLONESHOT as u32,
@@ -207,7 +237,7 @@ impl Syscalls for Epoll {
     }
 
     fn watch(&mut self, reg: Registration) -> io::Result<()> {
-        self.add(reg, self.flags(reg.interest))
+        self.add(reg, Epoll::flags(reg.interest, reg.trigger))
     }
 
     fn watch_waker(&mut self, reg: Registration) -> io::Result<()> {
@@ -218,7 +248,7 @@ impl Syscalls for Epoll {
         self.ctl(
             libc::EPOLL_CTL_MOD,
             new.fd,
-            self.flags(new.interest),
+            Epoll::flags(new.interest, new.trigger),
             new.token,
         )
     }
@@ -256,8 +286,12 @@ impl Syscalls for Epoll {
         Ok(())
     }
 
-    fn close(&mut self, _: &mut FdTable<()>) -> io::Result<()> {
-        self.epfd = None;
+    /// The epoll descriptor stays open until the selector is dropped (see
+    /// its `AsFd`); the registrations in it are removed now.
+    fn close(&mut self, table: &mut FdTable<()>) -> io::Result<()> {
+        for (reg, ()) in table.iter() {
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, reg.fd, 0, Token(0));
+        }
         Ok(())
     }
 }
@@ -293,23 +327,24 @@ mod tests {
     #[test]
     fn an_epoll_instance_never_watches_itself_or_a_cycle() {
         let mut outer = EpollSelector::new(Trigger::Level).unwrap();
-        let own = outer.sys.epfd();
+        // SAFETY: `outer` keeps its epoll descriptor open until the end of the test.
+        let own = unsafe { BorrowedFd::borrow_raw(outer.sys.epfd()) };
         let err = outer
             .register(own, Token(1), Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("cannot watch itself"), "{err}");
-        assert_eq!(outer.registration(own), None);
+        assert_eq!(outer.registration(own.as_raw_fd()), None);
 
         let mut inner = EpollSelector::new(Trigger::Level).unwrap();
         outer
-            .register(inner.sys.epfd(), Token(2), Interest::READABLE)
+            .register(&inner, Token(2), Interest::READABLE)
             .unwrap();
         let err = inner
             .register(own, Token(3), Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("cycle"), "{err}");
-        assert_eq!(inner.registration(own), None);
+        assert_eq!(inner.registration(own.as_raw_fd()), None);
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 /// use std::os::fd::AsRawFd;
 /// let mut sel = PollSelector::new().unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(3), Interest::READABLE).unwrap();
 /// a.write_all(b"hi").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, None).unwrap();

@@ -57,8 +57,13 @@ impl FdSet {
 ///
 /// ```
 /// use iomux::{Interest, SelectSelector, Selector, Token};
+/// use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+/// # if iomux::net::raise_fd_limit().unwrap() <= 2000 { return; }
+/// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (2000 or above) that nothing else owns.
+/// let high = unsafe { OwnedFd::from_raw_fd(libc::fcntl(a.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 2000)) };
 /// let mut sel = SelectSelector::new().unwrap();
-/// let err = sel.register(5000, Token(0), Interest::READABLE).unwrap_err();
+/// let err = sel.register(&high, Token(0), Interest::READABLE).unwrap_err();
 /// assert!(err.to_string().contains("below 1024"), "{err}");
 /// ```
 pub type SelectSelector = BaseSelector<Select>;

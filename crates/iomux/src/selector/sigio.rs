@@ -84,7 +84,7 @@ pub fn sigio_signal() -> libc::c_int {
 /// let mut sel = SigioSelector::new().unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
 /// b.set_nonblocking(true).unwrap();
-/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(3), Interest::READABLE).unwrap();
 /// a.write_all(b"hi").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
@@ -608,8 +608,7 @@ mod tests {
     fn new_data_raises_one_event_then_silence() {
         let mut sel = SigioSelector::new().unwrap();
         let (mut a, b) = pair();
-        sel.register(b.as_raw_fd(), Token(5), Interest::READABLE)
-            .unwrap();
+        sel.register(&b, Token(5), Interest::READABLE).unwrap();
         assert!(wait(&mut sel, 0).is_empty(), "nothing to read yet");
         a.write_all(b"x").unwrap();
         let ev = wait(&mut sel, 1000);
@@ -635,8 +634,7 @@ mod tests {
             })
             .unwrap();
         b.set_nonblocking(true).unwrap();
-        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-            .unwrap();
+        sel.register(&b, Token(1), Interest::READABLE).unwrap();
         assert!(wait(&mut sel, 0).is_empty());
         (&a).write_all(b"last words").unwrap();
         a.shutdown(std::net::Shutdown::Write).unwrap();
@@ -655,8 +653,7 @@ mod tests {
         let mut sel = SigioSelector::new().unwrap();
         let (mut a, b) = pair();
         a.write_all(b"early").unwrap();
-        sel.register(b.as_raw_fd(), Token(1), Interest::BOTH)
-            .unwrap();
+        sel.register(&b, Token(1), Interest::BOTH).unwrap();
         let ev = wait(&mut sel, 1000);
         assert_eq!(ev.len(), 1);
         assert!(ev[0].is_readable() && ev[0].is_writable());
@@ -666,9 +663,8 @@ mod tests {
     fn deregistered_descriptor_raises_nothing() {
         let mut sel = SigioSelector::new().unwrap();
         let (mut a, b) = pair();
-        sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-            .unwrap();
-        sel.deregister(b.as_raw_fd()).unwrap();
+        sel.register(&b, Token(1), Interest::READABLE).unwrap();
+        sel.deregister(&b).unwrap();
         a.write_all(b"x").unwrap();
         assert!(wait(&mut sel, 20).is_empty());
         // SAFETY: F_GETFL only reads flags.
@@ -693,7 +689,6 @@ mod tests {
         assert_eq!(ev[0].token(), Token(9));
         assert!(wait(&mut sel, 0).is_empty(), "the wake was consumed");
         let (_a, b) = pair();
-        let fd = b.as_raw_fd();
         let err = std::thread::scope(|s| {
             s.spawn(|| {
                 let mut events = Events::with_capacity(1);
@@ -703,7 +698,7 @@ mod tests {
             .unwrap()
         });
         assert!(err.to_string().contains("thread"), "{err}");
-        sel.register(fd, Token(2), Interest::READABLE).unwrap();
+        sel.register(&b, Token(2), Interest::READABLE).unwrap();
     }
 
     /// Dropped in another thread, a selector used to clear that thread's
@@ -754,8 +749,7 @@ mod tests {
             let mut sel = SigioSelector::new().unwrap();
             let pairs: Vec<_> = (0..200).map(|_| pair()).collect();
             for (i, (_, b)) in pairs.iter().enumerate() {
-                sel.register(b.as_raw_fd(), Token(i), Interest::READABLE)
-                    .unwrap();
+                sel.register(b, Token(i), Interest::READABLE).unwrap();
             }
             assert!(wait(&mut sel, 0).is_empty());
             let low = libc::rlimit {
@@ -854,8 +848,7 @@ mod tests {
         std::thread::spawn(|| {
             let mut sel = SigioSelector::new().unwrap();
             let (mut a, b) = pair();
-            sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-                .unwrap();
+            sel.register(&b, Token(1), Interest::READABLE).unwrap();
             assert!(wait(&mut sel, 0).is_empty());
             a.write_all(b"x").unwrap();
             assert!(pending(sigio_signal()), "the write queued no signal");
@@ -876,7 +869,7 @@ mod tests {
         let mut sel = SigioSelector::new().unwrap();
         let (_a, b) = pair();
         let fd = b.as_raw_fd();
-        sel.register(fd, Token(1), Interest::READABLE).unwrap();
+        sel.register(&b, Token(1), Interest::READABLE).unwrap();
         let (_c, d) = pair();
         // Someone else's signal-driven file, with no owner, so it signals nobody.
         // SAFETY: fcntl on our own socket; F_SETOWN 0 leaves it without owner.
@@ -891,7 +884,7 @@ mod tests {
         // Number `fd` now names d's file (b's file is closed by the swap).
         // SAFETY: both descriptors are ours; `b` keeps owning number `fd`.
         assert_eq!(unsafe { libc::dup2(d.as_raw_fd(), fd) }, fd);
-        sel.deregister(fd).unwrap();
+        sel.deregister(&b).unwrap();
         // SAFETY: F_GETFL only reads flags.
         let flags = unsafe { libc::fcntl(d.as_raw_fd(), libc::F_GETFL) };
         assert_ne!(
@@ -930,8 +923,7 @@ mod tests {
         let mut sel = SigioSelector::new().unwrap();
         let pairs: Vec<_> = (0..40).map(|_| pair()).collect();
         for (i, (_, b)) in pairs.iter().enumerate() {
-            sel.register(b.as_raw_fd(), Token(i), Interest::READABLE)
-                .unwrap();
+            sel.register(b, Token(i), Interest::READABLE).unwrap();
         }
         assert!(wait(&mut sel, 0).is_empty());
         for (a, _) in &pairs {

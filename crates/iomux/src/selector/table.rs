@@ -1,7 +1,7 @@
 //! The descriptor table every selector keeps: what is registered, under which
 //! token and interest, plus whatever its backend keeps per descriptor.
 
-use super::Registration;
+use super::{Registration, Trigger};
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::io;
@@ -50,14 +50,9 @@ impl<T: Copy> FdTable<T> {
         fd: RawFd,
         token: Token,
         interest: Interest,
+        trigger: Trigger,
     ) -> io::Result<Registration> {
         self.check_open()?;
-        if fd < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid descriptor {fd}: must be >= 0"),
-            ));
-        }
         if !interest.is_valid() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -68,6 +63,7 @@ impl<T: Copy> FdTable<T> {
             fd,
             token,
             interest,
+            trigger,
         })
     }
 

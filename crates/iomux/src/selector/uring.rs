@@ -106,7 +106,7 @@ pub fn unavailable(err: io::Error) -> io::Error {
 /// # if iomux::selector::uring::probe().is_err() { return; }
 /// let mut sel = UringSelector::new(Trigger::Edge).unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(3), Interest::READABLE).unwrap();
 /// a.write_all(b"hi").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
@@ -332,7 +332,7 @@ impl Syscalls for Uring {
     }
 
     fn watch(&mut self, reg: Registration) -> io::Result<Slot> {
-        self.add(reg, self.trigger)
+        self.add(reg, reg.trigger)
     }
 
     fn watch_waker(&mut self, reg: Registration) -> io::Result<Slot> {
@@ -346,7 +346,8 @@ impl Syscalls for Uring {
     ) -> io::Result<Slot> {
         let fd = new.fd;
         check_fd_open(fd)?;
-        if slot.armed && old.interest == new.interest && slot.trigger != Trigger::Oneshot {
+        let same = old.interest == new.interest && slot.trigger == new.trigger;
+        if slot.armed && same && slot.trigger != Trigger::Oneshot {
             // The request in flight already watches the right things.
             return Ok(slot);
         }
@@ -356,6 +357,7 @@ impl Syscalls for Uring {
             generation: self.next_generation,
             armed: true,
             queued: false,
+            trigger: new.trigger,
             ..slot
         };
         self.push(poll_request(fd, new.interest, &fresh))?;
