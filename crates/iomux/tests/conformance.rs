@@ -819,9 +819,9 @@ fn select_refuses_edge_and_oneshot_with_advice() {
             let text = err.to_string();
             assert!(
                 text.contains(&format!(
-                    "{backend} selector supports level-triggered readiness only, not {trigger}"
+                    "{backend} selector supports level only, not {trigger}"
                 )) && text.contains("epoll")
-                    && text.contains("uring support it"),
+                    && text.contains(&format!("uring support {trigger}")),
                 "{text}"
             );
             assert!(
@@ -831,13 +831,10 @@ fn select_refuses_edge_and_oneshot_with_advice() {
         }
     }
     let err = Backend::Sigio.open(Trigger::Level).unwrap_err();
-    assert!(
-        err.to_string().contains("edge-triggered readiness only"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("supports edge only"), "{err}");
     assert!(
         err.to_string()
-            .contains("select, poll, epoll and uring support it"),
+            .contains("select, poll, epoll and uring support level"),
         "{err}"
     );
 }

@@ -103,6 +103,9 @@ impl Selector for AnySelector {
     fn trigger(&self) -> Trigger {
         dispatch!(self, s => s.trigger())
     }
+    fn overflows(&self) -> u64 {
+        dispatch!(self, s => s.overflows())
+    }
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
         dispatch!(self, s => s.waker(token))
     }

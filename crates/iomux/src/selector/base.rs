@@ -64,6 +64,12 @@ pub trait Syscalls: fmt::Debug {
         timeout: Option<Duration>,
     ) -> io::Result<()>;
 
+    /// How many times readiness may have been lost and every descriptor was
+    /// reported instead (see [`Selector::overflows`]).
+    fn overflows(&self) -> u64 {
+        0
+    }
+
     /// Release the kernel resources; `table` still holds every registration
     /// and is emptied by the selector afterwards.
     fn close(&mut self, table: &mut FdTable<Self::State>) -> io::Result<()>;
@@ -205,6 +211,10 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
 
     fn trigger(&self) -> Trigger {
         self.sys.trigger()
+    }
+
+    fn overflows(&self) -> u64 {
+        self.sys.overflows()
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {

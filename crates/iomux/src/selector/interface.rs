@@ -244,6 +244,20 @@ pub trait Selector {
     /// ```
     fn trigger(&self) -> Trigger;
 
+    /// How many times the backend lost track of readiness and reported
+    /// every registered descriptor instead, so the caller tries each (sigio,
+    /// when the kernel's real-time signal queue overflows: RLIMIT_SIGPENDING,
+    /// `ulimit -i`, too low for the load). Always 0 for the other backends.
+    /// Worth reporting: each costs a pass over every descriptor.
+    ///
+    /// ```
+    /// use iomux::{Backend, Selector, Trigger};
+    /// assert_eq!(Backend::Sigio.open(Trigger::Edge).unwrap().overflows(), 0);
+    /// ```
+    fn overflows(&self) -> u64 {
+        0
+    }
+
     /// A handle that wakes this selector's wait from any thread; each wake
     /// makes the selector report an event with `token` (wakes coalesce until
     /// then). Several wakers per selector may exist.

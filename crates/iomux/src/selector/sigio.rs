@@ -134,17 +134,6 @@ impl BaseSelector<Sigio> {
     pub fn new() -> io::Result<SigioSelector> {
         Sigio::new().map(BaseSelector::with)
     }
-
-    /// How many times the real-time signal queue overflowed and every
-    /// descriptor was checked instead (each costs a check of them all; a
-    /// higher RLIMIT_SIGPENDING avoids them).
-    ///
-    /// ```
-    /// assert_eq!(iomux::selector::sigio::SigioSelector::new().unwrap().overflows(), 0);
-    /// ```
-    pub fn overflows(&self) -> u64 {
-        self.sys.overflows
-    }
 }
 
 impl Sigio {
@@ -542,6 +531,11 @@ impl Syscalls for Sigio {
             self.disarm(reg.fd, state.file);
         }
         Ok(())
+    }
+
+    /// Queue overflows: each made the selector check every descriptor.
+    fn overflows(&self) -> u64 {
+        self.overflows
     }
 
     fn wait(
