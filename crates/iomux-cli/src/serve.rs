@@ -105,7 +105,9 @@ fn engine(args: &ServeArgs) -> io::Result<Engine> {
     });
     let reactor = |backend: Backend, default: Trigger| {
         let trigger = trigger.unwrap_or(default);
-        backend.check_trigger(trigger)?;
+        backend
+            .check_trigger(trigger)
+            .map_err(|e| advise(e, "use --backend epoll"))?;
         Ok(Engine::Reactor(backend, trigger))
     };
     let level_only = |engine: Engine, name: &str| {
@@ -181,6 +183,20 @@ fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
     sig
 }
 
+/// The library's errors say what went wrong; the command line adds what to do, by flag.
+fn advise(err: io::Error, advice: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("{err}; {advice}"))
+}
+
+/// An engine the kernel refuses (io_uring disabled, say) has epoll to fall back on.
+fn advise_start(err: io::Error) -> io::Error {
+    if err.kind() == io::ErrorKind::Unsupported && !err.to_string().contains("--backend") {
+        advise(err, "use --backend epoll instead")
+    } else {
+        err
+    }
+}
+
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let engine = engine(&args)?;
     let config = config(&args)?;
@@ -188,8 +204,12 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     let _ = iomux::net::raise_fd_limit();
     let signals = block_stop_signals();
     let server = match args.proto {
-        ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
-        ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
+        ProtoArg::Echo => {
+            Server::start(config.clone(), engine, Echo::plain).map_err(advise_start)?
+        }
+        ProtoArg::Upper => {
+            Server::start(config.clone(), engine, Echo::upper).map_err(advise_start)?
+        }
         ProtoArg::Http => {
             let http = HttpConfig::leak(HttpLimits {
                 max_request_line: args.max_request_line,
@@ -197,7 +217,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
                 max_headers: args.max_headers,
                 max_body: args.max_body,
             });
-            Server::start(config.clone(), engine, move || Http::new(http))?
+            Server::start(config.clone(), engine, move || Http::new(http)).map_err(advise_start)?
         }
     };
     {
@@ -229,5 +249,11 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         "iomux: stopped ({:.2} s after the signal); {stats}",
         stopping.elapsed().as_secs_f64()
     );
+    if stats.selector_overflows > 0 {
+        eprintln!(
+            "iomux: the sigio signal queue overflowed {} times (RLIMIT_SIGPENDING), and each time every connection was checked instead; raise `ulimit -i` to avoid this",
+            stats.selector_overflows
+        );
+    }
     Ok(())
 }

@@ -24,7 +24,7 @@ use iomux::{
 use iomux_proto::Protocol;
 use std::io;
 use std::net::{Shutdown as HalfClose, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -73,6 +73,9 @@ pub struct LoopStats {
     pub closed: u64,
     /// Connections closed by their idle or request-head deadline.
     pub timeouts: u64,
+    /// Times the selector lost track of readiness and checked every
+    /// descriptor instead ([`iomux::Selector::overflows`]: sigio's signal queue).
+    pub selector_overflows: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -97,12 +100,13 @@ impl std::fmt::Display for LoopStats {
             write_blocked,
             closed,
             timeouts,
+            selector_overflows,
         } = self;
         write!(
             f,
             "accepts={accepts} refused={refused} shed={shed} closed={closed} timeouts={timeouts} \
              reads={reads} read_eagain={read_eagain} writes={writes} write_blocked={write_blocked} \
-             waits={waits} events={events}"
+             waits={waits} events={events} selector_overflows={selector_overflows}"
         )
     }
 }
@@ -121,6 +125,7 @@ impl LoopStats {
         self.write_blocked += o.write_blocked;
         self.closed += o.closed;
         self.timeouts += o.timeouts;
+        self.selector_overflows += o.selector_overflows;
     }
 }
 
@@ -150,6 +155,10 @@ where
         Backend::Uring => start_and_run(UringSelector::new(trigger), parts),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
         Backend::Sigio => start_and_run(SigioSelector::new(), parts),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the event loop has no {backend} selector"),
+        )),
     }
 }
 
@@ -254,7 +263,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         new_protocol: F,
     ) -> io::Result<Self> {
         let trigger = selector.trigger();
-        selector.register(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+        selector.register(listener.as_fd(), LISTENER, Interest::READABLE)?;
         shutdown.add_waker(selector.waker(WAKER)?);
         let now = Instant::now();
         Ok(Reactor {
@@ -322,6 +331,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             }
         }
         self.stats.shed = self.acceptor.shed;
+        self.stats.selector_overflows = self.selector.overflows();
         Ok(self.stats)
     }
 
@@ -356,7 +366,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
                     // Descriptors exhausted with no reserve left: stop watching
                     // the listener for a moment instead of spinning on it.
                     eprintln!("iomux: {e}; pausing accepts for 100 ms");
-                    let _ = self.selector.deregister(listener.as_raw_fd());
+                    let _ = self.selector.deregister(listener.as_fd());
                     self.accept_paused_until = Some(self.now + Duration::from_millis(100));
                     self.listener = Some(listener);
                     return;
@@ -367,7 +377,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         if self.trigger == Trigger::Oneshot {
             let _ = self
                 .selector
-                .reregister(listener.as_raw_fd(), LISTENER, Interest::READABLE);
+                .reregister(listener.as_fd(), LISTENER, Interest::READABLE);
         }
         self.listener = Some(listener);
     }
@@ -377,7 +387,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
         if let Some(l) = self.listener.as_ref() {
             let _ = self
                 .selector
-                .register(l.as_raw_fd(), LISTENER, Interest::READABLE);
+                .register(l.as_fd(), LISTENER, Interest::READABLE);
         }
     }
 
@@ -397,7 +407,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             Interest::READABLE
         };
         let token = self.conns.next_token();
-        if let Err(e) = self.selector.register(stream.as_raw_fd(), token, interest) {
+        if let Err(e) = self.selector.register(stream.as_fd(), token, interest) {
             self.stats.refused += 1;
             self.max_conns.release();
             if !self.warned_refusal {
@@ -644,9 +654,12 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             }
         };
         if wanted != conn.registered || self.trigger == Trigger::Oneshot {
-            let fd = conn.fd();
             conn.registered = wanted;
-            if self.selector.reregister(fd, token, wanted).is_err() {
+            if self
+                .selector
+                .reregister(conn.stream.as_fd(), token, wanted)
+                .is_err()
+            {
                 self.close(token);
             }
         }
@@ -691,7 +704,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
             return;
         };
         // Deregister before close: the descriptor number may be reused at once.
-        let _ = self.selector.deregister(conn.fd());
+        let _ = self.selector.deregister(conn.stream.as_fd());
         // Whatever the shared buffers still hold is this connection's: never another's.
         self.wbuf.clear();
         self.rbuf.clear();
@@ -749,7 +762,7 @@ impl<'a, S: Selector, P: Protocol, F: Fn() -> P> Reactor<'a, S, P, F> {
     fn begin_drain(&mut self) {
         self.draining_until = Some(self.now + self.config.drain_timeout);
         if let Some(listener) = self.listener.take() {
-            let _ = self.selector.deregister(listener.as_raw_fd());
+            let _ = self.selector.deregister(listener.as_fd());
         }
         self.accept_paused_until = None;
         for token in self.conns.tokens() {
