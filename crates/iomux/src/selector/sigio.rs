@@ -252,10 +252,12 @@ impl Sigio {
         }
     }
 
-    /// Read and drop every signal queued for this thread, until the signalfd is empty.
-    fn drain_signals(&mut self) {
+    /// Read one batch of queued signals (up to `SIGINFO_BATCH`) into
+    /// `infos`; none when the signalfd is empty (or closed).
+    fn read_batch(&mut self) -> io::Result<()> {
+        self.infos.clear();
         let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
-            return;
+            return Ok(());
         };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         loop {
@@ -263,10 +265,23 @@ impl Sigio {
             // vector's spare capacity (reserved in `new`).
             let n =
                 unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), SIGINFO_BATCH * size) };
-            if n <= 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return;
+            if n >= 0 {
+                // SAFETY: the kernel wrote n / size whole entries.
+                unsafe { self.infos.set_len(n as usize / size) };
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(()),
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(context(e, "reading the signalfd")),
             }
         }
+    }
+
+    /// Read and drop every signal queued for this thread, until the signalfd is empty.
+    fn drain_signals(&mut self) {
+        while self.read_batch().is_ok() && !self.infos.is_empty() {}
     }
 
     /// Queue a registered descriptor for the next readiness check, once.
@@ -284,26 +299,8 @@ impl Sigio {
     /// Read queued signals (up to `SIGINFO_BATCH` per read) and queue the
     /// descriptors they name, until the signalfd is empty or `limit` are queued.
     fn read_signals(&mut self, table: &mut FdTable<SigioState>, limit: usize) -> io::Result<()> {
-        let Some(sfd) = self.signalfd.as_ref().map(AsRawFd::as_raw_fd) else {
-            return Ok(());
-        };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
         while self.pending.len() < limit {
-            self.infos.clear();
-            // SAFETY: reads at most SIGINFO_BATCH whole entries into the
-            // vector's spare capacity (reserved in `new`).
-            let n =
-                unsafe { libc::read(sfd, self.infos.as_mut_ptr().cast(), SIGINFO_BATCH * size) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(context(e, "reading the signalfd")),
-                };
-            }
-            // SAFETY: the kernel wrote n / size whole entries.
-            unsafe { self.infos.set_len(n as usize / size) };
+            self.read_batch()?;
             let mut overflowed = false;
             for i in 0..self.infos.len() {
                 let info = self.infos[i];
