@@ -2,13 +2,14 @@
 //! implements [`Selector`] once, over a backend that supplies only its system
 //! calls through [`Syscalls`] (the shape of CPython's `_BaseSelectorImpl`).
 
-use super::table::FdTable;
+use super::table::{lock, shared, FdTable, SharedTable};
 use super::{Backend, Registration, Selector, Trigger};
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// What a backend supplies: the system calls that watch, re-watch, unwatch
@@ -56,10 +57,12 @@ pub trait Syscalls: fmt::Debug {
     ) -> io::Result<()>;
 
     /// Wait up to `timeout` and fill `events` (empty on entry) with what is
-    /// ready, at most its capacity.
+    /// ready, at most its capacity. `table` is shared with registration
+    /// handles: lock it only around the work that reads or changes it, never
+    /// across the blocking system call.
     fn wait(
         &mut self,
-        table: &mut FdTable<Self::State>,
+        table: &Mutex<FdTable<Self::State>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()>;
@@ -97,53 +100,32 @@ pub trait Syscalls: fmt::Debug {
 #[derive(Debug)]
 pub struct BaseSelector<S: Syscalls> {
     pub(crate) sys: S,
-    pub(crate) table: FdTable<S::State>,
+    /// Shared with the registration handles of backends that have them
+    /// (epoll's [`registry`](crate::EpollSelector::registry)); never locked
+    /// while a wait blocks.
+    pub(crate) table: SharedTable<S::State>,
 }
 
 impl<S: Syscalls> BaseSelector<S> {
     pub(crate) fn with(sys: S) -> Self {
         BaseSelector {
             sys,
-            table: FdTable::new(),
+            table: shared(),
         }
     }
 
     /// The registration a register or reregister call asks for, once its
     /// arguments are checked: a valid interest, a trigger the backend has.
     pub(crate) fn checked(
-        &self,
+        table: &FdTable<S::State>,
         fd: BorrowedFd<'_>,
         token: Token,
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        self.table.check_open()?;
+        table.check_open()?;
         S::BACKEND.check_trigger(trigger)?;
-        self.table
-            .check_args(fd.as_raw_fd(), token, interest, trigger)
-    }
-
-    /// Register `reg` with the backend's own way of watching it, so that
-    /// variants (a waker, epoll's exclusive listeners) share the bookkeeping.
-    #[inline]
-    pub(crate) fn register_by(
-        &mut self,
-        reg: Registration,
-        watch: impl FnOnce(&mut S, Registration) -> io::Result<S::State>,
-    ) -> io::Result<Registration> {
-        self.table.check_absent(reg.fd)?;
-        let state = watch(&mut self.sys, reg)?;
-        self.table.insert(reg, state);
-        Ok(reg)
-    }
-}
-
-impl<S: Syscalls> BaseSelector<S> {
-    /// Remove the registration of descriptor number `fd` and stop watching it.
-    fn forget(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, state) = self.table.remove(fd)?;
-        self.sys.unwatch(&mut self.table, reg, state)?;
-        Ok(reg)
+        table.check_args(fd.as_raw_fd(), token, interest, trigger)
     }
 }
 
@@ -156,8 +138,9 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let reg = self.checked(fd.as_fd(), token, interest, trigger)?;
-        self.register_by(reg, S::watch)
+        let mut table = lock(&self.table);
+        let reg = Self::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        table.register_by(&mut self.sys, reg, S::watch)
     }
 
     #[inline]
@@ -168,41 +151,32 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let reg = self.checked(fd.as_fd(), token, interest, trigger)?;
-        let fd = reg.fd;
-        let old = self.table.expect(fd)?;
-        match self.sys.rewatch(old, reg) {
-            Ok(state) => {
-                self.table.insert(reg, state);
-                Ok(reg)
-            }
-            Err(e) => {
-                let _ = self.forget(fd);
-                Err(reregister_failed(fd, e))
-            }
-        }
+        let mut table = lock(&self.table);
+        let reg = Self::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        table.reregister_by(&mut self.sys, reg, S::rewatch, S::unwatch)
     }
 
     #[inline]
     fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
-        self.forget(fd.as_fd().as_raw_fd())
+        let fd = fd.as_fd().as_raw_fd();
+        lock(&self.table).deregister_by(&mut self.sys, fd, S::unwatch)
     }
 
     #[inline]
     fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
-        self.table.check_open()?;
-        self.sys.wait(&mut self.table, events, timeout)?;
-        self.table.reset_fired_wakers(events);
+        lock(&self.table).check_open()?;
+        self.sys.wait(&self.table, events, timeout)?;
+        lock(&self.table).reset_fired_wakers(events);
         Ok(())
     }
 
     fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.table.get(fd).map(|(r, _)| *r)
+        lock(&self.table).get(fd).map(|(r, _)| *r)
     }
 
     fn len(&self) -> usize {
-        self.table.len()
+        lock(&self.table).len()
     }
 
     fn backend(&self) -> Backend {
@@ -218,48 +192,28 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        self.table.check_open()?;
+        let mut table = lock(&self.table);
+        table.check_open()?;
         let waker = Waker::new()?;
-        let reg =
-            self.table
-                .check_args(waker.as_raw_fd(), token, Interest::READABLE, Trigger::Level)?;
-        self.register_by(reg, S::watch_waker)?;
-        self.table.add_waker(token, waker.clone());
+        let reg = table.check_args(waker.as_raw_fd(), token, Interest::READABLE, Trigger::Level)?;
+        table.register_by(&mut self.sys, reg, S::watch_waker)?;
+        table.add_waker(token, waker.clone());
         Ok(waker)
     }
 
     fn close(&mut self) -> io::Result<()> {
-        self.table.check_open()?;
-        let result = self.sys.close(&mut self.table);
-        self.table.close();
+        let mut table = lock(&self.table);
+        table.check_open()?;
+        let result = self.sys.close(&mut table);
+        table.close();
         result
     }
 }
 
 impl<S: Syscalls> Drop for BaseSelector<S> {
     fn drop(&mut self) {
-        if !self.table.is_closed() {
+        if !lock(&self.table).is_closed() {
             let _ = self.close();
         }
     }
-}
-
-/// The error of a re-registration the kernel refused, after which the
-/// registration was removed (so nothing stale remains).
-fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
-    let (kind, reason) = match err.raw_os_error() {
-        Some(libc::EBADF) => (
-            io::ErrorKind::InvalidInput,
-            "the descriptor is not open".to_string(),
-        ),
-        Some(libc::ENOENT) => (
-            io::ErrorKind::InvalidInput,
-            "the descriptor was closed and its number reused".to_string(),
-        ),
-        _ => (err.kind(), err.to_string()),
-    };
-    io::Error::new(
-        kind,
-        format!("cannot reregister descriptor {fd} ({reason}); its registration was removed: deregister before closing, and register the new descriptor"),
-    )
 }

@@ -6,6 +6,7 @@ use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token};
 use std::io;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A level-triggered selector over `poll(2)` (called as `ppoll` for
@@ -139,7 +140,7 @@ impl Syscalls for Poll {
     #[inline]
     fn wait(
         &mut self,
-        _: &mut FdTable<usize>,
+        _: &Mutex<FdTable<usize>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
 use super::base::{BaseSelector, Syscalls};
-use super::table::FdTable;
+use super::table::{lock, FdTable};
 use super::{Backend, Registration, Trigger};
 use crate::sys::{
     check_fd_open, context, registration_error, timespec, timespec_ptr, wait_honestly,
@@ -9,6 +9,7 @@ use crate::sys::{
 use crate::{Event, Events, Interest};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The largest descriptor count an fd_set can hold: select refuses
@@ -170,7 +171,7 @@ impl Syscalls for Select {
     #[inline]
     fn wait(
         &mut self,
-        table: &mut FdTable<()>,
+        table: &Mutex<FdTable<()>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
@@ -202,6 +203,7 @@ impl Syscalls for Select {
             }
         })
         .map_err(|e| context(e, "select"))?;
+        let table = lock(table);
         // Scan from the cursor round to just before it, a word at a time:
         // the cursor's word is visited twice, first for the bits at or above
         // the cursor, last for those below it.

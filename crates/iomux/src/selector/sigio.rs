@@ -21,7 +21,7 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::table::FdTable;
+use super::table::{lock, FdTable};
 use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
 use crate::{Event, Events};
@@ -330,7 +330,7 @@ impl Sigio {
     /// pending), then the readiness checks of the descriptors signalled.
     fn wait_once(
         &mut self,
-        table: &mut FdTable<SigioState>,
+        table: &Mutex<FdTable<SigioState>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
@@ -343,6 +343,7 @@ impl Sigio {
         let pollfds = &mut self.pollfds;
         wait_honestly(wait, |t| ppoll(pollfds, t))
             .map_err(|e| context(e, "ppoll on the signalfd"))?;
+        let table = &mut *lock(table);
         for waker in &self.pollfds[1..] {
             if waker.revents != 0 && !events.is_full() {
                 if let Some((reg, _)) = table.get(waker.fd) {
@@ -537,7 +538,7 @@ impl Syscalls for Sigio {
 
     fn wait(
         &mut self,
-        table: &mut FdTable<SigioState>,
+        table: &Mutex<FdTable<SigioState>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {

@@ -6,6 +6,7 @@ use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Registrations indexed by descriptor number (descriptors are small, dense
 /// integers, so a vector beats a map), the wakers to reset once reported, and
@@ -148,10 +149,95 @@ impl<T: Copy> FdTable<T> {
         self.closed = true;
     }
 
+    /// Record `reg` (its arguments checked) once `watch`, the backend's
+    /// system calls on `sys`, has started watching it; nothing is recorded if
+    /// they fail.
+    pub(crate) fn register_by<S>(
+        &mut self,
+        sys: &mut S,
+        reg: Registration,
+        watch: impl FnOnce(&mut S, Registration) -> io::Result<T>,
+    ) -> io::Result<Registration> {
+        self.check_absent(reg.fd)?;
+        let state = watch(sys, reg)?;
+        self.insert(reg, state);
+        Ok(reg)
+    }
+
+    /// Change a registration to `reg` through `rewatch` (given the old
+    /// registration and state); if the kernel refuses, the registration is
+    /// removed through `unwatch`, so that no stale entry remains.
+    pub(crate) fn reregister_by<S>(
+        &mut self,
+        sys: &mut S,
+        reg: Registration,
+        rewatch: impl FnOnce(&mut S, (Registration, T), Registration) -> io::Result<T>,
+        unwatch: impl FnOnce(&mut S, &mut Self, Registration, T) -> io::Result<()>,
+    ) -> io::Result<Registration> {
+        let old = self.expect(reg.fd)?;
+        match rewatch(sys, old, reg) {
+            Ok(state) => {
+                self.insert(reg, state);
+                Ok(reg)
+            }
+            Err(e) => {
+                let _ = self.deregister_by(sys, reg.fd, unwatch);
+                Err(reregister_failed(reg.fd, e))
+            }
+        }
+    }
+
+    /// Remove the registration of descriptor number `fd` and stop watching
+    /// it through `unwatch`.
+    pub(crate) fn deregister_by<S>(
+        &mut self,
+        sys: &mut S,
+        fd: RawFd,
+        unwatch: impl FnOnce(&mut S, &mut Self, Registration, T) -> io::Result<()>,
+    ) -> io::Result<Registration> {
+        let (reg, state) = self.remove(fd)?;
+        unwatch(sys, self, reg, state)?;
+        Ok(reg)
+    }
+
     /// Iterate over the registrations in descriptor order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(Registration, T)> {
         self.slots.iter().flatten()
     }
+}
+
+/// The table shared by a selector and its registration handles.
+pub(crate) type SharedTable<T> = Arc<Mutex<FdTable<T>>>;
+
+pub(crate) fn shared<T: Copy>() -> SharedTable<T> {
+    Arc::new(Mutex::new(FdTable::new()))
+}
+
+/// Lock a shared table; a panic in another thread while it held the lock
+/// leaves the table consistent (every change is one insert or remove).
+#[inline]
+pub(crate) fn lock<T: Copy>(table: &Mutex<FdTable<T>>) -> MutexGuard<'_, FdTable<T>> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The error of a re-registration the kernel refused, after which the
+/// registration was removed (so nothing stale remains).
+fn reregister_failed(fd: RawFd, err: io::Error) -> io::Error {
+    let (kind, reason) = match err.raw_os_error() {
+        Some(libc::EBADF) => (
+            io::ErrorKind::InvalidInput,
+            "the descriptor is not open".to_string(),
+        ),
+        Some(libc::ENOENT) => (
+            io::ErrorKind::InvalidInput,
+            "the descriptor was closed and its number reused".to_string(),
+        ),
+        _ => (err.kind(), err.to_string()),
+    };
+    io::Error::new(
+        kind,
+        format!("cannot reregister descriptor {fd} ({reason}); its registration was removed: deregister before closing, and register the new descriptor"),
+    )
 }
 
 pub(crate) fn not_registered(fd: RawFd) -> io::Error {

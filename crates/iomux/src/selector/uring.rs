@@ -17,13 +17,14 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::table::FdTable;
+use super::table::{lock, FdTable};
 use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
 use crate::{Event, Events, Interest, Token};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Submission ring size; the completion ring is twice that, and the kernel
@@ -227,7 +228,7 @@ impl Uring {
     /// completion, then turn completions into events; returns how many.
     fn wait_once(
         &mut self,
-        table: &mut FdTable<Slot>,
+        table: &Mutex<FdTable<Slot>>,
         timeout: Option<Duration>,
         capacity: usize,
     ) -> io::Result<usize> {
@@ -253,7 +254,7 @@ impl Uring {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => return Err(e),
         }
-        self.reap(table, capacity);
+        self.reap(&mut lock(table), capacity);
         Ok(self.found.len())
     }
 
@@ -371,7 +372,7 @@ impl Syscalls for Uring {
 
     fn wait(
         &mut self,
-        table: &mut FdTable<Slot>,
+        table: &Mutex<FdTable<Slot>>,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
@@ -379,8 +380,9 @@ impl Syscalls for Uring {
         self.found.clear();
         // Level registrations that fired are armed again: still-ready ones complete at once.
         let rearm = std::mem::take(&mut self.rearm);
+        let mut locked = lock(table);
         for &fd in &rearm {
-            let armed = match table.get_mut(fd) {
+            let armed = match locked.get_mut(fd) {
                 Some((_, slot)) => {
                     slot.queued = false;
                     slot.armed
@@ -388,9 +390,10 @@ impl Syscalls for Uring {
                 None => true,
             };
             if !armed {
-                self.arm(table, fd)?;
+                self.arm(&mut locked, fd)?;
             }
         }
+        drop(locked);
         self.rearm = rearm;
         self.rearm.clear();
         let capacity = events.capacity();
