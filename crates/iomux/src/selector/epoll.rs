@@ -205,6 +205,13 @@ impl EpollRegistry {
 /// event loop: it is readable when a wait would report something. Open for
 /// as long as the selector exists (closing the selector empties it).
 ///
+/// Only epoll offers this. select and poll keep their interest set in the
+/// process and hand it to each wait, so no descriptor stands for them (an
+/// eventfd would need a thread polling on its behalf); sigio's signalfd
+/// misses the readiness a registration finds already there; and the uring
+/// selector submits its poll requests only when it waits. Nest an
+/// `EpollSelector` instead.
+///
 /// ```
 /// use iomux::{EpollSelector, Events, Interest, PollSelector, Selector, Token, Trigger};
 /// use std::io::Write;
