@@ -411,6 +411,46 @@ fn signal_during_a_wait_is_retried_with_the_remaining_time(mode: Mode) {
 }
 for_modes!(signal_during_a_wait_is_retried_with_the_remaining_time);
 
+/// A wait whose last try is interrupted by a signal after its deadline
+/// returns nothing: select and poll used to scan what the kernel left from
+/// an earlier wait (the sets or revents an interrupted call does not write),
+/// and report a descriptor that was no longer ready.
+fn interrupted_at_the_deadline_reports_nothing_stale(mode: Mode) {
+    install_interrupting_handler();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let (mut sel, a, b) = watched_pair(mode);
+        // One wait that finds the pair readable, so the kernel's answer
+        // (sets, revents) says so; then nothing is ready any more.
+        send(&a, b"x");
+        assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1], "{mode:?}");
+        drain(&b);
+        if mode.trigger == Trigger::Oneshot {
+            sel.reregister(&b, Token(1), Interest::READABLE).unwrap();
+        }
+        // SAFETY: pthread_self has no preconditions.
+        ready_tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let mut stale = Vec::new();
+        for _ in 0..300 {
+            let events = wait(&mut sel, Some(Duration::from_micros(500)));
+            stale.extend(events);
+        }
+        drop(stop_rx);
+        stale
+    });
+    let target = ready_rx.recv().unwrap();
+    // Signal the waiter until it is done: many waits end in an interrupted try.
+    while stop_tx.send(()).is_ok() {
+        // SAFETY: the waiter is alive while its receiver is (it drops it last).
+        unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+        thread::sleep(Duration::from_micros(50));
+    }
+    let stale = waiter.join().unwrap();
+    assert!(stale.is_empty(), "{mode:?}: stale events {stale:?}");
+}
+for_modes!(interrupted_at_the_deadline_reports_nothing_stale);
+
 fn short_timeouts_never_end_early(mode: Mode) {
     let (mut sel, _a, _b) = watched_pair(mode);
     let mut events = Events::with_capacity(8);

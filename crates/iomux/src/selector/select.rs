@@ -177,7 +177,7 @@ impl Syscalls for Select {
     ) -> io::Result<()> {
         let (mut read, mut write) = (self.read, self.write);
         let (master_read, master_write, nfds) = (self.read, self.write, self.nfds);
-        wait_honestly(timeout, |t| {
+        let ready = wait_honestly(timeout, |t| {
             // The kernel overwrites the sets: start each try from the masters.
             read = master_read;
             write = master_write;
@@ -203,6 +203,12 @@ impl Syscalls for Select {
             }
         })
         .map_err(|e| context(e, "select"))?;
+        if ready == 0 {
+            // Nothing is ready; and if the last try was interrupted after the
+            // deadline, the kernel left the sets as they were given (the
+            // masters), which must not be read as answers.
+            return Ok(());
+        }
         let table = lock(table);
         // Scan from the cursor round to just before it, a word at a time:
         // the cursor's word is visited twice, first for the bits at or above
