@@ -9,7 +9,7 @@ use crate::{Events, Interest, Token};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// What a backend supplies: the system calls that watch, re-watch, unwatch
@@ -114,18 +114,21 @@ impl<S: Syscalls> BaseSelector<S> {
         }
     }
 
-    /// The registration a register or reregister call asks for, once its
-    /// arguments are checked: a valid interest, a trigger the backend has.
-    pub(crate) fn checked(
-        table: &FdTable<S::State>,
+    /// Lock `table` for a register or reregister call, and check the
+    /// registration it asks for: an open selector, a valid interest, a
+    /// trigger the backend has.
+    pub(crate) fn lock_checked<'t>(
+        table: &'t SharedTable<S::State>,
         fd: BorrowedFd<'_>,
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> io::Result<Registration> {
+    ) -> io::Result<(MutexGuard<'t, FdTable<S::State>>, Registration)> {
+        let table = lock(table);
         table.check_open()?;
         S::BACKEND.check_trigger(trigger)?;
-        table.check_args(fd.as_raw_fd(), token, interest, trigger)
+        let reg = table.check_args(fd.as_raw_fd(), token, interest, trigger)?;
+        Ok((table, reg))
     }
 }
 
@@ -138,8 +141,8 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let mut table = lock(&self.table);
-        let reg = Self::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        let (mut table, reg) =
+            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
         table.register_by(&mut self.sys, reg, S::watch)
     }
 
@@ -151,8 +154,8 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let mut table = lock(&self.table);
-        let reg = Self::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        let (mut table, reg) =
+            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
         table.reregister_by(&mut self.sys, reg, S::rewatch, S::unwatch)
     }
 

@@ -80,8 +80,9 @@ impl BaseSelector<Epoll> {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        let mut table = lock(&self.table);
-        let reg = Self::checked(&table, fd.as_fd(), token, interest, self.sys.trigger)?;
+        let trigger = self.sys.trigger;
+        let (mut table, reg) =
+            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
         table.register_by(&mut self.sys, reg, |epoll, reg| {
             // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
             let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
@@ -157,8 +158,8 @@ impl EpollRegistry {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let mut table = lock(&self.table);
-        let reg = EpollSelector::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        let (mut table, reg) =
+            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
         table.register_by(&mut &self.ctl, reg, |ctl, reg| ctl.watch(reg))
     }
 
@@ -184,8 +185,8 @@ impl EpollRegistry {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let mut table = lock(&self.table);
-        let reg = EpollSelector::checked(&table, fd.as_fd(), token, interest, trigger)?;
+        let (mut table, reg) =
+            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
         table.reregister_by(
             &mut &self.ctl,
             reg,
