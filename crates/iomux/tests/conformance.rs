@@ -12,7 +12,7 @@ use common::{drain, num, only_event, pair, send, tcp_pair, tokens, wait, watched
 use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
 use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -27,14 +27,14 @@ fn register_returns_the_registration(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    let reg = sel.register(num(fd), Token(17), Interest::BOTH).unwrap();
+    let reg = sel.register(&a, Token(17), Interest::BOTH).unwrap();
     assert_eq!(
         (reg.fd, reg.token, reg.interest),
         (fd, Token(17), Interest::BOTH)
     );
     assert_eq!(sel.registration(fd), Some(reg));
     assert_eq!(sel.len(), 1);
-    assert_eq!(sel.deregister(num(fd)).unwrap(), reg);
+    assert_eq!(sel.deregister(&a).unwrap(), reg);
     assert!(sel.is_empty());
 }
 for_modes!(register_returns_the_registration);
@@ -45,7 +45,7 @@ fn bad_interest_is_an_error(mode: Mode) {
     let fd = a.as_raw_fd();
     for bits in [0u8, 4, 7, 0x80] {
         let err = sel
-            .register(num(fd), Token(1), Interest::from_bits(bits))
+            .register(&a, Token(1), Interest::from_bits(bits))
             .unwrap_err();
         assert_eq!(
             err.kind(),
@@ -61,9 +61,9 @@ fn bad_interest_is_an_error(mode: Mode) {
     );
 
     // A bad interest on reregister leaves the registration as it was.
-    let reg = sel.register(num(fd), Token(2), Interest::READABLE).unwrap();
+    let reg = sel.register(&a, Token(2), Interest::READABLE).unwrap();
     let err = sel
-        .reregister(num(fd), Token(3), Interest::from_bits(0))
+        .reregister(&a, Token(3), Interest::from_bits(0))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_eq!(sel.registration(fd), Some(reg));
@@ -92,10 +92,8 @@ fn registering_twice_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    let reg = sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
-    let err = sel
-        .register(num(fd), Token(2), Interest::WRITABLE)
-        .unwrap_err();
+    let reg = sel.register(&a, Token(1), Interest::READABLE).unwrap();
+    let err = sel.register(&a, Token(2), Interest::WRITABLE).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{mode:?}: {err}");
     assert!(err.to_string().contains("reregister"), "{err}");
     assert_eq!(
@@ -110,18 +108,14 @@ for_modes!(registering_twice_is_an_error);
 fn deregistering_an_unknown_descriptor_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
-    let fd = a.as_raw_fd();
-    let err = sel.deregister(num(fd)).unwrap_err();
+    let err = sel.deregister(&a).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{mode:?}: {err}");
     assert!(err.to_string().contains("not registered"), "{err}");
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
-    sel.deregister(num(fd)).unwrap();
-    assert_eq!(
-        sel.deregister(num(fd)).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
+    sel.deregister(&a).unwrap();
+    assert_eq!(sel.deregister(&a).unwrap_err().kind(), ErrorKind::NotFound);
     let err = sel
-        .reregister(num(fd), Token(1), Interest::READABLE)
+        .reregister(&a, Token(1), Interest::READABLE)
         .unwrap_err();
     assert_eq!(
         err.kind(),
@@ -137,7 +131,7 @@ fn deregister_after_close_leaves_nothing_behind(mode: Mode) {
     let (a, b) = pair();
     let (keep, keep_peer) = pair();
     let fd = a.as_raw_fd();
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     sel.register(&keep, Token(2), Interest::READABLE).unwrap();
     drop(a);
     let reg = sel.deregister(num(fd)).expect("deregister after close");
@@ -157,21 +151,21 @@ fn deregister_after_the_number_was_reused_leaves_nothing_behind(mode: Mode) {
     let (a, a_peer) = pair();
     let (c, c_peer) = pair();
     let fd = a.as_raw_fd();
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     send(&a_peer, b"old");
     // SAFETY: both descriptors are open and owned by this test; dup2 closes
     // a's file and makes `fd` a second name for c's.
     assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
-    let reg = sel.deregister(num(fd)).expect("deregister after dup2");
+    let reg = sel.deregister(&a).expect("deregister after dup2");
     assert_eq!(reg.token, Token(1));
     assert!(sel.is_empty());
     // The number now names c's socket; registering it afresh works and only
     // the new registration's token is ever reported.
-    sel.register(num(fd), Token(2), Interest::READABLE).unwrap();
+    sel.register(&a, Token(2), Interest::READABLE).unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: c has no data yet");
     send(&c_peer, b"new");
     assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![2], "{mode:?}");
-    sel.deregister(num(fd)).unwrap();
+    sel.deregister(&a).unwrap();
     drop(a); // closes `fd`, the duplicate of c
 }
 for_modes!(deregister_after_the_number_was_reused_leaves_nothing_behind);
@@ -180,11 +174,9 @@ fn reregister_changes_interest_and_token(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: nothing to read yet");
-    let reg = sel
-        .reregister(num(fd), Token(2), Interest::WRITABLE)
-        .unwrap();
+    let reg = sel.reregister(&a, Token(2), Interest::WRITABLE).unwrap();
     assert_eq!((reg.token, reg.interest), (Token(2), Interest::WRITABLE));
     assert_eq!(sel.registration(fd), Some(reg));
     let events = wait(&mut sel, SECOND);
@@ -216,7 +208,7 @@ fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
     // SAFETY: `high` is a fresh descriptor owned by nobody else.
     let a = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
     let fd = a.as_raw_fd();
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     drop(a);
     let err = sel
         .reregister(num(fd), Token(2), Interest::WRITABLE)
@@ -240,17 +232,16 @@ fn closed_selector_refuses_use(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    sel.register(num(fd), Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     sel.close().unwrap();
     assert!(sel.is_empty());
     assert_eq!(sel.registration(fd), None);
     let mut events = Events::with_capacity(4);
     let errors = [
-        sel.register(num(fd), Token(1), Interest::READABLE)
+        sel.register(&a, Token(1), Interest::READABLE).unwrap_err(),
+        sel.reregister(&a, Token(1), Interest::READABLE)
             .unwrap_err(),
-        sel.reregister(num(fd), Token(1), Interest::READABLE)
-            .unwrap_err(),
-        sel.deregister(num(fd)).unwrap_err(),
+        sel.deregister(&a).unwrap_err(),
         sel.select(&mut events, NOW).unwrap_err(),
         sel.waker(Token(9)).unwrap_err(),
         sel.close().unwrap_err(),
@@ -632,14 +623,14 @@ fn regular_file_on_epoll_is_an_error_leaving_no_entry(mode: Mode) {
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
     let fd = file.as_raw_fd();
     let err = sel
-        .register(num(fd), Token(1), Interest::READABLE)
+        .register(&file, Token(1), Interest::READABLE)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("regular files"), "{err}");
     assert_eq!(sel.registration(fd), None);
     assert!(sel.is_empty());
     assert_eq!(
-        sel.deregister(num(fd)).unwrap_err().kind(),
+        sel.deregister(&file).unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -654,10 +645,9 @@ fn what_raises_no_signal_is_refused_by_sigio(mode: Mode) {
     let mut sel = mode.open();
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
     let waker = iomux::Waker::new().unwrap();
-    for fd in [file.as_raw_fd(), waker.as_raw_fd()] {
-        let err = sel
-            .register(num(fd), Token(1), Interest::READABLE)
-            .unwrap_err();
+    for fd in [file.as_fd(), waker.as_fd()] {
+        let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+        let fd = fd.as_raw_fd();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(
             err.to_string().contains(&format!("descriptor {fd}"))
@@ -824,7 +814,7 @@ fn exclusive_listener_wakes_a_waiter_and_cannot_be_reregistered() {
         .map(|_| iomux::EpollSelector::new(Trigger::Level).unwrap())
         .collect();
     for sel in &mut selectors {
-        sel.register_exclusive(num(fd), Token(0), Interest::READABLE)
+        sel.register_exclusive(&listener, Token(0), Interest::READABLE)
             .unwrap();
     }
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -843,10 +833,10 @@ fn exclusive_listener_wakes_a_waiter_and_cannot_be_reregistered() {
     // is reported and no stale entry remains.
     let sel = &mut selectors[0];
     assert!(sel
-        .reregister(num(fd), Token(1), Interest::READABLE)
+        .reregister(&listener, Token(1), Interest::READABLE)
         .is_err());
     assert_eq!(sel.registration(fd), None);
-    sel.register_exclusive(num(fd), Token(1), Interest::READABLE)
+    sel.register_exclusive(&listener, Token(1), Interest::READABLE)
         .unwrap();
 }
 

@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{drain, num, pair, send, tokens, wait, Mode};
+use common::{drain, pair, send, tokens, wait, Mode};
 use iomux::selector::select::FD_SETSIZE;
 use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
 use std::collections::BTreeSet;
@@ -47,7 +47,7 @@ fn more_descriptors_than_fd_setsize(mode: Mode) {
         let before = format!("{sel:?}");
         let high_fd = pairs[high].1.as_raw_fd();
         let err = sel
-            .register(num(high_fd), Token(high), Interest::READABLE)
+            .register(&pairs[high].1, Token(high), Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains(&high_fd.to_string()), "{err}");
