@@ -200,7 +200,10 @@ fn advise(e: io::Error) -> io::Error {
     if text.contains("--") {
         return e; // already says which flag
     }
-    let advice = if text.contains("io_uring") || text.contains("provided-buffer") {
+    let advice = if e.kind() == io::ErrorKind::Unsupported
+        || text.contains("io_uring")
+        || text.contains("provided-buffer")
+    {
         "use --backend epoll"
     } else if e.raw_os_error() == Some(libc::EMFILE) || text.contains("Too many open files") {
         "raise the descriptor limit with `ulimit -n` or use fewer --threads"
@@ -252,8 +255,12 @@ fn start(
     signals: libc::sigset_t,
 ) -> io::Result<()> {
     let server = match args.proto {
-        ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
-        ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
+        ProtoArg::Echo => {
+            Server::start(config.clone(), engine, Echo::plain)?
+        }
+        ProtoArg::Upper => {
+            Server::start(config.clone(), engine, Echo::upper)?
+        }
         ProtoArg::Http => {
             let http = HttpConfig::leak(HttpLimits {
                 max_request_line: args.max_request_line,
@@ -306,5 +313,17 @@ fn start(
         "iomux: stopped ({:.2} s after the signal); {stats}",
         stopping.elapsed().as_secs_f64()
     );
+    if stats.selector_overflows > 0 {
+        eprintln!(
+            "iomux: the sigio signal queue overflowed {} times (RLIMIT_SIGPENDING), and each time every connection was checked instead; raise `ulimit -i` to avoid this",
+            stats.selector_overflows
+        );
+    }
+    if stats.unwatchable > 0 {
+        eprintln!(
+            "iomux: {} connections were refused because the selector could not watch them (select takes descriptors below 1024 only); use --backend poll or epoll",
+            stats.unwatchable
+        );
+    }
     Ok(())
 }

@@ -114,6 +114,8 @@ impl Engine {
                 (Backend::Poll, _) => "poll",
                 (Backend::Select, _) => "select",
                 (Backend::Sigio, _) => "sigio",
+                // A backend this engine version does not know (Backend grows).
+                _ => "reactor",
             },
             Engine::Threads => "threads",
             Engine::Blocking => "blocking",
@@ -130,6 +132,7 @@ impl Engine {
             Engine::Reactor(Backend::Select, _) => "select",
             Engine::Reactor(Backend::Sigio, _) => "sigio",
             Engine::Reactor(Backend::Uring, _) => "uring-poll",
+            Engine::Reactor(..) => "reactor",
             other => other.name(),
         }
     }

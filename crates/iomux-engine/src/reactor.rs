@@ -24,7 +24,7 @@ use iomux::{
 use iomux_proto::{Command, ConnId, Service};
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// The loop's [`Env`] for a session call, from its disjoint fields (so a
 /// connection of `self.conns` may stay borrowed).
@@ -72,6 +72,10 @@ where
         Backend::Uring => start_and_run(UringSelector::new(trigger), listener, cx),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
         Backend::Sigio => start_and_run(SigioSelector::new(), listener, cx),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the event loop has no {backend} selector"),
+        )),
     }
 }
 
@@ -143,7 +147,7 @@ struct Reactor<S, P, F> {
 impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn new(mut selector: S, listener: TcpListener, cx: LoopContext<F>) -> io::Result<Self> {
         let trigger = selector.trigger();
-        selector.register(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+        selector.register(listener.as_fd(), LISTENER, Interest::READABLE)?;
         let waker = selector.waker(WAKER)?;
         cx.hub.set_waker(cx.index, waker.clone());
         cx.shutdown.add_waker(waker);
@@ -202,7 +206,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 if let Some(l) = self.listener.as_ref() {
                     let _ = self
                         .selector
-                        .register(l.as_raw_fd(), LISTENER, Interest::READABLE);
+                        .register(l.as_fd(), LISTENER, Interest::READABLE);
                 }
             }
             if self.clock.draining() {
@@ -219,6 +223,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
         }
         self.stats.shed = self.acceptor.shed;
+        self.stats.selector_overflows = self.selector.overflows();
         Ok(self.stats)
     }
 
@@ -238,7 +243,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     // Descriptors exhausted with no reserve left: stop watching
                     // the listener for a moment instead of spinning on it.
                     self.stats.accept_pauses += 1;
-                    let _ = self.selector.deregister(listener.as_raw_fd());
+                    let _ = self.selector.deregister(listener.as_fd());
                     self.clock.pause_accepting();
                     self.listener = Some(listener);
                     return;
@@ -249,7 +254,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         if self.trigger == Trigger::Oneshot {
             let _ = self
                 .selector
-                .reregister(listener.as_raw_fd(), LISTENER, Interest::READABLE);
+                .reregister(listener.as_fd(), LISTENER, Interest::READABLE);
         }
         self.listener = Some(listener);
     }
@@ -272,7 +277,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let token = self.conns.next_token();
         if self
             .selector
-            .register(stream.as_raw_fd(), token, interest)
+            .register(stream.as_fd(), token, interest)
             .is_err()
         {
             self.stats.refused += 1;
@@ -464,9 +469,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             _ => Interest::READABLE,
         };
         if wanted != conn.registered || self.trigger == Trigger::Oneshot {
-            let fd = conn.fd();
             conn.registered = wanted;
-            if self.selector.reregister(fd, token, wanted).is_err() {
+            if self
+                .selector
+                .reregister(conn.stream.as_fd(), token, wanted)
+                .is_err()
+            {
                 self.close(token);
             }
         }
@@ -516,7 +524,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         };
         // Deregister before close: the descriptor number may be reused at once.
-        let _ = self.selector.deregister(conn.fd());
+        let _ = self.selector.deregister(conn.stream.as_fd());
         // Whatever the shared buffers still hold is this connection's: never another's.
         self.wbuf.clear();
         self.rbuf.clear();
@@ -691,7 +699,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn begin_drain(&mut self) {
         self.clock.begin_drain(self.cx.config.drain_timeout);
         if let Some(listener) = self.listener.take() {
-            let _ = self.selector.deregister(listener.as_raw_fd());
+            let _ = self.selector.deregister(listener.as_fd());
         }
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {

@@ -56,6 +56,9 @@ pub struct LoopStats {
     /// Protocol commands (writes to other connections, timers) an engine
     /// without a loop to carry them out refused: threads, blocking, nonblocking.
     pub refused_commands: u64,
+    /// Times the selector lost track of readiness and checked every
+    /// descriptor instead ([`iomux::Selector::overflows`]: sigio's signal queue).
+    pub selector_overflows: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -88,6 +91,7 @@ impl std::fmt::Display for LoopStats {
             output_overflows,
             misaddressed,
             refused_commands,
+            selector_overflows,
         } = self;
         write!(
             f,
@@ -95,7 +99,8 @@ impl std::fmt::Display for LoopStats {
              reads={reads} read_eagain={read_eagain} writes={writes} write_blocked={write_blocked} \
              waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
-             output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands}"
+             output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
+             selector_overflows={selector_overflows}"
         )
     }
 }
@@ -122,5 +127,6 @@ impl LoopStats {
         self.output_overflows += o.output_overflows;
         self.misaddressed += o.misaddressed;
         self.refused_commands += o.refused_commands;
+        self.selector_overflows += o.selector_overflows;
     }
 }

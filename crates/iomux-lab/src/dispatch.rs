@@ -16,7 +16,7 @@
 use iomux::selector::select::FD_SETSIZE;
 use iomux::{AnySelector, Backend, Events, Interest, Selector, Token, Trigger};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ impl Dispatch {
             })?;
             writer.set_nonblocking(true)?;
             reader.set_nonblocking(true)?;
-            selector.register(reader.as_raw_fd(), Token(i), Interest::READABLE)?;
+            selector.register(reader.as_fd(), Token(i), Interest::READABLE)?;
             pairs.push((writer, reader));
         }
         Ok(Dispatch {
@@ -159,7 +159,7 @@ impl Dispatch {
                 }
                 if oneshot {
                     self.selector
-                        .reregister(reader.as_raw_fd(), Token(i), Interest::READABLE)?;
+                        .reregister(reader.as_fd(), Token(i), Interest::READABLE)?;
                 }
             }
         }

@@ -11,7 +11,7 @@ use iomux::{AnySelector, Backend, Event, Events, Interest, Selector, Token, Trig
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 type Callback = Box<dyn FnMut(&mut Reactor, Event)>;
 
@@ -22,27 +22,33 @@ struct Reactor {
 }
 
 impl Reactor {
+    /// Watch `fd` for `interest`; `callback` runs whenever it is ready. The
+    /// callback may own the descriptor's file (it is dropped after
+    /// `unregister`), so it is given once the registration has borrowed it.
     fn register(
         &mut self,
-        fd: RawFd,
+        fd: BorrowedFd<'_>,
         interest: Interest,
-        callback: impl FnMut(&mut Reactor, Event) + 'static,
-    ) -> io::Result<()> {
-        self.selector.register(fd, Token(fd as usize), interest)?;
-        self.callbacks.insert(fd, Box::new(callback));
-        Ok(())
+    ) -> io::Result<impl FnOnce(&mut Reactor, Callback)> {
+        let raw = fd.as_raw_fd();
+        self.selector.register(fd, Token(raw as usize), interest)?;
+        Ok(move |reactor: &mut Reactor, callback| {
+            reactor.callbacks.insert(raw, callback);
+        })
     }
 
-    fn modify(&mut self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        if self.selector.registration(fd).map(|r| r.interest) != Some(interest) {
-            self.selector.reregister(fd, Token(fd as usize), interest)?;
+    fn modify(&mut self, fd: BorrowedFd<'_>, interest: Interest) -> io::Result<()> {
+        let raw = fd.as_raw_fd();
+        if self.selector.registration(raw).map(|r| r.interest) != Some(interest) {
+            self.selector
+                .reregister(fd, Token(raw as usize), interest)?;
         }
         Ok(())
     }
 
-    fn unregister(&mut self, fd: RawFd) {
+    fn unregister(&mut self, fd: BorrowedFd<'_>) {
         let _ = self.selector.deregister(fd);
-        self.callbacks.remove(&fd);
+        self.callbacks.remove(&fd.as_raw_fd());
     }
 
     fn run(&mut self) -> io::Result<()> {
@@ -75,8 +81,8 @@ fn main() -> io::Result<()> {
         callbacks: HashMap::new(),
     };
     let mut acceptor = Acceptor::new()?;
-    let listener_fd = listener.as_raw_fd();
-    reactor.register(listener_fd, Interest::READABLE, move |reactor, _| loop {
+    let on_ready = reactor.register(listener.as_fd(), Interest::READABLE)?;
+    let accept = move |reactor: &mut Reactor, _| loop {
         match acceptor.accept(&listener) {
             Ok(Accepted::Conn(stream)) => {
                 if let Err(e) = register_connection(reactor, stream) {
@@ -90,23 +96,27 @@ fn main() -> io::Result<()> {
                 break;
             }
         }
-    })?;
+    };
+    on_ready(&mut reactor, Box::new(accept));
     reactor.run()
 }
 
 /// The connection's callback owns it: dropping the callback (after
 /// `unregister`) closes the socket.
 fn register_connection(reactor: &mut Reactor, stream: TcpStream) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
+    let on_ready = reactor.register(stream.as_fd(), Interest::READABLE)?;
     let mut conn = Conn::new(stream);
     let mut buf = vec![0u8; 16 * 1024];
-    reactor.register(fd, Interest::READABLE, move |reactor, _| {
+    let serve = move |reactor: &mut Reactor, _| {
         let next = common::pump(&mut conn, &mut buf, |b| b.make_ascii_uppercase());
+        let fd = conn.stream.as_fd();
         if next
             .and_then(|interest| reactor.modify(fd, interest))
             .is_err()
         {
             reactor.unregister(fd);
         }
-    })
+    };
+    on_ready(reactor, Box::new(serve));
+    Ok(())
 }

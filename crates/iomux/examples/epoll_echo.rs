@@ -7,12 +7,11 @@
 mod common;
 
 use iomux::{EpollSelector, Interest, Selector, Trigger};
-use std::os::fd::AsRawFd;
 
 fn main() -> std::io::Result<()> {
     let trigger: Trigger = common::flag("--trigger", "level", "use level, edge or oneshot");
     let listener = common::listen()?;
     let mut selector = EpollSelector::new(trigger)?;
-    selector.register(listener.as_raw_fd(), common::LISTENER, Interest::READABLE)?;
+    selector.register(&listener, common::LISTENER, Interest::READABLE)?;
     common::echo_loop(&mut selector, &listener)
 }

@@ -13,7 +13,6 @@ use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 
 struct Conn {
     stream: TcpStream,
@@ -24,7 +23,7 @@ struct Conn {
 fn main() -> io::Result<()> {
     let listener = common::listen()?;
     let mut selector = EpollSelector::new(Trigger::Edge)?;
-    selector.register(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+    selector.register(&listener, LISTENER, Interest::READABLE)?;
     let mut acceptor = Acceptor::new()?;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next_token = 1;
@@ -38,7 +37,7 @@ fn main() -> io::Result<()> {
                         Accepted::Conn(stream) => {
                             let token = Token(next_token);
                             next_token += 1;
-                            selector.register(stream.as_raw_fd(), token, Interest::BOTH)?;
+                            selector.register(&stream, token, Interest::BOTH)?;
                             let conn = Conn {
                                 stream,
                                 input: Vec::new(),
@@ -56,7 +55,7 @@ fn main() -> io::Result<()> {
                 continue;
             };
             if run(conn).is_err() {
-                selector.deregister(conn.stream.as_raw_fd())?;
+                selector.deregister(&conn.stream)?;
                 conns.remove(&event.token());
             }
         }

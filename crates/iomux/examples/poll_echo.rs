@@ -3,11 +3,10 @@
 mod common;
 
 use iomux::{Interest, PollSelector, Selector};
-use std::os::fd::AsRawFd;
 
 fn main() -> std::io::Result<()> {
     let listener = common::listen()?;
     let mut selector = PollSelector::new()?;
-    selector.register(listener.as_raw_fd(), common::LISTENER, Interest::READABLE)?;
+    selector.register(&listener, common::LISTENER, Interest::READABLE)?;
     common::echo_loop(&mut selector, &listener)
 }

@@ -11,7 +11,6 @@ use common::LISTENER;
 use iomux::{EpollSelector, Interest, Trigger};
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 
 fn main() -> io::Result<()> {
     let workers: usize = common::flag("--workers", "2", "give a number of processes such as 4");
@@ -52,6 +51,6 @@ fn main() -> io::Result<()> {
 
 fn worker(listener: &TcpListener) -> io::Result<()> {
     let mut selector = EpollSelector::new(Trigger::Level)?;
-    selector.register_exclusive(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+    selector.register_exclusive(listener, LISTENER, Interest::READABLE)?;
     common::echo_loop(&mut selector, listener)
 }

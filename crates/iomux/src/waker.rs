@@ -2,7 +2,7 @@
 
 use crate::sys::{context, cvt, owned};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 /// Wakes a selector's blocked wait from any thread.
@@ -71,6 +71,13 @@ impl Waker {
         // SAFETY: reads at most 8 bytes into a live u64 from our own eventfd;
         // EAGAIN (nothing pending) is the only expected failure and is harmless.
         unsafe { libc::read(self.fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// The eventfd, for an event loop that watches it itself.
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -8,11 +8,11 @@
 #[macro_use]
 mod common;
 
-use common::{drain, only_event, pair, send, tcp_pair, tokens, wait, watched_pair, Mode};
+use common::{drain, num, only_event, pair, send, tcp_pair, tokens, wait, watched_pair, Mode};
 use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
 use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -27,25 +27,25 @@ fn register_returns_the_registration(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    let reg = sel.register(fd, Token(17), Interest::BOTH).unwrap();
+    let reg = sel.register(&a, Token(17), Interest::BOTH).unwrap();
     assert_eq!(
         (reg.fd, reg.token, reg.interest),
         (fd, Token(17), Interest::BOTH)
     );
     assert_eq!(sel.registration(fd), Some(reg));
     assert_eq!(sel.len(), 1);
-    assert_eq!(sel.deregister(fd).unwrap(), reg);
+    assert_eq!(sel.deregister(&a).unwrap(), reg);
     assert!(sel.is_empty());
 }
 for_modes!(register_returns_the_registration);
 
-fn bad_interest_or_negative_fd_is_an_error(mode: Mode) {
+fn bad_interest_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
     for bits in [0u8, 4, 7, 0x80] {
         let err = sel
-            .register(fd, Token(1), Interest::from_bits(bits))
+            .register(&a, Token(1), Interest::from_bits(bits))
             .unwrap_err();
         assert_eq!(
             err.kind(),
@@ -54,31 +54,30 @@ fn bad_interest_or_negative_fd_is_an_error(mode: Mode) {
         );
         assert!(err.to_string().contains("interest"), "{err}");
     }
-    let err = sel.register(-1, Token(1), Interest::READABLE).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}: {err}");
-    assert!(err.to_string().contains("-1"), "{err}");
+    // (A negative descriptor cannot be passed at all: `AsFd` rules it out.)
     assert!(
         sel.is_empty(),
         "{mode:?}: a refused registration left an entry"
     );
 
     // A bad interest on reregister leaves the registration as it was.
-    let reg = sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    let reg = sel.register(&a, Token(2), Interest::READABLE).unwrap();
     let err = sel
-        .reregister(fd, Token(3), Interest::from_bits(0))
+        .reregister(&a, Token(3), Interest::from_bits(0))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_eq!(sel.registration(fd), Some(reg));
-    assert_eq!(sel.deregister(-1).unwrap_err().kind(), ErrorKind::NotFound);
 }
-for_modes!(bad_interest_or_negative_fd_is_an_error);
+for_modes!(bad_interest_is_an_error);
 
 fn descriptor_that_is_not_open_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     // Far above any descriptor limit, so never open; a selector that trusted it
     // would size its tables by it (gigabytes for i32::MAX).
     for fd in [1_000_000, i32::MAX] {
-        let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+        let err = sel
+            .register(num(fd), Token(1), Interest::READABLE)
+            .unwrap_err();
         assert!(
             matches!(err.kind(), ErrorKind::InvalidInput),
             "{mode:?} fd {fd}: {err:?}"
@@ -93,8 +92,8 @@ fn registering_twice_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    let reg = sel.register(fd, Token(1), Interest::READABLE).unwrap();
-    let err = sel.register(fd, Token(2), Interest::WRITABLE).unwrap_err();
+    let reg = sel.register(&a, Token(1), Interest::READABLE).unwrap();
+    let err = sel.register(&a, Token(2), Interest::WRITABLE).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{mode:?}: {err}");
     assert!(err.to_string().contains("reregister"), "{err}");
     assert_eq!(
@@ -109,15 +108,14 @@ for_modes!(registering_twice_is_an_error);
 fn deregistering_an_unknown_descriptor_is_an_error(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
-    let fd = a.as_raw_fd();
-    let err = sel.deregister(fd).unwrap_err();
+    let err = sel.deregister(&a).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{mode:?}: {err}");
     assert!(err.to_string().contains("not registered"), "{err}");
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
-    sel.deregister(fd).unwrap();
-    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
+    sel.deregister(&a).unwrap();
+    assert_eq!(sel.deregister(&a).unwrap_err().kind(), ErrorKind::NotFound);
     let err = sel
-        .reregister(fd, Token(1), Interest::READABLE)
+        .reregister(&a, Token(1), Interest::READABLE)
         .unwrap_err();
     assert_eq!(
         err.kind(),
@@ -133,11 +131,10 @@ fn deregister_after_close_leaves_nothing_behind(mode: Mode) {
     let (a, b) = pair();
     let (keep, keep_peer) = pair();
     let fd = a.as_raw_fd();
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
-    sel.register(keep.as_raw_fd(), Token(2), Interest::READABLE)
-        .unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
+    sel.register(&keep, Token(2), Interest::READABLE).unwrap();
     drop(a);
-    let reg = sel.deregister(fd).expect("deregister after close");
+    let reg = sel.deregister(num(fd)).expect("deregister after close");
     assert_eq!(reg.token, Token(1));
     assert_eq!(sel.registration(fd), None);
     assert_eq!(sel.len(), 1);
@@ -154,21 +151,21 @@ fn deregister_after_the_number_was_reused_leaves_nothing_behind(mode: Mode) {
     let (a, a_peer) = pair();
     let (c, c_peer) = pair();
     let fd = a.as_raw_fd();
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     send(&a_peer, b"old");
     // SAFETY: both descriptors are open and owned by this test; dup2 closes
     // a's file and makes `fd` a second name for c's.
     assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
-    let reg = sel.deregister(fd).expect("deregister after dup2");
+    let reg = sel.deregister(&a).expect("deregister after dup2");
     assert_eq!(reg.token, Token(1));
     assert!(sel.is_empty());
     // The number now names c's socket; registering it afresh works and only
     // the new registration's token is ever reported.
-    sel.register(fd, Token(2), Interest::READABLE).unwrap();
+    sel.register(&a, Token(2), Interest::READABLE).unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: c has no data yet");
     send(&c_peer, b"new");
     assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![2], "{mode:?}");
-    sel.deregister(fd).unwrap();
+    sel.deregister(&a).unwrap();
     drop(a); // closes `fd`, the duplicate of c
 }
 for_modes!(deregister_after_the_number_was_reused_leaves_nothing_behind);
@@ -177,9 +174,9 @@ fn reregister_changes_interest_and_token(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: nothing to read yet");
-    let reg = sel.reregister(fd, Token(2), Interest::WRITABLE).unwrap();
+    let reg = sel.reregister(&a, Token(2), Interest::WRITABLE).unwrap();
     assert_eq!((reg.token, reg.interest), (Token(2), Interest::WRITABLE));
     assert_eq!(sel.registration(fd), Some(reg));
     let events = wait(&mut sel, SECOND);
@@ -211,10 +208,10 @@ fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
     // SAFETY: `high` is a fresh descriptor owned by nobody else.
     let a = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
     let fd = a.as_raw_fd();
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     drop(a);
     let err = sel
-        .reregister(fd, Token(2), Interest::WRITABLE)
+        .reregister(num(fd), Token(2), Interest::WRITABLE)
         .unwrap_err();
     assert!(err.to_string().contains(&fd.to_string()), "{mode:?}: {err}");
     assert_eq!(
@@ -223,7 +220,10 @@ fn failed_reregister_leaves_no_stale_entry(mode: Mode) {
         "{mode:?}: stale entry after {err}"
     );
     assert!(sel.is_empty());
-    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        sel.deregister(num(fd)).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert_eq!(wait(&mut sel, NOW), vec![]);
 }
 for_modes!(failed_reregister_leaves_no_stale_entry);
@@ -232,16 +232,16 @@ fn closed_selector_refuses_use(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
     let fd = a.as_raw_fd();
-    sel.register(fd, Token(1), Interest::READABLE).unwrap();
+    sel.register(&a, Token(1), Interest::READABLE).unwrap();
     sel.close().unwrap();
     assert!(sel.is_empty());
     assert_eq!(sel.registration(fd), None);
     let mut events = Events::with_capacity(4);
     let errors = [
-        sel.register(fd, Token(1), Interest::READABLE).unwrap_err(),
-        sel.reregister(fd, Token(1), Interest::READABLE)
+        sel.register(&a, Token(1), Interest::READABLE).unwrap_err(),
+        sel.reregister(&a, Token(1), Interest::READABLE)
             .unwrap_err(),
-        sel.deregister(fd).unwrap_err(),
+        sel.deregister(&a).unwrap_err(),
         sel.select(&mut events, NOW).unwrap_err(),
         sel.waker(Token(9)).unwrap_err(),
         sel.close().unwrap_err(),
@@ -272,8 +272,7 @@ for_modes!(zero_timeout_with_nothing_registered_returns_at_once);
 fn both_directions_in_one_event(mode: Mode) {
     let mut sel = mode.open();
     let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(5), Interest::BOTH)
-        .unwrap();
+    sel.register(&b, Token(5), Interest::BOTH).unwrap();
     send(&a, b"data");
     let events = wait(&mut sel, SECOND);
     assert_eq!(events.len(), 1, "{mode:?}: {events:?}");
@@ -288,8 +287,7 @@ fn only_the_written_pair_becomes_readable(mode: Mode) {
     let mut sel = mode.open();
     let pairs: Vec<_> = (0..12).map(|_| pair()).collect();
     for (i, (_, b)) in pairs.iter().enumerate() {
-        sel.register(b.as_raw_fd(), Token(100 + i), Interest::READABLE)
-            .unwrap();
+        sel.register(b, Token(100 + i), Interest::READABLE).unwrap();
     }
     assert_eq!(wait(&mut sel, NOW), vec![]);
     for chosen in [5, 0, 11] {
@@ -299,8 +297,7 @@ fn only_the_written_pair_becomes_readable(mode: Mode) {
         assert!(events[0].is_readable());
         assert_eq!(drain(&pairs[chosen].1), 1);
         if mode.trigger == Trigger::Oneshot {
-            let b = pairs[chosen].1.as_raw_fd();
-            sel.reregister(b, Token(100 + chosen), Interest::READABLE)
+            sel.reregister(&pairs[chosen].1, Token(100 + chosen), Interest::READABLE)
                 .unwrap();
         }
         assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: drained");
@@ -314,8 +311,7 @@ fn events_beyond_capacity_come_in_later_waits(mode: Mode) {
     let mut sel = mode.open();
     let pairs: Vec<_> = (0..10).map(|_| pair()).collect();
     for (i, (a, _)) in pairs.iter().enumerate() {
-        sel.register(a.as_raw_fd(), Token(i), Interest::WRITABLE)
-            .unwrap();
+        sel.register(a, Token(i), Interest::WRITABLE).unwrap();
     }
     let mut events = Events::with_capacity(4);
     let mut seen = std::collections::BTreeSet::new();
@@ -406,6 +402,46 @@ fn signal_during_a_wait_is_retried_with_the_remaining_time(mode: Mode) {
 }
 for_modes!(signal_during_a_wait_is_retried_with_the_remaining_time);
 
+/// A wait whose last try is interrupted by a signal after its deadline
+/// returns nothing: select and poll used to scan what the kernel left from
+/// an earlier wait (the sets or revents an interrupted call does not write),
+/// and report a descriptor that was no longer ready.
+fn interrupted_at_the_deadline_reports_nothing_stale(mode: Mode) {
+    install_interrupting_handler();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let (mut sel, a, b) = watched_pair(mode);
+        // One wait that finds the pair readable, so the kernel's answer
+        // (sets, revents) says so; then nothing is ready any more.
+        send(&a, b"x");
+        assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![1], "{mode:?}");
+        drain(&b);
+        if mode.trigger == Trigger::Oneshot {
+            sel.reregister(&b, Token(1), Interest::READABLE).unwrap();
+        }
+        // SAFETY: pthread_self has no preconditions.
+        ready_tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let mut stale = Vec::new();
+        for _ in 0..300 {
+            let events = wait(&mut sel, Some(Duration::from_micros(500)));
+            stale.extend(events);
+        }
+        drop(stop_rx);
+        stale
+    });
+    let target = ready_rx.recv().unwrap();
+    // Signal the waiter until it is done: many waits end in an interrupted try.
+    while stop_tx.send(()).is_ok() {
+        // SAFETY: the waiter is alive while its receiver is (it drops it last).
+        unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+        thread::sleep(Duration::from_micros(50));
+    }
+    let stale = waiter.join().unwrap();
+    assert!(stale.is_empty(), "{mode:?}: stale events {stale:?}");
+}
+for_modes!(interrupted_at_the_deadline_reports_nothing_stale);
+
 fn short_timeouts_never_end_early(mode: Mode) {
     let (mut sel, _a, _b) = watched_pair(mode);
     let mut events = Events::with_capacity(8);
@@ -488,8 +524,7 @@ fn oneshot_is_silent_until_rearmed(mode: Mode) {
     assert_eq!(wait(&mut sel, NOW), vec![], "disarmed after one report");
     send(&a, b"more");
     assert_eq!(wait(&mut sel, NOW), vec![], "new data does not re-arm it");
-    sel.reregister(b.as_raw_fd(), Token(2), Interest::READABLE)
-        .unwrap();
+    sel.reregister(&b, Token(2), Interest::READABLE).unwrap();
     assert_eq!(
         tokens(&wait(&mut sel, SECOND)),
         vec![2],
@@ -502,16 +537,102 @@ for_modes!(
     [epoll_oneshot, uring_oneshot]
 );
 
+/// One selector, one pair per trigger: each registration behaves as its own
+/// trigger says, whatever the selector's; a trigger the backend lacks is
+/// refused and leaves no entry.
+fn trigger_is_chosen_per_registration(mode: Mode) {
+    let mut sel = mode.open();
+    let all = [Trigger::Level, Trigger::Edge, Trigger::Oneshot];
+    let mut pairs = Vec::new();
+    for (i, &trigger) in all.iter().enumerate() {
+        let (a, b) = pair();
+        let result = sel.register_with_trigger(&b, Token(i), Interest::READABLE, trigger);
+        if !mode.backend.triggers().contains(&trigger) {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?} {trigger}");
+            assert!(err.to_string().contains(&format!("not {trigger}")), "{err}");
+            assert_eq!(sel.registration(b.as_raw_fd()), None);
+            continue;
+        }
+        assert_eq!(result.unwrap().trigger, trigger);
+        // reregister keeps the registration's own trigger.
+        let reg = sel.reregister(&b, Token(i), Interest::READABLE).unwrap();
+        assert_eq!(reg.trigger, trigger, "{mode:?}");
+        pairs.push((trigger, a, b));
+    }
+    assert_eq!(wait(&mut sel, NOW), vec![], "{mode:?}: nothing written yet");
+    for (_, a, _) in &pairs {
+        send(a, b"x");
+    }
+    let token_of = |t: Trigger| all.iter().position(|&x| x == t).unwrap();
+    let first: Vec<usize> = pairs.iter().map(|(t, _, _)| token_of(*t)).collect();
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), first, "{mode:?}");
+    // Undrained: only the level registration is reported again.
+    let again: Vec<usize> = pairs
+        .iter()
+        .filter(|(t, _, _)| *t == Trigger::Level)
+        .map(|(t, _, _)| token_of(*t))
+        .collect();
+    assert_eq!(tokens(&wait(&mut sel, NOW)), again, "{mode:?}");
+    for (trigger, _, b) in &pairs {
+        if *trigger == Trigger::Oneshot {
+            sel.reregister(b, Token(token_of(*trigger)), Interest::READABLE)
+                .unwrap();
+            let events = wait(&mut sel, SECOND);
+            assert!(
+                tokens(&events).contains(&token_of(Trigger::Oneshot)),
+                "{mode:?}: re-armed one-shot: {events:?}"
+            );
+        }
+    }
+}
+for_modes!(trigger_is_chosen_per_registration);
+
+/// An epoll selector is itself a descriptor another loop can watch: readable
+/// while a wait of its own would report something.
+fn an_epoll_selector_nests_in_another_loop(mode: Mode) {
+    let mut outer = mode.open();
+    let mut inner = iomux::EpollSelector::new(Trigger::Edge).unwrap();
+    outer
+        .register(&inner, Token(1), Interest::READABLE)
+        .unwrap();
+    let (a, b) = pair();
+    inner.register(&b, Token(2), Interest::READABLE).unwrap();
+    assert_eq!(wait(&mut outer, NOW), vec![], "{mode:?}: nothing ready yet");
+    send(&a, b"x");
+    let events = wait(&mut outer, SECOND);
+    assert!(only_event(&events, Token(1)).is_readable(), "{mode:?}");
+    assert_eq!(tokens(&wait(&mut inner, NOW)), vec![2]);
+}
+for_modes!(
+    an_epoll_selector_nests_in_another_loop,
+    [
+        select,
+        poll,
+        epoll_level,
+        epoll_edge,
+        epoll_oneshot,
+        uring_level,
+        uring_edge,
+        uring_oneshot
+    ]
+);
+
 fn regular_file_on_epoll_is_an_error_leaving_no_entry(mode: Mode) {
     let mut sel = mode.open();
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
     let fd = file.as_raw_fd();
-    let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+    let err = sel
+        .register(&file, Token(1), Interest::READABLE)
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("regular files"), "{err}");
     assert_eq!(sel.registration(fd), None);
     assert!(sel.is_empty());
-    assert_eq!(sel.deregister(fd).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        sel.deregister(&file).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 for_modes!(
     regular_file_on_epoll_is_an_error_leaving_no_entry,
@@ -524,12 +645,14 @@ fn what_raises_no_signal_is_refused_by_sigio(mode: Mode) {
     let mut sel = mode.open();
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
     let waker = iomux::Waker::new().unwrap();
-    for fd in [file.as_raw_fd(), waker.as_raw_fd()] {
+    for fd in [file.as_fd(), waker.as_fd()] {
         let err = sel.register(fd, Token(1), Interest::READABLE).unwrap_err();
+        let fd = fd.as_raw_fd();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(
             err.to_string().contains(&format!("descriptor {fd}"))
-                && err.to_string().contains("use --backend epoll"),
+                && err.to_string().contains("raise readiness signals")
+                && !err.to_string().contains("--"),
             "{err}"
         );
         assert!(sel.is_empty());
@@ -549,7 +672,7 @@ fn what_raises_no_signal_is_refused_by_sigio(mode: Mode) {
             std::fs::File::from_raw_fd(fds[1]),
         )
     };
-    sel.register(read_end.as_raw_fd(), Token(3), Interest::READABLE)
+    sel.register(&read_end, Token(3), Interest::READABLE)
         .unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![]);
     send(&write_end, b"x");
@@ -560,10 +683,9 @@ for_modes!(what_raises_no_signal_is_refused_by_sigio, [sigio]);
 fn regular_file_is_always_ready_on_select_and_poll(mode: Mode) {
     let mut sel = mode.open();
     let file = std::fs::File::open("/proc/self/exe").expect("open a regular file");
-    sel.register(file.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    sel.register(&file, Token(1), Interest::READABLE).unwrap();
     assert_eq!(tokens(&wait(&mut sel, NOW)), vec![1], "{mode:?}");
-    sel.deregister(file.as_raw_fd()).unwrap();
+    sel.deregister(&file).unwrap();
 }
 for_modes!(
     regular_file_is_always_ready_on_select_and_poll,
@@ -664,8 +786,7 @@ for_modes!(hangup_is_reported);
 fn read_half_close_is_reported(mode: Mode) {
     let mut sel = mode.open();
     let (client, server) = tcp_pair();
-    sel.register(server.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    sel.register(&server, Token(1), Interest::READABLE).unwrap();
     assert_eq!(wait(&mut sel, NOW), vec![]);
     client.shutdown(Shutdown::Write).unwrap();
     let events = wait(&mut sel, SECOND);
@@ -693,7 +814,7 @@ fn exclusive_listener_wakes_a_waiter_and_cannot_be_reregistered() {
         .map(|_| iomux::EpollSelector::new(Trigger::Level).unwrap())
         .collect();
     for sel in &mut selectors {
-        sel.register_exclusive(fd, Token(0), Interest::READABLE)
+        sel.register_exclusive(&listener, Token(0), Interest::READABLE)
             .unwrap();
     }
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -711,9 +832,11 @@ fn exclusive_listener_wakes_a_waiter_and_cannot_be_reregistered() {
     // The kernel refuses EPOLL_CTL_MOD on an exclusive registration: the error
     // is reported and no stale entry remains.
     let sel = &mut selectors[0];
-    assert!(sel.reregister(fd, Token(1), Interest::READABLE).is_err());
+    assert!(sel
+        .reregister(&listener, Token(1), Interest::READABLE)
+        .is_err());
     assert_eq!(sel.registration(fd), None);
-    sel.register_exclusive(fd, Token(1), Interest::READABLE)
+    sel.register_exclusive(&listener, Token(1), Interest::READABLE)
         .unwrap();
 }
 
@@ -723,16 +846,33 @@ fn select_refuses_edge_and_oneshot_with_advice() {
         for trigger in [Trigger::Edge, Trigger::Oneshot] {
             let err = backend.open(trigger).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput);
-            assert!(err.to_string().contains("use --backend epoll"), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "{backend} selector supports level only, not {trigger}"
+                )) && text.contains("epoll")
+                    && text.contains(&format!("uring support {trigger}")),
+                "{text}"
+            );
+            assert!(
+                !text.contains("--"),
+                "a library error names no CLI flag: {text}"
+            );
         }
     }
+    let err = Backend::Sigio.open(Trigger::Level).unwrap_err();
+    assert!(err.to_string().contains("supports edge only"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("select, poll, epoll and uring support level"),
+        "{err}"
+    );
 }
 
 fn huge_timeout_is_accepted(mode: Mode) {
     let mut sel = mode.open();
     let (a, _b) = pair();
-    sel.register(a.as_raw_fd(), Token(1), Interest::WRITABLE)
-        .unwrap();
+    sel.register(&a, Token(1), Interest::WRITABLE).unwrap();
     // Saturated rather than overflowed or refused: the ready descriptor is reported.
     assert_eq!(
         tokens(&wait(&mut sel, Some(Duration::MAX))),
@@ -785,7 +925,7 @@ fn huge_event_capacity_is_accepted(mode: Mode) {
     for capacity in [usize::MAX, 1 << 40] {
         let mut sel = mode.open();
         let (a, _b) = pair();
-        sel.register(a.as_raw_fd(), Token(usize::MAX), Interest::WRITABLE)
+        sel.register(&a, Token(usize::MAX), Interest::WRITABLE)
             .unwrap();
         sel.waker(Token(0)).unwrap().wake().unwrap();
         let mut events = Events::with_capacity(capacity);

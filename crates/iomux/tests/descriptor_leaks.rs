@@ -7,7 +7,6 @@ mod common;
 
 use common::{mode, pair, skipped};
 use iomux::{Events, Interest, Selector, Token};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 fn open_descriptors() -> usize {
@@ -39,8 +38,7 @@ fn a_thousand_selectors_of_each_mode_leak_no_descriptor() {
         let before = open_descriptors();
         for i in 0..1000 {
             let mut sel = mode.open();
-            sel.register(a.as_raw_fd(), Token(1), Interest::BOTH)
-                .unwrap();
+            sel.register(&a, Token(1), Interest::BOTH).unwrap();
             let waker = sel.waker(Token(2)).unwrap();
             waker.wake().unwrap();
             sel.select(&mut events, Some(Duration::ZERO)).unwrap();

@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::dispatch::{measure, SELECT_MAX_FDS};
 use iomux::{Backend, Interest, SelectSelector, Selector, Token, Trigger};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 const MODES: [(Backend, Trigger); 6] = [
     (Backend::Select, Trigger::Level),
@@ -32,6 +32,7 @@ fn selector_name(backend: Backend) -> &'static str {
         Backend::Epoll => "epoll",
         Backend::Sigio => "sigio",
         Backend::Uring => "uring-poll",
+        _ => "another selector",
     }
 }
 
@@ -203,7 +204,7 @@ fn select_limit_verdict() -> Verdict {
         // SAFETY: `high` was just returned by fcntl and is owned here only.
         let high = unsafe { OwnedFd::from_raw_fd(high) };
         let mut select = SelectSelector::new()?;
-        Ok(match select.register(high.as_raw_fd(), Token(0), Interest::READABLE) {
+        Ok(match select.register(high.as_fd(), Token(0), Interest::READABLE) {
             Err(e) => format!("Confirmed (for descriptor numbers, not counts): registering descriptor {} fails: \"{e}\". poll and epoll take it.", high.as_raw_fd()),
             Ok(_) => format!("Not confirmed: descriptor {} was accepted by select.", high.as_raw_fd()),
         })

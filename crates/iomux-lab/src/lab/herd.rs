@@ -10,7 +10,7 @@ use iomux::net::{Accepted, Acceptor, ListenOptions};
 use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,9 +124,9 @@ fn measure(mode: Mode, threads: usize, conns: u64) -> io::Result<Outcome> {
         let mut selector = EpollSelector::new(Trigger::Level)?;
         match mode {
             Mode::Exclusive => {
-                selector.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE)?
+                selector.register_exclusive(l.as_fd(), Token(0), Interest::READABLE)?
             }
-            _ => selector.register(l.as_raw_fd(), Token(0), Interest::READABLE)?,
+            _ => selector.register(l.as_fd(), Token(0), Interest::READABLE)?,
         };
         wakers.push(selector.waker(STOP)?);
         let (counters, ready) = (counters.clone(), ready.clone());

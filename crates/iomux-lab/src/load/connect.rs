@@ -5,7 +5,7 @@ use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// Start a non-blocking connect to `addr`; the socket is writable (or in
@@ -128,7 +128,7 @@ pub(crate) fn connect_many(
     while done.len() < count {
         while in_flight < BATCH && started < count {
             let stream = start_connect(addr).map_err(|e| partial(e, done.len(), count))?;
-            selector.register(stream.as_raw_fd(), Token(pending.len()), Interest::WRITABLE)?;
+            selector.register(stream.as_fd(), Token(pending.len()), Interest::WRITABLE)?;
             pending.push(Some(stream));
             in_flight += 1;
             started += 1;
@@ -151,7 +151,7 @@ pub(crate) fn connect_many(
             let Some(stream) = pending[event.token().0].take() else {
                 continue;
             };
-            selector.deregister(stream.as_raw_fd())?;
+            selector.deregister(stream.as_fd())?;
             in_flight -= 1;
             finish_connect(&stream, addr).map_err(|e| partial(e, done.len(), count))?;
             done.push(stream);

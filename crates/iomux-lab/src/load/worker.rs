@@ -9,7 +9,7 @@ use iomux::{EpollSelector, Event, Events, Interest, Selector, Token, Trigger};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,7 +96,7 @@ pub(crate) fn run(plan: Plan) -> io::Result<Totals> {
     for stream in streams {
         let i = w.new_conn(now);
         w.selector
-            .register(stream.as_raw_fd(), Token(i), Interest::BOTH)?;
+            .register(stream.as_fd(), Token(i), Interest::BOTH)?;
         w.conns[i].stream = Some(stream);
         w.on_connected(i, now);
     }
@@ -335,7 +335,7 @@ impl Worker {
         if self.plan.connect_per_request {
             if c.in_flight.is_empty() {
                 if let Some(stream) = self.conns[i].stream.take() {
-                    let _ = self.selector.deregister(stream.as_raw_fd());
+                    let _ = self.selector.deregister(stream.as_fd());
                     close_abortively(stream);
                 }
                 self.reconnect(i, now);
@@ -401,7 +401,7 @@ impl Worker {
     fn drop_conn(&mut self, i: usize, retry_at: Instant, keep_in_flight: bool) {
         let c = &mut self.conns[i];
         if let Some(stream) = c.stream.take() {
-            let _ = self.selector.deregister(stream.as_raw_fd());
+            let _ = self.selector.deregister(stream.as_fd());
             close_abortively(stream);
         }
         c.connecting = false;
@@ -427,7 +427,7 @@ impl Worker {
             Ok(stream) => {
                 match self
                     .selector
-                    .register(stream.as_raw_fd(), Token(i), Interest::BOTH)
+                    .register(stream.as_fd(), Token(i), Interest::BOTH)
                 {
                     Ok(_) => {
                         c.stream = Some(stream);

@@ -97,7 +97,7 @@ pub fn echo_loop(selector: &mut impl Selector, listener: &TcpListener) -> io::Re
             if event.token() == LISTENER {
                 accept_all(selector, listener, &mut acceptor, &mut conns)?;
                 if oneshot {
-                    selector.reregister(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+                    selector.reregister(listener, LISTENER, Interest::READABLE)?;
                 }
                 continue;
             }
@@ -110,12 +110,12 @@ pub fn echo_loop(selector: &mut impl Selector, listener: &TcpListener) -> io::Re
                 Ok(wanted) => {
                     let changed = selector.registration(fd).map(|r| r.interest) != Some(wanted);
                     if changed || oneshot {
-                        selector.reregister(fd, event.token(), wanted)?;
+                        selector.reregister(&conn.stream, event.token(), wanted)?;
                     }
                 }
                 // Peer closed or failed: deregister before the drop closes it.
                 Err(_) => {
-                    selector.deregister(fd)?;
+                    selector.deregister(&conn.stream)?;
                     conns[slot] = None;
                 }
             }
@@ -136,7 +136,7 @@ fn accept_all(
                     conns.push(None);
                     conns.len() - 1
                 });
-                selector.register(stream.as_raw_fd(), Token(slot + 1), Interest::READABLE)?;
+                selector.register(&stream, Token(slot + 1), Interest::READABLE)?;
                 conns[slot] = Some(Conn::new(stream));
             }
             Accepted::Shed => continue,

@@ -1,10 +1,13 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::base::{BaseSelector, Syscalls};
+use super::table::{lock, FdTable, SharedTable};
+use super::{Backend, Registration, Trigger};
 use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr, wait_honestly};
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events, Interest, Token};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A selector over epoll, in level, edge or one-shot mode.
@@ -20,7 +23,7 @@ use std::time::Duration;
 /// use std::os::fd::AsRawFd;
 /// let mut sel = EpollSelector::new(Trigger::Oneshot).unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(1), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(1), Interest::READABLE).unwrap();
 /// a.write_all(b"x").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
@@ -28,16 +31,18 @@ use std::time::Duration;
 /// sel.select(&mut ev, Some(std::time::Duration::ZERO)).unwrap();
 /// assert_eq!(ev.len(), 0, "one-shot stays silent until re-armed");
 /// ```
+pub type EpollSelector = BaseSelector<Epoll>;
+
+/// The epoll system calls behind [`EpollSelector`].
 #[derive(Debug)]
-pub struct EpollSelector {
-    epfd: Option<OwnedFd>,
+pub struct Epoll {
+    ctl: EpollCtl,
     trigger: Trigger,
-    registry: Registry<()>,
     buffer: Vec<libc::epoll_event>,
     has_pwait2: bool,
 }
 
-impl EpollSelector {
+impl BaseSelector<Epoll> {
     /// Open an epoll instance whose registrations use `trigger`.
     ///
     /// ```
@@ -47,13 +52,14 @@ impl EpollSelector {
         // SAFETY: epoll_create1 takes no pointers; checked by cvt.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
             .map_err(|e| context(e, "epoll_create1"))?;
-        Ok(EpollSelector {
-            epfd: Some(owned(fd)),
+        Ok(BaseSelector::with(Epoll {
+            ctl: EpollCtl {
+                epfd: Arc::new(owned(fd)),
+            },
             trigger,
-            registry: Registry::new(),
             buffer: Vec::new(),
             has_pwait2: true,
-        })
+        }))
     }
 
     /// Register a listener shared with other selectors (other threads or
@@ -66,38 +72,197 @@ impl EpollSelector {
     /// use std::os::fd::AsRawFd;
     /// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     /// let mut sel = EpollSelector::new(Trigger::Level).unwrap();
-    /// sel.register_exclusive(l.as_raw_fd(), Token(0), Interest::READABLE).unwrap();
+    /// sel.register_exclusive(&l, Token(0), Interest::READABLE).unwrap();
     /// ```
     pub fn register_exclusive(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
-        let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
-        let flags = (self.flags(interest) & allowed) | libc::EPOLLEXCLUSIVE as u32;
-        self.add(fd, token, interest, flags)
+        let trigger = self.sys.trigger;
+        let (mut table, reg) =
+            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
+        table.register_by(&mut self.sys, reg, |epoll, reg| {
+            // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
+            let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+            let flags = (flags(interest, reg.trigger) & allowed) | libc::EPOLLEXCLUSIVE as u32;
+            epoll.ctl.add(reg, flags)
+        })
     }
 
+    /// A handle that registers, changes and deregisters descriptors from any
+    /// thread, taking effect at once, even in a wait already blocked in
+    /// another thread (epoll keeps its interest list in the kernel). It shares
+    /// this selector's registrations, so `len`, `registration` and the
+    /// checks (`AlreadyExists`, `NotFound`) see both; once the selector is
+    /// closed, the handle's calls fail.
+    ///
+    /// The other backends have no such handle: select and poll hand their
+    /// whole interest set to each wait, sigio arms descriptors for its own
+    /// thread only, and an io_uring's submission queue has one user.
+    ///
+    /// ```
+    /// use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
+    /// use std::io::Write;
+    /// let mut sel = EpollSelector::new(Trigger::Edge).unwrap();
+    /// let registry = sel.registry();
+    /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// a.write_all(b"ready before the wait began").unwrap();
+    /// let other = std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_millis(50));
+    ///     registry.register(&b, Token(3), Interest::READABLE).unwrap();
+    ///     b
+    /// });
+    /// let mut events = Events::with_capacity(8);
+    /// sel.select(&mut events, Some(std::time::Duration::from_secs(10))).unwrap();
+    /// assert_eq!(events.iter().next().unwrap().token(), Token(3));
+    /// let b = other.join().unwrap();
+    /// sel.deregister(&b).unwrap();
+    /// ```
+    pub fn registry(&self) -> EpollRegistry {
+        EpollRegistry {
+            ctl: self.sys.ctl.clone(),
+            table: Arc::clone(&self.table),
+            trigger: self.sys.trigger,
+        }
+    }
+}
+
+/// Registers descriptors on an [`EpollSelector`] from any thread: see
+/// [`EpollSelector::registry`]. Clones share the selector.
+#[derive(Debug, Clone)]
+pub struct EpollRegistry {
+    ctl: EpollCtl,
+    table: SharedTable<()>,
+    /// The selector's own trigger, which `register` uses.
+    trigger: Trigger,
+}
+
+impl EpollRegistry {
+    /// [`Selector::register`](crate::Selector::register), from any thread.
+    pub fn register(
+        &self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        self.register_with_trigger(fd, token, interest, self.trigger)
+    }
+
+    /// [`Selector::register_with_trigger`](crate::Selector::register_with_trigger), from any thread.
+    pub fn register_with_trigger(
+        &self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        let (mut table, reg) =
+            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
+        table.register_by(&mut &self.ctl, reg, |ctl, reg| ctl.watch(reg))
+    }
+
+    /// [`Selector::reregister`](crate::Selector::reregister) (keeping the registration's trigger), from any thread.
+    pub fn reregister(
+        &self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        let fd = fd.as_fd();
+        let trigger = lock(&self.table)
+            .get(fd.as_raw_fd())
+            .map_or(self.trigger, |(r, _)| r.trigger);
+        self.reregister_with_trigger(fd, token, interest, trigger)
+    }
+
+    /// [`Selector::reregister_with_trigger`](crate::Selector::reregister_with_trigger), from any thread.
+    pub fn reregister_with_trigger(
+        &self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        let (mut table, reg) =
+            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
+        table.reregister_by(
+            &mut &self.ctl,
+            reg,
+            |ctl, _, new| ctl.rewatch(new),
+            |ctl, _, reg, ()| ctl.unwatch(reg.fd),
+        )
+    }
+
+    /// [`Selector::deregister`](crate::Selector::deregister), from any thread.
+    pub fn deregister(&self, fd: impl AsFd) -> io::Result<Registration> {
+        let fd = fd.as_fd().as_raw_fd();
+        lock(&self.table).deregister_by(&mut &self.ctl, fd, |ctl, _, reg, ()| ctl.unwatch(reg.fd))
+    }
+}
+
+/// The epoll instance itself, so that this selector can be nested in another
+/// event loop: it is readable when a wait would report something. Open for
+/// as long as the selector exists (closing the selector empties it).
+///
+/// Only epoll offers this. select and poll keep their interest set in the
+/// process and hand it to each wait, so no descriptor stands for them (an
+/// eventfd would need a thread polling on its behalf); sigio's signalfd
+/// misses the readiness a registration finds already there; and the uring
+/// selector submits its poll requests only when it waits. Nest an
+/// `EpollSelector` instead.
+///
+/// ```
+/// use iomux::{EpollSelector, Events, Interest, PollSelector, Selector, Token, Trigger};
+/// use std::io::Write;
+/// use std::time::Duration;
+/// let mut inner = EpollSelector::new(Trigger::Edge).unwrap();
+/// let mut outer = PollSelector::new().unwrap();
+/// outer.register(&inner, Token(0), Interest::READABLE).unwrap();
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// inner.register(&b, Token(7), Interest::READABLE).unwrap();
+/// a.write_all(b"x").unwrap();
+/// let mut events = Events::with_capacity(8);
+/// outer.select(&mut events, Some(Duration::from_secs(1))).unwrap();
+/// assert_eq!(events.iter().next().unwrap().token(), Token(0), "the inner selector is ready");
+/// inner.select(&mut events, Some(Duration::ZERO)).unwrap();
+/// assert_eq!(events.iter().next().unwrap().token(), Token(7));
+/// ```
+impl AsFd for BaseSelector<Epoll> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sys.ctl.epfd.as_fd()
+    }
+}
+
+/// The epoll flags of a registration.
+fn flags(interest: Interest, trigger: Trigger) -> u32 {
+    let mut flags = libc::EPOLLRDHUP as u32;
+    if interest.is_readable() {
+        flags |= libc::EPOLLIN as u32;
+    }
+    if interest.is_writable() {
+        flags |= libc::EPOLLOUT as u32;
+    }
+    match trigger {
+        Trigger::Level => {}
+        Trigger::Edge => flags |= libc::EPOLLET as u32,
+        Trigger::Oneshot => flags |= libc::EPOLLONESHOT as u32,
+    }
+    flags
+}
+
+/// The thread-safe half of epoll: changing the interest list.
+#[derive(Debug, Clone)]
+struct EpollCtl {
+    /// Open until the selector and every handle are dropped, so that it can
+    /// be watched by another loop for as long as the selector exists.
+    epfd: Arc<OwnedFd>,
+}
+
+impl EpollCtl {
     fn epfd(&self) -> RawFd {
-        self.epfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
-    }
-
-    fn flags(&self, interest: Interest) -> u32 {
-        let mut flags = libc::EPOLLRDHUP as u32;
-        if interest.is_readable() {
-            flags |= libc::EPOLLIN as u32;
-        }
-        if interest.is_writable() {
-            flags |= libc::EPOLLOUT as u32;
-        }
-        match self.trigger {
-            Trigger::Level => {}
-            Trigger::Edge => flags |= libc::EPOLLET as u32,
-            Trigger::Oneshot => flags |= libc::EPOLLONESHOT as u32,
-        }
-        flags
+        self.epfd.as_raw_fd()
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, flags: u32, token: Token) -> io::Result<()> {
@@ -109,34 +274,48 @@ impl EpollSelector {
         cvt(unsafe { libc::epoll_ctl(self.epfd(), op, fd, &mut ev) }).map(drop)
     }
 
-    fn add(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-        flags: u32,
-    ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |s| {
-            s.ctl(libc::EPOLL_CTL_ADD, fd, flags, token).map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM) => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
-                ),
-                Some(libc::EINVAL) if fd == s.epfd() => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("descriptor {fd} is this selector's own epoll instance, which cannot watch itself; register the descriptors it should watch"),
-                ),
-                Some(libc::ELOOP) => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("descriptor {fd} is an epoll instance that (directly or through others) already watches this one: registering it would make a cycle"),
-                ),
-                _ => registration_error(fd, "epoll_ctl(ADD)", e),
-            })
+    fn add(&self, reg: Registration, flags: u32) -> io::Result<()> {
+        let fd = reg.fd;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, flags, reg.token).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("epoll cannot watch descriptor {fd} (regular files and directories are always ready; read them directly)"),
+            ),
+            Some(libc::EINVAL) if fd == self.epfd() => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is this selector's own epoll instance, which cannot watch itself; register the descriptors it should watch"),
+            ),
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is an epoll instance that (directly or through others) already watches this one: registering it would make a cycle"),
+            ),
+            _ => registration_error(fd, "epoll_ctl(ADD)", e),
         })
     }
 
-    fn wait(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
-        let epfd = self.epfd();
+    fn watch(&self, reg: Registration) -> io::Result<()> {
+        self.add(reg, flags(reg.interest, reg.trigger))
+    }
+
+    fn rewatch(&self, new: Registration) -> io::Result<()> {
+        let flags = flags(new.interest, new.trigger);
+        self.ctl(libc::EPOLL_CTL_MOD, new.fd, flags, new.token)
+    }
+
+    fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Token(0)) {
+            // Closed (EBADF) or number reused by a file never registered (ENOENT):
+            // the kernel already forgot the old one.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(()),
+            Err(e) => Err(context(e, format_args!("epoll_ctl(DEL, fd {fd})"))),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+impl Epoll {
+    fn wait_once(&mut self, capacity: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        let epfd = self.ctl.epfd();
         let buf = self.buffer.as_mut_ptr();
         let max = capacity.min(libc::c_int::MAX as usize) as libc::c_int;
         if self.has_pwait2 {
@@ -198,93 +377,58 @@ fn event_flags(epoll: u32) -> u8 {
     flags
 }
 
-impl Bookkeeping for EpollSelector {
+impl Syscalls for Epoll {
     type State = ();
-    fn registry(&mut self) -> &mut Registry<()> {
-        &mut self.registry
-    }
-}
+    const BACKEND: Backend = Backend::Epoll;
 
-impl Selector for EpollSelector {
-    fn register(
+    fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
+    fn watch(&mut self, reg: Registration) -> io::Result<()> {
+        self.ctl.watch(reg)
+    }
+
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<()> {
+        self.ctl.add(reg, libc::EPOLLIN as u32)
+    }
+
+    fn rewatch(&mut self, _old: (Registration, ()), new: Registration) -> io::Result<()> {
+        self.ctl.rewatch(new)
+    }
+
+    fn unwatch(&mut self, _: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
+        self.ctl.unwatch(reg.fd)
+    }
+
+    #[inline]
+    fn wait(
         &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.add(fd, token, interest, self.flags(interest))
-    }
-
-    fn reregister(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.reregister_with(fd, token, interest, |s, _| {
-            s.ctl(libc::EPOLL_CTL_MOD, fd, s.flags(interest), token)
-        })
-    }
-
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, ()) = self.registry.remove(fd)?;
-        match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Token(0)) {
-            // Closed (EBADF) or number reused by a file never registered (ENOENT):
-            // the kernel already forgot the old one.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(reg),
-            Err(e) => Err(context(e, format_args!("epoll_ctl(DEL, fd {fd})"))),
-            Ok(()) => Ok(reg),
-        }
-    }
-
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
+        table: &Mutex<FdTable<()>>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         // One event per registered descriptor at most: the buffer need not be larger.
-        let capacity = events.capacity().min(self.registry.len().max(1));
+        let capacity = events.capacity().min(lock(table).len().max(1));
         if self.buffer.capacity() < capacity {
             self.buffer.reserve(capacity);
         }
-        let n = wait_honestly(timeout, |t| self.wait(capacity, t))
+        let n = wait_honestly(timeout, |t| self.wait_once(capacity, t))
             .map_err(|e| context(e, "epoll_wait"))?;
         // SAFETY: the kernel initialised the first `n` entries, n <= capacity.
         unsafe { self.buffer.set_len(n) };
         for ev in &self.buffer {
             events.push(Event::new(Token(ev.u64 as usize), event_flags(ev.events)));
         }
-        self.registry.reset_fired_wakers(events);
         Ok(())
     }
 
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Epoll
-    }
-
-    fn trigger(&self) -> Trigger {
-        self.trigger
-    }
-
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        // Level-triggered whatever the selector's mode: the selector resets the
-        // eventfd when it reports it, so a one-shot or edge registration would
-        // only lose wakes.
-        self.register_waker(token, |s, fd| {
-            s.add(fd, token, Interest::READABLE, libc::EPOLLIN as u32)
-        })
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        self.registry.close();
-        self.epfd = None;
+    /// The epoll descriptor stays open until the selector is dropped (see
+    /// its `AsFd`); the registrations in it are removed now.
+    fn close(&mut self, table: &mut FdTable<()>) -> io::Result<()> {
+        for (reg, ()) in table.iter() {
+            let _ = self.ctl.unwatch(reg.fd);
+        }
         Ok(())
     }
 }
@@ -292,6 +436,7 @@ impl Selector for EpollSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Selector;
     use std::time::Instant;
 
     /// Kernels before 5.11 lack epoll_pwait2: the millisecond fallback must
@@ -299,7 +444,7 @@ mod tests {
     #[test]
     fn fallback_without_epoll_pwait2_never_ends_early() {
         let mut sel = EpollSelector::new(Trigger::Level).unwrap();
-        sel.has_pwait2 = false;
+        sel.sys.has_pwait2 = false;
         let mut events = Events::with_capacity(4);
         for timeout in [Duration::from_micros(100), Duration::from_micros(3100)] {
             for _ in 0..10 {
@@ -310,7 +455,7 @@ mod tests {
                 assert!(events.is_empty());
             }
         }
-        assert!(!sel.has_pwait2, "the fallback path was taken");
+        assert!(!sel.sys.has_pwait2, "the fallback path was taken");
     }
 
     /// An epoll instance that would watch itself, or close a cycle of
@@ -319,23 +464,111 @@ mod tests {
     #[test]
     fn an_epoll_instance_never_watches_itself_or_a_cycle() {
         let mut outer = EpollSelector::new(Trigger::Level).unwrap();
-        let own = outer.epfd();
+        // SAFETY: `outer` keeps its epoll descriptor open until the end of the test.
+        let own = unsafe { BorrowedFd::borrow_raw(outer.sys.ctl.epfd()) };
         let err = outer
             .register(own, Token(1), Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("cannot watch itself"), "{err}");
-        assert_eq!(outer.registration(own), None);
+        assert_eq!(outer.registration(own.as_raw_fd()), None);
 
         let mut inner = EpollSelector::new(Trigger::Level).unwrap();
         outer
-            .register(inner.epfd(), Token(2), Interest::READABLE)
+            .register(&inner, Token(2), Interest::READABLE)
             .unwrap();
         let err = inner
             .register(own, Token(3), Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("cycle"), "{err}");
-        assert_eq!(inner.registration(own), None);
+        assert_eq!(inner.registration(own.as_raw_fd()), None);
+    }
+
+    /// Whether thread `tid` of this process is blocked in an epoll wait
+    /// (the syscall number /proc shows for it).
+    fn blocked_in_epoll_wait(tid: libc::pid_t) -> bool {
+        let path = format!("/proc/self/task/{tid}/syscall");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let number = text.split_whitespace().next().unwrap_or("");
+        [
+            libc::SYS_epoll_pwait2,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+        ]
+        .iter()
+        .any(|n| number == n.to_string())
+    }
+
+    /// A registration made through the handle while another thread is
+    /// blocked in the selector's wait is reported by that wait: the handle
+    /// must not wait for the wait to end (it would, if the shared table
+    /// stayed locked while waiting: the wait would then time out empty).
+    #[test]
+    fn registry_registers_into_a_wait_blocked_in_another_thread() {
+        use std::io::Write;
+        let mut sel = EpollSelector::new(Trigger::Edge).unwrap();
+        let registry = sel.registry();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let mut events = Events::with_capacity(8);
+            sel.select(&mut events, Some(Duration::from_secs(20)))
+                .unwrap();
+            let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            (sel, tokens)
+        });
+        let tid = tid_rx.recv().unwrap();
+        let start = Instant::now();
+        while !blocked_in_epoll_wait(tid) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(b"x").unwrap();
+        let reg = registry.register(&b, Token(5), Interest::READABLE).unwrap();
+        assert_eq!(reg.trigger, Trigger::Edge, "the selector's own trigger");
+        let (mut sel, tokens) = waiter.join().unwrap();
+        assert_eq!(tokens, vec![Token(5)]);
+        sel.deregister(&b).unwrap();
+    }
+
+    /// The handle and the selector keep one set of registrations.
+    #[test]
+    fn registry_and_selector_share_their_registrations() {
+        let mut sel = EpollSelector::new(Trigger::Level).unwrap();
+        let registry = sel.registry();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reg = registry
+            .register_with_trigger(&a, Token(1), Interest::READABLE, Trigger::Oneshot)
+            .unwrap();
+        assert_eq!(sel.registration(a.as_raw_fd()), Some(reg));
+        let err = sel.register(&a, Token(2), Interest::READABLE).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let changed = sel.reregister(&a, Token(3), Interest::WRITABLE).unwrap();
+        assert_eq!(
+            changed.trigger,
+            Trigger::Oneshot,
+            "the handle's trigger kept"
+        );
+        assert_eq!(
+            registry
+                .reregister(&a, Token(4), Interest::BOTH)
+                .unwrap()
+                .token,
+            Token(4)
+        );
+        assert_eq!(registry.deregister(&a).unwrap().token, Token(4));
+        assert!(sel.is_empty());
+        let err = sel.deregister(&a).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        sel.close().unwrap();
+        let err = registry
+            .register(&a, Token(1), Interest::READABLE)
+            .unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
     }
 }

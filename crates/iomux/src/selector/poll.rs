@@ -1,10 +1,12 @@
 //! poll(2): an array of `pollfd` handed to the kernel and scanned on every call.
 
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::base::{BaseSelector, Syscalls};
+use super::table::FdTable;
+use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, ppoll, registration_error, wait_honestly};
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events, Interest, Token};
 use std::io;
-use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A level-triggered selector over `poll(2)` (called as `ppoll` for
@@ -21,16 +23,17 @@ use std::time::Duration;
 /// use std::os::fd::AsRawFd;
 /// let mut sel = PollSelector::new().unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(3), Interest::READABLE).unwrap();
 /// a.write_all(b"hi").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, None).unwrap();
 /// assert!(ev.iter().next().unwrap().is_readable());
 /// ```
+pub type PollSelector = BaseSelector<Poll>;
+
+/// The poll system call behind [`PollSelector`], and the arrays it takes.
 #[derive(Debug)]
-pub struct PollSelector {
-    /// Each registration's position in `fds` / `tokens`.
-    registry: Registry<usize>,
+pub struct Poll {
     fds: Vec<libc::pollfd>,
     tokens: Vec<Token>,
     /// Where the next scan of the results starts: after the last entry a full
@@ -38,7 +41,7 @@ pub struct PollSelector {
     cursor: usize,
 }
 
-impl PollSelector {
+impl BaseSelector<Poll> {
     /// An empty poll selector.
     ///
     /// ```
@@ -46,12 +49,11 @@ impl PollSelector {
     /// assert!(iomux::PollSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<PollSelector> {
-        Ok(PollSelector {
-            registry: Registry::new(),
+        Ok(BaseSelector::with(Poll {
             fds: Vec::new(),
             tokens: Vec::new(),
             cursor: 0,
-        })
+        }))
     }
 }
 
@@ -87,62 +89,61 @@ pub(super) fn event_flags(revents: libc::c_short) -> u8 {
     flags
 }
 
-impl Bookkeeping for PollSelector {
+/// Each registration's state is its position in `fds` / `tokens`.
+impl Syscalls for Poll {
     type State = usize;
-    fn registry(&mut self) -> &mut Registry<usize> {
-        &mut self.registry
-    }
-}
+    const BACKEND: Backend = Backend::Poll;
 
-impl Selector for PollSelector {
-    fn register(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |s| {
-            check_fd_open(fd).map_err(|e| registration_error(fd, "poll register", e))?;
-            s.fds.push(libc::pollfd {
-                fd,
-                events: poll_events(interest),
-                revents: 0,
-            });
-            s.tokens.push(token);
-            Ok(s.fds.len() - 1)
-        })
+    fn trigger(&self) -> Trigger {
+        Trigger::Level
     }
 
-    fn reregister(
+    fn watch(&mut self, reg: Registration) -> io::Result<usize> {
+        check_fd_open(reg.fd).map_err(|e| registration_error(reg.fd, "poll register", e))?;
+        self.fds.push(libc::pollfd {
+            fd: reg.fd,
+            events: poll_events(reg.interest),
+            revents: 0,
+        });
+        self.tokens.push(reg.token);
+        Ok(self.fds.len() - 1)
+    }
+
+    fn rewatch(
         &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
+        (_, index): (Registration, usize),
+        new: Registration,
+    ) -> io::Result<usize> {
         // Closed without deregistering: the entry is dropped rather than kept stale.
-        self.reregister_with(fd, token, interest, |s, (_, index)| {
-            check_fd_open(fd)?;
-            s.fds[index].events = poll_events(interest);
-            s.tokens[index] = token;
-            Ok(index)
-        })
+        check_fd_open(new.fd)?;
+        self.fds[index].events = poll_events(new.interest);
+        self.tokens[index] = new.token;
+        Ok(index)
     }
 
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, index) = self.registry.remove(fd)?;
+    fn unwatch(
+        &mut self,
+        table: &mut FdTable<usize>,
+        _: Registration,
+        index: usize,
+    ) -> io::Result<()> {
         self.fds.swap_remove(index);
         self.tokens.swap_remove(index);
         if let Some(moved) = self.fds.get(index) {
-            if let Some((_, i)) = self.registry.get_mut(moved.fd) {
+            if let Some((_, i)) = table.get_mut(moved.fd) {
                 *i = index;
             }
         }
-        Ok(reg)
+        Ok(())
     }
 
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
+    #[inline]
+    fn wait(
+        &mut self,
+        _: &Mutex<FdTable<usize>>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let fds = &mut self.fds;
         wait_honestly(timeout, |t| ppoll(fds, t)).map_err(|e| context(e, "ppoll"))?;
         let len = self.fds.len();
@@ -157,33 +158,10 @@ impl Selector for PollSelector {
                 events.push(Event::new(self.tokens[i], event_flags(revents)));
             }
         }
-        self.registry.reset_fired_wakers(events);
         Ok(())
     }
 
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Poll
-    }
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        self.register_waker(token, |s, fd| s.register(fd, token, Interest::READABLE))
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        self.registry.close();
+    fn close(&mut self, _: &mut FdTable<usize>) -> io::Result<()> {
         self.fds = Vec::new();
         self.tokens = Vec::new();
         self.cursor = 0;

@@ -1,12 +1,15 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::base::{BaseSelector, Syscalls};
+use super::table::{lock, FdTable};
+use super::{Backend, Registration, Trigger};
 use crate::sys::{
     check_fd_open, context, registration_error, timespec, timespec_ptr, wait_honestly,
 };
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events, Interest};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The largest descriptor count an fd_set can hold: select refuses
@@ -55,13 +58,20 @@ impl FdSet {
 ///
 /// ```
 /// use iomux::{Interest, SelectSelector, Selector, Token};
+/// use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+/// # if iomux::net::raise_fd_limit().unwrap() <= 2000 { return; }
+/// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (2000 or above) that nothing else owns.
+/// let high = unsafe { OwnedFd::from_raw_fd(libc::fcntl(a.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 2000)) };
 /// let mut sel = SelectSelector::new().unwrap();
-/// let err = sel.register(5000, Token(0), Interest::READABLE).unwrap_err();
-/// assert!(err.to_string().contains("use --backend poll or epoll"));
+/// let err = sel.register(&high, Token(0), Interest::READABLE).unwrap_err();
+/// assert!(err.to_string().contains("below 1024"), "{err}");
 /// ```
+pub type SelectSelector = BaseSelector<Select>;
+
+/// The select system call behind [`SelectSelector`], and its master fd_sets.
 #[derive(Debug)]
-pub struct SelectSelector {
-    registry: Registry<()>,
+pub struct Select {
     read: FdSet,
     write: FdSet,
     /// One past the highest registered descriptor: select's `nfds`.
@@ -81,7 +91,7 @@ impl std::fmt::Debug for FdSet {
     }
 }
 
-impl SelectSelector {
+impl BaseSelector<Select> {
     /// An empty select selector.
     ///
     /// ```
@@ -89,91 +99,85 @@ impl SelectSelector {
     /// assert!(iomux::SelectSelector::new().unwrap().is_empty());
     /// ```
     pub fn new() -> io::Result<SelectSelector> {
-        Ok(SelectSelector {
-            registry: Registry::new(),
+        Ok(BaseSelector::with(Select {
             read: FdSet::EMPTY,
             write: FdSet::EMPTY,
             nfds: 0,
             cursor: 0,
-        })
+        }))
     }
+}
 
+impl Select {
     fn check_limit(fd: RawFd) -> io::Result<()> {
         if fd as usize >= FD_SETSIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("select supports descriptors below {FD_SETSIZE} (got descriptor {fd}); use --backend poll or epoll"),
+                format!("select supports descriptors below {FD_SETSIZE} (FD_SETSIZE) only, got descriptor {fd}; the poll and epoll selectors have no such limit"),
             ));
         }
         Ok(())
     }
 
-    fn mark(&mut self, fd: RawFd, interest: Option<Interest>) {
-        let fd_usize = fd as usize;
-        self.read
-            .set(fd_usize, interest.is_some_and(Interest::is_readable));
-        self.write
-            .set(fd_usize, interest.is_some_and(Interest::is_writable));
-        if interest.is_some() {
-            self.nfds = self.nfds.max(fd_usize + 1);
-        } else if fd_usize + 1 == self.nfds {
-            self.nfds = self
-                .registry
-                .iter()
-                .last()
-                .map_or(0, |(r, _)| r.fd as usize + 1);
+    /// Watch `fd` for `interest` from the next wait on.
+    fn set(&mut self, fd: RawFd, interest: Interest) {
+        let i = fd as usize;
+        self.read.set(i, interest.is_readable());
+        self.write.set(i, interest.is_writable());
+        self.nfds = self.nfds.max(i + 1);
+    }
+
+    /// Stop watching `fd`, which `table` no longer holds (it gives the new
+    /// highest descriptor).
+    fn clear(&mut self, table: &FdTable<()>, fd: RawFd) {
+        let i = fd as usize;
+        self.read.set(i, false);
+        self.write.set(i, false);
+        if i + 1 == self.nfds {
+            self.nfds = table.iter().last().map_or(0, |(r, _)| r.fd as usize + 1);
         }
     }
 }
 
-impl Bookkeeping for SelectSelector {
+impl Syscalls for Select {
     type State = ();
-    fn registry(&mut self) -> &mut Registry<()> {
-        &mut self.registry
-    }
-}
+    const BACKEND: Backend = Backend::Select;
 
-impl Selector for SelectSelector {
-    fn register(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |s| {
-            Self::check_limit(fd)?;
-            check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
-            s.mark(fd, Some(interest));
-            Ok(())
-        })
+    fn trigger(&self) -> Trigger {
+        Trigger::Level
     }
 
-    fn reregister(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
+    fn watch(&mut self, reg: Registration) -> io::Result<()> {
+        let fd = reg.fd;
+        Self::check_limit(fd)?;
+        check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
+        // Not in the table yet, but setting bits never looks there.
+        self.set(fd, reg.interest);
+        Ok(())
+    }
+
+    fn rewatch(&mut self, _old: (Registration, ()), new: Registration) -> io::Result<()> {
         // Closed without deregistering: the entry is dropped rather than kept stale.
-        self.reregister_with(fd, token, interest, |s, _| {
-            check_fd_open(fd)?;
-            s.mark(fd, Some(interest));
-            Ok(())
-        })
+        check_fd_open(new.fd)?;
+        self.set(new.fd, new.interest);
+        Ok(())
     }
 
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, ()) = self.registry.remove(fd)?;
-        self.mark(fd, None);
-        Ok(reg)
+    fn unwatch(&mut self, table: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
+        self.clear(table, reg.fd);
+        Ok(())
     }
 
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
+    #[inline]
+    fn wait(
+        &mut self,
+        table: &Mutex<FdTable<()>>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let (mut read, mut write) = (self.read, self.write);
         let (master_read, master_write, nfds) = (self.read, self.write, self.nfds);
-        wait_honestly(timeout, |t| {
+        let ready = wait_honestly(timeout, |t| {
             // The kernel overwrites the sets: start each try from the masters.
             read = master_read;
             write = master_write;
@@ -199,6 +203,13 @@ impl Selector for SelectSelector {
             }
         })
         .map_err(|e| context(e, "select"))?;
+        if ready == 0 {
+            // Nothing is ready; and if the last try was interrupted after the
+            // deadline, the kernel left the sets as they were given (the
+            // masters), which must not be read as answers.
+            return Ok(());
+        }
+        let table = lock(table);
         // Scan from the cursor round to just before it, a word at a time:
         // the cursor's word is visited twice, first for the bits at or above
         // the cursor, last for those below it.
@@ -218,7 +229,7 @@ impl Selector for SelectSelector {
                 let bit = ready.trailing_zeros() as usize;
                 ready &= ready - 1;
                 let fd = w * WORD_BITS + bit;
-                let Some((reg, ())) = self.registry.get(fd as RawFd) else {
+                let Some((reg, ())) = table.get(fd as RawFd) else {
                     continue;
                 };
                 let mut flags = 0;
@@ -235,33 +246,10 @@ impl Selector for SelectSelector {
                 events.push(Event::new(reg.token, flags));
             }
         }
-        self.registry.reset_fired_wakers(events);
         Ok(())
     }
 
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Select
-    }
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        self.register_waker(token, |s, fd| s.register(fd, token, Interest::READABLE))
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        self.registry.close();
+    fn close(&mut self, _: &mut FdTable<()>) -> io::Result<()> {
         self.read = FdSet::EMPTY;
         self.write = FdSet::EMPTY;
         self.nfds = 0;

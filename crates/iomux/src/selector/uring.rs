@@ -15,13 +15,16 @@
 //! completion from a request that was removed (or whose descriptor number was
 //! reused) is recognised and dropped.
 
+use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::{Backend, Bookkeeping, Registration, Registry, Selector, Trigger};
+use super::table::{lock, FdTable};
+use super::{Backend, Registration, Trigger};
 use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
-use crate::{Event, Events, Interest, Token, Waker};
+use crate::{Event, Events, Interest, Token};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Submission ring size; the completion ring is twice that, and the kernel
@@ -33,7 +36,7 @@ const IGNORED: u64 = u64::MAX;
 
 /// What the selector keeps per registered descriptor.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Slot {
+pub struct Slot {
     /// Tells this registration's completions from a removed one's.
     generation: u32,
     /// A poll request is in flight for it.
@@ -75,7 +78,7 @@ fn open_ring(entries: u32) -> io::Result<IoUring> {
     IoUring::new(entries).map_err(unavailable)
 }
 
-/// The error for a kernel that refuses io_uring, with what to do instead.
+/// The error for a kernel that refuses io_uring, saying why it refused.
 pub fn unavailable(err: io::Error) -> io::Error {
     let why = match err.raw_os_error() {
         Some(libc::ENOSYS) => "this kernel has no io_uring (older than 5.1, or built without it)",
@@ -90,7 +93,7 @@ pub fn unavailable(err: io::Error) -> io::Error {
     };
     io::Error::new(
         io::ErrorKind::Unsupported,
-        format!("{why}: io_uring_setup: {err}; use --backend epoll instead"),
+        format!("{why}: io_uring_setup: {err}"),
     )
 }
 
@@ -104,16 +107,18 @@ pub fn unavailable(err: io::Error) -> io::Error {
 /// # if iomux::selector::uring::probe().is_err() { return; }
 /// let mut sel = UringSelector::new(Trigger::Edge).unwrap();
 /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// sel.register(b.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
+/// sel.register(&b, Token(3), Interest::READABLE).unwrap();
 /// a.write_all(b"hi").unwrap();
 /// let mut ev = Events::with_capacity(4);
 /// sel.select(&mut ev, Some(std::time::Duration::from_secs(1))).unwrap();
 /// assert!(ev.iter().any(|e| e.token() == Token(3) && e.is_readable()));
 /// ```
-pub struct UringSelector {
+pub type UringSelector = BaseSelector<Uring>;
+
+/// The io_uring poll requests behind [`UringSelector`].
+pub struct Uring {
     ring: Option<IoUring>,
     trigger: Trigger,
-    registry: Registry<Slot>,
     next_generation: u32,
     /// Level-triggered descriptors reported by the last wait, armed again by the next.
     rearm: Vec<RawFd>,
@@ -123,17 +128,17 @@ pub struct UringSelector {
     wait_number: u64,
 }
 
-impl std::fmt::Debug for UringSelector {
+impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringSelector")
+        f.debug_struct("Uring")
             .field("trigger", &self.trigger)
-            .field("registered", &self.registry.len())
+            .field("rearm", &self.rearm.len())
             .finish()
     }
 }
 
-impl UringSelector {
-    /// A selector on a new io_uring; fails with advice when the kernel refuses io_uring.
+impl BaseSelector<Uring> {
+    /// A selector on a new io_uring; fails, saying why, when the kernel refuses io_uring.
     ///
     /// ```
     /// use iomux::Selector;
@@ -142,20 +147,20 @@ impl UringSelector {
     /// assert!(sel.is_empty());
     /// ```
     pub fn new(trigger: Trigger) -> io::Result<UringSelector> {
-        Ok(UringSelector {
+        Ok(BaseSelector::with(Uring {
             ring: Some(open_ring(RING_ENTRIES)?),
             trigger,
-            registry: Registry::new(),
             next_generation: 0,
             rearm: Vec::new(),
             carried: None,
             found: Vec::new(),
             wait_number: 0,
-        })
+        }))
     }
+}
 
+impl Uring {
     fn ring(&mut self) -> io::Result<&mut IoUring> {
-        self.registry.check_open()?;
         self.ring
             .as_mut()
             .ok_or_else(|| io::Error::other("the selector is closed; open a new one"))
@@ -175,8 +180,8 @@ impl UringSelector {
         Ok(())
     }
 
-    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some((reg, slot)) = self.registry.get_mut(fd) else {
+    fn arm(&mut self, table: &mut FdTable<Slot>, fd: RawFd) -> io::Result<()> {
+        let Some((reg, slot)) = table.get_mut(fd) else {
             return Ok(());
         };
         slot.armed = true;
@@ -201,33 +206,32 @@ impl UringSelector {
         Ok(())
     }
 
-    fn add(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        self.register_with(fd, token, interest, |s| {
-            // The kernel would say so only in a completion: check now.
-            check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
-            s.next_generation = s.next_generation.wrapping_add(1);
-            let slot = Slot {
-                generation: s.next_generation,
-                armed: true,
-                trigger,
-                queued: false,
-                seen: 0,
-                index: 0,
-            };
-            s.push(poll_request(fd, interest, &slot))?;
-            Ok(slot)
-        })
+    /// Start a poll request for `reg` in `trigger` mode.
+    fn add(&mut self, reg: Registration, trigger: Trigger) -> io::Result<Slot> {
+        let fd = reg.fd;
+        // The kernel would say so only in a completion: check now.
+        check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = Slot {
+            generation: self.next_generation,
+            armed: true,
+            trigger,
+            queued: false,
+            seen: 0,
+            index: 0,
+        };
+        self.push(poll_request(fd, reg.interest, &slot))?;
+        Ok(slot)
     }
 
     /// One enter: submit what is queued and wait up to `timeout` for a
     /// completion, then turn completions into events; returns how many.
-    fn wait_once(&mut self, timeout: Option<Duration>, capacity: usize) -> io::Result<usize> {
+    fn wait_once(
+        &mut self,
+        table: &Mutex<FdTable<Slot>>,
+        timeout: Option<Duration>,
+        capacity: usize,
+    ) -> io::Result<usize> {
         let ready = self.carried.is_some() || !self.ring()?.completion().is_empty();
         let ring = self.ring()?;
         let result = match timeout {
@@ -250,12 +254,12 @@ impl UringSelector {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => return Err(e),
         }
-        self.reap(capacity);
+        self.reap(&mut lock(table), capacity);
         Ok(self.found.len())
     }
 
     /// Turn completions into events (merged per token), up to `capacity` tokens.
-    fn reap(&mut self, capacity: usize) {
+    fn reap(&mut self, table: &mut FdTable<Slot>, capacity: usize) {
         let Some(mut ring) = self.ring.take() else {
             return;
         };
@@ -268,7 +272,7 @@ impl UringSelector {
             let fd = ud as u32 as RawFd;
             let generation = (ud >> 32) as u32;
             let wait_number = self.wait_number;
-            let Some((reg, slot)) = self.registry.get_mut(fd) else {
+            let Some((reg, slot)) = table.get_mut(fd) else {
                 continue;
             };
             if slot.generation != generation {
@@ -320,64 +324,65 @@ impl UringSelector {
     }
 }
 
-impl Bookkeeping for UringSelector {
+impl Syscalls for Uring {
     type State = Slot;
-    fn registry(&mut self) -> &mut Registry<Slot> {
-        &mut self.registry
-    }
-}
+    const BACKEND: Backend = Backend::Uring;
 
-impl Selector for UringSelector {
-    fn register(
+    fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
+    fn watch(&mut self, reg: Registration) -> io::Result<Slot> {
+        self.add(reg, reg.trigger)
+    }
+
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<Slot> {
+        self.add(reg, Trigger::Level)
+    }
+
+    fn rewatch(
         &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.add(fd, token, interest, self.trigger)
+        (old, slot): (Registration, Slot),
+        new: Registration,
+    ) -> io::Result<Slot> {
+        let fd = new.fd;
+        check_fd_open(fd)?;
+        let same = old.interest == new.interest && slot.trigger == new.trigger;
+        if slot.armed && same && slot.trigger != Trigger::Oneshot {
+            // The request in flight already watches the right things.
+            return Ok(slot);
+        }
+        self.disarm(fd, slot)?;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let fresh = Slot {
+            generation: self.next_generation,
+            armed: true,
+            queued: false,
+            trigger: new.trigger,
+            ..slot
+        };
+        self.push(poll_request(fd, new.interest, &fresh))?;
+        Ok(fresh)
     }
 
-    fn reregister(
+    fn unwatch(&mut self, _: &mut FdTable<Slot>, reg: Registration, slot: Slot) -> io::Result<()> {
+        self.disarm(reg.fd, slot)
+            .map_err(|e| context(e, format_args!("io_uring poll remove, fd {}", reg.fd)))
+    }
+
+    fn wait(
         &mut self,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.reregister_with(fd, token, interest, |s, (old, slot)| {
-            check_fd_open(fd)?;
-            if slot.armed && old.interest == interest && slot.trigger != Trigger::Oneshot {
-                // The request in flight already watches the right things.
-                return Ok(slot);
-            }
-            s.disarm(fd, slot)?;
-            s.next_generation = s.next_generation.wrapping_add(1);
-            let fresh = Slot {
-                generation: s.next_generation,
-                armed: true,
-                queued: false,
-                ..slot
-            };
-            s.push(poll_request(fd, interest, &fresh))?;
-            Ok(fresh)
-        })
-    }
-
-    fn deregister(&mut self, fd: RawFd) -> io::Result<Registration> {
-        let (reg, slot) = self.registry.remove(fd)?;
-        self.disarm(fd, slot)
-            .map_err(|e| context(e, format_args!("io_uring poll remove, fd {fd}")))?;
-        Ok(reg)
-    }
-
-    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.registry.check_open()?;
+        table: &Mutex<FdTable<Slot>>,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         self.wait_number += 1;
         self.found.clear();
         // Level registrations that fired are armed again: still-ready ones complete at once.
         let rearm = std::mem::take(&mut self.rearm);
+        let mut locked = lock(table);
         for &fd in &rearm {
-            let armed = match self.registry.get_mut(fd) {
+            let armed = match locked.get_mut(fd) {
                 Some((_, slot)) => {
                     slot.queued = false;
                     slot.armed
@@ -385,48 +390,22 @@ impl Selector for UringSelector {
                 None => true,
             };
             if !armed {
-                self.arm(fd)?;
+                self.arm(&mut locked, fd)?;
             }
         }
+        drop(locked);
         self.rearm = rearm;
         self.rearm.clear();
         let capacity = events.capacity();
-        wait_honestly(timeout, |t| self.wait_once(t, capacity))
+        wait_honestly(timeout, |t| self.wait_once(table, t, capacity))
             .map_err(|e| context(e, "io_uring_enter"))?;
         for &(token, flags) in &self.found {
             events.push(Event::new(token, flags));
         }
-        self.registry.reset_fired_wakers(events);
         Ok(())
     }
 
-    fn registration(&self, fd: RawFd) -> Option<Registration> {
-        self.registry.get(fd).map(|(r, _)| *r)
-    }
-
-    fn len(&self) -> usize {
-        self.registry.len()
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Uring
-    }
-
-    fn trigger(&self) -> Trigger {
-        self.trigger
-    }
-
-    fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        // Level-triggered whatever the selector's mode, as on epoll: the
-        // selector resets the eventfd when it reports it.
-        self.register_waker(token, |s, fd| {
-            s.add(fd, token, Interest::READABLE, Trigger::Level)
-        })
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.registry.check_open()?;
-        self.registry.close();
+    fn close(&mut self, _: &mut FdTable<Slot>) -> io::Result<()> {
         // Dropping the ring cancels every request in flight.
         self.ring = None;
         Ok(())

@@ -5,7 +5,7 @@
 use iomux::{AnySelector, Backend, Event, Events, Interest, Selector, Token, Trigger};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -104,8 +104,7 @@ pub fn pair() -> (UnixStream, UnixStream) {
 pub fn watched_pair(mode: Mode) -> (AnySelector, UnixStream, UnixStream) {
     let mut sel = mode.open();
     let (a, b) = pair();
-    sel.register(b.as_raw_fd(), Token(1), Interest::READABLE)
-        .unwrap();
+    sel.register(&b, Token(1), Interest::READABLE).unwrap();
     (sel, a, b)
 }
 
@@ -120,7 +119,7 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 /// Wait once and return the events.
-pub fn wait(sel: &mut AnySelector, timeout: Option<Duration>) -> Vec<Event> {
+pub fn wait(sel: &mut impl Selector, timeout: Option<Duration>) -> Vec<Event> {
     let mut events = Events::with_capacity(1024);
     sel.select(&mut events, timeout)
         .unwrap_or_else(|e| panic!("{:?}/{:?}: select: {e}", sel.backend(), sel.trigger()));
@@ -161,4 +160,16 @@ pub fn drain(mut s: impl Read) -> usize {
 
 pub fn send(mut s: impl Write, data: &[u8]) {
     s.write_all(data).expect("write");
+}
+
+/// Descriptor number `fd` as a selector argument. Most cases pass a
+/// descriptor they keep open for the call; the cases that close one (or give
+/// its number to another file) before deregistering it check that the
+/// selector copes with a caller that broke I/O safety, or with a number that
+/// was never open.
+pub fn num(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the selectors only hand the number to the kernel, which
+    // answers EBADF (or about another file) for a number not open, and those
+    // answers are what the cases check.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }

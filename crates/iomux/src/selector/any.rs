@@ -1,0 +1,115 @@
+//! The run-time choice of backend: one enum over every selector.
+
+use super::epoll::EpollSelector;
+use super::poll::PollSelector;
+use super::select::SelectSelector;
+use super::sigio::SigioSelector;
+use super::uring::UringSelector;
+use super::{Backend, Registration, Selector, Trigger};
+use crate::waker::Waker;
+use crate::{Events, Interest, Token};
+use std::io;
+use std::os::fd::{AsFd, RawFd};
+use std::time::Duration;
+
+/// A selector chosen at run time.
+///
+/// ```
+/// use iomux::{Backend, Selector, Trigger};
+/// for b in [Backend::Select, Backend::Poll, Backend::Epoll] {
+///     assert_eq!(b.open(Trigger::Level).unwrap().backend(), b);
+/// }
+/// let sigio = Backend::Sigio.open(Trigger::Edge).unwrap();
+/// assert_eq!(sigio.trigger(), Trigger::Edge);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // select's two fd_sets; boxing would cost a pointer chase per call
+pub enum AnySelector {
+    /// select(2)
+    Select(SelectSelector),
+    /// poll(2)
+    Poll(PollSelector),
+    /// epoll(7)
+    Epoll(EpollSelector),
+    /// signal-driven I/O
+    Sigio(SigioSelector),
+    /// io_uring poll requests
+    Uring(UringSelector),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnySelector::Select($s) => $e,
+            AnySelector::Poll($s) => $e,
+            AnySelector::Epoll($s) => $e,
+            AnySelector::Sigio($s) => $e,
+            AnySelector::Uring($s) => $e,
+        }
+    };
+}
+
+impl Selector for AnySelector {
+    fn register(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.register(fd, token, interest))
+    }
+    fn register_with_trigger(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.register_with_trigger(fd, token, interest, trigger))
+    }
+    fn reregister(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.reregister(fd, token, interest))
+    }
+    fn reregister_with_trigger(
+        &mut self,
+        fd: impl AsFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<Registration> {
+        dispatch!(self, s => s.reregister_with_trigger(fd, token, interest, trigger))
+    }
+    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
+        dispatch!(self, s => s.deregister(fd))
+    }
+    fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        dispatch!(self, s => s.select(events, timeout))
+    }
+    fn registration(&self, fd: RawFd) -> Option<Registration> {
+        dispatch!(self, s => s.registration(fd))
+    }
+    fn len(&self) -> usize {
+        dispatch!(self, s => s.len())
+    }
+    fn backend(&self) -> Backend {
+        dispatch!(self, s => s.backend())
+    }
+    fn trigger(&self) -> Trigger {
+        dispatch!(self, s => s.trigger())
+    }
+    fn overflows(&self) -> u64 {
+        dispatch!(self, s => s.overflows())
+    }
+    fn waker(&mut self, token: Token) -> io::Result<Waker> {
+        dispatch!(self, s => s.waker(token))
+    }
+    fn close(&mut self) -> io::Result<()> {
+        dispatch!(self, s => s.close())
+    }
+}

@@ -1,0 +1,189 @@
+//! The backends a selector can run on, and how each reports readiness.
+
+use super::epoll::EpollSelector;
+use super::poll::PollSelector;
+use super::select::SelectSelector;
+use super::sigio::SigioSelector;
+use super::uring::UringSelector;
+use super::AnySelector;
+use std::io;
+
+/// How readiness is reported: [`Backend::triggers`] says which a backend has.
+///
+/// ```
+/// assert_eq!("edge".parse::<iomux::Trigger>().unwrap(), iomux::Trigger::Edge);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// Reported on every wait while the condition holds.
+    Level,
+    /// Reported when the condition newly arises; the caller must drain (read or
+    /// write until EAGAIN) or hear nothing more.
+    Edge,
+    /// Reported once, then silent until re-armed with `reregister`.
+    Oneshot,
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Trigger, String> {
+        match s {
+            "level" => Ok(Trigger::Level),
+            "edge" => Ok(Trigger::Edge),
+            "oneshot" => Ok(Trigger::Oneshot),
+            _ => Err(format!("unknown trigger {s:?}; use level, edge or oneshot")),
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Level => "level",
+            Trigger::Edge => "edge",
+            Trigger::Oneshot => "oneshot",
+        })
+    }
+}
+
+/// The readiness backends.
+///
+/// ```
+/// let b: iomux::Backend = "poll".parse().unwrap();
+/// assert_eq!(b.to_string(), "poll");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `select(2)` with fd_set bitmaps: descriptors below `FD_SETSIZE` (1024) only.
+    Select,
+    /// `poll(2)` (through `ppoll` for microsecond timeouts).
+    Poll,
+    /// `epoll(7)` with level, edge or one-shot triggering.
+    Epoll,
+    /// Signal-driven I/O (`O_ASYNC` + a real-time signal read from a
+    /// signalfd): edge-triggered only, bound to the thread that opens it.
+    Sigio,
+    /// io_uring poll requests: multishot (edge), re-armed single-shot (level)
+    /// or single-shot (one-shot); one `io_uring_enter` per wait.
+    Uring,
+}
+
+impl Backend {
+    /// Every backend, for tests, experiments and parsers that cover them all.
+    /// Check [`triggers`](Backend::triggers) before opening one in a mode:
+    /// sigio is edge-only (and one per thread), select and poll level-only,
+    /// and uring needs a kernel that allows io_uring.
+    ///
+    /// ```
+    /// use iomux::Backend;
+    /// assert_eq!(Backend::ALL.len(), 5);
+    /// for b in Backend::ALL {
+    ///     assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+    /// }
+    /// ```
+    pub const ALL: [Backend; 5] = [
+        Backend::Select,
+        Backend::Poll,
+        Backend::Epoll,
+        Backend::Sigio,
+        Backend::Uring,
+    ];
+
+    /// The triggers this backend supports.
+    ///
+    /// ```
+    /// assert_eq!(iomux::Backend::Poll.triggers(), &[iomux::Trigger::Level]);
+    /// ```
+    pub fn triggers(self) -> &'static [Trigger] {
+        match self {
+            Backend::Epoll | Backend::Uring => &[Trigger::Level, Trigger::Edge, Trigger::Oneshot],
+            Backend::Sigio => &[Trigger::Edge],
+            _ => &[Trigger::Level],
+        }
+    }
+
+    /// Check that this backend supports `trigger`, with an error naming the
+    /// triggers it has and the backends that have `trigger`.
+    ///
+    /// ```
+    /// let err = iomux::Backend::Select.check_trigger(iomux::Trigger::Edge).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "the select selector supports level only, not edge; epoll, sigio and uring support edge"
+    /// );
+    /// assert!(iomux::Backend::Epoll.check_trigger(iomux::Trigger::Edge).is_ok());
+    /// ```
+    pub fn check_trigger(self, trigger: Trigger) -> io::Result<()> {
+        if self.triggers().contains(&trigger) {
+            return Ok(());
+        }
+        let why = match self {
+            Backend::Sigio => " (signals report changes, not states)",
+            _ => "",
+        };
+        let only = self.triggers()[0];
+        let mut having: Vec<String> = Backend::ALL
+            .iter()
+            .filter(|b| b.triggers().contains(&trigger))
+            .map(|b| b.to_string())
+            .collect();
+        let last = having.pop().unwrap_or_default();
+        let having = match having.is_empty() {
+            true => last,
+            false => format!("{} and {last}", having.join(", ")),
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the {self} selector supports {only} only{why}, not {trigger}; {having} support {trigger}"),
+        ))
+    }
+
+    /// Open a selector of this backend.
+    ///
+    /// ```
+    /// use iomux::Selector;
+    /// let s = iomux::Backend::Poll.open(iomux::Trigger::Level).unwrap();
+    /// assert_eq!(s.len(), 0);
+    /// ```
+    pub fn open(self, trigger: Trigger) -> io::Result<AnySelector> {
+        self.check_trigger(trigger)?;
+        Ok(match self {
+            Backend::Select => AnySelector::Select(SelectSelector::new()?),
+            Backend::Poll => AnySelector::Poll(PollSelector::new()?),
+            Backend::Epoll => AnySelector::Epoll(EpollSelector::new(trigger)?),
+            Backend::Sigio => AnySelector::Sigio(SigioSelector::new()?),
+            Backend::Uring => AnySelector::Uring(UringSelector::new(trigger)?),
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "select" => Ok(Backend::Select),
+            "poll" => Ok(Backend::Poll),
+            "epoll" => Ok(Backend::Epoll),
+            "sigio" => Ok(Backend::Sigio),
+            "uring" => Ok(Backend::Uring),
+            _ => Err(format!(
+                "unknown selector backend {s:?}; use select, poll, epoll, sigio or uring"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Select => "select",
+            Backend::Poll => "poll",
+            Backend::Epoll => "epoll",
+            Backend::Sigio => "sigio",
+            Backend::Uring => "uring",
+        })
+    }
+}
