@@ -255,12 +255,8 @@ fn start(
     signals: libc::sigset_t,
 ) -> io::Result<()> {
     let server = match args.proto {
-        ProtoArg::Echo => {
-            Server::start(config.clone(), engine, Echo::plain)?
-        }
-        ProtoArg::Upper => {
-            Server::start(config.clone(), engine, Echo::upper)?
-        }
+        ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
+        ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
         ProtoArg::Http => {
             let http = HttpConfig::leak(HttpLimits {
                 max_request_line: args.max_request_line,

@@ -99,7 +99,10 @@ fn the_tests_engine_list_covers_every_engine() {
         .filter(|(_, flags, _)| !flags.contains(&"--threads"))
         .map(|(name, flags, _)| {
             let backend = flags[1];
-            let trigger = flags.iter().position(|f| *f == "--trigger").map(|i| flags[i + 1]);
+            let trigger = flags
+                .iter()
+                .position(|f| *f == "--trigger")
+                .map(|i| flags[i + 1]);
             let engine = match trigger {
                 Some(t) => format!("{backend}-{t}").parse(),
                 None => backend.parse(),

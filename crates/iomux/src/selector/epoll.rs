@@ -12,8 +12,10 @@ use std::time::Duration;
 
 /// A selector over epoll, in level, edge or one-shot mode.
 ///
-/// Every registration also asks for `EPOLLRDHUP`, so a peer's half-close is
-/// reported as [`Event::is_read_closed`]. Timeouts go through `epoll_pwait2`
+/// A registration with read interest also asks for `EPOLLRDHUP`, so a peer's
+/// half-close is reported as [`Event::is_read_closed`]; one without read
+/// interest does not, or a level-triggered wait would report the half-close
+/// on every pass while the caller is not reading (a spin). Timeouts go through `epoll_pwait2`
 /// (nanoseconds) where the kernel has it, else `epoll_wait` rounded up to the
 /// next millisecond so that a wait never ends early.
 ///
@@ -237,9 +239,10 @@ impl AsFd for BaseSelector<Epoll> {
 
 /// The epoll flags of a registration.
 fn flags(interest: Interest, trigger: Trigger) -> u32 {
-    let mut flags = libc::EPOLLRDHUP as u32;
+    let mut flags = 0;
     if interest.is_readable() {
-        flags |= libc::EPOLLIN as u32;
+        // The half-close is news for a reader only (see EpollSelector).
+        flags |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
     }
     if interest.is_writable() {
         flags |= libc::EPOLLOUT as u32;

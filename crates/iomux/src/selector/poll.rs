@@ -58,9 +58,11 @@ impl BaseSelector<Poll> {
 }
 
 pub(super) fn poll_events(interest: Interest) -> libc::c_short {
-    let mut events = libc::POLLRDHUP;
+    let mut events = 0;
     if interest.is_readable() {
-        events |= libc::POLLIN | libc::POLLPRI;
+        // The half-close is news for a reader only: asked without read
+        // interest, a peer's FIN would end every wait while nobody reads.
+        events |= libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
     }
     if interest.is_writable() {
         events |= libc::POLLOUT;
