@@ -37,6 +37,11 @@ mod table;
 mod threads;
 mod uring;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
+
 pub use iomux_proto::{Command, ConnId, Context, Protocol, Service, Step};
 pub use shutdown::Shutdown;
 pub use stats::LoopStats;
