@@ -55,7 +55,13 @@ impl Service for Member {
                 self.room.lock().unwrap().insert(me, nick.to_string());
                 continue;
             }
-            let name = self.room.lock().unwrap().get(&me).cloned().unwrap_or_default();
+            let name = self
+                .room
+                .lock()
+                .unwrap()
+                .get(&me)
+                .cloned()
+                .unwrap_or_default();
             self.broadcast(me, format!("{name}: {text}\n").as_bytes(), cx);
         }
         cx.set_timer(0, SILENCE); // activity resets the silence timer
@@ -73,7 +79,9 @@ impl Service for Member {
 }
 
 fn main() -> std::io::Result<()> {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "epoll-edge".into());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "epoll-edge".into());
     let engine: Engine = name.parse().map_err(std::io::Error::other)?;
     if !engine.carries_out_commands() {
         eprintln!("{engine} cannot deliver to other connections; try epoll-edge or uring");

@@ -3,9 +3,13 @@
 //! of another loop is posted to that loop's mailbox, and its waker makes the
 //! loop take it on its next pass.
 
-use iomux::Waker;
-use iomux_proto::Command;
+use crate::session::Session;
+use crate::stats::LoopStats;
+use crate::table::Timers;
+use iomux::{Token, Waker};
+use iomux_proto::{Command, Service};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 /// The mailboxes of every loop of a server.
 #[derive(Debug, Default)]
@@ -63,6 +67,85 @@ impl Hub {
         if let Some(mailbox) = self.loops.get(index) {
             let mut queue = mailbox.queue.lock().unwrap_or_else(|p| p.into_inner());
             into.append(&mut queue);
+        }
+    }
+}
+
+/// What a loop does with its connections' commands: the caller's own timers
+/// are set or cancelled at once, a command for a connection of another loop
+/// is posted there, and the rest (writes to and closes of this loop's
+/// connections) are left in [`Dispatch::local`] for the engine, which knows
+/// how it sends and closes.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    /// Commands for connections of this loop, by their token.
+    pub local: Vec<(Token, Command)>,
+    /// Mail taken from the hub, reused pass after pass.
+    mail: Vec<Command>,
+}
+
+/// Where a loop's commands may go: its place among the server's loops and
+/// the hub that reaches the others.
+#[derive(Clone, Copy)]
+pub(crate) struct Route<'a> {
+    pub index: usize,
+    pub hub: &'a Hub,
+}
+
+impl Dispatch {
+    /// Sort the commands of a call on `caller` (whose session, if it is
+    /// still there, is `session`), emptying `commands`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sort<P: Service>(
+        &mut self,
+        commands: &mut Vec<Command>,
+        caller: Token,
+        mut session: Option<&mut Session<P>>,
+        timers: &mut Timers,
+        now: Instant,
+        route: Route,
+        stats: &mut LoopStats,
+    ) {
+        for command in commands.drain(..) {
+            match command {
+                Command::SetTimer { key, after } => {
+                    if let Some(session) = session.as_deref_mut() {
+                        let id = timers.insert_key(now + after, caller, key);
+                        if let Some(old) = session.set_timer(key, id) {
+                            timers.cancel(old);
+                        }
+                    }
+                }
+                Command::CancelTimer(key) => {
+                    if let Some(id) = session.as_deref_mut().and_then(|s| s.cancel_timer(key)) {
+                        timers.cancel(id);
+                    }
+                }
+                other => self.route(other, route, stats),
+            }
+        }
+    }
+
+    /// Take this loop's mail from the hub into [`Dispatch::local`].
+    pub(crate) fn take_mail(&mut self, route: Route, stats: &mut LoopStats) {
+        let mut mail = std::mem::take(&mut self.mail);
+        route.hub.take(route.index, &mut mail);
+        for command in mail.drain(..) {
+            self.route(command, route, stats);
+        }
+        self.mail = mail;
+    }
+
+    fn route(&mut self, command: Command, route: Route, stats: &mut LoopStats) {
+        let target = match &command {
+            Command::Send { to, .. } => *to,
+            Command::Close(id) => *id,
+            _ => return,
+        };
+        if target.loop_index() == route.index {
+            self.local.push((Token(target.token()), command));
+        } else if !route.hub.post(command) {
+            stats.misaddressed += 1;
         }
     }
 }

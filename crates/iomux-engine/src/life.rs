@@ -29,6 +29,16 @@ pub(crate) struct LoopContext<F> {
     pub started: Started,
 }
 
+impl<F> LoopContext<F> {
+    /// Where this loop's protocols' commands may go.
+    pub(crate) fn route(&self) -> crate::hub::Route<'_> {
+        crate::hub::Route {
+            index: self.index,
+            hub: &self.hub,
+        }
+    }
+}
+
 #[cfg(test)]
 impl<F> LoopContext<F> {
     /// A loop's context outside a `Server` (unit tests of one loop).

@@ -8,6 +8,7 @@
 //! is the [`Session`]'s: this loop only moves bytes and readiness.
 
 use crate::buffer::BufPool;
+use crate::hub::Dispatch;
 use crate::life::{LoopClock, LoopContext};
 use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
 use crate::sock::{input_waiting, read_append, send_available, set_cork, shutdown_write};
@@ -128,8 +129,8 @@ struct Reactor<S, P, F> {
     expired: Vec<(Token, u64)>,
     /// What protocols asked for during the current call.
     commands: Vec<Command>,
-    /// Mail from other loops, taken when the waker fires.
-    mail: Vec<Command>,
+    /// Sorts protocols' commands: timers, this loop's, other loops'.
+    dispatch: Dispatch,
     /// Connections given output by another connection: flushed at the end
     /// of the pass, all of one pass's output in one send.
     to_flush: Vec<Token>,
@@ -161,7 +162,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             timers: Timers::new(clock.now, cx.config.idle_timeout),
             expired: Vec::new(),
             commands: Vec::new(),
-            mail: Vec::new(),
+            dispatch: Dispatch::default(),
             to_flush: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(2 * FLUSH_AT),
@@ -607,75 +608,52 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// Carry out what a protocol asked for during a call on `caller`.
     fn run_commands(&mut self, caller: Token) {
-        if self.commands.is_empty() {
-            return;
+        if !self.commands.is_empty() {
+            let session = self.conns.get_mut(caller).map(|c| &mut c.session);
+            let route = self.cx.route();
+            let (now, timers, stats) = (self.clock.now, &mut self.timers, &mut self.stats);
+            self.dispatch.sort(
+                &mut self.commands,
+                caller,
+                session,
+                timers,
+                now,
+                route,
+                stats,
+            );
         }
-        let mut commands = std::mem::take(&mut self.commands);
-        for command in commands.drain(..) {
-            match command {
-                Command::SetTimer { key, after } => {
-                    let at = self.clock.now + after;
-                    let Some(conn) = self.conns.get_mut(caller) else {
-                        continue;
-                    };
-                    let id = self.timers.insert_key(at, caller, key);
-                    if let Some(old) = conn.session.set_timer(key, id) {
-                        self.timers.cancel(old);
-                    }
-                }
-                Command::CancelTimer(key) => {
-                    let conn = self.conns.get_mut(caller);
-                    if let Some(id) = conn.and_then(|c| c.session.cancel_timer(key)) {
-                        self.timers.cancel(id);
-                    }
-                }
-                other => self.route(other),
-            }
-        }
-        self.commands = commands;
-    }
-
-    /// A command about a connection, from this loop or another: carry it out
-    /// here, or post it to the loop that serves its target.
-    fn route(&mut self, command: Command) {
-        let target = match &command {
-            Command::Send { to, .. } => *to,
-            Command::Close(id) => *id,
-            _ => return,
-        };
-        if target.loop_index() != self.cx.index {
-            if !self.cx.hub.post(command) {
-                self.stats.misaddressed += 1;
-            }
-            return;
-        }
-        let token = Token(target.token());
-        let Some(conn) = self.conns.get_mut(token) else {
-            return; // gone meanwhile
-        };
-        match command {
-            Command::Send { bytes, .. } => {
-                let now = self.clock.now;
-                if !conn.session.push_output(&bytes, &mut env!(self, now)) {
-                    self.stats.output_overflows += 1;
-                    self.close(token);
-                    return;
-                }
-            }
-            Command::Close(_) => conn.session.request_close(),
-            _ => {}
-        }
-        self.to_flush.push(token);
+        self.run_local();
     }
 
     /// Mail from other loops' connections.
     fn take_mail(&mut self) {
-        self.cx.hub.take(self.cx.index, &mut self.mail);
-        let mut mail = std::mem::take(&mut self.mail);
-        for command in mail.drain(..) {
-            self.route(command);
+        self.dispatch.take_mail(self.cx.route(), &mut self.stats);
+        self.run_local();
+    }
+
+    /// Writes to and closes of this loop's connections that protocols asked
+    /// for: sent at the end of the pass, with everything else each got.
+    fn run_local(&mut self) {
+        let mut local = std::mem::take(&mut self.dispatch.local);
+        for (token, command) in local.drain(..) {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue; // gone meanwhile
+            };
+            match command {
+                Command::Send { bytes, .. } => {
+                    let now = self.clock.now;
+                    if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+                        self.stats.output_overflows += 1;
+                        self.close(token);
+                        continue;
+                    }
+                }
+                Command::Close(_) => conn.session.request_close(),
+                _ => {}
+            }
+            self.to_flush.push(token);
         }
-        self.mail = mail;
+        self.dispatch.local = local;
     }
 
     /// Send what other connections gave this pass, one send per connection.

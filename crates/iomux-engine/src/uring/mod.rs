@@ -32,6 +32,7 @@ mod bufring;
 mod ring;
 
 use crate::buffer::BufPool;
+use crate::hub::Dispatch;
 use crate::life::{admit, LoopClock, LoopContext};
 use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
 use crate::sock::{input_waiting, shutdown_write};
@@ -110,8 +111,8 @@ struct Loop<P, F> {
     expired: Vec<(Token, u64)>,
     /// What protocols asked for during the current call.
     commands: Vec<Command>,
-    /// Mail from other loops, taken when the waker fires.
-    mail: Vec<Command>,
+    /// Sorts protocols' commands: timers, this loop's, other loops'.
+    dispatch: Dispatch,
     timeout_spec: Box<types::Timespec>,
     timeout_armed: Option<Instant>,
     timeout_generation: u32,
@@ -180,7 +181,7 @@ where
         timers: Timers::new(clock.now, cx.config.idle_timeout),
         expired: Vec::new(),
         commands: Vec::new(),
-        mail: Vec::new(),
+        dispatch: Dispatch::default(),
         timeout_spec: Box::new(types::Timespec::new()),
         timeout_armed: None,
         timeout_generation: 0,
@@ -863,88 +864,56 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Carry out what a protocol asked for during a call on `caller`.
     fn run_commands(&mut self, caller: Token) -> io::Result<()> {
-        if self.commands.is_empty() {
-            return Ok(());
+        if !self.commands.is_empty() {
+            let session = self.conns.get_mut(caller).map(|c| &mut c.session);
+            let route = self.cx.route();
+            let (now, timers, stats) = (self.clock.now, &mut self.timers, &mut self.stats);
+            self.dispatch.sort(
+                &mut self.commands,
+                caller,
+                session,
+                timers,
+                now,
+                route,
+                stats,
+            );
         }
-        let mut commands = std::mem::take(&mut self.commands);
-        let mut result = Ok(());
-        for command in commands.drain(..) {
-            match command {
-                Command::SetTimer { key, after } => {
-                    let at = self.clock.now + after;
-                    let Some(conn) = self.conns.get_mut(caller) else {
-                        continue;
-                    };
-                    let id = self.timers.insert_key(at, caller, key);
-                    if let Some(old) = conn.session.set_timer(key, id) {
-                        self.timers.cancel(old);
-                    }
-                }
-                Command::CancelTimer(key) => {
-                    let conn = self.conns.get_mut(caller);
-                    if let Some(id) = conn.and_then(|c| c.session.cancel_timer(key)) {
-                        self.timers.cancel(id);
-                    }
-                }
-                other => {
-                    if let Err(e) = self.route(other) {
-                        result = Err(e);
-                    }
-                }
-            }
-        }
-        self.commands = commands;
-        result
-    }
-
-    /// A command about a connection, from this loop or another: carry it out
-    /// here, or post it to the loop that serves its target.
-    fn route(&mut self, command: Command) -> io::Result<()> {
-        let target = match &command {
-            Command::Send { to, .. } => *to,
-            Command::Close(id) => *id,
-            _ => return Ok(()),
-        };
-        if target.loop_index() != self.cx.index {
-            if !self.cx.hub.post(command) {
-                self.stats.misaddressed += 1;
-            }
-            return Ok(());
-        }
-        let token = Token(target.token());
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(()); // gone meanwhile
-        };
-        if conn.dead {
-            return Ok(());
-        }
-        match command {
-            Command::Send { bytes, .. } => {
-                let now = self.clock.now;
-                if !conn.session.push_output(&bytes, &mut env!(self, now)) {
-                    self.stats.output_overflows += 1;
-                    return self.close(token);
-                }
-            }
-            Command::Close(_) => conn.session.request_close(),
-            _ => {}
-        }
-        // Sent (or finished) at the end of the pass, with everything else it got.
-        self.mark_dirty(token);
-        Ok(())
+        self.run_local()
     }
 
     /// Mail from other loops' connections.
     fn take_mail(&mut self) -> io::Result<()> {
-        self.cx.hub.take(self.cx.index, &mut self.mail);
-        let mut mail = std::mem::take(&mut self.mail);
+        self.dispatch.take_mail(self.cx.route(), &mut self.stats);
+        self.run_local()
+    }
+
+    /// Writes to and closes of this loop's connections that protocols asked
+    /// for: sent (or finished) at the end of the pass, with everything else
+    /// each got.
+    fn run_local(&mut self) -> io::Result<()> {
+        let mut local = std::mem::take(&mut self.dispatch.local);
         let mut result = Ok(());
-        for command in mail.drain(..) {
-            if let Err(e) = self.route(command) {
-                result = Err(e);
+        for (token, command) in local.drain(..) {
+            let Some(conn) = self.conns.get_mut(token).filter(|c| !c.dead) else {
+                continue; // gone meanwhile
+            };
+            match command {
+                Command::Send { bytes, .. } => {
+                    let now = self.clock.now;
+                    if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+                        self.stats.output_overflows += 1;
+                        if let Err(e) = self.close(token) {
+                            result = Err(e);
+                        }
+                        continue;
+                    }
+                }
+                Command::Close(_) => conn.session.request_close(),
+                _ => {}
             }
+            self.mark_dirty(token);
         }
-        self.mail = mail;
+        self.dispatch.local = local;
         result
     }
 
