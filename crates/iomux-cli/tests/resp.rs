@@ -6,9 +6,10 @@
 //! These tests need redis-cli and redis-benchmark; without them they fail
 //! and say how to install them (CI installs them itself).
 
+#[macro_use]
 mod common;
 
-use common::{eventually, ServerProcess, ALL_ENGINES};
+use common::{eventually, ServerProcess};
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -270,9 +271,8 @@ fn check_redis_benchmark(server: &ServerProcess, engine: &[&str], clients: usize
     );
 }
 
-#[test]
-fn redis_cli_and_redis_benchmark_on_every_engine() {
-    for engine in ALL_ENGINES {
+fn redis_cli_and_redis_benchmark(engine: &[&str]) {
+    {
         let mut args = vec!["--proto", "resp"];
         args.extend_from_slice(engine);
         let mut server = ServerProcess::start(&args);
@@ -286,6 +286,7 @@ fn redis_cli_and_redis_benchmark_on_every_engine() {
         assert!(server.stop().success(), "{engine:?}: unclean exit");
     }
 }
+for_engines!(redis_cli_and_redis_benchmark);
 
 /// Send raw bytes on a fresh connection; everything read until the server closes
 /// (or 5 s pass: then `closed` is false).
@@ -356,8 +357,7 @@ fn the_value_size_flag_limits_bulk_arguments() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--max-value-bytes"));
 }
 
-#[test]
-fn values_of_megabytes_round_trip_on_every_engine() {
+fn values_of_megabytes_round_trip(engine: &[&str]) {
     let value: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let mut request = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
     request.extend_from_slice(&value);
@@ -365,7 +365,7 @@ fn values_of_megabytes_round_trip_on_every_engine() {
     let mut expected = format!("+OK\r\n${}\r\n", value.len()).into_bytes();
     expected.extend_from_slice(&value);
     expected.extend_from_slice(b"\r\n+OK\r\n");
-    for engine in ALL_ENGINES {
+    {
         let mut args = vec!["--proto", "resp"];
         args.extend_from_slice(engine);
         let server = ServerProcess::start(&args);
@@ -383,6 +383,7 @@ fn values_of_megabytes_round_trip_on_every_engine() {
         );
     }
 }
+for_engines!(values_of_megabytes_round_trip);
 
 #[test]
 fn keys_expire_without_being_touched() {
@@ -401,11 +402,10 @@ fn keys_expire_without_being_touched() {
     assert_eq!(cli(&server, &["EXISTS", "later"], ""), "(integer) 1\n");
 }
 
-#[test]
-fn a_half_closed_client_gets_every_reply_on_every_engine() {
+fn a_half_closed_client_gets_every_reply(engine: &[&str]) {
     // As `printf 'SET a 1\r\nGET a\r\n' | nc`: the client stops sending
     // before it reads; every reply still arrives, then the server closes.
-    for engine in ALL_ENGINES {
+    {
         let mut args = vec!["--proto", "resp"];
         args.extend_from_slice(engine);
         let server = ServerProcess::start(&args);
@@ -421,3 +421,4 @@ fn a_half_closed_client_gets_every_reply_on_every_engine() {
         );
     }
 }
+for_engines!(a_half_closed_client_gets_every_reply);
