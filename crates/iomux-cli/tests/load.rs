@@ -129,7 +129,7 @@ fn http_responder(conns: usize) -> SocketAddr {
                     while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                         pending.drain(..end + 4);
                         n_served += 1;
-                        if n_served.is_multiple_of(2) {
+                        if n_served % 2 == 0 {
                             out.extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHello\r\n8\r\n, World!\r\n0\r\n\r\n");
                         } else {
                             out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!");

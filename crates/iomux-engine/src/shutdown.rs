@@ -156,7 +156,7 @@ impl Shutdown {
                     }
                     // A connection thread that has not run for a while has
                     // not stamped what arrived meanwhile: look at its socket.
-                    let quiet = w.activity.as_ref().is_none_or(|a| {
+                    let quiet = w.activity.as_ref().map_or(true, |a| {
                         let since = a.quiet_since_ms.load(Ordering::Acquire);
                         since != BUSY
                             && now_ms.saturating_sub(since) >= DRAIN_QUIET.as_millis() as u64
