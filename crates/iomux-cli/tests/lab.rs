@@ -250,7 +250,11 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in &newer {
         assert!(row[2..].iter().all(|c| number(c) >= 0.0), "{row:?}");
     }
-    let memory = csv(d, "memory.csv", "backend,conns,rss_kib_per_conn");
+    let memory = csv(
+        d,
+        "memory.csv",
+        "backend,conns,rss_kib_per_conn,rss_min,rss_max,rounds",
+    );
     for row in &memory {
         assert!(number(&row[1]) >= 1000.0, "{row:?}");
         number(&row[2]);

@@ -136,7 +136,7 @@ impl Axis {
 /// The canvas, and the strip on its right the legend goes in (so it never
 /// covers a point).
 const SIZE: (u32, u32) = (960, 480);
-const LEGEND_WIDTH: u32 = 190;
+const LEGEND_WIDTH: u32 = 210;
 
 /// A white SVG canvas.
 fn root(path: &Path) -> io::Result<Root<'_>> {

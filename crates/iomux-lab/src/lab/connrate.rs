@@ -59,7 +59,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let duration = duration.to_string();
     let slots = "32";
     let mut protos = vec!["echo"];
-    if ctx.http {
+    if ctx.http && !ctx.config.quick {
         protos.push("http");
     }
     let mut table = Table::new(&[

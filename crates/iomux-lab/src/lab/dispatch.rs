@@ -84,7 +84,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 // Enough passes for a stable mean without letting the large, slow cases dominate.
                 let passes = ctx.pick(
                     (400_000 / fds).clamp(200, 4000),
-                    (100_000 / fds).clamp(50, 1000),
+                    (50_000 / fds).clamp(30, 500),
                 );
                 let times: Vec<f64> =
                     measure_repeats(backend, trigger, fds, active, passes, repeats)?

@@ -102,8 +102,58 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         .into_iter()
         .chain(ENGINES.iter().copied().filter(Engine::is_newer))
         .collect();
-    let sizes: Vec<usize> = ctx.pick(vec![1000, 3000, 5000, 7000, 9000], vec![1000, 2000]);
-    let mut table = Table::new(&["backend", "conns", "rss_kib_per_conn"]);
+    let sizes: Vec<usize> = ctx.pick(vec![1000, 3000, 5000, 7000, 9000], vec![1000]);
+    let largest_size = *sizes.last().unwrap();
+    let mut points = Vec::new();
+    let mut notes: Vec<String> = ctx
+        .uring_skipped("The uring (completion) engine")
+        .into_iter()
+        .collect();
+    let engines: Vec<Engine> = engines
+        .into_iter()
+        .filter(|e| !(e.needs_uring() && ctx.uring_unavailable.is_some()))
+        .collect();
+    for &n in &sizes {
+        // Quick grid: the newer models at the smallest size only.
+        let here: Vec<Engine> = engines
+            .iter()
+            .copied()
+            .filter(|e| !(ctx.config.quick && e.is_newer() && n > sizes[0]))
+            .collect();
+        // Rounds (each starting one engine later) where the verdicts read.
+        let rounds = if n == largest_size { ctx.rounds().0 } else { 1 };
+        for round in 0..rounds {
+            for k in 0..here.len() {
+                let engine = here[(round + k) % here.len()];
+                ctx.progress(format_args!(
+                    "memory: round {}/{rounds}, {} with {n} idle connections",
+                    round + 1,
+                    engine.label()
+                ));
+                match measure(ctx, engine, n) {
+                    Ok(p) => points.push(p),
+                    Err(e) => notes.push(format!("{} at {n}: {e}", engine.label())),
+                }
+            }
+        }
+    }
+    let spread = |e: Engine, n: usize, f: fn(&Measured) -> f64| {
+        Spread::of(
+            &points
+                .iter()
+                .filter(|p| p.engine == e && p.conns == n)
+                .map(f)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut table = Table::new(&[
+        "backend",
+        "conns",
+        "rss_kib_per_conn",
+        "rss_min",
+        "rss_max",
+        "rounds",
+    ]);
     let mut kernel_table = Table::new(&[
         "backend",
         "conns",
@@ -111,70 +161,60 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         "tcp_sockets_delta",
         "tcp_mem_pages_delta",
     ]);
-    let mut points = Vec::new();
-    let mut notes: Vec<String> = ctx
-        .uring_skipped("The uring (completion) engine")
-        .into_iter()
-        .collect();
-    for &engine in &engines {
-        if engine.needs_uring() && ctx.uring_unavailable.is_some() {
-            continue;
-        }
+    for &e in &engines {
         for &n in &sizes {
-            // Quick grid: the newer models at the smallest size only.
-            if ctx.config.quick && engine.is_newer() && n > sizes[0] {
+            let Some(rss) = spread(e, n, |p| p.rss_per_conn) else {
                 continue;
-            }
-            ctx.progress(format_args!(
-                "memory: {} with {n} idle connections",
-                engine.label()
-            ));
-            match measure(ctx, engine, n) {
-                Ok(p) => {
-                    table.push(vec![
-                        engine.backend.into(),
-                        n.to_string(),
-                        format!("{:.2}", p.rss_per_conn),
-                    ]);
-                    kernel_table.push(vec![
-                        engine.backend.into(),
-                        n.to_string(),
-                        format!("{:.2}", p.slab_per_conn),
-                        format!("{:.0}", p.inuse_delta),
-                        format!("{:.0}", p.mem_pages_delta),
-                    ]);
-                    points.push(p);
-                }
-                Err(e) => notes.push(format!("{} at {n}: {e}", engine.label())),
-            }
+            };
+            let med = |f: fn(&Measured) -> f64| spread(e, n, f).map_or(f64::NAN, |s| s.median);
+            let count = points
+                .iter()
+                .filter(|p| p.engine == e && p.conns == n)
+                .count();
+            table.push(vec![
+                e.backend.into(),
+                n.to_string(),
+                format!("{:.2}", rss.median),
+                format!("{:.2}", rss.lo),
+                format!("{:.2}", rss.hi),
+                count.to_string(),
+            ]);
+            kernel_table.push(vec![
+                e.backend.into(),
+                n.to_string(),
+                format!("{:.2}", med(|p| p.slab_per_conn)),
+                format!("{:.0}", med(|p| p.inuse_delta)),
+                format!("{:.0}", med(|p| p.mem_pages_delta)),
+            ]);
         }
     }
-    let one = |x: f64| Spread::exact(x);
     let series: Vec<Series> = engines
         .iter()
-        .filter(|e| points.iter().any(|p| p.engine == **e))
-        .map(|e| Series {
+        .map(|&e| Series {
             label: format!("{} (process RSS)", e.backend),
-            points: points
+            points: sizes
                 .iter()
-                .filter(|p| p.engine == *e)
-                .map(|p| Point {
-                    x: p.conns as f64,
-                    y: one(p.rss_per_conn),
+                .filter_map(|&n| {
+                    Some(Point {
+                        x: n as f64,
+                        y: spread(e, n, |p| p.rss_per_conn)?,
+                    })
                 })
                 .collect(),
         })
         .chain(std::iter::once(Series {
-            label: "kernel slab, both ends (epoll runs)".into(),
-            points: points
+            label: "kernel slab (both ends)".into(),
+            points: sizes
                 .iter()
-                .filter(|p| p.engine == epoll)
-                .map(|p| Point {
-                    x: p.conns as f64,
-                    y: one(p.slab_per_conn),
+                .filter_map(|&n| {
+                    Some(Point {
+                        x: n as f64,
+                        y: spread(epoll, n, |p| p.slab_per_conn)?,
+                    })
                 })
                 .collect(),
         }))
+        .filter(|s| !s.points.is_empty())
         .collect();
     let file = "memory.svg";
     chart::lines(
@@ -184,19 +224,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         "KiB per connection",
         &series,
     )?;
-    let largest = |e: Engine| {
-        points
-            .iter()
-            .filter(|p| p.engine == e)
-            .max_by_key(|p| p.conns)
-    };
-    let at = |e: Engine, conns: usize| points.iter().find(|p| p.engine == e && p.conns == conns);
-    let pair = |a: Engine| {
-        let p = largest(a)?;
-        Some((p.conns, p.rss_per_conn, at(epoll, p.conns)?.rss_per_conn))
-    };
+    let rss_at = |e: Engine| Some(spread(e, largest_size, |p| p.rss_per_conn)?.median);
+    let pair = |a: Engine| Some((largest_size, rss_at(a)?, rss_at(epoll)?));
     let verdicts = vec![
-        judge::kernel_memory(largest(epoll).map(|p| (p.conns, p.slab_per_conn, p.rss_per_conn))),
+        judge::kernel_memory(
+            spread(epoll, largest_size, |p| p.slab_per_conn)
+                .zip(rss_at(epoll))
+                .map(|(slab, rss)| (largest_size, slab.median, rss)),
+        ),
         judge::thread_memory(pair(threads)),
         match (uring, &ctx.uring_unavailable) {
             (Some(u), None) => judge::completion_buffers(pair(u)),
@@ -206,7 +241,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     Ok(Section {
         name: "memory",
         title: "Memory per idle connection",
-        method: "For each engine and count, a fresh `iomux serve --proto echo` is started; `iomux load --conns 0 --idle N` opens N connections and holds them; once the server holds N more descriptors, its VmRSS (/proc/PID/status), the kernel's Slab (/proc/meminfo) and /proc/net/sockstat are read again. Figures are the growth divided by N. `sigio` is the event loop over signal-driven readiness (per connection the same state as epoll's, plus the O_ASYNC owner set on the socket); `uring` is the io_uring completion engine, whose receive buffers come from one provided-buffer ring per loop, set up when the loop starts, not per connection.".into(),
+        method: "For each engine and count, a fresh `iomux serve --proto echo` is started; `iomux load --conns 0 --idle N` opens N connections and holds them; once the server holds N more descriptors, its VmRSS (/proc/PID/status), the kernel's Slab (/proc/meminfo) and /proc/net/sockstat are read again. Figures are the growth divided by N; at the largest N, the median of rounds (each starting one engine later), with the range. `sigio` is the event loop over signal-driven readiness (per connection the same state as epoll's, plus the O_ASYNC owner set on the socket); `uring` is the io_uring completion engine, whose receive buffers come from one provided-buffer ring per loop, set up when the loop starts, not per connection.".into(),
         tables: vec![
             ("Server resident memory per idle connection (KiB)".into(), table, Some("memory.csv".into())),
             ("Kernel memory (both ends of each loopback connection)".into(), kernel_table, Some("kernel_memory.csv".into())),

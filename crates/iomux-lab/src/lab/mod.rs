@@ -201,7 +201,7 @@ impl Ctx {
 
     /// Rounds per point, and seconds per run.
     pub(crate) fn rounds(&self) -> (usize, f64) {
-        self.pick((5, 1.0), (3, 0.4))
+        self.pick((3, 1.0), (3, 0.3))
     }
 }
 

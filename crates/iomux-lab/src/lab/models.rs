@@ -24,7 +24,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     };
     // Long enough for a thread-per-connection server to start its threads:
     // in 0.4 s on one core it had not answered any of 1,000 connections.
-    let (rounds, duration) = ctx.pick((ctx.rounds().0, 2.0), (2, 1.0));
+    let (rounds, duration) = ctx.pick((ctx.rounds().0, 2.0), (2, 0.8));
     let mut notes = Vec::new();
     let mut cells = Vec::new();
     for &n in &counts {

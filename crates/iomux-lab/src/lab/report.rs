@@ -154,7 +154,8 @@ impl Spread {
         })
     }
 
-    /// One exact value (a range of width zero).
+    /// One exact value (a range of width zero), for tests.
+    #[cfg(test)]
     pub(crate) fn exact(x: f64) -> Spread {
         Spread {
             median: x,
