@@ -81,13 +81,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     ]);
     let mut best = None;
     for c in &all {
-        let runs = c.of(engine);
-        let (Some(rps), Some(cpu)) = (
-            c.spread(engine, |r| r.rps),
-            c.spread(engine, |r| r.cpu_us_per_req()),
-        ) else {
+        let Some(sum) = c.summary(engine) else {
             continue;
         };
+        let (runs, rps, cpu) = (&sum.runs, sum.rps, sum.cpu);
         table.push(vec![
             c.load.proto.into(),
             c.load.pipeline.to_string(),
@@ -98,7 +95,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             format!("{:.0}", rps.hi),
             format!("{:.2}", cpu.median),
             runs.len().to_string(),
-            usual_bound(&runs).as_str().into(),
+            usual_bound(runs).as_str().into(),
         ]);
         if c.load.idle == 0
             && !best
@@ -115,7 +112,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                     c.load.pipeline,
                     runs.len(),
                 ),
-                usual_bound(&runs),
+                usual_bound(runs),
             ));
         }
     }

@@ -445,7 +445,7 @@ pub(crate) fn level_edge(cpu_ratio: Option<Spread>, rounds: usize, counters: &st
     let how = match outcome {
         Outcome::Confirmed => "edge cost less CPU per request in every round, by more than 2%",
         Outcome::Refuted => "in no round did edge cost 2% less CPU per request than level",
-        _ => "the rounds disagree",
+        _ => "edge was more than 2% cheaper in some rounds and not in others",
     };
     verdict(
         LEVEL_EDGE_CLAIM,

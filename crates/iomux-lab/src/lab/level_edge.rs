@@ -52,24 +52,21 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     ]);
     for c in &cells {
         for &e in epolls.iter() {
-            let runs = c.of(e);
-            let (Some(rps), Some(cpu)) =
-                (c.spread(e, |r| r.rps), c.spread(e, |r| r.cpu_us_per_req()))
-            else {
+            let Some(sum) = c.summary(e) else {
                 continue;
             };
-            let per = |k: &str| format!("{:.3}", per_request(runs.iter().copied(), k));
+            let (rps, cpu) = (sum.rps, sum.cpu);
             table.push(vec![
                 e.trigger.into(),
                 c.load.proto.into(),
                 c.load.idle.to_string(),
                 format!("{:.0}", rps.median),
                 format!("{:.2}", cpu.median),
-                per("waits"),
-                per("events"),
-                per("reads"),
-                per("read_eagain"),
-                per("writes"),
+                sum.per("waits"),
+                sum.per("events"),
+                sum.per("reads"),
+                sum.per("read_eagain"),
+                sum.per("writes"),
             ]);
         }
     }

@@ -389,3 +389,28 @@ fn render(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiments_are_found_by_name_and_an_unknown_name_is_an_error() {
+        for (i, e) in EXPERIMENTS.iter().enumerate() {
+            assert_eq!(experiment(e.name).unwrap().name, e.name);
+            assert!(
+                !EXPERIMENTS[i + 1..].iter().any(|o| o.name == e.name),
+                "{} twice",
+                e.name
+            );
+        }
+        let Err(err) = experiment("nope") else {
+            panic!("an unknown experiment was found");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("choose from dispatch, syscalls"),
+            "{err}"
+        );
+    }
+}

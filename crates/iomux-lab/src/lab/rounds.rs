@@ -186,6 +186,21 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
     })
 }
 
+/// One engine's runs in some rounds: requests/s and server CPU per request
+/// (median and range).
+pub(crate) struct Summary<'a> {
+    pub runs: Vec<&'a Run>,
+    pub rps: Spread,
+    pub cpu: Spread,
+}
+
+impl Summary<'_> {
+    /// Counter `key` per request over the runs, formatted for a table.
+    pub(crate) fn per(&self, key: &str) -> String {
+        format!("{:.3}", per_request(self.runs.iter().copied(), key))
+    }
+}
+
 /// Rounds of one run per engine under one load.
 #[derive(Debug, Clone)]
 pub(crate) struct Rounds {
@@ -244,6 +259,15 @@ impl Rounds {
             return Vec::new();
         };
         self.runs.iter().filter_map(|r| r[k].as_ref()).collect()
+    }
+
+    /// `engine`'s runs and their spreads, or `None` when it has none.
+    pub(crate) fn summary(&self, engine: Engine) -> Option<Summary<'_>> {
+        Some(Summary {
+            rps: self.spread(engine, |r| r.rps)?,
+            cpu: self.spread(engine, |r| r.cpu_us_per_req())?,
+            runs: self.of(engine),
+        })
     }
 
     /// The spread of `f` over `engine`'s runs.

@@ -117,13 +117,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let mut errors = Table::new(&["backend", "trigger", "proto", "idle", "requests", "errors"]);
     for c in &grid {
         for &engine in &c.engines {
-            let runs = c.of(engine);
-            let (Some(rps), Some(cpu)) = (
-                c.spread(engine, |r| r.rps),
-                c.spread(engine, |r| r.cpu_us_per_req()),
-            ) else {
+            let Some(sum) = c.summary(engine) else {
                 continue;
             };
+            let (runs, rps, cpu) = (&sum.runs, sum.rps, sum.cpu);
             let med = |f: fn(&super::rounds::Run) -> f64| {
                 c.spread(engine, f).map_or(f64::NAN, |s| s.median)
             };
@@ -143,7 +140,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                 format!("{:.2}", cpu.lo),
                 format!("{:.2}", cpu.hi),
                 runs.len().to_string(),
-                usual_bound(&runs).as_str().into(),
+                usual_bound(runs).as_str().into(),
                 format!("{:.2}", med(|r| r.client_cpu_us_per_req())),
             ]);
             let (requests, errs) = runs
@@ -298,23 +295,19 @@ fn newer_models(ctx: &Ctx, grid: &[Rounds]) -> (Option<Table>, Vec<Verdict>) {
         "writes_per_req",
     ]);
     for engine in std::iter::once(epoll).chain(newer.iter().copied()) {
-        let runs = c.of(engine);
-        let (Some(rps), Some(cpu)) = (
-            c.spread(engine, |r| r.rps),
-            c.spread(engine, |r| r.cpu_us_per_req()),
-        ) else {
+        let Some(sum) = c.summary(engine) else {
             continue;
         };
-        let per = |k: &str| format!("{:.3}", per_request(runs.iter().copied(), k));
+        let (rps, cpu) = (sum.rps, sum.cpu);
         table.push(vec![
             engine.backend.into(),
             engine.trigger.into(),
             format!("{:.0}", rps.median),
             format!("{:.2}", cpu.median),
-            per("waits"),
-            per("events"),
-            per("reads"),
-            per("writes"),
+            sum.per("waits"),
+            sum.per("events"),
+            sum.per("reads"),
+            sum.per("writes"),
         ]);
     }
     let per = |e: Engine, k: &str| per_request(c.of(e), k);
