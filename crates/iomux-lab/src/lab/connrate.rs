@@ -1,7 +1,7 @@
 //! Experiment: new connections accepted and answered per second.
 
 use super::chart;
-use super::cpu::{process_tree_seconds, CoreTimes};
+use super::cpu::{CoreTimes, CpuSample};
 use super::judge::{self, Bound};
 use super::report::{Section, Spread, Table};
 use super::Ctx;
@@ -18,7 +18,7 @@ fn measure(
 ) -> io::Result<(f64, f64, f64, f64, Bound)> {
     let mut server = ctx.server(&["--backend", "epoll", "--proto", proto, "--threads", threads])?;
     let load_threads = ctx.load_threads().to_string();
-    let (cpu0, cores0) = (process_tree_seconds(server.pid()), CoreTimes::now());
+    let (cpu0, cores0) = (CpuSample::of(server.pid()), CoreTimes::now());
     let load = ctx.load(
         server.addr,
         &[
@@ -33,12 +33,12 @@ fn measure(
             &load_threads,
         ],
     );
-    let (cpu1, cores1) = (process_tree_seconds(server.pid()), CoreTimes::now());
+    let (cpu1, cores1) = (CpuSample::of(server.pid()), CoreTimes::now());
     let _ = server.stop();
     let r = load?;
     let connects = r.get("connects");
     let cpu = match (cpu0, cpu1) {
-        (Ok(a), Ok(b)) if connects > 0.0 => (b - a) * 1e6 / connects,
+        (Ok(a), Ok(b)) if connects > 0.0 => a.until(&b) * 1e6 / connects,
         _ => f64::NAN,
     };
     let bound = Bound::of(

@@ -27,9 +27,46 @@ fn parse_stat(text: &str) -> Option<(u32, u64)> {
     Some((ppid, utime + stime))
 }
 
+/// A process's CPU time read two ways: utime + stime of it and every process
+/// below it (10 ms ticks, but counting threads that have exited), and the
+/// nanosecond on-CPU time of its live threads (/proc/PID/task/*/schedstat).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSample {
+    ticks_s: f64,
+    threads_s: f64,
+}
+
+impl CpuSample {
+    pub(crate) fn of(pid: u32) -> io::Result<CpuSample> {
+        Ok(CpuSample {
+            ticks_s: process_tree_seconds(pid)?,
+            threads_s: live_threads_seconds(pid),
+        })
+    }
+
+    /// CPU seconds from `self` to `later`: the larger of the two readings,
+    /// since ticks miss up to 10 ms and live threads miss those that exited.
+    pub(crate) fn until(&self, later: &CpuSample) -> f64 {
+        (later.ticks_s - self.ticks_s).max(later.threads_s - self.threads_s)
+    }
+}
+
+/// On-CPU nanoseconds (first field of schedstat) of `pid`'s live threads, in seconds.
+fn live_threads_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        / 1e9
+}
+
 /// CPU time (user + system, all threads) of `pid` and every process below
 /// it, in seconds.
-pub(crate) fn process_tree_seconds(pid: u32) -> io::Result<f64> {
+fn process_tree_seconds(pid: u32) -> io::Result<f64> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let (_, mut ticks) = parse_stat(&own)
         .ok_or_else(|| io::Error::other(format!("cannot parse /proc/{pid}/stat")))?;
@@ -156,6 +193,12 @@ mod tests {
     fn this_process_has_spent_some_cpu() {
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(30) {}
-        assert!(process_tree_seconds(std::process::id()).unwrap() > 0.0);
+        let a = CpuSample::of(std::process::id()).unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(3) {}
+        let b = CpuSample::of(std::process::id()).unwrap();
+        assert!(a.ticks_s > 0.0 && a.threads_s > 0.0, "{a:?}");
+        // 3 ms of spinning shows in nanoseconds even where ticks miss it.
+        assert!(a.until(&b) >= 0.002, "{a:?} {b:?}");
     }
 }

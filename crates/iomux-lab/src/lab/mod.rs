@@ -377,7 +377,7 @@ fn render(
             .to_string()
     } else {
         format!(
-            "Servers run pinned to cpu {:?} and load clients to cpus {:?} ({} client thread(s), one per core that is not the server's). For every throughput run the server's CPU time (utime + stime from /proc/PID/stat) and both sides' core busy shares (/proc/stat) are recorded; a run is server-bound when the server's core was at least {:.0}% busy and the client's was not, client-bound the other way round. Speed verdicts read server CPU per request. The machine may be shared with other work, which shows in the busy shares.\n\n",
+            "Servers run pinned to cpu {:?} and load clients to cpus {:?} ({} client thread(s), one per core that is not the server's). For every throughput run the server's CPU time (utime + stime of its processes from /proc/PID/stat, or its threads' nanosecond schedstat where that is larger: ticks are 10 ms), the load client's (getrusage of the waited child) and both sides' core busy shares (/proc/stat) are recorded; a run is server-bound when the server's core was at least {:.0}% busy and the client's was not, client-bound the other way round. Speed verdicts read server CPU per request. The machine may be shared with other work, which shows in the busy shares.\n\n",
             ctx.server_cpus, ctx.load_cpus, ctx.load_threads(), judge::SATURATED_PCT
         )
     };
