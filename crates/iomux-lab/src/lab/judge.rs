@@ -373,9 +373,7 @@ pub(crate) struct Capacity {
     pub best: Option<(Spread, String, Bound)>,
     /// Connections open in the largest run, and its requests/s.
     pub largest: Option<(usize, Spread)>,
-    /// The descriptor limit (getrlimit RLIMIT_NOFILE, soft) and why the
-    /// largest run stopped where it did.
-    pub limit: u64,
+    /// Why the largest run stopped where it did.
     pub largest_why: String,
 }
 
@@ -415,10 +413,7 @@ pub(crate) fn single_thread(c: &Capacity) -> Verdict {
         Some((n, s)) => {
             evidence += &format!(" With {n} connections open: {} req/s.", s.text());
             if *n < 50_000 {
-                evidence += &format!(
-                    " 50K connections were not tried: {} (descriptor limit {}).",
-                    c.largest_why, c.limit
-                );
+                evidence += &format!(" 50K connections were not tried: {}.", c.largest_why);
             }
         }
         None => evidence += &format!(" No run with many connections ({}).", c.largest_why),
@@ -929,7 +924,6 @@ mod tests {
         let cap = |best: Option<(f64, Bound)>, largest: Option<(usize, f64)>| Capacity {
             best: best.map(|(x, b)| (s(x), "echo".to_string(), b)),
             largest: largest.map(|(n, x)| (n, s(x))),
-            limit: 20_000,
             largest_why: "the descriptor limit".into(),
         };
         let v = |best, largest| single_thread(&cap(best, largest)).outcome;
