@@ -30,7 +30,7 @@ impl Growth {
         self.to.above(&self.from) && self.ratio() > GROWTH
     }
 
-    /// "3.0 us at 100 -> 9.0 (8.0-10) at 9000 (x3.00, grows)".
+    /// "3.00 us at 100 -> 9.00 (8.00-10.0) us at 9000 (x3.00, grows)".
     pub(crate) fn text(&self, unit: &str) -> String {
         format!(
             "{}{unit} at {} -> {}{unit} at {} (x{:.2}, {})",
@@ -41,8 +41,10 @@ impl Growth {
             self.ratio(),
             if self.grows() {
                 "grows"
+            } else if self.to.above(&self.from) {
+                "higher in every measurement, but by less than x1.5"
             } else {
-                "does not grow beyond the rounds' range"
+                "not above the first point's range"
             }
         )
     }
@@ -752,7 +754,10 @@ mod tests {
     #[test]
     fn growth_needs_separate_ranges_and_a_factor() {
         assert!(g(1.0, 2.0).grows());
+        assert!(g(1.0, 2.0).text("").ends_with("(x2.00, grows)"));
         assert!(!g(1.0, 1.4).grows());
+        assert!(g(1.0, 1.4).text("").contains("by less than x1.5"));
+        assert!(g(1.0, 0.5).text("").contains("not above"));
         let overlapping = Growth {
             to: Spread::new(3.0, 0.5, 4.0),
             ..g(1.0, 3.0)
