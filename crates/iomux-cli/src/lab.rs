@@ -12,8 +12,8 @@ pub struct LabArgs {
     /// A reduced grid that finishes in under two minutes.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these experiments (comma-separated): dispatch, throughput,
-    /// level_edge, memory, connrate, herd, models.
+    /// Run only these experiments (comma-separated): dispatch, syscalls,
+    /// throughput, level_edge, capacity, memory, connrate, herd, models.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }

@@ -45,27 +45,64 @@ fn number(cell: &str) -> f64 {
     x
 }
 
-/// A head-to-head CSV (`round,order,backend,trigger,rps`): every round ran
-/// each of `engines` once, round r starting with engine r-1 (mod their
-/// count), each serving something.
-fn rounds_head_to_head(dir: &std::path::Path, file: &str, engines: &[(&str, &str)]) {
-    let rows = csv(dir, file, "round,order,backend,trigger,rps");
-    assert!(!rows.is_empty(), "{file}: no rounds");
-    assert_eq!(rows.len() % engines.len(), 0, "{file}: {rows:?}");
-    for (r, round) in rows.chunks(engines.len()).enumerate() {
-        let mut ran: Vec<(usize, (&str, &str))> = round
+const ROUNDS_HEADER: &str = "proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct";
+
+/// A rounds CSV (`ROUNDS_HEADER`): within each load (proto, idle), every
+/// round ran each engine of that load once, round r starting with engine
+/// r-1 (mod their count); every run served requests and has its CPU figures.
+fn rounds_rotate(dir: &Path, file: &str) -> Vec<Vec<String>> {
+    let rows = csv(dir, file, ROUNDS_HEADER);
+    let mut loads: Vec<(String, String)> =
+        rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    loads.dedup();
+    for (proto, idle) in &loads {
+        let cell: Vec<&Vec<String>> = rows
             .iter()
-            .map(|row| {
-                assert!(number(&row[4]) > 0.0, "{file}: {row:?}");
-                (number(&row[1]) as usize, (row[2].as_str(), row[3].as_str()))
-            })
+            .filter(|r| &r[0] == proto && &r[1] == idle)
             .collect();
-        ran.sort();
-        let expected: Vec<(usize, (&str, &str))> = (0..engines.len())
-            .map(|k| (k + 1, engines[(r + k) % engines.len()]))
+        // The engines in list order are those of round 1 sorted by their order.
+        let mut first: Vec<&&Vec<String>> = cell.iter().filter(|r| r[2] == "1").collect();
+        first.sort_by_key(|r| number(&r[3]) as usize);
+        let engines: Vec<(&str, &str)> = first
+            .iter()
+            .map(|r| (r[4].as_str(), r[5].as_str()))
             .collect();
-        assert_eq!(ran, expected, "{file}: round {}", r + 1);
+        assert!(
+            !engines.is_empty(),
+            "{file}: {proto} idle={idle}: no round 1"
+        );
+        let rounds = cell.iter().map(|r| number(&r[2]) as usize).max().unwrap();
+        for round in 1..=rounds {
+            let mut ran: Vec<(usize, (&str, &str))> = cell
+                .iter()
+                .filter(|r| number(&r[2]) as usize == round)
+                .map(|r| (number(&r[3]) as usize, (r[4].as_str(), r[5].as_str())))
+                .collect();
+            ran.sort();
+            let n = engines.len();
+            // Round r starts one engine later than round r-1.
+            let expected: Vec<(usize, (&str, &str))> = (0..n)
+                .map(|k| (k + 1, engines[(round - 1 + k) % n]))
+                .collect();
+            if round > 1 {
+                assert_eq!(ran, expected, "{file}: {proto} idle={idle} round {round}");
+            }
+        }
+        for row in &cell {
+            assert!(
+                number(&row[6]) > 0.0,
+                "{file}: a run served nothing: {row:?}"
+            );
+            assert!(
+                number(&row[7]) > 0.0 && number(&row[8]) > 0.0,
+                "{file}: CPU per request missing: {row:?}"
+            );
+            for busy in [&row[9], &row[10]] {
+                assert!((0.0..=100.0).contains(&number(busy)), "{file}: {row:?}");
+            }
+        }
     }
+    rows
 }
 
 /// The two newer models each have a row whose `measure_column` is a positive
@@ -120,7 +157,7 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in csv(
         d,
         "dispatch.csv",
-        "backend,trigger,fds,active,usec_per_pass",
+        "backend,trigger,fds,active,usec_per_pass,usec_min,usec_max",
     ) {
         assert!(
             ["select", "poll", "epoll", "sigio", "uring-poll"].contains(&row[0].as_str()),
@@ -133,7 +170,23 @@ fn quick_lab_writes_every_section_csv_and_chart() {
             "{row:?}"
         );
         assert!(number(&row[4]) > 0.0, "{row:?}");
+        assert!(
+            number(&row[5]) <= number(&row[4]) && number(&row[4]) <= number(&row[6]),
+            "{row:?}"
+        );
     }
+    // poll's pass grows with the registered descriptors (1 active): at the
+    // most pairs it costs more than twice what it does at the fewest.
+    let poll_1: Vec<(f64, f64)> = dispatch
+        .iter()
+        .filter(|r| r[0] == "poll" && r[3] == "1")
+        .map(|r| (number(&r[2]), number(&r[4])))
+        .collect();
+    let (few, most) = (poll_1.first().unwrap(), poll_1.last().unwrap());
+    assert!(
+        most.0 > few.0 && most.1 > 2.0 * few.1,
+        "poll's growth: {poll_1:?}"
+    );
     newer_models_have_rows_or_notes(
         &dispatch,
         &report,
@@ -145,21 +198,29 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     let throughput = csv(
         d,
         "throughput.csv",
-        "backend,trigger,proto,conns,idle,rps,p99_us",
+        "backend,trigger,proto,conns,idle,rps,p99_us,server_cpu_us_per_req,server_busy_pct,client_busy_pct,rps_min,rps_max,server_cpu_min,server_cpu_max,rounds,bound,client_cpu_us_per_req",
     );
     for row in &throughput {
         assert_eq!(number(&row[3]), 100.0, "{row:?}");
+        // Served something, with its median inside its range and CPU per request.
+        assert!(number(&row[5]) > 0.0 && number(&row[6]) > 0.0, "{row:?}");
         assert!(
-            number(&row[4]) >= 0.0 && number(&row[5]) >= 0.0 && number(&row[6]) >= 0.0,
+            number(&row[10]) <= number(&row[5]) && number(&row[5]) <= number(&row[11]),
+            "{row:?}"
+        );
+        assert!(number(&row[7]) > 0.0 && number(&row[16]) > 0.0, "{row:?}");
+        assert!(number(&row[14]) >= 2.0, "several rounds: {row:?}");
+        assert!(
+            [
+                "server-bound",
+                "client-bound",
+                "both cores saturated",
+                "neither core saturated"
+            ]
+            .contains(&row[15].as_str()),
             "{row:?}"
         );
     }
-    assert!(
-        throughput
-            .iter()
-            .any(|r| r[0] == "epoll" && number(&r[5]) > 0.0 && number(&r[6]) > 0.0),
-        "epoll served requests: {throughput:?}"
-    );
     newer_models_have_rows_or_notes(
         &throughput,
         &report,
@@ -168,19 +229,38 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         ["sigio", "uring"],
         5,
     );
+    rounds_rotate(d, "throughput_rounds.csv");
+    for row in csv(
+        d,
+        "capacity.csv",
+        "proto,pipeline,conns,idle,rps,rps_min,rps_max,server_cpu_us_per_req,rounds,bound",
+    ) {
+        assert!(number(&row[4]) > 0.0, "{row:?}");
+    }
+    rounds_rotate(d, "capacity_rounds.csv");
     let newer = csv(
         d,
         "newer_models.csv",
-        "backend,trigger,rps,waits_per_req,events_per_req,reads_per_req,writes_per_req",
+        "backend,trigger,rps,server_cpu_us_per_req,waits_per_req,events_per_req,reads_per_req,writes_per_req",
     );
     assert_eq!(
         newer[0][0], "epoll",
         "epoll edge first, for comparison: {newer:?}"
     );
     for row in &newer {
-        assert!(row[2..].iter().all(|c| number(c) >= 0.0), "{row:?}");
+        // Served, at a CPU cost; every request took a wait now and then, an
+        // event, a read and a write (or their completions).
+        assert!(
+            number(&row[2]) > 0.0 && number(&row[3]) > 0.0 && number(&row[4]) > 0.0,
+            "{row:?}"
+        );
+        assert!(row[5..].iter().all(|c| number(c) >= 0.9), "{row:?}");
     }
-    let memory = csv(d, "memory.csv", "backend,conns,rss_kib_per_conn");
+    let memory = csv(
+        d,
+        "memory.csv",
+        "backend,conns,rss_kib_per_conn,rss_min,rss_max,rounds",
+    );
     for row in &memory {
         assert!(number(&row[1]) >= 1000.0, "{row:?}");
         number(&row[2]);
@@ -202,46 +282,111 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     );
     // The counters come from the line the server prints when it stops: every
     // request took at least one read and one write.
-    for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
-        assert!(number(&row[6]) >= 0.9 && number(&row[8]) >= 0.9, "{row:?}");
+    for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,server_cpu_us_per_req,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
+        assert!(number(&row[7]) >= 0.9 && number(&row[9]) >= 0.9, "{row:?}");
     }
-    rounds_head_to_head(
-        d,
-        "level_edge_rounds.csv",
-        &[("epoll", "edge"), ("epoll", "level")],
-    );
-    let mut duelists = vec![("epoll", "edge"), ("sigio", "edge")];
-    if uring.is_ok() {
-        duelists.push(("uring", "completion"));
-    }
-    rounds_head_to_head(d, "newer_models_rounds.csv", &duelists);
     for row in csv(
         d,
         "connrate.csv",
-        "server_threads,proto,connects_per_s,p99_us,errors",
+        "round,server_threads,proto,connects_per_s,p99_us,errors,server_cpu_us_per_conn,bound",
     ) {
-        assert!(number(&row[2]) > 0.0, "{row:?}");
+        assert!(number(&row[3]) > 0.0, "{row:?}");
     }
-    let herd = csv(d, "herd.csv", "mode,threads,connections,thread_wakeups,wakeups_per_accept,epoll_wait_returns,futile_returns");
-    assert_eq!(herd.len(), 3);
+    let herd = csv(d, "herd.csv", "round,mode,threads,connections,thread_wakeups,wakeups_per_accept,epoll_wait_returns,futile_returns");
+    assert_eq!(herd.len() % 3, 0);
     for row in &herd {
-        assert!(number(&row[2]) > 0.0 && number(&row[4]) >= 1.0, "{row:?}");
+        assert!(number(&row[3]) > 0.0 && number(&row[5]) >= 1.0, "{row:?}");
     }
-    csv(
+    // The herd: a plain shared listener wakes more threads per connection
+    // than EPOLLEXCLUSIVE, in total over the rounds.
+    let wakeups = |mode: &str| -> f64 {
+        herd.iter()
+            .filter(|r| r[1] == mode)
+            .map(|r| number(&r[4]))
+            .sum()
+    };
+    assert!(wakeups("plain") > wakeups("exclusive"), "{herd:?}");
+    for row in csv(
         d,
         "models.csv",
-        "backend,conns,rps,p99_us,errors,starved_conns",
+        "backend,conns,rps,p99_us,errors,starved_conns,server_cpu_us_per_req,bound",
+    ) {
+        assert!(number(&row[2]) > 0.0, "every model served: {row:?}");
+    }
+    let syscalls = csv(
+        d,
+        "syscall_cost.csv",
+        "call,axis,watched,highest_fd,ns_per_call,ns_min,ns_max",
     );
+    for row in &syscalls {
+        assert!(number(&row[4]) > 0.0, "{row:?}");
+    }
+    // The high descriptor really was above FD_SETSIZE.
+    assert!(
+        syscalls
+            .iter()
+            .any(|r| r[0] == "select" && r[1] == "highest" && number(&r[3]) > 1024.0),
+        "{syscalls:?}"
+    );
+    // Every claim has one verdict from the four words, and the report's
+    // claims table is made from them.
+    let verdicts = std::fs::read_to_string(d.join("verdicts.csv")).unwrap();
+    assert!(
+        verdicts.starts_with("claim,verdict,evidence\n"),
+        "{verdicts}"
+    );
+    let words = ["confirmed", "refuted", "partly", "inconclusive"];
+    let mut claims = 0;
+    for claim in [
+        "select and poll cost O(n) per call; epoll costs O(active)",
+        "with few, busy descriptors select/poll can match or beat epoll",
+        "select cannot go past 1,024 descriptors",
+        "select's and poll's cost grows with the number of descriptors watched",
+        "epoll shares memory with user space through mmap",
+        "idle connections slow select/poll servers but not epoll ones",
+        "signal-driven I/O is of little use for TCP servers",
+        "Linux has no true asynchronous network I/O",
+        "edge-triggered is faster than level-triggered (disputed)",
+        "a single thread handled 276K requests/s",
+        "an idle TCP connection costs about 3.3 KiB in the kernel",
+        "a thread per connection costs far more memory than an event loop",
+        "a completion-based server needs a buffer for every outstanding read",
+        "a single thread handled ~2.9K new connections/s",
+        "processes waiting on one listener suffer a thundering herd",
+        "thread-per-connection servers stop scaling",
+        "a blocking server serves one client at a time",
+    ] {
+        let line = verdicts
+            .lines()
+            .find(|l| l.trim_start_matches('"').starts_with(claim))
+            .unwrap_or_else(|| panic!("no verdict for {claim:?}: {verdicts}"));
+        assert!(
+            words.iter().any(|w| line.contains(&format!(",{w},"))),
+            "{line}"
+        );
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {claim}")))
+            .unwrap_or_else(|| panic!("the claims table lacks {claim:?}"));
+        assert!(
+            words.iter().any(|w| row.contains(&format!("| {w} |"))),
+            "{row}"
+        );
+        claims += 1;
+    }
+    assert_eq!(verdicts.lines().count(), claims + 1, "{verdicts}");
 
     for heading in [
         "## Claims and verdicts",
         "## 1. Dispatch cost",
-        "## 2. Throughput with idle connections",
-        "## 3. epoll level- vs edge-triggered",
-        "## 4. Memory per idle connection",
-        "## 5. Connection rate",
-        "## 6. Thundering herd",
-        "## 7. Blocking vs threads vs event loop",
+        "## 2. select, poll and epoll asked directly",
+        "## 3. Throughput with idle connections",
+        "## 4. epoll level- vs edge-triggered",
+        "## 5. One loop's capacity",
+        "## 6. Memory per idle connection",
+        "## 7. Connection rate",
+        "## 8. Thundering herd",
+        "## 9. Blocking vs threads vs event loop",
         "- Kernel: Linux",
         "- Command: `iomux lab --quick",
     ] {
@@ -249,8 +394,12 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     }
     assert!(!report.contains("the experiment failed"), "{report}");
     for chart in [
-        "dispatch",
+        "dispatch_active1",
+        "dispatch_active100",
+        "syscall_cost_count",
+        "syscall_cost_highest",
         "throughput",
+        "throughput_cpu",
         "level_edge",
         "memory",
         "connrate",
@@ -310,7 +459,7 @@ fn without_io_uring_the_lab_says_so_and_goes_on() {
     let rows = csv(
         &dir.0,
         "dispatch.csv",
-        "backend,trigger,fds,active,usec_per_pass",
+        "backend,trigger,fds,active,usec_per_pass,usec_min,usec_max",
     );
     let report = std::fs::read_to_string(dir.0.join("report.md")).unwrap();
     newer_models_have_rows_or_notes(

@@ -183,15 +183,38 @@ pub fn measure(
     active: usize,
     passes: usize,
 ) -> io::Result<Duration> {
+    Ok(measure_repeats(backend, trigger, fds, active, passes, 1)?[0])
+}
+
+/// [`measure`] `repeats` times on one set of pairs (opened and registered
+/// once): the mean time of one pass in each repeat.
+///
+/// ```
+/// use iomux::{Backend, Trigger};
+/// let t = iomux_lab::dispatch::measure_repeats(Backend::Epoll, Trigger::Level, 50, 5, 20, 3).unwrap();
+/// assert_eq!(t.len(), 3);
+/// ```
+pub fn measure_repeats(
+    backend: Backend,
+    trigger: Trigger,
+    fds: usize,
+    active: usize,
+    passes: usize,
+    repeats: usize,
+) -> io::Result<Vec<Duration>> {
     let mut dispatch = Dispatch::new(backend, trigger, fds, active)?;
     dispatch.settle()?;
     dispatch.pass()?;
     let passes = passes.max(1);
-    let start = Instant::now();
-    for _ in 0..passes {
-        dispatch.pass()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        for _ in 0..passes {
+            dispatch.pass()?;
+        }
+        times.push(start.elapsed() / passes as u32);
     }
-    Ok(start.elapsed() / passes as u32)
+    Ok(times)
 }
 
 #[cfg(test)]

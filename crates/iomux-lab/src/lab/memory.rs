@@ -1,10 +1,10 @@
 //! Experiment 4: memory per idle connection, in the server process and in the kernel.
 
-use super::chart::{self, Series};
+use super::chart::{self, Point, Series};
+use super::engines::{Engine, ENGINES};
+use super::judge;
 use super::machine::meminfo_kib;
-use super::procs::spawn_load;
-use super::report::{num, Section, Table, Verdict};
-use super::throughput::{Engine, NEWER_MODELS};
+use super::report::{Section, Spread, Table};
 use super::Ctx;
 use std::io;
 use std::time::Duration;
@@ -40,7 +40,7 @@ fn kernel() -> Kernel {
     }
 }
 
-struct Point {
+struct Measured {
     engine: Engine,
     conns: usize,
     rss_per_conn: f64,
@@ -49,15 +49,14 @@ struct Point {
     mem_pages_delta: f64,
 }
 
-fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
+fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Measured> {
     let mut args = engine.args();
     args.extend(["--proto", "echo", "--idle-timeout", "600"]);
     let mut server = ctx.server(&args)?;
     std::thread::sleep(Duration::from_millis(100));
     let (rss0, fds0, k0) = (server.rss_kib()?, server.fd_count(), kernel());
     let idle = conns.to_string();
-    let mut load = spawn_load(
-        &ctx.config.exe,
+    let mut load = ctx.spawn_load(
         server.addr,
         &[
             "--proto",
@@ -71,7 +70,6 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
             "--timeout",
             "60",
         ],
-        ctx.load_cpu,
     )?;
     let held = server.wait_for_fds(fds0 + conns, Duration::from_secs(30));
     // Let the engine finish registering (and, for threads, start) the last ones.
@@ -87,7 +85,7 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
         )));
     }
     let n = conns as f64;
-    Ok(Point {
+    Ok(Measured {
         engine,
         conns,
         rss_per_conn: (rss1 as f64 - rss0 as f64) / n,
@@ -98,16 +96,64 @@ fn measure(ctx: &Ctx, engine: Engine, conns: usize) -> io::Result<Point> {
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
-    let [sigio, uring] = NEWER_MODELS;
-    let engines = [
-        Engine::new("epoll", "edge"),
-        Engine::new("poll", "level"),
-        Engine::new("threads", "level"),
-        sigio,
-        uring,
-    ];
-    let sizes: Vec<usize> = ctx.pick(vec![1000, 3000, 5000, 7000, 9000], vec![1000, 2000]);
-    let mut table = Table::new(&["backend", "conns", "rss_kib_per_conn"]);
+    let (epoll, threads) = (Engine::epoll_edge(), Engine::backend("threads"));
+    let uring = ENGINES.iter().copied().find(Engine::needs_uring);
+    let engines: Vec<Engine> = [epoll, Engine::backend("poll"), threads]
+        .into_iter()
+        .chain(ENGINES.iter().copied().filter(Engine::is_newer))
+        .collect();
+    let sizes: Vec<usize> = ctx.pick(vec![1000, 3000, 5000, 7000, 9000], vec![1000]);
+    let largest_size = *sizes.last().unwrap();
+    let mut points = Vec::new();
+    let mut notes: Vec<String> = ctx
+        .uring_skipped("The uring (completion) engine")
+        .into_iter()
+        .collect();
+    let engines: Vec<Engine> = engines
+        .into_iter()
+        .filter(|e| !(e.needs_uring() && ctx.uring_unavailable.is_some()))
+        .collect();
+    for &n in &sizes {
+        // Quick grid: the newer models at the smallest size only.
+        let here: Vec<Engine> = engines
+            .iter()
+            .copied()
+            .filter(|e| !(ctx.config.quick && e.is_newer() && n > sizes[0]))
+            .collect();
+        // Rounds (each starting one engine later) where the verdicts read.
+        let rounds = if n == largest_size { ctx.rounds().0 } else { 1 };
+        for round in 0..rounds {
+            for k in 0..here.len() {
+                let engine = here[(round + k) % here.len()];
+                ctx.progress(format_args!(
+                    "memory: round {}/{rounds}, {} with {n} idle connections",
+                    round + 1,
+                    engine.label()
+                ));
+                match measure(ctx, engine, n) {
+                    Ok(p) => points.push(p),
+                    Err(e) => notes.push(format!("{} at {n}: {e}", engine.label())),
+                }
+            }
+        }
+    }
+    let spread = |e: Engine, n: usize, f: fn(&Measured) -> f64| {
+        Spread::of(
+            &points
+                .iter()
+                .filter(|p| p.engine == e && p.conns == n)
+                .map(f)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut table = Table::new(&[
+        "backend",
+        "conns",
+        "rss_kib_per_conn",
+        "rss_min",
+        "rss_max",
+        "rounds",
+    ]);
     let mut kernel_table = Table::new(&[
         "backend",
         "conns",
@@ -115,63 +161,60 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         "tcp_sockets_delta",
         "tcp_mem_pages_delta",
     ]);
-    let mut points = Vec::new();
-    let mut notes: Vec<String> = ctx
-        .uring_skipped("The uring (completion) engine")
-        .into_iter()
-        .collect();
-    for engine in engines {
-        if engine == uring && ctx.uring_unavailable.is_some() {
-            continue;
-        }
+    for &e in &engines {
         for &n in &sizes {
-            // Quick grid: the newer models at the smallest size only.
-            if ctx.config.quick && NEWER_MODELS.contains(&engine) && n > sizes[0] {
+            let Some(rss) = spread(e, n, |p| p.rss_per_conn) else {
                 continue;
-            }
-            ctx.progress(format_args!(
-                "memory: {} with {n} idle connections",
-                engine.label()
-            ));
-            match measure(ctx, engine, n) {
-                Ok(p) => {
-                    table.push(vec![
-                        engine.backend.into(),
-                        n.to_string(),
-                        format!("{:.2}", p.rss_per_conn),
-                    ]);
-                    kernel_table.push(vec![
-                        engine.backend.into(),
-                        n.to_string(),
-                        format!("{:.2}", p.slab_per_conn),
-                        format!("{:.0}", p.inuse_delta),
-                        format!("{:.0}", p.mem_pages_delta),
-                    ]);
-                    points.push(p);
-                }
-                Err(e) => notes.push(format!("{} at {n}: {e}", engine.label())),
-            }
+            };
+            let med = |f: fn(&Measured) -> f64| spread(e, n, f).map_or(f64::NAN, |s| s.median);
+            let count = points
+                .iter()
+                .filter(|p| p.engine == e && p.conns == n)
+                .count();
+            table.push(vec![
+                e.backend.into(),
+                n.to_string(),
+                format!("{:.2}", rss.median),
+                format!("{:.2}", rss.lo),
+                format!("{:.2}", rss.hi),
+                count.to_string(),
+            ]);
+            kernel_table.push(vec![
+                e.backend.into(),
+                n.to_string(),
+                format!("{:.2}", med(|p| p.slab_per_conn)),
+                format!("{:.0}", med(|p| p.inuse_delta)),
+                format!("{:.0}", med(|p| p.mem_pages_delta)),
+            ]);
         }
     }
     let series: Vec<Series> = engines
         .iter()
-        .filter(|e| points.iter().any(|p| p.engine == **e))
-        .map(|e| Series {
+        .map(|&e| Series {
             label: format!("{} (process RSS)", e.backend),
-            points: points
+            points: sizes
                 .iter()
-                .filter(|p| p.engine == *e)
-                .map(|p| (p.conns as f64, p.rss_per_conn))
+                .filter_map(|&n| {
+                    Some(Point {
+                        x: n as f64,
+                        y: spread(e, n, |p| p.rss_per_conn)?,
+                    })
+                })
                 .collect(),
         })
         .chain(std::iter::once(Series {
-            label: "kernel slab, both ends (all engines)".into(),
-            points: points
+            label: "kernel slab (both ends)".into(),
+            points: sizes
                 .iter()
-                .filter(|p| p.engine == engines[0])
-                .map(|p| (p.conns as f64, p.slab_per_conn))
+                .filter_map(|&n| {
+                    Some(Point {
+                        x: n as f64,
+                        y: spread(epoll, n, |p| p.slab_per_conn)?,
+                    })
+                })
                 .collect(),
         }))
+        .filter(|s| !s.points.is_empty())
         .collect();
     let file = "memory.svg";
     chart::lines(
@@ -181,53 +224,24 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         "KiB per connection",
         &series,
     )?;
-    let mut verdicts = Vec::new();
-    let largest = |e: &Engine| {
-        points
-            .iter()
-            .filter(|p| p.engine == *e)
-            .max_by_key(|p| p.conns)
-    };
-    if let Some(p) = largest(&engines[0]) {
-        // Both ends of each loopback connection live in this kernel.
-        let kernel_per_socket = p.slab_per_conn / 2.0;
-        let per_conn_total = kernel_per_socket + p.rss_per_conn.max(0.0);
-        verdicts.push(Verdict {
-            claim: "an idle TCP connection costs about 3.3 KiB in the kernel; ~1 GB holds ~100,000 connections",
-            verdict: format!(
-                "At {} connections the kernel's slab memory grew {} KiB per connection, both loopback ends together, so about {} KiB per socket; the epoll server's RSS grew {} KiB per connection. Together ~{} KiB per server-side connection: 1 GiB holds about {}K of them. (Slab is machine-wide; other processes add noise.)",
-                p.conns, num(p.slab_per_conn), num(kernel_per_socket), num(p.rss_per_conn), num(per_conn_total),
-                num(1024.0 * 1024.0 / per_conn_total.max(0.01) / 1000.0)
-            ),
-        });
-    }
-    if let (Some(t), Some(e)) = (largest(&engines[2]), largest(&engines[0])) {
-        verdicts.push(Verdict {
-            claim: "a thread per connection costs far more memory than an event loop",
-            verdict: format!(
-                "At {} idle connections: threads {} KiB of RSS per connection vs epoll {} KiB (x{:.0}); each thread's stack is reserved virtually and only the touched pages count here.",
-                t.conns, num(t.rss_per_conn), num(e.rss_per_conn), t.rss_per_conn / e.rss_per_conn.max(0.01)
-            ),
-        });
-    }
-    let epoll_at = |conns: usize| {
-        points
-            .iter()
-            .find(|p| p.engine == engines[0] && p.conns == conns)
-    };
-    if let Some((u, e)) = largest(&uring).and_then(|u| Some((u, epoll_at(u.conns)?))) {
-        verdicts.push(Verdict {
-            claim: "a completion-based server needs a buffer for every outstanding read",
-            verdict: format!(
-                "Not with provided buffers: the uring engine keeps one multishot receive per idle connection but no buffer; receives draw from one ring of buffers shared by the loop, set up before any connection. At {} idle connections its RSS grew {} KiB per connection, epoll's {} KiB.",
-                u.conns, num(u.rss_per_conn), num(e.rss_per_conn)
-            ),
-        });
-    }
+    let rss_at = |e: Engine| Some(spread(e, largest_size, |p| p.rss_per_conn)?.median);
+    let pair = |a: Engine| Some((largest_size, rss_at(a)?, rss_at(epoll)?));
+    let verdicts = vec![
+        judge::kernel_memory(
+            spread(epoll, largest_size, |p| p.slab_per_conn)
+                .zip(rss_at(epoll))
+                .map(|(slab, rss)| (largest_size, slab.median, rss)),
+        ),
+        judge::thread_memory(pair(threads)),
+        match (uring, &ctx.uring_unavailable) {
+            (Some(u), None) => judge::completion_buffers(pair(u)),
+            _ => judge::completion_buffers(None),
+        },
+    ];
     Ok(Section {
         name: "memory",
         title: "Memory per idle connection",
-        method: "For each engine and count, a fresh `iomux serve --proto echo` is started; `iomux load --conns 0 --idle N` opens N connections and holds them; once the server holds N more descriptors, its VmRSS (/proc/PID/status), the kernel's Slab (/proc/meminfo) and /proc/net/sockstat are read again. Figures are the growth divided by N. `sigio` is the event loop over signal-driven readiness (per connection the same state as epoll's, plus the O_ASYNC owner set on the socket); `uring` is the io_uring completion engine, whose receive buffers come from one provided-buffer ring per loop, set up when the loop starts, not per connection.".into(),
+        method: "For each engine and count, a fresh `iomux serve --proto echo` is started; `iomux load --conns 0 --idle N` opens N connections and holds them; once the server holds N more descriptors, its VmRSS (/proc/PID/status), the kernel's Slab (/proc/meminfo) and /proc/net/sockstat are read again. Figures are the growth divided by N; at the largest N, the median of rounds (each starting one engine later), with the range. `sigio` is the event loop over signal-driven readiness (per connection the same state as epoll's, plus the O_ASYNC owner set on the socket); `uring` is the io_uring completion engine, whose receive buffers come from one provided-buffer ring per loop, set up when the loop starts, not per connection.".into(),
         tables: vec![
             ("Server resident memory per idle connection (KiB)".into(), table, Some("memory.csv".into())),
             ("Kernel memory (both ends of each loopback connection)".into(), kernel_table, Some("kernel_memory.csv".into())),

@@ -10,15 +10,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Make the child run only on `cpu` (when given).
-fn pin(cmd: &mut Command, cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
+/// Make the child run only on `cpus` (all of them when empty).
+fn pin(cmd: &mut Command, cpus: &[usize]) {
+    if !cpus.is_empty() {
+        let cpus = cpus.to_vec();
         // SAFETY: the closure runs in the forked child before exec and only
         // calls sched_setaffinity on a local, initialised cpu_set_t.
         unsafe {
             cmd.pre_exec(move || {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
+                for &cpu in &cpus {
+                    libc::CPU_SET(cpu, &mut set);
+                }
                 if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -37,7 +40,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Start `iomux serve --addr 127.0.0.1:0 <args>` and wait for its ready line.
-    pub(crate) fn start(exe: &Path, args: &[&str], cpu: Option<usize>) -> io::Result<Server> {
+    pub(crate) fn start(exe: &Path, args: &[&str], cpus: &[usize]) -> io::Result<Server> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--addr", "127.0.0.1:0"])
@@ -45,7 +48,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        pin(&mut cmd, cpu);
+        pin(&mut cmd, cpus);
         let mut child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", exe.display())))?;
@@ -196,7 +199,7 @@ impl LoadResult {
     }
 }
 
-fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpu: Option<usize>) -> Command {
+fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpus: &[usize]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg("load")
         .args(["--addr", &addr.to_string(), "--json"])
@@ -204,7 +207,7 @@ fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpu: Option<usize>)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    pin(&mut cmd, cpu);
+    pin(&mut cmd, cpus);
     cmd
 }
 
@@ -213,9 +216,9 @@ pub(crate) fn run_load(
     exe: &Path,
     addr: SocketAddr,
     args: &[&str],
-    cpu: Option<usize>,
+    cpus: &[usize],
 ) -> io::Result<LoadResult> {
-    let out = load_command(exe, addr, args, cpu).output()?;
+    let out = load_command(exe, addr, args, cpus).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || !stdout.starts_with('{') {
         return Err(io::Error::other(format!(
@@ -232,9 +235,9 @@ pub(crate) fn spawn_load(
     exe: &Path,
     addr: SocketAddr,
     args: &[&str],
-    cpu: Option<usize>,
+    cpus: &[usize],
 ) -> io::Result<Child> {
-    load_command(exe, addr, args, cpu)
+    load_command(exe, addr, args, cpus)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

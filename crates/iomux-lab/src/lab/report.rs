@@ -54,14 +54,49 @@ impl Table {
         s
     }
 
-    /// The table in Markdown.
+    /// The table in Markdown (a `|` or line break in a cell becomes `/` or a space).
     pub fn markdown(&self) -> String {
         let mut s = format!("| {} |\n", self.columns.join(" | "));
         s += &format!("|{}\n", " --- |".repeat(self.columns.len()));
         for row in &self.rows {
-            let _ = writeln!(s, "| {} |", row.join(" | "));
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| c.replace('|', "/").replace('\n', " "))
+                .collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
         s
+    }
+}
+
+/// What this machine's data say about a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The data agree with the claim.
+    Confirmed,
+    /// The data contradict it.
+    Refuted,
+    /// Some of it holds, some does not.
+    Partly,
+    /// The data cannot settle it (missing, or within the noise).
+    Inconclusive,
+}
+
+impl Outcome {
+    /// The word `verdicts.csv` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Confirmed => "confirmed",
+            Outcome::Refuted => "refuted",
+            Outcome::Partly => "partly",
+            Outcome::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -70,8 +105,89 @@ impl Table {
 pub struct Verdict {
     /// The claim as the material makes it.
     pub claim: &'static str,
-    /// The measured answer, with the figures.
-    pub verdict: String,
+    /// The verdict, computed from this run's data.
+    pub outcome: Outcome,
+    /// The figures behind it.
+    pub evidence: String,
+}
+
+impl Verdict {
+    /// The verdicts as `verdicts.csv` holds them: `claim,verdict,evidence`.
+    ///
+    /// ```
+    /// use iomux_lab::lab::{Outcome, Verdict};
+    /// let v = Verdict { claim: "c", outcome: Outcome::Partly, evidence: "x, y".into() };
+    /// assert_eq!(Verdict::table(&[v]).csv(), "claim,verdict,evidence\nc,partly,\"x, y\"\n");
+    /// ```
+    pub fn table(verdicts: &[Verdict]) -> Table {
+        let mut t = Table::new(&["claim", "verdict", "evidence"]);
+        for v in verdicts {
+            t.push(vec![
+                v.claim.to_string(),
+                v.outcome.to_string(),
+                v.evidence.clone(),
+            ]);
+        }
+        t
+    }
+}
+
+/// The median of a few measurements with their smallest and largest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Spread {
+    pub median: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Spread {
+    /// The spread of the finite values of `xs`; `None` when there are none.
+    pub(crate) fn of(xs: &[f64]) -> Option<Spread> {
+        let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        Some(Spread {
+            median: median(&v),
+            lo: v.iter().copied().fold(f64::INFINITY, f64::min),
+            hi: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+
+    /// One exact value (a range of width zero), for tests.
+    #[cfg(test)]
+    pub(crate) fn exact(x: f64) -> Spread {
+        Spread {
+            median: x,
+            lo: x,
+            hi: x,
+        }
+    }
+
+    /// A value with its range, for tests.
+    #[cfg(test)]
+    pub(crate) fn new(median: f64, lo: f64, hi: f64) -> Spread {
+        Spread { median, lo, hi }
+    }
+
+    /// Every measurement here is above every one of `other`.
+    pub(crate) fn above(&self, other: &Spread) -> bool {
+        self.lo > other.hi
+    }
+
+    /// This median over `base`'s.
+    pub(crate) fn ratio(&self, base: &Spread) -> f64 {
+        self.median / base.median
+    }
+
+    /// "123 (110-140)".
+    pub(crate) fn text(&self) -> String {
+        if self.lo == self.hi {
+            num(self.median)
+        } else {
+            format!("{} ({}-{})", num(self.median), num(self.lo), num(self.hi))
+        }
+    }
 }
 
 /// One experiment's part of the report.
@@ -100,8 +216,8 @@ impl Section {
         for v in &self.verdicts {
             let _ = writeln!(
                 s,
-                "- **Claim:** {}  \n  **Measured:** {}",
-                v.claim, v.verdict
+                "- **Claim:** {}  \n  **Verdict: {}.** {}",
+                v.claim, v.outcome, v.evidence
             );
         }
         if !self.verdicts.is_empty() {
@@ -141,9 +257,11 @@ pub(crate) fn median(xs: &[f64]) -> f64 {
 
 /// Format a number with a sensible precision for a table.
 pub(crate) fn num(x: f64) -> String {
-    if x >= 100.0 {
+    if !x.is_finite() {
+        "n/a".into()
+    } else if x.abs() >= 100.0 {
         format!("{x:.0}")
-    } else if x >= 10.0 {
+    } else if x.abs() >= 10.0 {
         format!("{x:.1}")
     } else {
         format!("{x:.2}")
@@ -159,5 +277,17 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn spreads_separate_only_when_their_ranges_do() {
+        let a = Spread::of(&[1.0, 3.0, 2.0, f64::NAN]).unwrap();
+        assert_eq!((a.median, a.lo, a.hi), (2.0, 1.0, 3.0));
+        let b = Spread::of(&[3.5, 4.0]).unwrap();
+        assert!(b.above(&a) && !a.above(&b));
+        let c = Spread::of(&[2.5, 5.0]).unwrap();
+        assert!(!c.above(&a) && !a.above(&c) && !c.above(&b) && !b.above(&c));
+        assert!(Spread::of(&[f64::NAN]).is_none());
+        assert_eq!(a.text(), "2.00 (1.00-3.00)");
     }
 }
