@@ -634,6 +634,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// Writes to and closes of this loop's connections that protocols asked
     /// for: sent at the end of the pass, with everything else each got.
     fn run_local(&mut self) {
+        if self.dispatch.local.is_empty() {
+            return;
+        }
         let mut local = std::mem::take(&mut self.dispatch.local);
         for (token, command) in local.drain(..) {
             let Some(conn) = self.conns.get_mut(token) else {

@@ -891,6 +891,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// for: sent (or finished) at the end of the pass, with everything else
     /// each got.
     fn run_local(&mut self) -> io::Result<()> {
+        if self.dispatch.local.is_empty() {
+            return Ok(());
+        }
         let mut local = std::mem::take(&mut self.dispatch.local);
         let mut result = Ok(());
         for (token, command) in local.drain(..) {
