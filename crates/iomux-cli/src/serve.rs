@@ -103,6 +103,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = resp::Limits::DEFAULT.max_bulk,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|v| v as usize))]
     max_value_bytes: usize,
+    /// RESP: output other connections may queue for one subscriber (PUBLISH messages it has not read) before it is disconnected, as Redis's client-output-buffer-limit pubsub hard limit.
+    #[arg(long, default_value_t = Config::default().max_output,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 40)).map(|v| v as usize))]
+    max_subscriber_output: usize,
 }
 
 /// The engine `--backend` and `--trigger` name: the backend's engine in
@@ -168,6 +172,7 @@ fn config(args: &ServeArgs) -> io::Result<Config> {
         cork: args.cork,
         idle_timeout,
         max_conns: args.max_conns,
+        max_output: args.max_subscriber_output,
         ..Config::default()
     })
 }
@@ -267,10 +272,17 @@ fn start(
             Server::start(config.clone(), engine, move || Http::new(http))?
         }
         ProtoArg::Resp => {
-            let shared = Arc::new(resp::Shared::new(resp::Limits {
+            let limits = resp::Limits {
                 max_bulk: args.max_value_bytes,
                 ..resp::Limits::DEFAULT
-            }));
+            };
+            // PUBLISH reaches subscribers only where the engine carries out
+            // writes to other connections; elsewhere SUBSCRIBE says so.
+            let shared = Arc::new(if engine.carries_out_commands() {
+                resp::Shared::new(limits)
+            } else {
+                resp::Shared::without_delivery(limits)
+            });
             spawn_active_expiry(Arc::downgrade(&shared))?;
             Server::start(config.clone(), engine, move || {
                 resp::Resp::new(shared.clone())
