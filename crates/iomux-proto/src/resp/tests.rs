@@ -847,7 +847,9 @@ fn without_delivery_subscribe_says_why_it_is_refused() {
     let out = replies_at(&shared, b"SUBSCRIBE ch\r\nPUBLISH ch m\r\n", 0);
     let text = String::from_utf8_lossy(&out);
     assert!(
-        text.starts_with("-ERR SUBSCRIBE is not available on this server: its engine cannot deliver"),
+        text.starts_with(
+            "-ERR SUBSCRIBE is not available on this server: its engine cannot deliver"
+        ),
         "{text}"
     );
     assert!(text.ends_with("\r\n:0\r\n"), "{text}");
