@@ -244,6 +244,24 @@ fn spawn_active_expiry(shared: Weak<resp::Shared>) -> io::Result<()> {
         .map(drop)
 }
 
+/// A PUBLISH to N subscribers allocates N message copies (one per
+/// `Context::send_to`) and frees them once sent. With glibc's defaults each
+/// burst grows a loop thread's heap and the free trims it back, so every
+/// PUBLISH paid page faults and unmaps (a third of the server's CPU per
+/// delivered message with 5,000 subscribers, measured with perf). Keep up to
+/// this much freed memory at the top of a heap instead.
+const FAN_OUT_HEAP_KEPT: libc::c_int = 16 << 20;
+
+fn keep_freed_heap_for_fan_out() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes glibc's tuning parameters; a refused
+    // value leaves the defaults, which are correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, FAN_OUT_HEAP_KEPT);
+        libc::mallopt(libc::M_TOP_PAD, 1 << 20);
+    }
+}
+
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let engine = engine(&args)?;
     let config = config(&args)?;
@@ -284,6 +302,7 @@ fn start(
                 resp::Shared::without_delivery(limits)
             });
             spawn_active_expiry(Arc::downgrade(&shared))?;
+            keep_freed_heap_for_fan_out();
             Server::start(config.clone(), engine, move || {
                 resp::Resp::new(shared.clone())
             })?
