@@ -6,7 +6,11 @@
 # server CPU per operation from /proc. Then the server memory per idle
 # connection (each sent one PING).
 #
+# Also (before the memory figure) pub/sub fan-out: 5,000 subscribers x 200 PUBLISHed messages, server
+# CPU per delivered message (--fanout-subscribers 0 skips it).
+#
 # Usage: bench/redis-peers.sh [--rounds N] [--requests N] [--servers redis,iomux-epoll,iomux-uring]
+#                             [--profiles set,get,set-P16,get-P16] [--fanout-subscribers N] [--fanout-messages N] [--fanout-pipeline N]
 #                             [--idle N] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."

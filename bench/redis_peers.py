@@ -11,6 +11,16 @@ Per run it records: operations/s (redis-benchmark's CSV), server CPU time
 run) per operation, and how busy each core was (near 100% on the client side
 means redis-benchmark, not the server, was the bottleneck).
 
+Then, unless --fanout-subscribers 0: pub/sub fan-out, the chat scenario.
+Per server and round, N subscribers (raw RESP connections) subscribe to one
+channel, then one publisher sends M PUBLISH commands of a 64-byte message,
+--fanout-pipeline at a time (default 1: each after the answer to the
+previous one, the chat scenario; every answer must count all N).
+The subscribers read nothing meanwhile (every frame fits their socket
+buffers, so no write ever blocks on them), then each is drained and checked
+to hold all M frames in order. Server CPU from just before the first PUBLISH
+to after the last subscriber is drained, per delivered message (N x M).
+
 Then, unless --idle 0: the server's resident memory per idle connection
 (each connection sends one PING, reads PONG, and stays open silently).
 """
@@ -99,6 +109,104 @@ def run_benchmark(server, profile, requests, cpu):
     }
 
 
+CHANNEL = b"news"
+FANOUT_PAYLOAD = 64
+
+
+def fanout_frame(m):
+    """The frame a subscriber receives for message `m` (all of one length)."""
+    message = f"{m:06d}".encode().ljust(FANOUT_PAYLOAD, b".")
+    return (b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+            % (len(CHANNEL), CHANNEL, len(message), message)), message
+
+
+def read_line(sock):
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise RuntimeError("the server closed the publisher's connection")
+        line += chunk
+    return line
+
+
+def run_fanout(server, subscribers, messages, pipeline):
+    """One fan-out run (see the module doc); returns its row."""
+    subscribe = b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(CHANNEL), CHANNEL)
+    held = idle_memory.open_idle(server.port, subscribers, request=subscribe,
+                                 complete=lambda d: d.endswith(b":1\r\n"))
+    frames = [fanout_frame(m) for m in range(messages)]
+    expected = b"".join(f for f, _ in frames)
+    try:
+        publisher = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        publisher.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        user0, sys0 = srv.cpu_ticks_split(server.pids)
+        t0 = time.monotonic()
+        for first in range(0, messages, pipeline):
+            batch = frames[first:first + pipeline]
+            publisher.sendall(b"".join(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                                       % (len(CHANNEL), CHANNEL, len(message), message)
+                                       for _, message in batch))
+            for _ in batch:
+                answer = read_line(publisher)
+                if answer != b":%d\r\n" % subscribers:
+                    raise RuntimeError(f"{server.name}: PUBLISH answered {answer!r}, expected :{subscribers}")
+        published = time.monotonic()
+        for i, s in enumerate(held):
+            s.setblocking(True)
+            s.settimeout(30)
+            got = b""
+            while len(got) < len(expected):
+                chunk = s.recv(len(expected) - len(got))
+                if not chunk:
+                    raise RuntimeError(f"{server.name}: subscriber {i} closed after {len(got)} bytes")
+                got += chunk
+            if got != expected:
+                raise RuntimeError(f"{server.name}: subscriber {i} got the messages wrong or out of order")
+        wall = time.monotonic() - t0
+        user1, sys1 = srv.cpu_ticks_split(server.pids)
+        publisher.close()
+    finally:
+        for s in held:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+    delivered = subscribers * messages
+    server_cpu = (user1 - user0 + sys1 - sys0) / srv.CLK_TCK
+    return {
+        "server": server.name,
+        "profile": "fanout",
+        "ops": delivered,
+        "ops_per_s": delivered / (published - t0),
+        "cpu_us_per_op": server_cpu * 1e6 / delivered,
+        "user_us_per_op": (user1 - user0) / srv.CLK_TCK * 1e6 / delivered,
+        "sys_us_per_op": (sys1 - sys0) / srv.CLK_TCK * 1e6 / delivered,
+        "server_core_busy": server_cpu / wall,
+        "client_core_busy": float("nan"),
+    }
+
+
+def fanout_report(rows, rounds, which, subscribers, messages, pipeline):
+    out = [f"\nPub/sub fan-out: {subscribers:,} subscribers x {messages} messages of {FANOUT_PAYLOAD} bytes, "
+           f"{pipeline} PUBLISH in flight "
+           f"({subscribers * messages:,} deliveries per run), medians over {rounds} interleaved rounds "
+           "(server on cpu 0, client on cpu 1)\n",
+           "| server | deliveries/s while publishing | server CPU us/delivered message | of which user | of which kernel |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    for s in which:
+        out.append(f"| {s} | {median(rows, s, 'fanout', 'ops_per_s'):,.0f} | {median(rows, s, 'fanout', 'cpu_us_per_op'):.3f} | "
+                   f"{median(rows, s, 'fanout', 'user_us_per_op'):.3f} | {median(rows, s, 'fanout', 'sys_us_per_op'):.3f} |")
+    out.append("")
+    for s in which:
+        if s == "redis":
+            continue
+        cpu = round_ratios(rows, s, "redis", "fanout", "cpu_us_per_op")
+        if cpu:
+            verdict = "met" if statistics.median(cpu) <= 0.8 else "NOT met"
+            out.append(f"- {s}/redis fanout: CPU per delivered message {statistics.median(cpu):.2f} "
+                       f"({min(cpu):.2f}-{max(cpu):.2f}), goal <= 0.8: {verdict}")
+    return "\n".join(out)
+
+
 def report(rows, rounds, which, profiles):
     out = [f"Medians over {rounds} interleaved rounds ({CLIENTS} clients; server on cpu 0, redis-benchmark on cpu 1)\n",
            "| profile | server | ops/s | server CPU us/op | of which user | of which kernel | server core busy | client core busy |",
@@ -157,12 +265,19 @@ def main():
     ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
     ap.add_argument("--iomux-flags", default="--nodelay",
                     help="extra `iomux serve` flags (default --nodelay: redis-server sets TCP_NODELAY on every client)")
+    ap.add_argument("--fanout-subscribers", type=int, default=5000,
+                    help="pub/sub fan-out subscribers (0: skip the fan-out)")
+    ap.add_argument("--fanout-messages", type=int, default=200, help="messages published per fan-out run")
+    ap.add_argument("--fanout-pipeline", type=int, default=1,
+                    help="PUBLISH commands the publisher sends before reading their answers")
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
     args = ap.parse_args()
     which = [s for s in ORDER if s in args.servers.split(",")]
     profiles = [p for p in PROFILES if p in args.profiles.split(",")]
-    if not which or not profiles:
-        sys.exit("nothing to run: check --servers and --profiles")
+    if not which or not (profiles or args.fanout_subscribers):
+        sys.exit("nothing to run: check --servers, --profiles and --fanout-subscribers")
+    # This process is the fan-out client: on the client's core, like redis-benchmark.
+    os.sched_setaffinity(0, {1})
     workdir = tempfile.mkdtemp(prefix="iomux-redis-bench-")
     servers = {}
     rows = []
@@ -183,6 +298,14 @@ def main():
                     print(f"round {rnd} {p:8} {name:12} {row['ops_per_s']:>11,.0f} ops/s "
                           f"{row['cpu_us_per_op']:6.3f} us/op server {row['server_core_busy']:4.0%} "
                           f"client {row['client_core_busy']:4.0%}", file=sys.stderr)
+            for name in order if args.fanout_subscribers else ():
+                row = run_fanout(servers[name], args.fanout_subscribers, args.fanout_messages,
+                                 max(args.fanout_pipeline, 1))
+                row["round"] = rnd
+                rows.append(row)
+                print(f"round {rnd} fanout   {name:12} {row['ops_per_s']:>11,.0f} deliveries/s "
+                      f"{row['cpu_us_per_op']:6.3f} us/delivery server {row['server_core_busy']:4.0%}",
+                      file=sys.stderr)
         memory = idle_memory_report(servers, args.idle, 2.0) if args.idle else ""
     finally:
         srv.stop_all(servers)
@@ -190,7 +313,11 @@ def main():
         with open(args.json, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print(report(rows, args.rounds, which, profiles))
+    if profiles:
+        print(report(rows, args.rounds, which, profiles))
+    if args.fanout_subscribers:
+        print(fanout_report(rows, args.rounds, which, args.fanout_subscribers, args.fanout_messages,
+                            max(args.fanout_pipeline, 1)))
     print(memory)
 
 

@@ -134,6 +134,9 @@ struct Reactor<S, P, F> {
     /// Connections given output by another connection: flushed at the end
     /// of the pass, all of one pass's output in one send.
     to_flush: Vec<Token>,
+    /// Connections disconnected for output others sent them past the cap,
+    /// closed at the end of the pass.
+    overflowed: Vec<Token>,
     /// Shared read buffer: a connection keeps its own only for leftovers.
     rbuf: Vec<u8>,
     /// Shared output buffer: a connection keeps its own only for what the kernel refused.
@@ -164,6 +167,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             commands: Vec::new(),
             dispatch: Dispatch::default(),
             to_flush: Vec::new(),
+            overflowed: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(2 * FLUSH_AT),
             pool: BufPool::new(256, READ_CHUNK),
@@ -646,8 +650,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 Command::Send { bytes, .. } => {
                     let now = self.clock.now;
                     if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+                        // Closed at the end of the pass, not now: the loop's
+                        // shared buffer may hold the caller's output (a
+                        // publisher's answer), which a close here would drop.
                         self.stats.output_overflows += 1;
-                        self.close(token);
+                        conn.session.request_close();
+                        self.overflowed.push(token);
                         continue;
                     }
                 }
@@ -659,8 +667,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.dispatch.local = local;
     }
 
-    /// Send what other connections gave this pass, one send per connection.
+    /// Close the connections whose output from others overflowed, then send
+    /// what other connections gave this pass, one send per connection.
     fn flush_delivered(&mut self) {
+        while let Some(token) = self.overflowed.pop() {
+            self.close(token);
+        }
         let mut tokens = std::mem::take(&mut self.to_flush);
         for &token in &tokens {
             if self.conns.get_mut(token).is_none() {

@@ -4,7 +4,7 @@
 //! other threads, and the other test, may allocate meanwhile).
 
 use iomux_proto::resp::{Resp, Shared};
-use iomux_proto::{Http, Protocol};
+use iomux_proto::{ConnId, Context, Http, Protocol, Service};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -110,17 +110,20 @@ fn resp_get_set_incr_allocate_nothing() {
     .repeat(16);
     let mut conn = Resp::new(std::sync::Arc::new(Shared::default()));
     let mut out = Vec::with_capacity(1 << 20);
+    let mut commands = Vec::new();
+    let now = std::time::Instant::now();
+    let mut cx = Context::new(ConnId::new(0, 1), now, &mut out, &mut commands);
     // Warm up: the keys are created, the parser's span list grows once.
-    conn.on_input(&pipeline, &mut out);
-    out.clear();
+    conn.on_data(&pipeline, &mut cx);
+    cx.out().clear();
     count(true);
     for _ in 0..1000 {
-        let step = conn.on_input(&pipeline, &mut out);
+        let step = conn.on_data(&pipeline, &mut cx);
         assert_eq!(step.consumed, pipeline.len());
         assert!(!step.close);
     }
     count(false);
-    let answered = out.windows(5).filter(|w| w == b"$3\r\nx").count();
+    let answered = cx.out().windows(5).filter(|w| w == b"$3\r\nx").count();
     assert_eq!(answered, 1000 * 16 * 2, "every GET answered the value");
     assert_eq!(
         allocations(),
@@ -129,7 +132,7 @@ fn resp_get_set_incr_allocate_nothing() {
     );
     // The counter does see allocations: a new key is allocated.
     count(true);
-    conn.on_input(b"SET another v\r\n", &mut out);
+    conn.on_data(b"SET another v\r\n", &mut cx);
     count(false);
     assert!(allocations() > 0, "the counter counts");
 }

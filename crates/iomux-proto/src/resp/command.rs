@@ -5,6 +5,7 @@ use super::db::{ExpireCondition, IncrError, SetCondition, SetExpiry, SetOptions,
 use super::parse::{parse_i64, Args};
 use super::pubsub::confirmation_frame;
 use super::{reply, Session};
+use crate::Context;
 
 pub(super) const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 const SYNTAX: &str = "ERR syntax error";
@@ -148,7 +149,8 @@ fn ttl_millis(amount: i64, unit_ms: i64) -> Option<i64> {
 
 impl Session {
     /// Run one parsed command, appending its reply to `out`.
-    pub(super) fn execute(&mut self, args: Args<'_>, out: &mut Vec<u8>, now: u64) -> Flow {
+    pub(super) fn execute(&mut self, args: Args<'_>, cx: &mut Context, now: u64) -> Flow {
+        let out = cx.out();
         let Some((name, arity, cmd)) = lookup(args.get(0)) else {
             unknown_command(out, &args);
             return Flow::Continue;
@@ -255,22 +257,15 @@ impl Session {
                 return Flow::Close;
             }
             Cmd::Publish => {
-                let reached = match &self.shared.deliver {
-                    Some(deliver) => {
-                        self.shared
-                            .pubsub
-                            .publish(args.get(1), args.get(2), deliver.as_ref())
-                    }
-                    // No subscriber can exist without delivery.
-                    None => 0,
-                };
-                reply::integer(out, reached as i64);
+                // Without delivery no subscriber exists: this answers 0.
+                let reached = self.shared.pubsub.publish(args.get(1), args.get(2), cx);
+                reply::integer(cx.out(), reached as i64);
             }
-            Cmd::Subscribe => self.subscribe(&args, out),
-            Cmd::Unsubscribe => self.unsubscribe(&args, out),
+            Cmd::Subscribe => self.subscribe(&args, cx),
+            Cmd::Unsubscribe => self.unsubscribe(&args, cx),
             Cmd::Command => command_command(&args, out),
             Cmd::Config => self.config(&args, out),
-            Cmd::Client => self.client(&args, out),
+            Cmd::Client => self.client(&args, cx),
         }
         Flow::Continue
     }
@@ -418,24 +413,27 @@ impl Session {
         reply::integer(out, i64::from(changed));
     }
 
-    fn subscribe(&mut self, args: &Args<'_>, out: &mut Vec<u8>) {
-        if self.shared.deliver.is_none() {
+    fn subscribe(&mut self, args: &Args<'_>, cx: &mut Context) {
+        let (me, out) = (cx.id(), cx.out());
+        if !self.shared.delivers() {
             return reply::error(
                 out,
-                "ERR SUBSCRIBE is not available on this server: it cannot deliver messages to \
-                 other connections yet (the engine's open API is missing); use redis-server for pub/sub",
+                "ERR SUBSCRIBE is not available on this server: its engine cannot deliver \
+                 messages to other connections; run it on an event-loop engine (epoll, poll, \
+                 select, sigio, uring-poll or uring) for pub/sub",
             );
         }
         let channels = self.channels.get_or_insert_with(Default::default);
         for channel in args.iter().skip(1) {
             if channels.insert(channel.into()) {
-                self.shared.pubsub.subscribe(self.id, channel);
+                self.shared.pubsub.subscribe(me, channel);
             }
             confirmation_frame(out, "subscribe", Some(channel), channels.len());
         }
     }
 
-    fn unsubscribe(&mut self, args: &Args<'_>, out: &mut Vec<u8>) {
+    fn unsubscribe(&mut self, args: &Args<'_>, cx: &mut Context) {
+        let (me, out) = (cx.id(), cx.out());
         let mut channels = self.channels.take().unwrap_or_default();
         if args.len() == 1 {
             if channels.is_empty() {
@@ -443,13 +441,13 @@ impl Session {
             }
             let all: Vec<Box<[u8]>> = channels.drain().collect();
             for (i, channel) in all.iter().enumerate() {
-                self.shared.pubsub.unsubscribe(self.id, channel);
+                self.shared.pubsub.unsubscribe(me, channel);
                 confirmation_frame(out, "unsubscribe", Some(channel), all.len() - i - 1);
             }
         } else {
             for channel in args.iter().skip(1) {
                 if channels.remove(channel) {
-                    self.shared.pubsub.unsubscribe(self.id, channel);
+                    self.shared.pubsub.unsubscribe(me, channel);
                 }
                 confirmation_frame(out, "unsubscribe", Some(channel), channels.len());
             }
@@ -489,7 +487,8 @@ impl Session {
         }
     }
 
-    fn client(&mut self, args: &Args<'_>, out: &mut Vec<u8>) {
+    fn client(&mut self, args: &Args<'_>, cx: &mut Context) {
+        let (me, out) = (cx.id(), cx.out());
         let sub = args.get(1).to_ascii_lowercase();
         match (sub.as_slice(), args.len()) {
             (b"setname", 3) => {
@@ -505,7 +504,7 @@ impl Session {
             }
             (b"getname", 2) => bulk_or_nil(out, self.name.as_deref()),
             (b"setinfo", 4) => out.extend_from_slice(reply::OK),
-            (b"id", 2) => reply::integer(out, self.id as i64),
+            (b"id", 2) => reply::integer(out, me.0 as i64),
             (b"setname" | b"getname" | b"setinfo" | b"id", _) => {
                 let sub = String::from_utf8_lossy(&sub).into_owned();
                 wrong_arity(out, &format!("client|{sub}"));

@@ -1,4 +1,4 @@
-//! A Redis-compatible server (RESP2) as a sans-I/O protocol.
+//! A Redis-compatible server (RESP2) as a sans-I/O [`Service`].
 //!
 //! [`Resp`] is one connection: it parses pipelined commands (multibulk and
 //! inline), runs them against a [`Db`] shared by every connection of the
@@ -7,22 +7,30 @@
 //! requests get Redis's `-ERR Protocol error: ...` reply and the connection
 //! closes. Replies and error texts are worded as Redis 7 words them.
 //!
+//! PUBLISH hands each subscriber its message frame with
+//! [`Context::send_to`]; the engine queues it on that connection, whichever
+//! loop serves it. On an engine that does not carry out such commands, make
+//! the state with [`Shared::without_delivery`]: SUBSCRIBE then answers an
+//! error rather than accept subscriptions that would never receive.
+//!
 //! ```
 //! use iomux_proto::resp::{Resp, Shared};
-//! use iomux_proto::Protocol;
+//! use iomux_proto::{ConnId, Context, Service};
 //! use std::sync::Arc;
 //! let shared = Arc::new(Shared::default());
-//! let mut conn = Resp::new(shared);
-//! let mut out = Vec::new();
-//! let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\nGET k\r\n";
-//! let step = conn.on_input(input, &mut out);
+//! let (mut subscriber, mut publisher) = (Resp::new(shared.clone()), Resp::new(shared));
+//! let (mut out, mut commands) = (Vec::new(), Vec::new());
+//! let now = std::time::Instant::now();
+//! let mut cx = Context::new(ConnId::new(0, 1), now, &mut out, &mut commands);
+//! subscriber.on_data(b"SUBSCRIBE news\r\n", &mut cx);
+//! out.clear();
+//! let mut cx = Context::new(ConnId::new(0, 2), now, &mut out, &mut commands);
+//! let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\nGET k\r\nPUBLISH news hi\r\n";
+//! let step = publisher.on_data(input, &mut cx);
 //! assert_eq!(step.consumed, input.len());
-//! assert_eq!(out, b"+OK\r\n$2\r\nv1\r\n");
+//! assert_eq!(out, b"+OK\r\n$2\r\nv1\r\n:1\r\n");
+//! assert_eq!(commands.len(), 1, "one message frame sent to connection 0:1");
 //! ```
-//!
-//! Publish/subscribe needs a way to write to other connections: a server
-//! that has one passes it as a [`Deliver`] to [`Shared::with_delivery`];
-//! without it SUBSCRIBE answers an error and PUBLISH reaches no one.
 
 mod command;
 mod db;
@@ -34,15 +42,16 @@ mod tests;
 
 pub use db::{Db, ExpireCondition, IncrError, SetCondition, SetExpiry, SetOptions, Ttl};
 pub use parse::{parse_i64, Args, Limits, Parsed, Parser, ProtocolError};
-pub use pubsub::{confirmation_frame, message_frame, Deliver, PubSub};
+pub use pubsub::{confirmation_frame, message_frame, PubSub};
 
-use crate::{Protocol, Step};
+use crate::{ConnId, Context, Service, Step};
 use command::Flow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// What every connection of one server shares: the keyspace, the limits, the
-/// subscription registry and the way to reach other connections.
+/// What every connection of one server shares: the keyspace, the limits and
+/// the subscription registry.
+#[derive(Debug)]
 pub struct Shared {
     /// The one keyspace of the server.
     pub db: Db,
@@ -50,7 +59,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Channel subscriptions.
     pub pubsub: PubSub,
-    deliver: Option<Box<dyn Deliver>>,
+    /// Whether the engine delivers [`Context::send_to`] output to other
+    /// connections (pub/sub works only where it does).
+    delivers: bool,
 }
 
 impl Default for Shared {
@@ -59,34 +70,30 @@ impl Default for Shared {
     }
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("db", &self.db)
-            .field("limits", &self.limits)
-            .field("delivery", &self.deliver.is_some())
-            .finish()
-    }
-}
-
 impl Shared {
-    /// A server without delivery to other connections: SUBSCRIBE answers an
-    /// error, PUBLISH answers 0.
+    /// A server on an engine that carries out [`Context::send_to`]: PUBLISH
+    /// reaches every subscriber, whichever connection or loop it is on.
     pub fn new(limits: Limits) -> Shared {
         Shared {
             db: Db::new(),
             limits,
             pubsub: PubSub::new(),
-            deliver: None,
+            delivers: true,
         }
     }
 
-    /// A server whose PUBLISH hands messages to subscribers through `deliver`.
-    pub fn with_delivery(limits: Limits, deliver: Box<dyn Deliver>) -> Shared {
+    /// A server on an engine that cannot write to other connections:
+    /// SUBSCRIBE answers an error saying so, PUBLISH answers 0.
+    pub fn without_delivery(limits: Limits) -> Shared {
         Shared {
-            deliver: Some(deliver),
+            delivers: false,
             ..Shared::new(limits)
         }
+    }
+
+    /// Whether PUBLISH can reach subscribers (see [`Shared::without_delivery`]).
+    pub fn delivers(&self) -> bool {
+        self.delivers
     }
 }
 
@@ -109,8 +116,6 @@ pub struct Resp {
 #[derive(Debug)]
 struct Session {
     shared: Arc<Shared>,
-    /// This connection's id for pub/sub delivery.
-    id: u64,
     /// Subscribed channels; `Some` only while there is at least one.
     channels: Option<HashSet<Box<[u8]>>>,
     name: Option<Box<[u8]>>,
@@ -123,19 +128,13 @@ impl Session {
 }
 
 impl Resp {
-    /// A connection of the server sharing `shared`, with id 0.
+    /// A connection of the server sharing `shared`.
     pub fn new(shared: Arc<Shared>) -> Resp {
-        Resp::with_id(shared, 0)
-    }
-
-    /// A connection with id `id`: the id [`Deliver::deliver`] receives for it.
-    pub fn with_id(shared: Arc<Shared>, id: u64) -> Resp {
         Resp {
             parser: Parser::new(shared.limits),
             gathered: Vec::new(),
             session: Session {
                 shared,
-                id,
                 channels: None,
                 name: None,
             },
@@ -147,11 +146,11 @@ impl Resp {
         self.session.subscribed()
     }
 
-    /// [`Protocol::on_input`] at time `now` on the keyspace's clock
+    /// [`Service::on_data`] at time `now` on the keyspace's clock
     /// ([`Db::now_ms`]): tests drive expiry with made-up clocks through it.
-    pub fn on_input_at(&mut self, input: &[u8], out: &mut Vec<u8>, now: u64) -> Step {
+    pub fn on_data_at(&mut self, input: &[u8], cx: &mut Context, now: u64) -> Step {
         if self.gathered.is_empty() {
-            let (consumed, close) = self.run(input, out, now);
+            let (consumed, close) = self.run(input, cx, now);
             if close {
                 return Step::close(input.len());
             }
@@ -163,7 +162,7 @@ impl Resp {
         }
         self.gathered.extend_from_slice(input);
         let gathered = std::mem::take(&mut self.gathered);
-        let (consumed, close) = self.run(&gathered, out, now);
+        let (consumed, close) = self.run(&gathered, cx, now);
         self.gathered = gathered;
         self.gathered.drain(..consumed);
         if self.gathered.is_empty() && self.gathered.capacity() > LEAVE_WITH_ENGINE {
@@ -177,13 +176,13 @@ impl Resp {
 
     /// Run every complete command at the start of `buf`; returns the bytes
     /// they took and whether to close.
-    fn run(&mut self, buf: &[u8], out: &mut Vec<u8>, now: u64) -> (usize, bool) {
+    fn run(&mut self, buf: &[u8], cx: &mut Context, now: u64) -> (usize, bool) {
         let mut at = 0;
         loop {
             match self.parser.parse(&buf[at..]) {
                 Parsed::Command(len) => {
                     let args = self.parser.args(&buf[at..]);
-                    let flow = self.session.execute(args, out, now);
+                    let flow = self.session.execute(args, cx, now);
                     at += len;
                     if flow == Flow::Close {
                         return (at, true);
@@ -194,7 +193,7 @@ impl Resp {
                 Parsed::Error(e) => {
                     let mut text = b"ERR ".to_vec();
                     text.extend_from_slice(e.to_string().as_bytes());
-                    reply::error(out, text);
+                    reply::error(cx.out(), text);
                     return (buf.len(), true);
                 }
             }
@@ -202,21 +201,21 @@ impl Resp {
     }
 }
 
-impl Protocol for Resp {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+impl Service for Resp {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
         let now = self.session.shared.db.now_ms();
-        self.on_input_at(input, out, now)
+        self.on_data_at(input, cx, now)
+    }
+
+    /// Leave every channel: PUBLISH must neither count nor address a
+    /// connection that is gone.
+    fn on_close(&mut self, id: ConnId) {
+        for channel in self.session.channels.take().unwrap_or_default() {
+            self.session.shared.pubsub.unsubscribe(id, &channel);
+        }
     }
 
     fn is_idle(&self) -> bool {
         self.parser.is_idle() && self.gathered.is_empty()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for channel in self.channels.take().unwrap_or_default() {
-            self.shared.pubsub.unsubscribe(self.id, &channel);
-        }
     }
 }

@@ -2,26 +2,18 @@
 //! and the exact RESP2 frames Redis sends.
 //!
 //! Delivering a message to another connection is the engine's job: the
-//! registry hands each frame to a [`Deliver`] implementation with the
-//! subscriber's id, and counts the subscribers it reached (PUBLISH's answer).
+//! registry hands each frame to [`Context::send_to`] with the subscriber's
+//! connection id; a subscriber that stops reading is the engine's to bound.
 
 use super::reply;
+use crate::{ConnId, Context};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
-
-/// Hands a frame to another connection. Implemented by the engine glue;
-/// called with the registry's lock held, so it must queue the frame and
-/// return, never block nor call back into the registry.
-pub trait Deliver: Send + Sync {
-    /// Queue `frame` on connection `subscriber`'s output; false when that
-    /// connection is gone or refuses it (for example its output is over its limit).
-    fn deliver(&self, subscriber: u64, frame: &[u8]) -> bool;
-}
 
 /// Channel → subscriber ids, shared by every connection of a server.
 #[derive(Debug, Default)]
 pub struct PubSub {
-    channels: Mutex<HashMap<Box<[u8]>, HashSet<u64>>>,
+    channels: Mutex<HashMap<Box<[u8]>, HashSet<ConnId>>>,
 }
 
 impl PubSub {
@@ -31,7 +23,7 @@ impl PubSub {
     }
 
     /// Adds `subscriber` to `channel`; false if it was there already.
-    pub fn subscribe(&self, subscriber: u64, channel: &[u8]) -> bool {
+    pub fn subscribe(&self, subscriber: ConnId, channel: &[u8]) -> bool {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         match channels.get_mut(channel) {
             Some(ids) => ids.insert(subscriber),
@@ -43,7 +35,7 @@ impl PubSub {
     }
 
     /// Removes `subscriber` from `channel`; false if it was not there.
-    pub fn unsubscribe(&self, subscriber: u64, channel: &[u8]) -> bool {
+    pub fn unsubscribe(&self, subscriber: ConnId, channel: &[u8]) -> bool {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(ids) = channels.get_mut(channel) else {
             return false;
@@ -61,18 +53,19 @@ impl PubSub {
         channels.get(channel).map_or(0, HashSet::len)
     }
 
-    /// Sends `message` to every subscriber of `channel` through `deliver`
-    /// (the frame is built once); returns how many it reached.
-    pub fn publish(&self, channel: &[u8], message: &[u8], deliver: &dyn Deliver) -> usize {
+    /// Sends `message` to every subscriber of `channel` through `cx` (the
+    /// frame is built once); returns how many subscribers it was sent to.
+    pub fn publish(&self, channel: &[u8], message: &[u8], cx: &mut Context) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(ids) = channels.get(channel) else {
             return 0;
         };
         let mut frame = Vec::with_capacity(channel.len() + message.len() + 32);
         message_frame(&mut frame, channel, message);
-        ids.iter()
-            .filter(|&&id| deliver.deliver(id, &frame))
-            .count()
+        for &id in ids {
+            cx.send_to(id, &frame);
+        }
+        ids.len()
     }
 }
 

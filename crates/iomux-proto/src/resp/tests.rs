@@ -1,10 +1,50 @@
 use super::*;
-use crate::feed_protocol_in_reads;
+use crate::{feed_protocol_in_reads, Command, Protocol};
 use proptest::prelude::*;
-use std::sync::Mutex;
+use std::time::Instant;
 
 fn shared() -> Arc<Shared> {
     Arc::new(Shared::default())
+}
+
+/// A connection driven as an engine drives it, as connection `id`; returns
+/// the step and appends what it asked of other connections to `commands`.
+fn feed_as(
+    conn: &mut Resp,
+    id: ConnId,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    commands: &mut Vec<Command>,
+    now: u64,
+) -> Step {
+    let mut cx = Context::new(id, Instant::now(), out, commands);
+    conn.on_data_at(input, &mut cx, now)
+}
+
+/// Input to a connection with id `0:1` that asks nothing of the others.
+trait Feed {
+    fn on_input_at(&mut self, input: &[u8], out: &mut Vec<u8>, now: u64) -> Step;
+}
+
+impl Feed for Resp {
+    fn on_input_at(&mut self, input: &[u8], out: &mut Vec<u8>, now: u64) -> Step {
+        let mut commands = Vec::new();
+        let step = feed_as(self, ConnId::new(0, 1), input, out, &mut commands, now);
+        assert!(commands.is_empty(), "{commands:?}");
+        step
+    }
+}
+
+/// A connection as a plain [`Protocol`], for [`feed_protocol_in_reads`].
+struct Plain(Resp);
+
+impl Protocol for Plain {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let now = self.0.session.shared.db.now_ms();
+        self.0.on_input_at(input, out, now)
+    }
+
+    fn on_eof(&mut self, _pending: &[u8], _out: &mut Vec<u8>) {}
 }
 
 /// Feed `input` to a fresh connection in one read at time `now`; the replies.
@@ -219,11 +259,11 @@ proptest! {
         stream in stream_strategy(),
         cuts in prop::collection::vec(0usize..4000, 0..30),
     ) {
-        let whole = feed_protocol_in_reads(&mut Resp::new(shared()), &stream, &[]);
-        let split = feed_protocol_in_reads(&mut Resp::new(shared()), &stream, &cuts);
+        let whole = feed_protocol_in_reads(&mut Plain(Resp::new(shared())), &stream, &[]);
+        let split = feed_protocol_in_reads(&mut Plain(Resp::new(shared())), &stream, &cuts);
         prop_assert_eq!(&whole, &split);
         let bytewise: Vec<usize> = (1..stream.len()).collect();
-        let one_by_one = feed_protocol_in_reads(&mut Resp::new(shared()), &stream, &bytewise);
+        let one_by_one = feed_protocol_in_reads(&mut Plain(Resp::new(shared())), &stream, &bytewise);
         prop_assert_eq!(&whole, &one_by_one);
         prop_assert!(!whole.1, "no command here closes");
     }
@@ -285,8 +325,8 @@ proptest! {
         soup in soup_strategy(),
         cuts in prop::collection::vec(0usize..400, 0..10),
     ) {
-        let whole = feed_protocol_in_reads(&mut Resp::new(shared()), &soup, &[]);
-        let split = feed_protocol_in_reads(&mut Resp::new(shared()), &soup, &cuts);
+        let whole = feed_protocol_in_reads(&mut Plain(Resp::new(shared())), &soup, &[]);
+        let split = feed_protocol_in_reads(&mut Plain(Resp::new(shared())), &soup, &cuts);
         prop_assert_eq!(whole, split);
     }
 }
@@ -678,36 +718,38 @@ fn one_keyspace_for_every_thread() {
 
 // ---- publish / subscribe ----
 
-/// Records every delivery; refuses subscriber 99 (a connection gone).
-#[derive(Default)]
-struct FakeDelivery(Arc<Mutex<Deliveries>>);
+const ONE: ConnId = ConnId(1);
+const TWO: ConnId = ConnId(2);
+const PUBLISHER: ConnId = ConnId(3);
 
-/// (subscriber, frame) in delivery order.
-type Deliveries = Vec<(u64, Vec<u8>)>;
+/// Subscribe `conn` (as `id`) with `input`; its replies.
+fn subscribe(conn: &mut Resp, id: ConnId, input: &[u8]) -> Vec<u8> {
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    feed_as(conn, id, input, &mut out, &mut commands, 0);
+    assert!(commands.is_empty(), "subscribing sends nothing to others");
+    out
+}
 
-impl Deliver for FakeDelivery {
-    fn deliver(&self, subscriber: u64, frame: &[u8]) -> bool {
-        if subscriber == 99 {
-            return false;
-        }
-        self.0.lock().unwrap().push((subscriber, frame.to_vec()));
-        true
-    }
+/// Every frame `commands` send, as (target, frame), sorted.
+fn sends(commands: Vec<Command>) -> Vec<(ConnId, Vec<u8>)> {
+    let mut sent: Vec<(ConnId, Vec<u8>)> = commands
+        .into_iter()
+        .map(|c| match c {
+            Command::Send { to, bytes } => (to, bytes),
+            other => panic!("only sends expected, got {other:?}"),
+        })
+        .collect();
+    sent.sort();
+    sent
 }
 
 #[test]
 fn publish_reaches_every_subscriber_with_redis_frames() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let shared = Arc::new(Shared::with_delivery(
-        Limits::DEFAULT,
-        Box::new(FakeDelivery(log.clone())),
-    ));
-    let mut one = Resp::with_id(shared.clone(), 1);
-    let mut two = Resp::with_id(shared.clone(), 2);
-    let mut gone = Resp::with_id(shared.clone(), 99);
-    let mut publisher = Resp::with_id(shared.clone(), 3);
-    let mut out = Vec::new();
-    one.on_input_at(b"SUBSCRIBE news sport news\r\n", &mut out, 0);
+    let shared = shared();
+    let mut one = Resp::new(shared.clone());
+    let mut two = Resp::new(shared.clone());
+    let mut publisher = Resp::new(shared.clone());
+    let out = subscribe(&mut one, ONE, b"SUBSCRIBE news sport news\r\n");
     let mut expected = Vec::new();
     confirmation_frame(&mut expected, "subscribe", Some(b"news"), 1);
     confirmation_frame(&mut expected, "subscribe", Some(b"sport"), 2);
@@ -717,20 +759,17 @@ fn publish_reaches_every_subscriber_with_redis_frames() {
         out[..35],
         *b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n*3"
     );
-    two.on_input_at(b"SUBSCRIBE news\r\n", &mut Vec::new(), 0);
-    gone.on_input_at(b"SUBSCRIBE news\r\n", &mut Vec::new(), 0);
-    let mut out = Vec::new();
-    publisher.on_input_at(
+    subscribe(&mut two, TWO, b"SUBSCRIBE news\r\n");
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    feed_as(
+        &mut publisher,
+        PUBLISHER,
         b"PUBLISH news hello\r\nPUBLISH sport x\r\nPUBLISH none x\r\n",
         &mut out,
+        &mut commands,
         0,
     );
-    assert_eq!(
-        out, b":2\r\n:1\r\n:0\r\n",
-        "99 refused the frame, so it is not counted"
-    );
-    let mut delivered = log.lock().unwrap().clone();
-    delivered.sort();
+    assert_eq!(out, b":2\r\n:1\r\n:0\r\n");
     let mut hello = Vec::new();
     message_frame(&mut hello, b"news", b"hello");
     assert_eq!(
@@ -739,18 +778,17 @@ fn publish_reaches_every_subscriber_with_redis_frames() {
     );
     let mut sport = Vec::new();
     message_frame(&mut sport, b"sport", b"x");
-    assert_eq!(delivered, vec![(1, hello.clone()), (1, sport), (2, hello)]);
+    assert_eq!(
+        sends(commands),
+        vec![(ONE, hello.clone()), (ONE, sport), (TWO, hello)]
+    );
 }
 
 #[test]
 fn subscriber_mode_allows_only_the_pubsub_commands() {
-    let shared = Arc::new(Shared::with_delivery(
-        Limits::DEFAULT,
-        Box::new(FakeDelivery::default()),
-    ));
-    let mut conn = Resp::with_id(shared.clone(), 1);
-    let mut out = Vec::new();
-    conn.on_input_at(b"SUBSCRIBE a b\r\n", &mut out, 0);
+    let shared = shared();
+    let mut conn = Resp::new(shared.clone());
+    subscribe(&mut conn, ONE, b"SUBSCRIBE a b\r\n");
     assert!(conn.subscribed());
     let script: &[(&[u8], &[u8])] = &[
         (b"GET k\r\n", b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
@@ -763,8 +801,7 @@ fn subscriber_mode_allows_only_the_pubsub_commands() {
         (b"GET k\r\n", b"$-1\r\n"),
     ];
     for (input, expected) in script {
-        let mut out = Vec::new();
-        conn.on_input_at(input, &mut out, 0);
+        let out = subscribe(&mut conn, ONE, input);
         assert_eq!(
             String::from_utf8_lossy(&out),
             String::from_utf8_lossy(expected)
@@ -778,29 +815,44 @@ fn subscriber_mode_allows_only_the_pubsub_commands() {
 }
 
 #[test]
-fn a_closed_connection_leaves_its_channels() {
-    let shared = Arc::new(Shared::with_delivery(
-        Limits::DEFAULT,
-        Box::new(FakeDelivery::default()),
-    ));
-    let mut conn = Resp::with_id(shared.clone(), 7);
-    conn.on_input_at(b"SUBSCRIBE a b\r\n", &mut Vec::new(), 0);
+fn a_closed_connection_leaves_its_channels_and_is_sent_nothing() {
+    let shared = shared();
+    let mut gone = Resp::new(shared.clone());
+    let mut stays = Resp::new(shared.clone());
+    subscribe(&mut gone, ONE, b"SUBSCRIBE a b\r\n");
+    subscribe(&mut stays, TWO, b"SUBSCRIBE a\r\n");
+    assert_eq!(shared.pubsub.subscribers(b"a"), 2);
+    gone.on_close(ONE);
+    assert!(!gone.subscribed());
     assert_eq!(shared.pubsub.subscribers(b"a"), 1);
-    drop(conn);
-    assert_eq!(
-        shared.pubsub.subscribers(b"a") + shared.pubsub.subscribers(b"b"),
-        0
+    assert_eq!(shared.pubsub.subscribers(b"b"), 0);
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let mut publisher = Resp::new(shared.clone());
+    feed_as(
+        &mut publisher,
+        PUBLISHER,
+        b"PUBLISH a m\r\nPUBLISH b m\r\n",
+        &mut out,
+        &mut commands,
+        0,
     );
+    assert_eq!(out, b":1\r\n:0\r\n");
+    let targets: Vec<ConnId> = sends(commands).into_iter().map(|(to, _)| to).collect();
+    assert_eq!(targets, vec![TWO]);
 }
 
 #[test]
 fn without_delivery_subscribe_says_why_it_is_refused() {
-    let shared = shared();
-    let out = replies_at(&shared, b"SUBSCRIBE ch\r\n", 0);
+    let shared = Arc::new(Shared::without_delivery(Limits::DEFAULT));
+    let out = replies_at(&shared, b"SUBSCRIBE ch\r\nPUBLISH ch m\r\n", 0);
+    let text = String::from_utf8_lossy(&out);
     assert!(
-        out.starts_with(b"-ERR SUBSCRIBE is not available on this server"),
-        "{out:?}"
+        text.starts_with(
+            "-ERR SUBSCRIBE is not available on this server: its engine cannot deliver"
+        ),
+        "{text}"
     );
+    assert!(text.ends_with("\r\n:0\r\n"), "{text}");
     assert_eq!(shared.pubsub.subscribers(b"ch"), 0);
 }
 
