@@ -85,33 +85,7 @@ fn a_paused_half_closed_peer_does_not_make_the_server_spin(engine: &[&str]) {
 }
 for_engines!(
     a_paused_half_closed_peer_does_not_make_the_server_spin,
-    [
-        epoll_edge,
-        epoll_level,
-        epoll_oneshot,
-        epoll_two_loops,
-        poll,
-        select,
-        sigio,
-        uring,
-        uring_poll,
-        threads,
-        blocking
-    ]
-);
-
-/// The same on the io_uring poll selector in level and one-shot mode: there
-/// the server still uses 67-75% of a core in this scenario although strace
-/// sees about six system calls a second (it sleeps in io_uring_enter): the
-/// time goes to the kernel's io_uring poll handling, not to a loop in
-/// iomux. Cause not found yet; kept visible as an ignored test.
-fn a_paused_half_closed_peer_on_uring_poll_level_or_oneshot(engine: &[&str]) {
-    a_paused_half_closed_peer_does_not_make_the_server_spin(engine);
-}
-for_engines!(
-    #[ignore = "open finding: kernel CPU in io_uring poll handling, see the comment"]
-    a_paused_half_closed_peer_on_uring_poll_level_or_oneshot,
-    [uring_poll_level, uring_poll_oneshot]
+    sleeping_or_one_at_a_time
 );
 
 /// The idle timeout of the slow-reader test, in seconds: longer than the

@@ -10,7 +10,7 @@ mod common;
 
 use common::{drain, num, only_event, pair, send, tcp_pair, tokens, wait, watched_pair, Mode};
 use iomux::{Backend, Events, Interest, Selector, Token, Trigger};
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -937,3 +937,29 @@ fn huge_event_capacity_is_accepted(mode: Mode) {
     }
 }
 for_modes!(huge_event_capacity_is_accepted);
+
+/// A registration without read interest is not told of the peer's
+/// half-close: a level-triggered or one-shot wait that reported it on every
+/// pass, while the caller waits only to write, would spin (issue 18 item 1;
+/// io_uring reports EPOLLRDHUP whatever was asked).
+fn a_half_close_does_not_wake_a_writer_waiting_for_room(mode: Mode) {
+    let mut sel = mode.open();
+    let (a, b) = tcp_pair();
+    // Fill `a`'s way out until the kernel takes no more: `a` is not writable.
+    let chunk = [0u8; 65536];
+    while (&a).write(&chunk).is_ok() {}
+    sel.register(&a, Token(5), Interest::WRITABLE).unwrap();
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut woken = 0;
+    for _ in 0..20 {
+        woken += wait(&mut sel, Some(Duration::from_millis(5))).len();
+    }
+    // At most one wake-up for the change (edge modes may report it once).
+    assert!(
+        woken <= 1,
+        "{mode:?}: {woken} wake-ups in 20 waits for a writer with no room"
+    );
+    drop(b);
+}
+for_modes!(a_half_close_does_not_wake_a_writer_waiting_for_room);

@@ -45,6 +45,12 @@ pub struct Slot {
     trigger: Trigger,
     /// In `rearm`, to be armed again at the next wait.
     queued: bool,
+    /// A level or one-shot registration without read interest whose peer
+    /// half-closed: io_uring reports EPOLLRDHUP whatever was asked, so a
+    /// single-shot request would complete at once on every wait (a spin).
+    /// Until its interest changes it is watched by a multishot request,
+    /// which completes on the socket's next wake-up instead.
+    read_closed_unasked: bool,
     /// The wait number it last got an event in, and that event's index in `found`.
     seen: u64,
     index: usize,
@@ -57,7 +63,7 @@ fn user_data(fd: RawFd, generation: u32) -> u64 {
 /// The poll request that watches `fd` for `interest` as `slot` says.
 fn poll_request(fd: RawFd, interest: Interest, slot: &Slot) -> squeue::Entry {
     opcode::PollAdd::new(types::Fd(fd), poll_events(interest) as u32)
-        .multi(slot.trigger == Trigger::Edge)
+        .multi(slot.trigger == Trigger::Edge || slot.read_closed_unasked)
         .build()
         .user_data(user_data(fd, slot.generation))
 }
@@ -217,6 +223,7 @@ impl Uring {
             armed: true,
             trigger,
             queued: false,
+            read_closed_unasked: false,
             seen: 0,
             index: 0,
         };
@@ -288,7 +295,7 @@ impl Uring {
                 slot.armed = false;
             }
             let res = cqe.result();
-            let flags = if res >= 0 {
+            let mut flags = if res >= 0 {
                 event_flags(res as libc::c_short)
             } else if res == -libc::ECANCELED {
                 0
@@ -297,13 +304,22 @@ impl Uring {
                 // reached the kernel): say so rather than go silent.
                 Event::ERROR | Event::HANGUP
             };
+            if !reg.interest.is_readable() && flags & Event::READ_CLOSED != 0 {
+                // Not asked for (see `read_closed_unasked`): not reported,
+                // and not re-armed as a request that would fire at once.
+                flags &= !Event::READ_CLOSED;
+                // Re-armed below as a multishot request, whatever the trigger:
+                // a one-shot caller saw nothing it would re-arm for.
+                slot.read_closed_unasked |= slot.trigger != Trigger::Edge;
+            }
             // A multishot request the kernel ended (or a level one that
             // fired) is armed again at the next wait.
             let rearm = !slot.armed
                 && !slot.queued
                 && res != -libc::EBADF
                 && (slot.trigger == Trigger::Level
-                    || (slot.trigger == Trigger::Edge && res != -libc::ECANCELED));
+                    || ((slot.trigger == Trigger::Edge || slot.read_closed_unasked)
+                        && res != -libc::ECANCELED));
             if rearm {
                 slot.queued = true;
                 self.rearm.push(fd);
@@ -358,6 +374,7 @@ impl Syscalls for Uring {
             generation: self.next_generation,
             armed: true,
             queued: false,
+            read_closed_unasked: false,
             trigger: new.trigger,
             ..slot
         };
