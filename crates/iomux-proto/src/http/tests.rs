@@ -839,7 +839,6 @@ fn a_trickled_head_is_examined_in_linear_time() {
         assert!(!step.close);
     }
     let examined = head::EXAMINED.with(|n| n.get());
-    eprintln!("{examined} bytes examined for a {}-byte head", head.len());
     assert_eq!(parse_responses(&out, &[])[0].code, 404, "the head was read");
     // The LF search and the final parse each pass over the head about once,
     // plus a first look and a final 1 KiB overlap: 4x the head is ample, and

@@ -860,7 +860,6 @@ fn without_delivery_subscribe_says_why_it_is_refused() {
 fn connection_state_stays_small() {
     // What every idle connection carries besides the engine's own state.
     let size = std::mem::size_of::<Resp>();
-    println!("size_of::<Resp>() = {size}");
     assert!(size <= 256, "Resp is {size} bytes");
 }
 
