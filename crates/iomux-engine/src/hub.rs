@@ -40,10 +40,8 @@ impl Hub {
     /// Post a command for the loop that serves its target; false when no
     /// loop does (an id from another server, or a command with no target).
     pub(crate) fn post(&self, command: Command) -> bool {
-        let target = match &command {
-            Command::Send { to, .. } => *to,
-            Command::Close(id) => *id,
-            _ => return false,
+        let Some(target) = command.target() else {
+            return false;
         };
         let Some(mailbox) = self.loops.get(target.loop_index()) else {
             return false;
@@ -137,10 +135,8 @@ impl Dispatch {
     }
 
     fn route(&mut self, command: Command, route: Route, stats: &mut LoopStats) {
-        let target = match &command {
-            Command::Send { to, .. } => *to,
-            Command::Close(id) => *id,
-            _ => return,
+        let Some(target) = command.target() else {
+            return;
         };
         if target.loop_index() == route.index {
             self.local.push((Token(target.token()), command));

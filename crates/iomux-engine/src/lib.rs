@@ -131,15 +131,15 @@ impl Engine {
 
     /// The backend part of the name (`epoll`, `uring-poll`, `threads`, ...).
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Engine::Reactor(Backend::Epoll, _) => "epoll",
-            Engine::Reactor(Backend::Poll, _) => "poll",
-            Engine::Reactor(Backend::Select, _) => "select",
-            Engine::Reactor(Backend::Sigio, _) => "sigio",
-            Engine::Reactor(Backend::Uring, _) => "uring-poll",
-            Engine::Reactor(..) => "reactor",
-            other => other.name(),
-        }
+        // The name less its mode suffix, where it has one: one table of names.
+        let name = self.name();
+        let suffix = match self.trigger() {
+            Some(Trigger::Edge) => "-edge",
+            Some(Trigger::Level) => "-level",
+            Some(Trigger::Oneshot) => "-oneshot",
+            _ => "",
+        };
+        name.strip_suffix(suffix).unwrap_or(name)
     }
 
     /// The readiness mode, for engines built on a selector.

@@ -257,7 +257,8 @@ fn serve_blocking<P: Service>(stream: TcpStream, proto: P, id: ConnId, setup: &B
     if session.finish(Instant::now(), &mut pool) == Finish::Linger {
         linger_close(stream);
     }
-    let _ = session.release(&mut pool).count();
+    // It tells the protocol; the timer ids it returns belong to no wheel here.
+    drop(session.release(&mut pool));
 }
 
 /// Wait until `fd` has input (or its end) to read, for at most `timeout`;

@@ -9,6 +9,24 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+impl Command {
+    /// The connection a command is about, when it is about another one
+    /// (`Send`, `Close`); timers are the asking connection's own.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId};
+    /// assert_eq!(Command::Close(ConnId::new(1, 2)).target(), Some(ConnId::new(1, 2)));
+    /// assert_eq!(Command::CancelTimer(3).target(), None);
+    /// ```
+    pub fn target(&self) -> Option<ConnId> {
+        match self {
+            Command::Send { to, .. } => Some(*to),
+            Command::Close(id) => Some(*id),
+            Command::SetTimer { .. } | Command::CancelTimer(_) => None,
+        }
+    }
+}
+
 /// A connection of a running server, unique among its live connections
 /// (a closed connection's id is not reused for a long while: it carries a
 /// generation). It names the loop that serves it, so any connection can

@@ -51,14 +51,6 @@ macro_rules! dispatch {
 }
 
 impl Selector for AnySelector {
-    fn register(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        dispatch!(self, s => s.register(fd, token, interest))
-    }
     fn register_with_trigger(
         &mut self,
         fd: impl AsFd,
@@ -67,14 +59,6 @@ impl Selector for AnySelector {
         trigger: Trigger,
     ) -> io::Result<Registration> {
         dispatch!(self, s => s.register_with_trigger(fd, token, interest, trigger))
-    }
-    fn reregister(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        dispatch!(self, s => s.reregister(fd, token, interest))
     }
     fn reregister_with_trigger(
         &mut self,
