@@ -141,22 +141,30 @@ fn every_subscriber_receives_every_message_in_order(engine: &[&str]) {
     assert!(err.contains("output_overflows=0"), "{engine:?}: {err}");
 }
 
-for_engines!(
-    every_subscriber_receives_every_message_in_order,
-    [
-        epoll_edge,
-        epoll_level,
-        epoll_oneshot,
-        epoll_two_loops,
-        poll,
-        select,
-        sigio,
-        uring,
-        uring_poll,
-        uring_poll_level,
-        uring_poll_oneshot
-    ]
-);
+/// `for_engines!` over the engines that carry out protocols' commands
+/// (`Engine::carries_out_commands`): the ones pub/sub delivers on.
+macro_rules! for_delivering_engines {
+    ($case:ident) => {
+        for_engines!(
+            $case,
+            [
+                epoll_edge,
+                epoll_level,
+                epoll_oneshot,
+                epoll_two_loops,
+                poll,
+                select,
+                sigio,
+                uring,
+                uring_poll,
+                uring_poll_level,
+                uring_poll_oneshot
+            ]
+        );
+    };
+}
+
+for_delivering_engines!(every_subscriber_receives_every_message_in_order);
 
 fn subscribe_is_refused_where_the_engine_cannot_deliver(engine: &[&str]) {
     let mut args = vec!["--proto", "resp"];
@@ -253,20 +261,7 @@ fn a_subscriber_that_stops_reading_is_disconnected(engine: &[&str]) {
 // subscriber inside the publisher's commands, and with it the publisher's own
 // answer waiting in the loop's shared buffer: now such closes wait for the
 // end of the pass).
-for_engines!(
-    a_subscriber_that_stops_reading_is_disconnected,
-    [
-        epoll_edge,
-        epoll_level,
-        epoll_oneshot,
-        epoll_two_loops,
-        poll,
-        select,
-        sigio,
-        uring,
-        uring_poll
-    ]
-);
+for_delivering_engines!(a_subscriber_that_stops_reading_is_disconnected);
 
 #[test]
 fn redis_cli_subscribe_receives_a_published_message() {
