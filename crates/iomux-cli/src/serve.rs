@@ -8,6 +8,7 @@ use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
 use iomux_proto::{resp, Echo, Http};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub struct ServeArgs {
     /// Where to listen: HOST:PORT, HOST an IP address or a name such as localhost; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::args::addr)]
     addr: SocketAddr,
+    /// Listen on this Unix-domain socket instead of --addr (a socket file left by a process that is gone is replaced; the file is removed on exit).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
     /// Listen backlog [default: $LISTENQ, else 1024].
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: Option<i32>,
@@ -210,6 +214,8 @@ fn advise(e: io::Error) -> io::Error {
         || text.contains("provided-buffer")
     {
         "use --backend epoll"
+    } else if e.kind() == io::ErrorKind::AddrInUse {
+        "use --addr HOST:PORT (port 0 for any free one) or --unix PATH"
     } else if e.raw_os_error() == Some(libc::EMFILE) || text.contains("Too many open files") {
         "raise the descriptor limit with `ulimit -n` or use fewer --threads"
     } else {
@@ -262,6 +268,23 @@ fn keep_freed_heap_for_fan_out() {
     }
 }
 
+/// Start the server on the listener the flags name: TCP at --addr, or --unix.
+fn launch<P, F>(
+    args: &ServeArgs,
+    config: &Config,
+    engine: Engine,
+    new_protocol: F,
+) -> io::Result<Server>
+where
+    P: iomux_proto::Service + Send + 'static,
+    F: Fn() -> P + Send + Sync + Clone + 'static,
+{
+    match &args.unix {
+        Some(path) => Server::start_unix(path, config.clone(), engine, new_protocol),
+        None => Server::start(config.clone(), engine, new_protocol),
+    }
+}
+
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let engine = engine(&args)?;
     let config = config(&args)?;
@@ -278,8 +301,8 @@ fn start(
     signals: libc::sigset_t,
 ) -> io::Result<()> {
     let server = match args.proto {
-        ProtoArg::Echo => Server::start(config.clone(), engine, Echo::plain)?,
-        ProtoArg::Upper => Server::start(config.clone(), engine, Echo::upper)?,
+        ProtoArg::Echo => launch(args, config, engine, Echo::plain)?,
+        ProtoArg::Upper => launch(args, config, engine, Echo::upper)?,
         ProtoArg::Http => {
             let http = HttpConfig::leak(HttpLimits {
                 max_request_line: args.max_request_line,
@@ -287,7 +310,7 @@ fn start(
                 max_headers: args.max_headers,
                 max_body: args.max_body,
             });
-            Server::start(config.clone(), engine, move || Http::new(http))?
+            launch(args, config, engine, move || Http::new(http))?
         }
         ProtoArg::Resp => {
             let limits = resp::Limits {
@@ -303,7 +326,7 @@ fn start(
             });
             spawn_active_expiry(Arc::downgrade(&shared))?;
             keep_freed_heap_for_fan_out();
-            Server::start(config.clone(), engine, move || {
+            launch(args, config, engine, move || {
                 resp::Resp::new(shared.clone())
             })?
         }
@@ -313,7 +336,7 @@ fn start(
         writeln!(
             out,
             "listening on {} proto={} backend={} trigger={} threads={}",
-            server.local_addr(),
+            server.listen_addr(),
             // Spelled as on the command line (`http`, not `Http`).
             args.proto
                 .to_possible_value()

@@ -114,3 +114,67 @@ fn the_tests_engine_list_covers_every_engine() {
         assert!(tested.contains(engine), "{engine} is not in engine_list!");
     }
 }
+
+/// `--unix PATH` serves on a Unix-domain socket: the ready line names it,
+/// every engine family answers on it, and the file is gone after a stop.
+#[test]
+fn serve_listens_on_a_unix_domain_socket_and_removes_it_on_exit() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    for backend in ["epoll", "uring", "threads"] {
+        let path =
+            std::env::temp_dir().join(format!("iomux-serve-{}-{backend}.sock", std::process::id()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
+            .args(["serve", "--proto", "upper", "--backend", backend, "--unix"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iomux serve");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert!(
+            ready.starts_with(&format!("listening on unix:{} ", path.display())),
+            "{backend}: {ready}"
+        );
+        let mut client = UnixStream::connect(&path).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.write_all(b"hello unix").unwrap();
+        let mut got = [0; 10];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"HELLO UNIX", "{backend}");
+        drop(client);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{backend}: did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{backend}: {status:?}");
+        assert!(
+            !path.exists(),
+            "{backend}: the socket file is removed on exit"
+        );
+    }
+}
+
+/// An address another process holds: the error says so and which flags to change.
+#[test]
+fn an_address_in_use_names_the_flags_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, err) = serve(&["--addr", &addr], &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("--addr") && err.contains("--unix"),
+        "{err}"
+    );
+}

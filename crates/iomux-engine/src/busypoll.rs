@@ -7,10 +7,9 @@ use crate::life::{admit, LoopContext};
 use crate::session::{Deadline, Env, Fault, Finish, Session};
 use crate::sock::{input_waiting, read_append, send_available, shutdown_write};
 use crate::stats::LoopStats;
-use iomux::net::{Accepted, Acceptor};
+use iomux::net::{Accepted, Acceptor, Listener, Stream};
 use iomux_proto::{Command, ConnId, Service};
 use std::io;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -18,12 +17,12 @@ use std::time::Instant;
 const READ_CHUNK: usize = 16 * 1024;
 
 struct Conn<P> {
-    stream: TcpStream,
+    stream: Stream,
     session: Session<P>,
 }
 
 /// Busy-poll until shutdown.
-pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,

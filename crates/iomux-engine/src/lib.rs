@@ -48,10 +48,11 @@ pub use stats::LoopStats;
 
 use crate::life::LoopContext;
 use crate::session::Rules;
-use iomux::net::ListenOptions;
+use iomux::net::{ListenAddr, ListenOptions, Listener};
 use iomux::{Backend, Trigger};
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -290,7 +291,9 @@ impl Config {
 /// A running server: its listeners are bound and its threads started.
 #[derive(Debug)]
 pub struct Server {
-    local_addr: SocketAddr,
+    listen_addr: ListenAddr,
+    /// The Unix-domain socket file this server made, removed when it stops.
+    socket_file: Option<PathBuf>,
     shutdown: Shutdown,
     hub: std::sync::Arc<hub::Hub>,
     threads: Vec<JoinHandle<io::Result<LoopStats>>>,
@@ -307,11 +310,53 @@ impl Server {
         Server::start_with(config, engine, None, new_protocol)
     }
 
-    /// [`Server::start`] on a listener the caller already bound (one loop;
-    /// `config.addr`, `backlog` and `threads` are not used). It is made
-    /// non-blocking where the engine needs it.
+    /// [`Server::start`] on the Unix-domain socket `path` instead of
+    /// `config.addr` (`config.threads` loops accept on the one socket). A
+    /// socket file left by a process that is gone is replaced; the file is
+    /// removed when the server stops.
+    ///
+    /// ```
+    /// use iomux_engine::{Config, Engine, Server};
+    /// use std::io::{Read, Write};
+    /// let path = std::env::temp_dir().join(format!("iomux-doc-{}.sock", std::process::id()));
+    /// let server = Server::start_unix(&path, Config::default(), Engine::ALL[0], iomux_proto::Echo::upper).unwrap();
+    /// assert_eq!(server.listen_addr().to_string(), format!("unix:{}", path.display()));
+    /// let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    /// client.write_all(b"hi").unwrap();
+    /// let mut got = [0; 2];
+    /// client.read_exact(&mut got).unwrap();
+    /// assert_eq!(&got, b"HI");
+    /// drop(server);
+    /// assert!(!path.exists(), "removed on stop");
+    /// ```
+    pub fn start_unix<P, F>(
+        path: impl AsRef<Path>,
+        config: Config,
+        engine: Engine,
+        new_protocol: F,
+    ) -> io::Result<Server>
+    where
+        P: Service + Send + 'static,
+        F: Fn() -> P + Send + Sync + Clone + 'static,
+    {
+        let path = path.as_ref();
+        config.check()?;
+        let listener = Listener::bind_unix(path, config.backlog)?;
+        let mut server = Server::start_with(config, engine, Some(listener), new_protocol);
+        match &mut server {
+            Ok(server) => server.socket_file = Some(path.to_path_buf()),
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        server
+    }
+
+    /// [`Server::start`] on a listener the caller already bound, TCP or
+    /// Unix-domain (one loop; `config.addr`, `backlog` and `threads` are not
+    /// used). It is made non-blocking where the engine needs it.
     pub fn start_on<P, F>(
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         config: Config,
         engine: Engine,
         new_protocol: F,
@@ -324,13 +369,13 @@ impl Server {
             threads: 1,
             ..config
         };
-        Server::start_with(config, engine, Some(listener), new_protocol)
+        Server::start_with(config, engine, Some(listener.into()), new_protocol)
     }
 
     fn start_with<P, F>(
         config: Config,
         engine: Engine,
-        bound: Option<TcpListener>,
+        bound: Option<Listener>,
         new_protocol: F,
     ) -> io::Result<Server>
     where
@@ -349,13 +394,27 @@ impl Server {
         }
         let threads = config.threads.max(1);
         let listeners = match bound {
+            Some(_) if threads > 1 && matches!(engine, Engine::Reactor(Backend::Sigio, _)) => {
+                // One socket shared by several loops has one signal owner:
+                // only one loop would hear of new connections.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the sigio engine cannot share one listening socket between loops (a socket has one signal owner): use one loop, or another engine",
+                ));
+            }
             Some(listener) => {
                 listener.set_nonblocking(needs_nonblocking(engine))?;
-                vec![listener]
+                // A Unix-domain socket has no SO_REUSEPORT: every loop accepts on the one.
+                let mut all = Vec::with_capacity(threads);
+                for _ in 1..threads {
+                    all.push(listener.try_clone()?);
+                }
+                all.push(listener);
+                all
             }
             None => bind_listeners(&config, threads, engine)?,
         };
-        let local_addr = listeners[0].local_addr()?;
+        let listen_addr = listeners[0].local_addr()?;
         let shutdown = Shutdown::new();
         shutdown.set_drain_timeout(config.drain_timeout);
         let max_conns = shutdown.conn_limit(config.max_conns);
@@ -394,7 +453,8 @@ impl Server {
         }
         drop(started);
         let server = Server {
-            local_addr,
+            listen_addr,
+            socket_file: None,
             shutdown,
             hub,
             threads: handles,
@@ -417,9 +477,18 @@ impl Server {
         Ok(server)
     }
 
-    /// The address the server listens on (with the real port when 0 was asked).
+    /// The TCP address the server listens on (with the real port when 0
+    /// was asked); the unspecified address `0.0.0.0:0` for a server on a
+    /// Unix-domain socket (see [`Server::listen_addr`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listen_addr
+            .tcp()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where the server listens: a TCP address or a Unix-domain socket's path.
+    pub fn listen_addr(&self) -> &ListenAddr {
+        &self.listen_addr
     }
 
     /// A handle that reaches the server's connections from any thread.
@@ -442,6 +511,7 @@ impl Server {
 
     /// Wait for every loop to end; returns their counters, summed.
     pub fn join(mut self) -> io::Result<LoopStats> {
+        let _socket_file = SocketFile(self.socket_file.take());
         let mut total = LoopStats::default();
         let mut first_err = None;
         for h in std::mem::take(&mut self.threads) {
@@ -499,6 +569,7 @@ impl Handle {
 /// at most `drain_timeout`).
 impl Drop for Server {
     fn drop(&mut self) {
+        let _socket_file = SocketFile(self.socket_file.take());
         if self.threads.is_empty() {
             return;
         }
@@ -509,12 +580,24 @@ impl Drop for Server {
     }
 }
 
+/// Removes a server's Unix-domain socket file once its loops have stopped
+/// (dropped after them).
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Whether the engine's listener must be non-blocking.
 fn needs_nonblocking(engine: Engine) -> bool {
     matches!(engine, Engine::Reactor(..) | Engine::Nonblocking)
 }
 
-fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result<Vec<TcpListener>> {
+fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result<Vec<Listener>> {
     let nonblocking = needs_nonblocking(engine);
     let options = |addr| {
         ListenOptions::new(addr)
@@ -525,9 +608,9 @@ fn bind_listeners(config: &Config, threads: usize, engine: Engine) -> io::Result
     let first = options(config.addr).bind()?;
     // The others join the first one's port, which matters when port 0 was asked.
     let addr = first.local_addr()?;
-    let mut listeners = vec![first];
+    let mut listeners = vec![Listener::from(first)];
     for _ in 1..threads {
-        listeners.push(options(addr).bind()?);
+        listeners.push(options(addr).bind()?.into());
     }
     Ok(listeners)
 }

@@ -14,7 +14,7 @@ use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
 use crate::sock::{input_waiting, read_append, send_available, set_cork, shutdown_write};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
-use iomux::net::{Accepted, Acceptor};
+use iomux::net::{Accepted, Acceptor, Listener, Stream};
 use iomux::selector::sigio::SigioSelector;
 use iomux::selector::uring::UringSelector;
 use iomux::timer::TimerId;
@@ -24,7 +24,6 @@ use iomux::{
 };
 use iomux_proto::{Command, ConnId, Service};
 use std::io;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// The loop's [`Env`] for a session call, from its disjoint fields (so a
@@ -58,7 +57,7 @@ const EVENTS_PER_WAIT: usize = 1024;
 pub(crate) fn run<P, F>(
     backend: Backend,
     trigger: Trigger,
-    listener: TcpListener,
+    listener: Listener,
     cx: LoopContext<F>,
 ) -> io::Result<LoopStats>
 where
@@ -84,7 +83,7 @@ where
 /// listener nobody accepts on, when descriptors run out during start-up), then run it.
 fn start_and_run<S: Selector, P: Service, F: Fn() -> P>(
     selector: io::Result<S>,
-    listener: TcpListener,
+    listener: Listener,
     cx: LoopContext<F>,
 ) -> io::Result<LoopStats> {
     let started = cx.started.clone();
@@ -101,7 +100,7 @@ fn start_and_run<S: Selector, P: Service, F: Fn() -> P>(
 }
 
 struct Conn<P> {
-    stream: TcpStream,
+    stream: Stream,
     session: Session<P>,
     timer: TimerId,
     registered: Interest,
@@ -122,7 +121,7 @@ impl<P> Conn<P> {
 struct Reactor<S, P, F> {
     selector: S,
     trigger: Trigger,
-    listener: Option<TcpListener>,
+    listener: Option<Listener>,
     acceptor: Acceptor,
     conns: Slab<Conn<P>>,
     timers: Timers,
@@ -149,7 +148,7 @@ struct Reactor<S, P, F> {
 }
 
 impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
-    fn new(mut selector: S, listener: TcpListener, cx: LoopContext<F>) -> io::Result<Self> {
+    fn new(mut selector: S, listener: Listener, cx: LoopContext<F>) -> io::Result<Self> {
         let trigger = selector.trigger();
         selector.register(listener.as_fd(), LISTENER, Interest::READABLE)?;
         let waker = selector.waker(WAKER)?;
@@ -264,7 +263,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.listener = Some(listener);
     }
 
-    fn add_conn(&mut self, stream: TcpStream) {
+    fn add_conn(&mut self, stream: Stream) {
         if !self.cx.max_conns.try_acquire() {
             self.stats.refused += 1;
             return;

@@ -6,9 +6,10 @@ use crate::session::{Deadline, Env, Finish, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
 use crate::sock::{read_append, send, set_cork};
 use crate::stats::LoopStats;
+use iomux::net::{Listener, Stream};
 use iomux_proto::{ConnId, Service};
 use std::io;
-use std::net::{Shutdown as HalfClose, TcpListener, TcpStream};
+use std::net::Shutdown as HalfClose;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,16 +20,16 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Accept on a blocking listener until shutdown, handing each connection to `serve`.
 fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     shutdown: &Shutdown,
     max_conns: &ConnLimit,
-    mut serve: impl FnMut(TcpStream),
+    mut serve: impl FnMut(Stream),
 ) -> io::Result<LoopStats> {
     let guard = shutdown.watch_listener(listener.as_raw_fd());
     let mut stats = LoopStats::default();
     while !shutdown.is_triggered() {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 if admit(max_conns, shutdown.is_triggered(), &mut stats) {
                     serve(stream);
                 }
@@ -50,7 +51,7 @@ fn accept_loop(
 }
 
 /// A thread per connection on blocking sockets.
-pub(crate) fn run_threads<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run_threads<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Service + Send + 'static,
     F: Fn() -> P + Send + Sync + Clone + 'static,
@@ -103,7 +104,7 @@ where
 }
 
 /// One connection at a time: the next waits in the backlog.
-pub(crate) fn run_blocking<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run_blocking<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
@@ -152,7 +153,7 @@ impl Blocking {
 /// Serve one connection on a blocking socket until it closes: the loop of the
 /// thread-per-connection and one-at-a-time engines. The rules are the
 /// session's; this loop waits, reads and writes.
-fn serve_blocking<P: Service>(stream: TcpStream, proto: P, id: ConnId, setup: &Blocking) {
+fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Blocking) {
     let Blocking {
         rules,
         nodelay,
@@ -284,7 +285,7 @@ fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
 /// deadline. A send that returns short (or EAGAIN) was blocked for the whole
 /// deadline; if the peer took less than `floor` bytes in that time it is
 /// reading too slowly to keep (a slow-read attack), and the send fails.
-fn write_all(stream: &TcpStream, data: &[u8], cork: bool, floor: usize) -> io::Result<()> {
+fn write_all(stream: &Stream, data: &[u8], cork: bool, floor: usize) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -319,7 +320,7 @@ fn write_all(stream: &TcpStream, data: &[u8], cork: bool, floor: usize) -> io::R
 
 /// Send our FIN, then read and discard until the peer's FIN (or `LINGER`),
 /// so the close does not reset a response the peer has not read yet.
-fn linger_close(stream: TcpStream) {
+fn linger_close(stream: Stream) {
     if stream.shutdown(HalfClose::Write).is_err() {
         return;
     }

@@ -206,6 +206,68 @@ fn a_panic_closes_only_its_connection(name: &str) {
     assert_eq!(stats.faults, 1, "{engine}: {stats}");
 }
 
+/// The same engine on a Unix-domain socket, two loops accepting on it:
+/// every byte answered, a half-close honoured, the socket file removed on stop.
+fn a_unix_domain_listener_serves(name: &str) {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let engine = engine(name);
+    let path = std::env::temp_dir().join(format!("iomux-test-{}-{name}.sock", std::process::id()));
+    let mut config = Config {
+        threads: 2,
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    if name == "sigio" {
+        // A socket has one signal owner: two sigio loops cannot share one.
+        let refused = Server::start_unix(&path, config.clone(), engine, iomux_proto::Echo::upper);
+        let err = refused.expect_err("sigio refuses two loops on one socket");
+        assert!(err.to_string().contains("one signal owner"), "{err}");
+        assert!(!path.exists(), "a refused start leaves no socket file");
+        config.threads = 1;
+    }
+    let server = Server::start_unix(&path, config, engine, iomux_proto::Echo::upper)
+        .unwrap_or_else(|e| panic!("{engine}: {e}"));
+    assert_eq!(
+        server.listen_addr().to_string(),
+        format!("unix:{}", path.display())
+    );
+    let payload: Vec<u8> = (0..200_000u32)
+        .map(|i| b"abcxyz\n"[i as usize % 7])
+        .collect();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (path, payload) = (path.clone(), payload.clone());
+            std::thread::spawn(move || {
+                let mut c = UnixStream::connect(&path).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let writer = c.try_clone().unwrap();
+                let sender = std::thread::spawn(move || {
+                    (&writer).write_all(&payload).unwrap();
+                    writer.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut got = Vec::new();
+                c.read_to_end(&mut got).unwrap();
+                sender.join().unwrap();
+                got
+            })
+        })
+        .collect();
+    let expected = payload.to_ascii_uppercase();
+    for c in clients {
+        assert!(
+            c.join().unwrap() == expected,
+            "{engine}: every byte, upper-cased, then EOF"
+        );
+    }
+    let stats = stop(server);
+    assert_eq!(stats.accepts, 3, "{engine}: {stats}");
+    assert!(
+        !path.exists(),
+        "{engine}: the socket file is removed on stop"
+    );
+}
+
 macro_rules! per_engine {
     ($($module:ident => $name:literal),* $(,)?) => {
         $(
@@ -221,6 +283,10 @@ macro_rules! per_engine {
                 #[test]
                 fn a_panic_closes_only_its_connection() {
                     super::a_panic_closes_only_its_connection($name);
+                }
+                #[test]
+                fn a_unix_domain_listener_serves() {
+                    super::a_unix_domain_listener_serves($name);
                 }
             }
         )*

@@ -40,6 +40,7 @@ use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
 use bufring::{BufRing, BUFFER_GROUP, BUFFER_SIZE};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use iomux::net::Listener;
 use iomux::timer::TimerId;
 use iomux::{Token, Waker};
 use iomux_proto::{Command, ConnId, Service};
@@ -48,7 +49,6 @@ use ring::{
     decode, kind, open_ring, set_total_len, timeout_token, user_data, RecvMode, TaskRun, NO_CONN,
 };
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ enum Recv {
 struct Loop<P, F> {
     ring: IoUring,
     bufs: BufRing,
-    listener: Option<TcpListener>,
+    listener: Option<Listener>,
     multishot_accept: bool,
     recv_mode: RecvMode,
     accepting: bool,
@@ -131,7 +131,7 @@ struct Loop<P, F> {
 }
 
 /// Run one io_uring loop on `listener` until shutdown.
-pub(crate) fn run<P, F>(listener: TcpListener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
@@ -148,7 +148,7 @@ where
 /// `run` with the best task-run mode and receive mode to try (tests run
 /// the weaker ones), and a submission failure to inject (tests only).
 fn run_with<P, F>(
-    listener: TcpListener,
+    listener: Listener,
     cx: LoopContext<F>,
     best: TaskRun,
     recv_mode: RecvMode,

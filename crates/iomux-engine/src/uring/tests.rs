@@ -103,12 +103,12 @@ impl TestServer {
         recv_mode: RecvMode,
         fail_after: Option<u64>,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let cx = LoopContext::for_test(config, &shutdown, Echo::plain);
         let thread =
-            std::thread::spawn(move || run_with(listener, cx, mode, recv_mode, fail_after));
+            std::thread::spawn(move || run_with(listener.into(), cx, mode, recv_mode, fail_after));
         TestServer {
             addr,
             shutdown,

@@ -83,7 +83,7 @@ fn waiter(
         }
         counters.returns.fetch_add(1, Ordering::Relaxed);
         let mut got = 0;
-        while let Accepted::Conn(_) = acceptor.accept(&listener)? {
+        while let Accepted::Conn(_) = acceptor.accept(&*listener)? {
             got += 1;
         }
         if got == 0 {

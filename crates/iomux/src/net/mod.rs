@@ -1,10 +1,14 @@
 //! Socket set-up and the accept discipline shared by every engine.
 
+mod socket;
+
+pub use socket::{Accept, ListenAddr, Listener, Stream};
+
 use crate::sys::{context, cvt, owned};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 /// How to open a listening socket.
 ///
@@ -107,9 +111,9 @@ impl ListenOptions {
 /// assert!(matches!(Acceptor::new().unwrap().accept(&l).unwrap(), Accepted::Drained));
 /// ```
 #[derive(Debug)]
-pub enum Accepted {
+pub enum Accepted<C = TcpStream> {
     /// A new connection, already non-blocking and close-on-exec.
-    Conn(TcpStream),
+    Conn(C),
     /// The queue is empty (EAGAIN): wait for readability again.
     Drained,
     /// The descriptor limit is reached (EMFILE/ENFILE) and a pending connection
@@ -172,13 +176,15 @@ impl Acceptor {
     /// let mut acceptor = Acceptor::new().unwrap();
     /// while let Accepted::Conn(_) | Accepted::Shed = acceptor.accept(&l).unwrap() {}
     /// ```
-    pub fn accept(&mut self, listener: &TcpListener) -> io::Result<Accepted> {
+    ///
+    /// Any [`Accept`] listener: `TcpListener`, `UnixListener`, or a
+    /// [`Listener`] of either family.
+    pub fn accept<L: Accept>(&mut self, listener: &L) -> io::Result<Accepted<L::Conn>> {
         self.check_nonblocking(listener.as_raw_fd())?;
         loop {
             match accept_raw(listener.as_raw_fd()) {
                 Ok(fd) => {
-                    // SAFETY: accept4 just returned this descriptor and nothing else owns it.
-                    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                    let stream = socket::adopt_accepted::<L>(fd);
                     if self.reserve.is_none() {
                         self.reserve = open_reserve();
                     }
@@ -204,7 +210,7 @@ impl Acceptor {
                             // No reserve to give up: report it so the caller pauses accepting.
                             return Err(io::Error::new(
                                 e.kind(),
-                                format!("accept: {e}; raise the limit with `ulimit -n` or lower --max-conns"),
+                                format!("accept: {e}; raise the descriptor limit (`ulimit -n`) or admit fewer connections"),
                             ));
                         }
                         let shed = accept_raw(listener.as_raw_fd());
@@ -246,7 +252,9 @@ impl Acceptor {
 /// What to do about a failed bind, appended to its error.
 fn bind_hint(kind: io::ErrorKind) -> &'static str {
     match kind {
-        io::ErrorKind::AddrInUse => "; another process holds it: pick another --addr or port 0",
+        io::ErrorKind::AddrInUse => {
+            "; another process holds it: pick another address, or port 0 for any free one"
+        }
         io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pick a higher port",
         io::ErrorKind::AddrNotAvailable => {
             "; no interface of this machine has that address: use 127.0.0.1, \
@@ -295,6 +303,7 @@ pub use crate::sys::set_nonblocking;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_port_in_use_is_named_with_what_to_do() {
@@ -306,7 +315,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         let text = err.to_string();
         assert!(
-            text.contains(&taken.to_string()) && text.contains("pick another --addr or port 0"),
+            text.contains(&taken.to_string()) && text.contains("pick another address"),
             "{text}"
         );
     }
