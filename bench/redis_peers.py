@@ -41,7 +41,7 @@ import idle_memory  # noqa: E402
 import servers as srv  # noqa: E402
 from http_peers import median, round_ratios  # noqa: E402
 
-ORDER = ("redis", "iomux-epoll", "iomux-uring")
+ORDER = ("redis", "iomux-epoll", "iomux-uring", "iomux-epoll-level")
 # name: (redis-benchmark test, commands per write)
 PROFILES = {
     "set": ("set", 1),
@@ -70,8 +70,10 @@ def start(name, cpu, workdir, iomux_flags=()):
     else:
         if not os.path.exists(srv.IOMUX):
             sys.exit(f"{srv.IOMUX} is missing: run `cargo build --release` (bench/redis-peers.sh does it)")
-        backend = name.split("-", 1)[1]
-        argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend,
+        # iomux-BACKEND or iomux-BACKEND-TRIGGER
+        backend, _, trigger = name.split("-", 1)[1].partition("-")
+        mode = ["--trigger", trigger] if trigger else []
+        argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend, *mode,
                 "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600", *iomux_flags]
     return RespServer(name, argv, port, cpu, workdir)
 
@@ -260,7 +262,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=200_000,
                     help="operations per unpipelined run; pipelined runs send 16 times as many")
-    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
+    ap.add_argument("--servers", default=",".join(ORDER[:3]), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
     ap.add_argument("--iomux-flags", default="--nodelay",
