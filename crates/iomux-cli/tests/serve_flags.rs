@@ -66,6 +66,22 @@ fn bad_values_are_refused_by_name_without_a_panic() {
             &[][..],
             "--backend epoll",
         ),
+        // sigio is edge-triggered only; uring completions have no trigger.
+        (
+            &["--backend", "sigio", "--trigger", "level"][..],
+            &[][..],
+            "edge only",
+        ),
+        (
+            &["--backend", "sigio", "--trigger", "oneshot"][..],
+            &[][..],
+            "--backend epoll",
+        ),
+        (
+            &["--backend", "uring", "--trigger", "edge"][..],
+            &[][..],
+            "--trigger",
+        ),
         (&["--threads", "0"][..], &[][..], "--threads"),
         (&["--max-conns", "0"][..], &[][..], "--max-conns"),
     ] {

@@ -5,32 +5,7 @@ mod common;
 
 use common::{try_echo, LoggedServer, Rng};
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-#[test]
-fn sigio_refuses_level_and_oneshot_with_advice() {
-    for trigger in ["level", "oneshot"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_iomux"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--backend",
-                "sigio",
-                "--trigger",
-                trigger,
-            ])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("edge only") && err.contains("--backend epoll"),
-            "{err}"
-        );
-    }
-}
 
 /// With RLIMIT_SIGPENDING at 4 the kernel drops most real-time signals and
 /// raises SIGIO; 100 concurrent echo clients must still all be answered.

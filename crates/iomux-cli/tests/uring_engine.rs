@@ -63,25 +63,6 @@ for_engines!(
     [uring, uring_poll]
 );
 
-#[test]
-fn uring_takes_no_trigger() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iomux"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--backend",
-            "uring",
-            "--trigger",
-            "edge",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--trigger"), "{err}");
-}
-
 /// Whether `iomux serve --backend <backend>` starts here: `Ok` once it says
 /// it is listening, `Err` with its stderr when it refuses.
 fn starts(backend: &str) -> Result<(), String> {
