@@ -58,9 +58,13 @@ fn sigterm(server: &LoggedServer) {
     unsafe { libc::kill(server.server.pid() as i32, libc::SIGTERM) };
 }
 
-/// Wait (bounded) for the server to exit; returns its status.
-fn wait_exit(server: &mut LoggedServer, within: Duration) -> std::process::ExitStatus {
-    server.server.stop_with(0, within)
+/// Wait (bounded) for the server to exit after the signal already sent, and
+/// assert it exited 0 without a panic.
+fn exits_cleanly(server: &mut LoggedServer, within: Duration, engine: &[&str]) {
+    let status = server.server.stop_with(0, within);
+    let err = server.stderr();
+    assert!(status.success(), "{engine:?}: exit {status:?}:\n{err}");
+    assert!(!err.contains("panicked"), "{engine:?}:\n{err}");
 }
 
 fn refuses_new_connections(addr: SocketAddr) -> bool {
@@ -94,10 +98,7 @@ fn sigterm_closes_idle_connections_at_once_and_exits_0(engine: &[&str]) {
         )),
         "{engine:?}: still accepting after SIGTERM"
     );
-    let status = wait_exit(&mut server, Duration::from_secs(2));
-    let err = server.stderr();
-    assert!(status.success(), "{engine:?}: exit {status:?}:\n{err}");
-    assert!(!err.contains("panicked"), "{engine:?}:\n{err}");
+    exits_cleanly(&mut server, Duration::from_secs(2), engine);
     eprintln!(
         "{engine:?}: idle connection closed {closed_after:?} after SIGTERM, exit after {:?}",
         signalled.elapsed()
@@ -194,12 +195,7 @@ fn in_flight_completes(engine: &[&str], pattern: &Arc<Vec<u8>>) {
         back.chunks(pattern.len()).all(|c| c == &pattern[..c.len()]),
         "{engine:?}: echo differs"
     );
-    let status = wait_exit(&mut server, Duration::from_secs(5));
-    assert!(
-        status.success(),
-        "{engine:?}: exit {status:?}:\n{}",
-        server.stderr()
-    );
+    exits_cleanly(&mut server, Duration::from_secs(5), engine);
     eprintln!(
         "{engine:?}: in-flight echo of {sent} bytes ({before_drain} before the drain was seen) finished; exit {:?} after SIGTERM",
         signalled.elapsed()
@@ -274,12 +270,7 @@ fn sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting(engine: &[
         "{engine:?}: the bytes that waited out the stall were taken for silence"
     );
     assert!(back == message, "{engine:?}: echo differs");
-    let status = wait_exit(&mut server, Duration::from_secs(5));
-    assert!(
-        status.success(),
-        "{engine:?}: exit {status:?}:\n{}",
-        server.stderr()
-    );
+    exits_cleanly(&mut server, Duration::from_secs(5), engine);
 }
 for_engines!(sigterm_while_the_server_is_stalled_still_echoes_the_bytes_waiting);
 
@@ -369,12 +360,7 @@ fn sigterm_answers_an_in_flight_http_request_with_connection_close(engine: &[&st
     assert!(text.ends_with("Hello, World!"), "{engine:?}: {text:?}");
     // Our FIN ends the server's lingering close.
     drop(in_flight);
-    let status = wait_exit(&mut server, Duration::from_secs(5));
-    assert!(
-        status.success(),
-        "{engine:?}: exit {status:?}:\n{}",
-        server.stderr()
-    );
+    exits_cleanly(&mut server, Duration::from_secs(5), engine);
     eprintln!(
         "{engine:?}: HTTP in-flight request answered with Connection: close; exit {:?} after SIGTERM",
         signalled.elapsed()
