@@ -188,32 +188,31 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
             ]);
         }
     }
+    // One line per engine's process RSS, and the kernel's slab (measured with epoll).
+    let line = |label: String, e: Engine, per_conn: fn(&Measured) -> f64| Series {
+        label,
+        points: sizes
+            .iter()
+            .filter_map(|&n| {
+                Some(Point {
+                    x: n as f64,
+                    y: spread(e, n, per_conn)?,
+                })
+            })
+            .collect(),
+    };
     let series: Vec<Series> = engines
         .iter()
-        .map(|&e| Series {
-            label: format!("{} (process RSS)", e.backend),
-            points: sizes
-                .iter()
-                .filter_map(|&n| {
-                    Some(Point {
-                        x: n as f64,
-                        y: spread(e, n, |p| p.rss_per_conn)?,
-                    })
-                })
-                .collect(),
+        .map(|&e| {
+            line(format!("{} (process RSS)", e.backend), e, |p| {
+                p.rss_per_conn
+            })
         })
-        .chain(std::iter::once(Series {
-            label: "kernel slab (both ends)".into(),
-            points: sizes
-                .iter()
-                .filter_map(|&n| {
-                    Some(Point {
-                        x: n as f64,
-                        y: spread(epoll, n, |p| p.slab_per_conn)?,
-                    })
-                })
-                .collect(),
-        }))
+        .chain(std::iter::once(line(
+            "kernel slab (both ends)".into(),
+            epoll,
+            |p| p.slab_per_conn,
+        )))
         .filter(|s| !s.points.is_empty())
         .collect();
     let file = "memory.svg";
