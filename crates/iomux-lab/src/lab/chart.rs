@@ -28,20 +28,20 @@ fn plot_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// Twelve colors that tell apart at a glance (Tableau 10, black, navy).
-const COLORS: [RGBColor; 12] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(0, 0, 0),
-    RGBColor(0, 0, 128),
-];
+const COLORS: [RGBColor; 12] = {
+    const HEX: [u32; 12] = [
+        0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22,
+        0x17becf, 0x000000, 0x000080,
+    ];
+    let mut colors = [RGBColor(0, 0, 0); 12];
+    let mut i = 0;
+    while i < 12 {
+        let c = HEX[i];
+        colors[i] = RGBColor((c >> 16) as u8, (c >> 8) as u8, c as u8);
+        i += 1;
+    }
+    colors
+};
 
 /// The markers, taken in turn: shape and whether it is filled.
 const MARKERS: usize = 8;
