@@ -203,7 +203,14 @@ impl Syscalls for Select {
         // bits below `nfds` <= FD_SETSIZE are examined by the kernel, and
         // `ts_ptr` is null or a live timespec.
         let n = unsafe {
-            libc::pselect(nfds as libc::c_int, read.as_ptr(), write.as_ptr(), std::ptr::null_mut(), ts_ptr, std::ptr::null())
+            libc::pselect(
+                nfds as libc::c_int,
+                read.as_ptr(),
+                write.as_ptr(),
+                std::ptr::null_mut(),
+                ts_ptr,
+                std::ptr::null(),
+            )
         };
         if n < 0 {
             let err = io::Error::last_os_error();

@@ -153,21 +153,28 @@ impl<T: Copy> FdTable<T> {
     }
 
     /// Queue a checked `request` for the waiting thread; returns the
-    /// registration it makes (or, for a deregistration, removes).
+    /// registration it makes (or, for a deregistration, removes). A change
+    /// of a descriptor already queued is merged with it, so that at most two
+    /// wait per descriptor (a deregistration, then the registration of what
+    /// the number names next) however long the waiting thread takes.
     pub(crate) fn queue(&mut self, request: Request) -> io::Result<Registration> {
-        let reg = match request {
-            Request::Register(reg) => {
-                self.queued_delta += 1;
-                reg
-            }
-            Request::Reregister(reg) => reg,
-            Request::Deregister(fd) => {
-                let reg = self.registration(fd)?;
-                self.queued_delta -= 1;
-                reg
-            }
+        let (reg, delta) = match request {
+            Request::Register(reg) => (reg, 1),
+            Request::Reregister(reg) => (reg, 0),
+            Request::Deregister(fd) => (self.registration(fd)?, -1),
         };
-        self.queued.push(request);
+        self.queued_delta += delta;
+        let last = self.queued.iter().rposition(|r| r.fd() == reg.fd);
+        match (last.map(|i| (i, self.queued[i])), request) {
+            (Some((i, Request::Register(_))), Request::Reregister(new)) => {
+                self.queued[i] = Request::Register(new);
+            }
+            (Some((i, Request::Register(_))), Request::Deregister(_)) => {
+                self.queued.remove(i);
+            }
+            (Some((i, Request::Reregister(_))), _) => self.queued[i] = request,
+            _ => self.queued.push(request),
+        }
         Ok(reg)
     }
 
@@ -292,7 +299,11 @@ impl<T: Copy> FdTable<T> {
 
     /// Change a registration to `reg` through `ctl`; if the kernel refuses,
     /// the registration is removed, so that no stale entry remains.
-    fn reregister_by(&mut self, ctl: &mut impl Watch<T>, reg: Registration) -> io::Result<Registration> {
+    fn reregister_by(
+        &mut self,
+        ctl: &mut impl Watch<T>,
+        reg: Registration,
+    ) -> io::Result<Registration> {
         let old = self.expect(reg.fd)?;
         match ctl.rewatch(old, reg) {
             Ok(state) => {

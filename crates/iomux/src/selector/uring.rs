@@ -406,7 +406,6 @@ impl Watch<Slot> for Uring {
         self.disarm(reg.fd, slot)
             .map_err(|e| context(e, format_args!("io_uring poll remove, fd {}", reg.fd)))
     }
-
 }
 
 impl Syscalls for Uring {
