@@ -33,11 +33,15 @@ pub trait Syscalls: Watch<Self::State> + fmt::Debug + 'static {
     /// The backend these system calls belong to.
     const BACKEND: Backend;
 
-    /// How readiness is reported.
-    fn trigger(&self) -> Trigger;
+    /// How readiness is reported: by default the one trigger the backend has.
+    fn trigger(&self) -> Trigger {
+        Self::BACKEND.triggers()[0]
+    }
 
     /// The [`Remote`](Syscalls::Remote), if the backend has one.
-    fn remote(&self) -> Option<Self::Remote>;
+    fn remote(&self) -> Option<Self::Remote> {
+        None
+    }
 
     /// Check what can be checked of a registration from any thread, before a
     /// registry handle queues it for the waiting thread (whose
@@ -218,13 +222,8 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        self.change(Request::Register(Registration {
-            fd,
-            token,
-            interest,
-            trigger,
-        }))
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.change(Request::Register(reg))
     }
 
     #[inline]
@@ -235,13 +234,8 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        self.change(Request::Reregister(Registration {
-            fd,
-            token,
-            interest,
-            trigger,
-        }))
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.change(Request::Reregister(reg))
     }
 
     #[inline]
@@ -297,12 +291,7 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
         let waker = Waker::new()?;
-        let reg = Registration {
-            fd: waker.as_raw_fd(),
-            token,
-            interest: Interest::READABLE,
-            trigger: Trigger::Level,
-        };
+        let reg = Registration::of(&waker, token, Interest::READABLE, Trigger::Level);
         let mut table = Self::lock_applied(&self.shared, &mut self.sys);
         table.check_open()?;
         table.register_by(&mut self.sys, reg, S::watch_waker)?;

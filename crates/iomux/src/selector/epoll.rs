@@ -82,12 +82,7 @@ impl BaseSelector<Epoll> {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        let reg = Registration {
-            fd: fd.as_fd().as_raw_fd(),
-            token,
-            interest,
-            trigger: self.sys.trigger,
-        };
+        let reg = Registration::of(fd, token, interest, self.sys.trigger);
         let mut table = Self::lock_applied(&self.shared, &mut self.sys);
         table.check(Backend::Epoll, Request::Register(reg))?;
         table.register_by(&mut self.sys, reg, |epoll, reg| {

@@ -32,6 +32,18 @@ pub struct Registration {
     pub trigger: Trigger,
 }
 
+impl Registration {
+    /// The registration a call asks for.
+    pub(crate) fn of(fd: impl AsFd, token: Token, interest: Interest, trigger: Trigger) -> Self {
+        Registration {
+            fd: fd.as_fd().as_raw_fd(),
+            token,
+            interest,
+            trigger,
+        }
+    }
+}
+
 /// One interface over every backend.
 ///
 /// A selector holds registrations (descriptor, token, interest, trigger) and

@@ -2,7 +2,7 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::table::{FdTable, Watch};
-use super::{Backend, Registration, Trigger};
+use super::{Backend, Registration};
 use crate::sys::{check_fd_open, context, ppoll};
 use crate::{Event, Events, Interest, Token};
 use std::convert::Infallible;
@@ -150,14 +150,6 @@ impl Syscalls for Poll {
     type State = usize;
     type Remote = Infallible;
     const BACKEND: Backend = Backend::Poll;
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
-    fn remote(&self) -> Option<Infallible> {
-        None
-    }
 
     fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
         // Where it lands in `fds` does not matter: it is known by number.

@@ -183,13 +183,8 @@ impl Registry {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        self.shared.change(Request::Register(Registration {
-            fd,
-            token,
-            interest,
-            trigger,
-        }))
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.shared.change(Request::Register(reg))
     }
 
     /// [`Selector::reregister`](super::Selector::reregister) from any thread:
@@ -237,13 +232,8 @@ impl Registry {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        self.shared.change(Request::Reregister(Registration {
-            fd,
-            token,
-            interest,
-            trigger,
-        }))
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.shared.change(Request::Reregister(reg))
     }
 
     /// [`Selector::deregister`](super::Selector::deregister) from any thread

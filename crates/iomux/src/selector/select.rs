@@ -2,7 +2,7 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::table::{lock, FdTable, Watch};
-use super::{Backend, Registration, Trigger};
+use super::{Backend, Registration};
 use crate::sys::{check_fd_open, context, registration_error, timespec, timespec_ptr};
 use crate::{Event, Events, Interest};
 use std::convert::Infallible;
@@ -168,14 +168,6 @@ impl Syscalls for Select {
     type State = ();
     type Remote = Infallible;
     const BACKEND: Backend = Backend::Select;
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
-    fn remote(&self) -> Option<Infallible> {
-        None
-    }
 
     fn check(reg: &Registration) -> io::Result<()> {
         Self::check_limit(reg.fd)?;

@@ -22,7 +22,7 @@
 use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
 use super::table::{lock, FdTable, Watch};
-use super::{Backend, Registration, Trigger};
+use super::{Backend, Registration};
 use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error};
 use crate::{Event, Events};
 use std::collections::VecDeque;
@@ -328,37 +328,6 @@ impl Sigio {
         Ok(())
     }
 
-    /// One wait on the signalfd and the wakers (zero time when checks are
-    /// pending), then the readiness checks of the descriptors signalled.
-    fn wait_once(
-        &mut self,
-        table: &Mutex<FdTable<SigioState>>,
-        events: &mut Events,
-        timeout: Option<Duration>,
-    ) -> io::Result<()> {
-        let capacity = events.capacity();
-        let wait = if self.pending.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        ppoll(&mut self.pollfds, wait).map_err(|e| context(e, "ppoll on the signalfd"))?;
-        let table = &mut *lock(table);
-        for waker in &self.pollfds[1..] {
-            if waker.revents != 0 && !events.is_full() {
-                if let Some((reg, _)) = table.get(waker.fd) {
-                    // Reset by the selector once reported.
-                    events.push(Event::new(reg.token, Event::READABLE));
-                }
-            }
-        }
-        if self.pollfds[0].revents != 0 {
-            // What stays queued beyond this is read by a later wait.
-            self.read_signals(table, capacity.saturating_mul(4))?;
-        }
-        self.check_pending(table, capacity - events.len(), events)
-    }
-
     /// Report the current state of up to `room` queued descriptors, from one
     /// poll of them all: a signal names the descriptor, the poll says what is
     /// true now (a half-close, for one, comes as a plain POLL_IN signal).
@@ -516,14 +485,6 @@ impl Syscalls for Sigio {
     type Remote = Infallible;
     const BACKEND: Backend = Backend::Sigio;
 
-    fn trigger(&self) -> Trigger {
-        Trigger::Edge
-    }
-
-    fn remote(&self) -> Option<Infallible> {
-        None
-    }
-
     fn check(reg: &Registration) -> io::Result<()> {
         check_raises_signals(reg.fd).map(drop)
     }
@@ -561,10 +522,32 @@ impl Syscalls for Sigio {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         self.check_thread()?;
+        // One wait on the signalfd and the wakers (zero time when checks are
+        // pending), then the readiness checks of the descriptors signalled.
         // The signals may name nothing ready for its interest (say a writable
         // socket registered for reading): then the selector waits again for
         // the rest of the timeout, so that a wait never ends early.
-        self.wait_once(table, events, timeout)
+        let capacity = events.capacity();
+        let wait = if self.pending.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        ppoll(&mut self.pollfds, wait).map_err(|e| context(e, "ppoll on the signalfd"))?;
+        let table = &mut *lock(table);
+        for waker in &self.pollfds[1..] {
+            if waker.revents != 0 && !events.is_full() {
+                if let Some((reg, _)) = table.get(waker.fd) {
+                    // Reset by the selector once reported.
+                    events.push(Event::new(reg.token, Event::READABLE));
+                }
+            }
+        }
+        if self.pollfds[0].revents != 0 {
+            // What stays queued beyond this is read by a later wait.
+            self.read_signals(table, capacity.saturating_mul(4))?;
+        }
+        self.check_pending(table, capacity - events.len(), events)
     }
 
     fn close(&mut self, table: &mut FdTable<SigioState>) -> io::Result<()> {

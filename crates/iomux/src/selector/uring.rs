@@ -417,10 +417,6 @@ impl Syscalls for Uring {
         self.trigger
     }
 
-    fn remote(&self) -> Option<Infallible> {
-        None
-    }
-
     fn watch_waker(&mut self, reg: Registration) -> io::Result<Slot> {
         self.add(reg, Trigger::Level)
     }
