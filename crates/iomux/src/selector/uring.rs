@@ -224,17 +224,20 @@ impl Uring {
     /// Arm the doorbell's request if it has one to arm.
     fn arm_doorbell(&mut self) -> io::Result<()> {
         match self.doorbell {
-            Some((fd, false)) => {
-                let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-                    .multi(true)
-                    .build()
-                    .user_data(DOORBELL);
-                self.push(entry)?;
-                self.doorbell = Some((fd, true));
-                Ok(())
-            }
+            Some((fd, false)) => self.push_doorbell(fd),
             _ => Ok(()),
         }
+    }
+
+    /// Queue the doorbell's multishot poll request.
+    fn push_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(DOORBELL);
+        self.push(entry)?;
+        self.doorbell = Some((fd, true));
+        Ok(())
     }
 
     /// Start a poll request for `reg` in `trigger` mode.
@@ -424,8 +427,7 @@ impl Syscalls for Uring {
     /// Watched by a multishot request, armed again at the next wait when the
     /// kernel ends it.
     fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
-        self.doorbell = Some((fd, false));
-        self.arm_doorbell()
+        self.push_doorbell(fd)
     }
 
     fn wait(
