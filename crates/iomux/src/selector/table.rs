@@ -384,3 +384,41 @@ pub(crate) fn not_registered(fd: RawFd) -> io::Error {
         format!("descriptor {fd} is not registered"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::Trigger;
+
+    fn reg(fd: RawFd, token: usize) -> Registration {
+        Registration {
+            fd,
+            token: Token(token),
+            interest: Interest::READABLE,
+            trigger: Trigger::Level,
+        }
+    }
+
+    /// A handle that keeps changing one descriptor while the waiting thread
+    /// never waits must not grow the queue without bound.
+    #[test]
+    fn queued_changes_of_one_descriptor_stay_bounded() {
+        let mut table = FdTable::<()>::new();
+        table.insert(reg(5, 0), ());
+        for i in 0..1000 {
+            table.queue(Request::Deregister(5)).unwrap();
+            table.queue(Request::Register(reg(5, i))).unwrap();
+            table.queue(Request::Reregister(reg(5, i + 1))).unwrap();
+            table.queue(Request::Register(reg(6, i))).unwrap();
+            table.queue(Request::Deregister(6)).unwrap();
+        }
+        assert_eq!(table.queued.len(), 2, "{:?}", table.queued);
+        assert_eq!(table.visible(5).map(|r| r.token), Some(Token(1000)));
+        assert_eq!(table.visible(6), None);
+        assert_eq!(table.len(), 1);
+        assert_eq!(
+            table.queue(Request::Deregister(6)).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+}
