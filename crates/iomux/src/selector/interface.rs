@@ -50,7 +50,9 @@ impl Registration {
 /// waits for readiness. It borrows the descriptors only for the calls that
 /// name them, and never owns or closes them: deregister a descriptor before
 /// closing it (if one is closed first, its entry stays until deregistered
-/// through whichever descriptor has the number next).
+/// through whichever descriptor has the number next). Other threads register
+/// into a selector while it waits through its [`Registry`](super::Registry)
+/// (`registry()` on every selector).
 ///
 /// ```
 /// use iomux::{Events, Interest, PollSelector, Selector, Token};
