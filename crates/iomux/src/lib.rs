@@ -11,9 +11,10 @@
 //!
 //! Each registration may choose its own [`Trigger`] (level, edge or
 //! one-shot) where the backend has it ([`Selector::register_with_trigger`]).
-//! An [`EpollSelector`] can also be registered into from other threads while
-//! it waits ([`EpollSelector::registry`]), and is itself a descriptor
-//! (`AsFd`) that another event loop can watch.
+//! Every selector can be registered into from other threads while it waits,
+//! through a cloneable [`Registry`] ([`AnySelector::registry`]); an
+//! [`EpollSelector`] is also itself a descriptor (`AsFd`) that another event
+//! loop can watch.
 //!
 //! ```
 //! use iomux::{Backend, Events, Interest, Selector, Token};
@@ -46,9 +47,10 @@ pub mod timer;
 mod waker;
 
 pub use event::{Event, Events, Interest, Token};
+#[allow(deprecated)]
 pub use selector::epoll::{EpollRegistry, EpollSelector};
 pub use selector::poll::PollSelector;
 pub use selector::select::SelectSelector;
-pub use selector::{AnySelector, Backend, Registration, Selector, Trigger};
+pub use selector::{AnySelector, Backend, Registration, Registry, Selector, Trigger};
 pub use timer::TimerWheel;
 pub use waker::Waker;

@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -963,3 +963,288 @@ fn a_half_close_does_not_wake_a_writer_waiting_for_room(mode: Mode) {
     drop(b);
 }
 for_modes!(a_half_close_does_not_wake_a_writer_waiting_for_room);
+
+// --- registry handles: registering from other threads ----------------------
+
+/// The bound on a wait that must end by itself: generous, never measured.
+const BOUND: Option<Duration> = Some(Duration::from_secs(10));
+
+/// This thread's id, for `blocked_in_a_wait`.
+fn this_thread() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is blocked in one of the selectors'
+/// waiting system calls (the number /proc shows for it).
+fn blocked_in_a_wait(tid: libc::pid_t) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let number = text.split_whitespace().next().unwrap_or("");
+    [
+        libc::SYS_pselect6,
+        libc::SYS_ppoll,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_io_uring_enter,
+    ]
+    .iter()
+    .any(|n| number == n.to_string())
+}
+
+/// Wait (at most ten seconds) until thread `tid` blocks in a wait; returns
+/// whether it did, for the caller to assert once its wait has ended.
+fn until_blocked_in_a_wait(tid: libc::pid_t) -> bool {
+    for _ in 0..10_000 {
+        if blocked_in_a_wait(tid) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+fn registry_registers_into_a_blocked_wait(mode: Mode) {
+    // The selector's own thread (sigio's signals go to it) waits; another
+    // registers a descriptor that is already readable.
+    let mut sel = mode.open();
+    let registry = sel.registry();
+    let (a, b) = pair();
+    send(&a, b"ready before it was registered");
+    let waiter = this_thread();
+    let helper = thread::spawn(move || {
+        let blocked = until_blocked_in_a_wait(waiter);
+        let reg = registry.register(&b, Token(5), Interest::READABLE);
+        (blocked, reg, b)
+    });
+    let events = wait(&mut sel, BOUND);
+    let (blocked, reg, b) = helper.join().unwrap();
+    assert!(blocked, "{mode:?}: the wait never blocked");
+    let reg = reg.unwrap_or_else(|e| panic!("{mode:?}: register through the registry: {e}"));
+    assert_eq!((reg.token, reg.trigger), (Token(5), mode.trigger));
+    assert_eq!(
+        tokens(&events),
+        vec![5],
+        "{mode:?}: the blocked wait did not report the descriptor registered meanwhile"
+    );
+    assert!(events[0].is_readable(), "{mode:?}: {events:?}");
+    assert_eq!(sel.deregister(&b).unwrap().token, Token(5));
+}
+for_modes!(registry_registers_into_a_blocked_wait);
+
+fn registry_reregisters_and_deregisters_in_a_blocked_wait(mode: Mode) {
+    let mut sel = mode.open();
+    let registry = sel.registry();
+    let waker = sel.waker(Token(9)).unwrap();
+    let (a, b) = pair();
+    let fd = b.as_raw_fd();
+    // Registered for reading with nothing to read: silent until changed.
+    sel.register(&b, Token(1), Interest::READABLE).unwrap();
+    let waiter = this_thread();
+    let b = Arc::new(b);
+
+    let (handle, socket) = (registry.clone(), Arc::clone(&b));
+    let helper = thread::spawn(move || {
+        let blocked = until_blocked_in_a_wait(waiter);
+        (
+            blocked,
+            handle.reregister(&*socket, Token(2), Interest::WRITABLE),
+        )
+    });
+    let events = wait(&mut sel, BOUND);
+    let (blocked, reg) = helper.join().unwrap();
+    assert!(blocked, "{mode:?}: the wait never blocked");
+    assert_eq!(
+        reg.unwrap().trigger,
+        mode.trigger,
+        "{mode:?}: the trigger kept"
+    );
+    let e = only_event(&events, Token(2));
+    assert!(e.is_writable(), "{mode:?}: {e:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "{mode:?}: the old token is gone: {events:?}"
+    );
+
+    // Silent again, then deregistered by another thread during a wait, which
+    // a wake then ends.
+    sel.reregister(&*b, Token(3), Interest::READABLE).unwrap();
+    let (handle, socket) = (registry.clone(), Arc::clone(&b));
+    let helper = thread::spawn(move || {
+        let blocked = until_blocked_in_a_wait(waiter);
+        let reg = handle.deregister(&*socket);
+        waker.wake().unwrap();
+        (blocked, reg)
+    });
+    let events = wait(&mut sel, BOUND);
+    let (blocked, reg) = helper.join().unwrap();
+    assert!(blocked, "{mode:?}: the wait never blocked");
+    assert_eq!(reg.unwrap().token, Token(3));
+    assert_eq!(tokens(&events), vec![9], "{mode:?}");
+    assert_eq!(sel.registration(fd), None);
+    assert_eq!(sel.len(), 1, "{mode:?}: the waker only");
+    // Every wait that begins after the deregistration is silent about it.
+    send(&a, b"x");
+    assert_eq!(
+        wait(&mut sel, Some(Duration::from_millis(100))),
+        vec![],
+        "{mode:?}: a deregistered descriptor was reported"
+    );
+    assert_eq!(
+        registry.deregister(&*b).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+for_modes!(registry_reregisters_and_deregisters_in_a_blocked_wait);
+
+/// The lacking trigger a backend must refuse, if it lacks one.
+fn a_trigger_lacking(backend: Backend) -> Option<Trigger> {
+    [Trigger::Level, Trigger::Edge, Trigger::Oneshot]
+        .into_iter()
+        .find(|t| !backend.triggers().contains(t))
+}
+
+fn registry_checks_are_answered_at_once(mode: Mode) {
+    // No wait in this test until the end: every answer comes from the call.
+    let mut sel = mode.open();
+    let registry = sel.registry();
+    let (a, a_peer) = pair();
+    let (c, _c_peer) = pair();
+    let fd = a.as_raw_fd();
+    let reg = registry.register(&a, Token(1), Interest::READABLE).unwrap();
+    assert_eq!(sel.registration(fd), Some(reg), "{mode:?}");
+    assert_eq!(sel.len(), 1);
+    let err = registry
+        .register(&a, Token(2), Interest::READABLE)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{mode:?}: {err}");
+    let err = sel.register(&a, Token(2), Interest::READABLE).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{mode:?}: {err}");
+    for err in [
+        registry
+            .reregister(&c, Token(3), Interest::READABLE)
+            .unwrap_err(),
+        registry.deregister(&c).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{mode:?}: {err}");
+    }
+    let err = registry
+        .register(&c, Token(3), Interest::from_bits(0))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}: {err}");
+    if let Some(lacking) = a_trigger_lacking(mode.backend) {
+        let err = registry
+            .register_with_trigger(&c, Token(3), Interest::READABLE, lacking)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}: {err}");
+    }
+    let err = registry
+        .register(num(1_000_000), Token(3), Interest::READABLE)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}: {err}");
+    assert_eq!(sel.registration(c.as_raw_fd()), None, "{mode:?}");
+    assert_eq!(sel.len(), 1, "{mode:?}: a refused call left an entry");
+
+    let changed = registry.reregister(&a, Token(4), Interest::BOTH).unwrap();
+    assert_eq!(changed.trigger, reg.trigger, "{mode:?}: the trigger kept");
+    assert_eq!(sel.registration(fd), Some(changed));
+    assert_eq!(registry.deregister(&a).unwrap().token, Token(4));
+    assert!(sel.is_empty(), "{mode:?}");
+    assert_eq!(
+        registry.deregister(&a).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(sel.deregister(&a).unwrap_err().kind(), ErrorKind::NotFound);
+
+    // The selector's own calls come after the handle's.
+    registry.register(&c, Token(6), Interest::READABLE).unwrap();
+    assert_eq!(sel.deregister(&c).unwrap().token, Token(6), "{mode:?}");
+    sel.register(&c, Token(7), Interest::WRITABLE).unwrap();
+    // What the waits see: `a` deregistered (though readable), `c` writable.
+    send(&a_peer, b"x");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![7], "{mode:?}");
+}
+for_modes!(registry_checks_are_answered_at_once);
+
+fn registry_fails_once_the_selector_is_closed(mode: Mode) {
+    let (a, _b) = pair();
+    let mut sel = mode.open();
+    let registry = sel.registry();
+    registry.register(&a, Token(1), Interest::READABLE).unwrap();
+    sel.close().unwrap();
+    for err in [
+        registry
+            .register(&a, Token(2), Interest::READABLE)
+            .unwrap_err(),
+        registry
+            .reregister(&a, Token(2), Interest::READABLE)
+            .unwrap_err(),
+        registry.deregister(&a).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("closed"), "{mode:?}: {err}");
+    }
+    // Dropped: the same.
+    let sel = mode.open();
+    let registry = sel.registry();
+    drop(sel);
+    let err = registry
+        .register(&a, Token(1), Interest::READABLE)
+        .unwrap_err();
+    assert!(err.to_string().contains("closed"), "{mode:?}: {err}");
+}
+for_modes!(registry_fails_once_the_selector_is_closed);
+
+fn many_threads_register_through_the_registry(mode: Mode) {
+    const THREADS: usize = 8;
+    const EACH: usize = 16;
+    // 256 descriptors per mode: one mode at a time, so that the select
+    // mode's stay below FD_SETSIZE however many tests run at once.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut sel = mode.open();
+    let registry = sel.registry();
+    let pairs: Vec<_> = (0..THREADS * EACH).map(|_| pair()).collect();
+    let mut seen = vec![0usize; pairs.len()];
+    thread::scope(|s| {
+        for (t, chunk) in pairs.chunks(EACH).enumerate() {
+            let registry = registry.clone();
+            s.spawn(move || {
+                for (i, (writer, reader)) in chunk.iter().enumerate() {
+                    registry
+                        .register(reader, Token(t * EACH + i), Interest::READABLE)
+                        .unwrap();
+                    send(writer, b"x");
+                }
+            });
+        }
+        // This (the selector's) thread waits meanwhile, until every reader
+        // was reported or a whole bound passes with nothing.
+        let mut events = Events::with_capacity(64);
+        while seen.contains(&0) {
+            sel.select(&mut events, BOUND).unwrap();
+            if events.is_empty() {
+                break;
+            }
+            for e in &events {
+                seen[e.token().0] += 1;
+                drain(&pairs[e.token().0].1);
+            }
+        }
+    });
+    assert_eq!(sel.len(), pairs.len(), "{mode:?}");
+    // Anything reported twice would show here, in a last wait.
+    for e in wait(&mut sel, Some(Duration::from_millis(100))) {
+        seen[e.token().0] += 1;
+    }
+    let wrong: Vec<(usize, usize)> = seen
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, n)| n != 1)
+        .collect();
+    assert_eq!(wrong, vec![], "{mode:?}: (token, times reported) not once");
+}
+for_modes!(many_threads_register_through_the_registry);

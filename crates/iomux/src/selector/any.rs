@@ -5,7 +5,7 @@ use super::poll::PollSelector;
 use super::select::SelectSelector;
 use super::sigio::SigioSelector;
 use super::uring::UringSelector;
-use super::{Backend, Registration, Selector, Trigger};
+use super::{Backend, Registration, Registry, Selector, Trigger};
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::io;
@@ -48,6 +48,25 @@ macro_rules! dispatch {
             AnySelector::Uring($s) => $e,
         }
     };
+}
+
+impl AnySelector {
+    /// The selector's [`Registry`]: registers into it from any thread,
+    /// whichever the backend (see [`BaseSelector::registry`](super::BaseSelector::registry)).
+    ///
+    /// ```
+    /// use iomux::{Backend, Interest, Selector, Token, Trigger};
+    /// let sel = Backend::Sigio.open(Trigger::Edge).unwrap();
+    /// let registry = sel.registry();
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| registry.register(&a, Token(1), Interest::READABLE).unwrap());
+    /// });
+    /// assert_eq!(sel.len(), 1);
+    /// ```
+    pub fn registry(&self) -> Registry {
+        dispatch!(self, s => s.registry())
+    }
 }
 
 impl Selector for AnySelector {

@@ -2,34 +2,55 @@
 //! implements [`Selector`] once, over a backend that supplies only its system
 //! calls through [`Syscalls`] (the shape of CPython's `_BaseSelectorImpl`).
 
-use super::table::{lock, shared, FdTable, SharedTable};
+use super::registry::{Registry, Shared};
+use super::table::{lock, FdTable, Request, Watch};
 use super::{Backend, Registration, Selector, Trigger};
+use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
 use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// What a backend supplies: the system calls that watch, re-watch, unwatch
-/// and wait. Argument checks, the table of registrations, wakers and the
-/// closed state are [`BaseSelector`]'s. Public only in name (it lives in a
-/// private module), so no other crate can implement it.
-pub trait Syscalls: fmt::Debug {
+/// (its [`Watch`]) and wait. Argument checks, the table of registrations,
+/// wakers, registry handles and the closed state are [`BaseSelector`]'s.
+/// Public only in name (it lives in a private module), so no other crate can
+/// implement it.
+pub trait Syscalls: Watch<Self::State> + fmt::Debug + 'static {
     /// What the backend keeps per registration beside token and interest.
-    type State: Copy + fmt::Debug;
+    type State: Copy + fmt::Debug + Send + 'static;
+
+    /// What a [`Registry`] calls to change registrations at once from any
+    /// thread, for a backend whose kernel allows it (epoll's `epoll_ctl`);
+    /// `Infallible` for the others, whose waiting thread makes a handle's
+    /// changes.
+    type Remote: Watch<Self::State> + Clone + fmt::Debug + Send + Sync + 'static;
 
     /// The backend these system calls belong to.
     const BACKEND: Backend;
 
-    /// How readiness is reported.
-    fn trigger(&self) -> Trigger;
+    /// How readiness is reported: by default the one trigger the backend has.
+    fn trigger(&self) -> Trigger {
+        Self::BACKEND.triggers()[0]
+    }
 
-    /// Start watching `reg.fd`, whose arguments were checked and which is not
-    /// registered; returns the backend's state for it. Nothing is recorded if
-    /// this fails.
-    fn watch(&mut self, reg: Registration) -> io::Result<Self::State>;
+    /// The [`Remote`](Syscalls::Remote), if the backend has one.
+    fn remote(&self) -> Option<Self::Remote> {
+        None
+    }
+
+    /// Check what can be checked of a registration from any thread, before a
+    /// registry handle queues it for the waiting thread (whose
+    /// [`watch`](Watch::watch) checks again): by default, that the
+    /// descriptor is open.
+    fn check(reg: &Registration) -> io::Result<()> {
+        let what = format!("{} register", Self::BACKEND);
+        check_fd_open(reg.fd).map_err(|e| registration_error(reg.fd, &what, e))
+    }
 
     /// Watch a waker's eventfd for readability, level-triggered whatever the
     /// selector's trigger: the selector resets the eventfd when it reports
@@ -38,28 +59,25 @@ pub trait Syscalls: fmt::Debug {
         self.watch(reg)
     }
 
-    /// Change what a registered descriptor is watched for (and re-arm a
-    /// one-shot one): `old` is its registration and state, `new` the checked
-    /// arguments. If this fails, the selector deregisters the descriptor.
-    fn rewatch(
-        &mut self,
-        old: (Registration, Self::State),
-        new: Registration,
-    ) -> io::Result<Self::State>;
+    /// Watch the registry handles' doorbell, an eventfd that is in no
+    /// registration and must never be reported, for readability: its
+    /// ring ends a wait so that the selector makes the changes queued. Only
+    /// backends without a [`Remote`](Syscalls::Remote) are asked.
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the {} selector changes registrations at once and has no doorbell (fd {fd})",
+                Self::BACKEND
+            ),
+        ))
+    }
 
-    /// Stop watching a registration already removed from `table`. The
-    /// descriptor may have been closed, or its number reused.
-    fn unwatch(
-        &mut self,
-        table: &mut FdTable<Self::State>,
-        reg: Registration,
-        state: Self::State,
-    ) -> io::Result<()>;
-
-    /// Wait up to `timeout` and fill `events` (empty on entry) with what is
-    /// ready, at most its capacity. `table` is shared with registration
-    /// handles: lock it only around the work that reads or changes it, never
-    /// across the blocking system call.
+    /// Wait once, up to `timeout`, and fill `events` (empty on entry) with
+    /// what is ready, at most its capacity; the selector retries interrupted
+    /// and empty waits with the remaining time. `table` is shared with
+    /// registry handles: lock it only around the work that reads or changes
+    /// it, never across the blocking system call.
     fn wait(
         &mut self,
         table: &Mutex<FdTable<Self::State>>,
@@ -100,35 +118,98 @@ pub trait Syscalls: fmt::Debug {
 #[derive(Debug)]
 pub struct BaseSelector<S: Syscalls> {
     pub(crate) sys: S,
-    /// Shared with the registration handles of backends that have them
-    /// (epoll's [`registry`](crate::EpollSelector::registry)); never locked
-    /// while a wait blocks.
-    pub(crate) table: SharedTable<S::State>,
+    /// The table of registrations, shared with the [`Registry`] handles;
+    /// never locked while a wait blocks.
+    pub(crate) shared: Arc<Shared<S>>,
 }
 
 impl<S: Syscalls> BaseSelector<S> {
     pub(crate) fn with(sys: S) -> Self {
-        BaseSelector {
-            sys,
-            table: shared(),
-        }
+        let shared = Arc::new(Shared::new(sys.remote(), sys.trigger()));
+        BaseSelector { sys, shared }
     }
 
-    /// Lock `table` for a register or reregister call, and check the
-    /// registration it asks for: an open selector, a valid interest, a
-    /// trigger the backend has.
-    pub(crate) fn lock_checked<'t>(
-        table: &'t SharedTable<S::State>,
-        fd: BorrowedFd<'_>,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<(MutexGuard<'t, FdTable<S::State>>, Registration)> {
-        let table = lock(table);
-        table.check_open()?;
-        S::BACKEND.check_trigger(trigger)?;
-        let reg = table.check_args(fd.as_raw_fd(), token, interest, trigger)?;
-        Ok((table, reg))
+    /// Lock the table, after making the changes registry handles queued
+    /// (they come before whatever the caller does next).
+    pub(crate) fn lock_applied<'t>(
+        shared: &'t Shared<S>,
+        sys: &mut S,
+    ) -> MutexGuard<'t, FdTable<S::State>> {
+        let mut table = lock(&shared.table);
+        if table.has_queued() {
+            table.apply_queued(sys);
+        }
+        table
+    }
+
+    /// Check and carry out one of the selector's own calls.
+    #[inline]
+    fn change(&mut self, request: Request) -> io::Result<Registration> {
+        let mut table = Self::lock_applied(&self.shared, &mut self.sys);
+        table.check(S::BACKEND, request)?;
+        table.apply(&mut self.sys, request)
+    }
+
+    /// What registry handles queued, made at the start of a wait: the
+    /// changes, and the doorbell they ring, made and watched by this (the
+    /// waiting) thread the first time.
+    #[cold]
+    fn apply_queued(&mut self) -> io::Result<()> {
+        let mut table = lock(&self.shared.table);
+        // Under the lock, as a handle sets it: one that queues after this
+        // sets it again, and rings the doorbell again.
+        self.shared.queued.store(false, Ordering::Relaxed);
+        table.apply_queued(&mut self.sys);
+        match &table.doorbell {
+            Some(doorbell) => doorbell.reset(),
+            None => {
+                let made = Waker::new().and_then(|doorbell| {
+                    self.sys.watch_doorbell(doorbell.as_raw_fd())?;
+                    Ok(doorbell)
+                });
+                match made {
+                    Ok(doorbell) => table.doorbell = Some(doorbell),
+                    Err(e) => {
+                        // Tried again at the next wait.
+                        self.shared.queued.store(true, Ordering::Relaxed);
+                        return Err(context(e, "watching the registry handles' doorbell"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A handle that registers, changes and deregisters descriptors on this
+    /// selector from any thread, even while this selector waits in another;
+    /// clones share the selector. See [`Registry`] for when its changes
+    /// take effect.
+    ///
+    /// ```
+    /// use iomux::{Events, Interest, PollSelector, Selector, Token};
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// let mut sel = PollSelector::new().unwrap();
+    /// let registry = sel.registry();
+    /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// a.write_all(b"ready before the wait began").unwrap();
+    /// let other = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(50));
+    ///     registry.register(&b, Token(3), Interest::READABLE).unwrap();
+    ///     b
+    /// });
+    /// let mut events = Events::with_capacity(8);
+    /// sel.select(&mut events, Some(Duration::from_secs(10))).unwrap();
+    /// assert_eq!(events.iter().next().unwrap().token(), Token(3));
+    /// let b = other.join().unwrap();
+    /// sel.deregister(&b).unwrap();
+    /// ```
+    pub fn registry(&self) -> Registry {
+        if self.shared.remote.is_none() {
+            // The next wait makes (and watches) the doorbell.
+            self.shared.queued.store(true, Ordering::Release);
+        }
+        Registry::new(Arc::clone(&self.shared) as _)
     }
 }
 
@@ -141,9 +222,8 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let (mut table, reg) =
-            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
-        table.register_by(&mut self.sys, reg, S::watch)
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.change(Request::Register(reg))
     }
 
     #[inline]
@@ -154,32 +234,47 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<Registration> {
-        let (mut table, reg) =
-            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
-        table.reregister_by(&mut self.sys, reg, S::rewatch, S::unwatch)
+        let reg = Registration::of(fd, token, interest, trigger);
+        self.change(Request::Reregister(reg))
     }
 
     #[inline]
     fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        lock(&self.table).deregister_by(&mut self.sys, fd, S::unwatch)
+        self.change(Request::Deregister(fd.as_fd().as_raw_fd()))
     }
 
     #[inline]
     fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
-        lock(&self.table).check_open()?;
-        self.sys.wait(&self.table, events, timeout)?;
-        lock(&self.table).reset_fired_wakers(events);
+        lock(&self.shared.table).check_open()?;
+        wait_honestly(timeout, |t| {
+            // The one cost of registry handles to a wait: this flag.
+            if self.shared.queued.load(Ordering::Acquire) {
+                self.apply_queued()?;
+            }
+            if let Err(e) = self.sys.wait(&self.shared.table, events, t) {
+                // A handle's change made as this wait began can fail it (a
+                // descriptor deregistered, then closed, still in select's
+                // set): make the change and wait again.
+                if e.kind() == io::ErrorKind::Interrupted
+                    || !self.shared.queued.load(Ordering::Acquire)
+                {
+                    return Err(e);
+                }
+            }
+            // Woken with nothing to report (the doorbell): wait again.
+            Ok(usize::from(!events.is_empty() || events.is_full()))
+        })?;
+        lock(&self.shared.table).reset_fired_wakers(events);
         Ok(())
     }
 
     fn registration(&self, fd: RawFd) -> Option<Registration> {
-        lock(&self.table).get(fd).map(|(r, _)| *r)
+        lock(&self.shared.table).visible(fd)
     }
 
     fn len(&self) -> usize {
-        lock(&self.table).len()
+        lock(&self.shared.table).len()
     }
 
     fn backend(&self) -> Backend {
@@ -195,17 +290,17 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
-        let mut table = lock(&self.table);
-        table.check_open()?;
         let waker = Waker::new()?;
-        let reg = table.check_args(waker.as_raw_fd(), token, Interest::READABLE, Trigger::Level)?;
+        let reg = Registration::of(&waker, token, Interest::READABLE, Trigger::Level);
+        let mut table = Self::lock_applied(&self.shared, &mut self.sys);
+        table.check_open()?;
         table.register_by(&mut self.sys, reg, S::watch_waker)?;
         table.add_waker(token, waker.clone());
         Ok(waker)
     }
 
     fn close(&mut self) -> io::Result<()> {
-        let mut table = lock(&self.table);
+        let mut table = lock(&self.shared.table);
         table.check_open()?;
         let result = self.sys.close(&mut table);
         table.close();
@@ -215,7 +310,7 @@ impl<S: Syscalls> Selector for BaseSelector<S> {
 
 impl<S: Syscalls> Drop for BaseSelector<S> {
     fn drop(&mut self) {
-        if !lock(&self.table).is_closed() {
+        if !lock(&self.shared.table).is_closed() {
             let _ = self.close();
         }
     }

@@ -1,9 +1,9 @@
 //! epoll(7): the interest set lives in the kernel, so a wait costs O(ready).
 
 use super::base::{BaseSelector, Syscalls};
-use super::table::{lock, FdTable, SharedTable};
-use super::{Backend, Registration, Trigger};
-use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr, wait_honestly};
+use super::table::{lock, FdTable, Request, Watch};
+use super::{Backend, Registration, Registry, Trigger};
+use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr};
 use crate::{Event, Events, Interest, Token};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -82,9 +82,9 @@ impl BaseSelector<Epoll> {
         token: Token,
         interest: Interest,
     ) -> io::Result<Registration> {
-        let trigger = self.sys.trigger;
-        let (mut table, reg) =
-            Self::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
+        let reg = Registration::of(fd, token, interest, self.sys.trigger);
+        let mut table = Self::lock_applied(&self.shared, &mut self.sys);
+        table.check(Backend::Epoll, Request::Register(reg))?;
         table.register_by(&mut self.sys, reg, |epoll, reg| {
             // EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.
             let allowed = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
@@ -92,117 +92,12 @@ impl BaseSelector<Epoll> {
             epoll.ctl.add(reg, flags)
         })
     }
-
-    /// A handle that registers, changes and deregisters descriptors from any
-    /// thread, taking effect at once, even in a wait already blocked in
-    /// another thread (epoll keeps its interest list in the kernel). It shares
-    /// this selector's registrations, so `len`, `registration` and the
-    /// checks (`AlreadyExists`, `NotFound`) see both; once the selector is
-    /// closed, the handle's calls fail.
-    ///
-    /// The other backends have no such handle: select and poll hand their
-    /// whole interest set to each wait, sigio arms descriptors for its own
-    /// thread only, and an io_uring's submission queue has one user.
-    ///
-    /// ```
-    /// use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
-    /// use std::io::Write;
-    /// let mut sel = EpollSelector::new(Trigger::Edge).unwrap();
-    /// let registry = sel.registry();
-    /// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    /// a.write_all(b"ready before the wait began").unwrap();
-    /// let other = std::thread::spawn(move || {
-    ///     std::thread::sleep(std::time::Duration::from_millis(50));
-    ///     registry.register(&b, Token(3), Interest::READABLE).unwrap();
-    ///     b
-    /// });
-    /// let mut events = Events::with_capacity(8);
-    /// sel.select(&mut events, Some(std::time::Duration::from_secs(10))).unwrap();
-    /// assert_eq!(events.iter().next().unwrap().token(), Token(3));
-    /// let b = other.join().unwrap();
-    /// sel.deregister(&b).unwrap();
-    /// ```
-    pub fn registry(&self) -> EpollRegistry {
-        EpollRegistry {
-            ctl: self.sys.ctl.clone(),
-            table: Arc::clone(&self.table),
-            trigger: self.sys.trigger,
-        }
-    }
 }
 
-/// Registers descriptors on an [`EpollSelector`] from any thread: see
-/// [`EpollSelector::registry`]. Clones share the selector.
-#[derive(Debug, Clone)]
-pub struct EpollRegistry {
-    ctl: EpollCtl,
-    table: SharedTable<()>,
-    /// The selector's own trigger, which `register` uses.
-    trigger: Trigger,
-}
-
-impl EpollRegistry {
-    /// [`Selector::register`](crate::Selector::register), from any thread.
-    pub fn register(
-        &self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        self.register_with_trigger(fd, token, interest, self.trigger)
-    }
-
-    /// [`Selector::register_with_trigger`](crate::Selector::register_with_trigger), from any thread.
-    pub fn register_with_trigger(
-        &self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        let (mut table, reg) =
-            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
-        table.register_by(&mut &self.ctl, reg, |ctl, reg| ctl.watch(reg))
-    }
-
-    /// [`Selector::reregister`](crate::Selector::reregister) (keeping the registration's trigger), from any thread.
-    pub fn reregister(
-        &self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<Registration> {
-        let fd = fd.as_fd();
-        let trigger = lock(&self.table)
-            .get(fd.as_raw_fd())
-            .map_or(self.trigger, |(r, _)| r.trigger);
-        self.reregister_with_trigger(fd, token, interest, trigger)
-    }
-
-    /// [`Selector::reregister_with_trigger`](crate::Selector::reregister_with_trigger), from any thread.
-    pub fn reregister_with_trigger(
-        &self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        let (mut table, reg) =
-            EpollSelector::lock_checked(&self.table, fd.as_fd(), token, interest, trigger)?;
-        table.reregister_by(
-            &mut &self.ctl,
-            reg,
-            |ctl, _, new| ctl.rewatch(new),
-            |ctl, _, reg, ()| ctl.unwatch(reg.fd),
-        )
-    }
-
-    /// [`Selector::deregister`](crate::Selector::deregister), from any thread.
-    pub fn deregister(&self, fd: impl AsFd) -> io::Result<Registration> {
-        let fd = fd.as_fd().as_raw_fd();
-        lock(&self.table).deregister_by(&mut &self.ctl, fd, |ctl, _, reg, ()| ctl.unwatch(reg.fd))
-    }
-}
+/// The handle of [`EpollSelector::registry`], now [`Registry`], which every
+/// selector has.
+#[deprecated(note = "use iomux::Registry, which every selector has")]
+pub type EpollRegistry = Registry;
 
 /// The epoll instance itself, so that this selector can be nested in another
 /// event loop: it is readable when a wait would report something. Open for
@@ -255,9 +150,10 @@ fn flags(interest: Interest, trigger: Trigger) -> u32 {
     flags
 }
 
-/// The thread-safe half of epoll: changing the interest list.
+/// The thread-safe half of epoll: changing the interest list, which a
+/// [`Registry`] does from any thread.
 #[derive(Debug, Clone)]
-struct EpollCtl {
+pub struct EpollCtl {
     /// Open until the selector and every handle are dropped, so that it can
     /// be watched by another loop for as long as the selector exists.
     epfd: Arc<OwnedFd>,
@@ -296,16 +192,7 @@ impl EpollCtl {
         })
     }
 
-    fn watch(&self, reg: Registration) -> io::Result<()> {
-        self.add(reg, flags(reg.interest, reg.trigger))
-    }
-
-    fn rewatch(&self, new: Registration) -> io::Result<()> {
-        let flags = flags(new.interest, new.trigger);
-        self.ctl(libc::EPOLL_CTL_MOD, new.fd, flags, new.token)
-    }
-
-    fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+    fn del(&self, fd: RawFd) -> io::Result<()> {
         match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Token(0)) {
             // Closed (EBADF) or number reused by a file never registered (ENOENT):
             // the kernel already forgot the old one.
@@ -313,6 +200,35 @@ impl EpollCtl {
             Err(e) => Err(context(e, format_args!("epoll_ctl(DEL, fd {fd})"))),
             Ok(()) => Ok(()),
         }
+    }
+}
+
+impl Watch<()> for EpollCtl {
+    fn watch(&mut self, reg: Registration) -> io::Result<()> {
+        self.add(reg, flags(reg.interest, reg.trigger))
+    }
+
+    fn rewatch(&mut self, _old: (Registration, ()), new: Registration) -> io::Result<()> {
+        let flags = flags(new.interest, new.trigger);
+        self.ctl(libc::EPOLL_CTL_MOD, new.fd, flags, new.token)
+    }
+
+    fn unwatch(&mut self, _: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
+        self.del(reg.fd)
+    }
+}
+
+impl Watch<()> for Epoll {
+    fn watch(&mut self, reg: Registration) -> io::Result<()> {
+        self.ctl.watch(reg)
+    }
+
+    fn rewatch(&mut self, old: (Registration, ()), new: Registration) -> io::Result<()> {
+        self.ctl.rewatch(old, new)
+    }
+
+    fn unwatch(&mut self, table: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
+        self.ctl.unwatch(table, reg, ())
     }
 }
 
@@ -382,26 +298,19 @@ fn event_flags(epoll: u32) -> u8 {
 
 impl Syscalls for Epoll {
     type State = ();
+    type Remote = EpollCtl;
     const BACKEND: Backend = Backend::Epoll;
 
     fn trigger(&self) -> Trigger {
         self.trigger
     }
 
-    fn watch(&mut self, reg: Registration) -> io::Result<()> {
-        self.ctl.watch(reg)
+    fn remote(&self) -> Option<EpollCtl> {
+        Some(self.ctl.clone())
     }
 
     fn watch_waker(&mut self, reg: Registration) -> io::Result<()> {
         self.ctl.add(reg, libc::EPOLLIN as u32)
-    }
-
-    fn rewatch(&mut self, _old: (Registration, ()), new: Registration) -> io::Result<()> {
-        self.ctl.rewatch(new)
-    }
-
-    fn unwatch(&mut self, _: &mut FdTable<()>, reg: Registration, (): ()) -> io::Result<()> {
-        self.ctl.unwatch(reg.fd)
     }
 
     #[inline]
@@ -416,7 +325,8 @@ impl Syscalls for Epoll {
         if self.buffer.capacity() < capacity {
             self.buffer.reserve(capacity);
         }
-        let n = wait_honestly(timeout, |t| self.wait_once(capacity, t))
+        let n = self
+            .wait_once(capacity, timeout)
             .map_err(|e| context(e, "epoll_wait"))?;
         // SAFETY: the kernel initialised the first `n` entries, n <= capacity.
         unsafe { self.buffer.set_len(n) };
@@ -430,7 +340,7 @@ impl Syscalls for Epoll {
     /// its `AsFd`); the registrations in it are removed now.
     fn close(&mut self, table: &mut FdTable<()>) -> io::Result<()> {
         for (reg, ()) in table.iter() {
-            let _ = self.ctl.unwatch(reg.fd);
+            let _ = self.ctl.del(reg.fd);
         }
         Ok(())
     }

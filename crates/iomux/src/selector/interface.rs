@@ -32,13 +32,27 @@ pub struct Registration {
     pub trigger: Trigger,
 }
 
+impl Registration {
+    /// The registration a call asks for.
+    pub(crate) fn of(fd: impl AsFd, token: Token, interest: Interest, trigger: Trigger) -> Self {
+        Registration {
+            fd: fd.as_fd().as_raw_fd(),
+            token,
+            interest,
+            trigger,
+        }
+    }
+}
+
 /// One interface over every backend.
 ///
 /// A selector holds registrations (descriptor, token, interest, trigger) and
 /// waits for readiness. It borrows the descriptors only for the calls that
 /// name them, and never owns or closes them: deregister a descriptor before
 /// closing it (if one is closed first, its entry stays until deregistered
-/// through whichever descriptor has the number next).
+/// through whichever descriptor has the number next). Other threads register
+/// into a selector while it waits through its [`Registry`](super::Registry)
+/// (`registry()` on every selector).
 ///
 /// ```
 /// use iomux::{Events, Interest, PollSelector, Selector, Token};

@@ -5,7 +5,8 @@
 //! calls (watch, rewatch, unwatch, wait). [`Backend`] names the backends and
 //! opens one at run time as an [`AnySelector`]; the concrete names
 //! ([`EpollSelector`](epoll::EpollSelector) and the others) pick one at
-//! compile time.
+//! compile time. A [`Registry`] registers into any of them from other
+//! threads while it waits.
 
 mod any;
 mod backend;
@@ -13,6 +14,7 @@ mod base;
 pub mod epoll;
 mod interface;
 pub mod poll;
+mod registry;
 pub mod select;
 pub mod sigio;
 mod table;
@@ -22,3 +24,4 @@ pub use any::AnySelector;
 pub use backend::{Backend, Trigger};
 pub use base::BaseSelector;
 pub use interface::{Registration, Selector};
+pub use registry::Registry;

@@ -1,11 +1,13 @@
 //! poll(2): an array of `pollfd` handed to the kernel and scanned on every call.
 
 use super::base::{BaseSelector, Syscalls};
-use super::table::FdTable;
-use super::{Backend, Registration, Trigger};
-use crate::sys::{check_fd_open, context, ppoll, registration_error, wait_honestly};
+use super::table::{FdTable, Watch};
+use super::{Backend, Registration};
+use crate::sys::{check_fd_open, context, ppoll};
 use crate::{Event, Events, Interest, Token};
+use std::convert::Infallible;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub struct Poll {
     /// Where the next scan of the results starts: after the last entry a full
     /// `Events` left unreported, so that every ready descriptor gets its turn.
     cursor: usize,
+    /// The registry handles' doorbell, watched in `fds` but in no
+    /// registration, so never reported (-1 when there is none).
+    doorbell: RawFd,
 }
 
 impl BaseSelector<Poll> {
@@ -53,6 +58,7 @@ impl BaseSelector<Poll> {
             fds: Vec::new(),
             tokens: Vec::new(),
             cursor: 0,
+            doorbell: -1,
         }))
     }
 }
@@ -91,24 +97,24 @@ pub(super) fn event_flags(revents: libc::c_short) -> u8 {
     flags
 }
 
-/// Each registration's state is its position in `fds` / `tokens`.
-impl Syscalls for Poll {
-    type State = usize;
-    const BACKEND: Backend = Backend::Poll;
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
-    fn watch(&mut self, reg: Registration) -> io::Result<usize> {
-        check_fd_open(reg.fd).map_err(|e| registration_error(reg.fd, "poll register", e))?;
+impl Poll {
+    /// Watch `fd` for `interest`, reported as `token`; returns its index.
+    fn push(&mut self, fd: RawFd, interest: Interest, token: Token) -> usize {
         self.fds.push(libc::pollfd {
-            fd: reg.fd,
-            events: poll_events(reg.interest),
+            fd,
+            events: poll_events(interest),
             revents: 0,
         });
-        self.tokens.push(reg.token);
-        Ok(self.fds.len() - 1)
+        self.tokens.push(token);
+        self.fds.len() - 1
+    }
+}
+
+/// Each registration's state is its position in `fds` / `tokens`.
+impl Watch<usize> for Poll {
+    fn watch(&mut self, reg: Registration) -> io::Result<usize> {
+        Self::check(&reg)?;
+        Ok(self.push(reg.fd, reg.interest, reg.token))
     }
 
     fn rewatch(
@@ -138,6 +144,19 @@ impl Syscalls for Poll {
         }
         Ok(())
     }
+}
+
+impl Syscalls for Poll {
+    type State = usize;
+    type Remote = Infallible;
+    const BACKEND: Backend = Backend::Poll;
+
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        // Where it lands in `fds` does not matter: it is known by number.
+        self.push(fd, Interest::READABLE, Token(0));
+        self.doorbell = fd;
+        Ok(())
+    }
 
     #[inline]
     fn wait(
@@ -146,13 +165,14 @@ impl Syscalls for Poll {
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let fds = &mut self.fds;
-        wait_honestly(timeout, |t| ppoll(fds, t)).map_err(|e| context(e, "ppoll"))?;
+        if ppoll(&mut self.fds, timeout).map_err(|e| context(e, "ppoll"))? == 0 {
+            return Ok(());
+        }
         let len = self.fds.len();
         let start = if self.cursor < len { self.cursor } else { 0 };
         for i in (start..len).chain(0..start) {
             let revents = self.fds[i].revents;
-            if revents != 0 {
+            if revents != 0 && self.fds[i].fd != self.doorbell {
                 if events.is_full() {
                     self.cursor = i;
                     break;
@@ -167,6 +187,7 @@ impl Syscalls for Poll {
         self.fds = Vec::new();
         self.tokens = Vec::new();
         self.cursor = 0;
+        self.doorbell = -1;
         Ok(())
     }
 }

@@ -1,12 +1,11 @@
 //! select(2): fd_set bitmaps, limited to descriptors below FD_SETSIZE (1024).
 
 use super::base::{BaseSelector, Syscalls};
-use super::table::{lock, FdTable};
-use super::{Backend, Registration, Trigger};
-use crate::sys::{
-    check_fd_open, context, registration_error, timespec, timespec_ptr, wait_honestly,
-};
+use super::table::{lock, FdTable, Watch};
+use super::{Backend, Registration};
+use crate::sys::{check_fd_open, context, registration_error, timespec, timespec_ptr};
 use crate::{Event, Events, Interest};
+use std::convert::Infallible;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -79,6 +78,9 @@ pub struct Select {
     /// The descriptor the next scan of the results starts at: the first one a
     /// full `Events` left unreported, so that every ready descriptor gets its turn.
     cursor: usize,
+    /// One past the registry handles' doorbell, if watched (in no
+    /// registration, so never reported): the least `nfds` may be.
+    doorbell_end: usize,
 }
 
 impl std::fmt::Debug for FdSet {
@@ -104,6 +106,7 @@ impl BaseSelector<Select> {
             write: FdSet::EMPTY,
             nfds: 0,
             cursor: 0,
+            doorbell_end: 0,
         }))
     }
 }
@@ -134,25 +137,17 @@ impl Select {
         self.read.set(i, false);
         self.write.set(i, false);
         if i + 1 == self.nfds {
-            self.nfds = table.iter().last().map_or(0, |(r, _)| r.fd as usize + 1);
+            let last = table.iter().last().map_or(0, |(r, _)| r.fd as usize + 1);
+            self.nfds = last.max(self.doorbell_end);
         }
     }
 }
 
-impl Syscalls for Select {
-    type State = ();
-    const BACKEND: Backend = Backend::Select;
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Level
-    }
-
+impl Watch<()> for Select {
     fn watch(&mut self, reg: Registration) -> io::Result<()> {
-        let fd = reg.fd;
-        Self::check_limit(fd)?;
-        check_fd_open(fd).map_err(|e| registration_error(fd, "select register", e))?;
+        Self::check(&reg)?;
         // Not in the table yet, but setting bits never looks there.
-        self.set(fd, reg.interest);
+        self.set(reg.fd, reg.interest);
         Ok(())
     }
 
@@ -167,6 +162,24 @@ impl Syscalls for Select {
         self.clear(table, reg.fd);
         Ok(())
     }
+}
+
+impl Syscalls for Select {
+    type State = ();
+    type Remote = Infallible;
+    const BACKEND: Backend = Backend::Select;
+
+    fn check(reg: &Registration) -> io::Result<()> {
+        Self::check_limit(reg.fd)?;
+        check_fd_open(reg.fd).map_err(|e| registration_error(reg.fd, "select register", e))
+    }
+
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        Self::check_limit(fd)?;
+        self.set(fd, Interest::READABLE);
+        self.doorbell_end = fd as usize + 1;
+        Ok(())
+    }
 
     #[inline]
     fn wait(
@@ -175,38 +188,36 @@ impl Syscalls for Select {
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let (mut read, mut write) = (self.read, self.write);
-        let (master_read, master_write, nfds) = (self.read, self.write, self.nfds);
-        let ready = wait_honestly(timeout, |t| {
-            // The kernel overwrites the sets: start each try from the masters.
-            read = master_read;
-            write = master_write;
-            let ts = t.map(timespec);
-            let ts_ptr = timespec_ptr(&ts);
-            // SAFETY: both sets are live FdSets of fd_set's size and layout, only
-            // bits below `nfds` <= FD_SETSIZE are examined by the kernel, and
-            // `ts_ptr` is null or a live timespec.
-            let n = unsafe {
-                libc::pselect(nfds as libc::c_int, read.as_ptr(), write.as_ptr(), std::ptr::null_mut(), ts_ptr, std::ptr::null())
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EBADF) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "select: a registered descriptor was closed; deregister descriptors before closing them",
-                    ));
-                }
-                Err(err)
-            } else {
-                Ok(n as usize)
+        let (mut read, mut write, nfds) = (self.read, self.write, self.nfds);
+        let ts = timeout.map(timespec);
+        let ts_ptr = timespec_ptr(&ts);
+        // SAFETY: both sets are live FdSets of fd_set's size and layout, only
+        // bits below `nfds` <= FD_SETSIZE are examined by the kernel, and
+        // `ts_ptr` is null or a live timespec.
+        let n = unsafe {
+            libc::pselect(
+                nfds as libc::c_int,
+                read.as_ptr(),
+                write.as_ptr(),
+                std::ptr::null_mut(),
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBADF) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "select: a registered descriptor was closed; deregister descriptors before closing them",
+                ));
             }
-        })
-        .map_err(|e| context(e, "select"))?;
+            return Err(context(err, "select"));
+        }
+        let ready = n as usize;
         if ready == 0 {
-            // Nothing is ready; and if the last try was interrupted after the
-            // deadline, the kernel left the sets as they were given (the
-            // masters), which must not be read as answers.
+            // Nothing is ready (the kernel left the sets as they were given,
+            // which must not be read as answers).
             return Ok(());
         }
         let table = lock(table);
@@ -254,6 +265,7 @@ impl Syscalls for Select {
         self.write = FdSet::EMPTY;
         self.nfds = 0;
         self.cursor = 0;
+        self.doorbell_end = 0;
         Ok(())
     }
 }

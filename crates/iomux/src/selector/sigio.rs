@@ -21,11 +21,12 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::table::{lock, FdTable};
-use super::{Backend, Registration, Trigger};
-use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error, wait_honestly};
+use super::table::{lock, FdTable, Watch};
+use super::{Backend, Registration};
+use crate::sys::{check_fd_open, context, cvt, owned, ppoll, registration_error};
 use crate::{Event, Events};
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -105,7 +106,8 @@ pub struct Sigio {
     /// registered (readiness from before `O_ASYNC`), or all after an overflow.
     pending: VecDeque<RawFd>,
     checks: Vec<libc::pollfd>,
-    /// The signalfd first, then the wakers' eventfds.
+    /// The signalfd first, then the wakers' eventfds and the registry
+    /// handles' doorbell (which is in no registration, so never reported).
     pollfds: Vec<libc::pollfd>,
     infos: Vec<libc::signalfd_siginfo>,
     /// Queue overflows seen (plain SIGIO received).
@@ -326,39 +328,6 @@ impl Sigio {
         Ok(())
     }
 
-    /// One wait on the signalfd and the wakers (zero time when checks are
-    /// pending), then the readiness checks of the descriptors signalled.
-    fn wait_once(
-        &mut self,
-        table: &Mutex<FdTable<SigioState>>,
-        events: &mut Events,
-        timeout: Option<Duration>,
-    ) -> io::Result<()> {
-        let capacity = events.capacity();
-        let wait = if self.pending.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        let pollfds = &mut self.pollfds;
-        wait_honestly(wait, |t| ppoll(pollfds, t))
-            .map_err(|e| context(e, "ppoll on the signalfd"))?;
-        let table = &mut *lock(table);
-        for waker in &self.pollfds[1..] {
-            if waker.revents != 0 && !events.is_full() {
-                if let Some((reg, _)) = table.get(waker.fd) {
-                    // Reset by the selector once reported.
-                    events.push(Event::new(reg.token, Event::READABLE));
-                }
-            }
-        }
-        if self.pollfds[0].revents != 0 {
-            // What stays queued beyond this is read by a later wait.
-            self.read_signals(table, capacity.saturating_mul(4))?;
-        }
-        self.check_pending(table, capacity - events.len(), events)
-    }
-
     /// Report the current state of up to `room` queued descriptors, from one
     /// poll of them all: a signal names the descriptor, the poll says what is
     /// true now (a half-close, for one, comes as a plain POLL_IN signal).
@@ -441,9 +410,10 @@ fn stat(fd: RawFd) -> io::Result<libc::stat> {
 
 /// Refuse a descriptor whose file cannot raise readiness signals: the
 /// kernel takes `O_ASYNC` on an eventfd, timerfd or regular file without a
-/// word and never signals, so a wait for it would never end. Returns the
-/// file's identity.
+/// word and never signals, so a wait for it would never end (nor can a
+/// descriptor that is not open). Returns the file's identity.
 fn check_raises_signals(fd: RawFd) -> io::Result<(libc::dev_t, libc::ino_t)> {
+    check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
     let st = stat(fd).map_err(|e| context(e, format_args!("fstat fd {fd}")))?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFSOCK | libc::S_IFIFO | libc::S_IFCHR => Ok((st.st_dev, st.st_ino)),
@@ -460,18 +430,10 @@ fn unblock(signals: &libc::sigset_t) {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, signals, std::ptr::null_mut()) };
 }
 
-impl Syscalls for Sigio {
-    type State = SigioState;
-    const BACKEND: Backend = Backend::Sigio;
-
-    fn trigger(&self) -> Trigger {
-        Trigger::Edge
-    }
-
+impl Watch<SigioState> for Sigio {
     fn watch(&mut self, reg: Registration) -> io::Result<SigioState> {
         let fd = reg.fd;
         self.check_thread()?;
-        check_fd_open(fd).map_err(|e| registration_error(fd, "sigio register", e))?;
         let file = check_raises_signals(fd)?;
         self.arm(fd)
             .map_err(|e| registration_error(fd, "sigio fcntl", e))?;
@@ -481,20 +443,6 @@ impl Syscalls for Sigio {
             file,
             queued: true,
             waker: false,
-        })
-    }
-
-    /// The waker's eventfd is watched beside the signalfd, level-triggered.
-    fn watch_waker(&mut self, reg: Registration) -> io::Result<SigioState> {
-        self.pollfds.push(libc::pollfd {
-            fd: reg.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        Ok(SigioState {
-            file: (0, 0),
-            queued: false,
-            waker: true,
         })
     }
 
@@ -530,6 +478,37 @@ impl Syscalls for Sigio {
         }
         Ok(())
     }
+}
+
+impl Syscalls for Sigio {
+    type State = SigioState;
+    type Remote = Infallible;
+    const BACKEND: Backend = Backend::Sigio;
+
+    fn check(reg: &Registration) -> io::Result<()> {
+        check_raises_signals(reg.fd).map(drop)
+    }
+
+    /// The waker's eventfd is watched beside the signalfd, level-triggered.
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<SigioState> {
+        self.watch_doorbell(reg.fd)?;
+        Ok(SigioState {
+            file: (0, 0),
+            queued: false,
+            waker: true,
+        })
+    }
+
+    /// Watched beside the signalfd, like a waker's eventfd (an eventfd
+    /// raises no signal).
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        self.pollfds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        Ok(())
+    }
 
     /// Queue overflows: each made the selector check every descriptor.
     fn overflows(&self) -> u64 {
@@ -543,14 +522,32 @@ impl Syscalls for Sigio {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         self.check_thread()?;
+        // One wait on the signalfd and the wakers (zero time when checks are
+        // pending), then the readiness checks of the descriptors signalled.
         // The signals may name nothing ready for its interest (say a writable
-        // socket registered for reading): then it waits again for the rest of
-        // the timeout, so that a wait never ends early.
-        wait_honestly(timeout, |t| {
-            self.wait_once(table, events, t)?;
-            Ok(events.len())
-        })
-        .map(drop)
+        // socket registered for reading): then the selector waits again for
+        // the rest of the timeout, so that a wait never ends early.
+        let capacity = events.capacity();
+        let wait = if self.pending.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        ppoll(&mut self.pollfds, wait).map_err(|e| context(e, "ppoll on the signalfd"))?;
+        let table = &mut *lock(table);
+        for waker in &self.pollfds[1..] {
+            if waker.revents != 0 && !events.is_full() {
+                if let Some((reg, _)) = table.get(waker.fd) {
+                    // Reset by the selector once reported.
+                    events.push(Event::new(reg.token, Event::READABLE));
+                }
+            }
+        }
+        if self.pollfds[0].revents != 0 {
+            // What stays queued beyond this is read by a later wait.
+            self.read_signals(table, capacity.saturating_mul(4))?;
+        }
+        self.check_pending(table, capacity - events.len(), events)
     }
 
     fn close(&mut self, table: &mut FdTable<SigioState>) -> io::Result<()> {

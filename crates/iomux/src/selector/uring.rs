@@ -17,11 +17,12 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::poll::{event_flags, poll_events};
-use super::table::{lock, FdTable};
+use super::table::{lock, FdTable, Watch};
 use super::{Backend, Registration, Trigger};
-use crate::sys::{check_fd_open, context, registration_error, wait_honestly};
+use crate::sys::{check_fd_open, context};
 use crate::{Event, Events, Interest, Token};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::convert::Infallible;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -33,6 +34,10 @@ const RING_ENTRIES: u32 = 1024;
 
 /// `user_data` of requests whose completions nobody needs (poll removals).
 const IGNORED: u64 = u64::MAX;
+
+/// `user_data` of the poll request on the registry handles' doorbell, whose
+/// completions only end a wait.
+const DOORBELL: u64 = u64::MAX - 1;
 
 /// What the selector keeps per registered descriptor.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +137,9 @@ pub struct Uring {
     carried: Option<cqueue::Entry>,
     found: Vec<(Token, u8)>,
     wait_number: u64,
+    /// The registry handles' doorbell, and whether its (multishot) poll
+    /// request is in flight.
+    doorbell: Option<(RawFd, bool)>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -161,6 +169,7 @@ impl BaseSelector<Uring> {
             carried: None,
             found: Vec::new(),
             wait_number: 0,
+            doorbell: None,
         }))
     }
 }
@@ -212,11 +221,30 @@ impl Uring {
         Ok(())
     }
 
+    /// Arm the doorbell's request if it has one to arm.
+    fn arm_doorbell(&mut self) -> io::Result<()> {
+        match self.doorbell {
+            Some((fd, false)) => self.push_doorbell(fd),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queue the doorbell's multishot poll request.
+    fn push_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(DOORBELL);
+        self.push(entry)?;
+        self.doorbell = Some((fd, true));
+        Ok(())
+    }
+
     /// Start a poll request for `reg` in `trigger` mode.
     fn add(&mut self, reg: Registration, trigger: Trigger) -> io::Result<Slot> {
         let fd = reg.fd;
         // The kernel would say so only in a completion: check now.
-        check_fd_open(fd).map_err(|e| registration_error(fd, "io_uring poll register", e))?;
+        Self::check(&reg)?;
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = Slot {
             generation: self.next_generation,
@@ -274,6 +302,12 @@ impl Uring {
         while let Some(cqe) = self.carried.take().or_else(|| cq.next()) {
             let ud = cqe.user_data();
             if ud == IGNORED {
+                continue;
+            }
+            if ud == DOORBELL {
+                if let Some((_, armed)) = &mut self.doorbell {
+                    *armed &= cqueue::more(cqe.flags());
+                }
                 continue;
             }
             let fd = ud as u32 as RawFd;
@@ -340,20 +374,9 @@ impl Uring {
     }
 }
 
-impl Syscalls for Uring {
-    type State = Slot;
-    const BACKEND: Backend = Backend::Uring;
-
-    fn trigger(&self) -> Trigger {
-        self.trigger
-    }
-
+impl Watch<Slot> for Uring {
     fn watch(&mut self, reg: Registration) -> io::Result<Slot> {
         self.add(reg, reg.trigger)
-    }
-
-    fn watch_waker(&mut self, reg: Registration) -> io::Result<Slot> {
-        self.add(reg, Trigger::Level)
     }
 
     fn rewatch(
@@ -386,6 +409,26 @@ impl Syscalls for Uring {
         self.disarm(reg.fd, slot)
             .map_err(|e| context(e, format_args!("io_uring poll remove, fd {}", reg.fd)))
     }
+}
+
+impl Syscalls for Uring {
+    type State = Slot;
+    type Remote = Infallible;
+    const BACKEND: Backend = Backend::Uring;
+
+    fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
+    fn watch_waker(&mut self, reg: Registration) -> io::Result<Slot> {
+        self.add(reg, Trigger::Level)
+    }
+
+    /// Watched by a multishot request, armed again at the next wait when the
+    /// kernel ends it.
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        self.push_doorbell(fd)
+    }
 
     fn wait(
         &mut self,
@@ -413,8 +456,8 @@ impl Syscalls for Uring {
         drop(locked);
         self.rearm = rearm;
         self.rearm.clear();
-        let capacity = events.capacity();
-        wait_honestly(timeout, |t| self.wait_once(table, t, capacity))
+        self.arm_doorbell()?;
+        self.wait_once(table, timeout, events.capacity())
             .map_err(|e| context(e, "io_uring_enter"))?;
         for &(token, flags) in &self.found {
             events.push(Event::new(token, flags));
@@ -425,6 +468,7 @@ impl Syscalls for Uring {
     fn close(&mut self, _: &mut FdTable<Slot>) -> io::Result<()> {
         // Dropping the ring cancels every request in flight.
         self.ring = None;
+        self.doorbell = None;
         Ok(())
     }
 }
