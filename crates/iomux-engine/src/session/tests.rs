@@ -433,7 +433,7 @@ fn a_service_writes_on_open_and_its_commands_reach_the_loop() {
     )
     .unwrap();
     assert_eq!(s.unsent(), b"welcome\ntimer 7\n");
-    let timers: Vec<_> = s.release(&mut pool).collect();
+    let timers: Vec<_> = s.release(&mut pool, &mut Vec::new()).collect();
     assert!(timers.is_empty());
     assert_eq!(s.proto.closed, vec![me], "told once it is gone");
 }
