@@ -612,7 +612,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             (true, false) => Interest::READABLE,
             (false, false) => UNWATCHED,
         };
-        if wanted != conn.registered || self.trigger == Trigger::Oneshot {
+        // One-shot registrations go silent when they fire: re-armed every time.
+        let rearm = self.trigger == Trigger::Oneshot && wanted != UNWATCHED;
+        if wanted != conn.registered || rearm {
             let fd = conn.stream.as_fd();
             let changed = if wanted == UNWATCHED {
                 self.selector.deregister(fd)
