@@ -31,7 +31,9 @@
 //!   connection open for writing; a shutdown it asks for sends our FIN once
 //!   the output is sent and goes on reading; it closes when both sides ended.
 //! - Forwarding with flow control: output forwarded past the high-water mark
-//!   pauses the writer, which resumes once half is sent (or this one is gone).
+//!   pauses the writer, which resumes once half is sent (or this one is gone);
+//!   a connection fed by forwards is not paused by its own output (its two
+//!   directions are independent: pausing could deadlock both ends).
 //! - An outgoing connection is connecting until the engine reports it
 //!   established (then its protocol opens) or its connect deadline passes.
 
@@ -234,6 +236,11 @@ mod flag {
     pub const HELD: u16 = 512;
     /// An outgoing connection not established yet.
     pub const CONNECTING: u16 = 1024;
+    /// Its output comes from other connections' forwards, whose writers
+    /// pause while it is full: its own reading never pauses for it (a
+    /// proxy's two directions are independent; pausing would deadlock an
+    /// upstream that also waits for us to read).
+    pub const FED: u16 = 2048;
 }
 
 /// One connection's state, with no socket.
@@ -313,6 +320,17 @@ impl<P: Service> Session<P> {
 
     pub(crate) fn is_lingering(&self) -> bool {
         self.has(flag::LINGERING)
+    }
+
+    /// How many bytes one receive may take before the loop looks again:
+    /// the room under the high-water mark, or the mark itself for a
+    /// connection whose output is forwarded to it (its reading is paused by
+    /// its forward targets, not by its own output).
+    pub(crate) fn read_budget(&self, high_water: usize) -> usize {
+        if self.has(flag::FED) {
+            return high_water;
+        }
+        high_water.saturating_sub(self.owed())
     }
 
     /// Whether input is taken now (not paused, held, closing, ended or
@@ -543,6 +561,7 @@ impl<P: Service> Session<P> {
                 };
             }
             Command::Forward { from, bytes, .. } => {
+                self.flags |= flag::FED;
                 if !self.push_output(&bytes, env) {
                     return Applied::Overflow;
                 }
@@ -697,7 +716,7 @@ impl<P: Service> Session<P> {
     }
 
     fn check_pause(&mut self, rules: &Rules) {
-        if self.owed() >= rules.output_high_water && !self.has(flag::CLOSING) {
+        if self.owed() >= rules.output_high_water && !self.has(flag::CLOSING | flag::FED) {
             self.flags |= flag::PAUSED;
         }
     }

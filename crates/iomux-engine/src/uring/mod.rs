@@ -275,7 +275,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
         // What this receive may take before the loop looks again: the room
         // under the output limit (a lingering connection discards its input).
-        let room = high_water.saturating_sub(conn.session.owed());
+        let room = conn.session.read_budget(high_water);
         if room == 0 && !lingering {
             return Ok(());
         }
