@@ -295,15 +295,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         }
         let id = ConnId::new(self.cx.index, token.0);
         let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
-        let timer = self.timers.insert(session.deadline(&self.rules), token);
-        self.conns.insert(Conn {
-            stream,
-            session,
-            timer,
-            registered: interest,
-            hup_seen: false,
-            resumed: false,
-        });
+        self.insert_conn(token, stream, session, interest);
         let conn = self.conns.get_mut(token).expect("just inserted");
         let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
         if self.after_call(token, opened).is_err() {
@@ -327,13 +319,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// timeout in the timer wheel. A connect that cannot even start is
     /// reported to the asker at once.
     fn start_connect(&mut self, asker: Token, addr: SocketAddr, timeout: Duration, tag: u64) {
-        let connect = Connecting {
-            asker: ConnId::new(self.cx.index, asker.0),
-            tag,
-            addr,
-            timeout,
-            deadline: self.clock.now + timeout.min(crate::MAX_TIMEOUT),
-        };
+        let asker_id = ConnId::new(self.cx.index, asker.0);
+        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
         let token = self.conns.next_token();
         let interest = if self.trigger == Trigger::Edge {
             Interest::BOTH
@@ -356,8 +343,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         };
         let id = ConnId::new(self.cx.index, token.0);
         let session = Session::connecting((self.cx.new_protocol)(), id, self.clock.now, connect);
-        let timer = self.timers.insert(connect.deadline, token);
-        self.conns.insert(Conn {
+        self.insert_conn(token, stream, session, interest);
+    }
+
+    /// Keep a registered connection under `token` (the slab's next), with
+    /// its deadline's timer.
+    fn insert_conn(
+        &mut self,
+        token: Token,
+        stream: TcpStream,
+        session: Session<P>,
+        interest: Interest,
+    ) {
+        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        let inserted = self.conns.insert(Conn {
             stream,
             session,
             timer,
@@ -365,6 +364,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             hup_seen: false,
             resumed: false,
         });
+        debug_assert_eq!(inserted, token);
     }
 
     /// A connecting socket's event: established, failed, or not yet.
@@ -407,10 +407,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let conn = self.conns.get_mut(token).expect("live connection");
         let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
         // Its idle deadline counts from now, not from the connect's.
-        self.timers.cancel(conn.timer);
-        conn.timer = self
-            .timers
-            .insert(conn.session.deadline(&self.rules), token);
+        let deadline = conn.session.deadline(&self.rules);
+        self.timers.reset(&mut conn.timer, deadline, token);
         // In edge mode bytes that came with the connect raise no new edge.
         conn.resumed = true;
         let result = match self.after_call(token, opened) {
@@ -420,10 +418,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
             Err(e) => {
                 self.close(token);
-                Err(io::Error::other(format!(
-                    "connected to {}, but the new connection's protocol failed as it opened: {e}",
-                    connect.addr
-                )))
+                Err(connect.open_failed(e))
             }
         };
         self.tell_asker(asker, connect.tag, result);
@@ -644,10 +639,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Finish::ShutWrite => self.update_interest(token),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                self.timers.cancel(conn.timer);
-                conn.timer = self
-                    .timers
-                    .insert(conn.session.deadline(&self.rules), token);
+                let deadline = conn.session.deadline(&self.rules);
+                self.timers.reset(&mut conn.timer, deadline, token);
                 self.drain_lingering(token);
             }
         }

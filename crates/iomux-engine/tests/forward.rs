@@ -172,30 +172,36 @@ fn a_half_close_passes_through_both_ways(engine: Engine) {
     );
 }
 
-/// The client's connection closes at once, and the protocol was told why.
-fn an_upstream_that_refuses_closes_the_client(engine: Engine) {
-    let closed_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (forward, errors) = forwarder(engine, closed_port, Duration::from_secs(5));
+/// A client of `forward` whose upstream connect fails: its connection is
+/// closed, and the protocol was told once, with an error of `kind`. Returns
+/// that error's text and the forwarder's counters.
+fn the_client_is_closed_and_the_protocol_told(
+    engine: Engine,
+    (forward, errors): (Server, Errors),
+    kind: io::ErrorKind,
+) -> (String, LoopStats) {
     let mut client = connect(&forward);
-    let mut rest = Vec::new();
-    let end = client.read_to_end(&mut rest);
+    let end = client.read_to_end(&mut Vec::new());
     assert!(matches!(end, Ok(0)) || end.is_err(), "{engine}: {end:?}");
     let stats = stop(forward);
     let errors = errors.lock().unwrap();
     assert_eq!(errors.len(), 1, "{engine}: {errors:?}");
-    assert_eq!(
-        errors[0].kind(),
+    assert_eq!(errors[0].kind(), kind, "{engine}: {}", errors[0]);
+    (errors[0].to_string(), stats)
+}
+
+fn an_upstream_that_refuses_closes_the_client(engine: Engine) {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let forward = forwarder(engine, closed, Duration::from_secs(5));
+    let (text, stats) = the_client_is_closed_and_the_protocol_told(
+        engine,
+        forward,
         io::ErrorKind::ConnectionRefused,
-        "{engine}"
     );
-    assert!(
-        errors[0].to_string().contains(&closed_port.to_string()),
-        "{engine}: {}",
-        errors[0]
-    );
+    assert!(text.contains(&closed.to_string()), "{engine}: {text}");
     assert_eq!(
         (stats.connects, stats.connect_failures),
         (0, 1),
@@ -205,7 +211,8 @@ fn an_upstream_that_refuses_closes_the_client(engine: Engine) {
 
 /// A loopback listener whose accept queue is full: the kernel drops further
 /// SYNs, so a connect to it hangs until its timeout (Linux; loopback only).
-fn full_listener() -> (socket2::Socket, Vec<TcpStream>) {
+/// Returns it with the connection that fills it.
+fn full_listener() -> (socket2::Socket, TcpStream) {
     use socket2::{Domain, Socket, Type};
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     listener
@@ -214,7 +221,7 @@ fn full_listener() -> (socket2::Socket, Vec<TcpStream>) {
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     // A backlog of 0 holds one connection: this one fills it.
-    let fill = vec![TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap()];
+    let fill = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     (listener, fill)
 }
 
@@ -222,30 +229,19 @@ fn a_connect_that_takes_too_long_times_out(engine: Engine) {
     let (listener, _fill) = full_listener();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     let timeout = Duration::from_millis(300);
-    let (forward, errors) = forwarder(engine, addr, timeout);
     let started = Instant::now();
-    let mut client = connect(&forward);
-    let mut rest = Vec::new();
-    let end = client.read_to_end(&mut rest);
+    let forward = forwarder(engine, addr, timeout);
+    let (text, stats) =
+        the_client_is_closed_and_the_protocol_told(engine, forward, io::ErrorKind::TimedOut);
     let took = started.elapsed();
-    assert!(matches!(end, Ok(0)) || end.is_err(), "{engine}: {end:?}");
-    let stats = stop(forward);
-    let errors = errors.lock().unwrap();
-    assert_eq!(errors.len(), 1, "{engine}: {errors:?}");
-    assert_eq!(
-        errors[0].kind(),
-        io::ErrorKind::TimedOut,
-        "{engine}: {}",
-        errors[0]
-    );
-    assert!(
-        errors[0].to_string().contains("timed out after 300ms"),
-        "{engine}: {}",
-        errors[0]
-    );
+    assert!(text.contains("timed out after 300ms"), "{engine}: {text}");
     // Not before its time (the wheel may fire it a tick late, never early).
     assert!(took >= timeout, "{engine}: closed after {took:?}");
-    assert_eq!(stats.connect_failures, 1, "{engine}: {stats}");
+    assert_eq!(
+        (stats.connects, stats.connect_failures),
+        (0, 1),
+        "{engine}: {stats}"
+    );
 }
 
 /// Bytes held in kernel socket queues (sent but not acknowledged, received
@@ -413,6 +409,18 @@ fn engines_without_commands_answer_connects_unsupported() {
     }
 }
 
+/// One `#[test]` per named scenario, on the module's `engine()`.
+macro_rules! scenarios {
+    ($($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test(engine());
+            }
+        )*
+    };
+}
+
 macro_rules! per_engine {
     ($($module:ident => $name:literal),* $(,)?) => {
         $(
@@ -420,33 +428,14 @@ macro_rules! per_engine {
                 fn engine() -> iomux_engine::Engine {
                     $name.parse().unwrap()
                 }
-                #[test]
-                fn echoes_small_and_large_payloads_byte_for_byte() {
-                    super::echoes_small_and_large_payloads_byte_for_byte(engine());
-                }
-                #[test]
-                fn many_concurrent_connections() {
-                    super::many_concurrent_connections(engine());
-                }
-                #[test]
-                fn a_half_close_passes_through_both_ways() {
-                    super::a_half_close_passes_through_both_ways(engine());
-                }
-                #[test]
-                fn an_upstream_that_refuses_closes_the_client() {
-                    super::an_upstream_that_refuses_closes_the_client(engine());
-                }
-                #[test]
-                fn a_connect_that_takes_too_long_times_out() {
-                    super::a_connect_that_takes_too_long_times_out(engine());
-                }
-                #[test]
-                fn a_client_that_stops_reading_is_pushed_back_on() {
-                    super::a_client_that_stops_reading_is_pushed_back_on(engine());
-                }
-                #[test]
-                fn an_upstream_that_stops_reading_is_pushed_back_on() {
-                    super::an_upstream_that_stops_reading_is_pushed_back_on(engine());
+                scenarios! {
+                    echoes_small_and_large_payloads_byte_for_byte,
+                    many_concurrent_connections,
+                    a_half_close_passes_through_both_ways,
+                    an_upstream_that_refuses_closes_the_client,
+                    a_connect_that_takes_too_long_times_out,
+                    a_client_that_stops_reading_is_pushed_back_on,
+                    an_upstream_that_stops_reading_is_pushed_back_on,
                 }
             }
         )*

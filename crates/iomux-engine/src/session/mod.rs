@@ -169,6 +169,23 @@ pub(crate) struct Connecting {
 }
 
 impl Connecting {
+    /// A connect `asker` asked for at `now`, failing at `now + timeout`.
+    pub(crate) fn new(
+        asker: ConnId,
+        tag: u64,
+        addr: SocketAddr,
+        timeout: Duration,
+        now: Instant,
+    ) -> Connecting {
+        Connecting {
+            asker,
+            tag,
+            addr,
+            timeout,
+            deadline: now + timeout.min(crate::MAX_TIMEOUT),
+        }
+    }
+
     /// The error the asker is told: what happened, to which address, and
     /// what it usually means.
     pub(crate) fn failed(&self, e: io::Error) -> io::Error {
@@ -187,6 +204,17 @@ impl Connecting {
             _ => format!("cannot connect to {addr}: {e}"),
         };
         io::Error::new(e.kind(), why)
+    }
+}
+
+impl Connecting {
+    /// The error the asker is told when the connection was established but
+    /// its own protocol failed as it opened (it is closed).
+    pub(crate) fn open_failed(&self, why: impl fmt::Display) -> io::Error {
+        io::Error::other(format!(
+            "connected to {}, but the new connection's protocol failed as it opened: {why}",
+            self.addr
+        ))
     }
 }
 

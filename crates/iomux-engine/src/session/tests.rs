@@ -692,13 +692,8 @@ fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
     let (rules, mut pool, mut commands, now) =
         (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
     let asker = ConnId::new(0, 2);
-    let connect = Connecting {
-        asker,
-        tag: 7,
-        addr: "127.0.0.1:9".parse().unwrap(),
-        timeout: Duration::from_secs(2),
-        deadline: now + Duration::from_secs(2),
-    };
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let connect = Connecting::new(asker, 7, addr, Duration::from_secs(2), now);
     let mut s = Session::connecting(Relay::default(), ConnId::new(0, 3), now, connect);
     assert!(s.is_connecting() && !s.reading());
     assert_eq!(

@@ -551,13 +551,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         timeout: Duration,
         tag: u64,
     ) -> io::Result<()> {
-        let connect = Connecting {
-            asker: ConnId::new(self.cx.index, asker.0),
-            tag,
-            addr,
-            timeout,
-            deadline: self.clock.now + timeout.min(crate::MAX_TIMEOUT),
-        };
+        let asker_id = ConnId::new(self.cx.index, asker.0);
+        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
         let started = admit_outgoing(&self.cx.max_conns)
             .and_then(|()| connect_nonblocking(addr).inspect_err(|_| self.cx.max_conns.release()));
         let fd = match started {
@@ -590,16 +585,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// The connecting socket's poll completed: established, failed, or not yet.
     fn on_connect_poll(&mut self, token: Token, res: i32) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
-        };
-        conn.sending = false;
-        if conn.dead {
-            if !conn.receiving {
-                self.free(token);
-            }
+        if !self.write_request_done(token) {
             return Ok(());
         }
+        let conn = self.conns.get_mut(token).expect("live connection");
         let outcome = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
         } else {
@@ -640,16 +629,12 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         let conn = self.conns.get_mut(token).expect("live connection");
         let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
         // Its idle deadline counts from now, not from the connect's.
-        self.timers.cancel(conn.timer);
-        conn.timer = self
-            .timers
-            .insert(conn.session.deadline(&self.rules), token);
+        let deadline = conn.session.deadline(&self.rules);
+        self.timers.reset(&mut conn.timer, deadline, token);
         let result = if self.after_call(token, opened) {
             self.close(token)?;
-            Err(io::Error::other(format!(
-                "connected to {}, but the new connection's protocol failed as it opened",
-                connect.addr
-            )))
+            let why = opened.map_or_else(|f| f.to_string(), |()| "a command it gave failed".into());
+            Err(connect.open_failed(why))
         } else {
             self.mark_dirty(token);
             self.arm_recv(token)?;
@@ -851,17 +836,27 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         self.push(entry)
     }
 
-    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
+    /// A send (or a connect's poll) completed: false when its connection
+    /// is gone or closed (then freed once no request of it is left).
+    fn write_request_done(&mut self, token: Token) -> bool {
         let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
+            return false;
         };
         conn.sending = false;
         if conn.dead {
             if !conn.receiving {
                 self.free(token);
             }
+            return false;
+        }
+        true
+    }
+
+    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
+        if !self.write_request_done(token) {
             return Ok(());
         }
+        let conn = self.conns.get_mut(token).expect("live connection");
         if res < 0 {
             if res == -libc::EINTR || res == -libc::EAGAIN {
                 return self.send_next(token);
@@ -905,10 +900,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             Finish::ShutWrite => Ok(()),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                self.timers.cancel(conn.timer);
-                conn.timer = self
-                    .timers
-                    .insert(conn.session.deadline(&self.rules), token);
+                let deadline = conn.session.deadline(&self.rules);
+                self.timers.reset(&mut conn.timer, deadline, token);
                 self.arm_recv(token)
             }
         }
