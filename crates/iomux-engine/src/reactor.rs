@@ -598,6 +598,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         let conn = self.conns.get_mut(token).expect("live connection");
+        if conn.session.is_connecting() {
+            return; // watched for the connect's end until then
+        }
         let wants = conn.session.wants();
         // Only what is wanted: a peer's FIN reported on every pass while
         // reading is off would spin a level-triggered loop.
