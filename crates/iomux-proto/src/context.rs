@@ -78,7 +78,7 @@ pub enum Command {
     },
     /// Close connection `id` once its output is sent.
     Close(ConnId),
-    /// Call [`crate::Protocol::on_timer`] with `key` on the asking
+    /// Call [`crate::Service::on_timer`] with `key` on the asking
     /// connection once `after` has passed; replaces a timer of the same key.
     SetTimer {
         /// The protocol's name for the timer.
