@@ -21,7 +21,14 @@ use std::time::Duration;
 /// How long the upstream has to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn main() -> io::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("forward: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || io::Error::other("usage: forward LISTEN_ADDR UPSTREAM_ADDR [ENGINE]");
     let addr = |i: usize| -> io::Result<SocketAddr> {
