@@ -400,7 +400,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         self.stats.connects += 1;
-        if self.conns.get_mut(asker).is_none() {
+        if !self
+            .conns
+            .get_mut(asker)
+            .is_some_and(|c| !c.session.is_closing())
+        {
             self.close(token); // nobody wants it any more
             return;
         }

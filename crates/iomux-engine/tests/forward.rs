@@ -379,6 +379,45 @@ fn an_upstream_that_stops_reading_is_pushed_back_on(engine: Engine) {
     stop(forward);
 }
 
+/// Asks for a connection as it opens, then closes at once: the connection
+/// it asked for must not outlive it.
+struct Quitter {
+    upstream: SocketAddr,
+}
+
+impl iomux_proto::Service for Quitter {
+    fn on_open(&mut self, cx: &mut iomux_proto::Context) {
+        if cx.opened_by().is_none() {
+            cx.connect(self.upstream, Duration::from_secs(5), 1);
+            cx.close();
+        }
+    }
+    fn on_data(&mut self, input: &[u8], _cx: &mut iomux_proto::Context) -> iomux_proto::Step {
+        iomux_proto::Step::keep(input.len())
+    }
+}
+
+/// The asker closed before its connect ended: the upstream sees the new
+/// connection closed (its EOF within seconds, not the idle timeout's 20 s).
+fn a_connection_whose_asker_is_gone_is_closed(engine: Engine) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let server = Server::start(config(), engine, move || Quitter { upstream: addr }).unwrap();
+    let client = connect(&server);
+    let (mut opened, _) = upstream.accept().unwrap();
+    opened
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let end = opened.read(&mut [0; 16]);
+    assert!(
+        matches!(end, Ok(0)),
+        "{engine}: the upstream saw {end:?}, not its EOF"
+    );
+    drop(client);
+    let stats = stop(server);
+    assert_eq!(stats.connects, 1, "{engine}: {stats}");
+}
+
 /// Engines that carry out no commands tell the asker its connect is
 /// unsupported rather than leave it waiting in silence.
 #[test]
@@ -436,6 +475,7 @@ macro_rules! per_engine {
                     a_connect_that_takes_too_long_times_out,
                     a_client_that_stops_reading_is_pushed_back_on,
                     an_upstream_that_stops_reading_is_pushed_back_on,
+                    a_connection_whose_asker_is_gone_is_closed,
                 }
             }
         )*

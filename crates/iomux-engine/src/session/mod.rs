@@ -346,6 +346,12 @@ impl<P: Service> Session<P> {
         &self.output[self.sent..]
     }
 
+    /// Closing or lingering: it will take no new connection (a connect it
+    /// asked for that ends now is closed, not handed to it).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.has(flag::CLOSING | flag::LINGERING)
+    }
+
     pub(crate) fn is_lingering(&self) -> bool {
         self.has(flag::LINGERING)
     }

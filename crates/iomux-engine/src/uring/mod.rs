@@ -623,7 +623,11 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             return self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
         }
         self.stats.connects += 1;
-        if !self.conns.get_mut(asker).is_some_and(|c| !c.dead) {
+        if !self
+            .conns
+            .get_mut(asker)
+            .is_some_and(|c| !c.dead && !c.session.is_closing())
+        {
             return self.close(token); // nobody wants it any more
         }
         let conn = self.conns.get_mut(token).expect("live connection");
