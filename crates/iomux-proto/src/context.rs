@@ -273,8 +273,9 @@ impl<'a> Context<'a> {
     /// the server's factory (whose [`Context::opened_by`] names this one),
     /// and [`crate::Service::on_connect`] then tells this connection, with
     /// `tag`, the new connection's id or why it failed (refused,
-    /// unreachable, timed out). If this connection is closing or gone by then, the new
-    /// one is closed. Engines that carry out no commands answer `Unsupported`.
+    /// unreachable, timed out). If this connection is closing or gone by
+    /// then, the new one is closed. Engines that carry out no commands
+    /// answer `Unsupported`.
     ///
     /// ```
     /// use iomux_proto::{Command, ConnId, Context};
