@@ -8,7 +8,7 @@ use crate::session::{Deadline, Env, Fault, Finish, Session};
 use crate::sock::{input_waiting, read_append, send_available, shutdown_write};
 use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor, Listener, Stream};
-use iomux_proto::{Command, ConnId, Service};
+use iomux_proto::{ConnId, Service};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -80,12 +80,13 @@ where
                     pool: &mut pool,
                     commands: &mut commands,
                 };
-                if session.on_open(None, &mut env).is_err() {
+                if session.on_open(None, &mut env).is_err()
+                    || !refuse_commands(&mut session, &mut env, &mut stats)
+                {
                     stats.faults += 1;
                     count_closed(&cx, &mut stats, 1);
                     continue;
                 }
-                refuse_commands(&mut commands, &mut stats);
                 conns.push(Conn { stream, session });
             }
         }
@@ -99,8 +100,11 @@ where
                 commands: &mut commands,
             };
             let keep = poll_conn(c, &mut env, &mut rbuf, &mut stats, &mut moved);
-            refuse_commands(&mut commands, &mut stats);
-            keep
+            let told = refuse_commands(&mut c.session, &mut env, &mut stats);
+            if !told {
+                stats.faults += 1;
+            }
+            keep && told
         });
         count_closed(&cx, &mut stats, before - conns.len());
         // Nothing to wait on: that is the point of this engine. After a pass
@@ -120,10 +124,16 @@ where
 }
 
 /// This engine carries out no protocol commands (writes to other
-/// connections, closes of others, timers): they are counted as refused.
-fn refuse_commands(commands: &mut Vec<Command>, stats: &mut LoopStats) {
-    stats.refused_commands += commands.len() as u64;
-    commands.clear();
+/// connections, closes of others, timers): they are counted as refused, and
+/// a connect is answered `Unsupported`. False when that answer faulted.
+fn refuse_commands<P: Service>(
+    session: &mut Session<P>,
+    env: &mut Env,
+    stats: &mut LoopStats,
+) -> bool {
+    let (refused, told) = session.refuse_commands(env);
+    stats.refused_commands += refused;
+    told.is_ok()
 }
 
 fn count_closed<F>(cx: &LoopContext<F>, stats: &mut LoopStats, closed: usize) {
@@ -197,7 +207,7 @@ fn poll_conn<P: Service>(
         Deadline::Later(_) => {}
         Deadline::TimedOut => stats.timeouts += 1,
         // A closing connection whose peer will not take its last output is dropped.
-        Deadline::Close => return false,
+        Deadline::Close | Deadline::ConnectTimedOut => return false,
     }
     if c.session.owed() > 0 {
         stats.writes += 1;
@@ -221,6 +231,7 @@ fn poll_conn<P: Service>(
     }
     match c.session.finish(env.now, env.pool) {
         Finish::Close => false,
-        Finish::Linger => shutdown_write(fd).is_ok(),
+        // (No half-close here: its command was refused.)
+        Finish::Linger | Finish::ShutWrite => shutdown_write(fd).is_ok(),
     }
 }

@@ -72,11 +72,12 @@ impl Hub {
 /// What a loop does with its connections' commands: the caller's own timers
 /// are set or cancelled at once, a command for a connection of another loop
 /// is posted there, and the rest (writes to and closes of this loop's
-/// connections) are left in [`Dispatch::local`] for the engine, which knows
-/// how it sends and closes.
+/// connections, and the caller's connects) are left in [`Dispatch::local`]
+/// for the engine, which knows how it sends, connects and closes.
 #[derive(Debug, Default)]
 pub(crate) struct Dispatch {
-    /// Commands for connections of this loop, by their token.
+    /// Commands for connections of this loop, by their token (a connect:
+    /// by the asker's token).
     pub local: Vec<(Token, Command)>,
     /// Mail taken from the hub, reused pass after pass.
     mail: Vec<Command>,
@@ -119,6 +120,15 @@ impl Dispatch {
                         timers.cancel(id);
                     }
                 }
+                // Made on the asker's loop, which learns how it went.
+                Command::Connect { .. } => self.local.push((caller, command)),
+                Command::Link { to, .. } => {
+                    // Each side keeps the other: here the caller, there `to`.
+                    if let Some(session) = session.as_deref_mut() {
+                        session.add_link(to);
+                    }
+                    self.route(command, route, stats);
+                }
                 other => self.route(other, route, stats),
             }
         }
@@ -132,6 +142,19 @@ impl Dispatch {
             self.route(command, route, stats);
         }
         self.mail = mail;
+    }
+
+    /// Route commands that follow from the engine's own work (a closed
+    /// connection's links, a paused or resumed writer), emptying `commands`.
+    pub(crate) fn route_all(
+        &mut self,
+        commands: &mut Vec<Command>,
+        route: Route,
+        stats: &mut LoopStats,
+    ) {
+        for command in commands.drain(..) {
+            self.route(command, route, stats);
+        }
     }
 
     fn route(&mut self, command: Command, route: Route, stats: &mut LoopStats) {

@@ -70,6 +70,17 @@ pub(crate) fn admit(max_conns: &ConnLimit, draining: bool, stats: &mut LoopStats
     true
 }
 
+/// Take a place under `max_conns` for an outgoing connection (given back
+/// with [`ConnLimit::release`] when it closes), or say why not.
+pub(crate) fn admit_outgoing(max_conns: &ConnLimit) -> std::io::Result<()> {
+    if max_conns.try_acquire() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(
+        "the server is at its connection limit: no place for another connection until one closes",
+    ))
+}
+
 /// A loop's own state over time: the current pass's clock, a pause in
 /// accepting, and the drain.
 #[derive(Debug)]

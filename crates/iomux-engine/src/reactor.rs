@@ -10,8 +10,11 @@
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
 use crate::life::{LoopClock, LoopContext};
-use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
-use crate::sock::{input_waiting, read_append, send_available, set_cork, shutdown_write};
+use crate::session::{Applied, Connecting, Deadline, Env, Fault, Finish, Rules, Session};
+use crate::sock::{
+    connect_nonblocking, connect_outcome, input_waiting, read_append, send_available, set_cork,
+    shutdown_write,
+};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
 use iomux::net::{Accepted, Acceptor, Listener, Stream};
@@ -24,7 +27,9 @@ use iomux::{
 };
 use iomux_proto::{Command, ConnId, Service};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
 
 /// The loop's [`Env`] for a session call, from its disjoint fields (so a
 /// connection of `self.conns` may stay borrowed).
@@ -41,6 +46,12 @@ macro_rules! env {
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+
+/// A connection that wants neither direction now (its peer's FIN is in and
+/// it owes nothing, or its reading is held): it is out of the selector,
+/// since a level-triggered FIN or writable socket would wake the loop on
+/// every pass. (Selectors refuse this interest; it is only a marker.)
+const UNWATCHED: Interest = Interest::from_bits(0);
 
 /// Size of one read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -268,9 +279,6 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             self.stats.refused += 1;
             return;
         }
-        if self.cx.config.nodelay {
-            let _ = stream.set_nodelay(true);
-        }
         // Edge mode registers both directions once and never changes them;
         // the other modes ask for writability only when the kernel pushes back.
         let interest = if self.trigger == Trigger::Edge {
@@ -279,11 +287,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Interest::READABLE
         };
         let token = self.conns.next_token();
-        if self
-            .selector
-            .register(stream.as_fd(), token, interest)
-            .is_err()
-        {
+        if self.watch(&stream, token, interest).is_err() {
             self.stats.refused += 1;
             self.stats.unwatchable += 1;
             self.cx.max_conns.release();
@@ -291,15 +295,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         }
         let id = ConnId::new(self.cx.index, token.0);
         let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
-        let timer = self.timers.insert(session.deadline(&self.rules), token);
-        self.conns.insert(Conn {
-            stream,
-            session,
-            timer,
-            registered: interest,
-            hup_seen: false,
-            resumed: false,
-        });
+        self.insert_conn(token, stream, session, interest);
         let conn = self.conns.get_mut(token).expect("just inserted");
         let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
         if self.after_call(token, opened).is_err() {
@@ -309,10 +305,152 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.to_flush.push(token);
     }
 
+    /// Set up a new connection's socket and register it.
+    fn watch(&mut self, stream: &Stream, token: Token, interest: Interest) -> io::Result<()> {
+        if self.cx.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        self.selector.register(stream.as_fd(), token, interest)?;
+        Ok(())
+    }
+
+    /// A protocol asked for an outgoing connection: start a non-blocking
+    /// connect, watched for writability until it is established, with its
+    /// timeout in the timer wheel. A connect that cannot even start is
+    /// reported to the asker at once.
+    fn start_connect(&mut self, asker: Token, addr: SocketAddr, timeout: Duration, tag: u64) {
+        let asker_id = ConnId::new(self.cx.index, asker.0);
+        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
+        let token = self.conns.next_token();
+        let interest = if self.trigger == Trigger::Edge {
+            Interest::BOTH
+        } else {
+            Interest::WRITABLE
+        };
+        let started = crate::life::admit_outgoing(&self.cx.max_conns).and_then(|()| {
+            let stream = Stream::Tcp(std::net::TcpStream::from(connect_nonblocking(addr)?));
+            self.watch(&stream, token, interest)
+                .map(|()| stream)
+                .inspect_err(|_| self.cx.max_conns.release())
+        });
+        let stream = match started {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.stats.connect_failures += 1;
+                self.tell_asker(asker, tag, Err(connect.failed(e)));
+                return;
+            }
+        };
+        let id = ConnId::new(self.cx.index, token.0);
+        let session = Session::connecting((self.cx.new_protocol)(), id, self.clock.now, connect);
+        self.insert_conn(token, stream, session, interest);
+    }
+
+    /// Keep a registered connection under `token` (the slab's next), with
+    /// its deadline's timer.
+    fn insert_conn(
+        &mut self,
+        token: Token,
+        stream: Stream,
+        session: Session<P>,
+        interest: Interest,
+    ) {
+        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        let inserted = self.conns.insert(Conn {
+            stream,
+            session,
+            timer,
+            registered: interest,
+            hup_seen: false,
+            resumed: false,
+        });
+        debug_assert_eq!(inserted, token);
+    }
+
+    /// A connecting socket's event: established, failed, or not yet.
+    fn on_connect_event(&mut self, token: Token) {
+        let conn = self.conns.get_mut(token).expect("live connection");
+        match connect_outcome(conn.stream.as_fd()) {
+            Ok(true) => self.connect_done(token, Ok(())),
+            Ok(false) if self.trigger == Trigger::Oneshot => {
+                // Not yet (a spurious wake): a one-shot registration went silent.
+                let interest = conn.registered;
+                let _ = self
+                    .selector
+                    .reregister(conn.stream.as_fd(), token, interest);
+            }
+            Ok(false) => {}
+            Err(e) => self.connect_done(token, Err(e)),
+        }
+    }
+
+    /// A connect ended: on success the new connection opens and the asker
+    /// learns its id; on failure it closes and the asker learns why. With
+    /// the asker gone, the new connection is closed.
+    fn connect_done(&mut self, token: Token, outcome: io::Result<()>) {
+        let conn = self.conns.get_mut(token).expect("live connection");
+        let Some(connect) = conn.session.connect_details() else {
+            return;
+        };
+        let asker = Token(connect.asker.token());
+        if let Err(e) = outcome {
+            self.stats.connect_failures += 1;
+            self.close(token);
+            self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
+            return;
+        }
+        self.stats.connects += 1;
+        if !self
+            .conns
+            .get_mut(asker)
+            .is_some_and(|c| !c.session.is_closing())
+        {
+            self.close(token); // nobody wants it any more
+            return;
+        }
+        let conn = self.conns.get_mut(token).expect("live connection");
+        let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
+        // Its idle deadline counts from now, not from the connect's.
+        let deadline = conn.session.deadline(&self.rules);
+        self.timers.reset(&mut conn.timer, deadline, token);
+        // In edge mode bytes that came with the connect raise no new edge.
+        conn.resumed = true;
+        let result = match self.after_call(token, opened) {
+            Ok(()) => {
+                self.to_flush.push(token);
+                Ok(ConnId::new(self.cx.index, token.0))
+            }
+            Err(e) => {
+                self.close(token);
+                Err(connect.open_failed(e))
+            }
+        };
+        self.tell_asker(asker, connect.tag, result);
+    }
+
+    /// Tell a connection how its connect went (if it is still there).
+    fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) {
+        let Some(conn) = self.conns.get_mut(asker) else {
+            return;
+        };
+        let told = conn
+            .session
+            .on_connect(tag, result, &mut env!(self, self.clock.now));
+        if self.after_call(asker, told).is_err() {
+            self.close(asker);
+            return;
+        }
+        self.to_flush.push(asker);
+    }
+
     fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        if conn.session.is_connecting() {
+            self.on_connect_event(token);
+            return;
+        }
         conn.hup_seen |= hup;
         if conn.session.is_lingering() {
             if readable {
@@ -464,21 +602,32 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         let conn = self.conns.get_mut(token).expect("live connection");
+        if conn.session.is_connecting() {
+            return; // watched for the connect's end until then
+        }
         let wants = conn.session.wants();
         // Only what is wanted: a peer's FIN reported on every pass while
         // reading is off would spin a level-triggered loop.
         let wanted = match (wants.read, wants.write) {
             (true, true) => Interest::BOTH,
             (false, true) => Interest::WRITABLE,
-            _ => Interest::READABLE,
+            (true, false) => Interest::READABLE,
+            (false, false) => UNWATCHED,
         };
-        if wanted != conn.registered || self.trigger == Trigger::Oneshot {
+        // One-shot registrations go silent when they fire: re-armed every time.
+        let rearm = self.trigger == Trigger::Oneshot && wanted != UNWATCHED;
+        if wanted != conn.registered || rearm {
+            let fd = conn.stream.as_fd();
+            let changed = if wanted == UNWATCHED {
+                self.selector.deregister(fd)
+            } else if conn.registered == UNWATCHED {
+                self.selector.register(fd, token, wanted)
+            } else {
+                self.selector.reregister(fd, token, wanted)
+            }
+            .map(drop);
             conn.registered = wanted;
-            if self
-                .selector
-                .reregister(conn.stream.as_fd(), token, wanted)
-                .is_err()
-            {
+            if changed.is_err() {
                 self.close(token);
             }
         }
@@ -490,13 +639,15 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let conn = self.conns.get_mut(token).expect("live connection");
         match conn.session.finish(self.clock.now, &mut self.pool) {
             Finish::Close => self.close(token),
-            Finish::Linger if shutdown_write(conn.fd()).is_err() => self.close(token),
+            Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd()).is_err() => {
+                self.close(token)
+            }
+            // Half-closed: reading goes on.
+            Finish::ShutWrite => self.update_interest(token),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                self.timers.cancel(conn.timer);
-                conn.timer = self
-                    .timers
-                    .insert(conn.session.deadline(&self.rules), token);
+                let deadline = conn.session.deadline(&self.rules);
+                self.timers.reset(&mut conn.timer, deadline, token);
                 self.drain_lingering(token);
             }
         }
@@ -528,14 +679,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         };
         // Deregister before close: the descriptor number may be reused at once.
-        let _ = self.selector.deregister(conn.stream.as_fd());
+        if conn.registered != UNWATCHED {
+            let _ = self.selector.deregister(conn.stream.as_fd());
+        }
         // Whatever the shared buffers still hold is this connection's: never another's.
         self.wbuf.clear();
         self.rbuf.clear();
         self.timers.cancel(conn.timer);
-        for timer in conn.session.release(&mut self.pool) {
+        for timer in conn.session.release(&mut self.pool, &mut self.commands) {
             self.timers.cancel(timer);
         }
+        // Its links close, writers waiting for it read again (at the end of the pass).
+        let route = self.cx.route();
+        self.dispatch
+            .route_all(&mut self.commands, route, &mut self.stats);
         self.cx.max_conns.release();
         self.stats.closed += 1;
     }
@@ -568,6 +725,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             match conn.session.on_deadline(shared, &mut env!(self, now)) {
                 Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
                 Deadline::Close => self.close(token),
+                Deadline::ConnectTimedOut => {
+                    self.connect_done(token, Err(io::ErrorKind::TimedOut.into()))
+                }
                 Deadline::TimedOut => {
                     self.stats.timeouts += 1;
                     conn.timer = self
@@ -634,21 +794,29 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.run_local();
     }
 
-    /// Writes to and closes of this loop's connections that protocols asked
-    /// for: sent at the end of the pass, with everything else each got.
+    /// Commands for this loop's connections (writes, closes, half-closes,
+    /// pauses, links) and connects: output is sent at the end of the pass,
+    /// with everything else each got.
     fn run_local(&mut self) {
-        if self.dispatch.local.is_empty() {
-            return;
-        }
-        let mut local = std::mem::take(&mut self.dispatch.local);
-        for (token, command) in local.drain(..) {
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue; // gone meanwhile
-            };
-            match command {
-                Command::Send { bytes, .. } => {
-                    let now = self.clock.now;
-                    if !conn.session.push_output(&bytes, &mut env!(self, now)) {
+        while !self.dispatch.local.is_empty() {
+            let mut local = std::mem::take(&mut self.dispatch.local);
+            for (token, command) in local.drain(..) {
+                if let Command::Connect { addr, timeout, tag } = command {
+                    if self.conns.get_mut(token).is_some() {
+                        self.start_connect(token, addr, timeout, tag);
+                    }
+                    continue;
+                }
+                let Some(conn) = self.conns.get_mut(token) else {
+                    // Gone meanwhile: a link to it closes its asker.
+                    if let Command::Link { from, .. } = command {
+                        self.commands.push(Command::Close(from));
+                    }
+                    continue;
+                };
+                let now = self.clock.now;
+                match conn.session.apply(command, &mut env!(self, now)) {
+                    Applied::Overflow => {
                         // Closed at the end of the pass, not now: the loop's
                         // shared buffer may hold the caller's output (a
                         // publisher's answer), which a close here would drop.
@@ -657,34 +825,49 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                         self.overflowed.push(token);
                         continue;
                     }
+                    Applied::Resumed => conn.resumed = true,
+                    Applied::Done => {}
                 }
-                Command::Close(_) => conn.session.request_close(),
-                _ => {}
+                self.to_flush.push(token);
             }
-            self.to_flush.push(token);
+            if self.dispatch.local.is_empty() {
+                self.dispatch.local = local;
+            }
+            // What followed from them: writers paused, links to gone connections.
+            let route = self.cx.route();
+            self.dispatch
+                .route_all(&mut self.commands, route, &mut self.stats);
         }
-        self.dispatch.local = local;
     }
 
     /// Close the connections whose output from others overflowed, then send
     /// what other connections gave this pass, one send per connection.
     fn flush_delivered(&mut self) {
-        while let Some(token) = self.overflowed.pop() {
-            self.close(token);
-        }
-        let mut tokens = std::mem::take(&mut self.to_flush);
-        for &token in &tokens {
-            if self.conns.get_mut(token).is_none() {
-                continue;
-            }
-            if self.flush(token).is_err() {
+        // Closes here may give others commands (links): until none is left.
+        loop {
+            self.run_local();
+            while let Some(token) = self.overflowed.pop() {
                 self.close(token);
-                continue;
             }
-            self.settle(token);
+            if self.to_flush.is_empty() && self.dispatch.local.is_empty() {
+                break;
+            }
+            let mut tokens = std::mem::take(&mut self.to_flush);
+            for &token in &tokens {
+                if self.conns.get_mut(token).is_none() {
+                    continue;
+                }
+                if self.flush(token).is_err() {
+                    self.close(token);
+                    continue;
+                }
+                self.settle(token);
+            }
+            tokens.clear();
+            if self.to_flush.is_empty() {
+                self.to_flush = tokens;
+            }
         }
-        tokens.clear();
-        self.to_flush = tokens;
     }
 
     /// Stop accepting, tell every protocol, close idle connections, let the others finish.

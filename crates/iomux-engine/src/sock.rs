@@ -2,8 +2,10 @@
 //! reads into a buffer's spare capacity, sends that never raise SIGPIPE,
 //! corking. libc only; no connection rules live here.
 
+use socket2::{Domain, SockRef, Socket, Type};
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 /// Append up to `max` bytes received from socket `fd` to `buf`.
 ///
@@ -81,4 +83,35 @@ pub(crate) fn input_waiting(fd: RawFd) -> bool {
     // SAFETY: FIONREAD writes one int to a live local; a bad fd only fails.
     let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
     rc == 0 && queued > 0
+}
+
+/// Start a non-blocking TCP connect to `addr`: the socket, connected or
+/// connecting (see [`connect_outcome`]).
+pub(crate) fn connect_nonblocking(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
+/// Where a non-blocking connect stands once its socket reported an event:
+/// established (true), still in progress (false, a spurious wake), or
+/// failed (the socket's pending error: refused, unreachable, ...).
+pub(crate) fn connect_outcome(fd: BorrowedFd) -> io::Result<bool> {
+    let socket = SockRef::from(&fd);
+    if let Some(e) = socket.take_error()? {
+        return Err(e);
+    }
+    match socket.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

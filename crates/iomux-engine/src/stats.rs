@@ -59,6 +59,11 @@ pub struct LoopStats {
     /// Times the selector lost track of readiness and checked every
     /// descriptor instead ([`iomux::Selector::overflows`]: sigio's signal queue).
     pub selector_overflows: u64,
+    /// Outgoing connections established ([`iomux_proto::Context::connect`]).
+    pub connects: u64,
+    /// Outgoing connections that failed: refused, unreachable, timed out, or
+    /// no descriptor or place under the connection limit for them.
+    pub connect_failures: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -92,6 +97,8 @@ impl std::fmt::Display for LoopStats {
             misaddressed,
             refused_commands,
             selector_overflows,
+            connects,
+            connect_failures,
         } = self;
         write!(
             f,
@@ -100,7 +107,7 @@ impl std::fmt::Display for LoopStats {
              waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
-             selector_overflows={selector_overflows}"
+             selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures}"
         )
     }
 }
@@ -128,5 +135,7 @@ impl LoopStats {
         self.misaddressed += o.misaddressed;
         self.refused_commands += o.refused_commands;
         self.selector_overflows += o.selector_overflows;
+        self.connects += o.connects;
+        self.connect_failures += o.connect_failures;
     }
 }

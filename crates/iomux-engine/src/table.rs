@@ -136,6 +136,12 @@ impl Timers {
         self.wheel.cancel(id);
     }
 
+    /// Move a connection's idle timer `id` to `deadline`.
+    pub(crate) fn reset(&mut self, id: &mut TimerId, deadline: Instant, token: Token) {
+        self.wheel.cancel(*id);
+        *id = self.insert(deadline, token);
+    }
+
     pub(crate) fn expire(&mut self, now: Instant, due: &mut Vec<(Token, u64)>) {
         self.wheel.expire(now, due);
     }

@@ -187,8 +187,10 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
     }
     let mut result = session.on_open(None, &mut env!(Instant::now()));
     loop {
-        refused_commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
-        commands.clear();
+        // Connects among them are answered `Unsupported`.
+        let (refused, told) = session.refuse_commands(&mut env!(Instant::now()));
+        refused_commands.fetch_add(refused, Ordering::Relaxed);
+        result = result.and(told);
         if result.is_err() {
             faults.fetch_add(1, Ordering::Relaxed);
             return;
@@ -217,7 +219,8 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
                 Err(_) => return,
             },
             Deadline::TimedOut => continue, // its last word is sent, then it closes
-            Deadline::Close => break,
+            // (No connects here: they were refused.)
+            Deadline::Close | Deadline::ConnectTimedOut => break,
         }
         // Busy before the bytes leave the socket: until this mark a drain
         // sees them waiting there, from it on it sees a busy connection, so
@@ -259,7 +262,7 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
         linger_close(stream);
     }
     // It tells the protocol; the timer ids it returns belong to no wheel here.
-    drop(session.release(&mut pool));
+    drop(session.release(&mut pool, &mut commands));
 }
 
 /// Wait until `fd` has input (or its end) to read, for at most `timeout`;

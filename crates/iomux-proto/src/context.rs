@@ -1,6 +1,7 @@
 //! What a protocol may ask of the engine beyond answering its input: write
 //! to its connection at any time, write to another connection of the same
-//! server, close itself or another, set timers of its own.
+//! server (with or without flow control), close itself or another, half-close,
+//! set timers of its own, open outgoing connections.
 //!
 //! Sans-I/O like the rest of this crate: a [`Context`] only records what the
 //! protocol asks ([`Command`]s and output bytes); the engine carries it out
@@ -10,8 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 impl Command {
-    /// The connection a command is about, when it is about another one
-    /// (`Send`, `Close`); timers are the asking connection's own.
+    /// The connection a command is carried out on, which may be served by
+    /// another loop (`Send`, `Forward`, `Close`, ...); timers and connects
+    /// are the asking connection's own.
     ///
     /// ```
     /// use iomux_proto::{Command, ConnId};
@@ -20,9 +22,14 @@ impl Command {
     /// ```
     pub fn target(&self) -> Option<ConnId> {
         match self {
-            Command::Send { to, .. } => Some(*to),
-            Command::Close(id) => Some(*id),
-            Command::SetTimer { .. } | Command::CancelTimer(_) => None,
+            Command::Send { to, .. } | Command::Forward { to, .. } | Command::Link { to, .. } => {
+                Some(*to)
+            }
+            Command::Close(id)
+            | Command::ShutdownWrite(id)
+            | Command::PauseReading(id)
+            | Command::ResumeReading(id) => Some(*id),
+            Command::SetTimer { .. } | Command::CancelTimer(_) | Command::Connect { .. } => None,
         }
     }
 }
@@ -71,7 +78,7 @@ pub enum Command {
     },
     /// Close connection `id` once its output is sent.
     Close(ConnId),
-    /// Call [`crate::Protocol::on_timer`] with `key` on the asking
+    /// Call [`crate::Service::on_timer`] with `key` on the asking
     /// connection once `after` has passed; replaces a timer of the same key.
     SetTimer {
         /// The protocol's name for the timer.
@@ -81,6 +88,43 @@ pub enum Command {
     },
     /// Cancel the asking connection's timer `key` (nothing if none is set).
     CancelTimer(u64),
+    /// Open an outgoing TCP connection to `addr` from the asking connection's
+    /// loop; its outcome comes to [`crate::Service::on_connect`] with `tag`.
+    Connect {
+        /// Where to connect.
+        addr: SocketAddr,
+        /// How long the connect may take before it fails as timed out.
+        timeout: Duration,
+        /// The asker's name for this connect.
+        tag: u64,
+    },
+    /// Append `bytes` to connection `to`'s output with flow control: while
+    /// `to` owes its peer more than the engine's output high-water mark,
+    /// connection `from` is not read; it is read again once `to` has sent
+    /// half of it.
+    Forward {
+        /// The connection whose input this is (paused while `to` is full).
+        from: ConnId,
+        /// The connection written to.
+        to: ConnId,
+        /// What it is sent.
+        bytes: Vec<u8>,
+    },
+    /// Send connection `id`'s FIN once its output is sent; it goes on
+    /// reading, and closes once its peer has sent its FIN too.
+    ShutdownWrite(ConnId),
+    /// Stop reading connection `id` (its input waits in the kernel).
+    PauseReading(ConnId),
+    /// Read connection `id` again after [`Command::PauseReading`].
+    ResumeReading(ConnId),
+    /// Tie connections `from` and `to` together: when either closes, for
+    /// whatever reason, the other closes once its output is sent.
+    Link {
+        /// The asking connection.
+        from: ConnId,
+        /// The connection it is tied to.
+        to: ConnId,
+    },
 }
 
 /// A connection as its protocol sees it during one call: who it is, where
@@ -104,6 +148,8 @@ pub struct Context<'a> {
     now: Instant,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    opened_by: Option<ConnId>,
+    half_close: bool,
     out: &'a mut Vec<u8>,
     commands: &'a mut Vec<Command>,
 }
@@ -122,6 +168,8 @@ impl<'a> Context<'a> {
             now,
             peer: None,
             local: None,
+            opened_by: None,
+            half_close: false,
             out,
             commands,
         }
@@ -132,6 +180,28 @@ impl<'a> Context<'a> {
         self.peer = peer;
         self.local = local;
         self
+    }
+
+    /// The same context for a connection that `asker` opened with
+    /// [`Context::connect`] (engines, in [`crate::Service::on_open`]).
+    pub fn with_opener(mut self, asker: Option<ConnId>) -> Self {
+        self.opened_by = asker;
+        self
+    }
+
+    /// In [`crate::Service::on_open`]: the connection that opened this one
+    /// with [`Context::connect`], or `None` for an accepted connection.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let now = std::time::Instant::now();
+    /// let cx = Context::new(ConnId::new(0, 3), now, &mut out, &mut commands)
+    ///     .with_opener(Some(ConnId::new(0, 2)));
+    /// assert_eq!(cx.opened_by(), Some(ConnId::new(0, 2)));
+    /// ```
+    pub fn opened_by(&self) -> Option<ConnId> {
+        self.opened_by
     }
 
     /// This connection.
@@ -195,5 +265,146 @@ impl<'a> Context<'a> {
     /// Cancel this connection's timer `key`.
     pub fn cancel_timer(&mut self, key: u64) {
         self.commands.push(Command::CancelTimer(key));
+    }
+
+    /// Open an outgoing TCP connection to `addr`, failing if it is not
+    /// established within `timeout`. The engine connects without blocking,
+    /// on this connection's loop; the new connection runs a protocol made by
+    /// the server's factory (whose [`Context::opened_by`] names this one),
+    /// and [`crate::Service::on_connect`] then tells this connection, with
+    /// `tag`, the new connection's id or why it failed (refused,
+    /// unreachable, timed out). If this connection is closing or gone by
+    /// then, the new one is closed. Engines that carry out no commands
+    /// answer `Unsupported`.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// use std::time::Duration;
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// let upstream = "127.0.0.1:6379".parse().unwrap();
+    /// cx.connect(upstream, Duration::from_secs(3), 7);
+    /// assert_eq!(commands, [Command::Connect { addr: upstream, timeout: Duration::from_secs(3), tag: 7 }]);
+    /// ```
+    pub fn connect(&mut self, addr: SocketAddr, timeout: Duration, tag: u64) {
+        self.commands.push(Command::Connect { addr, timeout, tag });
+    }
+
+    /// Append bytes to another connection's output, with flow control (a
+    /// proxy's way to pass on what it read): while `to` owes its peer more
+    /// than the output high-water mark, this connection is not read, and it
+    /// is read again once `to` has sent half of that; so memory stays bounded
+    /// whichever side is slow. Unlike [`Context::send_to`] (pub/sub: a slow
+    /// subscriber never slows the publisher), a slow `to` slows this one.
+    /// A `to` that is gone by then is skipped.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let me = ConnId::new(0, 2);
+    /// let mut cx = Context::new(me, std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.forward_to(ConnId::new(0, 3), b"bytes");
+    /// cx.forward_to(me, b"to myself is a write");
+    /// assert_eq!(commands, [Command::Forward { from: me, to: ConnId::new(0, 3), bytes: b"bytes".to_vec() }]);
+    /// assert_eq!(out, b"to myself is a write");
+    /// ```
+    pub fn forward_to(&mut self, to: ConnId, bytes: &[u8]) {
+        if to == self.id {
+            self.write(bytes);
+            return;
+        }
+        self.commands.push(Command::Forward {
+            from: self.id,
+            to,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// Send this connection's FIN once its output is sent, and go on
+    /// reading (a half-close); it closes once the peer's FIN has come too.
+    /// Output written after this is dropped.
+    pub fn shutdown_write(&mut self) {
+        self.commands.push(Command::ShutdownWrite(self.id));
+    }
+
+    /// [`Context::shutdown_write`] for another connection (a proxy passing
+    /// on its peer's FIN).
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.shutdown_write_conn(ConnId::new(0, 3));
+    /// assert_eq!(commands, [Command::ShutdownWrite(ConnId::new(0, 3))]);
+    /// ```
+    pub fn shutdown_write_conn(&mut self, id: ConnId) {
+        self.commands.push(Command::ShutdownWrite(id));
+    }
+
+    /// Keep this connection open after its peer's FIN, to go on writing:
+    /// [`crate::Service::on_eof`] no longer closes it; it closes once it has
+    /// also shut down its own side ([`Context::shutdown_write`]) or is closed.
+    /// Without it a peer's FIN closes the connection after the protocol's
+    /// last output. Takes effect for the rest of the connection's life,
+    /// from the call it is asked in (`on_eof` included).
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// assert!(!cx.half_close_allowed());
+    /// cx.allow_half_close();
+    /// assert!(cx.half_close_allowed());
+    /// ```
+    pub fn allow_half_close(&mut self) {
+        self.half_close = true;
+    }
+
+    /// Whether this call asked for [`Context::allow_half_close`] (engines read it).
+    pub fn half_close_allowed(&self) -> bool {
+        self.half_close
+    }
+
+    /// Stop reading this connection until [`Context::resume_reading`]
+    /// (for example until an upstream connection is established).
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let me = ConnId::new(0, 2);
+    /// let mut cx = Context::new(me, std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.pause_reading();
+    /// cx.resume_reading();
+    /// assert_eq!(commands, [Command::PauseReading(me), Command::ResumeReading(me)]);
+    /// ```
+    pub fn pause_reading(&mut self) {
+        self.commands.push(Command::PauseReading(self.id));
+    }
+
+    /// Read this connection again after [`Context::pause_reading`].
+    pub fn resume_reading(&mut self) {
+        self.commands.push(Command::ResumeReading(self.id));
+    }
+
+    /// Tie this connection and `other` together: when either closes, for
+    /// whatever reason (the peer's reset included), the other closes once
+    /// its output is sent. A proxy links its two sides. Linking to a
+    /// connection that is already gone closes this one.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let me = ConnId::new(0, 2);
+    /// let mut cx = Context::new(me, std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.link(ConnId::new(0, 3));
+    /// assert_eq!(commands, [Command::Link { from: me, to: ConnId::new(0, 3) }]);
+    /// ```
+    pub fn link(&mut self, other: ConnId) {
+        if other != self.id {
+            self.commands.push(Command::Link {
+                from: self.id,
+                to: other,
+            });
+        }
     }
 }

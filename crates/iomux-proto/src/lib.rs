@@ -205,7 +205,9 @@ pub trait Service {
     /// to [`Context::write`] or [`Context::out`].
     fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step;
 
-    /// The peer will send nothing more (see [`Protocol::on_eof`]).
+    /// The peer will send nothing more (see [`Protocol::on_eof`]). The
+    /// connection closes after the output, unless the protocol asked for
+    /// [`Context::allow_half_close`].
     fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
         let _ = (pending, cx);
     }
@@ -213,6 +215,42 @@ pub trait Service {
     /// The connection's idle or head deadline passed (see [`Protocol::on_timeout`]).
     fn on_timeout(&mut self, cx: &mut Context) {
         let _ = cx;
+    }
+
+    /// A connect this connection asked for with [`Context::connect`] ended:
+    /// `Ok` with the new connection's id (it is open, and its own protocol
+    /// has had [`Service::on_open`]), or why it failed. `tag` is the one given
+    /// to [`Context::connect`].
+    ///
+    /// ```
+    /// use iomux_proto::{Context, ConnId, Service, Step};
+    /// /// Connects on open, says where it got, and closes if it could not.
+    /// struct Dialer { upstream: Option<ConnId> }
+    /// impl Service for Dialer {
+    ///     fn on_open(&mut self, cx: &mut Context) {
+    ///         cx.connect("127.0.0.1:6379".parse().unwrap(), std::time::Duration::from_secs(1), 0);
+    ///     }
+    ///     fn on_data(&mut self, input: &[u8], _cx: &mut Context) -> Step {
+    ///         Step::keep(input.len())
+    ///     }
+    ///     fn on_connect(&mut self, _tag: u64, result: std::io::Result<ConnId>, cx: &mut Context) {
+    ///         match result {
+    ///             Ok(id) => self.upstream = Some(id),
+    ///             Err(e) => {
+    ///                 cx.write(format!("{e}\n").as_bytes());
+    ///                 cx.close();
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// let (mut out, mut cmds) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut cmds);
+    /// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    /// Dialer { upstream: None }.on_connect(0, Err(refused), &mut cx);
+    /// assert_eq!(out, b"refused\n");
+    /// ```
+    fn on_connect(&mut self, tag: u64, result: std::io::Result<ConnId>, cx: &mut Context) {
+        let _ = (tag, result, cx);
     }
 
     /// A timer this connection set with [`Context::set_timer`] fired.

@@ -27,6 +27,15 @@
 //!   ([`Protocol::on_timeout`]); that output then has [`LINGER`] to be taken.
 //! - A drain tells every protocol, and closes a connection once it is between
 //!   messages, owes nothing and its peer has been quiet for [`DRAIN_QUIET`].
+//! - Half-close, where the protocol allows it: the peer's FIN leaves the
+//!   connection open for writing; a shutdown it asks for sends our FIN once
+//!   the output is sent and goes on reading; it closes when both sides ended.
+//! - Forwarding with flow control: output forwarded past the high-water mark
+//!   pauses the writer, which resumes once half is sent (or this one is gone);
+//!   a connection fed by forwards is not paused by its own output (its two
+//!   directions are independent: pausing could deadlock both ends).
+//! - An outgoing connection is connecting until the engine reports it
+//!   established (then its protocol opens) or its connect deadline passes.
 
 use crate::buffer::BufPool;
 use crate::Config;
@@ -34,6 +43,8 @@ use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, Service};
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -116,6 +127,9 @@ pub(crate) enum Deadline {
     TimedOut,
     /// Lingering, or closing with output the peer would not take: close now.
     Close,
+    /// An outgoing connection was not established in time: the engine
+    /// closes it and tells the asker [`Connecting::failed`] with `TimedOut`.
+    ConnectTimedOut,
 }
 
 /// What the connection does once its last output is sent.
@@ -125,6 +139,99 @@ pub(crate) enum Finish {
     Close,
     /// Send our FIN and discard the peer's input until its FIN.
     Linger,
+    /// Half-close: send our FIN and go on reading.
+    ShutWrite,
+}
+
+/// What a command for this connection asks of the loop beyond the session
+/// ([`Session::apply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Done: flush or finish the connection as usual.
+    Done,
+    /// Output from others passed `max_output`: the loop disconnects it.
+    Overflow,
+    /// Reading resumed: the loop reads (or arms a receive) again.
+    Resumed,
+}
+
+/// An outgoing connection being established, and who asked for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Connecting {
+    /// The connection that asked ([`iomux_proto::Context::connect`]).
+    pub asker: ConnId,
+    /// The asker's name for the connect.
+    pub tag: u64,
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+    /// When it fails as timed out.
+    pub deadline: Instant,
+}
+
+impl Connecting {
+    /// A connect `asker` asked for at `now`, failing at `now + timeout`.
+    pub(crate) fn new(
+        asker: ConnId,
+        tag: u64,
+        addr: SocketAddr,
+        timeout: Duration,
+        now: Instant,
+    ) -> Connecting {
+        Connecting {
+            asker,
+            tag,
+            addr,
+            timeout,
+            deadline: now + timeout.min(crate::MAX_TIMEOUT),
+        }
+    }
+
+    /// The error the asker is told: what happened, to which address, and
+    /// what it usually means.
+    pub(crate) fn failed(&self, e: io::Error) -> io::Error {
+        let addr = self.addr;
+        let why = match e.kind() {
+            io::ErrorKind::TimedOut => format!(
+                "connecting to {addr} timed out after {:?}: nothing answered (a host that is down, a firewall that drops, or a listener whose backlog is full)",
+                self.timeout
+            ),
+            io::ErrorKind::ConnectionRefused => {
+                format!("connection to {addr} refused: nothing listens on that port")
+            }
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                format!("cannot connect to {addr}: {e} (no route to that address)")
+            }
+            _ => format!("cannot connect to {addr}: {e}"),
+        };
+        io::Error::new(e.kind(), why)
+    }
+}
+
+impl Connecting {
+    /// The error the asker is told when the connection was established but
+    /// its own protocol failed as it opened (it is closed).
+    pub(crate) fn open_failed(&self, why: impl fmt::Display) -> io::Error {
+        io::Error::other(format!(
+            "connected to {}, but the new connection's protocol failed as it opened: {why}",
+            self.addr
+        ))
+    }
+}
+
+/// What few connections need, boxed so that every other session stays
+/// small (idle connections are the common case): 8 bytes in every session
+/// instead of a map's 48 and a few lists.
+#[derive(Debug, Default)]
+struct Extras {
+    /// The protocol's own timers, by its key.
+    timers: HashMap<u64, TimerId>,
+    /// Connections paused because they forwarded into this one past the
+    /// high-water mark: resumed once it has sent half, or is gone.
+    waiting_writers: Vec<ConnId>,
+    /// Connections closed when this one closes ([`Command::Link`]).
+    links: Vec<ConnId>,
+    /// Set while an outgoing connection is being established.
+    connecting: Option<Connecting>,
 }
 
 /// The readiness a connection needs now.
@@ -136,17 +243,32 @@ pub(crate) struct Wants {
 
 mod flag {
     /// The peer sent FIN: nothing more to read.
-    pub const READ_CLOSED: u8 = 1;
+    pub const READ_CLOSED: u16 = 1;
     /// Close once the pending output is sent; input is dropped.
-    pub const CLOSING: u8 = 2;
+    pub const CLOSING: u16 = 2;
     /// Not reading: the peer has not taken enough of its output.
-    pub const PAUSED: u8 = 4;
+    pub const PAUSED: u16 = 4;
     /// Our FIN is sent; discarding the peer's input until its FIN.
-    pub const LINGERING: u8 = 8;
+    pub const LINGERING: u16 = 8;
     /// The deadline passed; the last output gets [`super::LINGER`].
-    pub const TIMED_OUT: u8 = 16;
+    pub const TIMED_OUT: u16 = 16;
     /// Output had to wait for the peer: tell the protocol once it is all sent.
-    pub const WAITED: u8 = 32;
+    pub const WAITED: u16 = 32;
+    /// The protocol keeps the connection open after the peer's FIN.
+    pub const HALF_CLOSE: u16 = 64;
+    /// Send our FIN once the output is sent, and go on reading.
+    pub const SHUT_ASKED: u16 = 128;
+    /// Our FIN is sent by a half-close; further output is dropped.
+    pub const WRITE_SHUT: u16 = 256;
+    /// Not reading: asked by a command (a protocol, or a full forward target).
+    pub const HELD: u16 = 512;
+    /// An outgoing connection not established yet.
+    pub const CONNECTING: u16 = 1024;
+    /// Its output comes from other connections' forwards, whose writers
+    /// pause while it is full: its own reading never pauses for it (a
+    /// proxy's two directions are independent; pausing would deadlock an
+    /// upstream that also waits for us to read).
+    pub const FED: u16 = 2048;
 }
 
 /// One connection's state, with no socket.
@@ -166,12 +288,9 @@ pub(crate) struct Session<P> {
     last_active: Instant,
     /// Bytes sent since `last_active` while output was owed (the send deadline).
     send_progress: usize,
-    /// The protocol's own timers, by its key (allocated on first use).
-    /// Boxed: 8 bytes in every session instead of a map's 48, since most
-    /// connections never set one (idle connections are the common case).
-    #[allow(clippy::box_collection)]
-    timers: Option<Box<HashMap<u64, TimerId>>>,
-    flags: u8,
+    /// Timers, links, forward waiters, a connect (allocated on first use).
+    extras: Option<Box<Extras>>,
+    flags: u16,
 }
 
 impl<P: Service> Session<P> {
@@ -185,13 +304,36 @@ impl<P: Service> Session<P> {
             in_flight: 0,
             last_active: now,
             send_progress: 0,
-            timers: None,
+            extras: None,
             flags: 0,
         }
     }
 
-    fn has(&self, f: u8) -> bool {
+    /// An outgoing connection, connecting until [`Session::on_connected`]
+    /// (or a failure the engine reports to the asker).
+    pub(crate) fn connecting(proto: P, id: ConnId, now: Instant, connect: Connecting) -> Self {
+        let mut session = Session::new(proto, id, now);
+        session.flags |= flag::CONNECTING;
+        session.extras().connecting = Some(connect);
+        session
+    }
+
+    fn has(&self, f: u16) -> bool {
         self.flags & f != 0
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Whether an outgoing connection is still being established.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.has(flag::CONNECTING)
+    }
+
+    /// The pending connect's details (engines: to report its outcome).
+    pub(crate) fn connect_details(&self) -> Option<Connecting> {
+        self.extras.as_ref()?.connecting
     }
 
     /// Bytes the peer has not taken yet: unsent and in flight.
@@ -204,13 +346,31 @@ impl<P: Service> Session<P> {
         &self.output[self.sent..]
     }
 
+    /// Closing or lingering: it will take no new connection (a connect it
+    /// asked for that ends now is closed, not handed to it).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.has(flag::CLOSING | flag::LINGERING)
+    }
+
     pub(crate) fn is_lingering(&self) -> bool {
         self.has(flag::LINGERING)
     }
 
-    /// Whether input is taken now (not paused, closing or ended).
+    /// How many bytes one receive may take before the loop looks again:
+    /// the room under the high-water mark, or the mark itself for a
+    /// connection whose output is forwarded to it (its reading is paused by
+    /// its forward targets, not by its own output).
+    pub(crate) fn read_budget(&self, high_water: usize) -> usize {
+        if self.has(flag::FED) {
+            return high_water;
+        }
+        high_water.saturating_sub(self.owed())
+    }
+
+    /// Whether input is taken now (not paused, held, closing, ended or
+    /// still connecting).
     pub(crate) fn reading(&self) -> bool {
-        !self.has(flag::PAUSED | flag::READ_CLOSED | flag::CLOSING)
+        !self.has(flag::PAUSED | flag::READ_CLOSED | flag::CLOSING | flag::HELD | flag::CONNECTING)
     }
 
     /// The readiness the connection needs: input while reading (or
@@ -233,13 +393,32 @@ impl<P: Service> Session<P> {
         env: &mut Env,
         f: impl FnOnce(&mut P, &mut Context) -> R,
     ) -> Result<R, Fault> {
+        self.call_as(None, shared, env, f)
+    }
+
+    /// [`Session::call`], telling the protocol who opened the connection.
+    fn call_as<R>(
+        &mut self,
+        opener: Option<ConnId>,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+        f: impl FnOnce(&mut P, &mut Context) -> R,
+    ) -> Result<R, Fault> {
+        // After our FIN nothing more can be sent: output is dropped.
+        let mut dropped = Vec::new();
         let out = match shared {
+            _ if self.has(flag::SHUT_ASKED | flag::WRITE_SHUT) => &mut dropped,
             Some(shared) if self.output.len() == self.sent => shared,
             _ => &mut self.output,
         };
-        let mut cx = Context::new(self.id, env.now, out, env.commands);
+        let mut cx = Context::new(self.id, env.now, out, env.commands).with_opener(opener);
         let proto = &mut self.proto;
-        catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked)
+        let result =
+            catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
+        if cx.half_close_allowed() {
+            self.flags |= flag::HALF_CLOSE;
+        }
+        result
     }
 
     /// The connection is open: the protocol may greet or set timers.
@@ -249,6 +428,37 @@ impl<P: Service> Session<P> {
         env: &mut Env,
     ) -> Result<(), Fault> {
         self.call(shared, env, |p, cx| p.on_open(cx))?;
+        self.check_pause(env.rules);
+        Ok(())
+    }
+
+    /// The outgoing connection is established: it counts as active from
+    /// now, and its protocol opens, told who asked for it. Returns the
+    /// connect's details for the loop to tell the asker.
+    pub(crate) fn on_connected(&mut self, env: &mut Env) -> (Connecting, Result<(), Fault>) {
+        self.flags &= !flag::CONNECTING;
+        let connect = self
+            .extras()
+            .connecting
+            .take()
+            .expect("a connecting session has its connect");
+        self.last_active = env.now;
+        let opened = self.call_as(Some(connect.asker), None, env, |p, cx| p.on_open(cx));
+        self.check_pause(env.rules);
+        (connect, opened)
+    }
+
+    /// A connect this connection asked for ended.
+    pub(crate) fn on_connect(
+        &mut self,
+        tag: u64,
+        result: io::Result<ConnId>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        if self.has(flag::CLOSING | flag::LINGERING) {
+            return Ok(());
+        }
+        self.call(None, env, |p, cx| p.on_connect(tag, result, cx))?;
         self.check_pause(env.rules);
         Ok(())
     }
@@ -313,7 +523,8 @@ impl<P: Service> Session<P> {
     }
 
     /// The peer ended its side. The protocol sees any unconsumed input and
-    /// may answer; then the connection closes.
+    /// may answer; then the connection closes, unless the protocol allowed
+    /// a half-close and has not shut down its own side yet.
     pub(crate) fn on_eof(
         &mut self,
         shared: Option<&mut Vec<u8>>,
@@ -323,11 +534,13 @@ impl<P: Service> Session<P> {
         if self.has(flag::CLOSING) {
             return Ok(());
         }
-        self.flags |= flag::CLOSING;
         let input = std::mem::take(&mut self.input);
         let called = self.call(shared, env, |p, cx| p.on_eof(&input, cx));
         self.input = input;
         env.pool.put(&mut self.input);
+        if !self.has(flag::HALF_CLOSE) || self.has(flag::SHUT_ASKED) {
+            self.flags |= flag::CLOSING;
+        }
         called
     }
 
@@ -338,8 +551,8 @@ impl<P: Service> Session<P> {
         shared: Option<&mut Vec<u8>>,
         env: &mut Env,
     ) -> Result<(), Fault> {
-        if let Some(timers) = self.timers.as_mut() {
-            timers.remove(&key);
+        if let Some(extras) = self.extras.as_mut() {
+            extras.timers.remove(&key);
         }
         if self.has(flag::CLOSING | flag::LINGERING) {
             return Ok(());
@@ -352,21 +565,76 @@ impl<P: Service> Session<P> {
     /// Remember the wheel's id of the protocol's timer `key`; returns the
     /// id it replaces, which the loop cancels.
     pub(crate) fn set_timer(&mut self, key: u64, id: TimerId) -> Option<TimerId> {
-        self.timers
-            .get_or_insert_with(Default::default)
-            .insert(key, id)
+        self.extras().timers.insert(key, id)
     }
 
     /// Forget the protocol's timer `key`; returns its id for the loop to cancel.
     pub(crate) fn cancel_timer(&mut self, key: u64) -> Option<TimerId> {
-        self.timers.as_mut()?.remove(&key)
+        self.extras.as_mut()?.timers.remove(&key)
+    }
+
+    /// Tie this connection to `other`: it is closed when this one closes.
+    pub(crate) fn add_link(&mut self, other: ConnId) {
+        let links = &mut self.extras().links;
+        if !links.contains(&other) {
+            links.push(other);
+        }
+    }
+
+    /// Carry out a command another connection (or this one's protocol)
+    /// gave this connection: output (sent, or forwarded with flow control),
+    /// a close or half-close, a pause or resume of reading, a link.
+    /// Commands for others that follow from it (pause a forwarding writer)
+    /// go to `env.commands`.
+    pub(crate) fn apply(&mut self, command: Command, env: &mut Env) -> Applied {
+        match command {
+            Command::Send { bytes, .. } => {
+                return match self.push_output(&bytes, env) {
+                    true => Applied::Done,
+                    false => Applied::Overflow,
+                };
+            }
+            Command::Forward { from, bytes, .. } => {
+                self.flags |= flag::FED;
+                if !self.push_output(&bytes, env) {
+                    return Applied::Overflow;
+                }
+                if self.owed() >= env.rules.output_high_water && self.accepts_output() {
+                    // The writer waits until this one has sent half.
+                    let waiting = &mut self.extras().waiting_writers;
+                    if !waiting.contains(&from) {
+                        waiting.push(from);
+                    }
+                    env.commands.push(Command::PauseReading(from));
+                }
+            }
+            Command::Close(_) => self.request_close(),
+            Command::ShutdownWrite(_) => self.request_shutdown_write(),
+            Command::PauseReading(_) => self.flags |= flag::HELD,
+            Command::ResumeReading(_) => {
+                let held = self.has(flag::HELD);
+                self.flags &= !flag::HELD;
+                if held && self.reading() {
+                    return Applied::Resumed;
+                }
+            }
+            Command::Link { from, .. } => self.add_link(from),
+            _ => {}
+        }
+        Applied::Done
+    }
+
+    /// Whether output given to this connection is still sent (not closing,
+    /// and its side not shut down).
+    fn accepts_output(&self) -> bool {
+        !self.has(flag::CLOSING | flag::LINGERING | flag::SHUT_ASKED | flag::WRITE_SHUT)
     }
 
     /// Output another connection sent this one. False when this connection
     /// already owes more than `max_output`: it is not reading, and the loop
     /// disconnects it rather than buffer without bound.
     pub(crate) fn push_output(&mut self, bytes: &[u8], env: &mut Env) -> bool {
-        if self.has(flag::CLOSING | flag::LINGERING) {
+        if !self.accepts_output() {
             return true;
         }
         if self.owed() + bytes.len() > env.rules.max_output {
@@ -383,6 +651,18 @@ impl<P: Service> Session<P> {
     /// Close once the output is sent (asked by a protocol).
     pub(crate) fn request_close(&mut self) {
         self.flags |= flag::CLOSING;
+    }
+
+    /// Send our FIN once the output is sent and go on reading; with the
+    /// peer's FIN already in, that ends both sides: close then.
+    pub(crate) fn request_shutdown_write(&mut self) {
+        if self.has(flag::CLOSING | flag::LINGERING | flag::SHUT_ASKED) {
+            return;
+        }
+        self.flags |= flag::SHUT_ASKED;
+        if self.has(flag::READ_CLOSED) {
+            self.flags |= flag::CLOSING;
+        }
     }
 
     /// Output gathered in the loop's shared buffer that the kernel refused:
@@ -447,9 +727,16 @@ impl<P: Service> Session<P> {
             self.last_active = self.last_active.max(env.now);
         }
         let mut sent = Sent::default();
-        if self.has(flag::PAUSED) && self.owed() <= env.rules.output_high_water / 2 {
-            self.flags &= !flag::PAUSED;
-            sent.resumed = !self.has(flag::CLOSING);
+        if self.owed() <= env.rules.output_high_water / 2 {
+            if self.has(flag::PAUSED) {
+                self.flags &= !flag::PAUSED;
+                sent.resumed = !self.has(flag::CLOSING);
+            }
+            // Writers that forwarded past the high-water mark read again.
+            if let Some(extras) = self.extras.as_deref_mut() {
+                let resumed = extras.waiting_writers.drain(..);
+                env.commands.extend(resumed.map(Command::ResumeReading));
+            }
         }
         if all_sent && self.has(flag::WAITED) {
             // Output had to wait and is now all gone: the protocol may produce more.
@@ -463,13 +750,16 @@ impl<P: Service> Session<P> {
     }
 
     fn check_pause(&mut self, rules: &Rules) {
-        if self.owed() >= rules.output_high_water && !self.has(flag::CLOSING) {
+        if self.owed() >= rules.output_high_water && !self.has(flag::CLOSING | flag::FED) {
             self.flags |= flag::PAUSED;
         }
     }
 
     /// When the connection's deadline falls.
     pub(crate) fn deadline(&self, rules: &Rules) -> Instant {
+        if let Some(connect) = self.connect_details().filter(|_| self.is_connecting()) {
+            return connect.deadline;
+        }
         let limit = if self.has(flag::LINGERING | flag::TIMED_OUT) {
             LINGER
         } else {
@@ -485,6 +775,9 @@ impl<P: Service> Session<P> {
         if env.now < deadline {
             return Deadline::Later(deadline);
         }
+        if self.is_connecting() {
+            return Deadline::ConnectTimedOut;
+        }
         if self.has(flag::LINGERING | flag::CLOSING) {
             return Deadline::Close;
         }
@@ -497,14 +790,27 @@ impl<P: Service> Session<P> {
         Deadline::TimedOut
     }
 
-    /// Closing, and everything owed is sent: time for [`Session::finish`].
+    /// Closing (or shutting down our side), and everything owed is sent:
+    /// time for [`Session::finish`].
     pub(crate) fn ready_to_finish(&self) -> bool {
-        self.has(flag::CLOSING) && !self.has(flag::LINGERING) && self.owed() == 0
+        self.has(flag::CLOSING | flag::SHUT_ASKED)
+            && self.owed() == 0
+            && if self.has(flag::CLOSING) {
+                !self.has(flag::LINGERING)
+            } else {
+                !self.has(flag::WRITE_SHUT)
+            }
     }
 
     /// The last output is sent (see [`Session::ready_to_finish`]). With
-    /// [`Finish::Linger`] the engine sends its FIN and discards input.
+    /// [`Finish::Linger`] the engine sends its FIN and discards input; with
+    /// [`Finish::ShutWrite`] it sends its FIN and goes on reading.
     pub(crate) fn finish(&mut self, now: Instant, pool: &mut BufPool) -> Finish {
+        if self.has(flag::SHUT_ASKED) && !self.has(flag::CLOSING) {
+            self.flags |= flag::WRITE_SHUT;
+            pool.put(&mut self.output);
+            return Finish::ShutWrite;
+        }
         pool.put(&mut self.input);
         pool.put(&mut self.output);
         if self.has(flag::READ_CLOSED) {
@@ -539,14 +845,61 @@ impl<P: Service> Session<P> {
             && !input_waiting()
     }
 
-    /// The connection is gone: give its buffers back, tell the protocol,
-    /// and return the ids of its timers for the loop to cancel.
-    pub(crate) fn release(&mut self, pool: &mut BufPool) -> impl Iterator<Item = TimerId> {
+    /// The connection is gone: give its buffers back, tell the protocol
+    /// (if it was ever open), put in `commands` what others must hear (its
+    /// links close, writers waiting for it read again), and return the ids
+    /// of its timers for the loop to cancel.
+    pub(crate) fn release(
+        &mut self,
+        pool: &mut BufPool,
+        commands: &mut Vec<Command>,
+    ) -> impl Iterator<Item = TimerId> {
         pool.put(&mut self.input);
         pool.put(&mut self.output);
-        let (proto, id) = (&mut self.proto, self.id);
-        let _ = catch_unwind(AssertUnwindSafe(|| proto.on_close(id)));
-        self.timers.take().into_iter().flat_map(|t| t.into_values())
+        if !self.is_connecting() {
+            let (proto, id) = (&mut self.proto, self.id);
+            let _ = catch_unwind(AssertUnwindSafe(|| proto.on_close(id)));
+        }
+        let extras = self.extras.take().map(|extras| *extras);
+        if let Some(extras) = &extras {
+            commands.extend(extras.links.iter().map(|&id| Command::Close(id)));
+            let waiting = extras.waiting_writers.iter();
+            commands.extend(waiting.map(|&id| Command::ResumeReading(id)));
+        }
+        extras.into_iter().flat_map(|e| e.timers.into_values())
+    }
+
+    /// On an engine that carries out no commands: drop the protocol's
+    /// commands, telling it that each connect it asked for is unsupported
+    /// (never silence). Returns how many were dropped.
+    pub(crate) fn refuse_commands(&mut self, env: &mut Env) -> (u64, Result<(), Fault>) {
+        let mut refused = 0;
+        // A protocol that asks again from `on_connect` is told again, a few rounds at most.
+        for _ in 0..4 {
+            if env.commands.is_empty() {
+                break;
+            }
+            let commands = std::mem::take(env.commands);
+            refused += commands.len() as u64;
+            for command in commands {
+                let Command::Connect { addr, tag, .. } = command else {
+                    continue;
+                };
+                let e = io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "cannot connect to {addr}: this engine carries out no protocol commands; \
+                         run the protocol on an event-loop engine (epoll, poll, select, sigio, uring)"
+                    ),
+                );
+                if let Err(fault) = self.on_connect(tag, Err(e), env) {
+                    return (refused, Err(fault));
+                }
+            }
+        }
+        refused += env.commands.len() as u64;
+        env.commands.clear();
+        (refused, Ok(()))
     }
 
     /// Whether the protocol is between messages with no input left over.

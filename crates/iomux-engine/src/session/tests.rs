@@ -433,7 +433,7 @@ fn a_service_writes_on_open_and_its_commands_reach_the_loop() {
     )
     .unwrap();
     assert_eq!(s.unsent(), b"welcome\ntimer 7\n");
-    let timers: Vec<_> = s.release(&mut pool).collect();
+    let timers: Vec<_> = s.release(&mut pool, &mut Vec::new()).collect();
     assert!(timers.is_empty());
     assert_eq!(s.proto.closed, vec![me], "told once it is gone");
 }
@@ -506,4 +506,258 @@ fn the_protocol_is_told_when_its_unconsumed_input_reaches_the_cap() {
     assert!(s.proto.told);
     assert_eq!(s.unsent(), b"too much\n", "its last word is still sent");
     assert!(!s.reading());
+}
+
+/// A proxy side: echoes input back (so output after our FIN shows), may
+/// allow half-close, records what it is told.
+#[derive(Default)]
+struct Relay {
+    half_close: bool,
+    eofs: usize,
+    opened_by: Option<Option<ConnId>>,
+    connects: Vec<(u64, std::io::ErrorKind)>,
+    closed: usize,
+}
+
+impl Service for Relay {
+    fn on_open(&mut self, cx: &mut Context) {
+        self.opened_by = Some(cx.opened_by());
+        if self.half_close {
+            cx.allow_half_close();
+        }
+    }
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        cx.write(input);
+        Step::keep(input.len())
+    }
+    fn on_eof(&mut self, _pending: &[u8], _cx: &mut Context) {
+        self.eofs += 1;
+    }
+    fn on_connect(&mut self, tag: u64, result: std::io::Result<ConnId>, _cx: &mut Context) {
+        self.connects.push((
+            tag,
+            result.map_or_else(|e| e.kind(), |_| std::io::ErrorKind::Other),
+        ));
+    }
+    fn on_close(&mut self, _id: ConnId) {
+        self.closed += 1;
+    }
+}
+
+fn relay(half_close: bool, now: Instant, rules: &Rules, pool: &mut BufPool) -> Session<Relay> {
+    let mut s = Session::new(
+        Relay {
+            half_close,
+            ..Relay::default()
+        },
+        ConnId::new(0, 5),
+        now,
+    );
+    let mut commands = Vec::new();
+    s.on_open(None, &mut chat_env(now, rules, pool, &mut commands))
+        .unwrap();
+    s
+}
+
+#[test]
+fn with_half_close_allowed_the_peers_fin_leaves_the_connection_open_for_writing() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    // (half-close allowed?, closing after the peer's FIN?)
+    for (allowed, closes) in [(false, true), (true, false)] {
+        let mut s = relay(allowed, now, &rules, env.pool);
+        s.on_eof(None, &mut env).unwrap();
+        assert_eq!(s.proto.eofs, 1);
+        assert_eq!(s.ready_to_finish(), closes, "allowed: {allowed}");
+        assert!(!s.wants().read, "nothing more to read either way");
+        if !allowed {
+            continue;
+        }
+        // Still written to (a proxy's other side), then it ends its side too.
+        assert!(s.push_output(b"late", &mut env));
+        s.request_shutdown_write();
+        assert!(!s.ready_to_finish(), "its output goes first");
+        s.on_sent(4, None, &mut env).unwrap();
+        assert!(s.ready_to_finish());
+        assert_eq!(s.finish(now, env.pool), Finish::Close, "both sides ended");
+    }
+}
+
+#[test]
+fn a_shutdown_of_our_side_sends_the_output_then_fin_and_reading_goes_on() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut s = relay(true, now, &rules, env.pool);
+    assert!(s.push_output(b"0123456789", &mut env));
+    s.request_shutdown_write();
+    assert!(!s.ready_to_finish(), "10 bytes owed");
+    s.on_sent(10, None, &mut env).unwrap();
+    assert!(s.ready_to_finish());
+    assert_eq!(s.finish(now, env.pool), Finish::ShutWrite);
+    assert!(!s.ready_to_finish(), "once");
+    assert!(s.reading(), "the other direction still flows");
+    // Output after our FIN cannot be sent: dropped, not queued.
+    s.on_received(b"echo me", None, &mut env).unwrap();
+    assert!(s.push_output(b"more", &mut env));
+    assert_eq!(s.owed(), 0);
+    // The peer's FIN ends the other direction: close now.
+    s.on_eof(None, &mut env).unwrap();
+    assert!(s.ready_to_finish());
+    assert_eq!(s.finish(now, env.pool), Finish::Close);
+}
+
+#[test]
+fn a_forward_past_the_high_water_mark_pauses_its_writer_until_half_is_sent() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut target = relay(false, now, &rules, env.pool);
+    let writer = ConnId::new(0, 9);
+    let forward = |n: usize| Command::Forward {
+        from: writer,
+        to: ConnId::new(0, 5),
+        bytes: vec![b'f'; n],
+    };
+    assert_eq!(target.apply(forward(60), &mut env), Applied::Done);
+    assert!(env.commands.is_empty(), "60 owed: under the mark");
+    assert_eq!(target.apply(forward(60), &mut env), Applied::Done);
+    assert_eq!(*env.commands, [Command::PauseReading(writer)]);
+    assert!(target.reading(), "fed by forwards: its own reading goes on");
+    env.commands.clear();
+    target.on_sent(60, None, &mut env).unwrap();
+    assert!(env.commands.is_empty(), "60 owed: above half the mark");
+    target.on_sent(10, None, &mut env).unwrap();
+    assert_eq!(*env.commands, [Command::ResumeReading(writer)]);
+    env.commands.clear();
+    target.on_sent(50, None, &mut env).unwrap();
+    assert!(env.commands.is_empty(), "resumed once");
+    // Past max_output even a forward is an overflow (the loop disconnects).
+    assert_eq!(target.apply(forward(301), &mut env), Applied::Overflow);
+}
+
+#[test]
+fn a_gone_connection_resumes_its_waiting_writers_and_closes_its_links() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut s = relay(false, now, &rules, env.pool);
+    let (writer, partner) = (ConnId::new(0, 9), ConnId::new(1, 3));
+    let forward = Command::Forward {
+        from: writer,
+        to: ConnId::new(0, 5),
+        bytes: vec![0; 150],
+    };
+    s.apply(forward, &mut env);
+    s.apply(
+        Command::Link {
+            from: partner,
+            to: ConnId::new(0, 5),
+        },
+        &mut env,
+    );
+    let mut told = Vec::new();
+    assert_eq!(s.release(env.pool, &mut told).count(), 0, "no timers");
+    assert_eq!(
+        told,
+        [Command::Close(partner), Command::ResumeReading(writer)]
+    );
+    assert_eq!(s.proto.closed, 1);
+}
+
+#[test]
+fn pause_and_resume_hold_reading_and_say_when_it_resumes() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut s = relay(false, now, &rules, env.pool);
+    let id = ConnId::new(0, 5);
+    assert_eq!(
+        s.apply(Command::ResumeReading(id), &mut env),
+        Applied::Done,
+        "not held"
+    );
+    s.apply(Command::PauseReading(id), &mut env);
+    assert!(!s.reading() && !s.wants().read);
+    assert_eq!(
+        s.apply(Command::ResumeReading(id), &mut env),
+        Applied::Resumed
+    );
+    assert!(s.reading());
+}
+
+#[test]
+fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let asker = ConnId::new(0, 2);
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let connect = Connecting::new(asker, 7, addr, Duration::from_secs(2), now);
+    let mut s = Session::connecting(Relay::default(), ConnId::new(0, 3), now, connect);
+    assert!(s.is_connecting() && !s.reading());
+    assert_eq!(
+        s.deadline(&rules),
+        now + Duration::from_secs(2),
+        "the connect's"
+    );
+    let mut env = chat_env(
+        now + Duration::from_secs(1),
+        &rules,
+        &mut pool,
+        &mut commands,
+    );
+    assert_eq!(
+        s.on_deadline(None, &mut env),
+        Deadline::Later(now + Duration::from_secs(2))
+    );
+    let (told, opened) = s.on_connected(&mut env);
+    opened.unwrap();
+    assert_eq!((told.asker, told.tag), (asker, 7));
+    assert_eq!(s.proto.opened_by, Some(Some(asker)));
+    assert!(s.reading());
+    assert_eq!(
+        s.deadline(&rules),
+        now + Duration::from_secs(1) + IDLE,
+        "idle from now"
+    );
+
+    // One that never connects times out, and was never open: no on_close.
+    let mut s = Session::connecting(Relay::default(), ConnId::new(0, 4), now, connect);
+    let mut env = chat_env(
+        now + Duration::from_secs(2),
+        &rules,
+        &mut pool,
+        &mut commands,
+    );
+    assert_eq!(s.on_deadline(None, &mut env), Deadline::ConnectTimedOut);
+    drop(s.release(env.pool, &mut Vec::new()));
+    assert_eq!((s.proto.opened_by, s.proto.closed), (None, 0));
+    let e = connect.failed(std::io::ErrorKind::TimedOut.into());
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(
+        e.to_string().contains("127.0.0.1:9 timed out after 2s"),
+        "{e}"
+    );
+    let e = connect.failed(std::io::ErrorKind::ConnectionRefused.into());
+    assert!(e.to_string().contains("nothing listens"), "{e}");
+}
+
+#[test]
+fn without_a_loop_a_connect_is_answered_unsupported_and_every_command_counted() {
+    let (rules, mut pool, mut commands, now) =
+        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut s = relay(false, now, &rules, env.pool);
+    env.commands.push(Command::Connect {
+        addr: "127.0.0.1:9".parse().unwrap(),
+        timeout: Duration::from_secs(1),
+        tag: 4,
+    });
+    env.commands.push(Command::Close(ConnId::new(0, 5)));
+    let (refused, told) = s.refuse_commands(&mut env);
+    told.unwrap();
+    assert_eq!(refused, 2);
+    assert!(env.commands.is_empty());
+    assert_eq!(s.proto.connects, [(4, std::io::ErrorKind::Unsupported)]);
 }

@@ -14,6 +14,8 @@
 //!   send when it completes;
 //! - one timeout operation for the loop's next deadline (idle timers live in
 //!   the same timer wheel as the reactor's);
+//! - an outgoing connection is a non-blocking `connect(2)` and a poll for
+//!   writability, its timeout in the timer wheel;
 //! - closing cancels the connection's requests (`ASYNC_CANCEL` by descriptor)
 //!   and frees it once their completions are in, since the kernel may still
 //!   be reading a send buffer until then.
@@ -33,9 +35,9 @@ mod ring;
 
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
-use crate::life::{admit, LoopClock, LoopContext};
-use crate::session::{Deadline, Env, Fault, Finish, Rules, Session};
-use crate::sock::{input_waiting, shutdown_write};
+use crate::life::{admit, admit_outgoing, LoopClock, LoopContext};
+use crate::session::{Applied, Connecting, Deadline, Env, Fault, Finish, Rules, Session};
+use crate::sock::{connect_nonblocking, connect_outcome, input_waiting, shutdown_write};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
 use bufring::{BufRing, BUFFER_GROUP, BUFFER_SIZE};
@@ -49,7 +51,8 @@ use ring::{
     decode, kind, open_ring, set_total_len, timeout_token, user_data, RecvMode, TaskRun, NO_CONN,
 };
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The loop's [`Env`] for a session call, from its disjoint fields.
@@ -70,6 +73,7 @@ struct Conn<P> {
     /// The send in flight: the kernel reads it until its completion arrives.
     in_flight: Vec<u8>,
     in_flight_sent: usize,
+    /// A send in flight (or, while connecting, the poll for the connect).
     sending: bool,
     receiving: bool,
     /// How the receive in flight was issued: a refusal moves the loop past
@@ -272,7 +276,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
         // What this receive may take before the loop looks again: the room
         // under the output limit (a lingering connection discards its input).
-        let room = high_water.saturating_sub(conn.session.owed());
+        let room = conn.session.read_budget(high_water);
         if room == 0 && !lingering {
             return Ok(());
         }
@@ -406,12 +410,12 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
                 let (k, token) = decode(cqe.user_data());
-                if !matches!(k, kind::RECV | kind::SEND) {
+                if !matches!(k, kind::RECV | kind::SEND | kind::CONNECT) {
                     continue;
                 }
                 let more = cqueue::more(cqe.flags());
                 if let Some(conn) = self.conns.get_mut(token) {
-                    if k == kind::SEND {
+                    if k != kind::RECV {
                         conn.sending = false;
                     } else if !more {
                         conn.receiving = false;
@@ -488,6 +492,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::ACCEPT => self.on_accept(res, more)?,
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
+            kind::CONNECT => self.on_connect_poll(token, res)?,
             kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
                 self.timeout_armed = None;
                 self.expire_timers()?;
@@ -537,25 +542,134 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         Ok(())
     }
 
-    /// Take an admitted connection in and start receiving from it.
-    fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
-        if self.cx.config.nodelay {
-            let one: libc::c_int = 1;
-            // SAFETY: sets TCP_NODELAY from a live c_int on our own socket.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_NODELAY,
-                    (&one as *const libc::c_int).cast(),
-                    4,
-                )
-            };
-        }
+    /// A protocol asked for an outgoing connection: start a non-blocking
+    /// connect and poll it for writability, its timeout in the timer wheel.
+    /// A connect that cannot even start is reported to the asker at once.
+    fn start_connect(
+        &mut self,
+        asker: Token,
+        addr: SocketAddr,
+        timeout: Duration,
+        tag: u64,
+    ) -> io::Result<()> {
+        let asker_id = ConnId::new(self.cx.index, asker.0);
+        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
+        let started = admit_outgoing(&self.cx.max_conns)
+            .and_then(|()| connect_nonblocking(addr).inspect_err(|_| self.cx.max_conns.release()));
+        let fd = match started {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.stats.connect_failures += 1;
+                return self.tell_asker(asker, tag, Err(connect.failed(e)));
+            }
+        };
+        self.set_nodelay(&fd);
         let token = self.conns.next_token();
         let id = ConnId::new(self.cx.index, token.0);
-        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
-        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        let session = Session::connecting((self.cx.new_protocol)(), id, self.clock.now, connect);
+        let timer = self.timers.insert(connect.deadline, token);
+        self.insert_conn(fd, session, timer);
+        self.poll_connect(token)
+    }
+
+    /// Wait for a connecting socket to become writable (established or failed).
+    fn poll_connect(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        conn.sending = true;
+        let entry = opcode::PollAdd::new(types::Fd(conn.fd.as_raw_fd()), libc::POLLOUT as u32)
+            .build()
+            .user_data(user_data(kind::CONNECT, token));
+        self.push(entry)
+    }
+
+    /// The connecting socket's poll completed: established, failed, or not yet.
+    fn on_connect_poll(&mut self, token: Token, res: i32) -> io::Result<()> {
+        if !self.write_request_done(token) {
+            return Ok(());
+        }
+        let conn = self.conns.get_mut(token).expect("live connection");
+        let outcome = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            connect_outcome(conn.fd.as_fd())
+        };
+        match outcome {
+            Ok(false) => self.poll_connect(token),
+            // Blocking from now on, as accepted sockets are: the ring waits for them.
+            Ok(true) => match socket2::SockRef::from(&conn.fd).set_nonblocking(false) {
+                Ok(()) => self.connect_done(token, Ok(())),
+                Err(e) => self.connect_done(token, Err(e)),
+            },
+            Err(e) => self.connect_done(token, Err(e)),
+        }
+    }
+
+    /// A connect ended: on success the new connection opens and the asker
+    /// learns its id; on failure it closes and the asker learns why. With
+    /// the asker gone, the new connection is closed.
+    fn connect_done(&mut self, token: Token, outcome: io::Result<()>) -> io::Result<()> {
+        let Some(connect) = self
+            .conns
+            .get_mut(token)
+            .and_then(|c| c.session.connect_details())
+        else {
+            return Ok(());
+        };
+        let asker = Token(connect.asker.token());
+        if let Err(e) = outcome {
+            self.stats.connect_failures += 1;
+            self.close(token)?;
+            return self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
+        }
+        self.stats.connects += 1;
+        if !self
+            .conns
+            .get_mut(asker)
+            .is_some_and(|c| !c.dead && !c.session.is_closing())
+        {
+            return self.close(token); // nobody wants it any more
+        }
+        let conn = self.conns.get_mut(token).expect("live connection");
+        let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
+        // Its idle deadline counts from now, not from the connect's.
+        let deadline = conn.session.deadline(&self.rules);
+        self.timers.reset(&mut conn.timer, deadline, token);
+        let result = if self.after_call(token, opened) {
+            self.close(token)?;
+            let why = opened.map_or_else(|f| f.to_string(), |()| "a command it gave failed".into());
+            Err(connect.open_failed(why))
+        } else {
+            self.mark_dirty(token);
+            self.arm_recv(token)?;
+            Ok(ConnId::new(self.cx.index, token.0))
+        };
+        self.tell_asker(asker, connect.tag, result)
+    }
+
+    /// Tell a connection how its connect went (if it is still there).
+    fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(asker).filter(|c| !c.dead) else {
+            return Ok(());
+        };
+        let told = conn
+            .session
+            .on_connect(tag, result, &mut env!(self, self.clock.now));
+        if self.after_call(asker, told) {
+            return self.close(asker);
+        }
+        self.mark_dirty(asker);
+        Ok(())
+    }
+
+    fn set_nodelay(&self, fd: &OwnedFd) {
+        if self.cx.config.nodelay {
+            let _ = socket2::SockRef::from(fd).set_nodelay(true);
+        }
+    }
+
+    fn insert_conn(&mut self, fd: OwnedFd, session: Session<P>, timer: TimerId) {
         self.conns.insert(Conn {
             fd,
             session,
@@ -569,6 +683,16 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             dirty: false,
         });
         self.live += 1;
+    }
+
+    /// Take an admitted connection in and start receiving from it.
+    fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
+        self.set_nodelay(&fd);
+        let token = self.conns.next_token();
+        let id = ConnId::new(self.cx.index, token.0);
+        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
+        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        self.insert_conn(fd, session, timer);
         let conn = self.conns.get_mut(token).expect("just inserted");
         let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
         if self.after_call(token, opened) {
@@ -717,17 +841,27 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         self.push(entry)
     }
 
-    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
+    /// A send (or a connect's poll) completed: false when its connection
+    /// is gone or closed (then freed once no request of it is left).
+    fn write_request_done(&mut self, token: Token) -> bool {
         let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
+            return false;
         };
         conn.sending = false;
         if conn.dead {
             if !conn.receiving {
                 self.free(token);
             }
+            return false;
+        }
+        true
+    }
+
+    fn on_send(&mut self, token: Token, res: i32) -> io::Result<()> {
+        if !self.write_request_done(token) {
             return Ok(());
         }
+        let conn = self.conns.get_mut(token).expect("live connection");
         if res < 0 {
             if res == -libc::EINTR || res == -libc::EAGAIN {
                 return self.send_next(token);
@@ -764,13 +898,15 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
         match conn.session.finish(self.clock.now, &mut self.pool) {
             Finish::Close => self.close(token),
-            Finish::Linger if shutdown_write(conn.fd.as_raw_fd()).is_err() => self.close(token),
+            Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd.as_raw_fd()).is_err() => {
+                self.close(token)
+            }
+            // Half-closed: receiving goes on.
+            Finish::ShutWrite => Ok(()),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                self.timers.cancel(conn.timer);
-                conn.timer = self
-                    .timers
-                    .insert(conn.session.deadline(&self.rules), token);
+                let deadline = conn.session.deadline(&self.rules);
+                self.timers.reset(&mut conn.timer, deadline, token);
                 self.arm_recv(token)
             }
         }
@@ -803,9 +939,13 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// Forget a closed connection whose requests have all completed.
     fn free(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
-            for timer in conn.session.release(&mut self.pool) {
+            for timer in conn.session.release(&mut self.pool, &mut self.commands) {
                 self.timers.cancel(timer);
             }
+            // Its links close, writers waiting for it read again.
+            let route = self.cx.route();
+            self.dispatch
+                .route_all(&mut self.commands, route, &mut self.stats);
             self.pool.put(&mut conn.in_flight);
             // Dropping `conn.fd` closes the socket.
         }
@@ -835,6 +975,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             match conn.session.on_deadline(None, &mut env!(self, now)) {
                 Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
                 Deadline::Close => self.close(token)?,
+                Deadline::ConnectTimedOut => {
+                    self.connect_done(token, Err(io::ErrorKind::TimedOut.into()))?
+                }
                 Deadline::TimedOut => {
                     self.stats.timeouts += 1;
                     conn.timer = self
@@ -891,33 +1034,50 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// for: sent (or finished) at the end of the pass, with everything else
     /// each got.
     fn run_local(&mut self) -> io::Result<()> {
-        if self.dispatch.local.is_empty() {
-            return Ok(());
-        }
-        let mut local = std::mem::take(&mut self.dispatch.local);
         let mut result = Ok(());
-        for (token, command) in local.drain(..) {
-            let Some(conn) = self.conns.get_mut(token).filter(|c| !c.dead) else {
-                continue; // gone meanwhile
-            };
-            match command {
-                Command::Send { bytes, .. } => {
-                    let now = self.clock.now;
-                    if !conn.session.push_output(&bytes, &mut env!(self, now)) {
-                        self.stats.output_overflows += 1;
-                        if let Err(e) = self.close(token) {
-                            result = Err(e);
-                        }
-                        continue;
-                    }
+        while !self.dispatch.local.is_empty() {
+            let mut local = std::mem::take(&mut self.dispatch.local);
+            for (token, command) in local.drain(..) {
+                if let Err(e) = self.run_one(token, command) {
+                    result = Err(e);
                 }
-                Command::Close(_) => conn.session.request_close(),
-                _ => {}
             }
-            self.mark_dirty(token);
+            if self.dispatch.local.is_empty() {
+                self.dispatch.local = local;
+            }
+            // What followed from them: writers paused, links to gone connections.
+            let route = self.cx.route();
+            self.dispatch
+                .route_all(&mut self.commands, route, &mut self.stats);
         }
-        self.dispatch.local = local;
         result
+    }
+
+    /// One command for connection `token` of this loop (a connect: `token` asked).
+    fn run_one(&mut self, token: Token, command: Command) -> io::Result<()> {
+        let live = self.conns.get_mut(token).is_some_and(|c| !c.dead);
+        match command {
+            Command::Connect { addr, timeout, tag } if live => {
+                return self.start_connect(token, addr, timeout, tag)
+            }
+            // A link to a connection gone meanwhile closes its asker.
+            Command::Link { from, .. } if !live => self.commands.push(Command::Close(from)),
+            _ => {}
+        }
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.dead) else {
+            return Ok(()); // gone meanwhile
+        };
+        let now = self.clock.now;
+        match conn.session.apply(command, &mut env!(self, now)) {
+            Applied::Overflow => {
+                self.stats.output_overflows += 1;
+                return self.close(token);
+            }
+            Applied::Resumed => self.rearm_recv.push(token),
+            Applied::Done => {}
+        }
+        self.mark_dirty(token);
+        Ok(())
     }
 
     fn begin_drain(&mut self) -> io::Result<()> {

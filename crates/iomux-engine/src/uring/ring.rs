@@ -70,6 +70,8 @@ pub(crate) mod kind {
     pub const WAKER: u64 = 5;
     /// Cancellations and timeout removals: their completions need nothing.
     pub const IGNORED: u64 = 6;
+    /// A connecting socket's poll for writability (an outgoing connection).
+    pub const CONNECT: u64 = 7;
 }
 
 /// `user_data`: kind (4 bits) | the connection token's slot (28 bits) | its
