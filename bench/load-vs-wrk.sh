@@ -4,7 +4,8 @@
 # duration, for a plain GET and for a POST with a JSON body. Prints per run
 # requests/s, the client's and nginx's CPU time per request (from /proc) and
 # how busy each core was (and by what else), which side was the bottleneck,
-# TCP segments per request, then the iomux/wrk ratios per round, their medians
+# TCP segments per request (2: a request and a response, each carrying
+# the ACK of the other), then the iomux/wrk ratios per round, their medians
 # and the verdict against the goal (>= 1.2x requests/s at <= 0.8x client CPU
 # per request), with how often nginx, not the client, set the requests/s.
 # As root it runs in a private network namespace (unshare --net), so the TCP
