@@ -5,8 +5,16 @@ nginx (one worker) runs pinned to cpu 0; each client in turn runs pinned to
 cpu 1 with the same connections, threads and duration, for a plain GET and a
 POST with a JSON body. Per run: requests/s, the client's CPU time per request
 and the nginx worker's, both read from /proc/PID/stat (utime + stime; the
-client's from its zombie, before it is reaped, so all its threads count), and
-how busy each core was, which says which side was the bottleneck.
+client's from its zombie, before it is reaped, so all its threads count), how
+busy each core was (the process's own share and everything else's, from
+/proc/stat), which side was the bottleneck, and TCP segments per request
+(from /proc/net/snmp and /proc/net/netstat; only the benchmark's own traffic
+when load-vs-wrk.sh put it in a private network namespace).
+
+A side is the bottleneck of a run when its process kept its core at least
+BOUND_PCT % busy. When nginx is the bottleneck, requests/s measure nginx, not
+the client: the verdict says so instead of reading the ratio as the client's
+speed.
 
 Usage: load-vs-wrk.py IOMUX ROUNDS DURATION CONNS
 """
@@ -23,6 +31,13 @@ import statistics
 IOMUX, ROUNDS, DURATION, CONNS = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 TICK = os.sysconf("SC_CLK_TCK")
 BODY = '{"id":3,"name":"widget","tags":["a","b"],"price":12.5}'
+# A process this busy on its own core is what limits the run.
+BOUND_PCT = 90
+# The goal: iomux load at least this many times wrk's requests/s ...
+GOAL_RPS = 1.2
+# ... at no more than this many times wrk's client CPU per request.
+GOAL_CPU = 0.8
+PRIVATE_NETNS = os.environ.get("LOAD_VS_WRK_NETNS") == "1"
 
 
 def cpu_seconds(pid):
@@ -30,6 +45,31 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def core_busy_seconds():
+    """Busy (non-idle, non-iowait) seconds of cpu0 and cpu1 from /proc/stat."""
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name in ("cpu0", "cpu1"):
+                v = [int(x) for x in vals[:8]]
+                busy[name] = (sum(v) - v[3] - v[4]) / TICK
+    return busy
+
+
+def tcp_counters():
+    """Tcp OutSegs and TcpExt DelayedACKs of this network namespace."""
+    found = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            prefix = names.split(":")[0]
+            for k, v in zip(names.split()[1:], values.split()[1:]):
+                found[f"{prefix}.{k}"] = int(v)
+    return {k: found.get(k, 0) for k in ("Tcp.OutSegs", "TcpExt.DelayedACKs")}
 
 
 def free_port():
@@ -76,18 +116,47 @@ http {{
 
 
 def run_client(cmd, worker):
-    """Run `cmd` pinned to cpu 1; returns (stdout, client CPU s, nginx worker CPU s, wall s)."""
+    """Run `cmd` pinned to cpu 1. Returns its stdout and the run's figures:
+    wall s, client and nginx CPU s, both cores' busy s, TCP counter deltas."""
     out = tempfile.TemporaryFile()
-    w0, t0 = cpu_seconds(worker), time.monotonic()
+    w0, cores0, tcp0, t0 = cpu_seconds(worker), core_busy_seconds(), tcp_counters(), time.monotonic()
     p = subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=out, stderr=subprocess.DEVNULL)
     # Wait without reaping, so that /proc/PID/stat still holds its CPU time.
     os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
     wall = time.monotonic() - t0
     client = cpu_seconds(p.pid)
     server = cpu_seconds(worker) - w0
+    cores1, tcp1 = core_busy_seconds(), tcp_counters()
     p.wait()
     out.seek(0)
-    return out.read().decode(), client, server, wall
+    run = {
+        "wall": wall, "client": client, "server": server,
+        "cpu0": cores1["cpu0"] - cores0["cpu0"], "cpu1": cores1["cpu1"] - cores0["cpu1"],
+        "tcp": {k: tcp1[k] - tcp0[k] for k in tcp0},
+    }
+    return out.read().decode(), run
+
+
+def bottleneck(nginx_pct, client_pct, other0, other1):
+    """Which side limited a run: the one whose process kept its core
+    BOUND_PCT % busy; else other work sharing the cores, or latency."""
+    sides = [name for name, pct in (("nginx", nginx_pct), ("client", client_pct)) if pct >= BOUND_PCT]
+    if sides:
+        return "+".join(sides)
+    if max(other0, other1) >= 100 - BOUND_PCT:
+        return "neither (cores shared with other work)"
+    return "neither (latency)"
+
+
+def parse_counts(name, text):
+    """(requests, errors, error text) from a client's output."""
+    if name == "wrk":
+        m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        sock = re.search(r"Socket errors: (.*)", text)
+        return int(m.group(1)), int(non2xx.group(1)) if non2xx else 0, sock.group(1) if sock else "none"
+    j = json.loads(text)
+    return j["requests"], j["errors"], json.dumps(j["error_kinds"])
 
 
 def main():
@@ -111,40 +180,75 @@ def main():
                       "-m", "POST", "-H", "Content-Type: application/json", "--body", BODY],
         },
     }
-    ratios = {w: {"rps": [], "cpu": []} for w in clients}
+    traffic = ("TCP segments: this benchmark's only (private network namespace)" if PRIVATE_NETNS
+               else "TCP segments: host-wide counters, other loopback traffic included (run as root for a private namespace)")
+    with open("/proc/loadavg") as f:
+        print(f"{ROUNDS} rounds, {d} s per run, {CONNS} connections, one thread each; load average at start: "
+              f"{' '.join(f.read().split()[:3])}; {traffic}", flush=True)
+    ratios = {w: {"rps": [], "cpu": [], "bound": []} for w in clients}
     try:
         for r in range(1, ROUNDS + 1):
             for workload, cmds in clients.items():
                 order = ["wrk", "iomux"] if r % 2 else ["iomux", "wrk"]
                 got = {}
                 for name in order:
-                    text, client, server, wall = run_client(cmds[name], worker)
-                    if name == "wrk":
-                        m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
-                        requests = int(m.group(1))
-                        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-                        errors = int(non2xx.group(1)) if non2xx else 0
-                        sock = re.search(r"Socket errors: (.*)", text)
-                        errors_text = sock.group(1) if sock else "none"
-                    else:
-                        j = json.loads(text)
-                        requests, errors = j["requests"], j["errors"]
-                        errors_text = json.dumps(j["error_kinds"])
+                    text, run = run_client(cmds[name], worker)
+                    requests, errors, errors_text = parse_counts(name, text)
+                    per = max(requests, 1)
                     rps = requests / DURATION
-                    got[name] = (rps, client / max(requests, 1), server / max(requests, 1))
-                    print(f"round {r} {workload:4} {name:5}: {rps:9.0f} req/s, client {client / max(requests, 1) * 1e6:5.2f} us CPU/req "
-                          f"(cpu 1 busy {client / wall * 100:3.0f}%), nginx {server / max(requests, 1) * 1e6:5.2f} us CPU/req "
-                          f"(cpu 0 busy {server / wall * 100:3.0f}%), errors {errors} ({errors_text})", flush=True)
+                    wall = run["wall"]
+                    client_pct, nginx_pct = run["client"] / wall * 100, run["server"] / wall * 100
+                    # What else ran on each core during the run (other processes, builds).
+                    other1 = max(0.0, run["cpu1"] / wall * 100 - client_pct)
+                    other0 = max(0.0, run["cpu0"] / wall * 100 - nginx_pct)
+                    bound = bottleneck(nginx_pct, client_pct, other0, other1)
+                    got[name] = (rps, run["client"] / per, bound)
+                    tcp = run["tcp"]
+                    print(f"round {r} {workload:4} {name:5}: {rps:9.0f} req/s, client {run['client'] / per * 1e6:5.2f} us CPU/req "
+                          f"(cpu 1: client {client_pct:3.0f}%, other {other1:3.0f}%), nginx {run['server'] / per * 1e6:5.2f} us CPU/req "
+                          f"(cpu 0: nginx {nginx_pct:3.0f}%, other {other0:3.0f}%), bottleneck: {bound}; "
+                          f"TCP segments/req (both ways) {tcp['Tcp.OutSegs'] / per:.2f}, "
+                          f"delayed ACKs/req {tcp['TcpExt.DelayedACKs'] / per:.3f}; errors {errors} ({errors_text})", flush=True)
                 rr = got["iomux"][0] / got["wrk"][0]
                 cr = got["iomux"][1] / got["wrk"][1]
                 ratios[workload]["rps"].append(rr)
                 ratios[workload]["cpu"].append(cr)
-                print(f"round {r} {workload:4} iomux/wrk: req/s x{rr:.2f}, client CPU/req x{cr:.2f}", flush=True)
+                ratios[workload]["bound"].append((got["iomux"][2], got["wrk"][2]))
+                print(f"round {r} {workload:4} iomux/wrk: req/s x{rr:.2f} (bottleneck: iomux run {got['iomux'][2]}, "
+                      f"wrk run {got['wrk'][2]}), client CPU/req x{cr:.2f}", flush=True)
         print()
         for workload, v in ratios.items():
-            print(f"{workload:4} median over {ROUNDS} rounds: iomux/wrk req/s x{statistics.median(v['rps']):.2f} "
-                  f"(range {min(v['rps']):.2f}-{max(v['rps']):.2f}), client CPU/req x{statistics.median(v['cpu']):.2f} "
+            rps, cpu = statistics.median(v["rps"]), statistics.median(v["cpu"])
+            nginx_bound = sum(1 for iomux_bound, _ in v["bound"] if "nginx" in iomux_bound)
+            wrk_self_bound = sum(1 for _, wrk_bound in v["bound"] if "client" in wrk_bound)
+            shared = sum(1 for pair in v["bound"] if any("shared" in b for b in pair))
+            met_rounds = [k for k, (a, b) in enumerate(zip(v["rps"], v["cpu"])) if a >= GOAL_RPS and b <= GOAL_CPU]
+            met = len(met_rounds)
+            met_shared = sum(1 for k in met_rounds if any("shared" in b for b in v["bound"][k]))
+            print(f"{workload:4} median over {ROUNDS} rounds: iomux/wrk req/s x{rps:.2f} "
+                  f"(range {min(v['rps']):.2f}-{max(v['rps']):.2f}), client CPU/req x{cpu:.2f} "
                   f"(range {min(v['cpu']):.2f}-{max(v['cpu']):.2f})")
+            print(f"     bottleneck: nginx's core was >= {BOUND_PCT}% busy in {nginx_bound} of {ROUNDS} iomux runs"
+                  f"{' (there req/s show how fast nginx answers, not how fast the client is)' if nginx_bound else ''}; "
+                  f"wrk's own core was >= {BOUND_PCT}% busy in {wrk_self_bound} of {ROUNDS} wrk runs; "
+                  f"other work took >= {100 - BOUND_PCT}% of a core in {shared} of {ROUNDS} rounds"
+                  f"{' (there req/s follow the scheduler; CPU/req is the figure to read)' if shared else ''}")
+            clean = [k for k, pair in enumerate(v["bound"]) if not any("shared" in b for b in pair)]
+            if clean:
+                crps = statistics.median(v["rps"][k] for k in clean)
+                ccpu = statistics.median(v["cpu"][k] for k in clean)
+                capped = sum(1 for k in clean if "nginx" in v["bound"][k][0])
+                print(f"     over the {len(clean)} round(s) without other work on the cores: req/s x{crps:.2f}, "
+                      f"client CPU/req x{ccpu:.2f}; nginx capped the iomux run in {capped} of them")
+                rps_verdict = (f"req/s on quiet cores {'meets' if crps >= GOAL_RPS else 'misses'} x{GOAL_RPS}"
+                               f"{' (with nginx the bottleneck)' if capped else ''}")
+            else:
+                rps_verdict = "req/s not judged: no round ran without other work on the cores"
+            print(f"     goal (req/s >= x{GOAL_RPS} and client CPU/req <= x{GOAL_CPU}): met in {met} of {ROUNDS} rounds"
+                  f"{f' ({met_shared} of them with other work on the cores)' if met else ''}; "
+                  f"median CPU/req {'meets' if cpu <= GOAL_CPU else 'misses'} x{GOAL_CPU}; {rps_verdict}")
+        with open("/proc/loadavg") as f:
+            print(f"load average at the end: {' '.join(f.read().split()[:3])}")
     finally:
         master.terminate()
         master.wait()

@@ -226,6 +226,9 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Headers parsed on the stack first (a response with more is parsed again).
 const FEW_HEADERS: usize = 24;
+/// The longest final response head remembered per connection, so that a
+/// head identical to the last one is not parsed again.
+const REMEMBERED_HEAD: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HttpState {
@@ -263,6 +266,11 @@ pub(crate) struct HttpCounter {
     /// Responses answer HEAD requests (no body).
     head_requests: bool,
     partial: Vec<u8>,
+    /// The last final response head (at most [`REMEMBERED_HEAD`] bytes) and
+    /// what parsing it gave: servers send the same head again and again
+    /// (until their Date changes), and the same bytes parse the same way.
+    last_head: Vec<u8>,
+    last_outcome: (u16, HttpState, bool),
 }
 
 impl HttpCounter {
@@ -273,6 +281,8 @@ impl HttpCounter {
             closing: false,
             head_requests,
             partial: Vec::new(),
+            last_head: Vec::new(),
+            last_outcome: (0, HttpState::Head, false),
         }
     }
 
@@ -389,6 +399,14 @@ impl HttpCounter {
                     if input.is_empty() {
                         return Ok(at);
                     }
+                    if !self.last_head.is_empty() && input.starts_with(&self.last_head) {
+                        at += self.last_head.len();
+                        (self.status, self.state, self.closing) = self.last_outcome;
+                        if self.state == HttpState::Body(0) {
+                            self.complete(done);
+                        }
+                        continue;
+                    }
                     let mut headers = [httparse::EMPTY_HEADER; FEW_HEADERS];
                     let mut many_headers;
                     let mut response = httparse::Response::new(&mut headers);
@@ -414,6 +432,11 @@ impl HttpCounter {
                             }
                             self.status = status;
                             (self.state, self.closing) = framing(&response, self.head_requests)?;
+                            self.last_head.clear();
+                            if n <= REMEMBERED_HEAD {
+                                self.last_head.extend_from_slice(&input[..n]);
+                                self.last_outcome = (status, self.state, self.closing);
+                            }
                             if self.state == HttpState::Body(0) {
                                 self.complete(done);
                             }
@@ -588,6 +611,27 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn a_head_like_the_last_one_is_framed_by_its_own_bytes() {
+        // The remembered head must match byte for byte: a head that differs
+        // only in its Content-Length, or that announces a close, is parsed
+        // afresh (reusing the last framing would count B's body, itself
+        // shaped like a response, as a 500).
+        let a = &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"[..];
+        let b = b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\nHTTP/1.1 500 X\r\nA: b\r\n\r\n";
+        let c = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+        let stream = [a, a, b, a, b, c].concat();
+        for step in 1..stream.len() + 1 {
+            let (codes, clean) = count_to_close(false, &stream, step).unwrap();
+            assert_eq!((codes, clean), (vec![200; 6], true), "step {step}");
+        }
+        let mut counter = HttpCounter::new(false);
+        let mut n = 0;
+        counter.feed(&stream, |_| n += 1).unwrap();
+        assert!(counter.closed(), "the last head announced a close");
+        assert!(counter.feed(a, |_| n += 1).is_err());
     }
 
     #[test]
