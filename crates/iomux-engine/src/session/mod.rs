@@ -486,7 +486,7 @@ impl<P: Service> Session<P> {
                 return Err(Fault::Overconsumed);
             }
             if step.consumed < data.len() && !step.close {
-                self.input = env.pool.get();
+                self.input = env.pool.get_for(data.len() - step.consumed);
                 self.input.extend_from_slice(&data[step.consumed..]);
             }
             step
@@ -641,7 +641,7 @@ impl<P: Service> Session<P> {
             return false;
         }
         if self.output.capacity() == 0 {
-            self.output = env.pool.get();
+            self.output = env.pool.get_for(bytes.len());
         }
         self.output.extend_from_slice(bytes);
         self.check_pause(env.rules);
@@ -672,7 +672,7 @@ impl<P: Service> Session<P> {
             return;
         }
         if self.output.capacity() == 0 {
-            self.output = env.pool.get();
+            self.output = env.pool.get_for(rest.len());
         }
         self.output.extend_from_slice(rest);
         self.flags |= flag::WAITED;
