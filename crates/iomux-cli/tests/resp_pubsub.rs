@@ -13,6 +13,8 @@ use common::{LoggedServer, ServerProcess};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Subscribers per server: the 2,000, except on select, which
@@ -215,6 +217,12 @@ fn a_subscriber_that_stops_reading_is_disconnected(engine: &[&str]) {
         expect_bytes(s, &subscribe_confirmation("ch", 1), "subscribe");
     }
     let payload = |m: usize| format!("{m:08}").repeat(MESSAGE / 8);
+    // The reader's progress: the publisher keeps at most AHEAD messages
+    // beyond it, so a reader descheduled on a loaded machine never has
+    // LIMIT queued for it (only the stalled one can reach it).
+    const AHEAD: usize = 32;
+    let received = Arc::new(AtomicUsize::new(0));
+    let progress = received.clone();
     let reading = std::thread::spawn(move || {
         let mut reader = reader;
         for m in 0..COUNT {
@@ -223,11 +231,21 @@ fn a_subscriber_that_stops_reading_is_disconnected(engine: &[&str]) {
                 &message_frame("ch", &payload(m)),
                 &format!("reader, message {m}"),
             );
+            progress.store(m + 1, Ordering::Release);
         }
     });
     let mut publisher = connect(&server.server);
     let mut last = 0;
+    let started = Instant::now();
     for m in 0..COUNT {
+        while m >= received.load(Ordering::Acquire) + AHEAD && !reading.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the reader stopped at {}",
+                received.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
         last = publish(&mut publisher, "ch", payload(m).as_bytes());
     }
     reading
