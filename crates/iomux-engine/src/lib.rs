@@ -28,6 +28,7 @@ mod buffer;
 mod busypoll;
 mod hub;
 mod life;
+mod loop_core;
 mod reactor;
 mod session;
 mod shutdown;
