@@ -9,17 +9,24 @@
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
 use crate::life::{admit_outgoing, LoopClock, LoopContext};
+use crate::loop_api::{Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn, Watch, WatchId};
 use crate::session::{Applied, Connecting, Deadline, Env, Fault, Rules, Session};
 use crate::sock::{connect_nonblocking, input_waiting};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
+use iomux::net::Stream;
 use iomux::timer::TimerId;
 use iomux::Token;
 use iomux_proto::{Command, ConnId, Service};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
-use std::time::Duration;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// The timer wheel's token for loop timers (their key is the timer's number).
+const LOOP_TIMERS: Token = Token(usize::MAX);
 
 /// The loop's [`Env`] for a session call, from the core's disjoint fields
 /// (so a connection of its `conns` may stay borrowed).
@@ -72,6 +79,13 @@ pub(crate) struct LoopCore<C, F> {
     pub rules: Rules,
     pub clock: LoopClock,
     pub stats: LoopStats,
+    /// Descriptors users watch in this loop.
+    pub watches: Slab<Watch>,
+    /// Loop timers: their wheel entry and callback, by number.
+    loop_timers: HashMap<u64, (TimerId, TimerFn)>,
+    next_loop_timer: u64,
+    /// Work posted from other threads, reused pass after pass.
+    jobs: Vec<Job>,
 }
 
 impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
@@ -92,6 +106,10 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             cx,
             clock,
             stats: LoopStats::default(),
+            watches: Slab::new(),
+            loop_timers: HashMap::new(),
+            next_loop_timer: 0,
+            jobs: Vec::new(),
         }
     }
 
@@ -200,6 +218,15 @@ pub(crate) trait LoopEngine: Sized {
     fn on_fault(&mut self) {}
     /// A protocol timer fired or a deadline passed with output to send.
     fn after_timer(&mut self, token: Token) -> io::Result<()>;
+    /// Take in a stream a user adopted (admitted under `max_conns`): watch it
+    /// and open its protocol. An error means it was not taken in.
+    fn adopt_stream(&mut self, stream: Stream) -> io::Result<Token>;
+    /// Watch `core.watches[token]`'s descriptor for its interest.
+    fn watch_fd(&mut self, token: Token) -> io::Result<()>;
+    /// Stop watching a descriptor taken out of `core.watches`.
+    fn unwatch_fd(&mut self, token: Token, watch: Watch);
+    /// A watch's callback ran and it is still watched: watch on.
+    fn rearm_watch(&mut self, token: Token) -> io::Result<()>;
     /// Take in a connecting socket (admitted under `max_conns`) and watch
     /// it until its connect ends. An error means it was not taken in.
     fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()>;
@@ -233,12 +260,50 @@ pub(crate) trait LoopEngine: Sized {
         self.run_local()
     }
 
-    /// Mail from other loops' connections.
+    /// Mail from other loops' connections, and work posted to this loop.
     fn take_mail(&mut self) -> io::Result<()> {
         let core = self.core();
         let route = core.cx.route();
         core.dispatch.take_mail(route, &mut core.stats);
+        let mut jobs = std::mem::take(&mut core.jobs);
+        route.hub.take_jobs(route.index, &mut jobs);
+        for job in jobs.drain(..) {
+            self.guarded(|cx| job(cx));
+        }
+        self.core().jobs = jobs;
         self.run_local()
+    }
+
+    /// Run a user's callback in the loop; a panic in it is counted and
+    /// leaves the loop running. False when it panicked.
+    fn guarded(&mut self, f: impl FnOnce(&mut LoopCx)) -> bool {
+        let ran = catch_unwind(AssertUnwindSafe(|| f(&mut LoopCx::new(self))));
+        if ran.is_err() {
+            self.core().stats.faults += 1;
+        }
+        ran.is_ok()
+    }
+
+    /// A watched descriptor is ready: call its callback, then watch on.
+    fn fire_watch(&mut self, token: Token, ready: Readiness) -> io::Result<()> {
+        let Some(mut callback) = self
+            .core()
+            .watches
+            .get_mut(token)
+            .and_then(|w| w.callback.take())
+        else {
+            return Ok(());
+        };
+        if !self.guarded(|cx| callback(cx, ready)) {
+            LoopOps::unwatch(self, WatchId(token.0));
+            return Ok(());
+        }
+        // Unwatched meanwhile (its slot may even hold a new watch): dropped.
+        match self.core().watches.get_mut(token) {
+            Some(watch) if watch.callback.is_none() => watch.callback = Some(callback),
+            _ => return Ok(()),
+        }
+        self.rearm_watch(token)
     }
 
     /// Commands for this loop's connections (writes, closes, half-closes,
@@ -383,6 +448,13 @@ pub(crate) trait LoopEngine: Sized {
         for i in 0..core.expired.len() {
             let core = self.core();
             let (token, key) = core.expired[i];
+            if token == LOOP_TIMERS {
+                if let Some((_, callback)) = core.loop_timers.remove(&key) {
+                    self.guarded(callback);
+                    self.run_local()?;
+                }
+                continue;
+            }
             let Some(conn) = core.conns.get_mut(token).filter(|c| c.live()) else {
                 continue;
             };
@@ -433,5 +505,83 @@ pub(crate) trait LoopEngine: Sized {
             }
         }
         Ok(())
+    }
+}
+
+/// Work running in the loop reaches it through these: the same on every
+/// event-loop engine.
+impl<E: LoopEngine> LoopOps for E {
+    fn loop_index(&mut self) -> usize {
+        self.core().cx.index
+    }
+
+    fn now(&mut self) -> Instant {
+        self.core().clock.now
+    }
+
+    fn adopt(&mut self, stream: Stream) -> io::Result<ConnId> {
+        let core = self.core();
+        if !core.cx.max_conns.try_acquire() {
+            core.stats.refused += 1;
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "cannot adopt the stream: the server is at its connection limit (max_conns)",
+            ));
+        }
+        let token = self.adopt_stream(stream).inspect_err(|_| {
+            let core = self.core();
+            core.cx.max_conns.release();
+            core.stats.unwatchable += 1;
+        })?;
+        Ok(self.core().id(token))
+    }
+
+    fn watch(&mut self, watch: Watch) -> io::Result<WatchId> {
+        let token = self.core().watches.insert(watch);
+        if let Err(e) = self.watch_fd(token) {
+            self.core().watches.remove(token);
+            return Err(e);
+        }
+        Ok(WatchId(token.0))
+    }
+
+    fn unwatch(&mut self, id: WatchId) -> bool {
+        let token = Token(id.0);
+        match self.core().watches.remove(token) {
+            Some(watch) => {
+                self.unwatch_fd(token, watch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_timer(&mut self, after: Duration, callback: TimerFn) -> LoopTimer {
+        let core = self.core();
+        let key = core.next_loop_timer;
+        core.next_loop_timer += 1;
+        let id = core
+            .timers
+            .insert_key(core.clock.now + after, LOOP_TIMERS, key);
+        core.loop_timers.insert(key, (id, callback));
+        LoopTimer(key)
+    }
+
+    fn cancel_timer(&mut self, timer: LoopTimer) -> bool {
+        let core = self.core();
+        match core.loop_timers.remove(&timer.0) {
+            Some((id, _)) => {
+                core.timers.cancel(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let core = self.core();
+        core.commands.push(command);
+        core.route_commands();
+        let _ = self.run_local();
     }
 }

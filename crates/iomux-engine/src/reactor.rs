@@ -9,6 +9,7 @@
 
 use crate::buffer::BufPool;
 use crate::life::LoopContext;
+use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Session};
 use crate::sock::{connect_outcome, read_append, send_available, set_cork, shutdown_write};
@@ -26,6 +27,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 const LISTENER: Token = Token(0);
+/// Marks a user's watched descriptor's token (`LoopCore::watches`' token
+/// with this bit): connections' slots never reach it.
+const WATCH_BIT: usize = 1 << 31;
 const WAKER: Token = Token(1);
 
 /// A connection that wants neither direction now (its peer's FIN is in and
@@ -165,6 +169,15 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                             self.begin_drain();
                         }
                     }
+                    token if token.0 & WATCH_BIT != 0 => {
+                        let ready = Readiness {
+                            readable: event.is_readable()
+                                || event.is_read_closed()
+                                || event.is_error(),
+                            writable: event.is_writable(),
+                        };
+                        let _ = self.fire_watch(Token(token.0 & !WATCH_BIT), ready);
+                    }
                     token => self.on_conn_event(
                         token,
                         event.is_readable() || event.is_read_closed() || event.is_error(),
@@ -237,6 +250,16 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             self.core.stats.refused += 1;
             return;
         }
+        if self.open_conn(stream, false).is_err() {
+            self.core.stats.refused += 1;
+            self.core.stats.unwatchable += 1;
+            self.core.cx.max_conns.release();
+        }
+    }
+
+    /// Watch a connection's stream and open its protocol (accepted, or
+    /// adopted from the user). An error means it was not taken in.
+    fn open_conn(&mut self, stream: Stream, adopted: bool) -> io::Result<Token> {
         // Edge mode registers both directions once and never changes them;
         // the other modes ask for writability only when the kernel pushes back.
         let interest = if self.trigger == Trigger::Edge {
@@ -245,13 +268,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Interest::READABLE
         };
         let token = self.core.conns.next_token();
-        if self.watch(&stream, token, interest).is_err() {
-            self.core.stats.refused += 1;
-            self.core.stats.unwatchable += 1;
-            self.core.cx.max_conns.release();
-            return;
+        self.watch(&stream, token, interest)?;
+        let mut session = self.core.new_session(token, None);
+        if adopted {
+            session.mark_adopted();
         }
-        let session = self.core.new_session(token, None);
         self.insert_conn(token, stream, session, interest);
         let conn = self.core.conns.get_mut(token).expect("just inserted");
         let opened = conn
@@ -259,9 +280,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             .on_open(None, &mut env!(self.core, self.core.clock.now));
         if self.after_call(token, opened).is_err() {
             self.close_now(token);
-            return;
+        } else {
+            self.to_flush.push(token);
         }
-        self.to_flush.push(token);
+        Ok(token)
     }
 
     /// Set up a new connection's socket and register it.
@@ -692,5 +714,38 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
         self.on_resumed(token);
         self.to_flush.push(token);
         Ok(())
+    }
+
+    fn adopt_stream(&mut self, stream: Stream) -> io::Result<Token> {
+        stream.set_nonblocking(true)?;
+        self.open_conn(stream, true)
+    }
+
+    fn watch_fd(&mut self, token: Token) -> io::Result<()> {
+        let watch = self.core.watches.get_mut(token).expect("just inserted");
+        let (fd, interest) = (watch.fd.as_fd(), watch.interest);
+        let selector_token = Token(token.0 | WATCH_BIT);
+        // Level-triggered where the selector has it: readiness left unread is
+        // reported again, as libuv's poll handles do.
+        let registered = self
+            .selector
+            .register_with_trigger(fd, selector_token, interest, Trigger::Level)
+            .or_else(|_| self.selector.register(fd, selector_token, interest))?;
+        watch.rearm = registered.trigger == Trigger::Oneshot;
+        Ok(())
+    }
+
+    fn unwatch_fd(&mut self, _token: Token, watch: Watch) {
+        // Deregistered before it closes (dropped here).
+        let _ = self.selector.deregister(watch.fd.as_fd());
+    }
+
+    fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token).filter(|w| w.rearm) else {
+            return Ok(());
+        };
+        self.selector
+            .reregister(watch.fd.as_fd(), Token(token.0 | WATCH_BIT), watch.interest)
+            .map(drop)
     }
 }

@@ -264,6 +264,8 @@ mod flag {
     pub const HELD: u16 = 512;
     /// An outgoing connection not established yet.
     pub const CONNECTING: u16 = 1024;
+    /// A stream the user connected and handed to the loop.
+    pub const ADOPTED: u16 = 4096;
     /// Its output comes from other connections' forwards, whose writers
     /// pause while it is full: its own reading never pauses for it (a
     /// proxy's two directions are independent; pausing would deadlock an
@@ -404,6 +406,7 @@ impl<P: Service> Session<P> {
         env: &mut Env,
         f: impl FnOnce(&mut P, &mut Context) -> R,
     ) -> Result<R, Fault> {
+        let adopted = self.has(flag::ADOPTED);
         // After our FIN nothing more can be sent: output is dropped.
         let mut dropped = Vec::new();
         let out = match shared {
@@ -411,7 +414,9 @@ impl<P: Service> Session<P> {
             Some(shared) if self.output.len() == self.sent => shared,
             _ => &mut self.output,
         };
-        let mut cx = Context::new(self.id, env.now, out, env.commands).with_opener(opener);
+        let mut cx = Context::new(self.id, env.now, out, env.commands)
+            .with_opener(opener)
+            .with_adopted(adopted);
         let proto = &mut self.proto;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
@@ -419,6 +424,11 @@ impl<P: Service> Session<P> {
             self.flags |= flag::HALF_CLOSE;
         }
         result
+    }
+
+    /// Its stream was adopted from the user (told to the protocol).
+    pub(crate) fn mark_adopted(&mut self) {
+        self.flags |= flag::ADOPTED;
     }
 
     /// The connection is open: the protocol may greet or set timers.

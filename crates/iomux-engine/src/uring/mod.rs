@@ -37,14 +37,16 @@ use submit::connect_poll;
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
+use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Env, Fault, Finish, Session};
 use crate::sock::{connect_outcome, shutdown_write};
 use crate::stats::LoopStats;
 use bufring::{BufRing, BUFFER_SIZE};
 use io_uring::{cqueue, opcode, types, IoUring};
-use iomux::net::Listener;
+use iomux::net::{Listener, Stream};
 use iomux::timer::TimerId;
+use iomux::Interest;
 use iomux::{Token, Waker};
 use iomux_proto::Service;
 pub(crate) use ring::check_available;
@@ -103,6 +105,9 @@ struct Loop<P, F> {
     waker: Waker,
     /// Where the waker's eventfd read lands (boxed: the loop moves, the kernel keeps the address).
     waker_buf: Box<u64>,
+    /// Unwatched descriptors whose cancelled poll has not completed yet:
+    /// kept open until it has.
+    unwatched: Vec<(Token, Box<dyn AsFd>)>,
     /// Tests: make the submission that follows this many fail, to show
     /// that an error exit still settles what the kernel holds.
     #[cfg(test)]
@@ -161,6 +166,7 @@ where
         timeout_generation: 0,
         waker,
         waker_buf: Box::new(0),
+        unwatched: Vec::new(),
         #[cfg(test)]
         fail_submit_after,
     };
@@ -241,6 +247,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
             kind::CONNECT => self.on_connect_poll(token, res)?,
+            kind::WATCH => self.on_watch_poll(token, res)?,
             kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
                 self.timeout_armed = None;
                 self.expire_timers()?;
@@ -340,9 +347,18 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Take an admitted connection in and start receiving from it.
     fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
+        self.open_conn(fd, false).map(drop)
+    }
+
+    /// Take a connection in (accepted, or adopted from the user), open its
+    /// protocol and start receiving. An error is the ring's.
+    fn open_conn(&mut self, fd: OwnedFd, adopted: bool) -> io::Result<Token> {
         self.set_nodelay(&fd);
         let token = self.core.conns.next_token();
-        let session = self.core.new_session(token, None);
+        let mut session = self.core.new_session(token, None);
+        if adopted {
+            session.mark_adopted();
+        }
         let timer = self
             .core
             .timers
@@ -353,10 +369,30 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             .session
             .on_open(None, &mut env!(self.core, self.core.clock.now));
         if self.after_call(token, opened).is_err() {
-            return self.close_conn(token);
+            return self.close_conn(token).map(|()| token);
         }
         self.mark_dirty(token);
-        self.arm_recv(token)
+        self.arm_recv(token).map(|()| token)
+    }
+
+    /// A watched descriptor's poll completed: ready (or failed: reported as
+    /// readable, so that the reading callback meets the error), or cancelled.
+    fn on_watch_poll(&mut self, token: Token, res: i32) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token) else {
+            // Unwatched: the kernel is done with the descriptor now.
+            self.unwatched.retain(|(t, _)| *t != token);
+            return Ok(());
+        };
+        watch.armed = false;
+        if res == -libc::ECANCELED {
+            return self.rearm_watch(token);
+        }
+        let events = if res < 0 { libc::POLLERR as i32 } else { res };
+        let ready = Readiness {
+            readable: events & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) as i32 != 0,
+            writable: events & libc::POLLOUT as i32 != 0,
+        };
+        self.fire_watch(token, ready)
     }
 
     fn on_recv(&mut self, token: Token, res: i32, cflags: u32, more: bool) -> io::Result<bool> {
@@ -687,6 +723,53 @@ impl<P: Service, F: Fn() -> P> LoopEngine for Loop<P, F> {
     fn connect_opened(&mut self, token: Token) -> io::Result<()> {
         self.mark_dirty(token);
         self.arm_recv(token)
+    }
+
+    fn adopt_stream(&mut self, stream: Stream) -> io::Result<Token> {
+        // Blocking, as accepted sockets are: the ring waits for them.
+        stream.set_nonblocking(false)?;
+        let fd = match stream {
+            Stream::Tcp(s) => OwnedFd::from(s),
+            Stream::Unix(s) => OwnedFd::from(s),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the io_uring engine cannot adopt this kind of stream",
+                ))
+            }
+        };
+        self.open_conn(fd, true)
+    }
+
+    fn watch_fd(&mut self, token: Token) -> io::Result<()> {
+        self.rearm_watch(token)
+    }
+
+    fn unwatch_fd(&mut self, token: Token, watch: Watch) {
+        if !watch.armed {
+            return; // closed here: the kernel holds no request on it
+        }
+        let cancel = opcode::AsyncCancel::new(user_data(kind::WATCH, token))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        if self.push(cancel).is_ok() {
+            self.unwatched.push((token, watch.fd));
+        }
+    }
+
+    fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token).filter(|w| !w.armed) else {
+            return Ok(());
+        };
+        let readable = watch.interest.bits() & Interest::READABLE.bits() != 0;
+        let writable = watch.interest.bits() & Interest::WRITABLE.bits() != 0;
+        let mask =
+            (if readable { libc::POLLIN } else { 0 }) | (if writable { libc::POLLOUT } else { 0 });
+        let entry = opcode::PollAdd::new(types::Fd(watch.fd.as_fd().as_raw_fd()), mask as u32)
+            .build()
+            .user_data(user_data(kind::WATCH, token));
+        watch.armed = true;
+        self.push(entry)
     }
 }
 
