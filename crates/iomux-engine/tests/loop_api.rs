@@ -3,6 +3,9 @@
 //! timers. One test per engine that has a loop (named after it); the others
 //! refuse. Socket pairs and loopback only, every wait bounded.
 
+#[macro_use]
+mod common;
+
 use iomux::Interest;
 use iomux_engine::{Config, Engine, Server, WatchId};
 use iomux_proto::{Context, Service, Step};
@@ -176,8 +179,8 @@ fn run_in_loop_is_refused(name: &str) {
     assert!(err.to_string().contains(name), "{err}");
 }
 
-macro_rules! per_engine {
-    (loops: $($module:ident => $name:literal),* ; refusing: $($rmodule:ident => $rname:literal),* $(,)?) => {
+macro_rules! with_a_loop {
+    ($($module:ident => $name:literal),* $(,)?) => {
         $(
             mod $module {
                 #[test]
@@ -198,48 +201,31 @@ macro_rules! per_engine {
                 }
             }
         )*
-        $(
-            mod $rmodule {
-                #[test]
-                fn run_in_loop_is_refused() {
-                    super::run_in_loop_is_refused($rname);
-                }
-            }
-        )*
-        /// The lists above are `Engine::ALL`'s engines with a loop and
-        /// without: an engine added there fails here until it is tested.
+        /// The modules above cover `Engine::ALL`'s engines with a loop: an
+        /// engine added there fails here until it is tested.
         #[test]
-        fn every_engine_is_tested() {
-            let with_loop: Vec<&str> = Engine::ALL
-                .iter()
-                .filter(|e| e.carries_out_commands())
-                .map(|e| e.name())
-                .collect();
-            let without: Vec<&str> = Engine::ALL
-                .iter()
-                .filter(|e| !e.carries_out_commands())
-                .map(|e| e.name())
-                .collect();
-            assert_eq!([$($name),*].to_vec(), with_loop);
-            assert_eq!([$($rname),*].to_vec(), without);
+        fn every_engine_with_a_loop_is_tested() {
+            assert_eq!([$($name),*].to_vec(), common::engines_with_loop(true));
         }
     };
 }
 
-per_engine! {
-    loops:
-    epoll_edge => "epoll-edge",
-    epoll_level => "epoll-level",
-    epoll_oneshot => "epoll-oneshot",
-    poll => "poll",
-    select => "select",
-    sigio => "sigio",
-    uring_poll_edge => "uring-poll-edge",
-    uring_poll_level => "uring-poll-level",
-    uring_poll_oneshot => "uring-poll-oneshot",
-    uring => "uring";
-    refusing:
-    threads => "threads",
-    blocking => "blocking",
-    nonblocking => "nonblocking",
+macro_rules! without_a_loop {
+    ($($module:ident => $name:literal),* $(,)?) => {
+        $(
+            mod $module {
+                #[test]
+                fn run_in_loop_is_refused() {
+                    super::run_in_loop_is_refused($name);
+                }
+            }
+        )*
+        #[test]
+        fn every_engine_without_a_loop_is_tested() {
+            assert_eq!([$($name),*].to_vec(), common::engines_with_loop(false));
+        }
+    };
 }
+
+loop_engines!(with_a_loop);
+loopless_engines!(without_a_loop);

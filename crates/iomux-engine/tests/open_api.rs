@@ -2,6 +2,9 @@
 //! `Server`), run on every engine: each test here expands to one test per
 //! engine, named after it, so a failure names its engine.
 
+#[macro_use]
+mod common;
+
 use iomux_engine::{Config, Engine, Server};
 use iomux_proto::{ConnId, Context, Service, Step};
 use std::io::{BufRead, BufReader, Write};
@@ -290,29 +293,24 @@ macro_rules! per_engine {
                 }
             }
         )*
-        /// The modules above cover `Engine::ALL` exactly: an engine added there
-        /// fails here until it is tested.
-        #[test]
-        fn every_engine_is_tested() {
-            let tested = [$($name),*];
-            let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
-            assert_eq!(tested.to_vec(), all);
-        }
     };
 }
 
-per_engine! {
-    epoll_edge => "epoll-edge",
-    epoll_level => "epoll-level",
-    epoll_oneshot => "epoll-oneshot",
-    poll => "poll",
-    select => "select",
-    sigio => "sigio",
-    uring_poll_edge => "uring-poll-edge",
-    uring_poll_level => "uring-poll-level",
-    uring_poll_oneshot => "uring-poll-oneshot",
-    uring => "uring",
-    threads => "threads",
-    blocking => "blocking",
-    nonblocking => "nonblocking",
+loop_engines!(per_engine);
+loopless_engines!(per_engine);
+
+macro_rules! names {
+    ($($module:ident => $name:literal),* $(,)?) => {
+        vec![$($name),*]
+    };
+}
+
+/// The modules above cover `Engine::ALL` exactly: an engine added there
+/// fails here until it is tested.
+#[test]
+fn every_engine_is_tested() {
+    let mut tested: Vec<&str> = loop_engines!(names);
+    tested.extend(loopless_engines!(names));
+    let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
+    assert_eq!(tested, all);
 }
