@@ -12,6 +12,7 @@ use iomux::net::Stream;
 use iomux::Interest;
 use iomux_proto::{Command, ConnId};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ pub(crate) type Job = Box<dyn FnOnce(&mut LoopCx) + Send>;
 pub(crate) type WatchFn = Box<dyn FnMut(&mut LoopCx, Readiness)>;
 /// A loop timer's callback.
 pub(crate) type TimerFn = Box<dyn FnOnce(&mut LoopCx)>;
+/// How a connect the loop asked for went.
+pub(crate) type ConnectFn = Box<dyn FnOnce(&mut LoopCx, io::Result<ConnId>)>;
 
 /// A descriptor watched with [`LoopCx::watch`]; [`LoopCx::unwatch`] stops it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +65,7 @@ pub(crate) trait LoopOps {
     fn unwatch(&mut self, id: WatchId) -> bool;
     fn set_timer(&mut self, after: Duration, callback: TimerFn) -> LoopTimer;
     fn cancel_timer(&mut self, timer: LoopTimer) -> bool;
+    fn connect_from_loop(&mut self, addr: SocketAddr, timeout: Duration, told: ConnectFn);
     /// Carry out a command as a protocol's (its target's loop carries it out).
     fn command(&mut self, command: Command);
 }
@@ -177,6 +181,30 @@ impl<'a> LoopCx<'a> {
     /// Cancel a loop timer; false when it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: LoopTimer) -> bool {
         self.ops.cancel_timer(timer)
+    }
+
+    /// Open an outgoing connection from this loop, served by a protocol from
+    /// the server's factory (its `on_open` runs once it is established);
+    /// `told` learns its id, or why it failed (refused, unreachable, timed
+    /// out after `timeout`, the connection limit).
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut iomux_engine::LoopCx) {
+    /// let upstream = "127.0.0.1:6379".parse().unwrap();
+    /// cx.connect(upstream, std::time::Duration::from_secs(2), |cx, result| {
+    ///     if let Ok(id) = result {
+    ///         cx.send_to(id, b"PING\r\n");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Duration,
+        told: impl FnOnce(&mut LoopCx, io::Result<ConnId>) + 'static,
+    ) {
+        self.ops.connect_from_loop(addr, timeout, Box::new(told));
     }
 
     /// Append `bytes` to connection `to`'s output (on any loop of the server).

@@ -9,8 +9,10 @@
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
 use crate::life::{admit_outgoing, LoopClock, LoopContext};
-use crate::loop_api::{Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn, Watch, WatchId};
-use crate::session::{Applied, Connecting, Deadline, Env, Fault, Rules, Session};
+use crate::loop_api::{
+    ConnectFn, Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn, Watch, WatchId,
+};
+use crate::session::{Applied, Connecting, Deadline, Env, Fault, Rules, Session, LOOP_ASKER};
 use crate::sock::{connect_nonblocking, input_waiting};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
@@ -83,6 +85,9 @@ pub(crate) struct LoopCore<C, F> {
     pub watches: Slab<Watch>,
     /// Loop timers: their wheel entry and callback, by number.
     loop_timers: HashMap<u64, (TimerId, TimerFn)>,
+    /// Connects the loop itself asked for: who to tell, by the connect's tag.
+    loop_connects: HashMap<u64, ConnectFn>,
+    /// Numbers loop timers and the loop's connects.
     next_loop_timer: u64,
     /// Work posted from other threads, reused pass after pass.
     jobs: Vec<Job>,
@@ -108,6 +113,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             stats: LoopStats::default(),
             watches: Slab::new(),
             loop_timers: HashMap::new(),
+            loop_connects: HashMap::new(),
             next_loop_timer: 0,
             jobs: Vec::new(),
         }
@@ -399,11 +405,12 @@ pub(crate) trait LoopEngine: Sized {
             return self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
         }
         core.stats.connects += 1;
-        if !core
-            .conns
-            .get_mut(asker)
-            .is_some_and(|c| c.live() && !c.session().is_closing())
-        {
+        let asker_here = asker.0 == LOOP_ASKER
+            || core
+                .conns
+                .get_mut(asker)
+                .is_some_and(|c| c.live() && !c.session().is_closing());
+        if !asker_here {
             return self.close(token); // nobody wants it any more
         }
         let opened = core
@@ -427,6 +434,13 @@ pub(crate) trait LoopEngine: Sized {
     /// Tell a connection how its connect went (if it is still there).
     fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
         let core = self.core();
+        if asker.0 == LOOP_ASKER {
+            if let Some(told) = core.loop_connects.remove(&tag) {
+                self.guarded(|cx| told(cx, result));
+                self.run_local()?;
+            }
+            return Ok(());
+        }
         let Some(told) = core.call(asker, |session, env| session.on_connect(tag, result, env))
         else {
             return Ok(());
@@ -576,6 +590,14 @@ impl<E: LoopEngine> LoopOps for E {
             }
             None => false,
         }
+    }
+
+    fn connect_from_loop(&mut self, addr: SocketAddr, timeout: Duration, told: ConnectFn) {
+        let core = self.core();
+        let tag = core.next_loop_timer;
+        core.next_loop_timer += 1;
+        core.loop_connects.insert(tag, told);
+        let _ = LoopEngine::connect(self, Token(LOOP_ASKER), addr, timeout, tag);
     }
 
     fn command(&mut self, command: Command) {

@@ -11,6 +11,7 @@ use iomux_engine::{Config, Engine, Server, WatchId};
 use iomux_proto::{Context, Service, Step};
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -172,6 +173,50 @@ fn a_loop_timer_fires_once_and_a_cancelled_one_never(name: &str) {
     );
 }
 
+fn a_loop_connect_is_served_and_a_refused_one_reported(name: &str) {
+    let server = start(name, 1);
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    // A port nobody listens on any more: loopback refuses it at once.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Result<(), ErrorKind>>();
+    server
+        .handle()
+        .run_in_loop(0, move |cx| {
+            let refused = tx.clone();
+            cx.connect(addr, WAIT, move |_cx, result| {
+                tx.send(result.map(drop).map_err(|e| e.kind())).unwrap();
+            });
+            cx.connect(closed, WAIT, move |_cx, result| {
+                refused
+                    .send(result.map(drop).map_err(|e| e.kind()))
+                    .unwrap();
+            });
+        })
+        .unwrap();
+    let mut outcomes = vec![
+        rx.recv_timeout(WAIT).expect("told"),
+        rx.recv_timeout(WAIT).expect("told"),
+    ];
+    outcomes.sort_by_key(|o| o.is_err());
+    assert_eq!(outcomes, [Ok(()), Err(ErrorKind::ConnectionRefused)]);
+    let (mut peer, _) = upstream.accept().unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut greeting = [0u8; 9];
+    peer.read_exact(&mut greeting).unwrap();
+    assert_eq!(
+        &greeting, b"accepted\n",
+        "opened like any connection, not adopted"
+    );
+    peer.write_all(b"served").unwrap();
+    let mut echo = [0u8; 6];
+    peer.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"served");
+}
+
 fn run_in_loop_is_refused(name: &str) {
     let server = start(name, 1);
     let err = server.handle().run_in_loop(0, |_| {}).unwrap_err();
@@ -179,53 +224,24 @@ fn run_in_loop_is_refused(name: &str) {
     assert!(err.to_string().contains(name), "{err}");
 }
 
-macro_rules! with_a_loop {
-    ($($module:ident => $name:literal),* $(,)?) => {
-        $(
-            mod $module {
-                #[test]
-                fn a_job_runs_in_the_loop_it_was_posted_to() {
-                    super::a_job_runs_in_the_loop_it_was_posted_to($name);
-                }
-                #[test]
-                fn an_adopted_stream_is_served() {
-                    super::an_adopted_stream_is_served($name);
-                }
-                #[test]
-                fn a_watched_descriptor_fires_until_unwatched() {
-                    super::a_watched_descriptor_fires_until_unwatched($name);
-                }
-                #[test]
-                fn a_loop_timer_fires_once_and_a_cancelled_one_never() {
-                    super::a_loop_timer_fires_once_and_a_cancelled_one_never($name);
-                }
-            }
-        )*
-        /// The modules above cover `Engine::ALL`'s engines with a loop: an
-        /// engine added there fails here until it is tested.
-        #[test]
-        fn every_engine_with_a_loop_is_tested() {
-            assert_eq!([$($name),*].to_vec(), common::engines_with_loop(true));
-        }
-    };
-}
+loop_engines!(
+    engine_tests,
+    [
+        a_job_runs_in_the_loop_it_was_posted_to,
+        an_adopted_stream_is_served,
+        a_watched_descriptor_fires_until_unwatched,
+        a_loop_timer_fires_once_and_a_cancelled_one_never,
+        a_loop_connect_is_served_and_a_refused_one_reported,
+    ]
+);
+loopless_engines!(engine_tests, [run_in_loop_is_refused]);
 
-macro_rules! without_a_loop {
-    ($($module:ident => $name:literal),* $(,)?) => {
-        $(
-            mod $module {
-                #[test]
-                fn run_in_loop_is_refused() {
-                    super::run_in_loop_is_refused($name);
-                }
-            }
-        )*
-        #[test]
-        fn every_engine_without_a_loop_is_tested() {
-            assert_eq!([$($name),*].to_vec(), common::engines_with_loop(false));
-        }
-    };
+/// The lists above are `Engine::ALL`'s engines with a loop and without: an
+/// engine added there fails here until it is tested.
+#[test]
+fn every_engine_is_tested() {
+    let with_loop: Vec<&str> = loop_engines!(engine_names);
+    let without: Vec<&str> = loopless_engines!(engine_names);
+    assert_eq!(with_loop, common::engines_with_loop(true));
+    assert_eq!(without, common::engines_with_loop(false));
 }
-
-loop_engines!(with_a_loop);
-loopless_engines!(without_a_loop);

@@ -271,46 +271,30 @@ fn a_unix_domain_listener_serves(name: &str) {
     );
 }
 
-macro_rules! per_engine {
-    ($($module:ident => $name:literal),* $(,)?) => {
-        $(
-            mod $module {
-                #[test]
-                fn chat_reaches_every_other_member_across_loops() {
-                    super::chat_reaches_every_other_member_across_loops($name);
-                }
-                #[test]
-                fn own_timers_fire() {
-                    super::own_timers_fire($name);
-                }
-                #[test]
-                fn a_panic_closes_only_its_connection() {
-                    super::a_panic_closes_only_its_connection($name);
-                }
-                #[test]
-                fn a_unix_domain_listener_serves() {
-                    super::a_unix_domain_listener_serves($name);
-                }
-            }
-        )*
+/// Every scenario on the engines given by `$engines` (with a loop or without).
+macro_rules! scenarios {
+    ($engines:ident) => {
+        $engines!(
+            engine_tests,
+            [
+                chat_reaches_every_other_member_across_loops,
+                own_timers_fire,
+                a_panic_closes_only_its_connection,
+                a_unix_domain_listener_serves,
+            ]
+        );
     };
 }
 
-loop_engines!(per_engine);
-loopless_engines!(per_engine);
-
-macro_rules! names {
-    ($($module:ident => $name:literal),* $(,)?) => {
-        vec![$($name),*]
-    };
-}
+scenarios!(loop_engines);
+scenarios!(loopless_engines);
 
 /// The modules above cover `Engine::ALL` exactly: an engine added there
 /// fails here until it is tested.
 #[test]
 fn every_engine_is_tested() {
-    let mut tested: Vec<&str> = loop_engines!(names);
-    tested.extend(loopless_engines!(names));
+    let mut tested: Vec<&str> = loop_engines!(engine_names);
+    tested.extend(loopless_engines!(engine_names));
     let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
     assert_eq!(tested, all);
 }

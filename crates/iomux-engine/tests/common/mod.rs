@@ -1,11 +1,12 @@
 //! The engine lists that engine tests expand over, written once; each test
 //! file's guard checks what it tested against `Engine::ALL`.
 
-/// Calls `$then!` with the engines that have an event loop (they carry out
-/// commands), as `module => "name"` pairs.
+/// Calls `$then!` with `$args` and then the engines that have an event loop
+/// (they carry out commands), as `module => "name"` pairs.
 macro_rules! loop_engines {
-    ($then:ident) => {
+    ($then:ident $(, $args:tt)*) => {
         $then! {
+            $($args)*
             epoll_edge => "epoll-edge",
             epoll_level => "epoll-level",
             epoll_oneshot => "epoll-oneshot",
@@ -23,12 +24,48 @@ macro_rules! loop_engines {
 /// Calls `$then!` with the engines that have no event loop.
 #[allow(unused_macros)] // each test file uses what it needs
 macro_rules! loopless_engines {
-    ($then:ident) => {
+    ($then:ident $(, $args:tt)*) => {
         $then! {
+            $($args)*
             threads => "threads",
             blocking => "blocking",
             nonblocking => "nonblocking",
         }
+    };
+}
+
+/// One module per engine, named after it, with one test per scenario: a
+/// failure names its engine and scenario. `[a, b]` then the engine pairs;
+/// each scenario is a function of the test file taking the engine's name.
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! engine_tests {
+    ($tests:tt $($module:ident => $name:literal),* $(,)?) => {
+        $(
+            engine_module!($module, $name, $tests);
+        )*
+    };
+}
+
+/// One engine's module of [`engine_tests`].
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! engine_module {
+    ($module:ident, $name:literal, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($name);
+                }
+            )*
+        }
+    };
+}
+
+/// The engines' names, in the order of the list given.
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! engine_names {
+    ($($module:ident => $name:literal),* $(,)?) => {
+        vec![$($name),*]
     };
 }
 
