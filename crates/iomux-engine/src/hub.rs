@@ -1,8 +1,10 @@
 //! How connections of one server reach each other across loop threads: one
 //! mailbox per loop. A protocol's `send_to` or `close_conn` for a connection
 //! of another loop is posted to that loop's mailbox, and its waker makes the
-//! loop take it on its next pass.
+//! loop take it on its next pass. Work posted with
+//! [`crate::Handle::run_in_loop`] goes the same way.
 
+use crate::loop_api::Job;
 use crate::session::Session;
 use crate::stats::LoopStats;
 use crate::table::Timers;
@@ -17,10 +19,18 @@ pub(crate) struct Hub {
     loops: Vec<Mailbox>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Mailbox {
     queue: Mutex<Vec<Command>>,
+    /// Work to run in the loop, posted from any thread.
+    jobs: Mutex<Vec<Job>>,
     waker: OnceLock<Waker>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").finish_non_exhaustive()
+    }
 }
 
 impl Hub {
@@ -30,10 +40,18 @@ impl Hub {
         })
     }
 
-    /// The waker of loop `index`, set once the loop has made it.
+    /// The waker of loop `index`, set once the loop has made it. What was
+    /// posted before has had no wake: it gets one now.
     pub(crate) fn set_waker(&self, index: usize, waker: Waker) {
         if let Some(mailbox) = self.loops.get(index) {
-            let _ = mailbox.waker.set(waker);
+            let _ = mailbox.waker.set(waker.clone());
+            let pending = |m: &Mailbox| {
+                let jobs = m.jobs.lock().unwrap_or_else(|p| p.into_inner()).len();
+                jobs + m.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+            };
+            if pending(mailbox) > 0 {
+                let _ = waker.wake();
+            }
         }
     }
 
@@ -58,6 +76,34 @@ impl Hub {
             }
         }
         true
+    }
+
+    /// How many loops the server has.
+    pub(crate) fn loops(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Post work for loop `index` and wake it; false when there is no such loop.
+    pub(crate) fn post_job(&self, index: usize, job: Job) -> bool {
+        let Some(mailbox) = self.loops.get(index) else {
+            return false;
+        };
+        mailbox
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(job);
+        if let Some(waker) = mailbox.waker.get() {
+            let _ = waker.wake();
+        }
+        true
+    }
+
+    /// Take loop `index`'s posted work into `into`.
+    pub(crate) fn take_jobs(&self, index: usize, into: &mut Vec<Job>) {
+        if let Some(mailbox) = self.loops.get(index) {
+            into.append(&mut mailbox.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+        }
     }
 
     /// Take loop `index`'s mail into `into`.

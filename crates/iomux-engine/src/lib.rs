@@ -28,6 +28,8 @@ mod buffer;
 mod busypoll;
 mod hub;
 mod life;
+mod loop_api;
+mod loop_core;
 mod reactor;
 mod session;
 mod shutdown;
@@ -43,6 +45,7 @@ mod uring;
 pub struct ReadmeExamples;
 
 pub use iomux_proto::{Command, ConnId, Context, Protocol, Service, Step};
+pub use loop_api::{LoopCx, LoopTimer, Readiness, WatchId};
 pub use shutdown::Shutdown;
 pub use stats::LoopStats;
 
@@ -296,6 +299,7 @@ pub struct Server {
     socket_file: Option<PathBuf>,
     shutdown: Shutdown,
     hub: std::sync::Arc<hub::Hub>,
+    engine: Engine,
     threads: Vec<JoinHandle<io::Result<LoopStats>>>,
 }
 
@@ -457,6 +461,7 @@ impl Server {
             socket_file: None,
             shutdown,
             hub,
+            engine,
             threads: handles,
         };
         // Every loop must be set up before the server counts as started: a
@@ -495,6 +500,7 @@ impl Server {
     pub fn handle(&self) -> Handle {
         Handle {
             hub: self.hub.clone(),
+            engine: self.engine,
         }
     }
 
@@ -547,6 +553,7 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct Handle {
     hub: std::sync::Arc<hub::Hub>,
+    engine: Engine,
 }
 
 impl Handle {
@@ -562,6 +569,59 @@ impl Handle {
     /// Close connection `id` once its output is sent.
     pub fn close(&self, id: ConnId) -> bool {
         self.hub.post(Command::Close(id))
+    }
+
+    /// How many loops the server runs (`loop_index` goes below it).
+    pub fn loops(&self) -> usize {
+        self.hub.loops()
+    }
+
+    /// Run `job` in loop `loop_index` of the server, on that loop's thread
+    /// (woken for it), with a [`LoopCx`] to adopt streams, watch
+    /// descriptors, set loop timers and reach connections. Jobs posted to
+    /// one loop run in order. A job that panics is counted in `faults`.
+    ///
+    /// Errors: the engine has no event loop to run work in (threads,
+    /// blocking, nonblocking: see [`Engine::carries_out_commands`]), or
+    /// there is no loop `loop_index`. A job posted after the server stopped
+    /// never runs.
+    ///
+    /// ```no_run
+    /// # let server: iomux_engine::Server = unimplemented!();
+    /// let handle = server.handle();
+    /// std::thread::spawn(move || {
+    ///     handle.run_in_loop(0, |cx| {
+    ///         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ///         let id = cx.adopt(ours).unwrap();
+    ///         cx.send_to(id, b"hello");
+    ///         # drop(theirs);
+    ///     })
+    /// });
+    /// ```
+    pub fn run_in_loop(
+        &self,
+        loop_index: usize,
+        job: impl FnOnce(&mut LoopCx) + Send + 'static,
+    ) -> io::Result<()> {
+        if !self.engine.carries_out_commands() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the {} engine has no event loop to run work in: use the reactor or io_uring engine",
+                    self.engine
+                ),
+            ));
+        }
+        if !self.hub.post_job(loop_index, Box::new(job)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "no loop {loop_index}: this server runs {} loop(s), numbered from 0",
+                    self.hub.loops()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

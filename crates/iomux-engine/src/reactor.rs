@@ -8,15 +8,12 @@
 //! is the [`Session`]'s: this loop only moves bytes and readiness.
 
 use crate::buffer::BufPool;
-use crate::hub::Dispatch;
-use crate::life::{LoopClock, LoopContext};
-use crate::session::{Applied, Connecting, Deadline, Env, Fault, Finish, Rules, Session};
-use crate::sock::{
-    connect_nonblocking, connect_outcome, input_waiting, read_append, send_available, set_cork,
-    shutdown_write,
-};
+use crate::life::LoopContext;
+use crate::loop_api::{Readiness, Watch};
+use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
+use crate::session::{Connecting, Finish, Session};
+use crate::sock::{connect_outcome, read_append, send_available, set_cork, shutdown_write};
 use crate::stats::LoopStats;
-use crate::table::{Slab, Timers, IDLE};
 use iomux::net::{Accepted, Acceptor, Listener, Stream};
 use iomux::selector::sigio::SigioSelector;
 use iomux::selector::uring::UringSelector;
@@ -25,26 +22,14 @@ use iomux::{
     Backend, EpollSelector, Events, Interest, PollSelector, SelectSelector, Selector, Token,
     Trigger,
 };
-use iomux_proto::{Command, ConnId, Service};
+use iomux_proto::Service;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::time::Duration;
-
-/// The loop's [`Env`] for a session call, from its disjoint fields (so a
-/// connection of `self.conns` may stay borrowed).
-macro_rules! env {
-    ($self:ident, $now:expr) => {
-        Env {
-            now: $now,
-            rules: &$self.rules,
-            pool: &mut $self.pool,
-            commands: &mut $self.commands,
-        }
-    };
-}
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 const LISTENER: Token = Token(0);
+/// Marks a user's watched descriptor's token (`LoopCore::watches`' token
+/// with this bit): connections' slots never reach it.
+const WATCH_BIT: usize = 1 << 31;
 const WAKER: Token = Token(1);
 
 /// A connection that wants neither direction now (its peer's FIN is in and
@@ -134,13 +119,7 @@ struct Reactor<S, P, F> {
     trigger: Trigger,
     listener: Option<Listener>,
     acceptor: Acceptor,
-    conns: Slab<Conn<P>>,
-    timers: Timers,
-    expired: Vec<(Token, u64)>,
-    /// What protocols asked for during the current call.
-    commands: Vec<Command>,
-    /// Sorts protocols' commands: timers, this loop's, other loops'.
-    dispatch: Dispatch,
+    core: LoopCore<Conn<P>, F>,
     /// Connections given output by another connection: flushed at the end
     /// of the pass, all of one pass's output in one send.
     to_flush: Vec<Token>,
@@ -149,13 +128,6 @@ struct Reactor<S, P, F> {
     overflowed: Vec<Token>,
     /// Shared read buffer: a connection keeps its own only for leftovers.
     rbuf: Vec<u8>,
-    /// Shared output buffer: a connection keeps its own only for what the kernel refused.
-    wbuf: Vec<u8>,
-    pool: BufPool,
-    cx: LoopContext<F>,
-    rules: Rules,
-    clock: LoopClock,
-    stats: LoopStats,
 }
 
 impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
@@ -165,26 +137,15 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let waker = selector.waker(WAKER)?;
         cx.hub.set_waker(cx.index, waker.clone());
         cx.shutdown.add_waker(waker);
-        let clock = LoopClock::new();
         Ok(Reactor {
             selector,
             trigger,
             listener: Some(listener),
             acceptor: Acceptor::new()?,
-            conns: Slab::new(),
-            timers: Timers::new(clock.now, cx.config.idle_timeout),
-            expired: Vec::new(),
-            commands: Vec::new(),
-            dispatch: Dispatch::default(),
+            core: LoopCore::new(cx, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
             to_flush: Vec::new(),
             overflowed: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
-            wbuf: Vec::with_capacity(2 * FLUSH_AT),
-            pool: BufPool::new(256, READ_CHUNK),
-            rules: cx.rules,
-            cx,
-            clock,
-            stats: LoopStats::default(),
         })
     }
 
@@ -192,20 +153,30 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = self
+                .core
                 .clock
-                .next_wait(self.timers.next_deadline(self.clock.now));
+                .next_wait(self.core.timers.next_deadline(self.core.clock.now));
             self.selector.select(&mut events, timeout)?;
-            self.clock.tick();
-            self.stats.waits += 1;
-            self.stats.events += events.len() as u64;
+            self.core.clock.tick();
+            self.core.stats.waits += 1;
+            self.core.stats.events += events.len() as u64;
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {
-                        self.take_mail();
-                        if self.cx.shutdown.is_triggered() && !self.clock.draining() {
+                        let _ = self.take_mail();
+                        if self.core.cx.shutdown.is_triggered() && !self.core.clock.draining() {
                             self.begin_drain();
                         }
+                    }
+                    token if token.0 & WATCH_BIT != 0 => {
+                        let ready = Readiness {
+                            readable: event.is_readable()
+                                || event.is_read_closed()
+                                || event.is_error(),
+                            writable: event.is_writable(),
+                        };
+                        let _ = self.fire_watch(Token(token.0 & !WATCH_BIT), ready);
                     }
                     token => self.on_conn_event(
                         token,
@@ -215,31 +186,31 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     ),
                 }
             }
-            self.expire_timers();
+            let _ = self.expire_timers();
             self.flush_delivered();
-            if self.clock.accept_resumes() {
+            if self.core.clock.accept_resumes() {
                 if let Some(l) = self.listener.as_ref() {
                     let _ = self
                         .selector
                         .register(l.as_fd(), LISTENER, Interest::READABLE);
                 }
             }
-            if self.clock.draining() {
-                self.close_quiet_idle();
-                if self.conns.len() == 0 {
+            if self.core.clock.draining() {
+                let _ = self.close_quiet_idle();
+                if self.core.conns.len() == 0 {
                     break;
                 }
-                if self.clock.drain_over() {
-                    for token in self.conns.tokens() {
-                        self.close(token);
+                if self.core.clock.drain_over() {
+                    for token in self.core.conns.tokens() {
+                        self.close_now(token);
                     }
                     break;
                 }
             }
         }
-        self.stats.shed = self.acceptor.shed;
-        self.stats.selector_overflows = self.selector.overflows();
-        Ok(self.stats)
+        self.core.stats.shed = self.acceptor.shed;
+        self.core.stats.selector_overflows = self.selector.overflows();
+        Ok(self.core.stats)
     }
 
     fn accept_all(&mut self) {
@@ -249,7 +220,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         loop {
             match self.acceptor.accept(&listener) {
                 Ok(Accepted::Conn(stream)) => {
-                    self.stats.accepts += 1;
+                    self.core.stats.accepts += 1;
                     self.add_conn(stream);
                 }
                 Ok(Accepted::Shed) => continue,
@@ -257,9 +228,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 Err(_) => {
                     // Descriptors exhausted with no reserve left: stop watching
                     // the listener for a moment instead of spinning on it.
-                    self.stats.accept_pauses += 1;
+                    self.core.stats.accept_pauses += 1;
                     let _ = self.selector.deregister(listener.as_fd());
-                    self.clock.pause_accepting();
+                    self.core.clock.pause_accepting();
                     self.listener = Some(listener);
                     return;
                 }
@@ -275,10 +246,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     }
 
     fn add_conn(&mut self, stream: Stream) {
-        if !self.cx.max_conns.try_acquire() {
-            self.stats.refused += 1;
+        if !self.core.cx.max_conns.try_acquire() {
+            self.core.stats.refused += 1;
             return;
         }
+        if self.open_conn(stream, false).is_err() {
+            self.core.stats.refused += 1;
+            self.core.stats.unwatchable += 1;
+            self.core.cx.max_conns.release();
+        }
+    }
+
+    /// Watch a connection's stream and open its protocol (accepted, or
+    /// adopted from the user). An error means it was not taken in.
+    fn open_conn(&mut self, stream: Stream, adopted: bool) -> io::Result<Token> {
         // Edge mode registers both directions once and never changes them;
         // the other modes ask for writability only when the kernel pushes back.
         let interest = if self.trigger == Trigger::Edge {
@@ -286,64 +267,32 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         } else {
             Interest::READABLE
         };
-        let token = self.conns.next_token();
-        if self.watch(&stream, token, interest).is_err() {
-            self.stats.refused += 1;
-            self.stats.unwatchable += 1;
-            self.cx.max_conns.release();
-            return;
+        let token = self.core.conns.next_token();
+        self.watch(&stream, token, interest)?;
+        let mut session = self.core.new_session(token, None);
+        if adopted {
+            session.mark_adopted();
         }
-        let id = ConnId::new(self.cx.index, token.0);
-        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
         self.insert_conn(token, stream, session, interest);
-        let conn = self.conns.get_mut(token).expect("just inserted");
-        let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
+        let conn = self.core.conns.get_mut(token).expect("just inserted");
+        let opened = conn
+            .session
+            .on_open(None, &mut env!(self.core, self.core.clock.now));
         if self.after_call(token, opened).is_err() {
-            self.close(token);
-            return;
+            self.close_now(token);
+        } else {
+            self.to_flush.push(token);
         }
-        self.to_flush.push(token);
+        Ok(token)
     }
 
     /// Set up a new connection's socket and register it.
     fn watch(&mut self, stream: &Stream, token: Token, interest: Interest) -> io::Result<()> {
-        if self.cx.config.nodelay {
+        if self.core.cx.config.nodelay {
             let _ = stream.set_nodelay(true);
         }
         self.selector.register(stream.as_fd(), token, interest)?;
         Ok(())
-    }
-
-    /// A protocol asked for an outgoing connection: start a non-blocking
-    /// connect, watched for writability until it is established, with its
-    /// timeout in the timer wheel. A connect that cannot even start is
-    /// reported to the asker at once.
-    fn start_connect(&mut self, asker: Token, addr: SocketAddr, timeout: Duration, tag: u64) {
-        let asker_id = ConnId::new(self.cx.index, asker.0);
-        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
-        let token = self.conns.next_token();
-        let interest = if self.trigger == Trigger::Edge {
-            Interest::BOTH
-        } else {
-            Interest::WRITABLE
-        };
-        let started = crate::life::admit_outgoing(&self.cx.max_conns).and_then(|()| {
-            let stream = Stream::Tcp(std::net::TcpStream::from(connect_nonblocking(addr)?));
-            self.watch(&stream, token, interest)
-                .map(|()| stream)
-                .inspect_err(|_| self.cx.max_conns.release())
-        });
-        let stream = match started {
-            Ok(stream) => stream,
-            Err(e) => {
-                self.stats.connect_failures += 1;
-                self.tell_asker(asker, tag, Err(connect.failed(e)));
-                return;
-            }
-        };
-        let id = ConnId::new(self.cx.index, token.0);
-        let session = Session::connecting((self.cx.new_protocol)(), id, self.clock.now, connect);
-        self.insert_conn(token, stream, session, interest);
     }
 
     /// Keep a registered connection under `token` (the slab's next), with
@@ -355,8 +304,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         session: Session<P>,
         interest: Interest,
     ) {
-        let timer = self.timers.insert(session.deadline(&self.rules), token);
-        let inserted = self.conns.insert(Conn {
+        let timer = self
+            .core
+            .timers
+            .insert(session.deadline(&self.core.rules), token);
+        let inserted = self.core.conns.insert(Conn {
             stream,
             session,
             timer,
@@ -369,9 +321,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// A connecting socket's event: established, failed, or not yet.
     fn on_connect_event(&mut self, token: Token) {
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         match connect_outcome(conn.stream.as_fd()) {
-            Ok(true) => self.connect_done(token, Ok(())),
+            Ok(true) => {
+                let _ = self.connect_done(token, Ok(()));
+            }
             Ok(false) if self.trigger == Trigger::Oneshot => {
                 // Not yet (a spurious wake): a one-shot registration went silent.
                 let interest = conn.registered;
@@ -380,71 +334,14 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     .reregister(conn.stream.as_fd(), token, interest);
             }
             Ok(false) => {}
-            Err(e) => self.connect_done(token, Err(e)),
-        }
-    }
-
-    /// A connect ended: on success the new connection opens and the asker
-    /// learns its id; on failure it closes and the asker learns why. With
-    /// the asker gone, the new connection is closed.
-    fn connect_done(&mut self, token: Token, outcome: io::Result<()>) {
-        let conn = self.conns.get_mut(token).expect("live connection");
-        let Some(connect) = conn.session.connect_details() else {
-            return;
-        };
-        let asker = Token(connect.asker.token());
-        if let Err(e) = outcome {
-            self.stats.connect_failures += 1;
-            self.close(token);
-            self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
-            return;
-        }
-        self.stats.connects += 1;
-        if !self
-            .conns
-            .get_mut(asker)
-            .is_some_and(|c| !c.session.is_closing())
-        {
-            self.close(token); // nobody wants it any more
-            return;
-        }
-        let conn = self.conns.get_mut(token).expect("live connection");
-        let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
-        // Its idle deadline counts from now, not from the connect's.
-        let deadline = conn.session.deadline(&self.rules);
-        self.timers.reset(&mut conn.timer, deadline, token);
-        // In edge mode bytes that came with the connect raise no new edge.
-        conn.resumed = true;
-        let result = match self.after_call(token, opened) {
-            Ok(()) => {
-                self.to_flush.push(token);
-                Ok(ConnId::new(self.cx.index, token.0))
-            }
             Err(e) => {
-                self.close(token);
-                Err(connect.open_failed(e))
+                let _ = self.connect_done(token, Err(e));
             }
-        };
-        self.tell_asker(asker, connect.tag, result);
-    }
-
-    /// Tell a connection how its connect went (if it is still there).
-    fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) {
-        let Some(conn) = self.conns.get_mut(asker) else {
-            return;
-        };
-        let told = conn
-            .session
-            .on_connect(tag, result, &mut env!(self, self.clock.now));
-        if self.after_call(asker, told).is_err() {
-            self.close(asker);
-            return;
         }
-        self.to_flush.push(asker);
     }
 
     fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
-        let Some(conn) = self.conns.get_mut(token) else {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return;
         };
         if conn.session.is_connecting() {
@@ -459,11 +356,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         if writable && conn.session.owed() > 0 && self.flush(token).is_err() {
-            self.close(token);
+            self.close_now(token);
             return;
         }
         if readable && self.read_and_process(token).is_err() {
-            self.close(token);
+            self.close_now(token);
             return;
         }
         self.settle(token);
@@ -479,41 +376,42 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// in edge mode it is not reported twice.
     fn read_and_process(&mut self, token: Token) -> io::Result<()> {
         loop {
-            let conn = self.conns.get_mut(token).expect("live connection");
+            let conn = self.core.conns.get_mut(token).expect("live connection");
             if !conn.session.reading() {
                 break;
             }
-            self.stats.reads += 1;
+            self.core.stats.reads += 1;
             let n = match read_append(conn.fd(), &mut self.rbuf, READ_CHUNK) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stats.read_eagain += 1;
+                    self.core.stats.read_eagain += 1;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Output gathered before the error belongs to this connection only.
-                    self.wbuf.clear();
+                    self.core.wbuf.clear();
                     return Err(e);
                 }
             };
             if n == 0 {
-                let eof = conn
-                    .session
-                    .on_eof(Some(&mut self.wbuf), &mut env!(self, self.clock.now));
+                let eof = conn.session.on_eof(
+                    Some(&mut self.core.wbuf),
+                    &mut env!(self.core, self.core.clock.now),
+                );
                 self.after_call(token, eof)?;
                 break;
             }
             let hup_seen = conn.hup_seen;
             let received = conn.session.on_received(
                 &self.rbuf,
-                Some(&mut self.wbuf),
-                &mut env!(self, self.clock.stamp()),
+                Some(&mut self.core.wbuf),
+                &mut env!(self.core, self.core.clock.stamp()),
             );
             self.rbuf.clear();
             self.after_call(token, received)?;
             let drained = n < READ_CHUNK && !hup_seen;
-            if self.wbuf.len() >= FLUSH_AT {
+            if self.core.wbuf.len() >= FLUSH_AT {
                 self.flush(token)?;
             }
             if drained {
@@ -526,22 +424,22 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// Send the loop's gathered output (or the connection's unsent output);
     /// whatever the kernel refuses stays with the connection.
     fn flush(&mut self, token: Token) -> io::Result<()> {
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         let fd = conn.fd();
         let from_shared = conn.session.owed() == 0;
         let pending = if from_shared {
-            &self.wbuf[..]
+            &self.core.wbuf[..]
         } else {
             conn.session.unsent()
         };
         if pending.is_empty() {
             return Ok(());
         }
-        let cork = self.cx.config.cork;
+        let cork = self.core.cx.config.cork;
         if cork {
             set_cork(fd, true);
         }
-        self.stats.writes += 1;
+        self.core.stats.writes += 1;
         let result = send_available(fd, pending);
         if cork {
             set_cork(fd, false);
@@ -552,22 +450,22 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Err(e) => {
                 // The shared buffer held this connection's output: it must not
                 // reach the next connection flushed.
-                self.wbuf.clear();
+                self.core.wbuf.clear();
                 return Err(e);
             }
         };
         if sent < total {
-            self.stats.write_blocked += 1;
+            self.core.stats.write_blocked += 1;
         }
-        let now = self.clock.now;
+        let now = self.core.clock.now;
         let session = &mut conn.session;
         let outcome = if from_shared {
-            let outcome = session.on_sent(sent, Some(total), &mut env!(self, now));
-            session.keep_unsent(&self.wbuf[sent..], &mut env!(self, now));
-            self.wbuf.clear();
+            let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
+            session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
+            self.core.wbuf.clear();
             outcome
         } else {
-            session.on_sent(sent, None, &mut env!(self, now))
+            session.on_sent(sent, None, &mut env!(self.core, now))
         };
         if let Ok(outcome) = outcome {
             conn.resumed |= outcome.resumed;
@@ -578,7 +476,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// After an event: resume a paused reader, finish a closing connection,
     /// and keep the registered interest in step with what the session wants.
     fn settle(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token) else {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return;
         };
         // In edge mode unread input raises no new edge once reading resumes: read it now.
@@ -586,10 +484,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             && self.trigger == Trigger::Edge
             && self.read_and_process(token).is_err()
         {
-            self.close(token);
+            self.close_now(token);
             return;
         }
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         if conn.session.ready_to_finish() {
             self.finish(token);
             return;
@@ -601,7 +499,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         if self.trigger == Trigger::Edge {
             return;
         }
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         if conn.session.is_connecting() {
             return; // watched for the connect's end until then
         }
@@ -628,7 +526,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             .map(drop);
             conn.registered = wanted;
             if changed.is_err() {
-                self.close(token);
+                self.close_now(token);
             }
         }
     }
@@ -636,25 +534,28 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// The output is sent and the connection is closing: send our FIN and
     /// drain the peer until its FIN, unless it already sent one.
     fn finish(&mut self, token: Token) {
-        let conn = self.conns.get_mut(token).expect("live connection");
-        match conn.session.finish(self.clock.now, &mut self.pool) {
-            Finish::Close => self.close(token),
+        let conn = self.core.conns.get_mut(token).expect("live connection");
+        match conn
+            .session
+            .finish(self.core.clock.now, &mut self.core.pool)
+        {
+            Finish::Close => self.close_now(token),
             Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd()).is_err() => {
-                self.close(token)
+                self.close_now(token)
             }
             // Half-closed: reading goes on.
             Finish::ShutWrite => self.update_interest(token),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                let deadline = conn.session.deadline(&self.rules);
-                self.timers.reset(&mut conn.timer, deadline, token);
+                let deadline = conn.session.deadline(&self.core.rules);
+                self.core.timers.reset(&mut conn.timer, deadline, token);
                 self.drain_lingering(token);
             }
         }
     }
 
     fn drain_lingering(&mut self, token: Token) {
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         let fd = conn.fd();
         loop {
             self.rbuf.clear();
@@ -671,11 +572,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
         }
         self.rbuf.clear();
-        self.close(token);
+        self.close_now(token);
     }
 
-    fn close(&mut self, token: Token) {
-        let Some(mut conn) = self.conns.remove(token) else {
+    fn close_now(&mut self, token: Token) {
+        let Some(mut conn) = self.core.conns.remove(token) else {
             return;
         };
         // Deregister before close: the descriptor number may be reused at once.
@@ -683,161 +584,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             let _ = self.selector.deregister(conn.stream.as_fd());
         }
         // Whatever the shared buffers still hold is this connection's: never another's.
-        self.wbuf.clear();
+        self.core.wbuf.clear();
         self.rbuf.clear();
-        self.timers.cancel(conn.timer);
-        for timer in conn.session.release(&mut self.pool, &mut self.commands) {
-            self.timers.cancel(timer);
-        }
-        // Its links close, writers waiting for it read again (at the end of the pass).
-        let route = self.cx.route();
-        self.dispatch
-            .route_all(&mut self.commands, route, &mut self.stats);
-        self.cx.max_conns.release();
-        self.stats.closed += 1;
-    }
-
-    /// Fire due deadlines. A connection that was active since its timer was
-    /// set gets a new timer instead (one re-insert per timeout period, not per read).
-    fn expire_timers(&mut self) {
-        self.expired.clear();
-        self.timers.expire(self.clock.now, &mut self.expired);
-        for i in 0..self.expired.len() {
-            let (token, key) = self.expired[i];
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            let shared = (conn.session.owed() == 0).then_some(&mut self.wbuf);
-            let now = self.clock.now;
-            if key != IDLE {
-                let fired = conn.session.on_timer(key, shared, &mut env!(self, now));
-                if self
-                    .after_call(token, fired)
-                    .and_then(|()| self.flush(token))
-                    .is_err()
-                {
-                    self.close(token);
-                    continue;
-                }
-                self.settle(token);
-                continue;
-            }
-            match conn.session.on_deadline(shared, &mut env!(self, now)) {
-                Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
-                Deadline::Close => self.close(token),
-                Deadline::ConnectTimedOut => {
-                    self.connect_done(token, Err(io::ErrorKind::TimedOut.into()))
-                }
-                Deadline::TimedOut => {
-                    self.stats.timeouts += 1;
-                    conn.timer = self
-                        .timers
-                        .insert(conn.session.deadline(&self.rules), token);
-                    if self
-                        .after_call(token, Ok(()))
-                        .and_then(|()| self.flush(token))
-                        .is_err()
-                    {
-                        self.close(token);
-                        continue;
-                    }
-                    self.settle(token);
-                }
-            }
-        }
-    }
-
-    /// After a call into a session: carry out what the protocol asked for,
-    /// and count a fault (an input cap reached closes gracefully, the others
-    /// at once: the error says why).
-    fn after_call(&mut self, caller: Token, result: Result<(), Fault>) -> io::Result<()> {
-        self.run_commands(caller);
-        match result {
-            Ok(()) => Ok(()),
-            Err(fault) => {
-                self.stats.faults += 1;
-                if fault == Fault::InputCap {
-                    return Ok(());
-                }
-                // Output gathered for this connection goes with it.
-                self.wbuf.clear();
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    fault.to_string(),
-                ))
-            }
-        }
-    }
-
-    /// Carry out what a protocol asked for during a call on `caller`.
-    fn run_commands(&mut self, caller: Token) {
-        if !self.commands.is_empty() {
-            let session = self.conns.get_mut(caller).map(|c| &mut c.session);
-            let route = self.cx.route();
-            let (now, timers, stats) = (self.clock.now, &mut self.timers, &mut self.stats);
-            self.dispatch.sort(
-                &mut self.commands,
-                caller,
-                session,
-                timers,
-                now,
-                route,
-                stats,
-            );
-        }
-        self.run_local();
-    }
-
-    /// Mail from other loops' connections.
-    fn take_mail(&mut self) {
-        self.dispatch.take_mail(self.cx.route(), &mut self.stats);
-        self.run_local();
-    }
-
-    /// Commands for this loop's connections (writes, closes, half-closes,
-    /// pauses, links) and connects: output is sent at the end of the pass,
-    /// with everything else each got.
-    fn run_local(&mut self) {
-        while !self.dispatch.local.is_empty() {
-            let mut local = std::mem::take(&mut self.dispatch.local);
-            for (token, command) in local.drain(..) {
-                if let Command::Connect { addr, timeout, tag } = command {
-                    if self.conns.get_mut(token).is_some() {
-                        self.start_connect(token, addr, timeout, tag);
-                    }
-                    continue;
-                }
-                let Some(conn) = self.conns.get_mut(token) else {
-                    // Gone meanwhile: a link to it closes its asker.
-                    if let Command::Link { from, .. } = command {
-                        self.commands.push(Command::Close(from));
-                    }
-                    continue;
-                };
-                let now = self.clock.now;
-                match conn.session.apply(command, &mut env!(self, now)) {
-                    Applied::Overflow => {
-                        // Closed at the end of the pass, not now: the loop's
-                        // shared buffer may hold the caller's output (a
-                        // publisher's answer), which a close here would drop.
-                        self.stats.output_overflows += 1;
-                        conn.session.request_close();
-                        self.overflowed.push(token);
-                        continue;
-                    }
-                    Applied::Resumed => conn.resumed = true,
-                    Applied::Done => {}
-                }
-                self.to_flush.push(token);
-            }
-            if self.dispatch.local.is_empty() {
-                self.dispatch.local = local;
-            }
-            // What followed from them: writers paused, links to gone connections.
-            let route = self.cx.route();
-            self.dispatch
-                .route_all(&mut self.commands, route, &mut self.stats);
-        }
+        self.core.timers.cancel(conn.timer);
+        self.core.release(&mut conn);
+        self.core.cx.max_conns.release();
+        self.core.stats.closed += 1;
     }
 
     /// Close the connections whose output from others overflowed, then send
@@ -845,20 +597,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn flush_delivered(&mut self) {
         // Closes here may give others commands (links): until none is left.
         loop {
-            self.run_local();
+            let _ = self.run_local();
             while let Some(token) = self.overflowed.pop() {
-                self.close(token);
+                self.close_now(token);
             }
-            if self.to_flush.is_empty() && self.dispatch.local.is_empty() {
+            if self.to_flush.is_empty() && self.core.dispatch.local.is_empty() {
                 break;
             }
             let mut tokens = std::mem::take(&mut self.to_flush);
             for &token in &tokens {
-                if self.conns.get_mut(token).is_none() {
+                if self.core.conns.get_mut(token).is_none() {
                     continue;
                 }
                 if self.flush(token).is_err() {
-                    self.close(token);
+                    self.close_now(token);
                     continue;
                 }
                 self.settle(token);
@@ -872,27 +624,128 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// Stop accepting, tell every protocol, close idle connections, let the others finish.
     fn begin_drain(&mut self) {
-        self.clock.begin_drain(self.cx.config.drain_timeout);
+        self.core.begin_drain();
         if let Some(listener) = self.listener.take() {
             let _ = self.selector.deregister(listener.as_fd());
         }
-        for token in self.conns.tokens() {
-            if let Some(conn) = self.conns.get_mut(token) {
-                conn.session.begin_drain();
-            }
-        }
-        self.close_quiet_idle();
+        let _ = self.close_quiet_idle();
+    }
+}
+
+impl<P: Service> LoopConn for Conn<P> {
+    type Service = P;
+    fn slot(&mut self) -> (&mut Session<P>, &mut TimerId) {
+        (&mut self.session, &mut self.timer)
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+    /// A reactor's connection leaves the slab as it closes.
+    fn live(&self) -> bool {
+        true
+    }
+}
+
+impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
+    type Conn = Conn<P>;
+    type Factory = F;
+
+    fn core(&mut self) -> &mut LoopCore<Conn<P>, F> {
+        &mut self.core
     }
 
-    /// While draining: close connections the session says may close now.
-    fn close_quiet_idle(&mut self) {
-        let now = self.clock.now;
-        for token in self.conns.tokens() {
-            let conn = self.conns.get_mut(token).expect("live connection");
-            let fd = conn.fd();
-            if conn.session.closable_on_drain(now, || input_waiting(fd)) {
-                self.close(token);
-            }
+    fn close(&mut self, token: Token) -> io::Result<()> {
+        self.close_now(token);
+        Ok(())
+    }
+
+    fn mark_ready(&mut self, token: Token) {
+        self.to_flush.push(token);
+    }
+
+    fn on_resumed(&mut self, token: Token) {
+        if let Some(conn) = self.core.conns.get_mut(token) {
+            conn.resumed = true;
         }
+    }
+
+    fn on_overflow(&mut self, token: Token) -> io::Result<()> {
+        // Closed at the end of the pass, not now: the loop's shared buffer
+        // may hold the caller's output (a publisher's answer), which a close
+        // here would drop.
+        if let Some(conn) = self.core.conns.get_mut(token) {
+            conn.session.request_close();
+            self.overflowed.push(token);
+        }
+        Ok(())
+    }
+
+    fn on_fault(&mut self) {
+        // Output gathered for this connection goes with it.
+        self.core.wbuf.clear();
+    }
+
+    fn after_timer(&mut self, token: Token) -> io::Result<()> {
+        if self.flush(token).is_err() {
+            self.close_now(token);
+        } else {
+            self.settle(token);
+        }
+        Ok(())
+    }
+
+    fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()> {
+        let token = self.core.conns.next_token();
+        // Watched for writability until the connect ends (edge mode: both, once).
+        let interest = if self.trigger == Trigger::Edge {
+            Interest::BOTH
+        } else {
+            Interest::WRITABLE
+        };
+        let stream = Stream::Tcp(std::net::TcpStream::from(fd));
+        self.watch(&stream, token, interest)?;
+        let session = self.core.new_session(token, Some(connect));
+        self.insert_conn(token, stream, session, interest);
+        Ok(())
+    }
+
+    fn connect_opened(&mut self, token: Token) -> io::Result<()> {
+        // In edge mode bytes that came with the connect raise no new edge.
+        self.on_resumed(token);
+        self.to_flush.push(token);
+        Ok(())
+    }
+
+    fn adopt_stream(&mut self, stream: Stream) -> io::Result<Token> {
+        stream.set_nonblocking(true)?;
+        self.open_conn(stream, true)
+    }
+
+    fn watch_fd(&mut self, token: Token) -> io::Result<()> {
+        let watch = self.core.watches.get_mut(token).expect("just inserted");
+        let (fd, interest) = (watch.fd.as_fd(), watch.interest);
+        let selector_token = Token(token.0 | WATCH_BIT);
+        // Level-triggered where the selector has it: readiness left unread is
+        // reported again, as libuv's poll handles do.
+        let registered = self
+            .selector
+            .register_with_trigger(fd, selector_token, interest, Trigger::Level)
+            .or_else(|_| self.selector.register(fd, selector_token, interest))?;
+        watch.rearm = registered.trigger == Trigger::Oneshot;
+        Ok(())
+    }
+
+    fn unwatch_fd(&mut self, _token: Token, watch: Watch) {
+        // Deregistered before it closes (dropped here).
+        let _ = self.selector.deregister(watch.fd.as_fd());
+    }
+
+    fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token).filter(|w| w.rearm) else {
+            return Ok(());
+        };
+        self.selector
+            .reregister(watch.fd.as_fd(), Token(token.0 | WATCH_BIT), watch.interest)
+            .map(drop)
     }
 }

@@ -3,6 +3,8 @@
 //! engine that carries out commands: each test here expands to one test per
 //! engine, named after it. Loopback only, ephemeral ports.
 
+#[macro_use]
+mod common;
 #[path = "../examples/forwarder/mod.rs"]
 mod forwarder;
 
@@ -484,26 +486,9 @@ macro_rules! per_engine {
         /// is tested.
         #[test]
         fn every_engine_that_carries_out_commands_is_tested() {
-            let tested = [$($name),*];
-            let all: Vec<&str> = Engine::ALL
-                .iter()
-                .filter(|e| e.carries_out_commands())
-                .map(|e| e.name())
-                .collect();
-            assert_eq!(tested.to_vec(), all);
+            assert_eq!([$($name),*].to_vec(), common::engines_with_loop(true));
         }
     };
 }
 
-per_engine! {
-    epoll_edge => "epoll-edge",
-    epoll_level => "epoll-level",
-    epoll_oneshot => "epoll-oneshot",
-    poll => "poll",
-    select => "select",
-    sigio => "sigio",
-    uring_poll_edge => "uring-poll-edge",
-    uring_poll_level => "uring-poll-level",
-    uring_poll_oneshot => "uring-poll-oneshot",
-    uring => "uring",
-}
+loop_engines!(per_engine);

@@ -2,6 +2,9 @@
 //! `Server`), run on every engine: each test here expands to one test per
 //! engine, named after it, so a failure names its engine.
 
+#[macro_use]
+mod common;
+
 use iomux_engine::{Config, Engine, Server};
 use iomux_proto::{ConnId, Context, Service, Step};
 use std::io::{BufRead, BufReader, Write};
@@ -268,51 +271,30 @@ fn a_unix_domain_listener_serves(name: &str) {
     );
 }
 
-macro_rules! per_engine {
-    ($($module:ident => $name:literal),* $(,)?) => {
-        $(
-            mod $module {
-                #[test]
-                fn chat_reaches_every_other_member_across_loops() {
-                    super::chat_reaches_every_other_member_across_loops($name);
-                }
-                #[test]
-                fn own_timers_fire() {
-                    super::own_timers_fire($name);
-                }
-                #[test]
-                fn a_panic_closes_only_its_connection() {
-                    super::a_panic_closes_only_its_connection($name);
-                }
-                #[test]
-                fn a_unix_domain_listener_serves() {
-                    super::a_unix_domain_listener_serves($name);
-                }
-            }
-        )*
-        /// The modules above cover `Engine::ALL` exactly: an engine added there
-        /// fails here until it is tested.
-        #[test]
-        fn every_engine_is_tested() {
-            let tested = [$($name),*];
-            let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
-            assert_eq!(tested.to_vec(), all);
-        }
+/// Every scenario on the engines given by `$engines` (with a loop or without).
+macro_rules! scenarios {
+    ($engines:ident) => {
+        $engines!(
+            engine_tests,
+            [
+                chat_reaches_every_other_member_across_loops,
+                own_timers_fire,
+                a_panic_closes_only_its_connection,
+                a_unix_domain_listener_serves,
+            ]
+        );
     };
 }
 
-per_engine! {
-    epoll_edge => "epoll-edge",
-    epoll_level => "epoll-level",
-    epoll_oneshot => "epoll-oneshot",
-    poll => "poll",
-    select => "select",
-    sigio => "sigio",
-    uring_poll_edge => "uring-poll-edge",
-    uring_poll_level => "uring-poll-level",
-    uring_poll_oneshot => "uring-poll-oneshot",
-    uring => "uring",
-    threads => "threads",
-    blocking => "blocking",
-    nonblocking => "nonblocking",
+scenarios!(loop_engines);
+scenarios!(loopless_engines);
+
+/// The modules above cover `Engine::ALL` exactly: an engine added there
+/// fails here until it is tested.
+#[test]
+fn every_engine_is_tested() {
+    let mut tested: Vec<&str> = loop_engines!(engine_names);
+    tested.extend(loopless_engines!(engine_names));
+    let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
+    assert_eq!(tested, all);
 }

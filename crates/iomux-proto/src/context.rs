@@ -149,6 +149,7 @@ pub struct Context<'a> {
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     opened_by: Option<ConnId>,
+    adopted: bool,
     half_close: bool,
     out: &'a mut Vec<u8>,
     commands: &'a mut Vec<Command>,
@@ -169,6 +170,7 @@ impl<'a> Context<'a> {
             peer: None,
             local: None,
             opened_by: None,
+            adopted: false,
             half_close: false,
             out,
             commands,
@@ -187,6 +189,28 @@ impl<'a> Context<'a> {
     pub fn with_opener(mut self, asker: Option<ConnId>) -> Self {
         self.opened_by = asker;
         self
+    }
+
+    /// The same context for a connection whose stream the user connected
+    /// and handed to a loop (engines).
+    pub fn with_adopted(mut self, adopted: bool) -> Self {
+        self.adopted = adopted;
+        self
+    }
+
+    /// Whether the user connected this connection's stream and handed it to
+    /// the loop (iomux-engine's `LoopCx::adopt`), rather than it being
+    /// accepted or opened with [`Context::connect`].
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let now = std::time::Instant::now();
+    /// let cx = Context::new(ConnId::new(0, 3), now, &mut out, &mut commands).with_adopted(true);
+    /// assert!(cx.adopted());
+    /// ```
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// In [`crate::Service::on_open`]: the connection that opened this one

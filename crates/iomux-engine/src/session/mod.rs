@@ -38,185 +38,15 @@
 //!   established (then its protocol opens) or its connect deadline passes.
 
 use crate::buffer::BufPool;
-use crate::Config;
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, Service};
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a closing connection keeps draining its peer's input after our
-/// FIN, and how long a timed-out connection's last output has to be taken.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
-
-/// How long a connection must have been quiet (no bytes in or out) before a
-/// drain treats it as idle; a peer in the middle of sending a message sends
-/// more often than this, even on a loaded machine.
-pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
-
-/// The limits a session applies, taken once from the server's [`Config`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rules {
-    pub idle_timeout: Duration,
-    pub output_high_water: usize,
-    pub max_pending_input: usize,
-    /// Output another connection may queue for this one before it is
-    /// disconnected (a subscriber that stopped reading).
-    pub max_output: usize,
-}
-
-impl Rules {
-    pub(crate) fn new(config: &Config) -> Rules {
-        Rules {
-            idle_timeout: config.idle_timeout,
-            output_high_water: config.output_high_water,
-            max_pending_input: config.max_pending_input,
-            max_output: config.max_output,
-        }
-    }
-}
-
-/// What a session's calls need from its loop: the pass's clock, the rules,
-/// the buffer pool, and where the protocol's commands go (the loop carries
-/// them out after the call).
-pub(crate) struct Env<'a> {
-    pub now: Instant,
-    pub rules: &'a Rules,
-    pub pool: &'a mut BufPool,
-    pub commands: &'a mut Vec<Command>,
-}
-
-/// What a send did to the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Sent {
-    /// Reading resumed after a pause.
-    pub resumed: bool,
-}
-
-/// Why a session must close at once (its output, if any, is abandoned).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// The protocol left more input unconsumed than the cap allows.
-    InputCap,
-    /// The protocol said it consumed more bytes than it was given.
-    Overconsumed,
-    /// The protocol panicked.
-    Panicked,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fault::InputCap => "the protocol left more input unconsumed than the cap allows",
-            Fault::Overconsumed => "the protocol consumed more input than it was given",
-            Fault::Panicked => "the protocol panicked",
-        })
-    }
-}
-
-/// What a passed deadline means for the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Deadline {
-    /// Activity moved the deadline: set the timer again for this time.
-    Later(Instant),
-    /// The protocol had its last word (appended to the output); the
-    /// connection is closing and its output has [`LINGER`] to be taken.
-    TimedOut,
-    /// Lingering, or closing with output the peer would not take: close now.
-    Close,
-    /// An outgoing connection was not established in time: the engine
-    /// closes it and tells the asker [`Connecting::failed`] with `TimedOut`.
-    ConnectTimedOut,
-}
-
-/// What the connection does once its last output is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Finish {
-    /// The peer already ended its side: close now.
-    Close,
-    /// Send our FIN and discard the peer's input until its FIN.
-    Linger,
-    /// Half-close: send our FIN and go on reading.
-    ShutWrite,
-}
-
-/// What a command for this connection asks of the loop beyond the session
-/// ([`Session::apply`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Applied {
-    /// Done: flush or finish the connection as usual.
-    Done,
-    /// Output from others passed `max_output`: the loop disconnects it.
-    Overflow,
-    /// Reading resumed: the loop reads (or arms a receive) again.
-    Resumed,
-}
-
-/// An outgoing connection being established, and who asked for it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Connecting {
-    /// The connection that asked ([`iomux_proto::Context::connect`]).
-    pub asker: ConnId,
-    /// The asker's name for the connect.
-    pub tag: u64,
-    pub addr: SocketAddr,
-    pub timeout: Duration,
-    /// When it fails as timed out.
-    pub deadline: Instant,
-}
-
-impl Connecting {
-    /// A connect `asker` asked for at `now`, failing at `now + timeout`.
-    pub(crate) fn new(
-        asker: ConnId,
-        tag: u64,
-        addr: SocketAddr,
-        timeout: Duration,
-        now: Instant,
-    ) -> Connecting {
-        Connecting {
-            asker,
-            tag,
-            addr,
-            timeout,
-            deadline: now + timeout.min(crate::MAX_TIMEOUT),
-        }
-    }
-
-    /// The error the asker is told: what happened, to which address, and
-    /// what it usually means.
-    pub(crate) fn failed(&self, e: io::Error) -> io::Error {
-        let addr = self.addr;
-        let why = match e.kind() {
-            io::ErrorKind::TimedOut => format!(
-                "connecting to {addr} timed out after {:?}: nothing answered (a host that is down, a firewall that drops, or a listener whose backlog is full)",
-                self.timeout
-            ),
-            io::ErrorKind::ConnectionRefused => {
-                format!("connection to {addr} refused: nothing listens on that port")
-            }
-            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                format!("cannot connect to {addr}: {e} (no route to that address)")
-            }
-            _ => format!("cannot connect to {addr}: {e}"),
-        };
-        io::Error::new(e.kind(), why)
-    }
-}
-
-impl Connecting {
-    /// The error the asker is told when the connection was established but
-    /// its own protocol failed as it opened (it is closed).
-    pub(crate) fn open_failed(&self, why: impl fmt::Display) -> io::Error {
-        io::Error::other(format!(
-            "connected to {}, but the new connection's protocol failed as it opened: {why}",
-            self.addr
-        ))
-    }
-}
+mod types;
+pub(crate) use types::*;
 
 /// What few connections need, boxed so that every other session stays
 /// small (idle connections are the common case): 8 bytes in every session
@@ -232,13 +62,6 @@ struct Extras {
     links: Vec<ConnId>,
     /// Set while an outgoing connection is being established.
     connecting: Option<Connecting>,
-}
-
-/// The readiness a connection needs now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Wants {
-    pub read: bool,
-    pub write: bool,
 }
 
 mod flag {
@@ -264,6 +87,8 @@ mod flag {
     pub const HELD: u16 = 512;
     /// An outgoing connection not established yet.
     pub const CONNECTING: u16 = 1024;
+    /// A stream the user connected and handed to the loop.
+    pub const ADOPTED: u16 = 4096;
     /// Its output comes from other connections' forwards, whose writers
     /// pause while it is full: its own reading never pauses for it (a
     /// proxy's two directions are independent; pausing would deadlock an
@@ -404,6 +229,7 @@ impl<P: Service> Session<P> {
         env: &mut Env,
         f: impl FnOnce(&mut P, &mut Context) -> R,
     ) -> Result<R, Fault> {
+        let adopted = self.has(flag::ADOPTED);
         // After our FIN nothing more can be sent: output is dropped.
         let mut dropped = Vec::new();
         let out = match shared {
@@ -411,7 +237,9 @@ impl<P: Service> Session<P> {
             Some(shared) if self.output.len() == self.sent => shared,
             _ => &mut self.output,
         };
-        let mut cx = Context::new(self.id, env.now, out, env.commands).with_opener(opener);
+        let mut cx = Context::new(self.id, env.now, out, env.commands)
+            .with_opener(opener)
+            .with_adopted(adopted);
         let proto = &mut self.proto;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
@@ -419,6 +247,11 @@ impl<P: Service> Session<P> {
             self.flags |= flag::HALF_CLOSE;
         }
         result
+    }
+
+    /// Its stream was adopted from the user (told to the protocol).
+    pub(crate) fn mark_adopted(&mut self) {
+        self.flags |= flag::ADOPTED;
     }
 
     /// The connection is open: the protocol may greet or set timers.
@@ -443,7 +276,9 @@ impl<P: Service> Session<P> {
             .take()
             .expect("a connecting session has its connect");
         self.last_active = env.now;
-        let opened = self.call_as(Some(connect.asker), None, env, |p, cx| p.on_open(cx));
+        // Opened by the loop itself: no connection to name.
+        let opener = Some(connect.asker).filter(|a| a.token() != LOOP_ASKER);
+        let opened = self.call_as(opener, None, env, |p, cx| p.on_open(cx));
         self.check_pause(env.rules);
         (connect, opened)
     }

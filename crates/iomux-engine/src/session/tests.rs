@@ -3,6 +3,7 @@
 
 use super::*;
 use iomux_proto::{Protocol, Step};
+use std::time::Duration;
 
 /// A protocol that answers each line with the line and holds partial lines:
 /// between messages exactly when no partial line is held.

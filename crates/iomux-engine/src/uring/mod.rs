@@ -32,40 +32,28 @@
 
 mod bufring;
 mod ring;
+mod submit;
+use submit::connect_poll;
 
 use crate::buffer::BufPool;
-use crate::hub::Dispatch;
-use crate::life::{admit, admit_outgoing, LoopClock, LoopContext};
-use crate::session::{Applied, Connecting, Deadline, Env, Fault, Finish, Rules, Session};
-use crate::sock::{connect_nonblocking, connect_outcome, input_waiting, shutdown_write};
+use crate::life::{admit, LoopContext};
+use crate::loop_api::{Readiness, Watch};
+use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
+use crate::session::{Connecting, Env, Fault, Finish, Session};
+use crate::sock::{connect_outcome, shutdown_write};
 use crate::stats::LoopStats;
-use crate::table::{Slab, Timers, IDLE};
-use bufring::{BufRing, BUFFER_GROUP, BUFFER_SIZE};
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use iomux::net::Listener;
+use bufring::{BufRing, BUFFER_SIZE};
+use io_uring::{cqueue, opcode, types, IoUring};
+use iomux::net::{Listener, Stream};
 use iomux::timer::TimerId;
+use iomux::Interest;
 use iomux::{Token, Waker};
-use iomux_proto::{Command, ConnId, Service};
+use iomux_proto::Service;
 pub(crate) use ring::check_available;
-use ring::{
-    decode, kind, open_ring, set_total_len, timeout_token, user_data, RecvMode, TaskRun, NO_CONN,
-};
+use ring::{decode, kind, open_ring, timeout_token, user_data, RecvMode, TaskRun, NO_CONN};
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
-
-/// The loop's [`Env`] for a session call, from its disjoint fields.
-macro_rules! env {
-    ($self:ident, $now:expr) => {
-        Env {
-            now: $now,
-            rules: &$self.rules,
-            pool: &mut $self.pool,
-            commands: &mut $self.commands,
-        }
-    };
-}
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 struct Conn<P> {
     fd: OwnedFd,
@@ -103,7 +91,7 @@ struct Loop<P, F> {
     recv_mode: RecvMode,
     accepting: bool,
     /// Connections, closed ones included until their requests complete.
-    conns: Slab<Conn<P>>,
+    core: LoopCore<Conn<P>, F>,
     /// Connections not closed.
     live: usize,
     dirty: Vec<Token>,
@@ -111,23 +99,15 @@ struct Loop<P, F> {
     /// Spare lists swapped with `dirty` and `rearm_recv` while they are worked through.
     spare: Vec<Token>,
     cqes: Vec<cqueue::Entry>,
-    timers: Timers,
-    expired: Vec<(Token, u64)>,
-    /// What protocols asked for during the current call.
-    commands: Vec<Command>,
-    /// Sorts protocols' commands: timers, this loop's, other loops'.
-    dispatch: Dispatch,
     timeout_spec: Box<types::Timespec>,
     timeout_armed: Option<Instant>,
     timeout_generation: u32,
     waker: Waker,
     /// Where the waker's eventfd read lands (boxed: the loop moves, the kernel keeps the address).
     waker_buf: Box<u64>,
-    pool: BufPool,
-    cx: LoopContext<F>,
-    rules: Rules,
-    clock: LoopClock,
-    stats: LoopStats,
+    /// Unwatched descriptors whose cancelled poll has not completed yet:
+    /// kept open until it has.
+    unwatched: Vec<(Token, Box<dyn AsFd>)>,
     /// Tests: make the submission that follows this many fail, to show
     /// that an error exit still settles what the kernel holds.
     #[cfg(test)]
@@ -168,7 +148,6 @@ where
     let waker = Waker::new()?;
     cx.shutdown.add_waker(waker.clone());
     cx.hub.set_waker(cx.index, waker.clone());
-    let clock = LoopClock::new();
     let mut lp = Loop {
         ring,
         bufs,
@@ -176,26 +155,18 @@ where
         multishot_accept: true,
         recv_mode,
         accepting: false,
-        conns: Slab::new(),
+        core: LoopCore::new(cx, 0, BufPool::new(256, BUFFER_SIZE)),
         live: 0,
         dirty: Vec::new(),
         rearm_recv: Vec::new(),
         spare: Vec::new(),
         cqes: Vec::new(),
-        timers: Timers::new(clock.now, cx.config.idle_timeout),
-        expired: Vec::new(),
-        commands: Vec::new(),
-        dispatch: Dispatch::default(),
         timeout_spec: Box::new(types::Timespec::new()),
         timeout_armed: None,
         timeout_generation: 0,
         waker,
         waker_buf: Box::new(0),
-        pool: BufPool::new(256, BUFFER_SIZE),
-        rules: cx.rules,
-        cx,
-        clock,
-        stats: LoopStats::default(),
+        unwatched: Vec::new(),
         #[cfg(test)]
         fail_submit_after,
     };
@@ -206,138 +177,10 @@ where
     // On every exit, an error's too: the kernel must be done with every
     // buffer the loop lent it before they are freed.
     lp.settle_in_flight();
-    result.map(|()| lp.stats)
+    result.map(|()| lp.core.stats)
 }
 
 impl<P: Service, F: Fn() -> P> Loop<P, F> {
-    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        // SAFETY: every request points only at memory that outlives it: the
-        // buffer ring and `waker_buf` live as long as the loop (and are
-        // leaked if the kernel may still hold them when it ends), a send's
-        // buffer stays in its connection until the send's completion, and
-        // the timeout's timespec is a field of the loop.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.ring.submit()?;
-            // SAFETY: as above.
-            unsafe { self.ring.submission().push(&entry) }
-                .map_err(|_| io::Error::other("io_uring submission ring full"))?;
-        }
-        Ok(())
-    }
-
-    fn submit_and_wait(&mut self) -> io::Result<usize> {
-        #[cfg(test)]
-        if let Some(n) = self.fail_submit_after.as_mut() {
-            if *n == 0 {
-                return Err(io::Error::other("injected submission failure"));
-            }
-            *n -= 1;
-        }
-        self.ring.submit_and_wait(1)
-    }
-
-    fn arm_waker(&mut self) -> io::Result<()> {
-        let entry = opcode::Read::new(
-            types::Fd(self.waker.as_raw_fd()),
-            (&mut *self.waker_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(user_data(kind::WAKER, NO_CONN));
-        self.push(entry)
-    }
-
-    fn arm_accept(&mut self) -> io::Result<()> {
-        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
-            return Ok(());
-        };
-        let ud = user_data(kind::ACCEPT, NO_CONN);
-        let entry = if self.multishot_accept {
-            opcode::AcceptMulti::new(types::Fd(fd))
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-        } else {
-            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-        };
-        self.accepting = true;
-        self.push(entry.user_data(ud))
-    }
-
-    fn arm_recv(&mut self, token: Token) -> io::Result<()> {
-        let high_water = self.rules.output_high_water;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
-        };
-        let lingering = conn.session.is_lingering();
-        if conn.receiving || conn.dead || !conn.session.wants().read {
-            return Ok(());
-        }
-        // What this receive may take before the loop looks again: the room
-        // under the output limit (a lingering connection discards its input).
-        let room = conn.session.read_budget(high_water);
-        if room == 0 && !lingering {
-            return Ok(());
-        }
-        let room = room.min(u32::MAX as usize) as u32;
-        conn.receiving = true;
-        conn.recv_mode = self.recv_mode;
-        let fd = types::Fd(conn.fd.as_raw_fd());
-        let mut entry = match self.recv_mode {
-            RecvMode::CappedMultishot | RecvMode::Multishot => {
-                opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
-            }
-            RecvMode::SingleShot => {
-                let len = if lingering {
-                    BUFFER_SIZE as u32
-                } else {
-                    room.min(BUFFER_SIZE as u32)
-                };
-                opcode::Recv::new(fd, std::ptr::null_mut(), len)
-                    .buf_group(BUFFER_GROUP)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
-            }
-        };
-        if self.recv_mode == RecvMode::CappedMultishot && !lingering {
-            set_total_len(&mut entry, room);
-        }
-        self.push(entry.user_data(user_data(kind::RECV, token)))
-    }
-
-    /// Issue the next send of a connection if none is in flight.
-    fn send_next(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
-        };
-        if conn.sending || conn.dead {
-            return Ok(());
-        }
-        if conn.in_flight_sent >= conn.in_flight.len() {
-            conn.in_flight.clear();
-            conn.in_flight_sent = 0;
-            if conn.session.unsent().is_empty() {
-                // Nothing owed: an idle connection holds no buffer.
-                self.pool.put(&mut conn.in_flight);
-                return Ok(());
-            }
-            conn.session.hand_out(&mut conn.in_flight);
-        }
-        let rest = &conn.in_flight[conn.in_flight_sent..];
-        let entry = opcode::Send::new(
-            types::Fd(conn.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len().min(u32::MAX as usize) as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data(kind::SEND, token));
-        conn.sending = true;
-        self.stats.writes += 1;
-        self.push(entry)
-    }
-
     fn serve(&mut self) -> io::Result<()> {
         loop {
             self.arm_timeout()?;
@@ -346,13 +189,13 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
-            self.clock.tick();
-            self.stats.waits += 1;
+            self.core.clock.tick();
+            self.core.stats.waits += 1;
             // Buffers reused pass after pass: no allocation per pass.
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.clear();
             cqes.extend(self.ring.completion());
-            self.stats.events += cqes.len() as u64;
+            self.core.stats.events += cqes.len() as u64;
             let mut returned = false;
             for cqe in cqes.drain(..) {
                 returned |= self.on_completion(cqe)?;
@@ -374,17 +217,17 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             tokens.clear();
             self.spare = tokens;
-            if self.clock.accept_resumes() {
+            if self.core.clock.accept_resumes() {
                 self.arm_accept()?;
             }
-            if self.clock.draining() {
-                self.close_quiet_idle()?;
+            if self.core.clock.draining() {
+                self.close_quiet_idle_reaped()?;
                 if self.live == 0 {
                     return Ok(());
                 }
-                if self.clock.drain_over() {
-                    for token in self.conns.tokens() {
-                        self.close(token)?;
+                if self.core.clock.drain_over() {
+                    for token in self.core.conns.tokens() {
+                        self.close_conn(token)?;
                     }
                     if self.live == 0 {
                         return Ok(());
@@ -392,95 +235,6 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 }
             }
         }
-    }
-
-    /// Before the buffers go: cancel every request still in flight and wait
-    /// (a bounded time) for their completions, so the kernel is done with
-    /// every send buffer and provided buffer. What it may still hold after
-    /// that is leaked on purpose: memory lost beats memory the kernel writes
-    /// into after it was freed.
-    fn settle_in_flight(&mut self) {
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(user_data(kind::IGNORED, NO_CONN));
-        let _ = self.push(cancel);
-        let until = Instant::now() + Duration::from_secs(1);
-        while self.conns.len() > 0 && Instant::now() < until {
-            let _ = self.ring.submit_and_wait(1);
-            let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
-            for cqe in cqes {
-                let (k, token) = decode(cqe.user_data());
-                if !matches!(k, kind::RECV | kind::SEND | kind::CONNECT) {
-                    continue;
-                }
-                let more = cqueue::more(cqe.flags());
-                if let Some(conn) = self.conns.get_mut(token) {
-                    if k != kind::RECV {
-                        conn.sending = false;
-                    } else if !more {
-                        conn.receiving = false;
-                    }
-                }
-            }
-            for token in self.conns.tokens() {
-                if self
-                    .conns
-                    .get_mut(token)
-                    .is_some_and(|c| !c.sending && !c.receiving)
-                {
-                    self.free(token);
-                }
-            }
-        }
-        let mut unsettled = 0;
-        for token in self.conns.tokens() {
-            if let Some(conn) = self.conns.remove(token) {
-                if conn.sending {
-                    std::mem::forget(conn.in_flight);
-                }
-                unsettled += usize::from(conn.receiving || conn.sending);
-            }
-        }
-        if unsettled > 0 {
-            self.stats.leaked_buffers += unsettled as u64;
-            self.bufs.leak();
-        }
-    }
-
-    /// Keep one timeout request in flight for the loop's next deadline.
-    fn arm_timeout(&mut self) -> io::Result<()> {
-        let timer = self.timers.next_deadline(self.clock.now);
-        let Some(wait) = self.clock.next_wait(timer) else {
-            return Ok(());
-        };
-        let next = self.clock.now + wait;
-        if let Some(armed) = self.timeout_armed {
-            if armed <= next {
-                return Ok(());
-            }
-            // An earlier deadline: replace the armed timeout.
-            let remove = opcode::TimeoutRemove::new(user_data(
-                kind::TIMEOUT,
-                timeout_token(self.timeout_generation),
-            ))
-            .build()
-            .user_data(user_data(kind::IGNORED, NO_CONN));
-            self.push(remove)?;
-        }
-        let wait = next.saturating_duration_since(Instant::now());
-        *self.timeout_spec = types::Timespec::new()
-            // The kernel reads the seconds as signed.
-            .sec(wait.as_secs().min(i64::MAX as u64))
-            .nsec(wait.subsec_nanos());
-        self.timeout_generation = self.timeout_generation.wrapping_add(1);
-        let entry = opcode::Timeout::new(&*self.timeout_spec)
-            .build()
-            .user_data(user_data(
-                kind::TIMEOUT,
-                timeout_token(self.timeout_generation),
-            ));
-        self.timeout_armed = Some(next);
-        self.push(entry)
     }
 
     /// Handle one completion; true when a provided buffer went back to the ring.
@@ -493,15 +247,16 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
             kind::CONNECT => self.on_connect_poll(token, res)?,
+            kind::WATCH => self.on_watch_poll(token, res)?,
             kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
                 self.timeout_armed = None;
                 self.expire_timers()?;
             }
             kind::WAKER => {
                 self.take_mail()?;
-                if self.cx.shutdown.is_triggered() && !self.clock.draining() {
+                if self.core.cx.shutdown.is_triggered() && !self.core.clock.draining() {
                     self.begin_drain()?;
-                } else if !self.cx.shutdown.is_triggered() {
+                } else if !self.core.cx.shutdown.is_triggered() {
                     self.arm_waker()?;
                 }
             }
@@ -522,66 +277,28 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if res >= 0 {
             // SAFETY: a successful accept returned a new descriptor we now own.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            if admit(&self.cx.max_conns, self.clock.draining(), &mut self.stats) {
+            if admit(
+                &self.core.cx.max_conns,
+                self.core.clock.draining(),
+                &mut self.core.stats,
+            ) {
                 self.add_conn(fd)?;
             }
         } else if matches!(
             -res,
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
         ) {
-            self.stats.shed += 1;
+            self.core.stats.shed += 1;
             if !self.accepting {
-                self.stats.accept_pauses += 1;
-                self.clock.pause_accepting();
+                self.core.stats.accept_pauses += 1;
+                self.core.clock.pause_accepting();
             }
             return Ok(());
         }
-        if !self.accepting && self.listener.is_some() && !self.clock.accept_paused() {
+        if !self.accepting && self.listener.is_some() && !self.core.clock.accept_paused() {
             self.arm_accept()?;
         }
         Ok(())
-    }
-
-    /// A protocol asked for an outgoing connection: start a non-blocking
-    /// connect and poll it for writability, its timeout in the timer wheel.
-    /// A connect that cannot even start is reported to the asker at once.
-    fn start_connect(
-        &mut self,
-        asker: Token,
-        addr: SocketAddr,
-        timeout: Duration,
-        tag: u64,
-    ) -> io::Result<()> {
-        let asker_id = ConnId::new(self.cx.index, asker.0);
-        let connect = Connecting::new(asker_id, tag, addr, timeout, self.clock.now);
-        let started = admit_outgoing(&self.cx.max_conns)
-            .and_then(|()| connect_nonblocking(addr).inspect_err(|_| self.cx.max_conns.release()));
-        let fd = match started {
-            Ok(fd) => fd,
-            Err(e) => {
-                self.stats.connect_failures += 1;
-                return self.tell_asker(asker, tag, Err(connect.failed(e)));
-            }
-        };
-        self.set_nodelay(&fd);
-        let token = self.conns.next_token();
-        let id = ConnId::new(self.cx.index, token.0);
-        let session = Session::connecting((self.cx.new_protocol)(), id, self.clock.now, connect);
-        let timer = self.timers.insert(connect.deadline, token);
-        self.insert_conn(fd, session, timer);
-        self.poll_connect(token)
-    }
-
-    /// Wait for a connecting socket to become writable (established or failed).
-    fn poll_connect(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
-        };
-        conn.sending = true;
-        let entry = opcode::PollAdd::new(types::Fd(conn.fd.as_raw_fd()), libc::POLLOUT as u32)
-            .build()
-            .user_data(user_data(kind::CONNECT, token));
-        self.push(entry)
     }
 
     /// The connecting socket's poll completed: established, failed, or not yet.
@@ -589,7 +306,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if !self.write_request_done(token) {
             return Ok(());
         }
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         let outcome = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
         } else {
@@ -606,71 +323,14 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
     }
 
-    /// A connect ended: on success the new connection opens and the asker
-    /// learns its id; on failure it closes and the asker learns why. With
-    /// the asker gone, the new connection is closed.
-    fn connect_done(&mut self, token: Token, outcome: io::Result<()>) -> io::Result<()> {
-        let Some(connect) = self
-            .conns
-            .get_mut(token)
-            .and_then(|c| c.session.connect_details())
-        else {
-            return Ok(());
-        };
-        let asker = Token(connect.asker.token());
-        if let Err(e) = outcome {
-            self.stats.connect_failures += 1;
-            self.close(token)?;
-            return self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
-        }
-        self.stats.connects += 1;
-        if !self
-            .conns
-            .get_mut(asker)
-            .is_some_and(|c| !c.dead && !c.session.is_closing())
-        {
-            return self.close(token); // nobody wants it any more
-        }
-        let conn = self.conns.get_mut(token).expect("live connection");
-        let (_, opened) = conn.session.on_connected(&mut env!(self, self.clock.now));
-        // Its idle deadline counts from now, not from the connect's.
-        let deadline = conn.session.deadline(&self.rules);
-        self.timers.reset(&mut conn.timer, deadline, token);
-        let result = if self.after_call(token, opened) {
-            self.close(token)?;
-            let why = opened.map_or_else(|f| f.to_string(), |()| "a command it gave failed".into());
-            Err(connect.open_failed(why))
-        } else {
-            self.mark_dirty(token);
-            self.arm_recv(token)?;
-            Ok(ConnId::new(self.cx.index, token.0))
-        };
-        self.tell_asker(asker, connect.tag, result)
-    }
-
-    /// Tell a connection how its connect went (if it is still there).
-    fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(asker).filter(|c| !c.dead) else {
-            return Ok(());
-        };
-        let told = conn
-            .session
-            .on_connect(tag, result, &mut env!(self, self.clock.now));
-        if self.after_call(asker, told) {
-            return self.close(asker);
-        }
-        self.mark_dirty(asker);
-        Ok(())
-    }
-
     fn set_nodelay(&self, fd: &OwnedFd) {
-        if self.cx.config.nodelay {
+        if self.core.cx.config.nodelay {
             let _ = socket2::SockRef::from(fd).set_nodelay(true);
         }
     }
 
     fn insert_conn(&mut self, fd: OwnedFd, session: Session<P>, timer: TimerId) {
-        self.conns.insert(Conn {
+        self.core.conns.insert(Conn {
             fd,
             session,
             in_flight: Vec::new(),
@@ -687,19 +347,52 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Take an admitted connection in and start receiving from it.
     fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
+        self.open_conn(fd, false).map(drop)
+    }
+
+    /// Take a connection in (accepted, or adopted from the user), open its
+    /// protocol and start receiving. An error is the ring's.
+    fn open_conn(&mut self, fd: OwnedFd, adopted: bool) -> io::Result<Token> {
         self.set_nodelay(&fd);
-        let token = self.conns.next_token();
-        let id = ConnId::new(self.cx.index, token.0);
-        let session = Session::new((self.cx.new_protocol)(), id, self.clock.now);
-        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        let token = self.core.conns.next_token();
+        let mut session = self.core.new_session(token, None);
+        if adopted {
+            session.mark_adopted();
+        }
+        let timer = self
+            .core
+            .timers
+            .insert(session.deadline(&self.core.rules), token);
         self.insert_conn(fd, session, timer);
-        let conn = self.conns.get_mut(token).expect("just inserted");
-        let opened = conn.session.on_open(None, &mut env!(self, self.clock.now));
-        if self.after_call(token, opened) {
-            return self.close(token);
+        let conn = self.core.conns.get_mut(token).expect("just inserted");
+        let opened = conn
+            .session
+            .on_open(None, &mut env!(self.core, self.core.clock.now));
+        if self.after_call(token, opened).is_err() {
+            return self.close_conn(token).map(|()| token);
         }
         self.mark_dirty(token);
-        self.arm_recv(token)
+        self.arm_recv(token).map(|()| token)
+    }
+
+    /// A watched descriptor's poll completed: ready (or failed: reported as
+    /// readable, so that the reading callback meets the error), or cancelled.
+    fn on_watch_poll(&mut self, token: Token, res: i32) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token) else {
+            // Unwatched: the kernel is done with the descriptor now.
+            self.unwatched.retain(|(t, _)| *t != token);
+            return Ok(());
+        };
+        watch.armed = false;
+        if res == -libc::ECANCELED {
+            return self.rearm_watch(token);
+        }
+        let events = if res < 0 { libc::POLLERR as i32 } else { res };
+        let ready = Readiness {
+            readable: events & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) as i32 != 0,
+            writable: events & libc::POLLOUT as i32 != 0,
+        };
+        self.fire_watch(token, ready)
     }
 
     fn on_recv(&mut self, token: Token, res: i32, cflags: u32, more: bool) -> io::Result<bool> {
@@ -712,7 +405,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
         match action {
             Recv::Nothing => {}
-            Recv::Close => self.close(token)?,
+            Recv::Close => self.close_conn(token)?,
             Recv::Free => self.free(token),
             Recv::Process => self.mark_dirty(token),
         }
@@ -728,16 +421,20 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// Hand a receive's bytes to the connection's session.
     fn take_input(&mut self, token: Token, res: i32, bid: Option<u16>, more: bool) -> Recv {
         let Loop {
-            conns,
+            core,
             bufs,
+            recv_mode,
+            ..
+        } = self;
+        let LoopCore {
+            conns,
             pool,
             stats,
             rules,
             clock,
-            recv_mode,
             commands,
             ..
-        } = self;
+        } = core;
         let Some(conn) = conns.get_mut(token) else {
             return Recv::Nothing;
         };
@@ -808,7 +505,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     fn mark_dirty(&mut self, token: Token) {
-        if let Some(conn) = self.conns.get_mut(token) {
+        if let Some(conn) = self.core.conns.get_mut(token) {
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(token);
@@ -820,7 +517,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// answered (one send for everything this pass produced), stop receiving
     /// from one that is closing or paused.
     fn after_input(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return Ok(());
         };
         conn.dirty = false;
@@ -834,17 +531,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         self.maybe_finish(token)
     }
 
-    fn cancel_recv(&mut self, token: Token) -> io::Result<()> {
-        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, token))
-            .build()
-            .user_data(user_data(kind::IGNORED, NO_CONN));
-        self.push(entry)
-    }
-
     /// A send (or a connect's poll) completed: false when its connection
     /// is gone or closed (then freed once no request of it is left).
     fn write_request_done(&mut self, token: Token) -> bool {
-        let Some(conn) = self.conns.get_mut(token) else {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return false;
         };
         conn.sending = false;
@@ -861,12 +551,12 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if !self.write_request_done(token) {
             return Ok(());
         }
-        let conn = self.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conns.get_mut(token).expect("live connection");
         if res < 0 {
             if res == -libc::EINTR || res == -libc::EAGAIN {
                 return self.send_next(token);
             }
-            return self.close(token);
+            return self.close_conn(token);
         }
         let n = res as usize;
         conn.in_flight_sent += n;
@@ -876,9 +566,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         }
         let sent = conn
             .session
-            .on_sent(n, None, &mut env!(self, self.clock.now));
-        if self.after_call(token, sent.map(|_| ())) {
-            return self.close(token);
+            .on_sent(n, None, &mut env!(self.core, self.core.clock.now));
+        if self.after_call(token, sent.map(|_| ())).is_err() {
+            return self.close_conn(token);
         }
         if sent.is_ok_and(|s| s.resumed) {
             self.arm_recv(token)?;
@@ -890,40 +580,43 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// A closing connection whose output is all sent: send our FIN and
     /// discard the peer's input until its FIN (or LINGER), unless it already sent one.
     fn maybe_finish(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return Ok(());
         };
         if conn.dead || conn.sending || !conn.session.ready_to_finish() {
             return Ok(());
         }
-        match conn.session.finish(self.clock.now, &mut self.pool) {
-            Finish::Close => self.close(token),
+        match conn
+            .session
+            .finish(self.core.clock.now, &mut self.core.pool)
+        {
+            Finish::Close => self.close_conn(token),
             Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd.as_raw_fd()).is_err() => {
-                self.close(token)
+                self.close_conn(token)
             }
             // Half-closed: receiving goes on.
             Finish::ShutWrite => Ok(()),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                let deadline = conn.session.deadline(&self.rules);
-                self.timers.reset(&mut conn.timer, deadline, token);
+                let deadline = conn.session.deadline(&self.core.rules);
+                self.core.timers.reset(&mut conn.timer, deadline, token);
                 self.arm_recv(token)
             }
         }
     }
 
     /// Close a connection: cancel its requests; free it once none is in flight.
-    fn close(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get_mut(token) else {
+    fn close_conn(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.core.conns.get_mut(token) else {
             return Ok(());
         };
         if conn.dead {
             return Ok(());
         }
         conn.dead = true;
-        self.timers.cancel(conn.timer);
-        self.cx.max_conns.release();
-        self.stats.closed += 1;
+        self.core.timers.cancel(conn.timer);
+        self.core.cx.max_conns.release();
+        self.core.stats.closed += 1;
         self.live -= 1;
         if !conn.receiving && !conn.sending {
             self.free(token);
@@ -938,161 +631,20 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Forget a closed connection whose requests have all completed.
     fn free(&mut self, token: Token) {
-        if let Some(mut conn) = self.conns.remove(token) {
-            for timer in conn.session.release(&mut self.pool, &mut self.commands) {
-                self.timers.cancel(timer);
-            }
-            // Its links close, writers waiting for it read again.
-            let route = self.cx.route();
-            self.dispatch
-                .route_all(&mut self.commands, route, &mut self.stats);
-            self.pool.put(&mut conn.in_flight);
+        if let Some(mut conn) = self.core.conns.remove(token) {
+            self.core.release(&mut conn);
+            self.core.pool.put(&mut conn.in_flight);
             // Dropping `conn.fd` closes the socket.
         }
     }
 
-    fn expire_timers(&mut self) -> io::Result<()> {
-        self.expired.clear();
-        self.timers.expire(self.clock.now, &mut self.expired);
-        for i in 0..self.expired.len() {
-            let (token, key) = self.expired[i];
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            if conn.dead {
-                continue;
-            }
-            let now = self.clock.now;
-            if key != IDLE {
-                let fired = conn.session.on_timer(key, None, &mut env!(self, now));
-                if self.after_call(token, fired) {
-                    self.close(token)?;
-                } else {
-                    self.mark_dirty(token);
-                }
-                continue;
-            }
-            match conn.session.on_deadline(None, &mut env!(self, now)) {
-                Deadline::Later(at) => conn.timer = self.timers.insert(at, token),
-                Deadline::Close => self.close(token)?,
-                Deadline::ConnectTimedOut => {
-                    self.connect_done(token, Err(io::ErrorKind::TimedOut.into()))?
-                }
-                Deadline::TimedOut => {
-                    self.stats.timeouts += 1;
-                    conn.timer = self
-                        .timers
-                        .insert(conn.session.deadline(&self.rules), token);
-                    self.run_commands(token)?;
-                    self.mark_dirty(token);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// After a call into a session: carry out what the protocol asked for;
-    /// true when a fault means the connection must close now (an input cap
-    /// reached closes gracefully instead).
-    fn after_call(&mut self, caller: Token, result: Result<(), Fault>) -> bool {
-        let failed = self.run_commands(caller).is_err();
-        match result {
-            Ok(()) => failed,
-            Err(fault) => {
-                self.stats.faults += 1;
-                failed || fault != Fault::InputCap
-            }
-        }
-    }
-
-    /// Carry out what a protocol asked for during a call on `caller`.
-    fn run_commands(&mut self, caller: Token) -> io::Result<()> {
-        if !self.commands.is_empty() {
-            let session = self.conns.get_mut(caller).map(|c| &mut c.session);
-            let route = self.cx.route();
-            let (now, timers, stats) = (self.clock.now, &mut self.timers, &mut self.stats);
-            self.dispatch.sort(
-                &mut self.commands,
-                caller,
-                session,
-                timers,
-                now,
-                route,
-                stats,
-            );
-        }
-        self.run_local()
-    }
-
-    /// Mail from other loops' connections.
-    fn take_mail(&mut self) -> io::Result<()> {
-        self.dispatch.take_mail(self.cx.route(), &mut self.stats);
-        self.run_local()
-    }
-
-    /// Writes to and closes of this loop's connections that protocols asked
-    /// for: sent (or finished) at the end of the pass, with everything else
-    /// each got.
-    fn run_local(&mut self) -> io::Result<()> {
-        let mut result = Ok(());
-        while !self.dispatch.local.is_empty() {
-            let mut local = std::mem::take(&mut self.dispatch.local);
-            for (token, command) in local.drain(..) {
-                if let Err(e) = self.run_one(token, command) {
-                    result = Err(e);
-                }
-            }
-            if self.dispatch.local.is_empty() {
-                self.dispatch.local = local;
-            }
-            // What followed from them: writers paused, links to gone connections.
-            let route = self.cx.route();
-            self.dispatch
-                .route_all(&mut self.commands, route, &mut self.stats);
-        }
-        result
-    }
-
-    /// One command for connection `token` of this loop (a connect: `token` asked).
-    fn run_one(&mut self, token: Token, command: Command) -> io::Result<()> {
-        let live = self.conns.get_mut(token).is_some_and(|c| !c.dead);
-        match command {
-            Command::Connect { addr, timeout, tag } if live => {
-                return self.start_connect(token, addr, timeout, tag)
-            }
-            // A link to a connection gone meanwhile closes its asker.
-            Command::Link { from, .. } if !live => self.commands.push(Command::Close(from)),
-            _ => {}
-        }
-        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.dead) else {
-            return Ok(()); // gone meanwhile
-        };
-        let now = self.clock.now;
-        match conn.session.apply(command, &mut env!(self, now)) {
-            Applied::Overflow => {
-                self.stats.output_overflows += 1;
-                return self.close(token);
-            }
-            Applied::Resumed => self.rearm_recv.push(token),
-            Applied::Done => {}
-        }
-        self.mark_dirty(token);
-        Ok(())
-    }
-
     fn begin_drain(&mut self) -> io::Result<()> {
-        self.clock.begin_drain(self.cx.config.drain_timeout);
+        self.core.begin_drain();
         if self.listener.take().is_some() && self.accepting {
             let entry = opcode::AsyncCancel::new(user_data(kind::ACCEPT, NO_CONN))
                 .build()
                 .user_data(user_data(kind::IGNORED, NO_CONN));
             self.push(entry)?;
-        }
-        // Messages still in flight are answered as the last ones (HTTP: Connection: close).
-        for token in self.conns.tokens() {
-            if let Some(conn) = self.conns.get_mut(token) {
-                conn.session.begin_drain();
-            }
         }
         // Idle connections close at the end of this pass, not here: receive
         // completions later in the pass hold bytes the socket no longer shows.
@@ -1102,21 +654,122 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// While draining: close connections the session says may close now.
     /// Not while completions wait unreaped: a receive among them holds bytes
     /// that have left the socket but not reached their connection yet.
-    fn close_quiet_idle(&mut self) -> io::Result<()> {
+    fn close_quiet_idle_reaped(&mut self) -> io::Result<()> {
         if !self.ring.completion().is_empty() {
             return Ok(());
         }
-        let now = self.clock.now;
-        for token in self.conns.tokens() {
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            let fd = conn.fd.as_raw_fd();
-            if !conn.dead && conn.session.closable_on_drain(now, || input_waiting(fd)) {
-                self.close(token)?;
-            }
-        }
+        self.close_quiet_idle()
+    }
+}
+
+impl<P: Service> LoopConn for Conn<P> {
+    type Service = P;
+    fn slot(&mut self) -> (&mut Session<P>, &mut TimerId) {
+        (&mut self.session, &mut self.timer)
+    }
+    fn live(&self) -> bool {
+        !self.dead
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl<P: Service, F: Fn() -> P> LoopEngine for Loop<P, F> {
+    type Conn = Conn<P>;
+    type Factory = F;
+
+    fn core(&mut self) -> &mut LoopCore<Conn<P>, F> {
+        &mut self.core
+    }
+
+    fn close(&mut self, token: Token) -> io::Result<()> {
+        self.close_conn(token)
+    }
+
+    fn mark_ready(&mut self, token: Token) {
+        self.mark_dirty(token);
+    }
+
+    fn on_resumed(&mut self, token: Token) {
+        self.rearm_recv.push(token);
+    }
+
+    fn on_overflow(&mut self, token: Token) -> io::Result<()> {
+        self.close_conn(token)
+    }
+
+    fn after_timer(&mut self, token: Token) -> io::Result<()> {
+        self.mark_dirty(token);
         Ok(())
+    }
+
+    fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()> {
+        self.set_nodelay(&fd);
+        let token = self.core.conns.next_token();
+        // Issued before the connection is kept: a refusal leaves nothing behind.
+        self.push(connect_poll(fd.as_raw_fd(), token))?;
+        let session = self.core.new_session(token, Some(connect));
+        let timer = self.core.timers.insert(connect.deadline, token);
+        self.insert_conn(fd, session, timer);
+        self.core
+            .conns
+            .get_mut(token)
+            .expect("just inserted")
+            .sending = true;
+        Ok(())
+    }
+
+    fn connect_opened(&mut self, token: Token) -> io::Result<()> {
+        self.mark_dirty(token);
+        self.arm_recv(token)
+    }
+
+    fn adopt_stream(&mut self, stream: Stream) -> io::Result<Token> {
+        // Blocking, as accepted sockets are: the ring waits for them.
+        stream.set_nonblocking(false)?;
+        let fd = match stream {
+            Stream::Tcp(s) => OwnedFd::from(s),
+            Stream::Unix(s) => OwnedFd::from(s),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the io_uring engine cannot adopt this kind of stream",
+                ))
+            }
+        };
+        self.open_conn(fd, true)
+    }
+
+    fn watch_fd(&mut self, token: Token) -> io::Result<()> {
+        self.rearm_watch(token)
+    }
+
+    fn unwatch_fd(&mut self, token: Token, watch: Watch) {
+        if !watch.armed {
+            return; // closed here: the kernel holds no request on it
+        }
+        let cancel = opcode::AsyncCancel::new(user_data(kind::WATCH, token))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        if self.push(cancel).is_ok() {
+            self.unwatched.push((token, watch.fd));
+        }
+    }
+
+    fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
+        let Some(watch) = self.core.watches.get_mut(token).filter(|w| !w.armed) else {
+            return Ok(());
+        };
+        let readable = watch.interest.bits() & Interest::READABLE.bits() != 0;
+        let writable = watch.interest.bits() & Interest::WRITABLE.bits() != 0;
+        let mask =
+            (if readable { libc::POLLIN } else { 0 }) | (if writable { libc::POLLOUT } else { 0 });
+        let entry = opcode::PollAdd::new(types::Fd(watch.fd.as_fd().as_raw_fd()), mask as u32)
+            .build()
+            .user_data(user_data(kind::WATCH, token));
+        watch.armed = true;
+        self.push(entry)
     }
 }
 

@@ -72,6 +72,8 @@ pub(crate) mod kind {
     pub const IGNORED: u64 = 6;
     /// A connecting socket's poll for writability (an outgoing connection).
     pub const CONNECT: u64 = 7;
+    /// A user's watched descriptor's poll (`LoopCx::watch`).
+    pub const WATCH: u64 = 8;
 }
 
 /// `user_data`: kind (4 bits) | the connection token's slot (28 bits) | its

@@ -1,10 +1,12 @@
-use super::ring::{build_ring, open_ring_with};
+use super::bufring::BUFFER_GROUP;
+use super::ring::{build_ring, open_ring_with, set_total_len};
 use super::*;
 use crate::shutdown::Shutdown;
 use crate::Config;
 use iomux_proto::Echo;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 /// None of these tests can run where the kernel refuses io_uring. That is a
 /// failure unless `IOMUX_NO_URING=1` says the absence is expected (as the

@@ -1,0 +1,257 @@
+//! The requests a loop issues to the ring: queueing and submitting them,
+//! the waker's read, accepts, receives, sends, a connect's poll, the
+//! loop's timeout, and settling what is in flight when the loop ends.
+
+use super::bufring::{BUFFER_GROUP, BUFFER_SIZE};
+use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMode, NO_CONN};
+use super::Loop;
+use io_uring::{cqueue, opcode, squeue, types};
+use iomux::Token;
+use iomux_proto::Service;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+impl<P: Service, F: Fn() -> P> Loop<P, F> {
+    pub(super) fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: every request points only at memory that outlives it: the
+        // buffer ring and `waker_buf` live as long as the loop (and are
+        // leaked if the kernel may still hold them when it ends), a send's
+        // buffer stays in its connection until the send's completion, and
+        // the timeout's timespec is a field of the loop.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission ring full"))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit_and_wait(&mut self) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_submit_after.as_mut() {
+            if *n == 0 {
+                return Err(io::Error::other("injected submission failure"));
+            }
+            *n -= 1;
+        }
+        self.ring.submit_and_wait(1)
+    }
+
+    pub(super) fn arm_waker(&mut self) -> io::Result<()> {
+        let entry = opcode::Read::new(
+            types::Fd(self.waker.as_raw_fd()),
+            (&mut *self.waker_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(user_data(kind::WAKER, NO_CONN));
+        self.push(entry)
+    }
+
+    pub(super) fn arm_accept(&mut self) -> io::Result<()> {
+        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Ok(());
+        };
+        let ud = user_data(kind::ACCEPT, NO_CONN);
+        let entry = if self.multishot_accept {
+            opcode::AcceptMulti::new(types::Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        self.accepting = true;
+        self.push(entry.user_data(ud))
+    }
+
+    pub(super) fn arm_recv(&mut self, token: Token) -> io::Result<()> {
+        let high_water = self.core.rules.output_high_water;
+        let Some(conn) = self.core.conns.get_mut(token) else {
+            return Ok(());
+        };
+        let lingering = conn.session.is_lingering();
+        if conn.receiving || conn.dead || !conn.session.wants().read {
+            return Ok(());
+        }
+        // What this receive may take before the loop looks again: the room
+        // under the output limit (a lingering connection discards its input).
+        let room = conn.session.read_budget(high_water);
+        if room == 0 && !lingering {
+            return Ok(());
+        }
+        let room = room.min(u32::MAX as usize) as u32;
+        conn.receiving = true;
+        conn.recv_mode = self.recv_mode;
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let mut entry = match self.recv_mode {
+            RecvMode::CappedMultishot | RecvMode::Multishot => {
+                opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
+            }
+            RecvMode::SingleShot => {
+                let len = if lingering {
+                    BUFFER_SIZE as u32
+                } else {
+                    room.min(BUFFER_SIZE as u32)
+                };
+                opcode::Recv::new(fd, std::ptr::null_mut(), len)
+                    .buf_group(BUFFER_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+        };
+        if self.recv_mode == RecvMode::CappedMultishot && !lingering {
+            set_total_len(&mut entry, room);
+        }
+        self.push(entry.user_data(user_data(kind::RECV, token)))
+    }
+
+    /// Issue the next send of a connection if none is in flight.
+    pub(super) fn send_next(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.core.conns.get_mut(token) else {
+            return Ok(());
+        };
+        if conn.sending || conn.dead {
+            return Ok(());
+        }
+        if conn.in_flight_sent >= conn.in_flight.len() {
+            conn.in_flight.clear();
+            conn.in_flight_sent = 0;
+            if conn.session.unsent().is_empty() {
+                // Nothing owed: an idle connection holds no buffer.
+                self.core.pool.put(&mut conn.in_flight);
+                return Ok(());
+            }
+            conn.session.hand_out(&mut conn.in_flight);
+        }
+        let rest = &conn.in_flight[conn.in_flight_sent..];
+        let entry = opcode::Send::new(
+            types::Fd(conn.fd.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(kind::SEND, token));
+        conn.sending = true;
+        self.core.stats.writes += 1;
+        self.push(entry)
+    }
+
+    pub(super) fn cancel_recv(&mut self, token: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(user_data(kind::RECV, token))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        self.push(entry)
+    }
+
+    /// Wait for a connecting socket to become writable (established or failed).
+    pub(super) fn poll_connect(&mut self, token: Token) -> io::Result<()> {
+        let Some(conn) = self.core.conns.get_mut(token) else {
+            return Ok(());
+        };
+        conn.sending = true;
+        let entry = connect_poll(conn.fd.as_raw_fd(), token);
+        self.push(entry)
+    }
+
+    /// Keep one timeout request in flight for the loop's next deadline.
+    pub(super) fn arm_timeout(&mut self) -> io::Result<()> {
+        let timer = self.core.timers.next_deadline(self.core.clock.now);
+        let Some(wait) = self.core.clock.next_wait(timer) else {
+            return Ok(());
+        };
+        let next = self.core.clock.now + wait;
+        if let Some(armed) = self.timeout_armed {
+            if armed <= next {
+                return Ok(());
+            }
+            // An earlier deadline: replace the armed timeout.
+            let remove = opcode::TimeoutRemove::new(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ))
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+            self.push(remove)?;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        *self.timeout_spec = types::Timespec::new()
+            // The kernel reads the seconds as signed.
+            .sec(wait.as_secs().min(i64::MAX as u64))
+            .nsec(wait.subsec_nanos());
+        self.timeout_generation = self.timeout_generation.wrapping_add(1);
+        let entry = opcode::Timeout::new(&*self.timeout_spec)
+            .build()
+            .user_data(user_data(
+                kind::TIMEOUT,
+                timeout_token(self.timeout_generation),
+            ));
+        self.timeout_armed = Some(next);
+        self.push(entry)
+    }
+
+    /// Before the buffers go: cancel every request still in flight and wait
+    /// (a bounded time) for their completions, so the kernel is done with
+    /// every send buffer and provided buffer. What it may still hold after
+    /// that is leaked on purpose: memory lost beats memory the kernel writes
+    /// into after it was freed.
+    pub(super) fn settle_in_flight(&mut self) {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(kind::IGNORED, NO_CONN));
+        let _ = self.push(cancel);
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.core.conns.len() > 0 && Instant::now() < until {
+            let _ = self.ring.submit_and_wait(1);
+            let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
+            for cqe in cqes {
+                let (k, token) = decode(cqe.user_data());
+                if !matches!(k, kind::RECV | kind::SEND | kind::CONNECT) {
+                    continue;
+                }
+                let more = cqueue::more(cqe.flags());
+                if let Some(conn) = self.core.conns.get_mut(token) {
+                    if k != kind::RECV {
+                        conn.sending = false;
+                    } else if !more {
+                        conn.receiving = false;
+                    }
+                }
+            }
+            for token in self.core.conns.tokens() {
+                if self
+                    .core
+                    .conns
+                    .get_mut(token)
+                    .is_some_and(|c| !c.sending && !c.receiving)
+                {
+                    self.free(token);
+                }
+            }
+        }
+        let mut unsettled = 0;
+        for token in self.core.conns.tokens() {
+            if let Some(conn) = self.core.conns.remove(token) {
+                if conn.sending {
+                    std::mem::forget(conn.in_flight);
+                }
+                unsettled += usize::from(conn.receiving || conn.sending);
+            }
+        }
+        if unsettled > 0 {
+            self.core.stats.leaked_buffers += unsettled as u64;
+            self.bufs.leak();
+        }
+    }
+}
+
+/// The poll that waits for a connecting socket to become writable.
+pub(super) fn connect_poll(fd: RawFd, token: Token) -> squeue::Entry {
+    opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+        .build()
+        .user_data(user_data(kind::CONNECT, token))
+}
