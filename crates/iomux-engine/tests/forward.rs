@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 /// The forwarder's output high-water mark (the engine's default).
 const HIGH_WATER: usize = 256 * 1024;
 
-/// The echo server's engine.
-const UPSTREAM_ENGINE: Engine = Engine::Reactor(iomux::Backend::Epoll, iomux::Trigger::Edge);
-
 /// Errors the forwarder's protocol was told about (failed upstream connects).
 type Errors = Arc<Mutex<Vec<io::Error>>>;
 
@@ -46,11 +43,9 @@ fn forwarder(engine: Engine, upstream: SocketAddr, connect_timeout: Duration) ->
     (server, errors)
 }
 
-/// An iomux echo server, and the forwarder on `engine` in front of it. The
-/// echo server runs on one engine for all (epoll edge-triggered): the engine
-/// under test is the forwarder's.
+/// An iomux echo server on `engine`, and the forwarder in front of it.
 fn echo_pair(engine: Engine) -> (Server, Server, Errors) {
-    let upstream = Server::start(config(), UPSTREAM_ENGINE, Echo::plain).unwrap();
+    let upstream = Server::start(config(), engine, Echo::plain).unwrap();
     let (forward, errors) = forwarder(engine, upstream.local_addr(), Duration::from_secs(5));
     (upstream, forward, errors)
 }

@@ -767,6 +767,62 @@ fn many_wakes_from_another_thread_make_one_event(mode: Mode) {
 }
 for_modes!(many_wakes_from_another_thread_make_one_event);
 
+/// Deregistering lets go of the descriptor's file: once closed, its peer
+/// reads EOF. Deregistered (or reregistered) before any wait, a socket that
+/// is writable at once is the worst case for io_uring: its multishot poll
+/// request has a completion in the making, which `IORING_OP_POLL_REMOVE`
+/// refuses to cancel (EALREADY), so the request lived on holding the file,
+/// and the peer never saw the close (a TCP peer got no FIN).
+fn a_deregistered_descriptor_is_let_go_once_closed(mode: Mode) {
+    let mut sel = mode.open();
+    for reregister_first in [false, true] {
+        let (a, peer) = pair();
+        peer.set_nonblocking(false).unwrap();
+        // A bound in case the file is held, not a measured time.
+        peer.set_read_timeout(BOUND).unwrap();
+        let unix = deregister_close_and_read_the_peer(&mut sel, a, peer.into(), reregister_first);
+        let (client, server) = tcp_pair();
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(BOUND).unwrap();
+        let tcp =
+            deregister_close_and_read_the_peer(&mut sel, server, client.into(), reregister_first);
+        assert!(
+            matches!((&unix, &tcp), (Ok(0), Ok(0))),
+            "{mode:?} (reregistered first: {reregister_first}): the peer of a closed socket reads EOF, got {unix:?} (unix), {tcp:?} (tcp)"
+        );
+    }
+    // The selector goes on working.
+    let (b, b_peer) = pair();
+    sel.register(&b, Token(3), Interest::READABLE).unwrap();
+    send(&b_peer, b"x");
+    assert_eq!(tokens(&wait(&mut sel, SECOND)), vec![3], "{mode:?}");
+}
+
+/// Register `socket` for both directions (optionally reregister it),
+/// deregister and close it before any wait, then read once from its `peer`.
+fn deregister_close_and_read_the_peer(
+    sel: &mut impl Selector,
+    socket: impl AsFd,
+    peer: std::os::fd::OwnedFd,
+    reregister_first: bool,
+) -> std::io::Result<usize> {
+    sel.register(&socket, Token(1), Interest::BOTH).unwrap();
+    if reregister_first {
+        sel.reregister(&socket, Token(2), Interest::READABLE)
+            .unwrap();
+    }
+    sel.deregister(&socket).unwrap();
+    drop(socket);
+    let mut peer = std::fs::File::from(peer);
+    let mut buf = [0u8; 8];
+    // io_uring's task work may interrupt a read with a timeout: retried.
+    (0..100)
+        .map(|_| peer.read(&mut buf))
+        .find(|r| !matches!(r, Err(e) if e.kind() == ErrorKind::Interrupted))
+        .expect("a read that is not interrupted")
+}
+for_modes!(a_deregistered_descriptor_is_let_go_once_closed);
+
 // --- hang-ups --------------------------------------------------------------
 
 fn hangup_is_reported(mode: Mode) {

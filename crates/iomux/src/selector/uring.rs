@@ -32,7 +32,7 @@ use std::time::Duration;
 /// keeps completions that do not fit (IORING_FEAT_NODROP) until there is room.
 const RING_ENTRIES: u32 = 1024;
 
-/// `user_data` of requests whose completions nobody needs (poll removals).
+/// `user_data` of requests whose completions nobody needs (cancellations).
 const IGNORED: u64 = u64::MAX;
 
 /// `user_data` of the poll request on the registry handles' doorbell, whose
@@ -207,11 +207,17 @@ impl Uring {
     /// Cancel the request in flight for a registration, and submit at once:
     /// the request holds a reference to the file, which the caller may be
     /// about to close.
+    ///
+    /// `ASYNC_CANCEL`, not `POLL_REMOVE`: a poll request woken but whose
+    /// completion is not yet posted is refused by `POLL_REMOVE` (EALREADY),
+    /// and a multishot one then lives on, holding the file open after its
+    /// close (the peer never sees it) and waking for a registration that is
+    /// gone. `ASYNC_CANCEL` marks such a request cancelled, and it ends.
     fn disarm(&mut self, fd: RawFd, slot: Slot) -> io::Result<()> {
         if !slot.armed {
             return Ok(());
         }
-        let entry = opcode::PollRemove::new(user_data(fd, slot.generation))
+        let entry = opcode::AsyncCancel::new(user_data(fd, slot.generation))
             .build()
             .user_data(IGNORED);
         self.push(entry)?;
@@ -407,7 +413,7 @@ impl Watch<Slot> for Uring {
 
     fn unwatch(&mut self, _: &mut FdTable<Slot>, reg: Registration, slot: Slot) -> io::Result<()> {
         self.disarm(reg.fd, slot)
-            .map_err(|e| context(e, format_args!("io_uring poll remove, fd {}", reg.fd)))
+            .map_err(|e| context(e, format_args!("io_uring poll cancel, fd {}", reg.fd)))
     }
 }
 
