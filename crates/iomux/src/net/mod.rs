@@ -184,7 +184,7 @@ impl Acceptor {
         loop {
             match accept_raw(listener.as_raw_fd()) {
                 Ok(fd) => {
-                    let stream = socket::adopt_accepted::<L>(fd);
+                    let stream = socket::adopt_accepted(listener, fd);
                     if self.reserve.is_none() {
                         self.reserve = open_reserve();
                     }

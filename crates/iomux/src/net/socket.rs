@@ -345,14 +345,14 @@ pub trait Accept: AsRawFd {
     /// The connection type accepted.
     type Conn;
 
-    /// Wrap a descriptor that accept4(2) just returned.
-    fn adopt(fd: OwnedFd) -> Self::Conn;
+    /// Wrap a descriptor that accept4(2) just returned on this listener.
+    fn adopt(&self, fd: OwnedFd) -> Self::Conn;
 }
 
 impl Accept for TcpListener {
     type Conn = TcpStream;
 
-    fn adopt(fd: OwnedFd) -> TcpStream {
+    fn adopt(&self, fd: OwnedFd) -> TcpStream {
         TcpStream::from(fd)
     }
 }
@@ -360,7 +360,7 @@ impl Accept for TcpListener {
 impl Accept for UnixListener {
     type Conn = UnixStream;
 
-    fn adopt(fd: OwnedFd) -> UnixStream {
+    fn adopt(&self, fd: OwnedFd) -> UnixStream {
         UnixStream::from(fd)
     }
 }
@@ -368,38 +368,19 @@ impl Accept for UnixListener {
 impl Accept for Listener {
     type Conn = Stream;
 
-    fn adopt(fd: OwnedFd) -> Stream {
-        // The family of an accepted socket is the listener's; ask the kernel
-        // rather than carry it through the trait.
-        if socket_family(&fd) == Some(libc::AF_UNIX) {
-            Stream::Unix(UnixStream::from(fd))
-        } else {
-            Stream::Tcp(TcpStream::from(fd))
+    /// An accepted socket has its listener's family: no system call asks.
+    fn adopt(&self, fd: OwnedFd) -> Stream {
+        match self {
+            Listener::Tcp(l) => Stream::Tcp(l.adopt(fd)),
+            Listener::Unix(l) => Stream::Unix(l.adopt(fd)),
         }
     }
 }
 
-/// The address family of a socket (SO_DOMAIN).
-fn socket_family(fd: &OwnedFd) -> Option<i32> {
-    let mut family: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live `family`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut family as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(family)
-}
-
-/// Wrap a raw descriptor just returned by accept4(2).
-pub(crate) fn adopt_accepted<L: Accept>(fd: RawFd) -> L::Conn {
+/// Wrap a raw descriptor just returned by accept4(2) on `listener`.
+pub(crate) fn adopt_accepted<L: Accept>(listener: &L, fd: RawFd) -> L::Conn {
     // SAFETY: accept4 just returned this descriptor and nothing else owns it.
-    L::adopt(unsafe { OwnedFd::from_raw_fd(fd) })
+    listener.adopt(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -449,11 +430,15 @@ mod tests {
         let unix = UnixListener::bind(&path).unwrap();
         let _c = UnixStream::connect(&path).unwrap();
         let (s, _) = unix.accept().unwrap();
-        assert!(matches!(Listener::adopt(OwnedFd::from(s)), Stream::Unix(_)));
+        let unix = Listener::from(unix);
+        assert!(matches!(unix.adopt(OwnedFd::from(s)), Stream::Unix(_)));
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let _c = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
         let (s, _) = tcp.accept().unwrap();
-        assert!(matches!(Listener::adopt(OwnedFd::from(s)), Stream::Tcp(_)));
+        assert!(matches!(
+            Listener::from(tcp).adopt(OwnedFd::from(s)),
+            Stream::Tcp(_)
+        ));
         std::fs::remove_file(&path).unwrap();
     }
 }
