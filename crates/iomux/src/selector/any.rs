@@ -4,12 +4,13 @@ use super::epoll::EpollSelector;
 use super::poll::PollSelector;
 use super::select::SelectSelector;
 use super::sigio::SigioSelector;
+use super::table::Request;
 use super::uring::UringSelector;
 use super::{Backend, Registration, Registry, Selector, Trigger};
 use crate::waker::Waker;
-use crate::{Events, Interest, Token};
+use crate::{Events, Token};
 use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// A selector chosen at run time.
@@ -70,26 +71,9 @@ impl AnySelector {
 }
 
 impl Selector for AnySelector {
-    fn register_with_trigger(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        dispatch!(self, s => s.register_with_trigger(fd, token, interest, trigger))
-    }
-    fn reregister_with_trigger(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        dispatch!(self, s => s.reregister_with_trigger(fd, token, interest, trigger))
-    }
-    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
-        dispatch!(self, s => s.deregister(fd))
+    #[inline]
+    fn change(&mut self, request: Request) -> io::Result<Registration> {
+        dispatch!(self, s => s.change(request))
     }
     fn select(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         dispatch!(self, s => s.select(events, timeout))

@@ -10,7 +10,7 @@ use crate::waker::Waker;
 use crate::{Events, Interest, Token};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -142,14 +142,6 @@ impl<S: Syscalls> BaseSelector<S> {
         table
     }
 
-    /// Check and carry out one of the selector's own calls.
-    #[inline]
-    fn change(&mut self, request: Request) -> io::Result<Registration> {
-        let mut table = Self::lock_applied(&self.shared, &mut self.sys);
-        table.check(S::BACKEND, request)?;
-        table.apply(&mut self.sys, request)
-    }
-
     /// What registry handles queued, made at the start of a wait: the
     /// changes, and the doorbell they ring, made and watched by this (the
     /// waiting) thread the first time.
@@ -214,33 +206,12 @@ impl<S: Syscalls> BaseSelector<S> {
 }
 
 impl<S: Syscalls> Selector for BaseSelector<S> {
+    /// Check and carry out one of the selector's own calls.
     #[inline]
-    fn register_with_trigger(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        let reg = Registration::of(fd, token, interest, trigger);
-        self.change(Request::Register(reg))
-    }
-
-    #[inline]
-    fn reregister_with_trigger(
-        &mut self,
-        fd: impl AsFd,
-        token: Token,
-        interest: Interest,
-        trigger: Trigger,
-    ) -> io::Result<Registration> {
-        let reg = Registration::of(fd, token, interest, trigger);
-        self.change(Request::Reregister(reg))
-    }
-
-    #[inline]
-    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
-        self.change(Request::Deregister(fd.as_fd().as_raw_fd()))
+    fn change(&mut self, request: Request) -> io::Result<Registration> {
+        let mut table = Self::lock_applied(&self.shared, &mut self.sys);
+        table.check(S::BACKEND, request)?;
+        table.apply(&mut self.sys, request)
     }
 
     #[inline]

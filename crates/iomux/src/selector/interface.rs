@@ -1,6 +1,7 @@
 //! The [`Selector`] trait every selector implements, and the [`Registration`]
 //! it reports.
 
+use super::table::Request;
 use super::Backend;
 use super::Trigger;
 use crate::waker::Waker;
@@ -113,13 +114,18 @@ pub trait Selector {
     /// let err = poll.register_with_trigger(&b, Token(1), Interest::READABLE, Trigger::Edge);
     /// assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
     /// ```
+    #[inline]
     fn register_with_trigger(
         &mut self,
         fd: impl AsFd,
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> io::Result<Registration>;
+    ) -> io::Result<Registration> {
+        self.change(Request::Register(Registration::of(
+            fd, token, interest, trigger,
+        )))
+    }
 
     /// Change the token and interest of a registered descriptor (and re-arm a
     /// one-shot registration), keeping its trigger. If the kernel refuses,
@@ -160,13 +166,18 @@ pub trait Selector {
     /// let reg = sel.reregister_with_trigger(&a, Token(1), Interest::READABLE, Trigger::Level).unwrap();
     /// assert_eq!(reg.trigger, Trigger::Level);
     /// ```
+    #[inline]
     fn reregister_with_trigger(
         &mut self,
         fd: impl AsFd,
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> io::Result<Registration>;
+    ) -> io::Result<Registration> {
+        self.change(Request::Reregister(Registration::of(
+            fd, token, interest, trigger,
+        )))
+    }
 
     /// Stop watching `fd`; fails (`NotFound`) for a descriptor not
     /// registered. A descriptor closed without being deregistered leaves its
@@ -182,7 +193,17 @@ pub trait Selector {
     /// assert_eq!(sel.deregister(&a).unwrap_err().kind(), std::io::ErrorKind::NotFound);
     /// # drop(b);
     /// ```
-    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration>;
+    #[inline]
+    fn deregister(&mut self, fd: impl AsFd) -> io::Result<Registration> {
+        self.change(Request::Deregister(fd.as_fd().as_raw_fd()))
+    }
+
+    /// The one call behind register, reregister and deregister, which each
+    /// selector implements: check `request` against the registrations and
+    /// make it. `Request` is public only in name (it lives in a private
+    /// module), so no other crate can implement [`Selector`].
+    #[doc(hidden)]
+    fn change(&mut self, request: Request) -> io::Result<Registration>;
 
     /// Wait for readiness: `None` waits for ever, `Some(ZERO)` polls, any other
     /// duration waits at least that long unless something is ready. Interrupted

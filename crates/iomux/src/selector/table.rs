@@ -10,8 +10,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// One call that changes the registrations, its arguments not yet checked.
+/// Public only in name, like [`Watch`]: it appears in
+/// [`Selector::change`](super::Selector::change).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Request {
+pub enum Request {
     Register(Registration),
     Reregister(Registration),
     Deregister(RawFd),
