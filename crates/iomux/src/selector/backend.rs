@@ -8,6 +8,28 @@ use super::uring::UringSelector;
 use super::AnySelector;
 use std::io;
 
+/// `FromStr` and `Display` of an enum by its `name` and `ALL`: parsing
+/// fails with an error listing the names.
+macro_rules! named {
+    ($t:ident, $what:literal) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$t, String> {
+                $t::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
+                    let names = listed($t::ALL.map($t::name).to_vec(), "or");
+                    format!("unknown {} {s:?}; use {names}", $what)
+                })
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 /// How readiness is reported: [`Backend::triggers`] says which a backend has.
 ///
 /// ```
@@ -25,25 +47,27 @@ pub enum Trigger {
     Oneshot,
 }
 
-impl std::str::FromStr for Trigger {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Trigger, String> {
-        match s {
-            "level" => Ok(Trigger::Level),
-            "edge" => Ok(Trigger::Edge),
-            "oneshot" => Ok(Trigger::Oneshot),
-            _ => Err(format!("unknown trigger {s:?}; use level, edge or oneshot")),
+impl Trigger {
+    /// Every trigger, in the order error messages list them.
+    const ALL: [Trigger; 3] = [Trigger::Level, Trigger::Edge, Trigger::Oneshot];
+
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Level => "level",
+            Trigger::Edge => "edge",
+            Trigger::Oneshot => "oneshot",
         }
     }
 }
 
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Trigger::Level => "level",
-            Trigger::Edge => "edge",
-            Trigger::Oneshot => "oneshot",
-        })
+named!(Trigger, "trigger");
+
+/// `a`, `a and b`, `a, b and c` (with `and` or `or`).
+fn listed(mut items: Vec<&str>, and_or: &str) -> String {
+    let last = items.pop().unwrap_or_default();
+    match items.is_empty() {
+        true => last.to_string(),
+        false => format!("{} {and_or} {last}", items.join(", ")),
     }
 }
 
@@ -125,20 +149,26 @@ impl Backend {
             _ => "",
         };
         let only = self.triggers()[0];
-        let mut having: Vec<String> = Backend::ALL
+        let having = Backend::ALL
             .iter()
             .filter(|b| b.triggers().contains(&trigger))
-            .map(|b| b.to_string())
+            .map(|b| b.name())
             .collect();
-        let last = having.pop().unwrap_or_default();
-        let having = match having.is_empty() {
-            true => last,
-            false => format!("{} and {last}", having.join(", ")),
-        };
+        let having = listed(having, "and");
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("the {self} selector supports {only} only{why}, not {trigger}; {having} support {trigger}"),
         ))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Select => "select",
+            Backend::Poll => "poll",
+            Backend::Epoll => "epoll",
+            Backend::Sigio => "sigio",
+            Backend::Uring => "uring",
+        }
     }
 
     /// Open a selector of this backend.
@@ -160,30 +190,24 @@ impl Backend {
     }
 }
 
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Backend, String> {
-        match s {
-            "select" => Ok(Backend::Select),
-            "poll" => Ok(Backend::Poll),
-            "epoll" => Ok(Backend::Epoll),
-            "sigio" => Ok(Backend::Sigio),
-            "uring" => Ok(Backend::Uring),
-            _ => Err(format!(
-                "unknown selector backend {s:?}; use select, poll, epoll, sigio or uring"
-            )),
-        }
-    }
-}
+named!(Backend, "selector backend");
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Select => "select",
-            Backend::Poll => "poll",
-            Backend::Epoll => "epoll",
-            Backend::Sigio => "sigio",
-            Backend::Uring => "uring",
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_unknown_ones_list_the_choices() {
+        for t in Trigger::ALL {
+            assert_eq!(t.to_string().parse::<Trigger>(), Ok(t));
+        }
+        assert_eq!(
+            "flat".parse::<Trigger>().unwrap_err(),
+            r#"unknown trigger "flat"; use level, edge or oneshot"#
+        );
+        assert_eq!(
+            "kqueue".parse::<Backend>().unwrap_err(),
+            r#"unknown selector backend "kqueue"; use select, poll, epoll, sigio or uring"#
+        );
     }
 }
