@@ -11,6 +11,46 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+/// The same call on either family of socket, for [`Listener`] and [`Stream`].
+macro_rules! either {
+    ($self:expr, $Enum:ident, $s:ident => $e:expr) => {
+        match $self {
+            $Enum::Tcp($s) => $e,
+            $Enum::Unix($s) => $e,
+        }
+    };
+}
+
+/// What [`Listener`] and [`Stream`] alike have from their two variants:
+/// `From` each kind of socket, and the descriptor (`AsFd`, `AsRawFd`).
+macro_rules! tcp_or_unix {
+    ($Enum:ident, $Tcp:ty, $Unix:ty) => {
+        impl From<$Tcp> for $Enum {
+            fn from(s: $Tcp) -> $Enum {
+                $Enum::Tcp(s)
+            }
+        }
+
+        impl From<$Unix> for $Enum {
+            fn from(s: $Unix) -> $Enum {
+                $Enum::Unix(s)
+            }
+        }
+
+        impl AsFd for $Enum {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                either!(self, $Enum, s => s.as_fd())
+            }
+        }
+
+        impl AsRawFd for $Enum {
+            fn as_raw_fd(&self) -> RawFd {
+                self.as_fd().as_raw_fd()
+            }
+        }
+    };
+}
+
 /// Where a listener listens.
 ///
 /// ```
@@ -112,10 +152,7 @@ impl Listener {
 
     /// Make accepts return at once (`WouldBlock`) or wait.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.set_nonblocking(on),
-            Listener::Unix(l) => l.set_nonblocking(on),
-        }
+        either!(self, Listener, l => l.set_nonblocking(on))
     }
 
     /// Another handle to the same listening socket (several loops may accept
@@ -165,32 +202,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-impl From<TcpListener> for Listener {
-    fn from(l: TcpListener) -> Listener {
-        Listener::Tcp(l)
-    }
-}
-
-impl From<UnixListener> for Listener {
-    fn from(l: UnixListener) -> Listener {
-        Listener::Unix(l)
-    }
-}
-
-impl AsFd for Listener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
-        }
-    }
-}
-
-impl AsRawFd for Listener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.as_fd().as_raw_fd()
-    }
-}
+tcp_or_unix!(Listener, TcpListener, UnixListener);
 
 /// A connected stream socket: TCP or Unix-domain.
 ///
@@ -227,18 +239,12 @@ impl Stream {
 
     /// Make reads and writes return at once (`WouldBlock`) or wait.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
-        }
+        either!(self, Stream, s => s.set_nonblocking(on))
     }
 
     /// Shut down one or both directions.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
+        either!(self, Stream, s => s.shutdown(how))
     }
 
     /// The peer's IP address (TCP only).
@@ -259,63 +265,26 @@ impl Stream {
 
     /// Wait at most `timeout` for a read (`None`: for ever).
     pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Unix(s) => s.set_read_timeout(timeout),
-        }
+        either!(self, Stream, s => s.set_read_timeout(timeout))
     }
 
     /// Wait at most `timeout` for a write (`None`: for ever).
     pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Unix(s) => s.set_write_timeout(timeout),
-        }
+        either!(self, Stream, s => s.set_write_timeout(timeout))
     }
 }
 
-impl From<TcpStream> for Stream {
-    fn from(s: TcpStream) -> Stream {
-        Stream::Tcp(s)
-    }
-}
-
-impl From<UnixStream> for Stream {
-    fn from(s: UnixStream) -> Stream {
-        Stream::Unix(s)
-    }
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        }
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.as_fd().as_raw_fd()
-    }
-}
+tcp_or_unix!(Stream, TcpStream, UnixStream);
 
 impl Read for &Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
+        either!(self, Stream, s => (&*s).read(buf))
     }
 }
 
 impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
+        either!(self, Stream, s => (&*s).write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
