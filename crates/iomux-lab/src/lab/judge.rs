@@ -88,6 +88,18 @@ impl Bound {
     }
 }
 
+/// The usual reading of a figure: confirmed when `confirmed` holds, refuted
+/// when `refuted` does, partly in between.
+fn graded(confirmed: bool, refuted: bool) -> Outcome {
+    if confirmed {
+        Outcome::Confirmed
+    } else if refuted {
+        Outcome::Refuted
+    } else {
+        Outcome::Partly
+    }
+}
+
 fn verdict(claim: &'static str, outcome: Outcome, evidence: String) -> Verdict {
     Verdict {
         claim,
@@ -284,13 +296,7 @@ pub(crate) fn cost_axes(select: Option<CostAxes>, poll: Option<CostAxes>) -> Ver
         p.by_count.grows(),
         p.by_highest.grows(),
     );
-    let outcome = if !sc && !pc {
-        Outcome::Refuted
-    } else if sc && pc && !sh && !ph {
-        Outcome::Confirmed
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(sc && pc && !sh && !ph, !sc && !pc);
     verdict(
         COST_AXES_CLAIM,
         outcome,
@@ -462,13 +468,7 @@ pub(crate) fn sigio(cpu_ratio: Option<Spread>, served_every_round: bool, detail:
     let Some(r) = cpu_ratio else {
         return missing(SIGIO_CLAIM, "sigio beside epoll edge");
     };
-    let outcome = if !served_every_round || r.lo >= 2.0 {
-        Outcome::Confirmed
-    } else if r.hi <= 1.25 {
-        Outcome::Refuted
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(!served_every_round || r.lo >= 2.0, r.hi <= 1.25);
     verdict(
         SIGIO_CLAIM,
         outcome,
@@ -553,13 +553,7 @@ pub(crate) fn thread_memory(figures: Option<(usize, f64, f64)>) -> Verdict {
         );
     };
     let ratio = threads / epoll.max(0.01);
-    let outcome = if ratio >= 4.0 {
-        Outcome::Confirmed
-    } else if ratio <= 1.5 {
-        Outcome::Refuted
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(ratio >= 4.0, ratio <= 1.5);
     verdict(
         THREAD_MEMORY_CLAIM,
         outcome,
@@ -583,13 +577,7 @@ pub(crate) fn completion_buffers(figures: Option<(usize, f64, f64)>) -> Verdict 
         );
     };
     let extra = uring - epoll;
-    let outcome = if extra >= 4.0 {
-        Outcome::Confirmed
-    } else if extra < 1.0 {
-        Outcome::Refuted
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(extra >= 4.0, extra < 1.0);
     verdict(
         COMPLETION_BUFFERS_CLAIM,
         outcome,
@@ -678,13 +666,7 @@ pub(crate) fn threads_scaling(
         );
     };
     let faster_growth = t.grows() && t.ratio() > GROWTH * e.ratio();
-    let outcome = if faster_growth || starved_at_most > 0.0 {
-        Outcome::Confirmed
-    } else if !t.grows() {
-        Outcome::Refuted
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(faster_growth || starved_at_most > 0.0, !t.grows());
     verdict(
         THREADS_CLAIM,
         outcome,
@@ -714,13 +696,7 @@ pub(crate) fn blocking(figures: Option<(usize, f64)>) -> Verdict {
         );
     };
     let served = conns as f64 - starved;
-    let outcome = if served <= 1.0 {
-        Outcome::Confirmed
-    } else if served >= conns as f64 / 2.0 {
-        Outcome::Refuted
-    } else {
-        Outcome::Partly
-    };
+    let outcome = graded(served <= 1.0, served >= conns as f64 / 2.0);
     verdict(
         BLOCKING_CLAIM,
         outcome,
@@ -931,28 +907,25 @@ mod tests {
             largest: largest.map(|(n, x)| (n, s(x))),
             largest_why: "the descriptor limit".into(),
         };
-        let v = |best, largest| single_thread(&cap(best, largest)).outcome;
+        let v = |best, largest| single_thread(&cap(best, largest));
         assert_eq!(
-            v(Some((300e3, Bound::Server)), Some((60_000, 20e3))),
-            Confirmed
+            outcomes([
+                v(Some((300e3, Bound::Server)), Some((60_000, 20e3))),
+                v(Some((300e3, Bound::Server)), Some((19_000, 20e3))),
+                v(Some((300e3, Bound::Server)), Some((60_000, 10e3))),
+                v(Some((100e3, Bound::Server)), Some((19_000, 20e3))),
+                v(Some((100e3, Bound::Client)), Some((19_000, 20e3))),
+                v(None, None),
+            ]),
+            [
+                Confirmed,
+                Partly,
+                Partly,
+                Refuted,
+                Inconclusive,
+                Inconclusive
+            ]
         );
-        assert_eq!(
-            v(Some((300e3, Bound::Server)), Some((19_000, 20e3))),
-            Partly
-        );
-        assert_eq!(
-            v(Some((300e3, Bound::Server)), Some((60_000, 10e3))),
-            Partly
-        );
-        assert_eq!(
-            v(Some((100e3, Bound::Server)), Some((19_000, 20e3))),
-            Refuted
-        );
-        assert_eq!(
-            v(Some((100e3, Bound::Client)), Some((19_000, 20e3))),
-            Inconclusive
-        );
-        assert_eq!(v(None, None), Inconclusive);
         assert!(single_thread(&cap(Some((100e3, Bound::Client)), None))
             .evidence
             .contains("client's limit"));
