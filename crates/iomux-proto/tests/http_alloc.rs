@@ -23,16 +23,23 @@ fn note_allocation() {
     }
 }
 
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
-
 fn counting() -> bool {
     COUNTING.try_with(Cell::get).unwrap_or(false)
 }
 
-fn count(on: bool) {
-    COUNTING.with(|c| c.set(on));
+/// How many times `f` allocated on this thread.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+/// `requests` one after another, sixteen times: one read's worth of
+/// pipelined requests.
+fn pipelined(requests: &[&[u8]]) -> Vec<u8> {
+    requests.concat().repeat(16)
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
@@ -55,59 +62,54 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn hello_world_requests_allocate_nothing() {
-    let pipeline: Vec<u8> = [
-        &b"GET /plaintext HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\nUser-Agent: t\r\n\r\n"[..],
+    let pipeline = pipelined(&[
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\nUser-Agent: t\r\n\r\n",
         b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
-    ]
-    .concat()
-    .repeat(16);
+    ]);
     let mut http = Http::default();
     let mut out = Vec::with_capacity(1 << 20);
     // Warm up: the first call sets up the thread's date cache.
     http.on_input(&pipeline, &mut out);
     out.clear();
-    count(true);
     let mut answered = 0;
-    for _ in 0..1000 {
-        let step = http.on_input(&pipeline, &mut out);
-        assert_eq!(step.consumed, pipeline.len());
-        assert!(!step.close);
-        answered += out.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
-        out.clear();
-    }
-    count(false);
+    let allocated = allocations_in(|| {
+        for _ in 0..1000 {
+            let step = http.on_input(&pipeline, &mut out);
+            assert_eq!(step.consumed, pipeline.len());
+            assert!(!step.close);
+            answered += out.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+            out.clear();
+        }
+    });
     assert_eq!(answered, 1000 * 16 * 5);
     assert_eq!(
-        allocations(),
-        0,
+        allocated, 0,
         "heap allocations while answering {answered} requests"
     );
     // The counter does see allocations: a chunked /echo body is buffered.
-    count(true);
-    http.on_input(
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        &mut out,
-    );
-    count(false);
-    assert!(allocations() > 0, "the counter counts");
+    let allocated = allocations_in(|| {
+        http.on_input(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            &mut out,
+        );
+    });
+    assert!(allocated > 0, "the counter counts");
     assert!(out.ends_with(b"abc"));
 }
 
 #[test]
 fn resp_get_set_incr_allocate_nothing() {
-    let pipeline: Vec<u8> = [
-        &b"*3\r\n$3\r\nSET\r\n$7\r\nkey:001\r\n$3\r\nxyz\r\n"[..],
+    let pipeline = pipelined(&[
+        b"*3\r\n$3\r\nSET\r\n$7\r\nkey:001\r\n$3\r\nxyz\r\n",
         b"*2\r\n$3\r\nGET\r\n$7\r\nkey:001\r\n",
         b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n",
         b"*2\r\n$6\r\nEXISTS\r\n$7\r\nkey:001\r\n",
         b"*1\r\n$4\r\nPING\r\n",
         b"GET key:001\r\n",
-    ]
-    .concat()
-    .repeat(16);
+    ]);
     let mut conn = Resp::new(std::sync::Arc::new(Shared::default()));
     let mut out = Vec::with_capacity(1 << 20);
     let mut commands = Vec::new();
@@ -116,23 +118,22 @@ fn resp_get_set_incr_allocate_nothing() {
     // Warm up: the keys are created, the parser's span list grows once.
     conn.on_data(&pipeline, &mut cx);
     cx.out().clear();
-    count(true);
-    for _ in 0..1000 {
-        let step = conn.on_data(&pipeline, &mut cx);
-        assert_eq!(step.consumed, pipeline.len());
-        assert!(!step.close);
-    }
-    count(false);
+    let allocated = allocations_in(|| {
+        for _ in 0..1000 {
+            let step = conn.on_data(&pipeline, &mut cx);
+            assert_eq!(step.consumed, pipeline.len());
+            assert!(!step.close);
+        }
+    });
     let answered = cx.out().windows(5).filter(|w| w == b"$3\r\nx").count();
     assert_eq!(answered, 1000 * 16 * 2, "every GET answered the value");
     assert_eq!(
-        allocations(),
-        0,
+        allocated, 0,
         "heap allocations while answering RESP commands"
     );
     // The counter does see allocations: a new key is allocated.
-    count(true);
-    conn.on_data(b"SET another v\r\n", &mut cx);
-    count(false);
-    assert!(allocations() > 0, "the counter counts");
+    let allocated = allocations_in(|| {
+        conn.on_data(b"SET another v\r\n", &mut cx);
+    });
+    assert!(allocated > 0, "the counter counts");
 }
