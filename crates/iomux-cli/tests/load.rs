@@ -3,20 +3,11 @@
 
 mod common;
 
-use common::ServerProcess;
+use common::{load, load_fails_saying, ServerProcess};
 use iomux_lab::load::json_number;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Output};
 use std::time::Duration;
-
-fn load(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iomux"))
-        .arg("load")
-        .args(args)
-        .output()
-        .expect("run iomux load")
-}
 
 /// Run load with `--json` and `args` (split at spaces), check it succeeded,
 /// and return its JSON line.
@@ -42,17 +33,20 @@ fn load_json(addr: impl std::fmt::Display, args: &str) -> String {
     stdout
 }
 
+/// Start `iomux serve --proto <proto>` and run load against it with the
+/// same protocol and `args`; returns load's JSON line.
+fn load_serve(proto: &str, args: &str) -> String {
+    let server = ServerProcess::start(&["--proto", proto]);
+    load_json(server.addr, &format!("--proto {proto} {args}"))
+}
+
 fn num(json: &str, key: &str) -> f64 {
     json_number(json, key).unwrap_or_else(|| panic!("{key} missing in {json}"))
 }
 
 #[test]
 fn echo_load_counts_requests_without_errors() {
-    let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(
-        server.addr,
-        "--proto echo --conns 4 --duration 1 --size 100",
-    );
+    let json = load_serve("echo", "--conns 4 --duration 1 --size 100");
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
     assert!(num(&json, "rps") > 0.0, "{json}");
@@ -65,10 +59,9 @@ fn echo_load_counts_requests_without_errors() {
 
 #[test]
 fn echo_load_with_pipeline_threads_and_idle_connections() {
-    let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(
-        server.addr,
-        "--proto echo --conns 6 --threads 2 --pipeline 8 --idle 200 --duration 1",
+    let json = load_serve(
+        "echo",
+        "--conns 6 --threads 2 --pipeline 8 --idle 200 --duration 1",
     );
     assert!(num(&json, "requests") > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -78,11 +71,7 @@ fn echo_load_with_pipeline_threads_and_idle_connections() {
 
 #[test]
 fn open_loop_rate_sends_on_schedule() {
-    let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(
-        server.addr,
-        "--proto echo --conns 4 --rate 200 --duration 1",
-    );
+    let json = load_serve("echo", "--conns 4 --rate 200 --duration 1");
     let requests = num(&json, "requests");
     // 200 due over the second; a few may still be in flight at the end.
     assert!((150.0..=201.0).contains(&requests), "{json}");
@@ -91,11 +80,7 @@ fn open_loop_rate_sends_on_schedule() {
 
 #[test]
 fn connection_per_request_counts_connects() {
-    let server = ServerProcess::start(&["--proto", "echo"]);
-    let json = load_json(
-        server.addr,
-        "--proto echo --conns 2 --connect-per-request --duration 1",
-    );
+    let json = load_serve("echo", "--conns 2 --connect-per-request --duration 1");
     let (requests, connects) = (num(&json, "requests"), num(&json, "connects"));
     assert!(requests > 0.0, "{json}");
     assert!(connects >= requests && connects <= requests + 2.0, "{json}");
@@ -155,11 +140,7 @@ fn http_load_counts_pipelined_responses() {
 
 #[test]
 fn http_load_against_iomux_serve() {
-    let server = ServerProcess::start(&["--proto", "http"]);
-    let json = load_json(
-        server.addr,
-        "--proto http --conns 8 --pipeline 4 --threads 2 --duration 1",
-    );
+    let json = load_serve("http", "--conns 8 --pipeline 4 --threads 2 --duration 1");
     let requests = num(&json, "requests");
     assert!(requests > 0.0, "{json}");
     assert_eq!(num(&json, "errors"), 0.0, "{json}");
@@ -175,22 +156,18 @@ fn refused_connections_fail_with_a_clear_message() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = load(&[
+    let addr = addr.to_string();
+    let args = [
         "--addr",
-        &addr.to_string(),
+        &addr,
         "--proto",
         "echo",
         "--conns",
         "2",
         "--duration",
         "1",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("refused") && err.contains("is a server listening"),
-        "{err}"
-    );
+    ];
+    load_fails_saying(&args, &["refused", "is a server listening"]);
 }
 
 #[test]
@@ -205,10 +182,7 @@ fn bad_flags_are_rejected_by_name() {
         (&["--timeout=1e30"][..], "--timeout"),
         (&["--conns", "30000"][..], "descriptors"),
     ] {
-        let out = load(&[&["--addr", "127.0.0.1:9"][..], args].concat());
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{args:?}: {err}");
+        load_fails_saying(&[&["--addr", "127.0.0.1:9"][..], args].concat(), &[needle]);
     }
 }
 
@@ -226,9 +200,6 @@ fn addresses_by_host_name_work_and_mistakes_are_explained() {
         ("127.0.0.1", "has no port"),
         ("::1:8080", "in brackets"),
     ] {
-        let out = load(&["--addr", addr]);
-        assert!(!out.status.success(), "{addr}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{addr}: {err}");
+        load_fails_saying(&["--addr", addr], &[needle]);
     }
 }

@@ -5,10 +5,12 @@
 //! the client sent and what it counted can be checked against what the
 //! server saw and answered. Loopback, ephemeral ports, bounded waits.
 
+mod common;
+
+use common::{load, load_fails_saying};
 use iomux_lab::load::{histogram_from_base64, json_number};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,14 +156,6 @@ fn ok(body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-fn load(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iomux"))
-        .arg("load")
-        .args(args)
-        .output()
-        .expect("run iomux load")
 }
 
 /// Run `iomux load --json <args> <flags>` (`flags` split at spaces), check
@@ -505,14 +499,8 @@ fn merge_errors_name_the_file() {
     std::fs::write(&bad, "{\"rps\":1}").unwrap();
     let missing = dir.join("missing.json");
     for (file, needle) in [(&bad, "no latency histogram"), (&missing, "cannot read")] {
-        let out = load(&["merge", file.to_str().unwrap()]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success()
-                && err.contains(needle)
-                && err.contains(file.file_name().unwrap().to_str().unwrap()),
-            "{err}"
-        );
+        let name = file.file_name().unwrap().to_str().unwrap();
+        load_fails_saying(&["merge", file.to_str().unwrap()], &[needle, name]);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -564,12 +552,7 @@ fn url_and_request_mistakes_are_explained() {
         ),
         (&["http://127.0.0.1:1/", "-d", "ten"][..], "not a duration"),
     ] {
-        let out = load(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(needle),
-            "{args:?}: {err}"
-        );
+        load_fails_saying(args, &[needle]);
     }
 }
 

@@ -4,8 +4,28 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Run `iomux load <args>` to its end.
+pub fn load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iomux"))
+        .arg("load")
+        .args(args)
+        .output()
+        .expect("run iomux load")
+}
+
+/// Run `iomux load <args>`, which must fail with a message that says every
+/// one of `needles`.
+pub fn load_fails_saying(args: &[&str], needles: &[&str]) {
+    let out = load(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+}
 
 pub struct ServerProcess {
     child: Option<Child>,
