@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use common::{eventually, ServerProcess};
+use common::{eventually, spawn_redis_tool, ServerProcess};
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -17,19 +17,13 @@ use std::time::Duration;
 /// Run a Redis tool with `args`, `stdin` as its input, bounded in time;
 /// panics with advice when the tool is missing.
 fn run_tool(tool: &str, args: &[&str], stdin: &[u8], within: Duration) -> Output {
-    let mut child = match Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "{tool} could not run ({e}): these tests need Redis's clients; install them with \
-             `apt-get install -y redis-tools` (CI's .ci/run does)"
-        ),
-    };
+    let mut child = spawn_redis_tool(
+        Command::new(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).unwrap();
     drop(input);

@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use common::{LoggedServer, ServerProcess};
+use common::{spawn_redis_tool, LoggedServer, ServerProcess};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -285,18 +285,13 @@ for_delivering_engines!(a_subscriber_that_stops_reading_is_disconnected);
 fn redis_cli_subscribe_receives_a_published_message() {
     let server = ServerProcess::start(&["--proto", "resp"]);
     let port = server.addr.port().to_string();
-    let mut cli = match Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port, "subscribe", "ch"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "redis-cli could not run ({e}): install it with `apt-get install -y redis-tools`"
-        ),
-    };
+    let mut cli = spawn_redis_tool(
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port, "subscribe", "ch"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let stdout = cli.stdout.take().unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

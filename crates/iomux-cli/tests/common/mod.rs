@@ -27,6 +27,18 @@ pub fn load_fails_saying(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// Start one of Redis's own clients (Debian's redis-tools); panics with how
+/// to install them when it is missing.
+pub fn spawn_redis_tool(command: &mut Command) -> Child {
+    command.spawn().unwrap_or_else(|e| {
+        panic!(
+            "{} could not run ({e}): these tests need Redis's clients; install them with \
+             `apt-get install -y redis-tools` (CI's .ci/run does)",
+            command.get_program().to_string_lossy()
+        )
+    })
+}
+
 pub struct ServerProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
