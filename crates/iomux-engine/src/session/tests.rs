@@ -380,45 +380,54 @@ impl Service for Chat {
     }
 }
 
-fn chat_env<'a>(
+/// What the sessions of a test share with their loop: the rules, a buffer
+/// pool, the commands they issue, and the time.
+struct World {
+    rules: Rules,
+    pool: BufPool,
+    commands: Vec<Command>,
     now: Instant,
-    rules: &'a Rules,
-    pool: &'a mut BufPool,
-    commands: &'a mut Vec<Command>,
-) -> Env<'a> {
-    Env {
-        now,
-        rules,
-        pool,
-        commands,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            rules: rules(),
+            pool: BufPool::new(1, 64),
+            commands: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// The environment a session's calls get, at `self.now`.
+    fn env(&mut self) -> Env<'_> {
+        Env {
+            now: self.now,
+            rules: &self.rules,
+            pool: &mut self.pool,
+            commands: &mut self.commands,
+        }
     }
 }
 
 #[test]
 fn a_service_writes_on_open_and_its_commands_reach_the_loop() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut w = World::new();
     let me = ConnId::new(0, 4);
-    let mut s = Session::new(Chat::default(), me, now);
-    s.on_open(None, &mut chat_env(now, &rules, &mut pool, &mut commands))
-        .unwrap();
+    let mut s = Session::new(Chat::default(), me, w.now);
+    s.on_open(None, &mut w.env()).unwrap();
     assert_eq!(s.unsent(), b"welcome\n");
     assert_eq!(
-        commands,
+        w.commands,
         vec![Command::SetTimer {
             key: 7,
             after: Duration::from_secs(1)
         }]
     );
-    commands.clear();
-    s.on_received(
-        b"hi",
-        None,
-        &mut chat_env(now, &rules, &mut pool, &mut commands),
-    )
-    .unwrap();
+    w.commands.clear();
+    s.on_received(b"hi", None, &mut w.env()).unwrap();
     assert_eq!(
-        commands,
+        w.commands,
         vec![
             Command::Send {
                 to: ConnId::new(1, 9),
@@ -427,48 +436,37 @@ fn a_service_writes_on_open_and_its_commands_reach_the_loop() {
             Command::CancelTimer(7)
         ]
     );
-    s.on_timer(
-        7,
-        None,
-        &mut chat_env(now, &rules, &mut pool, &mut commands),
-    )
-    .unwrap();
+    s.on_timer(7, None, &mut w.env()).unwrap();
     assert_eq!(s.unsent(), b"welcome\ntimer 7\n");
-    let timers: Vec<_> = s.release(&mut pool, &mut Vec::new()).collect();
+    let timers: Vec<_> = s.release(&mut w.pool, &mut Vec::new()).collect();
     assert!(timers.is_empty());
     assert_eq!(s.proto.closed, vec![me], "told once it is gone");
 }
 
 #[test]
 fn a_panic_in_the_protocol_is_a_fault_of_its_connection_only() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut w = World::new();
     let mut s = Session::new(
         Chat {
             panic_on_data: true,
             ..Chat::default()
         },
         ConnId::new(0, 4),
-        now,
+        w.now,
     );
     // Quiet the default hook's report for this expected panic.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = s.on_received(
-        b"x",
-        None,
-        &mut chat_env(now, &rules, &mut pool, &mut commands),
-    );
+    let result = s.on_received(b"x", None, &mut w.env());
     std::panic::set_hook(hook);
     assert_eq!(result, Err(Fault::Panicked));
 }
 
 #[test]
 fn output_from_other_connections_is_capped_and_drained_output_is_told() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut s = Session::new(Chat::default(), ConnId::new(0, 4), now);
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut w = World::new();
+    let mut s = Session::new(Chat::default(), ConnId::new(0, 4), w.now);
+    let mut env = w.env();
     assert!(s.push_output(&[b'm'; 200], &mut env));
     assert!(!s.reading(), "over the high-water mark: paused");
     assert!(s.push_output(&[b'm'; 100], &mut env), "at the cap");
@@ -498,10 +496,9 @@ fn the_protocol_is_told_when_its_unconsumed_input_reaches_the_cap() {
             cx.write(b"too much\n");
         }
     }
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut s = Session::new(Hoarder::default(), ConnId::new(0, 4), now);
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut w = World::new();
+    let mut s = Session::new(Hoarder::default(), ConnId::new(0, 4), w.now);
+    let mut env = w.env();
     assert_eq!(s.on_received(&[0; 64], None, &mut env), Ok(()));
     assert_eq!(s.on_received(&[0; 1], None, &mut env), Err(Fault::InputCap));
     assert!(s.proto.told);
@@ -545,29 +542,33 @@ impl Service for Relay {
     }
 }
 
-fn relay(half_close: bool, now: Instant, rules: &Rules, pool: &mut BufPool) -> Session<Relay> {
+/// A relay session (connection 0.5), opened in `env`'s world; what it
+/// issues on opening is dropped.
+fn relay(half_close: bool, env: &mut Env) -> Session<Relay> {
     let mut s = Session::new(
         Relay {
             half_close,
             ..Relay::default()
         },
         ConnId::new(0, 5),
-        now,
+        env.now,
     );
-    let mut commands = Vec::new();
-    s.on_open(None, &mut chat_env(now, rules, pool, &mut commands))
-        .unwrap();
+    let mut opened = Env {
+        commands: &mut Vec::new(),
+        pool: env.pool,
+        ..*env
+    };
+    s.on_open(None, &mut opened).unwrap();
     s
 }
 
 #[test]
 fn with_half_close_allowed_the_peers_fin_leaves_the_connection_open_for_writing() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
+    let mut w = World::new();
+    let mut env = w.env();
     // (half-close allowed?, closing after the peer's FIN?)
     for (allowed, closes) in [(false, true), (true, false)] {
-        let mut s = relay(allowed, now, &rules, env.pool);
+        let mut s = relay(allowed, &mut env);
         s.on_eof(None, &mut env).unwrap();
         assert_eq!(s.proto.eofs, 1);
         assert_eq!(s.ready_to_finish(), closes, "allowed: {allowed}");
@@ -581,22 +582,25 @@ fn with_half_close_allowed_the_peers_fin_leaves_the_connection_open_for_writing(
         assert!(!s.ready_to_finish(), "its output goes first");
         s.on_sent(4, None, &mut env).unwrap();
         assert!(s.ready_to_finish());
-        assert_eq!(s.finish(now, env.pool), Finish::Close, "both sides ended");
+        assert_eq!(
+            s.finish(env.now, env.pool),
+            Finish::Close,
+            "both sides ended"
+        );
     }
 }
 
 #[test]
 fn a_shutdown_of_our_side_sends_the_output_then_fin_and_reading_goes_on() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
-    let mut s = relay(true, now, &rules, env.pool);
+    let mut w = World::new();
+    let mut env = w.env();
+    let mut s = relay(true, &mut env);
     assert!(s.push_output(b"0123456789", &mut env));
     s.request_shutdown_write();
     assert!(!s.ready_to_finish(), "10 bytes owed");
     s.on_sent(10, None, &mut env).unwrap();
     assert!(s.ready_to_finish());
-    assert_eq!(s.finish(now, env.pool), Finish::ShutWrite);
+    assert_eq!(s.finish(env.now, env.pool), Finish::ShutWrite);
     assert!(!s.ready_to_finish(), "once");
     assert!(s.reading(), "the other direction still flows");
     // Output after our FIN cannot be sent: dropped, not queued.
@@ -606,15 +610,14 @@ fn a_shutdown_of_our_side_sends_the_output_then_fin_and_reading_goes_on() {
     // The peer's FIN ends the other direction: close now.
     s.on_eof(None, &mut env).unwrap();
     assert!(s.ready_to_finish());
-    assert_eq!(s.finish(now, env.pool), Finish::Close);
+    assert_eq!(s.finish(env.now, env.pool), Finish::Close);
 }
 
 #[test]
 fn a_forward_past_the_high_water_mark_pauses_its_writer_until_half_is_sent() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
-    let mut target = relay(false, now, &rules, env.pool);
+    let mut w = World::new();
+    let mut env = w.env();
+    let mut target = relay(false, &mut env);
     let writer = ConnId::new(0, 9);
     let forward = |n: usize| Command::Forward {
         from: writer,
@@ -640,10 +643,9 @@ fn a_forward_past_the_high_water_mark_pauses_its_writer_until_half_is_sent() {
 
 #[test]
 fn a_gone_connection_resumes_its_waiting_writers_and_closes_its_links() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
-    let mut s = relay(false, now, &rules, env.pool);
+    let mut w = World::new();
+    let mut env = w.env();
+    let mut s = relay(false, &mut env);
     let (writer, partner) = (ConnId::new(0, 9), ConnId::new(1, 3));
     let forward = Command::Forward {
         from: writer,
@@ -669,10 +671,9 @@ fn a_gone_connection_resumes_its_waiting_writers_and_closes_its_links() {
 
 #[test]
 fn pause_and_resume_hold_reading_and_say_when_it_resumes() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
-    let mut s = relay(false, now, &rules, env.pool);
+    let mut w = World::new();
+    let mut env = w.env();
+    let mut s = relay(false, &mut env);
     let id = ConnId::new(0, 5);
     assert_eq!(
         s.apply(Command::ResumeReading(id), &mut env),
@@ -690,24 +691,20 @@ fn pause_and_resume_hold_reading_and_say_when_it_resumes() {
 
 #[test]
 fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
+    let mut w = World::new();
+    let now = w.now;
     let asker = ConnId::new(0, 2);
     let addr = "127.0.0.1:9".parse().unwrap();
     let connect = Connecting::new(asker, 7, addr, Duration::from_secs(2), now);
     let mut s = Session::connecting(Relay::default(), ConnId::new(0, 3), now, connect);
     assert!(s.is_connecting() && !s.reading());
     assert_eq!(
-        s.deadline(&rules),
+        s.deadline(&w.rules),
         now + Duration::from_secs(2),
         "the connect's"
     );
-    let mut env = chat_env(
-        now + Duration::from_secs(1),
-        &rules,
-        &mut pool,
-        &mut commands,
-    );
+    w.now = now + Duration::from_secs(1);
+    let mut env = w.env();
     assert_eq!(
         s.on_deadline(None, &mut env),
         Deadline::Later(now + Duration::from_secs(2))
@@ -718,19 +715,15 @@ fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
     assert_eq!(s.proto.opened_by, Some(Some(asker)));
     assert!(s.reading());
     assert_eq!(
-        s.deadline(&rules),
+        s.deadline(&w.rules),
         now + Duration::from_secs(1) + IDLE,
         "idle from now"
     );
 
     // One that never connects times out, and was never open: no on_close.
     let mut s = Session::connecting(Relay::default(), ConnId::new(0, 4), now, connect);
-    let mut env = chat_env(
-        now + Duration::from_secs(2),
-        &rules,
-        &mut pool,
-        &mut commands,
-    );
+    w.now = now + Duration::from_secs(2);
+    let mut env = w.env();
     assert_eq!(s.on_deadline(None, &mut env), Deadline::ConnectTimedOut);
     drop(s.release(env.pool, &mut Vec::new()));
     assert_eq!((s.proto.opened_by, s.proto.closed), (None, 0));
@@ -746,10 +739,9 @@ fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
 
 #[test]
 fn without_a_loop_a_connect_is_answered_unsupported_and_every_command_counted() {
-    let (rules, mut pool, mut commands, now) =
-        (rules(), BufPool::new(1, 64), Vec::new(), Instant::now());
-    let mut env = chat_env(now, &rules, &mut pool, &mut commands);
-    let mut s = relay(false, now, &rules, env.pool);
+    let mut w = World::new();
+    let mut env = w.env();
+    let mut s = relay(false, &mut env);
     env.commands.push(Command::Connect {
         addr: "127.0.0.1:9".parse().unwrap(),
         timeout: Duration::from_secs(1),
