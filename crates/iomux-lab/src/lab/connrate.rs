@@ -4,6 +4,7 @@ use super::chart;
 use super::cpu::{CoreTimes, CpuSample};
 use super::judge::{self, Bound};
 use super::report::{Section, Spread, Table};
+use super::rounds::rotated;
 use super::Ctx;
 use std::io;
 
@@ -80,13 +81,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut single_bounds = Vec::new();
     for round in 0..rounds {
-        for k in 0..configs.len() {
-            let at = (round + k) % configs.len();
+        for at in rotated(round, configs.len()) {
             let (proto, threads) = configs[at];
-            ctx.progress(format_args!(
-                "connrate: round {}/{rounds}, {proto}, server --threads {threads}",
-                round + 1
-            ));
+            let what = format_args!("{proto}, server --threads {threads}");
+            ctx.round_progress("connrate", round, rounds, what);
             match measure(ctx, proto, threads, slots, &duration) {
                 Ok((rate, p99, errors, cpu, bound)) => {
                     table.push(vec![

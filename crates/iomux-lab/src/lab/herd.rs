@@ -6,6 +6,7 @@
 use super::chart;
 use super::judge;
 use super::report::{Section, Spread, Table};
+use super::rounds::rotated;
 use super::Ctx;
 use iomux::net::{Accepted, Acceptor, ListenOptions};
 use iomux::{EpollSelector, Events, Interest, Selector, Token, Trigger};
@@ -192,15 +193,9 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     ]);
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
-        for k in 0..modes.len() {
-            // Each round starts one mode later.
-            let at = (round + k) % modes.len();
+        for at in rotated(round, modes.len()) {
             let mode = modes[at];
-            ctx.progress(format_args!(
-                "herd: round {}/{rounds}, {}",
-                round + 1,
-                mode.name()
-            ));
+            ctx.round_progress("herd", round, rounds, mode.name());
             let o = measure(mode, threads, conns)?;
             let ratio = o.wakeups as f64 / o.accepted.max(1) as f64;
             table.push(vec![

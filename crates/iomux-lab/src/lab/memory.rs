@@ -5,6 +5,7 @@ use super::engines::{Engine, ENGINES};
 use super::judge;
 use super::machine::meminfo_kib;
 use super::report::{Section, Spread, Table};
+use super::rounds::rotated;
 use super::Ctx;
 use std::io;
 use std::time::Duration;
@@ -123,13 +124,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
         // Rounds (each starting one engine later) where the verdicts read.
         let rounds = if n == largest_size { ctx.rounds().0 } else { 1 };
         for round in 0..rounds {
-            for k in 0..here.len() {
-                let engine = here[(round + k) % here.len()];
-                ctx.progress(format_args!(
-                    "memory: round {}/{rounds}, {} with {n} idle connections",
-                    round + 1,
-                    engine.label()
-                ));
+            for at in rotated(round, here.len()) {
+                let engine = here[at];
+                let what = format_args!("{} with {n} idle connections", engine.label());
+                ctx.round_progress("memory", round, rounds, what);
                 match measure(ctx, engine, n) {
                     Ok(p) => points.push(p),
                     Err(e) => notes.push(format!("{} at {n}: {e}", engine.label())),

@@ -152,6 +152,17 @@ impl Ctx {
         );
     }
 
+    /// Say which round of how many is running what.
+    pub(crate) fn round_progress(
+        &self,
+        tag: &str,
+        round: usize,
+        rounds: usize,
+        what: impl std::fmt::Display,
+    ) {
+        self.progress(format_args!("{tag}: round {}/{rounds}, {what}", round + 1));
+    }
+
     pub(crate) fn out(&self, file: &str) -> PathBuf {
         self.config.out.join(file)
     }

@@ -11,6 +11,12 @@ use super::Ctx;
 use std::io;
 use std::time::Duration;
 
+/// The positions `0..n` in the order round `round` runs them: each round
+/// starts one later than the one before.
+pub(crate) fn rotated(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
+}
+
 /// The load of a run: `iomux load --proto P --conns N --pipeline D` for
 /// `duration` seconds with `idle` silent connections held open beside.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,14 +231,9 @@ impl Rounds {
         let mut runs = Vec::new();
         for round in 0..count {
             let mut got: Vec<Option<Run>> = vec![None; engines.len()];
-            for k in 0..engines.len() {
-                let at = (round + k) % engines.len();
+            for at in rotated(round, engines.len()) {
                 let engine = engines[at];
-                ctx.progress(format_args!(
-                    "{tag}: round {}/{count}, {}",
-                    round + 1,
-                    engine.label()
-                ));
+                ctx.round_progress(tag, round, count, engine.label());
                 match measure(ctx, engine, load) {
                     Ok(r) => got[at] = Some(r),
                     Err(e) => notes.push(format!(
@@ -369,4 +370,18 @@ pub(crate) fn usual_bound(runs: &[&Run]) -> Bound {
         }
     }
     best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotated;
+
+    #[test]
+    fn each_round_starts_one_later_and_runs_every_position_once() {
+        let order = |round| rotated(round, 3).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2]);
+        assert_eq!(order(1), [1, 2, 0]);
+        assert_eq!(order(5), [2, 0, 1]);
+        assert_eq!(rotated(4, 0).count(), 0);
+    }
 }
