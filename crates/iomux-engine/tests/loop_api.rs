@@ -70,6 +70,13 @@ fn a_job_runs_in_the_loop_it_was_posted_to(name: &str) {
     assert_eq!(rx.recv_timeout(WAIT).expect("the job ran"), last);
 }
 
+/// Read as many bytes as `expected` has from `peer`, and check they are those.
+fn assert_hears(peer: &mut impl Read, expected: &[u8], what: &str) {
+    let mut got = vec![0u8; expected.len()];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, expected, "{what}");
+}
+
 fn an_adopted_stream_is_served(name: &str) {
     let server = start(name, 1);
     let (ours, mut theirs) = UnixStream::pair().unwrap();
@@ -83,13 +90,9 @@ fn an_adopted_stream_is_served(name: &str) {
         .unwrap();
     let adopted = rx.recv_timeout(WAIT).expect("the job ran");
     assert_eq!(adopted.expect("adopted"), 0);
-    let mut greeting = [0u8; 8];
-    theirs.read_exact(&mut greeting).unwrap();
-    assert_eq!(&greeting, b"adopted\n");
+    assert_hears(&mut theirs, b"adopted\n", "the greeting");
     theirs.write_all(b"ping over a socketpair").unwrap();
-    let mut echo = [0u8; 22];
-    theirs.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"ping over a socketpair");
+    assert_hears(&mut theirs, b"ping over a socketpair", "the echo");
 }
 
 fn a_watched_descriptor_fires_until_unwatched(name: &str) {
@@ -205,16 +208,13 @@ fn a_loop_connect_is_served_and_a_refused_one_reported(name: &str) {
     assert_eq!(outcomes, [Ok(()), Err(ErrorKind::ConnectionRefused)]);
     let (mut peer, _) = upstream.accept().unwrap();
     peer.set_read_timeout(Some(WAIT)).unwrap();
-    let mut greeting = [0u8; 9];
-    peer.read_exact(&mut greeting).unwrap();
-    assert_eq!(
-        &greeting, b"accepted\n",
-        "opened like any connection, not adopted"
+    assert_hears(
+        &mut peer,
+        b"accepted\n",
+        "opened like any connection, not adopted",
     );
     peer.write_all(b"served").unwrap();
-    let mut echo = [0u8; 6];
-    peer.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"served");
+    assert_hears(&mut peer, b"served", "the echo");
 }
 
 fn run_in_loop_is_refused(name: &str) {
