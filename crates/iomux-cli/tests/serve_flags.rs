@@ -41,55 +41,33 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 
 #[test]
 fn bad_values_are_refused_by_name_without_a_panic() {
-    for (args, env, needle) in [
-        (
-            &["--idle-timeout=1e30"][..],
-            &[][..],
-            "--idle-timeout must be a positive number of seconds",
-        ),
-        (
-            &["--idle-timeout=0"][..],
-            &[][..],
-            "--idle-timeout must be a positive number of seconds",
-        ),
-        (
-            &["--idle-timeout=nan"][..],
-            &[][..],
-            "--idle-timeout must be a positive number of seconds",
-        ),
-        (&["--backlog=-5"][..], &[][..], "--backlog"),
-        (&["--backlog=0"][..], &[][..], "--backlog"),
-        (&[][..], &[("LISTENQ", "-1")][..], "LISTENQ"),
-        (&[][..], &[("LISTENQ", "lots")][..], "LISTENQ"),
-        (
-            &["--backend", "select", "--trigger", "edge"][..],
-            &[][..],
-            "--backend epoll",
-        ),
-        // sigio is edge-triggered only; uring completions have no trigger.
-        (
-            &["--backend", "sigio", "--trigger", "level"][..],
-            &[][..],
-            "edge only",
-        ),
-        (
-            &["--backend", "sigio", "--trigger", "oneshot"][..],
-            &[][..],
-            "--backend epoll",
-        ),
-        (
-            &["--backend", "uring", "--trigger", "edge"][..],
-            &[][..],
-            "--trigger",
-        ),
-        (&["--threads", "0"][..], &[][..], "--threads"),
-        (&["--max-conns", "0"][..], &[][..], "--max-conns"),
-    ] {
+    let refused = |args: &[&str], env: &[(&str, &str)], needle: &str| {
         let all = [&["--addr", "127.0.0.1:0"][..], args].concat();
         let (ok, err) = serve(&all, env);
         assert!(!ok, "{args:?} {env:?} was accepted");
         assert!(err.contains(needle), "{args:?} {env:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?} {env:?}: {err}");
+    };
+    let not_seconds = "--idle-timeout must be a positive number of seconds";
+    for (args, needle) in [
+        ("--idle-timeout=1e30", not_seconds),
+        ("--idle-timeout=0", not_seconds),
+        ("--idle-timeout=nan", not_seconds),
+        ("--backlog=-5", "--backlog"),
+        ("--backlog=0", "--backlog"),
+        ("--backend select --trigger edge", "--backend epoll"),
+        // sigio is edge-triggered only; uring completions have no trigger.
+        ("--backend sigio --trigger level", "edge only"),
+        ("--backend sigio --trigger oneshot", "--backend epoll"),
+        ("--backend uring --trigger edge", "--trigger"),
+        ("--threads 0", "--threads"),
+        ("--max-conns 0", "--max-conns"),
+    ] {
+        let args: Vec<&str> = args.split(' ').collect();
+        refused(&args, &[], needle);
+    }
+    for listenq in ["-1", "lots"] {
+        refused(&[], &[("LISTENQ", listenq)], "LISTENQ");
     }
     let (ok, err) = serve(&["--addr", "127.0.0.1"], &[]);
     assert!(!ok && err.contains("has no port"), "{err}");
