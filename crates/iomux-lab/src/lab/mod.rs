@@ -37,7 +37,9 @@ mod throughput;
 pub use report::{Outcome, Section, Table, Verdict};
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 /// What to run and where to write it.
@@ -188,21 +190,19 @@ impl Ctx {
         procs::Server::start(&self.config.exe, args, &self.server_cpus)
     }
 
-    pub(crate) fn load(
-        &self,
-        addr: std::net::SocketAddr,
-        args: &[&str],
-    ) -> io::Result<procs::LoadResult> {
-        procs::run_load(&self.config.exe, addr, args, &self.load_cpus)
+    /// Run `iomux load --json <args>` against `addr` to completion.
+    pub(crate) fn load(&self, addr: SocketAddr, args: &[&str]) -> io::Result<procs::LoadResult> {
+        procs::run_load(self.load_command(addr, args), args)
     }
 
     /// Start a load in the background (to hold connections open).
-    pub(crate) fn spawn_load(
-        &self,
-        addr: std::net::SocketAddr,
-        args: &[&str],
-    ) -> io::Result<std::process::Child> {
-        procs::spawn_load(&self.config.exe, addr, args, &self.load_cpus)
+    pub(crate) fn spawn_load(&self, addr: SocketAddr, args: &[&str]) -> io::Result<Child> {
+        let mut load = self.load_command(addr, args);
+        load.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+    }
+
+    fn load_command(&self, addr: SocketAddr, args: &[&str]) -> Command {
+        procs::load_command(&self.config.exe, addr, args, &self.load_cpus)
     }
 
     /// Client threads: one per core the load may use, none on the server's.

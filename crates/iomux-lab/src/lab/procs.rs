@@ -199,7 +199,8 @@ impl LoadResult {
     }
 }
 
-fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpus: &[usize]) -> Command {
+/// `iomux load --addr <addr> --json <args>`, pinned to `cpus`, its output piped.
+pub(crate) fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpus: &[usize]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg("load")
         .args(["--addr", &addr.to_string(), "--json"])
@@ -211,14 +212,10 @@ fn load_command(exe: &Path, addr: SocketAddr, args: &[&str], cpus: &[usize]) -> 
     cmd
 }
 
-/// Run `iomux load --json <args>` against `addr` to completion.
-pub(crate) fn run_load(
-    exe: &Path,
-    addr: SocketAddr,
-    args: &[&str],
-    cpus: &[usize],
-) -> io::Result<LoadResult> {
-    let out = load_command(exe, addr, args, cpus).output()?;
+/// Run `load`, a [`load_command`] with `args`, to completion and take the
+/// JSON line it printed.
+pub(crate) fn run_load(mut load: Command, args: &[&str]) -> io::Result<LoadResult> {
+    let out = load.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || !stdout.starts_with('{') {
         return Err(io::Error::other(format!(
@@ -228,19 +225,6 @@ pub(crate) fn run_load(
         )));
     }
     Ok(LoadResult { json: stdout })
-}
-
-/// Start `iomux load --json <args>` in the background (to hold connections open).
-pub(crate) fn spawn_load(
-    exe: &Path,
-    addr: SocketAddr,
-    args: &[&str],
-    cpus: &[usize],
-) -> io::Result<Child> {
-    load_command(exe, addr, args, cpus)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
 }
 
 #[cfg(test)]
