@@ -194,11 +194,15 @@ mod tests {
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(30) {}
         let a = CpuSample::of(std::process::id()).unwrap();
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < std::time::Duration::from_millis(3) {}
-        let b = CpuSample::of(std::process::id()).unwrap();
         assert!(a.ticks_s > 0.0 && a.threads_s > 0.0, "{a:?}");
-        // 3 ms of spinning shows in nanoseconds even where ticks miss it.
+        // Spin until the sample moves by 2 ms: the scheduler's nanoseconds
+        // show it even where ticks miss it. On a busy machine the thread may
+        // wait for its core, so the spin is bounded by wall time, not fixed.
+        let spin = std::time::Instant::now();
+        let mut b = CpuSample::of(std::process::id()).unwrap();
+        while a.until(&b) < 0.002 && spin.elapsed() < std::time::Duration::from_secs(10) {
+            b = CpuSample::of(std::process::id()).unwrap();
+        }
         assert!(a.until(&b) >= 0.002, "{a:?} {b:?}");
     }
 }
