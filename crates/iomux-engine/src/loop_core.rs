@@ -320,7 +320,11 @@ pub(crate) trait LoopEngine: Sized {
         while !self.core().dispatch.local.is_empty() {
             let mut local = std::mem::take(&mut self.core().dispatch.local);
             for (token, command) in local.drain(..) {
-                if let Err(e) = self.run_one(token, command) {
+                let ran = match command {
+                    Command::SendMany { to, bytes } => self.send_many(&to, &bytes),
+                    command => self.run_one(token, command),
+                };
+                if let Err(e) = ran {
                     result = Err(e);
                 }
             }
@@ -359,6 +363,34 @@ pub(crate) trait LoopEngine: Sized {
         }
         self.mark_ready(token);
         Ok(())
+    }
+
+    /// One frame for many connections of this loop ([`Command::SendMany`]):
+    /// appended to each one's output as a `Send` would be, copied from the
+    /// shared frame with no command or buffer of its own per receiver. Each
+    /// is marked ready once, when it first owes something: one with output
+    /// owed already is due a send anyway (this pass, or when its socket
+    /// takes more), so a pass of many messages flushes each receiver once.
+    fn send_many(&mut self, to: &[ConnId], bytes: &[u8]) -> io::Result<()> {
+        let mut result = Ok(());
+        for &id in to {
+            let token = Token(id.token());
+            let core = self.core();
+            let Some(conn) = core.conns.get_mut(token).filter(|c| c.live()) else {
+                continue; // gone meanwhile
+            };
+            let session = conn.session();
+            let owed_nothing = session.owed() == 0;
+            if !session.push_output(bytes, &mut env!(core, core.clock.now)) {
+                core.stats.output_overflows += 1;
+                if let Err(e) = self.on_overflow(token) {
+                    result = Err(e);
+                }
+            } else if owed_nothing {
+                self.mark_ready(token);
+            }
+        }
+        result
     }
 
     /// A protocol asked for an outgoing connection: a non-blocking connect,
