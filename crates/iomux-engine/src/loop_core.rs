@@ -319,15 +319,38 @@ pub(crate) trait LoopEngine: Sized {
         let mut result = Ok(());
         while !self.core().dispatch.local.is_empty() {
             let mut local = std::mem::take(&mut self.core().dispatch.local);
-            for (token, command) in local.drain(..) {
+            let mut commands = local.drain(..).peekable();
+            while let Some((token, command)) = commands.next() {
                 let ran = match command {
-                    Command::SendMany { to, bytes } => self.send_many(&to, &bytes),
+                    Command::SendMany { to, bytes } => {
+                        // Frames for the same receivers back to back (pipelined
+                        // PUBLISH to one channel): one append for each receiver.
+                        let mut joined: Option<Vec<u8>> = None;
+                        while let Some((
+                            _,
+                            Command::SendMany {
+                                to: next_to,
+                                bytes: next,
+                            },
+                        )) = commands.peek()
+                        {
+                            if *next_to != to {
+                                break;
+                            }
+                            joined
+                                .get_or_insert_with(|| bytes.to_vec())
+                                .extend_from_slice(next);
+                            commands.next();
+                        }
+                        self.send_many(&to, joined.as_deref().unwrap_or(&bytes))
+                    }
                     command => self.run_one(token, command),
                 };
                 if let Err(e) = ran {
                     result = Err(e);
                 }
             }
+            drop(commands);
             let core = self.core();
             if core.dispatch.local.is_empty() {
                 core.dispatch.local = local;
