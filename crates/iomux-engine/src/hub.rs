@@ -57,7 +57,8 @@ impl Hub {
     }
 
     /// Post a command for the loop that serves its target; false when no
-    /// loop does (an id from another server, or a command with no target).
+    /// loop does (an id from another server, or a command with no target:
+    /// a `SendMany` is split by loop in [`Dispatch`], then posted).
     pub(crate) fn post(&self, command: Command) -> bool {
         command
             .target()
