@@ -1,7 +1,8 @@
 //! How connections of one server reach each other across loop threads: one
 //! mailbox per loop. A protocol's `send_to` or `close_conn` for a connection
 //! of another loop is posted to that loop's mailbox, and its waker makes the
-//! loop take it on its next pass. Work posted with
+//! loop take it on its next pass; a `send_to_many` posts one message per
+//! loop, for all of that loop's receivers. Work posted with
 //! [`crate::Handle::run_in_loop`] goes the same way.
 
 use crate::loop_api::Job;
@@ -9,7 +10,7 @@ use crate::session::Session;
 use crate::stats::LoopStats;
 use crate::table::Timers;
 use iomux::{Token, Waker};
-use iomux_proto::{Command, Service};
+use iomux_proto::{Command, ConnId, Service};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -56,12 +57,17 @@ impl Hub {
     }
 
     /// Post a command for the loop that serves its target; false when no
-    /// loop does (an id from another server, or a command with no target).
+    /// loop does (an id from another server, or a command with no target:
+    /// a `SendMany` is split by loop in [`Dispatch`], then posted).
     pub(crate) fn post(&self, command: Command) -> bool {
-        let Some(target) = command.target() else {
-            return false;
-        };
-        let Some(mailbox) = self.loops.get(target.loop_index()) else {
+        command
+            .target()
+            .is_some_and(|target| self.post_to(target.loop_index(), command))
+    }
+
+    /// Post a command for loop `index`; false when there is no such loop.
+    fn post_to(&self, index: usize, command: Command) -> bool {
+        let Some(mailbox) = self.loops.get(index) else {
             return false;
         };
         let was_empty = {
@@ -123,11 +129,16 @@ impl Hub {
 #[derive(Debug, Default)]
 pub(crate) struct Dispatch {
     /// Commands for connections of this loop, by their token (a connect:
-    /// by the asker's token).
+    /// by the asker's token; a [`Command::SendMany`], whose receivers here
+    /// are all of this loop: [`MANY`]).
     pub local: Vec<(Token, Command)>,
     /// Mail taken from the hub, reused pass after pass.
     mail: Vec<Command>,
 }
+
+/// The token a [`Command::SendMany`] is filed under in [`Dispatch::local`]
+/// (it names its receivers itself).
+pub(crate) const MANY: Token = Token(usize::MAX);
 
 /// Where a loop's commands may go: its place among the server's loops and
 /// the hub that reaches the others.
@@ -204,6 +215,9 @@ impl Dispatch {
     }
 
     fn route(&mut self, command: Command, route: Route, stats: &mut LoopStats) {
+        if let Command::SendMany { to, bytes } = command {
+            return self.route_many(to, bytes, route, stats);
+        }
         let Some(target) = command.target() else {
             return;
         };
@@ -211,6 +225,44 @@ impl Dispatch {
             self.local.push((Token(target.token()), command));
         } else if !route.hub.post(command) {
             stats.misaddressed += 1;
+        }
+    }
+
+    /// One frame for many receivers: those of this loop stay one command
+    /// here, those of each other loop go there as one message.
+    fn route_many(
+        &mut self,
+        to: Vec<ConnId>,
+        bytes: Arc<[u8]>,
+        route: Route,
+        stats: &mut LoopStats,
+    ) {
+        // The usual case (one loop, or a channel's subscribers on one): as is.
+        if to.iter().all(|id| id.loop_index() == route.index) {
+            self.local.push((MANY, Command::SendMany { to, bytes }));
+            return;
+        }
+        let mut by_loop: Vec<Vec<ConnId>> = vec![Vec::new(); route.hub.loops()];
+        for id in to {
+            match by_loop.get_mut(id.loop_index()) {
+                Some(ids) => ids.push(id),
+                None => stats.misaddressed += 1,
+            }
+        }
+        for (index, to) in by_loop.into_iter().enumerate() {
+            if to.is_empty() {
+                continue;
+            }
+            let command = Command::SendMany {
+                to,
+                bytes: bytes.clone(),
+            };
+            if index == route.index {
+                self.local.push((MANY, command));
+            } else {
+                // `index` is one of the hub's loops: posting cannot fail.
+                route.hub.post_to(index, command);
+            }
         }
     }
 }
@@ -238,5 +290,34 @@ mod tests {
         assert_eq!(mail.len(), 2);
         hub.take(1, &mut mail);
         assert_eq!(mail.len(), 2, "taken once");
+    }
+
+    #[test]
+    fn one_frame_for_many_is_one_command_per_loop() {
+        let hub = Hub::new(3);
+        let route = Route {
+            index: 0,
+            hub: &hub,
+        };
+        let (mut dispatch, mut stats) = (Dispatch::default(), LoopStats::default());
+        let ids = [(1, 5), (0, 2), (2, 3), (1, 6), (7, 1), (0, 4)].map(|(l, t)| ConnId::new(l, t));
+        let bytes: Arc<[u8]> = b"frame"[..].into();
+        let many = |to: &[ConnId]| Command::SendMany {
+            to: to.to_vec(),
+            bytes: bytes.clone(),
+        };
+        dispatch.route(many(&ids), route, &mut stats);
+        assert_eq!(stats.misaddressed, 1, "no loop 7");
+        assert_eq!(dispatch.local, [(MANY, many(&[ids[1], ids[5]]))]);
+        let mut mail = Vec::new();
+        hub.take(1, &mut mail);
+        assert_eq!(mail, [many(&[ids[0], ids[3]])], "one message for loop 1");
+        mail.clear();
+        hub.take(2, &mut mail);
+        assert_eq!(mail, [many(&[ids[2]])]);
+        // All of this loop's: kept whole.
+        dispatch.local.clear();
+        dispatch.route(many(&[ids[1], ids[5]]), route, &mut stats);
+        assert_eq!(dispatch.local, [(MANY, many(&[ids[1], ids[5]]))]);
     }
 }

@@ -215,6 +215,22 @@ impl<'a> LoopCx<'a> {
         });
     }
 
+    /// Append the same `bytes` to the output of every connection in `to`
+    /// (on any loops of the server), sharing one frame among them, as
+    /// [`iomux_proto::Context::send_to_many`] does.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut iomux_engine::LoopCx, subscribers: &[iomux_proto::ConnId]) {
+    /// cx.send_to_many(subscribers.iter().copied(), b"tick\n");
+    /// # }
+    /// ```
+    pub fn send_to_many(&mut self, to: impl IntoIterator<Item = ConnId>, bytes: &[u8]) {
+        self.ops.command(Command::SendMany {
+            to: to.into_iter().collect(),
+            bytes: bytes.into(),
+        });
+    }
+
     /// Close connection `id` once its output is sent.
     pub fn close(&mut self, id: ConnId) {
         self.ops.command(Command::Close(id));

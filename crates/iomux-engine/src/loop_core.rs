@@ -319,11 +319,38 @@ pub(crate) trait LoopEngine: Sized {
         let mut result = Ok(());
         while !self.core().dispatch.local.is_empty() {
             let mut local = std::mem::take(&mut self.core().dispatch.local);
-            for (token, command) in local.drain(..) {
-                if let Err(e) = self.run_one(token, command) {
+            let mut commands = local.drain(..).peekable();
+            while let Some((token, command)) = commands.next() {
+                let ran = match command {
+                    Command::SendMany { to, bytes } => {
+                        // Frames for the same receivers back to back (pipelined
+                        // PUBLISH to one channel): one append for each receiver.
+                        let mut joined: Option<Vec<u8>> = None;
+                        while let Some((
+                            _,
+                            Command::SendMany {
+                                to: next_to,
+                                bytes: next,
+                            },
+                        )) = commands.peek()
+                        {
+                            if *next_to != to {
+                                break;
+                            }
+                            joined
+                                .get_or_insert_with(|| bytes.to_vec())
+                                .extend_from_slice(next);
+                            commands.next();
+                        }
+                        self.send_many(&to, joined.as_deref().unwrap_or(&bytes))
+                    }
+                    command => self.run_one(token, command),
+                };
+                if let Err(e) = ran {
                     result = Err(e);
                 }
             }
+            drop(commands);
             let core = self.core();
             if core.dispatch.local.is_empty() {
                 core.dispatch.local = local;
@@ -359,6 +386,34 @@ pub(crate) trait LoopEngine: Sized {
         }
         self.mark_ready(token);
         Ok(())
+    }
+
+    /// One frame for many connections of this loop ([`Command::SendMany`]):
+    /// appended to each one's output as a `Send` would be, copied from the
+    /// shared frame with no command or buffer of its own per receiver. Each
+    /// is marked ready once, when it first owes something: one with output
+    /// owed already is due a send anyway (this pass, or when its socket
+    /// takes more), so a pass of many messages flushes each receiver once.
+    fn send_many(&mut self, to: &[ConnId], bytes: &[u8]) -> io::Result<()> {
+        let mut result = Ok(());
+        for &id in to {
+            let token = Token(id.token());
+            let core = self.core();
+            let Some(conn) = core.conns.get_mut(token).filter(|c| c.live()) else {
+                continue; // gone meanwhile
+            };
+            let session = conn.session();
+            let owed_nothing = session.owed() == 0;
+            if !session.push_output(bytes, &mut env!(core, core.clock.now)) {
+                core.stats.output_overflows += 1;
+                if let Err(e) = self.on_overflow(token) {
+                    result = Err(e);
+                }
+            } else if owed_nothing {
+                self.mark_ready(token);
+            }
+        }
+        result
     }
 
     /// A protocol asked for an outgoing connection: a non-blocking connect,

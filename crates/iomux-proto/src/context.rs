@@ -8,12 +8,14 @@
 //! once the protocol's call returns.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Command {
     /// The connection a command is carried out on, which may be served by
     /// another loop (`Send`, `Forward`, `Close`, ...); timers and connects
-    /// are the asking connection's own.
+    /// are the asking connection's own, and a [`Command::SendMany`] has
+    /// many (its `to`).
     ///
     /// ```
     /// use iomux_proto::{Command, ConnId};
@@ -29,7 +31,10 @@ impl Command {
             | Command::ShutdownWrite(id)
             | Command::PauseReading(id)
             | Command::ResumeReading(id) => Some(*id),
-            Command::SetTimer { .. } | Command::CancelTimer(_) | Command::Connect { .. } => None,
+            Command::SetTimer { .. }
+            | Command::CancelTimer(_)
+            | Command::Connect { .. }
+            | Command::SendMany { .. } => None,
         }
     }
 }
@@ -75,6 +80,16 @@ pub enum Command {
         to: ConnId,
         /// What it is sent.
         bytes: Vec<u8>,
+    },
+    /// Append the same `bytes` to the output of every connection in `to`
+    /// (ignoring those that are gone), as one `Send` each would, in the
+    /// order of this command among each one's other output; the engine
+    /// hands one frame to all of them ([`Context::send_to_many`]).
+    SendMany {
+        /// The connections written to, on any loops.
+        to: Vec<ConnId>,
+        /// What each is sent, shared by all of them.
+        bytes: Arc<[u8]>,
     },
     /// Close connection `id` once its output is sent.
     Close(ConnId),
@@ -269,6 +284,50 @@ impl<'a> Context<'a> {
             to,
             bytes: bytes.to_vec(),
         });
+    }
+
+    /// Append the same bytes to the output of many connections (any loops of
+    /// the same server): one command for all of them instead of a
+    /// [`Context::send_to`] each, so the engine copies the bytes once into
+    /// a frame they share, and reaches the connections of another loop with
+    /// one message for them all. Each receiver gets them in order with
+    /// everything else sent to it; one that is gone by then is skipped, and
+    /// one that owes its peer more than the engine's output cap is
+    /// disconnected without slowing the others (pub/sub fan-out). This
+    /// connection among `to` has the bytes written to its own output.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let me = ConnId::new(0, 2);
+    /// let mut cx = Context::new(me, std::time::Instant::now(), &mut out, &mut commands);
+    /// let subscribers = [ConnId::new(0, 3), me, ConnId::new(1, 4)];
+    /// cx.send_to_many(subscribers, b"news");
+    /// assert_eq!(out, b"news");
+    /// assert_eq!(
+    ///     commands,
+    ///     [Command::SendMany { to: vec![ConnId::new(0, 3), ConnId::new(1, 4)], bytes: b"news"[..].into() }]
+    /// );
+    /// ```
+    pub fn send_to_many(&mut self, to: impl IntoIterator<Item = ConnId>, bytes: &[u8]) {
+        let to = to.into_iter();
+        let mut others = Vec::with_capacity(to.size_hint().0);
+        for id in to {
+            if id == self.id {
+                self.write(bytes);
+            } else {
+                others.push(id);
+            }
+        }
+        match others[..] {
+            [] => {}
+            // One receiver: no frame to share.
+            [to] => self.send_to(to, bytes),
+            _ => self.commands.push(Command::SendMany {
+                to: others,
+                bytes: bytes.into(),
+            }),
+        }
     }
 
     /// Close this connection once its output is sent.

@@ -7,9 +7,9 @@
 //! requests get Redis's `-ERR Protocol error: ...` reply and the connection
 //! closes. Replies and error texts are worded as Redis 7 words them.
 //!
-//! PUBLISH hands each subscriber its message frame with
-//! [`Context::send_to`]; the engine queues it on that connection, whichever
-//! loop serves it. On an engine that does not carry out such commands, make
+//! PUBLISH hands its subscribers their message frame with
+//! [`Context::send_to_many`]; the engine queues it on each connection,
+//! whichever loop serves it. On an engine that does not carry out such commands, make
 //! the state with [`Shared::without_delivery`]: SUBSCRIBE then answers an
 //! error rather than accept subscriptions that would never receive.
 //!

@@ -2,8 +2,9 @@
 //! and the exact RESP2 frames Redis sends.
 //!
 //! Delivering a message to another connection is the engine's job: the
-//! registry hands each frame to [`Context::send_to`] with the subscriber's
-//! connection id; a subscriber that stops reading is the engine's to bound.
+//! registry hands each frame to [`Context::send_to_many`] with the
+//! subscribers' connection ids; a subscriber that stops reading is the
+//! engine's to bound.
 
 use super::reply;
 use crate::{ConnId, Context};
@@ -54,7 +55,8 @@ impl PubSub {
     }
 
     /// Sends `message` to every subscriber of `channel` through `cx` (the
-    /// frame is built once); returns how many subscribers it was sent to.
+    /// frame is built once and shared by all of them); returns how many
+    /// subscribers it was sent to.
     pub fn publish(&self, channel: &[u8], message: &[u8], cx: &mut Context) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(ids) = channels.get(channel) else {
@@ -62,9 +64,7 @@ impl PubSub {
         };
         let mut frame = Vec::with_capacity(channel.len() + message.len() + 32);
         message_frame(&mut frame, channel, message);
-        for &id in ids {
-            cx.send_to(id, &frame);
-        }
+        cx.send_to_many(ids.iter().copied(), &frame);
         ids.len()
     }
 }

@@ -734,8 +734,11 @@ fn subscribe(conn: &mut Resp, id: ConnId, input: &[u8]) -> Vec<u8> {
 fn sends(commands: Vec<Command>) -> Vec<(ConnId, Vec<u8>)> {
     let mut sent: Vec<(ConnId, Vec<u8>)> = commands
         .into_iter()
-        .map(|c| match c {
-            Command::Send { to, bytes } => (to, bytes),
+        .flat_map(|c| match c {
+            Command::Send { to, bytes } => vec![(to, bytes)],
+            Command::SendMany { to, bytes } => {
+                to.into_iter().map(|id| (id, bytes.to_vec())).collect()
+            }
             other => panic!("only sends expected, got {other:?}"),
         })
         .collect();
