@@ -37,6 +37,7 @@ use crate::{Protocol, Step};
 use date::{http_date, DATE_LEN};
 use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, Route};
 use response::{Persist, Response, CONTINUE};
+use std::ops::Range;
 
 /// Run a fresh connection over `input` delivered in reads cut at `cuts`, the
 /// way an engine does: unconsumed bytes are offered again in front of the
@@ -114,13 +115,26 @@ impl Default for Http {
     }
 }
 
-/// The cached `Date` value, fetched at most once per input slice.
+/// What the responses to one input slice share: the `Date` value, fetched
+/// at most once, and where the slice's first hello response lies in `out`,
+/// so that the other pipelined ones are copied from it rather than rendered
+/// again (they are byte for byte the same within one slice, Date included).
 struct DateCell {
     clock: fn() -> u64,
     value: Option<[u8; DATE_LEN]>,
+    /// `out[hello]` is a complete `200` hello response with `Persist::Default`.
+    hello: Option<Range<usize>>,
 }
 
 impl DateCell {
+    fn new(clock: fn() -> u64) -> DateCell {
+        DateCell {
+            clock,
+            value: None,
+            hello: None,
+        }
+    }
+
     fn get(&mut self) -> &[u8; DATE_LEN] {
         let clock = self.clock;
         self.value.get_or_insert_with(|| http_date(clock()))
@@ -248,7 +262,11 @@ impl Http {
                 Status::MethodNotAllowed.explanation(),
             ),
         };
-        if !self.has(flag::STARTED) {
+        if self.has(flag::STARTED) {
+            // The head went out before the body.
+        } else if self.route == Route::Hello && self.persist() == Persist::Default {
+            self.write_hello(head_only, date, out);
+        } else {
             Response {
                 status,
                 persist: self.persist(),
@@ -265,6 +283,26 @@ impl Http {
         self.flags = 0;
         self.scanned = 0;
         close
+    }
+
+    /// Append the hello response (without its body for HEAD): rendered
+    /// the first time in an input slice, then copied from that first one.
+    fn write_hello(&self, head_only: bool, date: &mut DateCell, out: &mut Vec<u8>) {
+        if let Some(first) = date.hello.clone() {
+            let end = if head_only {
+                first.end - HELLO.len()
+            } else {
+                first.end
+            };
+            out.extend_from_within(first.start..end);
+            return;
+        }
+        let start = out.len();
+        self.write_head_of(Status::Ok, b"", HELLO.len() as u64, date, out);
+        if !head_only {
+            out.extend_from_slice(HELLO);
+            date.hello = Some(start..out.len());
+        }
     }
 
     /// Read body bytes from `input`; returns the bytes used and whether the body ended.
@@ -300,10 +338,7 @@ impl Http {
 
 impl Protocol for Http {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let mut date = DateCell {
-            clock: self.config.clock,
-            value: None,
-        };
+        let mut date = DateCell::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
@@ -394,10 +429,7 @@ impl Protocol for Http {
             Phase::Closed => false,
         };
         if mid_request {
-            let mut date = DateCell {
-                clock: self.config.clock,
-                value: None,
-            };
+            let mut date = DateCell::new(self.config.clock);
             self.fail(Status::RequestTimeout, &mut date, out);
         }
         self.phase = Phase::Closed;
