@@ -89,6 +89,8 @@ mod flag {
     pub const KEEP_ALIVE: u8 = 16;
     /// This request's response headers are already out (streamed echo).
     pub const STARTED: u8 = 32;
+    /// The request asks for `100 Continue` (in a parsed head only).
+    pub const EXPECT_CONTINUE: u8 = 64;
 }
 
 /// One connection's HTTP/1.1 state: 64 bytes, and no heap memory between
@@ -191,31 +193,28 @@ impl Http {
         self.echo_body = Vec::new();
     }
 
-    /// A head is complete; `after` is the input that follows it.
-    fn begin(&mut self, head: RequestHead, after: &[u8], date: &mut DateCell, out: &mut Vec<u8>) {
+    /// A head is complete; `after` is the input that follows it. Returns
+    /// false if the request has no body, so it is to be answered now.
+    fn begin(
+        &mut self,
+        head: RequestHead,
+        after: &[u8],
+        date: &mut DateCell,
+        out: &mut Vec<u8>,
+    ) -> bool {
         self.route = head.route;
-        self.flags = 0;
-        for (on, f) in [
-            (head.head_only, flag::HEAD_ONLY),
-            (head.http10, flag::HTTP10),
-            (head.keep_alive && !self.draining, flag::KEEP_ALIVE),
-        ] {
-            if on {
-                self.flags |= f;
-            }
+        self.flags = head.flags & (flag::HEAD_ONLY | flag::HTTP10 | flag::KEEP_ALIVE);
+        if self.draining {
+            self.flags &= !flag::KEEP_ALIVE;
         }
-        self.body = match head.framing {
-            Framing::Empty => Body::Length(0),
-            Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(ChunkedDecoder::new()),
+        let (body, body_waiting) = match head.framing {
+            Framing::Empty => return false,
+            Framing::Length(n) => (Body::Length(n), (after.len() as u64) < n),
+            Framing::Chunked => (Body::Chunked(ChunkedDecoder::new()), after.is_empty()),
         };
-        let body_waiting = match head.framing {
-            Framing::Empty => false,
-            Framing::Length(n) => (after.len() as u64) < n,
-            Framing::Chunked => after.is_empty(),
-        };
+        self.body = body;
         // The client holds the body back until it hears from us.
-        if head.expect_continue && body_waiting {
+        if head.flags & flag::EXPECT_CONTINUE != 0 && body_waiting {
             out.extend_from_slice(CONTINUE);
         }
         if let (Route::Echo, Framing::Length(n)) = (head.route, head.framing) {
@@ -224,6 +223,7 @@ impl Http {
             self.flags |= flag::STARTED;
         }
         self.phase = Phase::Body;
+        true
     }
 
     fn write_head_of(
@@ -247,26 +247,26 @@ impl Http {
     /// The request is fully read: answer it. Returns true if the connection closes.
     fn finish(&mut self, date: &mut DateCell, out: &mut Vec<u8>) -> bool {
         let head_only = self.has(flag::HEAD_ONLY);
-        let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
-            Route::Hello => (Status::Ok, b"", HELLO),
-            Route::Echo => (Status::Ok, b"", &self.echo_body),
-            Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
-            Route::OnlyGetHead => (
-                Status::MethodNotAllowed,
-                b"Allow: GET, HEAD\r\n",
-                Status::MethodNotAllowed.explanation(),
-            ),
-            Route::OnlyPost => (
-                Status::MethodNotAllowed,
-                b"Allow: POST\r\n",
-                Status::MethodNotAllowed.explanation(),
-            ),
-        };
         if self.has(flag::STARTED) {
             // The head went out before the body.
         } else if self.route == Route::Hello && self.persist() == Persist::Default {
             self.write_hello(head_only, date, out);
         } else {
+            let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
+                Route::Hello => (Status::Ok, b"", HELLO),
+                Route::Echo => (Status::Ok, b"", &self.echo_body),
+                Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
+                Route::OnlyGetHead => (
+                    Status::MethodNotAllowed,
+                    b"Allow: GET, HEAD\r\n",
+                    Status::MethodNotAllowed.explanation(),
+                ),
+                Route::OnlyPost => (
+                    Status::MethodNotAllowed,
+                    b"Allow: POST\r\n",
+                    Status::MethodNotAllowed.explanation(),
+                ),
+            };
             Response {
                 status,
                 persist: self.persist(),
@@ -387,7 +387,12 @@ impl Protocol for Http {
                         HeadOutcome::Complete { len, head } => {
                             at += len;
                             self.scanned = 0;
-                            self.begin(head, &input[at..], &mut date, out);
+                            if !self.begin(head, &input[at..], &mut date, out)
+                                && self.finish(&mut date, out)
+                            {
+                                // Bytes after a closing request are dropped.
+                                return Step::close(input.len());
+                            }
                         }
                     }
                 }
