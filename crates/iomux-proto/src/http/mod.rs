@@ -37,6 +37,7 @@ use crate::{Protocol, Step};
 use date::{http_date, DATE_LEN};
 use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, Route};
 use response::{Persist, Response, CONTINUE};
+use std::ops::Range;
 
 /// Run a fresh connection over `input` delivered in reads cut at `cuts`, the
 /// way an engine does: unconsumed bytes are offered again in front of the
@@ -88,6 +89,8 @@ mod flag {
     pub const KEEP_ALIVE: u8 = 16;
     /// This request's response headers are already out (streamed echo).
     pub const STARTED: u8 = 32;
+    /// The request asks for `100 Continue` (in a parsed head only).
+    pub const EXPECT_CONTINUE: u8 = 64;
 }
 
 /// One connection's HTTP/1.1 state: 64 bytes, and no heap memory between
@@ -114,13 +117,26 @@ impl Default for Http {
     }
 }
 
-/// The cached `Date` value, fetched at most once per input slice.
+/// What the responses to one input slice share: the `Date` value, fetched
+/// at most once, and where the slice's first hello response lies in `out`,
+/// so that the other pipelined ones are copied from it rather than rendered
+/// again (they are byte for byte the same within one slice, Date included).
 struct DateCell {
     clock: fn() -> u64,
     value: Option<[u8; DATE_LEN]>,
+    /// `out[hello]` is a complete `200` hello response with `Persist::Default`.
+    hello: Option<Range<usize>>,
 }
 
 impl DateCell {
+    fn new(clock: fn() -> u64) -> DateCell {
+        DateCell {
+            clock,
+            value: None,
+            hello: None,
+        }
+    }
+
     fn get(&mut self) -> &[u8; DATE_LEN] {
         let clock = self.clock;
         self.value.get_or_insert_with(|| http_date(clock()))
@@ -177,31 +193,28 @@ impl Http {
         self.echo_body = Vec::new();
     }
 
-    /// A head is complete; `after` is the input that follows it.
-    fn begin(&mut self, head: RequestHead, after: &[u8], date: &mut DateCell, out: &mut Vec<u8>) {
+    /// A head is complete; `after` is the input that follows it. Returns
+    /// false if the request has no body, so it is to be answered now.
+    fn begin(
+        &mut self,
+        head: RequestHead,
+        after: &[u8],
+        date: &mut DateCell,
+        out: &mut Vec<u8>,
+    ) -> bool {
         self.route = head.route;
-        self.flags = 0;
-        for (on, f) in [
-            (head.head_only, flag::HEAD_ONLY),
-            (head.http10, flag::HTTP10),
-            (head.keep_alive && !self.draining, flag::KEEP_ALIVE),
-        ] {
-            if on {
-                self.flags |= f;
-            }
+        self.flags = head.flags & (flag::HEAD_ONLY | flag::HTTP10 | flag::KEEP_ALIVE);
+        if self.draining {
+            self.flags &= !flag::KEEP_ALIVE;
         }
-        self.body = match head.framing {
-            Framing::Empty => Body::Length(0),
-            Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(ChunkedDecoder::new()),
+        let (body, body_waiting) = match head.framing {
+            Framing::Empty => return false,
+            Framing::Length(n) => (Body::Length(n), (after.len() as u64) < n),
+            Framing::Chunked => (Body::Chunked(ChunkedDecoder::new()), after.is_empty()),
         };
-        let body_waiting = match head.framing {
-            Framing::Empty => false,
-            Framing::Length(n) => (after.len() as u64) < n,
-            Framing::Chunked => after.is_empty(),
-        };
+        self.body = body;
         // The client holds the body back until it hears from us.
-        if head.expect_continue && body_waiting {
+        if head.flags & flag::EXPECT_CONTINUE != 0 && body_waiting {
             out.extend_from_slice(CONTINUE);
         }
         if let (Route::Echo, Framing::Length(n)) = (head.route, head.framing) {
@@ -210,6 +223,7 @@ impl Http {
             self.flags |= flag::STARTED;
         }
         self.phase = Phase::Body;
+        true
     }
 
     fn write_head_of(
@@ -233,22 +247,26 @@ impl Http {
     /// The request is fully read: answer it. Returns true if the connection closes.
     fn finish(&mut self, date: &mut DateCell, out: &mut Vec<u8>) -> bool {
         let head_only = self.has(flag::HEAD_ONLY);
-        let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
-            Route::Hello => (Status::Ok, b"", HELLO),
-            Route::Echo => (Status::Ok, b"", &self.echo_body),
-            Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
-            Route::OnlyGetHead => (
-                Status::MethodNotAllowed,
-                b"Allow: GET, HEAD\r\n",
-                Status::MethodNotAllowed.explanation(),
-            ),
-            Route::OnlyPost => (
-                Status::MethodNotAllowed,
-                b"Allow: POST\r\n",
-                Status::MethodNotAllowed.explanation(),
-            ),
-        };
-        if !self.has(flag::STARTED) {
+        if self.has(flag::STARTED) {
+            // The head went out before the body.
+        } else if self.route == Route::Hello && self.persist() == Persist::Default {
+            self.write_hello(head_only, date, out);
+        } else {
+            let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
+                Route::Hello => (Status::Ok, b"", HELLO),
+                Route::Echo => (Status::Ok, b"", &self.echo_body),
+                Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
+                Route::OnlyGetHead => (
+                    Status::MethodNotAllowed,
+                    b"Allow: GET, HEAD\r\n",
+                    Status::MethodNotAllowed.explanation(),
+                ),
+                Route::OnlyPost => (
+                    Status::MethodNotAllowed,
+                    b"Allow: POST\r\n",
+                    Status::MethodNotAllowed.explanation(),
+                ),
+            };
             Response {
                 status,
                 persist: self.persist(),
@@ -265,6 +283,26 @@ impl Http {
         self.flags = 0;
         self.scanned = 0;
         close
+    }
+
+    /// Append the hello response (without its body for HEAD): rendered
+    /// the first time in an input slice, then copied from that first one.
+    fn write_hello(&self, head_only: bool, date: &mut DateCell, out: &mut Vec<u8>) {
+        if let Some(first) = date.hello.clone() {
+            let end = if head_only {
+                first.end - HELLO.len()
+            } else {
+                first.end
+            };
+            out.extend_from_within(first.start..end);
+            return;
+        }
+        let start = out.len();
+        self.write_head_of(Status::Ok, b"", HELLO.len() as u64, date, out);
+        if !head_only {
+            out.extend_from_slice(HELLO);
+            date.hello = Some(start..out.len());
+        }
     }
 
     /// Read body bytes from `input`; returns the bytes used and whether the body ended.
@@ -300,10 +338,7 @@ impl Http {
 
 impl Protocol for Http {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let mut date = DateCell {
-            clock: self.config.clock,
-            value: None,
-        };
+        let mut date = DateCell::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
@@ -352,7 +387,12 @@ impl Protocol for Http {
                         HeadOutcome::Complete { len, head } => {
                             at += len;
                             self.scanned = 0;
-                            self.begin(head, &input[at..], &mut date, out);
+                            if !self.begin(head, &input[at..], &mut date, out)
+                                && self.finish(&mut date, out)
+                            {
+                                // Bytes after a closing request are dropped.
+                                return Step::close(input.len());
+                            }
                         }
                     }
                 }
@@ -394,10 +434,7 @@ impl Protocol for Http {
             Phase::Closed => false,
         };
         if mid_request {
-            let mut date = DateCell {
-                clock: self.config.clock,
-                value: None,
-            };
+            let mut date = DateCell::new(self.config.clock);
             self.fail(Status::RequestTimeout, &mut date, out);
         }
         self.phase = Phase::Closed;

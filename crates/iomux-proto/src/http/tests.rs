@@ -246,6 +246,32 @@ fn pipeline_of_sixteen_in_one_call() {
 }
 
 #[test]
+fn responses_copied_within_a_slice_match_those_rendered_alone() {
+    // After a slice's first hello response the others are copied from it in
+    // `out` (which may already hold earlier output): each must still be what
+    // its request gets on a connection of its own.
+    let requests: [&[u8]; 6] = [
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ];
+    let mut alone = b"earlier output".to_vec();
+    for request in requests {
+        alone.extend(feed(&mut http(), request).0);
+    }
+    let mut together = b"earlier output".to_vec();
+    let step = http().on_input(&requests.concat(), &mut together);
+    assert!(step.close);
+    assert_eq!(
+        String::from_utf8_lossy(&together),
+        String::from_utf8_lossy(&alone)
+    );
+}
+
+#[test]
 fn partial_request_waits_unconsumed_and_is_not_idle() {
     let mut p = http();
     let (out, step) = feed(&mut p, b"GET / HTTP/1.1\r\nHo");
