@@ -1,4 +1,7 @@
-"""Interleaved RESP benchmark of iomux against redis-server (see redis-peers.sh).
+"""Interleaved RESP benchmark of iomux against redis-server (see redis-peers.sh),
+and against the floor (bench/floor-peer in `resp` mode, on epoll and on
+io_uring: one recv and one send per batch of commands, canned answers, no
+store; what the kernel alone costs per operation, not a real server).
 
 Every server is pinned to CPU 0, redis-benchmark to CPU 1. Each round runs
 every profile against every server in turn, each round starting one server
@@ -8,8 +11,10 @@ per-round ratios with their range.
 
 Per run it records: operations/s (redis-benchmark's CSV), server CPU time
 (utime+stime of the server process, all threads, from /proc, delta over the
-run) per operation, and how busy each core was (near 100% on the client side
-means redis-benchmark, not the server, was the bottleneck).
+run) per operation, how busy each core was (near 100% on the client side
+means redis-benchmark, not the server, was the bottleneck), and the voluntary
+context switches of the server's threads per operation (each is a sleep in
+the readiness wait and a wake-up: the less busy a server's core, the more).
 
 Then, unless --fanout-subscribers 0: pub/sub fan-out, the chat scenario.
 Per server and round, N subscribers (raw RESP connections) subscribe to one
@@ -41,7 +46,10 @@ import idle_memory  # noqa: E402
 import servers as srv  # noqa: E402
 from http_peers import median, round_ratios  # noqa: E402
 
-ORDER = ("redis", "iomux-epoll", "iomux-uring", "iomux-epoll-level")
+ORDER = ("redis", "iomux-epoll", "iomux-uring", "iomux-epoll-level", "floor", "floor-uring")
+DEFAULT_SERVERS = ("redis", "iomux-epoll", "iomux-uring")
+# Each iomux server against the floor on the same kernel interface.
+FLOOR_OF = {"iomux-epoll": "floor", "iomux-epoll-level": "floor", "iomux-uring": "floor-uring"}
 # name: (redis-benchmark test, commands per write)
 PROFILES = {
     "set": ("set", 1),
@@ -67,6 +75,11 @@ def start(name, cpu, workdir, iomux_flags=()):
     if name == "redis":
         argv = ["redis-server", "--save", "", "--appendonly", "no", "--port", str(port),
                 "--bind", "127.0.0.1", "--daemonize", "no", "--dir", workdir, "--maxclients", "20000"]
+    elif name in ("floor", "floor-uring"):
+        if not os.path.exists(srv.FLOOR):
+            sys.exit(f"{srv.FLOOR} is missing: run `cargo build --release --manifest-path "
+                     "bench/floor-peer/Cargo.toml` (bench/redis-peers.sh does it)")
+        argv = [srv.FLOOR, f"127.0.0.1:{port}", "uring" if name == "floor-uring" else "epoll", "resp"]
     else:
         if not os.path.exists(srv.IOMUX):
             sys.exit(f"{srv.IOMUX} is missing: run `cargo build --release` (bench/redis-peers.sh does it)")
@@ -78,17 +91,34 @@ def start(name, cpu, workdir, iomux_flags=()):
     return RespServer(name, argv, port, cpu, workdir)
 
 
+def voluntary_switches(pids):
+    """Voluntary context switches of every thread of the processes, so far."""
+    total = 0
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass  # a thread that ended meanwhile
+    return total
+
+
 def run_benchmark(server, profile, requests, cpu):
     test, pipeline = PROFILES[profile]
     n = requests * pipeline
     argv = ["taskset", "-c", str(cpu), "redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port),
             "-c", str(CLIENTS), "-n", str(n), "-P", str(pipeline), "-t", test, "--csv"]
     before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+    switches0 = voluntary_switches(server.pids)
     user0, sys0 = srv.cpu_ticks_split(server.pids)
     t0 = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - t0
     user1, sys1 = srv.cpu_ticks_split(server.pids)
+    switches1 = voluntary_switches(server.pids)
     after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"redis-benchmark against {server.name} failed: {done.stdout}{done.stderr}")
@@ -108,6 +138,7 @@ def run_benchmark(server, profile, requests, cpu):
         "sys_us_per_op": (sys1 - sys0) / srv.CLK_TCK * 1e6 / n,
         "server_core_busy": server_cpu / wall,
         "client_core_busy": client_cpu / wall,
+        "switches_per_op": (switches1 - switches0) / n,
     }
 
 
@@ -142,6 +173,7 @@ def run_fanout(server, subscribers, messages, pipeline):
     try:
         publisher = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         publisher.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        switches0 = voluntary_switches(server.pids)
         user0, sys0 = srv.cpu_ticks_split(server.pids)
         t0 = time.monotonic()
         for first in range(0, messages, pipeline):
@@ -167,6 +199,7 @@ def run_fanout(server, subscribers, messages, pipeline):
                 raise RuntimeError(f"{server.name}: subscriber {i} got the messages wrong or out of order")
         wall = time.monotonic() - t0
         user1, sys1 = srv.cpu_ticks_split(server.pids)
+        switches1 = voluntary_switches(server.pids)
         publisher.close()
     finally:
         for s in held:
@@ -184,7 +217,30 @@ def run_fanout(server, subscribers, messages, pipeline):
         "sys_us_per_op": (sys1 - sys0) / srv.CLK_TCK * 1e6 / delivered,
         "server_core_busy": server_cpu / wall,
         "client_core_busy": float("nan"),
+        "switches_per_op": (switches1 - switches0) / delivered,
     }
+
+
+def ratio_lines(rows, which, profile, goal):
+    """Per server: its CPU per op (all, user, kernel) and ops/s over redis's,
+    against the goal; and each iomux server's over the floor on its kernel
+    interface. Each figure is the median of per-round ratios (range)."""
+    def ratio(a, b, key):
+        values = round_ratios(rows, a, b, profile, key)  # empty when b's figure was 0 in every round
+        return (statistics.median(values), min(values), max(values)) if values else (float("nan"),) * 3
+
+    out = []
+    pairs = [(s, "redis") for s in which if s != "redis"]
+    pairs += [(s, FLOOR_OF[s]) for s in which if s in FLOOR_OF and FLOOR_OF[s] in which]
+    for a, b in pairs:
+        if not round_ratios(rows, a, b, profile, "cpu_us_per_op"):
+            continue
+        cpu, low, high = ratio(a, b, "cpu_us_per_op")
+        user, kernel, rate = (ratio(a, b, k)[0] for k in ("user_us_per_op", "sys_us_per_op", "ops_per_s"))
+        verdict = f", goal <= {goal}: {'met' if cpu <= goal else 'NOT met'}" if b == "redis" else ""
+        out.append(f"- {a}/{b} {profile}: CPU per op {cpu:.2f} ({low:.2f}-{high:.2f}){verdict}; "
+                   f"user {user:.2f}, kernel {kernel:.2f}; ops/s {rate:.2f}")
+    return out
 
 
 def fanout_report(rows, rounds, which, subscribers, messages, pipeline):
@@ -192,50 +248,36 @@ def fanout_report(rows, rounds, which, subscribers, messages, pipeline):
            f"{pipeline} PUBLISH in flight "
            f"({subscribers * messages:,} deliveries per run), medians over {rounds} interleaved rounds "
            "(server on cpu 0, client on cpu 1)\n",
-           "| server | deliveries/s while publishing | server CPU us/delivered message | of which user | of which kernel |",
-           "| --- | ---: | ---: | ---: | ---: |"]
+           "| server | deliveries/s while publishing | server CPU us/delivered message | of which user | of which kernel "
+           "| server core busy | voluntary switches per 1,000 deliveries |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in which:
         out.append(f"| {s} | {median(rows, s, 'fanout', 'ops_per_s'):,.0f} | {median(rows, s, 'fanout', 'cpu_us_per_op'):.3f} | "
-                   f"{median(rows, s, 'fanout', 'user_us_per_op'):.3f} | {median(rows, s, 'fanout', 'sys_us_per_op'):.3f} |")
+                   f"{median(rows, s, 'fanout', 'user_us_per_op'):.3f} | {median(rows, s, 'fanout', 'sys_us_per_op'):.3f} | "
+                   f"{median(rows, s, 'fanout', 'server_core_busy'):.0%} | "
+                   f"{median(rows, s, 'fanout', 'switches_per_op') * 1000:.2f} |")
     out.append("")
-    for s in which:
-        if s == "redis":
-            continue
-        cpu = round_ratios(rows, s, "redis", "fanout", "cpu_us_per_op")
-        if cpu:
-            verdict = "met" if statistics.median(cpu) <= 0.8 else "NOT met"
-            out.append(f"- {s}/redis fanout: CPU per delivered message {statistics.median(cpu):.2f} "
-                       f"({min(cpu):.2f}-{max(cpu):.2f}), goal <= 0.8: {verdict}")
+    out += ratio_lines(rows, which, "fanout", 0.8)
     return "\n".join(out)
 
 
 def report(rows, rounds, which, profiles):
     out = [f"Medians over {rounds} interleaved rounds ({CLIENTS} clients; server on cpu 0, redis-benchmark on cpu 1)\n",
-           "| profile | server | ops/s | server CPU us/op | of which user | of which kernel | server core busy | client core busy |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| profile | server | ops/s | server CPU us/op | of which user | of which kernel | server core busy "
+           "| client core busy | voluntary switches/op |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in profiles:
         for s in which:
             out.append(
                 f"| {p} | {s} | {median(rows, s, p, 'ops_per_s'):,.0f} | {median(rows, s, p, 'cpu_us_per_op'):.3f} | "
                 f"{median(rows, s, p, 'user_us_per_op'):.3f} | {median(rows, s, p, 'sys_us_per_op'):.3f} | "
-                f"{median(rows, s, p, 'server_core_busy'):.0%} | {median(rows, s, p, 'client_core_busy'):.0%} |"
+                f"{median(rows, s, p, 'server_core_busy'):.0%} | {median(rows, s, p, 'client_core_busy'):.0%} | "
+                f"{median(rows, s, p, 'switches_per_op'):.4f} |"
             )
     out.append("")
-    out.append("Ratios to redis-server: the median of the per-round ratios, then their range.")
-    for s in which:
-        if s == "redis":
-            continue
-        for p in profiles:
-            cpu = round_ratios(rows, s, "redis", p, "cpu_us_per_op")
-            rate = round_ratios(rows, s, "redis", p, "ops_per_s")
-            if not cpu:
-                continue
-            goal = 0.6 if p.endswith("P16") else 0.95
-            verdict = "met" if statistics.median(cpu) <= goal else "NOT met"
-            out.append(
-                f"- {s}/redis {p}: CPU per op {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}), "
-                f"goal <= {goal}: {verdict}; ops/s {statistics.median(rate):.2f} ({min(rate):.2f}-{max(rate):.2f})"
-            )
+    out.append("Ratios: the median of the per-round ratios (range), to redis-server and of iomux to the floor.")
+    for p in profiles:
+        out += ratio_lines(rows, which, p, 0.6 if p.endswith("P16") else 0.95)
     return "\n".join(out)
 
 
@@ -262,7 +304,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=200_000,
                     help="operations per unpipelined run; pipelined runs send 16 times as many")
-    ap.add_argument("--servers", default=",".join(ORDER[:3]), help="comma-separated subset of " + ",".join(ORDER))
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
     ap.add_argument("--iomux-flags", default="--nodelay",
