@@ -26,6 +26,12 @@ buffers, so no write ever blocks on them), then each is drained and checked
 to hold all M frames in order. Server CPU from just before the first PUBLISH
 to after the last subscriber is drained, per delivered message (N x M).
 
+With --perf, each run also counts the server's system calls and context
+switches with `perf stat` (syscall tracepoints: every system call gets a
+little slower, so take CPU figures from runs without it) and reports them
+per operation; the fan-out also counts the pure ACKs the server's sockets
+received (`ss -ti`: segs_in - data_segs_in), per delivered message.
+
 Then, unless --idle 0: the server's resident memory per idle connection
 (each connection sends one PING, reads PONG, and stays open silently).
 """
@@ -34,6 +40,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -106,19 +113,64 @@ def voluntary_switches(pids):
     return total
 
 
-def run_benchmark(server, profile, requests, cpu):
+# What --perf counts: (column, perf events summed into it).
+PERF_COUNTS = (
+    ("epoll_wait", ("syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_epoll_pwait2")),
+    ("io_uring_enter", ("syscalls:sys_enter_io_uring_enter",)),
+    ("recv", ("syscalls:sys_enter_read", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_recvmsg")),
+    ("send", ("syscalls:sys_enter_write", "syscalls:sys_enter_sendto", "syscalls:sys_enter_sendmsg",
+              "syscalls:sys_enter_writev")),
+    ("all syscalls", ("raw_syscalls:sys_enter",)),
+    ("context switches", ("context-switches",)),
+)
+
+
+class PerfCount:
+    """`perf stat` attached to the server's processes (all threads) while the
+    block runs; `.counts` then maps each PERF_COUNTS column to its total."""
+
+    def __init__(self, pids, enabled):
+        self.pids = pids
+        self.enabled = enabled
+        self.counts = {}
+
+    def __enter__(self):
+        if self.enabled:
+            self.out = tempfile.NamedTemporaryFile("r", suffix=".perf")
+            events = ",".join(e for _, group in PERF_COUNTS for e in group)
+            self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-o", self.out.name, "-e", events,
+                                          "-p", ",".join(map(str, self.pids))], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # attached before the run starts
+        return self
+
+    def __exit__(self, *exc):
+        if not self.enabled:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        totals = {}
+        for line in self.out.read().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                totals[fields[2]] = int(fields[0])
+        self.out.close()
+        self.counts = {name: sum(totals.get(e, 0) for e in group) for name, group in PERF_COUNTS}
+
+
+def run_benchmark(server, profile, requests, cpu, perf=False):
     test, pipeline = PROFILES[profile]
     n = requests * pipeline
     argv = ["taskset", "-c", str(cpu), "redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port),
             "-c", str(CLIENTS), "-n", str(n), "-P", str(pipeline), "-t", test, "--csv"]
     before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
-    switches0 = voluntary_switches(server.pids)
-    user0, sys0 = srv.cpu_ticks_split(server.pids)
-    t0 = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    wall = time.monotonic() - t0
-    user1, sys1 = srv.cpu_ticks_split(server.pids)
-    switches1 = voluntary_switches(server.pids)
+    with PerfCount(server.pids, perf) as counted:
+        switches0 = voluntary_switches(server.pids)
+        user0, sys0 = srv.cpu_ticks_split(server.pids)
+        t0 = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        wall = time.monotonic() - t0
+        user1, sys1 = srv.cpu_ticks_split(server.pids)
+        switches1 = voluntary_switches(server.pids)
     after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"redis-benchmark against {server.name} failed: {done.stdout}{done.stderr}")
@@ -139,6 +191,7 @@ def run_benchmark(server, profile, requests, cpu):
         "server_core_busy": server_cpu / wall,
         "client_core_busy": client_cpu / wall,
         "switches_per_op": (switches1 - switches0) / n,
+        "per_op": {k: v / n for k, v in counted.counts.items()},
     }
 
 
@@ -163,43 +216,67 @@ def read_line(sock):
     return line
 
 
-def run_fanout(server, subscribers, messages, pipeline):
+def pure_acks_in(port):
+    """Segments without data the server's established sockets on `port`
+    received so far, less the handshake's last ACK of each."""
+    out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    total = 0
+    for info in out.split("\n"):
+        fields = dict(f.split(":", 1) for f in info.split() if f.startswith(("segs_in:", "data_segs_in:")))
+        if "segs_in" in fields:
+            total += int(fields["segs_in"]) - int(fields.get("data_segs_in", 0)) - 1
+    return total
+
+
+def publish_and_drain(server, publisher, held, frames, pipeline):
+    """Publishes `frames`' messages, `pipeline` at a time, checking every
+    answer; then reads every subscriber's frames and checks them. Returns when
+    the publishing ended (time.monotonic())."""
+    expected = b"".join(f for f, _ in frames)
+    for first in range(0, len(frames), pipeline):
+        batch = frames[first:first + pipeline]
+        publisher.sendall(b"".join(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                                   % (len(CHANNEL), CHANNEL, len(message), message)
+                                   for _, message in batch))
+        for _ in batch:
+            answer = read_line(publisher)
+            if answer != b":%d\r\n" % len(held):
+                raise RuntimeError(f"{server.name}: PUBLISH answered {answer!r}, expected :{len(held)}")
+    published = time.monotonic()
+    for i, s in enumerate(held):
+        s.setblocking(True)
+        s.settimeout(30)
+        got = b""
+        while len(got) < len(expected):
+            chunk = s.recv(len(expected) - len(got))
+            if not chunk:
+                raise RuntimeError(f"{server.name}: subscriber {i} closed after {len(got)} bytes")
+            got += chunk
+        if got != expected:
+            raise RuntimeError(f"{server.name}: subscriber {i} got the messages wrong or out of order")
+    return published
+
+
+def run_fanout(server, subscribers, messages, pipeline, perf=False):
     """One fan-out run (see the module doc); returns its row."""
     subscribe = b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(CHANNEL), CHANNEL)
     held = idle_memory.open_idle(server.port, subscribers, request=subscribe,
                                  complete=lambda d: d.endswith(b":1\r\n"))
     frames = [fanout_frame(m) for m in range(messages)]
-    expected = b"".join(f for f, _ in frames)
     try:
         publisher = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         publisher.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        switches0 = voluntary_switches(server.pids)
-        user0, sys0 = srv.cpu_ticks_split(server.pids)
-        t0 = time.monotonic()
-        for first in range(0, messages, pipeline):
-            batch = frames[first:first + pipeline]
-            publisher.sendall(b"".join(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-                                       % (len(CHANNEL), CHANNEL, len(message), message)
-                                       for _, message in batch))
-            for _ in batch:
-                answer = read_line(publisher)
-                if answer != b":%d\r\n" % subscribers:
-                    raise RuntimeError(f"{server.name}: PUBLISH answered {answer!r}, expected :{subscribers}")
-        published = time.monotonic()
-        for i, s in enumerate(held):
-            s.setblocking(True)
-            s.settimeout(30)
-            got = b""
-            while len(got) < len(expected):
-                chunk = s.recv(len(expected) - len(got))
-                if not chunk:
-                    raise RuntimeError(f"{server.name}: subscriber {i} closed after {len(got)} bytes")
-                got += chunk
-            if got != expected:
-                raise RuntimeError(f"{server.name}: subscriber {i} got the messages wrong or out of order")
-        wall = time.monotonic() - t0
-        user1, sys1 = srv.cpu_ticks_split(server.pids)
-        switches1 = voluntary_switches(server.pids)
+        with PerfCount(server.pids, perf) as counted:
+            acks0 = pure_acks_in(server.port) if perf else 0
+            switches0 = voluntary_switches(server.pids)
+            user0, sys0 = srv.cpu_ticks_split(server.pids)
+            t0 = time.monotonic()
+            published = publish_and_drain(server, publisher, held, frames, pipeline)
+            wall = time.monotonic() - t0
+            user1, sys1 = srv.cpu_ticks_split(server.pids)
+            switches1 = voluntary_switches(server.pids)
+        acks1 = pure_acks_in(server.port) if perf else 0
         publisher.close()
     finally:
         for s in held:
@@ -218,6 +295,8 @@ def run_fanout(server, subscribers, messages, pipeline):
         "server_core_busy": server_cpu / wall,
         "client_core_busy": float("nan"),
         "switches_per_op": (switches1 - switches0) / delivered,
+        "per_op": {**{k: v / delivered for k, v in counted.counts.items()},
+                   **({"pure ACKs in": (acks1 - acks0) / delivered} if perf else {})},
     }
 
 
@@ -281,6 +360,28 @@ def report(rows, rounds, which, profiles):
     return "\n".join(out)
 
 
+def perf_report(rows, which, profiles):
+    """Medians of what --perf counted, per operation (fan-out: per delivered message)."""
+    columns = [name for name, _ in PERF_COUNTS] + ["pure ACKs in"]
+    columns = [c for c in columns if any(c in r["per_op"] for r in rows)]
+    if not columns:
+        return ""
+    out = ["\nCounted with perf stat (separate figure: tracepoints slow system calls), per operation "
+           "(fan-out: per delivered message), medians over rounds\n",
+           "| profile | server | " + " | ".join(columns) + " | ops per epoll_wait or io_uring_enter |",
+           "| --- | --- | " + " | ".join("---:" for _ in columns) + " | ---: |"]
+    for p in profiles:
+        for s in which:
+            runs = [r["per_op"] for r in rows if r["server"] == s and r["profile"] == p and r["per_op"]]
+            if not runs:
+                continue
+            cells = [statistics.median(r.get(c, 0) for r in runs) for c in columns]
+            waits = statistics.median(r.get("epoll_wait", 0) + r.get("io_uring_enter", 0) for r in runs)
+            per_wait = f"{1 / waits:.1f}" if waits else "-"
+            out.append(f"| {p} | {s} | " + " | ".join(f"{c:.4f}" for c in cells) + f" | {per_wait} |")
+    return "\n".join(out)
+
+
 def idle_memory_report(servers, conns, settle):
     out = [f"\nServer RSS with {conns:,} idle connections (each sent one PING; VmRSS, whole process)\n",
            "| server | RSS before (KiB) | RSS with conns (KiB) | growth per connection (KiB) |",
@@ -314,6 +415,9 @@ def main():
     ap.add_argument("--fanout-messages", type=int, default=200, help="messages published per fan-out run")
     ap.add_argument("--fanout-pipeline", type=int, default=1,
                     help="PUBLISH commands the publisher sends before reading their answers")
+    ap.add_argument("--perf", action="store_true",
+                    help="count the server's system calls and context switches per op with perf stat "
+                         "(and the fan-out's pure ACKs): slows system calls, so a separate run")
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
     args = ap.parse_args()
     which = [s for s in ORDER if s in args.servers.split(",")]
@@ -336,7 +440,7 @@ def main():
             order = which[shift:] + which[:shift]
             for p in profiles:
                 for name in order:
-                    row = run_benchmark(servers[name], p, args.requests, cpu=1)
+                    row = run_benchmark(servers[name], p, args.requests, cpu=1, perf=args.perf)
                     row["round"] = rnd
                     rows.append(row)
                     print(f"round {rnd} {p:8} {name:12} {row['ops_per_s']:>11,.0f} ops/s "
@@ -344,7 +448,7 @@ def main():
                           f"client {row['client_core_busy']:4.0%}", file=sys.stderr)
             for name in order if args.fanout_subscribers else ():
                 row = run_fanout(servers[name], args.fanout_subscribers, args.fanout_messages,
-                                 max(args.fanout_pipeline, 1))
+                                 max(args.fanout_pipeline, 1), perf=args.perf)
                 row["round"] = rnd
                 rows.append(row)
                 print(f"round {rnd} fanout   {name:12} {row['ops_per_s']:>11,.0f} deliveries/s "
@@ -362,6 +466,8 @@ def main():
     if args.fanout_subscribers:
         print(fanout_report(rows, args.rounds, which, args.fanout_subscribers, args.fanout_messages,
                             max(args.fanout_pipeline, 1)))
+    if args.perf:
+        print(perf_report(rows, which, profiles + (["fanout"] if args.fanout_subscribers else [])))
     print(memory)
 
 
