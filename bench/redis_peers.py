@@ -30,7 +30,7 @@ With --perf, each run also counts the server's system calls and context
 switches with `perf stat` (syscall tracepoints: every system call gets a
 little slower, so take CPU figures from runs without it) and reports them
 per operation; the fan-out also counts the pure ACKs the server's sockets
-received (`ss -ti`: segs_in - data_segs_in), per delivered message.
+received and the data segments they sent (`ss -ti`), per delivered message.
 
 Then, unless --idle 0: the server's resident memory per idle connection
 (each connection sends one PING, reads PONG, and stays open silently).
@@ -216,17 +216,19 @@ def read_line(sock):
     return line
 
 
-def pure_acks_in(port):
-    """Segments without data the server's established sockets on `port`
-    received so far, less the handshake's last ACK of each."""
+def segment_counts(port):
+    """(pure ACKs in, data segments out) of the server's established sockets
+    on `port` so far (`ss -ti`; less each handshake's last ACK)."""
     out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout
-    total = 0
+    acks = data_out = 0
     for info in out.split("\n"):
-        fields = dict(f.split(":", 1) for f in info.split() if f.startswith(("segs_in:", "data_segs_in:")))
+        fields = dict(f.split(":", 1) for f in info.split()
+                      if f.startswith(("segs_in:", "data_segs_in:", "data_segs_out:")))
         if "segs_in" in fields:
-            total += int(fields["segs_in"]) - int(fields.get("data_segs_in", 0)) - 1
-    return total
+            acks += int(fields["segs_in"]) - int(fields.get("data_segs_in", 0)) - 1
+            data_out += int(fields.get("data_segs_out", 0))
+    return acks, data_out
 
 
 def publish_and_drain(server, publisher, held, frames, pipeline):
@@ -268,7 +270,7 @@ def run_fanout(server, subscribers, messages, pipeline, perf=False):
         publisher = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         publisher.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with PerfCount(server.pids, perf) as counted:
-            acks0 = pure_acks_in(server.port) if perf else 0
+            segments0 = segment_counts(server.port) if perf else (0, 0)
             switches0 = voluntary_switches(server.pids)
             user0, sys0 = srv.cpu_ticks_split(server.pids)
             t0 = time.monotonic()
@@ -276,7 +278,7 @@ def run_fanout(server, subscribers, messages, pipeline, perf=False):
             wall = time.monotonic() - t0
             user1, sys1 = srv.cpu_ticks_split(server.pids)
             switches1 = voluntary_switches(server.pids)
-        acks1 = pure_acks_in(server.port) if perf else 0
+        segments1 = segment_counts(server.port) if perf else (0, 0)
         publisher.close()
     finally:
         for s in held:
@@ -296,7 +298,8 @@ def run_fanout(server, subscribers, messages, pipeline, perf=False):
         "client_core_busy": float("nan"),
         "switches_per_op": (switches1 - switches0) / delivered,
         "per_op": {**{k: v / delivered for k, v in counted.counts.items()},
-                   **({"pure ACKs in": (acks1 - acks0) / delivered} if perf else {})},
+                   **({"pure ACKs in": (segments1[0] - segments0[0]) / delivered,
+                       "data segments out": (segments1[1] - segments0[1]) / delivered} if perf else {})},
     }
 
 
@@ -362,7 +365,7 @@ def report(rows, rounds, which, profiles):
 
 def perf_report(rows, which, profiles):
     """Medians of what --perf counted, per operation (fan-out: per delivered message)."""
-    columns = [name for name, _ in PERF_COUNTS] + ["pure ACKs in"]
+    columns = [name for name, _ in PERF_COUNTS] + ["pure ACKs in", "data segments out"]
     columns = [c for c in columns if any(c in r["per_op"] for r in rows)]
     if not columns:
         return ""

@@ -51,6 +51,24 @@ fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// TCP_NODELAY, as redis-server sets on every client (and bench/redis_peers.py
+/// runs iomux with --nodelay): without it Nagle would hold a subscriber's
+/// next frame until its previous one is acknowledged and send them as one
+/// segment, which a RESP server does not get to do.
+pub(crate) fn set_nodelay(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: fd is an open socket; `on` lives across the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// Requests ended in `data`, counting a blank line split across reads by
 /// carrying the last bytes over in `tail`.
 pub(crate) fn count_requests(tail: &mut u32, data: &[u8]) -> usize {
@@ -142,7 +160,10 @@ fn main() -> io::Result<()> {
                     }
                     tails[c as usize] = 0;
                     carried[c as usize].clear();
-                    hub.renew(c);
+                    if resp {
+                        hub.renew(c);
+                        set_nodelay(c);
+                    }
                     if watch(epfd, c).is_err() {
                         // SAFETY: c is ours and open.
                         unsafe { libc::close(c) };

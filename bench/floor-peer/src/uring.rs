@@ -132,6 +132,7 @@ pub fn run_resp(listener: TcpListener) -> io::Result<()> {
                     bufs[fd] = Some(vec![0u8; READ_SIZE].into_boxed_slice());
                     kept[fd] = 0;
                     hub.renew(res);
+                    crate::set_nodelay(res);
                     push_recv_after(&mut ring, fd, &mut bufs, 0)?;
                 }
                 if !cqueue::more(cqe.flags()) {
