@@ -12,7 +12,9 @@ per-round ratios with their range.
 Per run it records: operations/s (redis-benchmark's CSV), server CPU time
 (utime+stime of the server process, all threads, from /proc, delta over the
 run) per operation, how busy each core was (near 100% on the client side
-means redis-benchmark, not the server, was the bottleneck), and the voluntary
+means redis-benchmark, not the server, was the bottleneck; "others on server
+core" is the share of CPU 0 that went to anything else, e.g. other work on a
+shared machine: the noise), and the voluntary
 context switches of the server's threads per operation (each is a sleep in
 the readiness wait and a wake-up: the less busy a server's core, the more).
 
@@ -66,6 +68,8 @@ PROFILES = {
 }
 PING = b"*1\r\n$4\r\nPING\r\n"
 CLIENTS = 50
+SERVER_CPU = 0
+CLIENT_CPU = 1
 
 
 class RespServer(srv.Server):
@@ -96,6 +100,17 @@ def start(name, cpu, workdir, iomux_flags=()):
         argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend, *mode,
                 "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600", *iomux_flags]
     return RespServer(name, argv, port, cpu, workdir)
+
+
+def cpu_busy_ticks(cpu):
+    """(busy, total) clock ticks CPU `cpu` has counted since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(t) for t in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle, iowait
+                return sum(ticks[:8]) - idle, sum(ticks[:8])
+    raise RuntimeError(f"no cpu{cpu} in /proc/stat")
 
 
 def voluntary_switches(pids):
@@ -157,6 +172,13 @@ class PerfCount:
         self.counts = {name: sum(totals.get(e, 0) for e in group) for name, group in PERF_COUNTS}
 
 
+def others_busy(before, after, server_ticks):
+    """The share of the server core's time that went to anything but the
+    server (other processes, interrupts): how noisy the run was."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return max(busy - server_ticks, 0) / total if total else float("nan")
+
+
 def run_benchmark(server, profile, requests, cpu, perf=False):
     test, pipeline = PROFILES[profile]
     n = requests * pipeline
@@ -165,11 +187,13 @@ def run_benchmark(server, profile, requests, cpu, perf=False):
     before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     with PerfCount(server.pids, perf) as counted:
         switches0 = voluntary_switches(server.pids)
+        core0 = cpu_busy_ticks(SERVER_CPU)
         user0, sys0 = srv.cpu_ticks_split(server.pids)
         t0 = time.monotonic()
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         wall = time.monotonic() - t0
         user1, sys1 = srv.cpu_ticks_split(server.pids)
+        core1 = cpu_busy_ticks(SERVER_CPU)
         switches1 = voluntary_switches(server.pids)
     after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -191,6 +215,7 @@ def run_benchmark(server, profile, requests, cpu, perf=False):
         "server_core_busy": server_cpu / wall,
         "client_core_busy": client_cpu / wall,
         "switches_per_op": (switches1 - switches0) / n,
+        "others_on_server_core": others_busy(core0, core1, user1 - user0 + sys1 - sys0),
         "per_op": {k: v / n for k, v in counted.counts.items()},
     }
 
@@ -272,11 +297,13 @@ def run_fanout(server, subscribers, messages, pipeline, perf=False):
         with PerfCount(server.pids, perf) as counted:
             segments0 = segment_counts(server.port) if perf else (0, 0)
             switches0 = voluntary_switches(server.pids)
+            core0 = cpu_busy_ticks(SERVER_CPU)
             user0, sys0 = srv.cpu_ticks_split(server.pids)
             t0 = time.monotonic()
             published = publish_and_drain(server, publisher, held, frames, pipeline)
             wall = time.monotonic() - t0
             user1, sys1 = srv.cpu_ticks_split(server.pids)
+            core1 = cpu_busy_ticks(SERVER_CPU)
             switches1 = voluntary_switches(server.pids)
         segments1 = segment_counts(server.port) if perf else (0, 0)
         publisher.close()
@@ -297,6 +324,7 @@ def run_fanout(server, subscribers, messages, pipeline, perf=False):
         "server_core_busy": server_cpu / wall,
         "client_core_busy": float("nan"),
         "switches_per_op": (switches1 - switches0) / delivered,
+        "others_on_server_core": others_busy(core0, core1, user1 - user0 + sys1 - sys0),
         "per_op": {**{k: v / delivered for k, v in counted.counts.items()},
                    **({"pure ACKs in": (segments1[0] - segments0[0]) / delivered,
                        "data segments out": (segments1[1] - segments0[1]) / delivered} if perf else {})},
@@ -331,12 +359,13 @@ def fanout_report(rows, rounds, which, subscribers, messages, pipeline):
            f"({subscribers * messages:,} deliveries per run), medians over {rounds} interleaved rounds "
            "(server on cpu 0, client on cpu 1)\n",
            "| server | deliveries/s while publishing | server CPU us/delivered message | of which user | of which kernel "
-           "| server core busy | voluntary switches per 1,000 deliveries |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| server core busy | others on server core | voluntary switches per 1,000 deliveries |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in which:
         out.append(f"| {s} | {median(rows, s, 'fanout', 'ops_per_s'):,.0f} | {median(rows, s, 'fanout', 'cpu_us_per_op'):.3f} | "
                    f"{median(rows, s, 'fanout', 'user_us_per_op'):.3f} | {median(rows, s, 'fanout', 'sys_us_per_op'):.3f} | "
                    f"{median(rows, s, 'fanout', 'server_core_busy'):.0%} | "
+                   f"{median(rows, s, 'fanout', 'others_on_server_core'):.0%} | "
                    f"{median(rows, s, 'fanout', 'switches_per_op') * 1000:.2f} |")
     out.append("")
     out += ratio_lines(rows, which, "fanout", 0.8)
@@ -346,14 +375,15 @@ def fanout_report(rows, rounds, which, subscribers, messages, pipeline):
 def report(rows, rounds, which, profiles):
     out = [f"Medians over {rounds} interleaved rounds ({CLIENTS} clients; server on cpu 0, redis-benchmark on cpu 1)\n",
            "| profile | server | ops/s | server CPU us/op | of which user | of which kernel | server core busy "
-           "| client core busy | voluntary switches/op |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| others on server core | client core busy | voluntary switches/op |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in profiles:
         for s in which:
             out.append(
                 f"| {p} | {s} | {median(rows, s, p, 'ops_per_s'):,.0f} | {median(rows, s, p, 'cpu_us_per_op'):.3f} | "
                 f"{median(rows, s, p, 'user_us_per_op'):.3f} | {median(rows, s, p, 'sys_us_per_op'):.3f} | "
-                f"{median(rows, s, p, 'server_core_busy'):.0%} | {median(rows, s, p, 'client_core_busy'):.0%} | "
+                f"{median(rows, s, p, 'server_core_busy'):.0%} | {median(rows, s, p, 'others_on_server_core'):.0%} | "
+                f"{median(rows, s, p, 'client_core_busy'):.0%} | "
                 f"{median(rows, s, p, 'switches_per_op'):.4f} |"
             )
     out.append("")
@@ -428,35 +458,36 @@ def main():
     if not which or not (profiles or args.fanout_subscribers):
         sys.exit("nothing to run: check --servers, --profiles and --fanout-subscribers")
     # This process is the fan-out client: on the client's core, like redis-benchmark.
-    os.sched_setaffinity(0, {1})
+    os.sched_setaffinity(0, {CLIENT_CPU})
     workdir = tempfile.mkdtemp(prefix="iomux-redis-bench-")
     servers = {}
     rows = []
     try:
         for name in which:
-            servers[name] = start(name, cpu=0, workdir=workdir, iomux_flags=args.iomux_flags.split())
+            servers[name] = start(name, cpu=SERVER_CPU, workdir=workdir, iomux_flags=args.iomux_flags.split())
         for s in servers.values():  # warm-up, and GET finds the key SET wrote
             for p in profiles:
-                run_benchmark(s, p, max(args.requests // 10, 1000), cpu=1)
+                run_benchmark(s, p, max(args.requests // 10, 1000), cpu=CLIENT_CPU)
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(which)
             order = which[shift:] + which[:shift]
             for p in profiles:
                 for name in order:
-                    row = run_benchmark(servers[name], p, args.requests, cpu=1, perf=args.perf)
+                    row = run_benchmark(servers[name], p, args.requests, cpu=CLIENT_CPU, perf=args.perf)
                     row["round"] = rnd
                     rows.append(row)
                     print(f"round {rnd} {p:8} {name:12} {row['ops_per_s']:>11,.0f} ops/s "
                           f"{row['cpu_us_per_op']:6.3f} us/op server {row['server_core_busy']:4.0%} "
-                          f"client {row['client_core_busy']:4.0%}", file=sys.stderr)
+                          f"client {row['client_core_busy']:4.0%} others {row['others_on_server_core']:4.0%}",
+                          file=sys.stderr)
             for name in order if args.fanout_subscribers else ():
                 row = run_fanout(servers[name], args.fanout_subscribers, args.fanout_messages,
                                  max(args.fanout_pipeline, 1), perf=args.perf)
                 row["round"] = rnd
                 rows.append(row)
                 print(f"round {rnd} fanout   {name:12} {row['ops_per_s']:>11,.0f} deliveries/s "
-                      f"{row['cpu_us_per_op']:6.3f} us/delivery server {row['server_core_busy']:4.0%}",
-                      file=sys.stderr)
+                      f"{row['cpu_us_per_op']:6.3f} us/delivery server {row['server_core_busy']:4.0%} "
+                      f"others {row['others_on_server_core']:4.0%}", file=sys.stderr)
         memory = idle_memory_report(servers, args.idle, 2.0) if args.idle else ""
     finally:
         srv.stop_all(servers)
