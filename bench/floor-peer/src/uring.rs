@@ -36,18 +36,61 @@ fn reap(ring: &mut IoUring, done: &mut Vec<cqueue::Entry>) -> io::Result<()> {
     Ok(())
 }
 
-pub fn run(listener: TcpListener) -> io::Result<()> {
+/// The ring with a multishot accept on `listener` submitted; returns the
+/// accept too (to submit again when it ends).
+fn start(listener: &TcpListener) -> io::Result<(IoUring, squeue::Entry)> {
     let mut ring = new_ring()?;
-    let lfd = listener.as_raw_fd();
-    // Enough canned responses for the most requests one read can hold.
-    let canned: Vec<u8> = RESPONSE.repeat(READ_SIZE / 16);
-    // Per descriptor: its read buffer and the last bytes seen.
-    let mut bufs: Vec<Option<Box<[u8]>>> = Vec::new();
-    let mut tails: Vec<u32> = Vec::new();
-    let accept = opcode::AcceptMulti::new(types::Fd(lfd))
+    let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
         .build()
         .user_data(ACCEPT);
     push(&mut ring, &accept)?;
+    Ok((ring, accept))
+}
+
+/// The descriptor an accept completion brought, if any; submits the accept
+/// again when the multishot one ended.
+fn accepted(
+    ring: &mut IoUring,
+    cqe: &cqueue::Entry,
+    accept: &squeue::Entry,
+) -> io::Result<Option<usize>> {
+    if !cqueue::more(cqe.flags()) {
+        push(ring, accept)?;
+    }
+    Ok((cqe.result() >= 0).then_some(cqe.result() as usize))
+}
+
+/// Per descriptor: its read buffer and what the protocol keeps of it.
+struct Conns<T> {
+    bufs: Vec<Option<Box<[u8]>>>,
+    state: Vec<T>,
+}
+
+impl<T: Clone + Default> Conns<T> {
+    fn new() -> Self {
+        Conns {
+            bufs: Vec::new(),
+            state: Vec::new(),
+        }
+    }
+
+    /// A new connection on `fd`: a fresh buffer and state.
+    fn adopt(&mut self, fd: usize) {
+        if self.bufs.len() <= fd {
+            self.bufs.resize_with(fd + 1, || None);
+            self.state.resize(fd + 1, T::default());
+        }
+        self.bufs[fd] = Some(vec![0u8; READ_SIZE].into_boxed_slice());
+        self.state[fd] = T::default();
+    }
+}
+
+pub fn run(listener: TcpListener) -> io::Result<()> {
+    let (mut ring, accept) = start(&listener)?;
+    // Enough canned responses for the most requests one read can hold.
+    let canned: Vec<u8> = RESPONSE.repeat(READ_SIZE / 16);
+    // Per descriptor: the last bytes seen.
+    let mut conns: Conns<u32> = Conns::new();
     let mut done: Vec<cqueue::Entry> = Vec::with_capacity(4096);
     loop {
         reap(&mut ring, &mut done)?;
@@ -55,18 +98,9 @@ pub fn run(listener: TcpListener) -> io::Result<()> {
             let data = cqe.user_data();
             let res = cqe.result();
             if data == ACCEPT {
-                if res >= 0 {
-                    let fd = res as usize;
-                    if bufs.len() <= fd {
-                        bufs.resize_with(fd + 1, || None);
-                        tails.resize(fd + 1, 0);
-                    }
-                    bufs[fd] = Some(vec![0u8; READ_SIZE].into_boxed_slice());
-                    tails[fd] = 0;
-                    push_recv(&mut ring, fd, &mut bufs)?;
-                }
-                if !cqueue::more(cqe.flags()) {
-                    push(&mut ring, &accept)?;
+                if let Some(fd) = accepted(&mut ring, cqe, &accept)? {
+                    conns.adopt(fd);
+                    push_recv(&mut ring, fd, &mut conns.bufs, 0)?;
                 }
                 continue;
             }
@@ -75,13 +109,14 @@ pub fn run(listener: TcpListener) -> io::Result<()> {
             }
             let fd = data as usize;
             if res <= 0 {
-                bufs[fd] = None;
+                conns.bufs[fd] = None;
                 // SAFETY: fd is ours and open; no operation on it is in flight.
                 unsafe { libc::close(fd as i32) };
                 continue;
             }
-            let got = &bufs[fd].as_ref().expect("receiving connection")[..res as usize];
-            let requests = count_requests(&mut tails[fd], got).min(canned.len() / RESPONSE.len());
+            let got = &conns.bufs[fd].as_ref().expect("receiving connection")[..res as usize];
+            let requests =
+                count_requests(&mut conns.state[fd], got).min(canned.len() / RESPONSE.len());
             if requests > 0 {
                 let send = opcode::Send::new(
                     types::Fd(fd as i32),
@@ -93,7 +128,7 @@ pub fn run(listener: TcpListener) -> io::Result<()> {
                 .user_data(SEND | fd as u64);
                 push(&mut ring, &send)?;
             }
-            push_recv(&mut ring, fd, &mut bufs)?;
+            push_recv(&mut ring, fd, &mut conns.bufs, 0)?;
         }
     }
 }
@@ -104,18 +139,12 @@ pub fn run(listener: TcpListener) -> io::Result<()> {
 /// receive published. A send's bytes live in a slot of `Outbox` until every
 /// send of them completed.
 pub fn run_resp(listener: TcpListener) -> io::Result<()> {
-    let mut ring = new_ring()?;
-    let lfd = listener.as_raw_fd();
-    // Per descriptor: its read buffer, and how many bytes at its start are an
+    let (mut ring, accept) = start(&listener)?;
+    // Per descriptor: how many bytes at the start of its buffer are an
     // incomplete command carried over.
-    let mut bufs: Vec<Option<Box<[u8]>>> = Vec::new();
-    let mut kept: Vec<usize> = Vec::new();
+    let mut conns: Conns<usize> = Conns::new();
     let mut hub = Hub::default();
     let mut outbox = Outbox::default();
-    let accept = opcode::AcceptMulti::new(types::Fd(lfd))
-        .build()
-        .user_data(ACCEPT);
-    push(&mut ring, &accept)?;
     let mut done: Vec<cqueue::Entry> = Vec::with_capacity(4096);
     loop {
         reap(&mut ring, &mut done)?;
@@ -123,20 +152,11 @@ pub fn run_resp(listener: TcpListener) -> io::Result<()> {
             let data = cqe.user_data();
             let res = cqe.result();
             if data == ACCEPT {
-                if res >= 0 {
-                    let fd = res as usize;
-                    if bufs.len() <= fd {
-                        bufs.resize_with(fd + 1, || None);
-                        kept.resize(fd + 1, 0);
-                    }
-                    bufs[fd] = Some(vec![0u8; READ_SIZE].into_boxed_slice());
-                    kept[fd] = 0;
-                    hub.renew(res);
-                    crate::set_nodelay(res);
-                    push_recv_after(&mut ring, fd, &mut bufs, 0)?;
-                }
-                if !cqueue::more(cqe.flags()) {
-                    push(&mut ring, &accept)?;
+                if let Some(fd) = accepted(&mut ring, cqe, &accept)? {
+                    conns.adopt(fd);
+                    hub.renew(fd as i32);
+                    crate::set_nodelay(fd as i32);
+                    push_recv(&mut ring, fd, &mut conns.bufs, 0)?;
                 }
                 continue;
             }
@@ -148,18 +168,19 @@ pub fn run_resp(listener: TcpListener) -> io::Result<()> {
             // 0 is also what a receive into no room returns: a command longer
             // than the buffer ends its connection.
             if res <= 0 {
-                bufs[fd] = None;
+                conns.bufs[fd] = None;
                 hub.renew(fd as i32);
                 // SAFETY: fd is ours and open; no operation on it is in flight.
                 unsafe { libc::close(fd as i32) };
                 continue;
             }
-            let buf = bufs[fd].as_mut().expect("receiving connection");
-            let len = kept[fd] + res as usize;
+            let buf = conns.bufs[fd].as_mut().expect("receiving connection");
+            let kept = &mut conns.state[fd];
+            let len = *kept + res as usize;
             let reply = outbox.take();
             let used = hub.serve(fd as i32, &buf[..len], &mut outbox.bufs[reply]);
             buf.copy_within(used..len, 0);
-            kept[fd] = len - used;
+            *kept = len - used;
             let mut pushed = Ok(());
             hub.deliver(|frames, subscribers| {
                 let slot = outbox.take();
@@ -178,7 +199,7 @@ pub fn run_resp(listener: TcpListener) -> io::Result<()> {
             } else {
                 push_send(&mut ring, fd as i32, &outbox.bufs[reply], reply)?;
             }
-            push_recv_after(&mut ring, fd, &mut bufs, kept[fd])?;
+            push_recv(&mut ring, fd, &mut conns.bufs, *kept)?;
         }
     }
 }
@@ -225,12 +246,8 @@ impl Outbox {
     }
 }
 
-fn push_recv(ring: &mut IoUring, fd: usize, bufs: &mut [Option<Box<[u8]>>]) -> io::Result<()> {
-    push_recv_after(ring, fd, bufs, 0)
-}
-
 /// A receive into the connection's buffer after its first `kept` bytes.
-fn push_recv_after(
+fn push_recv(
     ring: &mut IoUring,
     fd: usize,
     bufs: &mut [Option<Box<[u8]>>],
