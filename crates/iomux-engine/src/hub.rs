@@ -65,6 +65,20 @@ impl Hub {
             .is_some_and(|target| self.post_to(target.loop_index(), command))
     }
 
+    /// Post one frame for many receivers from outside the loops: one
+    /// message per loop that serves some of them; false when some id names
+    /// no loop (the others are still posted).
+    pub(crate) fn post_many(&self, to: Vec<ConnId>, bytes: Arc<[u8]>) -> bool {
+        let (by_loop, misaddressed) = split_by_loop(to, self.loops());
+        for (index, to) in by_loop.into_iter().enumerate() {
+            if !to.is_empty() {
+                let bytes = bytes.clone();
+                self.post_to(index, Command::SendMany { to, bytes });
+            }
+        }
+        misaddressed == 0
+    }
+
     /// Post a command for loop `index`; false when there is no such loop.
     fn post_to(&self, index: usize, command: Command) -> bool {
         let Some(mailbox) = self.loops.get(index) else {
@@ -242,13 +256,8 @@ impl Dispatch {
             self.local.push((MANY, Command::SendMany { to, bytes }));
             return;
         }
-        let mut by_loop: Vec<Vec<ConnId>> = vec![Vec::new(); route.hub.loops()];
-        for id in to {
-            match by_loop.get_mut(id.loop_index()) {
-                Some(ids) => ids.push(id),
-                None => stats.misaddressed += 1,
-            }
-        }
+        let (by_loop, misaddressed) = split_by_loop(to, route.hub.loops());
+        stats.misaddressed += misaddressed;
         for (index, to) in by_loop.into_iter().enumerate() {
             if to.is_empty() {
                 continue;
@@ -267,10 +276,44 @@ impl Dispatch {
     }
 }
 
+/// `to` grouped by the loop that serves each id, and how many ids name no
+/// loop of `loops`.
+fn split_by_loop(to: Vec<ConnId>, loops: usize) -> (Vec<Vec<ConnId>>, u64) {
+    let mut by_loop: Vec<Vec<ConnId>> = vec![Vec::new(); loops];
+    let mut misaddressed = 0;
+    for id in to {
+        match by_loop.get_mut(id.loop_index()) {
+            Some(ids) => ids.push(id),
+            None => misaddressed += 1,
+        }
+    }
+    (by_loop, misaddressed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use iomux_proto::ConnId;
+
+    #[test]
+    fn one_frame_for_many_is_one_message_per_loop_from_outside() {
+        let hub = Hub::new(2);
+        let to = vec![ConnId::new(1, 5), ConnId::new(0, 3), ConnId::new(1, 6)];
+        assert!(hub.post_many(to, b"x"[..].into()));
+        let (mut zero, mut one) = (Vec::new(), Vec::new());
+        hub.take(0, &mut zero);
+        hub.take(1, &mut one);
+        assert_eq!(zero.len(), 1);
+        assert_eq!(one.len(), 1);
+        assert!(
+            matches!(&one[0], Command::SendMany { to, .. } if to.len() == 2),
+            "{one:?}"
+        );
+        let stray = vec![ConnId::new(0, 3), ConnId::new(7, 1)];
+        assert!(!hub.post_many(stray, b"x"[..].into()), "no loop 7");
+        hub.take(0, &mut zero);
+        assert_eq!(zero.len(), 2, "the served id still gets it");
+    }
 
     #[test]
     fn mail_reaches_the_loop_of_its_target_and_only_that_one() {

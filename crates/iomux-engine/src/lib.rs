@@ -566,6 +566,14 @@ impl Handle {
         })
     }
 
+    /// Append the same `bytes` to the output of every connection in `to`
+    /// (a broadcast from outside the loops): one shared frame, one message
+    /// per loop; false when some id names no loop of this server (the
+    /// others are still served).
+    pub fn send_to_many(&self, to: impl IntoIterator<Item = ConnId>, bytes: &[u8]) -> bool {
+        self.hub.post_many(to.into_iter().collect(), bytes.into())
+    }
+
     /// Close connection `id` once its output is sent.
     pub fn close(&self, id: ConnId) -> bool {
         self.hub.post(Command::Close(id))

@@ -254,6 +254,22 @@ fn many_receivers_across_loops(name: &str) {
     stop_cleanly(name, server);
 }
 
+/// From another thread through the server's handle: every receiver, on
+/// every loop, gets the frame.
+fn from_outside_through_the_handle(name: &str) {
+    let (server, room) = start(name, loops(name), 1 << 20);
+    let mut clients: Vec<Client> = (0..20).map(|_| Client::connect(&server)).collect();
+    let ids = open(&room);
+    assert_eq!(ids.len(), 20, "{name}");
+    let handle = server.handle();
+    let sender = thread::spawn(move || handle.send_to_many(ids, b"from outside\n"));
+    assert!(sender.join().unwrap(), "{name}: every id names a loop");
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.line(), "from outside\n", "{name}: client {i}");
+    }
+    stop_cleanly(name, server);
+}
+
 fn in_order_with_other_output(name: &str) {
     let (server, room) = start(name, loops(name), 1 << 20);
     let mut clients: Vec<Client> = (0..12).map(|_| Client::connect(&server)).collect();
@@ -434,6 +450,7 @@ loop_engines!(
     [
         many_receivers_on_one_loop,
         many_receivers_across_loops,
+        from_outside_through_the_handle,
         in_order_with_other_output,
         a_gone_receiver_is_skipped,
         a_slow_receiver_is_disconnected_and_the_others_get_everything,
