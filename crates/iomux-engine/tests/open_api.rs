@@ -5,10 +5,10 @@
 #[macro_use]
 mod common;
 
+use common::Client;
 use iomux_engine::{Config, Engine, Server};
 use iomux_proto::{ConnId, Context, Service, Step};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,32 +74,6 @@ fn start(engine: Engine, threads: usize) -> (Server, Room) {
     (server, room)
 }
 
-struct Client {
-    lines: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(server: &Server) -> Client {
-        let stream = TcpStream::connect(server.local_addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut client = Client {
-            lines: BufReader::new(stream),
-        };
-        assert_eq!(client.line(), "welcome\n");
-        client
-    }
-    fn send(&mut self, text: &str) {
-        self.lines.get_mut().write_all(text.as_bytes()).unwrap();
-    }
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.lines.read_line(&mut line).expect("a line within 5 s");
-        line
-    }
-}
-
 /// Wait (bounded) until the room has `n` members.
 fn room_holds(room: &Room, n: usize) {
     for _ in 0..500 {
@@ -148,7 +122,7 @@ fn chat_reaches_every_other_member_across_loops(name: &str) {
         clients[2].send("bye\n");
         let mut rest = String::new();
         assert_eq!(
-            clients[2].lines.read_line(&mut rest).unwrap(),
+            clients[2].stream().read_line(&mut rest).unwrap(),
             0,
             "{engine}: closed"
         );
@@ -159,13 +133,13 @@ fn chat_reaches_every_other_member_across_loops(name: &str) {
     } else {
         // Once the server has closed the half-closed sender, it has read its line.
         clients[0]
-            .lines
+            .stream()
             .get_ref()
             .shutdown(std::net::Shutdown::Write)
             .unwrap();
         let mut rest = String::new();
         assert_eq!(
-            clients[0].lines.read_line(&mut rest).unwrap(),
+            clients[0].stream().read_line(&mut rest).unwrap(),
             0,
             "{engine}"
         );
@@ -195,7 +169,7 @@ fn a_panic_closes_only_its_connection(name: &str) {
     let mut victim = Client::connect(&server);
     victim.send("boom\n");
     let mut rest = String::new();
-    let closed = victim.lines.read_line(&mut rest);
+    let closed = victim.stream().read_line(&mut rest);
     std::panic::set_hook(quiet);
     assert!(
         matches!(closed, Ok(0) | Err(_)),

@@ -8,10 +8,10 @@
 #[macro_use]
 mod common;
 
+use common::Client;
 use iomux_engine::{Config, Engine, LoopStats, Server};
 use iomux_proto::{ConnId, Context, Service, Step};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -139,49 +139,6 @@ fn stop_cleanly(name: &str, server: Server) {
         (0, 0),
         "{name}: {stats}"
     );
-}
-
-struct Client {
-    lines: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(server: &Server) -> Client {
-        Client::on(TcpStream::connect(server.local_addr()).unwrap())
-    }
-
-    fn on(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut client = Client {
-            lines: BufReader::new(stream),
-        };
-        assert_eq!(client.line(), "welcome\n");
-        client
-    }
-
-    fn send(&mut self, text: &str) {
-        self.lines.get_mut().write_all(text.as_bytes()).unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.lines.read_line(&mut line).expect("a line in time");
-        line
-    }
-
-    /// Nothing more has arrived (callers wait a while first, once for all).
-    fn quiet(&mut self) -> bool {
-        self.lines.get_ref().set_nonblocking(true).unwrap();
-        let quiet = loop {
-            match self.lines.fill_buf() {
-                Ok(buf) => break buf.is_empty(),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => break e.kind() == ErrorKind::WouldBlock,
-            }
-        };
-        self.lines.get_ref().set_nonblocking(false).unwrap();
-        quiet
-    }
 }
 
 /// Long enough for stray output to arrive.
@@ -377,7 +334,7 @@ fn a_slow_receiver_is_disconnected_and_the_others_get_everything(name: &str) {
                 let mut line = Vec::new();
                 for n in 0..MESSAGES {
                     line.clear();
-                    client.lines.read_until(b'\n', &mut line).unwrap();
+                    client.stream().read_until(b'\n', &mut line).unwrap();
                     if line != numbered(n, SIZE) {
                         return Err(format!("message {n} wrong ({} bytes)", line.len()));
                     }
@@ -412,7 +369,7 @@ fn a_slow_receiver_is_disconnected_and_the_others_get_everything(name: &str) {
     }
     // The slow one got a prefix of the messages, then its connection ended.
     let mut got = Vec::new();
-    let end = slow.lines.read_to_end(&mut got);
+    let end = slow.stream().read_to_end(&mut got);
     assert!(
         end.is_ok()
             || end

@@ -78,3 +78,61 @@ pub fn engines_with_loop(with: bool) -> Vec<&'static str> {
         .map(|e| e.name())
         .collect()
 }
+
+/// A line-oriented test client of a chat-like service that greets each
+/// connection with `welcome`; every read waits at most 10 s.
+#[allow(dead_code)] // each test file uses what it needs
+pub struct Client {
+    lines: std::io::BufReader<std::net::TcpStream>,
+}
+
+#[allow(dead_code)]
+impl Client {
+    pub fn connect(server: &iomux_engine::Server) -> Client {
+        Client::on(std::net::TcpStream::connect(server.local_addr()).unwrap())
+    }
+
+    /// A client on `stream`, once its welcome was read.
+    pub fn on(stream: std::net::TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut client = Client {
+            lines: std::io::BufReader::new(stream),
+        };
+        assert_eq!(client.line(), "welcome\n");
+        client
+    }
+
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        self.lines.get_mut().write_all(text.as_bytes()).unwrap();
+    }
+
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.lines.read_line(&mut line).expect("a line in time");
+        line
+    }
+
+    /// Nothing more has arrived (callers wait a while first, once for all).
+    pub fn quiet(&mut self) -> bool {
+        use std::io::{BufRead, ErrorKind};
+        self.lines.get_ref().set_nonblocking(true).unwrap();
+        let quiet = loop {
+            match self.lines.fill_buf() {
+                Ok(buf) => break buf.is_empty(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => break e.kind() == ErrorKind::WouldBlock,
+            }
+        };
+        self.lines.get_ref().set_nonblocking(false).unwrap();
+        quiet
+    }
+
+    /// The stream underneath, to read raw bytes.
+    pub fn stream(&mut self) -> &mut std::io::BufReader<std::net::TcpStream> {
+        &mut self.lines
+    }
+}
