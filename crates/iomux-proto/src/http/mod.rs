@@ -121,25 +121,25 @@ impl Default for Http {
 /// at most once, and where the slice's first hello response lies in `out`,
 /// so that the other pipelined ones are copied from it rather than rendered
 /// again (they are byte for byte the same within one slice, Date included).
-struct DateCell {
+struct SliceCache {
     clock: fn() -> u64,
-    value: Option<[u8; DATE_LEN]>,
+    date: Option<[u8; DATE_LEN]>,
     /// `out[hello]` is a complete `200` hello response with `Persist::Default`.
     hello: Option<Range<usize>>,
 }
 
-impl DateCell {
-    fn new(clock: fn() -> u64) -> DateCell {
-        DateCell {
+impl SliceCache {
+    fn new(clock: fn() -> u64) -> SliceCache {
+        SliceCache {
             clock,
-            value: None,
+            date: None,
             hello: None,
         }
     }
 
-    fn get(&mut self) -> &[u8; DATE_LEN] {
+    fn date(&mut self) -> &[u8; DATE_LEN] {
         let clock = self.clock;
-        self.value.get_or_insert_with(|| http_date(clock()))
+        self.date.get_or_insert_with(|| http_date(clock()))
     }
 }
 
@@ -178,7 +178,7 @@ impl Http {
     }
 
     /// Answer with an error status, close, and read nothing more.
-    fn fail(&mut self, status: Status, date: &mut DateCell, out: &mut Vec<u8>) {
+    fn fail(&mut self, status: Status, slice: &mut SliceCache, out: &mut Vec<u8>) {
         let body = status.explanation();
         Response {
             status,
@@ -187,7 +187,7 @@ impl Http {
             content_length: body.len() as u64,
             body,
         }
-        .write(date.get(), out);
+        .write(slice.date(), out);
         self.phase = Phase::Closed;
         self.flags = 0;
         self.echo_body = Vec::new();
@@ -199,7 +199,7 @@ impl Http {
         &mut self,
         head: RequestHead,
         after: &[u8],
-        date: &mut DateCell,
+        slice: &mut SliceCache,
         out: &mut Vec<u8>,
     ) -> bool {
         self.route = head.route;
@@ -219,7 +219,7 @@ impl Http {
         }
         if let (Route::Echo, Framing::Length(n)) = (head.route, head.framing) {
             // The length is known: stream the body back as it arrives.
-            self.write_head_of(Status::Ok, b"", n, date, out);
+            self.write_head_of(Status::Ok, b"", n, slice, out);
             self.flags |= flag::STARTED;
         }
         self.phase = Phase::Body;
@@ -231,7 +231,7 @@ impl Http {
         status: Status,
         extra: &[u8],
         content_length: u64,
-        date: &mut DateCell,
+        slice: &mut SliceCache,
         out: &mut Vec<u8>,
     ) {
         Response {
@@ -241,16 +241,16 @@ impl Http {
             content_length,
             body: b"",
         }
-        .write(date.get(), out);
+        .write(slice.date(), out);
     }
 
     /// The request is fully read: answer it. Returns true if the connection closes.
-    fn finish(&mut self, date: &mut DateCell, out: &mut Vec<u8>) -> bool {
+    fn finish(&mut self, slice: &mut SliceCache, out: &mut Vec<u8>) -> bool {
         let head_only = self.has(flag::HEAD_ONLY);
         if self.has(flag::STARTED) {
             // The head went out before the body.
         } else if self.route == Route::Hello && self.persist() == Persist::Default {
-            self.write_hello(head_only, date, out);
+            self.write_hello(head_only, slice, out);
         } else {
             let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
                 Route::Hello => (Status::Ok, b"", HELLO),
@@ -274,7 +274,7 @@ impl Http {
                 content_length: body.len() as u64,
                 body: if head_only { b"" } else { body },
             }
-            .write(date.get(), out);
+            .write(slice.date(), out);
         }
         // Idle connections keep no heap memory.
         self.echo_body = Vec::new();
@@ -287,8 +287,8 @@ impl Http {
 
     /// Append the hello response (without its body for HEAD): rendered
     /// the first time in an input slice, then copied from that first one.
-    fn write_hello(&self, head_only: bool, date: &mut DateCell, out: &mut Vec<u8>) {
-        if let Some(first) = date.hello.clone() {
+    fn write_hello(&self, head_only: bool, slice: &mut SliceCache, out: &mut Vec<u8>) {
+        if let Some(first) = slice.hello.clone() {
             let end = if head_only {
                 first.end - HELLO.len()
             } else {
@@ -298,10 +298,10 @@ impl Http {
             return;
         }
         let start = out.len();
-        self.write_head_of(Status::Ok, b"", HELLO.len() as u64, date, out);
+        self.write_head_of(Status::Ok, b"", HELLO.len() as u64, slice, out);
         if !head_only {
             out.extend_from_slice(HELLO);
-            date.hello = Some(start..out.len());
+            slice.hello = Some(start..out.len());
         }
     }
 
@@ -338,7 +338,7 @@ impl Http {
 
 impl Protocol for Http {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let mut date = DateCell::new(self.config.clock);
+        let mut slice = SliceCache::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
@@ -355,7 +355,7 @@ impl Protocol for Http {
                                     return Step::keep(at);
                                 }
                                 [b'\r', ..] => {
-                                    self.fail(Status::BadRequest, &mut date, out);
+                                    self.fail(Status::BadRequest, &mut slice, out);
                                     return Step::close(input.len());
                                 }
                                 _ => break,
@@ -381,14 +381,14 @@ impl Protocol for Http {
                             return Step::keep(at);
                         }
                         HeadOutcome::Reject(status) => {
-                            self.fail(status, &mut date, out);
+                            self.fail(status, &mut slice, out);
                             return Step::close(input.len());
                         }
                         HeadOutcome::Complete { len, head } => {
                             at += len;
                             self.scanned = 0;
-                            if !self.begin(head, &input[at..], &mut date, out)
-                                && self.finish(&mut date, out)
+                            if !self.begin(head, &input[at..], &mut slice, out)
+                                && self.finish(&mut slice, out)
                             {
                                 // Bytes after a closing request are dropped.
                                 return Step::close(input.len());
@@ -400,7 +400,7 @@ impl Protocol for Http {
                     let (used, done) = match self.read_body(&input[at..], out) {
                         Ok(r) => r,
                         Err(status) => {
-                            self.fail(status, &mut date, out);
+                            self.fail(status, &mut slice, out);
                             return Step::close(input.len());
                         }
                     };
@@ -408,7 +408,7 @@ impl Protocol for Http {
                     if !done {
                         return Step::keep(at);
                     }
-                    if self.finish(&mut date, out) {
+                    if self.finish(&mut slice, out) {
                         // Bytes after a closing request are dropped.
                         return Step::close(input.len());
                     }
@@ -434,8 +434,8 @@ impl Protocol for Http {
             Phase::Closed => false,
         };
         if mid_request {
-            let mut date = DateCell::new(self.config.clock);
-            self.fail(Status::RequestTimeout, &mut date, out);
+            let mut slice = SliceCache::new(self.config.clock);
+            self.fail(Status::RequestTimeout, &mut slice, out);
         }
         self.phase = Phase::Closed;
     }

@@ -9,9 +9,9 @@
 //!
 //! PUBLISH hands its subscribers their message frame with
 //! [`Context::send_to_many`]; the engine queues it on each connection,
-//! whichever loop serves it. On an engine that does not carry out such commands, make
-//! the state with [`Shared::without_delivery`]: SUBSCRIBE then answers an
-//! error rather than accept subscriptions that would never receive.
+//! whichever loop serves it. On an engine that does not carry out such
+//! commands, make the state with [`Shared::without_delivery`]: SUBSCRIBE then
+//! answers an error rather than accept subscriptions that would never receive.
 //!
 //! ```
 //! use iomux_proto::resp::{Resp, Shared};
