@@ -470,6 +470,10 @@ impl<P: Service> Session<P> {
         if !self.has(flag::HALF_CLOSE) || self.has(flag::SHUT_ASKED) {
             self.flags |= flag::CLOSING;
         }
+        // A TLS record cut short by the FIN: counted as the peer's TLS error.
+        if self.tls.as_ref().is_some_and(|t| t.mid_record()) {
+            return called.and(Err(Fault::Tls));
+        }
         called
     }
 
@@ -713,12 +717,13 @@ impl<P: Service> Session<P> {
         if self.is_connecting() {
             return Deadline::ConnectTimedOut;
         }
-        // A handshake never finished: the protocol has no peer to answer.
-        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
-        if self.has(flag::LINGERING | flag::CLOSING) || handshaking {
+        if self.has(flag::LINGERING | flag::CLOSING) {
             return Deadline::Close;
         }
-        if self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
+        // A TLS handshake that never finished times out like a stalled
+        // head, with no last word: the protocol has no peer to answer yet.
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        if !handshaking && self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
             return Deadline::Close;
         }
         self.flags |= flag::CLOSING | flag::TIMED_OUT;

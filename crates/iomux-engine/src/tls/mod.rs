@@ -43,6 +43,8 @@ pub(crate) struct TlsSession {
     rx_plain: Vec<u8>,
     /// Our close_notify is queued: nothing more is encrypted.
     closed: bool,
+    /// Where the peer's records end, to tell a truncated one at EOF.
+    bounds: RecordBounds,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -80,6 +82,7 @@ impl TlsSession {
             tx_plain: Vec::new(),
             rx_plain: Vec::new(),
             closed: false,
+            bounds: RecordBounds::default(),
         })
     }
 
@@ -103,6 +106,7 @@ impl TlsSession {
     ) -> Result<Received, TlsError> {
         let was_handshaking = self.conn.is_handshaking();
         let mut received = Received::default();
+        self.bounds.feed(data);
         while !data.is_empty() {
             // rustls takes a few KiB at a time: feed it until all is in.
             match self.conn.read_tls(&mut data) {
@@ -148,6 +152,12 @@ impl TlsSession {
             plain.extend_from_slice(chunk);
             reader.consume(n);
         }
+    }
+
+    /// Whether the peer's input stopped in the middle of a record: at its
+    /// EOF, a truncated record.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.bounds.header_len > 0 || self.bounds.body_left > 0
     }
 
     /// Encrypt `plain` and append its records to `out` (before the
@@ -227,6 +237,36 @@ pub(crate) fn check_engine(
             format!("the TLS configuration cannot make connections: {e}"),
         )
     })
+}
+
+/// Follows the peer's record framing (a 5-byte header whose last two bytes
+/// are the body's length) across reads: a few comparisons per record.
+#[derive(Debug, Default)]
+struct RecordBounds {
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+}
+
+impl RecordBounds {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+            }
+        }
+    }
 }
 
 fn scrub(mut buf: Vec<u8>) -> Vec<u8> {
