@@ -579,7 +579,11 @@ fn flooding_server(head: &'static [u8], filler: &'static [u8]) -> SocketAddr {
     use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let path = std::env::temp_dir().join(format!("iomux-flood-{}-{}", std::process::id(), addr.port()));
+    let path = std::env::temp_dir().join(format!(
+        "iomux-flood-{}-{}",
+        std::process::id(),
+        addr.port()
+    ));
     std::fs::write(&path, filler.repeat((8 << 20) / filler.len())).unwrap();
     let file = std::fs::File::open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -636,7 +640,17 @@ fn an_endless_response_does_not_keep_the_client_past_its_duration() {
         let addr = flooding_server(head, filler);
         let url = format!("http://{addr}/");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"))
-            .args(["load", "--json", "-c", "2", "-d", "1", "--timeout", "60", &url])
+            .args([
+                "load",
+                "--json",
+                "-c",
+                "2",
+                "-d",
+                "1",
+                "--timeout",
+                "60",
+                &url,
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -656,7 +670,12 @@ fn an_endless_response_does_not_keep_the_client_past_its_duration() {
             panic!("{name}: `iomux load -d 1` still ran after 20 s and was killed");
         };
         let mut json = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut json).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut json)
+            .unwrap();
         assert!(status.success(), "{name}: {status} {json}");
         let secs = json_number(&json, "duration_s").unwrap();
         assert!((0.9..1.2).contains(&secs), "{name}: {json}");

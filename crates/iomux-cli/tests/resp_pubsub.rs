@@ -143,29 +143,6 @@ fn every_subscriber_receives_every_message_in_order(engine: &[&str]) {
     assert!(err.contains("output_overflows=0"), "{engine:?}: {err}");
 }
 
-/// `for_engines!` over the engines that carry out protocols' commands
-/// (`Engine::carries_out_commands`): the ones pub/sub delivers on.
-macro_rules! for_delivering_engines {
-    ($case:ident) => {
-        for_engines!(
-            $case,
-            [
-                epoll_edge,
-                epoll_level,
-                epoll_oneshot,
-                epoll_two_loops,
-                poll,
-                select,
-                sigio,
-                uring,
-                uring_poll,
-                uring_poll_level,
-                uring_poll_oneshot
-            ]
-        );
-    };
-}
-
 for_delivering_engines!(every_subscriber_receives_every_message_in_order);
 
 fn subscribe_is_refused_where_the_engine_cannot_deliver(engine: &[&str]) {

@@ -16,28 +16,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tls_fixture::*;
 
-/// Every engine with an event loop: the ones that serve TLS.
-macro_rules! for_event_loops {
-    ($case:ident) => {
-        for_engines!(
-            $case,
-            [
-                epoll_edge,
-                epoll_level,
-                epoll_oneshot,
-                epoll_two_loops,
-                poll,
-                select,
-                sigio,
-                uring,
-                uring_poll,
-                uring_poll_level,
-                uring_poll_oneshot
-            ]
-        );
-    };
-}
-
 fn tls_args<'a>(proto: &'a str, engine: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     let certs = certs();
     let mut args = vec!["--proto", proto];
@@ -102,6 +80,15 @@ fn settled_fd_count(server: &ServerProcess) -> usize {
         last = now;
     }
     last
+}
+
+/// The server's descriptors come back to `fds` (within 10 s).
+fn assert_descriptors_back(server: &ServerProcess, fds: usize) {
+    assert!(
+        eventually(Duration::from_secs(10), || server.fd_count() == fds),
+        "descriptors: {fds} at start, {} now",
+        server.fd_count()
+    );
 }
 
 /// The `name=value` counter of the server's last stderr line.
@@ -184,12 +171,7 @@ fn every_client_on_every_protocol(engine: &[&str]) {
         python(&["http", &port, ca, "32", "TLS1.2"]).trim(),
         "TLSv1.2 http/1.1 32"
     );
-    assert!(
-        eventually(Duration::from_secs(10), || http.server.fd_count() == fds),
-        "descriptors: {} at start, {} now",
-        fds,
-        http.server.fd_count()
-    );
+    assert_descriptors_back(&http.server, fds);
     let err = http.stop_cleanly("http over TLS");
     assert_eq!(counter(&err, "tls_errors"), 0, "{err}");
     assert!(counter(&err, "tls_handshakes") >= 5, "{err}");
@@ -224,7 +206,7 @@ fn every_client_on_every_protocol(engine: &[&str]) {
     assert_eq!(cli(&["GET", "greeting"]), "hello over TLS");
     resp.stop_cleanly("resp over TLS");
 }
-for_event_loops!(every_client_on_every_protocol);
+for_delivering_engines!(every_client_on_every_protocol);
 
 /// The engines without an event loop refuse TLS at start, saying which serve it.
 #[test]
@@ -483,12 +465,7 @@ fn hostile_input_closes_only_its_connection(engine: &[&str]) {
     assert!(stalled.join().unwrap(), "a stalled handshake: still open");
     get_plaintext(&mut good);
     drop((good, after, truncated));
-    assert!(
-        eventually(Duration::from_secs(10), || server.server.fd_count() == fds),
-        "descriptors: {} at start, {} now",
-        fds,
-        server.server.fd_count()
-    );
+    assert_descriptors_back(&server.server, fds);
     let err = server.stop_cleanly("hostile input");
     // garbage, plain HTTP, two oversized records, the truncated record.
     assert!(counter(&err, "tls_errors") >= 5, "{err}");
@@ -498,7 +475,7 @@ fn hostile_input_closes_only_its_connection(engine: &[&str]) {
     );
     assert_eq!(counter(&err, "faults"), 0, "{err}");
 }
-for_event_loops!(hostile_input_closes_only_its_connection);
+for_delivering_engines!(hostile_input_closes_only_its_connection);
 
 /// Hundreds of handshakes stalled halfway hold no loop: a fresh client is
 /// served at once meanwhile, and every stalled one is closed by the head
@@ -526,12 +503,7 @@ fn stalled_handshakes_do_not_hold_others(engine: &[&str]) {
             "stalled handshake {i}: still open"
         );
     }
-    assert!(
-        eventually(Duration::from_secs(10), || server.server.fd_count() == fds),
-        "descriptors: {} at start, {} now",
-        fds,
-        server.server.fd_count()
-    );
+    assert_descriptors_back(&server.server, fds);
     let err = server.stop_cleanly("stalled handshakes");
     assert!(counter(&err, "timeouts") >= 300, "{err}");
 }

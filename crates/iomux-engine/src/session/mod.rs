@@ -404,9 +404,6 @@ impl<P: Service> Session<P> {
         shared: Option<&mut Vec<u8>>,
         env: &mut Env,
     ) -> Result<(), Fault> {
-        if self.has(flag::CLOSING | flag::LINGERING | flag::READ_CLOSED) {
-            return Ok(());
-        }
         let was_idle = self.proto_idle();
         let owed = self.owed() > 0;
         let step = if self.input.is_empty() {
