@@ -592,11 +592,18 @@ fn count_responses(
         None => unexpected = true,
     };
     match (proto, data) {
-        (Proto::Http, Some(data)) => c.http.feed(data, &mut on_response)?,
+        (Proto::Http, Some(data)) => {
+            let fed = c.http.feed(data, &mut on_response);
+            totals.body_bytes += c.http.take_body_bytes();
+            fed?
+        }
         (Proto::Http, None) => {
             c.http.end_of_stream(&mut on_response);
         }
-        (Proto::Echo, Some(data)) => c.echo.feed(message, data, &mut on_response)?,
+        (Proto::Echo, Some(data)) => {
+            c.echo.feed(message, data, &mut on_response)?;
+            totals.body_bytes += data.len() as u64;
+        }
         (Proto::Echo, None) => {}
     }
     c.responses_here += completed as u64;
