@@ -186,14 +186,19 @@ server.serve_forever()
     }
 }
 
-/// Run `iomux load --json ARGS` (bounded by its own duration); returns its
-/// JSON, or panics with its stderr if it failed.
-fn load_json(args: &[&str]) -> String {
-    let out = load(&[&["--json"][..], args].concat());
+/// Run `iomux load FLAGS` (split at spaces; bounded by its own duration).
+fn run(flags: &str) -> std::process::Output {
+    load(&flags.split_whitespace().collect::<Vec<_>>())
+}
+
+/// Run `iomux load --json FLAGS`; returns its JSON, or panics with its
+/// stderr if it failed.
+fn load_json(flags: &str) -> String {
+    let out = run(&format!("--json {flags}"));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "load {args:?} failed: {stdout} {}",
+        "load {flags} failed: {stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -213,7 +218,7 @@ fn openssl_s_server_answers_and_reconnects_resume() {
         let server = Server::openssl_www(version);
         let ca = certs().ca();
         let url = server.url("localhost");
-        let json = load_json(&["-n", "20", "-c", "1", "-d", "30", "--cacert", &ca, &url]);
+        let json = load_json(&format!("-n 20 -c 1 -d 30 --cacert {ca} {url}"));
         assert_eq!(num(&json, "requests"), 20, "{version:?}: {json}");
         assert!(
             json.contains("\"status_counts\":{\"200\":20}"),
@@ -224,18 +229,7 @@ fn openssl_s_server_answers_and_reconnects_resume() {
         assert_eq!(num(&json, "tls_resumed"), 19, "{version:?}: {json}");
         assert!(num(&json, "body_bytes") > 20 * 100, "{version:?}: {json}");
         assert!(json.contains("\"url\":\"https://localhost:"), "{json}");
-        let json = load_json(&[
-            "-n",
-            "10",
-            "-c",
-            "1",
-            "-d",
-            "30",
-            "--cacert",
-            &ca,
-            "--no-resume",
-            &url,
-        ]);
+        let json = load_json(&format!("-n 10 -c 1 -d 30 --cacert {ca} --no-resume {url}"));
         assert_eq!(num(&json, "requests"), 10, "{version:?}: {json}");
         assert_eq!(num(&json, "tls_handshakes"), 10, "{version:?}: {json}");
         assert_eq!(num(&json, "tls_resumed"), 0, "{version:?}: {json}");
@@ -246,7 +240,7 @@ fn openssl_s_server_answers_and_reconnects_resume() {
 fn an_untrusted_certificate_fails_at_start_with_advice() {
     let server = Server::openssl_www(&[]);
     // Not in the system's store: refused before any load, saying what to do.
-    let out = load(&["-d", "1", &server.url("localhost")]);
+    let out = run(&format!("-d 1 {}", server.url("localhost")));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     for needle in ["not trusted", "--cacert", "--insecure"] {
@@ -259,7 +253,7 @@ fn an_untrusted_certificate_fails_at_start_with_advice() {
     );
     // Trusted, but the certificate does not name the host asked for.
     let ca = certs().ca();
-    let out = load(&["-d", "1", "--cacert", &ca, &server.url("127.0.0.1")]);
+    let out = run(&format!("-d 1 --cacert {ca} {}", server.url("127.0.0.1")));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("not trusted for 127.0.0.1"),
@@ -281,14 +275,9 @@ fn an_untrusted_certificate_fails_at_start_with_advice() {
             }
         }
     });
-    let out = load(&[
-        "-d",
-        "1",
-        "--timeout",
-        "2",
-        "--insecure",
-        &format!("https://127.0.0.1:{port}/"),
-    ]);
+    let out = run(&format!(
+        "-d 1 --timeout 2 --insecure https://127.0.0.1:{port}/"
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("HTTPS server"),
@@ -299,17 +288,10 @@ fn an_untrusted_certificate_fails_at_start_with_advice() {
 #[test]
 fn insecure_skips_verification_and_says_so() {
     let server = Server::openssl_www(&[]);
-    let out = load(&[
-        "--json",
-        "-n",
-        "5",
-        "-c",
-        "1",
-        "-d",
-        "30",
-        "--insecure",
-        &server.url("localhost"),
-    ]);
+    let out = run(&format!(
+        "--json -n 5 -c 1 -d 30 --insecure {}",
+        server.url("localhost")
+    ));
     let (json, err) = (
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
@@ -321,16 +303,10 @@ fn insecure_skips_verification_and_says_so() {
         err.contains("WARNING") && err.contains("NOT verified"),
         "{err}"
     );
-    let out = load(&[
-        "-n",
-        "5",
-        "-c",
-        "1",
-        "-d",
-        "30",
-        "--insecure",
-        &server.url("localhost"),
-    ]);
+    let out = run(&format!(
+        "-n 5 -c 1 -d 30 --insecure {}",
+        server.url("localhost")
+    ));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("certificate was NOT verified"), "{text}");
 }
@@ -342,19 +318,9 @@ fn keep_alive_pipelined_and_connection_per_request_over_python_ssl() {
     let url = server.url("localhost");
     // Keep-alive: one handshake per connection, every request answered 200
     // (so SNI and ALPN were as the server wants them).
-    let json = load_json(&[
-        "-n",
-        "400",
-        "-c",
-        "4",
-        "--pipeline",
-        "2",
-        "-d",
-        "30",
-        "--cacert",
-        &ca,
-        &url,
-    ]);
+    let json = load_json(&format!(
+        "-n 400 -c 4 --pipeline 2 -d 30 --cacert {ca} {url}"
+    ));
     assert_eq!(num(&json, "requests"), 400, "{json}");
     assert!(json.contains("\"status_counts\":{\"200\":400}"), "{json}");
     assert_eq!(num(&json, "errors"), 0, "{json}");
@@ -362,35 +328,16 @@ fn keep_alive_pipelined_and_connection_per_request_over_python_ssl() {
     assert_eq!(num(&json, "body_bytes"), 400 * 14, "{json}");
     // A connection per request: a handshake each, resumed but for the
     // first on each of the 2 slots.
-    let json = load_json(&[
-        "-n",
-        "30",
-        "-c",
-        "2",
-        "-d",
-        "30",
-        "--connect-per-request",
-        "--cacert",
-        &ca,
-        &url,
-    ]);
+    let json = load_json(&format!(
+        "-n 30 -c 2 -d 30 --connect-per-request --cacert {ca} {url}"
+    ));
     assert_eq!(num(&json, "requests"), 30, "{json}");
     assert_eq!(num(&json, "errors"), 0, "{json}");
     assert_eq!(num(&json, "tls_handshakes"), 30, "{json}");
     assert!(num(&json, "tls_resumed") >= 28, "{json}");
-    let json = load_json(&[
-        "-n",
-        "30",
-        "-c",
-        "2",
-        "-d",
-        "30",
-        "--connect-per-request",
-        "--no-resume",
-        "--cacert",
-        &ca,
-        &url,
-    ]);
+    let json = load_json(&format!(
+        "-n 30 -c 2 -d 30 --connect-per-request --no-resume --cacert {ca} {url}"
+    ));
     assert_eq!(num(&json, "tls_handshakes"), 30, "{json}");
     assert_eq!(num(&json, "tls_resumed"), 0, "{json}");
     // The runs' JSON merges, TLS counts included.
@@ -399,7 +346,7 @@ fn keep_alive_pipelined_and_connection_per_request_over_python_ssl() {
     let (a, b) = (dir.join("a.json"), dir.join("b.json"));
     std::fs::write(&a, &json).unwrap();
     std::fs::write(&b, &json).unwrap();
-    let merged = load_json(&["merge", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let merged = load_json(&format!("merge {} {}", a.display(), b.display()));
     assert_eq!(num(&merged, "tls_handshakes"), 60, "{merged}");
     assert!(merged.contains("\"url\":\"https://localhost:"), "{merged}");
 }
