@@ -844,22 +844,21 @@ fn a_message_in_progress_must_arrive_at_the_minimum_rate_whatever_its_size() {
 
 #[test]
 fn with_no_minimum_rate_a_byte_each_period_keeps_a_message_going() {
-    let mut w = World::new();
-    w.rules.min_rate = 0;
-    let proto = Upload {
-        length: 20,
-        ..Upload::default()
+    // A 20-byte message in a world with no minimum rate.
+    let start = || {
+        let mut w = World::new();
+        w.rules.min_rate = 0;
+        let proto = Upload {
+            length: 20,
+            ..Upload::default()
+        };
+        let s = Session::new(proto, ConnId::new(0, 6), w.now);
+        (w, s)
     };
-    let mut s = Session::new(proto, ConnId::new(0, 6), w.now);
+    let (mut w, mut s) = start();
     assert_eq!(upload_at(&mut s, &mut w, 1), None);
     // Silence for a whole period mid-message is not progress.
-    let mut w = World::new();
-    w.rules.min_rate = 0;
-    let proto = Upload {
-        length: 20,
-        ..Upload::default()
-    };
-    let mut s = Session::new(proto, ConnId::new(0, 6), w.now);
+    let (mut w, mut s) = start();
     s.on_received(b"x", None, &mut w.env()).unwrap();
     w.now += IDLE;
     let next = w.now + IDLE;
