@@ -298,6 +298,40 @@ fn chunked_responses_with_trailers_are_counted() {
 }
 
 #[test]
+fn body_bytes_count_the_payload_of_every_framing() {
+    // Each answer carries 1,000 bytes of payload: after a Content-Length, in
+    // chunks (with extensions and a trailer, which do not count), or up to
+    // the close. Heads and 1xx responses carry none.
+    let payload = "b".repeat(1000);
+    let chunked = format!(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1f4;x=y\r\n{}\r\n1f4\r\n{}\r\n0\r\nT: v\r\n\r\n",
+        &payload[..500],
+        &payload[500..]
+    );
+    let until_close = format!("HTTP/1.1 200 OK\r\n\r\n{payload}");
+    for (name, answer, close) in [
+        ("content-length", ok(&payload), false),
+        ("chunked", chunked.into_bytes(), false),
+        ("close-delimited", until_close.into_bytes(), true),
+    ] {
+        let server = Recorder::start(move |_, _| (answer.clone(), close));
+        let json = load_json(&[&url(&server, "/")], "-n 300 -c 3 -d 20");
+        assert_counts_match(&json, &server, 300);
+        assert_eq!(num(&json, "body_bytes"), 300_000, "{name}: {json}");
+        let per_sec = json_number(&json, "body_bytes_per_sec").unwrap();
+        let secs = json_number(&json, "duration_s").unwrap();
+        assert!(
+            (per_sec * secs - 300_000.0).abs() < 300_000.0 * 0.01,
+            "{name}: {json}"
+        );
+        let text =
+            String::from_utf8_lossy(&load(&[&url(&server, "/"), "-n", "10", "-c", "1"]).stdout)
+                .to_string();
+        assert!(text.contains("Bodies: 9.77KB read"), "{name}: {text}");
+    }
+}
+
+#[test]
 fn close_delimited_bodies_end_at_the_close() {
     // No Content-Length, no chunking: the body runs until the server closes.
     let server = Recorder::start(|_, _| {
@@ -454,6 +488,9 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
     let dir = scratch_dir("iomux-load-merge");
     let a = load_json(&[&url(&slow, "/")], "-n 200 -c 2 -d 20");
     let b = load_json(&[&url(&fast, "/")], "-n 2000 -c 2 -d 20");
+    // "slow" and "fast" are 4-byte bodies.
+    assert_eq!(num(&a, "body_bytes"), 800, "{a}");
+    assert_eq!(num(&b, "body_bytes"), 8000, "{b}");
     let (fa, fb) = (dir.join("a.json"), dir.join("b.json"));
     std::fs::write(&fa, &a).unwrap();
     std::fs::write(&fb, &b).unwrap();
@@ -466,6 +503,7 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
     ]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(num(&merged, "requests"), 2200, "{merged}");
+    assert_eq!(num(&merged, "body_bytes"), 8800, "{merged}");
     assert_eq!(num(&merged, "runs"), 2, "{merged}");
     assert_eq!(num(&merged, "conns"), 4, "{merged}");
     assert!(
@@ -508,7 +546,19 @@ fn merge_errors_name_the_file() {
 #[test]
 fn url_and_request_mistakes_are_explained() {
     for (args, needle) in [
-        (&["https://127.0.0.1:1/"][..], "no TLS"),
+        (&["https://127.0.0.1:1/"][..], "connection refused"),
+        (
+            &["http://127.0.0.1:1/", "--insecure"][..],
+            "for https:// URLs",
+        ),
+        (
+            &["https://127.0.0.1:1/", "--cacert", "/nonexistent/ca.pem"][..],
+            "cannot read the certificates in /nonexistent/ca.pem",
+        ),
+        (
+            &["https://127.0.0.1:1/", "--cacert", "x.pem", "--insecure"][..],
+            "cannot be used with",
+        ),
         (&["ftp://127.0.0.1:1/"][..], "not supported"),
         (
             &["http://127.0.0.1:1/", "--addr", "127.0.0.1:1"][..],
