@@ -3,8 +3,8 @@
 //! requests. Only the test's own thread's allocations count (the harness's
 //! other threads, and the other test, may allocate meanwhile).
 
-use iomux_proto::resp::{Resp, Shared};
 use iomux_proto::http::{hello, DEFAULT_CONFIG};
+use iomux_proto::resp::{Resp, Shared};
 use iomux_proto::{ConnId, Context, Http, Service};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

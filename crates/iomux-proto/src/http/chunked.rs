@@ -98,7 +98,6 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
-
 impl ChunkedDecoder {
     /// A decoder at the start of a body.
     pub const fn new() -> ChunkedDecoder {

@@ -2,10 +2,10 @@
 //! `POST /echo`), written on the public handler API like any application's.
 
 use super::handler::{Exchange, Flow, Prepared, Reply};
-use std::sync::Arc;
 use super::request::Request;
 use super::response::Status;
 use super::router::Router;
+use std::sync::Arc;
 
 /// The body of the hello-world routes.
 pub const HELLO: &[u8] = b"Hello, World!";

@@ -345,7 +345,12 @@ impl<H: Handler> Http<H> {
     }
 
     /// Read body bytes from `input`; returns the bytes used and what next.
-    fn read_body(&mut self, input: &[u8], slice: &mut SliceCache, cx: &mut Context) -> (usize, Next) {
+    fn read_body(
+        &mut self,
+        input: &[u8],
+        slice: &mut SliceCache,
+        cx: &mut Context,
+    ) -> (usize, Next) {
         let limit = self.config.limits.max_body;
         let mut body = self.body;
         let mut held = false;
@@ -369,7 +374,9 @@ impl<H: Handler> Http<H> {
                     .decode_until(input, limit, offer)
                     .map(|p| (p.consumed, p.done))
                     .map_err(|e| match e {
-                        ChunkError::Malformed | ChunkError::ExtensionsTooLong => Status::BAD_REQUEST,
+                        ChunkError::Malformed | ChunkError::ExtensionsTooLong => {
+                            Status::BAD_REQUEST
+                        }
                         ChunkError::TooLarge => Status::CONTENT_TOO_LARGE,
                         ChunkError::TrailersTooLong => Status::HEADER_FIELDS_TOO_LARGE,
                     }),
@@ -574,4 +581,3 @@ impl<H: Handler> Service for Http<H> {
         self.exchange = None;
     }
 }
-

@@ -130,7 +130,11 @@ fn same(a: &str, b: &str) -> bool {
 impl Pattern {
     /// Whether `path` matches; its parameters go to `params`, returning how many.
     #[inline]
-    fn matches<'p>(&'p self, path: &'p str, params: &mut [(&'p str, &'p str); MAX_PARAMS]) -> Option<usize> {
+    fn matches<'p>(
+        &'p self,
+        path: &'p str,
+        params: &mut [(&'p str, &'p str); MAX_PARAMS],
+    ) -> Option<usize> {
         match self {
             Pattern::Exact(p) => same(p, path).then_some(0),
             Pattern::Segments(segments) => {

@@ -53,13 +53,23 @@ impl<S: Service> Drive for S {
 
     fn eof(&mut self, pending: &[u8], out: &mut Vec<u8>) {
         let mut commands = Vec::new();
-        let mut cx = Context::new(crate::ConnId::new(0, 1), std::time::Instant::now(), out, &mut commands);
+        let mut cx = Context::new(
+            crate::ConnId::new(0, 1),
+            std::time::Instant::now(),
+            out,
+            &mut commands,
+        );
         self.on_eof(pending, &mut cx);
     }
 
     fn timeout(&mut self, out: &mut Vec<u8>) {
         let mut commands = Vec::new();
-        let mut cx = Context::new(crate::ConnId::new(0, 1), std::time::Instant::now(), out, &mut commands);
+        let mut cx = Context::new(
+            crate::ConnId::new(0, 1),
+            std::time::Instant::now(),
+            out,
+            &mut commands,
+        );
         self.on_timeout(&mut cx);
     }
 }
@@ -665,7 +675,8 @@ fn hostile_requests_fed_byte_by_byte_get_the_same_answer() {
         if req.len() > 20_000 {
             continue; // quadratic in this harness only; the split proptest covers large ones
         }
-        let (out, close) = feed_in_reads(&FIXED, routes(), &req, &(1..req.len()).collect::<Vec<_>>());
+        let (out, close) =
+            feed_in_reads(&FIXED, routes(), &req, &(1..req.len()).collect::<Vec<_>>());
         assert!(close, "{name}");
         let r = parse_responses(&out, &[]);
         assert_eq!(r.last().map(|p| p.code), Some(code), "{name}");
