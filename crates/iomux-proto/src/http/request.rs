@@ -59,17 +59,20 @@ impl<'a> Request<'a> {
         headers: &'a [(&'a str, &'a [u8])],
     ) -> Request<'a> {
         let (path, query) = split_target(target);
-        Request {
+        let parsed = Request::parsed(
             method,
             target,
             path,
             query,
             version,
+            &[],
+            None,
+            None,
+            ConnId(0),
+        );
+        Request {
             headers: Headers::Pairs(headers),
-            params: &[],
-            body_length: None,
-            peer: None,
-            id: ConnId(0),
+            ..parsed
         }
     }
 

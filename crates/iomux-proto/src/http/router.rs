@@ -168,6 +168,21 @@ impl Pattern {
     }
 }
 
+/// `Router::get` and the like: a method's route with a closure.
+macro_rules! shortcuts {
+    ($($(#[$doc:meta])* $name:ident $method:literal,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name<F>(self, pattern: &str, f: F) -> Router
+            where
+                F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Flow + Send + Sync + 'static,
+            {
+                self.route($method, pattern, handler_fn(f))
+            }
+        )*
+    };
+}
+
 impl Router {
     /// A router with no routes (everything is `404`).
     pub fn new() -> Router {
@@ -189,36 +204,17 @@ impl Router {
         self
     }
 
-    /// [`Router::route`] for `GET` (and `HEAD`) with a closure.
-    pub fn get<F>(self, pattern: &str, f: F) -> Router
-    where
-        F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Flow + Send + Sync + 'static,
-    {
-        self.route("GET", pattern, handler_fn(f))
-    }
-
-    /// [`Router::route`] for `POST` with a closure.
-    pub fn post<F>(self, pattern: &str, f: F) -> Router
-    where
-        F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Flow + Send + Sync + 'static,
-    {
-        self.route("POST", pattern, handler_fn(f))
-    }
-
-    /// [`Router::route`] for `PUT` with a closure.
-    pub fn put<F>(self, pattern: &str, f: F) -> Router
-    where
-        F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Flow + Send + Sync + 'static,
-    {
-        self.route("PUT", pattern, handler_fn(f))
-    }
-
-    /// [`Router::route`] for `DELETE` with a closure.
-    pub fn delete<F>(self, pattern: &str, f: F) -> Router
-    where
-        F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Flow + Send + Sync + 'static,
-    {
-        self.route("DELETE", pattern, handler_fn(f))
+    shortcuts! {
+        /// [`Router::route`] for `GET` (and `HEAD`) with a closure.
+        get "GET",
+        /// [`Router::route`] for `POST` with a closure.
+        post "POST",
+        /// [`Router::route`] for `PUT` with a closure.
+        put "PUT",
+        /// [`Router::route`] for `DELETE` with a closure.
+        delete "DELETE",
+        /// [`Router::route`] for `PATCH` with a closure.
+        patch "PATCH",
     }
 
     /// Answer `405` with the methods the path allows (`HEAD` with `GET`).

@@ -39,38 +39,35 @@ trait Drive {
     fn timeout(&mut self, out: &mut Vec<u8>);
 }
 
+/// Call `f` with a context for connection 0:1 writing to `out`; returns
+/// its result and whether it asked to close by command.
+fn with_cx<R>(out: &mut Vec<u8>, f: impl FnOnce(&mut Context) -> R) -> (R, bool) {
+    let mut commands = Vec::new();
+    let id = crate::ConnId::new(0, 1);
+    let r = f(&mut Context::new(
+        id,
+        std::time::Instant::now(),
+        out,
+        &mut commands,
+    ));
+    (r, commands.contains(&crate::Command::Close(id)))
+}
+
 impl<S: Service> Drive for S {
     fn input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let mut commands = Vec::new();
-        let id = crate::ConnId::new(0, 1);
-        let mut cx = Context::new(id, std::time::Instant::now(), out, &mut commands);
-        let step = self.on_data(input, &mut cx);
+        let (step, closed) = with_cx(out, |cx| self.on_data(input, cx));
         Step {
-            close: step.close || commands.contains(&crate::Command::Close(id)),
+            close: step.close || closed,
             ..step
         }
     }
 
     fn eof(&mut self, pending: &[u8], out: &mut Vec<u8>) {
-        let mut commands = Vec::new();
-        let mut cx = Context::new(
-            crate::ConnId::new(0, 1),
-            std::time::Instant::now(),
-            out,
-            &mut commands,
-        );
-        self.on_eof(pending, &mut cx);
+        with_cx(out, |cx| self.on_eof(pending, cx));
     }
 
     fn timeout(&mut self, out: &mut Vec<u8>) {
-        let mut commands = Vec::new();
-        let mut cx = Context::new(
-            crate::ConnId::new(0, 1),
-            std::time::Instant::now(),
-            out,
-            &mut commands,
-        );
-        self.on_timeout(&mut cx);
+        with_cx(out, |cx| self.on_timeout(cx));
     }
 }
 
