@@ -19,9 +19,11 @@
 mod context;
 mod echo;
 pub mod http;
+mod region;
 pub mod resp;
 
 pub use context::{Command, ConnId, Context};
+pub use region::FileRegion;
 pub use echo::Echo;
 pub use http::Http;
 
