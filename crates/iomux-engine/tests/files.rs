@@ -161,9 +161,10 @@ fn read_exactly(stream: &mut TcpStream, len: usize, what: &str) -> Vec<u8> {
 
 /// The first position where two byte strings differ, for a readable failure.
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    a.iter().zip(b).position(|(x, y)| x != y).or_else(|| {
-        (a.len() != b.len()).then_some(a.len().min(b.len()))
-    })
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then_some(a.len().min(b.len())))
 }
 
 fn a_region_between_two_writes_is_byte_exact(name: &str) {
@@ -230,7 +231,6 @@ fn rss() -> usize {
     pages * 4096
 }
 
-
 fn a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served(name: &str) {
     let _alone = MEMORY.write().unwrap_or_else(|e| e.into_inner());
     let len = 64 * MIB;
@@ -294,7 +294,9 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     socket.connect(&server.local_addr().into()).unwrap();
     let mut client: TcpStream = socket.into();
     client.set_read_timeout(Some(WAIT)).unwrap();
-    client.write_all(format!("get 0 {len}\n").as_bytes()).unwrap();
+    client
+        .write_all(format!("get 0 {len}\n").as_bytes())
+        .unwrap();
     let head = format!("<0 {len}>\n");
     assert_eq!(read_exactly(&mut client, head.len(), name), head.as_bytes());
     let _ = read_exactly(&mut client, MIB, name);
@@ -344,12 +346,4 @@ macro_rules! scenarios {
 scenarios!(loop_engines);
 scenarios!(loopless_engines);
 
-/// The modules above cover `Engine::ALL` exactly: an engine added there
-/// fails here until it is tested.
-#[test]
-fn every_engine_is_tested() {
-    let mut tested: Vec<&str> = loop_engines!(engine_names);
-    tested.extend(loopless_engines!(engine_names));
-    let all: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
-    assert_eq!(tested, all);
-}
+every_engine_is_tested!();

@@ -23,9 +23,9 @@ mod region;
 pub mod resp;
 
 pub use context::{Command, ConnId, Context};
-pub use region::FileRegion;
 pub use echo::Echo;
 pub use http::Http;
+pub use region::FileRegion;
 
 /// Run `protocol` over `input` delivered in reads cut at `cuts`, the way an
 /// engine does: unconsumed bytes are offered again in front of the next read,

@@ -85,7 +85,9 @@ impl FileRegion {
     /// connections never disturb each other. 0 with bytes left means the
     /// file ended early (it shrank).
     pub fn read_at(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(usize::try_from(self.len).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.len).unwrap_or(usize::MAX));
         loop {
             match self.file.read_at(&mut buf[..want], self.offset) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

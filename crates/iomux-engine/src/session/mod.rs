@@ -55,8 +55,8 @@ use std::time::Instant;
 
 mod output;
 mod types;
-use output::Output;
 pub(crate) use output::Front;
+use output::Output;
 pub(crate) use types::*;
 
 /// What few connections need, boxed so that every other session stays

@@ -37,19 +37,44 @@ pub(crate) struct Output {
     head: Vec<u8>,
     /// How much of `head` is already sent.
     sent: usize,
-    /// Everything behind `head`, starting with a file region (allocated on
-    /// the first region).
-    rest: Option<Box<VecDeque<Segment>>>,
-    /// Bytes of `rest`'s byte segments (held in memory).
-    rest_bytes: usize,
-    /// Bytes left in `rest`'s file regions (not in memory).
-    rest_files: usize,
+    /// Everything behind `head` (allocated on the first region: 8 bytes in
+    /// every session until then).
+    rest: Option<Box<Rest>>,
+}
+
+/// The queue behind `head`, starting with a file region, and its size.
+#[derive(Debug, Default)]
+struct Rest {
+    queue: VecDeque<Segment>,
+    /// Bytes of its byte segments (held in memory).
+    bytes: usize,
+    /// Bytes left in its file regions (not in memory).
+    files: usize,
+}
+
+impl Rest {
+    fn push_bytes(&mut self, bytes: Vec<u8>) {
+        self.bytes += bytes.len();
+        self.queue.push_back(Segment::Bytes(bytes));
+    }
+
+    /// The byte segment at the back, made if the back is a region.
+    fn back_bytes(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.queue.back(), Some(Segment::Bytes(_))) {
+            self.queue.push_back(Segment::Bytes(Vec::new()));
+        }
+        match self.queue.back_mut() {
+            Some(Segment::Bytes(bytes)) => bytes,
+            _ => unreachable!("a byte segment is at the back"),
+        }
+    }
 }
 
 impl Output {
     /// Bytes queued, in memory and in file regions.
     pub(crate) fn len(&self) -> usize {
-        self.head.len() - self.sent + self.rest_bytes + self.rest_files
+        let rest = self.rest.as_ref().map_or(0, |r| r.bytes + r.files);
+        self.head.len() - self.sent + rest
     }
 
     /// Nothing queued.
@@ -59,30 +84,28 @@ impl Output {
 
     /// Bytes queued in memory (file regions excluded): what output caps count.
     pub(crate) fn in_memory(&self) -> usize {
-        self.head.len() - self.sent + self.rest_bytes
+        self.head.len() - self.sent + self.rest.as_ref().map_or(0, |r| r.bytes)
+    }
+
+    /// The queue behind `head`, when it holds anything.
+    fn rest_mut(&mut self) -> Option<&mut Rest> {
+        self.rest.as_deref_mut().filter(|r| !r.queue.is_empty())
     }
 
     fn has_rest(&self) -> bool {
-        self.rest.as_ref().is_some_and(|r| !r.is_empty())
+        self.rest.as_ref().is_some_and(|r| !r.queue.is_empty())
     }
 
     /// The buffer bytes appended now go to: `head` while no region is
     /// queued, else a byte segment at the back of the queue.
     pub(crate) fn back_bytes(&mut self, pool: &mut BufPool, hint: usize) -> &mut Vec<u8> {
-        if !self.has_rest() {
-            if self.head.capacity() == 0 {
-                self.head = pool.get_for(hint);
-            }
-            return &mut self.head;
+        if self.has_rest() {
+            return self.rest.as_mut().expect("has rest").back_bytes();
         }
-        let rest = self.rest.as_mut().expect("has rest");
-        if !matches!(rest.back(), Some(Segment::Bytes(_))) {
-            rest.push_back(Segment::Bytes(Vec::new()));
+        if self.head.capacity() == 0 {
+            self.head = pool.get_for(hint);
         }
-        match rest.back_mut() {
-            Some(Segment::Bytes(bytes)) => bytes,
-            _ => unreachable!("a byte segment was just pushed"),
-        }
+        &mut self.head
     }
 
     /// Append bytes at the back.
@@ -90,10 +113,9 @@ impl Output {
         if bytes.is_empty() {
             return;
         }
-        let behind_a_region = self.has_rest();
         self.back_bytes(pool, bytes.len()).extend_from_slice(bytes);
-        if behind_a_region {
-            self.rest_bytes += bytes.len();
+        if let Some(rest) = self.rest_mut() {
+            rest.bytes += bytes.len();
         }
     }
 
@@ -103,27 +125,22 @@ impl Output {
     /// so the region goes between the bytes around it.
     pub(crate) fn appended(&mut self, before: usize, regions: Vec<(usize, FileRegion)>) {
         let behind_a_region = self.has_rest();
-        let mut nothing = Vec::new();
-        let back = match self.rest.as_deref_mut().and_then(|r| r.back_mut()) {
-            Some(Segment::Bytes(bytes)) if behind_a_region => bytes,
-            // The back is a region: the call appended no bytes.
-            Some(_) if behind_a_region => &mut nothing,
-            _ => &mut self.head,
+        let back = match self.rest_mut() {
+            Some(rest) => rest.back_bytes(),
+            None => &mut self.head,
         };
         let grown = back.len().saturating_sub(before);
-        if regions.is_empty() {
-            if behind_a_region {
-                self.rest_bytes += grown;
-            }
-            return;
-        }
         // The bytes after the first region leave the back buffer; they are
         // queued again behind it, with the other regions between them.
-        let first = regions[0].0.clamp(before, back.len());
-        let tail = back.split_off(first);
+        let first = regions.first().map_or(back.len(), |(at, _)| *at);
+        let tail = back.split_off(first.clamp(before, back.len()));
         if behind_a_region {
-            self.rest_bytes += grown - tail.len();
+            self.rest.as_mut().expect("has rest").bytes += grown - tail.len();
         }
+        if regions.is_empty() {
+            return;
+        }
+        let first = first.clamp(before, before + grown);
         let mut cut = 0;
         let mut regions = regions.into_iter().peekable();
         while let Some((_, region)) = regions.next() {
@@ -132,8 +149,7 @@ impl Output {
             let next = next.clamp(cut, tail.len());
             if next > cut {
                 let rest = self.rest.as_mut().expect("a region was queued");
-                rest.push_back(Segment::Bytes(tail[cut..next].to_vec()));
-                self.rest_bytes += next - cut;
+                rest.push_bytes(tail[cut..next].to_vec());
                 cut = next;
             }
         }
@@ -149,10 +165,9 @@ impl Output {
         if region.is_empty() {
             return;
         }
-        self.rest_files += region.len() as usize;
-        self.rest
-            .get_or_insert_with(Default::default)
-            .push_back(Segment::File(region));
+        let rest = self.rest.get_or_insert_with(Default::default);
+        rest.files += region.len() as usize;
+        rest.queue.push_back(Segment::File(region));
     }
 
     /// What the kernel should take next; `None` when nothing is queued.
@@ -163,7 +178,7 @@ impl Output {
                 more: self.has_rest(),
             });
         }
-        match self.rest.as_ref()?.front()? {
+        match self.rest.as_ref()?.queue.front()? {
             Segment::File(region) => Some(Front::File(region)),
             Segment::Bytes(_) => unreachable!("the queue behind head starts with a region"),
         }
@@ -191,37 +206,26 @@ impl Output {
             }
             return;
         }
-        let Some(rest) = self.rest.as_deref_mut() else {
+        let Some(rest) = self.rest_mut() else {
             return;
         };
-        let Some(Segment::File(region)) = rest.front_mut() else {
+        let Some(Segment::File(region)) = rest.queue.front_mut() else {
             return;
         };
         let n = n.min(region.len() as usize);
         region.advance(n as u64);
-        self.rest_files -= n;
+        rest.files -= n;
         if region.is_empty() {
-            rest.pop_front();
-            self.promote();
-        }
-    }
-
-    /// The front region is done: bytes behind it become `head`.
-    fn promote(&mut self) {
-        let Some(rest) = self.rest.as_deref_mut() else {
-            return;
-        };
-        if let Some(Segment::Bytes(_)) = rest.front() {
-            let Some(Segment::Bytes(bytes)) = rest.pop_front() else {
-                unreachable!("just matched")
-            };
-            self.rest_bytes -= bytes.len();
-            self.head = bytes;
-            self.sent = 0;
-        }
-        if rest.is_empty() {
-            // The deque itself stays: a connection that sent one file likely sends more.
-            debug_assert_eq!((self.rest_bytes, self.rest_files), (0, 0));
+            rest.queue.pop_front();
+            // Bytes behind the region become `head`.
+            if let Some(Segment::Bytes(_)) = rest.queue.front() {
+                let Some(Segment::Bytes(bytes)) = rest.queue.pop_front() else {
+                    unreachable!("just matched")
+                };
+                rest.bytes -= bytes.len();
+                self.head = bytes;
+                self.sent = 0;
+            }
         }
     }
 
@@ -239,38 +243,26 @@ impl Output {
         pool.put(&mut self.head);
         self.sent = 0;
         self.rest = None;
-        self.rest_bytes = 0;
-        self.rest_files = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::sync::Arc;
 
+    /// A region of `len` bytes `f` (of a file whose name is gone at once).
     fn file(len: usize) -> FileRegion {
-        let mut f = tempfile();
-        f.write_all(&vec![b'f'; len]).unwrap();
-        FileRegion::new(Arc::new(f), 0, len as u64)
-    }
-
-    fn tempfile() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!(
+        let name = format!(
             "iomux-output-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
-        ));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, vec![b'f'; len]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        f
+        FileRegion::new(Arc::new(file), 0, len as u64)
     }
 
     /// Drain the queue the way an engine does, `step` bytes at a time,
@@ -317,7 +309,11 @@ mod tests {
             out.appended(before, Vec::new());
             out.push_bytes(b"!", &mut pool);
             assert_eq!(out.in_memory(), 12);
-            assert_eq!(drain(&mut out, &mut pool, step), b"headfffffmidffftail!", "step {step}");
+            assert_eq!(
+                drain(&mut out, &mut pool, step),
+                b"headfffffmidffftail!",
+                "step {step}"
+            );
         }
     }
 
@@ -327,9 +323,15 @@ mod tests {
         let mut out = Output::default();
         out.push_bytes(b"abc", &mut pool);
         assert!(out.rest.is_none());
-        assert!(matches!(out.front(), Some(Front::Bytes { more: false, .. })));
+        assert!(matches!(
+            out.front(),
+            Some(Front::Bytes { more: false, .. })
+        ));
         out.advance(3, &mut pool);
-        assert!(out.is_empty() && out.head.capacity() == 0, "an idle connection holds no buffer");
+        assert!(
+            out.is_empty() && out.head.capacity() == 0,
+            "an idle connection holds no buffer"
+        );
     }
 
     #[test]

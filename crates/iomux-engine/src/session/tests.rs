@@ -775,7 +775,11 @@ impl Service for FileSender {
 #[test]
 fn file_regions_are_owed_but_only_bytes_count_against_the_memory_cap() {
     let file = std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap());
-    let mut s = Session::new(FileSender { file, len: 1000 }, ConnId::new(0, 2), Instant::now());
+    let mut s = Session::new(
+        FileSender { file, len: 1000 },
+        ConnId::new(0, 2),
+        Instant::now(),
+    );
     let (mut pool, mut commands, rules) = (BufPool::new(4, 64), Vec::new(), rules());
     let mut env = Env {
         now: Instant::now(),
@@ -793,10 +797,16 @@ fn file_regions_are_owed_but_only_bytes_count_against_the_memory_cap() {
         Some(Front::Bytes { bytes, more }) => assert_eq!((bytes, more), (&b"earlier <"[..], true)),
         other => panic!("{other:?}"),
     }
-    assert!(!s.reading(), "a region is owed like bytes: past the high-water mark reading pauses");
+    assert!(
+        !s.reading(),
+        "a region is owed like bytes: past the high-water mark reading pauses"
+    );
     // The memory cap (300) counts bytes only: 10 held, 250 more fit.
     assert!(s.push_output(&[b'x'; 250], &mut env));
-    assert!(!s.push_output(&[b'x'; 50], &mut env), "past the cap in memory");
+    assert!(
+        !s.push_output(&[b'x'; 50], &mut env),
+        "past the cap in memory"
+    );
     // The kernel takes the head, then the region, then the rest.
     s.on_sent(9, None, &mut env).unwrap();
     assert!(matches!(s.front(), Some(Front::File(r)) if r.len() == 1000));
