@@ -20,6 +20,7 @@
 
 mod chunked;
 mod date;
+pub mod files;
 mod head;
 mod limits;
 mod response;
