@@ -25,14 +25,20 @@ pub mod range;
 pub mod validators;
 
 use encoding::{acceptable_codings, Coding};
-use open::{Kind, OpenError, OpenFileCache, Opened, Root};
+use open::{Kind, Lookup, OpenError, OpenFileCache, Opened, Root};
 use path::{resolve_target, PathError, TargetPath};
 use range::{multipart_pieces, plan_ranges, ByteRange, Piece, RangeRequest};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use validators::{Conditionals, Precondition, Validators};
+
+/// Files up to this size are read into the open-file cache with their
+/// metadata and answered from memory (one write for head and body), larger
+/// ones are sent from the file (sendfile).
+pub const MAX_IN_MEMORY: u64 = 8 * 1024;
 
 /// How a directory is served.
 #[derive(Debug, Clone, Default)]
@@ -69,16 +75,122 @@ pub struct FileRequest<'a> {
     pub accept_encoding: Option<&'a [u8]>,
 }
 
+/// A regular file as it is served, derived once per (inode, size, time) and
+/// kept with the file in the open-file cache.
+#[derive(Debug)]
+pub struct Representation {
+    file: Arc<File>,
+    size: u64,
+    validators: Validators,
+    last_modified: [u8; 29],
+    /// From the requested name (a precompressed sibling has its original's).
+    content_type: String,
+    coding: Option<Coding>,
+    /// The whole content of a file of at most [`MAX_IN_MEMORY`] bytes.
+    bytes: Option<Arc<[u8]>>,
+}
+
+impl Representation {
+    fn new(opened: &Opened, content_type: String, coding: Option<Coding>) -> Representation {
+        let meta = opened.meta;
+        let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
+        let bytes = (meta.size <= MAX_IN_MEMORY)
+            .then(|| read_whole(&opened.file, meta.size))
+            .flatten();
+        Representation {
+            file: opened.file.clone(),
+            size: meta.size,
+            last_modified: validators.last_modified(),
+            validators,
+            content_type,
+            coding,
+            bytes,
+        }
+    }
+}
+
+/// All `size` bytes of `file`, or `None` if it does not hold exactly that
+/// many now (it changed meanwhile: it is then sent from the file).
+fn read_whole(file: &File, size: u64) -> Option<Arc<[u8]>> {
+    let mut buf = vec![0u8; size as usize + 1];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    (n as u64 == size).then(|| Arc::from(&buf[..n]))
+}
+
 /// What a static-file request is answered with.
 #[derive(Debug)]
 pub struct FileResponse {
     /// The status code.
     pub status: u16,
-    /// Header fields besides those the HTTP core writes itself (`Date`,
-    /// `Server`, `Content-Length`, `Connection`).
-    pub headers: Vec<(&'static str, String)>,
+    /// The file's representation, for the headers it brings (`ETag`,
+    /// `Last-Modified`, `Vary`, `Cache-Control`, and for `200`/`206` its
+    /// `Content-Type`, `Content-Encoding`, `Accept-Ranges`).
+    rep: Option<Arc<Representation>>,
+    cache_control: Option<Arc<str>>,
+    content_type: ContentType,
+    /// Per-response headers (`Location`, `Allow`, `Content-Range`).
+    extra: Vec<(&'static str, String)>,
     /// The body (sent for `GET`; for `HEAD` only its length is announced).
     pub body: FileBody,
+}
+
+#[derive(Debug)]
+enum ContentType {
+    None,
+    Text,
+    Html,
+    /// The representation's.
+    File,
+    Multipart(String),
+}
+
+impl FileResponse {
+    /// The header fields besides those the HTTP core writes itself (`Date`,
+    /// `Server`, `Content-Length`, `Connection`), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> + '_ {
+        let rep = self.rep.as_deref();
+        let entity = matches!(self.status, 200 | 206);
+        let content_type: Option<&[u8]> = match &self.content_type {
+            ContentType::None => None,
+            ContentType::Text => Some(b"text/plain; charset=utf-8"),
+            ContentType::Html => Some(b"text/html; charset=utf-8"),
+            ContentType::File => rep.map(|r| r.content_type.as_bytes()),
+            ContentType::Multipart(v) => Some(v.as_bytes()),
+        };
+        let fixed: [Option<(&'static str, &[u8])>; 8] = [
+            content_type.map(|v| ("Content-Type", v)),
+            rep.map(|r| ("ETag", r.validators.etag.as_bytes())),
+            rep.map(|r| ("Last-Modified", &r.last_modified[..])),
+            rep.and(self.cache_control.as_deref())
+                .map(|v| ("Cache-Control", v.as_bytes())),
+            rep.map(|_| ("Vary", &b"Accept-Encoding"[..])),
+            rep.filter(|_| entity)
+                .map(|_| ("Accept-Ranges", &b"bytes"[..])),
+            rep.filter(|_| entity)
+                .and_then(|r| r.coding)
+                .map(|c| ("Content-Encoding", c.token().as_bytes())),
+            None,
+        ];
+        fixed
+            .into_iter()
+            .flatten()
+            .chain(self.extra.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    /// The value of header `name` (ASCII case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
 }
 
 /// A response body.
@@ -86,8 +198,16 @@ pub struct FileResponse {
 pub enum FileBody {
     /// No body at all (`304`): no `Content-Length` either.
     Empty,
-    /// Bytes: an error page or a listing.
+    /// Bytes made for this response: an error page, a listing, the
+    /// multipart body of a small file.
     Bytes(Vec<u8>),
+    /// A range of a small file's content held in memory.
+    Shared {
+        /// The whole content.
+        bytes: Arc<[u8]>,
+        /// Which bytes.
+        range: ByteRange,
+    },
     /// A range of an open file.
     File {
         /// The file, shared with the open-file cache.
@@ -95,7 +215,8 @@ pub enum FileBody {
         /// Which bytes.
         range: ByteRange,
     },
-    /// `multipart/byteranges`: delimiters as bytes, parts from `file`.
+    /// `multipart/byteranges` of a large file: delimiters as bytes, parts
+    /// from `file`.
     Multipart {
         /// The file the parts come from.
         file: Arc<File>,
@@ -110,7 +231,7 @@ impl FileBody {
         match self {
             FileBody::Empty => 0,
             FileBody::Bytes(b) => b.len() as u64,
-            FileBody::File { range, .. } => range.len(),
+            FileBody::Shared { range, .. } | FileBody::File { range, .. } => range.len(),
             FileBody::Multipart { pieces, .. } => range::pieces_len(pieces),
         }
     }
@@ -126,7 +247,8 @@ impl FileBody {
 pub struct StaticFiles {
     root: Root,
     options: StaticOptions,
-    cache: OpenFileCache,
+    cache_control: Option<Arc<str>>,
+    cache: OpenFileCache<Representation>,
     clock: fn() -> u64,
     boundary_keys: std::collections::hash_map::RandomState,
 }
@@ -138,6 +260,7 @@ impl StaticFiles {
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
+            cache_control: options.cache_control.as_deref().map(Arc::from),
             options,
             clock: crate::http::system_clock,
             boundary_keys: Default::default(),
@@ -168,9 +291,8 @@ impl StaticFiles {
             b"GET" => false,
             b"HEAD" => true,
             _ => {
-                let mut r = error(405, "only GET and HEAD are served here\n");
-                r.headers.push(("Allow", "GET, HEAD".into()));
-                return r;
+                return error(405, "only GET and HEAD are served here\n")
+                    .with("Allow", "GET, HEAD".into())
             }
         };
         let target = match resolve_target(req.target, self.options.hidden) {
@@ -181,23 +303,31 @@ impl StaticFiles {
         if target.trailing_slash {
             return self.directory(req, head, &target);
         }
-        let opened = match self.cache.open(&self.root, &target.relative) {
-            Ok(o) => o,
-            Err(e) => return open_failed(e),
-        };
-        match opened.meta.kind {
-            Kind::Directory => {
+        match self.lookup(&target.relative, None) {
+            Ok(Lookup::File(rep)) => self.file(req, head, &target.relative, rep),
+            Ok(Lookup::Directory(_)) => {
                 let mut location = target.url_path(true);
                 if let Some(q) = &target.query {
                     location.push('?');
                     location.push_str(q);
                 }
-                let mut r = error(301, "moved: the directory's URL ends with /\n");
-                r.headers.push(("Location", location));
-                r
+                error(301, "moved: the directory's URL ends with /\n").with("Location", location)
             }
-            Kind::Regular => self.file(req, head, &target.relative, opened),
+            Err(e) => open_failed(e),
         }
+    }
+
+    /// `relative` through the cache; `coding` names a precompressed sibling
+    /// (`relative` then ends with its suffix).
+    fn lookup(
+        &self,
+        relative: &str,
+        coding: Option<Coding>,
+    ) -> Result<Lookup<Representation>, OpenError> {
+        self.cache.open(&self.root, relative, |opened| {
+            let name = coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
+            Representation::new(opened, content_type(name), coding)
+        })
     }
 
     fn directory(&self, req: &FileRequest<'_>, head: bool, target: &TargetPath) -> FileResponse {
@@ -206,9 +336,9 @@ impl StaticFiles {
         } else {
             format!("{}/index.html", target.relative)
         };
-        match self.cache.open(&self.root, &index) {
-            Ok(o) if o.meta.kind == Kind::Regular => return self.file(req, head, &index, o),
-            Ok(_) | Err(OpenError::NotFound) => {}
+        match self.lookup(&index, None) {
+            Ok(Lookup::File(rep)) => return self.file(req, head, &index, rep),
+            Ok(Lookup::Directory(_)) | Err(OpenError::NotFound) => {}
             Err(e) => return open_failed(e),
         }
         let dir = match self.root.open_beneath(&target.relative) {
@@ -220,14 +350,11 @@ impl StaticFiles {
             return not_found();
         }
         match listing::read_entries(&*dir.file, self.options.hidden) {
-            Ok((entries, more)) => {
-                let page = listing::render(&target.relative, &entries, more);
-                FileResponse {
-                    status: 200,
-                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
-                    body: FileBody::Bytes(page),
-                }
-            }
+            Ok((entries, more)) => FileResponse {
+                content_type: ContentType::Html,
+                body: FileBody::Bytes(listing::render(&target.relative, &entries, more)),
+                ..error(200, "")
+            },
             Err(e) => open_failed(OpenError::Io(e)),
         }
     }
@@ -238,109 +365,100 @@ impl StaticFiles {
         req: &FileRequest<'_>,
         head: bool,
         relative: &str,
-        identity: Opened,
+        identity: Arc<Representation>,
     ) -> FileResponse {
-        let content_type = content_type(relative);
-        let (opened, coding) = self
-            .precompressed(req, relative)
-            .unwrap_or((identity, None));
-        let meta = opened.meta;
-        let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
-        let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(8);
-        headers.push(("ETag", validators.etag.clone()));
-        headers.push((
-            "Last-Modified",
-            String::from_utf8_lossy(&validators.last_modified()).into_owned(),
-        ));
-        if let Some(cc) = &self.options.cache_control {
-            headers.push(("Cache-Control", cc.clone()));
-        }
-        headers.push(("Vary", "Accept-Encoding".into()));
+        let rep = self.precompressed(req, relative).unwrap_or(identity);
+        let mut r = FileResponse {
+            status: 200,
+            rep: Some(rep.clone()),
+            cache_control: self.cache_control.clone(),
+            content_type: ContentType::File,
+            extra: Vec::new(),
+            body: FileBody::Empty,
+        };
         let now = (self.clock)() as i64;
-        let honor_range = match validators.evaluate(&req.conditionals, true, now) {
+        let honor_range = match rep.validators.evaluate(&req.conditionals, true, now) {
             Precondition::NotModified => {
-                return FileResponse {
-                    status: 304,
-                    headers,
-                    body: FileBody::Empty,
-                };
+                r.status = 304;
+                r.content_type = ContentType::None;
+                return r;
             }
             Precondition::Failed => {
-                let mut r = error(412, "a precondition of the request failed\n");
-                r.headers.extend(headers);
+                r.status = 412;
+                r.content_type = ContentType::Text;
+                r.body = FileBody::Bytes(b"a precondition of the request failed\n".to_vec());
                 return r;
             }
             Precondition::Proceed { honor_range } => honor_range,
         };
-        headers.push(("Accept-Ranges", "bytes".into()));
-        if let Some(coding) = coding {
-            headers.push(("Content-Encoding", coding.token().into()));
-        }
-        let size = meta.size;
-        let whole = ByteRange {
-            start: 0,
-            end: size,
-        };
+        let size = rep.size;
         // RFC 9110 §14.2: range handling is defined for GET only.
         let plan = match req.range.filter(|_| honor_range && !head) {
             Some(value) => plan_ranges(value, size),
             None => RangeRequest::Full,
         };
-        let file = opened.file;
+        let body = |range: ByteRange| match &rep.bytes {
+            Some(bytes) => FileBody::Shared {
+                bytes: bytes.clone(),
+                range,
+            },
+            None => FileBody::File {
+                file: rep.file.clone(),
+                range,
+            },
+        };
         match plan {
             RangeRequest::Full => {
-                headers.push(("Content-Type", content_type));
-                FileResponse {
-                    status: 200,
-                    headers,
-                    body: FileBody::File { file, range: whole },
-                }
+                r.body = body(ByteRange {
+                    start: 0,
+                    end: size,
+                })
             }
             RangeRequest::Unsatisfiable => {
-                let mut r = error(416, "the requested range is not satisfiable\n");
-                r.headers.push(("Content-Range", format!("bytes */{size}")));
-                r
+                return error(416, "the requested range is not satisfiable\n")
+                    .with("Content-Range", format!("bytes */{size}"));
             }
             RangeRequest::Partial(ranges) if ranges.len() == 1 => {
-                headers.push(("Content-Type", content_type));
-                headers.push(("Content-Range", ranges[0].content_range(size)));
-                FileResponse {
-                    status: 206,
-                    headers,
-                    body: FileBody::File {
-                        file,
-                        range: ranges[0],
-                    },
-                }
+                r.status = 206;
+                r.extra
+                    .push(("Content-Range", ranges[0].content_range(size)));
+                r.body = body(ranges[0]);
             }
             RangeRequest::Partial(ranges) => {
-                let boundary = self.boundary(&validators.etag);
-                let pieces = multipart_pieces(&boundary, &content_type, size, &ranges);
-                headers.push((
-                    "Content-Type",
-                    format!("multipart/byteranges; boundary={boundary}"),
-                ));
-                FileResponse {
-                    status: 206,
-                    headers,
-                    body: FileBody::Multipart { file, pieces },
-                }
+                let boundary = self.boundary(&rep.validators.etag);
+                let pieces = multipart_pieces(&boundary, &rep.content_type, size, &ranges);
+                r.status = 206;
+                r.content_type =
+                    ContentType::Multipart(format!("multipart/byteranges; boundary={boundary}"));
+                r.body = match &rep.bytes {
+                    Some(bytes) => FileBody::Bytes(
+                        pieces
+                            .iter()
+                            .flat_map(|p| match p {
+                                Piece::Bytes(b) => b.as_slice(),
+                                Piece::File(range) => {
+                                    &bytes[range.start as usize..range.end as usize]
+                                }
+                            })
+                            .copied()
+                            .collect(),
+                    ),
+                    None => FileBody::Multipart {
+                        file: rep.file.clone(),
+                        pieces,
+                    },
+                };
             }
         }
+        r
     }
 
     /// The best precompressed sibling `Accept-Encoding` allows, if any exists.
-    fn precompressed(
-        &self,
-        req: &FileRequest<'_>,
-        relative: &str,
-    ) -> Option<(Opened, Option<Coding>)> {
+    fn precompressed(&self, req: &FileRequest<'_>, relative: &str) -> Option<Arc<Representation>> {
         for coding in acceptable_codings(req.accept_encoding?) {
             let sibling = format!("{relative}{}", coding.suffix());
-            if let Ok(o) = self.cache.open(&self.root, &sibling) {
-                if o.meta.kind == Kind::Regular {
-                    return Some((o, Some(coding)));
-                }
+            if let Ok(Lookup::File(rep)) = self.lookup(&sibling, Some(coding)) {
+                return Some(rep);
             }
         }
         None
@@ -376,10 +494,20 @@ pub fn content_type(relative: &str) -> String {
     }
 }
 
+impl FileResponse {
+    fn with(mut self, name: &'static str, value: String) -> FileResponse {
+        self.extra.push((name, value));
+        self
+    }
+}
+
 fn error(status: u16, text: &str) -> FileResponse {
     FileResponse {
         status,
-        headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+        rep: None,
+        cache_control: None,
+        content_type: ContentType::Text,
+        extra: Vec::new(),
         body: FileBody::Bytes(text.as_bytes().to_vec()),
     }
 }

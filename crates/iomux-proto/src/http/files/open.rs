@@ -205,31 +205,43 @@ pub fn meta_of(st: &rustix::fs::Stat) -> Option<Meta> {
     })
 }
 
-/// A bounded cache of open regular files by relative path, after nginx's
-/// `open_file_cache`: a hit costs one `stat` by path instead of an open, an
-/// `fstat` and a close, and the `stat` revalidates it, so a file replaced on
-/// disk (another inode at the path) is opened afresh by the next request and
-/// a file rewritten in place is seen with its new size and time. When full,
-/// the least recently used entry is dropped (its descriptor closes once no
-/// response is sending it any more).
+/// What a lookup through the cache found.
 #[derive(Debug)]
-pub struct OpenFileCache {
+pub enum Lookup<T> {
+    /// A regular file, with what was derived from it (shared with the cache).
+    File(Arc<T>),
+    /// A directory (never cached).
+    Directory(Opened),
+}
+
+/// A bounded cache of open regular files by relative path, after nginx's
+/// `open_file_cache`, holding with each what was derived from it (`T`: its
+/// validators, its type, the bytes of a small file). A hit costs one `stat`
+/// by path instead of an open, an `fstat` and a close, and that `stat`
+/// revalidates it: a file replaced on disk (another inode at the path) is
+/// opened afresh by the next request, and a file rewritten in place (same
+/// inode, another size or time) is derived again. When full, the least
+/// recently used entry is dropped (its descriptor closes once no response is
+/// sending it any more).
+#[derive(Debug)]
+pub struct OpenFileCache<T> {
     capacity: usize,
-    entries: Mutex<HashMap<String, CacheEntry>>,
+    entries: Mutex<HashMap<String, CacheEntry<T>>>,
     tick: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 #[derive(Debug)]
-struct CacheEntry {
+struct CacheEntry<T> {
     opened: Opened,
+    derived: Arc<T>,
     last_used: u64,
 }
 
-impl OpenFileCache {
+impl<T> OpenFileCache<T> {
     /// A cache of at most `capacity` open files (0: every request opens).
-    pub fn new(capacity: usize) -> OpenFileCache {
+    pub fn new(capacity: usize) -> OpenFileCache<T> {
         OpenFileCache {
             capacity,
             entries: Mutex::new(HashMap::new()),
@@ -257,67 +269,85 @@ impl OpenFileCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheEntry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheEntry<T>>> {
         // A panic while holding the lock leaves the map consistent (every
         // operation on it is a single insert/remove): keep using it.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `relative` opened beneath `root`, from the cache when what is cached
-    /// is still the file at that path. Directories are not cached.
-    pub fn open(&self, root: &Root, relative: &str) -> Result<Opened, OpenError> {
+    /// `relative` beneath `root`: a regular file with what `derive` makes of
+    /// it (from the cache when the cached file is still the one at that
+    /// path and unchanged), or a directory.
+    pub fn open(
+        &self,
+        root: &Root,
+        relative: &str,
+        derive: impl FnOnce(&Opened) -> T,
+    ) -> Result<Lookup<T>, OpenError> {
         if self.capacity == 0 {
-            return root.open_beneath(relative);
+            let opened = root.open_beneath(relative)?;
+            return Ok(match opened.meta.kind {
+                Kind::Regular => Lookup::File(Arc::new(derive(&opened))),
+                Kind::Directory => Lookup::Directory(opened),
+            });
         }
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
         let cached = self.lock().get_mut(relative).map(|e| {
             e.last_used = now;
-            e.opened.clone()
+            (e.opened.clone(), e.derived.clone())
         });
-        if let Some(mut opened) = cached {
-            let current = root.stat(relative).as_ref().and_then(meta_of);
-            match current {
+        let mut reuse = None;
+        if let Some((opened, derived)) = cached {
+            match root.stat(relative).as_ref().and_then(meta_of) {
+                Some(meta) if meta == opened.meta => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Lookup::File(derived));
+                }
+                // The same file, rewritten in place: keep the descriptor.
                 Some(meta)
                     if meta.dev == opened.meta.dev
                         && meta.ino == opened.meta.ino
                         && meta.kind == Kind::Regular =>
                 {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    if meta != opened.meta {
-                        opened.meta = meta;
-                        if let Some(e) = self.lock().get_mut(relative) {
-                            e.opened.meta = meta;
-                        }
-                    }
-                    return Ok(opened);
+                    reuse = Some(Opened {
+                        file: opened.file,
+                        meta,
+                    });
                 }
-                _ => {
-                    self.lock().remove(relative);
-                }
+                _ => {}
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let opened = root.open_beneath(relative)?;
-        if opened.meta.kind == Kind::Regular {
-            let mut map = self.lock();
-            if map.len() >= self.capacity && !map.contains_key(relative) {
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
+        let opened = match reuse {
+            Some(o) => o,
+            None => {
+                self.lock().remove(relative);
+                root.open_beneath(relative)?
             }
-            map.insert(
-                relative.to_owned(),
-                CacheEntry {
-                    opened: opened.clone(),
-                    last_used: now,
-                },
-            );
+        };
+        if opened.meta.kind == Kind::Directory {
+            return Ok(Lookup::Directory(opened));
         }
-        Ok(opened)
+        let derived = Arc::new(derive(&opened));
+        let mut map = self.lock();
+        if map.len() >= self.capacity && !map.contains_key(relative) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            relative.to_owned(),
+            CacheEntry {
+                opened,
+                derived: derived.clone(),
+                last_used: now,
+            },
+        );
+        Ok(Lookup::File(derived))
     }
 }
 
@@ -416,66 +446,99 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/iomux-root"), "{err}");
     }
 
+    /// What the tests derive: the file and its contents when derived.
+    fn derive(o: &Opened) -> (Opened, String) {
+        (o.clone(), read_all_at(&o.file))
+    }
+
+    fn read_all_at(file: &File) -> String {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; 64];
+        let n = file.read_at(&mut buf, 0).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    fn file(
+        cache: &OpenFileCache<(Opened, String)>,
+        root: &Root,
+        path: &str,
+    ) -> Result<Arc<(Opened, String)>, OpenError> {
+        match cache.open(root, path, derive)? {
+            Lookup::File(f) => Ok(f),
+            Lookup::Directory(_) => panic!("{path} is a directory"),
+        }
+    }
+
     #[test]
     fn cache_sees_replaced_and_rewritten_files() {
         let base = scratch("cache");
         std::fs::write(base.join("f"), "one").unwrap();
         let root = Root::open(&base).unwrap();
         let cache = OpenFileCache::new(2);
-        let first = cache.open(&root, "f").unwrap();
-        assert_eq!(read_all(&first), "one");
-        let again = cache.open(&root, "f").unwrap();
-        assert!(Arc::ptr_eq(&first.file, &again.file));
+        let first = file(&cache, &root, "f").unwrap();
+        assert_eq!(first.1, "one");
+        let again = file(&cache, &root, "f").unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(cache.counts(), (1, 1));
         // Replaced by rename: a new inode, opened afresh.
         std::fs::write(base.join("f.new"), "two!").unwrap();
         std::fs::rename(base.join("f.new"), base.join("f")).unwrap();
-        let replaced = cache.open(&root, "f").unwrap();
-        assert!(!Arc::ptr_eq(&first.file, &replaced.file));
-        assert_eq!(replaced.meta.size, 4);
-        assert_eq!(read_all(&replaced), "two!");
-        // Rewritten in place: same descriptor, new size.
+        let replaced = file(&cache, &root, "f").unwrap();
+        assert!(!Arc::ptr_eq(&first.0.file, &replaced.0.file));
+        assert_eq!((replaced.0.meta.size, replaced.1.as_str()), (4, "two!"));
+        // Rewritten in place: same descriptor, derived again.
         std::fs::OpenOptions::new()
             .append(true)
             .open(base.join("f"))
             .unwrap()
             .write_all(b"+")
             .unwrap();
-        let grown = cache.open(&root, "f").unwrap();
-        assert!(Arc::ptr_eq(&replaced.file, &grown.file));
-        assert_eq!(grown.meta.size, 5);
+        let grown = file(&cache, &root, "f").unwrap();
+        assert!(Arc::ptr_eq(&replaced.0.file, &grown.0.file));
+        assert_eq!((grown.0.meta.size, grown.1.as_str()), (5, "two!+"));
         // Deleted: not served from the cache.
         std::fs::remove_file(base.join("f")).unwrap();
-        assert!(matches!(cache.open(&root, "f"), Err(OpenError::NotFound)));
+        assert!(matches!(file(&cache, &root, "f"), Err(OpenError::NotFound)));
+        assert_eq!(cache.len(), 0);
+        // Directories pass through, uncached.
+        std::fs::create_dir_all(base.join("d")).unwrap();
+        assert!(matches!(
+            cache.open(&root, "d", derive),
+            Ok(Lookup::Directory(_))
+        ));
         assert_eq!(cache.len(), 0);
         // Bounded: the least recently used goes.
         for name in ["x", "y", "z"] {
             std::fs::write(base.join(name), name).unwrap();
         }
-        cache.open(&root, "x").unwrap();
-        cache.open(&root, "y").unwrap();
-        cache.open(&root, "x").unwrap();
-        cache.open(&root, "z").unwrap();
+        file(&cache, &root, "x").unwrap();
+        file(&cache, &root, "y").unwrap();
+        file(&cache, &root, "x").unwrap();
+        file(&cache, &root, "z").unwrap();
         assert_eq!(cache.len(), 2);
         let before = cache.counts();
-        cache.open(&root, "x").unwrap();
+        file(&cache, &root, "x").unwrap();
         assert_eq!(cache.counts().0, before.0 + 1, "x was kept (recently used)");
-        cache.open(&root, "y").unwrap();
+        file(&cache, &root, "y").unwrap();
         assert_eq!(cache.counts().1, before.1 + 1, "y was evicted");
         // A link swapped to point outside is not served from the cache.
         std::fs::create_dir_all(base.join("in")).unwrap();
-        std::fs::write(base.join("in/t"), "t").unwrap();
         let inner = Root::open(&base.join("in")).unwrap();
         std::fs::write(base.join("in/real"), "real").unwrap();
         symlink("real", base.join("in/link")).unwrap();
         let cache = OpenFileCache::new(8);
-        assert_eq!(read_all(&cache.open(&inner, "link").unwrap()), "real");
+        assert_eq!(file(&cache, &inner, "link").unwrap().1, "real");
         std::fs::remove_file(base.join("in/link")).unwrap();
         symlink("../x", base.join("in/link")).unwrap();
         assert!(matches!(
-            cache.open(&inner, "link"),
+            file(&cache, &inner, "link"),
             Err(OpenError::Forbidden)
         ));
+        // Without capacity: derived on every request.
+        let none = OpenFileCache::new(0);
+        let a = file(&none, &inner, "real").unwrap();
+        let b = file(&none, &inner, "real").unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
         std::fs::remove_dir_all(base).unwrap();
     }
 }

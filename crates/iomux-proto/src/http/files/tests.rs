@@ -61,10 +61,11 @@ fn get(files: &StaticFiles, target: &str) -> FileResponse {
 }
 
 fn header<'a>(r: &'a FileResponse, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    r.header(name).map(|v| std::str::from_utf8(v).unwrap())
+}
+
+fn headers(r: &FileResponse) -> Vec<(&'static str, Vec<u8>)> {
+    r.headers().map(|(n, v)| (n, v.to_vec())).collect()
 }
 
 /// The body's bytes, file ranges read back.
@@ -77,6 +78,9 @@ fn body(r: &FileResponse) -> Vec<u8> {
     match &r.body {
         FileBody::Empty => Vec::new(),
         FileBody::Bytes(b) => b.clone(),
+        FileBody::Shared { bytes, range } => {
+            bytes[range.start as usize..range.end as usize].to_vec()
+        }
         FileBody::File { file, range } => read(file, range),
         FileBody::Multipart { file, pieces } => pieces
             .iter()
@@ -124,8 +128,8 @@ fn serves_files_with_validators_and_types() {
         ..Default::default()
     });
     assert_eq!(
-        (h.status, &h.headers, h.body.len()),
-        (200, &r.headers, 10000)
+        (h.status, headers(&h), h.body.len()),
+        (200, headers(&r), 10000)
     );
     let p = s.files.respond(&FileRequest {
         method: b"POST",
@@ -413,6 +417,22 @@ fn range_matrix() {
         b = boundary
     );
     assert_eq!(text, expected);
+    // A small file (answered from memory) the same way.
+    let r = with(&s.files, "/index.html", |r| r.range = Some(b"bytes=0-0,-1"));
+    assert!(matches!(r.body, FileBody::Bytes(_)));
+    let text = String::from_utf8(body(&r)).unwrap();
+    assert_eq!(text.len() as u64, r.body.len());
+    assert!(
+        text.contains("Content-Range: bytes 0-0/13\r\n\r\n<\r\n--"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Range: bytes 12-12/13\r\n\r\n>\r\n--"),
+        "{text}"
+    );
+    let r = with(&s.files, "/app.js", |r| r.range = Some(b"bytes=1-"));
+    assert!(matches!(r.body, FileBody::Shared { .. }));
+    assert_eq!(body(&r), b"s");
     // An empty file has no satisfiable range.
     let r = with(&s.files, "/empty.bin", |r| r.range = Some(b"bytes=0-"));
     assert_eq!(
