@@ -64,6 +64,10 @@ pub struct LoopStats {
     /// Outgoing connections that failed: refused, unreachable, timed out, or
     /// no descriptor or place under the connection limit for them.
     pub connect_failures: u64,
+    /// Connections closed because a file region they were sending ran out
+    /// of file before its end (the file shrank while being sent): the peer
+    /// got fewer bytes than announced, and the end of the stream.
+    pub files_cut_short: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -99,6 +103,7 @@ impl std::fmt::Display for LoopStats {
             selector_overflows,
             connects,
             connect_failures,
+            files_cut_short,
         } = self;
         write!(
             f,
@@ -107,7 +112,8 @@ impl std::fmt::Display for LoopStats {
              waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
-             selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures}"
+             selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures} \
+             files_cut_short={files_cut_short}"
         )
     }
 }
@@ -137,5 +143,6 @@ impl LoopStats {
         self.selector_overflows += o.selector_overflows;
         self.connects += o.connects;
         self.connect_failures += o.connect_failures;
+        self.files_cut_short += o.files_cut_short;
     }
 }
