@@ -18,6 +18,7 @@
 //! - a directory is its `index.html`, a listing ([`listing`]) or `404`.
 
 pub mod encoding;
+mod handler;
 pub mod listing;
 pub mod open;
 pub mod path;
