@@ -38,7 +38,8 @@ use validators::{Conditionals, Precondition, Validators};
 
 /// Files up to this size are read into the open-file cache with their
 /// metadata and answered from memory (one write for head and body), larger
-/// ones are sent from the file (sendfile).
+/// ones are sent from the file (sendfile). Without the cache every file is
+/// sent from the file: reading it for one response would only add a copy.
 pub const MAX_IN_MEMORY: u64 = 8 * 1024;
 
 /// How a directory is served.
@@ -87,15 +88,15 @@ pub struct Representation {
     /// From the requested name (a precompressed sibling has its original's).
     content_type: String,
     coding: Option<Coding>,
-    /// The whole content of a file of at most [`MAX_IN_MEMORY`] bytes.
+    /// The whole content of a file of at most `in_memory` bytes.
     bytes: Option<Arc<[u8]>>,
 }
 
 impl Representation {
-    fn new(opened: &Opened, content_type: String, coding: Option<Coding>) -> Representation {
+    fn new(opened: &Opened, content_type: String, coding: Option<Coding>, in_memory: u64) -> Representation {
         let meta = opened.meta;
         let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
-        let bytes = (meta.size <= MAX_IN_MEMORY)
+        let bytes = (meta.size <= in_memory)
             .then(|| read_whole(&opened.file, meta.size))
             .flatten();
         Representation {
@@ -250,6 +251,9 @@ pub struct StaticFiles {
     options: StaticOptions,
     cache_control: Option<Arc<str>>,
     cache: OpenFileCache<Representation>,
+    /// Files up to this size are kept in memory ([`MAX_IN_MEMORY`] with the
+    /// cache, 0 without).
+    in_memory: u64,
     clock: fn() -> u64,
     boundary_keys: std::collections::hash_map::RandomState,
 }
@@ -261,6 +265,7 @@ impl StaticFiles {
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
+            in_memory: if options.open_file_cache > 0 { MAX_IN_MEMORY } else { 0 },
             cache_control: options.cache_control.as_deref().map(Arc::from),
             options,
             clock: crate::http::system_clock,
@@ -327,7 +332,7 @@ impl StaticFiles {
     ) -> Result<Lookup<Representation>, OpenError> {
         self.cache.open(&self.root, relative, |opened| {
             let name = coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
-            Representation::new(opened, content_type(name), coding)
+            Representation::new(opened, content_type(name), coding, self.in_memory)
         })
     }
 
