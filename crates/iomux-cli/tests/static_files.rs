@@ -9,6 +9,7 @@ mod common;
 
 use common::{parse_http_response, HttpResponse, LoggedServer, ServerProcess};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ impl Site {
         std::fs::write(root.join("app.js"), "let x = 1;").unwrap();
         std::fs::write(root.join("app.js.gz"), "GZIPPED").unwrap();
         std::fs::write(root.join("app.js.br"), "BROTLI").unwrap();
+        std::fs::write(root.join("app.js.zst"), "ZSTANDARD").unwrap();
         std::fs::write(root.join(".secret"), "hidden file").unwrap();
         std::os::unix::fs::symlink("../canary", root.join("escape")).unwrap();
         std::os::unix::fs::symlink("/", root.join("slash")).unwrap();
@@ -235,11 +237,42 @@ fn serves_a_directory(engine: &[&str]) {
         (r.body.as_slice(), r.header("content-encoding")),
         (&b"GZIPPED"[..], Some("gzip"))
     );
+    let r = get(&server, "/app.js", &[("Accept-Encoding", "zstd")]);
+    assert_eq!(
+        (r.body.as_slice(), r.header("content-encoding")),
+        (&b"ZSTANDARD"[..], Some("zstd"))
+    );
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    // Weights decide; `q=0` refuses; `*` stands for the codings not named.
+    for (accept, body, coding) in [
+        (
+            "gzip;q=1, zstd;q=0.5, br;q=0.1",
+            &b"GZIPPED"[..],
+            Some("gzip"),
+        ),
+        ("br;q=0, *", &b"ZSTANDARD"[..], Some("zstd")),
+        ("*;q=0, identity", &b"let x = 1;"[..], None),
+        ("compress, deflate", &b"let x = 1;"[..], None),
+    ] {
+        let r = get(&server, "/app.js", &[("Accept-Encoding", accept)]);
+        assert_eq!(
+            (r.body.as_slice(), r.header("content-encoding")),
+            (body, coding),
+            "Accept-Encoding: {accept}"
+        );
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+    }
     let r = get(&server, "/app.js", &[]);
     assert_eq!(
         (r.body.as_slice(), r.header("content-encoding")),
         (&b"let x = 1;"[..], None)
     );
+    // The identity response says Vary too: a cache must not hand it to a
+    // client that accepts a coding.
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     // Hidden names, links inside and outside, a FIFO.
     assert_eq!(get(&server, "/.secret", &[]).code, 404);
     assert_eq!(get(&server, "/inner-link", &[]).body, b"Hello, files!\n");
@@ -258,6 +291,341 @@ fn serves_a_directory(engine: &[&str]) {
 }
 
 for_engines!(serves_a_directory);
+
+/// The example date of RFC 9110 §5.6.7, `Sun, 06 Nov 1994 08:49:37 GMT`.
+const RFC_DATE_SECS: u64 = 784_111_777;
+
+fn set_mtime(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// RFC 9110's own examples, request by request, on the wire: the ranges of
+/// §14.1.2 against its representation of 10000 bytes, the multipart answer
+/// of §14.6 against one of 8000, §15.5.17's `416`, and the conditionals of
+/// §13.1 with the RFC's tags and dates (the files are dated with the RFC's
+/// example date so that its three date forms can be sent as written).
+fn rfc_9110_examples(engine: &[&str]) {
+    let site = Site::new(&format!("rfc-{}", engine.join("-").replace("--", "")));
+    let ten = site.root().join("digits.txt");
+    let eight = site.root().join("eight.bin");
+    std::fs::write(&eight, digits(8000)).unwrap();
+    set_mtime(&ten, RFC_DATE_SECS);
+    set_mtime(&eight, RFC_DATE_SECS);
+    let mut server = site.serve(engine, &[]);
+    let file = digits(10_000);
+    let full = get(&server, "/digits.txt", &[]);
+    assert_eq!(
+        full.header("last-modified"),
+        Some("Sun, 06 Nov 1994 08:49:37 GMT")
+    );
+    let etag = full.header("etag").unwrap().to_owned();
+
+    // §14.1.2: single ranges, exact bytes and Content-Range.
+    for (range, first, last) in [
+        ("bytes=0-499", 0, 499),
+        ("bytes=500-999", 500, 999),
+        ("bytes=-500", 9500, 9999),
+        ("bytes=9500-", 9500, 9999),
+        // §14.1.1: a last-pos past the end is clamped.
+        ("bytes=9500-20000", 9500, 9999),
+    ] {
+        let r = get(&server, "/digits.txt", &[("Range", range)]);
+        assert_eq!(r.code, 206, "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {first}-{last}/10000").as_str()),
+            "{range}"
+        );
+        assert_eq!(r.body, &file[first..=last], "{range}");
+        assert_eq!(
+            r.header("content-length"),
+            Some((last - first + 1).to_string().as_str())
+        );
+    }
+    // §14.1.2: "the first and last bytes only" (two parts), and the two
+    // ways of asking for 500-999 (overlapping or adjacent: one part,
+    // coalesced, which §14.6 allows).
+    let parts = |range: &str, size: usize, path: &str| -> Vec<(String, Vec<u8>)> {
+        let r = get(&server, path, &[("Range", range)]);
+        assert_eq!(r.code, 206, "{range}");
+        match r
+            .header("content-type")
+            .unwrap()
+            .strip_prefix("multipart/byteranges; boundary=")
+        {
+            None => vec![(
+                r.header("content-range").unwrap().to_owned(),
+                r.body.clone(),
+            )],
+            Some(boundary) => multipart_parts(&r.body, boundary, size),
+        }
+    };
+    let ends = parts("bytes=0-0,-1", 10_000, "/digits.txt");
+    assert_eq!(
+        ends,
+        vec![
+            ("bytes 0-0/10000".to_owned(), b"0".to_vec()),
+            ("bytes 9999-9999/10000".to_owned(), b"9".to_vec()),
+        ]
+    );
+    for range in ["bytes=500-600,601-999", "bytes=500-700,601-999"] {
+        assert_eq!(
+            parts(range, 10_000, "/digits.txt"),
+            vec![("bytes 500-999/10000".to_owned(), file[500..1000].to_vec())],
+            "{range}"
+        );
+    }
+    // §14.6: two parts of an 8000-byte representation.
+    let eight_bytes = digits(8000);
+    assert_eq!(
+        parts("bytes=500-999,7000-7999", 8000, "/eight.bin"),
+        vec![
+            (
+                "bytes 500-999/8000".to_owned(),
+                eight_bytes[500..1000].to_vec()
+            ),
+            (
+                "bytes 7000-7999/8000".to_owned(),
+                eight_bytes[7000..8000].to_vec()
+            ),
+        ]
+    );
+    // §15.5.17: nothing satisfiable.
+    let r = get(&server, "/eight.bin", &[("Range", "bytes=8000-8100")]);
+    assert_eq!(
+        (r.code, r.header("content-range")),
+        (416, Some("bytes */8000"))
+    );
+    // §14.2: a Range field that is not understood is ignored.
+    let r = get(&server, "/eight.bin", &[("Range", "lines=1-2")]);
+    assert_eq!((r.code, r.body.len()), (200, 8000));
+
+    // §13.1.1 If-Match, with the RFC's example values.
+    let xyzzy_list = "\"xyzzy\", \"r2d2xxxx\", \"c3piozzzz\"";
+    let with_ours = format!("\"xyzzy\", {etag}, \"c3piozzzz\"");
+    let weak_ours = format!("W/{etag}");
+    let weak_list = format!("W/\"xyzzy\", {weak_ours}, W/\"c3piozzzz\"");
+    let code = |headers: &[(&str, &str)]| get(&server, "/digits.txt", headers).code;
+    for (value, expected) in [
+        ("\"xyzzy\"", 412),
+        (xyzzy_list, 412),
+        ("*", 200),
+        (etag.as_str(), 200),
+        (with_ours.as_str(), 200),
+        // §8.8.3.2: If-Match compares strongly, a weak tag never matches.
+        (weak_ours.as_str(), 412),
+    ] {
+        assert_eq!(code(&[("If-Match", value)]), expected, "If-Match: {value}");
+    }
+    // §13.1.2 If-None-Match: weak comparison, 304 for GET and HEAD.
+    for (value, expected) in [
+        ("\"xyzzy\"", 200),
+        ("W/\"xyzzy\"", 200),
+        (xyzzy_list, 200),
+        ("*", 304),
+        (etag.as_str(), 304),
+        (weak_ours.as_str(), 304),
+        (with_ours.as_str(), 304),
+        (weak_list.as_str(), 304),
+    ] {
+        assert_eq!(
+            code(&[("If-None-Match", value)]),
+            expected,
+            "If-None-Match: {value}"
+        );
+    }
+    // §13.1.3 If-Modified-Since, §5.6.7's three forms of the same instant,
+    // and §13.1.3's example date (before the file's: modified since).
+    for (value, expected) in [
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 304),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 304),
+        ("Sun Nov  6 08:49:37 1994", 304),
+        ("Sat, 29 Oct 1994 19:43:31 GMT", 200),
+        ("Sun, 06 Nov 1994 08:49:36 GMT", 200),
+        // Invalid dates are ignored.
+        ("yesterday", 200),
+    ] {
+        assert_eq!(
+            code(&[("If-Modified-Since", value)]),
+            expected,
+            "If-Modified-Since: {value}"
+        );
+    }
+    // If-None-Match wins over If-Modified-Since (§13.2.2 step 3 before 4).
+    assert_eq!(
+        code(&[
+            ("If-None-Match", "\"xyzzy\""),
+            ("If-Modified-Since", "Sun, 06 Nov 1994 08:49:37 GMT")
+        ]),
+        200
+    );
+    // §13.1.4 If-Unmodified-Since (example date: the file is newer: 412).
+    for (value, expected) in [
+        ("Sat, 29 Oct 1994 19:43:31 GMT", 412),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 200),
+        ("garbage", 200),
+    ] {
+        assert_eq!(
+            code(&[("If-Unmodified-Since", value)]),
+            expected,
+            "If-Unmodified-Since: {value}"
+        );
+    }
+    // If-Match wins over If-Unmodified-Since (§13.2.2 step 1 before 2).
+    assert_eq!(
+        code(&[
+            ("If-Match", "*"),
+            ("If-Unmodified-Since", "Sat, 29 Oct 1994 19:43:31 GMT")
+        ]),
+        200
+    );
+    // A failing If-Match is 412 even when If-None-Match would be 304.
+    assert_eq!(
+        code(&[("If-Match", "\"xyzzy\""), ("If-None-Match", etag.as_str())]),
+        412
+    );
+    // §13.1.5 If-Range: the RFC's tag and date.
+    for (value, expected) in [
+        ("\"xyzzy\"", 200),
+        ("Sat, 29 Oct 1994 19:43:31 GMT", 200),
+        (etag.as_str(), 206),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 206),
+        (weak_ours.as_str(), 200),
+    ] {
+        let r = get(
+            &server,
+            "/digits.txt",
+            &[("Range", "bytes=0-499"), ("If-Range", value)],
+        );
+        assert_eq!(r.code, expected, "If-Range: {value}");
+        assert_eq!(
+            r.body.len(),
+            if expected == 206 { 500 } else { 10_000 },
+            "If-Range: {value}"
+        );
+    }
+    // A 304 carries the validators, a 412 none of the body.
+    let r = get(&server, "/digits.txt", &[("If-None-Match", etag.as_str())]);
+    assert_eq!(
+        (r.header("etag"), r.header("last-modified")),
+        (Some(etag.as_str()), Some("Sun, 06 Nov 1994 08:49:37 GMT"))
+    );
+    assert!(r.body.is_empty());
+    server.stop();
+}
+
+for_engines!(rfc_9110_examples);
+
+/// The parts of a `multipart/byteranges` body: (Content-Range, bytes).
+fn multipart_parts(body: &[u8], boundary: &str, size: usize) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("\r\n--{boundary}");
+    let text = body;
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let found = text[at..]
+            .windows(delimiter.len())
+            .position(|w| w == delimiter.as_bytes())
+            .unwrap_or_else(|| panic!("no delimiter after byte {at}"));
+        at += found + delimiter.len();
+        if text[at..].starts_with(b"--\r\n") {
+            assert_eq!(at + 4, text.len(), "nothing after the close delimiter");
+            return out;
+        }
+        let head_end = at
+            + text[at..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap();
+        let head = String::from_utf8(text[at..head_end].to_vec()).unwrap();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Range: "))
+            .expect("Content-Range in each part")
+            .to_owned();
+        let (first, last) = range
+            .strip_prefix("bytes ")
+            .and_then(|r| r.strip_suffix(&format!("/{size}")))
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+            .expect("bytes FIRST-LAST/SIZE");
+        let data_start = head_end + 4;
+        let data_end = data_start + (last - first + 1);
+        out.push((range, text[data_start..data_end].to_vec()));
+        at = data_end;
+    }
+}
+
+/// `HEAD` answers exactly `GET`'s status and headers (Date aside), for every
+/// kind of answer: a file from memory and one sent from the file, a
+/// precompressed sibling, a directory's index, a redirect, a listing, a 304,
+/// a 412, the errors.
+fn head_equals_get(engine: &[&str]) {
+    let site = Site::new(&format!("head-{}", engine.join("-").replace("--", "")));
+    big_file(&site.root().join("big.bin"), 1 << 20);
+    let mut server = site.serve(engine, &["--list", "--cache-control", "no-cache"]);
+    let etag = get(&server, "/digits.txt", &[])
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("/hello.txt", &[]),
+        ("/digits.txt", &[]),
+        ("/big.bin", &[]),
+        ("/app.js", &[("Accept-Encoding", "br")]),
+        ("/", &[]),
+        ("/docs", &[]),
+        ("/empty/", &[]),
+        ("/digits.txt", &[("If-None-Match", &etag)]),
+        ("/digits.txt", &[("If-Match", "\"xyzzy\"")]),
+        ("/missing", &[]),
+        ("/.secret", &[]),
+        ("/fifo", &[]),
+        ("/escape", &[]),
+        ("/../canary", &[]),
+    ];
+    let strip = |r: &HttpResponse| -> Vec<(String, String)> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n != "date")
+            .cloned()
+            .collect()
+    };
+    for (target, headers) in cases {
+        let g = get(&server, target, headers);
+        let (raw, h) = exchange_raw(&server, &request("HEAD", target, headers));
+        assert_eq!(
+            (h.code, strip(&h)),
+            (g.code, strip(&g)),
+            "HEAD {target} {headers:?}"
+        );
+        // Nothing after the head (exchange_raw checks that all bytes were one response).
+        assert!(raw.ends_with(b"\r\n\r\n"), "HEAD {target}: a body was sent");
+        if g.code == 200 {
+            assert_eq!(
+                g.header("content-length"),
+                Some(g.body.len().to_string().as_str()),
+                "GET {target}"
+            );
+        }
+    }
+    // HEAD ignores Range (defined for GET only): GET's full answer's headers.
+    let g = get(&server, "/big.bin", &[]);
+    let h = exchange_raw(
+        &server,
+        &request("HEAD", "/big.bin", &[("Range", "bytes=0-9")]),
+    )
+    .1;
+    assert_eq!((h.code, strip(&h)), (200, strip(&g)));
+    server.stop();
+}
+
+for_engines!(head_equals_get);
 
 /// Requests that try to leave the root. Every response is read whole, and
 /// no byte of the canary may appear in any of them.
@@ -292,12 +660,68 @@ const HOSTILE: &[&[u8]] = &[
     b"GET /escape HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
     b"GET /fifo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     b"HEAD /../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    // More spellings of a dot, a slash and a backslash.
+    b"GET /%2e%2e%5ccanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /docs%2f..%2f..%2fcanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /%25%32%65%25%32%65/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /%%32%65%%32%65/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /%u002e%u002e/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /..%c0%afcanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /..%e0%80%afcanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /..%c1%9ccanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /..%f0%80%80%afcanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /%ef%bc%8e%ef%bc%8e/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET //..//..//canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /..;/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /.../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /....//canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /docs/..\\..\\canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /%00/../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /hello.txt%00 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /../canary?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    // Absolute-form targets, in odd cases and with encoded paths.
+    b"GET HTTP://T/../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET http://t/..%2f..%2fcanary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET https://t/%2e%2e/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET http://../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET //t/../canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    // Links that leave: relative from deeper, through a link to a
+    // directory outside, a chain whose last hop leaves, absolute.
+    b"GET /docs/deep-escape HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /outside/canary HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /chain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /absolute HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /up/root/hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /proc-self/root/etc/passwd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    // Not a regular file or a directory.
+    b"GET /socket HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /fifo-link HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /fifo HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nConnection: close\r\n\r\n",
 ];
+
+/// The links and special files the hostile corpus aims at, beside those of
+/// [`Site::new`]; the Unix socket's listener is returned, to be held.
+fn hostile_layout(site: &Site) -> std::os::unix::net::UnixListener {
+    let root = site.root();
+    let link =
+        |target: &str, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    link("../../canary", "docs/deep-escape");
+    link("..", "outside");
+    link("chain-2", "chain");
+    link("chain-3", "chain-2");
+    link("../canary", "chain-3");
+    link(site.dir.join("canary").to_str().unwrap(), "absolute");
+    link("/proc/self", "proc-self");
+    link("fifo", "fifo-link");
+    // A precompressed sibling of an escaping link is itself an escaping link.
+    link("../canary", "hello.txt.gz");
+    // A listening Unix socket: opening it fails at once (ENXIO).
+    std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap()
+}
 
 fn hostile_paths(engine: &[&str]) {
     let site = Site::new(&format!("hostile-{}", engine.join("-").replace("--", "")));
-    // A precompressed sibling of an escaping link is itself an escaping link.
-    std::os::unix::fs::symlink("../canary", site.root().join("hello.txt.gz")).unwrap();
+    let _socket = hostile_layout(&site);
     let mut server = site.serve(engine, &["--list", "--hidden"]);
     for req in HOSTILE {
         let mut s = server.connect();
@@ -324,7 +748,7 @@ fn hostile_paths(engine: &[&str]) {
     server.stop();
 }
 
-for_engines!(hostile_paths, [epoll_edge, uring, threads]);
+for_engines!(hostile_paths);
 
 #[test]
 fn listings_escape_hostile_names() {
@@ -337,6 +761,10 @@ fn listings_escape_hostile_names() {
         "q?x#y%z",
         "javascript:alert(1)",
         ".dotfile",
+        "line\nbreak\r\t<b>",
+        "%2e%2e",
+        "..foo",
+        "\u{202e}txt.exe",
     ] {
         std::fs::write(dir.join(name), "x").unwrap();
     }
@@ -364,6 +792,35 @@ fn listings_escape_hostile_names() {
         !page.contains(".dotfile"),
         "hidden names are not listed: {page}"
     );
+    // Control characters never reach the page raw; a name that is itself
+    // an escape is listed as what it is and links to itself.
+    assert!(
+        !page.contains("break\r") && !page.contains("line\nbreak"),
+        "{page}"
+    );
+    assert!(
+        page.contains(">line\u{FFFD}break\u{FFFD}\u{FFFD}&lt;b&gt;</a>"),
+        "{page}"
+    );
+    assert!(page.contains("href=\"./%252e%252e\">%2e%2e</a>"), "{page}");
+    assert_eq!(get(&server, "/list/%252e%252e", &[]).body, b"x");
+    // `..foo` is a name starting with a dot: hidden, not a way up.
+    assert!(!page.contains("..foo"), "{page}");
+    assert_eq!(get(&server, "/list/..foo", &[]).code, 404);
+    // A name that is not UTF-8 cannot be asked for, so it is not listed,
+    // and the rest of the listing is still served.
+    std::fs::write(
+        dir.join(std::ffi::OsStr::from_bytes(b"bad\xff\xfename")),
+        "x",
+    )
+    .unwrap();
+    let again = get(&server, "/list/", &[]);
+    assert_eq!(again.code, 200);
+    let again = String::from_utf8(again.body).expect("the listing is UTF-8");
+    assert!(
+        again.contains("javascript:alert(1)") && !again.contains("name</a>"),
+        "{again}"
+    );
     // Each link leads to its file.
     assert_eq!(get(&server, "/list/q%3Fx%23y%25z", &[]).body, b"x");
     assert_eq!(get(&server, "/list/a%22b'c&d", &[]).body, b"x");
@@ -380,21 +837,56 @@ fn hidden_files_with_the_flag() {
     server.stop();
 }
 
-#[test]
-fn a_replaced_file_is_seen_by_the_next_request() {
-    let site = Site::new("replace");
-    let mut server = site.serve(&[], &[]);
-    let first = get(&server, "/hello.txt", &[]);
-    let tmp = site.root().join("hello.txt.tmp");
-    std::fs::write(&tmp, "replaced").unwrap();
-    std::fs::rename(&tmp, site.root().join("hello.txt")).unwrap();
-    let second = get(&server, "/hello.txt", &[]);
-    assert_eq!(second.body, b"replaced");
-    assert_ne!(first.header("etag"), second.header("etag"));
-    std::fs::remove_file(site.root().join("hello.txt")).unwrap();
-    assert_eq!(get(&server, "/hello.txt", &[]).code, 404);
-    server.stop();
+/// A file replaced on disk (renamed over, as deploys do), rewritten in
+/// place, or removed is seen by the very next request, with the open-file
+/// cache and without it; both a small file (kept in memory by the cache)
+/// and one sent from the file.
+fn a_replaced_file_is_seen_by_the_next_request(engine: &[&str]) {
+    let site = Site::new(&format!("replace-{}", engine.join("-").replace("--", "")));
+    for cache in ["1000", "0"] {
+        let mut server = site.serve(engine, &["--open-file-cache", cache]);
+        for (name, size) in [("small.txt", 100), ("large.txt", 100_000)] {
+            let path = site.root().join(name);
+            let what = format!("{name}, --open-file-cache {cache}");
+            std::fs::write(&path, vec![b'a'; size]).unwrap();
+            let first = get(&server, &format!("/{name}"), &[]);
+            assert_eq!(first.body, vec![b'a'; size], "{what}");
+            let _ = get(&server, &format!("/{name}"), &[]);
+            // Replaced: another inode at the path.
+            let tmp = site.root().join("replacement.tmp");
+            std::fs::write(&tmp, vec![b'b'; size]).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            let second = get(&server, &format!("/{name}"), &[]);
+            assert_eq!(second.body, vec![b'b'; size], "{what}: replaced");
+            assert_ne!(first.header("etag"), second.header("etag"), "{what}");
+            // The old tag no longer answers 304.
+            let again = get(
+                &server,
+                &format!("/{name}"),
+                &[("If-None-Match", first.header("etag").unwrap())],
+            );
+            assert_eq!(again.code, 200, "{what}");
+            // Rewritten in place: same inode, another size.
+            std::fs::write(&path, vec![b'c'; size / 2]).unwrap();
+            let third = get(&server, &format!("/{name}"), &[]);
+            assert_eq!(third.body, vec![b'c'; size / 2], "{what}: rewritten");
+            assert_eq!(
+                third.header("content-length"),
+                Some((size / 2).to_string().as_str())
+            );
+            // Removed.
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(
+                get(&server, &format!("/{name}"), &[]).code,
+                404,
+                "{what}: removed"
+            );
+        }
+        server.stop();
+    }
 }
+
+for_engines!(a_replaced_file_is_seen_by_the_next_request);
 
 #[test]
 fn a_missing_root_is_a_clear_error() {
@@ -509,9 +1001,16 @@ fn truncated_mid_send(engine: &[&str]) {
         "{body} bytes: fewer than the announced 32 MiB"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
-    assert_eq!(get(server, "/hello.txt", &[]).code, 200, "the server goes on");
+    assert_eq!(
+        get(server, "/hello.txt", &[]).code,
+        200,
+        "the server goes on"
+    );
     let err = logged.stop_cleanly("truncated file");
-    assert!(err.contains("files_cut_short=1"), "the cut is counted: {err}");
+    assert!(
+        err.contains("files_cut_short=1"),
+        "the cut is counted: {err}"
+    );
 }
 
 for_engines!(truncated_mid_send, [epoll_edge, uring, threads, blocking]);

@@ -93,7 +93,12 @@ pub struct Representation {
 }
 
 impl Representation {
-    fn new(opened: &Opened, content_type: String, coding: Option<Coding>, in_memory: u64) -> Representation {
+    fn new(
+        opened: &Opened,
+        content_type: String,
+        coding: Option<Coding>,
+        in_memory: u64,
+    ) -> Representation {
         let meta = opened.meta;
         let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
         let bytes = (meta.size <= in_memory)
@@ -265,7 +270,11 @@ impl StaticFiles {
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
-            in_memory: if options.open_file_cache > 0 { MAX_IN_MEMORY } else { 0 },
+            in_memory: if options.open_file_cache > 0 {
+                MAX_IN_MEMORY
+            } else {
+                0
+            },
             cache_control: options.cache_control.as_deref().map(Arc::from),
             options,
             clock: crate::http::system_clock,

@@ -485,6 +485,60 @@ mod tests {
     }
 
     #[test]
+    fn rfc_9110_comparison_table() {
+        // §8.8.3.2, the rows where one side is a strong tag (ours always is).
+        use Compare::*;
+        for (value, strong, weak) in [
+            ("W/\"1\"", false, true),
+            ("W/\"2\"", false, false),
+            ("\"1\"", true, true),
+            ("\"2\"", false, false),
+        ] {
+            assert_eq!(
+                tag_list_matches(value.as_bytes(), "\"1\"", Strong),
+                strong,
+                "{value}"
+            );
+            assert_eq!(
+                tag_list_matches(value.as_bytes(), "\"1\"", Weak),
+                weak,
+                "{value}"
+            );
+        }
+        // §13.1.1 and §13.1.2's example fields.
+        let xyzzy = "\"xyzzy\"";
+        for value in [
+            "\"xyzzy\"",
+            "\"xyzzy\", \"r2d2xxxx\", \"c3piozzzz\"",
+            "\"r2d2xxxx\",\"xyzzy\"",
+            "*",
+        ] {
+            assert!(tag_list_matches(value.as_bytes(), xyzzy, Strong), "{value}");
+        }
+        assert!(tag_list_matches(
+            b"W/\"xyzzy\", W/\"r2d2xxxx\", W/\"c3piozzzz\"",
+            xyzzy,
+            Weak
+        ));
+        assert!(!tag_list_matches(
+            b"W/\"xyzzy\", W/\"r2d2xxxx\", W/\"c3piozzzz\"",
+            xyzzy,
+            Strong
+        ));
+        assert!(!tag_list_matches(
+            b"\"r2d2xxxx\", \"c3piozzzz\"",
+            xyzzy,
+            Weak
+        ));
+        // An opaque tag is compared whole: no prefix, no case folding, and
+        // a list that breaks off matches nothing after the break.
+        assert!(!tag_list_matches(b"\"xyz\"", xyzzy, Weak));
+        assert!(!tag_list_matches(b"\"XYZZY\"", xyzzy, Weak));
+        assert!(!tag_list_matches(b"\"a\" junk, \"xyzzy\"", xyzzy, Weak));
+        assert!(!tag_list_matches(b"\"xyzzy", xyzzy, Weak));
+    }
+
+    #[test]
     fn if_range_needs_a_strong_match() {
         let tag = v().etag;
         let weak = format!("W/{tag}");
