@@ -78,6 +78,9 @@ http {{
 def make_site(workdir):
     site = os.path.join(workdir, "site")
     os.makedirs(site)
+    # What the readiness check (GET /) finds.
+    with open(os.path.join(site, "index.html"), "w") as f:
+        f.write("ready\n")
     for name, size in SIZES.items():
         with open(os.path.join(site, f"{name}.bin"), "wb") as f:
             left = size
@@ -120,7 +123,7 @@ class FloorFile(srv.Server):
 
     def __init__(self, path, workdir, cpu):
         port = srv.free_port()
-        argv = [srv.FLOOR, f"127.0.0.1:{port}", "file", path]
+        argv = [srv.FLOOR, f"127.0.0.1:{port}", "epoll", "file", path]
         super().__init__("floor-file", argv, port, cpu, workdir)
 
 
@@ -247,6 +250,8 @@ def main():
     if not which or not sizes:
         sys.exit("nothing to run: check --servers and --sizes")
     workdir = tempfile.mkdtemp(prefix="iomux-static-bench-")
+    # nginx's worker may run as another user (nobody, when started as root).
+    os.chmod(workdir, 0o755)
     site = make_site(workdir)
     load_before = open("/proc/loadavg").read().split()[0]
     rows = []
