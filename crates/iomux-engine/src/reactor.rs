@@ -408,7 +408,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Output gathered before the error belongs to this connection only.
-                    self.core.wbuf.clear();
+                    self.core.clear_wbuf();
                     return Err(e);
                 }
             };
@@ -473,7 +473,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Err(e) => {
                 // The shared buffer held this connection's output: it must not
                 // reach the next connection flushed.
-                self.core.wbuf.clear();
+                self.core.clear_wbuf();
                 return Err(e);
             }
         };
@@ -484,10 +484,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let session = &mut conn.session;
         let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
         session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
-        self.core.wbuf.clear();
         if let Ok(outcome) = outcome {
             conn.resumed |= outcome.resumed;
         }
+        self.core.clear_wbuf();
         self.after_call(token, outcome.map(|_| ()))
     }
 
@@ -664,7 +664,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             let _ = self.selector.deregister(conn.stream.as_fd());
         }
         // Whatever the shared buffers still hold is this connection's: never another's.
-        self.core.wbuf.clear();
+        self.core.clear_wbuf();
         self.rbuf.clear();
         self.core.timers.cancel(conn.timer);
         self.core.release(&mut conn);
@@ -762,7 +762,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
 
     fn on_fault(&mut self) {
         // Output gathered for this connection goes with it.
-        self.core.wbuf.clear();
+        self.core.clear_wbuf();
     }
 
     fn after_timer(&mut self, token: Token) -> io::Result<()> {

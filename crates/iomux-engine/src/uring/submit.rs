@@ -125,6 +125,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if conn.in_flight_sent >= conn.in_flight.len() {
             conn.in_flight.clear();
             conn.in_flight_sent = 0;
+            if self.core.pool.oversized(&conn.in_flight) {
+                // A large answer's buffer is not kept (nor swapped into the session).
+                conn.in_flight = Vec::new();
+            }
             match conn.session.front() {
                 None => {
                     // Nothing owed: an idle connection holds no buffer.
