@@ -7,7 +7,7 @@
 # the ratios the goals are stated in (bench/static_peers.py has the details).
 #
 # Usage: bench/static-peers.sh [--rounds N] [--duration SECS]
-#            [--servers iomux-epoll,iomux-uring,nginx-sendfile,nginx-copy,floor-file,static-web-server]
+#            [--servers iomux-epoll,iomux-uring,iomux-epoll-nocache,nginx-sendfile,nginx-copy,floor-file,static-web-server]
 #            [--sizes 1k,64k,1m,100m] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -88,6 +88,8 @@ def main():
             f.write(os.urandom(1 << 20))
     with open(os.path.join(site, "small.txt"), "w") as f:
         f.write("small\n")
+    with open(os.path.join(site, "index.html"), "w") as f:
+        f.write("ready\n")  # what the readiness check (GET /) finds
     port = srv.free_port()
     argv = [srv.IOMUX, "serve", "--root", site, "--backend", args.backend, "--addr", f"127.0.0.1:{port}"]
     server = srv.Server("iomux", argv, port, 0, work)

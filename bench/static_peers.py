@@ -3,7 +3,9 @@
 One directory of four files (1 KiB, 64 KiB, 1 MiB, 100 MiB, random bytes,
 in the page cache) served by:
 - iomux `serve --root DIR` on epoll (`iomux-epoll`) and on io_uring
-  completions (`iomux-uring`);
+  completions (`iomux-uring`), and on epoll without the open-file cache
+  (`iomux-epoll-nocache`, `--open-file-cache 0`: every request opens,
+  stats and closes its file);
 - nginx, one worker, `open_file_cache`, access log off, once with
   `sendfile on; tcp_nopush on;` (`nginx-sendfile`) and once with `sendfile
   off` (`nginx-copy`): the better of the two per size is what iomux is held to;
@@ -39,7 +41,7 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 # Connections per size: enough to keep one server core busy without
 # queueing hundreds of 100 MiB responses.
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
-ORDER = ("iomux-epoll", "iomux-uring", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
+ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
 
 NGINX_STATIC_CONF = """\
 worker_processes 1;
@@ -95,8 +97,10 @@ def start(name, site, workdir, cpu):
     port = srv.free_port()
     addr = f"127.0.0.1:{port}"
     if name.startswith("iomux-"):
-        backend = name.split("-", 1)[1]
+        backend = name.split("-")[1]
         argv = [srv.IOMUX, "serve", "--root", site, "--backend", backend, "--addr", addr, "--idle-timeout", "300"]
+        if name.endswith("-nocache"):
+            argv += ["--open-file-cache", "0"]
     elif name.startswith("nginx-"):
         prefix = os.path.join(workdir, name)
         os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
@@ -217,6 +221,7 @@ def report(rows, rounds, duration, which, load_before, load_after):
             ("iomux-uring", nginx, "iomux-uring/nginx-best", "goal <= 1.0"),
             ("iomux-epoll", "floor-file", "iomux-epoll/floor-file", "goal <= 1.05"),
             ("iomux-uring", "floor-file", "iomux-uring/floor-file", "goal <= 1.05"),
+            ("iomux-epoll-nocache", "iomux-epoll", "iomux-epoll-nocache/iomux-epoll", "what the open-file cache saves"),
             ("static-web-server", nginx, "static-web-server/nginx-best", ""),
             ("floor-file", nginx, "floor-file/nginx-best", "room left by the kernel"),
         ):
