@@ -134,6 +134,12 @@ pub struct ServeArgs {
           default_value_t = StaticOptions::DEFAULT_OPEN_FILE_CACHE,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|v| v as usize))]
     open_file_cache: usize,
+    /// Serve TLS 1.2 and 1.3 with this certificate chain (PEM, the server's certificate first); needs --tls-key. Event-loop backends only.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The static-file handler `--root` asks for (`None` without `--root`).
@@ -233,8 +239,38 @@ fn config(args: &ServeArgs) -> io::Result<Config> {
         min_rate: args.min_rate,
         max_conns: args.max_conns,
         max_output: args.max_subscriber_output,
+        tls: tls_config(args)?,
         ..Config::default()
     })
+}
+
+/// The TLS configuration of --tls-cert and --tls-key (HTTP offers ALPN
+/// `http/1.1`), and a note when the kernel cannot take the record layer over.
+fn tls_config(args: &ServeArgs) -> io::Result<Option<Arc<iomux_engine::rustls::ServerConfig>>> {
+    use iomux_engine::tls::{kernel_tls, load_server_config, KernelTls, TlsOptions};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let options = TlsOptions {
+        alpn: match args.proto {
+            ProtoArg::Http => vec![b"http/1.1".to_vec()],
+            _ => Vec::new(),
+        },
+        ..TlsOptions::default()
+    };
+    let config = load_server_config(cert, key, &options).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}; give --tls-cert a PEM certificate chain and --tls-key its PEM private key \
+                 (`openssl x509 -in FILE -noout -text` shows what a certificate file holds)"
+            ),
+        )
+    })?;
+    if let KernelTls::Unavailable(why) = kernel_tls() {
+        eprintln!("iomux: {why}");
+    }
+    Ok(Some(Arc::new(config)))
 }
 
 /// A library error that stops `serve`, with what the user can do about it.

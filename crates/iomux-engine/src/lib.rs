@@ -40,7 +40,12 @@ mod sock;
 mod stats;
 mod table;
 mod threads;
+pub mod tls;
 mod uring;
+
+/// The rustls this crate serves TLS with (0.23, `ring` provider): build a
+/// [`Config::tls`] with it, or with [`tls::load_server_config`].
+pub use rustls;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
@@ -253,6 +258,12 @@ pub struct Config {
     /// [`iomux_proto::Context::send_to`]) before it is disconnected: a
     /// subscriber that stopped reading must not hold memory without bound.
     pub max_output: usize,
+    /// Serve every accepted connection over TLS with this configuration
+    /// (see [`tls`]; [`tls::load_server_config`] builds one from PEM
+    /// files): its service sees decrypted input and everything sent to it
+    /// is encrypted. The event-loop engines serve it; [`Server::start`]
+    /// refuses it on the others. `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -270,6 +281,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(3),
             max_pending_input: 2 * 1024 * 1024,
             max_output: 32 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -401,6 +413,9 @@ impl Server {
         config.check()?;
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
+        }
+        if let Some(tls) = &config.tls {
+            tls::check_engine(tls, engine)?;
         }
         // Before "listening": a kernel that refuses io_uring is told now.
         match engine {

@@ -68,6 +68,15 @@ pub struct LoopStats {
     /// of file before its end (the file shrank while being sent): the peer
     /// got fewer bytes than announced, and the end of the stream.
     pub files_cut_short: u64,
+    /// TLS handshakes completed (counted as their connections close).
+    pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed an earlier session (a ticket or
+    /// the session cache).
+    pub tls_resumed: u64,
+    /// Connections closed because the peer broke the TLS protocol (garbage
+    /// instead of a ClientHello, plain text, an oversized or forged record,
+    /// a failed handshake).
+    pub tls_errors: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -104,6 +113,9 @@ impl std::fmt::Display for LoopStats {
             connects,
             connect_failures,
             files_cut_short,
+            tls_handshakes,
+            tls_resumed,
+            tls_errors,
         } = self;
         write!(
             f,
@@ -113,7 +125,8 @@ impl std::fmt::Display for LoopStats {
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
              selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures} \
-             files_cut_short={files_cut_short}"
+             files_cut_short={files_cut_short} \
+             tls_handshakes={tls_handshakes} tls_resumed={tls_resumed} tls_errors={tls_errors}"
         )
     }
 }
@@ -144,5 +157,8 @@ impl LoopStats {
         self.connects += o.connects;
         self.connect_failures += o.connect_failures;
         self.files_cut_short += o.files_cut_short;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
+        self.tls_errors += o.tls_errors;
     }
 }

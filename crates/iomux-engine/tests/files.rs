@@ -4,10 +4,14 @@
 //! slow reader with the server's memory flat while another client is
 //! served, and a file that shrinks while it is sent closing its connection
 //! (the peer sees fewer bytes and the end of the stream, never a hang).
+//! Over TLS (every engine with a loop) regions arrive encrypted in their
+//! places, and one that runs out of file closes its connection, counted.
 //! Loopback only, every wait bounded.
 
 #[macro_use]
 mod common;
+#[path = "../../iomux-cli/tests/common/tls.rs"]
+mod tls_fixture;
 
 use iomux_engine::{Config, Engine, LoopStats, Server};
 use iomux_proto::{Context, FileRegion, Service, Step};
@@ -117,7 +121,16 @@ impl Service for Regions {
 }
 
 fn start(name: &str, file: &Arc<File>) -> Server {
+    start_with(name, file, None)
+}
+
+fn start_with(
+    name: &str,
+    file: &Arc<File>,
+    tls: Option<Arc<iomux_engine::rustls::ServerConfig>>,
+) -> Server {
     let config = Config {
+        tls,
         addr: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
         idle_timeout: Duration::from_secs(30),
@@ -328,6 +341,47 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
 }
 
+fn tls_server(name: &str) -> Server {
+    let certs = tls_fixture::certs();
+    let options = iomux_engine::tls::TlsOptions::default();
+    let config = iomux_engine::tls::load_server_config(&certs.ec_cert, &certs.ec_key, &options)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    start_with(name, small_file(), Some(Arc::new(config)))
+}
+
+fn regions_over_tls_are_encrypted_in_their_places(name: &str) {
+    let _shared = shared_run();
+    let server = tls_server(name);
+    let client_config = tls_fixture::client_config(&tls_fixture::certs().ec_cert, &[]);
+    let mut client = tls_fixture::tls_connect(server.local_addr(), &client_config);
+    client
+        .write_all(b"get 100 300000\ntwo 0 1 1048000 576\nping\n")
+        .unwrap();
+    let mut want = expected_get(100, 300_000);
+    want.push(b'[');
+    want.push(pattern(0));
+    want.push(b'|');
+    want.extend((1_048_000..MIB).map(pattern));
+    want.extend_from_slice(b"]\npong\n");
+    let mut got = vec![0; want.len()];
+    client
+        .read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(first_difference(&got, &want), None, "{name}");
+    // A region past the file's end (576 bytes left, 10,000 asked): the
+    // connection closes and nothing more is sent.
+    client.write_all(b"get 1048000 10000\n").unwrap();
+    let mut rest = Vec::new();
+    let ended = client.read_to_end(&mut rest);
+    assert!(
+        rest.len() < 10_000,
+        "{name}: the whole region arrived ({} bytes, {ended:?})",
+        rest.len()
+    );
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+}
+
 /// Every scenario on the engines given by `$engines` (with a loop or without).
 macro_rules! scenarios {
     ($engines:ident) => {
@@ -344,6 +398,13 @@ macro_rules! scenarios {
 }
 
 scenarios!(loop_engines);
+mod over_tls {
+    use super::regions_over_tls_are_encrypted_in_their_places;
+    loop_engines!(
+        engine_tests,
+        [regions_over_tls_are_encrypted_in_their_places]
+    );
+}
 scenarios!(loopless_engines);
 
 every_engine_is_tested!();

@@ -60,8 +60,19 @@
 //!   directions are independent: pausing could deadlock both ends).
 //! - An outgoing connection is connecting until the engine reports it
 //!   established (then its protocol opens) or its connect deadline passes.
+//! - A transport, where the server has one (TLS, [`crate::tls`]), sits
+//!   between the socket and the protocol: input is decrypted before the
+//!   protocol sees it and every byte of output (the protocol's, other
+//!   connections' sends) is encrypted on the way in, so what is owed, the
+//!   high-water mark and the output cap count ciphertext. The handshake is
+//!   part of the first message: it does not count as activity, so a peer
+//!   that stalls in it is closed by the idle (head) deadline. A TLS error
+//!   sends its alert and closes that connection ([`Fault::Tls`]). Closing
+//!   sends close_notify before our FIN; the peer's close_notify is its end
+//!   of input, as a FIN is.
 
 use crate::buffer::BufPool;
+use crate::tls::TlsSession;
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, FileRegion, Service};
 use std::collections::HashMap;
@@ -146,6 +157,8 @@ pub(crate) struct Session<P> {
     window_bytes: u32,
     /// Timers, links, forward waiters, a connect (allocated on first use).
     extras: Option<Box<Extras>>,
+    /// The TLS transport, on a server that has one.
+    tls: Option<Box<TlsSession>>,
     flags: u16,
 }
 
@@ -162,8 +175,21 @@ impl<P: Service> Session<P> {
             window_start: now,
             window_bytes: 0,
             extras: None,
+            tls: None,
             flags: 0,
         }
+    }
+
+    /// The connection speaks TLS: `tls` decrypts its input and encrypts its output.
+    pub(crate) fn with_tls(mut self, tls: TlsSession) -> Session<P> {
+        self.tls = Some(Box::new(tls));
+        self
+    }
+
+    /// Whether the protocol is between messages, the TLS handshake (part of
+    /// the first message) done.
+    fn proto_idle(&self) -> bool {
+        self.proto.is_idle() && !self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     /// An outgoing connection, connecting until [`Session::on_connected`]
@@ -287,17 +313,36 @@ impl<P: Service> Session<P> {
             before = back.len();
             back
         };
-        let mut cx = Context::new(self.id, env.now, out, env.commands)
-            .with_opener(opener)
-            .with_adopted(adopted);
+        // Over TLS the protocol writes plaintext, encrypted into `out` after the call.
+        let mut plain = self.tls.as_deref_mut().map(TlsSession::take_tx_plain);
+        let mut cx = Context::new(
+            self.id,
+            env.now,
+            plain.as_mut().unwrap_or(out),
+            env.commands,
+        )
+        .with_opener(opener)
+        .with_adopted(adopted);
         let proto = &mut self.proto;
-        let result =
+        let mut result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
-        if cx.half_close_allowed() {
+        let half_close = cx.half_close_allowed();
+        let mut files = cx.take_file_regions();
+        drop(cx);
+        if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
+            if !shut {
+                // Regions are encrypted where they stand (their bytes are
+                // read now): the records must go out in order.
+                if let Err(e) = tls.send_with_files(&plain, &files, out) {
+                    result = result.and(Err(Fault::file(&e)));
+                }
+            }
+            files.clear();
+            tls.put_tx_plain(plain);
+        }
+        if half_close {
             self.flags |= flag::HALF_CLOSE;
         }
-        let files = cx.take_file_regions();
-        drop(cx);
         match shared {
             _ if shut => {}
             Some(shared) if !files.is_empty() => self.take_gathered(shared, files, env.pool),
@@ -389,7 +434,65 @@ impl<P: Service> Session<P> {
             // bytes that arrived before the pause reached the kernel.)
             return Ok(());
         }
-        let was_idle = self.proto.is_idle();
+        if self.tls.is_some() {
+            return self.on_received_tls(data, shared, env);
+        }
+        self.on_plaintext(data, shared, env)
+    }
+
+    /// Bytes read from a TLS connection: decrypted, their plaintext handed
+    /// to the protocol; the handshake's records (or an alert) go out first.
+    fn on_received_tls(
+        &mut self,
+        data: &[u8],
+        mut shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        let tls = self.tls.as_deref_mut().expect("a TLS session");
+        let mut plain = tls.take_rx_plain();
+        let mut before = None;
+        let out = match shared.as_deref_mut() {
+            Some(shared) if self.output.is_empty() => shared,
+            _ => {
+                let back = self.output.back_bytes(env.pool, 0);
+                before = Some(back.len());
+                back
+            }
+        };
+        let received = tls.receive(data, &mut plain, out);
+        if let Some(before) = before {
+            self.output.appended(before, Vec::new());
+        }
+        let result = match received {
+            Err(_) => {
+                // Its alert is in the output: sent, then the connection closes.
+                self.begin_closing();
+                env.pool.put(&mut self.input);
+                Err(Fault::Tls)
+            }
+            Ok(_) if plain.is_empty() => Ok(()),
+            Ok(_) => self.on_plaintext(&plain, shared.as_deref_mut(), env),
+        };
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.put_rx_plain(plain);
+        }
+        result?;
+        if received.is_ok_and(|r| r.peer_closed) {
+            // close_notify: the peer's end of input, as a FIN is.
+            self.on_eof(shared, env)?;
+        }
+        self.check_pause(env.rules);
+        Ok(())
+    }
+
+    /// Plaintext for the protocol (behind any input it left unconsumed).
+    fn on_plaintext(
+        &mut self,
+        data: &[u8],
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        let was_idle = self.proto_idle();
         let was_between = was_idle && self.input.is_empty();
         let owed = self.owed() > 0;
         let step = if self.input.is_empty() {
@@ -417,7 +520,7 @@ impl<P: Service> Session<P> {
             }
             step
         };
-        if (was_idle || self.proto.is_idle()) && !owed {
+        if (was_idle || self.proto_idle()) && !owed {
             self.last_active = env.now;
         }
         if was_between {
@@ -459,6 +562,10 @@ impl<P: Service> Session<P> {
         env.pool.put(&mut self.input);
         if !self.has(flag::HALF_CLOSE) || self.has(flag::SHUT_ASKED) {
             self.begin_closing();
+        }
+        // A TLS record cut short by the FIN: counted as the peer's TLS error.
+        if self.tls.as_ref().is_some_and(|t| t.mid_record()) {
+            return called.and(Err(Fault::Tls));
         }
         called
     }
@@ -560,7 +667,15 @@ impl<P: Service> Session<P> {
         if self.output.in_memory() + self.in_flight + bytes.len() > env.rules.max_output {
             return false;
         }
-        self.output.push_bytes(bytes, env.pool);
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                let back = self.output.back_bytes(env.pool, bytes.len());
+                let before = back.len();
+                tls.send(bytes, back);
+                self.output.appended(before, Vec::new());
+            }
+            None => self.output.push_bytes(bytes, env.pool),
+        }
         self.check_pause(env.rules);
         true
     }
@@ -652,8 +767,11 @@ impl<P: Service> Session<P> {
             self.flags |= flag::WAITED;
         }
         self.send_progress += n;
-        // Nothing taken is no activity (a blocking engine reports every write).
-        if n > 0 && (all_sent || self.send_progress >= env.rules.output_high_water) {
+        // Nothing taken is no activity (a blocking engine reports every
+        // write), nor is a TLS handshake's (it is part of the first message).
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        if n > 0 && !handshaking && (all_sent || self.send_progress >= env.rules.output_high_water)
+        {
             self.send_progress = 0;
             // Never back: an earlier read in the same pass may have stamped
             // the fresher time its bytes were taken.
@@ -760,7 +878,10 @@ impl<P: Service> Session<P> {
         if self.keeps_going(env) {
             return Deadline::Later(self.deadline(env.rules));
         }
-        if self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
+        // A TLS handshake that never finished times out like a stalled
+        // head, with no last word: the protocol has no peer to answer yet.
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        if !handshaking && self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
             return Deadline::Close;
         }
         self.flags |= flag::TIMED_OUT;
@@ -786,6 +907,16 @@ impl<P: Service> Session<P> {
     /// [`Finish::Linger`] the engine sends its FIN and discards input; with
     /// [`Finish::ShutWrite`] it sends its FIN and goes on reading.
     pub(crate) fn finish(&mut self, now: Instant, pool: &mut BufPool) -> Finish {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // Our close_notify goes before our FIN (once).
+            let back = self.output.back_bytes(pool, 0);
+            let before = back.len();
+            let closing = tls.close(back);
+            self.output.appended(before, Vec::new());
+            if closing {
+                return Finish::Flush;
+            }
+        }
         if self.has(flag::SHUT_ASKED) && !self.has(flag::CLOSING) {
             self.flags |= flag::WRITE_SHUT;
             self.output.release(pool);
@@ -826,6 +957,13 @@ impl<P: Service> Session<P> {
             && !self.has(flag::LINGERING)
             && now.saturating_duration_since(self.last_active) >= DRAIN_QUIET
             && !input_waiting()
+    }
+
+    /// Over TLS, once its handshake completed: whether it resumed an
+    /// earlier session (for the loop's counters).
+    pub(crate) fn tls_handshake(&self) -> Option<bool> {
+        let tls = self.tls.as_deref()?;
+        (!tls.is_handshaking()).then(|| tls.resumed())
     }
 
     /// The connection is gone: give its buffers back, tell the protocol

@@ -75,6 +75,40 @@ pub(crate) enum Fault {
     Overconsumed,
     /// The protocol panicked.
     Panicked,
+    /// The peer broke the TLS protocol: its alert is sent, then the
+    /// connection closes.
+    Tls,
+    /// A file region sent over TLS ran out of file before its end (the
+    /// file shrank): the peer cannot get the length it was promised.
+    FileCutShort,
+    /// A file region sent over TLS could not be read.
+    FileUnreadable,
+}
+
+impl Fault {
+    /// The fault a failed read of a file region is.
+    pub(crate) fn file(e: &std::io::Error) -> Fault {
+        if crate::sock::is_file_cut_short(e) {
+            Fault::FileCutShort
+        } else {
+            Fault::FileUnreadable
+        }
+    }
+
+    /// Whether the connection's output is still sent before it closes (its
+    /// protocol's last word, a TLS alert) rather than abandoned.
+    pub(crate) fn is_graceful(self) -> bool {
+        matches!(self, Fault::InputCap | Fault::Tls)
+    }
+
+    /// Count it in the loop's counters.
+    pub(crate) fn count(self, stats: &mut crate::stats::LoopStats) {
+        match self {
+            Fault::Tls => stats.tls_errors += 1,
+            Fault::FileCutShort => stats.files_cut_short += 1,
+            _ => stats.faults += 1,
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -83,6 +117,9 @@ impl fmt::Display for Fault {
             Fault::InputCap => "the protocol left more input unconsumed than the cap allows",
             Fault::Overconsumed => "the protocol consumed more input than it was given",
             Fault::Panicked => "the protocol panicked",
+            Fault::Tls => "the peer broke the TLS protocol",
+            Fault::FileCutShort => "a file being sent ended before the length announced",
+            Fault::FileUnreadable => "a file being sent could not be read",
         })
     }
 }
@@ -111,6 +148,9 @@ pub(crate) enum Finish {
     Linger,
     /// Half-close: send our FIN and go on reading.
     ShutWrite,
+    /// Our TLS close_notify was added to the output: send it, then finish
+    /// again.
+    Flush,
 }
 
 /// What a command for this connection asks of the loop beyond the session

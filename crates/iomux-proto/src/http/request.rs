@@ -68,7 +68,7 @@ impl<'a> Request<'a> {
             &[],
             None,
             None,
-            ConnId(0),
+            ConnId::new(0, 0),
         );
         Request {
             headers: Headers::Pairs(headers),
