@@ -3,7 +3,7 @@
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use iomux::Trigger;
-use iomux_engine::{Config, Engine, Server};
+use iomux_engine::{Config, Engine, Server, StopSignals};
 use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
 use iomux_proto::{resp, Echo, Http};
 use std::io::{self, Write};
@@ -181,28 +181,6 @@ fn config(args: &ServeArgs) -> io::Result<Config> {
     })
 }
 
-/// Block SIGINT and SIGTERM in this thread and every thread it starts, so they
-/// are taken synchronously by `wait_for_signal` and never interrupt a loop.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask
-    // only changes this thread's mask (threads spawned later inherit it).
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised sigset and `sig` a live int.
-    while unsafe { libc::sigwait(set, &mut sig) } != 0 {}
-    sig
-}
-
 /// A library error that stops `serve`, with what the user can do about it.
 fn advise(e: io::Error) -> io::Error {
     let text = e.to_string();
@@ -290,7 +268,8 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     let config = config(&args)?;
     // Many connections need many descriptors: use all the hard limit allows.
     let _ = iomux::net::raise_fd_limit();
-    let signals = block_stop_signals();
+    // Before the loops start, so that they inherit the mask.
+    let signals = StopSignals::block()?;
     start(&args, engine, &config, signals).map_err(advise)
 }
 
@@ -298,7 +277,7 @@ fn start(
     args: &ServeArgs,
     engine: Engine,
     config: &Config,
-    signals: libc::sigset_t,
+    signals: StopSignals,
 ) -> io::Result<()> {
     let server = match args.proto {
         ProtoArg::Echo => launch(args, config, engine, Echo::plain)?,
@@ -349,12 +328,12 @@ fn start(
         )?;
         out.flush()?;
     }
-    let sig = wait_for_signal(&signals);
+    let sig = signals.wait();
     let stopping = std::time::Instant::now();
     eprintln!("iomux: signal {sig}: stopping (send it again to exit at once)");
     server.shutdown();
     std::thread::spawn(move || {
-        wait_for_signal(&signals);
+        signals.wait();
         eprintln!("iomux: second signal: exiting now");
         std::process::exit(130);
     });

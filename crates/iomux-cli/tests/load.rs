@@ -55,6 +55,9 @@ fn echo_load_counts_requests_without_errors() {
     // Every byte sent came back (minus the messages in flight at the end).
     let (sent, received) = (num(&json, "bytes_sent"), num(&json, "bytes_received"));
     assert!(received <= sent && sent - received <= 4.0 * 100.0, "{json}");
+    // Echoed bytes are all body.
+    assert_eq!(num(&json, "body_bytes"), received, "{json}");
+    assert!(received >= num(&json, "requests") * 100.0, "{json}");
 }
 
 #[test]

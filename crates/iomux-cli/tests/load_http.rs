@@ -298,6 +298,40 @@ fn chunked_responses_with_trailers_are_counted() {
 }
 
 #[test]
+fn body_bytes_count_the_payload_of_every_framing() {
+    // Each answer carries 1,000 bytes of payload: after a Content-Length, in
+    // chunks (with extensions and a trailer, which do not count), or up to
+    // the close. Heads and 1xx responses carry none.
+    let payload = "b".repeat(1000);
+    let chunked = format!(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1f4;x=y\r\n{}\r\n1f4\r\n{}\r\n0\r\nT: v\r\n\r\n",
+        &payload[..500],
+        &payload[500..]
+    );
+    let until_close = format!("HTTP/1.1 200 OK\r\n\r\n{payload}");
+    for (name, answer, close) in [
+        ("content-length", ok(&payload), false),
+        ("chunked", chunked.into_bytes(), false),
+        ("close-delimited", until_close.into_bytes(), true),
+    ] {
+        let server = Recorder::start(move |_, _| (answer.clone(), close));
+        let json = load_json(&[&url(&server, "/")], "-n 300 -c 3 -d 20");
+        assert_counts_match(&json, &server, 300);
+        assert_eq!(num(&json, "body_bytes"), 300_000, "{name}: {json}");
+        let per_sec = json_number(&json, "body_bytes_per_sec").unwrap();
+        let secs = json_number(&json, "duration_s").unwrap();
+        assert!(
+            (per_sec * secs - 300_000.0).abs() < 300_000.0 * 0.01,
+            "{name}: {json}"
+        );
+        let text =
+            String::from_utf8_lossy(&load(&[&url(&server, "/"), "-n", "10", "-c", "1"]).stdout)
+                .to_string();
+        assert!(text.contains("Bodies: 9.77KB read"), "{name}: {text}");
+    }
+}
+
+#[test]
 fn close_delimited_bodies_end_at_the_close() {
     // No Content-Length, no chunking: the body runs until the server closes.
     let server = Recorder::start(|_, _| {
@@ -454,6 +488,9 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
     let dir = scratch_dir("iomux-load-merge");
     let a = load_json(&[&url(&slow, "/")], "-n 200 -c 2 -d 20");
     let b = load_json(&[&url(&fast, "/")], "-n 2000 -c 2 -d 20");
+    // "slow" and "fast" are 4-byte bodies.
+    assert_eq!(num(&a, "body_bytes"), 800, "{a}");
+    assert_eq!(num(&b, "body_bytes"), 8000, "{b}");
     let (fa, fb) = (dir.join("a.json"), dir.join("b.json"));
     std::fs::write(&fa, &a).unwrap();
     std::fs::write(&fb, &b).unwrap();
@@ -466,6 +503,7 @@ fn merge_takes_percentiles_from_the_union_of_histograms() {
     ]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(num(&merged, "requests"), 2200, "{merged}");
+    assert_eq!(num(&merged, "body_bytes"), 8800, "{merged}");
     assert_eq!(num(&merged, "runs"), 2, "{merged}");
     assert_eq!(num(&merged, "conns"), 4, "{merged}");
     assert!(
@@ -568,4 +606,125 @@ fn wrk_style_short_flags_and_units() {
     let secs = json_number(&json, "duration_s").unwrap();
     assert!((0.25..=0.31).contains(&secs), "{json}");
     assert!(num(&json, "requests") > 0, "{json}");
+}
+
+/// A server that answers the first request on each connection with
+/// `head`, then `filler` over and over, until the client goes away (or 30 s
+/// pass). The filler goes out with `sendfile` from a file of it, so the
+/// kernel refills the client's socket faster than the client can read it:
+/// every read the client makes comes back full.
+fn flooding_server(head: &'static [u8], filler: &'static [u8]) -> SocketAddr {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "iomux-flood-{}-{}",
+        std::process::id(),
+        addr.port()
+    ));
+    std::fs::write(&path, filler.repeat((8 << 20) / filler.len())).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let file = Arc::new(file);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if stream.write_all(head).is_err() {
+                    return;
+                }
+                let len = file.metadata().unwrap().len() as usize;
+                while Instant::now() < deadline {
+                    let mut offset: libc::off_t = 0;
+                    // SAFETY: both descriptors are open for the call; offset is a live local.
+                    let sent = unsafe {
+                        libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, len)
+                    };
+                    if sent <= 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_endless_response_does_not_keep_the_client_past_its_duration() {
+    // Every read comes back full: the client must still see the clock.
+    for (name, head, filler) in [
+        (
+            "endless 100 Continue",
+            &b""[..],
+            &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+        ),
+        (
+            "endless body",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000\r\n\r\n",
+            b"0123456789abcdef",
+        ),
+    ] {
+        let addr = flooding_server(head, filler);
+        let url = format!("http://{addr}/");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iomux"))
+            .args([
+                "load",
+                "--json",
+                "-c",
+                "2",
+                "-d",
+                "1",
+                "--timeout",
+                "60",
+                &url,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let mut exited = None;
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let Some(status) = exited else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{name}: `iomux load -d 1` still ran after 20 s and was killed");
+        };
+        let mut json = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut json)
+            .unwrap();
+        assert!(status.success(), "{name}: {status} {json}");
+        let secs = json_number(&json, "duration_s").unwrap();
+        assert!((0.9..1.2).contains(&secs), "{name}: {json}");
+        assert_eq!(num(&json, "requests"), 0, "{name}: {json}");
+        // It was flooded (more than 1 MiB arrived), not idle.
+        assert!(num(&json, "bytes_received") > 1 << 20, "{name}: {json}");
+        // And --timeout is seen too: a response that never ends times out
+        // and its connection is reopened.
+        let json = load_json(&[&url], "-c 1 -d 2 --timeout 300ms");
+        assert_eq!(num(&json, "requests"), 0, "{name}: {json}");
+        assert!(num(&json, "timeout") >= 1, "{name}: {json}");
+        assert!(num(&json, "bytes_received") > 1 << 20, "{name}: {json}");
+    }
 }

@@ -1,4 +1,4 @@
-//! A chat room in under 100 lines: the guide's example (docs/guide.md).
+//! A chat room on the public API: the guide's example (docs/guide.md).
 //!
 //! Every line a member sends goes to every other member; `/nick NAME` names
 //! you; a member silent for 5 minutes is told and let go. Run it on any
@@ -9,7 +9,7 @@
 //! cargo run --release -p iomux-engine --example chat -- uring
 //! ```
 
-use iomux_engine::{Config, ConnId, Context, Engine, Server, Service, Step};
+use iomux_engine::{Config, ConnId, Context, Engine, Server, Service, Step, StopSignals};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,13 +78,23 @@ impl Service for Member {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    let name = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "epoll-edge".into());
-    let engine: Engine = name.parse().map_err(std::io::Error::other)?;
+fn main() {
+    if let Err(e) = serve() {
+        eprintln!("chat: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve() -> std::io::Result<()> {
+    let usage = || std::io::Error::other("usage: chat [ENGINE], such as epoll-edge");
+    let engine: Engine = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => Engine::ALL[0],
+        [name] => name.parse().map_err(std::io::Error::other)?,
+        _ => return Err(usage()),
+    };
     if !engine.carries_out_commands() {
-        eprintln!("{engine} cannot deliver to other connections; try epoll-edge or uring");
+        let why = "has no loop to deliver to other connections; try epoll-edge or uring";
+        return Err(std::io::Error::other(format!("{engine} {why}")));
     }
     let config = Config {
         addr: "127.0.0.1:7000".parse().unwrap(),
@@ -92,9 +102,10 @@ fn main() -> std::io::Result<()> {
         ..Config::default()
     };
     let room = Room::default();
+    let signals = StopSignals::block()?; // before the loops start: they inherit it
     let server = Server::start(config, engine, move || Member { room: room.clone() })?;
     println!("chat on {} ({engine}); Ctrl-C to stop", server.local_addr());
-    loop {
-        std::thread::park();
-    }
+    signals.wait();
+    server.shutdown(); // stop accepting; what is being sent still goes out
+    server.join().map(drop)
 }

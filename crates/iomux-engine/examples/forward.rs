@@ -12,7 +12,7 @@
 
 mod forwarder;
 
-use iomux_engine::{Config, Engine, Server};
+use iomux_engine::{Config, Engine, Server, StopSignals};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ fn main() {
 fn run() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || io::Error::other("usage: forward LISTEN_ADDR UPSTREAM_ADDR [ENGINE]");
+    if args.len() > 3 {
+        return Err(usage());
+    }
     let addr = |i: usize| -> io::Result<SocketAddr> {
         let text = args.get(i).ok_or_else(usage)?;
         text.parse().map_err(|e| {
@@ -57,6 +60,7 @@ fn run() -> io::Result<()> {
         ..Config::default()
     };
     let report = Arc::new(|e: io::Error| eprintln!("forward: {e}"));
+    let signals = StopSignals::block()?; // before the loops start: they inherit it
     let server = Server::start(
         config,
         engine,
@@ -66,7 +70,7 @@ fn run() -> io::Result<()> {
         "forwarding {} to {upstream} ({engine}); Ctrl-C to stop",
         server.local_addr()
     );
-    loop {
-        std::thread::park();
-    }
+    signals.wait();
+    server.shutdown(); // stop accepting; what is in flight still goes through
+    server.join().map(drop)
 }

@@ -1,9 +1,11 @@
 //! Engines: the ways `iomux serve` moves bytes between sockets and a sans-I/O
-//! [`Protocol`].
+//! [`Protocol`]. [`Engine::ALL`] lists every one by name.
 //!
 //! - [`Engine::Reactor`]: an event loop over any [`iomux::Selector`] (select,
-//!   poll, epoll level/edge/one-shot), one per thread with its own
-//!   SO_REUSEPORT listener.
+//!   poll, epoll level/edge/one-shot, signal-driven I/O, io_uring readiness),
+//!   one per thread with its own SO_REUSEPORT listener.
+//! - [`Engine::Uring`]: io_uring completions (multishot accept and receive
+//!   into provided buffers), one ring per thread.
 //! - [`Engine::Threads`]: a thread per connection on blocking sockets.
 //! - [`Engine::Blocking`]: one connection at a time, the simplest server.
 //! - [`Engine::Nonblocking`]: one thread busy-polling non-blocking sockets, the
@@ -33,6 +35,7 @@ mod loop_core;
 mod reactor;
 mod session;
 mod shutdown;
+mod signals;
 mod sock;
 mod stats;
 mod table;
@@ -48,6 +51,7 @@ pub struct ReadmeExamples;
 pub use iomux_proto::{Command, ConnId, Context, Protocol, Service, Step};
 pub use loop_api::{LoopCx, LoopTimer, Readiness, WatchId};
 pub use shutdown::Shutdown;
+pub use signals::StopSignals;
 pub use stats::LoopStats;
 
 use crate::life::LoopContext;
@@ -75,7 +79,9 @@ use std::time::Duration;
 /// assert_eq!(e.to_string(), "epoll-edge");
 /// assert_eq!((e.backend_name(), e.trigger()), ("epoll", Some(iomux::Trigger::Edge)));
 /// assert!(Engine::ALL.iter().all(|e| e.name().parse::<Engine>() == Ok(*e)));
-/// assert!("epol".parse::<Engine>().unwrap_err().contains("epoll-edge"));
+/// // An unknown name is an error that lists the names there are.
+/// let err: Box<dyn std::error::Error> = "epol".parse::<Engine>().unwrap_err().into();
+/// assert!(err.to_string().starts_with(r#"unknown engine "epol": use epoll-edge, epoll-level"#));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -190,19 +196,18 @@ impl std::fmt::Display for Engine {
 }
 
 impl std::str::FromStr for Engine {
-    type Err = String;
+    type Err = iomux::UnknownName;
 
     /// An engine by its name; a backend's name alone means its default mode
     /// (the first of its engines in [`Engine::ALL`]).
-    fn from_str(s: &str) -> Result<Engine, String> {
+    fn from_str(s: &str) -> Result<Engine, iomux::UnknownName> {
         Engine::ALL
             .iter()
             .find(|e| e.name() == s)
             .or_else(|| Engine::ALL.iter().find(|e| e.backend_name() == s))
             .copied()
             .ok_or_else(|| {
-                let names: Vec<&str> = Engine::ALL.iter().map(Engine::name).collect();
-                format!("unknown engine '{s}': expected one of {}", names.join(", "))
+                iomux::UnknownName::new("engine", s, Engine::ALL.iter().map(Engine::name).collect())
             })
     }
 }
@@ -729,4 +734,26 @@ pub(crate) fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
     (client, server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+
+    /// The crate docs, what a first-time user reads first, link every engine.
+    #[test]
+    fn crate_docs_name_every_engine() {
+        let docs: String = include_str!("lib.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        for e in Engine::ALL {
+            let debug = format!("{e:?}");
+            let variant = debug.split('(').next().unwrap_or_default();
+            assert!(
+                docs.contains(&format!("[`Engine::{variant}`]")),
+                "the crate docs do not list Engine::{variant}"
+            );
+        }
+    }
 }

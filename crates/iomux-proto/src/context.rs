@@ -46,12 +46,24 @@ impl Command {
 /// (a closed connection's id is not reused for a long while: it carries a
 /// generation). It names the loop that serves it, so any connection can
 /// write to any other, whichever loop thread serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Its `Display` is `LOOP:SLOT`, short for logs and names (a slot is reused
+/// by later connections); its `Debug` shows the generation too.
+///
+/// ```
+/// use iomux_proto::ConnId;
+/// let id = ConnId::new(1, (3 << 32) | 4); // loop 1, slot 4, generation 3
+/// assert_eq!(id.to_string(), "1:4");
+/// assert_eq!(format!("{id:?}"), "ConnId { loop_index: 1, slot: 4, generation: 3 }");
+/// assert_ne!(id, ConnId::new(1, 4), "a new generation is a new connection");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
-    /// The id of connection `token` (an engine's slot number and
-    /// generation, below 2^48) on loop `loop_index` (below 2^16).
+    /// The id of connection `token` on loop `loop_index` (below 2^16): an
+    /// engine's token, below 2^48, holds the slot in its low 32 bits and the
+    /// slot's generation above them.
     pub fn new(loop_index: usize, token: usize) -> ConnId {
         ConnId(((loop_index as u64) << 48) | (token as u64 & ((1 << 48) - 1)))
     }
@@ -65,11 +77,31 @@ impl ConnId {
     pub fn token(self) -> usize {
         (self.0 & ((1 << 48) - 1)) as usize
     }
+
+    /// The token's slot (what `Display` shows).
+    fn slot(self) -> u32 {
+        self.token() as u32
+    }
+
+    /// The token's generation: how often its slot was reused.
+    fn generation(self) -> usize {
+        self.token() >> 32
+    }
 }
 
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.loop_index(), self.token())
+        write!(f, "{}:{}", self.loop_index(), self.slot())
+    }
+}
+
+impl std::fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnId")
+            .field("loop_index", &self.loop_index())
+            .field("slot", &self.slot())
+            .field("generation", &self.generation())
+            .finish()
     }
 }
 

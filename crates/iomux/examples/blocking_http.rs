@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 fn main() -> io::Result<()> {
-    let listener = TcpListener::bind(common::addr())?;
+    let listener = TcpListener::bind(common::Flags::parse(&[]).addr())?;
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
         match stream {

@@ -74,8 +74,9 @@ impl Reactor {
 }
 
 fn main() -> io::Result<()> {
-    let backend: Backend = common::flag("--backend", "epoll", "use select, poll or epoll");
-    let listener = common::listen()?;
+    let flags = common::Flags::parse(&[("--backend", "select|poll|epoll|sigio|uring")]);
+    let backend: Backend = flags.get("--backend", "epoll", None);
+    let listener = flags.listen()?;
     let mut reactor = Reactor {
         selector: backend.open(Trigger::Level)?,
         callbacks: HashMap::new(),

@@ -9,8 +9,9 @@ mod common;
 use iomux::{EpollSelector, Interest, Selector, Trigger};
 
 fn main() -> std::io::Result<()> {
-    let trigger: Trigger = common::flag("--trigger", "level", "use level, edge or oneshot");
-    let listener = common::listen()?;
+    let flags = common::Flags::parse(&[("--trigger", "level|edge|oneshot")]);
+    let trigger: Trigger = flags.get("--trigger", "level", None);
+    let listener = flags.listen()?;
     let mut selector = EpollSelector::new(trigger)?;
     selector.register(&listener, common::LISTENER, Interest::READABLE)?;
     common::echo_loop(&mut selector, &listener)

@@ -21,7 +21,7 @@ struct Conn {
 }
 
 fn main() -> io::Result<()> {
-    let listener = common::listen()?;
+    let listener = common::Flags::parse(&[]).listen()?;
     let mut selector = EpollSelector::new(Trigger::Edge)?;
     selector.register(&listener, LISTENER, Interest::READABLE)?;
     let mut acceptor = Acceptor::new()?;

@@ -13,8 +13,13 @@ use std::io::{self, Write};
 use std::net::TcpListener;
 
 fn main() -> io::Result<()> {
-    let workers: usize = common::flag("--workers", "2", "give a number of processes such as 4");
-    let listener = common::listen()?;
+    let flags = common::Flags::parse(&[("--workers", "N")]);
+    let workers: usize = flags.get(
+        "--workers",
+        "2",
+        Some("give a number of processes such as 4"),
+    );
+    let listener = flags.listen()?;
     // Flush before forking, or each child would inherit and repeat buffered output.
     io::stdout().flush()?;
     // SAFETY: getpid has no preconditions.

@@ -7,7 +7,7 @@ mod common;
 use iomux::{Interest, SelectSelector, Selector};
 
 fn main() -> std::io::Result<()> {
-    let listener = common::listen()?;
+    let listener = common::Flags::parse(&[]).listen()?;
     let mut selector = SelectSelector::new()?;
     selector.register(&listener, common::LISTENER, Interest::READABLE)?;
     common::echo_loop(&mut selector, &listener)

@@ -51,6 +51,6 @@ pub use event::{Event, Events, Interest, Token};
 pub use selector::epoll::{EpollRegistry, EpollSelector};
 pub use selector::poll::PollSelector;
 pub use selector::select::SelectSelector;
-pub use selector::{AnySelector, Backend, Registration, Registry, Selector, Trigger};
+pub use selector::{AnySelector, Backend, Registration, Registry, Selector, Trigger, UnknownName};
 pub use timer::TimerWheel;
 pub use waker::Waker;

@@ -1,7 +1,7 @@
 //! Small wrappers shared by the backends: errno checks and timeout arithmetic.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Turn a libc return value into `io::Result`, reading errno on -1.
@@ -113,15 +113,17 @@ pub(crate) fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::
     }
 }
 
-/// Set `O_NONBLOCK` on a descriptor.
+/// Set `O_NONBLOCK` on a descriptor (a socket, a pipe, anything [`AsFd`]).
 ///
 /// ```
 /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-/// iomux::net::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&a)).unwrap();
+/// iomux::net::set_nonblocking(&a).unwrap();
 /// ```
-pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+pub fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let fd = fd.as_fd().as_raw_fd();
     let failed = |e| context(e, format_args!("setting O_NONBLOCK on descriptor {fd}"));
-    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets flags of `fd`.
+    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets flags of `fd`,
+    // a descriptor borrowed for this call.
     let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) }).map_err(failed)?;
     if flags & libc::O_NONBLOCK == 0 {
         // SAFETY: as above.

@@ -4,12 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+#[path = "common/run_example.rs"]
+mod run_example;
+
+use run_example::{example_path, refused, TIMEOUT};
 
 /// A running example, killed (with its workers, through their parent-death
 /// signal) when dropped.
@@ -23,22 +24,6 @@ impl Drop for Example {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The example's binary; `cargo test` builds the examples before running
-/// tests, and a lone `cargo test --test examples` builds it here.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "iomux", "--example", name])
-            .status()
-            .expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
-    path
 }
 
 fn start(name: &str, args: &[&str]) -> Example {
@@ -170,4 +155,43 @@ fn http_examples_answer_pipelined_requests() {
             String::from_utf8_lossy(&reply)
         );
     }
+}
+
+#[test]
+fn examples_refuse_unknown_flags_with_their_usage() {
+    let examples: [(&str, &str); 8] = [
+        ("select_echo", "[--addr HOST:PORT]"),
+        ("poll_echo", "[--addr HOST:PORT]"),
+        ("epoll_echo", "[--trigger level|edge|oneshot]"),
+        ("prefork_echo", "[--workers N]"),
+        ("callback_upper", "[--backend "),
+        ("blocking_http", "[--addr HOST:PORT]"),
+        ("http_edge", "[--addr HOST:PORT]"),
+        // A flag given without its value is refused too.
+        ("epoll_echo", "[--addr HOST:PORT]"),
+    ];
+    for (i, (name, usage)) in examples.into_iter().enumerate() {
+        let args: &[&str] = match i {
+            7 => &["--addr"],
+            _ => &["--addr", "127.0.0.1:0", "--verbose"],
+        };
+        let (status, stderr) = refused(name, args);
+        assert_eq!(status.code(), Some(2), "{name} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("usage: {name} ")) && stderr.contains(usage),
+            "{name} {args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_trigger_is_advised_once() {
+    let (status, stderr) = refused("epoll_echo", &["--trigger", "flat"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(r#"unknown trigger "flat""#), "{stderr}");
+    assert_eq!(
+        stderr.matches("level, edge or oneshot").count(),
+        1,
+        "the advice once: {stderr}"
+    );
 }

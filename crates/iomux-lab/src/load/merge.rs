@@ -143,6 +143,9 @@ fn parse(text: &str) -> Result<LoadReport, String> {
     totals.starved = number("starved")?;
     totals.bytes_sent = number("bytes_sent")?;
     totals.bytes_received = number("bytes_received")?;
+    totals.body_bytes = number("body_bytes").map_err(|_| {
+        "no \"body_bytes\" in it: it was written by an older `iomux load`; run it again".to_string()
+    })?;
     totals.errors.connect = nested("error_kinds", "connect")?;
     totals.errors.io = nested("error_kinds", "io")?;
     totals.errors.protocol = nested("error_kinds", "protocol")?;

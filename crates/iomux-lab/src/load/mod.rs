@@ -237,6 +237,9 @@ pub struct Totals {
     pub bytes_sent: u64,
     /// Bytes read.
     pub bytes_received: u64,
+    /// Bytes of response bodies read (HTTP: payload without heads or chunk
+    /// framing; echo: the bytes echoed back).
+    pub body_bytes: u64,
     /// Open loop: requests that were due but never sent because every connection was busy.
     pub unsent: u64,
     /// Active connections (or connection slots) that got no response at all.
@@ -260,6 +263,7 @@ impl Totals {
             errors: Errors::default(),
             bytes_sent: 0,
             bytes_received: 0,
+            body_bytes: 0,
             unsent: 0,
             starved: 0,
             server_closes: 0,
@@ -283,6 +287,7 @@ impl Totals {
         self.errors.add(&o.errors);
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.body_bytes += o.body_bytes;
         self.unsent += o.unsent;
         self.starved += o.starved;
         self.server_closes += o.server_closes;

@@ -271,6 +271,9 @@ pub(crate) struct HttpCounter {
     /// (until their Date changes), and the same bytes parse the same way.
     last_head: Vec<u8>,
     last_outcome: (u16, HttpState, bool),
+    /// Body bytes (payload, without chunk framing) seen since the last
+    /// [`HttpCounter::take_body_bytes`].
+    body_bytes: u64,
 }
 
 impl HttpCounter {
@@ -283,7 +286,14 @@ impl HttpCounter {
             partial: Vec::new(),
             last_head: Vec::new(),
             last_outcome: (0, HttpState::Head, false),
+            body_bytes: 0,
         }
+    }
+
+    /// Body bytes seen since the last call (bodies of interim and of
+    /// incomplete responses included: they were received).
+    pub(crate) fn take_body_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.body_bytes)
     }
 
     /// Forget any half-received response (after a reconnect).
@@ -372,6 +382,11 @@ impl HttpCounter {
                 HttpState::Body(left) | HttpState::ChunkData(left) => {
                     let skip = left.min(input.len() as u64);
                     at += skip as usize;
+                    self.body_bytes += match self.state {
+                        HttpState::Body(_) => skip,
+                        // The last two bytes of a chunk are its CRLF.
+                        _ => skip.min(left.saturating_sub(2)),
+                    };
                     let left = left - skip;
                     if left > 0 {
                         self.state = match self.state {
@@ -386,7 +401,10 @@ impl HttpCounter {
                         self.state = HttpState::ChunkSize;
                     }
                 }
-                HttpState::UntilClose => return Ok(buf.len()),
+                HttpState::UntilClose => {
+                    self.body_bytes += input.len() as u64;
+                    return Ok(buf.len());
+                }
                 HttpState::Closed => {
                     if input.is_empty() {
                         return Ok(at);
@@ -632,6 +650,20 @@ mod tests {
         counter.feed(&stream, |_| n += 1).unwrap();
         assert!(counter.closed(), "the last head announced a close");
         assert!(counter.feed(a, |_| n += 1).is_err());
+    }
+
+    #[test]
+    fn body_bytes_are_payload_only_wherever_the_stream_is_split() {
+        let stream = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.0 200 OK\r\n\r\nto the close";
+        for step in 1..stream.len() + 1 {
+            let mut c = HttpCounter::new(false);
+            let mut body = 0;
+            for chunk in stream.chunks(step) {
+                c.feed(chunk, |_| ()).unwrap();
+                body += c.take_body_bytes();
+            }
+            assert_eq!(body, 13 + 8 + 12, "step {step}");
+        }
     }
 
     #[test]

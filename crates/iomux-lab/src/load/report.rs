@@ -25,6 +25,11 @@ impl LoadReport {
         self.totals.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Bytes of response bodies per second.
+    pub fn body_bytes_per_sec(&self) -> f64 {
+        self.totals.body_bytes as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     /// Latency at `quantile` (0..=1) in microseconds; 0 when nothing was measured.
     pub fn latency_us(&self, quantile: f64) -> f64 {
         if self.totals.latency.is_empty() {
@@ -90,7 +95,7 @@ impl LoadReport {
                 "\"requests\":{},\"rps\":{:.1},\"errors\":{},\"connects\":{},\"server_closes\":{},\"unsent\":{},\"starved\":{},",
                 "\"error_kinds\":{{\"connect\":{},\"io\":{},\"protocol\":{},\"timeout\":{},\"status\":{}}},",
                 "\"status_counts\":{{{}}},",
-                "\"bytes_sent\":{},\"bytes_received\":{},",
+                "\"bytes_sent\":{},\"bytes_received\":{},\"body_bytes\":{},\"body_bytes_per_sec\":{:.1},",
                 "\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},",
                 "\"histogram_unit\":\"ns\",\"histogram\":\"{}\",",
                 "\"first_error\":{}}}"
@@ -101,7 +106,7 @@ impl LoadReport {
             self.totals.requests, self.rps(), e.total(), self.totals.connects, self.totals.server_closes, self.totals.unsent, self.totals.starved,
             e.connect, e.io, e.protocol, e.timeout, e.status,
             statuses,
-            self.totals.bytes_sent, self.totals.bytes_received,
+            self.totals.bytes_sent, self.totals.bytes_received, self.totals.body_bytes, self.body_bytes_per_sec(),
             self.latency_us(0.5), self.latency_us(0.9), self.latency_us(0.99), self.latency_us(0.999), self.max_us(), self.mean_us(),
             histogram_to_base64(&self.totals.latency),
             self.totals.first_error.as_deref().map_or("null".to_string(), json_string),
@@ -175,6 +180,12 @@ impl LoadReport {
             self.elapsed.as_secs_f64(),
             bytes_text(t.bytes_received as f64),
             bytes_text(t.bytes_sent as f64)
+        );
+        let _ = writeln!(
+            s,
+            "  Bodies: {} read, {}/s",
+            bytes_text(t.body_bytes as f64),
+            bytes_text(self.body_bytes_per_sec())
         );
         if c.proto == Proto::Http {
             let statuses: Vec<String> = self

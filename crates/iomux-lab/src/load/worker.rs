@@ -19,6 +19,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Wait before reconnecting after an error, so a refusing server is not hammered.
 const RETRY_DELAY: Duration = Duration::from_millis(10);
 const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per pass of the loop (1 MiB): a server that sends
+/// without end cannot keep the loop from its clock, its timeouts and the
+/// other connections. What is left is read on the next pass.
+const READS_PER_PASS: usize = 16;
 
 /// What one thread is asked to do.
 pub(crate) struct Plan {
@@ -64,6 +68,9 @@ struct Conn {
     /// Responses on the current connection (a server that closes before
     /// answering anything is failing, not recycling the connection).
     responses_here: u64,
+    /// Bytes may be waiting that the last pass left unread (`Some(closed)`,
+    /// whether the peer had shut down its side): no new edge will say so.
+    unread: Option<bool>,
 }
 
 struct Worker {
@@ -74,6 +81,8 @@ struct Worker {
     buf: Vec<u8>,
     /// Open loop: connections with room for another request, round robin.
     free: VecDeque<usize>,
+    /// Connections whose last pass stopped reading before the socket was drained.
+    unread: Vec<usize>,
     /// Requests handed out: the open loop's place in its schedule, and what
     /// counts against the budget (requests lost to an error are given back
     /// in the closed loop, to be sent again).
@@ -88,6 +97,7 @@ pub(crate) fn run(plan: Plan) -> io::Result<Totals> {
         totals: Totals::new(),
         buf: vec![0; READ_BUF],
         free: VecDeque::new(),
+        unread: Vec::new(),
         issued: 0,
         plan,
     };
@@ -124,6 +134,7 @@ impl Worker {
             listed_free: false,
             answered: false,
             responses_here: 0,
+            unread: None,
         });
         self.conns.len() - 1
     }
@@ -144,9 +155,19 @@ impl Worker {
             if let Some(rate) = self.plan.rate {
                 wait = wait.min(self.issue_due(rate, now));
             }
+            if !self.unread.is_empty() {
+                wait = Duration::ZERO;
+            }
             self.selector.select(&mut events, Some(wait))?;
             for event in &events {
                 self.handle(event.token().0, event);
+            }
+            for i in std::mem::take(&mut self.unread) {
+                // Unless an event in this pass read it already.
+                if let Some(closed) = self.conns[i].unread {
+                    self.read_responses(i, closed);
+                    self.flush(i);
+                }
             }
         }
     }
@@ -275,7 +296,8 @@ impl Worker {
         let mut eof = false;
         // When the last read returned (one clock read per read).
         let mut read_at = None;
-        loop {
+        self.conns[i].unread = None;
+        for reads in 1.. {
             let c = &mut self.conns[i];
             let Some(stream) = c.stream.as_mut() else {
                 return;
@@ -316,6 +338,11 @@ impl Worker {
             }
             // A short read means the socket is drained: new data raises a new edge.
             if eof || self.conns[i].http.closed() || (n < self.buf.len() && !closed) {
+                break;
+            }
+            if reads == READS_PER_PASS {
+                self.conns[i].unread = Some(closed);
+                self.unread.push(i);
                 break;
             }
         }
@@ -416,6 +443,7 @@ impl Worker {
         c.phase = 0;
         c.http.reset();
         c.echo.reset();
+        c.unread = None;
         c.retry_at = Some(retry_at);
     }
 
@@ -564,11 +592,18 @@ fn count_responses(
         None => unexpected = true,
     };
     match (proto, data) {
-        (Proto::Http, Some(data)) => c.http.feed(data, &mut on_response)?,
+        (Proto::Http, Some(data)) => {
+            let fed = c.http.feed(data, &mut on_response);
+            totals.body_bytes += c.http.take_body_bytes();
+            fed?
+        }
         (Proto::Http, None) => {
             c.http.end_of_stream(&mut on_response);
         }
-        (Proto::Echo, Some(data)) => c.echo.feed(message, data, &mut on_response)?,
+        (Proto::Echo, Some(data)) => {
+            c.echo.feed(message, data, &mut on_response)?;
+            totals.body_bytes += data.len() as u64;
+        }
         (Proto::Echo, None) => {}
     }
     c.responses_here += completed as u64;

@@ -1,4 +1,4 @@
-//! What the examples share: the `--addr` flag and a non-blocking echo loop
+//! What the examples share: their flags (`--addr` and their own) and a non-blocking echo loop
 //! that runs on any [`Selector`] in any triggering mode.
 #![allow(dead_code)]
 
@@ -29,40 +29,83 @@ pub fn find_head_end(input: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
-/// The value after `name` on the command line (or `default`), parsed;
-/// exits with the parse error and `hint` when it does not parse.
-pub fn flag<T: std::str::FromStr>(name: &str, default: &str, hint: &str) -> T
-where
-    T::Err: std::fmt::Display,
-{
-    let args: Vec<String> = std::env::args().collect();
-    let text = args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string());
-    text.parse().unwrap_or_else(|e| {
-        eprintln!("{name} {text:?}: {e}; {hint}");
-        std::process::exit(2)
-    })
+/// An example's command line: `--addr HOST:PORT` and the flags it names,
+/// each followed by its value. Anything else (an unknown flag, a flag
+/// without its value) prints the usage and exits before the example starts.
+pub struct Flags {
+    given: Vec<(String, String)>,
 }
 
-/// `--addr HOST:PORT` (default 127.0.0.1:0, any free port).
-pub fn addr() -> SocketAddr {
-    flag(
-        "--addr",
-        "127.0.0.1:0",
-        "use HOST:PORT such as 127.0.0.1:8080 (port 0 picks one)",
-    )
-}
+impl Flags {
+    /// Parse the command line; `extra` are the example's flags besides
+    /// `--addr`, each with what its value looks like: `("--trigger", "level|edge|oneshot")`.
+    pub fn parse(extra: &[(&str, &str)]) -> Flags {
+        let known: Vec<(&str, &str)> = [("--addr", "HOST:PORT")]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let mut args = std::env::args();
+        let program = args.next().unwrap_or_default();
+        let usage = || {
+            let program = program.rsplit('/').next().unwrap_or_default();
+            let flags: Vec<String> = known.iter().map(|(n, v)| format!("[{n} {v}]")).collect();
+            eprintln!("usage: {program} {}", flags.join(" "));
+            std::process::exit(2)
+        };
+        let mut given = Vec::new();
+        while let Some(name) = args.next() {
+            if !known.iter().any(|(n, _)| *n == name) {
+                eprintln!("unknown argument {name:?}");
+                usage();
+            }
+            let Some(value) = args.next() else {
+                eprintln!("{name} needs a value");
+                usage()
+            };
+            given.push((name, value));
+        }
+        Flags { given }
+    }
 
-/// Bind a non-blocking listener on `--addr` and print where it listens.
-pub fn listen() -> io::Result<TcpListener> {
-    let listener = iomux::net::ListenOptions::new(addr())
-        .nonblocking(true)
-        .bind()?;
-    println!("listening on {}", listener.local_addr()?);
-    Ok(listener)
+    /// The value of flag `name` (the last one given, else `default`),
+    /// parsed; exits with the parse error, followed by `hint` when the
+    /// error does not already say what to use.
+    pub fn get<T: std::str::FromStr>(&self, name: &str, default: &str, hint: Option<&str>) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self
+            .given
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map_or(default, |(_, v)| v.as_str());
+        text.parse().unwrap_or_else(|e| {
+            match hint {
+                Some(hint) => eprintln!("{name} {text:?}: {e}; {hint}"),
+                None => eprintln!("{name}: {e}"),
+            }
+            std::process::exit(2)
+        })
+    }
+
+    /// `--addr HOST:PORT` (default 127.0.0.1:0, any free port).
+    pub fn addr(&self) -> SocketAddr {
+        self.get(
+            "--addr",
+            "127.0.0.1:0",
+            Some("use HOST:PORT such as 127.0.0.1:8080 (port 0 picks one)"),
+        )
+    }
+
+    /// Bind a non-blocking listener on `--addr` and print where it listens.
+    pub fn listen(&self) -> io::Result<TcpListener> {
+        let listener = iomux::net::ListenOptions::new(self.addr())
+            .nonblocking(true)
+            .bind()?;
+        println!("listening on {}", listener.local_addr()?);
+        Ok(listener)
+    }
 }
 
 /// One connection of the echo-style examples: the bytes read but not yet written back.

@@ -303,7 +303,6 @@ pub use crate::sys::set_nonblocking;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_port_in_use_is_named_with_what_to_do() {
@@ -330,7 +329,7 @@ mod tests {
         std::thread::spawn(move || {
             let mut acceptor = Acceptor::new().unwrap();
             let refused = acceptor.accept(&blocking).map(drop);
-            set_nonblocking(blocking.as_raw_fd()).unwrap();
+            set_nonblocking(&blocking).unwrap();
             let drained = matches!(acceptor.accept(&blocking), Ok(Accepted::Drained));
             let _ = tx.send((refused, drained));
         });

@@ -9,16 +9,16 @@ use super::AnySelector;
 use std::io;
 
 /// `FromStr` and `Display` of an enum by its `name` and `ALL`: parsing
-/// fails with an error listing the names.
+/// fails with an [`UnknownName`] listing the names.
 macro_rules! named {
     ($t:ident, $what:literal) => {
         impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<$t, String> {
-                $t::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
-                    let names = listed($t::ALL.map($t::name).to_vec(), "or");
-                    format!("unknown {} {s:?}; use {names}", $what)
-                })
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<$t, UnknownName> {
+                $t::ALL
+                    .into_iter()
+                    .find(|x| x.name() == s)
+                    .ok_or_else(|| UnknownName::new($what, s, $t::ALL.map($t::name).to_vec()))
             }
         }
 
@@ -29,6 +29,57 @@ macro_rules! named {
         }
     };
 }
+
+/// A name that is none of the names of its kind: what parsing a
+/// [`Backend`], a [`Trigger`] (or an engine of iomux-engine) from text fails
+/// with. Its message says what was given and lists the names there are.
+///
+/// ```
+/// let e = "kqueue".parse::<iomux::Backend>().unwrap_err();
+/// assert_eq!(e.given(), "kqueue");
+/// assert!(e.valid().contains(&"epoll"));
+/// let e: Box<dyn std::error::Error> = Box::new(e);
+/// assert_eq!(
+///     e.to_string(),
+///     r#"unknown selector backend "kqueue": use select, poll, epoll, sigio or uring"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    what: &'static str,
+    given: String,
+    valid: Vec<&'static str>,
+}
+
+impl UnknownName {
+    /// `given` is not a `what` (such as "trigger"): the names are `valid`.
+    pub fn new(what: &'static str, given: &str, valid: Vec<&'static str>) -> UnknownName {
+        UnknownName {
+            what,
+            given: given.to_string(),
+            valid,
+        }
+    }
+
+    /// The text that named nothing.
+    pub fn given(&self) -> &str {
+        &self.given
+    }
+
+    /// The names there are, in the order the message lists them.
+    pub fn valid(&self) -> &[&'static str] {
+        &self.valid
+    }
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = listed(self.valid.clone(), "or");
+        write!(f, "unknown {} {:?}: use {names}", self.what, self.given)
+    }
+}
+
+impl std::error::Error for UnknownName {}
 
 /// How readiness is reported: [`Backend::triggers`] says which a backend has.
 ///
@@ -202,12 +253,12 @@ mod tests {
             assert_eq!(t.to_string().parse::<Trigger>(), Ok(t));
         }
         assert_eq!(
-            "flat".parse::<Trigger>().unwrap_err(),
-            r#"unknown trigger "flat"; use level, edge or oneshot"#
+            "flat".parse::<Trigger>().unwrap_err().to_string(),
+            r#"unknown trigger "flat": use level, edge or oneshot"#
         );
         assert_eq!(
-            "kqueue".parse::<Backend>().unwrap_err(),
-            r#"unknown selector backend "kqueue"; use select, poll, epoll, sigio or uring"#
+            "kqueue".parse::<Backend>().unwrap_err().to_string(),
+            r#"unknown selector backend "kqueue": use select, poll, epoll, sigio or uring"#
         );
     }
 }

@@ -21,7 +21,7 @@ mod table;
 pub mod uring;
 
 pub use any::AnySelector;
-pub use backend::{Backend, Trigger};
+pub use backend::{Backend, Trigger, UnknownName};
 pub use base::BaseSelector;
 pub use interface::{Registration, Selector};
 pub use registry::Registry;
