@@ -516,17 +516,19 @@ impl<P: Service> Session<P> {
         env: &mut Env,
     ) -> Result<bool, Fault> {
         self.asks &= !asked::DUE;
-        if self.has(flag::CLOSING | flag::LINGERING) || self.asks & asked::HOLDING != 0 {
+        if self.has(flag::CLOSING | flag::LINGERING) {
             return Ok(false);
         }
-        let reoffered = self.asks & (asked::REOFFER | asked::EOF_HELD) != 0;
-        if self.asks & asked::REOFFER != 0 {
+        // Held again since it was released: offered at the next release.
+        let reoffered = self.asks & (asked::REOFFER | asked::EOF_HELD) != 0
+            && self.asks & asked::HOLDING == 0;
+        if reoffered && self.asks & asked::REOFFER != 0 {
             self.asks &= !asked::REOFFER;
             if !self.input.is_empty() {
                 self.offer_input(&[], shared.as_deref_mut(), env)?;
             }
         }
-        if self.asks & asked::EOF_HELD != 0 {
+        if reoffered && self.asks & asked::EOF_HELD != 0 {
             self.asks &= !asked::EOF_HELD;
             self.on_eof(shared.as_deref_mut(), env)?;
         }

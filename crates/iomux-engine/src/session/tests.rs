@@ -503,6 +503,7 @@ struct Deferring {
     offered: Vec<Vec<u8>>,
     hold: bool,
     eof: Option<Vec<u8>>,
+    drained: usize,
 }
 
 impl Service for Deferring {
@@ -518,6 +519,24 @@ impl Service for Deferring {
     fn on_eof(&mut self, pending: &[u8], _cx: &mut Context) {
         self.eof = Some(pending.to_vec());
     }
+    fn on_drained(&mut self, _cx: &mut Context) {
+        self.drained += 1;
+    }
+}
+
+#[test]
+fn a_drained_notice_is_given_while_input_is_held() {
+    let mut w = World::new();
+    let mut s = holding(&w);
+    let mut env = w.env();
+    s.on_received(b"a\nb\n", None, &mut env).unwrap();
+    s.call(None, &mut env, |_, cx| cx.notify_when_drained())
+        .unwrap();
+    assert!(s.take_due());
+    assert_eq!(s.run_due(None, &mut env), Ok(false));
+    assert_eq!(s.proto.drained, 1);
+    assert!(!s.take_due(), "nothing more is due while held");
+    assert_eq!(s.proto.offered.len(), 1, "still held");
 }
 
 /// A session whose service holds its input after the first line.
