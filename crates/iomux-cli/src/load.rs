@@ -4,7 +4,9 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use iomux_lab::load::{self, HttpRequest, LoadConfig, LoadReport, Progress, Proto};
+use iomux_lab::load::{
+    self, HttpRequest, LoadConfig, LoadReport, Progress, Proto, TlsOptions, UntrustedCertificate,
+};
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ pub enum LoadProto {
 pub struct LoadArgs {
     #[command(subcommand)]
     pub command: Option<LoadCommand>,
-    /// The HTTP server and request: http://HOST:PORT/PATH?QUERY (HOST an IP
-    /// address or a name such as localhost; PORT 80 when absent).
+    /// The HTTP server and request: http://HOST:PORT/PATH?QUERY or https://...
+    /// (HOST an IP address or a name such as localhost; PORT 80, or 443 for
+    /// https, when absent).
     pub url: Option<String>,
     /// The server when no URL is given: HOST:PORT, HOST an IP address or a
     /// name such as localhost [default: 127.0.0.1:8080].
@@ -89,6 +92,18 @@ pub struct LoadArgs {
     /// latency histogram, for `iomux load merge`).
     #[arg(long)]
     pub json: bool,
+    /// https: trust the certificates in this PEM file (the server's own, or
+    /// the CA that signed it) instead of the system's store.
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
+    /// https: accept any certificate, without checking who signed it or
+    /// whom it names. INSECURE: for test servers only.
+    #[arg(long, conflicts_with = "cacert")]
+    pub insecure: bool,
+    /// https: do not resume TLS sessions on new connections (every handshake
+    /// is a full one).
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,22 +146,32 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
-/// `http://HOST[:PORT][/PATH][?QUERY]` as the address to connect to, the
-/// `Host` header's value and the request target.
-fn parse_url(url: &str) -> io::Result<(SocketAddr, String, String)> {
+/// A URL the load client can load.
+#[derive(Debug)]
+struct Url {
+    /// Where to connect.
+    addr: SocketAddr,
+    /// The `Host` header's value: HOST[:PORT] as written.
+    authority: String,
+    /// HOST alone (no port, no IPv6 brackets): the name TLS checks.
+    host: String,
+    /// Path and query.
+    target: String,
+    /// https.
+    tls: bool,
+}
+
+/// `http[s]://HOST[:PORT][/PATH][?QUERY]`.
+fn parse_url(url: &str) -> io::Result<Url> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(invalid(format!(
             "'{url}' is not a URL: write http://HOST:PORT/PATH, e.g. http://127.0.0.1:8080/"
         )));
     };
-    if !scheme.eq_ignore_ascii_case("http") {
-        let why = if scheme.eq_ignore_ascii_case("https") {
-            "iomux load speaks plain HTTP only (no TLS)"
-        } else {
-            "iomux load speaks HTTP"
-        };
+    let tls = scheme.eq_ignore_ascii_case("https");
+    if !tls && !scheme.eq_ignore_ascii_case("http") {
         return Err(invalid(format!(
-            "'{url}': {scheme}:// is not supported, {why}; use an http:// URL"
+            "'{url}': {scheme}:// is not supported, iomux load speaks HTTP; use an http:// or https:// URL"
         )));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -168,8 +193,12 @@ fn parse_url(url: &str) -> io::Result<(SocketAddr, String, String)> {
     let host_port = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
+    let host = host_port[..host_port.rfind(':').unwrap_or(host_port.len())]
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let addr = crate::args::addr(&host_port).map_err(|e| invalid(format!("'{url}': {e}")))?;
     // The fragment stays with the client, as browsers keep it.
     let target = target.split('#').next().unwrap_or("");
@@ -178,7 +207,13 @@ fn parse_url(url: &str) -> io::Result<(SocketAddr, String, String)> {
     } else {
         format!("/{target}")
     };
-    Ok((addr, authority.to_string(), target))
+    Ok(Url {
+        addr,
+        authority: authority.to_string(),
+        host,
+        target,
+        tls,
+    })
 }
 
 /// `Name: value` as a pair.
@@ -250,6 +285,7 @@ fn config_of(args: &LoadArgs) -> io::Result<LoadConfig> {
         || args.body_file.is_some()
         || args.http10
         || args.no_keepalive;
+    let mut tls = None;
     let (proto, addr, host, target) = match (&args.url, args.addr) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -262,8 +298,16 @@ fn config_of(args: &LoadArgs) -> io::Result<LoadConfig> {
             ))
         }
         (Some(url), None) => {
-            let (addr, host, target) = parse_url(url)?;
-            (Proto::Http, addr, Some(host), Some(target))
+            let url = parse_url(url)?;
+            if url.tls {
+                tls = Some(TlsOptions {
+                    ca_file: args.cacert.clone(),
+                    verify: !args.insecure,
+                    resume: !args.no_resume,
+                    ..TlsOptions::new(&url.host)
+                });
+            }
+            (Proto::Http, url.addr, Some(url.authority), Some(url.target))
         }
         (None, addr) => {
             let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -274,6 +318,11 @@ fn config_of(args: &LoadArgs) -> io::Result<LoadConfig> {
             (proto, addr, None, None)
         }
     };
+    if tls.is_none() && (args.cacert.is_some() || args.insecure || args.no_resume) {
+        return Err(invalid(
+            "--cacert, --insecure and --no-resume are for https:// URLs; drop them or load an https:// URL".into(),
+        ));
+    }
     if proto == Proto::Echo && shaped {
         return Err(invalid(
             "--method, --header, --body, --body-file, --http1.0 and --no-keepalive shape HTTP requests; drop them for --proto echo".into(),
@@ -291,6 +340,7 @@ fn config_of(args: &LoadArgs) -> io::Result<LoadConfig> {
         timeout: crate::args::seconds(args.timeout, "--timeout")?,
         request: request_of(args, host, target)?,
         requests: args.requests,
+        tls,
         ..LoadConfig::new(addr, proto)
     })
 }
@@ -311,15 +361,36 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     }
     let config = config_of(&args)?;
     config.validate()?;
+    if config.tls.as_ref().is_some_and(|t| !t.verify) {
+        eprintln!(
+            "iomux: WARNING: --insecure: the server's certificate is NOT verified; anyone on the path could be answering"
+        );
+    }
     let report = if io::stdout().is_terminal() && io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         let report = load::run_with_progress(&config, progress_bar(&bar, &config));
         bar.finish_and_clear();
-        report?
+        report
     } else {
-        load::run(&config)?
+        load::run(&config)
     };
+    let report = report.map_err(advise)?;
     print_report(&report, args.json, args.latency)
+}
+
+/// Add what to do to the errors whose cure is a flag.
+fn advise(e: io::Error) -> io::Error {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<UntrustedCertificate>())
+    {
+        return io::Error::new(
+            e.kind(),
+            format!(
+                "{e}; pass --cacert PEM with that certificate or the CA that signed it, or --insecure to skip verification (insecure: test servers only)"
+            ),
+        );
+    }
+    e
 }
 
 /// A live bar on stderr: time (or requests) done and the current requests/s.
@@ -378,23 +449,49 @@ mod tests {
 
     #[test]
     fn urls_give_address_host_and_target() {
-        let (addr, host, target) = parse_url("http://127.0.0.1:8080/api/items?id=3#frag").unwrap();
+        let u = parse_url("http://127.0.0.1:8080/api/items?id=3#frag").unwrap();
         assert_eq!(
-            (addr.to_string().as_str(), host.as_str(), target.as_str()),
-            ("127.0.0.1:8080", "127.0.0.1:8080", "/api/items?id=3")
+            (
+                u.addr.to_string().as_str(),
+                u.authority.as_str(),
+                u.host.as_str(),
+                u.target.as_str(),
+                u.tls
+            ),
+            (
+                "127.0.0.1:8080",
+                "127.0.0.1:8080",
+                "127.0.0.1",
+                "/api/items?id=3",
+                false
+            )
         );
-        let (addr, host, target) = parse_url("HTTP://localhost:9").unwrap();
-        assert!(addr.ip().is_loopback());
+        let u = parse_url("HTTP://localhost:9").unwrap();
+        assert!(u.addr.ip().is_loopback());
         assert_eq!(
-            (addr.port(), host.as_str(), target.as_str()),
-            (9, "localhost:9", "/")
+            (
+                u.addr.port(),
+                u.authority.as_str(),
+                u.host.as_str(),
+                u.target.as_str()
+            ),
+            (9, "localhost:9", "localhost", "/")
         );
-        let (addr, _, target) = parse_url("http://127.0.0.1?x=1").unwrap();
-        assert_eq!((addr.port(), target.as_str()), (80, "/?x=1"));
-        let (addr, _, _) = parse_url("http://[::1]/").unwrap();
-        assert_eq!(addr.to_string(), "[::1]:80");
+        let u = parse_url("http://127.0.0.1?x=1").unwrap();
+        assert_eq!((u.addr.port(), u.target.as_str()), (80, "/?x=1"));
+        let u = parse_url("http://[::1]/").unwrap();
+        assert_eq!(
+            (u.addr.to_string().as_str(), u.host.as_str()),
+            ("[::1]:80", "::1")
+        );
+        let u = parse_url("https://localhost/x").unwrap();
+        assert_eq!(
+            (u.addr.port(), u.host.as_str(), u.tls),
+            (443, "localhost", true)
+        );
+        let u = parse_url("HTTPS://[::1]:8443").unwrap();
+        assert_eq!((u.addr.port(), u.host.as_str(), u.tls), (8443, "::1", true));
         for (url, needle) in [
-            ("https://127.0.0.1/", "no TLS"),
             ("ftp://127.0.0.1/", "ftp:// is not supported"),
             ("127.0.0.1:8080/", "not a URL"),
             ("http:///x", "names no host"),

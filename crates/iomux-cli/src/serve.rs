@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Close connections idle this many seconds (HTTP: also the time allowed for a request's headers).
     #[arg(long, default_value_t = 60.0)]
     idle_timeout: f64,
+    /// Bytes a second a client must send while a message of its is under way (a request head, a body, a RESP command): each --idle-timeout period of it must bring this many bytes a second (0: at least one byte a period), else it times out. Apache's mod_reqtimeout MinRate.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = Config::default().min_rate)]
+    min_rate: u32,
     /// Refuse (accept and close) connections past this many (1 or more; leave it out for no limit).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     max_conns: Option<usize>,
@@ -175,6 +178,7 @@ fn config(args: &ServeArgs) -> io::Result<Config> {
         nodelay: args.nodelay,
         cork: args.cork,
         idle_timeout,
+        min_rate: args.min_rate,
         max_conns: args.max_conns,
         max_output: args.max_subscriber_output,
         ..Config::default()

@@ -546,7 +546,19 @@ fn merge_errors_name_the_file() {
 #[test]
 fn url_and_request_mistakes_are_explained() {
     for (args, needle) in [
-        (&["https://127.0.0.1:1/"][..], "no TLS"),
+        (&["https://127.0.0.1:1/"][..], "connection refused"),
+        (
+            &["http://127.0.0.1:1/", "--insecure"][..],
+            "for https:// URLs",
+        ),
+        (
+            &["https://127.0.0.1:1/", "--cacert", "/nonexistent/ca.pem"][..],
+            "cannot read the certificates in /nonexistent/ca.pem",
+        ),
+        (
+            &["https://127.0.0.1:1/", "--cacert", "x.pem", "--insecure"][..],
+            "cannot be used with",
+        ),
         (&["ftp://127.0.0.1:1/"][..], "not supported"),
         (
             &["http://127.0.0.1:1/", "--addr", "127.0.0.1:1"][..],

@@ -326,3 +326,102 @@ fn redis_cli_subscribe_receives_a_published_message() {
         "what redis-cli printed"
     );
 }
+
+/// A subscriber that hears nothing for longer than the server's idle
+/// timeout, then a message: (PUBLISH's count, what the subscriber got).
+fn quiet_subscriber_then_publish(addr: std::net::SocketAddr, quiet: Duration) -> (usize, Vec<u8>) {
+    let server = ServerProcess::for_address(addr);
+    let mut subscriber = connect(&server);
+    subscriber
+        .write_all(&multibulk(&[b"SUBSCRIBE", b"quiet"]))
+        .unwrap();
+    expect_bytes(&mut subscriber, &subscribe_confirmation("quiet", 1), "subscribe");
+    std::thread::sleep(quiet);
+    let mut publisher = connect(&server);
+    let reached = publish(&mut publisher, "quiet", b"still there?");
+    let expected = message_frame("quiet", "still there?");
+    let mut got = vec![0u8; expected.len()];
+    subscriber
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut filled = 0;
+    while filled < got.len() {
+        match subscriber.read(&mut got[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    got.truncate(filled);
+    (reached, got)
+}
+
+/// A subscriber is not idle: with `--idle-timeout 1` one that hears nothing
+/// for 2.5 s is still subscribed, counted and delivered to, as on
+/// redis-server with `timeout 1` (which never times out a pub/sub client).
+fn a_quiet_subscriber_outlives_the_idle_timeout(engine: &[&str]) {
+    let mut args = vec!["--proto", "resp", "--idle-timeout", "1"];
+    args.extend_from_slice(engine);
+    let server = ServerProcess::start(&args);
+    let quiet = Duration::from_millis(2500);
+    let (reached, got) = quiet_subscriber_then_publish(server.addr, quiet);
+    let expected = message_frame("quiet", "still there?");
+    assert_eq!(
+        (reached, String::from_utf8_lossy(&got)),
+        (1, String::from_utf8_lossy(&expected)),
+        "{engine:?}"
+    );
+}
+
+for_delivering_engines!(a_quiet_subscriber_outlives_the_idle_timeout);
+
+#[test]
+fn redis_server_keeps_a_quiet_subscriber_past_its_timeout_too() {
+    let redis = common::RedisServer::start(&["--timeout", "1"]);
+    let (reached, got) = quiet_subscriber_then_publish(redis.addr, Duration::from_millis(2500));
+    let expected = message_frame("quiet", "still there?");
+    assert_eq!(
+        (reached, String::from_utf8_lossy(&got)),
+        (1, String::from_utf8_lossy(&expected))
+    );
+}
+
+/// A subscriber sends QUIT and reads `+OK` and the end of its stream, but
+/// keeps its socket open (the server lingers on it): PUBLISH's count then.
+fn publish_after_a_subscriber_quit(addr: std::net::SocketAddr) -> usize {
+    let server = ServerProcess::for_address(addr);
+    let mut subscriber = connect(&server);
+    subscriber
+        .write_all(&multibulk(&[b"SUBSCRIBE", b"gone"]))
+        .unwrap();
+    expect_bytes(&mut subscriber, &subscribe_confirmation("gone", 1), "subscribe");
+    subscriber.write_all(&multibulk(&[b"QUIT"])).unwrap();
+    expect_bytes(&mut subscriber, b"+OK\r\n", "QUIT");
+    let mut rest = [0u8; 16];
+    assert!(
+        matches!(subscriber.read(&mut rest), Ok(0)),
+        "the server ends the stream after QUIT"
+    );
+    let mut publisher = connect(&server);
+    let reached = publish(&mut publisher, "gone", b"anyone?");
+    drop(subscriber);
+    reached
+}
+
+/// A connection being closed is no longer a receiver: a subscriber whose
+/// server has ended its stream (QUIT), while the server lingers for the
+/// client's FIN, is not counted by PUBLISH (it would receive nothing), as
+/// on redis-server.
+fn a_closing_subscriber_is_not_counted(engine: &[&str]) {
+    let mut args = vec!["--proto", "resp"];
+    args.extend_from_slice(engine);
+    let server = ServerProcess::start(&args);
+    assert_eq!(publish_after_a_subscriber_quit(server.addr), 0, "{engine:?}");
+}
+
+for_delivering_engines!(a_closing_subscriber_is_not_counted);
+
+#[test]
+fn redis_server_does_not_count_a_subscriber_that_quit() {
+    let redis = common::RedisServer::start(&[]);
+    assert_eq!(publish_after_a_subscriber_quit(redis.addr), 0);
+}

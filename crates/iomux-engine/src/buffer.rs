@@ -40,6 +40,13 @@ impl BufPool {
         }
     }
 
+    /// Whether `buf` grew past what the loop keeps (twice the pool's size):
+    /// such a buffer is freed once empty, so one large transfer does not
+    /// pin its memory.
+    pub(crate) fn oversized(&self, buf: &Vec<u8>) -> bool {
+        buf.capacity() > 2 * self.capacity
+    }
+
     /// Take a buffer back (leaving an unallocated one in its place); only
     /// buffers of about the pool's size are kept: oversized ones are freed so
     /// one large transfer does not pin memory, small ones so the pool hands
@@ -50,7 +57,7 @@ impl BufPool {
             return;
         }
         let size = buf.capacity();
-        if self.free.len() < self.keep && size <= 2 * self.capacity && size >= self.capacity / 2 {
+        if self.free.len() < self.keep && !self.oversized(&buf) && size >= self.capacity / 2 {
             buf.clear();
             self.free.push(buf);
         }

@@ -233,6 +233,12 @@ pub struct Config {
     pub cork: bool,
     /// Close connections idle this long; for HTTP also the time allowed for a request head.
     pub idle_timeout: Duration,
+    /// Bytes a second a peer must deliver while a message of its is in
+    /// progress (a request head, a command, a body): each `idle_timeout`
+    /// period of it must bring at least this many bytes a second, and at
+    /// least one byte (0: one byte a period is enough). Apache's
+    /// `mod_reqtimeout` `MinRate`; a slower peer times out.
+    pub min_rate: u32,
     /// Refuse (accept and close) connections past this many per server.
     pub max_conns: Option<usize>,
     /// Pending output per connection above which the engine stops reading
@@ -265,6 +271,7 @@ impl Default for Config {
             nodelay: false,
             cork: false,
             idle_timeout: Duration::from_secs(60),
+            min_rate: 500,
             max_conns: None,
             output_high_water: 256 * 1024,
             drain_timeout: Duration::from_secs(3),

@@ -78,6 +78,8 @@ pub(crate) struct LoopCore<C, F> {
     pub wbuf: Vec<u8>,
     /// Whether the engine gathers output in `wbuf`.
     pub gathers_output: bool,
+    /// `wbuf`'s usual capacity.
+    gather: usize,
     pub pool: BufPool,
     pub cx: LoopContext<F>,
     pub rules: Rules,
@@ -113,6 +115,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             dispatch: Dispatch::default(),
             wbuf: Vec::with_capacity(gather),
             gathers_output: gather > 0,
+            gather,
             pool,
             rules: cx.rules,
             cx,
@@ -125,6 +128,17 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             due: Vec::new(),
             next_loop_timer: 0,
             jobs: Vec::new(),
+        }
+    }
+
+    /// Empty the shared output buffer for the next connection; one that a
+    /// large answer grew past the pool's bound is given back and started
+    /// again at its usual size (a 256 MiB GET must not pin 256 MiB).
+    pub(crate) fn clear_wbuf(&mut self) {
+        if self.pool.oversized(&self.wbuf) {
+            self.wbuf = Vec::with_capacity(self.gather);
+        } else {
+            self.wbuf.clear();
         }
     }
 

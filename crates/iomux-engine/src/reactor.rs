@@ -388,7 +388,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Output gathered before the error belongs to this connection only.
-                    self.core.wbuf.clear();
+                    self.core.clear_wbuf();
                     return Err(e);
                 }
             };
@@ -448,7 +448,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             Err(e) => {
                 // The shared buffer held this connection's output: it must not
                 // reach the next connection flushed.
-                self.core.wbuf.clear();
+                self.core.clear_wbuf();
                 return Err(e);
             }
         };
@@ -460,13 +460,15 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let outcome = if from_shared {
             let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
             session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
-            self.core.wbuf.clear();
             outcome
         } else {
             session.on_sent(sent, None, &mut env!(self.core, now))
         };
         if let Ok(outcome) = outcome {
             conn.resumed |= outcome.resumed;
+        }
+        if from_shared {
+            self.core.clear_wbuf();
         }
         self.after_call(token, outcome.map(|_| ()))
     }
@@ -583,7 +585,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             let _ = self.selector.deregister(conn.stream.as_fd());
         }
         // Whatever the shared buffers still hold is this connection's: never another's.
-        self.core.wbuf.clear();
+        self.core.clear_wbuf();
         self.rbuf.clear();
         self.core.timers.cancel(conn.timer);
         self.core.release(&mut conn);
@@ -681,7 +683,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
 
     fn on_fault(&mut self) {
         // Output gathered for this connection goes with it.
-        self.core.wbuf.clear();
+        self.core.clear_wbuf();
     }
 
     fn after_timer(&mut self, token: Token) -> io::Result<()> {

@@ -344,8 +344,12 @@ pub trait Service {
         false
     }
 
-    /// The connection is gone (closed by either side, or by the engine):
-    /// the place to forget it elsewhere (subscriptions, rooms).
+    /// The connection is closing (by either side, or by the engine) or
+    /// gone: the place to forget it elsewhere (subscriptions, rooms). Called
+    /// once, as soon as it begins closing: its last output may still be on
+    /// its way, but it takes no more input and what other connections send
+    /// it from now on is dropped, so it must no longer count as a receiver.
+    /// No other callback follows.
     fn on_close(&mut self, id: ConnId) {
         let _ = id;
     }
@@ -356,6 +360,15 @@ pub trait Service {
     /// See [`Protocol::is_idle`].
     fn is_idle(&self) -> bool {
         true
+    }
+
+    /// True while the connection waits for other connections rather than
+    /// its peer (a pub/sub subscriber, a long poll waiting for an event):
+    /// while it owes its peer nothing, the engine does not close it as idle
+    /// or as too slow to send a message; what it is sent must still be
+    /// taken. Asked when its deadline passes.
+    fn exempt_from_idle_timeout(&self) -> bool {
+        false
     }
 }
 

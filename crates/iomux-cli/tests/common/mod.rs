@@ -280,6 +280,56 @@ impl Drop for LoggedServer {
     }
 }
 
+/// A redis-server of our own (Debian's redis-server package) on a free
+/// loopback port, for checking iomux's RESP behaviour against Redis's; no
+/// persistence; killed on drop. `config` are extra `--name value` settings.
+pub struct RedisServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl RedisServer {
+    pub fn start(config: &[&str]) -> RedisServer {
+        // A free port: redis-server cannot take port 0 and say which it got.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "redis-server could not run ({e}): these tests compare with Redis; install it \
+                     with `apt-get install -y redis-server` (CI's .ci/run does)"
+                )
+            });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut server = RedisServer { child, addr };
+        let up = eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
+        if !up {
+            let _ = server.child.kill();
+            panic!("redis-server on {addr} did not start listening");
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// CPU time (user + system, all threads) a process has used so far.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");

@@ -17,12 +17,28 @@
 //!   sending more). Output counts once all of it is sent, or once the peer
 //!   has taken `output_high_water` bytes since it last counted (a slow
 //!   reader does not extend its deadline).
+//! - Minimum rate (Apache's `mod_reqtimeout` `MinRate`): while a message is
+//!   in progress (the protocol is not between messages) and nothing is owed,
+//!   the peer must deliver it: every `idle_timeout` period must bring at
+//!   least `min_rate` bytes a second of it (and at least one byte), else the
+//!   connection times out. A peer that keeps that rate keeps its connection
+//!   whatever the message's size; one that trickles a head, a command or a
+//!   body is closed when its first short period ends, whatever our answers
+//!   to it (output does not count as its progress). While output is owed,
+//!   the peer is judged by what it takes (the rule above) instead.
+//! - A service that waits for others rather than its peer
+//!   ([`Service::exempt_from_idle_timeout`]: a subscriber, a long poll) is
+//!   never closed for idleness or a slow message while it owes nothing; what
+//!   it is sent must still be taken.
 //! - Unconsumed input is capped; past the cap the connection is an error.
 //! - Backpressure: at `output_high_water` owed bytes reading pauses; it
 //!   resumes once the peer has taken half of it.
 //! - A connection closes after its last output is sent: our FIN, then its
 //!   input is discarded until the peer's FIN or [`LINGER`] (so unread bytes
-//!   do not turn the close into a reset that destroys the response).
+//!   do not turn the close into a reset that destroys the response). Its
+//!   service hears [`Service::on_close`] as it begins closing: from then on
+//!   it takes no input and what others send it is dropped, so it must not
+//!   count as a receiver (PUBLISH).
 //! - A deadline that passes gives the protocol its last word
 //!   ([`Protocol::on_timeout`]); that output then has [`LINGER`] to be taken.
 //! - A drain tells every protocol, and closes a connection once it is between
@@ -100,6 +116,8 @@ mod flag {
     /// proxy's two directions are independent; pausing would deadlock an
     /// upstream that also waits for us to read).
     pub const FED: u16 = 2048;
+    /// The service heard `on_close` (as the connection began closing).
+    pub const CLOSE_TOLD: u16 = 8192;
 }
 
 /// What the service asked through its context beside commands, and the
@@ -137,6 +155,10 @@ pub(crate) struct Session<P> {
     last_active: Instant,
     /// Bytes sent since `last_active` while output was owed (the send deadline).
     send_progress: usize,
+    /// When the current period of the minimum-rate rule began (a message
+    /// in progress), and the bytes received in it.
+    window_start: Instant,
+    window_bytes: u32,
     /// Timers, links, forward waiters, a connect (allocated on first use).
     extras: Option<Box<Extras>>,
     flags: u16,
@@ -155,6 +177,8 @@ impl<P: Service> Session<P> {
             in_flight: 0,
             last_active: now,
             send_progress: 0,
+            window_start: now,
+            window_bytes: 0,
             extras: None,
             flags: 0,
             asks: 0,
@@ -394,6 +418,7 @@ impl<P: Service> Session<P> {
     ) -> Result<(), Fault> {
         self.asks &= !asked::REOFFER;
         let was_idle = self.proto.is_idle();
+        let was_between = was_idle && self.input.is_empty();
         let owed = self.owed() > 0;
         let step = if self.input.is_empty() {
             let step = self.call(shared, env, |p, cx| p.on_data(data, cx))?;
@@ -423,8 +448,15 @@ impl<P: Service> Session<P> {
         if (was_idle || self.proto.is_idle()) && !owed {
             self.last_active = env.now;
         }
+        if was_between {
+            // A message may start here: its first period of the minimum rate.
+            self.window_start = env.now;
+            self.window_bytes = 0;
+        }
+        let received = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.window_bytes = self.window_bytes.saturating_add(received);
         if step.close {
-            self.flags |= flag::CLOSING;
+            self.begin_closing();
             env.pool.put(&mut self.input);
         } else if self.input.len() >= env.rules.max_pending_input && self.asks & asked::HOLDING != 0
         {
@@ -433,7 +465,7 @@ impl<P: Service> Session<P> {
         } else if self.input.len() > env.rules.max_pending_input {
             // The protocol's last word, then close (its output is still sent).
             self.call(None, env, |p, cx| p.on_input_cap(cx))?;
-            self.flags |= flag::CLOSING;
+            self.begin_closing();
             env.pool.put(&mut self.input);
             return Err(Fault::InputCap);
         }
@@ -463,7 +495,7 @@ impl<P: Service> Session<P> {
         self.input = input;
         env.pool.put(&mut self.input);
         if !self.has(flag::HALF_CLOSE) || self.has(flag::SHUT_ASKED) {
-            self.flags |= flag::CLOSING;
+            self.begin_closing();
         }
         called
     }
@@ -644,7 +676,27 @@ impl<P: Service> Session<P> {
 
     /// Close once the output is sent (asked by a protocol).
     pub(crate) fn request_close(&mut self) {
+        self.begin_closing();
+    }
+
+    /// The connection closes once its output is sent: it takes no more
+    /// input and drops what others send it, so its service hears
+    /// [`Service::on_close`] now rather than when the socket closes (a
+    /// subscriber being closed, or lingering, is no longer a receiver).
+    fn begin_closing(&mut self) {
         self.flags |= flag::CLOSING;
+        self.tell_closed();
+    }
+
+    /// [`Service::on_close`], once (never for a connection still connecting:
+    /// its service never opened).
+    fn tell_closed(&mut self) {
+        if self.has(flag::CLOSE_TOLD) || self.is_connecting() {
+            return;
+        }
+        self.flags |= flag::CLOSE_TOLD;
+        let (proto, id) = (&mut self.proto, self.id);
+        let _ = catch_unwind(AssertUnwindSafe(|| proto.on_close(id)));
     }
 
     /// Send our FIN once the output is sent and go on reading; with the
@@ -655,7 +707,7 @@ impl<P: Service> Session<P> {
         }
         self.flags |= flag::SHUT_ASKED;
         if self.has(flag::READ_CLOSED) {
-            self.flags |= flag::CLOSING;
+            self.begin_closing();
         }
     }
 
@@ -737,17 +789,60 @@ impl<P: Service> Session<P> {
         }
     }
 
-    /// When the connection's deadline falls.
+    /// When the connection's deadline falls: the idle or send deadline, or
+    /// while a message is in progress the end of the minimum rate's period.
     pub(crate) fn deadline(&self, rules: &Rules) -> Instant {
         if let Some(connect) = self.connect_details().filter(|_| self.is_connecting()) {
             return connect.deadline;
         }
-        let limit = if self.has(flag::LINGERING | flag::TIMED_OUT) {
-            LINGER
+        if self.has(flag::LINGERING | flag::TIMED_OUT) {
+            return self.last_active + LINGER;
+        }
+        let idle_or_send = self.last_active + rules.idle_timeout;
+        if self.between_messages() {
+            return idle_or_send;
+        }
+        let period_end = self.window_start + rules.idle_timeout;
+        if self.owed() > 0 {
+            period_end.min(idle_or_send)
         } else {
-            rules.idle_timeout
-        };
-        self.last_active + limit
+            period_end
+        }
+    }
+
+    /// The deadline came with nothing owed or a message in progress: whether
+    /// the connection stays (its next period begins) rather than times out.
+    /// A service waiting for others stays while it owes nothing; a message
+    /// in progress stays if its peer is busy taking output (judged by the
+    /// send deadline) or delivered the minimum rate in the period that ended.
+    fn keeps_going(&mut self, env: &Env) -> bool {
+        let owed = self.owed() > 0;
+        if !owed {
+            let proto = &self.proto;
+            let exempt = catch_unwind(AssertUnwindSafe(|| proto.exempt_from_idle_timeout()));
+            if exempt.unwrap_or(false) {
+                self.last_active = env.now;
+                self.window_start = env.now;
+                self.window_bytes = 0;
+                return true;
+            }
+        }
+        if self.between_messages() {
+            return false;
+        }
+        let send_deadline_passed = env.now >= self.last_active + env.rules.idle_timeout;
+        if owed && send_deadline_passed {
+            return false;
+        }
+        let period = env.rules.idle_timeout;
+        let needed = (u128::from(env.rules.min_rate) * period.as_millis() / 1000)
+            .clamp(1, u128::from(u32::MAX)) as u32;
+        if !owed && self.window_bytes < needed {
+            return false;
+        }
+        self.window_start = env.now;
+        self.window_bytes = 0;
+        true
     }
 
     /// The idle timer fired at `env.now`. The protocol's last word, if it
@@ -763,10 +858,14 @@ impl<P: Service> Session<P> {
         if self.has(flag::LINGERING | flag::CLOSING) {
             return Deadline::Close;
         }
+        if self.keeps_going(env) {
+            return Deadline::Later(self.deadline(env.rules));
+        }
         if self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
             return Deadline::Close;
         }
-        self.flags |= flag::CLOSING | flag::TIMED_OUT;
+        self.flags |= flag::TIMED_OUT;
+        self.begin_closing();
         self.flags &= !flag::PAUSED;
         self.last_active = env.now;
         Deadline::TimedOut
@@ -806,6 +905,9 @@ impl<P: Service> Session<P> {
 
     /// A graceful drain began: the protocol ends after the message in flight.
     pub(crate) fn begin_drain(&mut self) {
+        if self.has(flag::CLOSE_TOLD) {
+            return; // closing already: nothing more to say to its service
+        }
         let proto = &mut self.proto;
         let _ = catch_unwind(AssertUnwindSafe(|| proto.on_drain()));
     }
@@ -838,10 +940,7 @@ impl<P: Service> Session<P> {
     ) -> impl Iterator<Item = TimerId> {
         pool.put(&mut self.input);
         pool.put(&mut self.output);
-        if !self.is_connecting() {
-            let (proto, id) = (&mut self.proto, self.id);
-            let _ = catch_unwind(AssertUnwindSafe(|| proto.on_close(id)));
-        }
+        self.tell_closed();
         let extras = self.extras.take().map(|extras| *extras);
         if let Some(extras) = &extras {
             commands.extend(extras.links.iter().map(|&id| Command::Close(id)));

@@ -47,10 +47,13 @@ impl Protocol for Lines {
 
 const IDLE: Duration = Duration::from_secs(10);
 const HIGH: usize = 100;
+/// Bytes a second a message in progress must arrive at: 50 per period.
+const MIN_RATE: u32 = 5;
 
 fn rules() -> Rules {
     Rules {
         idle_timeout: IDLE,
+        min_rate: MIN_RATE,
         output_high_water: HIGH,
         max_pending_input: 64,
         max_output: 300,
@@ -881,4 +884,169 @@ fn without_a_loop_a_connect_is_answered_unsupported_and_every_command_counted() 
     assert_eq!(refused, 2);
     assert!(env.commands.is_empty());
     assert_eq!(s.proto.connects, [(4, std::io::ErrorKind::Unsupported)]);
+}
+
+/// A message of `length` bytes, taken as it arrives (as a body is), its
+/// bytes echoed back when `echo` (as POST /echo does); a subscriber-like
+/// wait for others when `exempt`.
+#[derive(Default)]
+struct Upload {
+    length: usize,
+    received: usize,
+    echo: bool,
+    exempt: bool,
+    timeouts: usize,
+    closed: usize,
+}
+
+impl Service for Upload {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        self.received += input.len();
+        if self.echo {
+            cx.write(input);
+        }
+        Step::keep(input.len())
+    }
+    fn on_timeout(&mut self, _cx: &mut Context) {
+        self.timeouts += 1;
+    }
+    fn on_close(&mut self, _id: ConnId) {
+        self.closed += 1;
+    }
+    fn is_idle(&self) -> bool {
+        self.received == 0 || self.received >= self.length
+    }
+    fn exempt_from_idle_timeout(&self) -> bool {
+        self.exempt
+    }
+}
+
+/// Feed `s` `per_second` bytes every second from second 1 (each taken by
+/// the peer at once when echoed), firing its deadline whenever it falls
+/// due; returns the second it timed out, or `None` once `length` bytes
+/// arrived in time.
+fn upload_at(s: &mut Session<Upload>, w: &mut World, per_second: usize) -> Option<u64> {
+    let t0 = w.now;
+    for second in 1..1000u64 {
+        w.now = t0 + Duration::from_secs(second);
+        let mut env = w.env();
+        if env.now >= s.deadline(env.rules) {
+            if s.on_deadline(None, &mut env) == Deadline::TimedOut {
+                return Some(second);
+            }
+        }
+        if s.proto.received >= s.proto.length {
+            return None;
+        }
+        s.on_received(&vec![b'x'; per_second], None, &mut env).unwrap();
+        let owed = s.owed();
+        s.on_sent(owed, None, &mut env).unwrap();
+    }
+    panic!("neither finished nor timed out");
+}
+
+#[test]
+fn a_message_in_progress_must_arrive_at_the_minimum_rate_whatever_its_size() {
+    // (bytes a second, echoed?, the second it times out: None = completes)
+    // A period is 10 s and needs 50 bytes; the message is 2,000 bytes.
+    let rows: &[(usize, bool, Option<u64>)] = &[
+        (5, false, None),      // exactly the rate: 400 s, kept all along
+        (5, true, None),       // echoing does not change it
+        (100, false, None),    // 20 s, over the idle timeout twice
+        (4, false, Some(11)),  // short of the rate: closed when the first period ends
+        (1, false, Some(11)),  // one byte a second
+        (1, true, Some(11)),   // ... though each byte is answered and taken at once
+    ];
+    for (i, &(per_second, echo, outcome)) in rows.iter().enumerate() {
+        let mut w = World::new();
+        let proto = Upload {
+            length: 2000,
+            echo,
+            ..Upload::default()
+        };
+        let mut s = Session::new(proto, ConnId::new(0, 6), w.now);
+        assert_eq!(upload_at(&mut s, &mut w, per_second), outcome, "row {i}");
+        assert_eq!(s.proto.timeouts, usize::from(outcome.is_some()), "row {i}");
+    }
+}
+
+#[test]
+fn with_no_minimum_rate_a_byte_each_period_keeps_a_message_going() {
+    // A 20-byte message in a world with no minimum rate.
+    let start = || {
+        let mut w = World::new();
+        w.rules.min_rate = 0;
+        let proto = Upload {
+            length: 20,
+            ..Upload::default()
+        };
+        let s = Session::new(proto, ConnId::new(0, 6), w.now);
+        (w, s)
+    };
+    let (mut w, mut s) = start();
+    assert_eq!(upload_at(&mut s, &mut w, 1), None);
+    // Silence for a whole period mid-message is not progress.
+    let (mut w, mut s) = start();
+    s.on_received(b"x", None, &mut w.env()).unwrap();
+    w.now += IDLE;
+    let next = w.now + IDLE;
+    assert_eq!(s.on_deadline(None, &mut w.env()), Deadline::Later(next));
+    w.now = next;
+    assert_eq!(s.on_deadline(None, &mut w.env()), Deadline::TimedOut);
+}
+
+#[test]
+fn a_service_waiting_for_others_is_not_idle_but_its_peer_must_take_its_output() {
+    let mut w = World::new();
+    let t0 = w.now;
+    let proto = Upload {
+        length: 1,
+        exempt: true,
+        ..Upload::default()
+    };
+    let mut s = Session::new(proto, ConnId::new(0, 6), t0);
+    // Quiet for ten idle periods: each deadline starts another.
+    for period in 1..=10u32 {
+        w.now = t0 + IDLE * period;
+        assert_eq!(
+            s.on_deadline(None, &mut w.env()),
+            Deadline::Later(w.now + IDLE),
+            "period {period}"
+        );
+    }
+    // Sent something its peer does not take: judged as anyone.
+    assert!(s.push_output(b"message", &mut w.env()));
+    w.now += IDLE;
+    assert_eq!(s.on_deadline(None, &mut w.env()), Deadline::TimedOut);
+    assert_eq!(s.proto.timeouts, 1);
+}
+
+#[test]
+fn a_closing_connection_tells_its_service_at_once_and_only_once() {
+    let mut w = World::new();
+    // Closed by the service, by the engine (output overflow), by a timeout,
+    // by the peer's FIN: heard as it begins closing, before its last output
+    // is sent or it lingers, and not again when it is released.
+    for way in 0..4 {
+        let mut s = Session::new(Upload::default(), ConnId::new(0, 6), w.now);
+        let mut env = w.env();
+        assert!(s.push_output(b"last words", &mut env));
+        match way {
+            0 => {
+                let applied = s.apply(Command::Close(ConnId::new(0, 6)), &mut env);
+                assert_eq!(applied, Applied::Done);
+            }
+            1 => s.request_close(),
+            2 => {
+                env.now += IDLE;
+                assert_eq!(s.on_deadline(None, &mut env), Deadline::TimedOut);
+            }
+            _ => s.on_eof(None, &mut env).unwrap(),
+        }
+        assert_eq!(s.proto.closed, 1, "way {way}: told as it begins closing");
+        assert!(s.owed() > 0, "way {way}: before its last output is sent");
+        assert!(s.push_output(b"dropped", &mut env), "way {way}");
+        let _ = s.release(env.pool, env.commands).count();
+        assert_eq!(s.proto.closed, 1, "way {way}: once");
+    }
 }

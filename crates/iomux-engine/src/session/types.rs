@@ -28,6 +28,8 @@ pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
     pub idle_timeout: Duration,
+    /// Bytes a second a message in progress must arrive at.
+    pub min_rate: u32,
     pub output_high_water: usize,
     pub max_pending_input: usize,
     /// Output another connection may queue for this one before it is
@@ -39,6 +41,7 @@ impl Rules {
     pub(crate) fn new(config: &Config) -> Rules {
         Rules {
             idle_timeout: config.idle_timeout,
+            min_rate: config.min_rate,
             output_high_water: config.output_high_water,
             max_pending_input: config.max_pending_input,
             max_output: config.max_output,

@@ -122,6 +122,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if conn.in_flight_sent >= conn.in_flight.len() {
             conn.in_flight.clear();
             conn.in_flight_sent = 0;
+            if self.core.pool.oversized(&conn.in_flight) {
+                // A large answer's buffer is not kept (nor swapped into the session).
+                conn.in_flight = Vec::new();
+            }
             if conn.session.unsent().is_empty() {
                 // Nothing owed: an idle connection holds no buffer.
                 self.core.pool.put(&mut conn.in_flight);

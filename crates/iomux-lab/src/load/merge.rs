@@ -2,7 +2,7 @@
 //! machines: counters add up, latency percentiles come from the union of the
 //! histograms each run carries (never from averaged percentiles).
 
-use super::{HttpRequest, LoadConfig, LoadReport, Proto, Totals, STATUS_CODES};
+use super::{HttpRequest, LoadConfig, LoadReport, Proto, TlsOptions, Totals, STATUS_CODES};
 use base64::Engine;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
@@ -129,6 +129,14 @@ fn parse(text: &str) -> Result<LoadReport, String> {
         .unwrap_or(false);
     if proto == Proto::Http {
         config.request = request_of(text_of("url")?, text_of("method")?, &json);
+        if json.get("tls").and_then(Value::as_bool) == Some(true) {
+            let host = config.request.host.clone().unwrap_or_default();
+            config.tls = Some(TlsOptions {
+                verify: json.get("tls_verified").and_then(Value::as_bool) == Some(true),
+                resume: json.get("tls_resume").and_then(Value::as_bool) == Some(true),
+                ..TlsOptions::new(&host)
+            });
+        }
     }
     let seconds = json
         .get("duration_s")
@@ -151,6 +159,9 @@ fn parse(text: &str) -> Result<LoadReport, String> {
     totals.errors.protocol = nested("error_kinds", "protocol")?;
     totals.errors.timeout = nested("error_kinds", "timeout")?;
     totals.errors.status = nested("error_kinds", "status")?;
+    totals.errors.tls = nested("error_kinds", "tls")?;
+    totals.tls_handshakes = number("tls_handshakes")?;
+    totals.tls_resumed = number("tls_resumed")?;
     let statuses = json
         .get("status_counts")
         .and_then(Value::as_object)
@@ -181,7 +192,10 @@ fn parse(text: &str) -> Result<LoadReport, String> {
 
 /// The request a run sent, as far as the summary shows it (URL and method).
 fn request_of(url: &str, method: &str, json: &Value) -> HttpRequest {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
     let (host, target) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
     HttpRequest {
         method: method.to_string(),

@@ -25,11 +25,13 @@ mod connect;
 mod merge;
 mod proto;
 mod report;
+mod tls;
 mod worker;
 
 pub use merge::{histogram_from_base64, histogram_to_base64, merge};
 pub use proto::{HttpRequest, Proto};
 pub use report::LoadReport;
+pub use tls::{TlsOptions, UntrustedCertificate};
 
 use hdrhistogram::Histogram;
 use iomux::timer::MAX_TIMEOUT;
@@ -68,6 +70,8 @@ pub struct LoadConfig {
     pub request: HttpRequest,
     /// Stop once this many requests are answered (or the duration is over), or `None`: run for the duration.
     pub requests: Option<u64>,
+    /// Speak HTTPS (`Proto::Http` only), or `None`: plain.
+    pub tls: Option<TlsOptions>,
 }
 
 impl LoadConfig {
@@ -93,6 +97,7 @@ impl LoadConfig {
             timeout: Duration::from_secs(5),
             request: HttpRequest::default(),
             requests: None,
+            tls: None,
         }
     }
 
@@ -131,6 +136,9 @@ impl LoadConfig {
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return bad("--timeout must be a positive number of seconds up to a year".into());
+        }
+        if self.tls.is_some() && self.proto != Proto::Http {
+            return bad("TLS is for HTTP here: echo runs over plain TCP".into());
         }
         if self.requests == Some(0) {
             return bad("--requests 0 asks for nothing: ask for at least one request".into());
@@ -199,6 +207,8 @@ pub struct Errors {
     pub timeout: u64,
     /// HTTP responses with status 400 or above.
     pub status: u64,
+    /// TLS failures after the start: alerts, bad records, refused certificates.
+    pub tls: u64,
 }
 
 /// Status codes are three digits: one counter for each.
@@ -212,7 +222,7 @@ impl Errors {
     /// assert_eq!(e.total(), 3);
     /// ```
     pub fn total(&self) -> u64 {
-        self.connect + self.io + self.protocol + self.timeout + self.status
+        self.connect + self.io + self.protocol + self.timeout + self.status + self.tls
     }
 
     pub(crate) fn add(&mut self, o: &Errors) {
@@ -221,6 +231,7 @@ impl Errors {
         self.protocol += o.protocol;
         self.timeout += o.timeout;
         self.status += o.status;
+        self.tls += o.tls;
     }
 }
 
@@ -240,6 +251,10 @@ pub struct Totals {
     /// Bytes of response bodies read (HTTP: payload without heads or chunk
     /// framing; echo: the bytes echoed back).
     pub body_bytes: u64,
+    /// TLS handshakes completed, resumed ones included.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that resumed an earlier session.
+    pub tls_resumed: u64,
     /// Open loop: requests that were due but never sent because every connection was busy.
     pub unsent: u64,
     /// Active connections (or connection slots) that got no response at all.
@@ -264,6 +279,8 @@ impl Totals {
             bytes_sent: 0,
             bytes_received: 0,
             body_bytes: 0,
+            tls_handshakes: 0,
+            tls_resumed: 0,
             unsent: 0,
             starved: 0,
             server_closes: 0,
@@ -288,6 +305,8 @@ impl Totals {
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.body_bytes += o.body_bytes;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
         self.unsent += o.unsent;
         self.starved += o.starved;
         self.server_closes += o.server_closes;
@@ -334,6 +353,14 @@ pub fn run_with_progress(
     connect::check_capacity(config.conns + config.idle, config.addr)?;
     let setup_timeout =
         Duration::from_secs(10) + Duration::from_millis(config.conns as u64 + config.idle as u64);
+    let tls = match &config.tls {
+        Some(options) => {
+            let tls = tls::Tls::new(options)?;
+            tls.check(config.addr, config.timeout)?;
+            Some(tls)
+        }
+        None => None,
+    };
     let idle: Vec<TcpStream> = connect::connect_many(config.addr, config.idle, setup_timeout)?;
     let mut active = if config.connect_per_request {
         Vec::new()
@@ -384,6 +411,7 @@ pub fn run_with_progress(
             end,
             streams,
             slots: if config.connect_per_request { share } else { 0 },
+            tls: tls.clone(),
             progress: counters,
         };
         handles.push(

@@ -55,9 +55,10 @@ impl LoadReport {
     /// What was loaded: the URL for HTTP, the address for echo.
     pub fn target(&self) -> String {
         let c = &self.config;
+        let scheme = if c.tls.is_some() { "https" } else { "http" };
         match c.proto {
             Proto::Http => format!(
-                "http://{}{}",
+                "{scheme}://{}{}",
                 c.request.host.clone().unwrap_or_else(|| c.addr.to_string()),
                 c.request.target
             ),
@@ -93,9 +94,10 @@ impl LoadReport {
                 "{{\"addr\":\"{}\",\"proto\":\"{}\",\"url\":{},\"method\":{},\"conns\":{},\"idle\":{},\"threads\":{},\"pipeline\":{},",
                 "\"size\":{},\"rate\":{},\"requests_asked\":{},\"connect_per_request\":{},\"keepalive\":{},\"duration_s\":{:.3},\"runs\":{},",
                 "\"requests\":{},\"rps\":{:.1},\"errors\":{},\"connects\":{},\"server_closes\":{},\"unsent\":{},\"starved\":{},",
-                "\"error_kinds\":{{\"connect\":{},\"io\":{},\"protocol\":{},\"timeout\":{},\"status\":{}}},",
+                "\"error_kinds\":{{\"connect\":{},\"io\":{},\"protocol\":{},\"timeout\":{},\"status\":{},\"tls\":{}}},",
                 "\"status_counts\":{{{}}},",
                 "\"bytes_sent\":{},\"bytes_received\":{},\"body_bytes\":{},\"body_bytes_per_sec\":{:.1},",
+                "\"tls\":{},\"tls_verified\":{},\"tls_resume\":{},\"tls_handshakes\":{},\"tls_resumed\":{},",
                 "\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},",
                 "\"histogram_unit\":\"ns\",\"histogram\":\"{}\",",
                 "\"first_error\":{}}}"
@@ -104,9 +106,11 @@ impl LoadReport {
             c.conns, c.idle, c.threads, c.pipeline, c.size, rate, requests, c.connect_per_request, c.request.keepalive,
             self.elapsed.as_secs_f64(), self.runs,
             self.totals.requests, self.rps(), e.total(), self.totals.connects, self.totals.server_closes, self.totals.unsent, self.totals.starved,
-            e.connect, e.io, e.protocol, e.timeout, e.status,
+            e.connect, e.io, e.protocol, e.timeout, e.status, e.tls,
             statuses,
             self.totals.bytes_sent, self.totals.bytes_received, self.totals.body_bytes, self.body_bytes_per_sec(),
+            c.tls.is_some(), c.tls.as_ref().is_some_and(|t| t.verify), c.tls.as_ref().is_some_and(|t| t.resume),
+            self.totals.tls_handshakes, self.totals.tls_resumed,
             self.latency_us(0.5), self.latency_us(0.9), self.latency_us(0.99), self.latency_us(0.999), self.max_us(), self.mean_us(),
             histogram_to_base64(&self.totals.latency),
             self.totals.first_error.as_deref().map_or("null".to_string(), json_string),
@@ -201,14 +205,30 @@ impl LoadReport {
         }
         let _ = writeln!(
             s,
-            "  Errors: {} (connect {}, io {}, protocol {}, timeout {}, status>=400 {})",
+            "  Errors: {} (connect {}, io {}, protocol {}, timeout {}, status>=400 {}, tls {})",
             e.total(),
             e.connect,
             e.io,
             e.protocol,
             e.timeout,
-            e.status
+            e.status,
+            e.tls
         );
+        if let Some(tls) = &c.tls {
+            let _ = writeln!(
+                s,
+                "  TLS: {} handshakes ({:.1}/s), {} resumed{}{}",
+                t.tls_handshakes,
+                t.tls_handshakes as f64 / secs,
+                t.tls_resumed,
+                if tls.resume { "" } else { " (resumption off)" },
+                if tls.verify {
+                    ""
+                } else {
+                    "; the server's certificate was NOT verified"
+                }
+            );
+        }
         if c.connect_per_request || t.connects > 0 || t.server_closes > 0 {
             let _ = writeln!(
                 s,

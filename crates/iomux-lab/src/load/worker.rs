@@ -4,6 +4,7 @@
 
 use super::connect::{close_abortively, finish_connect, start_connect};
 use super::proto::{EchoCounter, HttpCounter, Proto, ProtocolError, Requests};
+use super::tls::{self, Decrypted, Tls};
 use super::Totals;
 use iomux::{EpollSelector, Event, Events, Interest, Selector, Token, Trigger};
 use std::collections::VecDeque;
@@ -46,6 +47,8 @@ pub(crate) struct Plan {
     pub slots: usize,
     /// Completed requests and errors so far, for the progress line.
     pub progress: Arc<[AtomicU64; 2]>,
+    /// Speak TLS on every connection, or `None`: plain.
+    pub tls: Option<Tls>,
 }
 
 struct Conn {
@@ -71,6 +74,10 @@ struct Conn {
     /// Bytes may be waiting that the last pass left unread (`Some(closed)`,
     /// whether the peer had shut down its side): no new edge will say so.
     unread: Option<bool>,
+    /// The connection's TLS session (HTTPS), and whether its handshake
+    /// has been counted.
+    tls: Option<Box<rustls::ClientConnection>>,
+    handshake_counted: bool,
 }
 
 struct Worker {
@@ -79,6 +86,8 @@ struct Worker {
     conns: Vec<Conn>,
     totals: Totals,
     buf: Vec<u8>,
+    /// What TLS decrypts (empty without TLS).
+    plain: Vec<u8>,
     /// Open loop: connections with room for another request, round robin.
     free: VecDeque<usize>,
     /// Connections whose last pass stopped reading before the socket was drained.
@@ -96,6 +105,11 @@ pub(crate) fn run(plan: Plan) -> io::Result<Totals> {
         selector,
         totals: Totals::new(),
         buf: vec![0; READ_BUF],
+        plain: if plan.tls.is_some() {
+            vec![0; READ_BUF]
+        } else {
+            Vec::new()
+        },
         free: VecDeque::new(),
         unread: Vec::new(),
         issued: 0,
@@ -135,6 +149,8 @@ impl Worker {
             answered: false,
             responses_here: 0,
             unread: None,
+            tls: None,
+            handshake_counted: false,
         });
         self.conns.len() - 1
     }
@@ -203,6 +219,20 @@ impl Worker {
     /// A connection is up: send again what its predecessor left unanswered
     /// (keeping their send times), then give it new requests.
     fn on_connected(&mut self, i: usize, connect_started: Instant) {
+        if let Some(tls) = &self.plan.tls {
+            match tls.session() {
+                Ok(session) => {
+                    self.conns[i].tls = Some(Box::new(session));
+                    self.conns[i].handshake_counted = false;
+                }
+                Err(e) => {
+                    self.totals.errors.tls += 1;
+                    self.totals.note(|| format!("TLS: {e}"));
+                    self.drop_conn(i, Instant::now() + RETRY_DELAY, true);
+                    return;
+                }
+            }
+        }
         let c = &mut self.conns[i];
         c.responses_here = 0;
         c.owed = c.in_flight.len() * self.plan.requests.len();
@@ -267,6 +297,14 @@ impl Worker {
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
+        if let Some(session) = c.tls.as_mut() {
+            let requests = &self.plan.requests;
+            let sent = &mut self.totals.bytes_sent;
+            if let Err(e) = flush_tls(session, stream, requests, &mut c.owed, &mut c.phase, sent) {
+                self.fail_io(i, e);
+            }
+            return;
+        }
         while c.owed > 0 {
             let bytes = self.plan.requests.next(c.phase, c.owed);
             match stream.write(bytes) {
@@ -318,19 +356,44 @@ impl Worker {
             self.totals.bytes_received += n as u64;
             let now = Instant::now();
             read_at = Some(now);
-            let data = (!eof).then(|| &self.buf[..n]);
-            let counted = count_responses(
-                c,
-                &mut self.totals,
-                self.plan.proto,
-                self.plan.requests.one(),
-                data,
-                now,
-            );
+            let counted = match c.tls.take() {
+                None => count_responses(
+                    c,
+                    &mut self.totals,
+                    self.plan.proto,
+                    self.plan.requests.one(),
+                    (!eof).then(|| &self.buf[..n]),
+                    now,
+                )
+                .map_err(Failure::Protocol),
+                Some(mut session) => {
+                    let counted = receive_tls(
+                        c,
+                        &mut session,
+                        &mut self.totals,
+                        self.plan.proto,
+                        self.plan.requests.one(),
+                        &self.buf[..n],
+                        &mut self.plain,
+                        now,
+                    );
+                    self.conns[i].tls = Some(session);
+                    counted.map(|(k, closed)| {
+                        eof |= closed;
+                        k
+                    })
+                }
+            };
             match counted {
                 Ok(k) => completed += k,
-                Err(ProtocolError(msg)) => {
+                Err(Failure::Protocol(ProtocolError(msg))) => {
                     self.totals.errors.protocol += 1;
+                    self.totals.note(|| msg);
+                    self.drop_conn(i, now + RETRY_DELAY, false);
+                    return;
+                }
+                Err(Failure::Tls(msg)) => {
+                    self.totals.errors.tls += 1;
                     self.totals.note(|| msg);
                     self.drop_conn(i, now + RETRY_DELAY, false);
                     return;
@@ -361,11 +424,16 @@ impl Worker {
         }
         if self.plan.connect_per_request {
             if c.in_flight.is_empty() {
+                self.conns[i].tls = None;
                 if let Some(stream) = self.conns[i].stream.take() {
                     let _ = self.selector.deregister(stream.as_fd());
                     close_abortively(stream);
                 }
-                self.reconnect(i, now);
+                // No connection (nor handshake) for a request the budget
+                // does not allow.
+                if self.plan.budget.map_or(true, |b| self.issued < b) {
+                    self.reconnect(i, now);
+                }
             }
         } else if self.plan.rate.is_some() {
             self.list_free(i);
@@ -444,6 +512,7 @@ impl Worker {
         c.http.reset();
         c.echo.reset();
         c.unread = None;
+        c.tls = None;
         c.retry_at = Some(retry_at);
     }
 
@@ -563,6 +632,85 @@ impl Worker {
         }
         self.totals.unsent = due.saturating_sub(self.issued);
     }
+}
+
+/// Why a connection's bytes were refused.
+enum Failure {
+    Protocol(ProtocolError),
+    Tls(String),
+}
+
+/// Write what a TLS connection owes: the requests due go into its session
+/// (which holds them until the handshake is done), the session's records
+/// onto the socket, until both are done or the kernel pushes back.
+fn flush_tls(
+    session: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    requests: &Requests,
+    owed: &mut usize,
+    phase: &mut usize,
+    sent: &mut u64,
+) -> io::Result<()> {
+    loop {
+        while *owed > 0 {
+            let taken = session.writer().write(requests.next(*phase, *owed))?;
+            if taken == 0 {
+                break; // its buffer is full until records go out
+            }
+            *owed -= taken;
+            *phase = (*phase + taken) % requests.len();
+        }
+        if !session.wants_write() {
+            return Ok(());
+        }
+        match session.write_tls(stream) {
+            Ok(0) => return Ok(()),
+            Ok(n) => *sent += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Decrypt `wire` (empty: the server closed the socket) on connection `c`
+/// and count the responses in it; returns how many completed and whether
+/// the stream ended (the socket's end, or the server's close_notify).
+/// Counts the connection's handshake once it is complete.
+#[allow(clippy::too_many_arguments)]
+fn receive_tls(
+    c: &mut Conn,
+    session: &mut rustls::ClientConnection,
+    totals: &mut Totals,
+    proto: Proto,
+    message: &[u8],
+    wire: &[u8],
+    plain: &mut [u8],
+    now: Instant,
+) -> Result<(usize, bool), Failure> {
+    let mut completed = 0;
+    let decrypted = tls::decrypt(session, wire, plain, |data| {
+        completed += count_responses(c, totals, proto, message, Some(data), now)?;
+        Ok(())
+    })
+    .map_err(Failure::Protocol)?;
+    if !c.handshake_counted && !session.is_handshaking() {
+        c.handshake_counted = true;
+        totals.tls_handshakes += 1;
+        if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            totals.tls_resumed += 1;
+        }
+    }
+    let ended = match decrypted {
+        Decrypted::More => wire.is_empty(),
+        Decrypted::Closed => true,
+        Decrypted::Failed(msg) => return Err(Failure::Tls(msg)),
+    };
+    if ended {
+        completed +=
+            count_responses(c, totals, proto, message, None, now).map_err(Failure::Protocol)?;
+    }
+    Ok((completed, ended))
 }
 
 /// Count the responses in `data` (`None`: the server closed the connection)

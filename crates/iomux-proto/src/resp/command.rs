@@ -227,18 +227,20 @@ impl Session {
             },
             Cmd::DbSize => reply::integer(out, db.len() as i64),
             Cmd::FlushAll => {
-                let mode_ok = match args.len() {
-                    1 => true,
-                    2 => [&b"sync"[..], b"async"]
-                        .iter()
-                        .any(|m| m.eq_ignore_ascii_case(args.get(1))),
-                    _ => false,
+                // ASYNC empties the keyspace now and frees it off the loop.
+                let lazy = match args.len() {
+                    1 => Some(false),
+                    2 if args.get(1).eq_ignore_ascii_case(b"sync") => Some(false),
+                    2 if args.get(1).eq_ignore_ascii_case(b"async") => Some(true),
+                    _ => None,
                 };
-                if mode_ok {
-                    db.flush();
+                match lazy {
+                    Some(true) => drop(db.flush_async()),
+                    Some(false) => db.flush(),
+                    None => reply::error(out, SYNTAX),
+                }
+                if lazy.is_some() {
                     out.extend_from_slice(reply::OK);
-                } else {
-                    reply::error(out, SYNTAX);
                 }
             }
             Cmd::Select => match parse_i64(args.get(1)) {

@@ -31,6 +31,10 @@ const DEFAULT_SHARDS: usize = 16;
 /// [`Db::next_expiry`] is due.
 const EXPIRE_BATCH: usize = 1024;
 
+/// Keys from which [`Db::flush_async`] drops the old keyspace on a thread
+/// of its own: fewer drop faster than a thread starts.
+const LAZY_FREE_AT: usize = 1024;
+
 /// The longest i64 in decimal: a counter's value is allocated this large once,
 /// so INCR never reallocates as it gains digits.
 const I64_DIGITS: usize = 20;
@@ -305,6 +309,30 @@ impl Db {
         for mut shard in self.lock_all() {
             *shard = Shard::default();
         }
+    }
+
+    /// Removes every key at once and frees their memory on a thread of its
+    /// own (Redis's lazy free): the keyspace is empty when this returns, but
+    /// dropping a million values takes hundreds of milliseconds that no
+    /// connection should wait for. A keyspace of fewer than 1,024 keys is
+    /// dropped here (a thread costs more). Returns
+    /// the thread that drops it, if one was started (none could be: dropped
+    /// here).
+    pub fn flush_async(&self) -> Option<std::thread::JoinHandle<()>> {
+        let old: Vec<Shard> = self
+            .lock_all()
+            .iter_mut()
+            .map(|shard| std::mem::take(&mut **shard))
+            .collect();
+        if old.iter().map(|s| s.map.len()).sum::<usize>() < LAZY_FREE_AT {
+            return None;
+        }
+        // A thread that cannot start drops the closure, and the keyspace
+        // with it, here.
+        std::thread::Builder::new()
+            .name("iomux-lazy-free".into())
+            .spawn(move || drop(old))
+            .ok()
     }
 
     /// Removes keys whose deadline is not after `now`, popping only due heap

@@ -218,4 +218,11 @@ impl Service for Resp {
     fn is_idle(&self) -> bool {
         self.parser.is_idle() && self.gathered.is_empty()
     }
+
+    /// A subscriber waits for messages, not for its peer (Redis never
+    /// times out a pub/sub client); one in the middle of a command is
+    /// judged as any other.
+    fn exempt_from_idle_timeout(&self) -> bool {
+        self.subscribed() && self.is_idle()
+    }
 }

@@ -516,6 +516,35 @@ fn string_commands_answer_as_redis() {
 }
 
 #[test]
+fn flushall_async_empties_the_keyspace_at_once_and_frees_it_on_another_thread() {
+    let shared = shared();
+    let keys: Vec<Vec<u8>> = (0..50_000).map(|i| format!("key:{i}").into_bytes()).collect();
+    let pairs = keys.iter().map(|k| (&k[..], &b"value"[..]));
+    shared.db.set_many(pairs, 0);
+    assert_eq!(shared.db.len(), 50_000);
+    let freeing = shared.db.flush_async().expect("a large keyspace is freed on a thread");
+    // Empty before the thread has dropped anything: the old maps left the shards.
+    assert_eq!(shared.db.len(), 0);
+    assert_ne!(freeing.thread().id(), std::thread::current().id());
+    assert_eq!(freeing.thread().name(), Some("iomux-lazy-free"));
+    freeing.join().expect("the drop finished");
+    // A small keyspace costs less to drop than a thread: dropped in the call.
+    shared.db.set_many([(&b"k"[..], &b"v"[..])].into_iter(), 0);
+    assert!(shared.db.flush_async().is_none());
+    assert_eq!(shared.db.len(), 0);
+    // Through the command: ASYNC and SYNC in any case, anything else refused.
+    for (input, answer) in [
+        ("SET a 1\r\nFLUSHALL async\r\nDBSIZE\r\n", "+OK\r\n+OK\r\n:0\r\n"),
+        ("SET a 1\r\nFLUSHALL SYNC\r\nDBSIZE\r\n", "+OK\r\n+OK\r\n:0\r\n"),
+        ("SET a 1\r\nFLUSHALL lazy\r\nDBSIZE\r\n", "+OK\r\n-ERR syntax error\r\n:1\r\n"),
+    ] {
+        let out = replies_at(&shared, input.as_bytes(), 0);
+        assert_eq!(String::from_utf8_lossy(&out), answer, "{input:?}");
+        shared.db.flush();
+    }
+}
+
+#[test]
 fn the_unknown_command_error_lists_about_128_bytes_of_arguments() {
     let shared = shared();
     let long = "x".repeat(200);
