@@ -114,6 +114,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().max_output,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 40)).map(|v| v as usize))]
     max_subscriber_output: usize,
+    /// Serve TLS 1.2 and 1.3 with this certificate chain (PEM, the server's certificate first); needs --tls-key. Event-loop backends only.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The engine `--backend` and `--trigger` name: the backend's engine in
@@ -181,8 +187,38 @@ fn config(args: &ServeArgs) -> io::Result<Config> {
         min_rate: args.min_rate,
         max_conns: args.max_conns,
         max_output: args.max_subscriber_output,
+        tls: tls_config(args)?,
         ..Config::default()
     })
+}
+
+/// The TLS configuration of --tls-cert and --tls-key (HTTP offers ALPN
+/// `http/1.1`), and a note when the kernel cannot take the record layer over.
+fn tls_config(args: &ServeArgs) -> io::Result<Option<Arc<iomux_engine::rustls::ServerConfig>>> {
+    use iomux_engine::tls::{kernel_tls, load_server_config, KernelTls, TlsOptions};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let options = TlsOptions {
+        alpn: match args.proto {
+            ProtoArg::Http => vec![b"http/1.1".to_vec()],
+            _ => Vec::new(),
+        },
+        ..TlsOptions::default()
+    };
+    let config = load_server_config(cert, key, &options).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}; give --tls-cert a PEM certificate chain and --tls-key its PEM private key \
+                 (`openssl x509 -in FILE -noout -text` shows what a certificate file holds)"
+            ),
+        )
+    })?;
+    if let KernelTls::Unavailable(why) = kernel_tls() {
+        eprintln!("iomux: {why}");
+    }
+    Ok(Some(Arc::new(config)))
 }
 
 /// A library error that stops `serve`, with what the user can do about it.

@@ -143,29 +143,6 @@ fn every_subscriber_receives_every_message_in_order(engine: &[&str]) {
     assert!(err.contains("output_overflows=0"), "{engine:?}: {err}");
 }
 
-/// `for_engines!` over the engines that carry out protocols' commands
-/// (`Engine::carries_out_commands`): the ones pub/sub delivers on.
-macro_rules! for_delivering_engines {
-    ($case:ident) => {
-        for_engines!(
-            $case,
-            [
-                epoll_edge,
-                epoll_level,
-                epoll_oneshot,
-                epoll_two_loops,
-                poll,
-                select,
-                sigio,
-                uring,
-                uring_poll,
-                uring_poll_level,
-                uring_poll_oneshot
-            ]
-        );
-    };
-}
-
 for_delivering_engines!(every_subscriber_receives_every_message_in_order);
 
 fn subscribe_is_refused_where_the_engine_cannot_deliver(engine: &[&str]) {
@@ -335,7 +312,11 @@ fn quiet_subscriber_then_publish(addr: std::net::SocketAddr, quiet: Duration) ->
     subscriber
         .write_all(&multibulk(&[b"SUBSCRIBE", b"quiet"]))
         .unwrap();
-    expect_bytes(&mut subscriber, &subscribe_confirmation("quiet", 1), "subscribe");
+    expect_bytes(
+        &mut subscriber,
+        &subscribe_confirmation("quiet", 1),
+        "subscribe",
+    );
     std::thread::sleep(quiet);
     let mut publisher = connect(&server);
     let reached = publish(&mut publisher, "quiet", b"still there?");
@@ -393,7 +374,11 @@ fn publish_after_a_subscriber_quit(addr: std::net::SocketAddr) -> usize {
     subscriber
         .write_all(&multibulk(&[b"SUBSCRIBE", b"gone"]))
         .unwrap();
-    expect_bytes(&mut subscriber, &subscribe_confirmation("gone", 1), "subscribe");
+    expect_bytes(
+        &mut subscriber,
+        &subscribe_confirmation("gone", 1),
+        "subscribe",
+    );
     subscriber.write_all(&multibulk(&[b"QUIT"])).unwrap();
     expect_bytes(&mut subscriber, b"+OK\r\n", "QUIT");
     let mut rest = [0u8; 16];
@@ -415,7 +400,11 @@ fn a_closing_subscriber_is_not_counted(engine: &[&str]) {
     let mut args = vec!["--proto", "resp"];
     args.extend_from_slice(engine);
     let server = ServerProcess::start(&args);
-    assert_eq!(publish_after_a_subscriber_quit(server.addr), 0, "{engine:?}");
+    assert_eq!(
+        publish_after_a_subscriber_quit(server.addr),
+        0,
+        "{engine:?}"
+    );
 }
 
 for_delivering_engines!(a_closing_subscriber_is_not_counted);

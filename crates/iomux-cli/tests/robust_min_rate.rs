@@ -111,7 +111,12 @@ fn one_byte_a_second_is_closed_in_a_head_a_body_and_a_command(engine: &[&str]) {
     resp_args.extend_from_slice(engine);
     let resp = ServerProcess::start(&resp_args);
     let cases: [(&str, SocketAddr, &[u8], &[u8]); 3] = [
-        ("an HTTP head", http.addr, b"GET / HTTP/1.1\r\n", b"X-a: b\r\n"),
+        (
+            "an HTTP head",
+            http.addr,
+            b"GET / HTTP/1.1\r\n",
+            b"X-a: b\r\n",
+        ),
         (
             "an HTTP body",
             http.addr,

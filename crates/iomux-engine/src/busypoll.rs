@@ -232,7 +232,8 @@ fn poll_conn<P: Service>(
         return true;
     }
     match c.session.finish(env.now, env.pool) {
-        Finish::Close => false,
+        // Flush: TLS's close_notify, which this engine does not serve.
+        Finish::Close | Finish::Flush => false,
         // (No half-close here: its command was refused.)
         Finish::Linger | Finish::ShutWrite => shutdown_write(fd).is_ok(),
     }

@@ -40,8 +40,13 @@ mod sock;
 mod stats;
 mod table;
 mod threads;
+pub mod tls;
 mod uring;
 mod workers;
+
+/// The rustls this crate serves TLS with (0.23, `ring` provider): build a
+/// [`Config::tls`] with it, or with [`tls::load_server_config`].
+pub use rustls;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
@@ -260,6 +265,12 @@ pub struct Config {
     /// Blocking works that may wait for a worker thread; past it
     /// [`Context::spawn_blocking`] fails at once.
     pub blocking_queue: usize,
+    /// Serve every accepted connection over TLS with this configuration
+    /// (see [`tls`]; [`tls::load_server_config`] builds one from PEM
+    /// files): its service sees decrypted input and everything sent to it
+    /// is encrypted. The event-loop engines serve it; [`Server::start`]
+    /// refuses it on the others. `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -279,6 +290,7 @@ impl Default for Config {
             max_output: 32 * 1024 * 1024,
             blocking_threads: 4,
             blocking_queue: 1024,
+            tls: None,
         }
     }
 }
@@ -431,6 +443,9 @@ impl Server {
         }
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
+        }
+        if let Some(tls) = &config.tls {
+            tls::check_engine(tls, engine)?;
         }
         // Before "listening": a kernel that refuses io_uring is told now.
         match engine {

@@ -17,6 +17,7 @@ use crate::session::{Applied, Connecting, Deadline, Env, Fault, Rules, Session, 
 use crate::sock::{connect_nonblocking, input_waiting};
 use crate::stats::LoopStats;
 use crate::table::{Slab, Timers, IDLE};
+use crate::tls::TlsSession;
 use iomux::net::Stream;
 use iomux::timer::TimerId;
 use iomux::Token;
@@ -156,7 +157,18 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     ) -> Session<C::Service> {
         let protocol = (self.cx.new_protocol)();
         match connect {
-            None => Session::new(protocol, self.id(token), self.clock.now),
+            None => {
+                let session = Session::new(protocol, self.id(token), self.clock.now);
+                match self.cx.config.tls.as_ref().map(TlsSession::new) {
+                    // The configuration was tried at start: it makes connections.
+                    Some(Ok(tls)) => session.with_tls(tls),
+                    Some(Err(e)) => {
+                        unreachable!("a TLS configuration checked at start failed: {e}")
+                    }
+                    None => session,
+                }
+            }
+            // Outgoing connections are plain (the transport is server-side TLS).
             Some(connect) => Session::connecting(protocol, self.id(token), self.clock.now, connect),
         }
     }
@@ -234,6 +246,10 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     /// timers; its links close and writers waiting for it read again (at the
     /// end of the pass).
     pub(crate) fn release(&mut self, conn: &mut C) {
+        if let Some(resumed) = conn.session().tls_handshake() {
+            self.stats.tls_handshakes += 1;
+            self.stats.tls_resumed += resumed as u64;
+        }
         for timer in conn.session().release(&mut self.pool, &mut self.commands) {
             self.timers.cancel(timer);
         }
@@ -295,8 +311,8 @@ pub(crate) trait LoopEngine: Sized {
         match result {
             Ok(()) => ran,
             Err(fault) => {
-                self.core().stats.faults += 1;
-                if fault == Fault::InputCap {
+                fault.count(&mut self.core().stats);
+                if fault.is_graceful() {
                     return ran;
                 }
                 self.on_fault();

@@ -541,6 +541,11 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             .finish(self.core.clock.now, &mut self.core.pool)
         {
             Finish::Close => self.close_now(token),
+            // TLS's close_notify first; then finish again.
+            Finish::Flush => match self.flush(token) {
+                Ok(()) => self.settle(token),
+                Err(_) => self.close_now(token),
+            },
             Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd()).is_err() => {
                 self.close_now(token)
             }

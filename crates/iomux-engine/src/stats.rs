@@ -64,6 +64,15 @@ pub struct LoopStats {
     /// Outgoing connections that failed: refused, unreachable, timed out, or
     /// no descriptor or place under the connection limit for them.
     pub connect_failures: u64,
+    /// TLS handshakes completed (counted as their connections close).
+    pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed an earlier session (a ticket or
+    /// the session cache).
+    pub tls_resumed: u64,
+    /// Connections closed because the peer broke the TLS protocol (garbage
+    /// instead of a ClientHello, plain text, an oversized or forged record,
+    /// a failed handshake).
+    pub tls_errors: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -99,6 +108,9 @@ impl std::fmt::Display for LoopStats {
             selector_overflows,
             connects,
             connect_failures,
+            tls_handshakes,
+            tls_resumed,
+            tls_errors,
         } = self;
         write!(
             f,
@@ -107,7 +119,8 @@ impl std::fmt::Display for LoopStats {
              waits={waits} events={events} accept_pauses={accept_pauses} unwatchable={unwatchable} \
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
-             selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures}"
+             selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures} \
+             tls_handshakes={tls_handshakes} tls_resumed={tls_resumed} tls_errors={tls_errors}"
         )
     }
 }
@@ -137,5 +150,8 @@ impl LoopStats {
         self.selector_overflows += o.selector_overflows;
         self.connects += o.connects;
         self.connect_failures += o.connect_failures;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
+        self.tls_errors += o.tls_errors;
     }
 }

@@ -674,6 +674,30 @@ macro_rules! for_engines {
     (@tests [$($attr:tt)*] $case:ident) => {};
 }
 
+/// `for_engines!` over the engines that carry out protocols' commands
+/// (`Engine::carries_out_commands`): the event loops, the ones pub/sub
+/// delivers on and TLS is served on.
+macro_rules! for_delivering_engines {
+    ($case:ident) => {
+        for_engines!(
+            $case,
+            [
+                epoll_edge,
+                epoll_level,
+                epoll_oneshot,
+                epoll_two_loops,
+                poll,
+                select,
+                sigio,
+                uring,
+                uring_poll,
+                uring_poll_level,
+                uring_poll_oneshot
+            ]
+        );
+    };
+}
+
 /// One HTTP response as a test client sees it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {

@@ -58,8 +58,19 @@
 //!   runs within the call that asked nor more than once per pass.
 //! - Held input is kept, not offered; at the input cap reading stops
 //!   instead of the cap closing the connection, and a FIN waits behind it.
+//! - A transport, where the server has one (TLS, [`crate::tls`]), sits
+//!   between the socket and the protocol: input is decrypted before the
+//!   protocol sees it and every byte of output (the protocol's, other
+//!   connections' sends) is encrypted on the way in, so what is owed, the
+//!   high-water mark and the output cap count ciphertext. The handshake is
+//!   part of the first message: it does not count as activity, so a peer
+//!   that stalls in it is closed by the idle (head) deadline. A TLS error
+//!   sends its alert and closes that connection ([`Fault::Tls`]). Closing
+//!   sends close_notify before our FIN; the peer's close_notify is its end
+//!   of input, as a FIN is.
 
 use crate::buffer::BufPool;
+use crate::tls::TlsSession;
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, Service};
 use std::any::Any;
@@ -161,6 +172,8 @@ pub(crate) struct Session<P> {
     window_bytes: u32,
     /// Timers, links, forward waiters, a connect (allocated on first use).
     extras: Option<Box<Extras>>,
+    /// The TLS transport, on a server that has one.
+    tls: Option<Box<TlsSession>>,
     flags: u16,
     /// See [`asked`].
     asks: u8,
@@ -180,9 +193,22 @@ impl<P: Service> Session<P> {
             window_start: now,
             window_bytes: 0,
             extras: None,
+            tls: None,
             flags: 0,
             asks: 0,
         }
+    }
+
+    /// The connection speaks TLS: `tls` decrypts its input and encrypts its output.
+    pub(crate) fn with_tls(mut self, tls: TlsSession) -> Session<P> {
+        self.tls = Some(Box::new(tls));
+        self
+    }
+
+    /// Whether the protocol is between messages, the TLS handshake (part of
+    /// the first message) done.
+    fn proto_idle(&self) -> bool {
+        self.proto.is_idle() && !self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     /// An outgoing connection, connecting until [`Session::on_connected`]
@@ -283,26 +309,44 @@ impl<P: Service> Session<P> {
     ) -> Result<R, Fault> {
         let adopted = self.has(flag::ADOPTED);
         // After our FIN nothing more can be sent: output is dropped.
+        let dropping = self.has(flag::SHUT_ASKED | flag::WRITE_SHUT);
         let mut dropped = Vec::new();
         let out = match shared {
-            _ if self.has(flag::SHUT_ASKED | flag::WRITE_SHUT) => &mut dropped,
+            _ if dropping => &mut dropped,
             Some(shared) if self.output.len() == self.sent => shared,
             _ => &mut self.output,
         };
-        let mut cx = Context::new(self.id, env.now, out, env.commands)
-            .with_opener(opener)
-            .with_adopted(adopted)
-            .with_blocking_pool(env.blocking);
+        // Over TLS the protocol writes plaintext, encrypted into `out` after the call.
+        let mut plain = self.tls.as_deref_mut().map(TlsSession::take_tx_plain);
+        let mut cx = Context::new(
+            self.id,
+            env.now,
+            plain.as_mut().unwrap_or(out),
+            env.commands,
+        )
+        .with_opener(opener)
+        .with_adopted(adopted)
+        .with_blocking_pool(env.blocking);
         let proto = &mut self.proto;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
-        if cx.half_close_allowed() {
+        let half_close = cx.half_close_allowed();
+        let drained_notice = cx.drained_notice_asked();
+        let input_hold = cx.input_hold_asked();
+        drop(cx);
+        if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
+            if !dropping {
+                tls.send(&plain, out);
+            }
+            tls.put_tx_plain(plain);
+        }
+        if half_close {
             self.flags |= flag::HALF_CLOSE;
         }
-        if cx.drained_notice_asked() {
+        if drained_notice {
             self.asks |= asked::DRAINED;
         }
-        match cx.input_hold_asked() {
+        match input_hold {
             Some(true) => self.asks |= asked::HOLDING,
             Some(false) => {
                 self.asks &= !(asked::HOLDING | asked::INPUT_FULL);
@@ -389,6 +433,57 @@ impl<P: Service> Session<P> {
             // bytes that arrived before the pause reached the kernel.)
             return Ok(());
         }
+        if self.tls.is_some() {
+            return self.on_received_tls(data, shared, env);
+        }
+        self.on_plaintext(data, shared, env)
+    }
+
+    /// Bytes read from a TLS connection: decrypted, their plaintext handed
+    /// to the protocol; the handshake's records (or an alert) go out first.
+    fn on_received_tls(
+        &mut self,
+        data: &[u8],
+        mut shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        let tls = self.tls.as_deref_mut().expect("a TLS session");
+        let mut plain = tls.take_rx_plain();
+        let out = match shared.as_deref_mut() {
+            Some(shared) if self.output.len() == self.sent => shared,
+            _ => &mut self.output,
+        };
+        let received = tls.receive(data, &mut plain, out);
+        let result = match received {
+            Err(_) => {
+                // Its alert is in the output: sent, then the connection closes.
+                self.begin_closing();
+                env.pool.put(&mut self.input);
+                Err(Fault::Tls)
+            }
+            Ok(_) if plain.is_empty() => Ok(()),
+            Ok(_) => self.on_plaintext(&plain, shared.as_deref_mut(), env),
+        };
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.put_rx_plain(plain);
+        }
+        result?;
+        if received.is_ok_and(|r| r.peer_closed) {
+            // close_notify: the peer's end of input, as a FIN is.
+            self.on_eof(shared, env)?;
+        }
+        self.check_pause(env.rules);
+        Ok(())
+    }
+
+    /// Plaintext for the protocol: held while the service holds its input,
+    /// else offered behind any input it left unconsumed.
+    fn on_plaintext(
+        &mut self,
+        data: &[u8],
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
         if self.asks & asked::HOLDING != 0 {
             self.hold(data, env);
             return Ok(());
@@ -417,7 +512,7 @@ impl<P: Service> Session<P> {
         env: &mut Env,
     ) -> Result<(), Fault> {
         self.asks &= !asked::REOFFER;
-        let was_idle = self.proto.is_idle();
+        let was_idle = self.proto_idle();
         let was_between = was_idle && self.input.is_empty();
         let owed = self.owed() > 0;
         let step = if self.input.is_empty() {
@@ -445,7 +540,7 @@ impl<P: Service> Session<P> {
             }
             step
         };
-        if (was_idle || self.proto.is_idle()) && !owed {
+        if (was_idle || self.proto_idle()) && !owed {
             self.last_active = env.now;
         }
         if was_between {
@@ -496,6 +591,10 @@ impl<P: Service> Session<P> {
         env.pool.put(&mut self.input);
         if !self.has(flag::HALF_CLOSE) || self.has(flag::SHUT_ASKED) {
             self.begin_closing();
+        }
+        // A TLS record cut short by the FIN: counted as the peer's TLS error.
+        if self.tls.as_ref().is_some_and(|t| t.mid_record()) {
+            return called.and(Err(Fault::Tls));
         }
         called
     }
@@ -669,7 +768,10 @@ impl<P: Service> Session<P> {
         if self.output.capacity() == 0 {
             self.output = env.pool.get_for(bytes.len());
         }
-        self.output.extend_from_slice(bytes);
+        match self.tls.as_deref_mut() {
+            Some(tls) => tls.send(bytes, &mut self.output),
+            None => self.output.extend_from_slice(bytes),
+        }
         self.check_pause(env.rules);
         true
     }
@@ -761,8 +863,11 @@ impl<P: Service> Session<P> {
             }
         };
         self.send_progress += n;
-        // Nothing taken is no activity (a blocking engine reports every write).
-        if n > 0 && (all_sent || self.send_progress >= env.rules.output_high_water) {
+        // Nothing taken is no activity (a blocking engine reports every
+        // write), nor is a TLS handshake's (it is part of the first message).
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        if n > 0 && !handshaking && (all_sent || self.send_progress >= env.rules.output_high_water)
+        {
             self.send_progress = 0;
             // Never back: an earlier read in the same pass may have stamped
             // the fresher time its bytes were taken.
@@ -861,7 +966,10 @@ impl<P: Service> Session<P> {
         if self.keeps_going(env) {
             return Deadline::Later(self.deadline(env.rules));
         }
-        if self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
+        // A TLS handshake that never finished times out like a stalled
+        // head, with no last word: the protocol has no peer to answer yet.
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        if !handshaking && self.call(shared, env, |p, cx| p.on_timeout(cx)).is_err() {
             return Deadline::Close;
         }
         self.flags |= flag::TIMED_OUT;
@@ -887,6 +995,12 @@ impl<P: Service> Session<P> {
     /// [`Finish::Linger`] the engine sends its FIN and discards input; with
     /// [`Finish::ShutWrite`] it sends its FIN and goes on reading.
     pub(crate) fn finish(&mut self, now: Instant, pool: &mut BufPool) -> Finish {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // Our close_notify goes before our FIN (once).
+            if tls.close(&mut self.output) {
+                return Finish::Flush;
+            }
+        }
         if self.has(flag::SHUT_ASKED) && !self.has(flag::CLOSING) {
             self.flags |= flag::WRITE_SHUT;
             pool.put(&mut self.output);
@@ -927,6 +1041,13 @@ impl<P: Service> Session<P> {
             && !self.has(flag::LINGERING)
             && now.saturating_duration_since(self.last_active) >= DRAIN_QUIET
             && !input_waiting()
+    }
+
+    /// Over TLS, once its handshake completed: whether it resumed an
+    /// earlier session (for the loop's counters).
+    pub(crate) fn tls_handshake(&self) -> Option<bool> {
+        let tls = self.tls.as_deref()?;
+        (!tls.is_handshaking()).then(|| tls.resumed())
     }
 
     /// The connection is gone: give its buffers back, tell the protocol

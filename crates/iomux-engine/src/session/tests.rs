@@ -938,7 +938,8 @@ fn upload_at(s: &mut Session<Upload>, w: &mut World, per_second: usize) -> Optio
         if s.proto.received >= s.proto.length {
             return None;
         }
-        s.on_received(&vec![b'x'; per_second], None, &mut env).unwrap();
+        s.on_received(&vec![b'x'; per_second], None, &mut env)
+            .unwrap();
         let owed = s.owed();
         s.on_sent(owed, None, &mut env).unwrap();
     }
@@ -950,12 +951,12 @@ fn a_message_in_progress_must_arrive_at_the_minimum_rate_whatever_its_size() {
     // (bytes a second, echoed?, the second it times out: None = completes)
     // A period is 10 s and needs 50 bytes; the message is 2,000 bytes.
     let rows: &[(usize, bool, Option<u64>)] = &[
-        (5, false, None),      // exactly the rate: 400 s, kept all along
-        (5, true, None),       // echoing does not change it
-        (100, false, None),    // 20 s, over the idle timeout twice
-        (4, false, Some(11)),  // short of the rate: closed when the first period ends
-        (1, false, Some(11)),  // one byte a second
-        (1, true, Some(11)),   // ... though each byte is answered and taken at once
+        (5, false, None),     // exactly the rate: 400 s, kept all along
+        (5, true, None),      // echoing does not change it
+        (100, false, None),   // 20 s, over the idle timeout twice
+        (4, false, Some(11)), // short of the rate: closed when the first period ends
+        (1, false, Some(11)), // one byte a second
+        (1, true, Some(11)),  // ... though each byte is answered and taken at once
     ];
     for (i, &(per_second, echo, outcome)) in rows.iter().enumerate() {
         let mut w = World::new();

@@ -77,6 +77,25 @@ pub(crate) enum Fault {
     Overconsumed,
     /// The protocol panicked.
     Panicked,
+    /// The peer broke the TLS protocol: its alert is sent, then the
+    /// connection closes.
+    Tls,
+}
+
+impl Fault {
+    /// Whether the connection's output is still sent before it closes (its
+    /// protocol's last word, a TLS alert) rather than abandoned.
+    pub(crate) fn is_graceful(self) -> bool {
+        matches!(self, Fault::InputCap | Fault::Tls)
+    }
+
+    /// Count it in the loop's counters.
+    pub(crate) fn count(self, stats: &mut crate::stats::LoopStats) {
+        match self {
+            Fault::Tls => stats.tls_errors += 1,
+            _ => stats.faults += 1,
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -85,6 +104,7 @@ impl fmt::Display for Fault {
             Fault::InputCap => "the protocol left more input unconsumed than the cap allows",
             Fault::Overconsumed => "the protocol consumed more input than it was given",
             Fault::Panicked => "the protocol panicked",
+            Fault::Tls => "the peer broke the TLS protocol",
         })
     }
 }
@@ -113,6 +133,9 @@ pub(crate) enum Finish {
     Linger,
     /// Half-close: send our FIN and go on reading.
     ShutWrite,
+    /// Our TLS close_notify was added to the output: send it, then finish
+    /// again.
+    Flush,
 }
 
 /// What a command for this connection asks of the loop beyond the session

@@ -39,7 +39,7 @@ use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
-use crate::session::{Connecting, Env, Fault, Finish, Session};
+use crate::session::{Connecting, Env, Finish, Session};
 use crate::sock::{connect_outcome, shutdown_write};
 use crate::stats::LoopStats;
 use bufring::{BufRing, BUFFER_SIZE};
@@ -496,9 +496,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         match result {
             Ok(()) => Recv::Process,
             Err(fault) => {
-                stats.faults += 1;
-                // An input cap reached closes gracefully: its last word is sent.
-                if fault == Fault::InputCap {
+                fault.count(stats);
+                // An input cap reached (or a TLS alert) closes gracefully: its last word is sent.
+                if fault.is_graceful() {
                     Recv::Process
                 } else {
                     Recv::Close
@@ -596,6 +596,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             .finish(self.core.clock.now, &mut self.core.pool)
         {
             Finish::Close => self.close_conn(token),
+            // TLS's close_notify first; its send's completion finishes again.
+            Finish::Flush => self.send_next(token),
             Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd.as_raw_fd()).is_err() => {
                 self.close_conn(token)
             }

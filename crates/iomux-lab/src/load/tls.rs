@@ -137,7 +137,16 @@ impl Tls {
         // slowly here); rustls deprecates it for lacking post-quantum key
         // exchange, which a load client can do without.
         #[allow(deprecated)]
-        let provider = Arc::new(ring::default_provider());
+        let mut provider = ring::default_provider();
+        // X25519 first, as browsers and curl offer it: rustls 0.23.48's
+        // ring provider lists P-384 first, whose ring code is several times
+        // slower, and servers take the client's first choice.
+        provider.kx_groups = vec![
+            ring::kx_group::X25519,
+            ring::kx_group::SECP256R1,
+            ring::kx_group::SECP384R1,
+        ];
+        let provider = Arc::new(provider);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| io::Error::other(e.to_string()))?;

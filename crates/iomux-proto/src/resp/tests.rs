@@ -518,11 +518,16 @@ fn string_commands_answer_as_redis() {
 #[test]
 fn flushall_async_empties_the_keyspace_at_once_and_frees_it_on_another_thread() {
     let shared = shared();
-    let keys: Vec<Vec<u8>> = (0..50_000).map(|i| format!("key:{i}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..50_000)
+        .map(|i| format!("key:{i}").into_bytes())
+        .collect();
     let pairs = keys.iter().map(|k| (&k[..], &b"value"[..]));
     shared.db.set_many(pairs, 0);
     assert_eq!(shared.db.len(), 50_000);
-    let freeing = shared.db.flush_async().expect("a large keyspace is freed on a thread");
+    let freeing = shared
+        .db
+        .flush_async()
+        .expect("a large keyspace is freed on a thread");
     // Empty before the thread has dropped anything: the old maps left the shards.
     assert_eq!(shared.db.len(), 0);
     assert_ne!(freeing.thread().id(), std::thread::current().id());
@@ -534,9 +539,18 @@ fn flushall_async_empties_the_keyspace_at_once_and_frees_it_on_another_thread() 
     assert_eq!(shared.db.len(), 0);
     // Through the command: ASYNC and SYNC in any case, anything else refused.
     for (input, answer) in [
-        ("SET a 1\r\nFLUSHALL async\r\nDBSIZE\r\n", "+OK\r\n+OK\r\n:0\r\n"),
-        ("SET a 1\r\nFLUSHALL SYNC\r\nDBSIZE\r\n", "+OK\r\n+OK\r\n:0\r\n"),
-        ("SET a 1\r\nFLUSHALL lazy\r\nDBSIZE\r\n", "+OK\r\n-ERR syntax error\r\n:1\r\n"),
+        (
+            "SET a 1\r\nFLUSHALL async\r\nDBSIZE\r\n",
+            "+OK\r\n+OK\r\n:0\r\n",
+        ),
+        (
+            "SET a 1\r\nFLUSHALL SYNC\r\nDBSIZE\r\n",
+            "+OK\r\n+OK\r\n:0\r\n",
+        ),
+        (
+            "SET a 1\r\nFLUSHALL lazy\r\nDBSIZE\r\n",
+            "+OK\r\n-ERR syntax error\r\n:1\r\n",
+        ),
     ] {
         let out = replies_at(&shared, input.as_bytes(), 0);
         assert_eq!(String::from_utf8_lossy(&out), answer, "{input:?}");
