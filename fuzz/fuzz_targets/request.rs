@@ -3,9 +3,8 @@
 //! (without 100-continue) answer the same whether the bytes come whole or in pieces.
 #![no_main]
 
-use iomux_fuzz::{check_output, DEFAULT, SMALL};
+use iomux_fuzz::{check_output, connection, end, offer, routes, DEFAULT, SMALL};
 use iomux_proto::http::feed_in_reads;
-use iomux_proto::{Http, Protocol};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,16 +12,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let config = if selector & 1 == 0 { &DEFAULT } else { &SMALL };
-    let mut http = Http::new(config);
+    let mut http = connection(config);
     let mut out = Vec::new();
-    let step = http.on_input(input, &mut out);
+    let step = offer(&mut http, input, &mut out);
     assert!(step.consumed <= input.len());
     if step.close {
         let mut more = Vec::new();
-        let again = http.on_input(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut more);
+        let again = offer(&mut http, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut more);
         assert!(again.close && more.is_empty(), "input read after close");
     } else {
-        http.on_eof(&input[step.consumed..], &mut out);
+        end(&mut http, &input[step.consumed..], &mut out);
     }
     check_output(&out, step.close);
 
@@ -37,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
             input.len() / 2,
         ];
         assert_eq!(
-            feed_in_reads(config, input, &[]),
-            feed_in_reads(config, input, &cuts),
+            feed_in_reads(config, routes(), input, &[]),
+            feed_in_reads(config, routes(), input, &cuts),
             "the split changed the output"
         );
     }

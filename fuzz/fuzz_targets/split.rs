@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use iomux_fuzz::{check_output, DEFAULT, SMALL};
+use iomux_fuzz::{check_output, routes, DEFAULT, SMALL};
 use iomux_proto::http::feed_in_reads;
 use libfuzzer_sys::fuzz_target;
 
@@ -161,8 +161,8 @@ fuzz_target!(|input: Input| {
     }
     let config = if input.small_limits { &SMALL } else { &DEFAULT };
     let cuts: Vec<usize> = input.cuts.iter().map(|&c| usize::from(c)).collect();
-    let whole = feed_in_reads(config, &stream, &[]);
+    let whole = feed_in_reads(config, routes(), &stream, &[]);
     check_output(&whole.0, whole.1);
-    let split = feed_in_reads(config, &stream, &cuts);
+    let split = feed_in_reads(config, routes(), &stream, &cuts);
     assert_eq!(whole, split, "the split changed the output");
 });

@@ -1,23 +1,53 @@
 //! Checks shared by the fuzz targets.
 
-use iomux_proto::http::{fixed_clock, HttpConfig, HttpLimits};
+use iomux_proto::http::{fixed_clock, hello, HttpConfig, HttpLimits, Router};
+use iomux_proto::{Command, ConnId, Context, Http, Service, Step};
+use std::sync::{Arc, OnceLock};
 
 /// Default limits, fixed clock.
-pub static DEFAULT: HttpConfig = HttpConfig {
-    limits: HttpLimits::DEFAULT,
-    clock: fixed_clock,
-};
+pub static DEFAULT: HttpConfig = HttpConfig::new(HttpLimits::DEFAULT, fixed_clock);
 
 /// Tiny limits, so the fuzzer reaches every limit with short inputs.
-pub static SMALL: HttpConfig = HttpConfig {
-    limits: HttpLimits {
+pub static SMALL: HttpConfig = HttpConfig::new(
+    HttpLimits {
         max_request_line: 48,
         max_head: 160,
         max_headers: 6,
         max_body: 64,
     },
-    clock: fixed_clock,
-};
+    fixed_clock,
+);
+
+/// The routes `iomux serve --proto http` answers (without `/json`), made once.
+pub fn routes() -> Arc<Router> {
+    static ROUTES: OnceLock<Arc<Router>> = OnceLock::new();
+    ROUTES.get_or_init(|| Arc::new(hello::routes())).clone()
+}
+
+/// A fresh connection serving [`routes`].
+pub fn connection(config: &'static HttpConfig) -> Http<Arc<Router>> {
+    Http::new(config, routes())
+}
+
+/// Offer `input` to `http`, output to `out`; a close asked by command
+/// counts as the step's close.
+pub fn offer(http: &mut Http<Arc<Router>>, input: &[u8], out: &mut Vec<u8>) -> Step {
+    let id = ConnId::new(0, 1);
+    let mut commands = Vec::new();
+    let mut cx = Context::new(id, std::time::Instant::now(), out, &mut commands);
+    let step = http.on_data(input, &mut cx);
+    Step {
+        close: step.close || commands.contains(&Command::Close(id)),
+        ..step
+    }
+}
+
+/// The peer's FIN with `pending` unconsumed.
+pub fn end(http: &mut Http<Arc<Router>>, pending: &[u8], out: &mut Vec<u8>) {
+    let mut commands = Vec::new();
+    let mut cx = Context::new(ConnId::new(0, 1), std::time::Instant::now(), out, &mut commands);
+    http.on_eof(pending, &mut cx);
+}
 
 /// Statuses after which the server must close.
 fn is_error(code: u16) -> bool {

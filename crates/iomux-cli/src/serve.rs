@@ -4,7 +4,9 @@ use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use iomux::Trigger;
 use iomux_engine::{Config, Engine, Server, StopSignals};
-use iomux_proto::http::{HttpConfig, HttpLimits, MAX_HEADERS};
+use iomux_proto::http::{
+    hello, Flow, HttpConfig, HttpLimits, Reply, Request, Router, Status, MAX_HEADERS,
+};
 use iomux_proto::{resp, Echo, Http};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtoArg {
-    /// HTTP/1.1 hello-world, /plaintext and POST /echo.
+    /// HTTP/1.1: / and /plaintext (hello world), GET /json, POST /echo.
     Http,
     /// Every byte echoed back unchanged.
     Echo,
@@ -242,6 +244,33 @@ fn advise(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{text}; {advice}"))
 }
 
+/// The routes of `--proto http`: the hello routes and `GET /json`, all
+/// handlers on the public HTTP API.
+fn http_routes() -> Router {
+    hello::routes().get("/json", json)
+}
+
+#[derive(serde::Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+/// `{"message":"Hello, World!"}`, serialized per request (TechEmpower's JSON test).
+fn json(_req: &Request<'_>, reply: &mut Reply<'_, '_>) -> Flow {
+    let message = Message {
+        message: "Hello, World!",
+    };
+    match serde_json::to_vec(&message) {
+        Ok(body) => reply.send(Status::OK, "application/json", &body),
+        Err(_) => reply.send(
+            Status::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            b"serialization failed\n",
+        ),
+    }
+    Flow::Done
+}
+
 /// Longest wait between two active-expiry passes, so keys given a TTL while
 /// the thread sleeps are reaped within this much of their deadline.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
@@ -329,7 +358,10 @@ fn start(
                 max_headers: args.max_headers,
                 max_body: args.max_body,
             });
-            launch(args, config, engine, move || Http::new(http))?
+            let routes = Arc::new(http_routes());
+            launch(args, config, engine, move || {
+                Http::new(http, routes.clone())
+            })?
         }
         ProtoArg::Resp => {
             let limits = resp::Limits {

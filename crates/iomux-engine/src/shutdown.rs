@@ -23,19 +23,34 @@ const DRAIN_SCAN: Duration = Duration::from_millis(20);
 /// Stands for "busy: never quiet" in [`Activity::quiet_since_ms`].
 const BUSY: u64 = u64::MAX;
 
-/// Starts a graceful shutdown: loops stop accepting, close idle connections
-/// and let in-flight work finish.
+/// Starts a server's graceful shutdown from any thread: its loops stop
+/// accepting, close idle connections and let in-flight work finish.
+/// [`crate::Server::shutdown_handle`] hands one out; there is no other way to
+/// get one, so every `Shutdown` stops a server.
 ///
 /// Event loops hear it through their [`Waker`]; engines blocked in `accept` or
 /// `read` hear it because their descriptors are shut down for reading.
 ///
 /// ```
-/// let s = iomux_engine::Shutdown::new();
-/// assert!(!s.is_triggered());
-/// s.trigger();
-/// assert!(s.is_triggered());
+/// use iomux_engine::{Config, Engine, Server};
+/// let config = Config { addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+/// let server = Server::start(config, Engine::ALL[0], iomux_proto::Echo::plain).unwrap();
+/// let stop = server.shutdown_handle();
+/// assert!(!stop.is_triggered());
+/// std::thread::spawn(move || stop.trigger()); // from anywhere, any number of times
+/// server.join().unwrap(); // the loops end once it is triggered
 /// ```
-#[derive(Debug, Clone, Default)]
+///
+/// One that no server would hear cannot be made:
+///
+/// ```compile_fail
+/// let _ = iomux_engine::Shutdown::new();
+/// ```
+///
+/// ```compile_fail
+/// let _ = iomux_engine::Shutdown::default();
+/// ```
+#[derive(Debug, Clone)]
 pub struct Shutdown {
     inner: Arc<Inner>,
 }
@@ -88,22 +103,14 @@ pub(crate) struct Activity {
 }
 
 impl Shutdown {
-    /// A shutdown that has not been triggered.
-    ///
-    /// ```
-    /// let _ = iomux_engine::Shutdown::new();
-    /// ```
-    pub fn new() -> Shutdown {
-        Shutdown::default()
+    /// A shutdown that has not been triggered, for a server being started.
+    pub(crate) fn new() -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner::default()),
+        }
     }
 
     /// Start the shutdown (idempotent).
-    ///
-    /// ```
-    /// let s = iomux_engine::Shutdown::new();
-    /// s.trigger();
-    /// s.trigger();
-    /// ```
     pub fn trigger(&self) {
         // The flag first: a loop woken below must see it.
         let first = !self.inner.triggered.swap(true, Ordering::SeqCst);
@@ -199,19 +206,11 @@ impl Shutdown {
 
     /// Whether the thread that drains blocked connections (the thread
     /// engines') could not be started: they then end at their idle timeout.
-    ///
-    /// ```
-    /// assert!(!iomux_engine::Shutdown::new().drain_watcher_failed());
-    /// ```
     pub fn drain_watcher_failed(&self) -> bool {
         self.inner.watcher_failed.load(Ordering::Acquire)
     }
 
     /// Whether the shutdown has started.
-    ///
-    /// ```
-    /// assert!(!iomux_engine::Shutdown::new().is_triggered());
-    /// ```
     pub fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::SeqCst)
     }

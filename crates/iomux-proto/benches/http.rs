@@ -5,7 +5,8 @@
 //! `cargo bench -p iomux-proto --bench http`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use iomux_proto::{Http, Protocol};
+use iomux_proto::http::{hello, DEFAULT_CONFIG};
+use iomux_proto::{ConnId, Context, Http, Service};
 use std::time::Duration;
 
 /// This thread's CPU time.
@@ -30,13 +31,17 @@ fn bench(c: &mut Criterion) {
         let input = PLAINTEXT.repeat(depth);
         group.throughput(Throughput::Elements(depth as u64));
         group.bench_with_input(BenchmarkId::new("plaintext", depth), &input, |b, input| {
-            let mut http = Http::default();
+            // The routes of `iomux serve`, on the handler API.
+            let mut http = Http::new(&DEFAULT_CONFIG, std::sync::Arc::new(hello::routes()));
             let mut out = Vec::with_capacity(64 * 1024);
+            let mut commands = Vec::new();
+            let now = std::time::Instant::now();
             b.iter_custom(|iters| {
                 let start = thread_cpu_time();
                 for _ in 0..iters {
                     out.clear();
-                    let step = http.on_input(std::hint::black_box(input), &mut out);
+                    let mut cx = Context::new(ConnId::new(0, 1), now, &mut out, &mut commands);
+                    let step = http.on_data(std::hint::black_box(input), &mut cx);
                     assert_eq!(step.consumed, input.len());
                 }
                 thread_cpu_time() - start

@@ -57,15 +57,27 @@ impl Command {
 /// assert_eq!(format!("{id:?}"), "ConnId { loop_index: 1, slot: 4, generation: 3 }");
 /// assert_ne!(id, ConnId::new(1, 4), "a new generation is a new connection");
 /// ```
+///
+/// Its bits are its own: make one with [`ConnId::new`].
+///
+/// ```compile_fail
+/// let _ = iomux_proto::ConnId(5);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub struct ConnId(u64);
 
 impl ConnId {
     /// The id of connection `token` on loop `loop_index` (below 2^16): an
     /// engine's token, below 2^48, holds the slot in its low 32 bits and the
     /// slot's generation above them.
-    pub fn new(loop_index: usize, token: usize) -> ConnId {
+    pub const fn new(loop_index: usize, token: usize) -> ConnId {
         ConnId(((loop_index as u64) << 48) | (token as u64 & ((1 << 48) - 1)))
+    }
+
+    /// The whole id as a number, for a protocol that hands ids out (as
+    /// Redis's `CLIENT ID`): unique among the server's live connections.
+    pub const fn as_u64(self) -> u64 {
+        self.0
     }
 
     /// The loop that serves the connection.
@@ -262,7 +274,11 @@ mod ask {
 
 impl<'a> Context<'a> {
     /// A context for connection `id` at `now`, appending output to `out`
-    /// and commands to `commands` (engines and tests make these).
+    /// and commands to `commands`. Public for two uses: a unit test of a
+    /// service makes one, calls the service with it and looks at `out` and
+    /// `commands` (no socket needed; see [`Context`]); and an engine makes
+    /// one for each call. The `with_*` methods set what an engine knows of
+    /// the connection, for tests of services that read it too.
     pub fn new(
         id: ConnId,
         now: Instant,
@@ -285,13 +301,15 @@ impl<'a> Context<'a> {
     }
 
     /// The same context with the engine's worker pool, through which
-    /// [`Context::spawn_blocking`] runs work (engines with a loop).
+    /// [`Context::spawn_blocking`] runs work (engines with a loop; a test
+    /// of a service that spawns work may pass its own [`BlockingPool`]).
     pub fn with_blocking_pool(mut self, pool: Option<&'a dyn BlockingPool>) -> Self {
         self.blocking = pool;
         self
     }
 
-    /// The same context with the connection's addresses (engines that know them).
+    /// The same context with the connection's addresses, as
+    /// [`Context::peer_addr`] and [`Context::local_addr`] report them.
     pub fn with_addrs(mut self, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
         self.peer = peer;
         self.local = local;
@@ -299,14 +317,15 @@ impl<'a> Context<'a> {
     }
 
     /// The same context for a connection that `asker` opened with
-    /// [`Context::connect`] (engines, in [`crate::Service::on_open`]).
+    /// [`Context::connect`], as [`Context::opened_by`] reports it in
+    /// [`crate::Service::on_open`].
     pub fn with_opener(mut self, asker: Option<ConnId>) -> Self {
         self.opened_by = asker;
         self
     }
 
     /// The same context for a connection whose stream the user connected
-    /// and handed to a loop (engines).
+    /// and handed to a loop, as [`Context::adopted`] reports it.
     pub fn with_adopted(mut self, adopted: bool) -> Self {
         self.adopted = adopted;
         self

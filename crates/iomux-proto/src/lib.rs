@@ -25,18 +25,19 @@ pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message}
 pub use echo::Echo;
 pub use http::Http;
 
-/// Run `protocol` over `input` delivered in reads cut at `cuts`, the way an
-/// engine does: unconsumed bytes are offered again in front of the next read,
-/// and EOF follows the last. Returns the output and whether the protocol
-/// asked to close. Tests and fuzz targets use it to check that the split
-/// never changes the output.
+/// Run `protocol` (any [`Service`]) over `input` delivered in reads cut at
+/// `cuts`, the way an engine does: unconsumed bytes are offered again in
+/// front of the next read, and EOF follows the last. Returns the output and
+/// whether the protocol asked to close (by its step or by
+/// [`Context::close`]); other commands are not carried out. Tests and fuzz
+/// targets use it to check that the split never changes the output.
 ///
 /// ```
 /// use iomux_proto::{feed_protocol_in_reads, Echo};
 /// let (out, close) = feed_protocol_in_reads(&mut Echo::plain(), b"abcdef", &[2, 4]);
 /// assert_eq!((out.as_slice(), close), (&b"abcdef"[..], false));
 /// ```
-pub fn feed_protocol_in_reads<P: Protocol>(
+pub fn feed_protocol_in_reads<P: Service>(
     protocol: &mut P,
     input: &[u8],
     cuts: &[usize],
@@ -52,17 +53,22 @@ pub fn feed_protocol_in_reads<P: Protocol>(
     points.sort_unstable();
     points.dedup();
     points.push(input.len());
+    let id = ConnId::new(0, 1);
+    let now = std::time::Instant::now();
+    let mut commands = Vec::new();
     for cut in points {
         pending.extend_from_slice(&input[last..cut]);
         last = cut;
-        let step = protocol.on_input(&pending, &mut out);
+        let mut cx = Context::new(id, now, &mut out, &mut commands);
+        let step = protocol.on_data(&pending, &mut cx);
         assert!(step.consumed <= pending.len(), "consumed more than offered");
         pending.drain(..step.consumed);
-        if step.close {
+        if step.close || commands.contains(&Command::Close(id)) {
             return (out, true);
         }
     }
-    protocol.on_eof(&pending, &mut out);
+    let mut cx = Context::new(id, now, &mut out, &mut commands);
+    protocol.on_eof(&pending, &mut cx);
     (out, false)
 }
 

@@ -3,8 +3,9 @@
 //! requests. Only the test's own thread's allocations count (the harness's
 //! other threads, and the other test, may allocate meanwhile).
 
+use iomux_proto::http::{hello, DEFAULT_CONFIG};
 use iomux_proto::resp::{Resp, Shared};
-use iomux_proto::{ConnId, Context, Http, Protocol, Service};
+use iomux_proto::{ConnId, Context, Http, Service};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -69,19 +70,22 @@ fn hello_world_requests_allocate_nothing() {
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
     ]);
-    let mut http = Http::default();
+    let mut http = Http::new(&DEFAULT_CONFIG, std::sync::Arc::new(hello::routes()));
     let mut out = Vec::with_capacity(1 << 20);
+    let mut commands = Vec::new();
+    let now = std::time::Instant::now();
+    let mut cx = Context::new(ConnId::new(0, 1), now, &mut out, &mut commands);
     // Warm up: the first call sets up the thread's date cache.
-    http.on_input(&pipeline, &mut out);
-    out.clear();
+    http.on_data(&pipeline, &mut cx);
+    cx.out().clear();
     let mut answered = 0;
     let allocated = allocations_in(|| {
         for _ in 0..1000 {
-            let step = http.on_input(&pipeline, &mut out);
+            let step = http.on_data(&pipeline, &mut cx);
             assert_eq!(step.consumed, pipeline.len());
             assert!(!step.close);
-            answered += out.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
-            out.clear();
+            answered += cx.out().windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+            cx.out().clear();
         }
     });
     assert_eq!(answered, 1000 * 16 * 5);
@@ -91,13 +95,13 @@ fn hello_world_requests_allocate_nothing() {
     );
     // The counter does see allocations: a chunked /echo body is buffered.
     let allocated = allocations_in(|| {
-        http.on_input(
+        http.on_data(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            &mut out,
+            &mut cx,
         );
     });
     assert!(allocated > 0, "the counter counts");
-    assert!(out.ends_with(b"abc"));
+    assert!(cx.out().ends_with(b"abc"));
 }
 
 #[test]

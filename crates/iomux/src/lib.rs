@@ -47,8 +47,7 @@ pub mod timer;
 mod waker;
 
 pub use event::{Event, Events, Interest, Token};
-#[allow(deprecated)]
-pub use selector::epoll::{EpollRegistry, EpollSelector};
+pub use selector::epoll::EpollSelector;
 pub use selector::poll::PollSelector;
 pub use selector::select::SelectSelector;
 pub use selector::{AnySelector, Backend, Registration, Registry, Selector, Trigger, UnknownName};

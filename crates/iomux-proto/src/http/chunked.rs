@@ -3,6 +3,7 @@
 //! capped extensions and trailers, and a cap on the decoded body.
 
 use super::limits::{MAX_CHUNK_EXTENSIONS, MAX_TRAILERS};
+use super::response::is_tchar;
 
 /// Most hex digits in a chunk size (16 is 64 bits); more is an overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -97,10 +98,6 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 impl ChunkedDecoder {
     /// A decoder at the start of a body.
     pub const fn new() -> ChunkedDecoder {
@@ -132,25 +129,47 @@ impl ChunkedDecoder {
     }
 
     /// Decode a prefix of `input`, handing each piece of chunk data to `data`.
-    /// The decoded body may not exceed `max_body` bytes. After an error the
-    /// decoder must not be used again: the connection is to be closed.
+    /// The decoded body may not exceed `max_body` bytes
+    /// ([`crate::http::HttpLimits::NO_BODY_LIMIT`]: no limit). After an
+    /// error the decoder must not be used again: the connection is to be closed.
     pub fn decode(
         &mut self,
         input: &[u8],
         max_body: u32,
         mut data: impl FnMut(&[u8]),
     ) -> Result<Progress, ChunkError> {
+        self.decode_until(input, max_body, |piece| {
+            data(piece);
+            piece.len()
+        })
+    }
+
+    /// [`ChunkedDecoder::decode`] with backpressure: `data` returns how many
+    /// bytes of each piece it took, and decoding stops after a piece it did
+    /// not take whole (`consumed` then ends right after the bytes taken).
+    pub fn decode_until(
+        &mut self,
+        input: &[u8],
+        max_body: u32,
+        mut data: impl FnMut(&[u8]) -> usize,
+    ) -> Result<Progress, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Data {
                 let n = (input.len() - i).min(self.size as usize);
-                data(&input[i..i + n]);
-                i += n;
-                self.size -= n as u64;
-                // Cannot overflow: the chunk was checked against max_body.
-                self.total += n as u32;
+                let taken = data(&input[i..i + n]).min(n);
+                i += taken;
+                self.size -= taken as u64;
+                // Cannot overflow but without a limit: the chunk was checked against it.
+                self.total = self.total.saturating_add(taken as u32);
                 if self.size == 0 {
                     self.state = State::DataCr;
+                }
+                if taken < n {
+                    return Ok(Progress {
+                        consumed: i,
+                        done: false,
+                    });
                 }
                 continue;
             }
@@ -203,7 +222,9 @@ impl ChunkedDecoder {
                         // The last chunk: trailers are counted afresh.
                         self.overhead = 0;
                         self.state = State::TrailerStart;
-                    } else if self.size > u64::from(max_body - self.total.min(max_body)) {
+                    } else if max_body != u32::MAX
+                        && self.size > u64::from(max_body - self.total.min(max_body))
+                    {
                         return Err(ChunkError::TooLarge);
                     } else {
                         self.state = State::Data;

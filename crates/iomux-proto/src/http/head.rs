@@ -7,26 +7,11 @@
 //! partial head is re-examined only from where the last look stopped, so a
 //! trickled head costs linear time.
 
-use super::flag;
+use super::handler::tx;
 use super::limits::{HttpLimits, MAX_HEADERS};
 use super::response::Status;
 use httparse::{Header, Request};
 use std::mem::MaybeUninit;
-
-/// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// GET or HEAD of `/` or `/plaintext`.
-    Hello,
-    /// POST `/echo`.
-    Echo,
-    /// Any other path.
-    NotFound,
-    /// `/` or `/plaintext` with another method.
-    OnlyGetHead,
-    /// `/echo` with another method.
-    OnlyPost,
-}
 
 /// How the request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +24,23 @@ pub(crate) enum Framing {
     Chunked,
 }
 
-/// What the rest of the exchange needs from a parsed head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RequestHead {
-    pub route: Route,
+/// A parsed head: what the rest of the exchange needs, the request line
+/// and the header fields, borrowed from the input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestHead<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub headers: &'a [Header<'a>],
     pub framing: Framing,
-    /// `flag::HEAD_ONLY`, `flag::HTTP10`, `flag::KEEP_ALIVE` and
-    /// `flag::EXPECT_CONTINUE`: one byte the connection takes over as it is,
+    /// `tx::HEAD_ONLY`, `tx::HTTP10`, `tx::KEEP_ALIVE` and
+    /// `EXPECT_CONTINUE`: one byte the connection takes over as it is,
     /// where separate bools were copied out byte by byte (a store-forwarding
     /// stall on every request, in `perf annotate` of `on_input`).
     pub flags: u8,
 }
+
+/// The head's flag for `Expect: 100-continue` (beside the [`tx`] flags).
+pub(crate) const EXPECT_CONTINUE: u8 = 128;
 
 /// How far a partial head has been examined (kept by the connection between reads).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,21 +68,24 @@ fn examining(bytes: &[u8]) -> &[u8] {
 }
 
 #[derive(Debug)]
-pub(crate) enum HeadOutcome {
+pub(crate) enum HeadOutcome<R> {
     /// More bytes are needed.
     Partial,
-    /// A complete, valid head of `len` bytes.
-    Complete { len: usize, head: RequestHead },
+    /// A complete, valid head: what `complete` made of it.
+    Complete(R),
     /// Reject the request with this status and close.
     Reject(Status),
 }
 
-/// Examine the start of `input` (which does not begin with an empty line).
-pub(crate) fn read_head(
+/// Examine the start of `input` (which does not begin with an empty line);
+/// a complete, valid head goes to `complete` with its length, while the
+/// parser's header array (on this function's stack) is alive.
+pub(crate) fn read_head<R>(
     input: &[u8],
     progress: &mut HeadProgress,
     limits: &HttpLimits,
-) -> HeadOutcome {
+    complete: impl FnOnce(usize, RequestHead<'_>) -> R,
+) -> HeadOutcome<R> {
     let mut headers: [MaybeUninit<Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     // Fast path: the whole head is usually there on the first look.
@@ -104,13 +98,13 @@ pub(crate) fn read_head(
             let path = request.path.unwrap_or("");
             // "METHOD SP target SP HTTP/1.x": exact, as delimiters are single spaces.
             if method.len() + path.len() + 10 > limits.max_request_line {
-                return HeadOutcome::Reject(Status::UriTooLong);
+                return HeadOutcome::Reject(Status::URI_TOO_LONG);
             }
             if len > limits.max_head {
-                return HeadOutcome::Reject(Status::HeaderFieldsTooLarge);
+                return HeadOutcome::Reject(Status::HEADER_FIELDS_TOO_LARGE);
             }
-            return match analyse(&request, limits) {
-                Ok(head) => HeadOutcome::Complete { len, head },
+            return match analyse(request, limits) {
+                Ok(head) => HeadOutcome::Complete(complete(len, head)),
                 Err(status) => HeadOutcome::Reject(status),
             };
         }
@@ -127,7 +121,7 @@ pub(crate) fn read_head(
             // Without its LF the line is already this long (a last CR may end it).
             let at_least = input.len() - usize::from(input.last() == Some(&b'\r'));
             if at_least > limits.max_request_line {
-                return HeadOutcome::Reject(Status::UriTooLong);
+                return HeadOutcome::Reject(Status::URI_TOO_LONG);
             }
             // Never zero, as `input` is not empty: the next look skips the fast path.
             progress.scanned = window.len() as u32;
@@ -136,7 +130,7 @@ pub(crate) fn read_head(
         let line = &input[..lf];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > limits.max_request_line {
-            return HeadOutcome::Reject(Status::UriTooLong);
+            return HeadOutcome::Reject(Status::URI_TOO_LONG);
         }
         let mut request = Request::new(&mut []);
         if let Err(e) = request.parse_with_uninit_headers(examining(&input[..=lf]), &mut []) {
@@ -148,19 +142,19 @@ pub(crate) fn read_head(
     let window = &input[..input.len().min(limits.max_head)];
     let Some(len) = find_head_end(window, progress.scanned as usize) else {
         if input.len() >= limits.max_head {
-            return HeadOutcome::Reject(Status::HeaderFieldsTooLarge);
+            return HeadOutcome::Reject(Status::HEADER_FIELDS_TOO_LARGE);
         }
         progress.scanned = input.len() as u32;
         return HeadOutcome::Partial;
     };
     let mut request = Request::new(&mut []);
     match request.parse_with_uninit_headers(examining(&input[..len]), &mut headers) {
-        Ok(httparse::Status::Complete(_)) => match analyse(&request, limits) {
-            Ok(head) => HeadOutcome::Complete { len, head },
+        Ok(httparse::Status::Complete(_)) => match analyse(request, limits) {
+            Ok(head) => HeadOutcome::Complete(complete(len, head)),
             Err(status) => HeadOutcome::Reject(status),
         },
         // The empty line is there, so httparse cannot want more.
-        Ok(httparse::Status::Partial) => HeadOutcome::Reject(Status::BadRequest),
+        Ok(httparse::Status::Partial) => HeadOutcome::Reject(Status::BAD_REQUEST),
         Err(e) => HeadOutcome::Reject(status_of(e, b"")),
     }
 }
@@ -184,9 +178,9 @@ fn find_head_end(input: &[u8], from: usize) -> Option<usize> {
 /// The status for an httparse error; `line` is the request line when known.
 fn status_of(error: httparse::Error, line: &[u8]) -> Status {
     match error {
-        httparse::Error::TooManyHeaders => Status::HeaderFieldsTooLarge,
-        httparse::Error::Version if looks_like_http_version(line) => Status::VersionNotSupported,
-        _ => Status::BadRequest,
+        httparse::Error::TooManyHeaders => Status::HEADER_FIELDS_TOO_LARGE,
+        httparse::Error::Version if looks_like_http_version(line) => Status::VERSION_NOT_SUPPORTED,
+        _ => Status::BAD_REQUEST,
     }
 }
 
@@ -217,24 +211,24 @@ fn parse_content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), Stat
     for element in elements(value) {
         any = true;
         if !element.iter().all(u8::is_ascii_digit) {
-            return Err(Status::BadRequest);
+            return Err(Status::BAD_REQUEST);
         }
         let mut n: u64 = 0;
         for &d in element {
             n = n
                 .checked_mul(10)
                 .and_then(|n| n.checked_add(u64::from(d - b'0')))
-                .ok_or(Status::BadRequest)?;
+                .ok_or(Status::BAD_REQUEST)?;
         }
         match *seen {
-            Some(prev) if prev != n => return Err(Status::BadRequest),
+            Some(prev) if prev != n => return Err(Status::BAD_REQUEST),
             _ => *seen = Some(n),
         }
     }
     if any {
         Ok(())
     } else {
-        Err(Status::BadRequest)
+        Err(Status::BAD_REQUEST)
     }
 }
 
@@ -247,38 +241,6 @@ fn is<const N: usize>(name: &[u8], canonical: &[u8; N]) -> bool {
     match <&[u8; N]>::try_from(name) {
         Ok(name) => name == canonical || name.eq_ignore_ascii_case(canonical),
         Err(_) => false,
-    }
-}
-
-/// The path of an absolute-form target (`http://host:port/path?q`, which a
-/// server must accept, RFC 9112 §3.2.2); other forms (`*`, authority-form)
-/// come back unchanged and match no route.
-fn absolute_form_path(target: &str) -> &str {
-    let Some((scheme, rest)) = target.split_once("://") else {
-        return target;
-    };
-    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
-        return target;
-    }
-    match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-        // No path: the origin, "/" (with any query).
-        _ => "/",
-    }
-}
-
-/// The route of a path without its query.
-fn route_of(method: &str, path: &str) -> Route {
-    match path {
-        "/" | "/plaintext" => match method {
-            "GET" | "HEAD" => Route::Hello,
-            _ => Route::OnlyGetHead,
-        },
-        "/echo" => match method {
-            "POST" => Route::Echo,
-            _ => Route::OnlyPost,
-        },
-        _ => Route::NotFound,
     }
 }
 
@@ -370,10 +332,13 @@ fn is_ip_literal(inside: &[u8]) -> bool {
     std::str::from_utf8(inside).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
-/// Apply the framing and routing rules to a parsed head.
-fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead, Status> {
+/// Apply the framing rules to a parsed head.
+fn analyse<'h, 'b: 'h>(
+    request: Request<'h, 'b>,
+    limits: &HttpLimits,
+) -> Result<RequestHead<'h>, Status> {
     if request.headers.len() > limits.max_headers {
-        return Err(Status::HeaderFieldsTooLarge);
+        return Err(Status::HEADER_FIELDS_TOO_LARGE);
     }
     let http10 = request.version == Some(0);
     let mut hosts = 0u32;
@@ -392,7 +357,7 @@ fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead
             4 if is(name, b"Host") => {
                 hosts += 1;
                 if !is_valid_host(value.trim_ascii()) {
-                    return Err(Status::BadRequest);
+                    return Err(Status::BAD_REQUEST);
                 }
             }
             6 if is(name, b"Expect") => {
@@ -421,58 +386,50 @@ fn analyse(request: &Request<'_, '_>, limits: &HttpLimits) -> Result<RequestHead
         }
     }
     if hosts > 1 || (hosts == 0 && !http10) {
-        return Err(Status::BadRequest);
+        return Err(Status::BAD_REQUEST);
     }
     let framing = if transfer_encoding {
         // Both framings at once is how requests are smuggled (RFC 9112 §6.3).
         if content_length.is_some() || http10 {
-            return Err(Status::BadRequest);
+            return Err(Status::BAD_REQUEST);
         }
         if codings == 0 {
-            return Err(Status::BadRequest);
+            return Err(Status::BAD_REQUEST);
         }
         if codings != 1 || !chunked_last {
-            return Err(Status::NotImplemented);
+            return Err(Status::NOT_IMPLEMENTED);
         }
         Framing::Chunked
     } else {
         match content_length {
             None | Some(0) => Framing::Empty,
-            Some(n) if n > u64::from(limits.max_body) => return Err(Status::ContentTooLarge),
+            Some(n)
+                if limits.max_body != HttpLimits::NO_BODY_LIMIT
+                    && n > u64::from(limits.max_body) =>
+            {
+                return Err(Status::CONTENT_TOO_LARGE)
+            }
             Some(n) => Framing::Length(n),
         }
-    };
-    let method = request.method.unwrap_or("");
-    let target = request.path.unwrap_or("");
-    let target = if target.starts_with('/') {
-        target
-    } else {
-        absolute_form_path(target)
-    };
-    // No route has a query, so only a target that matches none is searched
-    // for one: the usual request is routed without scanning its path again.
-    let route = match route_of(method, target) {
-        Route::NotFound => match target.bytes().position(|b| b == b'?') {
-            Some(query) => route_of(method, &target[..query]),
-            None => Route::NotFound,
-        },
-        route => route,
     };
     let keep_alive = if http10 { keep_alive && !close } else { !close };
     let mut flags = 0;
     for (on, f) in [
-        (method == "HEAD", flag::HEAD_ONLY),
-        (http10, flag::HTTP10),
-        (keep_alive, flag::KEEP_ALIVE),
+        (request.method == Some("HEAD"), tx::HEAD_ONLY),
+        (http10, tx::HTTP10),
+        (keep_alive, tx::KEEP_ALIVE),
         // A 1.0 client does not know 100-continue (RFC 9110 §10.1.1).
-        (expect_continue && !http10, flag::EXPECT_CONTINUE),
+        (expect_continue && !http10, EXPECT_CONTINUE),
     ] {
         if on {
             flags |= f;
         }
     }
+    let headers: &'h [Header<'h>] = request.headers;
     Ok(RequestHead {
-        route,
+        method: request.method.unwrap_or(""),
+        target: request.path.unwrap_or(""),
+        headers,
         framing,
         flags,
     })

@@ -1,62 +1,84 @@
-//! HTTP/1.1 hello-world server as a sans-I/O state machine.
+//! HTTP/1.1 for applications: one sans-I/O core and the handler API that
+//! applications are written on.
 //!
-//! Routes: `GET`/`HEAD` `/` and `/plaintext` answer `Hello, World!`; `POST
-//! /echo` answers its body (Content-Length or chunked); other paths 404; other
-//! methods on those paths 405 with `Allow`. Keep-alive and pipelining follow
-//! RFC 9112: every complete request in one input slice is answered in that
-//! call, in order, into the same output buffer, so the engine writes once.
-//! Malformed or oversized requests get 400/408/413/414/431/501/505 with
-//! `Connection: close`, and nothing after them is read.
+//! The core ([`Http`], a [`Service`]) parses request heads (with
+//! `httparse`, every header kept and handed out borrowed), frames bodies
+//! (Content-Length, chunked), enforces the limits and the RFC 9112 rules,
+//! and owns keep-alive, pipelining order, `Expect: 100-continue`, `Date` and
+//! `Server`. For each request it calls a [`Handler`] (usually a [`Router`])
+//! with a [`Request`] view and a [`Reply`]; the handler answers at once or
+//! returns an [`Exchange`] that gets the body as it arrives, its timers and
+//! the output's progress. Malformed or oversized requests get
+//! 400/408/413/414/431/501/505 with `Connection: close`, and nothing after
+//! them is read. See docs/http.md for the design.
 //!
 //! ```
-//! use iomux_proto::{Http, Protocol};
-//! let mut http = Http::default();
-//! let mut out = Vec::new();
-//! let step = http.on_input(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut out);
-//! assert!(!step.close);
+//! use iomux_proto::http::{feed_in_reads, fixed_clock, Flow, HttpConfig, HttpLimits, Router, Status};
+//! static CONFIG: HttpConfig = HttpConfig::new(HttpLimits::DEFAULT, fixed_clock);
+//! let app = std::sync::Arc::new(Router::new().get("/items/{id}", |req, reply| {
+//!     let body = format!("item {}", req.param("id").unwrap_or_default());
+//!     reply.send(Status::OK, "text/plain", body.as_bytes());
+//!     Flow::Done
+//! }));
+//! let (out, close) = feed_in_reads(&CONFIG, app, b"GET /items/7 HTTP/1.1\r\nHost: x\r\n\r\n", &[]);
+//! assert!(!close);
 //! assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
-//! assert!(out.ends_with(b"\r\n\r\nHello, World!"));
+//! assert!(out.ends_with(b"\r\n\r\nitem 7"));
 //! ```
 
 mod chunked;
 mod date;
+mod handler;
 mod head;
+pub mod hello;
 mod limits;
+mod request;
 mod response;
+mod router;
 #[cfg(test)]
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
+pub use handler::{handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, Reply};
+pub use hello::HELLO;
 pub use limits::{
-    fixed_clock, system_clock, HttpConfig, HttpLimits, DEFAULT_CONFIG, MAX_CHUNK_EXTENSIONS,
-    MAX_HEADERS, MAX_TRAILERS,
+    fixed_clock, system_clock, HttpConfig, HttpCounters, HttpLimits, DEFAULT_CONFIG,
+    MAX_CHUNK_EXTENSIONS, MAX_HEADERS, MAX_TRAILERS,
 };
+pub use request::{Request, Version};
 pub use response::Status;
+pub use router::{Router, MAX_PARAMS};
 
-use crate::{Protocol, Step};
-use date::{http_date, DATE_LEN};
-use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, Route};
-use response::{Persist, Response, CONTINUE};
-use std::ops::Range;
+use crate::{ConnId, Context, Service, Step};
+use handler::{tx, Sending, SliceCache, Tx};
+use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, EXPECT_CONTINUE};
+use response::CONTINUE;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Run a fresh connection over `input` delivered in reads cut at `cuts`, the
-/// way an engine does: unconsumed bytes are offered again in front of the
-/// next read, and EOF follows the last. Returns the output and whether the
-/// protocol asked to close. Tests and fuzz targets use it to check that the
-/// split never changes the output.
+/// Run a fresh connection serving `handler` over `input` delivered in
+/// reads cut at `cuts`, the way an engine does: unconsumed bytes are offered
+/// again in front of the next read, and EOF follows the last. Returns the
+/// output and whether the connection asked to close. Tests and fuzz targets
+/// use it to check that the split never changes the output.
 ///
 /// ```
-/// use iomux_proto::http::{feed_in_reads, HttpConfig, HttpLimits, fixed_clock};
-/// static CONFIG: HttpConfig = HttpConfig { limits: HttpLimits::DEFAULT, clock: fixed_clock };
+/// use iomux_proto::http::{feed_in_reads, hello, HttpConfig, HttpLimits, fixed_clock};
+/// static CONFIG: HttpConfig = HttpConfig::new(HttpLimits::DEFAULT, fixed_clock);
+/// let routes = std::sync::Arc::new(hello::routes());
 /// let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-/// assert_eq!(feed_in_reads(&CONFIG, req, &[]), feed_in_reads(&CONFIG, req, &[3, 17]));
+/// assert_eq!(
+///     feed_in_reads(&CONFIG, routes.clone(), req, &[]),
+///     feed_in_reads(&CONFIG, routes, req, &[3, 17])
+/// );
 /// ```
-pub fn feed_in_reads(config: &'static HttpConfig, input: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
-    crate::feed_protocol_in_reads(&mut Http::new(config), input, cuts)
+pub fn feed_in_reads<H: Handler>(
+    config: &'static HttpConfig,
+    handler: H,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, bool) {
+    crate::feed_protocol_in_reads(&mut Http::new(config, handler), input, cuts)
 }
-
-/// The body of the hello-world routes.
-pub const HELLO: &[u8] = b"Hello, World!";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -64,6 +86,8 @@ enum Phase {
     Head,
     /// Reading the body of the current request.
     Body,
+    /// The body has ended; the answer has not: later input waits unparsed.
+    Answering,
     /// Closing: no more input is read.
     Closed,
 }
@@ -81,87 +105,69 @@ mod flag {
     pub const PARTIAL: u8 = 1;
     /// The waiting head's request line is complete and valid.
     pub const LINE_OK: u8 = 2;
-    /// HEAD request: headers only.
-    pub const HEAD_ONLY: u8 = 4;
-    /// HTTP/1.0 request.
-    pub const HTTP10: u8 = 8;
-    /// The connection persists after this response.
-    pub const KEEP_ALIVE: u8 = 16;
-    /// This request's response headers are already out (streamed echo).
-    pub const STARTED: u8 = 32;
-    /// The request asks for `100 Continue` (in a parsed head only).
-    pub const EXPECT_CONTINUE: u8 = 64;
+    /// The server is shutting down: no response keeps the connection.
+    pub const DRAINING: u8 = 4;
+    /// The peer sent its FIN while an answer was owed: close once it is sent.
+    pub const PEER_DONE: u8 = 8;
 }
 
-/// One connection's HTTP/1.1 state: 64 bytes, and no heap memory between
-/// requests (a chunked `/echo` body is buffered only while it arrives).
-#[derive(Debug)]
-pub struct Http {
+/// One connection's HTTP/1.1 state, serving `H`: no heap memory between
+/// requests (an [`Exchange`] lives only while its request does).
+pub struct Http<H> {
     config: &'static HttpConfig,
-    /// A chunked `/echo` body, gathered until its length is known.
-    echo_body: Vec<u8>,
+    handler: H,
+    /// The rest of the current request's exchange, if its handler kept one.
+    exchange: Option<Box<dyn Exchange>>,
     body: Body,
+    tx: Tx,
     /// How far the waiting head has been searched.
     scanned: u32,
     phase: Phase,
-    route: Route,
     flags: u8,
-    /// The server is shutting down: no response keeps the connection.
-    draining: bool,
 }
 
-impl Default for Http {
-    /// Default limits and the system clock.
-    fn default() -> Self {
-        Http::new(&DEFAULT_CONFIG)
+impl<H> std::fmt::Debug for Http<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("phase", &self.phase)
+            .field("body", &self.body)
+            .field("tx", &self.tx)
+            .field("exchange", &self.exchange.is_some())
+            .finish()
     }
 }
 
-/// What the responses to one input slice share: the `Date` value, fetched
-/// at most once, and where the slice's first hello response lies in `out`,
-/// so that the other pipelined ones are copied from it rather than rendered
-/// again (they are byte for byte the same within one slice, Date included).
-struct SliceCache {
-    clock: fn() -> u64,
-    date: Option<[u8; DATE_LEN]>,
-    /// `out[hello]` is a complete `200` hello response with `Persist::Default`.
-    hello: Option<Range<usize>>,
+/// What a step of the state machine says about the input.
+enum Next {
+    /// Go on with the input at this offset.
+    Go,
+    /// Stop here; the rest stays unconsumed.
+    Wait,
+    /// Close the connection; the rest of the input is dropped.
+    Close,
 }
 
-impl SliceCache {
-    fn new(clock: fn() -> u64) -> SliceCache {
-        SliceCache {
-            clock,
-            date: None,
-            hello: None,
-        }
-    }
-
-    fn date(&mut self) -> &[u8; DATE_LEN] {
-        let clock = self.clock;
-        self.date.get_or_insert_with(|| http_date(clock()))
-    }
-}
-
-impl Http {
-    /// A connection's state sharing `config` with the server's other connections.
+impl<H: Handler> Http<H> {
+    /// A connection's state sharing `config` and `handler` with the
+    /// server's other connections.
     ///
     /// ```
-    /// use iomux_proto::http::{HttpConfig, HttpLimits};
+    /// use iomux_proto::http::{hello, HttpConfig, HttpLimits};
     /// let config = HttpConfig::leak(HttpLimits::DEFAULT);
-    /// let factory = move || iomux_proto::Http::new(config);
+    /// let routes = std::sync::Arc::new(hello::routes());
+    /// let factory = move || iomux_proto::Http::new(config, routes.clone());
     /// let _connection = factory();
     /// ```
-    pub fn new(config: &'static HttpConfig) -> Http {
+    pub fn new(config: &'static HttpConfig, handler: H) -> Http<H> {
         Http {
             config,
-            echo_body: Vec::new(),
+            handler,
+            exchange: None,
             body: Body::Length(0),
+            tx: Tx::new(),
             scanned: 0,
             phase: Phase::Head,
-            route: Route::NotFound,
             flags: 0,
-            draining: false,
         }
     }
 
@@ -169,180 +175,260 @@ impl Http {
         self.flags & f != 0
     }
 
-    fn persist(&self) -> Persist {
-        match (self.has(flag::KEEP_ALIVE), self.has(flag::HTTP10)) {
-            (false, _) => Persist::Close,
-            (true, true) => Persist::KeepAlive,
-            (true, false) => Persist::Default,
+    /// Answer with an error status (unless an answer has begun), close, and
+    /// read nothing more.
+    fn fail(&mut self, status: Status, slice: &mut SliceCache, cx: &mut Context) {
+        if self.tx.sending == Sending::Nothing {
+            self.tx.flags = 0;
+            let mut reply = Reply {
+                tx: &mut self.tx,
+                cx,
+                slice,
+                config: self.config,
+            };
+            reply
+                .head(status)
+                .header("Content-Type", "text/plain")
+                .body(status.explanation());
         }
+        self.close_now();
     }
 
-    /// Answer with an error status, close, and read nothing more.
-    fn fail(&mut self, status: Status, slice: &mut SliceCache, out: &mut Vec<u8>) {
-        let body = status.explanation();
-        Response {
-            status,
-            persist: Persist::Close,
-            extra: b"",
-            content_length: body.len() as u64,
-            body,
-        }
-        .write(slice.date(), out);
+    fn close_now(&mut self) {
         self.phase = Phase::Closed;
-        self.flags = 0;
-        self.echo_body = Vec::new();
+        self.tx.sending = Sending::Done;
+        self.exchange = None;
     }
 
-    /// A head is complete; `after` is the input that follows it. Returns
-    /// false if the request has no body, so it is to be answered now.
+    /// Call `f` with a [`Reply`] for the current request, catching a panic:
+    /// it is this request's fault only (`500` if its answer had not begun,
+    /// then the connection closes). Returns `None` after a panic.
+    fn guarded<R>(
+        &mut self,
+        slice: &mut SliceCache,
+        cx: &mut Context,
+        f: impl FnOnce(&H, &mut Option<Box<dyn Exchange>>, &mut Reply) -> R,
+    ) -> Option<R> {
+        let mark = cx.out().len();
+        let began = self.tx.sending != Sending::Nothing;
+        let config = self.config;
+        let (handler, exchange) = (&self.handler, &mut self.exchange);
+        let mut reply = Reply {
+            tx: &mut self.tx,
+            cx: &mut *cx,
+            slice: &mut *slice,
+            config,
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(handler, exchange, &mut reply))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                config.counters.count_panic();
+                // What this call wrote may be half a head or half a chunk.
+                cx.out().truncate(mark);
+                slice.forget_output();
+                // An answer that began before this call cannot become a 500.
+                self.tx.sending = if began {
+                    Sending::Done
+                } else {
+                    Sending::Nothing
+                };
+                self.fail(Status::INTERNAL_SERVER_ERROR, slice, cx);
+                None
+            }
+        }
+    }
+
+    /// A head is complete; `after` is the input that follows it.
     fn begin(
         &mut self,
-        head: RequestHead,
+        head: RequestHead<'_>,
         after: &[u8],
         slice: &mut SliceCache,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        self.route = head.route;
-        self.flags = head.flags & (flag::HEAD_ONLY | flag::HTTP10 | flag::KEEP_ALIVE);
-        if self.draining {
-            self.flags &= !flag::KEEP_ALIVE;
+        cx: &mut Context,
+    ) -> Next {
+        self.tx.flags = head.flags & (tx::HEAD_ONLY | tx::HTTP10 | tx::KEEP_ALIVE);
+        if self.has(flag::DRAINING) {
+            self.tx.flags &= !tx::KEEP_ALIVE;
         }
-        let (body, body_waiting) = match head.framing {
-            Framing::Empty => return false,
-            Framing::Length(n) => (Body::Length(n), (after.len() as u64) < n),
-            Framing::Chunked => (Body::Chunked(ChunkedDecoder::new()), after.is_empty()),
+        self.tx.sending = Sending::Nothing;
+        self.tx.seq = self.tx.seq.wrapping_add(1);
+        let (body_length, body_waiting) = match head.framing {
+            Framing::Empty => (Some(0), false),
+            Framing::Length(n) => {
+                self.body = Body::Length(n);
+                (Some(n), (after.len() as u64) < n)
+            }
+            Framing::Chunked => {
+                self.body = Body::Chunked(ChunkedDecoder::new());
+                (None, after.is_empty())
+            }
         };
-        self.body = body;
         // The client holds the body back until it hears from us.
-        if head.flags & flag::EXPECT_CONTINUE != 0 && body_waiting {
-            out.extend_from_slice(CONTINUE);
+        if head.flags & EXPECT_CONTINUE != 0 && body_waiting {
+            cx.write(CONTINUE);
         }
-        if let (Route::Echo, Framing::Length(n)) = (head.route, head.framing) {
-            // The length is known: stream the body back as it arrives.
-            self.write_head_of(Status::Ok, b"", n, slice, out);
-            self.flags |= flag::STARTED;
+        let (path, query) = request::split_target(head.target);
+        let request = Request::parsed(
+            head.method,
+            head.target,
+            path,
+            query,
+            if head.flags & tx::HTTP10 != 0 {
+                Version::Http10
+            } else {
+                Version::Http11
+            },
+            head.headers,
+            body_length,
+            cx.peer_addr(),
+            cx.id(),
+        );
+        let called = self.guarded(slice, cx, |handler, exchange, reply| {
+            match handler.call(&request, reply) {
+                Flow::Done => {
+                    // A stream the handler started and left: it ends here.
+                    reply.end();
+                }
+                Flow::Continue(ex) => *exchange = Some(ex),
+            }
+        });
+        if called.is_none() {
+            return Next::Close;
+        }
+        if self.exchange.is_none() && self.tx.sending == Sending::Nothing {
+            self.config.counters.count_unanswered();
+            self.fail(Status::INTERNAL_SERVER_ERROR, slice, cx);
+            return Next::Close;
+        }
+        if head.framing == Framing::Empty {
+            return self.body_ended(slice, cx);
         }
         self.phase = Phase::Body;
-        true
+        self.settle()
     }
 
-    fn write_head_of(
-        &self,
-        status: Status,
-        extra: &[u8],
-        content_length: u64,
-        slice: &mut SliceCache,
-        out: &mut Vec<u8>,
-    ) {
-        Response {
-            status,
-            persist: self.persist(),
-            extra,
-            content_length,
-            body: b"",
-        }
-        .write(slice.date(), out);
-    }
-
-    /// The request is fully read: answer it. Returns true if the connection closes.
-    fn finish(&mut self, slice: &mut SliceCache, out: &mut Vec<u8>) -> bool {
-        let head_only = self.has(flag::HEAD_ONLY);
-        if self.has(flag::STARTED) {
-            // The head went out before the body.
-        } else if self.route == Route::Hello && self.persist() == Persist::Default {
-            self.write_hello(head_only, slice, out);
-        } else {
-            let (status, extra, body): (Status, &[u8], &[u8]) = match self.route {
-                Route::Hello => (Status::Ok, b"", HELLO),
-                Route::Echo => (Status::Ok, b"", &self.echo_body),
-                Route::NotFound => (Status::NotFound, b"", Status::NotFound.explanation()),
-                Route::OnlyGetHead => (
-                    Status::MethodNotAllowed,
-                    b"Allow: GET, HEAD\r\n",
-                    Status::MethodNotAllowed.explanation(),
-                ),
-                Route::OnlyPost => (
-                    Status::MethodNotAllowed,
-                    b"Allow: POST\r\n",
-                    Status::MethodNotAllowed.explanation(),
-                ),
-            };
-            Response {
-                status,
-                persist: self.persist(),
-                extra,
-                content_length: body.len() as u64,
-                body: if head_only { b"" } else { body },
-            }
-            .write(slice.date(), out);
-        }
-        // Idle connections keep no heap memory.
-        self.echo_body = Vec::new();
-        let close = !self.has(flag::KEEP_ALIVE);
-        self.phase = if close { Phase::Closed } else { Phase::Head };
-        self.flags = 0;
-        self.scanned = 0;
-        close
-    }
-
-    /// Append the hello response (without its body for HEAD): rendered
-    /// the first time in an input slice, then copied from that first one.
-    fn write_hello(&self, head_only: bool, slice: &mut SliceCache, out: &mut Vec<u8>) {
-        if let Some(first) = slice.hello.clone() {
-            let end = if head_only {
-                first.end - HELLO.len()
-            } else {
-                first.end
-            };
-            out.extend_from_within(first.start..end);
-            return;
-        }
-        let start = out.len();
-        self.write_head_of(Status::Ok, b"", HELLO.len() as u64, slice, out);
-        if !head_only {
-            out.extend_from_slice(HELLO);
-            slice.hello = Some(start..out.len());
-        }
-    }
-
-    /// Read body bytes from `input`; returns the bytes used and whether the body ended.
-    fn read_body(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), Status> {
-        let echo = self.route == Route::Echo;
-        match &mut self.body {
-            Body::Length(left) => {
-                let take = (input.len() as u64).min(*left) as usize;
-                if echo {
-                    out.extend_from_slice(&input[..take]);
+    /// The body has ended: tell the exchange, then see where the request stands.
+    fn body_ended(&mut self, slice: &mut SliceCache, cx: &mut Context) -> Next {
+        self.phase = Phase::Answering;
+        if self.exchange.is_some() {
+            let called = self.guarded(slice, cx, |_, exchange, reply| {
+                if let Some(ex) = exchange {
+                    ex.on_body_end(reply);
                 }
-                *left -= take as u64;
-                Ok((take, *left == 0))
+            });
+            if called.is_none() {
+                return Next::Close;
             }
-            Body::Chunked(decoder) => {
-                let echo_body = &mut self.echo_body;
-                let progress = decoder
-                    .decode(input, self.config.limits.max_body, |data| {
-                        if echo {
-                            echo_body.extend_from_slice(data);
-                        }
-                    })
+        }
+        self.settle()
+    }
+
+    /// After any call into the handler: close on a fault; once the answer
+    /// is complete and the body has ended, finish the request.
+    fn settle(&mut self) -> Next {
+        if self.tx.has(tx::BROKEN) {
+            self.close_now();
+            return Next::Close;
+        }
+        if self.phase != Phase::Answering || self.tx.sending != Sending::Done {
+            return Next::Go;
+        }
+        self.exchange = None;
+        if !self.tx.has(tx::KEEP_ALIVE) || self.has(flag::PEER_DONE) {
+            self.phase = Phase::Closed;
+            return Next::Close;
+        }
+        self.phase = Phase::Head;
+        self.scanned = 0;
+        self.flags &= !(flag::PARTIAL | flag::LINE_OK);
+        Next::Go
+    }
+
+    /// Read body bytes from `input`; returns the bytes used and what next.
+    fn read_body(
+        &mut self,
+        input: &[u8],
+        slice: &mut SliceCache,
+        cx: &mut Context,
+    ) -> (usize, Next) {
+        let limit = self.config.limits.max_body;
+        let mut body = self.body;
+        let mut held = false;
+        let result = self.guarded(slice, cx, |_, exchange, reply| {
+            let mut offer = |data: &[u8]| -> usize {
+                let taken = match exchange {
+                    Some(ex) => ex.on_body(data, reply).min(data.len()),
+                    None => data.len(),
+                };
+                held |= taken < data.len();
+                taken
+            };
+            match &mut body {
+                Body::Length(left) => {
+                    let take = (input.len() as u64).min(*left) as usize;
+                    let taken = if take > 0 { offer(&input[..take]) } else { 0 };
+                    *left -= taken as u64;
+                    Ok((taken, *left == 0))
+                }
+                Body::Chunked(decoder) => decoder
+                    .decode_until(input, limit, offer)
+                    .map(|p| (p.consumed, p.done))
                     .map_err(|e| match e {
-                        ChunkError::Malformed | ChunkError::ExtensionsTooLong => Status::BadRequest,
-                        ChunkError::TooLarge => Status::ContentTooLarge,
-                        ChunkError::TrailersTooLong => Status::HeaderFieldsTooLarge,
-                    })?;
-                Ok((progress.consumed, progress.done))
+                        ChunkError::Malformed | ChunkError::ExtensionsTooLong => {
+                            Status::BAD_REQUEST
+                        }
+                        ChunkError::TooLarge => Status::CONTENT_TOO_LARGE,
+                        ChunkError::TrailersTooLong => Status::HEADER_FIELDS_TOO_LARGE,
+                    }),
+            }
+        });
+        self.body = body;
+        let (used, done) = match result {
+            None => return (input.len(), Next::Close),
+            Some(Err(status)) => {
+                self.fail(status, slice, cx);
+                return (input.len(), Next::Close);
+            }
+            Some(Ok(r)) => r,
+        };
+        if held {
+            // Backpressure: stop reading until the exchange asks for more.
+            self.tx.flags |= tx::BODY_HELD;
+            cx.pause_reading();
+        }
+        match self.settle() {
+            Next::Go if done => (used, self.body_ended(slice, cx)),
+            Next::Go if held || used == input.len() => (used, Next::Wait),
+            next => (used, next),
+        }
+    }
+
+    /// After a call outside [`Service::on_data`] (a timer, a drain): close
+    /// the connection on a fault or after its last answer; held input is
+    /// offered again once the exchange wants it or its answer went out.
+    fn after_callback(&mut self, cx: &mut Context) {
+        match self.settle() {
+            Next::Close => cx.close(),
+            _ => {
+                let resumed = self.tx.has(tx::BODY_RESUMED);
+                if resumed || (self.phase == Phase::Head && self.tx.has(tx::BODY_HELD)) {
+                    self.tx.flags &= !(tx::BODY_HELD | tx::BODY_RESUMED);
+                    cx.resume_reading();
+                }
             }
         }
     }
 }
 
-impl Protocol for Http {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+impl<H: Handler> Service for Http<H> {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
         let mut slice = SliceCache::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
                 Phase::Closed => return Step::close(input.len()),
+                // Pipelined requests wait unparsed behind an unanswered one.
+                Phase::Answering => return Step::keep(at),
                 Phase::Head => {
                     if self.scanned == 0 {
                         // Empty lines before a request line are ignored (RFC 9112 §2.2).
@@ -355,7 +441,7 @@ impl Protocol for Http {
                                     return Step::keep(at);
                                 }
                                 [b'\r', ..] => {
-                                    self.fail(Status::BadRequest, &mut slice, out);
+                                    self.fail(Status::BAD_REQUEST, &mut slice, cx);
                                     return Step::close(input.len());
                                 }
                                 _ => break,
@@ -371,7 +457,12 @@ impl Protocol for Http {
                         scanned: self.scanned,
                         line_ok: self.has(flag::LINE_OK),
                     };
-                    match read_head(rest, &mut progress, &self.config.limits) {
+                    let config = self.config;
+                    let limits = &config.limits;
+                    let outcome = read_head(rest, &mut progress, limits, |len, head| {
+                        (len, self.begin(head, &rest[len..], &mut slice, cx))
+                    });
+                    match outcome {
                         HeadOutcome::Partial => {
                             self.scanned = progress.scanned;
                             self.flags |= flag::PARTIAL;
@@ -381,77 +472,112 @@ impl Protocol for Http {
                             return Step::keep(at);
                         }
                         HeadOutcome::Reject(status) => {
-                            self.fail(status, &mut slice, out);
+                            self.fail(status, &mut slice, cx);
                             return Step::close(input.len());
                         }
-                        HeadOutcome::Complete { len, head } => {
+                        HeadOutcome::Complete((len, next)) => {
                             at += len;
                             self.scanned = 0;
-                            if !self.begin(head, &input[at..], &mut slice, out)
-                                && self.finish(&mut slice, out)
-                            {
+                            self.flags &= !(flag::PARTIAL | flag::LINE_OK);
+                            match next {
+                                Next::Go => {}
+                                Next::Wait => return Step::keep(at),
                                 // Bytes after a closing request are dropped.
-                                return Step::close(input.len());
+                                Next::Close => return Step::close(input.len()),
                             }
                         }
                     }
                 }
                 Phase::Body => {
-                    let (used, done) = match self.read_body(&input[at..], out) {
-                        Ok(r) => r,
-                        Err(status) => {
-                            self.fail(status, &mut slice, out);
-                            return Step::close(input.len());
-                        }
-                    };
+                    let (used, next) = self.read_body(&input[at..], &mut slice, cx);
                     at += used;
-                    if !done {
-                        return Step::keep(at);
-                    }
-                    if self.finish(&mut slice, out) {
-                        // Bytes after a closing request are dropped.
-                        return Step::close(input.len());
+                    match next {
+                        Next::Go => {}
+                        Next::Wait => return Step::keep(at),
+                        Next::Close => return Step::close(input.len()),
                     }
                 }
             }
         }
     }
 
-    fn on_eof(&mut self, pending: &[u8], out: &mut Vec<u8>) {
+    fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
         // Complete requests still pending are answered (a half-closed client
         // waits for them); a truncated one is dropped silently.
-        if self.phase != Phase::Closed {
-            self.on_input(pending, out);
+        if self.phase != Phase::Closed && !self.on_data(pending, cx).close {
+            if self.phase == Phase::Answering {
+                // An answer is owed: send it, then close.
+                self.flags |= flag::PEER_DONE;
+                cx.allow_half_close();
+                return;
+            }
         }
-        self.phase = Phase::Closed;
+        self.close_now();
     }
 
-    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+    fn on_timeout(&mut self, cx: &mut Context) {
         let mid_request = match self.phase {
             Phase::Head => self.has(flag::PARTIAL),
-            // Once a streamed response has begun a status cannot follow it.
-            Phase::Body => !self.has(flag::STARTED),
+            // Once an answer has begun a status cannot follow it.
+            Phase::Body | Phase::Answering => self.tx.sending == Sending::Nothing,
             Phase::Closed => false,
         };
         if mid_request {
             let mut slice = SliceCache::new(self.config.clock);
-            self.fail(Status::RequestTimeout, &mut slice, out);
+            self.fail(Status::REQUEST_TIMEOUT, &mut slice, cx);
         }
-        self.phase = Phase::Closed;
+        self.close_now();
+    }
+
+    fn on_timer(&mut self, key: u64, cx: &mut Context) {
+        if self.exchange.is_none() || key >> 32 != u64::from(self.tx.seq) {
+            return; // an earlier exchange's timer
+        }
+        let mut slice = SliceCache::new(self.config.clock);
+        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
+            if let Some(ex) = exchange {
+                ex.on_timer(key as u32, reply);
+            }
+        });
+        match called {
+            None => cx.close(),
+            Some(()) => self.after_callback(cx),
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut Context) {
+        if self.exchange.is_none() || !self.tx.has(tx::WANTS_WRITABLE) {
+            return;
+        }
+        self.tx.flags &= !tx::WANTS_WRITABLE;
+        let mut slice = SliceCache::new(self.config.clock);
+        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
+            if let Some(ex) = exchange {
+                ex.on_writable(reply);
+            }
+        });
+        match called {
+            None => cx.close(),
+            Some(()) => self.after_callback(cx),
+        }
     }
 
     fn on_drain(&mut self) {
         // A request in flight is answered with `Connection: close` (or, when
-        // its streamed answer already began, the connection closes after it).
-        self.draining = true;
-        self.flags &= !flag::KEEP_ALIVE;
+        // its answer already began, the connection closes after it).
+        self.flags |= flag::DRAINING;
+        self.tx.flags &= !tx::KEEP_ALIVE;
     }
 
     fn is_idle(&self) -> bool {
         match self.phase {
             Phase::Head => !self.has(flag::PARTIAL),
-            Phase::Body => false,
+            Phase::Body | Phase::Answering => false,
             Phase::Closed => true,
         }
+    }
+
+    fn on_close(&mut self, _id: ConnId) {
+        self.exchange = None;
     }
 }

@@ -506,7 +506,7 @@ impl Session {
             }
             (b"getname", 2) => bulk_or_nil(out, self.name.as_deref()),
             (b"setinfo", 4) => out.extend_from_slice(reply::OK),
-            (b"id", 2) => reply::integer(out, me.0 as i64),
+            (b"id", 2) => reply::integer(out, me.as_u64() as i64),
             (b"setname" | b"getname" | b"setinfo" | b"id", _) => {
                 let sub = String::from_utf8_lossy(&sub).into_owned();
                 wrong_arity(out, &format!("client|{sub}"));

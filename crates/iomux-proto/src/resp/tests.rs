@@ -761,9 +761,9 @@ fn one_keyspace_for_every_thread() {
 
 // ---- publish / subscribe ----
 
-const ONE: ConnId = ConnId(1);
-const TWO: ConnId = ConnId(2);
-const PUBLISHER: ConnId = ConnId(3);
+const ONE: ConnId = ConnId::new(0, 1);
+const TWO: ConnId = ConnId::new(0, 2);
+const PUBLISHER: ConnId = ConnId::new(0, 3);
 
 /// Subscribe `conn` (as `id`) with `input`; its replies.
 fn subscribe(conn: &mut Resp, id: ConnId, input: &[u8]) -> Vec<u8> {

@@ -101,6 +101,28 @@ pub trait Syscalls: Watch<Self::State> + fmt::Debug + 'static {
 /// [`UringSelector`] are this type over their backends, and each backend's
 /// constructor and extras are documented with those names.
 ///
+/// Name a selector by those aliases, or write code for any of them with the
+/// [`Selector`] trait or [`AnySelector`](crate::AnySelector). This type is
+/// public because the aliases are it: the methods here are theirs. Its
+/// parameter, a backend's system calls, is no type another crate can name or
+/// supply:
+///
+/// ```compile_fail
+/// let _: Option<iomux::selector::epoll::Epoll> = None;
+/// ```
+///
+/// ```compile_fail
+/// let _: Option<iomux::selector::epoll::EpollCtl> = None;
+/// ```
+///
+/// ```compile_fail
+/// let _: Option<iomux::selector::sigio::SigioState> = None;
+/// ```
+///
+/// ```compile_fail
+/// let _: Option<iomux::selector::uring::Slot> = None;
+/// ```
+///
 /// [`EpollSelector`]: crate::EpollSelector
 /// [`PollSelector`]: crate::PollSelector
 /// [`SelectSelector`]: crate::SelectSelector

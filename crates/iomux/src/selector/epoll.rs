@@ -2,7 +2,7 @@
 
 use super::base::{BaseSelector, Syscalls};
 use super::table::{lock, FdTable, Request, Watch};
-use super::{Backend, Registration, Registry, Trigger};
+use super::{Backend, Registration, Trigger};
 use crate::sys::{context, cvt, owned, registration_error, timespec, timespec_ptr};
 use crate::{Event, Events, Interest, Token};
 use std::io;
@@ -35,13 +35,30 @@ use std::time::Duration;
 /// ```
 pub type EpollSelector = BaseSelector<Epoll>;
 
-/// The epoll system calls behind [`EpollSelector`].
-#[derive(Debug)]
-pub struct Epoll {
-    ctl: EpollCtl,
-    trigger: Trigger,
-    buffer: Vec<libc::epoll_event>,
-    has_pwait2: bool,
+pub(crate) use sealed::{Epoll, EpollCtl};
+
+// Public in name only: `EpollSelector` names them, so they are `pub`, but they
+// live in a private module, so no other crate can name or build them.
+mod sealed {
+    use super::*;
+
+    /// The epoll system calls behind [`EpollSelector`].
+    #[derive(Debug)]
+    pub struct Epoll {
+        pub(super) ctl: EpollCtl,
+        pub(super) trigger: Trigger,
+        pub(super) buffer: Vec<libc::epoll_event>,
+        pub(super) has_pwait2: bool,
+    }
+
+    /// The thread-safe half of epoll: changing the interest list, which a
+    /// [`Registry`](crate::Registry) does from any thread.
+    #[derive(Debug, Clone)]
+    pub struct EpollCtl {
+        /// Open until the selector and every handle are dropped, so that it can
+        /// be watched by another loop for as long as the selector exists.
+        pub(super) epfd: Arc<OwnedFd>,
+    }
 }
 
 impl BaseSelector<Epoll> {
@@ -94,11 +111,6 @@ impl BaseSelector<Epoll> {
     }
 }
 
-/// The handle of [`EpollSelector::registry`], now [`Registry`], which every
-/// selector has.
-#[deprecated(note = "use iomux::Registry, which every selector has")]
-pub type EpollRegistry = Registry;
-
 /// The epoll instance itself, so that this selector can be nested in another
 /// event loop: it is readable when a wait would report something. Open for
 /// as long as the selector exists (closing the selector empties it).
@@ -148,15 +160,6 @@ fn flags(interest: Interest, trigger: Trigger) -> u32 {
         Trigger::Oneshot => flags |= libc::EPOLLONESHOT as u32,
     }
     flags
-}
-
-/// The thread-safe half of epoll: changing the interest list, which a
-/// [`Registry`] does from any thread.
-#[derive(Debug, Clone)]
-pub struct EpollCtl {
-    /// Open until the selector and every handle are dropped, so that it can
-    /// be watched by another loop for as long as the selector exists.
-    epfd: Arc<OwnedFd>,
 }
 
 impl EpollCtl {

@@ -33,17 +33,25 @@ use std::time::Duration;
 /// ```
 pub type PollSelector = BaseSelector<Poll>;
 
-/// The poll system call behind [`PollSelector`], and the arrays it takes.
-#[derive(Debug)]
-pub struct Poll {
-    fds: Vec<libc::pollfd>,
-    tokens: Vec<Token>,
-    /// Where the next scan of the results starts: after the last entry a full
-    /// `Events` left unreported, so that every ready descriptor gets its turn.
-    cursor: usize,
-    /// The registry handles' doorbell, watched in `fds` but in no
-    /// registration, so never reported (-1 when there is none).
-    doorbell: RawFd,
+pub(crate) use sealed::Poll;
+
+// Public in name only: `PollSelector` names them, so they are `pub`, but they
+// live in a private module, so no other crate can name or build them.
+mod sealed {
+    use super::*;
+
+    /// The poll system call behind [`PollSelector`], and the arrays it takes.
+    #[derive(Debug)]
+    pub struct Poll {
+        pub(super) fds: Vec<libc::pollfd>,
+        pub(super) tokens: Vec<Token>,
+        /// Where the next scan of the results starts: after the last entry a full
+        /// `Events` left unreported, so that every ready descriptor gets its turn.
+        pub(super) cursor: usize,
+        /// The registry handles' doorbell, watched in `fds` but in no
+        /// registration, so never reported (-1 when there is none).
+        pub(super) doorbell: RawFd,
+    }
 }
 
 impl BaseSelector<Poll> {

@@ -37,7 +37,7 @@ impl<S: Syscalls> Shared<S> {
 }
 
 /// A [`Shared`] of any backend, as a [`Registry`] holds it.
-pub(crate) trait Handle: fmt::Debug + Send + Sync {
+pub(crate) trait AnyShared: fmt::Debug + Send + Sync {
     /// Check `request` and carry it out (or queue it for the waiting thread).
     fn change(&self, request: Request) -> io::Result<Registration>;
 
@@ -46,7 +46,7 @@ pub(crate) trait Handle: fmt::Debug + Send + Sync {
     fn trigger_of(&self, fd: Option<RawFd>) -> Trigger;
 }
 
-impl<S: Syscalls> Handle for Shared<S> {
+impl<S: Syscalls> AnyShared for Shared<S> {
     fn change(&self, request: Request) -> io::Result<Registration> {
         let mut table = lock(&self.table);
         table.check(S::BACKEND, request)?;
@@ -131,11 +131,11 @@ impl<S: Syscalls> Handle for Shared<S> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Registry {
-    shared: Arc<dyn Handle>,
+    shared: Arc<dyn AnyShared>,
 }
 
 impl Registry {
-    pub(crate) fn new(shared: Arc<dyn Handle>) -> Registry {
+    pub(crate) fn new(shared: Arc<dyn AnyShared>) -> Registry {
         Registry { shared }
     }
 

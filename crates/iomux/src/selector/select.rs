@@ -68,19 +68,27 @@ impl FdSet {
 /// ```
 pub type SelectSelector = BaseSelector<Select>;
 
-/// The select system call behind [`SelectSelector`], and its master fd_sets.
-#[derive(Debug)]
-pub struct Select {
-    read: FdSet,
-    write: FdSet,
-    /// One past the highest registered descriptor: select's `nfds`.
-    nfds: usize,
-    /// The descriptor the next scan of the results starts at: the first one a
-    /// full `Events` left unreported, so that every ready descriptor gets its turn.
-    cursor: usize,
-    /// One past the registry handles' doorbell, if watched (in no
-    /// registration, so never reported): the least `nfds` may be.
-    doorbell_end: usize,
+pub(crate) use sealed::Select;
+
+// Public in name only: `SelectSelector` names them, so they are `pub`, but they
+// live in a private module, so no other crate can name or build them.
+mod sealed {
+    use super::*;
+
+    /// The select system call behind [`SelectSelector`], and its master fd_sets.
+    #[derive(Debug)]
+    pub struct Select {
+        pub(super) read: FdSet,
+        pub(super) write: FdSet,
+        /// One past the highest registered descriptor: select's `nfds`.
+        pub(super) nfds: usize,
+        /// The descriptor the next scan of the results starts at: the first one a
+        /// full `Events` left unreported, so that every ready descriptor gets its turn.
+        pub(super) cursor: usize,
+        /// One past the registry handles' doorbell, if watched (in no
+        /// registration, so never reported): the least `nfds` may be.
+        pub(super) doorbell_end: usize,
+    }
 }
 
 impl std::fmt::Debug for FdSet {

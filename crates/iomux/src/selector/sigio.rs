@@ -93,37 +93,45 @@ pub fn sigio_signal() -> libc::c_int {
 /// ```
 pub type SigioSelector = BaseSelector<Sigio>;
 
-/// The signal-driven I/O behind [`SigioSelector`]: the signalfd, and the
-/// descriptors signalled but not yet checked.
-#[derive(Debug)]
-pub struct Sigio {
-    signalfd: Option<OwnedFd>,
-    owner: libc::pid_t,
-    /// The signals this selector blocked (those the thread had not blocked
-    /// already), unblocked again on close.
-    blocked: libc::sigset_t,
-    /// Descriptors whose state the next wait checks: named by a signal, just
-    /// registered (readiness from before `O_ASYNC`), or all after an overflow.
-    pending: VecDeque<RawFd>,
-    checks: Vec<libc::pollfd>,
-    /// The signalfd first, then the wakers' eventfds and the registry
-    /// handles' doorbell (which is in no registration, so never reported).
-    pollfds: Vec<libc::pollfd>,
-    infos: Vec<libc::signalfd_siginfo>,
-    /// Queue overflows seen (plain SIGIO received).
-    overflows: u64,
-}
+pub(crate) use sealed::{Sigio, SigioState};
 
-/// What a sigio selector keeps per registered descriptor.
-#[derive(Debug, Clone, Copy)]
-pub struct SigioState {
-    /// The file registered (device and inode), so that a descriptor number
-    /// closed and reused for another file is never touched.
-    file: (libc::dev_t, libc::ino_t),
-    /// Queued in `pending` for the next readiness check.
-    queued: bool,
-    /// A waker's eventfd, watched beside the signalfd (an eventfd raises no signal).
-    waker: bool,
+// Public in name only: `SigioSelector` names them, so they are `pub`, but they
+// live in a private module, so no other crate can name or build them.
+mod sealed {
+    use super::*;
+
+    /// The signal-driven I/O behind [`SigioSelector`]: the signalfd, and the
+    /// descriptors signalled but not yet checked.
+    #[derive(Debug)]
+    pub struct Sigio {
+        pub(super) signalfd: Option<OwnedFd>,
+        pub(super) owner: libc::pid_t,
+        /// The signals this selector blocked (those the thread had not blocked
+        /// already), unblocked again on close.
+        pub(super) blocked: libc::sigset_t,
+        /// Descriptors whose state the next wait checks: named by a signal, just
+        /// registered (readiness from before `O_ASYNC`), or all after an overflow.
+        pub(super) pending: VecDeque<RawFd>,
+        pub(super) checks: Vec<libc::pollfd>,
+        /// The signalfd first, then the wakers' eventfds and the registry
+        /// handles' doorbell (which is in no registration, so never reported).
+        pub(super) pollfds: Vec<libc::pollfd>,
+        pub(super) infos: Vec<libc::signalfd_siginfo>,
+        /// Queue overflows seen (plain SIGIO received).
+        pub(super) overflows: u64,
+    }
+
+    /// What a sigio selector keeps per registered descriptor.
+    #[derive(Debug, Clone, Copy)]
+    pub struct SigioState {
+        /// The file registered (device and inode), so that a descriptor number
+        /// closed and reused for another file is never touched.
+        pub(super) file: (libc::dev_t, libc::ino_t),
+        /// Queued in `pending` for the next readiness check.
+        pub(super) queued: bool,
+        /// A waker's eventfd, watched beside the signalfd (an eventfd raises no signal).
+        pub(super) waker: bool,
+    }
 }
 
 impl BaseSelector<Sigio> {

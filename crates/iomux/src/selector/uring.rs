@@ -39,26 +39,50 @@ const IGNORED: u64 = u64::MAX;
 /// completions only end a wait.
 const DOORBELL: u64 = u64::MAX - 1;
 
-/// What the selector keeps per registered descriptor.
-#[derive(Debug, Clone, Copy)]
-pub struct Slot {
-    /// Tells this registration's completions from a removed one's.
-    generation: u32,
-    /// A poll request is in flight for it.
-    armed: bool,
-    /// Edge (multishot), level (re-armed each wait) or one-shot.
-    trigger: Trigger,
-    /// In `rearm`, to be armed again at the next wait.
-    queued: bool,
-    /// A level or one-shot registration without read interest whose peer
-    /// half-closed: io_uring reports EPOLLRDHUP whatever was asked, so a
-    /// single-shot request would complete at once on every wait (a spin).
-    /// Until its interest changes it is watched by a multishot request,
-    /// which completes on the socket's next wake-up instead.
-    read_closed_unasked: bool,
-    /// The wait number it last got an event in, and that event's index in `found`.
-    seen: u64,
-    index: usize,
+pub(crate) use sealed::{Slot, Uring};
+
+// Public in name only: `UringSelector` names them, so they are `pub`, but they
+// live in a private module, so no other crate can name or build them.
+mod sealed {
+    use super::*;
+
+    /// What the selector keeps per registered descriptor.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Slot {
+        /// Tells this registration's completions from a removed one's.
+        pub(super) generation: u32,
+        /// A poll request is in flight for it.
+        pub(super) armed: bool,
+        /// Edge (multishot), level (re-armed each wait) or one-shot.
+        pub(super) trigger: Trigger,
+        /// In `rearm`, to be armed again at the next wait.
+        pub(super) queued: bool,
+        /// A level or one-shot registration without read interest whose peer
+        /// half-closed: io_uring reports EPOLLRDHUP whatever was asked, so a
+        /// single-shot request would complete at once on every wait (a spin).
+        /// Until its interest changes it is watched by a multishot request,
+        /// which completes on the socket's next wake-up instead.
+        pub(super) read_closed_unasked: bool,
+        /// The wait number it last got an event in, and that event's index in `found`.
+        pub(super) seen: u64,
+        pub(super) index: usize,
+    }
+
+    /// The io_uring poll requests behind [`UringSelector`].
+    pub struct Uring {
+        pub(super) ring: Option<IoUring>,
+        pub(super) trigger: Trigger,
+        pub(super) next_generation: u32,
+        /// Level-triggered descriptors reported by the last wait, armed again by the next.
+        pub(super) rearm: Vec<RawFd>,
+        /// A completion taken from the ring that did not fit the last `Events`.
+        pub(super) carried: Option<cqueue::Entry>,
+        pub(super) found: Vec<(Token, u8)>,
+        pub(super) wait_number: u64,
+        /// The registry handles' doorbell, and whether its (multishot) poll
+        /// request is in flight.
+        pub(super) doorbell: Option<(RawFd, bool)>,
+    }
 }
 
 fn user_data(fd: RawFd, generation: u32) -> u64 {
@@ -90,6 +114,9 @@ fn open_ring(entries: u32) -> io::Result<IoUring> {
 }
 
 /// The error for a kernel that refuses io_uring, saying why it refused.
+// Hidden: not an API for users, but shared with iomux-engine's completion
+// engine, which sets up its own rings, so that both explain a refusal alike.
+#[doc(hidden)]
 pub fn unavailable(err: io::Error) -> io::Error {
     let why = match err.raw_os_error() {
         Some(libc::ENOSYS) => "this kernel has no io_uring (older than 5.1, or built without it)",
@@ -125,22 +152,6 @@ pub fn unavailable(err: io::Error) -> io::Error {
 /// assert!(ev.iter().any(|e| e.token() == Token(3) && e.is_readable()));
 /// ```
 pub type UringSelector = BaseSelector<Uring>;
-
-/// The io_uring poll requests behind [`UringSelector`].
-pub struct Uring {
-    ring: Option<IoUring>,
-    trigger: Trigger,
-    next_generation: u32,
-    /// Level-triggered descriptors reported by the last wait, armed again by the next.
-    rearm: Vec<RawFd>,
-    /// A completion taken from the ring that did not fit the last `Events`.
-    carried: Option<cqueue::Entry>,
-    found: Vec<(Token, u8)>,
-    wait_number: u64,
-    /// The registry handles' doorbell, and whether its (multishot) poll
-    /// request is in flight.
-    doorbell: Option<(RawFd, bool)>,
-}
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
