@@ -11,7 +11,7 @@
 //! out, the wake-up of the client, the readiness wait) is measured, not
 //! guessed.
 //!
-//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp]` (default
+//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-read PATH]` (default
 //! 127.0.0.1:8083, epoll, http); prints `listening on ADDR` when ready.
 //! `uring` runs the same floor on io_uring (src/uring.rs): no readiness wait,
 //! one `io_uring_enter` per pass. `resp` is the floor of a RESP server
@@ -23,18 +23,24 @@
 //! first, as redis-server does (what touching per-subscriber memory costs);
 //! `resp-nagle` leaves TCP_NODELAY off (what Nagle's coalescing of a
 //! subscriber's frames saves).
+//!
+//! `file PATH` is the floor of a static-file server (src/file.rs, epoll
+//! only): a canned head with MSG_MORE and one `sendfile` per writable
+//! socket for every request, whatever its path; `file-read PATH` sends the
+//! body from memory instead (pread behind the head, one send).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
+mod file;
 mod resp;
 mod uring;
 
 /// The length iomux's own response has (same headers, fixed date).
 pub(crate) const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
-fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+pub(crate) fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if n < 0 {
         let e = io::Error::last_os_error();
         Err(io::Error::new(e.kind(), format!("{what}: {e}")))
@@ -43,7 +49,7 @@ fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+pub(crate) fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: fd as u64,
@@ -93,8 +99,25 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8083".into());
     let mode = std::env::args().nth(2).unwrap_or_else(|| "epoll".into());
+    let proto = std::env::args().nth(3);
+    if let Some(read) = match proto.as_deref() {
+        Some("file") => Some(false),
+        Some("file-read") => Some(true),
+        _ => None,
+    } {
+        let Some(path) = std::env::args().nth(4).filter(|_| mode == "epoll") else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the file floor runs on epoll and needs the file: floor-peer ADDR epoll file PATH",
+            ));
+        };
+        let listener = TcpListener::bind(&addr)?;
+        println!("listening on {}", listener.local_addr()?);
+        io::stdout().flush()?;
+        return file::run(listener, &path, read);
+    }
     // (RESP, copy frames per subscriber, TCP_NODELAY)
-    let (resp, copy_per_subscriber, nodelay) = match std::env::args().nth(3).as_deref() {
+    let (resp, copy_per_subscriber, nodelay) = match proto.as_deref() {
         None | Some("http") => (false, false, false),
         Some("resp") => (true, false, true),
         Some("resp-copy") if mode == "epoll" => (true, true, true),
@@ -102,7 +125,7 @@ fn main() -> io::Result<()> {
         Some(other) => return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle"
+                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-read PATH"
             ),
         )),
     };
