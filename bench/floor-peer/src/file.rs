@@ -5,10 +5,12 @@
 //! lookup (one file per process), no limits: the least any server sending
 //! that file with sendfile can do. bench/static-peers.sh runs it.
 //!
-//! `file-read` is the same floor sending the body from memory instead: the
-//! file read (pread) behind the head into one buffer, then one send — the
-//! copy a server pays when it does not use sendfile. Run both to see where
-//! sendfile starts to pay for its extra system call (docs/performance.md).
+//! `file-read` is the same floor reading the body instead: the file read
+//! (pread) behind the head into one buffer, then one send — the copy a
+//! server pays when it does not use sendfile. `file-mem` sends head and body
+//! from memory (read once at start: a server's cache of small files), one
+//! send per writable socket. Run them to see where sendfile starts to pay
+//! for its extra system call (docs/performance.md).
 
 use crate::{check, count_requests, watch};
 use std::fs::File;
@@ -17,6 +19,17 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 
+/// How the body goes out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Body {
+    /// `sendfile` from the file, behind the head sent with MSG_MORE.
+    Sendfile,
+    /// `pread` into a buffer behind the head, then `send`.
+    Pread,
+    /// `send` of head and body held in memory.
+    Memory,
+}
+
 /// Per connection: what is left to send.
 #[derive(Default, Clone)]
 struct Conn {
@@ -24,7 +37,7 @@ struct Conn {
     tail: u32,
     /// Requests read whose response has not started.
     queued: u64,
-    /// Bytes of the current body still to send (sendfile mode).
+    /// Bytes of the current body (sendfile) or response (memory) still to send.
     left: u64,
     /// Bytes of the current response still to send (read mode).
     pending: Vec<u8>,
@@ -54,9 +67,30 @@ fn interest(epfd: RawFd, fd: RawFd, out: bool) {
 
 /// Send what `conn` owes until the socket pushes back; false when the
 /// connection broke.
-fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, read: bool) -> bool {
+fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Body) -> bool {
     loop {
-        if read {
+        if body == Body::Memory {
+            // `head` is the whole response here.
+            if conn.left == 0 {
+                if conn.queued == 0 {
+                    return true;
+                }
+                conn.queued -= 1;
+                conn.left = head.len() as u64;
+            }
+            let data = &head[head.len() - conn.left as usize..];
+            // SAFETY: `data` is a live slice of its length.
+            let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+            if n < 0 {
+                return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            }
+            conn.left -= n as u64;
+            if conn.left > 0 {
+                return true;
+            }
+            continue;
+        }
+        if body == Body::Pread {
             if conn.pending.is_empty() {
                 if conn.queued == 0 {
                     return true;
@@ -115,10 +149,15 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, read: bo
     }
 }
 
-pub fn run(listener: TcpListener, path: &str, read: bool) -> io::Result<()> {
+pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
     let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     let len = file.metadata()?.len();
-    let head = head(len);
+    let mut head = head(len);
+    if body == Body::Memory {
+        let at = head.len();
+        head.resize(at + len as usize, 0);
+        file.read_exact_at(&mut head[at..], 0)?;
+    }
     listener.set_nonblocking(true)?;
     let lfd = listener.as_raw_fd();
     // SAFETY: plain syscall without pointers.
@@ -176,7 +215,7 @@ pub fn run(listener: TcpListener, path: &str, read: bool) -> io::Result<()> {
                     alive = false;
                 }
             }
-            alive = alive && pump(fd, conn, &file, &head, len, read);
+            alive = alive && pump(fd, conn, &file, &head, len, body);
             if !alive {
                 // SAFETY: fd is ours and open; close also removes it from epoll.
                 unsafe { libc::close(fd) };

@@ -11,7 +11,7 @@
 //! out, the wake-up of the client, the readiness wait) is measured, not
 //! guessed.
 //!
-//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-read PATH]` (default
+//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-read PATH|file-mem PATH|file-splice PATH|file-zc PATH]` (default
 //! 127.0.0.1:8083, epoll, http); prints `listening on ADDR` when ready.
 //! `uring` runs the same floor on io_uring (src/uring.rs): no readiness wait,
 //! one `io_uring_enter` per pass. `resp` is the floor of a RESP server
@@ -24,10 +24,13 @@
 //! `resp-nagle` leaves TCP_NODELAY off (what Nagle's coalescing of a
 //! subscriber's frames saves).
 //!
-//! `file PATH` is the floor of a static-file server (src/file.rs, epoll
-//! only): a canned head with MSG_MORE and one `sendfile` per writable
-//! socket for every request, whatever its path; `file-read PATH` sends the
-//! body from memory instead (pread behind the head, one send).
+//! `file PATH` is the floor of a static-file server (src/file.rs, epoll):
+//! a canned head with MSG_MORE and one `sendfile` per writable socket for
+//! every request, whatever its path; `file-read PATH` reads the body
+//! (pread behind the head, one send), `file-mem PATH` sends it from memory.
+//! On uring (src/uring_file.rs): `file-read` (a read into the connection's
+//! buffer linked to a send), `file-splice` (splice file to pipe to socket),
+//! `file-zc` (a read linked to a zero-copy send).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -36,6 +39,7 @@ use std::os::fd::{AsRawFd, RawFd};
 mod file;
 mod resp;
 mod uring;
+mod uring_file;
 
 /// The length iomux's own response has (same headers, fixed date).
 pub(crate) const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
@@ -100,21 +104,34 @@ fn main() -> io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8083".into());
     let mode = std::env::args().nth(2).unwrap_or_else(|| "epoll".into());
     let proto = std::env::args().nth(3);
-    if let Some(read) = match proto.as_deref() {
-        Some("file") => Some(false),
-        Some("file-read") => Some(true),
-        _ => None,
-    } {
-        let Some(path) = std::env::args().nth(4).filter(|_| mode == "epoll") else {
+    if let Some(file_mode) = proto.as_deref().filter(|p| p.starts_with("file")) {
+        let Some(path) = std::env::args().nth(4) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "the file floor runs on epoll and needs the file: floor-peer ADDR epoll file PATH",
+                "the file floor needs the file: floor-peer ADDR epoll|uring file... PATH",
             ));
+        };
+        let run: Box<dyn FnOnce(TcpListener) -> io::Result<()>> = match (mode.as_str(), file_mode) {
+            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
+            ("epoll", "file-read") => Box::new(move |l| file::run(l, &path, file::Body::Pread)),
+            ("epoll", "file-mem") => Box::new(move |l| file::run(l, &path, file::Body::Memory)),
+            ("uring", "file-read") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::Read)),
+            ("uring", "file-splice") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::Splice)),
+            ("uring", "file-zc") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::ReadSendZc)),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "no file floor {file_mode:?} on {mode}: epoll has file, file-read, file-mem; \
+                         uring has file-read, file-splice, file-zc"
+                    ),
+                ))
+            }
         };
         let listener = TcpListener::bind(&addr)?;
         println!("listening on {}", listener.local_addr()?);
         io::stdout().flush()?;
-        return file::run(listener, &path, read);
+        return run(listener);
     }
     // (RESP, copy frames per subscriber, TCP_NODELAY)
     let (resp, copy_per_subscriber, nodelay) = match proto.as_deref() {
@@ -125,7 +142,7 @@ fn main() -> io::Result<()> {
         Some(other) => return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-read PATH"
+                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-read PATH, file-mem PATH"
             ),
         )),
     };
