@@ -167,10 +167,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = match self.capped.is_empty() {
-                true => self
-                    .core
-                    .clock
-                    .next_wait(self.core.timers.next_deadline(self.core.clock.now)),
+                true => self.core.next_wait(),
                 false => Some(Duration::ZERO),
             };
             self.selector.select(&mut events, timeout)?;
@@ -204,6 +201,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 }
             }
             let _ = self.expire_timers();
+            let _ = self.run_due();
             self.flush_capped();
             self.flush_delivered();
             if self.core.clock.accept_resumes() {
@@ -573,6 +571,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         self.update_interest(token);
+        self.core.queue_due(token);
     }
 
     fn update_interest(&mut self, token: Token) {
