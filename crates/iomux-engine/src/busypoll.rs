@@ -79,6 +79,7 @@ where
                     rules: &cx.rules,
                     pool: &mut pool,
                     commands: &mut commands,
+                    blocking: None,
                 };
                 if session.on_open(None, &mut env).is_err()
                     || !refuse_commands(&mut session, &mut env, &mut stats)
@@ -98,6 +99,7 @@ where
                 rules: &cx.rules,
                 pool: &mut pool,
                 commands: &mut commands,
+                blocking: None,
             };
             let keep = poll_conn(c, &mut env, &mut rbuf, &mut stats, &mut moved);
             let told = refuse_commands(&mut c.session, &mut env, &mut stats);

@@ -42,6 +42,7 @@ mod table;
 mod threads;
 pub mod tls;
 mod uring;
+mod workers;
 
 /// The rustls this crate serves TLS with (0.23, `ring` provider): build a
 /// [`Config::tls`] with it, or with [`tls::load_server_config`].
@@ -258,6 +259,12 @@ pub struct Config {
     /// [`iomux_proto::Context::send_to`]) before it is disconnected: a
     /// subscriber that stopped reading must not hold memory without bound.
     pub max_output: usize,
+    /// Worker threads for blocking work ([`Context::spawn_blocking`]),
+    /// shared by every loop; started on first use.
+    pub blocking_threads: usize,
+    /// Blocking works that may wait for a worker thread; past it
+    /// [`Context::spawn_blocking`] fails at once.
+    pub blocking_queue: usize,
     /// Serve every accepted connection over TLS with this configuration
     /// (see [`tls`]; [`tls::load_server_config`] builds one from PEM
     /// files): its service sees decrypted input and everything sent to it
@@ -281,6 +288,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(3),
             max_pending_input: 2 * 1024 * 1024,
             max_output: 32 * 1024 * 1024,
+            blocking_threads: 4,
+            blocking_queue: 1024,
             tls: None,
         }
     }
@@ -311,6 +320,9 @@ impl Config {
         if self.output_high_water == 0 || self.max_pending_input == 0 || self.max_output == 0 {
             return bad("the output high-water mark, the input cap and the output cap must be more than zero");
         }
+        if self.blocking_threads == 0 || self.blocking_queue == 0 {
+            return bad("the blocking work's threads and queue must be 1 or more");
+        }
         Ok(())
     }
 }
@@ -323,6 +335,7 @@ pub struct Server {
     socket_file: Option<PathBuf>,
     shutdown: Shutdown,
     hub: std::sync::Arc<hub::Hub>,
+    workers: std::sync::Arc<workers::Workers>,
     engine: Engine,
     threads: Vec<JoinHandle<io::Result<LoopStats>>>,
 }
@@ -411,6 +424,23 @@ impl Server {
         F: Fn() -> P + Send + Sync + Clone + 'static,
     {
         config.check()?;
+        if P::needs_event_loop() && !engine.carries_out_commands() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the {engine} engine cannot run this service: it needs an event loop (timers, \
+                     sends to other connections, connects, posts, blocking work or drained \
+                     notices), which the thread, blocking and busy-polling engines do not have; \
+                     use one of {}",
+                    Engine::ALL
+                        .iter()
+                        .filter(|e| e.carries_out_commands())
+                        .map(Engine::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         if let Engine::Reactor(backend, trigger) = engine {
             backend.check_trigger(trigger)?;
         }
@@ -451,6 +481,11 @@ impl Server {
         let max_conns = shutdown.conn_limit(config.max_conns);
         let mut handles = Vec::with_capacity(threads);
         let hub = hub::Hub::new(threads);
+        let workers = std::sync::Arc::new(workers::Workers::new(
+            hub.clone(),
+            config.blocking_threads,
+            config.blocking_queue,
+        ));
         let (started, start_reports) = shutdown::Started::channel();
         for (i, listener) in listeners.into_iter().enumerate() {
             let cx = LoopContext {
@@ -462,6 +497,7 @@ impl Server {
                 max_conns: max_conns.clone(),
                 new_protocol: new_protocol.clone(),
                 started: started.clone(),
+                workers: workers.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("iomux-loop-{i}"))
@@ -488,6 +524,7 @@ impl Server {
             socket_file: None,
             shutdown,
             hub,
+            workers,
             engine,
             threads: handles,
         };
@@ -545,6 +582,7 @@ impl Server {
     /// Wait for every loop to end; returns their counters, summed.
     pub fn join(mut self) -> io::Result<LoopStats> {
         let _socket_file = SocketFile(self.socket_file.take());
+        self.workers.stop();
         let mut total = LoopStats::default();
         let mut first_err = None;
         for h in std::mem::take(&mut self.threads) {
@@ -665,6 +703,7 @@ impl Handle {
 impl Drop for Server {
     fn drop(&mut self) {
         let _socket_file = SocketFile(self.socket_file.take());
+        self.workers.stop();
         if self.threads.is_empty() {
             return;
         }

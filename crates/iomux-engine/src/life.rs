@@ -7,6 +7,7 @@ use crate::hub::Hub;
 use crate::session::{Rules, DRAIN_QUIET};
 use crate::shutdown::{ConnLimit, Shutdown, Started};
 use crate::stats::LoopStats;
+use crate::workers::Workers;
 use crate::Config;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ pub(crate) struct LoopContext<F> {
     pub new_protocol: F,
     /// Told once the loop is set up, or why it could not be.
     pub started: Started,
+    /// The server's worker threads for blocking work.
+    pub workers: Arc<Workers>,
 }
 
 impl<F> LoopContext<F> {
@@ -43,9 +46,11 @@ impl<F> LoopContext<F> {
 impl<F> LoopContext<F> {
     /// A loop's context outside a `Server` (unit tests of one loop).
     pub(crate) fn for_test(config: Config, shutdown: &Shutdown, new_protocol: F) -> Self {
+        let hub = Hub::new(1);
         LoopContext {
             index: 0,
-            hub: Hub::new(1),
+            workers: Arc::new(Workers::new(hub.clone(), 1, 16)),
+            hub,
             rules: Rules::new(&config),
             max_conns: shutdown.conn_limit(config.max_conns),
             config,

@@ -10,7 +10,8 @@
 
 use iomux::net::Stream;
 use iomux::Interest;
-use iomux_proto::{Command, ConnId};
+use iomux_proto::{BlockingWork, Command, ConnId};
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -24,6 +25,10 @@ pub(crate) type WatchFn = Box<dyn FnMut(&mut LoopCx, Readiness)>;
 pub(crate) type TimerFn = Box<dyn FnOnce(&mut LoopCx)>;
 /// How a connect the loop asked for went.
 pub(crate) type ConnectFn = Box<dyn FnOnce(&mut LoopCx, io::Result<ConnId>)>;
+/// What blocking work brought back, or why it did not.
+pub(crate) type BlockingResult = io::Result<Box<dyn Any + Send>>;
+/// Told how blocking work the loop itself spawned went.
+pub(crate) type BlockingDoneFn = Box<dyn FnOnce(&mut LoopCx, BlockingResult)>;
 
 /// A descriptor watched with [`LoopCx::watch`]; [`LoopCx::unwatch`] stops it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +73,15 @@ pub(crate) trait LoopOps {
     fn connect_from_loop(&mut self, addr: SocketAddr, timeout: Duration, told: ConnectFn);
     /// Carry out a command as a protocol's (its target's loop carries it out).
     fn command(&mut self, command: Command);
+    /// Queue blocking work for the loop itself; `done` hears how it went.
+    fn spawn_blocking_from_loop(
+        &mut self,
+        work: BlockingWork,
+        done: BlockingDoneFn,
+    ) -> io::Result<()>;
+    /// Blocking work asked by `conn` (a connection of this loop, or the
+    /// loop itself) ended: hand its result over.
+    fn blocking_done(&mut self, conn: ConnId, key: u64, result: BlockingResult);
 }
 
 /// A running loop, as work inside it sees it: given to a job posted with
@@ -234,5 +248,40 @@ impl<'a> LoopCx<'a> {
     /// Close connection `id` once its output is sent.
     pub fn close(&mut self, id: ConnId) {
         self.ops.command(Command::Close(id));
+    }
+
+    /// Run `work` on the server's worker threads, off the loop, and call
+    /// `done` in this loop with its result (or the error of its panic), as
+    /// [`iomux_proto::Context::spawn_blocking`] does for a connection.
+    /// Errors at once when the pool's queue is full.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut iomux_engine::LoopCx) -> std::io::Result<()> {
+    /// cx.spawn_blocking(|| std::fs::read_to_string("/etc/hostname"), |_cx, result| {
+    ///     let _name = result.ok().and_then(Result::ok);
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_blocking<T: Any + Send>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+        done: impl FnOnce(&mut LoopCx, io::Result<T>) + 'static,
+    ) -> io::Result<()> {
+        self.ops.spawn_blocking_from_loop(
+            Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
+            Box::new(move |cx, result| {
+                let result = result.map(|boxed| match boxed.downcast::<T>() {
+                    Ok(value) => *value,
+                    Err(_) => unreachable!("the work's own type comes back"),
+                });
+                done(cx, result)
+            }),
+        )
+    }
+
+    /// Hand the result of blocking work to whoever asked (the pool's
+    /// worker threads post it to the loop as a job).
+    pub(crate) fn blocking_done(&mut self, conn: ConnId, key: u64, result: BlockingResult) {
+        self.ops.blocking_done(conn, key, result);
     }
 }

@@ -10,7 +10,8 @@ use crate::buffer::BufPool;
 use crate::hub::Dispatch;
 use crate::life::{admit_outgoing, LoopClock, LoopContext};
 use crate::loop_api::{
-    ConnectFn, Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn, Watch, WatchId,
+    BlockingDoneFn, BlockingResult, ConnectFn, Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn,
+    Watch, WatchId,
 };
 use crate::session::{Applied, Connecting, Deadline, Env, Fault, Rules, Session, LOOP_ASKER};
 use crate::sock::{connect_nonblocking, input_waiting};
@@ -20,7 +21,7 @@ use crate::tls::TlsSession;
 use iomux::net::Stream;
 use iomux::timer::TimerId;
 use iomux::Token;
-use iomux_proto::{Command, ConnId, Service};
+use iomux_proto::{BlockingPool, BlockingWork, Command, ConnId, Service};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ macro_rules! env {
             rules: &$core.rules,
             pool: &mut $core.pool,
             commands: &mut $core.commands,
+            blocking: Some(&*$core.cx.workers),
         }
     };
 }
@@ -90,6 +92,11 @@ pub(crate) struct LoopCore<C, F> {
     loop_timers: HashMap<u64, (TimerId, TimerFn)>,
     /// Connects the loop itself asked for: who to tell, by the connect's tag.
     loop_connects: HashMap<u64, ConnectFn>,
+    /// Blocking work the loop itself spawned: who to tell, by its key.
+    loop_blocking: HashMap<u64, BlockingDoneFn>,
+    /// Connections with a callback due in the next pass (input released,
+    /// a drained notice): run once per pass, so none starves the others.
+    due: Vec<Token>,
     /// Numbers loop timers and the loop's connects.
     next_loop_timer: u64,
     /// Work posted from other threads, reused pass after pass.
@@ -118,6 +125,8 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             watches: Slab::new(),
             loop_timers: HashMap::new(),
             loop_connects: HashMap::new(),
+            loop_blocking: HashMap::new(),
+            due: Vec::new(),
             next_loop_timer: 0,
             jobs: Vec::new(),
         }
@@ -172,6 +181,31 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     ) -> Option<R> {
         let conn = self.conns.get_mut(token).filter(|c| c.live())?;
         Some(f(conn.session(), &mut env!(self, self.clock.now)))
+    }
+
+    /// After a connection's output went out: if its service has a callback
+    /// due (see `Session::take_due`), run it in the next pass.
+    pub(crate) fn queue_due(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token).filter(|c| c.live()) {
+            if conn.session().take_due() {
+                self.due.push(token);
+            }
+        }
+    }
+
+    /// Whether a callback is due: the next wait must not sleep.
+    pub(crate) fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
+    /// How long the next wait may last: until the earliest timer, not at
+    /// all while a callback is due.
+    pub(crate) fn next_wait(&mut self) -> Option<Duration> {
+        if self.has_due() {
+            return Some(Duration::ZERO);
+        }
+        self.clock
+            .next_wait(self.timers.next_deadline(self.clock.now))
     }
 
     /// A connection's deadline timer restarts from its session's deadline now.
@@ -310,6 +344,42 @@ pub(crate) trait LoopEngine: Sized {
         self.run_local()
     }
 
+    /// The callbacks due this pass (queued by the previous one): held input
+    /// offered again, drained notices. What they queue runs next pass.
+    fn run_due(&mut self) -> io::Result<()> {
+        let core = self.core();
+        if core.due.is_empty() {
+            return Ok(());
+        }
+        let mut due = std::mem::take(&mut core.due);
+        for &token in &due {
+            let core = self.core();
+            let Some(conn) = core.conns.get_mut(token).filter(|c| c.live()) else {
+                continue;
+            };
+            let session = conn.session();
+            // Output goes to the shared buffer when nothing is owed before it.
+            let gathering = core.gathers_output && session.owed() == 0;
+            let shared = gathering.then_some(&mut core.wbuf);
+            let ran = session.run_due(shared, &mut env!(core, core.clock.now));
+            let resumed = ran == Ok(true);
+            if self.after_call(token, ran.map(drop)).is_err() {
+                self.close(token)?;
+                continue;
+            }
+            if resumed {
+                self.on_resumed(token);
+            }
+            self.after_timer(token)?;
+        }
+        due.clear();
+        let core = self.core();
+        if core.due.is_empty() {
+            core.due = due;
+        }
+        Ok(())
+    }
+
     /// Run a user's callback in the loop; a panic in it is counted and
     /// leaves the loop running. False when it panicked.
     fn guarded(&mut self, f: impl FnOnce(&mut LoopCx)) -> bool {
@@ -401,6 +471,17 @@ pub(crate) trait LoopEngine: Sized {
             }
             // A link to a connection gone meanwhile closes its asker.
             Command::Link { from, .. } if !live => core.commands.push(Command::Close(from)),
+            Command::Post { from, message, .. } => {
+                let Some(told) = core.call(token, |s, env| s.on_message(from, message.0, env))
+                else {
+                    return Ok(()); // gone meanwhile: dropped
+                };
+                if self.after_call(token, told).is_err() {
+                    return self.close(token);
+                }
+                self.mark_ready(token);
+                return Ok(());
+            }
             _ => {}
         }
         let Some(applied) = core.call(token, |session, env| session.apply(command, env)) else {
@@ -690,5 +771,39 @@ impl<E: LoopEngine> LoopOps for E {
         core.commands.push(command);
         core.route_commands();
         let _ = self.run_local();
+    }
+
+    fn spawn_blocking_from_loop(
+        &mut self,
+        work: BlockingWork,
+        done: BlockingDoneFn,
+    ) -> io::Result<()> {
+        let core = self.core();
+        let key = core.next_loop_timer;
+        core.next_loop_timer += 1;
+        let asker = ConnId::new(core.cx.index, LOOP_ASKER);
+        core.cx.workers.spawn(asker, key, work)?;
+        core.loop_blocking.insert(key, done);
+        Ok(())
+    }
+
+    fn blocking_done(&mut self, conn: ConnId, key: u64, result: BlockingResult) {
+        let token = Token(conn.token());
+        if token.0 == LOOP_ASKER {
+            if let Some(done) = self.core().loop_blocking.remove(&key) {
+                self.guarded(|cx| done(cx, result));
+                let _ = self.run_local();
+            }
+            return;
+        }
+        let core = self.core();
+        let Some(told) = core.call(token, |s, env| s.on_blocking_done(key, result, env)) else {
+            return; // closed meanwhile: the result is dropped
+        };
+        if self.after_call(token, told).is_err() {
+            let _ = self.close(token);
+            return;
+        }
+        self.mark_ready(token);
     }
 }

@@ -152,10 +152,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn run(mut self) -> io::Result<LoopStats> {
         let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         loop {
-            let timeout = self
-                .core
-                .clock
-                .next_wait(self.core.timers.next_deadline(self.core.clock.now));
+            let timeout = self.core.next_wait();
             self.selector.select(&mut events, timeout)?;
             self.core.clock.tick();
             self.core.stats.waits += 1;
@@ -187,6 +184,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 }
             }
             let _ = self.expire_timers();
+            let _ = self.run_due();
             self.flush_delivered();
             if self.core.clock.accept_resumes() {
                 if let Some(l) = self.listener.as_ref() {
@@ -495,6 +493,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         self.update_interest(token);
+        self.core.queue_due(token);
     }
 
     fn update_interest(&mut self, token: Token) {

@@ -182,6 +182,7 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
                 rules,
                 pool: &mut pool,
                 commands: &mut commands,
+                blocking: None,
             }
         };
     }

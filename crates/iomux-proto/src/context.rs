@@ -7,6 +7,8 @@
 //! protocol asks ([`Command`]s and output bytes); the engine carries it out
 //! once the protocol's call returns.
 
+use std::any::Any;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +26,10 @@ impl Command {
     /// ```
     pub fn target(&self) -> Option<ConnId> {
         match self {
-            Command::Send { to, .. } | Command::Forward { to, .. } | Command::Link { to, .. } => {
-                Some(*to)
-            }
+            Command::Send { to, .. }
+            | Command::Forward { to, .. }
+            | Command::Link { to, .. }
+            | Command::Post { to, .. } => Some(*to),
             Command::Close(id)
             | Command::ShutdownWrite(id)
             | Command::PauseReading(id)
@@ -114,8 +117,42 @@ impl std::fmt::Debug for ConnId {
     }
 }
 
+/// A value of any type moved from one connection's service to another's
+/// ([`Context::post`]): moved, never copied, so a [`Command`] is not
+/// `Clone`; two are equal only if they are the same value (the same box).
+pub struct Message(pub Box<dyn Any + Send>);
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message(..)")
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        std::ptr::addr_eq(&*self.0, &*other.0)
+    }
+}
+
+impl Eq for Message {}
+
+/// Work for the engine's worker threads ([`Context::spawn_blocking`]),
+/// its result boxed.
+pub type BlockingWork = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+/// Where [`Context::spawn_blocking`] sends work: an engine's bounded pool
+/// of worker threads (engines implement it; services only call
+/// [`Context::spawn_blocking`]).
+pub trait BlockingPool: std::fmt::Debug {
+    /// Queue `work` for connection `conn`, whose service is told its
+    /// result with `key` ([`crate::Service::on_blocking_done`]); an error,
+    /// at once, when the queue is full.
+    fn spawn(&self, conn: ConnId, key: u64, work: BlockingWork) -> io::Result<()>;
+}
+
 /// Something a protocol asked for that the engine does after the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Not `Clone`: a [`Command::Post`] moves its message.
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
     /// Append `bytes` to connection `to`'s output (ignored if it is gone).
@@ -184,6 +221,17 @@ pub enum Command {
         /// The connection it is tied to.
         to: ConnId,
     },
+    /// Deliver `message` to connection `to`'s service
+    /// ([`crate::Service::on_message`]), in order with everything else
+    /// sent to it; skipped if `to` is gone or closing by then.
+    Post {
+        /// The asking connection.
+        from: ConnId,
+        /// The connection whose service receives it.
+        to: ConnId,
+        /// The value it receives.
+        message: Message,
+    },
 }
 
 /// A connection as its protocol sees it during one call: who it is, where
@@ -210,8 +258,18 @@ pub struct Context<'a> {
     opened_by: Option<ConnId>,
     adopted: bool,
     half_close: bool,
+    /// What this call asked of the connection beside commands ([`ask`]).
+    asks: u8,
     out: &'a mut Vec<u8>,
     commands: &'a mut Vec<Command>,
+    blocking: Option<&'a dyn BlockingPool>,
+}
+
+/// The bits of [`Context`]'s `asks`.
+mod ask {
+    pub const DRAINED: u8 = 1;
+    pub const HOLD: u8 = 2;
+    pub const RELEASE: u8 = 4;
 }
 
 impl<'a> Context<'a> {
@@ -235,9 +293,18 @@ impl<'a> Context<'a> {
             opened_by: None,
             adopted: false,
             half_close: false,
+            asks: 0,
             out,
             commands,
+            blocking: None,
         }
+    }
+
+    /// The same context with the engine's worker pool, through which
+    /// [`Context::spawn_blocking`] runs work (engines with a loop).
+    pub fn with_blocking_pool(mut self, pool: Option<&'a dyn BlockingPool>) -> Self {
+        self.blocking = pool;
+        self
     }
 
     /// The same context with the connection's addresses, as
@@ -538,6 +605,135 @@ impl<'a> Context<'a> {
                 from: self.id,
                 to: other,
             });
+        }
+    }
+    /// Deliver `message` (a value of any type) to connection `to`'s service:
+    /// [`crate::Service::on_message`] is called with this connection's id
+    /// and the message, on whichever loop serves `to`, in order with
+    /// everything else this connection sends to `to` ([`Context::send_to`]
+    /// included). A `to` that is gone or closing by then is skipped (the
+    /// message is dropped). Posting to itself is delivered the same way,
+    /// after this call. This is how a long-poll, a server-sent-events hub
+    /// or a chat over HTTP hands an event to the connection that answers.
+    ///
+    /// ```
+    /// use iomux_proto::{Command, ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let me = ConnId::new(0, 2);
+    /// let mut cx = Context::new(me, std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.post(ConnId::new(1, 3), String::from("news"));
+    /// let Command::Post { from, to, message } = commands.pop().unwrap() else { panic!() };
+    /// assert_eq!((from, to), (me, ConnId::new(1, 3)));
+    /// assert_eq!(*message.0.downcast::<String>().unwrap(), "news");
+    /// ```
+    pub fn post<T: Any + Send>(&mut self, to: ConnId, message: T) {
+        self.commands.push(Command::Post {
+            from: self.id,
+            to,
+            message: Message(Box::new(message)),
+        });
+    }
+
+    /// Run `work` on the server's pool of worker threads, off the loop (a
+    /// database call, a disk read, a hash of a large file: libuv's
+    /// `uv_queue_work`), and hand its result to this connection's
+    /// [`crate::Service::on_blocking_done`] with `key`, back on its loop
+    /// (`downcast::<T>()` the box to get the `T` back). A panic in `work`
+    /// comes back as an error; if this connection is closed meanwhile the
+    /// result is dropped. Errors, at once: the pool's queue is full
+    /// (`WouldBlock`: try again later, or answer "busy"), or the engine has
+    /// no loop to bring the result back to (`Unsupported`: the thread,
+    /// blocking and busy-polling engines; a test's plain context).
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// let refused = cx.spawn_blocking(1, || 6 * 7).unwrap_err();
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::Unsupported, "no pool here");
+    /// ```
+    pub fn spawn_blocking<T: Any + Send>(
+        &mut self,
+        key: u64,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<()> {
+        let Some(pool) = self.blocking else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "cannot run blocking work: this engine has no worker pool and no loop to bring its \
+                 result back to; run the service on an event-loop engine (epoll, poll, select, \
+                 sigio, uring-poll, uring)",
+            ));
+        };
+        pool.spawn(
+            self.id,
+            key,
+            Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
+        )
+    }
+
+    /// Call [`crate::Service::on_drained`] once everything this connection
+    /// owes its peer has been sent (taken by the kernel), counting what this
+    /// call writes; at once (in the loop's next pass) when nothing is owed.
+    /// One notice per request: a producer asks again each time it wants
+    /// to be told (a streamed download: write a chunk, ask, and write the
+    /// next one from `on_drained`), so its memory stays at one chunk and a
+    /// slow reader slows it. Ignored on engines that carry out no commands.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.notify_when_drained();
+    /// assert!(cx.drained_notice_asked());
+    /// ```
+    pub fn notify_when_drained(&mut self) {
+        self.asks |= ask::DRAINED;
+    }
+
+    /// Whether this call asked for [`Context::notify_when_drained`] (engines read it).
+    pub fn drained_notice_asked(&self) -> bool {
+        self.asks & ask::DRAINED != 0
+    }
+
+    /// Stop offering input to [`crate::Service::on_data`] until
+    /// [`Context::release_input`]: what arrives meanwhile is kept behind
+    /// the input left unconsumed, and reading stops (the peer is held back
+    /// by TCP) once that reaches the engine's input cap, instead of the cap
+    /// closing the connection. An HTTP connection with an unanswered request
+    /// holds the pipelined requests behind it this way.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// assert_eq!(cx.input_hold_asked(), None);
+    /// cx.hold_input();
+    /// assert_eq!(cx.input_hold_asked(), Some(true));
+    /// cx.release_input();
+    /// assert_eq!(cx.input_hold_asked(), Some(false), "the last word counts");
+    /// ```
+    pub fn hold_input(&mut self) {
+        self.asks = (self.asks & !ask::RELEASE) | ask::HOLD;
+    }
+
+    /// Offer the input left unconsumed to [`crate::Service::on_data`]
+    /// again, in the loop's next pass, even if no new bytes arrive (and end
+    /// a [`Context::hold_input`]; reading resumes). The service says so
+    /// when it is ready for input it left (its deferred answer went out).
+    /// Nothing happens when no input is left. On engines that carry out no
+    /// commands input is offered again only when new bytes arrive.
+    pub fn release_input(&mut self) {
+        self.asks = (self.asks & !ask::HOLD) | ask::RELEASE;
+    }
+
+    /// What this call asked of the connection's input: `Some(true)` to hold
+    /// it, `Some(false)` to release it, `None` neither (engines read it).
+    pub fn input_hold_asked(&self) -> Option<bool> {
+        match self.asks & (ask::HOLD | ask::RELEASE) {
+            ask::HOLD => Some(true),
+            ask::RELEASE => Some(false),
+            _ => None,
         }
     }
 }

@@ -21,7 +21,7 @@ mod echo;
 pub mod http;
 pub mod resp;
 
-pub use context::{Command, ConnId, Context};
+pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message};
 pub use echo::Echo;
 pub use http::Http;
 
@@ -264,16 +264,90 @@ pub trait Service {
         let _ = (key, cx);
     }
 
-    /// Everything this connection owed its peer has been sent, after some
-    /// had to wait: the moment to produce more (flow control).
+    /// Everything this connection owed its peer has been sent (the kernel
+    /// took it), after the service asked with
+    /// [`Context::notify_when_drained`]: the moment to produce more (a
+    /// streamed download writes its next chunk here and asks again). Called
+    /// once per request, never within the call that asked: from the loop's
+    /// next pass when nothing was owed, else once the send that empties the
+    /// output is done, so a producer whose socket takes everything at once
+    /// is called once per pass, not in a loop that starves the others. Not
+    /// called once the connection is closing. Only on engines with a loop
+    /// (see [`Service::needs_event_loop`]).
     fn on_drained(&mut self, cx: &mut Context) {
         let _ = cx;
     }
 
-    /// The protocol left more input unconsumed than the engine's cap allows;
-    /// the connection closes after this call (its output is still sent).
+    /// The protocol left more input unconsumed than the engine's cap allows
+    /// (and was not holding it: [`Context::hold_input`]); the connection
+    /// closes after this call (its output is still sent).
     fn on_input_cap(&mut self, cx: &mut Context) {
         let _ = cx;
+    }
+
+    /// Another connection's service (or this one's) posted `message` to
+    /// this connection with [`Context::post`]; `from` is the poster. Called
+    /// on this connection's loop, in order with the other output and
+    /// messages `from` sent it, never once this connection is closing.
+    /// `message.downcast::<T>()` gets the poster's value back.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context, Service, Step};
+    /// use std::any::Any;
+    /// /// Writes every `String` it is posted.
+    /// struct Listener;
+    /// impl Service for Listener {
+    ///     fn on_data(&mut self, input: &[u8], _cx: &mut Context) -> Step {
+    ///         Step::keep(input.len())
+    ///     }
+    ///     fn on_message(&mut self, _from: ConnId, message: Box<dyn Any + Send>, cx: &mut Context) {
+    ///         if let Ok(text) = message.downcast::<String>() {
+    ///             cx.write(text.as_bytes());
+    ///         }
+    ///     }
+    /// }
+    /// let (mut out, mut cmds) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut cmds);
+    /// Listener.on_message(ConnId::new(1, 3), Box::new(String::from("news\n")), &mut cx);
+    /// assert_eq!(out, b"news\n");
+    /// ```
+    fn on_message(
+        &mut self,
+        from: ConnId,
+        message: Box<dyn std::any::Any + Send>,
+        cx: &mut Context,
+    ) {
+        let _ = (from, message, cx);
+    }
+
+    /// Work this connection ran with [`Context::spawn_blocking`] ended:
+    /// `Ok` with its boxed result (`downcast::<T>()` it), or an error if the
+    /// work panicked. Called on this connection's loop, once per spawned
+    /// work, in the order the works finish; not called if the connection
+    /// closed meanwhile (the result is dropped).
+    fn on_blocking_done(
+        &mut self,
+        key: u64,
+        result: std::io::Result<Box<dyn std::any::Any + Send>>,
+        cx: &mut Context,
+    ) {
+        let _ = (key, result, cx);
+    }
+
+    /// Whether this service needs an engine with an event loop: it uses
+    /// timers, writes to or closes other connections, connects, posts,
+    /// blocking work or drained notices. The thread-per-connection,
+    /// blocking and busy-polling engines carry out none of these, so
+    /// `iomux_engine::Server::start` refuses a service that says it needs
+    /// them on those engines, with an error naming the engines that serve
+    /// it. A service that does not say so still runs there: its commands
+    /// are dropped and counted, a connect is answered `Unsupported` and
+    /// [`Context::spawn_blocking`] fails at once.
+    fn needs_event_loop() -> bool
+    where
+        Self: Sized,
+    {
+        false
     }
 
     /// The connection is closing (by either side, or by the engine) or

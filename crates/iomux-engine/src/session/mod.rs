@@ -52,6 +52,12 @@
 //!   directions are independent: pausing could deadlock both ends).
 //! - An outgoing connection is connecting until the engine reports it
 //!   established (then its protocol opens) or its connect deadline passes.
+//! - A drained notice the service asked for is due once nothing is owed;
+//!   input it released is due at once: the loop runs what is due in its
+//!   next pass ([`Session::take_due`], [`Session::run_due`]), so neither
+//!   runs within the call that asked nor more than once per pass.
+//! - Held input is kept, not offered; at the input cap reading stops
+//!   instead of the cap closing the connection, and a FIN waits behind it.
 //! - A transport, where the server has one (TLS, [`crate::tls`]), sits
 //!   between the socket and the protocol: input is decrypted before the
 //!   protocol sees it and every byte of output (the protocol's, other
@@ -67,6 +73,7 @@ use crate::buffer::BufPool;
 use crate::tls::TlsSession;
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, Service};
+use std::any::Any;
 use std::collections::HashMap;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -102,8 +109,7 @@ mod flag {
     pub const LINGERING: u16 = 8;
     /// The deadline passed; the last output gets [`super::LINGER`].
     pub const TIMED_OUT: u16 = 16;
-    /// Output had to wait for the peer: tell the protocol once it is all sent.
-    pub const WAITED: u16 = 32;
+    // 32: free (was: output had to wait; drained notices are asked now).
     /// The protocol keeps the connection open after the peer's FIN.
     pub const HALF_CLOSE: u16 = 64;
     /// Send our FIN once the output is sent, and go on reading.
@@ -123,6 +129,24 @@ mod flag {
     pub const FED: u16 = 2048;
     /// The service heard `on_close` (as the connection began closing).
     pub const CLOSE_TOLD: u16 = 8192;
+}
+
+/// What the service asked through its context beside commands, and the
+/// loop's part in it (a field of its own: the connection's `flags` are
+/// the transport's and the deadlines').
+mod asked {
+    /// Call `on_drained` once nothing is owed.
+    pub const DRAINED: u8 = 1;
+    /// Input is kept, not offered, until released.
+    pub const HOLDING: u8 = 2;
+    /// Holding, and the input kept reached the cap: reading stopped.
+    pub const INPUT_FULL: u8 = 4;
+    /// Offer the unconsumed input again (released).
+    pub const REOFFER: u8 = 8;
+    /// The peer's FIN came while holding: told once the input is released.
+    pub const EOF_HELD: u8 = 16;
+    /// In the loop's list of connections with a callback due next pass.
+    pub const DUE: u8 = 32;
 }
 
 /// One connection's state, with no socket.
@@ -151,6 +175,8 @@ pub(crate) struct Session<P> {
     /// The TLS transport, on a server that has one.
     tls: Option<Box<TlsSession>>,
     flags: u16,
+    /// See [`asked`].
+    asks: u8,
 }
 
 impl<P: Service> Session<P> {
@@ -169,6 +195,7 @@ impl<P: Service> Session<P> {
             extras: None,
             tls: None,
             flags: 0,
+            asks: 0,
         }
     }
 
@@ -246,6 +273,7 @@ impl<P: Service> Session<P> {
     /// still connecting).
     pub(crate) fn reading(&self) -> bool {
         !self.has(flag::PAUSED | flag::READ_CLOSED | flag::CLOSING | flag::HELD | flag::CONNECTING)
+            && self.asks & asked::INPUT_FULL == 0
     }
 
     /// The readiness the connection needs: input while reading (or
@@ -297,11 +325,15 @@ impl<P: Service> Session<P> {
             env.commands,
         )
         .with_opener(opener)
-        .with_adopted(adopted);
+        .with_adopted(adopted)
+        .with_blocking_pool(env.blocking);
         let proto = &mut self.proto;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
         let half_close = cx.half_close_allowed();
+        let drained_notice = cx.drained_notice_asked();
+        let input_hold = cx.input_hold_asked();
+        drop(cx);
         if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
             if !dropping {
                 tls.send(&plain, out);
@@ -310,6 +342,17 @@ impl<P: Service> Session<P> {
         }
         if half_close {
             self.flags |= flag::HALF_CLOSE;
+        }
+        if drained_notice {
+            self.asks |= asked::DRAINED;
+        }
+        match input_hold {
+            Some(true) => self.asks |= asked::HOLDING,
+            Some(false) => {
+                self.asks &= !(asked::HOLDING | asked::INPUT_FULL);
+                self.asks |= asked::REOFFER;
+            }
+            None => {}
         }
         result
     }
@@ -355,10 +398,22 @@ impl<P: Service> Session<P> {
         result: io::Result<ConnId>,
         env: &mut Env,
     ) -> Result<(), Fault> {
+        self.tell(None, env, |p, cx| p.on_connect(tag, result, cx))
+    }
+
+    /// Tell the protocol of something other than input (a connect's end, a
+    /// timer, a message, blocking work's result), unless the connection is
+    /// closing; its output may pause reading.
+    fn tell(
+        &mut self,
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+        f: impl FnOnce(&mut P, &mut Context),
+    ) -> Result<(), Fault> {
         if self.has(flag::CLOSING | flag::LINGERING) {
             return Ok(());
         }
-        self.call(None, env, |p, cx| p.on_connect(tag, result, cx))?;
+        self.call(shared, env, f)?;
         self.check_pause(env.rules);
         Ok(())
     }
@@ -421,13 +476,42 @@ impl<P: Service> Session<P> {
         Ok(())
     }
 
-    /// Plaintext for the protocol (behind any input it left unconsumed).
+    /// Plaintext for the protocol: held while the service holds its input,
+    /// else offered behind any input it left unconsumed.
     fn on_plaintext(
         &mut self,
         data: &[u8],
         shared: Option<&mut Vec<u8>>,
         env: &mut Env,
     ) -> Result<(), Fault> {
+        if self.asks & asked::HOLDING != 0 {
+            self.hold(data, env);
+            return Ok(());
+        }
+        self.offer_input(data, shared, env)
+    }
+
+    /// The service holds its input: keep `data` behind it, and stop
+    /// reading once it reaches the cap (a completion engine's receives
+    /// already under way may still add theirs).
+    fn hold(&mut self, data: &[u8], env: &mut Env) {
+        if self.input.capacity() == 0 {
+            self.input = env.pool.get_for(data.len());
+        }
+        self.input.extend_from_slice(data);
+        if self.input.len() >= env.rules.max_pending_input {
+            self.asks |= asked::INPUT_FULL;
+        }
+    }
+
+    /// Offer the protocol its unconsumed input followed by `data`.
+    fn offer_input(
+        &mut self,
+        data: &[u8],
+        shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        self.asks &= !asked::REOFFER;
         let was_idle = self.proto_idle();
         let was_between = was_idle && self.input.is_empty();
         let owed = self.owed() > 0;
@@ -469,6 +553,10 @@ impl<P: Service> Session<P> {
         if step.close {
             self.begin_closing();
             env.pool.put(&mut self.input);
+        } else if self.input.len() >= env.rules.max_pending_input && self.asks & asked::HOLDING != 0
+        {
+            // Held on purpose: reading stops instead of the cap closing it.
+            self.asks |= asked::INPUT_FULL;
         } else if self.input.len() > env.rules.max_pending_input {
             // The protocol's last word, then close (its output is still sent).
             self.call(None, env, |p, cx| p.on_input_cap(cx))?;
@@ -492,6 +580,11 @@ impl<P: Service> Session<P> {
         if self.has(flag::CLOSING) {
             return Ok(());
         }
+        if self.asks & asked::HOLDING != 0 {
+            // The protocol hears of it after the input it holds.
+            self.asks |= asked::EOF_HELD;
+            return Ok(());
+        }
         let input = std::mem::take(&mut self.input);
         let called = self.call(shared, env, |p, cx| p.on_eof(&input, cx));
         self.input = input;
@@ -506,6 +599,81 @@ impl<P: Service> Session<P> {
         called
     }
 
+    /// Another connection's service posted `message` to this one.
+    pub(crate) fn on_message(
+        &mut self,
+        from: ConnId,
+        message: Box<dyn Any + Send>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        self.tell(None, env, |p, cx| p.on_message(from, message, cx))
+    }
+
+    /// Blocking work this connection's service spawned ended.
+    pub(crate) fn on_blocking_done(
+        &mut self,
+        key: u64,
+        result: io::Result<Box<dyn Any + Send>>,
+        env: &mut Env,
+    ) -> Result<(), Fault> {
+        self.tell(None, env, |p, cx| p.on_blocking_done(key, result, cx))
+    }
+
+    /// Whether the service has a callback due in the loop's next pass (its
+    /// input released, or a drained notice with nothing owed); true once,
+    /// when the loop should put it in its list (see [`Session::run_due`]).
+    pub(crate) fn take_due(&mut self) -> bool {
+        if self.asks & asked::DUE != 0 || self.has(flag::CLOSING | flag::LINGERING) {
+            return false;
+        }
+        let released =
+            self.asks & (asked::REOFFER | asked::EOF_HELD) != 0 && self.asks & asked::HOLDING == 0;
+        let drained = self.asks & asked::DRAINED != 0 && self.owed() == 0;
+        if released || drained {
+            self.asks |= asked::DUE;
+        }
+        released || drained
+    }
+
+    /// The loop's next pass after [`Session::take_due`]: input released is
+    /// offered again (then a FIN that came while it was held), and a
+    /// drained notice is given if nothing is owed (nor gathered in
+    /// `shared` by the offer). Once per pass at most, so a producer whose
+    /// peer takes everything at once cannot starve the loop. True when
+    /// reading resumed: the engine reads what waits in the socket.
+    pub(crate) fn run_due(
+        &mut self,
+        mut shared: Option<&mut Vec<u8>>,
+        env: &mut Env,
+    ) -> Result<bool, Fault> {
+        self.asks &= !asked::DUE;
+        if self.has(flag::CLOSING | flag::LINGERING) {
+            return Ok(false);
+        }
+        // Held again since it was released: offered at the next release.
+        let reoffered = self.asks & (asked::REOFFER | asked::EOF_HELD) != 0
+            && self.asks & asked::HOLDING == 0;
+        if reoffered && self.asks & asked::REOFFER != 0 {
+            self.asks &= !asked::REOFFER;
+            if !self.input.is_empty() {
+                self.offer_input(&[], shared.as_deref_mut(), env)?;
+            }
+        }
+        if reoffered && self.asks & asked::EOF_HELD != 0 {
+            self.asks &= !asked::EOF_HELD;
+            self.on_eof(shared.as_deref_mut(), env)?;
+        }
+        let gathered = shared.as_ref().is_some_and(|b| !b.is_empty());
+        if self.asks & asked::DRAINED != 0 && self.owed() == 0 && !gathered {
+            self.asks &= !asked::DRAINED;
+            if !self.has(flag::CLOSING) {
+                self.call(shared, env, |p, cx| p.on_drained(cx))?;
+                self.check_pause(env.rules);
+            }
+        }
+        Ok(reoffered && self.reading())
+    }
+
     /// A timer the protocol set fired.
     pub(crate) fn on_timer(
         &mut self,
@@ -516,12 +684,7 @@ impl<P: Service> Session<P> {
         if let Some(extras) = self.extras.as_mut() {
             extras.timers.remove(&key);
         }
-        if self.has(flag::CLOSING | flag::LINGERING) {
-            return Ok(());
-        }
-        self.call(shared, env, |p, cx| p.on_timer(key, cx))?;
-        self.check_pause(env.rules);
-        Ok(())
+        self.tell(shared, env, |p, cx| p.on_timer(key, cx))
     }
 
     /// Remember the wheel's id of the protocol's timer `key`; returns the
@@ -660,7 +823,6 @@ impl<P: Service> Session<P> {
             self.output = env.pool.get_for(rest.len());
         }
         self.output.extend_from_slice(rest);
-        self.flags |= flag::WAITED;
         self.check_pause(env.rules);
     }
 
@@ -700,9 +862,6 @@ impl<P: Service> Session<P> {
                 self.owed() == 0
             }
         };
-        if !all_sent && from_shared.is_none() {
-            self.flags |= flag::WAITED;
-        }
         self.send_progress += n;
         // Nothing taken is no activity (a blocking engine reports every
         // write), nor is a TLS handshake's (it is part of the first message).
@@ -724,14 +883,6 @@ impl<P: Service> Session<P> {
             if let Some(extras) = self.extras.as_deref_mut() {
                 let resumed = extras.waiting_writers.drain(..);
                 env.commands.extend(resumed.map(Command::ResumeReading));
-            }
-        }
-        if all_sent && self.has(flag::WAITED) {
-            // Output had to wait and is now all gone: the protocol may produce more.
-            self.flags &= !flag::WAITED;
-            if !self.has(flag::CLOSING) {
-                self.call(None, env, |p, cx| p.on_drained(cx))?;
-                self.check_pause(env.rules);
             }
         }
         Ok(sent)

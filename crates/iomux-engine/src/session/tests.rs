@@ -76,6 +76,7 @@ macro_rules! env {
             rules: &$h.rules,
             pool: &mut $h.pool,
             commands: &mut $h.commands,
+            blocking: None,
         }
     };
 }
@@ -409,6 +410,7 @@ impl World {
             rules: &self.rules,
             pool: &mut self.pool,
             commands: &mut self.commands,
+            blocking: None,
         }
     }
 }
@@ -479,9 +481,134 @@ fn output_from_other_connections_is_capped_and_drained_output_is_told() {
     );
     let sent = s.on_sent(250, None, &mut env).unwrap();
     assert!(sent.resumed, "50 owed: below half the mark");
-    assert_eq!(s.proto.drained, 0, "not all sent yet");
+    assert!(!s.take_due(), "no notice asked");
+    s.call(None, &mut env, |_, cx| cx.notify_when_drained())
+        .unwrap();
+    assert!(!s.take_due(), "asked, but 50 are owed");
     s.on_sent(50, None, &mut env).unwrap();
-    assert_eq!(s.proto.drained, 1, "all sent after a wait: told once");
+    assert_eq!(s.proto.drained, 0, "never within the send");
+    assert!(s.take_due(), "all sent: due next pass");
+    assert!(!s.take_due(), "listed once");
+    assert_eq!(s.run_due(None, &mut env), Ok(false));
+    assert_eq!(s.proto.drained, 1, "told once");
+    assert!(!s.take_due(), "one notice per request");
+    s.call(None, &mut env, |_, cx| cx.notify_when_drained())
+        .unwrap();
+    assert!(s.take_due(), "nothing owed: due at once, without a send");
+    s.run_due(None, &mut env).unwrap();
+    assert_eq!(s.proto.drained, 2);
+}
+
+/// Holds its input while an answer is outstanding (`hold` set), and
+/// records what it was offered.
+#[derive(Default)]
+struct Deferring {
+    offered: Vec<Vec<u8>>,
+    hold: bool,
+    eof: Option<Vec<u8>>,
+    drained: usize,
+}
+
+impl Service for Deferring {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        self.offered.push(input.to_vec());
+        // Takes one line, then holds the rest until released.
+        let line = input.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if self.hold {
+            cx.hold_input();
+        }
+        Step::keep(line)
+    }
+    fn on_eof(&mut self, pending: &[u8], _cx: &mut Context) {
+        self.eof = Some(pending.to_vec());
+    }
+    fn on_drained(&mut self, _cx: &mut Context) {
+        self.drained += 1;
+    }
+}
+
+#[test]
+fn a_drained_notice_is_given_while_input_is_held() {
+    let mut w = World::new();
+    let mut s = holding(&w);
+    let mut env = w.env();
+    s.on_received(b"a\nb\n", None, &mut env).unwrap();
+    s.call(None, &mut env, |_, cx| cx.notify_when_drained())
+        .unwrap();
+    assert!(s.take_due());
+    assert_eq!(s.run_due(None, &mut env), Ok(false));
+    assert_eq!(s.proto.drained, 1);
+    assert!(!s.take_due(), "nothing more is due while held");
+    assert_eq!(s.proto.offered.len(), 1, "still held");
+}
+
+/// A session whose service holds its input after the first line.
+fn holding(w: &World) -> Session<Deferring> {
+    let deferring = Deferring {
+        hold: true,
+        ..Default::default()
+    };
+    Session::new(deferring, ConnId::new(0, 4), w.now)
+}
+
+#[test]
+fn held_input_stops_reading_at_the_cap_and_is_offered_again_once_released() {
+    let mut w = World::new();
+    let cap = w.rules.max_pending_input;
+    let mut s = holding(&w);
+    let mut env = w.env();
+    s.on_received(b"one\ntw", None, &mut env).unwrap();
+    assert_eq!(s.proto.offered, [b"one\ntw".to_vec()]);
+    s.on_received(b"o\n", None, &mut env).unwrap();
+    assert_eq!(s.proto.offered.len(), 1, "held: not offered");
+    assert!(!s.take_due(), "nothing released");
+    let more = vec![b'x'; cap];
+    assert_eq!(
+        s.on_received(&more, None, &mut env),
+        Ok(()),
+        "no fault at the cap"
+    );
+    assert!(!s.reading(), "at the cap: reading stops");
+    assert!(!s.is_closing());
+    s.proto.hold = false;
+    s.call(None, &mut env, |_, cx| cx.release_input()).unwrap();
+    assert!(s.reading(), "released: reading again");
+    assert_eq!(
+        s.proto.offered.len(),
+        1,
+        "not within the call that released"
+    );
+    assert!(s.take_due());
+    assert_eq!(s.run_due(None, &mut env), Ok(true), "reading resumed");
+    assert_eq!(s.proto.offered.len(), 2);
+    let mut again = b"two\n".to_vec();
+    again.extend_from_slice(&more);
+    assert_eq!(
+        s.proto.offered[1], again,
+        "everything held, with no new bytes"
+    );
+}
+
+#[test]
+fn a_fin_that_comes_while_input_is_held_is_told_after_the_held_input() {
+    let mut w = World::new();
+    let mut s = holding(&w);
+    let mut env = w.env();
+    s.on_received(b"a\nb\n", None, &mut env).unwrap();
+    s.on_eof(None, &mut env).unwrap();
+    assert_eq!(s.proto.eof, None, "held");
+    assert!(!s.is_closing());
+    s.proto.hold = false;
+    s.call(None, &mut env, |_, cx| cx.release_input()).unwrap();
+    assert!(s.take_due());
+    assert_eq!(
+        s.run_due(None, &mut env),
+        Ok(false),
+        "its peer sends no more"
+    );
+    assert_eq!(s.proto.offered, [b"a\nb\n".to_vec(), b"b\n".to_vec()]);
+    assert_eq!(s.proto.eof, Some(Vec::new()), "then the FIN");
+    assert!(s.is_closing());
 }
 
 #[test]
@@ -558,6 +685,7 @@ fn relay(half_close: bool, env: &mut Env) -> Session<Relay> {
     );
     let mut opened = Env {
         commands: &mut Vec::new(),
+        blocking: None,
         pool: env.pool,
         ..*env
     };

@@ -5,7 +5,7 @@
 
 use crate::buffer::BufPool;
 use crate::Config;
-use iomux_proto::{Command, ConnId};
+use iomux_proto::{BlockingPool, Command, ConnId};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -50,13 +50,15 @@ impl Rules {
 }
 
 /// What a session's calls need from its loop: the pass's clock, the rules,
-/// the buffer pool, and where the protocol's commands go (the loop carries
-/// them out after the call).
+/// the buffer pool, where the protocol's commands go (the loop carries
+/// them out after the call), and the worker pool for blocking work.
 pub(crate) struct Env<'a> {
     pub now: Instant,
     pub rules: &'a Rules,
     pub pool: &'a mut BufPool,
     pub commands: &'a mut Vec<Command>,
+    /// The server's worker pool (engines with a loop to bring results back to).
+    pub blocking: Option<&'a dyn BlockingPool>,
 }
 
 /// What a send did to the session.

@@ -211,6 +211,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 self.arm_recv(token)?;
             }
             tokens.clear();
+            self.run_due()?;
             std::mem::swap(&mut tokens, &mut self.dirty);
             for &token in &tokens {
                 self.after_input(token)?;
@@ -433,6 +434,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             rules,
             clock,
             commands,
+            cx,
             ..
         } = core;
         let Some(conn) = conns.get_mut(token) else {
@@ -480,6 +482,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             rules,
             pool,
             commands,
+            blocking: Some(&*cx.workers),
         };
         let result = if n == 0 {
             conn.session.on_eof(None, &mut env)
@@ -528,6 +531,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             self.cancel_recv(token)?;
         }
         self.send_next(token)?;
+        self.core.queue_due(token);
         self.maybe_finish(token)
     }
 
@@ -574,6 +578,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             self.arm_recv(token)?;
         }
         self.send_next(token)?;
+        self.core.queue_due(token);
         self.maybe_finish(token)
     }
 

@@ -36,7 +36,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             *n -= 1;
         }
-        self.ring.submit_and_wait(1)
+        // A callback due next pass: look at the completions without waiting.
+        let wait = usize::from(!self.core.has_due());
+        self.ring.submit_and_wait(wait)
     }
 
     pub(super) fn arm_waker(&mut self) -> io::Result<()> {
