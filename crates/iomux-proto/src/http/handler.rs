@@ -14,7 +14,9 @@ use super::date::DATE_LEN;
 use super::limits::HttpConfig;
 use super::request::Request;
 use super::response::{is_core_header, is_tchar, is_value_byte, Persist, Status, SERVER};
-use crate::Context;
+use crate::{ConnId, Context};
+use std::any::Any;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +130,24 @@ pub trait Exchange: Send {
     fn on_writable(&mut self, reply: &mut Reply<'_, '_>) {
         let _ = reply;
     }
+
+    /// A value another connection posted to this one
+    /// ([`Context::post`]): an event for a long-poll or a stream. The
+    /// default drops it.
+    fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, reply: &mut Reply<'_, '_>) {
+        let _ = (from, message, reply);
+    }
+
+    /// Work started with [`Reply::spawn_blocking`] finished: its result
+    /// (`downcast` it to the work's type), or why it failed (it panicked).
+    fn on_blocking_done(
+        &mut self,
+        key: u32,
+        result: io::Result<Box<dyn Any + Send>>,
+        reply: &mut Reply<'_, '_>,
+    ) {
+        let _ = (key, result, reply);
+    }
 }
 
 /// How the current response's body goes out.
@@ -160,6 +180,8 @@ pub(crate) mod tx {
     pub const BODY_HELD: u8 = 32;
     /// The exchange asked for more body after holding it.
     pub const BODY_RESUMED: u8 = 64;
+    /// The response has no body (HEAD, 204, 304): body writes are dropped.
+    pub const NO_BODY: u8 = 128;
 }
 
 /// The current request's response, as the core and its [`Reply`] see it.
@@ -292,6 +314,9 @@ impl<'r, 'c> Reply<'r, 'c> {
         self.tx.sending = Sending::Done;
         let persist = self.tx.persist();
         let with_body = !self.tx.has(tx::HEAD_ONLY) && !prepared.status.forbids_body();
+        if !with_body {
+            self.tx.flags |= tx::NO_BODY;
+        }
         let copyable = persist == Persist::Default && with_body;
         let identity: *const Prepared = prepared;
         if let (true, Some((first, range))) = (copyable, &self.slice.copied) {
@@ -347,7 +372,7 @@ impl<'r, 'c> Reply<'r, 'c> {
                 out.extend_from_slice(b"\r\n");
             }
             Sending::UntilClose => self.cx.out().extend_from_slice(data),
-            Sending::Done if self.tx.has(tx::HEAD_ONLY) || data.is_empty() => {}
+            Sending::Done if self.tx.has(tx::NO_BODY) || data.is_empty() => {}
             Sending::Nothing | Sending::Done => self.tx.mismatch(self.config),
         }
     }
@@ -412,6 +437,21 @@ impl<'r, 'c> Reply<'r, 'c> {
     /// slow reader holds at most one piece of it in memory).
     pub fn notify_when_writable(&mut self) {
         self.tx.flags |= tx::WANTS_WRITABLE;
+        self.cx.notify_when_drained();
+    }
+
+    /// Run `work` on the server's worker threads, off the event loop (a
+    /// database call, a disk read), and call [`Exchange::on_blocking_done`]
+    /// with `key` and its result back on the loop. Errors at once when the
+    /// pool's queue is full (answer "busy", or try later) or the engine has
+    /// no pool (see [`Context::spawn_blocking`]).
+    pub fn spawn_blocking<T: Any + Send>(
+        &mut self,
+        key: u32,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<()> {
+        let key = timer_key(self.tx.seq, key);
+        self.cx.spawn_blocking(key, work)
     }
 
     /// After [`Exchange::on_body`] took less than it was offered: offer the
@@ -431,8 +471,8 @@ impl<'r, 'c> Reply<'r, 'c> {
     }
 }
 
-/// A timer key of the connection: the exchange's request number and the
-/// handler's key.
+/// A timer (or blocking work) key of the connection: the exchange's request
+/// number and the handler's key.
 pub(crate) fn timer_key(seq: u32, key: u32) -> u64 {
     (u64::from(seq) << 32) | u64::from(key)
 }
@@ -623,7 +663,11 @@ impl Head<'_, '_, '_> {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(persist);
         out.extend_from_slice(b"\r\n");
-        !no_body && !reply.tx.has(tx::HEAD_ONLY)
+        let with_body = !no_body && !reply.tx.has(tx::HEAD_ONLY);
+        if !with_body {
+            reply.tx.flags |= tx::NO_BODY;
+        }
+        with_body
     }
 }
 

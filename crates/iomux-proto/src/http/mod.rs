@@ -36,6 +36,8 @@ mod request;
 mod response;
 mod router;
 #[cfg(test)]
+mod api_tests;
+#[cfg(test)]
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
@@ -53,6 +55,7 @@ use crate::{ConnId, Context, Service, Step};
 use handler::{tx, Sending, SliceCache, Tx};
 use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, EXPECT_CONTINUE};
 use response::CONTINUE;
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Run a fresh connection serving `handler` over `input` delivered in
@@ -392,9 +395,10 @@ impl<H: Handler> Http<H> {
             Some(Ok(r)) => r,
         };
         if held {
-            // Backpressure: stop reading until the exchange asks for more.
+            // Backpressure: the rest waits, and reading stops near the input
+            // cap, until the exchange asks for more.
             self.tx.flags |= tx::BODY_HELD;
-            cx.pause_reading();
+            cx.hold_input();
         }
         match self.settle() {
             Next::Go if done => (used, self.body_ended(slice, cx)),
@@ -403,19 +407,30 @@ impl<H: Handler> Http<H> {
         }
     }
 
-    /// After a call outside [`Service::on_data`] (a timer, a drain): close
-    /// the connection on a fault or after its last answer; held input is
-    /// offered again once the exchange wants it or its answer went out.
-    fn after_callback(&mut self, cx: &mut Context) {
-        match self.settle() {
-            Next::Close => cx.close(),
-            _ => {
-                let resumed = self.tx.has(tx::BODY_RESUMED);
-                if resumed || (self.phase == Phase::Head && self.tx.has(tx::BODY_HELD)) {
-                    self.tx.flags &= !(tx::BODY_HELD | tx::BODY_RESUMED);
-                    cx.resume_reading();
-                }
+    /// Call `f` on the current exchange outside [`Service::on_data`] (a
+    /// timer, a drain notice, a message, blocking work done), then close the
+    /// connection on a fault or after its last answer; input held back is
+    /// offered again once the exchange wants more body or its answer went
+    /// out (the next pipelined request waits in it).
+    fn callback(
+        &mut self,
+        cx: &mut Context,
+        f: impl FnOnce(&mut dyn Exchange, &mut Reply),
+    ) {
+        let mut slice = SliceCache::new(self.config.clock);
+        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
+            if let Some(ex) = exchange {
+                f(&mut **ex, reply);
             }
+        });
+        if called.is_none() || matches!(self.settle(), Next::Close) {
+            cx.close();
+            return;
+        }
+        let resumed = self.tx.has(tx::BODY_RESUMED);
+        if resumed || self.phase == Phase::Head {
+            self.tx.flags &= !(tx::BODY_HELD | tx::BODY_RESUMED);
+            cx.release_input();
         }
     }
 }
@@ -428,7 +443,12 @@ impl<H: Handler> Service for Http<H> {
             match self.phase {
                 Phase::Closed => return Step::close(input.len()),
                 // Pipelined requests wait unparsed behind an unanswered one.
-                Phase::Answering => return Step::keep(at),
+                Phase::Answering => {
+                    if at < input.len() {
+                        cx.hold_input();
+                    }
+                    return Step::keep(at);
+                }
                 Phase::Head => {
                     if self.scanned == 0 {
                         // Empty lines before a request line are ignored (RFC 9112 §2.2).
@@ -530,35 +550,32 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_timer(&mut self, key: u64, cx: &mut Context) {
-        if self.exchange.is_none() || key >> 32 != u64::from(self.tx.seq) {
-            return; // an earlier exchange's timer
-        }
-        let mut slice = SliceCache::new(self.config.clock);
-        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
-            if let Some(ex) = exchange {
-                ex.on_timer(key as u32, reply);
-            }
-        });
-        match called {
-            None => cx.close(),
-            Some(()) => self.after_callback(cx),
-        }
+        if self.exchange.is_some() && key >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| ex.on_timer(key as u32, reply));
+        } // else an earlier exchange's timer
     }
 
     fn on_drained(&mut self, cx: &mut Context) {
-        if self.exchange.is_none() || !self.tx.has(tx::WANTS_WRITABLE) {
-            return;
+        if self.exchange.is_some() && self.tx.has(tx::WANTS_WRITABLE) {
+            self.tx.flags &= !tx::WANTS_WRITABLE;
+            self.callback(cx, |ex, reply| ex.on_writable(reply));
         }
-        self.tx.flags &= !tx::WANTS_WRITABLE;
-        let mut slice = SliceCache::new(self.config.clock);
-        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
-            if let Some(ex) = exchange {
-                ex.on_writable(reply);
-            }
-        });
-        match called {
-            None => cx.close(),
-            Some(()) => self.after_callback(cx),
+    }
+
+    fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, cx: &mut Context) {
+        if self.exchange.is_some() {
+            self.callback(cx, |ex, reply| ex.on_message(from, message, reply));
+        } // else no request is waiting for it
+    }
+
+    fn on_blocking_done(
+        &mut self,
+        key: u64,
+        result: std::io::Result<Box<dyn Any + Send>>,
+        cx: &mut Context,
+    ) {
+        if self.exchange.is_some() && key >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| ex.on_blocking_done(key as u32, result, reply));
         }
     }
 
