@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::Command;
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -217,6 +218,8 @@ struct Driver<H: Handler> {
     out: Vec<u8>,
     timers: Vec<u64>,
     closed: bool,
+    /// Every other command, in order.
+    commands: Vec<Command>,
 }
 
 impl<H: Handler> Driver<H> {
@@ -227,6 +230,7 @@ impl<H: Handler> Driver<H> {
             out: Vec::new(),
             timers: Vec::new(),
             closed: false,
+            commands: Vec::new(),
         }
     }
 
@@ -239,7 +243,7 @@ impl<H: Handler> Driver<H> {
             match command {
                 Command::SetTimer { key, .. } => self.timers.push(key),
                 Command::Close(c) if c == id => self.closed = true,
-                _ => {}
+                other => self.commands.push(other),
             }
         }
         r
@@ -602,4 +606,93 @@ fn a_body_not_taken_stops_the_reading_until_resumed() {
         conn.fire_timer();
     }
     assert!(conn.take_out().ends_with("\r\n\r\n0123456789"));
+}
+
+/// A handler that calls a backend: connect, send it a line, answer with
+/// what it sent back once it closed.
+fn backend_router(backend: std::net::SocketAddr) -> Arc<Router> {
+    struct Call {
+        backend: Option<ConnId>,
+        got: Vec<u8>,
+    }
+    impl Exchange for Call {
+        fn on_connect(&mut self, tag: u32, result: std::io::Result<ConnId>, reply: &mut Reply<'_, '_>) {
+            assert_eq!(tag, 9);
+            match result {
+                Ok(id) => {
+                    self.backend = Some(id);
+                    reply.context().send_to(id, b"PING\r\n");
+                }
+                Err(e) => reply.send(Status::BAD_GATEWAY, "text/plain", e.to_string().as_bytes()),
+            }
+        }
+        fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, reply: &mut Reply<'_, '_>) {
+            let Ok(upstream) = message.downcast::<Upstream>() else { return };
+            assert_eq!(Some(from), self.backend);
+            match *upstream {
+                Upstream::Data(bytes) => self.got.extend_from_slice(&bytes),
+                Upstream::Closed => reply.send(Status::OK, "text/plain", &self.got),
+            }
+        }
+    }
+    Arc::new(Router::new().get("/call", move |_req, reply| {
+        reply.connect(backend, Duration::from_secs(1), 9);
+        Flow::continue_with(Call { backend: None, got: Vec::new() })
+    }))
+}
+
+#[test]
+fn a_handler_answers_from_an_outgoing_connection() {
+    let backend_addr: std::net::SocketAddr = "127.0.0.1:6379".parse().unwrap();
+    let router = backend_router(backend_addr);
+    let mut conn = Driver::new(&FIXED, router.clone());
+    conn.send(b"GET /call HTTP/1.1\r\nHost: x\r\n\r\n");
+    let Some(Command::Connect { addr, tag, .. }) = conn.commands.pop() else {
+        panic!("no connect asked: {:?}", conn.commands)
+    };
+    assert_eq!(addr, backend_addr);
+    let backend = ConnId::new(0, 2);
+    conn.call(|http, cx| http.on_connect(tag, Ok(backend), cx));
+    assert_eq!(
+        conn.commands.pop(),
+        Some(Command::Send { to: backend, bytes: b"PING\r\n".to_vec() })
+    );
+    // The outgoing connection, served by the same core, hands what it reads
+    // to the asker.
+    let asker = ConnId::new(0, 1);
+    let mut upstream = Http::new(&FIXED, router);
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let mut cx = Context::new(backend, std::time::Instant::now(), &mut out, &mut commands)
+        .with_opener(Some(asker));
+    upstream.on_open(&mut cx);
+    assert_eq!(upstream.on_data(b"+PO", &mut cx).consumed, 3);
+    assert_eq!(upstream.on_data(b"NG\r\n", &mut cx).consumed, 4);
+    upstream.on_eof(&[], &mut cx);
+    assert!(out.is_empty(), "an outgoing connection is not answered as HTTP");
+    assert_eq!(commands.len(), 3);
+    assert_eq!(conn.take_out(), "", "not answered before the backend closed");
+    for command in commands {
+        let Command::Post { from, to, message } = command else { panic!("{command:?}") };
+        assert_eq!((from, to), (backend, asker));
+        conn.call(|http, cx| http.on_message(from, message.0, cx));
+    }
+    let out = conn.take_out();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("\r\n\r\n+PONG\r\n"), "{out}");
+    assert!(conn.http.is_idle() && !conn.closed);
+}
+
+#[test]
+fn a_failed_or_stale_connect_is_the_exchange_s_or_nobody_s() {
+    let mut conn = Driver::new(&FIXED, backend_router("127.0.0.1:1".parse().unwrap()));
+    conn.send(b"GET /call HTTP/1.1\r\nHost: x\r\n\r\n");
+    let Some(Command::Connect { tag, .. }) = conn.commands.pop() else { panic!() };
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+    conn.call(|http, cx| http.on_connect(tag, Err(refused), cx));
+    let out = conn.take_out();
+    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && out.ends_with("connection refused"), "{out}");
+    // The exchange is over: a late success for it closes what it opened.
+    let late = ConnId::new(0, 7);
+    conn.call(|http, cx| http.on_connect(tag, Ok(late), cx));
+    assert_eq!(conn.commands.pop(), Some(Command::Close(late)));
+    assert_eq!(conn.take_out(), "");
 }

@@ -138,6 +138,14 @@ pub trait Exchange: Send {
         let _ = (from, message, reply);
     }
 
+    /// A connection asked for with [`Reply::connect`] opened (`Ok` with its
+    /// id: write to it with [`Context::send_to`] through
+    /// [`Reply::context`]) or failed. What it then reads comes to
+    /// [`Exchange::on_message`] as [`Upstream`] messages from that id.
+    fn on_connect(&mut self, tag: u32, result: io::Result<ConnId>, reply: &mut Reply<'_, '_>) {
+        let _ = (tag, result, reply);
+    }
+
     /// Work started with [`Reply::spawn_blocking`] finished: its result
     /// (`downcast` it to the work's type), or why it failed (it panicked).
     fn on_blocking_done(
@@ -454,6 +462,17 @@ impl<'r, 'c> Reply<'r, 'c> {
         self.cx.spawn_blocking(key, work)
     }
 
+    /// Open a TCP connection to `addr` (a backend to call), within
+    /// `timeout`; [`Exchange::on_connect`] gets `tag` and the outcome. The
+    /// HTTP core serves that connection as a pipe: its input comes to this
+    /// exchange as [`Upstream`] messages. Close it with
+    /// [`Context::close_conn`] when done (it also closes when this
+    /// connection does not want it any more: its messages are then dropped).
+    pub fn connect(&mut self, addr: std::net::SocketAddr, timeout: Duration, tag: u32) {
+        let tag = timer_key(self.tx.seq, tag);
+        self.cx.connect(addr, timeout, tag);
+    }
+
     /// After [`Exchange::on_body`] took less than it was offered: offer the
     /// rest (and read more) again.
     pub fn resume_body(&mut self) {
@@ -471,7 +490,17 @@ impl<'r, 'c> Reply<'r, 'c> {
     }
 }
 
-/// A timer (or blocking work) key of the connection: the exchange's request
+/// What a connection opened with [`Reply::connect`] read, delivered to the
+/// asking exchange's [`Exchange::on_message`] (`downcast::<Upstream>()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Bytes as they arrived, in order.
+    Data(Vec<u8>),
+    /// The other side closed (after its last `Data`).
+    Closed,
+}
+
+/// A timer (or blocking work, or connect) key of the connection: the exchange's request
 /// number and the handler's key.
 pub(crate) fn timer_key(seq: u32, key: u32) -> u64 {
     (u64::from(seq) << 32) | u64::from(key)

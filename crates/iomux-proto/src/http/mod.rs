@@ -41,7 +41,7 @@ mod api_tests;
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
-pub use handler::{handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, Reply};
+pub use handler::{handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, Reply, Upstream};
 pub use hello::HELLO;
 pub use limits::{
     fixed_clock, system_clock, HttpConfig, HttpCounters, HttpLimits, DEFAULT_CONFIG,
@@ -93,6 +93,9 @@ enum Phase {
     Answering,
     /// Closing: no more input is read.
     Closed,
+    /// A connection a handler opened ([`Reply::connect`]): what it reads
+    /// goes to the asker ([`Body::ToAsker`]) as [`Upstream`] messages.
+    Upstream,
 }
 
 /// How the current request's body is being read.
@@ -101,6 +104,10 @@ enum Body {
     /// Content-Length bytes left.
     Length(u64),
     Chunked(ChunkedDecoder),
+    /// Not a request's: an outgoing connection's whole input, for the
+    /// connection that opened it (kept here, unused otherwise, so the
+    /// state stays small).
+    ToAsker(ConnId),
 }
 
 mod flag {
@@ -383,6 +390,8 @@ impl<H: Handler> Http<H> {
                         ChunkError::TooLarge => Status::CONTENT_TOO_LARGE,
                         ChunkError::TrailersTooLong => Status::HEADER_FIELDS_TOO_LARGE,
                     }),
+                // Never: an outgoing connection parses no requests.
+                Body::ToAsker(_) => Ok((0, true)),
             }
         });
         self.body = body;
@@ -436,12 +445,25 @@ impl<H: Handler> Http<H> {
 }
 
 impl<H: Handler> Service for Http<H> {
+    fn on_open(&mut self, cx: &mut Context) {
+        if let Some(asker) = cx.opened_by() {
+            self.phase = Phase::Upstream;
+            self.body = Body::ToAsker(asker);
+        }
+    }
+
     fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
         let mut slice = SliceCache::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
                 Phase::Closed => return Step::close(input.len()),
+                Phase::Upstream => {
+                    if let (Body::ToAsker(asker), false) = (self.body, input.is_empty()) {
+                        cx.post(asker, Upstream::Data(input.to_vec()));
+                    }
+                    return Step::keep(input.len());
+                }
                 // Pipelined requests wait unparsed behind an unanswered one.
                 Phase::Answering => {
                     if at < input.len() {
@@ -522,6 +544,12 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
+        if let (Phase::Upstream, Body::ToAsker(asker)) = (self.phase, self.body) {
+            self.on_data(pending, cx);
+            cx.post(asker, Upstream::Closed);
+            self.phase = Phase::Closed;
+            return;
+        }
         // Complete requests still pending are answered (a half-closed client
         // waits for them); a truncated one is dropped silently.
         if self.phase != Phase::Closed && !self.on_data(pending, cx).close {
@@ -536,11 +564,14 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_timeout(&mut self, cx: &mut Context) {
+        if let (Phase::Upstream, Body::ToAsker(asker)) = (self.phase, self.body) {
+            cx.post(asker, Upstream::Closed);
+        }
         let mid_request = match self.phase {
             Phase::Head => self.has(flag::PARTIAL),
             // Once an answer has begun a status cannot follow it.
             Phase::Body | Phase::Answering => self.tx.sending == Sending::Nothing,
-            Phase::Closed => false,
+            Phase::Closed | Phase::Upstream => false,
         };
         if mid_request {
             let mut slice = SliceCache::new(self.config.clock);
@@ -568,6 +599,14 @@ impl<H: Handler> Service for Http<H> {
         } // else no request is waiting for it
     }
 
+    fn on_connect(&mut self, tag: u64, result: std::io::Result<ConnId>, cx: &mut Context) {
+        if self.exchange.is_some() && tag >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| ex.on_connect(tag as u32, result, reply));
+        } else if let Ok(id) = result {
+            cx.close_conn(id); // its exchange is gone: nobody wants it
+        }
+    }
+
     fn on_blocking_done(
         &mut self,
         key: u64,
@@ -590,7 +629,7 @@ impl<H: Handler> Service for Http<H> {
         match self.phase {
             Phase::Head => !self.has(flag::PARTIAL),
             Phase::Body | Phase::Answering => false,
-            Phase::Closed => true,
+            Phase::Closed | Phase::Upstream => true,
         }
     }
 
