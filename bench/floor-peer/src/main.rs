@@ -11,7 +11,7 @@
 //! out, the wake-up of the client, the readiness wait) is measured, not
 //! guessed.
 //!
-//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp]` (default
+//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-read PATH|file-mem PATH|file-splice PATH|file-zc PATH]` (default
 //! 127.0.0.1:8083, epoll, http); prints `listening on ADDR` when ready.
 //! `uring` runs the same floor on io_uring (src/uring.rs): no readiness wait,
 //! one `io_uring_enter` per pass. `resp` is the floor of a RESP server
@@ -23,18 +23,28 @@
 //! first, as redis-server does (what touching per-subscriber memory costs);
 //! `resp-nagle` leaves TCP_NODELAY off (what Nagle's coalescing of a
 //! subscriber's frames saves).
+//!
+//! `file PATH` is the floor of a static-file server (src/file.rs, epoll):
+//! a canned head with MSG_MORE and one `sendfile` per writable socket for
+//! every request, whatever its path; `file-read PATH` reads the body
+//! (pread behind the head, one send), `file-mem PATH` sends it from memory.
+//! On uring (src/uring_file.rs): `file-read` (a read into the connection's
+//! buffer linked to a send), `file-splice` (splice file to pipe to socket),
+//! `file-zc` (a read linked to a zero-copy send).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
+mod file;
 mod resp;
 mod uring;
+mod uring_file;
 
 /// The length iomux's own response has (same headers, fixed date).
 pub(crate) const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
-fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+pub(crate) fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if n < 0 {
         let e = io::Error::last_os_error();
         Err(io::Error::new(e.kind(), format!("{what}: {e}")))
@@ -43,7 +53,7 @@ fn check(n: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+pub(crate) fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: fd as u64,
@@ -93,8 +103,38 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8083".into());
     let mode = std::env::args().nth(2).unwrap_or_else(|| "epoll".into());
+    let proto = std::env::args().nth(3);
+    if let Some(file_mode) = proto.as_deref().filter(|p| p.starts_with("file")) {
+        let Some(path) = std::env::args().nth(4) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the file floor needs the file: floor-peer ADDR epoll|uring file... PATH",
+            ));
+        };
+        let run: Box<dyn FnOnce(TcpListener) -> io::Result<()>> = match (mode.as_str(), file_mode) {
+            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
+            ("epoll", "file-read") => Box::new(move |l| file::run(l, &path, file::Body::Pread)),
+            ("epoll", "file-mem") => Box::new(move |l| file::run(l, &path, file::Body::Memory)),
+            ("uring", "file-read") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::Read)),
+            ("uring", "file-splice") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::Splice)),
+            ("uring", "file-zc") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::ReadSendZc)),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "no file floor {file_mode:?} on {mode}: epoll has file, file-read, file-mem; \
+                         uring has file-read, file-splice, file-zc"
+                    ),
+                ))
+            }
+        };
+        let listener = TcpListener::bind(&addr)?;
+        println!("listening on {}", listener.local_addr()?);
+        io::stdout().flush()?;
+        return run(listener);
+    }
     // (RESP, copy frames per subscriber, TCP_NODELAY)
-    let (resp, copy_per_subscriber, nodelay) = match std::env::args().nth(3).as_deref() {
+    let (resp, copy_per_subscriber, nodelay) = match proto.as_deref() {
         None | Some("http") => (false, false, false),
         Some("resp") => (true, false, true),
         Some("resp-copy") if mode == "epoll" => (true, true, true),
@@ -102,7 +142,7 @@ fn main() -> io::Result<()> {
         Some(other) => return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle"
+                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-read PATH, file-mem PATH"
             ),
         )),
     };

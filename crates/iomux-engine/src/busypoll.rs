@@ -5,7 +5,7 @@
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
 use crate::session::{Deadline, Env, Fault, Finish, Session};
-use crate::sock::{input_waiting, read_append, send_available, shutdown_write};
+use crate::sock::{input_waiting, is_file_cut_short, read_append, send_front, shutdown_write};
 use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor, Listener, Stream};
 use iomux_proto::{ConnId, Service};
@@ -15,6 +15,10 @@ use std::time::Instant;
 
 /// Size of one read.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most bytes of a file region one connection sends per pass, so one
+/// download does not hold up the others.
+const FILE_BYTES_PER_PASS: usize = 256 * 1024;
 
 struct Conn<P> {
     stream: Stream,
@@ -211,13 +215,12 @@ fn poll_conn<P: Service>(
         // A closing connection whose peer will not take its last output is dropped.
         Deadline::Close | Deadline::ConnectTimedOut => return false,
     }
-    if c.session.owed() > 0 {
+    if let Some(front) = c.session.front() {
         stats.writes += 1;
-        let unsent = c.session.unsent();
-        match send_available(fd, unsent) {
-            Ok(n) => {
+        match send_front(fd, front, FILE_BYTES_PER_PASS) {
+            Ok((n, tried)) => {
                 *moved |= n > 0;
-                if n < unsent.len() {
+                if n < tried {
                     stats.write_blocked += 1;
                 }
                 if c.session.on_sent(n, None, env).is_err() {
@@ -225,7 +228,12 @@ fn poll_conn<P: Service>(
                     return false;
                 }
             }
-            Err(_) => return false,
+            Err(e) => {
+                if is_file_cut_short(&e) {
+                    stats.files_cut_short += 1;
+                }
+                return false;
+            }
         }
     }
     if !c.session.ready_to_finish() {

@@ -11,8 +11,11 @@ use crate::buffer::BufPool;
 use crate::life::LoopContext;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
-use crate::session::{Connecting, Finish, Session};
-use crate::sock::{connect_outcome, read_append, send_available, set_cork, shutdown_write};
+use crate::session::{Connecting, Finish, Front, Session};
+use crate::sock::{
+    connect_outcome, is_file_cut_short, read_append, send_available, send_front, set_cork,
+    shutdown_write,
+};
 use crate::stats::LoopStats;
 use iomux::net::{Accepted, Acceptor, Listener, Stream};
 use iomux::selector::sigio::SigioSelector;
@@ -25,6 +28,7 @@ use iomux::{
 use iomux_proto::Service;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 const LISTENER: Token = Token(0);
 /// Marks a user's watched descriptor's token (`LoopCore::watches`' token
@@ -45,6 +49,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// size, even in the middle of a read burst, so echoing megabytes does not
 /// gather megabytes.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Most bytes of file regions one connection sends per pass (nginx's
+/// `sendfile_max_chunk`): a download to a fast reader must not hold up the
+/// loop's other connections. The rest goes out on the next pass.
+const FILE_BYTES_PER_PASS: usize = 2 << 20;
 
 /// Events taken from the selector per wait.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -126,6 +135,10 @@ struct Reactor<S, P, F> {
     /// Connections disconnected for output others sent them past the cap,
     /// closed at the end of the pass.
     overflowed: Vec<Token>,
+    /// Edge mode: connections that stopped sending a file at the pass's
+    /// cap with the socket still writable (no new edge will come): they go
+    /// on after the next wait, which does not block.
+    capped: Vec<Token>,
     /// Shared read buffer: a connection keeps its own only for leftovers.
     rbuf: Vec<u8>,
 }
@@ -145,6 +158,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             core: LoopCore::new(cx, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
             to_flush: Vec::new(),
             overflowed: Vec::new(),
+            capped: Vec::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
         })
     }
@@ -152,7 +166,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn run(mut self) -> io::Result<LoopStats> {
         let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         loop {
-            let timeout = self.core.next_wait();
+            let timeout = match self.capped.is_empty() {
+                true => self.core.next_wait(),
+                false => Some(Duration::ZERO),
+            };
             self.selector.select(&mut events, timeout)?;
             self.core.clock.tick();
             self.core.stats.waits += 1;
@@ -185,6 +202,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
             let _ = self.expire_timers();
             let _ = self.run_due();
+            self.flush_capped();
             self.flush_delivered();
             if self.core.clock.accept_resumes() {
                 if let Some(l) = self.listener.as_ref() {
@@ -419,21 +437,26 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.flush(token)
     }
 
-    /// Send the loop's gathered output (or the connection's unsent output);
+    /// Send the loop's gathered output (or the connection's own queue);
     /// whatever the kernel refuses stays with the connection.
     fn flush(&mut self, token: Token) -> io::Result<()> {
         let conn = self.core.conns.get_mut(token).expect("live connection");
         let fd = conn.fd();
-        let from_shared = conn.session.owed() == 0;
-        let pending = if from_shared {
-            &self.core.wbuf[..]
-        } else {
-            conn.session.unsent()
-        };
+        let cork = self.core.cx.config.cork;
+        if conn.session.owed() > 0 {
+            if cork {
+                set_cork(fd, true);
+            }
+            let result = self.send_queue(token, fd);
+            if cork {
+                set_cork(fd, false);
+            }
+            return result;
+        }
+        let pending = &self.core.wbuf[..];
         if pending.is_empty() {
             return Ok(());
         }
-        let cork = self.core.cx.config.cork;
         if cork {
             set_cork(fd, true);
         }
@@ -457,20 +480,75 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         }
         let now = self.core.clock.now;
         let session = &mut conn.session;
-        let outcome = if from_shared {
-            let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
-            session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
-            outcome
-        } else {
-            session.on_sent(sent, None, &mut env!(self.core, now))
-        };
+        let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
+        session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
         if let Ok(outcome) = outcome {
             conn.resumed |= outcome.resumed;
         }
-        if from_shared {
-            self.core.clear_wbuf();
-        }
+        self.core.clear_wbuf();
         self.after_call(token, outcome.map(|_| ()))
+    }
+
+    /// Send a connection's own queue, segment after segment, until the
+    /// kernel pushes back, the queue is empty, or the pass's file bytes
+    /// are spent.
+    fn send_queue(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
+        let mut file_budget = FILE_BYTES_PER_PASS;
+        loop {
+            let conn = self.core.conns.get_mut(token).expect("live connection");
+            let Some(front) = conn.session.front() else {
+                return Ok(());
+            };
+            let is_file = matches!(front, Front::File(_));
+            if is_file && file_budget == 0 {
+                // The socket may still be writable: in edge mode no event says so again.
+                if self.trigger == Trigger::Edge {
+                    self.capped.push(token);
+                }
+                return Ok(());
+            }
+            self.core.stats.writes += 1;
+            let (sent, tried) = match send_front(fd, front, file_budget) {
+                Ok(sent) => sent,
+                Err(e) => {
+                    if is_file_cut_short(&e) {
+                        self.core.stats.files_cut_short += 1;
+                    }
+                    return Err(e);
+                }
+            };
+            if is_file {
+                file_budget -= sent;
+            }
+            let now = self.core.clock.now;
+            let outcome = conn.session.on_sent(sent, None, &mut env!(self.core, now));
+            if let Ok(outcome) = outcome {
+                conn.resumed |= outcome.resumed;
+            }
+            self.after_call(token, outcome.map(|_| ()))?;
+            if sent < tried {
+                self.core.stats.write_blocked += 1;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Edge mode: go on with the files of connections that reached the
+    /// last pass's cap.
+    fn flush_capped(&mut self) {
+        for token in std::mem::take(&mut self.capped) {
+            let Some(conn) = self.core.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.session.owed() == 0 || conn.session.is_lingering() {
+                continue;
+            }
+            if self.flush(token).is_err() {
+                self.close_now(token);
+                continue;
+            }
+            self.settle(token);
+        }
     }
 
     /// After an event: resume a paused reader, finish a closing connection,

@@ -1,7 +1,10 @@
 //! The few socket calls the non-blocking engines make, on raw descriptors:
 //! reads into a buffer's spare capacity, sends that never raise SIGPIPE,
-//! corking. libc only; no connection rules live here.
+//! corking, the front of a connection's output queue (bytes, or a file
+//! region with `sendfile`). libc only; no connection rules live here.
 
+use crate::session::Front;
+use iomux_proto::FileRegion;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -26,10 +29,18 @@ pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Resul
     Ok(n as usize)
 }
 
-/// One `send` with MSG_NOSIGNAL: a peer that went away is an error, not a signal.
-pub(crate) fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+/// One `send` with MSG_NOSIGNAL (a peer that went away is an error, not a
+/// signal) and `flags` (MSG_MORE).
+pub(crate) fn send_flags(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `data` is a live slice of `data.len()` bytes.
-    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL | flags,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -40,9 +51,13 @@ pub(crate) fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 /// Send as much of `data` as the kernel takes now; returns the bytes sent
 /// (fewer than `data.len()` means the kernel pushed back).
 pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    send_available_flags(fd, data, 0)
+}
+
+fn send_available_flags(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
     let mut sent = 0;
     while sent < data.len() {
-        match send(fd, &data[sent..]) {
+        match send_flags(fd, &data[sent..], flags) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -50,6 +65,129 @@ pub(crate) fn send_available(fd: RawFd, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(sent)
+}
+
+/// The error of a file region whose file ended before the region did (it
+/// shrank while being sent): the connection must close, since the peer was
+/// promised more bytes than exist.
+pub(crate) fn file_cut_short(region: &FileRegion) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "the file ended at byte {} with {} bytes of its region still to send (it shrank while being sent)",
+            region.offset(),
+            region.len()
+        ),
+    )
+}
+
+/// Whether a send failed because a file region's file ended early
+/// ([`file_cut_short`]); engines count it.
+pub(crate) fn is_file_cut_short(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::UnexpectedEof
+}
+
+/// One `sendfile` of up to `max` bytes of `region`, starting `skip` bytes
+/// into it, to socket `fd`; returns the bytes sent. A file that has no
+/// byte left there is [`file_cut_short`].
+pub(crate) fn sendfile_once(
+    fd: RawFd,
+    region: &FileRegion,
+    skip: usize,
+    max: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let left = region.len().saturating_sub(skip as u64);
+    let want = max.min(usize::try_from(left).unwrap_or(usize::MAX));
+    if want == 0 {
+        return Ok(0);
+    }
+    let mut offset = (region.offset() + skip as u64) as libc::off_t;
+    loop {
+        // SAFETY: sendfile reads one open file and writes one socket;
+        // `offset` is a live local it updates.
+        let n = unsafe { libc::sendfile(fd, region.file().as_raw_fd(), &mut offset, want) };
+        match n {
+            0 => {
+                let mut rest = region.clone();
+                rest.advance(skip as u64);
+                return Err(file_cut_short(&rest));
+            }
+            n if n > 0 => return Ok(n as usize),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e => return Err(e),
+            },
+        }
+    }
+}
+
+/// Read up to `max` bytes of the front of `region` into `buf` (appended;
+/// a positioned read, so the file's position is never shared); returns how
+/// many. A file with no byte left there is [`file_cut_short`].
+pub(crate) fn read_region(region: &FileRegion, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let want = max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`.
+        let n = unsafe {
+            libc::pread(
+                region.file().as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                want,
+                region.offset() as libc::off_t,
+            )
+        };
+        match n {
+            0 if want > 0 => return Err(file_cut_short(region)),
+            n if n >= 0 => {
+                // SAFETY: the kernel initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                return Ok(n as usize);
+            }
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e => return Err(e),
+            },
+        }
+    }
+}
+
+/// `sendfile` from `region` to non-blocking socket `fd` until `max` bytes
+/// are sent or the kernel pushes back; returns the bytes sent. A short
+/// `sendfile` is tried again: it may mean a full socket or the file's end,
+/// and only the next call tells which ([`file_cut_short`]).
+pub(crate) fn sendfile_available(fd: RawFd, region: &FileRegion, max: usize) -> io::Result<usize> {
+    let want = max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
+    let mut sent = 0;
+    while sent < want {
+        match sendfile_once(fd, region, sent, want - sent) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+/// Send the front of a connection's output queue: as many of its bytes as
+/// the kernel takes now (with MSG_MORE when a file region follows, so a
+/// response head and its body share segments), or up to `file_max` bytes
+/// of its file region. Returns the bytes sent and the bytes tried: fewer
+/// sent than tried means the kernel pushed back.
+pub(crate) fn send_front(fd: RawFd, front: Front, file_max: usize) -> io::Result<(usize, usize)> {
+    match front {
+        Front::Bytes { bytes, more } => {
+            let flags = if more { libc::MSG_MORE } else { 0 };
+            Ok((send_available_flags(fd, bytes, flags)?, bytes.len()))
+        }
+        Front::File(region) => {
+            let tried = file_max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
+            Ok((sendfile_available(fd, region, tried)?, tried))
+        }
+    }
 }
 
 /// TCP_CORK on or off.

@@ -64,6 +64,10 @@ pub struct LoopStats {
     /// Outgoing connections that failed: refused, unreachable, timed out, or
     /// no descriptor or place under the connection limit for them.
     pub connect_failures: u64,
+    /// Connections closed because a file region they were sending ran out
+    /// of file before its end (the file shrank while being sent): the peer
+    /// got fewer bytes than announced, and the end of the stream.
+    pub files_cut_short: u64,
     /// TLS handshakes completed (counted as their connections close).
     pub tls_handshakes: u64,
     /// Of those, handshakes that resumed an earlier session (a ticket or
@@ -108,6 +112,7 @@ impl std::fmt::Display for LoopStats {
             selector_overflows,
             connects,
             connect_failures,
+            files_cut_short,
             tls_handshakes,
             tls_resumed,
             tls_errors,
@@ -120,6 +125,7 @@ impl std::fmt::Display for LoopStats {
              faults={faults} spawn_failures={spawn_failures} leaked_buffers={leaked_buffers} \
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
              selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures} \
+             files_cut_short={files_cut_short} \
              tls_handshakes={tls_handshakes} tls_resumed={tls_resumed} tls_errors={tls_errors}"
         )
     }
@@ -150,6 +156,7 @@ impl LoopStats {
         self.selector_overflows += o.selector_overflows;
         self.connects += o.connects;
         self.connect_failures += o.connect_failures;
+        self.files_cut_short += o.files_cut_short;
         self.tls_handshakes += o.tls_handshakes;
         self.tls_resumed += o.tls_resumed;
         self.tls_errors += o.tls_errors;

@@ -2,9 +2,9 @@
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopContext};
-use crate::session::{Deadline, Env, Finish, Rules, Session, LINGER};
+use crate::session::{Deadline, Env, Finish, Front, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
-use crate::sock::{read_append, send, set_cork};
+use crate::sock::{is_file_cut_short, read_append, send_flags, sendfile_once, set_cork};
 use crate::stats::LoopStats;
 use iomux::net::{Listener, Stream};
 use iomux_proto::{ConnId, Service};
@@ -98,8 +98,7 @@ where
             let _ = h.join();
         }
     }
-    stats.refused_commands = setup.refused_commands.load(Ordering::Relaxed);
-    stats.faults = setup.faults.load(Ordering::Relaxed);
+    setup.count(&mut stats);
     Ok(stats)
 }
 
@@ -117,8 +116,7 @@ where
         serve_blocking(stream, proto, ConnId::new(cx.index, next_id), &setup);
         cx.max_conns.release();
     })?;
-    stats.refused_commands = setup.refused_commands.load(Ordering::Relaxed);
-    stats.faults = setup.faults.load(Ordering::Relaxed);
+    setup.count(&mut stats);
     Ok(stats)
 }
 
@@ -135,9 +133,18 @@ struct Blocking {
     /// Connections closed because their protocol broke a rule (see
     /// [`LoopStats::faults`]).
     faults: Arc<AtomicU64>,
+    /// See [`LoopStats::files_cut_short`].
+    files_cut_short: Arc<AtomicU64>,
 }
 
 impl Blocking {
+    /// Add what its connections counted to the engine's stats.
+    fn count(&self, stats: &mut LoopStats) {
+        stats.refused_commands = self.refused_commands.load(Ordering::Relaxed);
+        stats.faults = self.faults.load(Ordering::Relaxed);
+        stats.files_cut_short = self.files_cut_short.load(Ordering::Relaxed);
+    }
+
     fn new<F>(cx: &LoopContext<F>) -> Blocking {
         Blocking {
             rules: cx.rules,
@@ -146,6 +153,7 @@ impl Blocking {
             shutdown: cx.shutdown.clone(),
             refused_commands: Arc::new(AtomicU64::new(0)),
             faults: Arc::new(AtomicU64::new(0)),
+            files_cut_short: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -161,6 +169,7 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
         shutdown,
         refused_commands,
         faults,
+        files_cut_short,
     } = setup;
     let (rules, cork) = (rules, *cork);
     let guard = shutdown.watch_conn(stream.as_raw_fd());
@@ -196,13 +205,18 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
             faults.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let owed = session.owed();
-        if owed > 0 {
-            if write_all(&stream, session.unsent(), cork, rules.output_high_water).is_err() {
-                return;
-            }
+        if let Some(front) = session.front() {
+            let sent = match write_all(&stream, front, cork, rules.output_high_water) {
+                Ok(sent) => sent,
+                Err(e) => {
+                    if is_file_cut_short(&e) {
+                        files_cut_short.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            };
             result = session
-                .on_sent(owed, None, &mut env!(Instant::now()))
+                .on_sent(sent, None, &mut env!(Instant::now()))
                 .map(|_| ());
             continue;
         }
@@ -285,27 +299,37 @@ fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// Send all of `data` on a blocking socket whose send timeout is the send
-/// deadline. A send that returns short (or EAGAIN) was blocked for the whole
-/// deadline; if the peer took less than `floor` bytes in that time it is
-/// reading too slowly to keep (a slow-read attack), and the send fails.
-fn write_all(stream: &Stream, data: &[u8], cork: bool, floor: usize) -> io::Result<()> {
-    if data.is_empty() {
-        return Ok(());
-    }
+/// Send all of the front of a connection's queue (bytes, or a file region
+/// with blocking `sendfile`) on a blocking socket whose send timeout is the
+/// send deadline; returns its length. A send that returns short (or EAGAIN)
+/// was blocked for the whole deadline; if the peer took less than `floor`
+/// bytes in that time it is reading too slowly to keep (a slow-read
+/// attack), and the send fails.
+fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Result<usize> {
+    let total = match front {
+        Front::Bytes { bytes, .. } => bytes.len(),
+        Front::File(region) => usize::try_from(region.len()).unwrap_or(usize::MAX),
+    };
     let fd = stream.as_raw_fd();
     if cork {
         set_cork(fd, true);
     }
     let mut sent = 0;
     let result = loop {
-        if sent == data.len() {
-            break Ok(());
+        if sent == total {
+            break Ok(total);
         }
-        match send(fd, &data[sent..]) {
+        let step = match front {
+            // A head before a file goes with MSG_MORE: it shares a segment with the body.
+            Front::Bytes { bytes, more } => {
+                send_flags(fd, &bytes[sent..], if more { libc::MSG_MORE } else { 0 })
+            }
+            Front::File(region) => sendfile_once(fd, region, sent, total - sent),
+        };
+        match step {
             Ok(n) => {
                 sent += n;
-                if sent < data.len() && n < floor {
+                if sent < total && n < floor {
                     break Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "peer reads too slowly: send deadline passed",

@@ -7,6 +7,7 @@
 //! protocol asks ([`Command`]s and output bytes); the engine carries it out
 //! once the protocol's call returns.
 
+use crate::FileRegion;
 use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
@@ -150,6 +151,13 @@ pub trait BlockingPool: std::fmt::Debug {
     fn spawn(&self, conn: ConnId, key: u64, work: BlockingWork) -> io::Result<()>;
 }
 
+/// A point in a call's output ([`Context::output_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputMark {
+    bytes: usize,
+    files: usize,
+}
+
 /// Something a protocol asked for that the engine does after the call.
 /// Not `Clone`: a [`Command::Post`] moves its message.
 #[derive(Debug, PartialEq, Eq)]
@@ -261,6 +269,9 @@ pub struct Context<'a> {
     /// What this call asked of the connection beside commands ([`ask`]).
     asks: u8,
     out: &'a mut Vec<u8>,
+    /// File regions sent during the call, each with the length `out` had
+    /// then: it goes out after those bytes and before the ones that follow.
+    files: Vec<(usize, FileRegion)>,
     commands: &'a mut Vec<Command>,
     blocking: Option<&'a dyn BlockingPool>,
 }
@@ -295,13 +306,15 @@ impl<'a> Context<'a> {
             half_close: false,
             asks: 0,
             out,
+            files: Vec::new(),
             commands,
             blocking: None,
         }
     }
 
     /// The same context with the engine's worker pool, through which
-    /// [`Context::spawn_blocking`] runs work (engines with a loop).
+    /// [`Context::spawn_blocking`] runs work (engines with a loop; a test
+    /// of a service that spawns work may pass its own [`BlockingPool`]).
     pub fn with_blocking_pool(mut self, pool: Option<&'a dyn BlockingPool>) -> Self {
         self.blocking = pool;
         self
@@ -388,6 +401,71 @@ impl<'a> Context<'a> {
     /// This connection's output buffer, to encode into directly.
     pub fn out(&mut self) -> &mut Vec<u8> {
         self.out
+    }
+
+    /// Where this call's output stands (its bytes and file regions), to
+    /// take back later with [`Context::take_back_output`].
+    pub fn output_mark(&self) -> OutputMark {
+        OutputMark {
+            bytes: self.out.len(),
+            files: self.files.len(),
+        }
+    }
+
+    /// Take back everything written since `mark`, bytes and file regions
+    /// alike: an answer that failed half-written (a handler that panicked)
+    /// never reaches the peer in part.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context, FileRegion};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.write(b"kept");
+    /// let mark = cx.output_mark();
+    /// cx.write(b"half an answer");
+    /// cx.send_file(FileRegion::new(std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap()), 0, 9));
+    /// cx.take_back_output(mark);
+    /// assert!(cx.take_file_regions().is_empty());
+    /// assert_eq!(out, b"kept");
+    /// ```
+    pub fn take_back_output(&mut self, mark: OutputMark) {
+        self.out.truncate(mark.bytes);
+        self.files.truncate(mark.files);
+    }
+
+    /// Send `region` of a file after the bytes written so far and before
+    /// the ones written after it. The engine sends it without copying it
+    /// into memory where its I/O model allows (`sendfile`), in pieces capped
+    /// per pass so one large file does not hold up the loop's other
+    /// connections. A file that turns out shorter than the region (it shrank
+    /// while being sent) closes the connection once its bytes run out: the
+    /// peer sees fewer bytes than announced and the end of the stream, never
+    /// a stream left open. An empty region sends nothing.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context, FileRegion};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// let file = std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap());
+    /// cx.write(b"head\r\n\r\n");
+    /// cx.send_file(FileRegion::new(file, 0, 1024));
+    /// cx.write(b"next");
+    /// let files = cx.take_file_regions();
+    /// assert_eq!(files.len(), 1);
+    /// assert_eq!((files[0].0, files[0].1.len()), (8, 1024), "after the 8 bytes of the head");
+    /// assert_eq!(out, b"head\r\n\r\nnext");
+    /// ```
+    pub fn send_file(&mut self, region: FileRegion) {
+        if !region.is_empty() {
+            self.files.push((self.out.len(), region));
+        }
+    }
+
+    /// The file regions sent during this call, each with the length the
+    /// output had when it was sent (engines: the region goes after those
+    /// bytes). Empty for a call that sent none.
+    pub fn take_file_regions(&mut self) -> Vec<(usize, FileRegion)> {
+        std::mem::take(&mut self.files)
     }
 
     /// Append bytes to another connection's output (any loop of the same

@@ -19,11 +19,13 @@
 mod context;
 mod echo;
 pub mod http;
+mod region;
 pub mod resp;
 
-pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message};
+pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message, OutputMark};
 pub use echo::Echo;
 pub use http::Http;
+pub use region::FileRegion;
 
 /// Run `protocol` (any [`Service`]) over `input` delivered in reads cut at
 /// `cuts`, the way an engine does: unconsumed bytes are offered again in

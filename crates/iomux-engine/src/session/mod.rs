@@ -33,6 +33,14 @@
 //! - Unconsumed input is capped; past the cap the connection is an error.
 //! - Backpressure: at `output_high_water` owed bytes reading pauses; it
 //!   resumes once the peer has taken half of it.
+//! - Output is a queue of segments (`output.rs`): bytes, and file regions
+//!   ([`Context::send_file`]) between them, sent in order through one path.
+//!   A region's unsent bytes are owed like any others (they pause reading,
+//!   bound a receive, keep the connection from finishing), so a client that
+//!   pipelines requests for a large file is not read ahead of it; but they
+//!   hold no memory, so `max_output` (the cap on what others may queue for a
+//!   connection in memory) counts only bytes: a queued 100 MiB region does
+//!   not make a subscriber's next message an overflow.
 //! - A connection closes after its last output is sent: our FIN, then its
 //!   input is discarded until the peer's FIN or [`LINGER`] (so unread bytes
 //!   do not turn the close into a reset that destroys the response). Its
@@ -72,14 +80,17 @@
 use crate::buffer::BufPool;
 use crate::tls::TlsSession;
 use iomux::timer::TimerId;
-use iomux_proto::{Command, ConnId, Context, Service};
+use iomux_proto::{Command, ConnId, Context, FileRegion, Service};
 use std::any::Any;
 use std::collections::HashMap;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
+mod output;
 mod types;
+pub(crate) use output::Front;
+use output::Output;
 pub(crate) use types::*;
 
 /// What few connections need, boxed so that every other session stays
@@ -156,10 +167,8 @@ pub(crate) struct Session<P> {
     id: ConnId,
     /// Input the protocol has not consumed; unallocated when empty.
     input: Vec<u8>,
-    /// Output the kernel has not taken; unallocated when empty.
-    output: Vec<u8>,
-    /// How much of `output` is already sent.
-    sent: usize,
+    /// Output the kernel has not taken: bytes and file regions, in order.
+    output: Output,
     /// Output handed to the kernel and not yet confirmed (completion engines).
     in_flight: usize,
     /// The idle deadline counts from here.
@@ -185,8 +194,7 @@ impl<P: Service> Session<P> {
             proto,
             id,
             input: Vec::new(),
-            output: Vec::new(),
-            sent: 0,
+            output: Output::default(),
             in_flight: 0,
             last_active: now,
             send_progress: 0,
@@ -238,14 +246,25 @@ impl<P: Service> Session<P> {
         self.extras.as_ref()?.connecting
     }
 
-    /// Bytes the peer has not taken yet: unsent and in flight.
+    /// Bytes the peer has not taken yet: unsent (file regions included) and in flight.
     pub(crate) fn owed(&self) -> usize {
-        self.output.len() - self.sent + self.in_flight
+        self.output.len() + self.in_flight
     }
 
-    /// The output not yet handed to the kernel.
+    /// What the kernel should take next of the output not yet handed to
+    /// it: bytes, or a file region. Engines send (a part of) it and report
+    /// it with [`Session::on_sent`].
+    pub(crate) fn front(&self) -> Option<Front<'_>> {
+        self.output.front()
+    }
+
+    /// The unsent bytes in front of the queue (tests).
+    #[cfg(test)]
     pub(crate) fn unsent(&self) -> &[u8] {
-        &self.output[self.sent..]
+        match self.output.front() {
+            Some(Front::Bytes { bytes, .. }) => bytes,
+            _ => &[],
+        }
     }
 
     /// Closing or lingering: it will take no new connection (a connect it
@@ -309,12 +328,18 @@ impl<P: Service> Session<P> {
     ) -> Result<R, Fault> {
         let adopted = self.has(flag::ADOPTED);
         // After our FIN nothing more can be sent: output is dropped.
-        let dropping = self.has(flag::SHUT_ASKED | flag::WRITE_SHUT);
+        let shut = self.has(flag::SHUT_ASKED | flag::WRITE_SHUT);
+        let mut shared = shared.filter(|_| !shut && self.output.is_empty());
         let mut dropped = Vec::new();
-        let out = match shared {
-            _ if dropping => &mut dropped,
-            Some(shared) if self.output.len() == self.sent => shared,
-            _ => &mut self.output,
+        let mut before = 0;
+        let out = if shut {
+            &mut dropped
+        } else if let Some(shared) = shared.as_deref_mut() {
+            shared
+        } else {
+            let back = self.output.back_bytes(env.pool, 0);
+            before = back.len();
+            back
         };
         // Over TLS the protocol writes plaintext, encrypted into `out` after the call.
         let mut plain = self.tls.as_deref_mut().map(TlsSession::take_tx_plain);
@@ -328,16 +353,22 @@ impl<P: Service> Session<P> {
         .with_adopted(adopted)
         .with_blocking_pool(env.blocking);
         let proto = &mut self.proto;
-        let result =
+        let mut result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
         let half_close = cx.half_close_allowed();
         let drained_notice = cx.drained_notice_asked();
         let input_hold = cx.input_hold_asked();
+        let mut files = cx.take_file_regions();
         drop(cx);
         if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
-            if !dropping {
-                tls.send(&plain, out);
+            if !shut {
+                // Regions are encrypted where they stand (their bytes are
+                // read now): the records must go out in order.
+                if let Err(e) = tls.send_with_files(&plain, &files, out) {
+                    result = result.and(Err(Fault::file(&e)));
+                }
             }
+            files.clear();
             tls.put_tx_plain(plain);
         }
         if half_close {
@@ -354,7 +385,31 @@ impl<P: Service> Session<P> {
             }
             None => {}
         }
+        match shared {
+            _ if shut => {}
+            Some(shared) if !files.is_empty() => self.take_gathered(shared, files, env.pool),
+            Some(_) => {}
+            None => self.output.appended(before, files),
+        }
         result
+    }
+
+    /// A call that gathered its output in the loop's shared buffer sent
+    /// file regions: what it gathered moves to the session's own queue
+    /// with the regions in their places (a response head is small; the
+    /// plain-bytes path never comes here).
+    fn take_gathered(
+        &mut self,
+        gathered: &mut Vec<u8>,
+        files: Vec<(usize, FileRegion)>,
+        pool: &mut BufPool,
+    ) {
+        let back = self.output.back_bytes(pool, gathered.len());
+        let before = back.len();
+        back.extend_from_slice(gathered);
+        gathered.clear();
+        let files = files.into_iter().map(|(at, r)| (before + at, r)).collect();
+        self.output.appended(before, files);
     }
 
     /// Its stream was adopted from the user (told to the protocol).
@@ -449,11 +504,19 @@ impl<P: Service> Session<P> {
     ) -> Result<(), Fault> {
         let tls = self.tls.as_deref_mut().expect("a TLS session");
         let mut plain = tls.take_rx_plain();
+        let mut before = None;
         let out = match shared.as_deref_mut() {
-            Some(shared) if self.output.len() == self.sent => shared,
-            _ => &mut self.output,
+            Some(shared) if self.output.is_empty() => shared,
+            _ => {
+                let back = self.output.back_bytes(env.pool, 0);
+                before = Some(back.len());
+                back
+            }
         };
         let received = tls.receive(data, &mut plain, out);
+        if let Some(before) = before {
+            self.output.appended(before, Vec::new());
+        }
         let result = match received {
             Err(_) => {
                 // Its alert is in the output: sent, then the connection closes.
@@ -762,15 +825,18 @@ impl<P: Service> Session<P> {
         if !self.accepts_output() {
             return true;
         }
-        if self.owed() + bytes.len() > env.rules.max_output {
+        // Memory is what the cap bounds: queued file regions hold none.
+        if self.output.in_memory() + self.in_flight + bytes.len() > env.rules.max_output {
             return false;
         }
-        if self.output.capacity() == 0 {
-            self.output = env.pool.get_for(bytes.len());
-        }
         match self.tls.as_deref_mut() {
-            Some(tls) => tls.send(bytes, &mut self.output),
-            None => self.output.extend_from_slice(bytes),
+            Some(tls) => {
+                let back = self.output.back_bytes(env.pool, bytes.len());
+                let before = back.len();
+                tls.send(bytes, back);
+                self.output.appended(before, Vec::new());
+            }
+            None => self.output.push_bytes(bytes, env.pool),
         }
         self.check_pause(env.rules);
         true
@@ -819,19 +885,23 @@ impl<P: Service> Session<P> {
         if rest.is_empty() {
             return;
         }
-        if self.output.capacity() == 0 {
-            self.output = env.pool.get_for(rest.len());
-        }
-        self.output.extend_from_slice(rest);
+        self.output.push_bytes(rest, env.pool);
         self.check_pause(env.rules);
     }
 
-    /// Hand all unsent output to a completion engine's send; it reports the
-    /// bytes taken with [`Session::on_sent`]. `into` must be empty.
+    /// Hand the unsent bytes in front of the queue to a completion
+    /// engine's send; it reports the bytes taken with [`Session::on_sent`].
+    /// `into` must be empty.
     pub(crate) fn hand_out(&mut self, into: &mut Vec<u8>) {
-        debug_assert!(into.is_empty() && self.sent == 0);
-        std::mem::swap(&mut self.output, into);
-        self.in_flight += into.len();
+        self.in_flight += self.output.take_head(into);
+    }
+
+    /// A completion engine read `n` bytes of the front file region into
+    /// its send buffer: they are in flight now.
+    pub(crate) fn hand_out_read(&mut self, n: usize, pool: &mut BufPool) {
+        debug_assert!(matches!(self.output.front(), Some(Front::File(r)) if r.len() >= n as u64));
+        self.output.advance(n, pool);
+        self.in_flight += n;
     }
 
     /// The kernel took `n` bytes: of the output in flight, else of the
@@ -850,15 +920,7 @@ impl<P: Service> Session<P> {
                 self.owed() == 0
             }
             None => {
-                self.sent += n;
-                if self.sent >= self.output.len() {
-                    self.sent = 0;
-                    env.pool.put(&mut self.output);
-                } else if self.sent > self.output.len() / 2 {
-                    // Reclaim the sent prefix once it dominates, so the buffer stays bounded.
-                    self.output.drain(..self.sent);
-                    self.sent = 0;
-                }
+                self.output.advance(n, env.pool);
                 self.owed() == 0
             }
         };
@@ -997,17 +1059,21 @@ impl<P: Service> Session<P> {
     pub(crate) fn finish(&mut self, now: Instant, pool: &mut BufPool) -> Finish {
         if let Some(tls) = self.tls.as_deref_mut() {
             // Our close_notify goes before our FIN (once).
-            if tls.close(&mut self.output) {
+            let back = self.output.back_bytes(pool, 0);
+            let before = back.len();
+            let closing = tls.close(back);
+            self.output.appended(before, Vec::new());
+            if closing {
                 return Finish::Flush;
             }
         }
         if self.has(flag::SHUT_ASKED) && !self.has(flag::CLOSING) {
             self.flags |= flag::WRITE_SHUT;
-            pool.put(&mut self.output);
+            self.output.release(pool);
             return Finish::ShutWrite;
         }
         pool.put(&mut self.input);
-        pool.put(&mut self.output);
+        self.output.release(pool);
         if self.has(flag::READ_CLOSED) {
             return Finish::Close;
         }
@@ -1060,7 +1126,7 @@ impl<P: Service> Session<P> {
         commands: &mut Vec<Command>,
     ) -> impl Iterator<Item = TimerId> {
         pool.put(&mut self.input);
-        pool.put(&mut self.output);
+        self.output.release(pool);
         self.tell_closed();
         let extras = self.extras.take().map(|extras| *extras);
         if let Some(extras) = &extras {

@@ -886,6 +886,69 @@ fn without_a_loop_a_connect_is_answered_unsupported_and_every_command_counted() 
     assert_eq!(s.proto.connects, [(4, std::io::ErrorKind::Unsupported)]);
 }
 
+/// Answers each line with `<`, the first `len` bytes of its file, `>`.
+struct FileSender {
+    file: std::sync::Arc<std::fs::File>,
+    len: u64,
+}
+
+impl Service for FileSender {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        for _ in input.iter().filter(|&&b| b == b'\n') {
+            cx.write(b"<");
+            cx.send_file(FileRegion::new(self.file.clone(), 0, self.len));
+            cx.write(b">");
+        }
+        Step::keep(input.len())
+    }
+}
+
+#[test]
+fn file_regions_are_owed_but_only_bytes_count_against_the_memory_cap() {
+    let file = std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap());
+    let mut s = Session::new(
+        FileSender { file, len: 1000 },
+        ConnId::new(0, 2),
+        Instant::now(),
+    );
+    let (mut pool, mut commands, rules) = (BufPool::new(4, 64), Vec::new(), rules());
+    let mut env = Env {
+        now: Instant::now(),
+        rules: &rules,
+        pool: &mut pool,
+        commands: &mut commands,
+        blocking: None,
+    };
+    // Answered into the loop's shared buffer: a region moves it all to the
+    // session's own queue, in order.
+    let mut shared = b"earlier ".to_vec();
+    s.on_received(b"a\n", Some(&mut shared), &mut env).unwrap();
+    assert!(shared.is_empty(), "the gathered bytes moved to the queue");
+    assert_eq!(s.owed(), 8 + 1 + 1000 + 1);
+    match s.front() {
+        Some(Front::Bytes { bytes, more }) => assert_eq!((bytes, more), (&b"earlier <"[..], true)),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !s.reading(),
+        "a region is owed like bytes: past the high-water mark reading pauses"
+    );
+    // The memory cap (300) counts bytes only: 10 held, 250 more fit.
+    assert!(s.push_output(&[b'x'; 250], &mut env));
+    assert!(
+        !s.push_output(&[b'x'; 50], &mut env),
+        "past the cap in memory"
+    );
+    // The kernel takes the head, then the region, then the rest.
+    s.on_sent(9, None, &mut env).unwrap();
+    assert!(matches!(s.front(), Some(Front::File(r)) if r.len() == 1000));
+    s.on_sent(600, None, &mut env).unwrap();
+    assert!(matches!(s.front(), Some(Front::File(r)) if r.offset() == 600 && r.len() == 400));
+    s.on_sent(400, None, &mut env).unwrap();
+    assert_eq!(s.unsent().len(), 1 + 250);
+    assert_eq!(s.owed(), 251);
+}
+
 /// A message of `length` bytes, taken as it arrives (as a body is), its
 /// bytes echoed back when `echo` (as POST /echo does); a subscriber-like
 /// wait for others when `exempt`.

@@ -80,9 +80,23 @@ pub(crate) enum Fault {
     /// The peer broke the TLS protocol: its alert is sent, then the
     /// connection closes.
     Tls,
+    /// A file region sent over TLS ran out of file before its end (the
+    /// file shrank): the peer cannot get the length it was promised.
+    FileCutShort,
+    /// A file region sent over TLS could not be read.
+    FileUnreadable,
 }
 
 impl Fault {
+    /// The fault a failed read of a file region is.
+    pub(crate) fn file(e: &std::io::Error) -> Fault {
+        if crate::sock::is_file_cut_short(e) {
+            Fault::FileCutShort
+        } else {
+            Fault::FileUnreadable
+        }
+    }
+
     /// Whether the connection's output is still sent before it closes (its
     /// protocol's last word, a TLS alert) rather than abandoned.
     pub(crate) fn is_graceful(self) -> bool {
@@ -93,6 +107,7 @@ impl Fault {
     pub(crate) fn count(self, stats: &mut crate::stats::LoopStats) {
         match self {
             Fault::Tls => stats.tls_errors += 1,
+            Fault::FileCutShort => stats.files_cut_short += 1,
             _ => stats.faults += 1,
         }
     }
@@ -105,6 +120,8 @@ impl fmt::Display for Fault {
             Fault::Overconsumed => "the protocol consumed more input than it was given",
             Fault::Panicked => "the protocol panicked",
             Fault::Tls => "the peer broke the TLS protocol",
+            Fault::FileCutShort => "a file being sent ended before the length announced",
+            Fault::FileUnreadable => "a file being sent could not be read",
         })
     }
 }

@@ -78,6 +78,9 @@ fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Resul
 /// Hand a connection's record layer to the kernel: `secrets` (rustls's,
 /// after the handshake, with every record it produced already written to
 /// the socket) for both directions of `fd`.
+// No engine hands a connection over yet (records are encrypted in user
+// space everywhere); the test below runs it where the kernel can.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn offload(
     fd: RawFd,
     version: ProtocolVersion,
@@ -159,5 +162,168 @@ mod tests {
         assert_eq!(&info[12..44], &[7u8; 32], "key");
         assert_eq!(&info[44..48], &[1, 2, 3, 4], "salt");
         assert_eq!(&info[48..56], &5u64.to_be_bytes(), "record sequence");
+    }
+
+    /// A real connection's record layer handed to the kernel after a
+    /// rustls handshake: the server then writes, sends a file with
+    /// `sendfile` and reads with plain system calls, and a rustls client
+    /// sees records and sends them. Ignored in every run, with the reason
+    /// shown: this machine's kernel has no `tls` ULP, and a test that
+    /// returned early would pass without having run.
+    #[test]
+    #[ignore = "needs kernel TLS (the `tls` ULP; this machine's \
+                /proc/sys/net/ipv4/tcp_available_ulp lists only mptcp): \
+                run with --ignored on a kernel that has it"]
+    fn the_kernel_takes_the_record_layer_over() {
+        if let KernelTls::Unavailable(why) = kernel_tls() {
+            panic!("cannot run here: {why}");
+        }
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            offloaded_exchange(version, true);
+        }
+    }
+
+    /// What runs here: the secrets of a real handshake are extracted and
+    /// laid out for the kernel, which refuses them at `TCP_ULP` (no `tls`
+    /// ULP), the error `kernel_tls` reports at start. Where the kernel has
+    /// it, the whole exchange above runs instead.
+    #[test]
+    fn without_kernel_tls_the_offload_is_refused_at_the_ulp() {
+        let available = kernel_tls() == KernelTls::Available;
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            offloaded_exchange(version, available);
+        }
+    }
+
+    /// A handshake over loopback, then the server's record layer handed to
+    /// the kernel; `kernel` says whether the kernel can take it (else the
+    /// refusal is checked, and the exchange ends there).
+    fn offloaded_exchange(version: &'static rustls::SupportedProtocolVersion, kernel: bool) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        use std::sync::Arc;
+
+        let dir = std::env::temp_dir().join(format!(
+            "iomux-ktls-{}-{kernel}-{:?}",
+            std::process::id(),
+            version.version
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+
+        let options = crate::tls::TlsOptions {
+            tickets: false,
+            session_cache: 0,
+            ..Default::default()
+        };
+        let mut server_config = crate::tls::load_server_config(&cert, &key, &options).unwrap();
+        server_config.enable_secret_extraction = true;
+        server_config.send_tls13_tickets = 0;
+        let server_config = Arc::new(server_config);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&cert).unwrap())
+            .unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+
+        let file_bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let file = dir.join("body.bin");
+        std::fs::write(&file, &file_bytes).unwrap();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut conn = rustls::ServerConnection::new(server_config).unwrap();
+            while conn.is_handshaking() || conn.wants_write() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            let version = conn.protocol_version().unwrap();
+            let secrets = conn.dangerous_extract_secrets().unwrap();
+            let offloaded = offload(sock.as_raw_fd(), version, secrets);
+            if !kernel {
+                let err = offloaded.expect_err("no tls ULP, yet the offload worked");
+                assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+                return None;
+            }
+            offloaded.expect("offload");
+            sock.write_all(b"hello from the kernel\n").unwrap();
+            let body = std::fs::File::open(&file).unwrap();
+            let mut offset: libc::off_t = 0;
+            while (offset as usize) < 100_000 {
+                // SAFETY: two open descriptors and a live offset.
+                let n = unsafe {
+                    libc::sendfile(sock.as_raw_fd(), body.as_raw_fd(), &mut offset, 100_000)
+                };
+                assert!(n > 0, "sendfile: {}", io::Error::last_os_error());
+            }
+            let mut ping = [0u8; 5];
+            sock.read_exact(&mut ping).unwrap();
+            Some(ping)
+        });
+
+        let sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(client_config, name).unwrap();
+        let mut client = rustls::StreamOwned::new(conn, sock);
+        if !kernel {
+            while client.conn.is_handshaking() {
+                client.conn.complete_io(&mut client.sock).unwrap();
+            }
+            assert_eq!(server.join().unwrap(), None);
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        let mut got = vec![0u8; 22 + 100_000];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..22], b"hello from the kernel\n");
+        assert!(
+            got[22..] == file_bytes[..],
+            "the file sent by sendfile, decrypted"
+        );
+        client.write_all(b"ping\n").unwrap();
+        client.flush().unwrap();
+        assert_eq!(
+            server.join().unwrap(),
+            Some(*b"ping\n"),
+            "decrypted by the kernel"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

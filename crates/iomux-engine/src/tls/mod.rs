@@ -33,6 +33,10 @@ use std::sync::Arc;
 /// that once moved a large message does not keep its buffer.
 const KEEP_SCRATCH: usize = 16 * 1024;
 
+/// How much of a file region is read and encrypted at once: one record's
+/// worth of plaintext.
+const FILE_PIECE: usize = 16 * 1024;
+
 /// One connection's TLS state: the rustls connection, and scratch buffers
 /// for the plaintext going to and coming from it.
 pub(crate) struct TlsSession {
@@ -170,6 +174,35 @@ impl TlsSession {
         // No buffer limit is set: the writer takes everything.
         let _ = self.conn.writer().write_all(plain);
         self.write_records(out);
+    }
+
+    /// [`TlsSession::send`] for a call's plaintext with file regions sent
+    /// in it (each at its offset in `plain`): the regions' bytes are read
+    /// and encrypted where they stand, in pieces of one record.
+    // (Interim: the whole region's ciphertext is queued at once; see
+    // /work/helpers/files-api.md for bounded pieces.)
+    pub(crate) fn send_with_files(
+        &mut self,
+        plain: &[u8],
+        files: &[(usize, iomux_proto::FileRegion)],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let mut cut = 0;
+        let mut piece = Vec::new();
+        for (at, region) in files {
+            let at = (*at).clamp(cut, plain.len());
+            self.send(&plain[cut..at], out);
+            cut = at;
+            let mut region = region.clone();
+            while !region.is_empty() {
+                piece.clear();
+                let n = crate::sock::read_region(&region, &mut piece, FILE_PIECE)?;
+                self.send(&piece[..n], out);
+                region.advance(n as u64);
+            }
+        }
+        self.send(&plain[cut..], out);
+        Ok(())
     }
 
     /// Queue our close_notify in `out`; false when there is nothing to

@@ -5,12 +5,17 @@
 use super::bufring::{BUFFER_GROUP, BUFFER_SIZE};
 use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMode, NO_CONN};
 use super::Loop;
+use crate::session::Front;
+use crate::sock::{is_file_cut_short, read_region};
 use io_uring::{cqueue, opcode, squeue, types};
 use iomux::Token;
 use iomux_proto::Service;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+/// Bytes of a file region read into a connection's send buffer at a time.
+const FILE_PIECE: usize = 256 * 1024;
 
 impl<P: Service, F: Fn() -> P> Loop<P, F> {
     pub(super) fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
@@ -126,20 +131,40 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 // A large answer's buffer is not kept (nor swapped into the session).
                 conn.in_flight = Vec::new();
             }
-            if conn.session.unsent().is_empty() {
-                // Nothing owed: an idle connection holds no buffer.
-                self.core.pool.put(&mut conn.in_flight);
-                return Ok(());
+            match conn.session.front() {
+                None => {
+                    // Nothing owed: an idle connection holds no buffer.
+                    self.core.pool.put(&mut conn.in_flight);
+                    return Ok(());
+                }
+                Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
+                Some(Front::File(region)) => {
+                    // A piece of the file, read into the send buffer.
+                    match read_region(region, &mut conn.in_flight, FILE_PIECE) {
+                        Ok(n) => conn.session.hand_out_read(n, &mut self.core.pool),
+                        Err(e) => {
+                            if is_file_cut_short(&e) {
+                                self.core.stats.files_cut_short += 1;
+                            }
+                            return self.close_conn(token);
+                        }
+                    }
+                }
             }
-            conn.session.hand_out(&mut conn.in_flight);
         }
+        // More queued behind this send (a file behind its head, the rest of
+        // a file): MSG_MORE lets them share segments.
+        let more = match conn.session.front() {
+            Some(_) => libc::MSG_MORE,
+            None => 0,
+        };
         let rest = &conn.in_flight[conn.in_flight_sent..];
         let entry = opcode::Send::new(
             types::Fd(conn.fd.as_raw_fd()),
             rest.as_ptr(),
             rest.len().min(u32::MAX as usize) as u32,
         )
-        .flags(libc::MSG_NOSIGNAL)
+        .flags(libc::MSG_NOSIGNAL | more)
         .build()
         .user_data(user_data(kind::SEND, token));
         conn.sending = true;

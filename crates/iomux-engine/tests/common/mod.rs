@@ -69,6 +69,22 @@ macro_rules! engine_names {
     };
 }
 
+/// A test that the modules of `loop_engines!` and `loopless_engines!` cover
+/// `Engine::ALL` exactly (for test files that run every engine): an engine
+/// added there fails it until it is tested.
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! every_engine_is_tested {
+    () => {
+        #[test]
+        fn every_engine_is_tested() {
+            let mut tested: Vec<&str> = loop_engines!(engine_names);
+            tested.extend(loopless_engines!(engine_names));
+            let all: Vec<&str> = iomux_engine::Engine::ALL.iter().map(|e| e.name()).collect();
+            assert_eq!(tested, all);
+        }
+    };
+}
+
 /// The names of `Engine::ALL`'s engines that do (`true`) or do not have an event loop.
 #[allow(dead_code)] // each test file uses what it needs
 pub fn engines_with_loop(with: bool) -> Vec<&'static str> {

@@ -696,3 +696,21 @@ fn a_failed_or_stale_connect_is_the_exchange_s_or_nobody_s() {
     assert_eq!(conn.commands.pop(), Some(Command::Close(late)));
     assert_eq!(conn.take_out(), "");
 }
+
+#[test]
+fn a_panic_after_a_file_body_was_queued_takes_the_file_back() {
+    let router = Arc::new(Router::new().get("/file", |_req, reply| {
+        let file = Arc::new(std::fs::File::open("/dev/null").unwrap());
+        reply.head(Status::OK).file(crate::FileRegion::new(file, 0, 1000));
+        panic!("after the file was queued");
+    }));
+    let mut http = Http::new(&FIXED, router);
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let mut cx = Context::new(ConnId::new(0, 1), std::time::Instant::now(), &mut out, &mut commands);
+    let step = http.on_data(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n", &mut cx);
+    assert!(step.close);
+    assert!(cx.take_file_regions().is_empty(), "the file region went out after the 500");
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+}

@@ -28,6 +28,7 @@
 
 mod chunked;
 mod date;
+pub mod files;
 mod handler;
 mod head;
 pub mod hello;
@@ -219,7 +220,7 @@ impl<H: Handler> Http<H> {
         cx: &mut Context,
         f: impl FnOnce(&H, &mut Option<Box<dyn Exchange>>, &mut Reply) -> R,
     ) -> Option<R> {
-        let mark = cx.out().len();
+        let mark = cx.output_mark();
         let began = self.tx.sending != Sending::Nothing;
         let config = self.config;
         let (handler, exchange) = (&self.handler, &mut self.exchange);
@@ -234,7 +235,7 @@ impl<H: Handler> Http<H> {
             Err(_) => {
                 config.counters.count_panic();
                 // What this call wrote may be half a head or half a chunk.
-                cx.out().truncate(mark);
+                cx.take_back_output(mark);
                 slice.forget_output();
                 // An answer that began before this call cannot become a 500.
                 self.tx.sending = if began {
