@@ -430,6 +430,11 @@ impl<H: Handler> Service for Http<H> {
                 // Pipelined requests wait unparsed behind an unanswered one.
                 Phase::Answering => return Step::keep(at),
                 Phase::Head => {
+                    if cx.output_full() {
+                        // Answers owed past the engine's high-water mark: the
+                        // requests behind them wait, offered again as the peer reads.
+                        return Step::keep(at);
+                    }
                     if self.scanned == 0 {
                         // Empty lines before a request line are ignored (RFC 9112 §2.2).
                         loop {
