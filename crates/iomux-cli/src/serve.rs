@@ -4,6 +4,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use iomux::Trigger;
 use iomux_engine::{Config, Engine, Server, StopSignals};
+use iomux_proto::http::files::{StaticFiles, StaticOptions};
 use iomux_proto::http::{
     hello, Flow, HttpConfig, HttpLimits, Reply, Request, Router, Status, MAX_HEADERS,
 };
@@ -116,12 +117,61 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().max_output,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 40)).map(|v| v as usize))]
     max_subscriber_output: usize,
+    /// HTTP: serve the files under this directory instead of the hello routes (GET and HEAD, conditionals, ranges, precompressed siblings).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// With --root: list a directory that has no index.html (else 404).
+    #[arg(long, requires = "root")]
+    list: bool,
+    /// With --root: serve names starting with `.` (else 404).
+    #[arg(long, requires = "root")]
+    hidden: bool,
+    /// With --root: add this Cache-Control header to file responses, e.g. "max-age=3600".
+    #[arg(long, requires = "root", value_name = "VALUE", value_parser = header_value)]
+    cache_control: Option<String>,
+    /// With --root: open files kept open between requests (revalidated by a stat on each; 0 opens every time).
+    #[arg(long, requires = "root", value_name = "N",
+          default_value_t = StaticOptions::DEFAULT_OPEN_FILE_CACHE,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|v| v as usize))]
+    open_file_cache: usize,
     /// Serve TLS 1.2 and 1.3 with this certificate chain (PEM, the server's certificate first); needs --tls-key. Event-loop backends only.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// The static-file handler `--root` asks for (`None` without `--root`).
+fn static_files(args: &ServeArgs) -> io::Result<Option<Arc<StaticFiles>>> {
+    let Some(root) = &args.root else {
+        return Ok(None);
+    };
+    let options = StaticOptions {
+        list: args.list,
+        hidden: args.hidden,
+        cache_control: args.cache_control.clone(),
+        open_file_cache: args.open_file_cache,
+    };
+    let files = StaticFiles::new(root, options).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("--root: {e}; give a directory this user can read"),
+        )
+    })?;
+    Ok(Some(Arc::new(files)))
+}
+
+/// A header value given on the command line: visible ASCII and spaces.
+fn header_value(s: &str) -> Result<String, String> {
+    if s.bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+        && !s.trim().is_empty()
+    {
+        Ok(s.trim().to_owned())
+    } else {
+        Err("a header value is printable ASCII on one line, e.g. \"max-age=3600\"".into())
+    }
 }
 
 /// The engine `--backend` and `--trigger` name: the backend's engine in
@@ -333,6 +383,12 @@ where
 }
 
 pub fn run(args: ServeArgs) -> io::Result<()> {
+    if args.root.is_some() && args.proto != ProtoArg::Http {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--root serves files over HTTP: leave out --proto or give --proto http",
+        ));
+    }
     let engine = engine(&args)?;
     let config = config(&args)?;
     // Many connections need many descriptors: use all the hard limit allows.
@@ -358,10 +414,17 @@ fn start(
                 max_headers: args.max_headers,
                 max_body: args.max_body,
             });
-            let routes = Arc::new(http_routes());
-            launch(args, config, engine, move || {
-                Http::new(http, routes.clone())
-            })?
+            match static_files(args)? {
+                Some(files) => {
+                    launch(args, config, engine, move || Http::new(http, files.clone()))?
+                }
+                None => {
+                    let routes = Arc::new(http_routes());
+                    launch(args, config, engine, move || {
+                        Http::new(http, routes.clone())
+                    })?
+                }
+            }
         }
         ProtoArg::Resp => {
             let limits = resp::Limits {

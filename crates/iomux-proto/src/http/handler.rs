@@ -14,7 +14,7 @@ use super::date::DATE_LEN;
 use super::limits::HttpConfig;
 use super::request::Request;
 use super::response::{is_core_header, is_tchar, is_value_byte, Persist, Status, SERVER};
-use crate::Context;
+use crate::{Context, FileRegion};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -352,6 +352,36 @@ impl<'r, 'c> Reply<'r, 'c> {
         }
     }
 
+    /// Write `region` of a file as part of the body, after the bytes written
+    /// so far: it counts against a sized body's length as [`Reply::write`]
+    /// does (a chunked body gets it as one chunk), and the connection core
+    /// sends it without copying it where the engine can (`sendfile`). A
+    /// HEAD request sends nothing.
+    pub fn write_file(&mut self, region: FileRegion) {
+        let len = region.len();
+        match self.tx.sending {
+            Sending::Sized(left) if len <= left => {
+                self.cx.send_file(region);
+                self.tx.sending = if len == left {
+                    Sending::Done
+                } else {
+                    Sending::Sized(left - len)
+                };
+            }
+            Sending::Chunked if len == 0 => {}
+            Sending::Chunked => {
+                let out = self.cx.out();
+                write_hex(len, out);
+                out.extend_from_slice(b"\r\n");
+                self.cx.send_file(region);
+                self.cx.out().extend_from_slice(b"\r\n");
+            }
+            Sending::UntilClose => self.cx.send_file(region),
+            Sending::Done if self.tx.has(tx::HEAD_ONLY) || len == 0 => {}
+            Sending::Sized(_) | Sending::Nothing | Sending::Done => self.tx.mismatch(self.config),
+        }
+    }
+
     /// End a streamed response: the last chunk of a chunked one; the close
     /// of a close-delimited one. A sized one that is short of its length
     /// closes the connection, counted. Nothing for a finished response.
@@ -526,7 +556,7 @@ fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// A response head being written: add headers, then finish it with one of
-/// [`Head::body`], [`Head::sized`] or [`Head::stream`]. Dropped unfinished,
+/// [`Head::body`], [`Head::file`], [`Head::sized`] or [`Head::stream`]. Dropped unfinished,
 /// it takes back what it wrote.
 #[must_use = "finish the head with body(), sized() or stream()"]
 pub struct Head<'h, 'r, 'c> {
@@ -574,6 +604,19 @@ impl Head<'_, '_, '_> {
         } else {
             Sending::Done
         };
+    }
+
+    /// Finish with `region` of a file as the body (`Content-Length` its
+    /// length), sent by the connection core after the head without copying
+    /// it where the engine can (`sendfile`); a HEAD request, 204 and 304 get
+    /// no body.
+    pub fn file(mut self, region: FileRegion) {
+        let length = region.len();
+        let with_body = self.finish(Framing::Length(length));
+        if with_body && length > 0 {
+            self.reply.cx.send_file(region);
+        }
+        self.reply.tx.sending = Sending::Done;
     }
 
     /// Finish with a body of unknown length, written with [`Reply::write`]

@@ -28,6 +28,7 @@
 
 mod chunked;
 mod date;
+pub mod files;
 mod handler;
 mod head;
 pub mod hello;

@@ -1,0 +1,544 @@
+//! Opening files beneath the root with the kernel's help, and the bounded
+//! open-file cache in front of it.
+//!
+//! Every open goes through `openat2(root, path, RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS)`: the kernel refuses any resolution that leaves the
+//! root, whether by `..` or by a symbolic link placed anywhere on the way.
+//! Where openat2 is missing (Linux before 5.6, or filtered by seccomp) each
+//! component is opened in turn with `O_NOFOLLOW`, so no symbolic link is
+//! followed at all. Files are opened `O_NONBLOCK | O_NOCTTY`: a FIFO opens
+//! without waiting for a writer and a terminal cannot become the process's
+//! controlling one; `fstat` then rejects anything but regular files and
+//! directories before a byte is read.
+
+use rustix::fs::{openat, openat2, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What kind of file a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file: served.
+    Regular,
+    /// A directory: its index or listing.
+    Directory,
+}
+
+/// The metadata a response needs, from one `fstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Regular file or directory.
+    pub kind: Kind,
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Nanoseconds past `mtime_secs`.
+    pub mtime_nsec: u32,
+}
+
+/// An open file or directory beneath the root.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The open description; shared with the cache and with responses that
+    /// are still sending it.
+    pub file: Arc<File>,
+    /// Its metadata when opened (or last revalidated).
+    pub meta: Meta,
+}
+
+/// Why a path beneath the root was not opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No such file (or a component is not a directory): `404`.
+    NotFound,
+    /// It exists but is not to be served: outside the root through a link, a
+    /// FIFO, a device or a socket, or not readable: `403`.
+    Forbidden,
+    /// Anything else (out of descriptors, I/O error): `500`.
+    Io(std::io::Error),
+}
+
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY)
+    .union(OFlags::CLOEXEC);
+
+/// The served directory.
+#[derive(Debug)]
+pub struct Root {
+    dir: OwnedFd,
+    /// The kernel has openat2 (else the per-component walk is used).
+    beneath: bool,
+}
+
+impl Root {
+    /// Open `path` as the root. Errors name the path and the reason.
+    pub fn open(path: &Path) -> std::io::Result<Root> {
+        let dir = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open {} as a directory: {e}", path.display()),
+            )
+        })?;
+        let beneath = match openat2(
+            &dir,
+            ".",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve_flags(),
+        ) {
+            Ok(_) => true,
+            Err(Errno::NOSYS | Errno::PERM | Errno::INVAL | Errno::TOOBIG) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Root { dir, beneath })
+    }
+
+    /// The same root, but walking component by component with `O_NOFOLLOW`
+    /// as on kernels without openat2 (tests use it to check that path).
+    pub fn without_openat2(mut self) -> Root {
+        self.beneath = false;
+        self
+    }
+
+    /// Whether opens use openat2 (false: the `O_NOFOLLOW` walk).
+    pub fn uses_openat2(&self) -> bool {
+        self.beneath
+    }
+
+    /// Open `relative` (components joined by `/`, empty for the root itself)
+    /// beneath the root; only a regular file or a directory is returned.
+    pub fn open_beneath(&self, relative: &str) -> Result<Opened, OpenError> {
+        let path = if relative.is_empty() { "." } else { relative };
+        let fd = if self.beneath {
+            openat2(&self.dir, path, FILE_FLAGS, Mode::empty(), resolve_flags())
+                .map_err(open_error)?
+        } else {
+            self.walk(path)?
+        };
+        let meta = meta_of(&rustix::fs::fstat(&fd).map_err(|e| OpenError::Io(e.into()))?)
+            .ok_or(OpenError::Forbidden)?;
+        Ok(Opened {
+            file: Arc::new(File::from(fd)),
+            meta,
+        })
+    }
+
+    fn walk(&self, path: &str) -> Result<OwnedFd, OpenError> {
+        let mut components = path.split('/').peekable();
+        let mut dir: Option<OwnedFd> = None;
+        while let Some(name) = components.next() {
+            let at = dir.as_ref().map_or(self.dir.as_fd(), |d| d.as_fd());
+            let last = components.peek().is_none();
+            let flags = if last {
+                FILE_FLAGS | OFlags::NOFOLLOW
+            } else {
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+            };
+            if name == ".." {
+                return Err(OpenError::Forbidden);
+            }
+            dir = Some(openat(at, name, flags, Mode::empty()).map_err(open_error)?);
+        }
+        dir.ok_or(OpenError::NotFound)
+    }
+
+    /// The metadata of `relative` by path (following links, without opening):
+    /// what the cache compares with the file it holds.
+    fn stat(&self, relative: &str) -> Option<rustix::fs::Stat> {
+        rustix::fs::statat(&self.dir, relative, AtFlags::empty()).ok()
+    }
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+}
+
+fn open_error(e: Errno) -> OpenError {
+    match e {
+        Errno::NOENT | Errno::NOTDIR | Errno::NAMETOOLONG => OpenError::NotFound,
+        // EXDEV: the resolution left the root; ELOOP: a link refused (magic
+        // link, or any link on the O_NOFOLLOW walk); ENXIO: a socket or a
+        // FIFO without reader; EAGAIN/EBUSY: a device that would block.
+        Errno::XDEV
+        | Errno::LOOP
+        | Errno::ACCESS
+        | Errno::PERM
+        | Errno::NXIO
+        | Errno::AGAIN
+        | Errno::BUSY => OpenError::Forbidden,
+        e => OpenError::Io(e.into()),
+    }
+}
+
+/// The metadata of a regular file or directory; `None` for anything else.
+// `struct stat`'s field types differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+pub fn meta_of(st: &rustix::fs::Stat) -> Option<Meta> {
+    let kind = match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => Kind::Regular,
+        FileType::Directory => Kind::Directory,
+        _ => return None,
+    };
+    Some(Meta {
+        kind,
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        mtime_secs: st.st_mtime as i64,
+        mtime_nsec: st.st_mtime_nsec as u32,
+    })
+}
+
+/// What a lookup through the cache found.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    /// A regular file, with what was derived from it (shared with the cache).
+    File(Arc<T>),
+    /// A directory (never cached).
+    Directory(Opened),
+}
+
+/// A bounded cache of open regular files by relative path, after nginx's
+/// `open_file_cache`, holding with each what was derived from it (`T`: its
+/// validators, its type, the bytes of a small file). A hit costs one `stat`
+/// by path instead of an open, an `fstat` and a close, and that `stat`
+/// revalidates it: a file replaced on disk (another inode at the path) is
+/// opened afresh by the next request, and a file rewritten in place (same
+/// inode, another size or time) is derived again. When full, the least
+/// recently used entry is dropped (its descriptor closes once no response is
+/// sending it any more).
+#[derive(Debug)]
+pub struct OpenFileCache<T> {
+    capacity: usize,
+    entries: Mutex<HashMap<String, CacheEntry<T>>>,
+    tick: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug)]
+struct CacheEntry<T> {
+    opened: Opened,
+    derived: Arc<T>,
+    last_used: u64,
+}
+
+impl<T> OpenFileCache<T> {
+    /// A cache of at most `capacity` open files (0: every request opens).
+    pub fn new(capacity: usize) -> OpenFileCache<T> {
+        OpenFileCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+            tick: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// (hits, misses) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Open files held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheEntry<T>>> {
+        // A panic while holding the lock leaves the map consistent (every
+        // operation on it is a single insert/remove): keep using it.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `relative` beneath `root`: a regular file with what `derive` makes of
+    /// it (from the cache when the cached file is still the one at that
+    /// path and unchanged), or a directory.
+    pub fn open(
+        &self,
+        root: &Root,
+        relative: &str,
+        derive: impl FnOnce(&Opened) -> T,
+    ) -> Result<Lookup<T>, OpenError> {
+        if self.capacity == 0 {
+            let opened = root.open_beneath(relative)?;
+            return Ok(match opened.meta.kind {
+                Kind::Regular => Lookup::File(Arc::new(derive(&opened))),
+                Kind::Directory => Lookup::Directory(opened),
+            });
+        }
+        let now = self.tick.fetch_add(1, Ordering::Relaxed);
+        let cached = self.lock().get_mut(relative).map(|e| {
+            e.last_used = now;
+            (e.opened.clone(), e.derived.clone())
+        });
+        let mut reuse = None;
+        if let Some((opened, derived)) = cached {
+            match root.stat(relative).as_ref().and_then(meta_of) {
+                Some(meta) if meta == opened.meta => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Lookup::File(derived));
+                }
+                // The same file, rewritten in place: keep the descriptor.
+                Some(meta)
+                    if meta.dev == opened.meta.dev
+                        && meta.ino == opened.meta.ino
+                        && meta.kind == Kind::Regular =>
+                {
+                    reuse = Some(Opened {
+                        file: opened.file,
+                        meta,
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let opened = match reuse {
+            Some(o) => o,
+            None => {
+                self.lock().remove(relative);
+                root.open_beneath(relative)?
+            }
+        };
+        if opened.meta.kind == Kind::Directory {
+            return Ok(Lookup::Directory(opened));
+        }
+        let derived = Arc::new(derive(&opened));
+        let mut map = self.lock();
+        if map.len() >= self.capacity && !map.contains_key(relative) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            relative.to_owned(),
+            CacheEntry {
+                opened,
+                derived: derived.clone(),
+                last_used: now,
+            },
+        );
+        Ok(Lookup::File(derived))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::symlink;
+
+    pub(crate) fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("iomux-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read_all(opened: &Opened) -> String {
+        let mut s = String::new();
+        (&*opened.file).read_to_string(&mut s).unwrap();
+        s
+    }
+
+    /// `base/root` is served; `base/secret` is the canary outside it.
+    fn layout(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let base = scratch(name);
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(base.join("secret"), "CANARY").unwrap();
+        std::fs::write(root.join("a.txt"), "inside").unwrap();
+        std::fs::write(root.join("sub/b.txt"), "inside b").unwrap();
+        symlink("../secret", root.join("escape")).unwrap();
+        symlink("/etc/passwd", root.join("absolute")).unwrap();
+        symlink("../..", root.join("sub/up")).unwrap();
+        symlink("sub/b.txt", root.join("inner")).unwrap();
+        symlink("..", root.join("parent")).unwrap();
+        symlink("/proc/self/root/etc/passwd", root.join("magic")).unwrap();
+        let fifo = root.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        (base, root)
+    }
+
+    fn check_root(root: Root) {
+        assert_eq!(read_all(&root.open_beneath("a.txt").unwrap()), "inside");
+        assert_eq!(
+            read_all(&root.open_beneath("sub/b.txt").unwrap()),
+            "inside b"
+        );
+        assert_eq!(root.open_beneath("").unwrap().meta.kind, Kind::Directory);
+        assert_eq!(root.open_beneath("sub").unwrap().meta.kind, Kind::Directory);
+        assert!(matches!(
+            root.open_beneath("missing"),
+            Err(OpenError::NotFound)
+        ));
+        assert!(matches!(
+            root.open_beneath("a.txt/x"),
+            Err(OpenError::NotFound)
+        ));
+        // A FIFO is refused at once, without waiting for a writer.
+        assert!(matches!(
+            root.open_beneath("fifo"),
+            Err(OpenError::Forbidden)
+        ));
+        for escaping in [
+            "escape",
+            "absolute",
+            "sub/up/secret",
+            "parent/secret",
+            "magic",
+            "../secret",
+            "sub/../../secret",
+        ] {
+            match root.open_beneath(escaping) {
+                Err(OpenError::Forbidden | OpenError::NotFound) => {}
+                other => panic!("{escaping}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_outside_the_root_opens() {
+        let (base, root) = layout("beneath");
+        let r = Root::open(&root).unwrap();
+        assert!(r.uses_openat2(), "this kernel has openat2");
+        // A link that stays inside is followed.
+        assert_eq!(read_all(&r.open_beneath("inner").unwrap()), "inside b");
+        check_root(r);
+        check_root(Root::open(&root).unwrap().without_openat2());
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn root_errors_name_the_path() {
+        let err = Root::open(Path::new("/nonexistent/iomux-root")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/iomux-root"), "{err}");
+    }
+
+    /// What the tests derive: the file and its contents when derived.
+    fn derive(o: &Opened) -> (Opened, String) {
+        (o.clone(), read_all_at(&o.file))
+    }
+
+    fn read_all_at(file: &File) -> String {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; 64];
+        let n = file.read_at(&mut buf, 0).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    fn file(
+        cache: &OpenFileCache<(Opened, String)>,
+        root: &Root,
+        path: &str,
+    ) -> Result<Arc<(Opened, String)>, OpenError> {
+        match cache.open(root, path, derive)? {
+            Lookup::File(f) => Ok(f),
+            Lookup::Directory(_) => panic!("{path} is a directory"),
+        }
+    }
+
+    #[test]
+    fn cache_sees_replaced_and_rewritten_files() {
+        let base = scratch("cache");
+        std::fs::write(base.join("f"), "one").unwrap();
+        let root = Root::open(&base).unwrap();
+        let cache = OpenFileCache::new(2);
+        let first = file(&cache, &root, "f").unwrap();
+        assert_eq!(first.1, "one");
+        let again = file(&cache, &root, "f").unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(cache.counts(), (1, 1));
+        // Replaced by rename: a new inode, opened afresh.
+        std::fs::write(base.join("f.new"), "two!").unwrap();
+        std::fs::rename(base.join("f.new"), base.join("f")).unwrap();
+        let replaced = file(&cache, &root, "f").unwrap();
+        assert!(!Arc::ptr_eq(&first.0.file, &replaced.0.file));
+        assert_eq!((replaced.0.meta.size, replaced.1.as_str()), (4, "two!"));
+        // Rewritten in place: same descriptor, derived again.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(base.join("f"))
+            .unwrap()
+            .write_all(b"+")
+            .unwrap();
+        let grown = file(&cache, &root, "f").unwrap();
+        assert!(Arc::ptr_eq(&replaced.0.file, &grown.0.file));
+        assert_eq!((grown.0.meta.size, grown.1.as_str()), (5, "two!+"));
+        // Deleted: not served from the cache.
+        std::fs::remove_file(base.join("f")).unwrap();
+        assert!(matches!(file(&cache, &root, "f"), Err(OpenError::NotFound)));
+        assert_eq!(cache.len(), 0);
+        // Directories pass through, uncached.
+        std::fs::create_dir_all(base.join("d")).unwrap();
+        assert!(matches!(
+            cache.open(&root, "d", derive),
+            Ok(Lookup::Directory(_))
+        ));
+        assert_eq!(cache.len(), 0);
+        // Bounded: the least recently used goes.
+        for name in ["x", "y", "z"] {
+            std::fs::write(base.join(name), name).unwrap();
+        }
+        file(&cache, &root, "x").unwrap();
+        file(&cache, &root, "y").unwrap();
+        file(&cache, &root, "x").unwrap();
+        file(&cache, &root, "z").unwrap();
+        assert_eq!(cache.len(), 2);
+        let before = cache.counts();
+        file(&cache, &root, "x").unwrap();
+        assert_eq!(cache.counts().0, before.0 + 1, "x was kept (recently used)");
+        file(&cache, &root, "y").unwrap();
+        assert_eq!(cache.counts().1, before.1 + 1, "y was evicted");
+        // A link swapped to point outside is not served from the cache.
+        std::fs::create_dir_all(base.join("in")).unwrap();
+        let inner = Root::open(&base.join("in")).unwrap();
+        std::fs::write(base.join("in/real"), "real").unwrap();
+        symlink("real", base.join("in/link")).unwrap();
+        let cache = OpenFileCache::new(8);
+        assert_eq!(file(&cache, &inner, "link").unwrap().1, "real");
+        std::fs::remove_file(base.join("in/link")).unwrap();
+        symlink("../x", base.join("in/link")).unwrap();
+        assert!(matches!(
+            file(&cache, &inner, "link"),
+            Err(OpenError::Forbidden)
+        ));
+        // Without capacity: derived on every request.
+        let none = OpenFileCache::new(0);
+        let a = file(&none, &inner, "real").unwrap();
+        let b = file(&none, &inner, "real").unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}

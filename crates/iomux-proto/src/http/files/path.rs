@@ -1,0 +1,287 @@
+//! From a request target to a path beneath the root: decode once, then
+//! normalize, refusing anything that could name a file outside the root or
+//! that a filesystem would read differently from the way it was checked.
+
+/// Why a request target names no file beneath the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Malformed or hostile: a bad percent escape, a NUL, an encoded `/`, a
+    /// backslash, bytes that are not UTF-8 (overlong forms included), `..`
+    /// above the root, or a target that is neither origin- nor absolute-form.
+    BadRequest,
+    /// A component starts with `.` and hidden files are not served.
+    Hidden,
+}
+
+/// A request target resolved to components beneath the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPath {
+    /// The normalized path relative to the root, components joined by `/`
+    /// (empty for the root itself); never starts with `/`, holds no `.` or
+    /// `..` component and no empty one.
+    pub relative: String,
+    /// The decoded path ended with `/` (or was the root).
+    pub trailing_slash: bool,
+    /// The query as received, without its `?` (`None` when there was none).
+    pub query: Option<String>,
+}
+
+impl TargetPath {
+    /// The components of [`relative`](Self::relative).
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.relative.split('/').filter(|c| !c.is_empty())
+    }
+
+    /// The path as an absolute URL path, every component percent-encoded
+    /// again, with a trailing `/` when `slash`: what a `Location` header or a
+    /// listing's title shows. Built from the normalized components, never
+    /// from the raw target, so `//host` cannot become a scheme-relative URL.
+    pub fn url_path(&self, slash: bool) -> String {
+        let mut out = String::with_capacity(self.relative.len() + 2);
+        for component in self.components() {
+            out.push('/');
+            push_encoded(&mut out, component);
+        }
+        if slash || out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+}
+
+/// Resolve `target` (origin-form `/a/b?q`, or absolute-form
+/// `http://host/a/b?q` whose authority is ignored) to a path beneath the root.
+pub fn resolve_target(target: &[u8], hidden_allowed: bool) -> Result<TargetPath, PathError> {
+    let path_and_query = strip_absolute_form(target).ok_or(PathError::BadRequest)?;
+    let (raw_path, query) = match path_and_query.iter().position(|&b| b == b'?') {
+        Some(q) => (&path_and_query[..q], Some(&path_and_query[q + 1..])),
+        None => (path_and_query, None),
+    };
+    // `http://host?q` has an empty path: the root.
+    let raw_path = if raw_path.is_empty() && path_and_query.len() < target.len() {
+        &b"/"[..]
+    } else {
+        raw_path
+    };
+    if raw_path.first() != Some(&b'/') || raw_path.contains(&b'#') {
+        return Err(PathError::BadRequest);
+    }
+    let decoded = percent_decode_path(raw_path)?;
+    // Overlong forms (`%c0%ae` for `.`) and stray bytes are not UTF-8.
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::BadRequest)?;
+    let trailing_slash = decoded.ends_with('/');
+    let mut components: Vec<&str> = Vec::new();
+    for component in decoded.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                components.pop().ok_or(PathError::BadRequest)?;
+            }
+            name => components.push(name),
+        }
+    }
+    if !hidden_allowed && components.iter().any(|c| c.starts_with('.')) {
+        return Err(PathError::Hidden);
+    }
+    let query = match query {
+        Some(q) => Some(String::from_utf8(q.to_vec()).map_err(|_| PathError::BadRequest)?),
+        None => None,
+    };
+    Ok(TargetPath {
+        trailing_slash: trailing_slash || components.is_empty(),
+        relative: components.join("/"),
+        query,
+    })
+}
+
+/// The path-and-query of an origin-form or absolute-form target.
+fn strip_absolute_form(target: &[u8]) -> Option<&[u8]> {
+    if target.first() == Some(&b'/') {
+        return Some(target);
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))?;
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    match rest.get(end) {
+        Some(b'/' | b'?') => Some(&rest[end..]),
+        // `http://host` names the root.
+        None => Some(b"/"),
+        Some(_) => None,
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Decode `%XX` escapes once. An escape that decodes to `/`, `\` or NUL, a
+/// raw `\` or NUL, and a `%` not followed by two hex digits are refused: each
+/// would let the name that is checked differ from the name that is opened.
+fn percent_decode_path(raw: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                let hi = raw.get(i + 1).and_then(|&h| hex_value(h));
+                let lo = raw.get(i + 2).and_then(|&l| hex_value(l));
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadRequest);
+                };
+                let decoded = hi << 4 | lo;
+                if matches!(decoded, b'/' | b'\\' | 0) {
+                    return Err(PathError::BadRequest);
+                }
+                out.push(decoded);
+                i += 3;
+            }
+            b'\\' | 0 => return Err(PathError::BadRequest),
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hex_value(h: u8) -> Option<u8> {
+    (h as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Append `component` percent-encoded for a URL path: unreserved characters
+/// and a few safe sub-delimiters stay, every other byte is escaped (so `?`,
+/// `#`, `%`, quotes and `<` can neither end the path nor leave an attribute).
+pub fn push_encoded(out: &mut String, component: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in component.as_bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
+        {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(target: &str) -> TargetPath {
+        resolve_target(target.as_bytes(), false).unwrap()
+    }
+
+    fn bad(target: &[u8]) -> PathError {
+        resolve_target(target, false).unwrap_err()
+    }
+
+    #[test]
+    fn normalizes_dots_and_empty_components() {
+        assert_eq!(ok("/").relative, "");
+        assert!(ok("/").trailing_slash);
+        assert_eq!(ok("/a/./b//c").relative, "a/b/c");
+        assert!(!ok("/a/./b//c").trailing_slash);
+        assert_eq!(ok("/a/b/../c/").relative, "a/c");
+        assert!(ok("/a/b/../c/").trailing_slash);
+        assert_eq!(ok("/a/..").relative, "");
+        assert_eq!(ok("/a%20b/%C3%A9.txt").relative, "a b/é.txt");
+        assert_eq!(ok("/x?y=1&z").query.as_deref(), Some("y=1&z"));
+        assert_eq!(ok("/x").query, None);
+        // Decoded once: a double-encoded dot is a literal name, not `.`.
+        assert_eq!(ok("/%252e%252e/x").relative, "%2e%2e/x");
+    }
+
+    #[test]
+    fn absolute_form_keeps_only_the_path() {
+        assert_eq!(ok("http://example.com/a/b").relative, "a/b");
+        assert_eq!(ok("HTTPS://example.com").relative, "");
+        assert_eq!(ok("http://h?q").query.as_deref(), Some("q"));
+        assert_eq!(bad(b"http://h/../etc/passwd"), PathError::BadRequest);
+        assert_eq!(bad(b"file:///etc/passwd"), PathError::BadRequest);
+        assert_eq!(bad(b"*"), PathError::BadRequest);
+        assert_eq!(bad(b"example.com:80"), PathError::BadRequest);
+    }
+
+    #[test]
+    fn refuses_every_way_above_the_root() {
+        for target in [
+            &b"/.."[..],
+            b"/../etc/passwd",
+            b"/a/../../x",
+            b"/%2e%2e/x",
+            b"/%2E%2E/%2e%2e/x",
+            b"/.%2e/x",
+            b"/a/%2e%2e/%2e%2e/x",
+            b"/%2f..%2fx",
+            b"/a%2fb",
+            b"/a%5cb",
+            b"/..\\x",
+            b"/a\\b",
+            b"/a%00.txt",
+            b"/a\0b",
+            b"/%c0%ae%c0%ae/x",
+            b"/%e0%80%ae/x",
+            b"/%c0%af",
+            b"/%ff",
+            b"/%",
+            b"/%4",
+            b"/%zz",
+            b"/a#b",
+            b"",
+            b"a/b",
+        ] {
+            assert_eq!(
+                bad(target),
+                PathError::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
+
+    #[test]
+    fn hidden_names_need_permission() {
+        assert_eq!(bad(b"/.git/config"), PathError::Hidden);
+        assert_eq!(bad(b"/a/%2egit"), PathError::Hidden);
+        assert_eq!(bad(b"/a/.env"), PathError::Hidden);
+        assert_eq!(resolve_target(b"/a/.env", true).unwrap().relative, "a/.env");
+        // `..` that pops a hidden name leaves nothing hidden.
+        assert_eq!(ok("/.x/../y").relative, "y");
+    }
+
+    #[test]
+    fn url_path_reencodes_components() {
+        assert_eq!(ok("/").url_path(true), "/");
+        assert_eq!(ok("//evil.com").url_path(true), "/evil.com/");
+        assert_eq!(
+            ok("/a%20b/%3Cx%3E%22%3f").url_path(false),
+            "/a%20b/%3Cx%3E%22%3F"
+        );
+        assert_eq!(ok("/%25").url_path(false), "/%25");
+    }
+}
