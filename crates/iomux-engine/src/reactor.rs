@@ -294,9 +294,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.insert_conn(token, stream, session, interest);
         let opened = self
             .core
-            .with_conn(token, self.core.now(), |conn, _, env| {
-                conn.session.on_open(None, env)
-            })
+            .call(token, |session, env| session.on_open(None, env))
             .expect("just inserted");
         if self.after_call(token, opened).is_err() {
             self.close_now(token);

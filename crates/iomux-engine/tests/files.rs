@@ -2,8 +2,9 @@
 //! them, on every engine (one test per engine and scenario, named after
 //! them): byte-exact between writes, many pipelined, a 64 MiB region to a
 //! slow reader with the server's memory flat while another client is
-//! served, and a file that shrinks while it is sent closing its connection
-//! (the peer sees fewer bytes and the end of the stream, never a hang).
+//! served, and a file that shrinks while it is sent, or a region past its
+//! file's end, closing its connection, counted (the peer sees fewer bytes
+//! and the end of the stream, never a hang).
 //! Over TLS (every engine with a loop) regions arrive encrypted in their
 //! places, and one that runs out of file closes its connection, counted.
 //! Loopback only, every wait bounded.
@@ -341,6 +342,27 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
 }
 
+fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
+    let _shared = shared_run();
+    let server = start(name, small_file());
+    let mut client = connect(&server);
+    // 576 bytes are left after offset 1,048,000; 10,000 are asked: the
+    // first send is short, the next finds the end (not a slow peer).
+    client.write_all(b"get 1048000 10000\n").unwrap();
+    let mut got = Vec::new();
+    let ended = client.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "{name}: {ended:?}"
+    );
+    let mut want = b"<1048000 10000>\n".to_vec();
+    want.extend((1_048_000..MIB).map(pattern));
+    assert!(got.len() <= want.len(), "{name}: {} bytes, more than the file has", got.len());
+    assert_eq!(first_difference(&got, &want[..got.len()]), None, "{name}");
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+}
+
 fn tls_server(name: &str, file: &Arc<File>) -> Server {
     let certs = tls_fixture::certs();
     let options = iomux_engine::tls::TlsOptions::default();
@@ -445,6 +467,7 @@ macro_rules! scenarios {
                 many_regions_pipelined,
                 a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served,
                 a_file_cut_short_closes_its_connection,
+                a_region_past_the_end_of_its_file_closes_after_the_bytes_there,
             ]
         );
     };
