@@ -40,7 +40,9 @@ mod router;
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
-pub use handler::{handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, Reply};
+pub use handler::{
+    handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, PreparedHeaders, Reply,
+};
 pub use hello::HELLO;
 pub use limits::{
     fixed_clock, system_clock, HttpConfig, HttpCounters, HttpLimits, DEFAULT_CONFIG,
