@@ -8,7 +8,7 @@
 
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
-use crate::life::{admit_outgoing, LoopClock, LoopContext};
+use crate::life::{admit, admit_outgoing, LoopClock, LoopContext};
 use crate::loop_api::{
     BlockingDoneFn, BlockingResult, ConnectFn, Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn,
     Watch, WatchId,
@@ -45,7 +45,6 @@ macro_rules! env {
         }
     };
 }
-pub(crate) use env;
 
 /// An engine's connection, as the core sees it.
 pub(crate) trait LoopConn {
@@ -64,30 +63,32 @@ pub(crate) trait LoopConn {
     }
 }
 
-/// The state both event loops keep beside what moves bytes.
+/// The state both event loops keep beside what moves bytes, behind methods:
+/// a connection's deadline timer, its place under `max_conns` and its
+/// session's buffers come and go with it here, never by an engine's hand.
 pub(crate) struct LoopCore<C, F> {
-    pub conns: Slab<C>,
-    pub timers: Timers,
-    pub expired: Vec<(Token, u64)>,
+    conns: Slab<C>,
+    timers: Timers,
+    expired: Vec<(Token, u64)>,
     /// What protocols asked for during the current call.
-    pub commands: Vec<Command>,
+    commands: Vec<Command>,
     /// Sorts protocols' commands: timers, this loop's, other loops'.
-    pub dispatch: Dispatch,
+    dispatch: Dispatch,
     /// Output gathered for one connection during a call, when the engine
     /// gathers in a shared buffer (the reactor); a connection keeps its own
     /// only for what the kernel refused.
-    pub wbuf: Vec<u8>,
+    wbuf: Vec<u8>,
     /// Whether the engine gathers output in `wbuf`.
-    pub gathers_output: bool,
+    gathers_output: bool,
     /// `wbuf`'s usual capacity.
     gather: usize,
-    pub pool: BufPool,
-    pub cx: LoopContext<F>,
-    pub rules: Rules,
-    pub clock: LoopClock,
-    pub stats: LoopStats,
+    pool: BufPool,
+    cx: LoopContext<F>,
+    rules: Rules,
+    clock: LoopClock,
+    stats: LoopStats,
     /// Descriptors users watch in this loop.
-    pub watches: Slab<Watch>,
+    watches: Slab<Watch>,
     /// Loop timers: their wheel entry and callback, by number.
     loop_timers: HashMap<u64, (TimerId, TimerFn)>,
     /// Connects the loop itself asked for: who to tell, by the connect's tag.
@@ -130,6 +131,138 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             next_loop_timer: 0,
             jobs: Vec::new(),
         }
+    }
+
+    /// When this pass started.
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now
+    }
+
+    /// The loop's clock: the pass's time, a pause in accepting, the drain.
+    pub(crate) fn clock(&mut self) -> &mut LoopClock {
+        &mut self.clock
+    }
+
+    /// The loop's counters.
+    pub(crate) fn stats(&mut self) -> &mut LoopStats {
+        &mut self.stats
+    }
+
+    /// The counters, once the loop has ended.
+    pub(crate) fn into_stats(self) -> LoopStats {
+        self.stats
+    }
+
+    /// What the loop was started with: the configuration, the connection
+    /// limit, the shutdown it watches.
+    pub(crate) fn context(&self) -> &LoopContext<F> {
+        &self.cx
+    }
+
+    /// The connections' rules (deadlines, caps, high-water mark).
+    pub(crate) fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The loop's buffer pool.
+    pub(crate) fn pool(&mut self) -> &mut BufPool {
+        &mut self.pool
+    }
+
+    /// Count a newly accepted connection and take a place for it under
+    /// `max_conns`; false when it is refused (draining, or full).
+    pub(crate) fn admit(&mut self) -> bool {
+        admit(&self.cx.max_conns, self.clock.draining(), &mut self.stats)
+    }
+
+    /// The connection under `token`, if there is one (a completion engine
+    /// keeps closed ones until their requests end: see [`LoopConn::live`]).
+    pub(crate) fn conn(&mut self, token: Token) -> Option<&mut C> {
+        self.conns.get_mut(token)
+    }
+
+    /// How many connections the loop holds.
+    pub(crate) fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The tokens of the connections the loop holds now.
+    pub(crate) fn conn_tokens(&self) -> Vec<Token> {
+        self.conns.tokens()
+    }
+
+    /// The token the next connection kept gets.
+    pub(crate) fn next_token(&self) -> Token {
+        self.conns.next_token()
+    }
+
+    /// Keep a new connection (built by `make` around its session and its
+    /// deadline's timer, started now) under [`LoopCore::next_token`].
+    pub(crate) fn keep_conn(
+        &mut self,
+        session: Session<C::Service>,
+        make: impl FnOnce(Session<C::Service>, TimerId) -> C,
+    ) -> Token {
+        let token = self.conns.next_token();
+        let timer = self.timers.insert(session.deadline(&self.rules), token);
+        let kept = self.conns.insert(make(session, timer));
+        debug_assert_eq!(kept, token);
+        token
+    }
+
+    /// A connection closed: its deadline's timer is cancelled, its place
+    /// under `max_conns` given back, and it is counted. Once per connection.
+    pub(crate) fn end_conn(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        self.timers.cancel(*conn.timer());
+        self.cx.max_conns.release();
+        self.stats.closed += 1;
+    }
+
+    /// Forget a closed connection ([`LoopCore::end_conn`]): taken out, its
+    /// session lets go of its buffers and protocol timers, its links close
+    /// and writers waiting for it read again (at the end of the pass).
+    pub(crate) fn remove_conn(&mut self, token: Token) -> Option<C> {
+        let mut conn = self.conns.remove(token)?;
+        if let Some(resumed) = conn.session().tls_handshake() {
+            self.stats.tls_handshakes += 1;
+            self.stats.tls_resumed += resumed as u64;
+        }
+        for timer in conn.session().release(&mut self.pool, &mut self.commands) {
+            self.timers.cancel(timer);
+        }
+        self.route_commands();
+        Some(conn)
+    }
+
+    /// Call into connection `token` (live or not) with the loop's shared
+    /// output buffer and an [`Env`] at `now`: a call whose output may be
+    /// gathered passes the buffer on (see `Session::call`).
+    pub(crate) fn with_conn<R>(
+        &mut self,
+        token: Token,
+        now: Instant,
+        f: impl FnOnce(&mut C, &mut Vec<u8>, &mut Env) -> R,
+    ) -> Option<R> {
+        let conn = self.conns.get_mut(token)?;
+        Some(f(conn, &mut self.wbuf, &mut env!(self, now)))
+    }
+
+    /// Output gathered in the shared buffer during the current connection's calls.
+    pub(crate) fn gathered(&self) -> &[u8] {
+        &self.wbuf
+    }
+
+    /// A user's watched descriptor under `token`.
+    pub(crate) fn watch(&mut self, token: Token) -> Option<&mut Watch> {
+        self.watches.get_mut(token)
+    }
+
+    /// Whether commands for this loop's connections wait to be carried out.
+    pub(crate) fn has_local_commands(&self) -> bool {
+        !self.dispatch.local.is_empty()
     }
 
     /// Empty the shared output buffer for the next connection; one that a
@@ -204,6 +337,12 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
         if self.has_due() {
             return Some(Duration::ZERO);
         }
+        self.timer_wait()
+    }
+
+    /// How long until the earliest timer (of connections, of the loop, of
+    /// the clock's accept pause and drain).
+    pub(crate) fn timer_wait(&mut self) -> Option<Duration> {
         self.clock
             .next_wait(self.timers.next_deadline(self.clock.now))
     }
@@ -240,20 +379,6 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
         let route = self.cx.route();
         self.dispatch
             .route_all(&mut self.commands, route, &mut self.stats);
-    }
-
-    /// A closed connection's session lets go of its buffers and protocol
-    /// timers; its links close and writers waiting for it read again (at the
-    /// end of the pass).
-    pub(crate) fn release(&mut self, conn: &mut C) {
-        if let Some(resumed) = conn.session().tls_handshake() {
-            self.stats.tls_handshakes += 1;
-            self.stats.tls_resumed += resumed as u64;
-        }
-        for timer in conn.session().release(&mut self.pool, &mut self.commands) {
-            self.timers.cancel(timer);
-        }
-        self.route_commands();
     }
 
     /// Start draining: every protocol is told (messages in flight are

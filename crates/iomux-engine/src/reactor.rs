@@ -10,7 +10,7 @@
 use crate::buffer::BufPool;
 use crate::life::LoopContext;
 use crate::loop_api::{Readiness, Watch};
-use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
+use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Front, Session};
 use crate::sock::{
     connect_outcome, is_file_cut_short, read_append, send_available, send_front, set_cork,
@@ -171,15 +171,17 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 false => Some(Duration::ZERO),
             };
             self.selector.select(&mut events, timeout)?;
-            self.core.clock.tick();
-            self.core.stats.waits += 1;
-            self.core.stats.events += events.len() as u64;
+            self.core.clock().tick();
+            self.core.stats().waits += 1;
+            self.core.stats().events += events.len() as u64;
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {
                         let _ = self.take_mail();
-                        if self.core.cx.shutdown.is_triggered() && !self.core.clock.draining() {
+                        if self.core.context().shutdown.is_triggered()
+                            && !self.core.clock().draining()
+                        {
                             self.begin_drain();
                         }
                     }
@@ -204,29 +206,29 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             let _ = self.run_due();
             self.flush_capped();
             self.flush_delivered();
-            if self.core.clock.accept_resumes() {
+            if self.core.clock().accept_resumes() {
                 if let Some(l) = self.listener.as_ref() {
                     let _ = self
                         .selector
                         .register(l.as_fd(), LISTENER, Interest::READABLE);
                 }
             }
-            if self.core.clock.draining() {
+            if self.core.clock().draining() {
                 let _ = self.close_quiet_idle();
-                if self.core.conns.len() == 0 {
+                if self.core.conn_count() == 0 {
                     break;
                 }
-                if self.core.clock.drain_over() {
-                    for token in self.core.conns.tokens() {
+                if self.core.clock().drain_over() {
+                    for token in self.core.conn_tokens() {
                         self.close_now(token);
                     }
                     break;
                 }
             }
         }
-        self.core.stats.shed = self.acceptor.shed;
-        self.core.stats.selector_overflows = self.selector.overflows();
-        Ok(self.core.stats)
+        self.core.stats().shed = self.acceptor.shed;
+        self.core.stats().selector_overflows = self.selector.overflows();
+        Ok(self.core.into_stats())
     }
 
     fn accept_all(&mut self) {
@@ -236,7 +238,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         loop {
             match self.acceptor.accept(&listener) {
                 Ok(Accepted::Conn(stream)) => {
-                    self.core.stats.accepts += 1;
+                    self.core.stats().accepts += 1;
                     self.add_conn(stream);
                 }
                 Ok(Accepted::Shed) => continue,
@@ -244,9 +246,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 Err(_) => {
                     // Descriptors exhausted with no reserve left: stop watching
                     // the listener for a moment instead of spinning on it.
-                    self.core.stats.accept_pauses += 1;
+                    self.core.stats().accept_pauses += 1;
                     let _ = self.selector.deregister(listener.as_fd());
-                    self.core.clock.pause_accepting();
+                    self.core.clock().pause_accepting();
                     self.listener = Some(listener);
                     return;
                 }
@@ -262,14 +264,14 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     }
 
     fn add_conn(&mut self, stream: Stream) {
-        if !self.core.cx.max_conns.try_acquire() {
-            self.core.stats.refused += 1;
+        if !self.core.context().max_conns.try_acquire() {
+            self.core.stats().refused += 1;
             return;
         }
         if self.open_conn(stream, false).is_err() {
-            self.core.stats.refused += 1;
-            self.core.stats.unwatchable += 1;
-            self.core.cx.max_conns.release();
+            self.core.stats().refused += 1;
+            self.core.stats().unwatchable += 1;
+            self.core.context().max_conns.release();
         }
     }
 
@@ -283,17 +285,17 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         } else {
             Interest::READABLE
         };
-        let token = self.core.conns.next_token();
+        let token = self.core.next_token();
         self.watch(&stream, token, interest)?;
         let mut session = self.core.new_session(token, None);
         if adopted {
             session.mark_adopted();
         }
         self.insert_conn(token, stream, session, interest);
-        let conn = self.core.conns.get_mut(token).expect("just inserted");
-        let opened = conn
-            .session
-            .on_open(None, &mut env!(self.core, self.core.clock.now));
+        let opened = self
+            .core
+            .call(token, |session, env| session.on_open(None, env))
+            .expect("just inserted");
         if self.after_call(token, opened).is_err() {
             self.close_now(token);
         } else {
@@ -304,7 +306,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// Set up a new connection's socket and register it.
     fn watch(&mut self, stream: &Stream, token: Token, interest: Interest) -> io::Result<()> {
-        if self.core.cx.config.nodelay {
+        if self.core.context().config.nodelay {
             let _ = stream.set_nodelay(true);
         }
         self.selector.register(stream.as_fd(), token, interest)?;
@@ -320,11 +322,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         session: Session<P>,
         interest: Interest,
     ) {
-        let timer = self
-            .core
-            .timers
-            .insert(session.deadline(&self.core.rules), token);
-        let inserted = self.core.conns.insert(Conn {
+        let kept = self.core.keep_conn(session, |session, timer| Conn {
             stream,
             session,
             timer,
@@ -332,12 +330,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             hup_seen: false,
             resumed: false,
         });
-        debug_assert_eq!(inserted, token);
+        debug_assert_eq!(kept, token);
     }
 
     /// A connecting socket's event: established, failed, or not yet.
     fn on_connect_event(&mut self, token: Token) {
-        let conn = self.core.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conn(token).expect("live connection");
         match connect_outcome(conn.stream.as_fd()) {
             Ok(true) => {
                 let _ = self.connect_done(token, Ok(()));
@@ -357,7 +355,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     }
 
     fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return;
         };
         if conn.session.is_connecting() {
@@ -392,15 +390,16 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// in edge mode it is not reported twice.
     fn read_and_process(&mut self, token: Token) -> io::Result<()> {
         loop {
-            let conn = self.core.conns.get_mut(token).expect("live connection");
+            let conn = self.core.conn(token).expect("live connection");
             if !conn.session.reading() {
                 break;
             }
-            self.core.stats.reads += 1;
-            let n = match read_append(conn.fd(), &mut self.rbuf, READ_CHUNK) {
+            let (fd, hup_seen) = (conn.fd(), conn.hup_seen);
+            self.core.stats().reads += 1;
+            let n = match read_append(fd, &mut self.rbuf, READ_CHUNK) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.core.stats.read_eagain += 1;
+                    self.core.stats().read_eagain += 1;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -411,23 +410,26 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 }
             };
             if n == 0 {
-                let eof = conn.session.on_eof(
-                    Some(&mut self.core.wbuf),
-                    &mut env!(self.core, self.core.clock.now),
-                );
+                let eof = self
+                    .core
+                    .with_conn(token, self.core.now(), |conn, shared, env| {
+                        conn.session.on_eof(Some(shared), env)
+                    })
+                    .expect("live connection");
                 self.after_call(token, eof)?;
                 break;
             }
-            let hup_seen = conn.hup_seen;
-            let received = conn.session.on_received(
-                &self.rbuf,
-                Some(&mut self.core.wbuf),
-                &mut env!(self.core, self.core.clock.stamp()),
-            );
+            let (rbuf, now) = (&self.rbuf, self.core.clock().stamp());
+            let received = self
+                .core
+                .with_conn(token, now, |conn, shared, env| {
+                    conn.session.on_received(rbuf, Some(shared), env)
+                })
+                .expect("live connection");
             self.rbuf.clear();
             self.after_call(token, received)?;
             let drained = n < READ_CHUNK && !hup_seen;
-            if self.core.wbuf.len() >= FLUSH_AT {
+            if self.core.gathered().len() >= FLUSH_AT {
                 self.flush(token)?;
             }
             if drained {
@@ -440,10 +442,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// Send the loop's gathered output (or the connection's own queue);
     /// whatever the kernel refuses stays with the connection.
     fn flush(&mut self, token: Token) -> io::Result<()> {
-        let conn = self.core.conns.get_mut(token).expect("live connection");
-        let fd = conn.fd();
-        let cork = self.core.cx.config.cork;
-        if conn.session.owed() > 0 {
+        let conn = self.core.conn(token).expect("live connection");
+        let (fd, owed) = (conn.fd(), conn.session.owed());
+        let cork = self.core.context().config.cork;
+        if owed > 0 {
             if cork {
                 set_cork(fd, true);
             }
@@ -453,19 +455,18 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
             return result;
         }
-        let pending = &self.core.wbuf[..];
-        if pending.is_empty() {
+        let total = self.core.gathered().len();
+        if total == 0 {
             return Ok(());
         }
         if cork {
             set_cork(fd, true);
         }
-        self.core.stats.writes += 1;
-        let result = send_available(fd, pending);
+        let result = send_available(fd, self.core.gathered());
+        self.core.stats().writes += 1;
         if cork {
             set_cork(fd, false);
         }
-        let total = pending.len();
         let sent = match result {
             Ok(sent) => sent,
             Err(e) => {
@@ -476,15 +477,19 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
         };
         if sent < total {
-            self.core.stats.write_blocked += 1;
+            self.core.stats().write_blocked += 1;
         }
-        let now = self.core.clock.now;
-        let session = &mut conn.session;
-        let outcome = session.on_sent(sent, Some(total), &mut env!(self.core, now));
-        session.keep_unsent(&self.core.wbuf[sent..], &mut env!(self.core, now));
-        if let Ok(outcome) = outcome {
-            conn.resumed |= outcome.resumed;
-        }
+        let outcome = self
+            .core
+            .with_conn(token, self.core.now(), |conn, shared, env| {
+                let outcome = conn.session.on_sent(sent, Some(total), env);
+                conn.session.keep_unsent(&shared[sent..], env);
+                if let Ok(outcome) = &outcome {
+                    conn.resumed |= outcome.resumed;
+                }
+                outcome
+            })
+            .expect("live connection");
         self.core.clear_wbuf();
         self.after_call(token, outcome.map(|_| ()))
     }
@@ -495,7 +500,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn send_queue(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
         let mut file_budget = FILE_BYTES_PER_PASS;
         loop {
-            let conn = self.core.conns.get_mut(token).expect("live connection");
+            let conn = self.core.conn(token).expect("live connection");
             let Some(front) = conn.session.front() else {
                 return Ok(());
             };
@@ -507,12 +512,13 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 }
                 return Ok(());
             }
-            self.core.stats.writes += 1;
-            let (sent, tried) = match send_front(fd, front, file_budget) {
+            let sent = send_front(fd, front, file_budget);
+            self.core.stats().writes += 1;
+            let (sent, tried) = match sent {
                 Ok(sent) => sent,
                 Err(e) => {
                     if is_file_cut_short(&e) {
-                        self.core.stats.files_cut_short += 1;
+                        self.core.stats().files_cut_short += 1;
                     }
                     return Err(e);
                 }
@@ -520,14 +526,19 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             if is_file {
                 file_budget -= sent;
             }
-            let now = self.core.clock.now;
-            let outcome = conn.session.on_sent(sent, None, &mut env!(self.core, now));
-            if let Ok(outcome) = outcome {
-                conn.resumed |= outcome.resumed;
-            }
+            let outcome = self
+                .core
+                .with_conn(token, self.core.now(), |conn, _, env| {
+                    let outcome = conn.session.on_sent(sent, None, env);
+                    if let Ok(outcome) = &outcome {
+                        conn.resumed |= outcome.resumed;
+                    }
+                    outcome
+                })
+                .expect("live connection");
             self.after_call(token, outcome.map(|_| ()))?;
             if sent < tried {
-                self.core.stats.write_blocked += 1;
+                self.core.stats().write_blocked += 1;
                 return Ok(());
             }
         }
@@ -537,7 +548,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// last pass's cap.
     fn flush_capped(&mut self) {
         for token in std::mem::take(&mut self.capped) {
-            let Some(conn) = self.core.conns.get_mut(token) else {
+            let Some(conn) = self.core.conn(token) else {
                 continue;
             };
             if conn.session.owed() == 0 || conn.session.is_lingering() {
@@ -554,7 +565,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// After an event: resume a paused reader, finish a closing connection,
     /// and keep the registered interest in step with what the session wants.
     fn settle(&mut self, token: Token) {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return;
         };
         // In edge mode unread input raises no new edge once reading resumes: read it now.
@@ -565,7 +576,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             self.close_now(token);
             return;
         }
-        let conn = self.core.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conn(token).expect("live connection");
         if conn.session.ready_to_finish() {
             self.finish(token);
             return;
@@ -578,7 +589,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         if self.trigger == Trigger::Edge {
             return;
         }
-        let conn = self.core.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conn(token).expect("live connection");
         if conn.session.is_connecting() {
             return; // watched for the connect's end until then
         }
@@ -613,33 +624,34 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// The output is sent and the connection is closing: send our FIN and
     /// drain the peer until its FIN, unless it already sent one.
     fn finish(&mut self, token: Token) {
-        let conn = self.core.conns.get_mut(token).expect("live connection");
-        match conn
-            .session
-            .finish(self.core.clock.now, &mut self.core.pool)
-        {
+        let (finish, fd) = self
+            .core
+            .with_conn(token, self.core.now(), |conn, _, env| {
+                (conn.session.finish(env.now, env.pool), conn.fd())
+            })
+            .expect("live connection");
+        match finish {
             Finish::Close => self.close_now(token),
             // TLS's close_notify first; then finish again.
             Finish::Flush => match self.flush(token) {
                 Ok(()) => self.settle(token),
                 Err(_) => self.close_now(token),
             },
-            Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd()).is_err() => {
+            Finish::Linger | Finish::ShutWrite if shutdown_write(fd).is_err() => {
                 self.close_now(token)
             }
             // Half-closed: reading goes on.
             Finish::ShutWrite => self.update_interest(token),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                let deadline = conn.session.deadline(&self.core.rules);
-                self.core.timers.reset(&mut conn.timer, deadline, token);
+                self.core.restart_deadline(token);
                 self.drain_lingering(token);
             }
         }
     }
 
     fn drain_lingering(&mut self, token: Token) {
-        let conn = self.core.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conn(token).expect("live connection");
         let fd = conn.fd();
         loop {
             self.rbuf.clear();
@@ -660,7 +672,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     }
 
     fn close_now(&mut self, token: Token) {
-        let Some(mut conn) = self.core.conns.remove(token) else {
+        self.core.end_conn(token);
+        let Some(conn) = self.core.remove_conn(token) else {
             return;
         };
         // Deregister before close: the descriptor number may be reused at once.
@@ -670,10 +683,6 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         // Whatever the shared buffers still hold is this connection's: never another's.
         self.core.clear_wbuf();
         self.rbuf.clear();
-        self.core.timers.cancel(conn.timer);
-        self.core.release(&mut conn);
-        self.core.cx.max_conns.release();
-        self.core.stats.closed += 1;
     }
 
     /// Close the connections whose output from others overflowed, then send
@@ -685,12 +694,12 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             while let Some(token) = self.overflowed.pop() {
                 self.close_now(token);
             }
-            if self.to_flush.is_empty() && self.core.dispatch.local.is_empty() {
+            if self.to_flush.is_empty() && !self.core.has_local_commands() {
                 break;
             }
             let mut tokens = std::mem::take(&mut self.to_flush);
             for &token in &tokens {
-                if self.core.conns.get_mut(token).is_none() {
+                if self.core.conn(token).is_none() {
                     continue;
                 }
                 if self.flush(token).is_err() {
@@ -748,7 +757,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
     }
 
     fn on_resumed(&mut self, token: Token) {
-        if let Some(conn) = self.core.conns.get_mut(token) {
+        if let Some(conn) = self.core.conn(token) {
             conn.resumed = true;
         }
     }
@@ -757,7 +766,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
         // Closed at the end of the pass, not now: the loop's shared buffer
         // may hold the caller's output (a publisher's answer), which a close
         // here would drop.
-        if let Some(conn) = self.core.conns.get_mut(token) {
+        if let Some(conn) = self.core.conn(token) {
             conn.session.request_close();
             self.overflowed.push(token);
         }
@@ -779,7 +788,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
     }
 
     fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()> {
-        let token = self.core.conns.next_token();
+        let token = self.core.next_token();
         // Watched for writability until the connect ends (edge mode: both, once).
         let interest = if self.trigger == Trigger::Edge {
             Interest::BOTH
@@ -806,7 +815,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
     }
 
     fn watch_fd(&mut self, token: Token) -> io::Result<()> {
-        let watch = self.core.watches.get_mut(token).expect("just inserted");
+        let watch = self.core.watch(token).expect("just inserted");
         let (fd, interest) = (watch.fd.as_fd(), watch.interest);
         let selector_token = Token(token.0 | WATCH_BIT);
         // Level-triggered where the selector has it: readiness left unread is
@@ -825,7 +834,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
     }
 
     fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
-        let Some(watch) = self.core.watches.get_mut(token).filter(|w| w.rearm) else {
+        let Some(watch) = self.core.watch(token).filter(|w| w.rearm) else {
             return Ok(());
         };
         self.selector

@@ -315,6 +315,9 @@ fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Res
         set_cork(fd, true);
     }
     let mut sent = 0;
+    // A short sendfile may be the file's end rather than the send timeout:
+    // the next call tells (the end is an error at once).
+    let mut short_file_step = false;
     let result = loop {
         if sent == total {
             break Ok(total);
@@ -329,7 +332,13 @@ fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Res
         match step {
             Ok(n) => {
                 sent += n;
-                if sent < total && n < floor {
+                let short = sent < total && n < floor;
+                if short && matches!(front, Front::File(_)) && !short_file_step {
+                    short_file_step = true;
+                    continue;
+                }
+                short_file_step = false;
+                if short {
                     break Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "peer reads too slowly: send deadline passed",

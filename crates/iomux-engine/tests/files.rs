@@ -2,8 +2,9 @@
 //! them, on every engine (one test per engine and scenario, named after
 //! them): byte-exact between writes, many pipelined, a 64 MiB region to a
 //! slow reader with the server's memory flat while another client is
-//! served, and a file that shrinks while it is sent closing its connection
-//! (the peer sees fewer bytes and the end of the stream, never a hang).
+//! served, and a file that shrinks while it is sent, or a region past its
+//! file's end, closing its connection, counted (the peer sees fewer bytes
+//! and the end of the stream, never a hang).
 //! Over TLS (every engine with a loop) regions arrive encrypted in their
 //! places, and one that runs out of file closes its connection, counted.
 //! Loopback only, every wait bounded.
@@ -341,17 +342,38 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
 }
 
-fn tls_server(name: &str) -> Server {
+fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
+    let _shared = shared_run();
+    let server = start(name, small_file());
+    let mut client = connect(&server);
+    // 576 bytes are left after offset 1,048,000; 10,000 are asked: the
+    // first send is short, the next finds the end (not a slow peer).
+    client.write_all(b"get 1048000 10000\n").unwrap();
+    let mut got = Vec::new();
+    let ended = client.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "{name}: {ended:?}"
+    );
+    let mut want = b"<1048000 10000>\n".to_vec();
+    want.extend((1_048_000..MIB).map(pattern));
+    assert!(got.len() <= want.len(), "{name}: {} bytes, more than the file has", got.len());
+    assert_eq!(first_difference(&got, &want[..got.len()]), None, "{name}");
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+}
+
+fn tls_server(name: &str, file: &Arc<File>) -> Server {
     let certs = tls_fixture::certs();
     let options = iomux_engine::tls::TlsOptions::default();
     let config = iomux_engine::tls::load_server_config(&certs.ec_cert, &certs.ec_key, &options)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    start_with(name, small_file(), Some(Arc::new(config)))
+    start_with(name, file, Some(Arc::new(config)))
 }
 
 fn regions_over_tls_are_encrypted_in_their_places(name: &str) {
     let _shared = shared_run();
-    let server = tls_server(name);
+    let server = tls_server(name, small_file());
     let client_config = tls_fixture::client_config(&tls_fixture::certs().ec_cert, &[]);
     let mut client = tls_fixture::tls_connect(server.local_addr(), &client_config);
     client
@@ -382,6 +404,59 @@ fn regions_over_tls_are_encrypted_in_their_places(name: &str) {
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
 }
 
+/// Over TLS a region is read and encrypted in pieces as the peer takes the
+/// records: a slow reader of 64 MiB costs the server a few hundred KiB of
+/// records, not the file, while another client is served.
+fn a_slow_tls_reader_of_64_mib_holds_no_copy(name: &str) {
+    let _alone = MEMORY.write().unwrap_or_else(|e| e.into_inner());
+    let len = 64 * MIB;
+    let server = tls_server(name, big_file());
+    let client_config = tls_fixture::client_config(&tls_fixture::certs().ec_cert, &[]);
+    let before = rss();
+    let mut slow = tls_fixture::tls_connect(server.local_addr(), &client_config);
+    slow.write_all(format!("get 0 {len}\n").as_bytes()).unwrap();
+    // It reads nothing for a while: the server fills the socket and waits.
+    thread::sleep(Duration::from_millis(300));
+    let mut peak = rss();
+    let mut other = tls_fixture::tls_connect(server.local_addr(), &client_config);
+    other.write_all(b"ping\n").unwrap();
+    let mut pong = [0u8; 5];
+    other.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"pong\n", "{name}");
+    let head = format!("<0 {len}>\n");
+    let mut got = vec![0u8; head.len()];
+    slow.read_exact(&mut got).unwrap();
+    assert_eq!(got, head.as_bytes(), "{name}");
+    let mut buf = vec![0; 256 * 1024];
+    let mut at = 0;
+    while at < len {
+        let n = slow.read(&mut buf[..(len - at).min(256 * 1024)]).unwrap();
+        assert!(n > 0, "{name}: the stream ended at {at} of {len}");
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b != pattern(at + i) {
+                panic!("{name}: byte {} differs", at + i);
+            }
+        }
+        let before_pause = at / (4 * MIB);
+        at += n;
+        if at / (4 * MIB) != before_pause {
+            peak = peak.max(rss());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut end = [0u8; 2];
+    slow.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b".\n", "{name}");
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 16 * MIB,
+        "{name}: the process grew by {} KiB while sending a 64 MiB region over TLS",
+        grown / 1024
+    );
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
+}
+
 /// Every scenario on the engines given by `$engines` (with a loop or without).
 macro_rules! scenarios {
     ($engines:ident) => {
@@ -392,6 +467,7 @@ macro_rules! scenarios {
                 many_regions_pipelined,
                 a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served,
                 a_file_cut_short_closes_its_connection,
+                a_region_past_the_end_of_its_file_closes_after_the_bytes_there,
             ]
         );
     };
@@ -399,10 +475,15 @@ macro_rules! scenarios {
 
 scenarios!(loop_engines);
 mod over_tls {
-    use super::regions_over_tls_are_encrypted_in_their_places;
+    use super::{
+        a_slow_tls_reader_of_64_mib_holds_no_copy, regions_over_tls_are_encrypted_in_their_places,
+    };
     loop_engines!(
         engine_tests,
-        [regions_over_tls_are_encrypted_in_their_places]
+        [
+            regions_over_tls_are_encrypted_in_their_places,
+            a_slow_tls_reader_of_64_mib_holds_no_copy,
+        ]
     );
 }
 scenarios!(loopless_engines);

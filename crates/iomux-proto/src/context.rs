@@ -151,6 +151,13 @@ pub trait BlockingPool: std::fmt::Debug {
     fn spawn(&self, conn: ConnId, key: u64, work: BlockingWork) -> io::Result<()>;
 }
 
+/// A point in a call's output ([`Context::output_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputMark {
+    bytes: usize,
+    files: usize,
+}
+
 /// Something a protocol asked for that the engine does after the call.
 /// Not `Clone`: a [`Command::Post`] moves its message.
 #[derive(Debug, PartialEq, Eq)]
@@ -394,6 +401,36 @@ impl<'a> Context<'a> {
     /// This connection's output buffer, to encode into directly.
     pub fn out(&mut self) -> &mut Vec<u8> {
         self.out
+    }
+
+    /// Where this call's output stands (its bytes and file regions), to
+    /// take back later with [`Context::take_back_output`].
+    pub fn output_mark(&self) -> OutputMark {
+        OutputMark {
+            bytes: self.out.len(),
+            files: self.files.len(),
+        }
+    }
+
+    /// Take back everything written since `mark`, bytes and file regions
+    /// alike: an answer that failed half-written (a handler that panicked)
+    /// never reaches the peer in part.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context, FileRegion};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let mut cx = Context::new(ConnId::new(0, 2), std::time::Instant::now(), &mut out, &mut commands);
+    /// cx.write(b"kept");
+    /// let mark = cx.output_mark();
+    /// cx.write(b"half an answer");
+    /// cx.send_file(FileRegion::new(std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap()), 0, 9));
+    /// cx.take_back_output(mark);
+    /// assert!(cx.take_file_regions().is_empty());
+    /// assert_eq!(out, b"kept");
+    /// ```
+    pub fn take_back_output(&mut self, mark: OutputMark) {
+        self.out.truncate(mark.bytes);
+        self.files.truncate(mark.files);
     }
 
     /// Send `region` of a file after the bytes written so far and before

@@ -22,7 +22,7 @@ pub mod http;
 mod region;
 pub mod resp;
 
-pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message};
+pub use context::{BlockingPool, BlockingWork, Command, ConnId, Context, Message, OutputMark};
 pub use echo::Echo;
 pub use http::Http;
 pub use region::FileRegion;

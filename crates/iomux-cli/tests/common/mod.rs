@@ -54,9 +54,15 @@ impl ServerProcess {
     /// Start `iomux serve --addr <addr> <args>` (a loopback address or name)
     /// and wait for its ready line.
     pub fn start_at(addr: &str, args: &[&str]) -> ServerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_iomux"))
-            .arg("serve")
-            .args(["--addr", addr])
+        let mut serve = vec!["serve", "--addr", addr];
+        serve.extend_from_slice(args);
+        ServerProcess::start_program(env!("CARGO_BIN_EXE_iomux").as_ref(), &serve)
+    }
+
+    /// Start `program <args>` (an example server) and wait for its
+    /// `listening on ADDR` line.
+    pub fn start_program(program: &std::path::Path, args: &[&str]) -> ServerProcess {
+        let child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -738,7 +744,7 @@ pub fn parse_http_response(buf: &[u8], head_only: bool) -> Option<(HttpResponse,
         headers,
         body: Vec::new(),
     };
-    if code == 100 || head_only {
+    if code == 100 || code == 204 || code == 304 || head_only {
         return Some((response, end));
     }
     let len: usize = response

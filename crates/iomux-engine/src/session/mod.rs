@@ -78,7 +78,7 @@
 //!   of input, as a FIN is.
 
 use crate::buffer::BufPool;
-use crate::tls::TlsSession;
+use crate::tls::{self, TlsSession};
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, FileRegion, Service};
 use std::any::Any;
@@ -246,9 +246,11 @@ impl<P: Service> Session<P> {
         self.extras.as_ref()?.connecting
     }
 
-    /// Bytes the peer has not taken yet: unsent (file regions included) and in flight.
+    /// Bytes the peer has not taken yet: unsent (file regions included, and
+    /// over TLS the plaintext still to be encrypted) and in flight.
     pub(crate) fn owed(&self) -> usize {
-        self.output.len() + self.in_flight
+        let waiting = self.tls.as_ref().map_or(0, |t| t.backlog_len());
+        self.output.len() + self.in_flight + waiting
     }
 
     /// What the kernel should take next of the output not yet handed to
@@ -300,7 +302,8 @@ impl<P: Service> Session<P> {
     pub(crate) fn wants(&self) -> Wants {
         Wants {
             read: self.reading() || self.has(flag::LINGERING),
-            write: self.owed() > 0,
+            // Not plaintext waiting behind a region: only what the socket can take now.
+            write: self.output.len() + self.in_flight > 0,
         }
     }
 
@@ -329,7 +332,7 @@ impl<P: Service> Session<P> {
         let adopted = self.has(flag::ADOPTED);
         // After our FIN nothing more can be sent: output is dropped.
         let shut = self.has(flag::SHUT_ASKED | flag::WRITE_SHUT);
-        let mut shared = shared.filter(|_| !shut && self.output.is_empty());
+        let mut shared = shared.filter(|_| !shut && self.gathers());
         let mut dropped = Vec::new();
         let mut before = 0;
         let out = if shut {
@@ -362,11 +365,9 @@ impl<P: Service> Session<P> {
         drop(cx);
         if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
             if !shut {
-                // Regions are encrypted where they stand (their bytes are
-                // read now): the records must go out in order.
-                if let Err(e) = tls.send_with_files(&plain, &files, out) {
-                    result = result.and(Err(Fault::file(&e)));
-                }
+                // Regions wait as plaintext, read and encrypted as the peer
+                // takes the records before them (see `refill_tls`).
+                tls.send_with_files(&plain, std::mem::take(&mut files), out);
             }
             files.clear();
             tls.put_tx_plain(plain);
@@ -385,13 +386,48 @@ impl<P: Service> Session<P> {
             }
             None => {}
         }
-        match shared {
+        match shared.as_deref_mut() {
             _ if shut => {}
             Some(shared) if !files.is_empty() => self.take_gathered(shared, files, env.pool),
             Some(_) => {}
             None => self.output.appended(before, files),
         }
+        if !shut {
+            if let Err(fault) = self.refill_tls(shared, env) {
+                result = result.and(Err(fault));
+            }
+        }
         result
+    }
+
+    /// Whether a call's output may go to the loop's shared buffer: nothing
+    /// is owed before it (over TLS, no plaintext waits behind a region).
+    fn gathers(&self) -> bool {
+        self.output.is_empty() && self.tls.as_ref().is_none_or(|t| t.backlog_len() == 0)
+    }
+
+    /// Over TLS, with plaintext waiting behind a file region: encrypt more
+    /// of it once less than [`tls::REFILL`] bytes of records are queued, so a
+    /// large file costs a connection that much memory, not the file's size.
+    /// What a call gathered in the loop's shared buffer goes first (records
+    /// leave in order). A region whose file cannot be read is a fault.
+    fn refill_tls(&mut self, shared: Option<&mut Vec<u8>>, env: &mut Env) -> Result<(), Fault> {
+        let Some(tls) = self.tls.as_deref() else {
+            return Ok(());
+        };
+        if tls.backlog_len() == 0 || self.output.len() >= tls::REFILL {
+            return Ok(());
+        }
+        if let Some(shared) = shared.filter(|s| !s.is_empty()) {
+            self.take_gathered(shared, Vec::new(), env.pool);
+        }
+        let room = tls::REFILL.saturating_sub(self.output.len());
+        let tls = self.tls.as_deref_mut().expect("checked above");
+        let back = self.output.back_bytes(env.pool, room);
+        let before = back.len();
+        let refilled = tls.refill(back, room);
+        self.output.appended(before, Vec::new());
+        refilled.map_err(|e| Fault::file(&e))
     }
 
     /// A call that gathered its output in the loop's shared buffer sent
@@ -502,11 +538,12 @@ impl<P: Service> Session<P> {
         mut shared: Option<&mut Vec<u8>>,
         env: &mut Env,
     ) -> Result<(), Fault> {
+        let gathers = self.gathers();
         let tls = self.tls.as_deref_mut().expect("a TLS session");
         let mut plain = tls.take_rx_plain();
         let mut before = None;
         let out = match shared.as_deref_mut() {
-            Some(shared) if self.output.is_empty() => shared,
+            Some(shared) if gathers => shared,
             _ => {
                 let back = self.output.back_bytes(env.pool, 0);
                 before = Some(back.len());
@@ -533,8 +570,10 @@ impl<P: Service> Session<P> {
         result?;
         if received.is_ok_and(|r| r.peer_closed) {
             // close_notify: the peer's end of input, as a FIN is.
-            self.on_eof(shared, env)?;
+            self.on_eof(shared.as_deref_mut(), env)?;
         }
+        // A region sent before the handshake completed starts now.
+        self.refill_tls(shared, env)?;
         self.check_pause(env.rules);
         Ok(())
     }
@@ -826,7 +865,8 @@ impl<P: Service> Session<P> {
             return true;
         }
         // Memory is what the cap bounds: queued file regions hold none.
-        if self.output.in_memory() + self.in_flight + bytes.len() > env.rules.max_output {
+        let waiting = self.tls.as_ref().map_or(0, |t| t.backlog_in_memory());
+        if self.output.in_memory() + waiting + self.in_flight + bytes.len() > env.rules.max_output {
             return false;
         }
         match self.tls.as_deref_mut() {
@@ -924,6 +964,8 @@ impl<P: Service> Session<P> {
                 self.owed() == 0
             }
         };
+        // Over TLS, more of a file region is encrypted as its records go.
+        self.refill_tls(None, env)?;
         self.send_progress += n;
         // Nothing taken is no activity (a blocking engine reports every
         // write), nor is a TLS handshake's (it is part of the first message).

@@ -148,3 +148,83 @@ fn unusable(cert: &Path, key: &Path, e: rustls::Error) -> io::Error {
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_fixture::{certificate, client_config, resumed};
+    use rustls::version::{TLS12, TLS13};
+
+    fn server(dir: &Path, tickets: bool, session_cache: usize) -> Arc<ServerConfig> {
+        let (cert, key) = certificate(dir);
+        let options = TlsOptions {
+            tickets,
+            session_cache,
+            ..TlsOptions::default()
+        };
+        Arc::new(load_server_config(&cert, &key, &options).unwrap())
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("iomux-tls-config-{}-{name}", std::process::id()))
+    }
+
+    /// Session tickets alone (no cache) resume TLS 1.2 and 1.3 sessions.
+    #[test]
+    fn tickets_resume_without_a_cache() {
+        let dir = dir("tickets");
+        let server = server(&dir, true, 0);
+        for version in [&TLS12, &TLS13] {
+            let client = client_config(&dir.join("cert.pem"), version);
+            assert!(
+                !resumed(&client, &server),
+                "{version:?}: the first handshake"
+            );
+            assert!(resumed(&client, &server), "{version:?}: the second");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The server-side cache alone (tickets off) resumes TLS 1.2 (session
+    /// id) and TLS 1.3 (tickets that name a cached session) ...
+    #[test]
+    fn the_session_cache_resumes_without_tickets() {
+        let dir = dir("cache");
+        let server = server(&dir, false, 64);
+        for version in [&TLS12, &TLS13] {
+            let client = client_config(&dir.join("cert.pem"), version);
+            assert!(
+                !resumed(&client, &server),
+                "{version:?}: the first handshake"
+            );
+            assert!(resumed(&client, &server), "{version:?}: the second");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// ... and holds at most as many sessions as it was given: the oldest
+    /// is forgotten first, and with no cache and no tickets nothing resumes.
+    #[test]
+    fn the_session_cache_is_bounded() {
+        let dir = dir("bounded");
+        let cert = dir.join("cert.pem");
+        let server = server(&dir, false, 2);
+        let clients: Vec<_> = (0..3).map(|_| client_config(&cert, &TLS12)).collect();
+        for client in &clients {
+            assert!(!resumed(client, &server));
+        }
+        assert!(
+            resumed(&clients[2], &server),
+            "the newest session is cached"
+        );
+        assert!(!resumed(&clients[0], &server), "the oldest was forgotten");
+        let none = self::server(&dir, false, 0);
+        let client = client_config(&cert, &TLS12);
+        assert!(!resumed(&client, &none));
+        assert!(
+            !resumed(&client, &none),
+            "no cache, no tickets: no resumption"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -199,8 +199,7 @@ mod tests {
     /// the kernel; `kernel` says whether the kernel can take it (else the
     /// refusal is checked, and the exchange ends there).
     fn offloaded_exchange(version: &'static rustls::SupportedProtocolVersion, kernel: bool) {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, ServerName};
+        use rustls::pki_types::ServerName;
         use std::io::{Read, Write};
         use std::os::fd::AsRawFd;
         use std::sync::Arc;
@@ -211,32 +210,7 @@ mod tests {
             version.version
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=DNS:localhost"])
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-
+        let (cert, key) = crate::tls::test_fixture::certificate(&dir);
         let options = crate::tls::TlsOptions {
             tickets: false,
             session_cache: 0,
@@ -246,19 +220,7 @@ mod tests {
         server_config.enable_secret_extraction = true;
         server_config.send_tls13_tickets = 0;
         let server_config = Arc::new(server_config);
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(&cert).unwrap())
-            .unwrap();
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
+        let client_config = crate::tls::test_fixture::client_config(&cert, version);
 
         let file_bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         let file = dir.join("body.bin");

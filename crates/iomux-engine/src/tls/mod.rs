@@ -9,6 +9,13 @@
 //! its limits (the high-water mark, `max_output`) is then ciphertext: the
 //! bytes owed to the socket.
 //!
+//! A file region sent over TLS cannot go out with `sendfile` (its bytes
+//! must be encrypted): it waits as plaintext with everything sent after it
+//! (records carry sequence numbers, so nothing behind it may be encrypted
+//! first), and is read and encrypted in pieces as the peer takes the records
+//! before it, keeping about [`REFILL`] bytes of records queued: a slow reader
+//! of a large file costs that, not the file's size.
+//!
 //! The transport is rustls's buffered `ServerConnection` over in-memory
 //! buffers: the session feeds it the bytes the engine read and appends the
 //! records it produces to its output, so it needs no socket and every
@@ -33,9 +40,14 @@ use std::sync::Arc;
 /// that once moved a large message does not keep its buffer.
 const KEEP_SCRATCH: usize = 16 * 1024;
 
-/// How much of a file region is read and encrypted at once: one record's
-/// worth of plaintext.
-const FILE_PIECE: usize = 16 * 1024;
+/// How many bytes of records a connection keeps queued while it sends a
+/// file region over TLS: the region is read and encrypted in pieces as the
+/// peer takes them.
+pub(crate) const REFILL: usize = 256 * 1024;
+
+/// How much of a file region is read at once (then encrypted, as records
+/// of at most 16 KiB).
+const FILE_PIECE: usize = 64 * 1024;
 
 /// One connection's TLS state: the rustls connection, and scratch buffers
 /// for the plaintext going to and coming from it.
@@ -49,6 +61,51 @@ pub(crate) struct TlsSession {
     closed: bool,
     /// Where the peer's records end, to tell a truncated one at EOF.
     bounds: RecordBounds,
+    /// Plaintext waiting behind a file region, not encrypted yet.
+    backlog: Option<Box<Backlog>>,
+}
+
+/// What a connection sent over TLS that is not encrypted yet: a file region
+/// at the front (read and encrypted in pieces as the peer takes the
+/// records), and everything sent after it, in order (records carry sequence
+/// numbers: nothing behind the region may be encrypted before it).
+#[derive(Debug, Default)]
+struct Backlog {
+    queue: std::collections::VecDeque<Pending>,
+    /// Bytes of its byte pieces (in memory).
+    bytes: usize,
+    /// Bytes left in its file regions (on disk).
+    files: usize,
+    /// One piece of a region, read before it is encrypted.
+    piece: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Bytes(Vec<u8>),
+    File(iomux_proto::FileRegion),
+}
+
+impl Backlog {
+    fn push_bytes(&mut self, plain: &[u8]) {
+        if plain.is_empty() {
+            return;
+        }
+        self.bytes += plain.len();
+        if let Some(Pending::Bytes(last)) = self.queue.back_mut() {
+            last.extend_from_slice(plain);
+        } else {
+            self.queue.push_back(Pending::Bytes(plain.to_vec()));
+        }
+    }
+
+    fn push_file(&mut self, region: iomux_proto::FileRegion) {
+        if region.is_empty() {
+            return;
+        }
+        self.files += region.len() as usize;
+        self.queue.push_back(Pending::File(region));
+    }
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -87,6 +144,7 @@ impl TlsSession {
             rx_plain: Vec::new(),
             closed: false,
             bounds: RecordBounds::default(),
+            backlog: None,
         })
     }
 
@@ -142,6 +200,7 @@ impl TlsSession {
     fn failed(&mut self, out: &mut Vec<u8>) -> TlsError {
         self.write_records(out);
         self.closed = true;
+        self.backlog = None;
         TlsError
     }
 
@@ -165,44 +224,116 @@ impl TlsSession {
     }
 
     /// Encrypt `plain` and append its records to `out` (before the
-    /// handshake completes rustls holds it, and sends it once it does).
+    /// handshake completes rustls holds it, and sends it once it does);
+    /// behind a file region still being sent it waits in the backlog.
     /// Dropped after our close_notify.
     pub(crate) fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) {
         if plain.is_empty() || self.closed {
             return;
         }
+        if let Some(backlog) = self.backlog.as_deref_mut() {
+            backlog.push_bytes(plain);
+            return;
+        }
+        self.encrypt(plain, out);
+    }
+
+    fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) {
         // No buffer limit is set: the writer takes everything.
         let _ = self.conn.writer().write_all(plain);
         self.write_records(out);
     }
 
+    /// Plaintext sent but not encrypted yet (behind a file region, the
+    /// region's bytes included): still owed to the peer.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.as_ref().map_or(0, |b| b.bytes + b.files)
+    }
+
+    /// The part of [`TlsSession::backlog_len`] held in memory.
+    pub(crate) fn backlog_in_memory(&self) -> usize {
+        self.backlog.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    /// Encrypt about `room` bytes more of the backlog into `out` (file
+    /// regions read in pieces of [`FILE_PIECE`]); nothing while the
+    /// handshake runs (rustls would hold it all). A region whose file
+    /// cannot be read (or ran out) is an error: the connection closes.
+    pub(crate) fn refill(&mut self, out: &mut Vec<u8>, mut room: usize) -> std::io::Result<()> {
+        if self.conn.is_handshaking() {
+            return Ok(());
+        }
+        while room > 0 {
+            let Some(backlog) = self.backlog.as_deref_mut() else {
+                return Ok(());
+            };
+            let mut plain = match backlog.queue.front_mut() {
+                Some(Pending::File(region)) => {
+                    let mut piece = std::mem::take(&mut backlog.piece);
+                    piece.clear();
+                    let read = crate::sock::read_region(region, &mut piece, FILE_PIECE);
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => {
+                            backlog.piece = piece;
+                            return Err(e);
+                        }
+                    };
+                    region.advance(n as u64);
+                    backlog.files -= n;
+                    if region.is_empty() {
+                        backlog.queue.pop_front();
+                    }
+                    piece
+                }
+                Some(Pending::Bytes(_)) => match backlog.queue.pop_front() {
+                    Some(Pending::Bytes(bytes)) => {
+                        backlog.bytes -= bytes.len();
+                        bytes
+                    }
+                    _ => unreachable!("the front is bytes"),
+                },
+                None => Vec::new(),
+            };
+            if backlog.queue.is_empty() {
+                // All out: what is sent from now on is encrypted at once.
+                self.backlog = None;
+            }
+            room = room.saturating_sub(plain.len());
+            self.encrypt(&plain, out);
+            if let Some(backlog) = self.backlog.as_deref_mut() {
+                if backlog.piece.capacity() == 0 {
+                    plain.clear();
+                    backlog.piece = plain;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`TlsSession::send`] for a call's plaintext with file regions sent
-    /// in it (each at its offset in `plain`): the regions' bytes are read
-    /// and encrypted where they stand, in pieces of one record.
-    // (Interim: the whole region's ciphertext is queued at once; see
-    // /work/helpers/files-api.md for bounded pieces.)
+    /// in it (each at its offset in `plain`): the bytes before the first
+    /// region are encrypted now (unless a region is still being sent); the
+    /// regions and the bytes between and after them wait in the backlog,
+    /// encrypted by [`TlsSession::refill`] as the peer takes the records.
     pub(crate) fn send_with_files(
         &mut self,
         plain: &[u8],
-        files: &[(usize, iomux_proto::FileRegion)],
+        files: Vec<(usize, iomux_proto::FileRegion)>,
         out: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
+    ) {
         let mut cut = 0;
-        let mut piece = Vec::new();
         for (at, region) in files {
-            let at = (*at).clamp(cut, plain.len());
+            let at = at.clamp(cut, plain.len());
             self.send(&plain[cut..at], out);
             cut = at;
-            let mut region = region.clone();
-            while !region.is_empty() {
-                piece.clear();
-                let n = crate::sock::read_region(&region, &mut piece, FILE_PIECE)?;
-                self.send(&piece[..n], out);
-                region.advance(n as u64);
+            if !self.closed && !region.is_empty() {
+                self.backlog
+                    .get_or_insert_with(Default::default)
+                    .push_file(region);
             }
         }
         self.send(&plain[cut..], out);
-        Ok(())
     }
 
     /// Queue our close_notify in `out`; false when there is nothing to
@@ -212,6 +343,8 @@ impl TlsSession {
             return false;
         }
         self.closed = true;
+        // Closing while some is unsent (a fault, a deadline): it never will be.
+        self.backlog = None;
         self.conn.send_close_notify();
         self.write_records(out);
         true
@@ -308,4 +441,88 @@ fn scrub(mut buf: Vec<u8>) -> Vec<u8> {
     }
     buf.clear();
     buf
+}
+
+/// Certificates and clients for the TLS unit tests.
+#[cfg(test)]
+pub(crate) mod test_fixture {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    /// A self-signed ECDSA P-256 certificate for localhost and its key,
+    /// made in `dir` with `openssl req`: (cert.pem, key.pem).
+    pub(crate) fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs (apt-get install -y openssl)");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        (cert, key)
+    }
+
+    /// A client trusting `cert`, speaking only `version`, remembering
+    /// sessions (its own store: another config is another client).
+    pub(crate) fn client_config(
+        cert: &Path,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(cert).unwrap())
+            .unwrap();
+        #[allow(deprecated)] // ring: see config.rs
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A handshake between `client` and `server` in memory (no socket),
+    /// the server's records all delivered; whether the server resumed.
+    pub(crate) fn resumed(
+        client: &Arc<rustls::ClientConfig>,
+        server: &Arc<rustls::ServerConfig>,
+    ) -> bool {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut server = rustls::ServerConnection::new(server.clone()).unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            server.read_tls(&mut &wire[..]).unwrap();
+            server.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() && !server.wants_write() {
+                return server.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            }
+        }
+        panic!("no handshake after 10 round trips");
+    }
 }

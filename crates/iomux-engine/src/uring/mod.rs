@@ -36,10 +36,10 @@ mod submit;
 use submit::connect_poll;
 
 use crate::buffer::BufPool;
-use crate::life::{admit, LoopContext};
+use crate::life::LoopContext;
 use crate::loop_api::{Readiness, Watch};
-use crate::loop_core::{env, LoopConn, LoopCore, LoopEngine};
-use crate::session::{Connecting, Env, Finish, Session};
+use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
+use crate::session::{Connecting, Finish, Session};
 use crate::sock::{connect_outcome, shutdown_write};
 use crate::stats::LoopStats;
 use bufring::{BufRing, BUFFER_SIZE};
@@ -177,7 +177,7 @@ where
     // On every exit, an error's too: the kernel must be done with every
     // buffer the loop lent it before they are freed.
     lp.settle_in_flight();
-    result.map(|()| lp.core.stats)
+    result.map(|()| lp.core.into_stats())
 }
 
 impl<P: Service, F: Fn() -> P> Loop<P, F> {
@@ -189,13 +189,13 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
-            self.core.clock.tick();
-            self.core.stats.waits += 1;
+            self.core.clock().tick();
+            self.core.stats().waits += 1;
             // Buffers reused pass after pass: no allocation per pass.
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.clear();
             cqes.extend(self.ring.completion());
-            self.core.stats.events += cqes.len() as u64;
+            self.core.stats().events += cqes.len() as u64;
             let mut returned = false;
             for cqe in cqes.drain(..) {
                 returned |= self.on_completion(cqe)?;
@@ -218,16 +218,16 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             tokens.clear();
             self.spare = tokens;
-            if self.core.clock.accept_resumes() {
+            if self.core.clock().accept_resumes() {
                 self.arm_accept()?;
             }
-            if self.core.clock.draining() {
+            if self.core.clock().draining() {
                 self.close_quiet_idle_reaped()?;
                 if self.live == 0 {
                     return Ok(());
                 }
-                if self.core.clock.drain_over() {
-                    for token in self.core.conns.tokens() {
+                if self.core.clock().drain_over() {
+                    for token in self.core.conn_tokens() {
                         self.close_conn(token)?;
                     }
                     if self.live == 0 {
@@ -255,9 +255,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             kind::WAKER => {
                 self.take_mail()?;
-                if self.core.cx.shutdown.is_triggered() && !self.core.clock.draining() {
+                if self.core.context().shutdown.is_triggered() && !self.core.clock().draining() {
                     self.begin_drain()?;
-                } else if !self.core.cx.shutdown.is_triggered() {
+                } else if !self.core.context().shutdown.is_triggered() {
                     self.arm_waker()?;
                 }
             }
@@ -278,25 +278,21 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if res >= 0 {
             // SAFETY: a successful accept returned a new descriptor we now own.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            if admit(
-                &self.core.cx.max_conns,
-                self.core.clock.draining(),
-                &mut self.core.stats,
-            ) {
+            if self.core.admit() {
                 self.add_conn(fd)?;
             }
         } else if matches!(
             -res,
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
         ) {
-            self.core.stats.shed += 1;
+            self.core.stats().shed += 1;
             if !self.accepting {
-                self.core.stats.accept_pauses += 1;
-                self.core.clock.pause_accepting();
+                self.core.stats().accept_pauses += 1;
+                self.core.clock().pause_accepting();
             }
             return Ok(());
         }
-        if !self.accepting && self.listener.is_some() && !self.core.clock.accept_paused() {
+        if !self.accepting && self.listener.is_some() && !self.core.clock().accept_paused() {
             self.arm_accept()?;
         }
         Ok(())
@@ -307,7 +303,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if !self.write_request_done(token) {
             return Ok(());
         }
-        let conn = self.core.conns.get_mut(token).expect("live connection");
+        let conn = self.core.conn(token).expect("live connection");
         let outcome = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
         } else {
@@ -325,25 +321,26 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     fn set_nodelay(&self, fd: &OwnedFd) {
-        if self.core.cx.config.nodelay {
+        if self.core.context().config.nodelay {
             let _ = socket2::SockRef::from(fd).set_nodelay(true);
         }
     }
 
-    fn insert_conn(&mut self, fd: OwnedFd, session: Session<P>, timer: TimerId) {
-        self.core.conns.insert(Conn {
+    fn insert_conn(&mut self, fd: OwnedFd, session: Session<P>) -> Token {
+        let recv_mode = self.recv_mode;
+        self.live += 1;
+        self.core.keep_conn(session, |session, timer| Conn {
             fd,
             session,
             in_flight: Vec::new(),
             in_flight_sent: 0,
             sending: false,
             receiving: false,
-            recv_mode: self.recv_mode,
+            recv_mode,
             timer,
             dead: false,
             dirty: false,
-        });
-        self.live += 1;
+        })
     }
 
     /// Take an admitted connection in and start receiving from it.
@@ -355,20 +352,17 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// protocol and start receiving. An error is the ring's.
     fn open_conn(&mut self, fd: OwnedFd, adopted: bool) -> io::Result<Token> {
         self.set_nodelay(&fd);
-        let token = self.core.conns.next_token();
+        let token = self.core.next_token();
         let mut session = self.core.new_session(token, None);
         if adopted {
             session.mark_adopted();
         }
-        let timer = self
+        let kept = self.insert_conn(fd, session);
+        debug_assert_eq!(kept, token);
+        let opened = self
             .core
-            .timers
-            .insert(session.deadline(&self.core.rules), token);
-        self.insert_conn(fd, session, timer);
-        let conn = self.core.conns.get_mut(token).expect("just inserted");
-        let opened = conn
-            .session
-            .on_open(None, &mut env!(self.core, self.core.clock.now));
+            .call(token, |session, env| session.on_open(None, env))
+            .expect("just inserted");
         if self.after_call(token, opened).is_err() {
             return self.close_conn(token).map(|()| token);
         }
@@ -379,7 +373,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// A watched descriptor's poll completed: ready (or failed: reported as
     /// readable, so that the reading callback meets the error), or cancelled.
     fn on_watch_poll(&mut self, token: Token, res: i32) -> io::Result<()> {
-        let Some(watch) = self.core.watches.get_mut(token) else {
+        let Some(watch) = self.core.watch(token) else {
             // Unwatched: the kernel is done with the descriptor now.
             self.unwatched.retain(|(t, _)| *t != token);
             return Ok(());
@@ -421,23 +415,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Hand a receive's bytes to the connection's session.
     fn take_input(&mut self, token: Token, res: i32, bid: Option<u16>, more: bool) -> Recv {
-        let Loop {
-            core,
-            bufs,
-            recv_mode,
-            ..
-        } = self;
-        let LoopCore {
-            conns,
-            pool,
-            stats,
-            rules,
-            clock,
-            commands,
-            cx,
-            ..
-        } = core;
-        let Some(conn) = conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return Recv::Nothing;
         };
         if !more {
@@ -450,20 +428,21 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                 Recv::Nothing
             };
         }
-        stats.reads += 1;
+        let (lingering, issued_as) = (conn.session.is_lingering(), conn.recv_mode);
+        self.core.stats().reads += 1;
         if res < 0 {
             return match -res {
                 // Every buffer was in use: they come back at the end of this pass.
                 libc::ENOBUFS => {
-                    stats.read_eagain += 1;
+                    self.core.stats().read_eagain += 1;
                     Recv::Nothing
                 }
-                libc::EINVAL if !more => match conn.recv_mode.next() {
+                libc::EINVAL if !more => match issued_as.next() {
                     // This kernel lacks the kind of receive it was issued as:
                     // the loop moves to the next kind (once, however many
                     // were refused), armed at the end of the pass.
                     Some(next) => {
-                        *recv_mode = (*recv_mode).max(next);
+                        self.recv_mode = self.recv_mode.max(next);
                         Recv::Nothing
                     }
                     None => Recv::Close,
@@ -473,30 +452,25 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             };
         }
         let n = res as usize;
-        if conn.session.is_lingering() {
+        if lingering {
             // Discarding until the peer's FIN.
             return if n == 0 { Recv::Close } else { Recv::Nothing };
         }
-        let mut env = Env {
-            now: clock.stamp(),
-            rules,
-            pool,
-            commands,
-            blocking: Some(&*cx.workers),
-        };
-        let result = if n == 0 {
-            conn.session.on_eof(None, &mut env)
-        } else {
-            let Some(bid) = bid else {
-                return Recv::Close;
-            };
-            conn.session
-                .on_received(bufs.buffer(bid, n), None, &mut env)
-        };
+        if n > 0 && bid.is_none() {
+            return Recv::Close;
+        }
+        let (bufs, now) = (&self.bufs, self.core.clock().stamp());
+        let result = self
+            .core
+            .with_conn(token, now, |conn, _, env| match bid.filter(|_| n > 0) {
+                None => conn.session.on_eof(None, env),
+                Some(bid) => conn.session.on_received(bufs.buffer(bid, n), None, env),
+            })
+            .expect("live connection");
         match result {
             Ok(()) => Recv::Process,
             Err(fault) => {
-                fault.count(stats);
+                fault.count(self.core.stats());
                 // An input cap reached (or a TLS alert) closes gracefully: its last word is sent.
                 if fault.is_graceful() {
                     Recv::Process
@@ -508,7 +482,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     fn mark_dirty(&mut self, token: Token) {
-        if let Some(conn) = self.core.conns.get_mut(token) {
+        if let Some(conn) = self.core.conn(token) {
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(token);
@@ -520,7 +494,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// answered (one send for everything this pass produced), stop receiving
     /// from one that is closing or paused.
     fn after_input(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return Ok(());
         };
         conn.dirty = false;
@@ -538,7 +512,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// A send (or a connect's poll) completed: false when its connection
     /// is gone or closed (then freed once no request of it is left).
     fn write_request_done(&mut self, token: Token) -> bool {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return false;
         };
         conn.sending = false;
@@ -555,7 +529,6 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         if !self.write_request_done(token) {
             return Ok(());
         }
-        let conn = self.core.conns.get_mut(token).expect("live connection");
         if res < 0 {
             if res == -libc::EINTR || res == -libc::EAGAIN {
                 return self.send_next(token);
@@ -563,14 +536,17 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             return self.close_conn(token);
         }
         let n = res as usize;
-        conn.in_flight_sent += n;
-        if conn.in_flight_sent >= conn.in_flight.len() {
-            conn.in_flight.clear();
-            conn.in_flight_sent = 0;
-        }
-        let sent = conn
-            .session
-            .on_sent(n, None, &mut env!(self.core, self.core.clock.now));
+        let sent = self
+            .core
+            .with_conn(token, self.core.now(), |conn, _, env| {
+                conn.in_flight_sent += n;
+                if conn.in_flight_sent >= conn.in_flight.len() {
+                    conn.in_flight.clear();
+                    conn.in_flight_sent = 0;
+                }
+                conn.session.on_sent(n, None, env)
+            })
+            .expect("live connection");
         if self.after_call(token, sent.map(|_| ())).is_err() {
             return self.close_conn(token);
         }
@@ -585,28 +561,31 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     /// A closing connection whose output is all sent: send our FIN and
     /// discard the peer's input until its FIN (or LINGER), unless it already sent one.
     fn maybe_finish(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return Ok(());
         };
         if conn.dead || conn.sending || !conn.session.ready_to_finish() {
             return Ok(());
         }
-        match conn
-            .session
-            .finish(self.core.clock.now, &mut self.core.pool)
-        {
+        let fd = conn.fd.as_raw_fd();
+        let finish = self
+            .core
+            .with_conn(token, self.core.now(), |conn, _, env| {
+                conn.session.finish(env.now, env.pool)
+            })
+            .expect("live connection");
+        match finish {
             Finish::Close => self.close_conn(token),
             // TLS's close_notify first; its send's completion finishes again.
             Finish::Flush => self.send_next(token),
-            Finish::Linger | Finish::ShutWrite if shutdown_write(conn.fd.as_raw_fd()).is_err() => {
+            Finish::Linger | Finish::ShutWrite if shutdown_write(fd).is_err() => {
                 self.close_conn(token)
             }
             // Half-closed: receiving goes on.
             Finish::ShutWrite => Ok(()),
             Finish::Linger => {
                 // The linger period starts now, whatever the idle deadline was.
-                let deadline = conn.session.deadline(&self.core.rules);
-                self.core.timers.reset(&mut conn.timer, deadline, token);
+                self.core.restart_deadline(token);
                 self.arm_recv(token)
             }
         }
@@ -614,22 +593,20 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Close a connection: cancel its requests; free it once none is in flight.
     fn close_conn(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return Ok(());
         };
         if conn.dead {
             return Ok(());
         }
         conn.dead = true;
-        self.core.timers.cancel(conn.timer);
-        self.core.cx.max_conns.release();
-        self.core.stats.closed += 1;
+        let (in_flight, fd) = (conn.receiving || conn.sending, conn.fd.as_raw_fd());
+        self.core.end_conn(token);
         self.live -= 1;
-        if !conn.receiving && !conn.sending {
+        if !in_flight {
             self.free(token);
             return Ok(());
         }
-        let fd = conn.fd.as_raw_fd();
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
             .user_data(user_data(kind::IGNORED, NO_CONN));
@@ -638,9 +615,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Forget a closed connection whose requests have all completed.
     fn free(&mut self, token: Token) {
-        if let Some(mut conn) = self.core.conns.remove(token) {
-            self.core.release(&mut conn);
-            self.core.pool.put(&mut conn.in_flight);
+        if let Some(mut conn) = self.core.remove_conn(token) {
+            self.core.pool().put(&mut conn.in_flight);
             // Dropping `conn.fd` closes the socket.
         }
     }
@@ -713,17 +689,14 @@ impl<P: Service, F: Fn() -> P> LoopEngine for Loop<P, F> {
 
     fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()> {
         self.set_nodelay(&fd);
-        let token = self.core.conns.next_token();
+        let token = self.core.next_token();
         // Issued before the connection is kept: a refusal leaves nothing behind.
         self.push(connect_poll(fd.as_raw_fd(), token))?;
+        // Its session's deadline is the connect's.
         let session = self.core.new_session(token, Some(connect));
-        let timer = self.core.timers.insert(connect.deadline, token);
-        self.insert_conn(fd, session, timer);
-        self.core
-            .conns
-            .get_mut(token)
-            .expect("just inserted")
-            .sending = true;
+        let kept = self.insert_conn(fd, session);
+        debug_assert_eq!(kept, token);
+        self.core.conn(token).expect("just inserted").sending = true;
         Ok(())
     }
 
@@ -765,7 +738,7 @@ impl<P: Service, F: Fn() -> P> LoopEngine for Loop<P, F> {
     }
 
     fn rearm_watch(&mut self, token: Token) -> io::Result<()> {
-        let Some(watch) = self.core.watches.get_mut(token).filter(|w| !w.armed) else {
+        let Some(watch) = self.core.watch(token).filter(|w| !w.armed) else {
             return Ok(());
         };
         let readable = watch.interest.bits() & Interest::READABLE.bits() != 0;

@@ -4,7 +4,8 @@
 
 use super::bufring::{BUFFER_GROUP, BUFFER_SIZE};
 use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMode, NO_CONN};
-use super::Loop;
+use super::{Conn, Loop};
+use crate::buffer::BufPool;
 use crate::session::Front;
 use crate::sock::{is_file_cut_short, read_region};
 use io_uring::{cqueue, opcode, squeue, types};
@@ -76,8 +77,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     pub(super) fn arm_recv(&mut self, token: Token) -> io::Result<()> {
-        let high_water = self.core.rules.output_high_water;
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let high_water = self.core.rules().output_high_water;
+        let Some(conn) = self.core.conn(token) else {
             return Ok(());
         };
         let lingering = conn.session.is_lingering();
@@ -118,57 +119,20 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Issue the next send of a connection if none is in flight.
     pub(super) fn send_next(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.core.conns.get_mut(token) else {
-            return Ok(());
-        };
-        if conn.sending || conn.dead {
-            return Ok(());
-        }
-        if conn.in_flight_sent >= conn.in_flight.len() {
-            conn.in_flight.clear();
-            conn.in_flight_sent = 0;
-            if self.core.pool.oversized(&conn.in_flight) {
-                // A large answer's buffer is not kept (nor swapped into the session).
-                conn.in_flight = Vec::new();
-            }
-            match conn.session.front() {
-                None => {
-                    // Nothing owed: an idle connection holds no buffer.
-                    self.core.pool.put(&mut conn.in_flight);
-                    return Ok(());
+        let prepared = self.core.with_conn(token, self.core.now(), |conn, _, env| {
+            next_send(conn, token, env.pool)
+        });
+        let entry = match prepared {
+            None | Some(Ok(None)) => return Ok(()),
+            Some(Ok(Some(entry))) => entry,
+            Some(Err(e)) => {
+                if is_file_cut_short(&e) {
+                    self.core.stats().files_cut_short += 1;
                 }
-                Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
-                Some(Front::File(region)) => {
-                    // A piece of the file, read into the send buffer.
-                    match read_region(region, &mut conn.in_flight, FILE_PIECE) {
-                        Ok(n) => conn.session.hand_out_read(n, &mut self.core.pool),
-                        Err(e) => {
-                            if is_file_cut_short(&e) {
-                                self.core.stats.files_cut_short += 1;
-                            }
-                            return self.close_conn(token);
-                        }
-                    }
-                }
+                return self.close_conn(token);
             }
-        }
-        // More queued behind this send (a file behind its head, the rest of
-        // a file): MSG_MORE lets them share segments.
-        let more = match conn.session.front() {
-            Some(_) => libc::MSG_MORE,
-            None => 0,
         };
-        let rest = &conn.in_flight[conn.in_flight_sent..];
-        let entry = opcode::Send::new(
-            types::Fd(conn.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len().min(u32::MAX as usize) as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL | more)
-        .build()
-        .user_data(user_data(kind::SEND, token));
-        conn.sending = true;
-        self.core.stats.writes += 1;
+        self.core.stats().writes += 1;
         self.push(entry)
     }
 
@@ -181,7 +145,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Wait for a connecting socket to become writable (established or failed).
     pub(super) fn poll_connect(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.core.conns.get_mut(token) else {
+        let Some(conn) = self.core.conn(token) else {
             return Ok(());
         };
         conn.sending = true;
@@ -191,11 +155,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Keep one timeout request in flight for the loop's next deadline.
     pub(super) fn arm_timeout(&mut self) -> io::Result<()> {
-        let timer = self.core.timers.next_deadline(self.core.clock.now);
-        let Some(wait) = self.core.clock.next_wait(timer) else {
+        let Some(wait) = self.core.timer_wait() else {
             return Ok(());
         };
-        let next = self.core.clock.now + wait;
+        let next = self.core.now() + wait;
         if let Some(armed) = self.timeout_armed {
             if armed <= next {
                 return Ok(());
@@ -236,7 +199,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             .user_data(user_data(kind::IGNORED, NO_CONN));
         let _ = self.push(cancel);
         let until = Instant::now() + Duration::from_secs(1);
-        while self.core.conns.len() > 0 && Instant::now() < until {
+        while self.core.conn_count() > 0 && Instant::now() < until {
             let _ = self.ring.submit_and_wait(1);
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
@@ -245,7 +208,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                     continue;
                 }
                 let more = cqueue::more(cqe.flags());
-                if let Some(conn) = self.core.conns.get_mut(token) {
+                if let Some(conn) = self.core.conn(token) {
                     if k != kind::RECV {
                         conn.sending = false;
                     } else if !more {
@@ -253,11 +216,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
                     }
                 }
             }
-            for token in self.core.conns.tokens() {
+            for token in self.core.conn_tokens() {
                 if self
                     .core
-                    .conns
-                    .get_mut(token)
+                    .conn(token)
                     .is_some_and(|c| !c.sending && !c.receiving)
                 {
                     self.free(token);
@@ -265,8 +227,8 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
         }
         let mut unsettled = 0;
-        for token in self.core.conns.tokens() {
-            if let Some(conn) = self.core.conns.remove(token) {
+        for token in self.core.conn_tokens() {
+            if let Some(conn) = self.core.remove_conn(token) {
                 if conn.sending {
                     std::mem::forget(conn.in_flight);
                 }
@@ -274,10 +236,64 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
         }
         if unsettled > 0 {
-            self.core.stats.leaked_buffers += unsettled as u64;
+            self.core.stats().leaked_buffers += unsettled as u64;
             self.bufs.leak();
         }
     }
+}
+
+/// Connection `token`'s next send, if none is in flight and it owes
+/// something: the rest of its send buffer, else the front of its queue
+/// (a piece of a file read into the buffer). An error: the file could not
+/// be read (the connection closes).
+fn next_send<P: Service>(
+    conn: &mut Conn<P>,
+    token: Token,
+    pool: &mut BufPool,
+) -> io::Result<Option<squeue::Entry>> {
+    if conn.sending || conn.dead {
+        return Ok(None);
+    }
+    if conn.in_flight_sent >= conn.in_flight.len() {
+        conn.in_flight.clear();
+        conn.in_flight_sent = 0;
+        if pool.oversized(&conn.in_flight) {
+            // A large answer's buffer is not kept (nor swapped into the session).
+            conn.in_flight = Vec::new();
+        }
+        match conn.session.front() {
+            None => {
+                // Nothing owed: an idle connection holds no buffer.
+                pool.put(&mut conn.in_flight);
+                return Ok(None);
+            }
+            Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
+            Some(Front::File(region)) => {
+                // A piece of the file, read into the send buffer.
+                match read_region(region, &mut conn.in_flight, FILE_PIECE) {
+                    Ok(n) => conn.session.hand_out_read(n, pool),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    // More queued behind this send (a file behind its head, the rest of
+    // a file): MSG_MORE lets them share segments.
+    let more = match conn.session.front() {
+        Some(_) => libc::MSG_MORE,
+        None => 0,
+    };
+    let rest = &conn.in_flight[conn.in_flight_sent..];
+    let entry = opcode::Send::new(
+        types::Fd(conn.fd.as_raw_fd()),
+        rest.as_ptr(),
+        rest.len().min(u32::MAX as usize) as u32,
+    )
+    .flags(libc::MSG_NOSIGNAL | more)
+    .build()
+    .user_data(user_data(kind::SEND, token));
+    conn.sending = true;
+    Ok(Some(entry))
 }
 
 /// The poll that waits for a connecting socket to become writable.

@@ -14,7 +14,9 @@ use super::date::DATE_LEN;
 use super::limits::HttpConfig;
 use super::request::Request;
 use super::response::{is_core_header, is_tchar, is_value_byte, Persist, Status, SERVER};
-use crate::{Context, FileRegion};
+use crate::{ConnId, Context, FileRegion};
+use std::any::Any;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +130,32 @@ pub trait Exchange: Send {
     fn on_writable(&mut self, reply: &mut Reply<'_, '_>) {
         let _ = reply;
     }
+
+    /// A value another connection posted to this one
+    /// ([`Context::post`]): an event for a long-poll or a stream. The
+    /// default drops it.
+    fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, reply: &mut Reply<'_, '_>) {
+        let _ = (from, message, reply);
+    }
+
+    /// A connection asked for with [`Reply::connect`] opened (`Ok` with its
+    /// id: write to it with [`Context::send_to`] through
+    /// [`Reply::context`]) or failed. What it then reads comes to
+    /// [`Exchange::on_message`] as [`Upstream`] messages from that id.
+    fn on_connect(&mut self, tag: u32, result: io::Result<ConnId>, reply: &mut Reply<'_, '_>) {
+        let _ = (tag, result, reply);
+    }
+
+    /// Work started with [`Reply::spawn_blocking`] finished: its result
+    /// (`downcast` it to the work's type), or why it failed (it panicked).
+    fn on_blocking_done(
+        &mut self,
+        key: u32,
+        result: io::Result<Box<dyn Any + Send>>,
+        reply: &mut Reply<'_, '_>,
+    ) {
+        let _ = (key, result, reply);
+    }
 }
 
 /// How the current response's body goes out.
@@ -160,6 +188,8 @@ pub(crate) mod tx {
     pub const BODY_HELD: u8 = 32;
     /// The exchange asked for more body after holding it.
     pub const BODY_RESUMED: u8 = 64;
+    /// The response has no body (HEAD, 204, 304): body writes are dropped.
+    pub const NO_BODY: u8 = 128;
 }
 
 /// The current request's response, as the core and its [`Reply`] see it.
@@ -292,6 +322,9 @@ impl<'r, 'c> Reply<'r, 'c> {
         self.tx.sending = Sending::Done;
         let persist = self.tx.persist();
         let with_body = !self.tx.has(tx::HEAD_ONLY) && !prepared.status.forbids_body();
+        if !with_body {
+            self.tx.flags |= tx::NO_BODY;
+        }
         let copyable = persist == Persist::Default && with_body;
         let identity: *const Prepared = prepared;
         if let (true, Some((first, range))) = (copyable, &self.slice.copied) {
@@ -347,7 +380,7 @@ impl<'r, 'c> Reply<'r, 'c> {
                 out.extend_from_slice(b"\r\n");
             }
             Sending::UntilClose => self.cx.out().extend_from_slice(data),
-            Sending::Done if self.tx.has(tx::HEAD_ONLY) || data.is_empty() => {}
+            Sending::Done if self.tx.has(tx::NO_BODY) || data.is_empty() => {}
             Sending::Nothing | Sending::Done => self.tx.mismatch(self.config),
         }
     }
@@ -377,7 +410,7 @@ impl<'r, 'c> Reply<'r, 'c> {
                 self.cx.out().extend_from_slice(b"\r\n");
             }
             Sending::UntilClose => self.cx.send_file(region),
-            Sending::Done if self.tx.has(tx::HEAD_ONLY) || len == 0 => {}
+            Sending::Done if self.tx.has(tx::NO_BODY) || len == 0 => {}
             Sending::Sized(_) | Sending::Nothing | Sending::Done => self.tx.mismatch(self.config),
         }
     }
@@ -442,6 +475,32 @@ impl<'r, 'c> Reply<'r, 'c> {
     /// slow reader holds at most one piece of it in memory).
     pub fn notify_when_writable(&mut self) {
         self.tx.flags |= tx::WANTS_WRITABLE;
+        self.cx.notify_when_drained();
+    }
+
+    /// Run `work` on the server's worker threads, off the event loop (a
+    /// database call, a disk read), and call [`Exchange::on_blocking_done`]
+    /// with `key` and its result back on the loop. Errors at once when the
+    /// pool's queue is full (answer "busy", or try later) or the engine has
+    /// no pool (see [`Context::spawn_blocking`]).
+    pub fn spawn_blocking<T: Any + Send>(
+        &mut self,
+        key: u32,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<()> {
+        let key = timer_key(self.tx.seq, key);
+        self.cx.spawn_blocking(key, work)
+    }
+
+    /// Open a TCP connection to `addr` (a backend to call), within
+    /// `timeout`; [`Exchange::on_connect`] gets `tag` and the outcome. The
+    /// HTTP core serves that connection as a pipe: its input comes to this
+    /// exchange as [`Upstream`] messages. Close it with
+    /// [`Context::close_conn`] when done (it also closes when this
+    /// connection does not want it any more: its messages are then dropped).
+    pub fn connect(&mut self, addr: std::net::SocketAddr, timeout: Duration, tag: u32) {
+        let tag = timer_key(self.tx.seq, tag);
+        self.cx.connect(addr, timeout, tag);
     }
 
     /// After [`Exchange::on_body`] took less than it was offered: offer the
@@ -461,8 +520,18 @@ impl<'r, 'c> Reply<'r, 'c> {
     }
 }
 
-/// A timer key of the connection: the exchange's request number and the
-/// handler's key.
+/// What a connection opened with [`Reply::connect`] read, delivered to the
+/// asking exchange's [`Exchange::on_message`] (`downcast::<Upstream>()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Bytes as they arrived, in order.
+    Data(Vec<u8>),
+    /// The other side closed (after its last `Data`).
+    Closed,
+}
+
+/// A timer (or blocking work, or connect) key of the connection: the exchange's request
+/// number and the handler's key.
 pub(crate) fn timer_key(seq: u32, key: u32) -> u64 {
     (u64::from(seq) << 32) | u64::from(key)
 }
@@ -701,7 +770,11 @@ impl Head<'_, '_, '_> {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(persist);
         out.extend_from_slice(b"\r\n");
-        !no_body && !reply.tx.has(tx::HEAD_ONLY)
+        let with_body = !no_body && !reply.tx.has(tx::HEAD_ONLY);
+        if !with_body {
+            reply.tx.flags |= tx::NO_BODY;
+        }
+        with_body
     }
 }
 

@@ -26,6 +26,8 @@
 //! assert!(out.ends_with(b"\r\n\r\nitem 7"));
 //! ```
 
+#[cfg(test)]
+mod api_tests;
 mod chunked;
 mod date;
 pub mod files;
@@ -42,6 +44,7 @@ mod tests;
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
 pub use handler::{
     handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, PreparedHeaders, Reply,
+    Upstream,
 };
 pub use hello::HELLO;
 pub use limits::{
@@ -56,6 +59,7 @@ use crate::{ConnId, Context, Service, Step};
 use handler::{tx, Sending, SliceCache, Tx};
 use head::{read_head, Framing, HeadOutcome, HeadProgress, RequestHead, EXPECT_CONTINUE};
 use response::CONTINUE;
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Run a fresh connection serving `handler` over `input` delivered in
@@ -93,6 +97,9 @@ enum Phase {
     Answering,
     /// Closing: no more input is read.
     Closed,
+    /// A connection a handler opened ([`Reply::connect`]): what it reads
+    /// goes to the asker ([`Body::ToAsker`]) as [`Upstream`] messages.
+    Upstream,
 }
 
 /// How the current request's body is being read.
@@ -101,6 +108,10 @@ enum Body {
     /// Content-Length bytes left.
     Length(u64),
     Chunked(ChunkedDecoder),
+    /// Not a request's: an outgoing connection's whole input, for the
+    /// connection that opened it (kept here, unused otherwise, so the
+    /// state stays small).
+    ToAsker(ConnId),
 }
 
 mod flag {
@@ -212,7 +223,7 @@ impl<H: Handler> Http<H> {
         cx: &mut Context,
         f: impl FnOnce(&H, &mut Option<Box<dyn Exchange>>, &mut Reply) -> R,
     ) -> Option<R> {
-        let mark = cx.out().len();
+        let mark = cx.output_mark();
         let began = self.tx.sending != Sending::Nothing;
         let config = self.config;
         let (handler, exchange) = (&self.handler, &mut self.exchange);
@@ -227,7 +238,7 @@ impl<H: Handler> Http<H> {
             Err(_) => {
                 config.counters.count_panic();
                 // What this call wrote may be half a head or half a chunk.
-                cx.out().truncate(mark);
+                cx.take_back_output(mark);
                 slice.forget_output();
                 // An answer that began before this call cannot become a 500.
                 self.tx.sending = if began {
@@ -383,6 +394,8 @@ impl<H: Handler> Http<H> {
                         ChunkError::TooLarge => Status::CONTENT_TOO_LARGE,
                         ChunkError::TrailersTooLong => Status::HEADER_FIELDS_TOO_LARGE,
                     }),
+                // Never: an outgoing connection parses no requests.
+                Body::ToAsker(_) => Ok((0, true)),
             }
         });
         self.body = body;
@@ -395,9 +408,10 @@ impl<H: Handler> Http<H> {
             Some(Ok(r)) => r,
         };
         if held {
-            // Backpressure: stop reading until the exchange asks for more.
+            // Backpressure: the rest waits, and reading stops near the input
+            // cap, until the exchange asks for more.
             self.tx.flags |= tx::BODY_HELD;
-            cx.pause_reading();
+            cx.hold_input();
         }
         match self.settle() {
             Next::Go if done => (used, self.body_ended(slice, cx)),
@@ -406,32 +420,57 @@ impl<H: Handler> Http<H> {
         }
     }
 
-    /// After a call outside [`Service::on_data`] (a timer, a drain): close
-    /// the connection on a fault or after its last answer; held input is
-    /// offered again once the exchange wants it or its answer went out.
-    fn after_callback(&mut self, cx: &mut Context) {
-        match self.settle() {
-            Next::Close => cx.close(),
-            _ => {
-                let resumed = self.tx.has(tx::BODY_RESUMED);
-                if resumed || (self.phase == Phase::Head && self.tx.has(tx::BODY_HELD)) {
-                    self.tx.flags &= !(tx::BODY_HELD | tx::BODY_RESUMED);
-                    cx.resume_reading();
-                }
+    /// Call `f` on the current exchange outside [`Service::on_data`] (a
+    /// timer, a drain notice, a message, blocking work done), then close the
+    /// connection on a fault or after its last answer; input held back is
+    /// offered again once the exchange wants more body or its answer went
+    /// out (the next pipelined request waits in it).
+    fn callback(&mut self, cx: &mut Context, f: impl FnOnce(&mut dyn Exchange, &mut Reply)) {
+        let mut slice = SliceCache::new(self.config.clock);
+        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
+            if let Some(ex) = exchange {
+                f(&mut **ex, reply);
             }
+        });
+        if called.is_none() || matches!(self.settle(), Next::Close) {
+            cx.close();
+            return;
+        }
+        let resumed = self.tx.has(tx::BODY_RESUMED);
+        if resumed || self.phase == Phase::Head {
+            self.tx.flags &= !(tx::BODY_HELD | tx::BODY_RESUMED);
+            cx.release_input();
         }
     }
 }
 
 impl<H: Handler> Service for Http<H> {
+    fn on_open(&mut self, cx: &mut Context) {
+        if let Some(asker) = cx.opened_by() {
+            self.phase = Phase::Upstream;
+            self.body = Body::ToAsker(asker);
+        }
+    }
+
     fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
         let mut slice = SliceCache::new(self.config.clock);
         let mut at = 0;
         loop {
             match self.phase {
                 Phase::Closed => return Step::close(input.len()),
+                Phase::Upstream => {
+                    if let (Body::ToAsker(asker), false) = (self.body, input.is_empty()) {
+                        cx.post(asker, Upstream::Data(input.to_vec()));
+                    }
+                    return Step::keep(input.len());
+                }
                 // Pipelined requests wait unparsed behind an unanswered one.
-                Phase::Answering => return Step::keep(at),
+                Phase::Answering => {
+                    if at < input.len() {
+                        cx.hold_input();
+                    }
+                    return Step::keep(at);
+                }
                 Phase::Head => {
                     if self.scanned == 0 {
                         // Empty lines before a request line are ignored (RFC 9112 §2.2).
@@ -505,6 +544,12 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_eof(&mut self, pending: &[u8], cx: &mut Context) {
+        if let (Phase::Upstream, Body::ToAsker(asker)) = (self.phase, self.body) {
+            self.on_data(pending, cx);
+            cx.post(asker, Upstream::Closed);
+            self.phase = Phase::Closed;
+            return;
+        }
         // Complete requests still pending are answered (a half-closed client
         // waits for them); a truncated one is dropped silently.
         if self.phase != Phase::Closed && !self.on_data(pending, cx).close {
@@ -519,11 +564,14 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_timeout(&mut self, cx: &mut Context) {
+        if let (Phase::Upstream, Body::ToAsker(asker)) = (self.phase, self.body) {
+            cx.post(asker, Upstream::Closed);
+        }
         let mid_request = match self.phase {
             Phase::Head => self.has(flag::PARTIAL),
             // Once an answer has begun a status cannot follow it.
             Phase::Body | Phase::Answering => self.tx.sending == Sending::Nothing,
-            Phase::Closed => false,
+            Phase::Closed | Phase::Upstream => false,
         };
         if mid_request {
             let mut slice = SliceCache::new(self.config.clock);
@@ -533,35 +581,42 @@ impl<H: Handler> Service for Http<H> {
     }
 
     fn on_timer(&mut self, key: u64, cx: &mut Context) {
-        if self.exchange.is_none() || key >> 32 != u64::from(self.tx.seq) {
-            return; // an earlier exchange's timer
-        }
-        let mut slice = SliceCache::new(self.config.clock);
-        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
-            if let Some(ex) = exchange {
-                ex.on_timer(key as u32, reply);
-            }
-        });
-        match called {
-            None => cx.close(),
-            Some(()) => self.after_callback(cx),
-        }
+        if self.exchange.is_some() && key >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| ex.on_timer(key as u32, reply));
+        } // else an earlier exchange's timer
     }
 
     fn on_drained(&mut self, cx: &mut Context) {
-        if self.exchange.is_none() || !self.tx.has(tx::WANTS_WRITABLE) {
-            return;
+        if self.exchange.is_some() && self.tx.has(tx::WANTS_WRITABLE) {
+            self.tx.flags &= !tx::WANTS_WRITABLE;
+            self.callback(cx, |ex, reply| ex.on_writable(reply));
         }
-        self.tx.flags &= !tx::WANTS_WRITABLE;
-        let mut slice = SliceCache::new(self.config.clock);
-        let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
-            if let Some(ex) = exchange {
-                ex.on_writable(reply);
-            }
-        });
-        match called {
-            None => cx.close(),
-            Some(()) => self.after_callback(cx),
+    }
+
+    fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, cx: &mut Context) {
+        if self.exchange.is_some() {
+            self.callback(cx, |ex, reply| ex.on_message(from, message, reply));
+        } // else no request is waiting for it
+    }
+
+    fn on_connect(&mut self, tag: u64, result: std::io::Result<ConnId>, cx: &mut Context) {
+        if self.exchange.is_some() && tag >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| ex.on_connect(tag as u32, result, reply));
+        } else if let Ok(id) = result {
+            cx.close_conn(id); // its exchange is gone: nobody wants it
+        }
+    }
+
+    fn on_blocking_done(
+        &mut self,
+        key: u64,
+        result: std::io::Result<Box<dyn Any + Send>>,
+        cx: &mut Context,
+    ) {
+        if self.exchange.is_some() && key >> 32 == u64::from(self.tx.seq) {
+            self.callback(cx, |ex, reply| {
+                ex.on_blocking_done(key as u32, result, reply)
+            });
         }
     }
 
@@ -576,7 +631,7 @@ impl<H: Handler> Service for Http<H> {
         match self.phase {
             Phase::Head => !self.has(flag::PARTIAL),
             Phase::Body | Phase::Answering => false,
-            Phase::Closed => true,
+            Phase::Closed | Phase::Upstream => true,
         }
     }
 
