@@ -48,7 +48,7 @@
 //!   it takes no input and what others send it is dropped, so it must not
 //!   count as a receiver (PUBLISH).
 //! - A deadline that passes gives the protocol its last word
-//!   ([`Protocol::on_timeout`]); that output then has [`LINGER`] to be taken.
+//!   ([`Service::on_timeout`]); that output then has [`LINGER`] to be taken.
 //! - A drain tells every protocol, and closes a connection once it is between
 //!   messages, owes nothing and its peer has been quiet for [`DRAIN_QUIET`].
 //! - Half-close, where the protocol allows it: the peer's FIN leaves the
@@ -76,6 +76,13 @@
 //!   sends its alert and closes that connection ([`Fault::Tls`]). Closing
 //!   sends close_notify before our FIN; the peer's close_notify is its end
 //!   of input, as a FIN is.
+//! - One way out: whatever a connection sends enters its output here, and
+//!   only here, past the transport: its protocol's writes and file regions
+//!   ([`Session::call`]: to the loop's shared buffer while nothing is owed
+//!   before them, else to its queue), what other connections send it, one
+//!   frame shared by many included ([`Session::push_output`]), handshake
+//!   records and alerts, close_notify. The engines only move the bytes the
+//!   session hands them and report what the kernel took ([`Session::on_sent`]).
 
 use crate::buffer::BufPool;
 use crate::tls::{self, TlsSession};
