@@ -237,10 +237,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         };
         loop {
             match self.acceptor.accept(&listener) {
-                Ok(Accepted::Conn(stream)) => {
-                    self.core.stats().accepts += 1;
-                    self.add_conn(stream);
-                }
+                Ok(Accepted::Conn(stream)) => self.add_conn(stream),
                 Ok(Accepted::Shed) => continue,
                 Ok(Accepted::Drained) => break,
                 Err(_) => {
@@ -263,9 +260,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.listener = Some(listener);
     }
 
+    /// An accepted connection: admitted (counted, under `max_conns`), then opened.
     fn add_conn(&mut self, stream: Stream) {
-        if !self.core.context().max_conns.try_acquire() {
-            self.core.stats().refused += 1;
+        if !self.core.admit() {
             return;
         }
         if self.open_conn(stream, false).is_err() {
@@ -294,9 +291,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         self.insert_conn(token, stream, session, interest);
         let opened = self
             .core
-            .with_conn(token, self.core.now(), |conn, _, env| {
-                conn.session.on_open(None, env)
-            })
+            .call(token, |session, env| session.on_open(None, env))
             .expect("just inserted");
         if self.after_call(token, opened).is_err() {
             self.close_now(token);

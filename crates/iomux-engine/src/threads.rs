@@ -218,6 +218,11 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
             result = session
                 .on_sent(sent, None, &mut env!(Instant::now()))
                 .map(|_| ());
+            if result.is_ok() && session.take_due() {
+                // Input the service stopped answering at the output mark
+                // (or released) is answered on now that its peer read.
+                result = session.run_due(None, &mut env!(Instant::now())).map(drop);
+            }
             continue;
         }
         if session.ready_to_finish() {
@@ -315,6 +320,9 @@ fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Res
         set_cork(fd, true);
     }
     let mut sent = 0;
+    // A short sendfile may be the file's end rather than the send timeout:
+    // the next call tells (the end is an error at once).
+    let mut short_file_step = false;
     let result = loop {
         if sent == total {
             break Ok(total);
@@ -329,7 +337,13 @@ fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Res
         match step {
             Ok(n) => {
                 sent += n;
-                if sent < total && n < floor {
+                let short = sent < total && n < floor;
+                if short && matches!(front, Front::File(_)) && !short_file_step {
+                    short_file_step = true;
+                    continue;
+                }
+                short_file_step = false;
+                if short {
                     break Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "peer reads too slowly: send deadline passed",

@@ -1,9 +1,11 @@
 //! `Context::send_file`: file regions go out in order with the bytes around
 //! them, on every engine (one test per engine and scenario, named after
-//! them): byte-exact between writes, many pipelined, a 64 MiB region to a
-//! slow reader with the server's memory flat while another client is
-//! served, and a file that shrinks while it is sent closing its connection
-//! (the peer sees fewer bytes and the end of the stream, never a hang).
+//! them): byte-exact between writes, many pipelined, two 64 MiB regions to
+//! a reader as fast as it can (past the readiness engines' per-pass cap), a
+//! 64 MiB region to a slow reader with the server's memory flat while another client is
+//! served, and a file that shrinks while it is sent, or a region past its
+//! file's end, closing its connection, counted (the peer sees fewer bytes
+//! and the end of the stream, never a hang).
 //! Over TLS (every engine with a loop) regions arrive encrypted in their
 //! places, and one that runs out of file closes its connection, counted.
 //! Loopback only, every wait bounded.
@@ -17,6 +19,7 @@ use iomux_engine::{Config, Engine, LoopStats, Server};
 use iomux_proto::{Context, FileRegion, Service, Step};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::thread;
@@ -296,6 +299,46 @@ fn a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served(name: &str) {
     assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
 }
 
+fn a_fast_reader_of_64_mib_gets_it_whole_and_in_order(name: &str) {
+    let _shared = shared_run();
+    let len = 64 * MIB;
+    let server = start(name, big_file());
+    let mut client = connect(&server);
+    // Twice in a row: the second region starts where the pass cap and the
+    // socket left the first (readiness engines send at most 2 MiB of a file
+    // per connection per pass; in edge mode the rest goes on without a new
+    // edge, which this reader, draining as fast as it can, depends on).
+    client
+        .write_all(format!("get 0 {len}\nget 7 {}\n", len - 7).as_bytes())
+        .unwrap();
+    let mut buf = vec![0; 1024 * 1024];
+    let mut want = vec![0; buf.len()];
+    for (offset, length) in [(0, len), (7, len - 7)] {
+        let head = format!("<{offset} {length}>\n");
+        assert_eq!(read_exactly(&mut client, head.len(), name), head.as_bytes());
+        let mut at = 0;
+        while at < length {
+            let room = (length - at).min(buf.len());
+            let n = client
+                .read(&mut buf[..room])
+                .unwrap_or_else(|e| panic!("{name}: stalled at {at} of {length}: {e}"));
+            assert!(n > 0, "{name}: the stream ended at {at} of {length}");
+            // The file holds the pattern (made by make_file): compare with it.
+            big_file()
+                .read_exact_at(&mut want[..n], (offset + at) as u64)
+                .unwrap();
+            if buf[..n] != want[..n] {
+                let i = first_difference(&buf[..n], &want[..n]).unwrap_or(0);
+                panic!("{name}: byte {} of the region differs", at + i);
+            }
+            at += n;
+        }
+        assert_eq!(read_exactly(&mut client, 2, name), b".\n", "{name}");
+    }
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
+}
+
 fn a_file_cut_short_closes_its_connection(name: &str) {
     let _shared = shared_run();
     let len = 32 * MIB;
@@ -337,6 +380,27 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
         got < len,
         "{name}: the whole region arrived ({ended}) though the file shrank"
     );
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+}
+
+fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
+    let _shared = shared_run();
+    let server = start(name, small_file());
+    let mut client = connect(&server);
+    // 576 bytes are left after offset 1,048,000; 10,000 are asked: the
+    // first send is short, the next finds the end (not a slow peer).
+    client.write_all(b"get 1048000 10000\n").unwrap();
+    let mut got = Vec::new();
+    let ended = client.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "{name}: {ended:?}"
+    );
+    let mut want = b"<1048000 10000>\n".to_vec();
+    want.extend((1_048_000..MIB).map(pattern));
+    assert!(got.len() <= want.len(), "{name}: {} bytes, more than the file has", got.len());
+    assert_eq!(first_difference(&got, &want[..got.len()]), None, "{name}");
     let stats = stop(server);
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
 }
@@ -444,7 +508,9 @@ macro_rules! scenarios {
                 a_region_between_two_writes_is_byte_exact,
                 many_regions_pipelined,
                 a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served,
+                a_fast_reader_of_64_mib_gets_it_whole_and_in_order,
                 a_file_cut_short_closes_its_connection,
+                a_region_past_the_end_of_its_file_closes_after_the_bytes_there,
             ]
         );
     };

@@ -156,7 +156,7 @@ pub(crate) enum Finish {
 }
 
 /// What a command for this connection asks of the loop beyond the session
-/// ([`Session::apply`]).
+/// ([`Session::apply`](super::Session::apply)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
     /// Done: flush or finish the connection as usual.

@@ -361,9 +361,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         debug_assert_eq!(kept, token);
         let opened = self
             .core
-            .with_conn(token, self.core.now(), |conn, _, env| {
-                conn.session.on_open(None, env)
-            })
+            .call(token, |session, env| session.on_open(None, env))
             .expect("just inserted");
         if self.after_call(token, opened).is_err() {
             return self.close_conn(token).map(|()| token);

@@ -473,6 +473,11 @@ impl<H: Handler> Service for Http<H> {
                     return Step::keep(at);
                 }
                 Phase::Head => {
+                    if cx.output_full() {
+                        // Answers owed past the engine's high-water mark: the
+                        // requests behind them wait, offered again as the peer reads.
+                        return Step::keep(at);
+                    }
                     if self.scanned == 0 {
                         // Empty lines before a request line are ignored (RFC 9112 §2.2).
                         loop {

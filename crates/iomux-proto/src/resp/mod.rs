@@ -187,6 +187,10 @@ impl Resp {
                     if flow == Flow::Close {
                         return (at, true);
                     }
+                    if cx.output_full() {
+                        // The rest waits until the peer has taken some.
+                        return (at, false);
+                    }
                 }
                 Parsed::Nothing(len) => at += len,
                 Parsed::Incomplete => return (at, false),

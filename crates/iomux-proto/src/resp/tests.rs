@@ -516,6 +516,47 @@ fn string_commands_answer_as_redis() {
 }
 
 #[test]
+fn answering_stops_once_the_output_reaches_the_engines_mark_and_the_rest_waits() {
+    let shared = shared();
+    let value = vec![b'v'; 100];
+    shared.db.set_many([(&b"k"[..], &value[..])].into_iter(), 0);
+    let mut conn = Resp::new(shared);
+    let input = b"GET k\r\n".repeat(3);
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    // 108 bytes after the first answer, 216 after the second: full, stop.
+    let step = conn.on_data_at(&input, &mut cx, 0);
+    assert_eq!((step.consumed, step.close), (14, false));
+    assert_eq!(out.len(), 216);
+    // Offered again with room: the third is answered.
+    let mut out = Vec::new();
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    assert_eq!(conn.on_data_at(&input[14..], &mut cx, 0).consumed, 7);
+    assert_eq!(out.len(), 108);
+    // A pipeline too long to leave with the engine is kept by the
+    // connection, and answered as it is offered again with nothing new.
+    let long = b"GET k\r\n".repeat(50_000);
+    let mut out = Vec::new();
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    assert_eq!(conn.on_data_at(&long, &mut cx, 0).consumed, long.len());
+    assert_eq!(out.len(), 216);
+    assert!(!conn.is_idle(), "it holds the rest");
+    let mut answered = 2;
+    while !conn.is_idle() {
+        let mut out = Vec::new();
+        let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+            .with_output_room(150);
+        assert_eq!(conn.on_data_at(b"", &mut cx, 0).consumed, 0);
+        answered += out.len() / 108;
+    }
+    assert_eq!(answered, 50_000);
+    assert!(commands.is_empty());
+}
+
+#[test]
 fn flushall_async_empties_the_keyspace_at_once_and_frees_it_on_another_thread() {
     let shared = shared();
     let keys: Vec<Vec<u8>> = (0..50_000)
