@@ -227,6 +227,12 @@ fn poll_conn<P: Service>(
                     stats.faults += 1;
                     return false;
                 }
+                // Input the service stopped answering at the output mark
+                // (or released) is answered on now that its peer read.
+                if c.session.take_due() && c.session.run_due(None, env).is_err() {
+                    stats.faults += 1;
+                    return false;
+                }
             }
             Err(e) => {
                 if is_file_cut_short(&e) {

@@ -218,6 +218,11 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
             result = session
                 .on_sent(sent, None, &mut env!(Instant::now()))
                 .map(|_| ());
+            if result.is_ok() && session.take_due() {
+                // Input the service stopped answering at the output mark
+                // (or released) is answered on now that its peer read.
+                result = session.run_due(None, &mut env!(Instant::now())).map(drop);
+            }
             continue;
         }
         if session.ready_to_finish() {

@@ -268,6 +268,9 @@ pub struct Context<'a> {
     half_close: bool,
     /// What this call asked of the connection beside commands ([`ask`]).
     asks: u8,
+    /// `out`'s length at which this connection owes its peer the engine's
+    /// high-water mark.
+    out_limit: usize,
     out: &'a mut Vec<u8>,
     /// File regions sent during the call, each with the length `out` had
     /// then: it goes out after those bytes and before the ones that follow.
@@ -305,6 +308,7 @@ impl<'a> Context<'a> {
             adopted: false,
             half_close: false,
             asks: 0,
+            out_limit: usize::MAX,
             out,
             files: Vec::new(),
             commands,
@@ -318,6 +322,39 @@ impl<'a> Context<'a> {
     pub fn with_blocking_pool(mut self, pool: Option<&'a dyn BlockingPool>) -> Self {
         self.blocking = pool;
         self
+    }
+
+    /// The same context for a connection that reaches the engine's output
+    /// high-water mark once the call writes `room` more bytes (engines, and
+    /// tests of services that stop there).
+    pub fn with_output_room(mut self, room: usize) -> Self {
+        self.out_limit = self.out.len().saturating_add(room);
+        self
+    }
+
+    /// Whether this connection's output (bytes and file regions) has
+    /// reached the engine's high-water mark: a service answering pipelined
+    /// input should stop here and leave the rest unconsumed. The engine
+    /// offers it again once the peer has taken half of what it owes, so the
+    /// answers to one read (thousands of pipelined GETs of a large value)
+    /// never sit in memory all at once.
+    ///
+    /// ```
+    /// use iomux_proto::{ConnId, Context};
+    /// let (mut out, mut commands) = (Vec::new(), Vec::new());
+    /// let now = std::time::Instant::now();
+    /// let mut cx = Context::new(ConnId::new(0, 3), now, &mut out, &mut commands)
+    ///     .with_output_room(4);
+    /// cx.write(b"abc");
+    /// assert!(!cx.output_full());
+    /// cx.write(b"d");
+    /// assert!(cx.output_full());
+    /// ```
+    pub fn output_full(&self) -> bool {
+        // A file region sent is owed like bytes (it holds no memory, but a
+        // pipeline of large files must not be answered all at once either).
+        let files: u64 = self.files.iter().map(|(_, region)| region.len()).sum();
+        (self.out.len() as u64).saturating_add(files) >= self.out_limit as u64
     }
 
     /// The same context with the connection's addresses, as

@@ -32,7 +32,11 @@
 //!   it is sent must still be taken.
 //! - Unconsumed input is capped; past the cap the connection is an error.
 //! - Backpressure: at `output_high_water` owed bytes reading pauses; it
-//!   resumes once the peer has taken half of it.
+//!   resumes once the peer has taken half of it. A service answering
+//!   pipelined input stops there too ([`Context::output_full`]): what it
+//!   left is offered again, with no new bytes, once the peer has taken
+//!   half, and a FIN waits behind it; so the answers to one read (4,500
+//!   GETs of a large value) never sit in memory all at once.
 //! - Output is a queue of segments (`output.rs`): bytes, and file regions
 //!   ([`Context::send_file`]) between them, sent in order through one path.
 //!   A region's unsent bytes are owed like any others (they pause reading,
@@ -165,6 +169,11 @@ mod asked {
     pub const EOF_HELD: u8 = 16;
     /// In the loop's list of connections with a callback due next pass.
     pub const DUE: u8 = 32;
+    /// The service stopped answering its input at the output high-water
+    /// mark ([`iomux_proto::Context::output_full`]): reading paused, and
+    /// once the peer has taken half the input is offered again (a FIN
+    /// waits behind it).
+    pub const OUTPUT_FULL: u8 = 64;
 }
 
 /// One connection's state, with no socket.
@@ -337,6 +346,11 @@ impl<P: Service> Session<P> {
         f: impl FnOnce(&mut P, &mut Context) -> R,
     ) -> Result<R, Fault> {
         let adopted = self.has(flag::ADOPTED);
+        let high_water = env.rules.output_high_water;
+        // Output that reaches the high-water mark pauses reading (a fed
+        // connection's never pauses: see `flag::FED`).
+        let room = high_water.saturating_sub(self.owed());
+        let capped = !self.has(flag::FED | flag::CLOSING);
         // After our FIN nothing more can be sent: output is dropped.
         let shut = self.has(flag::SHUT_ASKED | flag::WRITE_SHUT);
         let mut shared = shared.filter(|_| !shut && self.gathers());
@@ -362,12 +376,16 @@ impl<P: Service> Session<P> {
         .with_opener(opener)
         .with_adopted(adopted)
         .with_blocking_pool(env.blocking);
+        if capped && !shut {
+            cx = cx.with_output_room(room);
+        }
         let proto = &mut self.proto;
         let mut result =
             catch_unwind(AssertUnwindSafe(|| f(proto, &mut cx))).map_err(|_| Fault::Panicked);
         let half_close = cx.half_close_allowed();
         let drained_notice = cx.drained_notice_asked();
         let input_hold = cx.input_hold_asked();
+        let output_full = cx.output_full();
         let mut files = cx.take_file_regions();
         drop(cx);
         if let (Some(tls), Some(plain)) = (self.tls.as_deref_mut(), plain) {
@@ -403,6 +421,12 @@ impl<P: Service> Session<P> {
             if let Err(fault) = self.refill_tls(shared, env) {
                 result = result.and(Err(fault));
             }
+        }
+        if output_full {
+            // Not read until the peer has taken half; then the input the
+            // service left is offered again.
+            self.flags |= flag::PAUSED;
+            self.asks |= asked::OUTPUT_FULL;
         }
         result
     }
@@ -620,7 +644,8 @@ impl<P: Service> Session<P> {
         shared: Option<&mut Vec<u8>>,
         env: &mut Env,
     ) -> Result<(), Fault> {
-        self.asks &= !asked::REOFFER;
+        // Its call sets OUTPUT_FULL again if it stops at the mark once more.
+        self.asks &= !(asked::REOFFER | asked::OUTPUT_FULL);
         let was_idle = self.proto_idle();
         let was_between = was_idle && self.input.is_empty();
         let owed = self.owed() > 0;
@@ -689,8 +714,9 @@ impl<P: Service> Session<P> {
         if self.has(flag::CLOSING) {
             return Ok(());
         }
-        if self.asks & asked::HOLDING != 0 {
-            // The protocol hears of it after the input it holds.
+        if self.asks & asked::HOLDING != 0 || self.answers_wait() {
+            // The protocol hears of it after the input it holds, or has
+            // yet to answer.
             self.asks |= asked::EOF_HELD;
             return Ok(());
         }
@@ -728,15 +754,28 @@ impl<P: Service> Session<P> {
         self.tell(None, env, |p, cx| p.on_blocking_done(key, result, cx))
     }
 
+    /// Whether the service stopped answering at the output high-water mark
+    /// and has input (its own, or left with the engine) still to answer.
+    fn answers_wait(&self) -> bool {
+        self.asks & asked::OUTPUT_FULL != 0 && (!self.input.is_empty() || !self.proto_idle())
+    }
+
+    /// Whether input left unconsumed (or a FIN behind it) is due to be
+    /// offered: released, or the output it stopped at has drained to half.
+    fn input_due(&self) -> bool {
+        let eof = self.asks & asked::EOF_HELD != 0 && !self.answers_wait();
+        (self.asks & asked::REOFFER != 0 || eof) && self.asks & asked::HOLDING == 0
+    }
+
     /// Whether the service has a callback due in the loop's next pass (its
-    /// input released, or a drained notice with nothing owed); true once,
-    /// when the loop should put it in its list (see [`Session::run_due`]).
+    /// input released or to be answered on, or a drained notice with
+    /// nothing owed); true once, when the loop should put it in its list
+    /// (see [`Session::run_due`]).
     pub(crate) fn take_due(&mut self) -> bool {
         if self.asks & asked::DUE != 0 || self.has(flag::CLOSING | flag::LINGERING) {
             return false;
         }
-        let released =
-            self.asks & (asked::REOFFER | asked::EOF_HELD) != 0 && self.asks & asked::HOLDING == 0;
+        let released = self.input_due();
         let drained = self.asks & asked::DRAINED != 0 && self.owed() == 0;
         if released || drained {
             self.asks |= asked::DUE;
@@ -760,15 +799,17 @@ impl<P: Service> Session<P> {
             return Ok(false);
         }
         // Held again since it was released: offered at the next release.
-        let reoffered = self.asks & (asked::REOFFER | asked::EOF_HELD) != 0
-            && self.asks & asked::HOLDING == 0;
+        let reoffered = self.input_due();
         if reoffered && self.asks & asked::REOFFER != 0 {
             self.asks &= !asked::REOFFER;
-            if !self.input.is_empty() {
+            // A service that stopped at the output mark may keep the rest
+            // itself (RESP gathers a long pipeline): offered even if empty.
+            if !self.input.is_empty() || self.answers_wait() {
                 self.offer_input(&[], shared.as_deref_mut(), env)?;
             }
         }
-        if reoffered && self.asks & asked::EOF_HELD != 0 {
+        // The FIN waits until the input before it is answered.
+        if reoffered && self.asks & asked::EOF_HELD != 0 && !self.answers_wait() {
             self.asks &= !asked::EOF_HELD;
             self.on_eof(shared.as_deref_mut(), env)?;
         }
@@ -989,6 +1030,10 @@ impl<P: Service> Session<P> {
             if self.has(flag::PAUSED) {
                 self.flags &= !flag::PAUSED;
                 sent.resumed = !self.has(flag::CLOSING);
+            }
+            if self.answers_wait() {
+                // Its input is answered on in the loop's next pass.
+                self.asks |= asked::REOFFER;
             }
             // Writers that forwarded past the high-water mark read again.
             if let Some(extras) = self.extras.as_deref_mut() {

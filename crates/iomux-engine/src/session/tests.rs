@@ -611,6 +611,93 @@ fn a_fin_that_comes_while_input_is_held_is_told_after_the_held_input() {
     assert!(s.is_closing());
 }
 
+/// Answers each line with 30 bytes, and stops at the engine's output mark
+/// as a service answering pipelined input should.
+#[derive(Default)]
+struct Answering {
+    answered: usize,
+    eof_after: Option<usize>,
+}
+
+impl Service for Answering {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        let mut at = 0;
+        while let Some(end) = input[at..].iter().position(|&b| b == b'\n') {
+            at += end + 1;
+            cx.write(&[b'a'; 30]);
+            self.answered += 1;
+            if cx.output_full() {
+                break;
+            }
+        }
+        Step::keep(at)
+    }
+    fn on_eof(&mut self, _pending: &[u8], _cx: &mut Context) {
+        self.eof_after = Some(self.answered);
+    }
+}
+
+#[test]
+fn answers_stop_at_the_output_mark_and_the_input_is_offered_again_as_the_peer_reads() {
+    let mut w = World::new();
+    let mut s = Session::new(Answering::default(), ConnId::new(0, 4), w.now);
+    let mut env = w.env();
+    // Ten requests in one read ask for 300 bytes; the mark is 100.
+    s.on_received(&b"x\n".repeat(10), None, &mut env).unwrap();
+    s.on_eof(None, &mut env).unwrap();
+    assert_eq!(s.proto.answered, 4, "120 owed: it stopped");
+    assert_eq!(s.owed(), 120);
+    assert!(!s.reading());
+    assert_eq!(s.proto.eof_after, None, "the FIN waits behind the requests");
+    assert!(!s.take_due(), "nothing is due while the peer owes");
+    s.on_sent(60, None, &mut env).unwrap();
+    assert!(!s.take_due(), "60 owed: above half the mark");
+    s.on_sent(20, None, &mut env).unwrap();
+    assert!(s.take_due(), "40 owed: answered on in the next pass");
+    s.run_due(None, &mut env).unwrap();
+    assert_eq!(
+        s.proto.answered, 6,
+        "room for 60: two more, with no new bytes"
+    );
+    assert_eq!(s.proto.eof_after, None);
+    // The peer reads on; the rest is answered, then the FIN is told.
+    for _ in 0..10 {
+        let owed = s.owed();
+        s.on_sent(owed, None, &mut env).unwrap();
+        if s.take_due() {
+            s.run_due(None, &mut env).unwrap();
+        }
+    }
+    assert_eq!(s.proto.answered, 10);
+    assert_eq!(s.proto.eof_after, Some(10));
+    assert!(s.is_closing());
+}
+
+#[test]
+fn answers_gathered_in_the_shared_buffer_stop_at_the_mark_too() {
+    let mut w = World::new();
+    let mut s = Session::new(Answering::default(), ConnId::new(0, 4), w.now);
+    let mut env = w.env();
+    let mut shared = Vec::new();
+    s.on_received(&b"x\n".repeat(10), Some(&mut shared), &mut env)
+        .unwrap();
+    assert_eq!((s.proto.answered, shared.len()), (4, 120));
+    assert!(
+        !s.reading(),
+        "nothing owed yet, but the answers wait to be sent"
+    );
+    // The kernel takes the whole shared buffer: answered on next pass.
+    s.on_sent(120, Some(120), &mut env).unwrap();
+    assert!(s.take_due());
+    let mut shared = Vec::new();
+    assert_eq!(
+        s.run_due(Some(&mut shared), &mut env),
+        Ok(false),
+        "stopped again"
+    );
+    assert_eq!((s.proto.answered, shared.len()), (8, 120));
+}
+
 #[test]
 fn the_protocol_is_told_when_its_unconsumed_input_reaches_the_cap() {
     #[derive(Default)]

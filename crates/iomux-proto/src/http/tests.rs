@@ -296,6 +296,29 @@ fn pipeline_of_sixteen_in_one_call() {
 }
 
 #[test]
+fn pipelined_requests_wait_once_the_output_reaches_the_engines_mark() {
+    let req: Vec<u8> = GET.repeat(16);
+    let mut conn = http();
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let id = crate::ConnId::new(0, 1);
+    let now = std::time::Instant::now();
+    // Room for about two answers: the third request is not parsed.
+    let one = feed(&mut http(), GET).0.len();
+    let mut cx = Context::new(id, now, &mut out, &mut commands).with_output_room(one + 1);
+    let step = conn.on_data(&req, &mut cx);
+    assert_eq!(step, Step::keep(2 * GET.len()));
+    assert_eq!(parse_responses(&out, &[]).len(), 2);
+    // Offered again with room for all: the other fourteen, in order.
+    let mut rest = Vec::new();
+    let mut cx = Context::new(id, now, &mut rest, &mut commands);
+    assert_eq!(
+        conn.on_data(&req[2 * GET.len()..], &mut cx),
+        Step::keep(14 * GET.len())
+    );
+    assert_eq!(parse_responses(&rest, &[]).len(), 14);
+}
+
+#[test]
 fn responses_copied_within_a_slice_match_those_rendered_alone() {
     // After a slice's first hello response the others are copied from it in
     // `out` (which may already hold earlier output): each must still be what

@@ -40,7 +40,7 @@ struct Plain(Resp);
 
 impl Protocol for Plain {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let now = self.0.session.shared.db.now_ms();
+        let now = self.0.client.shared.db.now_ms();
         self.0.on_input_at(input, out, now)
     }
 
@@ -377,7 +377,7 @@ fn a_value_over_the_limit_is_refused() {
 // ---- commands ----
 
 /// Run `(command, expected reply)` pairs in order on one connection at time `now`.
-fn check_session(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
+fn check_conversation(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
     let mut conn = Resp::new(shared.clone());
     for (command, expected) in script {
         let mut out = Vec::new();
@@ -389,7 +389,7 @@ fn check_session(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
 #[test]
 fn string_commands_answer_as_redis() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         1000,
         &[
@@ -516,6 +516,47 @@ fn string_commands_answer_as_redis() {
 }
 
 #[test]
+fn answering_stops_once_the_output_reaches_the_engines_mark_and_the_rest_waits() {
+    let shared = shared();
+    let value = vec![b'v'; 100];
+    shared.db.set_many([(&b"k"[..], &value[..])].into_iter(), 0);
+    let mut conn = Resp::new(shared);
+    let input = b"GET k\r\n".repeat(3);
+    let (mut out, mut commands) = (Vec::new(), Vec::new());
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    // 108 bytes after the first answer, 216 after the second: full, stop.
+    let step = conn.on_data_at(&input, &mut cx, 0);
+    assert_eq!((step.consumed, step.close), (14, false));
+    assert_eq!(out.len(), 216);
+    // Offered again with room: the third is answered.
+    let mut out = Vec::new();
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    assert_eq!(conn.on_data_at(&input[14..], &mut cx, 0).consumed, 7);
+    assert_eq!(out.len(), 108);
+    // A pipeline too long to leave with the engine is kept by the
+    // connection, and answered as it is offered again with nothing new.
+    let long = b"GET k\r\n".repeat(50_000);
+    let mut out = Vec::new();
+    let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+        .with_output_room(150);
+    assert_eq!(conn.on_data_at(&long, &mut cx, 0).consumed, long.len());
+    assert_eq!(out.len(), 216);
+    assert!(!conn.is_idle(), "it holds the rest");
+    let mut answered = 2;
+    while !conn.is_idle() {
+        let mut out = Vec::new();
+        let mut cx = Context::new(ConnId::new(0, 1), Instant::now(), &mut out, &mut commands)
+            .with_output_room(150);
+        assert_eq!(conn.on_data_at(b"", &mut cx, 0).consumed, 0);
+        answered += out.len() / 108;
+    }
+    assert_eq!(answered, 50_000);
+    assert!(commands.is_empty());
+}
+
+#[test]
 fn flushall_async_empties_the_keyspace_at_once_and_frees_it_on_another_thread() {
     let shared = shared();
     let keys: Vec<Vec<u8>> = (0..50_000)
@@ -597,7 +638,7 @@ fn quit_answers_ok_and_closes_without_running_the_rest() {
 #[test]
 fn keys_expire_lazily_at_their_deadline() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         1_000,
         &[
@@ -606,7 +647,7 @@ fn keys_expire_lazily_at_their_deadline() {
             ("PTTL k", ":10000\r\n"),
         ],
     );
-    check_session(
+    check_conversation(
         &shared,
         5_400,
         &[
@@ -615,12 +656,12 @@ fn keys_expire_lazily_at_their_deadline() {
             ("GET k", "$1\r\nv\r\n"),
         ],
     );
-    check_session(
+    check_conversation(
         &shared,
         10_999,
         &[("PTTL k", ":1\r\n"), ("DBSIZE", ":1\r\n")],
     );
-    check_session(
+    check_conversation(
         &shared,
         11_000,
         &[
@@ -634,7 +675,7 @@ fn keys_expire_lazily_at_their_deadline() {
 #[test]
 fn ttl_changes_follow_redis() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         0,
         &[
