@@ -118,6 +118,10 @@ fn waiting_stops_no_one(server: &ServerProcess, engine: &str) {
     }
     assert!(nothing_yet(&mut timer), "{engine}: the 60 s timer answered early");
     assert!(nothing_yet(&mut sleeper), "{engine}: the 60 s blocking work answered early");
+    // A longer sleep would let a few requests hold every worker for good.
+    let refused = ask(server, "GET", "/blocking?ms=60001", b"");
+    assert_eq!(refused.code, 400, "{engine}");
+    assert!(text(&refused).contains("up to 60000"), "{engine}: {}", text(&refused));
 }
 
 /// A chunked body: its chunks' data, then what follows the last chunk.
@@ -301,4 +305,35 @@ fn a_gibibyte_download_to_a_slow_reader_keeps_the_server_memory_bounded() {
         peak < before + MEMORY_BOUND_KIB,
         "the server grew from {before} to {peak} KiB during a 1 GiB download"
     );
+}
+
+/// Requests pipelined behind an unanswered one are not parsed ahead, and
+/// the input waiting behind it is bounded: the server stops reading, so the
+/// client's writes block (TCP holds it back) long before it could fill the
+/// server's memory.
+#[test]
+fn requests_pipelined_behind_a_deferred_answer_are_held_bounded() {
+    let server = start("epoll-edge");
+    let before = server.rss_kib();
+    let mut s = server.connect();
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"GET /wait?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let batch = b"GET /items/1 HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2048);
+    let mut written = 0usize;
+    let limit = 64 << 20;
+    let blocked = loop {
+        match s.write(&batch) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break true,
+            Err(e) => panic!("the server dropped the connection after {written} bytes: {e}"),
+        }
+        if written > limit {
+            break false;
+        }
+    };
+    assert!(blocked, "{written} bytes of requests taken behind an unanswered one");
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB holding {written} bytes of requests");
+    assert!(nothing_yet(&mut s), "an answer overtook the unanswered first request");
+    assert_eq!(ask(&server, "GET", "/wait?ms=0", b"").code, 200, "others are still served");
 }
