@@ -329,7 +329,33 @@ fn check(mut out: &[u8]) -> Vec<u32> {
     seqs
 }
 
+/// The panics this target's handlers cause on purpose (the core catches
+/// them); libFuzzer's panic hook would abort on them, any other still does.
+const DELIBERATE: &[&str] = &[
+    "a handler panic",
+    "a deferred panic",
+    "a response was already started for this request",
+];
+
+fn let_deliberate_panics_unwind() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            if !message.is_some_and(|m| DELIBERATE.contains(&m)) {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|ops: Vec<Op>| {
+    let_deliberate_panics_unwind();
     let mut d = Driver {
         http: Http::new(&DEFAULT, router()),
         pending: Vec::new(),
