@@ -5,7 +5,9 @@ in the page cache) served by:
 - iomux `serve --root DIR` on epoll (`iomux-epoll`) and on io_uring
   completions (`iomux-uring`), and on epoll without the open-file cache
   (`iomux-epoll-nocache`, `--open-file-cache 0`: every request opens,
-  stats and closes its file);
+  stats and closes its file); `iomux-epoll-level` (`--trigger level`) and
+  `iomux-epoll-alt` (the binary IOMUX_ALT names, for A/B runs of a change)
+  on request;
 - nginx, one worker, `open_file_cache`, access log off, once with
   `sendfile on; tcp_nopush on;` (`nginx-sendfile`) and once with `sendfile
   off` (`nginx-copy`): the better of the two per size is what iomux is held to;
@@ -41,7 +43,7 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 # Connections per size: enough to keep one server core busy without
 # queueing hundreds of 100 MiB responses.
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
-ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
+ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "iomux-epoll-level", "iomux-epoll-alt", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
 
 NGINX_STATIC_CONF = """\
 worker_processes 1;
@@ -98,9 +100,16 @@ def start(name, site, workdir, cpu):
     addr = f"127.0.0.1:{port}"
     if name.startswith("iomux-"):
         backend = name.split("-")[1]
-        argv = [srv.IOMUX, "serve", "--root", site, "--backend", backend, "--addr", addr, "--idle-timeout", "300"]
+        binary = srv.IOMUX
+        if name.endswith("-alt"):
+            binary = os.environ.get("IOMUX_ALT", "")
+            if not os.path.exists(binary):
+                sys.exit(f"{name} needs IOMUX_ALT=PATH of another iomux build (for A/B runs of a change)")
+        argv = [binary, "serve", "--root", site, "--backend", backend, "--addr", addr, "--idle-timeout", "300"]
         if name.endswith("-nocache"):
             argv += ["--open-file-cache", "0"]
+        if name.endswith("-level"):
+            argv += ["--trigger", "level"]
     elif name.startswith("nginx-"):
         prefix = os.path.join(workdir, name)
         os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
@@ -131,7 +140,13 @@ class FloorFile(srv.Server):
         super().__init__("floor-file", argv, port, cpu, workdir)
 
 
+# A 100 MiB response takes tens of milliseconds: runs of that size last
+# longer, so that CPU time (counted in 10 ms ticks) covers enough requests.
+DURATION_SCALE = {"100m": 4}
+
+
 def run_wrk(server, size_name, duration, cpu):
+    duration *= DURATION_SCALE.get(size_name, 1)
     url = server.url(f"/{size_name}.bin")
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{CONNS[size_name]}", f"-d{duration}s", url]
     before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -241,8 +256,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
-    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
+    on_request = ("iomux-epoll-level", "iomux-epoll-alt")
+    ap.add_argument("--servers", default=",".join(s for s in ORDER if s not in on_request), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of " + ",".join(SIZES))
+    ap.add_argument("--conns", type=int, help="wrk connections for every size (default: per size, %s)" % CONNS)
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
     args = ap.parse_args()
     which = [s for s in ORDER if s in args.servers.split(",")]
@@ -252,6 +269,8 @@ def main():
     if "floor-file" in which and not os.path.exists(srv.FLOOR):
         sys.exit(f"{srv.FLOOR} is missing: cargo build --release --manifest-path bench/floor-peer/Cargo.toml")
     sizes = [s for s in SIZES if s in args.sizes.split(",")]
+    if args.conns:
+        CONNS.update((size, args.conns) for size in CONNS)
     if not which or not sizes:
         sys.exit("nothing to run: check --servers and --sizes")
     workdir = tempfile.mkdtemp(prefix="iomux-static-bench-")

@@ -25,6 +25,9 @@ const MAX_ITEM_BODY: usize = 64 * 1024;
 const EVENT_INTERVAL: Duration = Duration::from_millis(50);
 /// How much of a download is written at a time (and all it costs in memory).
 const DOWNLOAD_PIECE: usize = 64 * 1024;
+/// The longest `GET /blocking` sleep: each holds one of the few worker
+/// threads every connection shares, and no client's disconnect ends it.
+const MAX_BLOCKING_MS: u64 = 60_000;
 
 #[derive(serde::Deserialize)]
 struct NewItem {
@@ -280,6 +283,12 @@ fn app() -> Router {
         })
         .get("/blocking", |req, reply| match number(req, "ms", MAX_MS, reply) {
             Err(answered) => answered,
+            Ok(ms) if ms > MAX_BLOCKING_MS => {
+                let why = format!(
+                    "give ms=N up to {MAX_BLOCKING_MS}: a sleep holds a worker thread all clients share\n"
+                );
+                text(reply, Status::BAD_REQUEST, &why)
+            }
             Ok(ms) => {
                 let work = move || {
                     std::thread::sleep(Duration::from_millis(ms));

@@ -123,6 +123,10 @@ fn waiting_stops_no_one(server: &ServerProcess, engine: &str) {
     }
     assert!(nothing_yet(&mut timer), "{engine}: the 60 s timer answered early");
     assert!(nothing_yet(&mut sleeper), "{engine}: the 60 s blocking work answered early");
+    // A longer sleep would let a few requests hold every worker for good.
+    let refused = ask(server, "GET", "/blocking?ms=60001", b"");
+    assert_eq!(refused.code, 400, "{engine}");
+    assert!(text(&refused).contains("up to 60000"), "{engine}: {}", text(&refused));
 }
 
 /// A chunked body: its chunks' data, then what follows the last chunk.

@@ -604,6 +604,35 @@ impl Prepared {
     }
 }
 
+/// Header fields checked and rendered once, then added to many responses
+/// with [`Head::headers`] at the cost of one copy (a static file's type and
+/// validators, kept with the file while it is unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreparedHeaders {
+    bytes: Box<[u8]>,
+}
+
+impl PreparedHeaders {
+    /// Render `fields` in order.
+    ///
+    /// # Panics
+    /// On a field [`Head::header`] refuses.
+    pub fn new<'n, 'v>(fields: impl IntoIterator<Item = (&'n str, &'v [u8])>) -> PreparedHeaders {
+        let mut bytes = Vec::new();
+        for (name, value) in fields {
+            write_header(&mut bytes, name, value);
+        }
+        PreparedHeaders {
+            bytes: bytes.into_boxed_slice(),
+        }
+    }
+
+    /// The rendered fields, each `name: value` CRLF.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Append `name: value` CRLF after checking the field is one a handler may
 /// send (see [`Head::header`]).
 fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -651,6 +680,12 @@ impl Head<'_, '_, '_> {
     /// with CR, LF or NUL (handler faults, answered with `500`).
     pub fn header(self, name: &str, value: impl AsRef<[u8]>) -> Self {
         write_header(self.reply.cx.out(), name, value.as_ref());
+        self
+    }
+
+    /// Add every field of `headers`, as [`Head::header`] would one by one.
+    pub fn headers(self, headers: &PreparedHeaders) -> Self {
+        self.reply.cx.out().extend_from_slice(&headers.bytes);
         self
     }
 

@@ -26,6 +26,8 @@
 //! assert!(out.ends_with(b"\r\n\r\nitem 7"));
 //! ```
 
+#[cfg(test)]
+mod api_tests;
 mod chunked;
 mod date;
 pub mod files;
@@ -37,12 +39,13 @@ mod request;
 mod response;
 mod router;
 #[cfg(test)]
-mod api_tests;
-#[cfg(test)]
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
-pub use handler::{handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, Reply, Upstream};
+pub use handler::{
+    handler_fn, Exchange, Flow, FnHandler, Handler, Head, Prepared, PreparedHeaders, Reply,
+    Upstream,
+};
 pub use hello::HELLO;
 pub use limits::{
     fixed_clock, system_clock, HttpConfig, HttpCounters, HttpLimits, DEFAULT_CONFIG,
@@ -422,11 +425,7 @@ impl<H: Handler> Http<H> {
     /// connection on a fault or after its last answer; input held back is
     /// offered again once the exchange wants more body or its answer went
     /// out (the next pipelined request waits in it).
-    fn callback(
-        &mut self,
-        cx: &mut Context,
-        f: impl FnOnce(&mut dyn Exchange, &mut Reply),
-    ) {
+    fn callback(&mut self, cx: &mut Context, f: impl FnOnce(&mut dyn Exchange, &mut Reply)) {
         let mut slice = SliceCache::new(self.config.clock);
         let called = self.guarded(&mut slice, cx, |_, exchange, reply| {
             if let Some(ex) = exchange {
@@ -620,7 +619,9 @@ impl<H: Handler> Service for Http<H> {
         cx: &mut Context,
     ) {
         if self.exchange.is_some() && key >> 32 == u64::from(self.tx.seq) {
-            self.callback(cx, |ex, reply| ex.on_blocking_done(key as u32, result, reply));
+            self.callback(cx, |ex, reply| {
+                ex.on_blocking_done(key as u32, result, reply)
+            });
         }
     }
 

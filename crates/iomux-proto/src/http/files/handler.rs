@@ -25,8 +25,13 @@ impl Handler for StaticFiles {
         let response = self.respond(&request);
         let status = Status::from_code(response.status).unwrap_or(Status::INTERNAL_SERVER_ERROR);
         let mut head = reply.head(status);
-        for (name, value) in response.headers() {
-            head = head.header(name, value);
+        match response.prepared_headers() {
+            Some(fields) => head = head.headers(fields),
+            None => {
+                for (name, value) in response.headers() {
+                    head = head.header(name, value);
+                }
+            }
         }
         match response.body {
             FileBody::Empty => head.body(b""),

@@ -25,6 +25,7 @@ pub mod path;
 pub mod range;
 pub mod validators;
 
+use crate::http::PreparedHeaders;
 use encoding::{acceptable_codings, Coding};
 use open::{Kind, Lookup, OpenError, OpenFileCache, Opened, Root};
 use path::{resolve_target, PathError, TargetPath};
@@ -90,6 +91,9 @@ pub struct Representation {
     coding: Option<Coding>,
     /// The whole content of a file of at most `in_memory` bytes.
     bytes: Option<Arc<[u8]>>,
+    /// The header fields of a `200` of the whole file, rendered once (what
+    /// [`FileResponse::headers`] lists for it).
+    headers: PreparedHeaders,
 }
 
 impl Representation {
@@ -98,20 +102,30 @@ impl Representation {
         content_type: String,
         coding: Option<Coding>,
         in_memory: u64,
+        cache_control: Option<&str>,
     ) -> Representation {
         let meta = opened.meta;
         let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
         let bytes = (meta.size <= in_memory)
             .then(|| read_whole(&opened.file, meta.size))
             .flatten();
+        let last_modified = validators.last_modified();
+        let headers = PreparedHeaders::new(entity_headers(
+            content_type.as_bytes(),
+            &validators.etag,
+            &last_modified,
+            cache_control,
+            coding,
+        ));
         Representation {
             file: opened.file.clone(),
             size: meta.size,
-            last_modified: validators.last_modified(),
+            last_modified,
             validators,
             content_type,
             coding,
             bytes,
+            headers,
         }
     }
 }
@@ -130,6 +144,28 @@ fn read_whole(file: &File, size: u64) -> Option<Arc<[u8]>> {
         }
     }
     (n as u64 == size).then(|| Arc::from(&buf[..n]))
+}
+
+/// The fields of a `200` of a whole file, in [`FileResponse::headers`]'s
+/// order.
+fn entity_headers<'a>(
+    content_type: &'a [u8],
+    etag: &'a str,
+    last_modified: &'a [u8],
+    cache_control: Option<&'a str>,
+    coding: Option<Coding>,
+) -> impl Iterator<Item = (&'static str, &'a [u8])> {
+    [
+        Some(("Content-Type", content_type)),
+        Some(("ETag", etag.as_bytes())),
+        Some(("Last-Modified", last_modified)),
+        cache_control.map(|v| ("Cache-Control", v.as_bytes())),
+        Some(("Vary", &b"Accept-Encoding"[..])),
+        Some(("Accept-Ranges", &b"bytes"[..])),
+        coding.map(|c| ("Content-Encoding", c.token().as_bytes())),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// What a static-file request is answered with.
@@ -190,6 +226,18 @@ impl FileResponse {
             .into_iter()
             .flatten()
             .chain(self.extra.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    /// The same fields as [`headers`](Self::headers), rendered once with the
+    /// file, when this is a `200` of a whole file (the common answer).
+    pub fn prepared_headers(&self) -> Option<&PreparedHeaders> {
+        let whole_file = self.status == 200
+            && self.extra.is_empty()
+            && matches!(self.content_type, ContentType::File);
+        self.rep
+            .as_deref()
+            .filter(|_| whole_file)
+            .map(|r| &r.headers)
     }
 
     /// The value of header `name` (ASCII case-insensitive), if present.
@@ -267,6 +315,20 @@ impl StaticFiles {
     /// Serve the directory `root` with `options`. Fails (naming the path)
     /// when `root` is not a directory that can be opened.
     pub fn new(root: &Path, options: StaticOptions) -> std::io::Result<StaticFiles> {
+        if let Some(value) = &options.cache_control {
+            if value.is_empty()
+                || !value
+                    .bytes()
+                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "Cache-Control value {value:?}: a header value is printable ASCII on one line"
+                    ),
+                ));
+            }
+        }
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
@@ -341,7 +403,13 @@ impl StaticFiles {
     ) -> Result<Lookup<Representation>, OpenError> {
         self.cache.open(&self.root, relative, |opened| {
             let name = coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
-            Representation::new(opened, content_type(name), coding, self.in_memory)
+            Representation::new(
+                opened,
+                content_type(name),
+                coding,
+                self.in_memory,
+                self.cache_control.as_deref(),
+            )
         })
     }
 

@@ -479,3 +479,70 @@ fn precompressed_siblings_by_accept_encoding() {
     // Each representation has its own tag.
     assert_ne!(header(&r, "ETag"), header(&plain, "ETag"));
 }
+
+#[test]
+fn prepared_headers_are_the_listed_ones() {
+    let s = site(
+        "prepared",
+        StaticOptions {
+            cache_control: Some("max-age=60".into()),
+            open_file_cache: 16,
+            ..Default::default()
+        },
+    );
+    let render = |r: &FileResponse| {
+        let mut out = Vec::new();
+        for (name, value) in r.headers() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+    // Whole files, from memory and from the file, identity or precompressed.
+    for r in [
+        get(&s.files, "/digits.txt"),
+        get(&s.files, "/app.js"),
+        with(&s.files, "/app.js", |r| r.accept_encoding = Some(b"br")),
+        get(&s.files, "/"),
+    ] {
+        assert_eq!(r.status, 200);
+        let prepared = r.prepared_headers().expect("a 200 of a whole file");
+        assert_eq!(
+            String::from_utf8_lossy(prepared.as_bytes()),
+            String::from_utf8_lossy(&render(&r))
+        );
+    }
+    // Every other answer lists its own.
+    for r in [
+        with(&s.files, "/digits.txt", |r| r.range = Some(b"bytes=0-1")),
+        with(&s.files, "/digits.txt", |r| {
+            r.conditionals.if_none_match = Some(b"*")
+        }),
+        with(&s.files, "/digits.txt", |r| {
+            r.conditionals.if_match = Some(b"\"x\"")
+        }),
+        get(&s.files, "/missing"),
+        get(&s.files, "/docs"),
+    ] {
+        assert!(r.prepared_headers().is_none(), "{}", r.status);
+    }
+}
+
+#[test]
+fn a_cache_control_that_is_no_header_value_is_refused() {
+    let dir = std::env::temp_dir();
+    for bad in ["", "max-age=1\r\nX: y", "caf\u{e9}"] {
+        let err = StaticFiles::new(
+            &dir,
+            StaticOptions {
+                cache_control: Some(bad.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("Cache-Control"), "{err}");
+    }
+}
