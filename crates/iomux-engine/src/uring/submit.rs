@@ -209,7 +209,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
                 let (k, token) = decode(cqe.user_data());
-                if !matches!(k, kind::RECV | kind::SEND | kind::CONNECT) {
+                if !matches!(k, kind::RECV | kind::SEND | kind::SENDFILE | kind::CONNECT) {
                     continue;
                 }
                 let more = cqueue::more(cqe.flags());
