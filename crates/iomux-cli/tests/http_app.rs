@@ -74,6 +74,11 @@ fn items_api(server: &ServerProcess, engine: &str) {
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 204, "{engine}");
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 404, "{engine}");
     assert_eq!(ask(server, "GET", "/items/7", b"").code, 404, "{engine}");
+    for target in ["/wait", "/wait?ms=x", "/wait?ms=3600001", "/blocking?ms=-1", "/events?n=", "/download?bytes=1e3"] {
+        let r = ask(server, "GET", target, b"");
+        assert_eq!(r.code, 400, "{engine}: {target}");
+        assert!(text(&r).starts_with("give "), "{engine}: {target}: {}", text(&r));
+    }
 }
 
 /// Whether nothing has arrived on `stream` yet (it stays open).
