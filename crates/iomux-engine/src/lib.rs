@@ -663,10 +663,10 @@ impl Handle {
     /// # let server: iomux_engine::Server = unimplemented!();
     /// let handle = server.handle();
     /// std::thread::spawn(move || {
-    ///     handle.run_in_loop(0, |cx| {
+    ///     handle.run_in_loop(0, |loop_cx| {
     ///         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    ///         let id = cx.adopt(ours).unwrap();
-    ///         cx.send_to(id, b"hello");
+    ///         let id = loop_cx.adopt(ours).unwrap();
+    ///         loop_cx.send_to(id, b"hello");
     ///         # drop(theirs);
     ///     })
     /// });

@@ -463,7 +463,7 @@ pub(crate) trait LoopEngine: Sized {
         let mut jobs = std::mem::take(&mut core.jobs);
         route.hub.take_jobs(route.index, &mut jobs);
         for job in jobs.drain(..) {
-            self.guarded(|cx| job(cx));
+            self.guarded(|loop_cx| job(loop_cx));
         }
         self.core().jobs = jobs;
         self.run_local()
@@ -525,7 +525,7 @@ pub(crate) trait LoopEngine: Sized {
         else {
             return Ok(());
         };
-        if !self.guarded(|cx| callback(cx, ready)) {
+        if !self.guarded(|loop_cx| callback(loop_cx, ready)) {
             LoopOps::unwatch(self, WatchId(token.0));
             return Ok(());
         }
@@ -727,7 +727,7 @@ pub(crate) trait LoopEngine: Sized {
         let core = self.core();
         if asker.0 == LOOP_ASKER {
             if let Some(told) = core.loop_connects.remove(&tag) {
-                self.guarded(|cx| told(cx, result));
+                self.guarded(|loop_cx| told(loop_cx, result));
                 self.run_local()?;
             }
             return Ok(());
@@ -916,7 +916,7 @@ impl<E: LoopEngine> LoopOps for E {
         let token = Token(conn.token());
         if token.0 == LOOP_ASKER {
             if let Some(done) = self.core().loop_blocking.remove(&key) {
-                self.guarded(|cx| done(cx, result));
+                self.guarded(|loop_cx| done(loop_cx, result));
                 let _ = self.run_local();
             }
             return;
