@@ -8,7 +8,7 @@
 //! is the [`Session`]'s: this loop only moves bytes and readiness.
 
 use crate::buffer::BufPool;
-use crate::life::LoopContext;
+use crate::life::LoopSetup;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Front, Session};
@@ -65,7 +65,7 @@ pub(crate) fn run<P, F>(
     backend: Backend,
     trigger: Trigger,
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
 ) -> io::Result<LoopStats>
 where
     P: Service,
@@ -73,12 +73,12 @@ where
 {
     // Monomorphised per backend: the loop calls the selector directly.
     match backend {
-        Backend::Epoll => start_and_run(EpollSelector::new(trigger), listener, cx),
-        Backend::Poll => start_and_run(PollSelector::new(), listener, cx),
-        Backend::Select => start_and_run(SelectSelector::new(), listener, cx),
-        Backend::Uring => start_and_run(UringSelector::new(trigger), listener, cx),
+        Backend::Epoll => start_and_run(EpollSelector::new(trigger), listener, setup),
+        Backend::Poll => start_and_run(PollSelector::new(), listener, setup),
+        Backend::Select => start_and_run(SelectSelector::new(), listener, setup),
+        Backend::Uring => start_and_run(UringSelector::new(trigger), listener, setup),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
-        Backend::Sigio => start_and_run(SigioSelector::new(), listener, cx),
+        Backend::Sigio => start_and_run(SigioSelector::new(), listener, setup),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the event loop has no {backend} selector"),
@@ -91,10 +91,10 @@ where
 fn start_and_run<S: Selector, P: Service, F: Fn() -> P>(
     selector: io::Result<S>,
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
 ) -> io::Result<LoopStats> {
-    let started = cx.started.clone();
-    match selector.and_then(|s| Reactor::new(s, listener, cx)) {
+    let started = setup.started.clone();
+    match selector.and_then(|s| Reactor::new(s, listener, setup)) {
         Ok(reactor) => {
             started.report(Ok(()));
             reactor.run()
@@ -146,18 +146,18 @@ struct Reactor<S, P, F> {
 }
 
 impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
-    fn new(mut selector: S, listener: Listener, cx: LoopContext<F>) -> io::Result<Self> {
+    fn new(mut selector: S, listener: Listener, setup: LoopSetup<F>) -> io::Result<Self> {
         let trigger = selector.trigger();
         selector.register(listener.as_fd(), LISTENER, Interest::READABLE)?;
         let waker = selector.waker(WAKER)?;
-        cx.hub.set_waker(cx.index, waker.clone());
-        cx.shutdown.add_waker(waker);
+        setup.hub.set_waker(setup.index, waker.clone());
+        setup.shutdown.add_waker(waker);
         Ok(Reactor {
             selector,
             trigger,
             listener: Some(listener),
             acceptor: Acceptor::new()?,
-            core: LoopCore::new(cx, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
+            core: LoopCore::new(setup, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
             to_flush: Vec::new(),
             overflowed: Vec::new(),
             capped: Vec::new(),
@@ -181,7 +181,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     LISTENER => self.accept_all(),
                     WAKER => {
                         let _ = self.take_mail();
-                        if self.core.context().shutdown.is_triggered()
+                        if self.core.setup().shutdown.is_triggered()
                             && !self.core.clock().draining()
                         {
                             self.begin_drain();
@@ -270,7 +270,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         if self.open_conn(stream, false).is_err() {
             self.core.stats().refused += 1;
             self.core.stats().unwatchable += 1;
-            self.core.context().max_conns.release();
+            self.core.setup().max_conns.release();
         }
     }
 
@@ -305,7 +305,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// Set up a new connection's socket and register it.
     fn watch(&mut self, stream: &Stream, token: Token, interest: Interest) -> io::Result<()> {
-        if self.core.context().config.nodelay {
+        if self.core.setup().config.nodelay {
             let _ = stream.set_nodelay(true);
         }
         self.selector.register(stream.as_fd(), token, interest)?;
@@ -443,7 +443,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn flush(&mut self, token: Token) -> io::Result<()> {
         let conn = self.core.conn(token).expect("live connection");
         let (fd, owed) = (conn.fd(), conn.session.owed());
-        let cork = self.core.context().config.cork;
+        let cork = self.core.setup().config.cork;
         if owed > 0 {
             if cork {
                 set_cork(fd, true);
