@@ -169,6 +169,9 @@ def run_once(server, profile, args, ca, cpu):
     row = {"server": server.name, "profile": profile, "server_cpu_s": server_cpu,
            "server_core_busy": server_cpu / wall, "client_core_busy": client_cpu / wall, "note": ""}
     out = done.stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{server.name} {profile}: {non2xx.group(1)} answers were not 200:\n{out}")
     if profile == "keepalive":
         units = int(re.search(r"(\d+) requests in", out).group(1))
         errors = re.search(r"Socket errors: (.*)", out)
@@ -255,6 +258,8 @@ def main():
               file=sys.stderr)
         args.profiles.remove("bulk")
     tmp = tempfile.mkdtemp(prefix="tls-peers-")
+    # nginx's worker runs as an unprivileged user: it must reach the files.
+    os.chmod(tmp, 0o755)
     certificates(tmp)
     ca = os.path.join(tmp, "ca.pem")
     if "bulk" in args.profiles:
@@ -262,6 +267,8 @@ def main():
         with open(os.path.join(tmp, "www", "big.bin"), "wb") as f:
             for _ in range(BULK_BYTES // (1 << 20)):
                 f.write(os.urandom(1 << 20))
+        os.chmod(os.path.join(tmp, "www"), 0o755)
+        os.chmod(os.path.join(tmp, "www", "big.bin"), 0o644)
     servers = start_servers(tmp, args.server_cpu, "bulk" in args.profiles)
     rows = []
     try:

@@ -10,7 +10,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request chunked split)
+    targets=(request chunked split exchange)
 fi
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"

@@ -25,6 +25,9 @@ const MAX_ITEM_BODY: usize = 64 * 1024;
 const EVENT_INTERVAL: Duration = Duration::from_millis(50);
 /// How much of a download is written at a time (and all it costs in memory).
 const DOWNLOAD_PIECE: usize = 64 * 1024;
+/// The longest `GET /blocking` sleep: each holds one of the few worker
+/// threads every connection shares, and no client's disconnect ends it.
+const MAX_BLOCKING_MS: u64 = 60_000;
 
 #[derive(serde::Deserialize)]
 struct NewItem {
@@ -51,14 +54,18 @@ fn item_id(req: &Request) -> Option<u64> {
     id.parse().ok()
 }
 
-/// A query parameter as a number, or `400` naming it.
-fn number(req: &Request, name: &str, reply: &mut Reply) -> Result<u64, Flow> {
+/// The longest `GET /wait` (an hour): a timer costs no thread, but one
+/// set for years is a connection held for years.
+const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// A query parameter as a number up to `max`, or `400` naming it.
+fn number(req: &Request, name: &str, max: u64, reply: &mut Reply) -> Result<u64, Flow> {
     match req.query_param(name).and_then(|v| v.parse().ok()) {
-        Some(n) => Ok(n),
-        None => Err(text(
+        Some(n) if n <= max => Ok(n),
+        _ => Err(text(
             reply,
             Status::BAD_REQUEST,
-            &format!("give {name}=N, a whole number\n"),
+            &format!("give {name}=N, a whole number up to {max}\n"),
         )),
     }
 }
@@ -238,14 +245,14 @@ fn app() -> Router {
                 body: Vec::new(),
             }),
         })
-        .get("/wait", |req, reply| match number(req, "ms", reply) {
+        .get("/wait", |req, reply| match number(req, "ms", MAX_WAIT_MS, reply) {
             Err(answered) => answered,
             Ok(ms) => {
                 reply.set_timer(0, Duration::from_millis(ms));
                 Flow::continue_with(Wait(ms))
             }
         })
-        .get("/events", |req, reply| match number(req, "n", reply) {
+        .get("/events", |req, reply| match number(req, "n", u64::MAX, reply) {
             Err(answered) => answered,
             Ok(count) => {
                 reply
@@ -259,7 +266,7 @@ fn app() -> Router {
             }
         })
         .post("/upload", |_req, _reply| Flow::continue_with(Upload::default()))
-        .get("/download", move |req, reply| match number(req, "bytes", reply) {
+        .get("/download", move |req, reply| match number(req, "bytes", u64::MAX, reply) {
             Err(answered) => answered,
             Ok(bytes) => {
                 reply
@@ -274,7 +281,7 @@ fn app() -> Router {
                 Flow::continue_with(download)
             }
         })
-        .get("/blocking", |req, reply| match number(req, "ms", reply) {
+        .get("/blocking", |req, reply| match number(req, "ms", MAX_BLOCKING_MS, reply) {
             Err(answered) => answered,
             Ok(ms) => {
                 let work = move || {

@@ -74,6 +74,11 @@ fn items_api(server: &ServerProcess, engine: &str) {
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 204, "{engine}");
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 404, "{engine}");
     assert_eq!(ask(server, "GET", "/items/7", b"").code, 404, "{engine}");
+    for target in ["/wait", "/wait?ms=x", "/wait?ms=3600001", "/blocking?ms=-1", "/events?n=", "/download?bytes=1e3"] {
+        let r = ask(server, "GET", target, b"");
+        assert_eq!(r.code, 400, "{engine}: {target}");
+        assert!(text(&r).starts_with("give "), "{engine}: {target}: {}", text(&r));
+    }
 }
 
 /// Whether nothing has arrived on `stream` yet (it stays open).
@@ -118,6 +123,10 @@ fn waiting_stops_no_one(server: &ServerProcess, engine: &str) {
     }
     assert!(nothing_yet(&mut timer), "{engine}: the 60 s timer answered early");
     assert!(nothing_yet(&mut sleeper), "{engine}: the 60 s blocking work answered early");
+    // A longer sleep would let a few requests hold every worker for good.
+    let refused = ask(server, "GET", "/blocking?ms=60001", b"");
+    assert_eq!(refused.code, 400, "{engine}");
+    assert!(text(&refused).contains("up to 60000"), "{engine}: {}", text(&refused));
 }
 
 /// A chunked body: its chunks' data, then what follows the last chunk.

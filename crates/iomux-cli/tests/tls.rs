@@ -689,3 +689,26 @@ fn a_gigabyte_echoes_in_bounded_memory(engine: &[&str]) {
     assert_eq!(counter(&err, "tls_errors"), 0, "{err}");
 }
 for_engines!(a_gigabyte_echoes_in_bounded_memory, [epoll_edge, uring]);
+
+/// Whether the kernel can take the record layer over is said once at
+/// start, whatever the number of loops (here it cannot: records are
+/// encrypted in user space, and the server serves).
+#[test]
+fn kernel_tls_is_reported_once_at_start() {
+    use iomux_engine::tls::{kernel_tls, KernelTls};
+    let mut server = tls_server("http", &["--threads", "2"], &[]);
+    let config = client_config(&certs().ec_cert, &[b"http/1.1"]);
+    let mut client = tls_connect(server.server.addr, &config);
+    get_plaintext(&mut client);
+    drop(client);
+    let err = server.stop_cleanly("kernel TLS note");
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains("TLS offload")).collect();
+    match kernel_tls() {
+        KernelTls::Unavailable(why) => {
+            assert_eq!(notes.len(), 1, "{err}");
+            assert!(notes[0].contains(&why), "{err}");
+            assert!(notes[0].contains("user space"), "{err}");
+        }
+        KernelTls::Available => assert!(notes.is_empty(), "{err}"),
+    }
+}

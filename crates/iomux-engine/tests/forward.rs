@@ -242,8 +242,27 @@ fn a_connect_that_takes_too_long_times_out(engine: Engine) {
 }
 
 /// Bytes held in kernel socket queues (sent but not acknowledged, received
-/// but not read) by the TCP connections with an end on one of `ports`.
+/// but not read) by the TCP connections with an end on one of `ports`, once
+/// the count holds still: /proc/net/tcp is read one socket after another, so
+/// bytes still moving between two of them (a loop that lost the CPU for the
+/// writer's whole quiet period) can be missed, or counted twice, by one
+/// read. At most ten looks, 100 ms apart, then the last one (bytes the
+/// servers truly hold are in no queue: they show in every look).
 fn kernel_queued(ports: &[u16]) -> usize {
+    let mut seen = kernel_queued_once(ports);
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(100));
+        let now = kernel_queued_once(ports);
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    seen
+}
+
+/// One read of [`kernel_queued`]'s count.
+fn kernel_queued_once(ports: &[u16]) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
     table

@@ -72,6 +72,9 @@ struct Conn<P> {
     dead: bool,
     /// Queued in `dirty` for a send at the end of the pass.
     dirty: bool,
+    /// Bytes the last `sendfile` outside the ring sent: told to the session
+    /// when the poll standing for its send completes.
+    sendfile_sent: usize,
 }
 
 /// What a receive completion asks of the loop.
@@ -108,6 +111,9 @@ struct Loop<P, F> {
     /// Unwatched descriptors whose cancelled poll has not completed yet:
     /// kept open until it has.
     unwatched: Vec<(Token, Box<dyn AsFd>)>,
+    /// Large file regions go out with `sendfile` from the loop thread
+    /// (`submit::sendfile_outside_ring`): only with deferred task work.
+    sendfile_outside: bool,
     /// Tests: make the submission that follows this many fail, to show
     /// that an error exit still settles what the kernel holds.
     #[cfg(test)]
@@ -143,7 +149,7 @@ where
     F: Fn() -> P,
 {
     // Built on the loop's own thread: with SINGLE_ISSUER only it may submit.
-    let (ring, _) = open_ring(best)?;
+    let (ring, task_run) = open_ring(best)?;
     let bufs = BufRing::register(&ring)?;
     let waker = Waker::new()?;
     cx.shutdown.add_waker(waker.clone());
@@ -167,6 +173,7 @@ where
         waker,
         waker_buf: Box::new(0),
         unwatched: Vec::new(),
+        sendfile_outside: task_run == TaskRun::Deferred,
         #[cfg(test)]
         fail_submit_after,
     };
@@ -247,6 +254,11 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::ACCEPT => self.on_accept(res, more)?,
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
+            kind::SENDFILE => {
+                // Room again (or an error): the sendfile before it completes now.
+                let sent = self.core.conn(token).map_or(0, |c| std::mem::take(&mut c.sendfile_sent));
+                self.on_send(token, if res < 0 { res } else { sent as i32 })?
+            }
             kind::CONNECT => self.on_connect_poll(token, res)?,
             kind::WATCH => self.on_watch_poll(token, res)?,
             kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
@@ -339,6 +351,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             recv_mode,
             timer,
             dead: false,
+            sendfile_sent: 0,
             dirty: false,
         })
     }

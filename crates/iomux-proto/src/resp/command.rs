@@ -4,7 +4,7 @@
 use super::db::{ExpireCondition, IncrError, SetCondition, SetExpiry, SetOptions, Ttl};
 use super::parse::{parse_i64, Args};
 use super::pubsub::confirmation_frame;
-use super::{reply, Session};
+use super::{reply, Client};
 use crate::Context;
 
 pub(super) const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -147,7 +147,7 @@ fn ttl_millis(amount: i64, unit_ms: i64) -> Option<i64> {
     Some(ms)
 }
 
-impl Session {
+impl Client {
     /// Run one parsed command, appending its reply to `out`.
     pub(super) fn execute(&mut self, args: Args<'_>, cx: &mut Context, now: u64) -> Flow {
         let out = cx.out();

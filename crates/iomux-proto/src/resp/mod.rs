@@ -106,22 +106,23 @@ const LEAVE_WITH_ENGINE: usize = 256 * 1024;
 /// One RESP connection.
 #[derive(Debug)]
 pub struct Resp {
-    session: Session,
+    client: Client,
     parser: Parser,
     /// The start of an incomplete command too large to leave with the engine.
     gathered: Vec<u8>,
 }
 
-/// What commands see and change of their connection.
+/// What commands see and change of their connection: its client, in
+/// Redis's words (`CLIENT SETNAME` names it).
 #[derive(Debug)]
-struct Session {
+struct Client {
     shared: Arc<Shared>,
     /// Subscribed channels; `Some` only while there is at least one.
     channels: Option<HashSet<Box<[u8]>>>,
     name: Option<Box<[u8]>>,
 }
 
-impl Session {
+impl Client {
     fn subscribed(&self) -> bool {
         self.channels.is_some()
     }
@@ -133,7 +134,7 @@ impl Resp {
         Resp {
             parser: Parser::new(shared.limits),
             gathered: Vec::new(),
-            session: Session {
+            client: Client {
                 shared,
                 channels: None,
                 name: None,
@@ -143,7 +144,7 @@ impl Resp {
 
     /// True while the connection is subscribed to a channel (subscriber mode).
     pub fn subscribed(&self) -> bool {
-        self.session.subscribed()
+        self.client.subscribed()
     }
 
     /// [`Service::on_data`] at time `now` on the keyspace's clock
@@ -182,7 +183,7 @@ impl Resp {
             match self.parser.parse(&buf[at..]) {
                 Parsed::Command(len) => {
                     let args = self.parser.args(&buf[at..]);
-                    let flow = self.session.execute(args, cx, now);
+                    let flow = self.client.execute(args, cx, now);
                     at += len;
                     if flow == Flow::Close {
                         return (at, true);
@@ -207,15 +208,15 @@ impl Resp {
 
 impl Service for Resp {
     fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
-        let now = self.session.shared.db.now_ms();
+        let now = self.client.shared.db.now_ms();
         self.on_data_at(input, cx, now)
     }
 
     /// Leave every channel: PUBLISH must neither count nor address a
     /// connection that is gone.
     fn on_close(&mut self, id: ConnId) {
-        for channel in self.session.channels.take().unwrap_or_default() {
-            self.session.shared.pubsub.unsubscribe(id, &channel);
+        for channel in self.client.channels.take().unwrap_or_default() {
+            self.client.shared.pubsub.unsubscribe(id, &channel);
         }
     }
 

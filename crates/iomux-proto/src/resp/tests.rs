@@ -40,7 +40,7 @@ struct Plain(Resp);
 
 impl Protocol for Plain {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let now = self.0.session.shared.db.now_ms();
+        let now = self.0.client.shared.db.now_ms();
         self.0.on_input_at(input, out, now)
     }
 
@@ -377,7 +377,7 @@ fn a_value_over_the_limit_is_refused() {
 // ---- commands ----
 
 /// Run `(command, expected reply)` pairs in order on one connection at time `now`.
-fn check_session(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
+fn check_conversation(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
     let mut conn = Resp::new(shared.clone());
     for (command, expected) in script {
         let mut out = Vec::new();
@@ -389,7 +389,7 @@ fn check_session(shared: &Arc<Shared>, now: u64, script: &[(&str, &str)]) {
 #[test]
 fn string_commands_answer_as_redis() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         1000,
         &[
@@ -638,7 +638,7 @@ fn quit_answers_ok_and_closes_without_running_the_rest() {
 #[test]
 fn keys_expire_lazily_at_their_deadline() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         1_000,
         &[
@@ -647,7 +647,7 @@ fn keys_expire_lazily_at_their_deadline() {
             ("PTTL k", ":10000\r\n"),
         ],
     );
-    check_session(
+    check_conversation(
         &shared,
         5_400,
         &[
@@ -656,12 +656,12 @@ fn keys_expire_lazily_at_their_deadline() {
             ("GET k", "$1\r\nv\r\n"),
         ],
     );
-    check_session(
+    check_conversation(
         &shared,
         10_999,
         &[("PTTL k", ":1\r\n"), ("DBSIZE", ":1\r\n")],
     );
-    check_session(
+    check_conversation(
         &shared,
         11_000,
         &[
@@ -675,7 +675,7 @@ fn keys_expire_lazily_at_their_deadline() {
 #[test]
 fn ttl_changes_follow_redis() {
     let shared = shared();
-    check_session(
+    check_conversation(
         &shared,
         0,
         &[
