@@ -50,10 +50,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// gather megabytes.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Most bytes of file regions one connection sends per pass (nginx's
-/// `sendfile_max_chunk`): a download to a fast reader must not hold up the
-/// loop's other connections. The rest goes out on the next pass.
-const FILE_BYTES_PER_PASS: usize = 2 << 20;
+/// Most bytes one connection sends per pass (nginx's `sendfile_max_chunk`):
+/// a download to a fast reader must not hold up the loop's other
+/// connections. File regions count, and so do bytes from memory: over TLS a
+/// file's records are encrypted as they go, so they keep coming. The rest
+/// goes out on the next pass.
+const BYTES_PER_PASS: usize = 2 << 20;
 
 /// Events taken from the selector per wait.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -495,21 +497,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// kernel pushes back, the queue is empty, or the pass's file bytes
     /// are spent.
     fn send_queue(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
-        let mut file_budget = FILE_BYTES_PER_PASS;
+        let mut budget = BYTES_PER_PASS;
         loop {
             let conn = self.core.conn(token).expect("live connection");
             let Some(front) = conn.session.front() else {
                 return Ok(());
             };
-            let is_file = matches!(front, Front::File(_));
-            if is_file && file_budget == 0 {
+            if budget == 0 {
                 // The socket may still be writable: in edge mode no event says so again.
                 if self.trigger == Trigger::Edge {
                     self.capped.push(token);
                 }
                 return Ok(());
             }
-            let sent = send_front(fd, front, file_budget);
+            let sent = send_front(fd, front, budget);
             self.core.stats().writes += 1;
             let (sent, tried) = match sent {
                 Ok(sent) => sent,
@@ -520,9 +521,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     return Err(e);
                 }
             };
-            if is_file {
-                file_budget -= sent;
-            }
+            budget = budget.saturating_sub(sent);
             let outcome = self
                 .core
                 .with_conn(token, self.core.now(), |conn, _, env| {
