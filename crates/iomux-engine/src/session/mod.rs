@@ -434,7 +434,7 @@ impl<P: Service> Session<P> {
     /// Whether a call's output may go to the loop's shared buffer: nothing
     /// is owed before it (over TLS, no plaintext waits behind a region).
     fn gathers(&self) -> bool {
-        self.output.is_empty() && self.tls.as_ref().is_none_or(|t| t.backlog_len() == 0)
+        self.output.is_empty() && !self.tls.as_ref().is_some_and(|t| t.backlog_len() > 0)
     }
 
     /// Over TLS, with plaintext waiting behind a file region: encrypt more
