@@ -6,7 +6,9 @@ one file whatever the path) each moving the body one way:
   (pread behind the head, one send), `file-mem` (head and body from memory,
   one send: what a cache of small files gives);
 - io_uring: `file-read` (a read linked to a send), `file-splice` (file to
-  pipe to socket, linked), `file-zc` (a read linked to a zero-copy send).
+  pipe to socket, linked), `file-zc` (a read linked to a zero-copy send);
+- `iomux:BACKEND` (not in the default modes): `iomux serve --root` with that
+  backend (target/release/iomux), the file as /f.
 
 Servers on cpu 0 (taskset), `wrk -t1` on cpu 1, the modes interleaved in
 each round; reported per size and mode: the medians of server CPU per
@@ -61,7 +63,17 @@ def make_file(workdir, name, size):
 def start(mode, path, workdir):
     selector, body = mode.split(":")
     port = srv.free_port()
-    argv = [srv.FLOOR, f"127.0.0.1:{port}", selector, body, path]
+    if selector == "iomux":
+        # `iomux serve --root` on a directory holding the file as /f.
+        site = os.path.join(workdir, f"site-{os.path.basename(path)}")
+        if not os.path.isdir(site):
+            os.mkdir(site)
+            os.link(path, os.path.join(site, "f"))
+            with open(os.path.join(site, "index.html"), "w") as f:
+                f.write("ready\n")
+        argv = [srv.IOMUX, "serve", "--root", site, "--backend", body, "--addr", f"127.0.0.1:{port}"]
+    else:
+        argv = [srv.FLOOR, f"127.0.0.1:{port}", selector, body, path]
     return srv.Server(mode.replace(":", "-"), argv, port, cpu=0, workdir=workdir)
 
 

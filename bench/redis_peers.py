@@ -56,7 +56,8 @@ import idle_memory  # noqa: E402
 import servers as srv  # noqa: E402
 from http_peers import median, round_ratios  # noqa: E402
 
-ORDER = ("redis", "iomux-epoll", "iomux-uring", "iomux-epoll-level", "floor", "floor-uring")
+ORDER = ("redis", "iomux-epoll", "iomux-uring", "iomux-epoll-level", "floor", "floor-uring",
+         "alt-iomux-epoll", "alt-iomux-uring")
 DEFAULT_SERVERS = ("redis", "iomux-epoll", "iomux-uring")
 # Each iomux server against the floor on the same kernel interface.
 FLOOR_OF = {"iomux-epoll": "floor", "iomux-epoll-level": "floor", "iomux-uring": "floor-uring"}
@@ -93,12 +94,15 @@ def start(name, cpu, workdir, iomux_flags=()):
                      "bench/floor-peer/Cargo.toml` (bench/redis-peers.sh does it)")
         argv = [srv.FLOOR, f"127.0.0.1:{port}", "uring" if name == "floor-uring" else "epoll", "resp"]
     else:
-        if not os.path.exists(srv.IOMUX):
-            sys.exit(f"{srv.IOMUX} is missing: run `cargo build --release` (bench/redis-peers.sh does it)")
+        # alt-iomux-...: the build at $IOMUX_ALT, for A/B runs of a change.
+        binary = os.environ.get("IOMUX_ALT", "") if name.startswith("alt-") else srv.IOMUX
+        if not os.path.exists(binary):
+            sys.exit(f"{binary or 'IOMUX_ALT'} is missing: run `cargo build --release` (bench/redis-peers.sh "
+                     "does it); alt-iomux-* servers need IOMUX_ALT=PATH of another iomux build")
         # iomux-BACKEND or iomux-BACKEND-TRIGGER
-        backend, _, trigger = name.split("-", 1)[1].partition("-")
+        backend, _, trigger = name.removeprefix("alt-").split("-", 1)[1].partition("-")
         mode = ["--trigger", trigger] if trigger else []
-        argv = [srv.IOMUX, "serve", "--proto", "resp", "--backend", backend, *mode,
+        argv = [binary, "serve", "--proto", "resp", "--backend", backend, *mode,
                 "--addr", f"127.0.0.1:{port}", "--idle-timeout", "600", *iomux_flags]
     return RespServer(name, argv, port, cpu, workdir)
 
@@ -453,7 +457,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=200_000,
                     help="operations per unpipelined run; pipelined runs send 16 times as many")
-    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help="comma-separated subset of " + ",".join(ORDER))
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                    help="comma-separated subset of " + ",".join(ORDER) + " (alt-*: the build at $IOMUX_ALT)")
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated subset of " + ",".join(PROFILES))
     ap.add_argument("--idle", type=int, default=5000, help="idle connections for the memory figure (0: skip)")
     ap.add_argument("--iomux-flags", default="--nodelay",

@@ -339,6 +339,22 @@ fn a_fast_reader_of_64_mib_gets_it_whole_and_in_order(name: &str) {
     assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
 }
 
+fn a_stop_during_a_stalled_download_leaves_nothing_behind(name: &str) {
+    let _shared = shared_run();
+    let server = start(name, big_file());
+    let mut stalled = connect(&server);
+    stalled.write_all(format!("get 0 {}\n", 64 * MIB).as_bytes()).unwrap();
+    // The server has begun: the head and some of the file arrived.
+    let head = format!("<0 {}>\n", 64 * MIB);
+    assert_eq!(read_exactly(&mut stalled, head.len(), name), head.as_bytes());
+    let _ = read_exactly(&mut stalled, 64 * 1024, name);
+    // Then nobody reads, and the server stops: every request the engine had
+    // in flight for the download (a send, a poll for room) is settled.
+    let stats = stop(server);
+    assert_eq!(stats.leaked_buffers, 0, "{name}: {stats}");
+    assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
+}
+
 fn a_file_cut_short_closes_its_connection(name: &str) {
     let _shared = shared_run();
     let len = 32 * MIB;
@@ -509,6 +525,7 @@ macro_rules! scenarios {
                 many_regions_pipelined,
                 a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served,
                 a_fast_reader_of_64_mib_gets_it_whole_and_in_order,
+                a_stop_during_a_stalled_download_leaves_nothing_behind,
                 a_file_cut_short_closes_its_connection,
                 a_region_past_the_end_of_its_file_closes_after_the_bytes_there,
             ]

@@ -36,7 +36,7 @@ mod submit;
 use submit::connect_poll;
 
 use crate::buffer::BufPool;
-use crate::life::LoopContext;
+use crate::life::LoopSetup;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Session};
@@ -72,6 +72,9 @@ struct Conn<P> {
     dead: bool,
     /// Queued in `dirty` for a send at the end of the pass.
     dirty: bool,
+    /// Bytes the last `sendfile` outside the ring sent: told to the session
+    /// when the poll standing for its send completes.
+    sendfile_sent: usize,
 }
 
 /// What a receive completion asks of the loop.
@@ -108,6 +111,9 @@ struct Loop<P, F> {
     /// Unwatched descriptors whose cancelled poll has not completed yet:
     /// kept open until it has.
     unwatched: Vec<(Token, Box<dyn AsFd>)>,
+    /// Large file regions go out with `sendfile` from the loop thread
+    /// (`submit::sendfile_outside_ring`): only with deferred task work.
+    sendfile_outside: bool,
     /// Tests: make the submission that follows this many fail, to show
     /// that an error exit still settles what the kernel holds.
     #[cfg(test)]
@@ -115,14 +121,14 @@ struct Loop<P, F> {
 }
 
 /// Run one io_uring loop on `listener` until shutdown.
-pub(crate) fn run<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run<P, F>(listener: Listener, setup: LoopSetup<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
 {
     run_with(
         listener,
-        cx,
+        setup,
         TaskRun::Deferred,
         RecvMode::CappedMultishot,
         None,
@@ -133,7 +139,7 @@ where
 /// the weaker ones), and a submission failure to inject (tests only).
 fn run_with<P, F>(
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
     best: TaskRun,
     recv_mode: RecvMode,
     #[allow(unused_variables)] fail_submit_after: Option<u64>,
@@ -143,11 +149,11 @@ where
     F: Fn() -> P,
 {
     // Built on the loop's own thread: with SINGLE_ISSUER only it may submit.
-    let (ring, _) = open_ring(best)?;
+    let (ring, task_run) = open_ring(best)?;
     let bufs = BufRing::register(&ring)?;
     let waker = Waker::new()?;
-    cx.shutdown.add_waker(waker.clone());
-    cx.hub.set_waker(cx.index, waker.clone());
+    setup.shutdown.add_waker(waker.clone());
+    setup.hub.set_waker(setup.index, waker.clone());
     let mut lp = Loop {
         ring,
         bufs,
@@ -155,7 +161,7 @@ where
         multishot_accept: true,
         recv_mode,
         accepting: false,
-        core: LoopCore::new(cx, 0, BufPool::new(256, BUFFER_SIZE)),
+        core: LoopCore::new(setup, 0, BufPool::new(256, BUFFER_SIZE)),
         live: 0,
         dirty: Vec::new(),
         rearm_recv: Vec::new(),
@@ -167,6 +173,7 @@ where
         waker,
         waker_buf: Box::new(0),
         unwatched: Vec::new(),
+        sendfile_outside: task_run == TaskRun::Deferred,
         #[cfg(test)]
         fail_submit_after,
     };
@@ -247,6 +254,11 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::ACCEPT => self.on_accept(res, more)?,
             kind::RECV => return self.on_recv(token, res, cqe.flags(), more),
             kind::SEND => self.on_send(token, res)?,
+            kind::SENDFILE => {
+                // Room again (or an error): the sendfile before it completes now.
+                let sent = self.core.conn(token).map_or(0, |c| std::mem::take(&mut c.sendfile_sent));
+                self.on_send(token, if res < 0 { res } else { sent as i32 })?
+            }
             kind::CONNECT => self.on_connect_poll(token, res)?,
             kind::WATCH => self.on_watch_poll(token, res)?,
             kind::TIMEOUT if token == timeout_token(self.timeout_generation) => {
@@ -255,9 +267,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             kind::WAKER => {
                 self.take_mail()?;
-                if self.core.context().shutdown.is_triggered() && !self.core.clock().draining() {
+                if self.core.setup().shutdown.is_triggered() && !self.core.clock().draining() {
                     self.begin_drain()?;
-                } else if !self.core.context().shutdown.is_triggered() {
+                } else if !self.core.setup().shutdown.is_triggered() {
                     self.arm_waker()?;
                 }
             }
@@ -321,7 +333,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     fn set_nodelay(&self, fd: &OwnedFd) {
-        if self.core.context().config.nodelay {
+        if self.core.setup().config.nodelay {
             let _ = socket2::SockRef::from(fd).set_nodelay(true);
         }
     }
@@ -339,6 +351,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             recv_mode,
             timer,
             dead: false,
+            sendfile_sent: 0,
             dirty: false,
         })
     }

@@ -74,6 +74,9 @@ pub(crate) mod kind {
     pub const CONNECT: u64 = 7;
     /// A user's watched descriptor's poll (`LoopCx::watch`).
     pub const WATCH: u64 = 8;
+    /// A poll for writability standing for a send: after a `sendfile` made
+    /// outside the ring, the next piece waits for room.
+    pub const SENDFILE: u64 = 9;
 }
 
 /// `user_data`: kind (4 bits) | the connection token's slot (28 bits) | its

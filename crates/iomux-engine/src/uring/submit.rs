@@ -7,7 +7,7 @@ use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMod
 use super::{Conn, Loop};
 use crate::buffer::BufPool;
 use crate::session::Front;
-use crate::sock::{is_file_cut_short, read_region};
+use crate::sock::{is_file_cut_short, read_region, sendfile_available};
 use io_uring::{cqueue, opcode, squeue, types};
 use iomux::Token;
 use iomux_proto::Service;
@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 /// Bytes of a file region read into a connection's send buffer at a time.
 const FILE_PIECE: usize = 256 * 1024;
+
+/// Most bytes of a file one connection sends with `sendfile` per pass (as
+/// the readiness engines: one download must not hold up the others).
+const SENDFILE_PER_PASS: usize = 2 << 20;
 
 impl<P: Service, F: Fn() -> P> Loop<P, F> {
     pub(super) fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
@@ -119,8 +123,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     /// Issue the next send of a connection if none is in flight.
     pub(super) fn send_next(&mut self, token: Token) -> io::Result<()> {
+        let sendfile = self.sendfile_outside;
         let prepared = self.core.with_conn(token, self.core.now(), |conn, _, env| {
-            next_send(conn, token, env.pool)
+            next_send(conn, token, env.pool, sendfile)
         });
         let entry = match prepared {
             None | Some(Ok(None)) => return Ok(()),
@@ -204,7 +209,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for cqe in cqes {
                 let (k, token) = decode(cqe.user_data());
-                if !matches!(k, kind::RECV | kind::SEND | kind::CONNECT) {
+                if !matches!(k, kind::RECV | kind::SEND | kind::SENDFILE | kind::CONNECT) {
                     continue;
                 }
                 let more = cqueue::more(cqe.flags());
@@ -245,11 +250,15 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 /// Connection `token`'s next send, if none is in flight and it owes
 /// something: the rest of its send buffer, else the front of its queue
 /// (a piece of a file read into the buffer). An error: the file could not
-/// be read (the connection closes).
+/// be read (the connection closes). With `sendfile` (see
+/// [`sendfile_outside_ring`]) a file region of more than a piece goes out
+/// with `sendfile` instead, and the request returned is a poll for room
+/// standing for its send.
 fn next_send<P: Service>(
     conn: &mut Conn<P>,
     token: Token,
     pool: &mut BufPool,
+    sendfile: bool,
 ) -> io::Result<Option<squeue::Entry>> {
     if conn.sending || conn.dead {
         return Ok(None);
@@ -268,6 +277,17 @@ fn next_send<P: Service>(
                 return Ok(None);
             }
             Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
+            Some(Front::File(region)) if sendfile && region.len() > FILE_PIECE as u64 => {
+                let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
+                let sent = sendfile_outside_ring(fd, &region, SENDFILE_PER_PASS)?;
+                conn.session.hand_out_read(sent, pool);
+                conn.sendfile_sent = sent;
+                conn.sending = true;
+                let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                    .build()
+                    .user_data(user_data(kind::SENDFILE, token));
+                return Ok(Some(entry));
+            }
             Some(Front::File(region)) => {
                 // A piece of the file, read into the send buffer.
                 match read_region(region, &mut conn.in_flight, FILE_PIECE) {
@@ -294,6 +314,29 @@ fn next_send<P: Service>(
     .user_data(user_data(kind::SEND, token));
     conn.sending = true;
     Ok(Some(entry))
+}
+
+/// `sendfile` of up to `max` bytes of `region` to socket `fd` from the loop
+/// thread, outside the ring: a 100 MiB file costs the server about a third
+/// of what reading it into the send buffer does (docs/files.md). The loop's
+/// sockets are blocking (io_uring's receives and sends must never see
+/// EAGAIN), so this one is made non-blocking for the call only; that is
+/// safe only with deferred task work (`TaskRun::Deferred`), where no
+/// request on the socket is retried before the loop enters the ring again.
+fn sendfile_outside_ring(fd: RawFd, region: &iomux_proto::FileRegion, max: usize) -> io::Result<usize> {
+    set_nonblocking(fd, true)?;
+    let sent = sendfile_available(fd, region, max);
+    set_nonblocking(fd, false)?;
+    sent
+}
+
+fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    let on: libc::c_int = on.into();
+    // SAFETY: FIONBIO reads one int from a live local.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The poll that waits for a connecting socket to become writable.
