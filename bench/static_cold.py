@@ -51,6 +51,7 @@ def run_case(port, site, cold):
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
+    resident = page_cache_resident(big)
     small = socket.create_connection(("127.0.0.1", port))
     fetch(small, "/small.txt")
     latencies = []
@@ -72,7 +73,17 @@ def run_case(port, site, cold):
     poker.join()
     small.close()
     latencies.sort()
-    return took, latencies
+    return took, latencies, resident
+
+
+def page_cache_resident(path):
+    """How much of `path` is in the page cache (util-linux fincore), as text."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        return f"{int(out) / (1 << 20):.0f} MiB"
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return "?"
 
 
 def main():
@@ -92,17 +103,21 @@ def main():
         f.write("ready\n")  # what the readiness check (GET /) finds
     port = srv.free_port()
     argv = [srv.IOMUX, "serve", "--root", site, "--backend", args.backend, "--addr", f"127.0.0.1:{port}"]
-    server = srv.Server("iomux", argv, port, 0, work)
+    try:
+        server = srv.Server("iomux", argv, port, 0, work)
+    except BaseException:
+        subprocess.run(["rm", "-rf", work])
+        raise
     print(f"load average {open('/proc/loadavg').read().split()[0]}; backend {args.backend}")
-    print("| file | download s | small requests during it | median ms | p99 ms | max ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| file | cached before | download s | small requests during it | median ms | p99 ms | max ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     try:
         for _ in range(args.rounds):
             for cold in (True, False):
-                took, lat = run_case(port, site, cold)
+                took, lat, resident = run_case(port, site, cold)
                 p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
                 print(
-                    f"| {'cold' if cold else 'hot'} | {took:.3f} | {len(lat)} | {statistics.median(lat) * 1e3:.2f} "
+                    f"| {'cold' if cold else 'hot'} | {resident} | {took:.3f} | {len(lat)} | {statistics.median(lat) * 1e3:.2f} "
                     f"| {p99 * 1e3:.2f} | {lat[-1] * 1e3:.2f} |"
                 )
     finally:

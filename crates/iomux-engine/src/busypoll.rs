@@ -3,7 +3,7 @@
 //! multiplexing exists. The connection rules are the [`Session`]'s.
 
 use crate::buffer::BufPool;
-use crate::life::{admit, LoopContext};
+use crate::life::{admit, LoopSetup};
 use crate::session::{Deadline, Env, Fault, Finish, Session};
 use crate::sock::{input_waiting, is_file_cut_short, read_append, send_front, shutdown_write};
 use crate::stats::LoopStats;
@@ -26,7 +26,7 @@ struct Conn<P> {
 }
 
 /// Busy-poll until shutdown.
-pub(crate) fn run<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run<P, F>(listener: Listener, setup: LoopSetup<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
@@ -42,9 +42,9 @@ where
     let mut next_id = 0;
     loop {
         let now = Instant::now();
-        if cx.shutdown.is_triggered() && drain_until.is_none() {
+        if setup.shutdown.is_triggered() && drain_until.is_none() {
             listener = None;
-            drain_until = Some(now + cx.config.drain_timeout);
+            drain_until = Some(now + setup.config.drain_timeout);
             for c in conns.iter_mut() {
                 c.session.begin_drain();
             }
@@ -57,7 +57,7 @@ where
                 let fd = c.stream.as_raw_fd();
                 !c.session.closable_on_drain(now, || input_waiting(fd))
             });
-            count_closed(&cx, &mut stats, before - conns.len());
+            count_closed(&setup, &mut stats, before - conns.len());
             if conns.is_empty() || now >= until {
                 break;
             }
@@ -69,18 +69,18 @@ where
                     Ok(Accepted::Shed) => continue,
                     Ok(Accepted::Drained) | Err(_) => break,
                 };
-                if !admit(&cx.max_conns, cx.shutdown.is_triggered(), &mut stats) {
+                if !admit(&setup.max_conns, setup.shutdown.is_triggered(), &mut stats) {
                     continue;
                 }
-                if cx.config.nodelay {
+                if setup.config.nodelay {
                     let _ = stream.set_nodelay(true);
                 }
                 next_id += 1;
-                let id = ConnId::new(cx.index, next_id);
-                let mut session = Session::new((cx.new_protocol)(), id, now);
+                let id = ConnId::new(setup.index, next_id);
+                let mut session = Session::new((setup.new_protocol)(), id, now);
                 let mut env = Env {
                     now,
-                    rules: &cx.rules,
+                    rules: &setup.rules,
                     pool: &mut pool,
                     commands: &mut commands,
                     blocking: None,
@@ -89,7 +89,7 @@ where
                     || !refuse_commands(&mut session, &mut env, &mut stats)
                 {
                     stats.faults += 1;
-                    count_closed(&cx, &mut stats, 1);
+                    count_closed(&setup, &mut stats, 1);
                     continue;
                 }
                 conns.push(Conn { stream, session });
@@ -100,7 +100,7 @@ where
         conns.retain_mut(|c| {
             let mut env = Env {
                 now,
-                rules: &cx.rules,
+                rules: &setup.rules,
                 pool: &mut pool,
                 commands: &mut commands,
                 blocking: None,
@@ -112,7 +112,7 @@ where
             }
             keep && told
         });
-        count_closed(&cx, &mut stats, before - conns.len());
+        count_closed(&setup, &mut stats, before - conns.len());
         // Nothing to wait on: that is the point of this engine. After a pass
         // that moved nothing, yield so a machine with one core still runs the
         // clients; not after one that did: on a loaded machine a yield can
@@ -123,7 +123,7 @@ where
         }
     }
     for _ in 0..conns.len() {
-        cx.max_conns.release();
+        setup.max_conns.release();
     }
     stats.shed = acceptor.shed;
     Ok(stats)
@@ -142,9 +142,9 @@ fn refuse_commands<P: Service>(
     told.is_ok()
 }
 
-fn count_closed<F>(cx: &LoopContext<F>, stats: &mut LoopStats, closed: usize) {
+fn count_closed<F>(setup: &LoopSetup<F>, stats: &mut LoopStats, closed: usize) {
     for _ in 0..closed {
-        cx.max_conns.release();
+        setup.max_conns.release();
     }
     stats.closed += closed as u64;
 }

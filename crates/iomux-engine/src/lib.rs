@@ -59,7 +59,7 @@ pub use shutdown::Shutdown;
 pub use signals::StopSignals;
 pub use stats::LoopStats;
 
-use crate::life::LoopContext;
+use crate::life::LoopSetup;
 use crate::session::Rules;
 use iomux::net::{ListenAddr, ListenOptions, Listener};
 use iomux::{Backend, Trigger};
@@ -488,7 +488,7 @@ impl Server {
         ));
         let (started, start_reports) = shutdown::Started::channel();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let cx = LoopContext {
+            let setup = LoopSetup {
                 index: i,
                 hub: hub.clone(),
                 rules: Rules::new(&config),
@@ -504,16 +504,16 @@ impl Server {
                 .spawn(move || {
                     if !matches!(engine, Engine::Reactor(..)) {
                         // Nothing to set up that could fail before serving.
-                        cx.started.report(Ok(()));
+                        setup.started.report(Ok(()));
                     }
                     match engine {
                         Engine::Reactor(backend, trigger) => {
-                            reactor::run(backend, trigger, listener, cx)
+                            reactor::run(backend, trigger, listener, setup)
                         }
-                        Engine::Threads => threads::run_threads(listener, cx),
-                        Engine::Blocking => threads::run_blocking(listener, cx),
-                        Engine::Nonblocking => busypoll::run(listener, cx),
-                        Engine::Uring => uring::run(listener, cx),
+                        Engine::Threads => threads::run_threads(listener, setup),
+                        Engine::Blocking => threads::run_blocking(listener, setup),
+                        Engine::Nonblocking => busypoll::run(listener, setup),
+                        Engine::Uring => uring::run(listener, setup),
                     }
                 })?;
             handles.push(handle);
@@ -663,10 +663,10 @@ impl Handle {
     /// # let server: iomux_engine::Server = unimplemented!();
     /// let handle = server.handle();
     /// std::thread::spawn(move || {
-    ///     handle.run_in_loop(0, |cx| {
+    ///     handle.run_in_loop(0, |loop_cx| {
     ///         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    ///         let id = cx.adopt(ours).unwrap();
-    ///         cx.send_to(id, b"hello");
+    ///         let id = loop_cx.adopt(ours).unwrap();
+    ///         loop_cx.send_to(id, b"hello");
     ///         # drop(theirs);
     ///     })
     /// });

@@ -1,5 +1,5 @@
 //! What one loop keeps beside its connections: what it starts from
-//! ([`LoopContext`]), admitting a connection under `max_conns`, and its own
+//! ([`LoopSetup`]), admitting a connection under `max_conns`, and its own
 //! lifecycle ([`LoopClock`]: the pass's clock, pausing accepts when
 //! descriptors run out, draining on shutdown, the next wake-up).
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Everything one loop thread starts from, beside its listener.
-pub(crate) struct LoopContext<F> {
+pub(crate) struct LoopSetup<F> {
     /// This loop's place among the server's loops (in connection ids).
     pub index: usize,
     /// The mailboxes through which connections of other loops are reached.
@@ -32,7 +32,7 @@ pub(crate) struct LoopContext<F> {
     pub workers: Arc<Workers>,
 }
 
-impl<F> LoopContext<F> {
+impl<F> LoopSetup<F> {
     /// Where this loop's protocols' commands may go.
     pub(crate) fn route(&self) -> crate::hub::Route<'_> {
         crate::hub::Route {
@@ -43,11 +43,11 @@ impl<F> LoopContext<F> {
 }
 
 #[cfg(test)]
-impl<F> LoopContext<F> {
-    /// A loop's context outside a `Server` (unit tests of one loop).
+impl<F> LoopSetup<F> {
+    /// A loop's setup outside a `Server` (unit tests of one loop).
     pub(crate) fn for_test(config: Config, shutdown: &Shutdown, new_protocol: F) -> Self {
         let hub = Hub::new(1);
-        LoopContext {
+        LoopSetup {
             index: 0,
             workers: Arc::new(Workers::new(hub.clone(), 1, 16)),
             hub,

@@ -96,9 +96,9 @@ pub(crate) trait LoopOps {
 /// let server = Server::start(Config::default(), Engine::Uring, || iomux_proto::Echo::default())?;
 /// let handle = server.handle();
 /// // From any thread: a timer in loop 0 that greets a connection of it.
-/// handle.run_in_loop(0, |cx| {
-///     cx.set_timer(Duration::from_secs(1), |cx| {
-///         cx.send_to(iomux_proto::ConnId::new(0, 2), b"tick\n");
+/// handle.run_in_loop(0, |loop_cx| {
+///     loop_cx.set_timer(Duration::from_secs(1), |loop_cx| {
+///         loop_cx.send_to(iomux_proto::ConnId::new(0, 2), b"tick\n");
 ///     });
 /// })?;
 /// # Ok(()) }
@@ -135,9 +135,9 @@ impl<'a> LoopCx<'a> {
     /// is reached or the loop cannot watch it (the stream is then closed).
     ///
     /// ```no_run
-    /// # fn f(cx: &mut iomux_engine::LoopCx) -> std::io::Result<()> {
+    /// # fn f(loop_cx: &mut iomux_engine::LoopCx) -> std::io::Result<()> {
     /// let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    /// let id = cx.adopt(ours)?;
+    /// let id = loop_cx.adopt(ours)?;
     /// # drop((id, theirs)); Ok(()) }
     /// ```
     pub fn adopt(&mut self, stream: impl Into<Stream>) -> io::Result<ConnId> {
@@ -151,10 +151,10 @@ impl<'a> LoopCx<'a> {
     /// A callback that panics is unwatched (counted in `faults`).
     ///
     /// ```no_run
-    /// # fn f(cx: &mut iomux_engine::LoopCx, pipe: std::fs::File) -> std::io::Result<()> {
+    /// # fn f(loop_cx: &mut iomux_engine::LoopCx, pipe: std::fs::File) -> std::io::Result<()> {
     /// use std::io::Read;
     /// let mut reader = pipe.try_clone()?;
-    /// let id = cx.watch(pipe, iomux::Interest::READABLE, move |_cx, ready| {
+    /// let id = loop_cx.watch(pipe, iomux::Interest::READABLE, move |_loop_cx, ready| {
     ///     let mut buf = [0u8; 512];
     ///     if ready.readable {
     ///         let _ = reader.read(&mut buf);
@@ -203,11 +203,11 @@ impl<'a> LoopCx<'a> {
     /// out after `timeout`, the connection limit).
     ///
     /// ```no_run
-    /// # fn f(cx: &mut iomux_engine::LoopCx) {
+    /// # fn f(loop_cx: &mut iomux_engine::LoopCx) {
     /// let upstream = "127.0.0.1:6379".parse().unwrap();
-    /// cx.connect(upstream, std::time::Duration::from_secs(2), |cx, result| {
+    /// loop_cx.connect(upstream, std::time::Duration::from_secs(2), |loop_cx, result| {
     ///     if let Ok(id) = result {
-    ///         cx.send_to(id, b"PING\r\n");
+    ///         loop_cx.send_to(id, b"PING\r\n");
     ///     }
     /// });
     /// # }
@@ -234,8 +234,8 @@ impl<'a> LoopCx<'a> {
     /// [`iomux_proto::Context::send_to_many`] does.
     ///
     /// ```no_run
-    /// # fn f(cx: &mut iomux_engine::LoopCx, subscribers: &[iomux_proto::ConnId]) {
-    /// cx.send_to_many(subscribers.iter().copied(), b"tick\n");
+    /// # fn f(loop_cx: &mut iomux_engine::LoopCx, subscribers: &[iomux_proto::ConnId]) {
+    /// loop_cx.send_to_many(subscribers.iter().copied(), b"tick\n");
     /// # }
     /// ```
     pub fn send_to_many(&mut self, to: impl IntoIterator<Item = ConnId>, bytes: &[u8]) {
@@ -256,8 +256,8 @@ impl<'a> LoopCx<'a> {
     /// Errors at once when the pool's queue is full.
     ///
     /// ```no_run
-    /// # fn f(cx: &mut iomux_engine::LoopCx) -> std::io::Result<()> {
-    /// cx.spawn_blocking(|| std::fs::read_to_string("/etc/hostname"), |_cx, result| {
+    /// # fn f(loop_cx: &mut iomux_engine::LoopCx) -> std::io::Result<()> {
+    /// loop_cx.spawn_blocking(|| std::fs::read_to_string("/etc/hostname"), |_loop_cx, result| {
     ///     let _name = result.ok().and_then(Result::ok);
     /// })?;
     /// # Ok(()) }
@@ -269,12 +269,12 @@ impl<'a> LoopCx<'a> {
     ) -> io::Result<()> {
         self.ops.spawn_blocking_from_loop(
             Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
-            Box::new(move |cx, result| {
+            Box::new(move |loop_cx, result| {
                 let result = result.map(|boxed| match boxed.downcast::<T>() {
                     Ok(value) => *value,
                     Err(_) => unreachable!("the work's own type comes back"),
                 });
-                done(cx, result)
+                done(loop_cx, result)
             }),
         )
     }

@@ -8,7 +8,7 @@
 
 use crate::buffer::BufPool;
 use crate::hub::Dispatch;
-use crate::life::{admit, admit_outgoing, LoopClock, LoopContext};
+use crate::life::{admit, admit_outgoing, LoopClock, LoopSetup};
 use crate::loop_api::{
     BlockingDoneFn, BlockingResult, ConnectFn, Job, LoopCx, LoopOps, LoopTimer, Readiness, TimerFn,
     Watch, WatchId,
@@ -41,7 +41,7 @@ macro_rules! env {
             rules: &$core.rules,
             pool: &mut $core.pool,
             commands: &mut $core.commands,
-            blocking: Some(&*$core.cx.workers),
+            blocking: Some(&*$core.setup.workers),
         }
     };
 }
@@ -83,7 +83,7 @@ pub(crate) struct LoopCore<C, F> {
     /// `wbuf`'s usual capacity.
     gather: usize,
     pool: BufPool,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
     rules: Rules,
     clock: LoopClock,
     stats: LoopStats,
@@ -107,11 +107,11 @@ pub(crate) struct LoopCore<C, F> {
 impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     /// A core whose shared output buffer holds `gather` bytes (0: the engine
     /// does not gather output).
-    pub(crate) fn new(cx: LoopContext<F>, gather: usize, pool: BufPool) -> Self {
+    pub(crate) fn new(setup: LoopSetup<F>, gather: usize, pool: BufPool) -> Self {
         let clock = LoopClock::new();
         LoopCore {
             conns: Slab::new(),
-            timers: Timers::new(clock.now, cx.config.idle_timeout),
+            timers: Timers::new(clock.now, setup.config.idle_timeout),
             expired: Vec::new(),
             commands: Vec::new(),
             dispatch: Dispatch::default(),
@@ -119,8 +119,8 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             gathers_output: gather > 0,
             gather,
             pool,
-            rules: cx.rules,
-            cx,
+            rules: setup.rules,
+            setup,
             clock,
             stats: LoopStats::default(),
             watches: Slab::new(),
@@ -155,8 +155,8 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
 
     /// What the loop was started with: the configuration, the connection
     /// limit, the shutdown it watches.
-    pub(crate) fn context(&self) -> &LoopContext<F> {
-        &self.cx
+    pub(crate) fn setup(&self) -> &LoopSetup<F> {
+        &self.setup
     }
 
     /// The connections' rules (deadlines, caps, high-water mark).
@@ -172,7 +172,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     /// Count a newly accepted connection and take a place for it under
     /// `max_conns`; false when it is refused (draining, or full).
     pub(crate) fn admit(&mut self) -> bool {
-        admit(&self.cx.max_conns, self.clock.draining(), &mut self.stats)
+        admit(&self.setup.max_conns, self.clock.draining(), &mut self.stats)
     }
 
     /// The connection under `token`, if there is one (a completion engine
@@ -217,7 +217,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             return;
         };
         self.timers.cancel(*conn.timer());
-        self.cx.max_conns.release();
+        self.setup.max_conns.release();
         self.stats.closed += 1;
     }
 
@@ -278,7 +278,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
 
     /// The id a connection under `token` of this loop has.
     pub(crate) fn id(&self, token: Token) -> ConnId {
-        ConnId::new(self.cx.index, token.0)
+        ConnId::new(self.setup.index, token.0)
     }
 
     /// A new connection's session (an accepted one, or an outgoing one
@@ -288,11 +288,11 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
         token: Token,
         connect: Option<Connecting>,
     ) -> Session<C::Service> {
-        let protocol = (self.cx.new_protocol)();
+        let protocol = (self.setup.new_protocol)();
         match connect {
             None => {
                 let session = Session::new(protocol, self.id(token), self.clock.now);
-                match self.cx.config.tls.as_ref().map(TlsSession::new) {
+                match self.setup.config.tls.as_ref().map(TlsSession::new) {
                     // The configuration was tried at start: it makes connections.
                     Some(Ok(tls)) => session.with_tls(tls),
                     Some(Err(e)) => {
@@ -362,7 +362,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
             return;
         }
         let session = self.conns.get_mut(caller).map(|c| c.session());
-        let route = self.cx.route();
+        let route = self.setup.route();
         self.dispatch.sort(
             &mut self.commands,
             caller,
@@ -376,7 +376,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
 
     /// Route the commands that followed from the engine's own work.
     pub(crate) fn route_commands(&mut self) {
-        let route = self.cx.route();
+        let route = self.setup.route();
         self.dispatch
             .route_all(&mut self.commands, route, &mut self.stats);
     }
@@ -384,7 +384,7 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     /// Start draining: every protocol is told (messages in flight are
     /// answered as the last ones); the engine stops accepting.
     pub(crate) fn begin_drain(&mut self) {
-        self.clock.begin_drain(self.cx.config.drain_timeout);
+        self.clock.begin_drain(self.setup.config.drain_timeout);
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
                 conn.session().begin_drain();
@@ -458,12 +458,12 @@ pub(crate) trait LoopEngine: Sized {
     /// Mail from other loops' connections, and work posted to this loop.
     fn take_mail(&mut self) -> io::Result<()> {
         let core = self.core();
-        let route = core.cx.route();
+        let route = core.setup.route();
         core.dispatch.take_mail(route, &mut core.stats);
         let mut jobs = std::mem::take(&mut core.jobs);
         route.hub.take_jobs(route.index, &mut jobs);
         for job in jobs.drain(..) {
-            self.guarded(|cx| job(cx));
+            self.guarded(|loop_cx| job(loop_cx));
         }
         self.core().jobs = jobs;
         self.run_local()
@@ -525,7 +525,7 @@ pub(crate) trait LoopEngine: Sized {
         else {
             return Ok(());
         };
-        if !self.guarded(|cx| callback(cx, ready)) {
+        if !self.guarded(|loop_cx| callback(loop_cx, ready)) {
             LoopOps::unwatch(self, WatchId(token.0));
             return Ok(());
         }
@@ -664,10 +664,10 @@ pub(crate) trait LoopEngine: Sized {
     ) -> io::Result<()> {
         let core = self.core();
         let connect = Connecting::new(core.id(asker), tag, addr, timeout, core.clock.now);
-        let started = admit_outgoing(&core.cx.max_conns).and_then(|()| {
+        let started = admit_outgoing(&core.setup.max_conns).and_then(|()| {
             connect_nonblocking(addr)
                 .and_then(|fd| self.start_connect(fd, connect))
-                .inspect_err(|_| self.core().cx.max_conns.release())
+                .inspect_err(|_| self.core().setup.max_conns.release())
         });
         if let Err(e) = started {
             self.core().stats.connect_failures += 1;
@@ -727,7 +727,7 @@ pub(crate) trait LoopEngine: Sized {
         let core = self.core();
         if asker.0 == LOOP_ASKER {
             if let Some(told) = core.loop_connects.remove(&tag) {
-                self.guarded(|cx| told(cx, result));
+                self.guarded(|loop_cx| told(loop_cx, result));
                 self.run_local()?;
             }
             return Ok(());
@@ -817,7 +817,7 @@ pub(crate) trait LoopEngine: Sized {
 /// event-loop engine.
 impl<E: LoopEngine> LoopOps for E {
     fn loop_index(&mut self) -> usize {
-        self.core().cx.index
+        self.core().setup.index
     }
 
     fn now(&mut self) -> Instant {
@@ -826,7 +826,7 @@ impl<E: LoopEngine> LoopOps for E {
 
     fn adopt(&mut self, stream: Stream) -> io::Result<ConnId> {
         let core = self.core();
-        if !core.cx.max_conns.try_acquire() {
+        if !core.setup.max_conns.try_acquire() {
             core.stats.refused += 1;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -835,7 +835,7 @@ impl<E: LoopEngine> LoopOps for E {
         }
         let token = self.adopt_stream(stream).inspect_err(|_| {
             let core = self.core();
-            core.cx.max_conns.release();
+            core.setup.max_conns.release();
             core.stats.unwatchable += 1;
         })?;
         Ok(self.core().id(token))
@@ -906,8 +906,8 @@ impl<E: LoopEngine> LoopOps for E {
         let core = self.core();
         let key = core.next_loop_timer;
         core.next_loop_timer += 1;
-        let asker = ConnId::new(core.cx.index, LOOP_ASKER);
-        core.cx.workers.spawn(asker, key, work)?;
+        let asker = ConnId::new(core.setup.index, LOOP_ASKER);
+        core.setup.workers.spawn(asker, key, work)?;
         core.loop_blocking.insert(key, done);
         Ok(())
     }
@@ -916,7 +916,7 @@ impl<E: LoopEngine> LoopOps for E {
         let token = Token(conn.token());
         if token.0 == LOOP_ASKER {
             if let Some(done) = self.core().loop_blocking.remove(&key) {
-                self.guarded(|cx| done(cx, result));
+                self.guarded(|loop_cx| done(loop_cx, result));
                 let _ = self.run_local();
             }
             return;

@@ -8,7 +8,7 @@
 //! is the [`Session`]'s: this loop only moves bytes and readiness.
 
 use crate::buffer::BufPool;
-use crate::life::LoopContext;
+use crate::life::LoopSetup;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Front, Session};
@@ -50,10 +50,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// gather megabytes.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Most bytes of file regions one connection sends per pass (nginx's
-/// `sendfile_max_chunk`): a download to a fast reader must not hold up the
-/// loop's other connections. The rest goes out on the next pass.
-const FILE_BYTES_PER_PASS: usize = 2 << 20;
+/// Most bytes one connection sends per pass (nginx's `sendfile_max_chunk`):
+/// a download to a fast reader must not hold up the loop's other
+/// connections. File regions count, and so do bytes from memory: over TLS a
+/// file's records are encrypted as they go, so they keep coming. The rest
+/// goes out on the next pass.
+const BYTES_PER_PASS: usize = 2 << 20;
 
 /// Events taken from the selector per wait.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -63,7 +65,7 @@ pub(crate) fn run<P, F>(
     backend: Backend,
     trigger: Trigger,
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
 ) -> io::Result<LoopStats>
 where
     P: Service,
@@ -71,12 +73,12 @@ where
 {
     // Monomorphised per backend: the loop calls the selector directly.
     match backend {
-        Backend::Epoll => start_and_run(EpollSelector::new(trigger), listener, cx),
-        Backend::Poll => start_and_run(PollSelector::new(), listener, cx),
-        Backend::Select => start_and_run(SelectSelector::new(), listener, cx),
-        Backend::Uring => start_and_run(UringSelector::new(trigger), listener, cx),
+        Backend::Epoll => start_and_run(EpollSelector::new(trigger), listener, setup),
+        Backend::Poll => start_and_run(PollSelector::new(), listener, setup),
+        Backend::Select => start_and_run(SelectSelector::new(), listener, setup),
+        Backend::Uring => start_and_run(UringSelector::new(trigger), listener, setup),
         // Signal-driven readiness is edge-triggered: the loop's edge discipline applies as is.
-        Backend::Sigio => start_and_run(SigioSelector::new(), listener, cx),
+        Backend::Sigio => start_and_run(SigioSelector::new(), listener, setup),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the event loop has no {backend} selector"),
@@ -89,10 +91,10 @@ where
 fn start_and_run<S: Selector, P: Service, F: Fn() -> P>(
     selector: io::Result<S>,
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
 ) -> io::Result<LoopStats> {
-    let started = cx.started.clone();
-    match selector.and_then(|s| Reactor::new(s, listener, cx)) {
+    let started = setup.started.clone();
+    match selector.and_then(|s| Reactor::new(s, listener, setup)) {
         Ok(reactor) => {
             started.report(Ok(()));
             reactor.run()
@@ -144,18 +146,18 @@ struct Reactor<S, P, F> {
 }
 
 impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
-    fn new(mut selector: S, listener: Listener, cx: LoopContext<F>) -> io::Result<Self> {
+    fn new(mut selector: S, listener: Listener, setup: LoopSetup<F>) -> io::Result<Self> {
         let trigger = selector.trigger();
         selector.register(listener.as_fd(), LISTENER, Interest::READABLE)?;
         let waker = selector.waker(WAKER)?;
-        cx.hub.set_waker(cx.index, waker.clone());
-        cx.shutdown.add_waker(waker);
+        setup.hub.set_waker(setup.index, waker.clone());
+        setup.shutdown.add_waker(waker);
         Ok(Reactor {
             selector,
             trigger,
             listener: Some(listener),
             acceptor: Acceptor::new()?,
-            core: LoopCore::new(cx, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
+            core: LoopCore::new(setup, 2 * FLUSH_AT, BufPool::new(256, READ_CHUNK)),
             to_flush: Vec::new(),
             overflowed: Vec::new(),
             capped: Vec::new(),
@@ -179,7 +181,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     LISTENER => self.accept_all(),
                     WAKER => {
                         let _ = self.take_mail();
-                        if self.core.context().shutdown.is_triggered()
+                        if self.core.setup().shutdown.is_triggered()
                             && !self.core.clock().draining()
                         {
                             self.begin_drain();
@@ -268,7 +270,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         if self.open_conn(stream, false).is_err() {
             self.core.stats().refused += 1;
             self.core.stats().unwatchable += 1;
-            self.core.context().max_conns.release();
+            self.core.setup().max_conns.release();
         }
     }
 
@@ -303,7 +305,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
 
     /// Set up a new connection's socket and register it.
     fn watch(&mut self, stream: &Stream, token: Token, interest: Interest) -> io::Result<()> {
-        if self.core.context().config.nodelay {
+        if self.core.setup().config.nodelay {
             let _ = stream.set_nodelay(true);
         }
         self.selector.register(stream.as_fd(), token, interest)?;
@@ -441,7 +443,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     fn flush(&mut self, token: Token) -> io::Result<()> {
         let conn = self.core.conn(token).expect("live connection");
         let (fd, owed) = (conn.fd(), conn.session.owed());
-        let cork = self.core.context().config.cork;
+        let cork = self.core.setup().config.cork;
         if owed > 0 {
             if cork {
                 set_cork(fd, true);
@@ -495,21 +497,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// kernel pushes back, the queue is empty, or the pass's file bytes
     /// are spent.
     fn send_queue(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
-        let mut file_budget = FILE_BYTES_PER_PASS;
+        let mut budget = BYTES_PER_PASS;
         loop {
             let conn = self.core.conn(token).expect("live connection");
             let Some(front) = conn.session.front() else {
                 return Ok(());
             };
-            let is_file = matches!(front, Front::File(_));
-            if is_file && file_budget == 0 {
+            if budget == 0 {
                 // The socket may still be writable: in edge mode no event says so again.
                 if self.trigger == Trigger::Edge {
                     self.capped.push(token);
                 }
                 return Ok(());
             }
-            let sent = send_front(fd, front, file_budget);
+            let sent = send_front(fd, front, budget);
             self.core.stats().writes += 1;
             let (sent, tried) = match sent {
                 Ok(sent) => sent,
@@ -520,9 +521,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     return Err(e);
                 }
             };
-            if is_file {
-                file_budget -= sent;
-            }
+            budget = budget.saturating_sub(sent);
             let outcome = self
                 .core
                 .with_conn(token, self.core.now(), |conn, _, env| {

@@ -1,7 +1,7 @@
 //! Blocking engines: a thread per connection, and one connection at a time.
 
 use crate::buffer::BufPool;
-use crate::life::{admit, LoopContext};
+use crate::life::{admit, LoopSetup};
 use crate::session::{Deadline, Env, Finish, Front, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
 use crate::sock::{is_file_cut_short, read_append, send_flags, sendfile_once, set_cork};
@@ -51,27 +51,27 @@ fn accept_loop(
 }
 
 /// A thread per connection on blocking sockets.
-pub(crate) fn run_threads<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run_threads<P, F>(listener: Listener, setup: LoopSetup<F>) -> io::Result<LoopStats>
 where
     P: Service + Send + 'static,
     F: Fn() -> P + Send + Sync + Clone + 'static,
 {
     let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut spawn_failures = 0;
-    let setup = Blocking::new(&cx);
+    let blocking = Blocking::new(&setup);
     let mut next_id = 0;
-    let (shutdown, max_conns) = (&cx.shutdown, &cx.max_conns);
+    let (shutdown, max_conns) = (&setup.shutdown, &setup.max_conns);
     let mut stats = accept_loop(listener, shutdown, max_conns, |stream| {
-        let (setup, limit) = (setup.clone(), max_conns.clone());
-        let proto = (cx.new_protocol)();
+        let (blocking, limit) = (blocking.clone(), max_conns.clone());
+        let proto = (setup.new_protocol)();
         next_id += 1;
-        let id = ConnId::new(cx.index, next_id);
+        let id = ConnId::new(setup.index, next_id);
         // Small stacks: the per-connection loop needs little, and thousands of
         // threads with the default 2 MiB would reserve gigabytes.
         let spawned = std::thread::Builder::new()
             .stack_size(128 * 1024)
             .spawn(move || {
-                serve_blocking(stream, proto, id, &setup);
+                serve_blocking(stream, proto, id, &blocking);
                 limit.release();
             });
         match spawned {
@@ -87,7 +87,7 @@ where
     })?;
     stats.refused += spawn_failures;
     stats.spawn_failures += spawn_failures;
-    let config = &cx.config;
+    let config = &setup.config;
     // Let in-flight connections finish; their reads were shut down.
     let deadline = Instant::now() + config.drain_timeout;
     for h in workers {
@@ -98,25 +98,25 @@ where
             let _ = h.join();
         }
     }
-    setup.count(&mut stats);
+    blocking.count(&mut stats);
     Ok(stats)
 }
 
 /// One connection at a time: the next waits in the backlog.
-pub(crate) fn run_blocking<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run_blocking<P, F>(listener: Listener, setup: LoopSetup<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
 {
-    let setup = Blocking::new(&cx);
+    let blocking = Blocking::new(&setup);
     let mut next_id = 0;
-    let mut stats = accept_loop(listener, &cx.shutdown, &cx.max_conns, |stream| {
-        let proto = (cx.new_protocol)();
+    let mut stats = accept_loop(listener, &setup.shutdown, &setup.max_conns, |stream| {
+        let proto = (setup.new_protocol)();
         next_id += 1;
-        serve_blocking(stream, proto, ConnId::new(cx.index, next_id), &setup);
-        cx.max_conns.release();
+        serve_blocking(stream, proto, ConnId::new(setup.index, next_id), &blocking);
+        setup.max_conns.release();
     })?;
-    setup.count(&mut stats);
+    blocking.count(&mut stats);
     Ok(stats)
 }
 
@@ -145,12 +145,12 @@ impl Blocking {
         stats.files_cut_short = self.files_cut_short.load(Ordering::Relaxed);
     }
 
-    fn new<F>(cx: &LoopContext<F>) -> Blocking {
+    fn new<F>(setup: &LoopSetup<F>) -> Blocking {
         Blocking {
-            rules: cx.rules,
-            nodelay: cx.config.nodelay,
-            cork: cx.config.cork,
-            shutdown: cx.shutdown.clone(),
+            rules: setup.rules,
+            nodelay: setup.config.nodelay,
+            cork: setup.config.cork,
+            shutdown: setup.shutdown.clone(),
             refused_commands: Arc::new(AtomicU64::new(0)),
             faults: Arc::new(AtomicU64::new(0)),
             files_cut_short: Arc::new(AtomicU64::new(0)),
@@ -161,7 +161,7 @@ impl Blocking {
 /// Serve one connection on a blocking socket until it closes: the loop of the
 /// thread-per-connection and one-at-a-time engines. The rules are the
 /// session's; this loop waits, reads and writes.
-fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Blocking) {
+fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, blocking: &Blocking) {
     let Blocking {
         rules,
         nodelay,
@@ -170,7 +170,7 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, setup: &Bloc
         refused_commands,
         faults,
         files_cut_short,
-    } = setup;
+    } = blocking;
     let (rules, cork) = (rules, *cork);
     let guard = shutdown.watch_conn(stream.as_raw_fd());
     if *nodelay {

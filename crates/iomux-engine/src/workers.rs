@@ -166,7 +166,7 @@ impl Shared {
             // A loop that is gone (the server stopped) drops it.
             self.hub.post_job(
                 conn.loop_index(),
-                Box::new(move |cx: &mut LoopCx| cx.blocking_done(conn, key, result)),
+                Box::new(move |loop_cx: &mut LoopCx| loop_cx.blocking_done(conn, key, result)),
             );
         }
     }

@@ -61,7 +61,7 @@ fn a_job_runs_in_the_loop_it_was_posted_to(name: &str) {
     let last = threads - 1;
     let poster = std::thread::spawn(move || {
         handle
-            .run_in_loop(last, move |cx| tx.send(cx.loop_index()).unwrap())
+            .run_in_loop(last, move |loop_cx| tx.send(loop_cx.loop_index()).unwrap())
             .unwrap();
         handle.run_in_loop(threads, |_| {}).unwrap_err()
     });
@@ -84,8 +84,8 @@ fn an_adopted_stream_is_served(name: &str) {
     let (tx, rx) = mpsc::channel();
     server
         .handle()
-        .run_in_loop(0, move |cx| {
-            tx.send(cx.adopt(ours).map(|id| id.loop_index())).unwrap()
+        .run_in_loop(0, move |loop_cx| {
+            tx.send(loop_cx.adopt(ours).map(|id| id.loop_index())).unwrap()
         })
         .unwrap();
     let adopted = rx.recv_timeout(WAIT).expect("the job ran");
@@ -104,11 +104,11 @@ fn a_watched_descriptor_fires_until_unwatched(name: &str) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let (id_tx, id_rx) = mpsc::channel::<()>();
     handle
-        .run_in_loop(0, move |cx| {
+        .run_in_loop(0, move |loop_cx| {
             let mut reader = watched.try_clone().unwrap();
             reader.set_nonblocking(true).unwrap();
-            let id = cx
-                .watch(watched, Interest::READABLE, move |_cx, ready| {
+            let id = loop_cx
+                .watch(watched, Interest::READABLE, move |_loop_cx, ready| {
                     assert!(ready.readable);
                     let mut got = Vec::new();
                     let mut buf = [0u8; 64];
@@ -129,9 +129,9 @@ fn a_watched_descriptor_fires_until_unwatched(name: &str) {
     assert_eq!(rx.recv_timeout(WAIT).expect("the callback ran"), b"first");
     let (done_tx, done_rx) = mpsc::channel();
     handle
-        .run_in_loop(0, move |cx| {
+        .run_in_loop(0, move |loop_cx| {
             let id = UNWATCH.with(|slot| slot.take()).expect("the watch's id");
-            done_tx.send((cx.unwatch(id), cx.unwatch(id))).unwrap();
+            done_tx.send((loop_cx.unwatch(id), loop_cx.unwatch(id))).unwrap();
         })
         .unwrap();
     assert_eq!(done_rx.recv_timeout(WAIT).unwrap(), (true, false));
@@ -153,18 +153,18 @@ fn a_loop_timer_fires_once_and_a_cancelled_one_never(name: &str) {
     let (cancel_tx, cancel_rx) = mpsc::channel();
     server
         .handle()
-        .run_in_loop(0, move |cx| {
+        .run_in_loop(0, move |loop_cx| {
             let fired = Rc::new(Cell::new(0));
             let (tx2, count) = (tx.clone(), fired.clone());
-            cx.set_timer(Duration::from_millis(30), move |_| {
+            loop_cx.set_timer(Duration::from_millis(30), move |_| {
                 count.set(count.get() + 1);
                 tx2.send("kept").unwrap();
             });
-            let cancelled = cx.set_timer(Duration::from_millis(60), move |_| {
+            let cancelled = loop_cx.set_timer(Duration::from_millis(60), move |_| {
                 tx.send("cancelled").unwrap();
             });
             cancel_tx
-                .send((cx.cancel_timer(cancelled), cx.cancel_timer(cancelled)))
+                .send((loop_cx.cancel_timer(cancelled), loop_cx.cancel_timer(cancelled)))
                 .unwrap();
         })
         .unwrap();
@@ -188,12 +188,12 @@ fn a_loop_connect_is_served_and_a_refused_one_reported(name: &str) {
     let (tx, rx) = mpsc::channel::<Result<(), ErrorKind>>();
     server
         .handle()
-        .run_in_loop(0, move |cx| {
+        .run_in_loop(0, move |loop_cx| {
             let refused = tx.clone();
-            cx.connect(addr, WAIT, move |_cx, result| {
+            loop_cx.connect(addr, WAIT, move |_loop_cx, result| {
                 tx.send(result.map(drop).map_err(|e| e.kind())).unwrap();
             });
-            cx.connect(closed, WAIT, move |_cx, result| {
+            loop_cx.connect(closed, WAIT, move |_loop_cx, result| {
                 refused
                     .send(result.map(drop).map_err(|e| e.kind()))
                     .unwrap();

@@ -36,7 +36,7 @@ mod submit;
 use submit::connect_poll;
 
 use crate::buffer::BufPool;
-use crate::life::LoopContext;
+use crate::life::LoopSetup;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Session};
@@ -121,14 +121,14 @@ struct Loop<P, F> {
 }
 
 /// Run one io_uring loop on `listener` until shutdown.
-pub(crate) fn run<P, F>(listener: Listener, cx: LoopContext<F>) -> io::Result<LoopStats>
+pub(crate) fn run<P, F>(listener: Listener, setup: LoopSetup<F>) -> io::Result<LoopStats>
 where
     P: Service,
     F: Fn() -> P,
 {
     run_with(
         listener,
-        cx,
+        setup,
         TaskRun::Deferred,
         RecvMode::CappedMultishot,
         None,
@@ -139,7 +139,7 @@ where
 /// the weaker ones), and a submission failure to inject (tests only).
 fn run_with<P, F>(
     listener: Listener,
-    cx: LoopContext<F>,
+    setup: LoopSetup<F>,
     best: TaskRun,
     recv_mode: RecvMode,
     #[allow(unused_variables)] fail_submit_after: Option<u64>,
@@ -152,8 +152,8 @@ where
     let (ring, task_run) = open_ring(best)?;
     let bufs = BufRing::register(&ring)?;
     let waker = Waker::new()?;
-    cx.shutdown.add_waker(waker.clone());
-    cx.hub.set_waker(cx.index, waker.clone());
+    setup.shutdown.add_waker(waker.clone());
+    setup.hub.set_waker(setup.index, waker.clone());
     let mut lp = Loop {
         ring,
         bufs,
@@ -161,7 +161,7 @@ where
         multishot_accept: true,
         recv_mode,
         accepting: false,
-        core: LoopCore::new(cx, 0, BufPool::new(256, BUFFER_SIZE)),
+        core: LoopCore::new(setup, 0, BufPool::new(256, BUFFER_SIZE)),
         live: 0,
         dirty: Vec::new(),
         rearm_recv: Vec::new(),
@@ -267,9 +267,9 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             }
             kind::WAKER => {
                 self.take_mail()?;
-                if self.core.context().shutdown.is_triggered() && !self.core.clock().draining() {
+                if self.core.setup().shutdown.is_triggered() && !self.core.clock().draining() {
                     self.begin_drain()?;
-                } else if !self.core.context().shutdown.is_triggered() {
+                } else if !self.core.setup().shutdown.is_triggered() {
                     self.arm_waker()?;
                 }
             }
@@ -333,7 +333,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 
     fn set_nodelay(&self, fd: &OwnedFd) {
-        if self.core.context().config.nodelay {
+        if self.core.setup().config.nodelay {
             let _ = socket2::SockRef::from(fd).set_nodelay(true);
         }
     }

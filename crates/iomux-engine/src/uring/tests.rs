@@ -108,9 +108,9 @@ impl TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        let cx = LoopContext::for_test(config, &shutdown, Echo::plain);
+        let setup = LoopSetup::for_test(config, &shutdown, Echo::plain);
         let thread =
-            std::thread::spawn(move || run_with(listener.into(), cx, mode, recv_mode, fail_after));
+            std::thread::spawn(move || run_with(listener.into(), setup, mode, recv_mode, fail_after));
         TestServer {
             addr,
             shutdown,

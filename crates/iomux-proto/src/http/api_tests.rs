@@ -305,7 +305,11 @@ fn pipelined_deferred_answers_keep_request_order() {
     let requests = b"GET /wait/30 HTTP/1.1\r\nHost: x\r\n\r\nGET /now HTTP/1.1\r\nHost: x\r\n\r\n\
                      GET /wait/10 HTTP/1.1\r\nHost: x\r\n\r\nGET /now HTTP/1.1\r\nHost: x\r\n\r\n";
     conn.send(requests);
-    assert_eq!(conn.take_out(), "", "nothing may overtake the unanswered first request");
+    assert_eq!(
+        conn.take_out(),
+        "",
+        "nothing may overtake the unanswered first request"
+    );
     assert!(!conn.pending.is_empty(), "later requests wait unparsed");
     assert!(!conn.http.is_idle());
     conn.fire_timer();
@@ -319,7 +323,10 @@ fn pipelined_deferred_answers_keep_request_order() {
     assert!(!out.contains("waited 10"), "the second wait is still owed");
     conn.fire_timer();
     let out = conn.take_out();
-    assert!(out.find("waited 10").unwrap() < out.find("now").unwrap(), "{out}");
+    assert!(
+        out.find("waited 10").unwrap() < out.find("now").unwrap(),
+        "{out}"
+    );
     assert!(conn.pending.is_empty() && conn.http.is_idle() && !conn.closed);
 }
 
@@ -348,13 +355,21 @@ fn response(out: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let headers = r
         .headers
         .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
         .collect();
     (r.code.unwrap(), headers, out[n..].to_vec())
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -378,7 +393,11 @@ fn head_is_answered_by_the_get_route_without_its_body() {
                 Flow::Done
             }),
     );
-    for (path, length) in [("/bytes", Some("16")), ("/stream", None), ("/sized", Some("5"))] {
+    for (path, length) in [
+        ("/bytes", Some("16")),
+        ("/stream", None),
+        ("/sized", Some("5")),
+    ] {
         let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let head = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let (get_out, _) = feed_in_reads(&FIXED, router.clone(), get.as_bytes(), &[]);
@@ -403,7 +422,10 @@ fn no_content_and_not_modified_carry_no_body() {
                 Flow::Done
             })
             .get("/304", |_req, reply| {
-                reply.head(Status::NOT_MODIFIED).header("ETag", "\"x\"").sized(7);
+                reply
+                    .head(Status::NOT_MODIFIED)
+                    .header("ETag", "\"x\"")
+                    .sized(7);
                 reply.write(b"ignored");
                 Flow::Done
             }),
@@ -412,8 +434,14 @@ fn no_content_and_not_modified_carry_no_body() {
     let (out, closed) = feed_in_reads(&FIXED, router, input, &[]);
     assert!(!closed);
     let text = String::from_utf8_lossy(&out);
-    assert!(!text.contains("dropped") && !text.contains("ignored"), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("content-length"), "{text}");
+    assert!(
+        !text.contains("dropped") && !text.contains("ignored"),
+        "{text}"
+    );
+    assert!(
+        !text.to_ascii_lowercase().contains("content-length"),
+        "{text}"
+    );
     assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
     assert!(text.contains("ETag: \"x\"\r\n"));
 }
@@ -443,12 +471,19 @@ fn a_length_mismatch_closes_the_connection_and_is_counted() {
     let next = b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n";
     for (path, body) in [("/long", &b"1234"[..]), ("/short", b"12")] {
         let before = CONFIG.counters.length_mismatches();
-        let input = [format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), next].concat();
+        let input = [
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            next,
+        ]
+        .concat();
         let (out, closed) = feed_in_reads(&CONFIG, router.clone(), &input, &[]);
         assert!(closed, "{path}: the connection closes");
         let (code, headers, rest) = response(&out);
         assert_eq!((code, header(&headers, "content-length")), (200, Some("4")));
-        assert_eq!(rest, body, "{path}: never a byte past the announced length, nothing after");
+        assert_eq!(
+            rest, body,
+            "{path}: never a byte past the announced length, nothing after"
+        );
         assert_eq!(CONFIG.counters.length_mismatches(), before + 1, "{path}");
     }
     let before = CONFIG.counters.length_mismatches();
@@ -494,7 +529,10 @@ fn a_panicking_handler_gets_500_and_closes_its_connection_only() {
     let (code, headers, body) = response(&out);
     assert_eq!((code, header(&headers, "connection")), (500, Some("close")));
     assert_eq!(header(&headers, "x-half"), None);
-    assert!(!String::from_utf8_lossy(&body).contains("ok"), "nothing after the 500");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("ok"),
+        "nothing after the 500"
+    );
     assert_eq!(CONFIG.counters.handler_panics(), 1);
     // Another connection is served as ever.
     let (out, closed) = feed_in_reads(&CONFIG, router.clone(), ok, &[]);
@@ -505,10 +543,18 @@ fn a_panicking_handler_gets_500_and_closes_its_connection_only() {
     conn.fire_timer();
     let out = conn.take_out();
     assert!(conn.closed);
-    assert!(out.ends_with("7\r\npartial\r\n"), "no half chunk, no 500: {out:?}");
+    assert!(
+        out.ends_with("7\r\npartial\r\n"),
+        "no half chunk, no 500: {out:?}"
+    );
     assert_eq!(CONFIG.counters.handler_panics(), 2);
     // Returning without an answer: 500, counted apart.
-    let (out, closed) = feed_in_reads(&CONFIG, router, b"GET /silent HTTP/1.1\r\nHost: x\r\n\r\n", &[]);
+    let (out, closed) = feed_in_reads(
+        &CONFIG,
+        router,
+        b"GET /silent HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[],
+    );
     assert!(closed);
     assert_eq!(response(&out).0, 500);
     assert_eq!(CONFIG.counters.unanswered(), 1);
@@ -517,14 +563,22 @@ fn a_panicking_handler_gets_500_and_closes_its_connection_only() {
 #[test]
 fn streams_are_chunked_on_1_1_and_close_delimited_on_1_0() {
     let router = Arc::new(Router::new().get("/s", |_req, reply| {
-        reply.head(Status::OK).header("Content-Type", "text/plain").stream();
+        reply
+            .head(Status::OK)
+            .header("Content-Type", "text/plain")
+            .stream();
         reply.write(b"hello ");
         reply.write(b"");
         reply.write(b"world");
         reply.end();
         Flow::Done
     }));
-    let (out, closed) = feed_in_reads(&FIXED, router.clone(), b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n", &[]);
+    let (out, closed) = feed_in_reads(
+        &FIXED,
+        router.clone(),
+        b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[],
+    );
     assert!(!closed);
     let (_, headers, body) = response(&out);
     assert_eq!(header(&headers, "transfer-encoding"), Some("chunked"));
@@ -551,21 +605,36 @@ fn not_found_and_method_not_allowed() {
                 reply.send(Status::OK, "text/plain", b"r");
                 Flow::Done
             })
-            .route("PUT", "/r/{id}", handler_fn(|_req, reply| {
-                reply.send(Status::OK, "text/plain", b"put");
-                Flow::Done
-            })),
+            .route(
+                "PUT",
+                "/r/{id}",
+                handler_fn(|_req, reply| {
+                    reply.send(Status::OK, "text/plain", b"put");
+                    Flow::Done
+                }),
+            ),
     );
-    let (out, _) = feed_in_reads(&FIXED, router.clone(), b"POST /r/1 HTTP/1.1\r\nHost: x\r\n\r\n", &[]);
+    let (out, _) = feed_in_reads(
+        &FIXED,
+        router.clone(),
+        b"POST /r/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[],
+    );
     let (code, headers, _) = response(&out);
-    assert_eq!((code, header(&headers, "allow")), (405, Some("GET, HEAD, PUT")));
+    assert_eq!(
+        (code, header(&headers, "allow")),
+        (405, Some("GET, HEAD, PUT"))
+    );
     for path in ["/r", "/r/", "/r/1/2", "/other"] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let (out, closed) = feed_in_reads(&FIXED, router.clone(), req.as_bytes(), &[]);
         assert!(!closed);
         let (code, _, body) = response(&out);
         assert_eq!(code, 404, "{path}");
-        assert!(!String::from_utf8_lossy(&body).contains("/r"), "the 404 names no paths");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("/r"),
+            "the 404 names no paths"
+        );
     }
 }
 
@@ -590,7 +659,10 @@ fn a_body_not_taken_stops_the_reading_until_resumed() {
         }
         fn on_body_end(&mut self, reply: &mut Reply<'_, '_>) {
             reply.send(Status::OK, "text/plain", &self.1);
-            self.0.lock().unwrap().push(seen("POST", "/", &[], None, &[], &self.1));
+            self.0
+                .lock()
+                .unwrap()
+                .push(seen("POST", "/", &[], None, &[], &self.1));
         }
     }
     let log = Log::default();
@@ -616,7 +688,12 @@ fn backend_router(backend: std::net::SocketAddr) -> Arc<Router> {
         got: Vec<u8>,
     }
     impl Exchange for Call {
-        fn on_connect(&mut self, tag: u32, result: std::io::Result<ConnId>, reply: &mut Reply<'_, '_>) {
+        fn on_connect(
+            &mut self,
+            tag: u32,
+            result: std::io::Result<ConnId>,
+            reply: &mut Reply<'_, '_>,
+        ) {
             assert_eq!(tag, 9);
             match result {
                 Ok(id) => {
@@ -626,8 +703,15 @@ fn backend_router(backend: std::net::SocketAddr) -> Arc<Router> {
                 Err(e) => reply.send(Status::BAD_GATEWAY, "text/plain", e.to_string().as_bytes()),
             }
         }
-        fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, reply: &mut Reply<'_, '_>) {
-            let Ok(upstream) = message.downcast::<Upstream>() else { return };
+        fn on_message(
+            &mut self,
+            from: ConnId,
+            message: Box<dyn Any + Send>,
+            reply: &mut Reply<'_, '_>,
+        ) {
+            let Ok(upstream) = message.downcast::<Upstream>() else {
+                return;
+            };
             assert_eq!(Some(from), self.backend);
             match *upstream {
                 Upstream::Data(bytes) => self.got.extend_from_slice(&bytes),
@@ -637,7 +721,10 @@ fn backend_router(backend: std::net::SocketAddr) -> Arc<Router> {
     }
     Arc::new(Router::new().get("/call", move |_req, reply| {
         reply.connect(backend, Duration::from_secs(1), 9);
-        Flow::continue_with(Call { backend: None, got: Vec::new() })
+        Flow::continue_with(Call {
+            backend: None,
+            got: Vec::new(),
+        })
     }))
 }
 
@@ -655,7 +742,10 @@ fn a_handler_answers_from_an_outgoing_connection() {
     conn.call(|http, cx| http.on_connect(tag, Ok(backend), cx));
     assert_eq!(
         conn.commands.pop(),
-        Some(Command::Send { to: backend, bytes: b"PING\r\n".to_vec() })
+        Some(Command::Send {
+            to: backend,
+            bytes: b"PING\r\n".to_vec()
+        })
     );
     // The outgoing connection, served by the same core, hands what it reads
     // to the asker.
@@ -668,16 +758,28 @@ fn a_handler_answers_from_an_outgoing_connection() {
     assert_eq!(upstream.on_data(b"+PO", &mut cx).consumed, 3);
     assert_eq!(upstream.on_data(b"NG\r\n", &mut cx).consumed, 4);
     upstream.on_eof(&[], &mut cx);
-    assert!(out.is_empty(), "an outgoing connection is not answered as HTTP");
+    assert!(
+        out.is_empty(),
+        "an outgoing connection is not answered as HTTP"
+    );
     assert_eq!(commands.len(), 3);
-    assert_eq!(conn.take_out(), "", "not answered before the backend closed");
+    assert_eq!(
+        conn.take_out(),
+        "",
+        "not answered before the backend closed"
+    );
     for command in commands {
-        let Command::Post { from, to, message } = command else { panic!("{command:?}") };
+        let Command::Post { from, to, message } = command else {
+            panic!("{command:?}")
+        };
         assert_eq!((from, to), (backend, asker));
         conn.call(|http, cx| http.on_message(from, message.0, cx));
     }
     let out = conn.take_out();
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("\r\n\r\n+PONG\r\n"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("\r\n\r\n+PONG\r\n"),
+        "{out}"
+    );
     assert!(conn.http.is_idle() && !conn.closed);
 }
 
@@ -685,11 +787,16 @@ fn a_handler_answers_from_an_outgoing_connection() {
 fn a_failed_or_stale_connect_is_the_exchange_s_or_nobody_s() {
     let mut conn = Driver::new(&FIXED, backend_router("127.0.0.1:1".parse().unwrap()));
     conn.send(b"GET /call HTTP/1.1\r\nHost: x\r\n\r\n");
-    let Some(Command::Connect { tag, .. }) = conn.commands.pop() else { panic!() };
+    let Some(Command::Connect { tag, .. }) = conn.commands.pop() else {
+        panic!()
+    };
     let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
     conn.call(|http, cx| http.on_connect(tag, Err(refused), cx));
     let out = conn.take_out();
-    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && out.ends_with("connection refused"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && out.ends_with("connection refused"),
+        "{out}"
+    );
     // The exchange is over: a late success for it closes what it opened.
     let late = ConnId::new(0, 7);
     conn.call(|http, cx| http.on_connect(tag, Ok(late), cx));
@@ -701,16 +808,29 @@ fn a_failed_or_stale_connect_is_the_exchange_s_or_nobody_s() {
 fn a_panic_after_a_file_body_was_queued_takes_the_file_back() {
     let router = Arc::new(Router::new().get("/file", |_req, reply| {
         let file = Arc::new(std::fs::File::open("/dev/null").unwrap());
-        reply.head(Status::OK).file(crate::FileRegion::new(file, 0, 1000));
+        reply
+            .head(Status::OK)
+            .file(crate::FileRegion::new(file, 0, 1000));
         panic!("after the file was queued");
     }));
     let mut http = Http::new(&FIXED, router);
     let (mut out, mut commands) = (Vec::new(), Vec::new());
-    let mut cx = Context::new(ConnId::new(0, 1), std::time::Instant::now(), &mut out, &mut commands);
+    let mut cx = Context::new(
+        ConnId::new(0, 1),
+        std::time::Instant::now(),
+        &mut out,
+        &mut commands,
+    );
     let step = http.on_data(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n", &mut cx);
     assert!(step.close);
-    assert!(cx.take_file_regions().is_empty(), "the file region went out after the 500");
+    assert!(
+        cx.take_file_regions().is_empty(),
+        "the file region went out after the 500"
+    );
     let text = String::from_utf8(out).unwrap();
-    assert!(text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+        "{text}"
+    );
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
 }

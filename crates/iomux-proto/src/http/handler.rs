@@ -134,7 +134,12 @@ pub trait Exchange: Send {
     /// A value another connection posted to this one
     /// ([`Context::post`]): an event for a long-poll or a stream. The
     /// default drops it.
-    fn on_message(&mut self, from: ConnId, message: Box<dyn Any + Send>, reply: &mut Reply<'_, '_>) {
+    fn on_message(
+        &mut self,
+        from: ConnId,
+        message: Box<dyn Any + Send>,
+        reply: &mut Reply<'_, '_>,
+    ) {
         let _ = (from, message, reply);
     }
 

@@ -89,11 +89,13 @@ pub struct Representation {
     /// From the requested name (a precompressed sibling has its original's).
     content_type: String,
     coding: Option<Coding>,
-    /// The whole content of a file of at most `in_memory` bytes.
+    /// The whole content of a file of at most [`MAX_IN_MEMORY`] bytes, when
+    /// the representation is kept in the open-file cache.
     bytes: Option<Arc<[u8]>>,
     /// The header fields of a `200` of the whole file, rendered once (what
-    /// [`FileResponse::headers`] lists for it).
-    headers: PreparedHeaders,
+    /// [`FileResponse::headers`] lists for it), when the representation is
+    /// kept: for one response, writing them one by one is cheaper.
+    headers: Option<PreparedHeaders>,
 }
 
 impl Representation {
@@ -101,22 +103,24 @@ impl Representation {
         opened: &Opened,
         content_type: String,
         coding: Option<Coding>,
-        in_memory: u64,
+        kept: bool,
         cache_control: Option<&str>,
     ) -> Representation {
         let meta = opened.meta;
         let validators = Validators::of_file(meta.ino, meta.size, meta.mtime_secs, meta.mtime_nsec);
-        let bytes = (meta.size <= in_memory)
+        let bytes = (kept && meta.size <= MAX_IN_MEMORY)
             .then(|| read_whole(&opened.file, meta.size))
             .flatten();
         let last_modified = validators.last_modified();
-        let headers = PreparedHeaders::new(entity_headers(
-            content_type.as_bytes(),
-            &validators.etag,
-            &last_modified,
-            cache_control,
-            coding,
-        ));
+        let headers = kept.then(|| {
+            PreparedHeaders::new(entity_headers(
+                content_type.as_bytes(),
+                &validators.etag,
+                &last_modified,
+                cache_control,
+                coding,
+            ))
+        });
         Representation {
             file: opened.file.clone(),
             size: meta.size,
@@ -237,7 +241,7 @@ impl FileResponse {
         self.rep
             .as_deref()
             .filter(|_| whole_file)
-            .map(|r| &r.headers)
+            .and_then(|r| r.headers.as_ref())
     }
 
     /// The value of header `name` (ASCII case-insensitive), if present.
@@ -304,9 +308,6 @@ pub struct StaticFiles {
     options: StaticOptions,
     cache_control: Option<Arc<str>>,
     cache: OpenFileCache<Representation>,
-    /// Files up to this size are kept in memory ([`MAX_IN_MEMORY`] with the
-    /// cache, 0 without).
-    in_memory: u64,
     clock: fn() -> u64,
     boundary_keys: std::collections::hash_map::RandomState,
 }
@@ -332,11 +333,6 @@ impl StaticFiles {
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
-            in_memory: if options.open_file_cache > 0 {
-                MAX_IN_MEMORY
-            } else {
-                0
-            },
             cache_control: options.cache_control.as_deref().map(Arc::from),
             options,
             clock: crate::http::system_clock,
@@ -407,7 +403,7 @@ impl StaticFiles {
                 opened,
                 content_type(name),
                 coding,
-                self.in_memory,
+                self.options.open_file_cache > 0,
                 self.cache_control.as_deref(),
             )
         })

@@ -514,6 +514,11 @@ fn prepared_headers_are_the_listed_ones() {
             String::from_utf8_lossy(&render(&r))
         );
     }
+    // Without the cache nothing is kept: the fields are written one by one.
+    let uncached = site("prepared-uncached", StaticOptions::default());
+    assert!(get(&uncached.files, "/digits.txt")
+        .prepared_headers()
+        .is_none());
     // Every other answer lists its own.
     for r in [
         with(&s.files, "/digits.txt", |r| r.range = Some(b"bytes=0-1")),
