@@ -123,6 +123,8 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.1)
+        # Not left running behind the error (nginx's master would outlive the run).
+        self.stop()
         raise RuntimeError(f"{self.name} did not answer on port {self.port} within 20 s")
 
     def answers(self):

@@ -80,7 +80,11 @@ fn get_item(items: &Items, req: &Request, reply: &mut Reply) -> Flow {
     };
     match serde_json::to_vec(&Item { id, name }) {
         Ok(body) => reply.send(Status::OK, "application/json", &body),
-        Err(e) => reply.send(Status::INTERNAL_SERVER_ERROR, "text/plain", e.to_string().as_bytes()),
+        Err(e) => reply.send(
+            Status::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string().as_bytes(),
+        ),
     }
     Flow::Done
 }
@@ -106,7 +110,11 @@ impl Exchange for PutItem {
         if !reply.is_started() {
             if self.body.len() + data.len() > MAX_ITEM_BODY {
                 reply.close_after();
-                reply.send(Status::CONTENT_TOO_LARGE, "text/plain", b"an item is at most 64 KiB\n");
+                reply.send(
+                    Status::CONTENT_TOO_LARGE,
+                    "text/plain",
+                    b"an item is at most 64 KiB\n",
+                );
             } else {
                 self.body.extend_from_slice(data);
             }
@@ -119,14 +127,30 @@ impl Exchange for PutItem {
             return;
         }
         let Ok(item) = serde_json::from_slice::<NewItem>(&self.body) else {
-            reply.send(Status::BAD_REQUEST, "text/plain", b"send {\"name\": STRING}\n");
+            reply.send(
+                Status::BAD_REQUEST,
+                "text/plain",
+                b"send {\"name\": STRING}\n",
+            );
             return;
         };
-        let created = self.items.lock().unwrap().insert(self.id, item.name.clone()).is_none();
+        let created = self
+            .items
+            .lock()
+            .unwrap()
+            .insert(self.id, item.name.clone())
+            .is_none();
         let status = if created { Status::CREATED } else { Status::OK };
-        match serde_json::to_vec(&Item { id: self.id, name: &item.name }) {
+        match serde_json::to_vec(&Item {
+            id: self.id,
+            name: &item.name,
+        }) {
             Ok(body) => reply.send(status, "application/json", &body),
-            Err(e) => reply.send(Status::INTERNAL_SERVER_ERROR, "text/plain", e.to_string().as_bytes()),
+            Err(e) => reply.send(
+                Status::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string().as_bytes(),
+            ),
         }
     }
 }
@@ -136,7 +160,11 @@ struct Wait(u64);
 
 impl Exchange for Wait {
     fn on_timer(&mut self, _key: u32, reply: &mut Reply) {
-        reply.send(Status::OK, "text/plain", format!("waited {}", self.0).as_bytes());
+        reply.send(
+            Status::OK,
+            "text/plain",
+            format!("waited {}", self.0).as_bytes(),
+        );
     }
 }
 
@@ -181,7 +209,11 @@ impl Exchange for Upload {
     fn on_body_end(&mut self, reply: &mut Reply) {
         let digest = std::mem::take(&mut self.hash).finalize();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        reply.send(Status::OK, "text/plain", format!("{} {hex}", self.bytes).as_bytes());
+        reply.send(
+            Status::OK,
+            "text/plain",
+            format!("{} {hex}", self.bytes).as_bytes(),
+        );
     }
 }
 
@@ -225,7 +257,11 @@ impl Exchange for Blocking {
     ) {
         match result.map(|r| r.downcast::<u64>()) {
             Ok(Ok(ms)) => reply.send(Status::OK, "text/plain", format!("slept {ms}").as_bytes()),
-            _ => reply.send(Status::INTERNAL_SERVER_ERROR, "text/plain", b"the work failed\n"),
+            _ => reply.send(
+                Status::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                b"the work failed\n",
+            ),
         }
     }
 }
@@ -235,8 +271,12 @@ fn app() -> Router {
     let (get_items, put_items, delete_items) = (items.clone(), items.clone(), items);
     let pattern: Arc<[u8]> = b"0123456789".repeat(DOWNLOAD_PIECE / 10 + 2).into();
     Router::new()
-        .get("/items/{id}", move |req, reply| get_item(&get_items, req, reply))
-        .delete("/items/{id}", move |req, reply| delete_item(&delete_items, req, reply))
+        .get("/items/{id}", move |req, reply| {
+            get_item(&get_items, req, reply)
+        })
+        .delete("/items/{id}", move |req, reply| {
+            delete_item(&delete_items, req, reply)
+        })
         .put("/items/{id}", move |req, reply| match item_id(req) {
             None => text(reply, Status::NOT_FOUND, "no such item\n"),
             Some(id) => Flow::continue_with(PutItem {
@@ -245,56 +285,72 @@ fn app() -> Router {
                 body: Vec::new(),
             }),
         })
-        .get("/wait", |req, reply| match number(req, "ms", MAX_WAIT_MS, reply) {
-            Err(answered) => answered,
-            Ok(ms) => {
-                reply.set_timer(0, Duration::from_millis(ms));
-                Flow::continue_with(Wait(ms))
-            }
-        })
-        .get("/events", |req, reply| match number(req, "n", u64::MAX, reply) {
-            Err(answered) => answered,
-            Ok(count) => {
-                reply
-                    .head(Status::OK)
-                    .header("Content-Type", "text/event-stream")
-                    .header("Cache-Control", "no-cache")
-                    .stream();
-                let mut events = Events { next: 0, count };
-                events.emit(reply);
-                Flow::continue_with(events)
-            }
-        })
-        .post("/upload", |_req, _reply| Flow::continue_with(Upload::default()))
-        .get("/download", move |req, reply| match number(req, "bytes", u64::MAX, reply) {
-            Err(answered) => answered,
-            Ok(bytes) => {
-                reply
-                    .head(Status::OK)
-                    .header("Content-Type", "application/octet-stream")
-                    .sized(bytes);
-                let mut download = Download {
-                    sent: 0,
-                    pattern: pattern.clone(),
-                };
-                download.write_piece(reply);
-                Flow::continue_with(download)
-            }
-        })
-        .get("/blocking", |req, reply| match number(req, "ms", MAX_BLOCKING_MS, reply) {
-            Err(answered) => answered,
-            Ok(ms) => {
-                let work = move || {
-                    std::thread::sleep(Duration::from_millis(ms));
-                    ms
-                };
-                match reply.spawn_blocking(0, work) {
-                    Ok(()) => Flow::continue_with(Blocking),
-                    Err(e) => text(reply, Status::SERVICE_UNAVAILABLE, &format!("{e}; try again\n")),
+        .get("/wait", |req, reply| {
+            match number(req, "ms", MAX_WAIT_MS, reply) {
+                Err(answered) => answered,
+                Ok(ms) => {
+                    reply.set_timer(0, Duration::from_millis(ms));
+                    Flow::continue_with(Wait(ms))
                 }
             }
         })
-        .get("/panic", |_req, _reply| panic!("GET /panic panics, as asked"))
+        .get("/events", |req, reply| {
+            match number(req, "n", u64::MAX, reply) {
+                Err(answered) => answered,
+                Ok(count) => {
+                    reply
+                        .head(Status::OK)
+                        .header("Content-Type", "text/event-stream")
+                        .header("Cache-Control", "no-cache")
+                        .stream();
+                    let mut events = Events { next: 0, count };
+                    events.emit(reply);
+                    Flow::continue_with(events)
+                }
+            }
+        })
+        .post("/upload", |_req, _reply| {
+            Flow::continue_with(Upload::default())
+        })
+        .get("/download", move |req, reply| {
+            match number(req, "bytes", u64::MAX, reply) {
+                Err(answered) => answered,
+                Ok(bytes) => {
+                    reply
+                        .head(Status::OK)
+                        .header("Content-Type", "application/octet-stream")
+                        .sized(bytes);
+                    let mut download = Download {
+                        sent: 0,
+                        pattern: pattern.clone(),
+                    };
+                    download.write_piece(reply);
+                    Flow::continue_with(download)
+                }
+            }
+        })
+        .get("/blocking", |req, reply| {
+            match number(req, "ms", MAX_BLOCKING_MS, reply) {
+                Err(answered) => answered,
+                Ok(ms) => {
+                    let work = move || {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        ms
+                    };
+                    match reply.spawn_blocking(0, work) {
+                        Ok(()) => Flow::continue_with(Blocking),
+                        Err(e) => text(
+                            reply,
+                            Status::SERVICE_UNAVAILABLE,
+                            &format!("{e}; try again\n"),
+                        ),
+                    }
+                }
+            }
+        })
+        .get("/panic", |_req, _reply| {
+            panic!("GET /panic panics, as asked")
+        })
 }
 
 fn main() {
@@ -305,18 +361,25 @@ fn main() {
 }
 
 fn serve() -> std::io::Result<()> {
-    let usage = || std::io::Error::other("usage: http_app ADDR [ENGINE], such as http_app 127.0.0.1:8080 epoll-edge");
+    let usage = || {
+        std::io::Error::other(
+            "usage: http_app ADDR [ENGINE], such as http_app 127.0.0.1:8080 epoll-edge",
+        )
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (addr, engine) = match args.as_slice() {
         [addr] => (addr, Engine::ALL[0]),
         [addr, engine] => (addr, engine.parse().map_err(std::io::Error::other)?),
         _ => return Err(usage()),
     };
-    let addr = addr
-        .parse()
-        .map_err(|e| std::io::Error::other(format!("ADDR {addr:?}: {e}; give HOST:PORT such as 127.0.0.1:8080")))?;
+    let addr = addr.parse().map_err(|e| {
+        std::io::Error::other(format!(
+            "ADDR {addr:?}: {e}; give HOST:PORT such as 127.0.0.1:8080"
+        ))
+    })?;
     if !engine.carries_out_commands() {
-        let why = "has no event loop for timers, streams and blocking work; try epoll-edge or uring";
+        let why =
+            "has no event loop for timers, streams and blocking work; try epoll-edge or uring";
         return Err(std::io::Error::other(format!("{engine} {why}")));
     }
     // Uploads of any size: they are hashed as they arrive, never held.

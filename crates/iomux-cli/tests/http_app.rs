@@ -31,7 +31,10 @@ const LOOP_ENGINES: &[&str] = &[
 ];
 
 fn start(engine: &str) -> ServerProcess {
-    ServerProcess::start_program(&run_example::example_path("http_app"), &["127.0.0.1:0", engine])
+    ServerProcess::start_program(
+        &run_example::example_path("http_app"),
+        &["127.0.0.1:0", engine],
+    )
 }
 
 fn request(stream: &mut TcpStream, method: &str, target: &str, body: &[u8]) {
@@ -62,22 +65,45 @@ fn items_api(server: &ServerProcess, engine: &str) {
     let put = ask(server, "PUT", "/items/7", br#"{"name":"ink"}"#);
     assert_eq!(put.code, 200, "{engine}: second PUT replaces");
     let got = ask(server, "GET", "/items/7", b"");
-    assert_eq!((got.code, text(&got).as_str()), (200, r#"{"id":7,"name":"ink"}"#), "{engine}");
+    assert_eq!(
+        (got.code, text(&got).as_str()),
+        (200, r#"{"id":7,"name":"ink"}"#),
+        "{engine}"
+    );
     assert_eq!(got.header("content-type"), Some("application/json"));
     for bad in [&b"not json"[..], br#"{"name":3}"#, br#"{"nom":"x"}"#, b""] {
-        assert_eq!(ask(server, "PUT", "/items/8", bad).code, 400, "{engine}: {bad:?}");
+        assert_eq!(
+            ask(server, "PUT", "/items/8", bad).code,
+            400,
+            "{engine}: {bad:?}"
+        );
     }
     assert_eq!(ask(server, "GET", "/items/8", b"").code, 404, "{engine}");
     for id in ["x", "-1", "+7", "18446744073709551616", "7.0"] {
-        assert_eq!(ask(server, "GET", &format!("/items/{id}"), b"").code, 404, "{engine}: {id}");
+        assert_eq!(
+            ask(server, "GET", &format!("/items/{id}"), b"").code,
+            404,
+            "{engine}: {id}"
+        );
     }
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 204, "{engine}");
     assert_eq!(ask(server, "DELETE", "/items/7", b"").code, 404, "{engine}");
     assert_eq!(ask(server, "GET", "/items/7", b"").code, 404, "{engine}");
-    for target in ["/wait", "/wait?ms=x", "/wait?ms=3600001", "/blocking?ms=-1", "/events?n=", "/download?bytes=1e3"] {
+    for target in [
+        "/wait",
+        "/wait?ms=x",
+        "/wait?ms=3600001",
+        "/blocking?ms=-1",
+        "/events?n=",
+        "/download?bytes=1e3",
+    ] {
         let r = ask(server, "GET", target, b"");
         assert_eq!(r.code, 400, "{engine}: {target}");
-        assert!(text(&r).starts_with("give "), "{engine}: {target}: {}", text(&r));
+        assert!(
+            text(&r).starts_with("give "),
+            "{engine}: {target}: {}",
+            text(&r)
+        );
     }
 }
 
@@ -85,7 +111,8 @@ fn items_api(server: &ServerProcess, engine: &str) {
 fn nothing_yet(stream: &mut TcpStream) -> bool {
     stream.set_nonblocking(true).unwrap();
     let mut byte = [0u8; 1];
-    let idle = matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    let idle =
+        matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     stream.set_nonblocking(false).unwrap();
     idle
 }
@@ -106,7 +133,10 @@ fn deferred_in_order(server: &ServerProcess, engine: &str) {
         ["waited 300", "no such item\n", "slept 50", "waited 1"],
         "{engine}: in request order"
     );
-    assert!(started.elapsed() >= Duration::from_millis(300), "{engine}: the timer fired early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{engine}: the timer fired early"
+    );
 }
 
 /// While one connection waits on a long timer and another on long blocking
@@ -119,14 +149,28 @@ fn waiting_stops_no_one(server: &ServerProcess, engine: &str) {
     request(&mut sleeper, "GET", "/blocking?ms=60000", b"");
     for _ in 0..5 {
         assert_eq!(ask(server, "GET", "/items/1", b"").code, 404, "{engine}");
-        assert_eq!(text(&ask(server, "GET", "/wait?ms=0", b"")), "waited 0", "{engine}");
+        assert_eq!(
+            text(&ask(server, "GET", "/wait?ms=0", b"")),
+            "waited 0",
+            "{engine}"
+        );
     }
-    assert!(nothing_yet(&mut timer), "{engine}: the 60 s timer answered early");
-    assert!(nothing_yet(&mut sleeper), "{engine}: the 60 s blocking work answered early");
+    assert!(
+        nothing_yet(&mut timer),
+        "{engine}: the 60 s timer answered early"
+    );
+    assert!(
+        nothing_yet(&mut sleeper),
+        "{engine}: the 60 s blocking work answered early"
+    );
     // A longer sleep would let a few requests hold every worker for good.
     let refused = ask(server, "GET", "/blocking?ms=60001", b"");
     assert_eq!(refused.code, 400, "{engine}");
-    assert!(text(&refused).contains("up to 60000"), "{engine}: {}", text(&refused));
+    assert!(
+        text(&refused).contains("up to 60000"),
+        "{engine}: {}",
+        text(&refused)
+    );
 }
 
 /// A chunked body: its chunks' data, then what follows the last chunk.
@@ -155,7 +199,8 @@ fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
 
 fn events(server: &ServerProcess, engine: &str) {
     let mut s = server.connect();
-    s.write_all(b"GET /events?n=4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /events?n=4 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -168,20 +213,38 @@ fn events(server: &ServerProcess, engine: &str) {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    assert!(head.contains("content-type: text/event-stream"), "{engine}: {head}");
-    assert!(head.contains("transfer-encoding: chunked"), "{engine}: {head}");
+    assert!(
+        head.contains("content-type: text/event-stream"),
+        "{engine}: {head}"
+    );
+    assert!(
+        head.contains("transfer-encoding: chunked"),
+        "{engine}: {head}"
+    );
     let body = read_chunked(&mut s, buf[head_end..].to_vec());
-    assert_eq!(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n", "{engine}");
-    assert!(started.elapsed() >= Duration::from_millis(150), "{engine}: 50 ms apart");
+    assert_eq!(
+        body, b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n",
+        "{engine}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{engine}: 50 ms apart"
+    );
     // The connection goes on.
     request(&mut s, "GET", "/wait?ms=0", b"");
     let mut left = Vec::new();
-    assert_eq!(text(&read_http_responses(&mut s, 1, &mut left)[0]), "waited 0");
+    assert_eq!(
+        text(&read_http_responses(&mut s, 1, &mut left)[0]),
+        "waited 0"
+    );
 }
 
 fn upload_and_download(server: &ServerProcess, engine: &str) {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let hex: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let r = ask(server, "POST", "/upload", &body);
     assert_eq!(text(&r), format!("300000 {hex}"), "{engine}");
     // Chunked, in pieces.
@@ -189,16 +252,24 @@ fn upload_and_download(server: &ServerProcess, engine: &str) {
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     for piece in body.chunks(70_000) {
-        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).unwrap();
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .unwrap();
         s.write_all(piece).unwrap();
         s.write_all(b"\r\n").unwrap();
     }
     s.write_all(b"0\r\n\r\n").unwrap();
     let mut left = Vec::new();
-    assert_eq!(text(&read_http_responses(&mut s, 1, &mut left)[0]), format!("300000 {hex}"));
+    assert_eq!(
+        text(&read_http_responses(&mut s, 1, &mut left)[0]),
+        format!("300000 {hex}")
+    );
     let r = ask(server, "GET", "/download?bytes=1000003", b"");
     assert_eq!(r.body.len(), 1_000_003, "{engine}");
-    assert!(r.body.iter().enumerate().all(|(i, &b)| b == b'0' + (i % 10) as u8));
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == b'0' + (i % 10) as u8));
     assert_eq!(ask(server, "GET", "/download?bytes=0", b"").body, b"");
 }
 
@@ -210,11 +281,23 @@ fn panic_isolated(server: &ServerProcess, engine: &str) {
         .unwrap();
     let r = read_http_until_close(&mut s);
     assert_eq!(r.len(), 1, "{engine}: nothing after the 500");
-    assert_eq!((r[0].code, r[0].header("connection")), (500, Some("close")), "{engine}");
+    assert_eq!(
+        (r[0].code, r[0].header("connection")),
+        (500, Some("close")),
+        "{engine}"
+    );
     let mut left = Vec::new();
     let r = read_http_responses(&mut bystander, 1, &mut left);
-    assert_eq!(text(&r[0]), "waited 200", "{engine}: the other connection goes on");
-    assert_eq!(ask(server, "GET", "/items/1", b"").code, 404, "{engine}: still serving");
+    assert_eq!(
+        text(&r[0]),
+        "waited 200",
+        "{engine}: the other connection goes on"
+    );
+    assert_eq!(
+        ask(server, "GET", "/items/1", b"").code,
+        404,
+        "{engine}: still serving"
+    );
 }
 
 #[test]
@@ -233,9 +316,15 @@ fn the_app_on_every_event_loop_engine() {
 #[test]
 fn engines_without_a_loop_are_refused() {
     let (status, stderr) = run_example::refused("http_app", &["127.0.0.1:0", "threads"]);
-    assert!(!status.success() && stderr.contains("no event loop"), "{stderr}");
+    assert!(
+        !status.success() && stderr.contains("no event loop"),
+        "{stderr}"
+    );
     let (status, stderr) = run_example::refused("http_app", &[]);
-    assert!(!status.success() && stderr.contains("usage: http_app ADDR"), "{stderr}");
+    assert!(
+        !status.success() && stderr.contains("usage: http_app ADDR"),
+        "{stderr}"
+    );
 }
 
 const GIB: u64 = 1 << 30;
@@ -247,8 +336,10 @@ fn a_gibibyte_upload_is_hashed_with_the_server_memory_bounded() {
     let server = start("epoll-edge");
     let before = server.rss_kib();
     let mut s = server.connect();
-    s.write_all(format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {GIB}\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {GIB}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let piece: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut hash = Sha256::new();
     let mut peak = before;
@@ -322,23 +413,44 @@ fn requests_pipelined_behind_a_deferred_answer_are_held_bounded() {
     let before = server.rss_kib();
     let mut s = server.connect();
     s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    s.write_all(b"GET /wait?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /wait?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let batch = b"GET /items/1 HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2048);
     let mut written = 0usize;
     let limit = 64 << 20;
     let blocked = loop {
         match s.write(&batch) {
             Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break true
+            }
             Err(e) => panic!("the server dropped the connection after {written} bytes: {e}"),
         }
         if written > limit {
             break false;
         }
     };
-    assert!(blocked, "{written} bytes of requests taken behind an unanswered one");
+    assert!(
+        blocked,
+        "{written} bytes of requests taken behind an unanswered one"
+    );
     let grown = server.rss_kib().saturating_sub(before);
-    assert!(grown < 16 * 1024, "the server grew by {grown} KiB holding {written} bytes of requests");
-    assert!(nothing_yet(&mut s), "an answer overtook the unanswered first request");
-    assert_eq!(ask(&server, "GET", "/wait?ms=0", b"").code, 200, "others are still served");
+    assert!(
+        grown < 16 * 1024,
+        "the server grew by {grown} KiB holding {written} bytes of requests"
+    );
+    assert!(
+        nothing_yet(&mut s),
+        "an answer overtook the unanswered first request"
+    );
+    assert_eq!(
+        ask(&server, "GET", "/wait?ms=0", b"").code,
+        200,
+        "others are still served"
+    );
 }

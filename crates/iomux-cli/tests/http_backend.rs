@@ -25,7 +25,11 @@ impl Exchange for Call {
                 self.backend = Some(id);
                 reply.context().send_to(id, b"ping\n");
             }
-            Err(e) => reply.send(Status::BAD_GATEWAY, "text/plain", format!("backend: {e}").as_bytes()),
+            Err(e) => reply.send(
+                Status::BAD_GATEWAY,
+                "text/plain",
+                format!("backend: {e}").as_bytes(),
+            ),
         }
     }
 
@@ -70,9 +74,13 @@ fn serve(engine: Engine, backend: SocketAddr) -> Server {
 
 fn get(server: &Server, path: &str) -> String {
     let mut client = TcpStream::connect(server.local_addr()).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     client
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .unwrap();
     let mut answer = String::new();
     client.read_to_string(&mut answer).unwrap();
@@ -81,7 +89,11 @@ fn get(server: &Server, path: &str) -> String {
 
 #[test]
 fn a_handler_answers_from_the_backend_it_called_on_every_event_loop_engine() {
-    let engines: Vec<Engine> = Engine::ALL.iter().copied().filter(|e| e.carries_out_commands()).collect();
+    let engines: Vec<Engine> = Engine::ALL
+        .iter()
+        .copied()
+        .filter(|e| e.carries_out_commands())
+        .collect();
     assert!(engines.len() >= 6, "the event-loop engines: {engines:?}");
     for engine in engines {
         let backend = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -96,14 +108,21 @@ fn a_handler_answers_from_the_backend_it_called_on_every_event_loop_engine() {
             assert_eq!(line, "ping\n");
             // The backend answers only once the test says so.
             wait.recv().unwrap();
-            lines.get_mut().write_all(b"pong from the backend\n").unwrap();
+            lines
+                .get_mut()
+                .write_all(b"pong from the backend\n")
+                .unwrap();
         });
         let caller = {
             let addr = server.local_addr();
             std::thread::spawn(move || {
                 let mut client = TcpStream::connect(addr).unwrap();
-                client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                client.write_all(b"GET /call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                client
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                client
+                    .write_all(b"GET /call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
                 let mut answer = String::new();
                 client.read_to_string(&mut answer).unwrap();
                 answer
@@ -115,7 +134,8 @@ fn a_handler_answers_from_the_backend_it_called_on_every_event_loop_engine() {
         backend_thread.join().unwrap();
         let answer = caller.join().unwrap();
         assert!(
-            answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\npong from the backend\n"),
+            answer.starts_with("HTTP/1.1 200 OK\r\n")
+                && answer.ends_with("\r\n\r\npong from the backend\n"),
             "{engine}: {answer}"
         );
         server.shutdown();
@@ -126,10 +146,16 @@ fn a_handler_answers_from_the_backend_it_called_on_every_event_loop_engine() {
 #[test]
 fn a_backend_that_refuses_is_a_502() {
     // A port nobody listens on: bound, then closed.
-    let backend_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let backend_addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let server = serve(Engine::ALL[0], backend_addr);
     let answer = get(&server, "/call");
-    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("backend: "), "{answer}");
     server.shutdown();
     server.join().unwrap();

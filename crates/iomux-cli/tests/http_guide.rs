@@ -44,7 +44,11 @@ fn app() -> Router {
     let for_put = notes.clone();
     Router::new()
         .get("/notes/{id}", move |req, reply| {
-            match notes.lock().unwrap().get(req.param("id").unwrap_or_default()) {
+            match notes
+                .lock()
+                .unwrap()
+                .get(req.param("id").unwrap_or_default())
+            {
                 Some(note) => reply.send(Status::OK, "text/plain", note),
                 None => reply.send(Status::NOT_FOUND, "text/plain", b"no such note\n"),
             }
@@ -52,7 +56,11 @@ fn app() -> Router {
         })
         .put("/notes/{id}", move |req, _reply| {
             let id = req.param("id").unwrap_or_default().to_string();
-            Flow::continue_with(Put { notes: for_put.clone(), id, body: Vec::new() })
+            Flow::continue_with(Put {
+                notes: for_put.clone(),
+                id,
+                body: Vec::new(),
+            })
         })
         .get("/slow", |_req, reply| {
             reply.set_timer(0, Duration::from_secs(1));
@@ -74,7 +82,10 @@ fn the_guide_tests_its_application_without_sockets() {
     assert!(out.starts_with("HTTP/1.1 201 Created\r\n") && out.ends_with("\r\n\r\nhi") && !closed);
     // The same bytes, whichever way the reads cut them.
     for cut in 1..input.len() {
-        assert_eq!(feed_in_reads(&CONFIG, app.clone(), input, &[cut]).0, out.as_bytes());
+        assert_eq!(
+            feed_in_reads(&CONFIG, app.clone(), input, &[cut]).0,
+            out.as_bytes()
+        );
     }
 }
 
@@ -91,7 +102,8 @@ fn the_guide_serves_its_application() {
         addr: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    let server = Server::start(config, Engine::ALL[0], move || Http::new(http, app.clone())).unwrap();
+    let server =
+        Server::start(config, Engine::ALL[0], move || Http::new(http, app.clone())).unwrap();
     let mut client = std::net::TcpStream::connect(server.local_addr()).unwrap();
     client
         .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /notes/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

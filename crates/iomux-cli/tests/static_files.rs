@@ -6,6 +6,8 @@
 
 #[macro_use]
 mod common;
+#[path = "common/tls.rs"]
+mod tls_fixture;
 
 use common::{parse_http_response, HttpResponse, LoggedServer, ServerProcess};
 use std::io::{Read, Write};
@@ -1014,3 +1016,73 @@ fn truncated_mid_send(engine: &[&str]) {
 }
 
 for_engines!(truncated_mid_send, [epoll_edge, uring, threads, blocking]);
+
+/// Over TLS the file's bytes are read and encrypted by the connection core
+/// (no sendfile): a file sent from the file, one from memory, and the
+/// parts of a multipart answer arrive byte for byte.
+fn over_tls(engine: &[&str]) {
+    let site = Site::new(&format!("tls-{}", engine.join("-").replace("--", "")));
+    big_file(&site.root().join("big.bin"), 3 << 20);
+    let certs = tls_fixture::certs();
+    let root = site.root();
+    let mut args = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--tls-cert",
+        certs.ec_cert.to_str().unwrap(),
+        "--tls-key",
+        certs.ec_key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(engine);
+    let mut server = ServerProcess::start(&args);
+    let config = tls_fixture::client_config(&certs.ec_cert, &[b"http/1.1"]);
+    let fetch = |target: &str, headers: &str| {
+        let mut s = tls_fixture::tls_connect(server.addr, &config);
+        s.write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .expect("the whole answer, then close_notify");
+        let (r, used) = parse_http_response(&raw, false).expect("one response");
+        assert_eq!(used, raw.len(), "{target}: bytes after the response");
+        r
+    };
+    let big = fetch("/big.bin", "");
+    assert_eq!(big.code, 200);
+    let want = std::fs::read(site.root().join("big.bin")).unwrap();
+    let first_diff = big.body.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        big.body == want,
+        "3 MiB over TLS, byte for byte: got {} bytes, first difference at {first_diff:?}",
+        big.body.len()
+    );
+    let small = fetch("/hello.txt", "");
+    assert_eq!(
+        (small.code, small.body.as_slice()),
+        (200, &b"Hello, files!\n"[..])
+    );
+    let r = fetch("/big.bin", "Range: bytes=5-9,-3\r\n");
+    assert_eq!(r.code, 206);
+    let boundary = r
+        .header("content-type")
+        .unwrap()
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        multipart_parts(&r.body, &boundary, 3 << 20),
+        vec![
+            ("bytes 5-9/3145728".to_owned(), b"56789".to_vec()),
+            (
+                "bytes 3145725-3145727/3145728".to_owned(),
+                want[(3 << 20) - 3..].to_vec()
+            ),
+        ]
+    );
+    server.stop();
+}
+
+for_engines!(over_tls, [epoll_edge, uring, uring_poll, poll]);

@@ -426,7 +426,7 @@ pub(crate) trait LoopEngine: Sized {
     /// it until its connect ends. An error means it was not taken in.
     fn start_connect(&mut self, fd: OwnedFd, connect: Connecting) -> io::Result<()>;
     /// An outgoing connection opened: start reading it and send what it said.
-    fn connect_opened(&mut self, token: Token) -> io::Result<()>;
+    fn serve_outgoing(&mut self, token: Token) -> io::Result<()>;
 
     /// After a call into a session: carry out what the protocol asked for,
     /// and count a fault (an input cap reached closes gracefully, the others
@@ -655,6 +655,12 @@ pub(crate) trait LoopEngine: Sized {
     /// A protocol asked for an outgoing connection: a non-blocking connect,
     /// watched by the engine until it ends, its timeout in the timer wheel.
     /// A connect that cannot even start is reported to the asker at once.
+    ///
+    /// Its steps, one name each: `start_connect` (the engine watches it),
+    /// `finish_connect` (it ended), `Session::open_outgoing` and
+    /// `serve_outgoing` (the new connection opens and is served),
+    /// `report_connect` (the asker is told, through `Session::on_connect`
+    /// into `Service::on_connect`).
     fn connect(
         &mut self,
         asker: Token,
@@ -671,7 +677,7 @@ pub(crate) trait LoopEngine: Sized {
         });
         if let Err(e) = started {
             self.core().stats.connect_failures += 1;
-            return self.tell_asker(asker, tag, Err(connect.failed(e)));
+            return self.report_connect(asker, tag, Err(connect.failed(e)));
         }
         Ok(())
     }
@@ -679,7 +685,7 @@ pub(crate) trait LoopEngine: Sized {
     /// A connect ended: on success the new connection opens and the asker
     /// learns its id; on failure it closes and the asker learns why. With
     /// the asker gone, the new connection is closed.
-    fn connect_done(&mut self, token: Token, outcome: io::Result<()>) -> io::Result<()> {
+    fn finish_connect(&mut self, token: Token, outcome: io::Result<()>) -> io::Result<()> {
         let core = self.core();
         let Some(connect) = core
             .conns
@@ -693,7 +699,7 @@ pub(crate) trait LoopEngine: Sized {
         if let Err(e) = outcome {
             core.stats.connect_failures += 1;
             self.close(token)?;
-            return self.tell_asker(asker, connect.tag, Err(connect.failed(e)));
+            return self.report_connect(asker, connect.tag, Err(connect.failed(e)));
         }
         core.stats.connects += 1;
         let asker_here = asker.0 == LOOP_ASKER
@@ -705,13 +711,13 @@ pub(crate) trait LoopEngine: Sized {
             return self.close(token); // nobody wants it any more
         }
         let opened = core
-            .call(token, |session, env| session.on_connected(env).1)
+            .call(token, |session, env| session.open_outgoing(env).1)
             .expect("live connection");
         // Its idle deadline counts from now, not from the connect's.
         core.restart_deadline(token);
         let result = match self.after_call(token, opened) {
             Ok(()) => {
-                self.connect_opened(token)?;
+                self.serve_outgoing(token)?;
                 Ok(self.core().id(token))
             }
             Err(e) => {
@@ -719,11 +725,11 @@ pub(crate) trait LoopEngine: Sized {
                 Err(connect.open_failed(e))
             }
         };
-        self.tell_asker(asker, connect.tag, result)
+        self.report_connect(asker, connect.tag, result)
     }
 
     /// Tell a connection how its connect went (if it is still there).
-    fn tell_asker(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
+    fn report_connect(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
         let core = self.core();
         if asker.0 == LOOP_ASKER {
             if let Some(told) = core.loop_connects.remove(&tag) {
@@ -781,7 +787,7 @@ pub(crate) trait LoopEngine: Sized {
                 Deadline::Later(at) => *conn.timer() = core.timers.insert(at, token),
                 Deadline::Close => self.close(token)?,
                 Deadline::ConnectTimedOut => {
-                    self.connect_done(token, Err(io::ErrorKind::TimedOut.into()))?
+                    self.finish_connect(token, Err(io::ErrorKind::TimedOut.into()))?
                 }
                 Deadline::TimedOut => {
                     core.stats.timeouts += 1;

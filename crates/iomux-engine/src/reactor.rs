@@ -337,7 +337,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         let conn = self.core.conn(token).expect("live connection");
         match connect_outcome(conn.stream.as_fd()) {
             Ok(true) => {
-                let _ = self.connect_done(token, Ok(()));
+                let _ = self.finish_connect(token, Ok(()));
             }
             Ok(false) if self.trigger == Trigger::Oneshot => {
                 // Not yet (a spurious wake): a one-shot registration went silent.
@@ -348,7 +348,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             }
             Ok(false) => {}
             Err(e) => {
-                let _ = self.connect_done(token, Err(e));
+                let _ = self.finish_connect(token, Err(e));
             }
         }
     }
@@ -798,7 +798,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> LoopEngine for Reactor<S, P, F> {
         Ok(())
     }
 
-    fn connect_opened(&mut self, token: Token) -> io::Result<()> {
+    fn serve_outgoing(&mut self, token: Token) -> io::Result<()> {
         // In edge mode bytes that came with the connect raise no new edge.
         self.on_resumed(token);
         self.to_flush.push(token);

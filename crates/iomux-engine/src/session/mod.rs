@@ -235,7 +235,7 @@ impl<P: Service> Session<P> {
         self.proto.is_idle() && !self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// An outgoing connection, connecting until [`Session::on_connected`]
+    /// An outgoing connection, connecting until [`Session::open_outgoing`]
     /// (or a failure the engine reports to the asker).
     pub(crate) fn connecting(proto: P, id: ConnId, now: Instant, connect: Connecting) -> Self {
         let mut session = Session::new(proto, id, now);
@@ -498,7 +498,7 @@ impl<P: Service> Session<P> {
     /// The outgoing connection is established: it counts as active from
     /// now, and its protocol opens, told who asked for it. Returns the
     /// connect's details for the loop to tell the asker.
-    pub(crate) fn on_connected(&mut self, env: &mut Env) -> (Connecting, Result<(), Fault>) {
+    pub(crate) fn open_outgoing(&mut self, env: &mut Env) -> (Connecting, Result<(), Fault>) {
         self.flags &= !flag::CONNECTING;
         let connect = self
             .extras()

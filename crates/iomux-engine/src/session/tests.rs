@@ -927,7 +927,7 @@ fn an_outgoing_connection_opens_once_established_and_learns_who_asked() {
         s.on_deadline(None, &mut env),
         Deadline::Later(now + Duration::from_secs(2))
     );
-    let (told, opened) = s.on_connected(&mut env);
+    let (told, opened) = s.open_outgoing(&mut env);
     opened.unwrap();
     assert_eq!((told.asker, told.tag), (asker, 7));
     assert_eq!(s.proto.opened_by, Some(Some(asker)));

@@ -325,10 +325,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             Ok(false) => self.poll_connect(token),
             // Blocking from now on, as accepted sockets are: the ring waits for them.
             Ok(true) => match socket2::SockRef::from(&conn.fd).set_nonblocking(false) {
-                Ok(()) => self.connect_done(token, Ok(())),
-                Err(e) => self.connect_done(token, Err(e)),
+                Ok(()) => self.finish_connect(token, Ok(())),
+                Err(e) => self.finish_connect(token, Err(e)),
             },
-            Err(e) => self.connect_done(token, Err(e)),
+            Err(e) => self.finish_connect(token, Err(e)),
         }
     }
 
@@ -713,7 +713,7 @@ impl<P: Service, F: Fn() -> P> LoopEngine for Loop<P, F> {
         Ok(())
     }
 
-    fn connect_opened(&mut self, token: Token) -> io::Result<()> {
+    fn serve_outgoing(&mut self, token: Token) -> io::Result<()> {
         self.mark_dirty(token);
         self.arm_recv(token)
     }
