@@ -11,7 +11,7 @@ use crate::buffer::BufPool;
 use crate::life::LoopSetup;
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
-use crate::session::{Connecting, Finish, Front, Session};
+use crate::session::{Connecting, Finish, Session};
 use crate::sock::{
     connect_outcome, is_file_cut_short, read_append, send_available, send_front, set_cork,
     shutdown_write,
