@@ -75,7 +75,12 @@ impl Exchange for Later {
     fn on_message(&mut self, _from: ConnId, _message: Box<dyn Any + Send>, reply: &mut Reply) {
         self.answer(reply, b"message");
     }
-    fn on_blocking_done(&mut self, _key: u32, _r: std::io::Result<Box<dyn Any + Send>>, reply: &mut Reply) {
+    fn on_blocking_done(
+        &mut self,
+        _key: u32,
+        _r: std::io::Result<Box<dyn Any + Send>>,
+        reply: &mut Reply,
+    ) {
         self.answer(reply, b"blocking");
     }
 }
@@ -132,7 +137,10 @@ impl Exchange for SlowBody {
         reply.resume_body();
     }
     fn on_body_end(&mut self, reply: &mut Reply) {
-        reply.head(Status::OK).header("X-Seq", &self.seq).body(b"body");
+        reply
+            .head(Status::OK)
+            .header("X-Seq", &self.seq)
+            .body(b"body");
     }
 }
 
@@ -151,20 +159,28 @@ fn router() -> Arc<Router> {
             Arc::new(
                 Router::new()
                     .get("/now", |req, reply| {
-                        reply.head(Status::OK).header("X-Seq", seq(req)).body(b"now");
+                        reply
+                            .head(Status::OK)
+                            .header("X-Seq", seq(req))
+                            .body(b"now");
                         Flow::Done
                     })
                     .get("/timer", |req, reply| {
                         reply.set_timer(0, Duration::from_millis(5));
                         Flow::continue_with(Later { seq: seq(req) })
                     })
-                    .get("/message", |req, _reply| Flow::continue_with(Later { seq: seq(req) }))
+                    .get("/message", |req, _reply| {
+                        Flow::continue_with(Later { seq: seq(req) })
+                    })
                     .get("/blocking", |req, reply| {
                         // No pool in a plain context: the error is answered at once.
                         match reply.spawn_blocking(2, || 7u8) {
                             Ok(()) => Flow::continue_with(Later { seq: seq(req) }),
                             Err(_) => {
-                                reply.head(Status::SERVICE_UNAVAILABLE).header("X-Seq", seq(req)).body(b"busy");
+                                reply
+                                    .head(Status::SERVICE_UNAVAILABLE)
+                                    .header("X-Seq", seq(req))
+                                    .body(b"busy");
                                 Flow::Done
                             }
                         }
@@ -184,10 +200,17 @@ fn router() -> Arc<Router> {
                     })
                     .post("/slow/{take}", |req, _reply| {
                         let take = req.param("take").and_then(|n| n.parse().ok()).unwrap_or(1);
-                        Flow::continue_with(SlowBody { seq: seq(req), take, waiting: false })
+                        Flow::continue_with(SlowBody {
+                            seq: seq(req),
+                            take,
+                            waiting: false,
+                        })
                     })
                     .get("/twice", |req, reply| {
-                        reply.head(Status::OK).header("X-Seq", seq(req)).body(b"one");
+                        reply
+                            .head(Status::OK)
+                            .header("X-Seq", seq(req))
+                            .body(b"one");
                         reply.send(Status::OK, "text/plain", b"two"); // a handler fault: 500 impossible, close
                         Flow::Done
                     })
@@ -281,7 +304,10 @@ fn check(mut out: &[u8]) -> Vec<u32> {
         let mut response = httparse::Response::new(&mut headers);
         let head = match response.parse(out) {
             Ok(httparse::Status::Complete(n)) => n,
-            other => panic!("bad response head {other:?}: {:?}", String::from_utf8_lossy(out)),
+            other => panic!(
+                "bad response head {other:?}: {:?}",
+                String::from_utf8_lossy(out)
+            ),
         };
         let code = response.code.unwrap();
         let get = |name: &str| {
@@ -303,10 +329,15 @@ fn check(mut out: &[u8]) -> Vec<u32> {
             let mut at = 0;
             loop {
                 let Some(line) = rest[at..].windows(2).position(|w| w == b"\r\n") else {
-                    assert!(rest[at..].iter().all(u8::is_ascii_hexdigit), "a bad chunk size line");
+                    assert!(
+                        rest[at..].iter().all(u8::is_ascii_hexdigit),
+                        "a bad chunk size line"
+                    );
                     return seqs;
                 };
-                let size = usize::from_str_radix(std::str::from_utf8(&rest[at..at + line]).unwrap(), 16).unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[at..at + line]).unwrap(), 16)
+                        .unwrap();
                 let end = at + line + 2 + size + 2;
                 if end > rest.len() {
                     return seqs;
@@ -319,7 +350,10 @@ fn check(mut out: &[u8]) -> Vec<u32> {
             }
             out = &rest[at..];
         } else {
-            let length: usize = get("content-length").expect("a framed response").parse().unwrap();
+            let length: usize = get("content-length")
+                .expect("a framed response")
+                .parse()
+                .unwrap();
             if rest.len() < length {
                 return seqs;
             }
@@ -409,6 +443,9 @@ fuzz_target!(|ops: Vec<Op>| {
     let seqs = check(&d.out);
     // Answers in request order: the sequence numbers seen rise.
     let numbered: Vec<u32> = seqs.iter().copied().filter(|&s| s != 0).collect();
-    assert!(numbered.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+    assert!(
+        numbered.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {seqs:?}"
+    );
     assert!(numbered.iter().all(|s| sent.contains(s)));
 });

@@ -15,6 +15,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// Most bytes one receive takes before the loop looks at the connection
+/// again (the reactor's read size): what arrives after a pause is decided
+/// is at most this much.
+const RECV_PER_ARM: usize = 64 * 1024;
+
 /// Bytes of a file region read into a connection's send buffer at a time.
 const FILE_PIECE: usize = 256 * 1024;
 
@@ -90,8 +95,11 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             return Ok(());
         }
         // What this receive may take before the loop looks again: the room
-        // under the output limit (a lingering connection discards its input).
-        let room = conn.session.read_budget(high_water);
+        // under the output limit (a lingering connection discards its input),
+        // and no more than the reactor reads before it looks again: a
+        // connection whose input goes elsewhere (forwarded) is paused by its
+        // target's output, which its own room knows nothing of.
+        let room = conn.session.read_budget(high_water).min(RECV_PER_ARM);
         if room == 0 && !lingering {
             return Ok(());
         }

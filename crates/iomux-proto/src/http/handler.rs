@@ -503,6 +503,9 @@ impl<'r, 'c> Reply<'r, 'c> {
     /// exchange as [`Upstream`] messages. Close it with
     /// [`Context::close_conn`] when done (it also closes when this
     /// connection does not want it any more: its messages are then dropped).
+    /// Its end is told as [`Upstream::Closed`] when the backend closes or
+    /// times out; a reset or a server shutdown ends it without a word, so an
+    /// exchange that must answer anyway sets a timer too.
     pub fn connect(&mut self, addr: std::net::SocketAddr, timeout: Duration, tag: u32) {
         let tag = timer_key(self.tx.seq, tag);
         self.cx.connect(addr, timeout, tag);

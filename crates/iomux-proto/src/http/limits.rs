@@ -100,9 +100,6 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// Default limits, system clock.
-    pub const DEFAULT: HttpConfig = HttpConfig::new(HttpLimits::DEFAULT, system_clock);
-
     /// A configuration with `limits` and `clock` (a `static` one for tests:
     /// `HttpConfig::new(HttpLimits::DEFAULT, fixed_clock)`).
     pub const fn new(limits: HttpLimits, clock: fn() -> u64) -> HttpConfig {
@@ -180,5 +177,6 @@ impl std::fmt::Display for HttpCounters {
     }
 }
 
-/// The configuration of [`crate::Http::default`].
-pub static DEFAULT_CONFIG: HttpConfig = HttpConfig::DEFAULT;
+/// Default limits and the system clock, shared by servers that need no
+/// other (`Http::new(&DEFAULT_CONFIG, handler)`).
+pub static DEFAULT_CONFIG: HttpConfig = HttpConfig::new(HttpLimits::DEFAULT, system_clock);

@@ -557,13 +557,14 @@ impl<H: Handler> Service for Http<H> {
         }
         // Complete requests still pending are answered (a half-closed client
         // waits for them); a truncated one is dropped silently.
-        if self.phase != Phase::Closed && !self.on_data(pending, cx).close {
-            if self.phase == Phase::Answering {
-                // An answer is owed: send it, then close.
-                self.flags |= flag::PEER_DONE;
-                cx.allow_half_close();
-                return;
-            }
+        if self.phase != Phase::Closed
+            && !self.on_data(pending, cx).close
+            && self.phase == Phase::Answering
+        {
+            // An answer is owed: send it, then close.
+            self.flags |= flag::PEER_DONE;
+            cx.allow_half_close();
+            return;
         }
         self.close_now();
     }
