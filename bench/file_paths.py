@@ -22,10 +22,7 @@ Usage: python3 bench/file_paths.py [--rounds 3] [--duration 5]
 import argparse
 import json
 import os
-import re
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,25 +76,16 @@ def start(mode, path, workdir):
 
 def run_wrk(server, conns, duration):
     argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", server.url("/f")]
-    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user0, sys0 = srv.cpu_ticks_split(server.pids)
-    t0 = time.monotonic()
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    wall = time.monotonic() - t0
-    user1, sys1 = srv.cpu_ticks_split(server.pids)
-    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    server_cpu = (user1 - user0 + sys1 - sys0) / srv.CLK_TCK
-    wrk_cpu = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
+    run = srv.measure_wrk(server, argv)
+    requests, wall, server_cpu = run.requests, run.wall, run.server_cpu
     return {
         "requests": requests,
         "rps": requests / wall,
         "cpu_us_per_req": server_cpu * 1e6 / max(requests, 1),
-        "sys_share": (sys1 - sys0) / max(user1 - user0 + sys1 - sys0, 1),
+        "sys_share": run.sys_ticks / max(run.user_ticks + run.sys_ticks, 1),
         "server_busy": server_cpu / wall,
-        "wrk_busy": wrk_cpu / wall,
-        "errors": errors.group(1) if errors else "",
+        "wrk_busy": run.wrk_cpu / wall,
+        "errors": run.socket_errors,
     }
 
 

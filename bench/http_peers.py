@@ -16,10 +16,8 @@ import argparse
 import json
 import os
 import re
-import resource
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,21 +56,12 @@ def run_wrk(server, profile, duration, cpu):
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s", *HEADERS, *extra, server.url(path)]
     if profile.startswith("pipelined"):
         argv += ["--", "16"]
-    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user0, sys0 = srv.cpu_ticks_split(server.pids)
-    t0 = time.monotonic()
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    wall = time.monotonic() - t0
-    user1, sys1 = srv.cpu_ticks_split(server.pids)
-    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    server_user = (user1 - user0) / srv.CLK_TCK
-    server_sys = (sys1 - sys0) / srv.CLK_TCK
+    run = srv.measure_wrk(server, argv)
+    requests = run.requests
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", run.out).group(1))
+    server_user = run.user_ticks / srv.CLK_TCK
+    server_sys = run.sys_ticks / srv.CLK_TCK
     server_cpu = server_user + server_sys
-    wrk_cpu = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
     return {
         "server": server.name,
         "profile": profile,
@@ -84,9 +73,9 @@ def run_wrk(server, profile, duration, cpu):
         # cannot shed by being smarter (see the floor peer).
         "user_us_per_req": server_user * 1e6 / max(requests, 1),
         "sys_us_per_req": server_sys * 1e6 / max(requests, 1),
-        "server_core_busy": server_cpu / wall,
-        "wrk_core_busy": wrk_cpu / wall,
-        "errors": (errors.group(1) if errors else "") + (f" non2xx {non2xx.group(1)}" if non2xx else ""),
+        "server_core_busy": server_cpu / run.wall,
+        "wrk_core_busy": run.wrk_cpu / run.wall,
+        "errors": run.socket_errors + run.non2xx,
     }
 
 

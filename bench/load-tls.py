@@ -22,9 +22,7 @@ Usage: bench/load-tls.py [IOMUX] [ROUNDS] [SECONDS] [CONNS]
 """
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,48 +31,14 @@ IOMUX = sys.argv[1] if len(sys.argv) > 1 else "target/release/iomux"
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 SECS = float(sys.argv[3]) if len(sys.argv) > 3 else 3
 CONNS = int(sys.argv[4]) if len(sys.argv) > 4 else 50
-TICK = os.sysconf("SC_CLK_TCK")
 os.environ["PATH"] += ":/usr/sbin"
 
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def core_busy():
-    busy = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *vals = line.split()
-            if name in ("cpu0", "cpu1"):
-                v = [int(x) for x in vals[:8]]
-                busy[name] = (sum(v) - v[3] - v[4]) / TICK
-    return busy
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def certificates(tmp):
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run = lambda args: subprocess.run(["openssl"] + args, cwd=tmp, check=True, capture_output=True)
-    run(["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA"])
-    run(["req"] + ec + ["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"])
-    with open(os.path.join(tmp, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-         "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers as srv  # noqa: E402
 
 
 def start_nginx(tmp, plain, tls):
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""
+    return srv.start_pinned_nginx(tmp, f"""
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -95,33 +59,7 @@ http {{
         location / {{ default_type text/plain; return 200 "Hello, World!"; }}
     }}
 }}
-""")
-    master = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", tmp, "-c", conf], stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        time.sleep(0.05)
-        try:
-            socket.create_connection(("127.0.0.1", tls), timeout=1).close()
-            break
-        except OSError:
-            pass
-    else:
-        master.kill()
-        sys.exit("nginx did not start; see " + tmp + "/error.log")
-    kids = open(f"/proc/{master.pid}/task/{master.pid}/children").read().split()
-    return master, int(kids[0])
-
-
-def run_client(cmd, worker):
-    out = tempfile.TemporaryFile()
-    w0, c0, t0 = cpu_seconds(worker), core_busy(), time.monotonic()
-    p = subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=out, stderr=subprocess.DEVNULL)
-    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
-    wall = time.monotonic() - t0
-    client, server, c1 = cpu_seconds(p.pid), cpu_seconds(worker) - w0, core_busy()
-    p.wait()
-    out.seek(0)
-    return out.read().decode(), {"wall": wall, "client": client, "server": server,
-                                 "cpu0": c1["cpu0"] - c0["cpu0"], "cpu1": c1["cpu1"] - c0["cpu1"]}
+""", tls)
 
 
 def wrk_requests(text):
@@ -133,8 +71,8 @@ def wrk_requests(text):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="load-tls-")
-    certificates(tmp)
-    plain, tls = free_port(), free_port()
+    srv.certificates(tmp)
+    plain, tls = srv.free_port(), srv.free_port()
     master, worker = start_nginx(tmp, plain, tls)
     ca = os.path.join(tmp, "ca.pem")
     d, c = str(SECS), str(CONNS)
@@ -153,7 +91,7 @@ def main():
         print("round kind requests rps client_us/req nginx_us/req cpu0% cpu1% handshakes resumed errors")
         for r in range(1, ROUNDS + 1):
             for kind, cmd in kinds.items():
-                text, run = run_client(cmd, worker)
+                text, run = srv.run_pinned_client(cmd, worker)
                 if kind.startswith("wrk"):
                     n, hs, res, err = wrk_requests(text), "-", "-", "-"
                 else:

@@ -20,16 +20,15 @@ Usage: load-vs-wrk.py IOMUX ROUNDS DURATION CONNS
 """
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import json
 import statistics
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers as srv  # noqa: E402
+
 IOMUX, ROUNDS, DURATION, CONNS = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-TICK = os.sysconf("SC_CLK_TCK")
 BODY = '{"id":3,"name":"widget","tags":["a","b"],"price":12.5}'
 # A process this busy on its own core is what limits the run.
 BOUND_PCT = 90
@@ -38,25 +37,6 @@ GOAL_RPS = 1.2
 # ... at no more than this many times wrk's client CPU per request.
 GOAL_CPU = 0.8
 PRIVATE_NETNS = os.environ.get("LOAD_VS_WRK_NETNS") == "1"
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads) from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def core_busy_seconds():
-    """Busy (non-idle, non-iowait) seconds of cpu0 and cpu1 from /proc/stat."""
-    busy = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *vals = line.split()
-            if name in ("cpu0", "cpu1"):
-                v = [int(x) for x in vals[:8]]
-                busy[name] = (sum(v) - v[3] - v[4]) / TICK
-    return busy
 
 
 def tcp_counters():
@@ -72,16 +52,8 @@ def tcp_counters():
     return {k: found.get(k, 0) for k in ("Tcp.OutSegs", "TcpExt.DelayedACKs")}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_nginx(tmp, port):
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""
+    return srv.start_pinned_nginx(tmp, f"""
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -96,45 +68,7 @@ http {{
         location / {{ default_type text/plain; return 200 "Hello, World!"; }}
     }}
 }}
-""")
-    master = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", tmp, "-c", conf],
-                              stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        time.sleep(0.05)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            pass
-    else:
-        master.kill()
-        sys.exit("nginx did not start; see " + tmp + "/error.log")
-    kids = open(f"/proc/{master.pid}/task/{master.pid}/children").read().split()
-    if len(kids) != 1:
-        sys.exit(f"expected one nginx worker, found {kids}")
-    return master, int(kids[0])
-
-
-def run_client(cmd, worker):
-    """Run `cmd` pinned to cpu 1. Returns its stdout and the run's figures:
-    wall s, client and nginx CPU s, both cores' busy s, TCP counter deltas."""
-    out = tempfile.TemporaryFile()
-    w0, cores0, tcp0, t0 = cpu_seconds(worker), core_busy_seconds(), tcp_counters(), time.monotonic()
-    p = subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=out, stderr=subprocess.DEVNULL)
-    # Wait without reaping, so that /proc/PID/stat still holds its CPU time.
-    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
-    wall = time.monotonic() - t0
-    client = cpu_seconds(p.pid)
-    server = cpu_seconds(worker) - w0
-    cores1, tcp1 = core_busy_seconds(), tcp_counters()
-    p.wait()
-    out.seek(0)
-    run = {
-        "wall": wall, "client": client, "server": server,
-        "cpu0": cores1["cpu0"] - cores0["cpu0"], "cpu1": cores1["cpu1"] - cores0["cpu1"],
-        "tcp": {k: tcp1[k] - tcp0[k] for k in tcp0},
-    }
-    return out.read().decode(), run
+""", port)
 
 
 def bottleneck(nginx_pct, client_pct, other0, other1):
@@ -161,7 +95,7 @@ def parse_counts(name, text):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="load-vs-wrk.")
-    port = free_port()
+    port = srv.free_port()
     master, worker = start_nginx(tmp, port)
     url = f"http://127.0.0.1:{port}/plaintext"
     lua = os.path.join(tmp, "post.lua")
@@ -192,7 +126,7 @@ def main():
                 order = ["wrk", "iomux"] if r % 2 else ["iomux", "wrk"]
                 got = {}
                 for name in order:
-                    text, run = run_client(cmds[name], worker)
+                    text, run = srv.run_pinned_client(cmds[name], worker, tcp_counters)
                     requests, errors, errors_text = parse_counts(name, text)
                     per = max(requests, 1)
                     rps = requests / DURATION
@@ -203,7 +137,7 @@ def main():
                     other0 = max(0.0, run["cpu0"] / wall * 100 - nginx_pct)
                     bound = bottleneck(nginx_pct, client_pct, other0, other1)
                     got[name] = (rps, run["client"] / per, bound)
-                    tcp = run["tcp"]
+                    tcp = run["counters"]
                     print(f"round {r} {workload:4} {name:5}: {rps:9.0f} req/s, client {run['client'] / per * 1e6:5.2f} us CPU/req "
                           f"(cpu 1: client {client_pct:3.0f}%, other {other1:3.0f}%), nginx {run['server'] / per * 1e6:5.2f} us CPU/req "
                           f"(cpu 0: nginx {nginx_pct:3.0f}%, other {other0:3.0f}%), bottleneck: {bound}; "

@@ -10,6 +10,8 @@ service.
 """
 
 import os
+import re
+import resource
 import signal
 import socket
 import subprocess
@@ -24,7 +26,10 @@ HYPER = os.path.join(ROOT, "bench", "hyper-peer", "target", "release", "hyper-pe
 FLOOR = os.path.join(ROOT, "bench", "floor-peer", "target", "release", "floor-peer")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-NGINX_CONF = """\
+# What every nginx the benchmarks start shares: one worker from its own
+# prefix, access log off, keep-alive unbounded. Each config adds its own
+# lines for the `http` block after this head.
+NGINX_CONF_HEAD = """\
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
@@ -45,6 +50,9 @@ http {{
     fastcgi_temp_path {prefix}/tmp;
     uwsgi_temp_path {prefix}/tmp;
     scgi_temp_path {prefix}/tmp;
+"""
+
+NGINX_CONF = NGINX_CONF_HEAD + """\
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         default_type text/plain;
@@ -80,6 +88,42 @@ def cpu_ticks(pids):
     return sum(cpu_ticks_split(pids))
 
 
+class WrkRun:
+    """One wrk run against a server and what it cost: wrk's output, the wall
+    time, the server's user and system clock ticks, wrk's own CPU seconds."""
+
+    def __init__(self, out, wall, user_ticks, sys_ticks, wrk_cpu):
+        self.out = out
+        self.wall = wall
+        self.user_ticks = user_ticks
+        self.sys_ticks = sys_ticks
+        self.wrk_cpu = wrk_cpu
+        self.requests = int(re.search(r"(\d+) requests in", out).group(1))
+        errors = re.search(r"Socket errors: (.*)", out)
+        self.socket_errors = errors.group(1) if errors else ""
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        self.non2xx = f" non2xx {non2xx.group(1)}" if non2xx else ""
+
+    @property
+    def server_cpu(self):
+        """The server's utime + stime over the run, seconds."""
+        return (self.user_ticks + self.sys_ticks) / CLK_TCK
+
+
+def measure_wrk(server, argv):
+    """Run wrk (`argv`, pinned by the caller) against `server`; its CPU time
+    comes from /proc (all its processes), wrk's from our children's rusage."""
+    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user0, sys0 = cpu_ticks_split(server.pids)
+    t0 = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - t0
+    user1, sys1 = cpu_ticks_split(server.pids)
+    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
+    return WrkRun(out, wall, user1 - user0, sys1 - sys0, wrk_cpu)
+
+
 def rss_kib(pid):
     """VmRSS of one process, KiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -92,6 +136,95 @@ def rss_kib(pid):
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
+
+
+def certificates(tmp):
+    """A CA and a leaf for `localhost`, both ECDSA P-256; the leaf's PEMs
+    are leaf.pem and leaf.key, the CA's certificate ca.pem."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def run(args):
+        subprocess.run(["openssl"] + args, cwd=tmp, check=True, capture_output=True)
+
+    run(["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA"])
+    run(["req"] + ec + ["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"])
+    with open(os.path.join(tmp, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"])
+
+
+# What the load-client benchmarks (load-tls.py, load-vs-wrk.py) share: nginx
+# with one worker pinned to cpu 0, each client run pinned to cpu 1, and the
+# CPU both spent, read from /proc.
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads) from /proc/PID/stat."""
+    return cpu_ticks([pid]) / CLK_TCK
+
+
+def core_busy_seconds():
+    """Busy (non-idle, non-iowait) seconds of cpu0 and cpu1 from /proc/stat."""
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name in ("cpu0", "cpu1"):
+                v = [int(x) for x in vals[:8]]
+                busy[name] = (sum(v) - v[3] - v[4]) / CLK_TCK
+    return busy
+
+
+def start_pinned_nginx(tmp, conf_text, port):
+    """nginx from prefix `tmp` with config `conf_text`, pinned to cpu 0;
+    returns (master process, worker pid) once `port` accepts connections."""
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    master = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", tmp, "-c", conf],
+                              stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        time.sleep(0.05)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            pass
+    else:
+        master.kill()
+        sys.exit("nginx did not start; see " + tmp + "/error.log")
+    kids = children(master.pid)
+    if len(kids) != 1:
+        sys.exit(f"expected one nginx worker, found {kids}")
+    return master, kids[0]
+
+
+def run_pinned_client(cmd, worker, counters=None):
+    """Run `cmd` pinned to cpu 1. Returns its stdout and the run's figures:
+    wall s, client and nginx CPU s, both cores' busy s, and the deltas of
+    `counters()` (a dict of counters) when given."""
+    out = tempfile.TemporaryFile()
+    w0, cores0 = cpu_seconds(worker), core_busy_seconds()
+    counted0 = counters() if counters else {}
+    t0 = time.monotonic()
+    p = subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=out, stderr=subprocess.DEVNULL)
+    # Wait without reaping, so that /proc/PID/stat still holds its CPU time.
+    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+    wall = time.monotonic() - t0
+    client = cpu_seconds(p.pid)
+    server = cpu_seconds(worker) - w0
+    cores1 = core_busy_seconds()
+    counted1 = counters() if counters else {}
+    p.wait()
+    out.seek(0)
+    run = {
+        "wall": wall, "client": client, "server": server,
+        "cpu0": cores1["cpu0"] - cores0["cpu0"], "cpu1": cores1["cpu1"] - cores0["cpu1"],
+        "counters": {k: counted1[k] - counted0[k] for k in counted0},
+    }
+    with out:
+        return out.read().decode(), run
 
 
 class Server:

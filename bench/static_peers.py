@@ -28,13 +28,10 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers as srv  # noqa: E402
@@ -45,27 +42,7 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
 ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "iomux-epoll-level", "iomux-epoll-alt", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
 
-NGINX_STATIC_CONF = """\
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-    worker_connections 20000;
-    use epoll;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
+NGINX_STATIC_CONF = srv.NGINX_CONF_HEAD + """\
     default_type application/octet-stream;
     sendfile {sendfile};
     tcp_nopush {sendfile};
@@ -149,18 +126,8 @@ def run_wrk(server, size_name, duration, cpu):
     duration *= DURATION_SCALE.get(size_name, 1)
     url = server.url(f"/{size_name}.bin")
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{CONNS[size_name]}", f"-d{duration}s", url]
-    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user0, sys0 = srv.cpu_ticks_split(server.pids)
-    t0 = time.monotonic()
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    wall = time.monotonic() - t0
-    user1, sys1 = srv.cpu_ticks_split(server.pids)
-    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    server_cpu = (user1 - user0 + sys1 - sys0) / srv.CLK_TCK
-    wrk_cpu = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
+    run = srv.measure_wrk(server, argv)
+    requests, wall, server_cpu = run.requests, run.wall, run.server_cpu
     size = SIZES[size_name]
     return {
         "server": server.name,
@@ -170,10 +137,10 @@ def run_wrk(server, size_name, duration, cpu):
         "body_mib_s": requests * size / wall / (1 << 20),
         "cpu_us_per_req": server_cpu * 1e6 / max(requests, 1),
         "cpu_ms_per_gib": server_cpu * 1e3 / max(requests * size / (1 << 30), 1e-12),
-        "user_us_per_req": (user1 - user0) / srv.CLK_TCK * 1e6 / max(requests, 1),
+        "user_us_per_req": run.user_ticks / srv.CLK_TCK * 1e6 / max(requests, 1),
         "server_core_busy": server_cpu / wall,
-        "wrk_core_busy": wrk_cpu / wall,
-        "errors": (errors.group(1) if errors else "") + (f" non2xx {non2xx.group(1)}" if non2xx else ""),
+        "wrk_core_busy": run.wrk_cpu / wall,
+        "errors": run.socket_errors + run.non2xx,
     }
 
 

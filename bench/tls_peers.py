@@ -33,27 +33,7 @@ BULK_BYTES = 100 * 1024 * 1024
 PROFILES = ("keepalive", "full", "resumed", "bulk")
 UNIT = {"keepalive": "request", "full": "full handshake", "resumed": "resumed handshake", "bulk": "MiB"}
 
-NGINX_CONF = """\
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-    worker_connections 20000;
-    use epoll;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
+NGINX_CONF = srv.NGINX_CONF_HEAD + """\
     ssl_protocols TLSv1.3;
     ssl_certificate {prefix}/leaf.pem;
     ssl_certificate_key {prefix}/leaf.key;
@@ -72,23 +52,6 @@ http {{
     }}
 }}
 """
-
-
-def certificates(tmp):
-    """A CA and a leaf for `localhost`, both ECDSA P-256; the leaf's PEMs
-    are leaf.pem and leaf.key, the CA's certificate ca.pem."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-
-    def run(args):
-        subprocess.run(["openssl"] + args, cwd=tmp, check=True, capture_output=True)
-
-    run(["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA"])
-    run(["req"] + ec + ["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"])
-    with open(os.path.join(tmp, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-         "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"])
 
 
 class TlsServer(srv.Server):
@@ -260,7 +223,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="tls-peers-")
     # nginx's worker runs as an unprivileged user: it must reach the files.
     os.chmod(tmp, 0o755)
-    certificates(tmp)
+    srv.certificates(tmp)
     ca = os.path.join(tmp, "ca.pem")
     if "bulk" in args.profiles:
         os.makedirs(os.path.join(tmp, "www"))
