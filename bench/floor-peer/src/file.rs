@@ -12,7 +12,7 @@
 //! send per writable socket. Run them to see where sendfile starts to pay
 //! for its extra system call (docs/performance.md).
 
-use crate::{check, count_requests, watch};
+use crate::{accept_all, count_requests, epoll_listening};
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
@@ -45,7 +45,8 @@ struct Conn {
     writing: bool,
 }
 
-fn head(len: u64) -> Vec<u8> {
+/// The canned head of the file's response (also the io_uring file floor's).
+pub(crate) fn head(len: u64) -> Vec<u8> {
     format!(
         "HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\
@@ -158,14 +159,7 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
         head.resize(at + len as usize, 0);
         file.read_exact_at(&mut head[at..], 0)?;
     }
-    listener.set_nonblocking(true)?;
-    let lfd = listener.as_raw_fd();
-    // SAFETY: plain syscall without pointers.
-    let epfd = check(
-        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
-        "epoll_create1",
-    )?;
-    watch(epfd, lfd)?;
+    let (lfd, epfd) = epoll_listening(&listener)?;
     let mut conns: Vec<Conn> = Vec::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; 64 * 1024];
@@ -178,28 +172,12 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
         for ev in &events[..n as usize] {
             let fd = ev.u64 as RawFd;
             if fd == lfd {
-                loop {
-                    // SAFETY: null address arguments are allowed.
-                    let c = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if c < 0 {
-                        break;
-                    }
+                accept_all(epfd, lfd, |c| {
                     if conns.len() <= c as usize {
                         conns.resize(c as usize + 1, Conn::default());
                     }
                     conns[c as usize] = Conn::default();
-                    if watch(epfd, c).is_err() {
-                        // SAFETY: c is ours and open.
-                        unsafe { libc::close(c) };
-                    }
-                }
+                });
                 continue;
             }
             let conn = &mut conns[fd as usize];

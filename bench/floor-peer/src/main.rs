@@ -66,6 +66,43 @@ pub(crate) fn watch(epfd: RawFd, fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The nonblocking listener's descriptor and a new epoll instance watching it.
+pub(crate) fn epoll_listening(listener: &TcpListener) -> io::Result<(RawFd, RawFd)> {
+    listener.set_nonblocking(true)?;
+    let lfd = listener.as_raw_fd();
+    // SAFETY: plain syscall without pointers.
+    let epfd = check(
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+        "epoll_create1",
+    )?;
+    watch(epfd, lfd)?;
+    Ok((lfd, epfd))
+}
+
+/// Accepts every connection waiting on `lfd`: `setup` readies the caller's
+/// state for the new descriptor, then epoll watches it (or it is closed).
+pub(crate) fn accept_all(epfd: RawFd, lfd: RawFd, mut setup: impl FnMut(RawFd)) {
+    loop {
+        // SAFETY: null address arguments are allowed.
+        let c = unsafe {
+            libc::accept4(
+                lfd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if c < 0 {
+            break;
+        }
+        setup(c);
+        if watch(epfd, c).is_err() {
+            // SAFETY: c is ours and open.
+            unsafe { libc::close(c) };
+        }
+    }
+}
+
 /// TCP_NODELAY, as redis-server sets on every client (and bench/redis_peers.py
 /// runs iomux with --nodelay): without it Nagle holds a subscriber's next
 /// frame until its previous one is acknowledged (delayed ACK) and sends them
@@ -162,14 +199,7 @@ fn main() -> io::Result<()> {
             format!("unknown mode {mode:?}: use epoll or uring"),
         ));
     }
-    listener.set_nonblocking(true)?;
-    let lfd = listener.as_raw_fd();
-    // SAFETY: plain syscall without pointers.
-    let epfd = check(
-        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
-        "epoll_create1",
-    )?;
-    watch(epfd, lfd)?;
+    let (lfd, epfd) = epoll_listening(&listener)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
 
@@ -192,19 +222,7 @@ fn main() -> io::Result<()> {
         for ev in &events[..n as usize] {
             let fd = ev.u64 as RawFd;
             if fd == lfd {
-                loop {
-                    // SAFETY: null address arguments are allowed.
-                    let c = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if c < 0 {
-                        break;
-                    }
+                accept_all(epfd, lfd, |c| {
                     if tails.len() <= c as usize {
                         tails.resize(c as usize + 1, 0);
                         carried.resize_with(c as usize + 1, Vec::new);
@@ -223,11 +241,7 @@ fn main() -> io::Result<()> {
                         }
                         outbufs[c as usize] = Vec::with_capacity(16 * 1024);
                     }
-                    if watch(epfd, c).is_err() {
-                        // SAFETY: c is ours and open.
-                        unsafe { libc::close(c) };
-                    }
-                }
+                });
                 continue;
             }
             // RESP: an incomplete command read before goes first (a command

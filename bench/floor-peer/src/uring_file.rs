@@ -15,6 +15,7 @@
 //! socket).
 
 use crate::count_requests;
+use crate::file::head;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::fs::File;
 use std::io;
@@ -64,16 +65,6 @@ struct Conn {
     in_pipe: u64,
     /// Zero-copy: the send completed, its notification has not.
     zc_waiting: bool,
-}
-
-fn head(len: u64) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nServer: floor\r\nDate: Wed, 25 Nov 2026 00:00:00 GMT\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\
-         Last-Modified: Wed, 25 Nov 2026 00:00:00 GMT\r\nETag: \"6925-{len:x}\"\r\n\
-         Accept-Ranges: bytes\r\n\r\n"
-    )
-    .into_bytes()
 }
 
 struct Floor {
