@@ -197,13 +197,9 @@ def report(rows, rounds, duration):
     for label, a, b, profile, key, goal in ratios:
         per_round = round_ratios(rows, a, b, profile, key)
         if per_round:
-            r = statistics.median(per_round)
-            out.append(
-                f"- {label}: {r:.2f} ({min(per_round):.2f}-{max(per_round):.2f})" + (f"; {goal}" if goal else "")
-            )
-    errs = [f"{r['server']} {r['profile']}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
-    if errs:
-        out.append("\nwrk reported errors:\n" + "\n".join(f"- {e}" for e in errs))
+            out.append(srv.ratio_line(label, per_round, goal))
+    if errors := srv.wrk_errors(rows, "profile"):
+        out.append(errors)
     return "\n".join(out)
 
 

@@ -38,16 +38,7 @@ import servers as srv  # noqa: E402
 
 
 def start_nginx(tmp, plain, tls):
-    return srv.start_pinned_nginx(tmp, f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path {tmp}/body;
+    return srv.start_pinned_nginx(tmp, f"""\
     ssl_protocols TLSv1.3;
     ssl_session_tickets on;
     ssl_session_cache shared:SSL:10m;

@@ -53,16 +53,7 @@ def tcp_counters():
 
 
 def start_nginx(tmp, port):
-    return srv.start_pinned_nginx(tmp, f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path {tmp}/body;
+    return srv.start_pinned_nginx(tmp, f"""\
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ default_type text/plain; return 200 "Hello, World!"; }}

@@ -14,6 +14,7 @@ import re
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,18 @@ class WrkRun:
         return (self.user_ticks + self.sys_ticks) / CLK_TCK
 
 
+def ratio_line(label, per_round, goal=""):
+    """A report line: the median of the per-round ratios, their range, the goal."""
+    return (f"- {label}: {statistics.median(per_round):.2f} "
+            f"({min(per_round):.2f}-{max(per_round):.2f})" + (f"; {goal}" if goal else ""))
+
+
+def wrk_errors(rows, what):
+    """The report's list of runs wrk counted errors in ('' when none); `what`
+    names the row's field that says what ran (profile, size)."""
+    errs = [f"{r['server']} {r[what]}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
+    return "\nwrk reported errors:\n" + "\n".join(f"- {e}" for e in errs) if errs else ""
+
 def measure_wrk(server, argv):
     """Run wrk (`argv`, pinned by the caller) against `server`; its CPU time
     comes from /proc (all its processes), wrk's from our children's rusage."""
@@ -176,12 +189,23 @@ def core_busy_seconds():
     return busy
 
 
-def start_pinned_nginx(tmp, conf_text, port):
-    """nginx from prefix `tmp` with config `conf_text`, pinned to cpu 0;
+def start_pinned_nginx(tmp, http_rest, port):
+    """nginx from prefix `tmp`, one worker pinned to cpu 0, its `http` block
+    ending with `http_rest` (the caller's lines and the closing brace);
     returns (master process, worker pid) once `port` accepts connections."""
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(conf_text)
+        f.write(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {tmp}/body;
+""" + http_rest)
     master = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", tmp, "-c", conf],
                               stderr=subprocess.DEVNULL)
     for _ in range(100):

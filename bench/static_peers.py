@@ -27,7 +27,6 @@ per MiB, and how busy each core was (which side was the bottleneck).
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -209,13 +208,9 @@ def report(rows, rounds, duration, which, load_before, load_after):
         ):
             per_round = round_ratios(rows, a, b, size, "cpu_us_per_req")
             if per_round:
-                out.append(
-                    f"- {size} {label}: {statistics.median(per_round):.2f} "
-                    f"({min(per_round):.2f}-{max(per_round):.2f})" + (f"; {goal}" if goal else "")
-                )
-    errs = [f"{r['server']} {r['size']}: {r['errors']}" for r in rows if re.search(r"[1-9]", r["errors"])]
-    if errs:
-        out.append("\nwrk reported errors:\n" + "\n".join(f"- {e}" for e in errs))
+                out.append(srv.ratio_line(f"{size} {label}", per_round, goal))
+    if errors := srv.wrk_errors(rows, "size"):
+        out.append(errors)
     return "\n".join(out)
 
 

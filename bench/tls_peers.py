@@ -196,8 +196,7 @@ def report(rows, args):
         per_round = round_ratios(rows, profile, "cpu_us_per_unit")
         if per_round:
             goal = GOALS[profile]
-            out.append(f"- {profile} (per {UNIT[profile]}): {statistics.median(per_round):.2f} "
-                       f"({min(per_round):.2f}-{max(per_round):.2f})" + (f"; {goal}" if goal else ""))
+            out.append(srv.ratio_line(f"{profile} (per {UNIT[profile]})", per_round, goal))
     return "\n".join(out)
 
 

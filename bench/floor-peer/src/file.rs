@@ -12,7 +12,7 @@
 //! send per writable socket. Run them to see where sendfile starts to pay
 //! for its extra system call (docs/performance.md).
 
-use crate::{accept_all, count_requests, epoll_listening};
+use crate::{accept_all, count_requests, epoll_listening, wait};
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
@@ -164,12 +164,7 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: `events` is a live array of its length.
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            continue; // EINTR
-        }
-        for ev in &events[..n as usize] {
+        for ev in wait(epfd, &mut events) {
             let fd = ev.u64 as RawFd;
             if fd == lfd {
                 accept_all(epfd, lfd, |c| {

@@ -79,6 +79,13 @@ pub(crate) fn epoll_listening(listener: &TcpListener) -> io::Result<(RawFd, RawF
     Ok((lfd, epfd))
 }
 
+/// The events epoll reports next (none when interrupted by a signal).
+pub(crate) fn wait(epfd: RawFd, events: &mut [libc::epoll_event]) -> &[libc::epoll_event] {
+    // SAFETY: `events` is a live array of its length.
+    let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, -1) };
+    &events[..n.max(0) as usize]
+}
+
 /// Accepts every connection waiting on `lfd`: `setup` readies the caller's
 /// state for the new descriptor, then epoll watches it (or it is closed).
 pub(crate) fn accept_all(epfd: RawFd, lfd: RawFd, mut setup: impl FnMut(RawFd)) {
@@ -214,12 +221,7 @@ fn main() -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
-        // SAFETY: `events` is a live array of its length.
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            continue; // EINTR
-        }
-        for ev in &events[..n as usize] {
+        for ev in wait(epfd, &mut events) {
             let fd = ev.u64 as RawFd;
             if fd == lfd {
                 accept_all(epfd, lfd, |c| {
