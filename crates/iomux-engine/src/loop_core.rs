@@ -172,7 +172,11 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
     /// Count a newly accepted connection and take a place for it under
     /// `max_conns`; false when it is refused (draining, or full).
     pub(crate) fn admit(&mut self) -> bool {
-        admit(&self.setup.max_conns, self.clock.draining(), &mut self.stats)
+        admit(
+            &self.setup.max_conns,
+            self.clock.draining(),
+            &mut self.stats,
+        )
     }
 
     /// The connection under `token`, if there is one (a completion engine
@@ -729,7 +733,12 @@ pub(crate) trait LoopEngine: Sized {
     }
 
     /// Tell a connection how its connect went (if it is still there).
-    fn report_connect(&mut self, asker: Token, tag: u64, result: io::Result<ConnId>) -> io::Result<()> {
+    fn report_connect(
+        &mut self,
+        asker: Token,
+        tag: u64,
+        result: io::Result<ConnId>,
+    ) -> io::Result<()> {
         let core = self.core();
         if asker.0 == LOOP_ASKER {
             if let Some(told) = core.loop_connects.remove(&tag) {

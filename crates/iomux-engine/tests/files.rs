@@ -19,8 +19,8 @@ use iomux_engine::{Config, Engine, LoopStats, Server};
 use iomux_proto::{Context, FileRegion, Service, Step};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -343,10 +343,15 @@ fn a_stop_during_a_stalled_download_leaves_nothing_behind(name: &str) {
     let _shared = shared_run();
     let server = start(name, big_file());
     let mut stalled = connect(&server);
-    stalled.write_all(format!("get 0 {}\n", 64 * MIB).as_bytes()).unwrap();
+    stalled
+        .write_all(format!("get 0 {}\n", 64 * MIB).as_bytes())
+        .unwrap();
     // The server has begun: the head and some of the file arrived.
     let head = format!("<0 {}>\n", 64 * MIB);
-    assert_eq!(read_exactly(&mut stalled, head.len(), name), head.as_bytes());
+    assert_eq!(
+        read_exactly(&mut stalled, head.len(), name),
+        head.as_bytes()
+    );
     let _ = read_exactly(&mut stalled, 64 * 1024, name);
     // Then nobody reads, and the server stops: every request the engine had
     // in flight for the download (a send, a poll for room) is settled.
@@ -410,12 +415,19 @@ fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
     let mut got = Vec::new();
     let ended = client.read_to_end(&mut got);
     assert!(
-        ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        ended.is_ok()
+            || ended
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
         "{name}: {ended:?}"
     );
     let mut want = b"<1048000 10000>\n".to_vec();
     want.extend((1_048_000..MIB).map(pattern));
-    assert!(got.len() <= want.len(), "{name}: {} bytes, more than the file has", got.len());
+    assert!(
+        got.len() <= want.len(),
+        "{name}: {} bytes, more than the file has",
+        got.len()
+    );
     assert_eq!(first_difference(&got, &want[..got.len()]), None, "{name}");
     let stats = stop(server);
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");

@@ -85,7 +85,8 @@ fn an_adopted_stream_is_served(name: &str) {
     server
         .handle()
         .run_in_loop(0, move |loop_cx| {
-            tx.send(loop_cx.adopt(ours).map(|id| id.loop_index())).unwrap()
+            tx.send(loop_cx.adopt(ours).map(|id| id.loop_index()))
+                .unwrap()
         })
         .unwrap();
     let adopted = rx.recv_timeout(WAIT).expect("the job ran");
@@ -131,7 +132,9 @@ fn a_watched_descriptor_fires_until_unwatched(name: &str) {
     handle
         .run_in_loop(0, move |loop_cx| {
             let id = UNWATCH.with(|slot| slot.take()).expect("the watch's id");
-            done_tx.send((loop_cx.unwatch(id), loop_cx.unwatch(id))).unwrap();
+            done_tx
+                .send((loop_cx.unwatch(id), loop_cx.unwatch(id)))
+                .unwrap();
         })
         .unwrap();
     assert_eq!(done_rx.recv_timeout(WAIT).unwrap(), (true, false));
@@ -164,7 +167,10 @@ fn a_loop_timer_fires_once_and_a_cancelled_one_never(name: &str) {
                 tx.send("cancelled").unwrap();
             });
             cancel_tx
-                .send((loop_cx.cancel_timer(cancelled), loop_cx.cancel_timer(cancelled)))
+                .send((
+                    loop_cx.cancel_timer(cancelled),
+                    loop_cx.cancel_timer(cancelled),
+                ))
                 .unwrap();
         })
         .unwrap();

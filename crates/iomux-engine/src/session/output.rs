@@ -145,7 +145,9 @@ impl Output {
         let mut regions = regions.into_iter().peekable();
         while let Some((_, region)) = regions.next() {
             self.push_file(region);
-            let next = regions.peek().map_or(tail.len(), |(at, _)| at.saturating_sub(first));
+            let next = regions
+                .peek()
+                .map_or(tail.len(), |(at, _)| at.saturating_sub(first));
             let next = next.clamp(cut, tail.len());
             if next > cut {
                 let rest = self.rest.as_mut().expect("a region was queued");

@@ -256,7 +256,10 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             kind::SEND => self.on_send(token, res)?,
             kind::SENDFILE => {
                 // Room again (or an error): the sendfile before it completes now.
-                let sent = self.core.conn(token).map_or(0, |c| std::mem::take(&mut c.sendfile_sent));
+                let sent = self
+                    .core
+                    .conn(token)
+                    .map_or(0, |c| std::mem::take(&mut c.sendfile_sent));
                 self.on_send(token, if res < 0 { res } else { sent as i32 })?
             }
             kind::CONNECT => self.on_connect_poll(token, res)?,

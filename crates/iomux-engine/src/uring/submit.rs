@@ -331,7 +331,11 @@ fn next_send<P: Service>(
 /// EAGAIN), so this one is made non-blocking for the call only; that is
 /// safe only with deferred task work (`TaskRun::Deferred`), where no
 /// request on the socket is retried before the loop enters the ring again.
-fn sendfile_outside_ring(fd: RawFd, region: &iomux_proto::FileRegion, max: usize) -> io::Result<usize> {
+fn sendfile_outside_ring(
+    fd: RawFd,
+    region: &iomux_proto::FileRegion,
+    max: usize,
+) -> io::Result<usize> {
     set_nonblocking(fd, true)?;
     let sent = sendfile_available(fd, region, max);
     set_nonblocking(fd, false)?;

@@ -109,8 +109,9 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let setup = LoopSetup::for_test(config, &shutdown, Echo::plain);
-        let thread =
-            std::thread::spawn(move || run_with(listener.into(), setup, mode, recv_mode, fail_after));
+        let thread = std::thread::spawn(move || {
+            run_with(listener.into(), setup, mode, recv_mode, fail_after)
+        });
         TestServer {
             addr,
             shutdown,
