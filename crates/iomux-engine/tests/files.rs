@@ -167,7 +167,7 @@ fn expected_get(off: usize, len: usize) -> Vec<u8> {
     out
 }
 
-fn read_exactly(stream: &mut TcpStream, len: usize, what: &str) -> Vec<u8> {
+fn read_exactly(stream: &mut impl Read, len: usize, what: &str) -> Vec<u8> {
     let mut got = vec![0; len];
     stream
         .read_exact(&mut got)
@@ -247,6 +247,28 @@ fn rss() -> usize {
     pages * 4096
 }
 
+/// Reads `len` bytes of the pattern as a slow peer does: a pause every
+/// 4 MiB, where the resident size is sampled into `peak`.
+fn read_pattern_slowly(stream: &mut impl Read, len: usize, name: &str, peak: &mut usize) {
+    let mut buf = vec![0; 256 * 1024];
+    let mut at = 0;
+    while at < len {
+        let n = stream.read(&mut buf[..(len - at).min(256 * 1024)]).unwrap();
+        assert!(n > 0, "{name}: the stream ended at {at} of {len}");
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b != pattern(at + i) {
+                panic!("{name}: byte {} differs", at + i);
+            }
+        }
+        let before_pause = at / (4 * MIB);
+        at += n;
+        if at / (4 * MIB) != before_pause {
+            *peak = (*peak).max(rss());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served(name: &str) {
     let _alone = MEMORY.write().unwrap_or_else(|e| e.into_inner());
     let len = 64 * MIB;
@@ -269,23 +291,7 @@ fn a_slow_reader_of_64_mib_holds_no_copy_while_another_is_served(name: &str) {
     // Then it reads on, slowly: a pause every 4 MiB.
     let head = format!("<0 {len}>\n");
     assert_eq!(read_exactly(&mut slow, head.len(), name), head.as_bytes());
-    let mut buf = vec![0; 256 * 1024];
-    let mut at = 0;
-    while at < len {
-        let n = slow.read(&mut buf[..(len - at).min(256 * 1024)]).unwrap();
-        assert!(n > 0, "{name}: the stream ended at {at} of {len}");
-        for (i, &b) in buf[..n].iter().enumerate() {
-            if b != pattern(at + i) {
-                panic!("{name}: byte {} differs", at + i);
-            }
-        }
-        let before_pause = at / (4 * MIB);
-        at += n;
-        if at / (4 * MIB) != before_pause {
-            peak = peak.max(rss());
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+    read_pattern_slowly(&mut slow, len, name, &mut peak);
     assert_eq!(read_exactly(&mut slow, 2, name), b".\n", "{name}");
     let grown = peak.saturating_sub(before);
     // A copy of the file in memory would be 64 MiB; pieces and socket
@@ -490,33 +496,15 @@ fn a_slow_tls_reader_of_64_mib_holds_no_copy(name: &str) {
     let mut peak = rss();
     let mut other = tls_fixture::tls_connect(server.local_addr(), &client_config);
     other.write_all(b"ping\n").unwrap();
-    let mut pong = [0u8; 5];
-    other.read_exact(&mut pong).unwrap();
-    assert_eq!(&pong, b"pong\n", "{name}");
+    assert_eq!(read_exactly(&mut other, 5, name), b"pong\n", "{name}");
     let head = format!("<0 {len}>\n");
-    let mut got = vec![0u8; head.len()];
-    slow.read_exact(&mut got).unwrap();
-    assert_eq!(got, head.as_bytes(), "{name}");
-    let mut buf = vec![0; 256 * 1024];
-    let mut at = 0;
-    while at < len {
-        let n = slow.read(&mut buf[..(len - at).min(256 * 1024)]).unwrap();
-        assert!(n > 0, "{name}: the stream ended at {at} of {len}");
-        for (i, &b) in buf[..n].iter().enumerate() {
-            if b != pattern(at + i) {
-                panic!("{name}: byte {} differs", at + i);
-            }
-        }
-        let before_pause = at / (4 * MIB);
-        at += n;
-        if at / (4 * MIB) != before_pause {
-            peak = peak.max(rss());
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let mut end = [0u8; 2];
-    slow.read_exact(&mut end).unwrap();
-    assert_eq!(&end, b".\n", "{name}");
+    assert_eq!(
+        read_exactly(&mut slow, head.len(), name),
+        head.as_bytes(),
+        "{name}"
+    );
+    read_pattern_slowly(&mut slow, len, name, &mut peak);
+    assert_eq!(read_exactly(&mut slow, 2, name), b".\n", "{name}");
     let grown = peak.saturating_sub(before);
     assert!(
         grown < 16 * MIB,

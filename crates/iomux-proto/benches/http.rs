@@ -4,21 +4,12 @@
 //! time, so a busy shared machine skews it less.
 //! `cargo bench -p iomux-proto --bench http`
 
+mod common;
+
+use common::thread_cpu_time;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use iomux_proto::http::{hello, DEFAULT_CONFIG};
 use iomux_proto::{ConnId, Context, Http, Service};
-use std::time::Duration;
-
-/// This thread's CPU time.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// The request wrk sends in TechEmpower's plaintext test.
 const PLAINTEXT: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n\

@@ -4,20 +4,12 @@
 //! a range, and a miss.
 //! `cargo bench -p iomux-proto --bench static_files`
 
+mod common;
+
+use common::thread_cpu_time;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use iomux_proto::http::files::{FileRequest, StaticFiles, StaticOptions};
 use std::time::Duration;
-
-/// This thread's CPU time.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("iomux-static-bench-{}", std::process::id()));

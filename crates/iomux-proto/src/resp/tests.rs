@@ -518,7 +518,7 @@ fn string_commands_answer_as_redis() {
 #[test]
 fn answering_stops_once_the_output_reaches_the_engines_mark_and_the_rest_waits() {
     let shared = shared();
-    let value = vec![b'v'; 100];
+    let value = [b'v'; 100];
     shared.db.set_many([(&b"k"[..], &value[..])].into_iter(), 0);
     let mut conn = Resp::new(shared);
     let input = b"GET k\r\n".repeat(3);
