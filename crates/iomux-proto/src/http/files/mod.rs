@@ -1,14 +1,14 @@
 //! Static files: what `iomux serve --root DIR` answers, as a handler a user
 //! could have written on the public HTTP API.
 //!
-//! [`StaticFiles::respond`] turns a request (method, target, the fields that
+//! [`StaticFiles::respond`] turns a request (method, path, the fields that
 //! matter) into a [`FileResponse`]: a status, headers, and a body that is
 //! bytes (error pages, listings, multipart delimiters) or ranges of an open
 //! file, which the connection core sends without copying them through user
 //! space. Everything about a file's bytes reaching the socket is the core's;
 //! everything about which bytes and which headers is here:
 //!
-//! - the target is decoded once and normalized ([`path`]); anything that
+//! - the path is decoded once and normalized ([`path`]); anything that
 //!   could leave the root is `400` before the filesystem is asked;
 //! - files are opened beneath the root by the kernel ([`open`]), through a
 //!   bounded, revalidated open-file cache;
@@ -28,7 +28,7 @@ pub mod validators;
 use crate::http::PreparedHeaders;
 use encoding::{acceptable_codings, Coding};
 use open::{Kind, Lookup, OpenError, OpenFileCache, Opened, Root};
-use path::{resolve_target, PathError, TargetPath};
+use path::{resolve_path, PathError, TargetPath};
 use range::{multipart_pieces, plan_ranges, ByteRange, Piece, RangeRequest};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -67,8 +67,12 @@ impl StaticOptions {
 pub struct FileRequest<'a> {
     /// The method (`GET` and `HEAD` are served, others `405`).
     pub method: &'a [u8],
-    /// The request target as received.
-    pub target: &'a [u8],
+    /// The path as the HTTP core split it from the target
+    /// ([`Request::path`](crate::http::Request::path): still encoded, an
+    /// absolute-form target's authority gone).
+    pub path: &'a str,
+    /// The query, without its `?` ([`Request::query`](crate::http::Request::query)).
+    pub query: Option<&'a str>,
     /// `If-Match`, `If-None-Match`, `If-Modified-Since`,
     /// `If-Unmodified-Since`, `If-Range`.
     pub conditionals: Conditionals<'a>,
@@ -368,7 +372,7 @@ impl StaticFiles {
                     .with("Allow", "GET, HEAD".into())
             }
         };
-        let target = match resolve_target(req.target, self.options.hidden) {
+        let target = match resolve_path(req.path, req.query, self.options.hidden) {
             Ok(t) => t,
             Err(PathError::BadRequest) => return error(400, "malformed or forbidden path\n"),
             Err(PathError::Hidden) => return not_found(),
