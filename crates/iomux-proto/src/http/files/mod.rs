@@ -62,6 +62,36 @@ impl StaticOptions {
     pub const DEFAULT_OPEN_FILE_CACHE: usize = 1000;
 }
 
+/// `value` as a `Cache-Control` field value, without the spaces and tabs
+/// around it; an error (`InvalidInput`, saying what a value may hold) when
+/// nothing is left or it holds anything but printable ASCII, spaces and
+/// tabs (a CR or LF would end the header). [`StaticFiles::new`] checks
+/// [`StaticOptions::cache_control`] with it; a caller may check a value
+/// earlier, as it is given.
+///
+/// ```
+/// use iomux_proto::http::files::cache_control_value;
+/// assert_eq!(cache_control_value(" max-age=60\t").unwrap(), "max-age=60");
+/// assert!(cache_control_value(" ").is_err());
+/// assert!(cache_control_value("max-age=1\r\nX: y").is_err());
+/// ```
+pub fn cache_control_value(value: &str) -> std::io::Result<&str> {
+    let trimmed = value.trim_matches([' ', '\t']);
+    let printable = value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+    if trimmed.is_empty() || !printable {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "Cache-Control value {value:?}: give printable ASCII on one line, not empty \
+                 (a header value)"
+            ),
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// The parts of a request a static-file response depends on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FileRequest<'a> {
@@ -318,26 +348,17 @@ pub struct StaticFiles {
 
 impl StaticFiles {
     /// Serve the directory `root` with `options`. Fails (naming the path)
-    /// when `root` is not a directory that can be opened.
+    /// when `root` is not a directory that can be opened, or when
+    /// `options.cache_control` is no header value ([`cache_control_value`]).
     pub fn new(root: &Path, options: StaticOptions) -> std::io::Result<StaticFiles> {
-        if let Some(value) = &options.cache_control {
-            if value.is_empty()
-                || !value
-                    .bytes()
-                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-            {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "Cache-Control value {value:?}: a header value is printable ASCII on one line"
-                    ),
-                ));
-            }
-        }
+        let cache_control = match &options.cache_control {
+            Some(value) => Some(Arc::from(cache_control_value(value)?)),
+            None => None,
+        };
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
-            cache_control: options.cache_control.as_deref().map(Arc::from),
+            cache_control,
             options,
             clock: crate::http::system_clock,
             boundary_keys: Default::default(),

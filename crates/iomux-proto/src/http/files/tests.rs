@@ -535,7 +535,7 @@ fn prepared_headers_are_the_listed_ones() {
 #[test]
 fn a_cache_control_that_is_no_header_value_is_refused() {
     let dir = std::env::temp_dir();
-    for bad in ["", "max-age=1\r\nX: y", "caf\u{e9}"] {
+    for bad in ["", " \t ", "max-age=1\r\nX: y", "max-age=1\n", "caf\u{e9}"] {
         let err = StaticFiles::new(
             &dir,
             StaticOptions {
@@ -546,5 +546,22 @@ fn a_cache_control_that_is_no_header_value_is_refused() {
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("Cache-Control"), "{err}");
+    }
+}
+
+#[test]
+fn a_cache_control_is_sent_without_the_spaces_around_it() {
+    for open_file_cache in [0, 16] {
+        let s = site(
+            &format!("cache-control-{open_file_cache}"),
+            StaticOptions {
+                cache_control: Some(" \tmax-age=60, public ".into()),
+                open_file_cache,
+                ..Default::default()
+            },
+        );
+        let r = get(&s.files, "/digits.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "Cache-Control"), Some("max-age=60, public"));
     }
 }
