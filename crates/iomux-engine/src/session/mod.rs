@@ -100,8 +100,8 @@ use std::time::Instant;
 
 mod output;
 mod types;
-pub(crate) use output::Front;
 use output::Output;
+pub(crate) use output::{Front, Segment, Segments};
 pub(crate) use types::*;
 
 /// What few connections need, boxed so that every other session stays

@@ -14,9 +14,9 @@ use crate::buffer::BufPool;
 use iomux_proto::FileRegion;
 use std::collections::VecDeque;
 
-/// One piece of the queue behind `head`.
+/// One piece of a [`Segments`] queue.
 #[derive(Debug)]
-enum Segment {
+pub(crate) enum Segment {
     Bytes(Vec<u8>),
     File(FileRegion),
 }
@@ -37,14 +37,17 @@ pub(crate) struct Output {
     head: Vec<u8>,
     /// How much of `head` is already sent.
     sent: usize,
-    /// Everything behind `head` (allocated on the first region: 8 bytes in
-    /// every session until then).
-    rest: Option<Box<Rest>>,
+    /// Everything behind `head`, starting with a file region (allocated on
+    /// the first region: 8 bytes in every session until then).
+    rest: Option<Box<Segments>>,
 }
 
-/// The queue behind `head`, starting with a file region, and its size.
+/// The engine's one queue of bytes and file regions in order, and how much
+/// of each it holds: the part of a connection's output behind `head`, and
+/// over TLS the plaintext waiting behind a file region to be encrypted
+/// (`tls::TlsSession`'s backlog).
 #[derive(Debug, Default)]
-struct Rest {
+pub(crate) struct Segments {
     queue: VecDeque<Segment>,
     /// Bytes of its byte segments (held in memory).
     bytes: usize,
@@ -52,13 +55,41 @@ struct Rest {
     files: usize,
 }
 
-impl Rest {
-    fn push_bytes(&mut self, bytes: Vec<u8>) {
+impl Segments {
+    /// Bytes queued, in memory and in file regions.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes + self.files
+    }
+
+    /// Bytes queued in memory.
+    pub(crate) fn in_memory(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Queue `bytes` as a segment of its own.
+    pub(crate) fn push_bytes(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
         self.bytes += bytes.len();
         self.queue.push_back(Segment::Bytes(bytes));
     }
 
-    /// The byte segment at the back, made if the back is a region.
+    /// Append `bytes` to the byte segment at the back.
+    pub(crate) fn extend_bytes(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.back_bytes().extend_from_slice(bytes);
+        self.bytes += bytes.len();
+    }
+
+    /// The byte segment at the back, made if the back is a region; what is
+    /// appended to it is counted with [`Segments::appended`].
     fn back_bytes(&mut self) -> &mut Vec<u8> {
         if !matches!(self.queue.back(), Some(Segment::Bytes(_))) {
             self.queue.push_back(Segment::Bytes(Vec::new()));
@@ -68,13 +99,65 @@ impl Rest {
             _ => unreachable!("a byte segment is at the back"),
         }
     }
+
+    /// `n` bytes were appended to [`Segments::back_bytes`].
+    fn appended(&mut self, n: usize) {
+        self.bytes += n;
+    }
+
+    /// Queue a file region (an empty one is dropped).
+    pub(crate) fn push_file(&mut self, region: FileRegion) {
+        if region.is_empty() {
+            return;
+        }
+        self.files += region.len() as usize;
+        self.queue.push_back(Segment::File(region));
+    }
+
+    pub(crate) fn front(&self) -> Option<&Segment> {
+        self.queue.front()
+    }
+
+    /// Take the front segment off the queue.
+    pub(crate) fn pop_front(&mut self) -> Option<Segment> {
+        let segment = self.queue.pop_front()?;
+        match &segment {
+            Segment::Bytes(bytes) => self.bytes -= bytes.len(),
+            Segment::File(region) => self.files -= region.len() as usize,
+        }
+        Some(segment)
+    }
+
+    /// `n` bytes of the front segment are taken (at most all of it); an
+    /// emptied segment leaves the queue.
+    pub(crate) fn advance(&mut self, n: usize) {
+        let Some(front) = self.queue.front_mut() else {
+            return;
+        };
+        let emptied = match front {
+            Segment::File(region) => {
+                let n = n.min(region.len() as usize);
+                region.advance(n as u64);
+                self.files -= n;
+                region.is_empty()
+            }
+            Segment::Bytes(bytes) => {
+                let n = n.min(bytes.len());
+                bytes.drain(..n);
+                self.bytes -= n;
+                bytes.is_empty()
+            }
+        };
+        if emptied {
+            self.queue.pop_front();
+        }
+    }
 }
 
 impl Output {
     /// Bytes queued, in memory and in file regions.
     pub(crate) fn len(&self) -> usize {
-        let rest = self.rest.as_ref().map_or(0, |r| r.bytes + r.files);
-        self.head.len() - self.sent + rest
+        self.head.len() - self.sent + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     /// Nothing queued.
@@ -84,16 +167,16 @@ impl Output {
 
     /// Bytes queued in memory (file regions excluded): what output caps count.
     pub(crate) fn in_memory(&self) -> usize {
-        self.head.len() - self.sent + self.rest.as_ref().map_or(0, |r| r.bytes)
+        self.head.len() - self.sent + self.rest.as_ref().map_or(0, |r| r.in_memory())
     }
 
     /// The queue behind `head`, when it holds anything.
-    fn rest_mut(&mut self) -> Option<&mut Rest> {
-        self.rest.as_deref_mut().filter(|r| !r.queue.is_empty())
+    fn rest_mut(&mut self) -> Option<&mut Segments> {
+        self.rest.as_deref_mut().filter(|r| !r.is_empty())
     }
 
     fn has_rest(&self) -> bool {
-        self.rest.as_ref().is_some_and(|r| !r.queue.is_empty())
+        self.rest.as_ref().is_some_and(|r| !r.is_empty())
     }
 
     /// The buffer bytes appended now go to: `head` while no region is
@@ -115,7 +198,7 @@ impl Output {
         }
         self.back_bytes(pool, bytes.len()).extend_from_slice(bytes);
         if let Some(rest) = self.rest_mut() {
-            rest.bytes += bytes.len();
+            rest.appended(bytes.len());
         }
     }
 
@@ -135,7 +218,10 @@ impl Output {
         let first = regions.first().map_or(back.len(), |(at, _)| *at);
         let tail = back.split_off(first.clamp(before, back.len()));
         if behind_a_region {
-            self.rest.as_mut().expect("has rest").bytes += grown - tail.len();
+            self.rest
+                .as_mut()
+                .expect("has rest")
+                .appended(grown - tail.len());
         }
         if regions.is_empty() {
             return;
@@ -167,9 +253,9 @@ impl Output {
         if region.is_empty() {
             return;
         }
-        let rest = self.rest.get_or_insert_with(Default::default);
-        rest.files += region.len() as usize;
-        rest.queue.push_back(Segment::File(region));
+        self.rest
+            .get_or_insert_with(Default::default)
+            .push_file(region);
     }
 
     /// What the kernel should take next; `None` when nothing is queued.
@@ -180,7 +266,7 @@ impl Output {
                 more: self.has_rest(),
             });
         }
-        match self.rest.as_ref()?.queue.front()? {
+        match self.rest.as_ref()?.front()? {
             Segment::File(region) => Some(Front::File(region)),
             Segment::Bytes(_) => unreachable!("the queue behind head starts with a region"),
         }
@@ -211,23 +297,15 @@ impl Output {
         let Some(rest) = self.rest_mut() else {
             return;
         };
-        let Some(Segment::File(region)) = rest.queue.front_mut() else {
-            return;
-        };
-        let n = n.min(region.len() as usize);
-        region.advance(n as u64);
-        rest.files -= n;
-        if region.is_empty() {
-            rest.queue.pop_front();
-            // Bytes behind the region become `head`.
-            if let Some(Segment::Bytes(_)) = rest.queue.front() {
-                let Some(Segment::Bytes(bytes)) = rest.queue.pop_front() else {
-                    unreachable!("just matched")
-                };
-                rest.bytes -= bytes.len();
-                self.head = bytes;
-                self.sent = 0;
-            }
+        debug_assert!(matches!(rest.front(), Some(Segment::File(_))));
+        rest.advance(n);
+        // Bytes behind a region sent in full become `head`.
+        if let Some(Segment::Bytes(_)) = rest.front() {
+            let Some(Segment::Bytes(bytes)) = rest.pop_front() else {
+                unreachable!("just matched")
+            };
+            self.head = bytes;
+            self.sent = 0;
         }
     }
 

@@ -32,6 +32,7 @@ mod ktls;
 pub use config::{load_server_config, TlsOptions};
 pub use ktls::{kernel_tls, KernelTls};
 
+use crate::session::{Segment, Segments};
 use rustls::ServerConnection;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -45,9 +46,9 @@ const KEEP_SCRATCH: usize = 16 * 1024;
 /// peer takes them.
 pub(crate) const REFILL: usize = 256 * 1024;
 
-/// How much of a file region is read at once (then encrypted, as records
-/// of at most 16 KiB).
-const FILE_PIECE: usize = 64 * 1024;
+/// How much of a file region sent over TLS is read at once (then
+/// encrypted, as records of at most 16 KiB).
+const TLS_FILE_READ: usize = 64 * 1024;
 
 /// One connection's TLS state: the rustls connection, and scratch buffers
 /// for the plaintext going to and coming from it.
@@ -61,51 +62,13 @@ pub(crate) struct TlsSession {
     closed: bool,
     /// Where the peer's records end, to tell a truncated one at EOF.
     bounds: RecordBounds,
-    /// Plaintext waiting behind a file region, not encrypted yet.
-    backlog: Option<Box<Backlog>>,
-}
-
-/// What a connection sent over TLS that is not encrypted yet: a file region
-/// at the front (read and encrypted in pieces as the peer takes the
-/// records), and everything sent after it, in order (records carry sequence
-/// numbers: nothing behind the region may be encrypted before it).
-#[derive(Debug, Default)]
-struct Backlog {
-    queue: std::collections::VecDeque<Pending>,
-    /// Bytes of its byte pieces (in memory).
-    bytes: usize,
-    /// Bytes left in its file regions (on disk).
-    files: usize,
+    /// What was sent that is not encrypted yet: a file region at the
+    /// front (read and encrypted in pieces as the peer takes the records)
+    /// and everything sent after it, in order (records carry sequence
+    /// numbers: nothing behind the region may be encrypted before it).
+    backlog: Option<Box<Segments>>,
     /// One piece of a region, read before it is encrypted.
     piece: Vec<u8>,
-}
-
-#[derive(Debug)]
-enum Pending {
-    Bytes(Vec<u8>),
-    File(iomux_proto::FileRegion),
-}
-
-impl Backlog {
-    fn push_bytes(&mut self, plain: &[u8]) {
-        if plain.is_empty() {
-            return;
-        }
-        self.bytes += plain.len();
-        if let Some(Pending::Bytes(last)) = self.queue.back_mut() {
-            last.extend_from_slice(plain);
-        } else {
-            self.queue.push_back(Pending::Bytes(plain.to_vec()));
-        }
-    }
-
-    fn push_file(&mut self, region: iomux_proto::FileRegion) {
-        if region.is_empty() {
-            return;
-        }
-        self.files += region.len() as usize;
-        self.queue.push_back(Pending::File(region));
-    }
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -145,6 +108,7 @@ impl TlsSession {
             closed: false,
             bounds: RecordBounds::default(),
             backlog: None,
+            piece: Vec::new(),
         })
     }
 
@@ -200,7 +164,7 @@ impl TlsSession {
     fn failed(&mut self, out: &mut Vec<u8>) -> TlsError {
         self.write_records(out);
         self.closed = true;
-        self.backlog = None;
+        self.drop_backlog();
         TlsError
     }
 
@@ -232,7 +196,7 @@ impl TlsSession {
             return;
         }
         if let Some(backlog) = self.backlog.as_deref_mut() {
-            backlog.push_bytes(plain);
+            backlog.extend_bytes(plain);
             return;
         }
         self.encrypt(plain, out);
@@ -247,16 +211,16 @@ impl TlsSession {
     /// Plaintext sent but not encrypted yet (behind a file region, the
     /// region's bytes included): still owed to the peer.
     pub(crate) fn backlog_len(&self) -> usize {
-        self.backlog.as_ref().map_or(0, |b| b.bytes + b.files)
+        self.backlog.as_ref().map_or(0, |b| b.len())
     }
 
     /// The part of [`TlsSession::backlog_len`] held in memory.
     pub(crate) fn backlog_in_memory(&self) -> usize {
-        self.backlog.as_ref().map_or(0, |b| b.bytes)
+        self.backlog.as_ref().map_or(0, |b| b.in_memory())
     }
 
     /// Encrypt about `room` bytes more of the backlog into `out` (file
-    /// regions read in pieces of [`FILE_PIECE`]); nothing while the
+    /// regions read in pieces of [`TLS_FILE_READ`]); nothing while the
     /// handshake runs (rustls would hold it all). A region whose file
     /// cannot be read (or ran out) is an error: the connection closes.
     pub(crate) fn refill(&mut self, out: &mut Vec<u8>, mut room: usize) -> std::io::Result<()> {
@@ -267,45 +231,35 @@ impl TlsSession {
             let Some(backlog) = self.backlog.as_deref_mut() else {
                 return Ok(());
             };
-            let mut plain = match backlog.queue.front_mut() {
-                Some(Pending::File(region)) => {
-                    let mut piece = std::mem::take(&mut backlog.piece);
+            let mut plain = match backlog.front() {
+                Some(Segment::File(region)) => {
+                    let mut piece = std::mem::take(&mut self.piece);
                     piece.clear();
-                    let read = crate::sock::read_region(region, &mut piece, FILE_PIECE);
-                    let n = match read {
-                        Ok(n) => n,
+                    let read = crate::sock::read_region(region, &mut piece, TLS_FILE_READ);
+                    match read {
+                        Ok(n) => backlog.advance(n),
                         Err(e) => {
-                            backlog.piece = piece;
+                            self.piece = piece;
                             return Err(e);
                         }
-                    };
-                    region.advance(n as u64);
-                    backlog.files -= n;
-                    if region.is_empty() {
-                        backlog.queue.pop_front();
                     }
                     piece
                 }
-                Some(Pending::Bytes(_)) => match backlog.queue.pop_front() {
-                    Some(Pending::Bytes(bytes)) => {
-                        backlog.bytes -= bytes.len();
-                        bytes
-                    }
+                Some(Segment::Bytes(_)) => match backlog.pop_front() {
+                    Some(Segment::Bytes(bytes)) => bytes,
                     _ => unreachable!("the front is bytes"),
                 },
                 None => Vec::new(),
             };
-            if backlog.queue.is_empty() {
+            if backlog.is_empty() {
                 // All out: what is sent from now on is encrypted at once.
-                self.backlog = None;
+                self.drop_backlog();
             }
             room = room.saturating_sub(plain.len());
             self.encrypt(&plain, out);
-            if let Some(backlog) = self.backlog.as_deref_mut() {
-                if backlog.piece.capacity() == 0 {
-                    plain.clear();
-                    backlog.piece = plain;
-                }
+            if self.backlog.is_some() && self.piece.capacity() == 0 {
+                plain.clear();
+                self.piece = plain;
             }
         }
         Ok(())
@@ -344,7 +298,7 @@ impl TlsSession {
         }
         self.closed = true;
         // Closing while some is unsent (a fault, a deadline): it never will be.
-        self.backlog = None;
+        self.drop_backlog();
         self.conn.send_close_notify();
         self.write_records(out);
         true
@@ -357,6 +311,11 @@ impl TlsSession {
                 break;
             }
         }
+    }
+
+    fn drop_backlog(&mut self) {
+        self.backlog = None;
+        self.piece = Vec::new();
     }
 
     /// The scratch buffer for a service's plaintext output (empty).
@@ -441,6 +400,99 @@ fn scrub(mut buf: Vec<u8>) -> Vec<u8> {
     }
     buf.clear();
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+    use std::io::Read;
+
+    /// A region of `len` bytes (`i % 251`) of a file whose name is gone.
+    fn region(dir: &std::path::Path, len: usize) -> iomux_proto::FileRegion {
+        let path = dir.join("region.bin");
+        std::fs::write(&path, (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        iomux_proto::FileRegion::new(Arc::new(file), 0, len as u64)
+    }
+
+    /// A server session and a rustls client with the handshake done in memory.
+    fn connected(dir: &std::path::Path) -> (TlsSession, rustls::ClientConnection) {
+        let (cert, key) = test_fixture::certificate(dir);
+        let config = Arc::new(load_server_config(&cert, &key, &TlsOptions::default()).unwrap());
+        let client_config = test_fixture::client_config(&cert, &rustls::version::TLS13);
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(client_config, name).unwrap();
+        let mut server = TlsSession::new(&config).unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            let mut out = Vec::new();
+            server.receive(&wire, &mut Vec::new(), &mut out).unwrap();
+            client.read_tls(&mut &out[..]).unwrap();
+            client.process_new_packets().unwrap();
+            if !server.is_handshaking() && !client.is_handshaking() {
+                return (server, client);
+            }
+        }
+        panic!("no handshake after 10 round trips");
+    }
+
+    fn decrypt(client: &mut rustls::ClientConnection, mut records: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        while !records.is_empty() {
+            client.read_tls(&mut records).unwrap();
+            client.process_new_packets().unwrap();
+            let _ = client.reader().read_to_end(&mut plain);
+        }
+        plain
+    }
+
+    /// A file region waits with what is sent after it, counted (the region
+    /// on disk, the bytes in memory), and leaves encrypted in order as
+    /// room is given; closing drops what is left.
+    #[test]
+    fn the_backlog_keeps_order_behind_a_region_and_counts_it() {
+        let dir = std::env::temp_dir().join(format!("iomux-tls-backlog-{}", std::process::id()));
+        let (mut server, mut client) = connected(&dir);
+        let len = 3 * TLS_FILE_READ + 10;
+        let mut out = Vec::new();
+        server.send_with_files(b"head|", vec![(5, region(&dir, len))], &mut out);
+        server.send(b"|tail", &mut out);
+        assert_eq!(server.backlog_len(), len + 5);
+        assert_eq!(server.backlog_in_memory(), 5, "the region holds no memory");
+        let mut got = decrypt(&mut client, &out);
+        assert_eq!(
+            got, b"head|",
+            "only the bytes before the region are encrypted"
+        );
+        let mut rounds = 0;
+        while server.backlog_len() > 0 {
+            let mut out = Vec::new();
+            server.refill(&mut out, 1).unwrap();
+            assert!(
+                out.len() <= TLS_FILE_READ + 1024,
+                "one piece per step of room"
+            );
+            got.extend(decrypt(&mut client, &out));
+            rounds += 1;
+        }
+        assert_eq!(rounds, 5, "four pieces of the region, then the tail");
+        let mut want = b"head|".to_vec();
+        want.extend((0..len).map(|i| (i % 251) as u8));
+        want.extend_from_slice(b"|tail");
+        assert!(got == want, "the peer gets everything, in order");
+
+        server.send_with_files(b"", vec![(0, region(&dir, 100))], &mut Vec::new());
+        server.send(b"never", &mut Vec::new());
+        assert_eq!(server.backlog_len(), 105);
+        assert!(server.close(&mut Vec::new()));
+        assert_eq!(server.backlog_len(), 0, "closing drops what was not sent");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Certificates and clients for the TLS unit tests.

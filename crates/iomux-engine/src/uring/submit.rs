@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 /// is at most this much.
 const RECV_PER_ARM: usize = 64 * 1024;
 
-/// Bytes of a file region read into a connection's send buffer at a time.
-const FILE_PIECE: usize = 256 * 1024;
+/// A file region longer than this goes out with `sendfile`; a shorter
+/// one (or any, where `sendfile` is unavailable) is read into the
+/// connection's send buffer and sent, this many bytes at a time.
+const URING_SENDFILE_ABOVE: usize = 256 * 1024;
 
 /// Most bytes of a file one connection sends with `sendfile` per pass (as
 /// the readiness engines: one download must not hold up the others).
@@ -285,7 +287,7 @@ fn next_send<P: Service>(
                 return Ok(None);
             }
             Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
-            Some(Front::File(region)) if sendfile && region.len() > FILE_PIECE as u64 => {
+            Some(Front::File(region)) if sendfile && region.len() > URING_SENDFILE_ABOVE as u64 => {
                 let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
                 let sent = sendfile_outside_ring(fd, &region, SENDFILE_PER_PASS)?;
                 conn.session.hand_out_read(sent, pool);
@@ -298,7 +300,7 @@ fn next_send<P: Service>(
             }
             Some(Front::File(region)) => {
                 // A piece of the file, read into the send buffer.
-                match read_region(region, &mut conn.in_flight, FILE_PIECE) {
+                match read_region(region, &mut conn.in_flight, URING_SENDFILE_ABOVE) {
                     Ok(n) => conn.session.hand_out_read(n, pool),
                     Err(e) => return Err(e),
                 }
