@@ -127,7 +127,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "root")]
     hidden: bool,
     /// With --root: add this Cache-Control header to file responses, e.g. "max-age=3600".
-    #[arg(long, requires = "root", value_name = "VALUE", value_parser = header_value)]
+    #[arg(long, requires = "root", value_name = "VALUE", value_parser = cache_control)]
     cache_control: Option<String>,
     /// With --root: open files kept open between requests (revalidated by a stat on each; 0 opens every time).
     #[arg(long, requires = "root", value_name = "N",
@@ -162,16 +162,12 @@ fn static_files(args: &ServeArgs) -> io::Result<Option<Arc<StaticFiles>>> {
     Ok(Some(Arc::new(files)))
 }
 
-/// A header value given on the command line: visible ASCII and spaces.
-fn header_value(s: &str) -> Result<String, String> {
-    if s.bytes()
-        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-        && !s.trim().is_empty()
-    {
-        Ok(s.trim().to_owned())
-    } else {
-        Err("a header value is printable ASCII on one line, e.g. \"max-age=3600\"".into())
-    }
+/// `--cache-control`'s value, checked as the static-file handler checks it
+/// (so a bad one is refused before anything starts).
+fn cache_control(s: &str) -> Result<String, String> {
+    iomux_proto::http::files::cache_control_value(s)
+        .map(str::to_owned)
+        .map_err(|e| format!("{e}, e.g. --cache-control 'max-age=3600, public'"))
 }
 
 /// The engine `--backend` and `--trigger` name: the backend's engine in

@@ -66,6 +66,12 @@ fn bad_values_are_refused_by_name_without_a_panic() {
         let args: Vec<&str> = args.split(' ').collect();
         refused(&args, &[], needle);
     }
+    // The static-file handler's own check, worded for the flag.
+    for value in [" \t", "max-age=1\nX: y", "caf\u{e9}"] {
+        let args = ["--root", ".", "--cache-control", value];
+        refused(&args, &[], "--cache-control");
+        refused(&args, &[], "printable ASCII on one line");
+    }
     for listenq in ["-1", "lots"] {
         refused(&[], &[("LISTENQ", listenq)], "LISTENQ");
     }

@@ -85,10 +85,10 @@ where
                     commands: &mut commands,
                     blocking: None,
                 };
-                if session.on_open(None, &mut env).is_err()
-                    || !refuse_commands(&mut session, &mut env, &mut stats)
-                {
-                    stats.faults += 1;
+                let opened = session.on_open(None, &mut env);
+                let opened = opened.and(refuse_commands(&mut session, &mut env, &mut stats));
+                if let Err(fault) = opened {
+                    fault.count(&mut stats);
                     count_closed(&setup, &mut stats, 1);
                     continue;
                 }
@@ -106,11 +106,15 @@ where
                 blocking: None,
             };
             let keep = poll_conn(c, &mut env, &mut rbuf, &mut stats, &mut moved);
-            let told = refuse_commands(&mut c.session, &mut env, &mut stats);
-            if !told {
-                stats.faults += 1;
+            // Run even after a fault: the commands of the call are this
+            // connection's, and must not reach the next one's.
+            match refuse_commands(&mut c.session, &mut env, &mut stats) {
+                Ok(()) => keep,
+                Err(fault) => {
+                    fault.count(&mut stats);
+                    false
+                }
             }
-            keep && told
         });
         count_closed(&setup, &mut stats, before - conns.len());
         // Nothing to wait on: that is the point of this engine. After a pass
@@ -131,15 +135,15 @@ where
 
 /// This engine carries out no protocol commands (writes to other
 /// connections, closes of others, timers): they are counted as refused, and
-/// a connect is answered `Unsupported`. False when that answer faulted.
+/// a connect is answered `Unsupported`. The fault, when that answer faulted.
 fn refuse_commands<P: Service>(
     session: &mut Session<P>,
     env: &mut Env,
     stats: &mut LoopStats,
-) -> bool {
+) -> Result<(), Fault> {
     let (refused, told) = session.refuse_commands(env);
     stats.refused_commands += refused;
-    told.is_ok()
+    told
 }
 
 fn count_closed<F>(setup: &LoopSetup<F>, stats: &mut LoopStats, closed: usize) {
@@ -203,8 +207,9 @@ fn poll_conn<P: Service>(
             Err(_) => return false,
         };
         if let Err(fault) = result {
-            stats.faults += 1;
-            if fault != Fault::InputCap {
+            fault.count(stats);
+            // A graceful fault (the input cap reached) still sends its output.
+            if !fault.is_graceful() {
                 return false;
             }
         }
@@ -223,20 +228,22 @@ fn poll_conn<P: Service>(
                 if n < tried {
                     stats.write_blocked += 1;
                 }
-                if c.session.on_sent(n, None, env).is_err() {
-                    stats.faults += 1;
+                if let Err(fault) = c.session.on_sent(n, None, env) {
+                    fault.count(stats);
                     return false;
                 }
                 // Input the service stopped answering at the output mark
                 // (or released) is answered on now that its peer read.
-                if c.session.take_due() && c.session.run_due(None, env).is_err() {
-                    stats.faults += 1;
-                    return false;
+                if c.session.take_due() {
+                    if let Err(fault) = c.session.run_due(None, env) {
+                        fault.count(stats);
+                        return false;
+                    }
                 }
             }
             Err(e) => {
                 if is_file_cut_short(&e) {
-                    stats.files_cut_short += 1;
+                    Fault::FileCutShort.count(stats);
                 }
                 return false;
             }

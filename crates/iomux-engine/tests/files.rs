@@ -409,6 +409,10 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     );
     let stats = stop(server);
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+    assert_eq!(
+        stats.faults, 0,
+        "{name}: counted once, as cut short: {stats}"
+    );
 }
 
 fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
@@ -437,6 +441,10 @@ fn a_region_past_the_end_of_its_file_closes_after_the_bytes_there(name: &str) {
     assert_eq!(first_difference(&got, &want[..got.len()]), None, "{name}");
     let stats = stop(server);
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+    assert_eq!(
+        stats.faults, 0,
+        "{name}: counted once, as cut short: {stats}"
+    );
 }
 
 fn tls_server(name: &str, file: &Arc<File>) -> Server {
@@ -478,6 +486,10 @@ fn regions_over_tls_are_encrypted_in_their_places(name: &str) {
     );
     let stats = stop(server);
     assert_eq!(stats.files_cut_short, 1, "{name}: {stats}");
+    assert_eq!(
+        stats.faults, 0,
+        "{name}: counted once, as cut short: {stats}"
+    );
 }
 
 /// Over TLS a region is read and encrypted in pieces as the peer takes the

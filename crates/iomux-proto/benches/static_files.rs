@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
             "file",
             FileRequest {
                 method: b"GET",
-                target: b"/assets/css/1k.css",
+                path: "/assets/css/1k.css",
                 ..Default::default()
             },
         ),
@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
             "index",
             FileRequest {
                 method: b"GET",
-                target: b"/",
+                path: "/",
                 ..Default::default()
             },
         ),
@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
             "range",
             FileRequest {
                 method: b"GET",
-                target: b"/assets/css/1k.css",
+                path: "/assets/css/1k.css",
                 range: Some(b"bytes=0-99,200-299"),
                 ..Default::default()
             },
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
             "missing",
             FileRequest {
                 method: b"GET",
-                target: b"/assets/missing.css",
+                path: "/assets/missing.css",
                 ..Default::default()
             },
         ),

@@ -275,6 +275,9 @@ pub struct Context<'a> {
     /// File regions sent during the call, each with the length `out` had
     /// then: it goes out after those bytes and before the ones that follow.
     files: Vec<(usize, FileRegion)>,
+    /// The sum of `files`' lengths, kept as they come and go so that
+    /// [`Context::output_full`] costs the same after many regions as after one.
+    file_bytes: u64,
     commands: &'a mut Vec<Command>,
     blocking: Option<&'a dyn BlockingPool>,
 }
@@ -311,6 +314,7 @@ impl<'a> Context<'a> {
             out_limit: usize::MAX,
             out,
             files: Vec::new(),
+            file_bytes: 0,
             commands,
             blocking: None,
         }
@@ -353,8 +357,7 @@ impl<'a> Context<'a> {
     pub fn output_full(&self) -> bool {
         // A file region sent is owed like bytes (it holds no memory, but a
         // pipeline of large files must not be answered all at once either).
-        let files: u64 = self.files.iter().map(|(_, region)| region.len()).sum();
-        (self.out.len() as u64).saturating_add(files) >= self.out_limit as u64
+        (self.out.len() as u64).saturating_add(self.file_bytes) >= self.out_limit as u64
     }
 
     /// The same context with the connection's addresses, as
@@ -467,7 +470,14 @@ impl<'a> Context<'a> {
     /// ```
     pub fn take_back_output(&mut self, mark: OutputMark) {
         self.out.truncate(mark.bytes);
-        self.files.truncate(mark.files);
+        // (Regions already taken by the engine are not here to take back.)
+        if let Some(taken_back) = self.files.get(mark.files..) {
+            let removed = taken_back
+                .iter()
+                .fold(0u64, |sum, (_, r)| sum.saturating_add(r.len()));
+            self.file_bytes = self.file_bytes.saturating_sub(removed);
+            self.files.truncate(mark.files);
+        }
     }
 
     /// Send `region` of a file after the bytes written so far and before
@@ -494,6 +504,7 @@ impl<'a> Context<'a> {
     /// ```
     pub fn send_file(&mut self, region: FileRegion) {
         if !region.is_empty() {
+            self.file_bytes = self.file_bytes.saturating_add(region.len());
             self.files.push((self.out.len(), region));
         }
     }
@@ -502,6 +513,7 @@ impl<'a> Context<'a> {
     /// output had when it was sent (engines: the region goes after those
     /// bytes). Empty for a call that sent none.
     pub fn take_file_regions(&mut self) -> Vec<(usize, FileRegion)> {
+        self.file_bytes = 0;
         std::mem::take(&mut self.files)
     }
 
@@ -850,5 +862,78 @@ impl<'a> Context<'a> {
             ask::RELEASE => Some(false),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    fn region(len: u64) -> FileRegion {
+        FileRegion::new(Arc::new(File::open("/dev/null").unwrap()), 0, len)
+    }
+
+    /// The running total of queued file regions is what summing them gives,
+    /// after regions are queued, taken back to a mark and taken by the engine.
+    #[test]
+    fn output_full_counts_the_regions_queued_now() {
+        let (mut out, mut commands) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        let mut cx =
+            Context::new(ConnId::new(0, 1), now, &mut out, &mut commands).with_output_room(1000);
+        let summed = |cx: &Context| -> u64 { cx.files.iter().map(|(_, r)| r.len()).sum() };
+        cx.write(b"head");
+        cx.send_file(region(300));
+        cx.send_file(region(0)); // sends nothing
+        assert_eq!((cx.file_bytes, summed(&cx)), (300, 300));
+        let mark = cx.output_mark();
+        cx.send_file(region(500));
+        cx.write(b"between");
+        cx.send_file(region(196));
+        assert_eq!(cx.file_bytes, summed(&cx));
+        assert!(cx.output_full(), "4 + 7 bytes and 996 of files reach 1000");
+        cx.take_back_output(mark);
+        assert_eq!((cx.file_bytes, summed(&cx)), (300, 300));
+        assert!(!cx.output_full());
+        // The engine takes what was queued; a later take-back to an older
+        // mark finds nothing of it to take back.
+        let mark = cx.output_mark();
+        assert_eq!(cx.take_file_regions().len(), 1);
+        assert_eq!(cx.file_bytes, 0);
+        cx.send_file(region(700));
+        cx.take_back_output(mark);
+        assert_eq!((cx.file_bytes, summed(&cx)), (700, 700));
+        cx.take_back_output(OutputMark { bytes: 0, files: 0 });
+        assert_eq!((cx.file_bytes, summed(&cx)), (0, 0));
+        assert!(!cx.output_full());
+    }
+
+    /// A long pipeline of small files, checked after each (what a service
+    /// answering pipelined requests does): full exactly at the room, and a
+    /// take-back to a mark in the middle leaves the first half's total.
+    #[test]
+    fn many_small_regions_keep_the_total() {
+        let (mut out, mut commands) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        let mut cx =
+            Context::new(ConnId::new(0, 1), now, &mut out, &mut commands).with_output_room(150_000);
+        let file = Arc::new(File::open("/dev/null").unwrap());
+        let mut mark = None;
+        let mut full_at = None;
+        for i in 0..100_000u64 {
+            if i == 50_000 {
+                mark = Some(cx.output_mark());
+            }
+            cx.send_file(FileRegion::new(file.clone(), 0, 2));
+            if full_at.is_none() && cx.output_full() {
+                full_at = Some(i);
+            }
+        }
+        assert_eq!(full_at, Some(74_999), "2 bytes each: full at 150,000");
+        assert_eq!(cx.file_bytes, 200_000);
+        cx.take_back_output(mark.unwrap());
+        assert_eq!(cx.file_bytes, 100_000);
+        assert!(!cx.output_full());
     }
 }

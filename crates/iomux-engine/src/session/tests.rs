@@ -1080,10 +1080,8 @@ fn upload_at(s: &mut Session<Upload>, w: &mut World, per_second: usize) -> Optio
     for second in 1..1000u64 {
         w.now = t0 + Duration::from_secs(second);
         let mut env = w.env();
-        if env.now >= s.deadline(env.rules) {
-            if s.on_deadline(None, &mut env) == Deadline::TimedOut {
-                return Some(second);
-            }
+        if env.now >= s.deadline(env.rules) && s.on_deadline(None, &mut env) == Deadline::TimedOut {
+            return Some(second);
         }
         if s.proto.received >= s.proto.length {
             return None;

@@ -207,15 +207,19 @@ impl<'a> Request<'a> {
 /// Split a target into path and query: origin-form at `?`; the path and
 /// query of an absolute-form target (`http://host:port/path?q`, which a
 /// server must accept, RFC 9112 §3.2.2; without a path it is `/`). Other
-/// forms (`*`, authority-form) come back whole as the path and match no route.
+/// forms (`*`, authority-form, an authority cut by a `#`: a request target
+/// has no fragment) come back whole as the path: it does not start with `/`,
+/// so it matches no route and names no file. The one answer to "which path"
+/// for routes and static files alike ([`Request::path`]).
 pub(crate) fn split_target(target: &str) -> (&str, Option<&str>) {
     let mut path = target;
     if !target.starts_with('/') {
         if let Some((scheme, rest)) = target.split_once("://") {
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
-                path = match rest.find(['/', '?']) {
-                    Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-                    Some(i) => return ("/", Some(&rest[i + 1..])),
+                path = match rest.find(['/', '?', '#']).map(|i| (i, rest.as_bytes()[i])) {
+                    Some((i, b'/')) => &rest[i..],
+                    Some((i, b'?')) => return ("/", Some(&rest[i + 1..])),
+                    Some(_) => return (target, None),
                     None => "/",
                 };
             }
@@ -224,5 +228,35 @@ pub(crate) fn split_target(target: &str) -> (&str, Option<&str>) {
     match memchr::memchr(b'?', path.as_bytes()) {
         Some(q) => (&path[..q], Some(&path[q + 1..])),
         None => (path, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        for (target, path, query) in [
+            ("/a/b?x=1", "/a/b", Some("x=1")),
+            ("/a/b", "/a/b", None),
+            ("/?", "/", Some("")),
+            ("/a#b", "/a#b", None),
+            ("http://h/a?q", "/a", Some("q")),
+            ("HTTPS://h:8443/a/", "/a/", None),
+            ("http://h", "/", None),
+            ("http://h?q", "/", Some("q")),
+            ("http:///etc/x", "/etc/x", None),
+            ("http://h/../x", "/../x", None),
+            // Not origin- or absolute-form: whole, and not a path.
+            ("http://h#/x", "http://h#/x", None),
+            ("http://h#x?q", "http://h#x?q", None),
+            ("file:///etc/passwd", "file:///etc/passwd", None),
+            ("*", "*", None),
+            ("example.com:80", "example.com:80", None),
+            ("", "", None),
+        ] {
+            assert_eq!(split_target(target), (path, query), "{target:?}");
+        }
     }
 }

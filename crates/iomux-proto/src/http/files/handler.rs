@@ -11,7 +11,8 @@ impl Handler for StaticFiles {
     fn call(&self, req: &Request<'_>, reply: &mut Reply<'_, '_>) -> Flow {
         let request = FileRequest {
             method: req.method().as_bytes(),
-            target: req.target().as_bytes(),
+            path: req.path(),
+            query: req.query(),
             conditionals: Conditionals {
                 if_match: req.header("if-match"),
                 if_unmodified_since: req.header("if-unmodified-since"),

@@ -1,14 +1,14 @@
 //! Static files: what `iomux serve --root DIR` answers, as a handler a user
 //! could have written on the public HTTP API.
 //!
-//! [`StaticFiles::respond`] turns a request (method, target, the fields that
+//! [`StaticFiles::respond`] turns a request (method, path, the fields that
 //! matter) into a [`FileResponse`]: a status, headers, and a body that is
 //! bytes (error pages, listings, multipart delimiters) or ranges of an open
 //! file, which the connection core sends without copying them through user
 //! space. Everything about a file's bytes reaching the socket is the core's;
 //! everything about which bytes and which headers is here:
 //!
-//! - the target is decoded once and normalized ([`path`]); anything that
+//! - the path is decoded once and normalized ([`path`]); anything that
 //!   could leave the root is `400` before the filesystem is asked;
 //! - files are opened beneath the root by the kernel ([`open`]), through a
 //!   bounded, revalidated open-file cache;
@@ -28,7 +28,7 @@ pub mod validators;
 use crate::http::PreparedHeaders;
 use encoding::{acceptable_codings, Coding};
 use open::{Kind, Lookup, OpenError, OpenFileCache, Opened, Root};
-use path::{resolve_target, PathError, TargetPath};
+use path::{resolve_path, PathError, TargetPath};
 use range::{multipart_pieces, plan_ranges, ByteRange, Piece, RangeRequest};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -62,13 +62,47 @@ impl StaticOptions {
     pub const DEFAULT_OPEN_FILE_CACHE: usize = 1000;
 }
 
+/// `value` as a `Cache-Control` field value, without the spaces and tabs
+/// around it; an error (`InvalidInput`, saying what a value may hold) when
+/// nothing is left or it holds anything but printable ASCII, spaces and
+/// tabs (a CR or LF would end the header). [`StaticFiles::new`] checks
+/// [`StaticOptions::cache_control`] with it; a caller may check a value
+/// earlier, as it is given.
+///
+/// ```
+/// use iomux_proto::http::files::cache_control_value;
+/// assert_eq!(cache_control_value(" max-age=60\t").unwrap(), "max-age=60");
+/// assert!(cache_control_value(" ").is_err());
+/// assert!(cache_control_value("max-age=1\r\nX: y").is_err());
+/// ```
+pub fn cache_control_value(value: &str) -> std::io::Result<&str> {
+    let trimmed = value.trim_matches([' ', '\t']);
+    let printable = value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+    if trimmed.is_empty() || !printable {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "Cache-Control value {value:?}: give printable ASCII on one line, not empty \
+                 (a header value)"
+            ),
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// The parts of a request a static-file response depends on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FileRequest<'a> {
     /// The method (`GET` and `HEAD` are served, others `405`).
     pub method: &'a [u8],
-    /// The request target as received.
-    pub target: &'a [u8],
+    /// The path as the HTTP core split it from the target
+    /// ([`Request::path`](crate::http::Request::path): still encoded, an
+    /// absolute-form target's authority gone).
+    pub path: &'a str,
+    /// The query, without its `?` ([`Request::query`](crate::http::Request::query)).
+    pub query: Option<&'a str>,
     /// `If-Match`, `If-None-Match`, `If-Modified-Since`,
     /// `If-Unmodified-Since`, `If-Range`.
     pub conditionals: Conditionals<'a>,
@@ -314,26 +348,17 @@ pub struct StaticFiles {
 
 impl StaticFiles {
     /// Serve the directory `root` with `options`. Fails (naming the path)
-    /// when `root` is not a directory that can be opened.
+    /// when `root` is not a directory that can be opened, or when
+    /// `options.cache_control` is no header value ([`cache_control_value`]).
     pub fn new(root: &Path, options: StaticOptions) -> std::io::Result<StaticFiles> {
-        if let Some(value) = &options.cache_control {
-            if value.is_empty()
-                || !value
-                    .bytes()
-                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-            {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "Cache-Control value {value:?}: a header value is printable ASCII on one line"
-                    ),
-                ));
-            }
-        }
+        let cache_control = match &options.cache_control {
+            Some(value) => Some(Arc::from(cache_control_value(value)?)),
+            None => None,
+        };
         Ok(StaticFiles {
             root: Root::open(root)?,
             cache: OpenFileCache::new(options.open_file_cache),
-            cache_control: options.cache_control.as_deref().map(Arc::from),
+            cache_control,
             options,
             clock: crate::http::system_clock,
             boundary_keys: Default::default(),
@@ -368,7 +393,7 @@ impl StaticFiles {
                     .with("Allow", "GET, HEAD".into())
             }
         };
-        let target = match resolve_target(req.target, self.options.hidden) {
+        let target = match resolve_path(req.path, req.query, self.options.hidden) {
             Ok(t) => t,
             Err(PathError::BadRequest) => return error(400, "malformed or forbidden path\n"),
             Err(PathError::Hidden) => return not_found(),

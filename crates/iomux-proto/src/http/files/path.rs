@@ -1,19 +1,23 @@
-//! From a request target to a path beneath the root: decode once, then
+//! From a request's path to a path beneath the root: decode once, then
 //! normalize, refusing anything that could name a file outside the root or
 //! that a filesystem would read differently from the way it was checked.
+//! The path is the one the HTTP core split from the target
+//! ([`Request::path`](crate::http::Request::path)): routes and files never
+//! disagree on which path a target names.
 
 /// Why a request target names no file beneath the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
     /// Malformed or hostile: a bad percent escape, a NUL, an encoded `/`, a
-    /// backslash, bytes that are not UTF-8 (overlong forms included), `..`
-    /// above the root, or a target that is neither origin- nor absolute-form.
+    /// backslash, a `#`, bytes that are not UTF-8 (overlong forms included),
+    /// `..` above the root, or a path that does not start with `/` (the
+    /// target was neither origin- nor absolute-form).
     BadRequest,
     /// A component starts with `.` and hidden files are not served.
     Hidden,
 }
 
-/// A request target resolved to components beneath the root.
+/// A request's path resolved to components beneath the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetPath {
     /// The normalized path relative to the root, components joined by `/`
@@ -49,20 +53,16 @@ impl TargetPath {
     }
 }
 
-/// Resolve `target` (origin-form `/a/b?q`, or absolute-form
-/// `http://host/a/b?q` whose authority is ignored) to a path beneath the root.
-pub fn resolve_target(target: &[u8], hidden_allowed: bool) -> Result<TargetPath, PathError> {
-    let path_and_query = strip_absolute_form(target).ok_or(PathError::BadRequest)?;
-    let (raw_path, query) = match path_and_query.iter().position(|&b| b == b'?') {
-        Some(q) => (&path_and_query[..q], Some(&path_and_query[q + 1..])),
-        None => (path_and_query, None),
-    };
-    // `http://host?q` has an empty path: the root.
-    let raw_path = if raw_path.is_empty() && path_and_query.len() < target.len() {
-        &b"/"[..]
-    } else {
-        raw_path
-    };
+/// Resolve a request's `path` and `query` as the HTTP core split them
+/// ([`Request::path`](crate::http::Request::path),
+/// [`Request::query`](crate::http::Request::query): still percent-encoded,
+/// an absolute-form target's authority gone) to a path beneath the root.
+pub fn resolve_path(
+    path: &str,
+    query: Option<&str>,
+    hidden_allowed: bool,
+) -> Result<TargetPath, PathError> {
+    let raw_path = path.as_bytes();
     if raw_path.first() != Some(&b'/') || raw_path.contains(&b'#') {
         return Err(PathError::BadRequest);
     }
@@ -73,14 +73,10 @@ pub fn resolve_target(target: &[u8], hidden_allowed: bool) -> Result<TargetPath,
         ),
         None => normalize(raw_path, hidden_allowed)?,
     };
-    let query = match query {
-        Some(q) => Some(String::from_utf8(q.to_vec()).map_err(|_| PathError::BadRequest)?),
-        None => None,
-    };
     Ok(TargetPath {
         relative,
         trailing_slash,
-        query,
+        query: query.map(str::to_owned),
     })
 }
 
@@ -123,30 +119,6 @@ fn already_normal(raw_path: &[u8]) -> Option<&str> {
         && !inner.iter().any(|&b| matches!(b, b'%' | b'\\' | 0))
         && !inner.windows(2).any(|w| w == b"//" || w == b"/.");
     plain.then(|| std::str::from_utf8(inner).ok()).flatten()
-}
-
-/// The path-and-query of an origin-form or absolute-form target.
-fn strip_absolute_form(target: &[u8]) -> Option<&[u8]> {
-    if target.first() == Some(&b'/') {
-        return Some(target);
-    }
-    let rest = strip_prefix_ignore_case(target, b"http://")
-        .or_else(|| strip_prefix_ignore_case(target, b"https://"))?;
-    let end = rest
-        .iter()
-        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    match rest.get(end) {
-        Some(b'/' | b'?') => Some(&rest[end..]),
-        // `http://host` names the root.
-        None => Some(b"/"),
-        Some(_) => None,
-    }
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
 }
 
 /// Decode `%XX` escapes once. An escape that decodes to `/`, `\` or NUL, a
@@ -222,13 +194,22 @@ pub fn push_encoded(out: &mut String, component: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::request::split_target;
+
+    /// `target` as the HTTP core splits it, resolved.
+    fn resolve(target: &str, hidden_allowed: bool) -> Result<TargetPath, PathError> {
+        let (path, query) = split_target(target);
+        resolve_path(path, query, hidden_allowed)
+    }
 
     fn ok(target: &str) -> TargetPath {
-        resolve_target(target.as_bytes(), false).unwrap()
+        resolve(target, false).unwrap()
     }
 
     fn bad(target: &[u8]) -> PathError {
-        resolve_target(target, false).unwrap_err()
+        // Targets come from the parser as text; bytes that are not UTF-8
+        // cannot reach here (the overlong forms below are escapes).
+        resolve(std::str::from_utf8(target).unwrap(), false).unwrap_err()
     }
 
     #[test]
@@ -301,6 +282,7 @@ mod tests {
         assert_eq!(ok("HTTPS://example.com").relative, "");
         assert_eq!(ok("http://h?q").query.as_deref(), Some("q"));
         assert_eq!(bad(b"http://h/../etc/passwd"), PathError::BadRequest);
+        assert_eq!(bad(b"http://h#/etc/passwd"), PathError::BadRequest);
         assert_eq!(bad(b"file:///etc/passwd"), PathError::BadRequest);
         assert_eq!(bad(b"*"), PathError::BadRequest);
         assert_eq!(bad(b"example.com:80"), PathError::BadRequest);
@@ -348,7 +330,7 @@ mod tests {
         assert_eq!(bad(b"/.git/config"), PathError::Hidden);
         assert_eq!(bad(b"/a/%2egit"), PathError::Hidden);
         assert_eq!(bad(b"/a/.env"), PathError::Hidden);
-        assert_eq!(resolve_target(b"/a/.env", true).unwrap().relative, "a/.env");
+        assert_eq!(resolve("/a/.env", true).unwrap().relative, "a/.env");
         // `..` that pops a hidden name leaves nothing hidden.
         assert_eq!(ok("/.x/../y").relative, "y");
     }

@@ -52,12 +52,19 @@ fn cached() -> StaticOptions {
     }
 }
 
-fn get(files: &StaticFiles, target: &str) -> FileResponse {
-    files.respond(&FileRequest {
-        method: b"GET",
-        target: target.as_bytes(),
+/// A request for `target`, split into path and query as the HTTP core does.
+fn request<'a>(method: &'a [u8], target: &'a str) -> FileRequest<'a> {
+    let (path, query) = crate::http::request::split_target(target);
+    FileRequest {
+        method,
+        path,
+        query,
         ..Default::default()
-    })
+    }
+}
+
+fn get(files: &StaticFiles, target: &str) -> FileResponse {
+    files.respond(&request(b"GET", target))
 }
 
 fn header<'a>(r: &'a FileResponse, name: &str) -> Option<&'a str> {
@@ -122,20 +129,12 @@ fn serves_files_with_validators_and_types() {
         Some("text/html; charset=utf-8")
     );
     // HEAD: the same status and headers.
-    let h = s.files.respond(&FileRequest {
-        method: b"HEAD",
-        target: b"/digits.txt",
-        ..Default::default()
-    });
+    let h = s.files.respond(&request(b"HEAD", "/digits.txt"));
     assert_eq!(
         (h.status, headers(&h), h.body.len()),
         (200, headers(&r), 10000)
     );
-    let p = s.files.respond(&FileRequest {
-        method: b"POST",
-        target: b"/digits.txt",
-        ..Default::default()
-    });
+    let p = s.files.respond(&request(b"POST", "/digits.txt"));
     assert_eq!((p.status, header(&p, "Allow")), (405, Some("GET, HEAD")));
     // The open-file cache was used.
     assert!(s.files.cache_counts().0 > 0);
@@ -240,6 +239,8 @@ fn hostile_paths_never_reach_the_canary() {
             "/escape",
             "/canary%00.txt",
             "http://x/../canary",
+            "HTTP://x/%2e%2e/canary",
+            "http://x#/../canary",
             "/./../canary",
             "/docs/%2e%2e/%2e%2e/canary",
         ] {
@@ -269,11 +270,7 @@ fn with<'a>(
     target: &'a str,
     f: impl FnOnce(&mut FileRequest<'a>),
 ) -> FileResponse {
-    let mut req = FileRequest {
-        method: b"GET",
-        target: target.as_bytes(),
-        ..Default::default()
-    };
+    let mut req = request(b"GET", target);
     f(&mut req);
     files.respond(&req)
 }
@@ -538,7 +535,7 @@ fn prepared_headers_are_the_listed_ones() {
 #[test]
 fn a_cache_control_that_is_no_header_value_is_refused() {
     let dir = std::env::temp_dir();
-    for bad in ["", "max-age=1\r\nX: y", "caf\u{e9}"] {
+    for bad in ["", " \t ", "max-age=1\r\nX: y", "max-age=1\n", "caf\u{e9}"] {
         let err = StaticFiles::new(
             &dir,
             StaticOptions {
@@ -549,5 +546,22 @@ fn a_cache_control_that_is_no_header_value_is_refused() {
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("Cache-Control"), "{err}");
+    }
+}
+
+#[test]
+fn a_cache_control_is_sent_without_the_spaces_around_it() {
+    for open_file_cache in [0, 16] {
+        let s = site(
+            &format!("cache-control-{open_file_cache}"),
+            StaticOptions {
+                cache_control: Some(" \tmax-age=60, public ".into()),
+                open_file_cache,
+                ..Default::default()
+            },
+        );
+        let r = get(&s.files, "/digits.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "Cache-Control"), Some("max-age=60, public"));
     }
 }
