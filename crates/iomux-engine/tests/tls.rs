@@ -144,7 +144,8 @@ fn serves_its_own_service(engine: &str) {
         _ => 0,
     };
     assert_eq!(
-        stats.tls_kernel, handed_over,
+        stats.tls_kernel,
+        handed_over,
         "{engine}: where the kernel has no TLS offload (this machine: {:?}), \
          every record is encrypted in user space: {stats}",
         kernel_tls()
