@@ -38,15 +38,6 @@ BULK_FILE = "big.bin"  # the name tls_peers.py's bulk profile asks for
 BULK_BYTES = 100 * 1024 * 1024
 
 
-def status_kib(pid, key):
-    """A `KEY: N kB` line of /proc/PID/status."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} for pid {pid}")
-
-
 def open_fds(pid):
     """The server's open sockets (its open-file cache may keep the file open)."""
     n = 0
@@ -83,7 +74,7 @@ def slow_reader(port, ca, args, stop, result, index):
 def slow_run(server, ca, args):
     pid = server.proc.pid
     fds_before = open_fds(pid)
-    rss_start = status_kib(pid, "VmRSS")
+    rss_start = srv.status_kib(pid, "VmRSS")
     stop = threading.Event()
     result = [None] * args.readers
     threads = [threading.Thread(target=slow_reader, args=(server.port, ca, args, stop, result, i))
@@ -91,7 +82,7 @@ def slow_run(server, ca, args):
     for t in threads:
         t.start()
     time.sleep(args.hold)
-    peak = status_kib(pid, "VmHWM")
+    peak = srv.status_kib(pid, "VmHWM")
     stop.set()
     for t in threads:
         t.join(60)
@@ -107,7 +98,7 @@ def slow_run(server, ca, args):
         raise RuntimeError(f"{open_fds(pid) - fds_before} sockets still open 30 s after the readers closed")
     time.sleep(1)
     return {"rss_start_mib": rss_start / 1024, "peak_mib": peak / 1024,
-            "after_mib": status_kib(pid, "VmRSS") / 1024,
+            "after_mib": srv.status_kib(pid, "VmRSS") / 1024,
             "read_per_reader_kib": statistics.median(result) / 1024}
 
 

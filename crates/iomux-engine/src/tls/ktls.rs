@@ -160,10 +160,8 @@ pub(crate) fn offload(
     version: ProtocolVersion,
     secrets: ExtractedSecrets,
 ) -> io::Result<()> {
-    let tx = crypto_info(version_code(version)?, secrets.tx)?;
-    let rx = crypto_info(version_code(version)?, secrets.rx)?;
-    set_ulp(fd)?;
-    set_keys(fd, &tx, &rx)
+    attach(fd)?;
+    install(fd, version, secrets)
 }
 
 /// The second step of the hand-over, on a socket [`attach`]ed: `secrets`
