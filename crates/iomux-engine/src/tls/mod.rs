@@ -17,7 +17,7 @@
 //! doubles (up to [`REFILL_MAX`]) while the socket takes each batch whole, and
 //! halves (down to [`REFILL_MIN`], one record) while it leaves some, so a fast
 //! download makes few large sends and a slow reader of a large file keeps
-//! about one record queued, not the file's size. The piece read from the file
+//! at most about one batch queued, not the file's size. The piece read from the file
 //! is one buffer per loop (thread), not one per connection.
 //!
 //! The transport is rustls's buffered `ServerConnection` over in-memory
@@ -51,7 +51,7 @@ const KEEP_SCRATCH: usize = 16 * 1024;
 /// large sends). A slow reader keeps about this much queued (what was
 /// encrypted when its socket first filled), and its records fit one of the
 /// loop's 64 KiB buffers. Measured (bench/tls_slow_readers.py, docs/tls.md):
-/// 256 KiB kept 280 KiB per slow reader and more server CPU per MiB of a
+/// 256 KiB kept about 265 KiB per slow reader and more server CPU per MiB of a
 /// fast download than 60 KiB did (the batch is still in cache when sent);
 /// 16 KiB cost a fast download about 20% more CPU per MiB. Buffers of 128
 /// KiB or more also fare badly with glibc: once one is freed it raises its
