@@ -30,14 +30,6 @@ import redis_peers  # noqa: E402  (the RESP server starter)
 import servers as srv  # noqa: E402
 
 
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
 def command(*args):
     out = b"*%d\r\n" % len(args)
     for a in args:
@@ -74,7 +66,7 @@ def give_back(server, big):
     conn.sock.sendall(command(b"SET", b"small", b"v"))
     assert conn.line() == b"+OK\r\n"
     pid = server.pids[0]
-    before = status_kib(pid, "VmRSS")
+    before = srv.status_kib(pid, "VmRSS")
     value = b"x" * big
     conn.sock.sendall(command(b"SET", b"big", value))
     del value
@@ -83,7 +75,7 @@ def give_back(server, big):
     conn.bulk(big)
     conn.sock.sendall(command(b"DEL", b"big"))
     assert conn.line() == b":1\r\n"
-    after = status_kib(pid, "VmRSS")
+    after = srv.status_kib(pid, "VmRSS")
     conn.close()
     return before, after
 
@@ -93,8 +85,8 @@ def pipelined(server, value_size, gets):
     conn.sock.sendall(command(b"SET", b"v", b"y" * value_size))
     assert conn.line() == b"+OK\r\n"
     pid = server.pids[0]
-    before = status_kib(pid, "VmHWM")
-    rss_before = status_kib(pid, "VmRSS")
+    before = srv.status_kib(pid, "VmHWM")
+    rss_before = srv.status_kib(pid, "VmRSS")
     batch = command(b"GET", b"v") * gets
     # Another thread writes: the server may stop reading until answers are read.
     writer = threading.Thread(target=conn.sock.sendall, args=(batch,))
@@ -102,7 +94,7 @@ def pipelined(server, value_size, gets):
     for _ in range(gets):
         conn.bulk(value_size)
     writer.join()
-    peak = status_kib(pid, "VmHWM")
+    peak = srv.status_kib(pid, "VmHWM")
     conn.close()
     return rss_before, before, peak
 

@@ -137,13 +137,18 @@ def measure_wrk(server, argv):
     return WrkRun(out, wall, user1 - user0, sys1 - sys0, wrk_cpu)
 
 
-def rss_kib(pid):
-    """VmRSS of one process, KiB."""
+def status_kib(pid, field):
+    """A `FIELD: N kB` line of /proc/PID/status (VmRSS, VmHWM...), KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def rss_kib(pid):
+    """VmRSS of one process, KiB."""
+    return status_kib(pid, "VmRSS")
 
 
 def children(pid):

@@ -271,6 +271,15 @@ pub struct Config {
     /// is encrypted. The event-loop engines serve it; [`Server::start`]
     /// refuses it on the others. `None`: plain TCP.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// With [`Config::tls`]: once a connection's handshake is done and its
+    /// records are sent, hand its record layer to the kernel (kernel TLS:
+    /// file regions then go out with `sendfile`), where the kernel offers
+    /// it ([`tls::kernel_tls`], asked once at start) and the engine is a
+    /// readiness loop (epoll, poll, select, sigio, uring-poll: the io_uring
+    /// engine always has a receive under way, which the keys must not
+    /// change under). The server then lets rustls's secrets be extracted.
+    /// Elsewhere, and with `false`, records are encrypted in user space.
+    pub kernel_tls: bool,
 }
 
 impl Default for Config {
@@ -291,6 +300,7 @@ impl Default for Config {
             blocking_threads: 4,
             blocking_queue: 1024,
             tls: None,
+            kernel_tls: true,
         }
     }
 }
@@ -447,6 +457,7 @@ impl Server {
         if let Some(tls) = &config.tls {
             tls::check_engine(tls, engine)?;
         }
+        let config = tls::settle_kernel_tls(config, engine);
         // Before "listening": a kernel that refuses io_uring is told now.
         match engine {
             Engine::Uring => uring::check_available()?,

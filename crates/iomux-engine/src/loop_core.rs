@@ -296,7 +296,9 @@ impl<C: LoopConn, F: Fn() -> C::Service> LoopCore<C, F> {
         match connect {
             None => {
                 let session = Session::new(protocol, self.id(token), self.clock.now);
-                match self.setup.config.tls.as_ref().map(TlsSession::new) {
+                let to_kernel = self.setup.config.kernel_tls;
+                let tls = self.setup.config.tls.as_ref();
+                match tls.map(|config| TlsSession::new(config, to_kernel)) {
                     // The configuration was tried at start: it makes connections.
                     Some(Ok(tls)) => session.with_tls(tls),
                     Some(Err(e)) => {

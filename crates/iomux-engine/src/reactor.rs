@@ -397,7 +397,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             if !conn.session.reading() {
                 break;
             }
-            let (fd, hup_seen) = (conn.fd(), conn.hup_seen);
+            let (fd, hup_seen, kernel_tls) = (conn.fd(), conn.hup_seen, conn.session.kernel_tls());
             self.core.stats().reads += 1;
             let n = match read_append(fd, &mut self.rbuf, READ_CHUNK) {
                 Ok(n) => n,
@@ -406,6 +406,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Under kernel TLS, a record that is not data (the peer's
+                // close_notify, a KeyUpdate we cannot follow): its end.
+                Err(e) if kernel_tls && crate::tls::is_control_record(&e) => 0,
                 Err(e) => {
                     // Output gathered before the error belongs to this connection only.
                     self.core.clear_wbuf();
@@ -579,12 +582,34 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             return;
         }
         let conn = self.core.conn(token).expect("live connection");
+        if conn.session.kernel_tls_due() && self.hand_over_tls(token).is_err() {
+            self.close_now(token);
+            return;
+        }
+        let conn = self.core.conn(token).expect("live connection");
         if conn.session.ready_to_finish() {
             self.finish(token);
             return;
         }
         self.update_interest(token);
         self.core.queue_due(token);
+    }
+
+    /// The TLS handshake is done and all its records are on the socket:
+    /// the kernel takes the record layer over (or declines, and the
+    /// connection stays in user space). A failure past the secrets'
+    /// extraction closes the connection, counted.
+    fn hand_over_tls(&mut self, token: Token) -> io::Result<()> {
+        let conn = self.core.conn(token).expect("live connection");
+        let fd = conn.fd();
+        let handed = conn.session.hand_over_tls(
+            || crate::tls::attach(fd),
+            |version, secrets| crate::tls::install(fd, version, secrets),
+        );
+        if handed == Ok(true) {
+            self.core.stats().tls_kernel += 1;
+        }
+        self.after_call(token, handed.map(drop))
     }
 
     fn update_interest(&mut self, token: Token) {
@@ -626,12 +651,22 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// The output is sent and the connection is closing: send our FIN and
     /// drain the peer until its FIN, unless it already sent one.
     fn finish(&mut self, token: Token) {
-        let (finish, fd) = self
+        let (finish, fd, kernel_tls) = self
             .core
             .with_conn(token, self.core.now(), |conn, _, env| {
-                (conn.session.finish(env.now, env.pool), conn.fd())
+                let kernel_tls = conn.session.kernel_tls();
+                (
+                    conn.session.finish(env.now, env.pool),
+                    conn.fd(),
+                    kernel_tls,
+                )
             })
             .expect("live connection");
+        if kernel_tls && matches!(finish, Finish::Close | Finish::Linger | Finish::ShutWrite) {
+            // Our close_notify before our FIN, encrypted by the kernel (best
+            // effort: the socket may be gone already).
+            let _ = crate::tls::send_close_notify(fd);
+        }
         match finish {
             Finish::Close => self.close_now(token),
             // TLS's close_notify first; then finish again.

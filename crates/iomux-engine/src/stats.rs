@@ -77,6 +77,13 @@ pub struct LoopStats {
     /// instead of a ClientHello, plain text, an oversized or forged record,
     /// a failed handshake).
     pub tls_errors: u64,
+    /// Connections whose TLS record layer went to the kernel after the
+    /// handshake ([`crate::Config::kernel_tls`]); 0 where the kernel has
+    /// no TLS offload: every record was encrypted in user space.
+    pub tls_kernel: u64,
+    /// Connections closed because the kernel refused the keys once they
+    /// had left rustls (neither side could go on).
+    pub tls_kernel_failed: u64,
 }
 
 /// One line of `name=value` counters, as `iomux serve` prints them when it
@@ -116,6 +123,8 @@ impl std::fmt::Display for LoopStats {
             tls_handshakes,
             tls_resumed,
             tls_errors,
+            tls_kernel,
+            tls_kernel_failed,
         } = self;
         write!(
             f,
@@ -126,7 +135,8 @@ impl std::fmt::Display for LoopStats {
              output_overflows={output_overflows} misaddressed={misaddressed} refused_commands={refused_commands} \
              selector_overflows={selector_overflows} connects={connects} connect_failures={connect_failures} \
              files_cut_short={files_cut_short} \
-             tls_handshakes={tls_handshakes} tls_resumed={tls_resumed} tls_errors={tls_errors}"
+             tls_handshakes={tls_handshakes} tls_resumed={tls_resumed} tls_errors={tls_errors} \
+             tls_kernel={tls_kernel} tls_kernel_failed={tls_kernel_failed}"
         )
     }
 }
@@ -160,5 +170,7 @@ impl LoopStats {
         self.tls_handshakes += o.tls_handshakes;
         self.tls_resumed += o.tls_resumed;
         self.tls_errors += o.tls_errors;
+        self.tls_kernel += o.tls_kernel;
+        self.tls_kernel_failed += o.tls_kernel_failed;
     }
 }

@@ -253,7 +253,7 @@ fn read_pattern_slowly(stream: &mut impl Read, len: usize, name: &str, peak: &mu
     let mut buf = vec![0; 256 * 1024];
     let mut at = 0;
     while at < len {
-        let n = stream.read(&mut buf[..(len - at).min(256 * 1024)]).unwrap();
+        let n = common::read_some(stream, &mut buf[..(len - at).min(256 * 1024)]).unwrap();
         assert!(n > 0, "{name}: the stream ended at {at} of {len}");
         for (i, &b) in buf[..n].iter().enumerate() {
             if b != pattern(at + i) {
@@ -325,8 +325,7 @@ fn a_fast_reader_of_64_mib_gets_it_whole_and_in_order(name: &str) {
         let mut at = 0;
         while at < length {
             let room = (length - at).min(buf.len());
-            let n = client
-                .read(&mut buf[..room])
+            let n = common::read_some(&mut client, &mut buf[..room])
                 .unwrap_or_else(|e| panic!("{name}: stalled at {at} of {length}: {e}"));
             assert!(n > 0, "{name}: the stream ended at {at} of {length}");
             // The file holds the pattern (made by make_file): compare with it.
@@ -389,7 +388,7 @@ fn a_file_cut_short_closes_its_connection(name: &str) {
     let mut got = MIB;
     let mut buf = vec![0; 64 * 1024];
     let ended = loop {
-        match client.read(&mut buf) {
+        match common::read_some(&mut client, &mut buf) {
             Ok(0) => break "eof",
             Ok(n) => {
                 for (i, &b) in buf[..n].iter().enumerate() {

@@ -315,9 +315,8 @@ fn read_pattern(stream: &mut TcpStream, len: usize, seed: u8) -> bool {
     let mut got = 0;
     while got < len {
         let want = (len - got).min(buf.len() - got % buf.len());
-        let n = stream
-            .read(&mut buf[..want])
-            .expect("the rest within the read timeout");
+        let n =
+            common::read_some(stream, &mut buf[..want]).expect("the rest within the read timeout");
         assert!(n > 0, "EOF after {got} of {len} bytes");
         let offset = got % chunk.len();
         if buf[..n] != chunk[offset..offset + n] {
@@ -424,7 +423,7 @@ fn a_connection_whose_asker_is_gone_is_closed(engine: Engine) {
     opened
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let end = opened.read(&mut [0; 16]);
+    let end = common::read_some(&mut opened, &mut [0; 16]);
     assert!(
         matches!(end, Ok(0)),
         "{engine}: the upstream saw {end:?}, not its EOF"

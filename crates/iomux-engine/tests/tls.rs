@@ -12,6 +12,7 @@ mod tls_fixture;
 
 use iomux_engine::rustls::pki_types::pem::PemObject;
 use iomux_engine::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use iomux_engine::tls::{kernel_tls, KernelTls};
 use iomux_engine::{rustls, Config, Engine, Server};
 use iomux_proto::{ConnId, Context, Service, Step};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -136,6 +137,20 @@ fn serves_its_own_service(engine: &str) {
     let stats = server.join().unwrap();
     assert_eq!(stats.tls_handshakes, 2, "{stats}");
     assert_eq!(stats.tls_errors, 0, "{stats}");
+    // Kernel TLS is on by default (`Config::kernel_tls`): the readiness
+    // engines hand the record layer over where the kernel offers it.
+    let handed_over = match kernel_tls() {
+        KernelTls::Available if engine != "uring" => 2,
+        _ => 0,
+    };
+    assert_eq!(
+        stats.tls_kernel,
+        handed_over,
+        "{engine}: where the kernel has no TLS offload (this machine: {:?}), \
+         every record is encrypted in user space: {stats}",
+        kernel_tls()
+    );
+    assert_eq!(stats.tls_kernel_failed, 0, "{stats}");
 }
 
 macro_rules! tls_tests {
@@ -151,6 +166,84 @@ macro_rules! tls_tests {
     };
 }
 loop_engines!(tls_tests);
+
+/// Answers `file\n` with the file's length and then its bytes (a file
+/// region: with kernel TLS it goes out with `sendfile`), `bye\n` by closing.
+struct FileSender {
+    file: Arc<std::fs::File>,
+    len: u64,
+}
+
+impl Service for FileSender {
+    fn on_data(&mut self, input: &[u8], cx: &mut Context) -> Step {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return Step::keep(0);
+        };
+        match &input[..end] {
+            b"file" => {
+                cx.write(format!("{}\n", self.len).as_bytes());
+                cx.send_file(iomux_proto::FileRegion::new(self.file.clone(), 0, self.len));
+                cx.write(b"end\n");
+            }
+            _ => cx.close(),
+        }
+        Step::keep(end + 1)
+    }
+}
+
+/// The kernel path end to end: on epoll, after the handshake the record
+/// layer goes to the kernel; a file then goes out with `sendfile`
+/// encrypted by the kernel, the peer's next request is decrypted by it,
+/// and the close sends close_notify through it. It cannot run on a kernel
+/// without the `tls` ULP (this machine's): run it with `--ignored` on one
+/// that has it, where it panics with the reason if the kernel declines.
+#[test]
+#[ignore = "needs kernel TLS (the `tls` ULP; this machine's \
+            /proc/sys/net/ipv4/tcp_available_ulp lists only mptcp): \
+            run with --ignored on a kernel that has it"]
+fn kernel_tls_sends_a_file_with_sendfile() {
+    if let KernelTls::Unavailable(why) = kernel_tls() {
+        panic!("cannot run here: {why}");
+    }
+    let dir = std::env::temp_dir().join(format!("iomux-ktls-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("body.bin"), &bytes).unwrap();
+    let file = Arc::new(std::fs::File::open(dir.join("body.bin")).unwrap());
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(user_config()),
+        ..Config::default()
+    };
+    let len = bytes.len() as u64;
+    let server = Server::start(config, "epoll-edge".parse().unwrap(), move || FileSender {
+        file: file.clone(),
+        len,
+    })
+    .expect("start");
+    let client = client_config(&certs().ec_cert, &[]);
+    let mut stream = BufReader::new(tls_connect(server.local_addr(), &client));
+    for round in 0..2 {
+        stream.get_mut().write_all(b"file\n").unwrap();
+        assert_eq!(line(&mut stream), format!("{len}\n"), "round {round}");
+        let mut got = vec![0u8; bytes.len()];
+        stream.read_exact(&mut got).unwrap();
+        assert!(got == bytes, "round {round}: the file, decrypted");
+        assert_eq!(line(&mut stream), "end\n");
+    }
+    stream.get_mut().write_all(b"bye\n").unwrap();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("close_notify from the kernel before the FIN");
+    drop(stream);
+    server.shutdown();
+    let stats = server.join().unwrap();
+    assert_eq!(stats.tls_kernel, 1, "{stats}");
+    assert_eq!(stats.tls_kernel_failed, 0, "{stats}");
+    assert_eq!(stats.tls_handshakes, 1, "{stats}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[test]
 fn engines_without_a_loop_refuse_tls() {

@@ -89,7 +89,7 @@
 //!   session hands them and report what the kernel took ([`Session::on_sent`]).
 
 use crate::buffer::BufPool;
-use crate::tls::{self, TlsSession};
+use crate::tls::{HandOver, TlsSession};
 use iomux::timer::TimerId;
 use iomux_proto::{Command, ConnId, Context, FileRegion, Service};
 use std::any::Any;
@@ -131,7 +131,11 @@ mod flag {
     pub const LINGERING: u16 = 8;
     /// The deadline passed; the last output gets [`super::LINGER`].
     pub const TIMED_OUT: u16 = 16;
-    // 32: free (was: output had to wait; drained notices are asked now).
+    /// The kernel took the TLS record layer over: the connection sends and
+    /// reads plaintext; a read failing on a control record is its end.
+    pub const KERNEL_TLS: u16 = 32;
+    /// With `KERNEL_TLS`: the handshake before it resumed a session.
+    pub const KERNEL_TLS_RESUMED: u16 = 16384;
     /// The protocol keeps the connection open after the peer's FIN.
     pub const HALF_CLOSE: u16 = 64;
     /// Send our FIN once the output is sent, and go on reading.
@@ -438,23 +442,30 @@ impl<P: Service> Session<P> {
     }
 
     /// Over TLS, with plaintext waiting behind a file region: encrypt more
-    /// of it once less than [`tls::REFILL`] bytes of records are queued, so a
-    /// large file costs a connection that much memory, not the file's size.
+    /// of it once less than its batch of records is queued (one record for
+    /// a slow reader, up to 256 KiB for a fast one: see [`crate::tls`]), so
+    /// a large file costs a connection that much memory, not the file's size.
     /// What a call gathered in the loop's shared buffer goes first (records
     /// leave in order). A region whose file cannot be read is a fault.
     fn refill_tls(&mut self, shared: Option<&mut Vec<u8>>, env: &mut Env) -> Result<(), Fault> {
         let Some(tls) = self.tls.as_deref() else {
             return Ok(());
         };
-        if tls.backlog_len() == 0 || self.output.len() >= tls::REFILL {
+        let batch = tls.refill_batch();
+        // Records in a completion engine's send count too: else a slow
+        // reader would hold a batch in flight and another queued.
+        let queued = self.output.len() + self.in_flight;
+        if tls.backlog_len() == 0 || queued >= batch {
             return Ok(());
         }
         if let Some(shared) = shared.filter(|s| !s.is_empty()) {
             self.take_gathered(shared, Vec::new(), env.pool);
         }
-        let room = tls::REFILL.saturating_sub(self.output.len());
+        let room = batch.saturating_sub(self.output.len() + self.in_flight);
         let tls = self.tls.as_deref_mut().expect("checked above");
-        let back = self.output.back_bytes(env.pool, room);
+        let back = self
+            .output
+            .fitted_back(env.pool, TlsSession::records_len(room));
         let before = back.len();
         let refilled = tls.refill(back, room);
         self.output.appended(before, Vec::new());
@@ -1001,6 +1012,16 @@ impl<P: Service> Session<P> {
         from_shared: Option<usize>,
         env: &mut Env,
     ) -> Result<Sent, Fault> {
+        // Whether the socket took the whole send (over TLS, the output is
+        // bytes only): the next refill grows with it, or shrinks.
+        let took_all = match from_shared {
+            Some(total) => n >= total,
+            None if self.in_flight > 0 => n >= self.in_flight,
+            None => n >= self.output.len(),
+        };
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.records_sent(took_all);
+        }
         let all_sent = match from_shared {
             Some(total) => n == total,
             None if self.in_flight > 0 => {
@@ -1206,8 +1227,71 @@ impl<P: Service> Session<P> {
     /// Over TLS, once its handshake completed: whether it resumed an
     /// earlier session (for the loop's counters).
     pub(crate) fn tls_handshake(&self) -> Option<bool> {
+        if self.has(flag::KERNEL_TLS) {
+            return Some(self.has(flag::KERNEL_TLS_RESUMED));
+        }
         let tls = self.tls.as_deref()?;
         (!tls.is_handshaking()).then(|| tls.resumed())
+    }
+
+    /// Whether the kernel has the TLS record layer (see
+    /// [`Session::hand_over_tls`]).
+    pub(crate) fn kernel_tls(&self) -> bool {
+        self.has(flag::KERNEL_TLS)
+    }
+
+    /// Whether the TLS record layer is to go to the kernel now: the
+    /// server hands it over, the handshake is done, every record rustls
+    /// produced (the handshake's, TLS 1.3's session tickets, answers) has
+    /// reached the socket, and the connection is not ending.
+    pub(crate) fn kernel_tls_due(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.ready_for_kernel())
+            && self.owed() == 0
+            && !self.has(
+                flag::CLOSING
+                    | flag::LINGERING
+                    | flag::READ_CLOSED
+                    | flag::SHUT_ASKED
+                    | flag::WRITE_SHUT,
+            )
+    }
+
+    /// Hand the TLS record layer to the kernel (when
+    /// [`Session::kernel_tls_due`]): `attach` readies the socket, `install`
+    /// gives it rustls's secrets (`tls::attach`, `tls::install` on the
+    /// connection's descriptor). From then on the connection is plain to
+    /// the session: output and file regions go to the socket as they are
+    /// (the kernel encrypts), input arrives decrypted. True when handed
+    /// over; false when the kernel declined first (the connection goes on
+    /// in user space). Past the secrets' extraction nothing can go on: a
+    /// failure there is [`Fault::KernelTls`], and the connection closes.
+    pub(crate) fn hand_over_tls(
+        &mut self,
+        attach: impl FnOnce() -> io::Result<()>,
+        install: impl FnOnce(rustls::ProtocolVersion, rustls::ExtractedSecrets) -> io::Result<()>,
+    ) -> Result<bool, Fault> {
+        let Some(tls) = self.tls.take() else {
+            return Ok(false);
+        };
+        let resumed = tls.resumed();
+        match tls.into_kernel(attach, install) {
+            HandOver::Kernel => {
+                self.flags |= flag::KERNEL_TLS;
+                if resumed {
+                    self.flags |= flag::KERNEL_TLS_RESUMED;
+                }
+                Ok(true)
+            }
+            HandOver::UserSpace(tls) => {
+                self.tls = Some(tls);
+                Ok(false)
+            }
+            HandOver::Failed => {
+                // Neither rustls nor the kernel can send a byte more.
+                self.begin_closing();
+                Err(Fault::KernelTls)
+            }
+        }
     }
 
     /// The connection is gone: give its buffers back, tell the protocol

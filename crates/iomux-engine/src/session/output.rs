@@ -191,6 +191,32 @@ impl Output {
         &mut self.head
     }
 
+    /// [`Output::back_bytes`] about to take `more` bytes, for a transport
+    /// that produces the output in batches (TLS's refill) while no region
+    /// is queued: `head` without its sent prefix, grown to exactly what it
+    /// will hold (never doubled past it), and an oversized one (past the
+    /// loop's buffer size) shrunk to it once the batches get smaller.
+    pub(crate) fn fitted_back(&mut self, pool: &mut BufPool, more: usize) -> &mut Vec<u8> {
+        if self.has_rest() {
+            return self.back_bytes(pool, more);
+        }
+        if self.sent > 0 {
+            self.head.drain(..self.sent);
+            self.sent = 0;
+        }
+        let want = self.head.len() + more;
+        if self.head.capacity() == 0 {
+            self.head = pool.get_for(want);
+        }
+        if self.head.capacity() < want {
+            self.head.reserve_exact(more);
+        } else if pool.oversized(&self.head) && self.head.capacity() > 2 * want {
+            // Larger than the loop's buffers and than needed now: fitted.
+            self.head.shrink_to(want);
+        }
+        &mut self.head
+    }
+
     /// Append bytes at the back.
     pub(crate) fn push_bytes(&mut self, bytes: &[u8], pool: &mut BufPool) {
         if bytes.is_empty() {
@@ -395,6 +421,27 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn a_fitted_back_follows_its_batch_and_keeps_the_unsent_bytes() {
+        let mut pool = BufPool::new(4, 64);
+        let mut out = Output::default();
+        out.fitted_back(&mut pool, 10_000)
+            .extend_from_slice(&[b'a'; 10_000]);
+        let big = out.head.capacity();
+        assert!((10_000..20_000).contains(&big), "no doubling: {big}");
+        out.advance(9_990, &mut pool);
+        let back = out.fitted_back(&mut pool, 100);
+        assert_eq!(back, &[b'a'; 10], "the sent prefix is gone, the rest kept");
+        assert!(
+            back.capacity() < 1000,
+            "shrunk to the batch: {}",
+            back.capacity()
+        );
+        back.extend_from_slice(b"bc");
+        assert_eq!(out.len(), 12);
+        assert_eq!(drain(&mut out, &mut pool, 5), b"aaaaaaaaaabc");
     }
 
     #[test]

@@ -1199,3 +1199,106 @@ fn a_closing_connection_tells_its_service_at_once_and_only_once() {
         assert_eq!(s.proto.closed, 1, "way {way}: once");
     }
 }
+
+/// A session over TLS (its record layer to go to the kernel) and a rustls
+/// client, handshaking in memory until both are done and nothing is owed.
+fn kernel_tls_pair(name: &str) -> (Harness, rustls::ClientConnection) {
+    use rustls::pki_types::ServerName;
+    let dir =
+        std::env::temp_dir().join(format!("iomux-session-ktls-{}-{name}", std::process::id()));
+    let (cert, key) = crate::tls::test_fixture::certificate(&dir);
+    let mut config = crate::tls::load_server_config(&cert, &key, &Default::default()).unwrap();
+    config.enable_secret_extraction = true;
+    let config = std::sync::Arc::new(config);
+    let client_config = crate::tls::test_fixture::client_config(&cert, &rustls::version::TLS13);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut h = Harness::new(Lines::default());
+    h.rules.output_high_water = 64 * 1024;
+    let tls = TlsSession::new(&config, true).unwrap();
+    h.s = Session::new(Lines::default(), ConnId::new(0, 2), h.t0).with_tls(tls);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(client_config, name).unwrap();
+    for _ in 0..10 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        h.recv(&wire, 1.0).unwrap();
+        let records = h.s.unsent().to_vec();
+        assert!(
+            records.is_empty() || !h.s.kernel_tls_due(),
+            "not due while records are owed"
+        );
+        client.read_tls(&mut &records[..]).unwrap();
+        client.process_new_packets().unwrap();
+        h.sent(records.len(), 1.0);
+        if !client.is_handshaking() && h.s.tls_handshake().is_some() && h.s.owed() == 0 {
+            return (h, client);
+        }
+    }
+    panic!("no handshake after 10 round trips");
+}
+
+#[test]
+fn the_kernel_takes_the_record_layer_once_the_handshake_records_are_sent() {
+    let (mut h, _client) = kernel_tls_pair("takes");
+    assert!(h.s.kernel_tls_due());
+    let mut installed = None;
+    let handed = h.s.hand_over_tls(
+        || Ok(()),
+        |version, secrets| {
+            installed = Some((version, secrets.tx.0, secrets.rx.0));
+            Ok(())
+        },
+    );
+    assert_eq!(handed, Ok(true));
+    assert!(h.s.kernel_tls() && !h.s.kernel_tls_due());
+    let (version, _tx_seq, rx_seq) = installed.expect("the secrets were installed");
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
+    assert_eq!(rx_seq, 0, "the peer sent no record after its Finished");
+    assert_eq!(
+        h.s.tls_handshake(),
+        Some(false),
+        "still counted, not resumed"
+    );
+    // The kernel decrypts and encrypts now: the session moves plaintext.
+    h.recv(b"hello\n", 2.0).unwrap();
+    assert_eq!(h.s.unsent(), b"hello\n");
+}
+
+#[test]
+fn a_kernel_that_declines_leaves_the_connection_in_user_space() {
+    let (mut h, mut client) = kernel_tls_pair("declines");
+    let handed = h.s.hand_over_tls(
+        || Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        |_, _| panic!("no secrets leave rustls after a refusal"),
+    );
+    assert_eq!(handed, Ok(false));
+    assert!(
+        !h.s.kernel_tls() && !h.s.kernel_tls_due(),
+        "not tried again"
+    );
+    use std::io::{Read, Write};
+    client.writer().write_all(b"hello\n").unwrap();
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).unwrap();
+    h.recv(&wire, 2.0).unwrap();
+    let records = h.s.unsent().to_vec();
+    assert_ne!(records, b"hello\n", "encrypted in user space");
+    client.read_tls(&mut &records[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let mut got = [0u8; 6];
+    client.reader().read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello\n");
+}
+
+#[test]
+fn a_kernel_that_refuses_the_keys_closes_the_connection() {
+    let (mut h, _client) = kernel_tls_pair("refuses");
+    let handed = h.s.hand_over_tls(
+        || Ok(()),
+        |_, _| Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    );
+    assert_eq!(handed, Err(Fault::KernelTls));
+    assert!(h.s.is_closing() && !h.s.kernel_tls());
+}

@@ -85,6 +85,9 @@ pub(crate) enum Fault {
     FileCutShort,
     /// A file region sent over TLS could not be read.
     FileUnreadable,
+    /// The TLS record layer's secrets left rustls but the kernel did not
+    /// take them: the connection closes at once.
+    KernelTls,
 }
 
 impl Fault {
@@ -108,6 +111,7 @@ impl Fault {
         match self {
             Fault::Tls => stats.tls_errors += 1,
             Fault::FileCutShort => stats.files_cut_short += 1,
+            Fault::KernelTls => stats.tls_kernel_failed += 1,
             _ => stats.faults += 1,
         }
     }
@@ -122,6 +126,7 @@ impl fmt::Display for Fault {
             Fault::Tls => "the peer broke the TLS protocol",
             Fault::FileCutShort => "a file being sent ended before the length announced",
             Fault::FileUnreadable => "a file being sent could not be read",
+            Fault::KernelTls => "the kernel did not take the TLS keys handed to it",
         })
     }
 }

@@ -3,6 +3,16 @@
 //! `TLS_TX`/`TLS_RX`), so that file regions go out with `sendfile`
 //! encrypted by the kernel. Where the kernel lacks it, records are
 //! encrypted in user space (rustls); [`kernel_tls`] says which.
+//!
+//! The hand-over takes two steps, so that a refusal costs nothing: the
+//! `tls` ULP is attached first ([`attach`]; refused, the connection stays in
+//! user space), then rustls's secrets are extracted and installed
+//! ([`install`]; past the extraction rustls's state is gone, so a failure
+//! there ends the connection). After it, a plain read of a record that is
+//! not application data (the peer's close_notify or another alert, a TLS 1.3
+//! KeyUpdate) fails with `EIO` ([`is_control_record`]): the loop takes it
+//! as the peer's end. Our close_notify is an alert record sent with a
+//! control message ([`send_close_notify`]).
 
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 use std::io;
@@ -58,6 +68,73 @@ fn set_ulp(fd: RawFd) -> io::Result<()> {
     setsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_ULP, b"tls")
 }
 
+/// The first step of the hand-over: attach the `tls` ULP to `fd`. Until
+/// keys are installed the socket sends and receives as before, so a
+/// refusal leaves the connection in user space.
+pub(crate) fn attach(fd: RawFd) -> io::Result<()> {
+    set_ulp(fd)
+}
+
+/// Whether the kernel's record layer has `suite`'s cipher (AES-GCM 128 and
+/// 256, ChaCha20-Poly1305: every suite rustls offers by default); asked
+/// before the secrets are extracted, so a suite it lacks stays in user space.
+pub(crate) fn has_cipher(suite: rustls::SupportedCipherSuite) -> bool {
+    use rustls::CipherSuite as C;
+    matches!(
+        suite.suite(),
+        C::TLS13_AES_128_GCM_SHA256
+            | C::TLS13_AES_256_GCM_SHA384
+            | C::TLS13_CHACHA20_POLY1305_SHA256
+            | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+            | C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    )
+}
+
+/// Whether a read of a kernel-TLS socket failed on a record that is not
+/// application data (an alert such as close_notify, a KeyUpdate): a plain
+/// read cannot take it, and this connection has no one to read it with.
+pub(crate) fn is_control_record(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EIO)
+}
+
+/// Send close_notify on a kernel-TLS socket: an alert record (warning,
+/// close_notify) the kernel encrypts, its type given in a control message.
+pub(crate) fn send_close_notify(fd: RawFd) -> io::Result<()> {
+    const ALERT: u8 = 21;
+    let mut alert = [1u8, 0]; // level warning, description close_notify
+                              // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(1) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: alert.as_mut_ptr().cast(),
+        iov_len: alert.len(),
+    };
+    // SAFETY: zeroed msghdr is valid; every pointer set below points at a
+    // live local buffer of the length given, and CMSG_FIRSTHDR of a control
+    // buffer of CMSG_SPACE(1) bytes is a valid header with room for 1 byte.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_TLS;
+        (*cmsg).cmsg_type = libc::TLS_SET_RECORD_TYPE;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(1) as _;
+        *libc::CMSG_DATA(cmsg) = ALERT;
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
     // SAFETY: `value` is a live buffer of the length passed.
     let r = unsafe {
@@ -75,32 +152,46 @@ fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Resul
     Ok(())
 }
 
-/// Hand a connection's record layer to the kernel: `secrets` (rustls's,
-/// after the handshake, with every record it produced already written to
-/// the socket) for both directions of `fd`.
-// No engine hands a connection over yet (records are encrypted in user
-// space everywhere); the test below runs it where the kernel can.
-#[cfg_attr(not(test), allow(dead_code))]
+/// Hand a connection's record layer to the kernel in one go ([`attach`],
+/// then [`install`]).
+#[cfg(test)]
 pub(crate) fn offload(
     fd: RawFd,
     version: ProtocolVersion,
     secrets: ExtractedSecrets,
 ) -> io::Result<()> {
-    let version = match version {
-        ProtocolVersion::TLSv1_3 => libc::TLS_1_3_VERSION,
-        ProtocolVersion::TLSv1_2 => libc::TLS_1_2_VERSION,
-        v => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("kernel TLS has no {v:?}"),
-            ))
-        }
-    };
-    let tx = crypto_info(version, secrets.tx)?;
-    let rx = crypto_info(version, secrets.rx)?;
-    set_ulp(fd)?;
-    setsockopt_bytes(fd, libc::SOL_TLS, libc::TLS_TX, &tx)?;
-    setsockopt_bytes(fd, libc::SOL_TLS, libc::TLS_RX, &rx)
+    attach(fd)?;
+    install(fd, version, secrets)
+}
+
+/// The second step of the hand-over, on a socket [`attach`]ed: `secrets`
+/// (rustls's, after the handshake, with every record it produced already
+/// written to the socket) for both directions of `fd`.
+pub(crate) fn install(
+    fd: RawFd,
+    version: ProtocolVersion,
+    secrets: ExtractedSecrets,
+) -> io::Result<()> {
+    let tx = crypto_info(version_code(version)?, secrets.tx)?;
+    let rx = crypto_info(version_code(version)?, secrets.rx)?;
+    set_keys(fd, &tx, &rx)
+}
+
+fn set_keys(fd: RawFd, tx: &[u8], rx: &[u8]) -> io::Result<()> {
+    setsockopt_bytes(fd, libc::SOL_TLS, libc::TLS_TX, tx)?;
+    setsockopt_bytes(fd, libc::SOL_TLS, libc::TLS_RX, rx)
+}
+
+/// The kernel's code for a TLS version.
+fn version_code(version: ProtocolVersion) -> io::Result<u16> {
+    match version {
+        ProtocolVersion::TLSv1_3 => Ok(libc::TLS_1_3_VERSION),
+        ProtocolVersion::TLSv1_2 => Ok(libc::TLS_1_2_VERSION),
+        v => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("kernel TLS has no {v:?}"),
+        )),
+    }
 }
 
 /// The kernel's `tls12_crypto_info_*` for one direction, as bytes.

@@ -13,8 +13,12 @@
 //! must be encrypted): it waits as plaintext with everything sent after it
 //! (records carry sequence numbers, so nothing behind it may be encrypted
 //! first), and is read and encrypted in pieces as the peer takes the records
-//! before it, keeping about [`REFILL`] bytes of records queued: a slow reader
-//! of a large file costs that, not the file's size.
+//! before it. How much is encrypted ahead adapts to the peer: a batch that
+//! doubles (up to [`REFILL_MAX`]) while the socket takes each batch whole, and
+//! halves (down to [`REFILL_MIN`], one record) while it leaves some, so a fast
+//! download makes few large sends and a slow reader of a large file keeps
+//! at most about one batch queued, not the file's size. The piece read from the file
+//! is one buffer per loop (thread), not one per connection.
 //!
 //! The transport is rustls's buffered `ServerConnection` over in-memory
 //! buffers: the session feeds it the bytes the engine read and appends the
@@ -30,6 +34,7 @@ mod config;
 mod ktls;
 
 pub use config::{load_server_config, TlsOptions};
+pub(crate) use ktls::{attach, install, is_control_record, send_close_notify};
 pub use ktls::{kernel_tls, KernelTls};
 
 use crate::session::{Segment, Segments};
@@ -41,10 +46,20 @@ use std::sync::Arc;
 /// that once moved a large message does not keep its buffer.
 const KEEP_SCRATCH: usize = 16 * 1024;
 
-/// How many bytes of records a connection keeps queued while it sends a
-/// file region over TLS: the region is read and encrypted in pieces as the
-/// peer takes them.
-pub(crate) const REFILL: usize = 256 * 1024;
+/// The most plaintext of a file region encrypted ahead while a connection's
+/// earlier records are taken whole by the socket (a fast download: few,
+/// large sends). A slow reader keeps about this much queued (what was
+/// encrypted when its socket first filled), and its records fit one of the
+/// loop's 64 KiB buffers. Measured (bench/tls_slow_readers.py, docs/tls.md):
+/// 256 KiB kept about 265 KiB per slow reader and more server CPU per MiB of a
+/// fast download than 60 KiB did (the batch is still in cache when sent);
+/// 16 KiB cost a fast download about 20% more CPU per MiB. Buffers of 128
+/// KiB or more also fare badly with glibc: once one is freed it raises its
+/// `mmap` threshold and keeps freed blocks of that size in its heap.
+const REFILL_MAX: usize = 60 * 1024;
+
+/// The least encrypted ahead (a slow reader: one full record queued).
+const REFILL_MIN: usize = 16 * 1024;
 
 /// How much of a file region sent over TLS is read at once (then
 /// encrypted, as records of at most 16 KiB).
@@ -67,8 +82,31 @@ pub(crate) struct TlsSession {
     /// and everything sent after it, in order (records carry sequence
     /// numbers: nothing behind the region may be encrypted before it).
     backlog: Option<Box<Segments>>,
-    /// One piece of a region, read before it is encrypted.
-    piece: Vec<u8>,
+    /// How much of the backlog to encrypt ahead (see the module's notes).
+    refill_batch: usize,
+    /// The kernel is to take the record layer over once the handshake's
+    /// records are sent (see [`TlsSession::into_kernel`]).
+    to_kernel: bool,
+}
+
+/// What handing a connection's record layer to the kernel gave.
+#[derive(Debug)]
+pub(crate) enum HandOver {
+    /// The kernel encrypts and decrypts from now on: the connection sends
+    /// and reads plaintext, and file regions go out with `sendfile`.
+    Kernel,
+    /// It declined before any secret left rustls (no `tls` ULP for this
+    /// socket, a cipher it lacks): the connection goes on in user space.
+    UserSpace(Box<TlsSession>),
+    /// The secrets left rustls but the kernel did not take them: the
+    /// connection can go on neither way and must close.
+    Failed,
+}
+
+thread_local! {
+    /// The piece of a file region read before it is encrypted: one per
+    /// loop (each runs on its own thread), not one per connection.
+    static FILE_PIECE_READ: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -98,7 +136,13 @@ pub(crate) struct TlsError;
 impl TlsSession {
     /// A server-side connection under `config`; its buffers are bounded by
     /// the session's own caps (it drains them after every call).
-    pub(crate) fn new(config: &Arc<rustls::ServerConfig>) -> Result<TlsSession, rustls::Error> {
+    /// With `to_kernel`, the record layer is handed to the kernel after the
+    /// handshake (the server checked that it can, once at start, and that
+    /// `config` lets secrets be extracted).
+    pub(crate) fn new(
+        config: &Arc<rustls::ServerConfig>,
+        to_kernel: bool,
+    ) -> Result<TlsSession, rustls::Error> {
         let mut conn = ServerConnection::new(config.clone())?;
         conn.set_buffer_limit(None);
         Ok(TlsSession {
@@ -108,7 +152,8 @@ impl TlsSession {
             closed: false,
             bounds: RecordBounds::default(),
             backlog: None,
-            piece: Vec::new(),
+            refill_batch: REFILL_MIN,
+            to_kernel,
         })
     }
 
@@ -164,7 +209,7 @@ impl TlsSession {
     fn failed(&mut self, out: &mut Vec<u8>) -> TlsError {
         self.write_records(out);
         self.closed = true;
-        self.drop_backlog();
+        self.backlog = None;
         TlsError
     }
 
@@ -179,6 +224,56 @@ impl TlsSession {
             plain.extend_from_slice(chunk);
             reader.consume(n);
         }
+    }
+
+    /// Whether the record layer can go to the kernel now, by rustls's side:
+    /// it is to, the handshake is done, nothing is queued in rustls or
+    /// waiting to be encrypted, we have not closed, and no record of the
+    /// peer's is cut in two (the kernel reads on from a record's start).
+    /// The session adds that everything rustls produced reached the socket.
+    pub(crate) fn ready_for_kernel(&self) -> bool {
+        self.to_kernel
+            && !self.closed
+            && !self.conn.is_handshaking()
+            && !self.conn.wants_write()
+            && self.backlog.is_none()
+            && !self.mid_record()
+    }
+
+    /// Hand the record layer to the kernel: `attach` readies the socket
+    /// (its refusal keeps the connection in user space, and it is not
+    /// tried again), then rustls's secrets go to `install` with the TLS
+    /// version. Call once [`TlsSession::ready_for_kernel`] and all its
+    /// records are on the socket.
+    pub(crate) fn into_kernel(
+        mut self: Box<Self>,
+        attach: impl FnOnce() -> std::io::Result<()>,
+        install: impl FnOnce(rustls::ProtocolVersion, rustls::ExtractedSecrets) -> std::io::Result<()>,
+    ) -> HandOver {
+        self.to_kernel = false;
+        let (Some(version), Some(suite)) = (
+            self.conn.protocol_version(),
+            self.conn.negotiated_cipher_suite(),
+        ) else {
+            return HandOver::UserSpace(self);
+        };
+        if !ktls::has_cipher(suite) || attach().is_err() {
+            return HandOver::UserSpace(self);
+        }
+        let secrets = match self.conn_into_secrets() {
+            Ok(secrets) => secrets,
+            Err(_) => return HandOver::Failed,
+        };
+        match install(version, secrets) {
+            Ok(()) => HandOver::Kernel,
+            Err(_) => HandOver::Failed,
+        }
+    }
+
+    /// rustls's secrets: its connection is spent.
+    fn conn_into_secrets(self: Box<Self>) -> Result<rustls::ExtractedSecrets, rustls::Error> {
+        let this = *self;
+        this.conn.dangerous_extract_secrets()
     }
 
     /// Whether the peer's input stopped in the middle of a record: at its
@@ -203,9 +298,7 @@ impl TlsSession {
     }
 
     fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) {
-        // No buffer limit is set: the writer takes everything.
-        let _ = self.conn.writer().write_all(plain);
-        self.write_records(out);
+        encrypt(&mut self.conn, plain, out);
     }
 
     /// Plaintext sent but not encrypted yet (behind a file region, the
@@ -219,9 +312,34 @@ impl TlsSession {
         self.backlog.as_ref().map_or(0, |b| b.in_memory())
     }
 
+    /// How many bytes of records a connection should have queued while it
+    /// sends its backlog: refill below this.
+    pub(crate) fn refill_batch(&self) -> usize {
+        self.refill_batch
+    }
+
+    /// The socket took a send of the connection's records whole (or left
+    /// some): encrypt more (less) ahead next time, while a backlog waits.
+    pub(crate) fn records_sent(&mut self, took_all: bool) {
+        if self.backlog.is_none() {
+            return;
+        }
+        self.refill_batch = if took_all {
+            (self.refill_batch * 2).min(REFILL_MAX)
+        } else {
+            (self.refill_batch / 2).max(REFILL_MIN)
+        };
+    }
+
+    /// The most bytes of records `plain` bytes of plaintext become (5 bytes
+    /// of header and 17 of tag per record of up to 16 KiB; a little more).
+    pub(crate) fn records_len(plain: usize) -> usize {
+        plain + plain.div_ceil(16 * 1024) * 22 + 64
+    }
+
     /// Encrypt about `room` bytes more of the backlog into `out` (file
-    /// regions read in pieces of [`TLS_FILE_READ`]); nothing while the
-    /// handshake runs (rustls would hold it all). A region whose file
+    /// regions read in pieces of at most [`TLS_FILE_READ`]); nothing while
+    /// the handshake runs (rustls would hold it all). A region whose file
     /// cannot be read (or ran out) is an error: the connection closes.
     pub(crate) fn refill(&mut self, out: &mut Vec<u8>, mut room: usize) -> std::io::Result<()> {
         if self.conn.is_handshaking() {
@@ -231,36 +349,31 @@ impl TlsSession {
             let Some(backlog) = self.backlog.as_deref_mut() else {
                 return Ok(());
             };
-            let mut plain = match backlog.front() {
+            let taken = match backlog.front() {
                 Some(Segment::File(region)) => {
-                    let mut piece = std::mem::take(&mut self.piece);
-                    piece.clear();
-                    let read = crate::sock::read_region(region, &mut piece, TLS_FILE_READ);
-                    match read {
-                        Ok(n) => backlog.advance(n),
-                        Err(e) => {
-                            self.piece = piece;
-                            return Err(e);
-                        }
-                    }
-                    piece
+                    let n = FILE_PIECE_READ.with_borrow_mut(|piece| {
+                        piece.clear();
+                        let n = crate::sock::read_region(region, piece, room.min(TLS_FILE_READ))?;
+                        encrypt(&mut self.conn, piece, out);
+                        Ok::<_, std::io::Error>(n)
+                    })?;
+                    backlog.advance(n);
+                    n
                 }
                 Some(Segment::Bytes(_)) => match backlog.pop_front() {
-                    Some(Segment::Bytes(bytes)) => bytes,
+                    Some(Segment::Bytes(bytes)) => {
+                        encrypt(&mut self.conn, &bytes, out);
+                        bytes.len()
+                    }
                     _ => unreachable!("the front is bytes"),
                 },
-                None => Vec::new(),
+                None => 0,
             };
             if backlog.is_empty() {
                 // All out: what is sent from now on is encrypted at once.
-                self.drop_backlog();
+                self.backlog = None;
             }
-            room = room.saturating_sub(plain.len());
-            self.encrypt(&plain, out);
-            if self.backlog.is_some() && self.piece.capacity() == 0 {
-                plain.clear();
-                self.piece = plain;
-            }
+            room = room.saturating_sub(taken.max(1));
         }
         Ok(())
     }
@@ -298,24 +411,14 @@ impl TlsSession {
         }
         self.closed = true;
         // Closing while some is unsent (a fault, a deadline): it never will be.
-        self.drop_backlog();
+        self.backlog = None;
         self.conn.send_close_notify();
         self.write_records(out);
         true
     }
 
     fn write_records(&mut self, out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            // Writing to a Vec cannot fail.
-            if !matches!(self.conn.write_tls(out), Ok(n) if n > 0) {
-                break;
-            }
-        }
-    }
-
-    fn drop_backlog(&mut self) {
-        self.backlog = None;
-        self.piece = Vec::new();
+        write_records(&mut self.conn, out);
     }
 
     /// The scratch buffer for a service's plaintext output (empty).
@@ -338,6 +441,26 @@ impl TlsSession {
     }
 }
 
+/// Decide once, at start, whether `config`'s connections hand their
+/// record layer to the kernel ([`crate::Config::kernel_tls`]): asked for,
+/// over TLS, on a readiness engine, and the kernel offers it; then the
+/// rustls configuration lets secrets be extracted (a copy, if the user's
+/// did not). `config.kernel_tls` says the outcome.
+pub(crate) fn settle_kernel_tls(mut config: crate::Config, engine: crate::Engine) -> crate::Config {
+    config.kernel_tls = config.kernel_tls
+        && config.tls.is_some()
+        && matches!(engine, crate::Engine::Reactor(..))
+        && kernel_tls() == KernelTls::Available;
+    if let Some(tls) = config.tls.as_mut().filter(|_| config.kernel_tls) {
+        if !tls.enable_secret_extraction {
+            let mut copy = (**tls).clone();
+            copy.enable_secret_extraction = true;
+            *tls = Arc::new(copy);
+        }
+    }
+    config
+}
+
 /// Whether `engine` can serve TLS with `config`: the event-loop engines
 /// can (their connections' sessions carry the transport); the thread,
 /// blocking and busy-polling engines move bytes with blocking calls or
@@ -356,7 +479,7 @@ pub(crate) fn check_engine(
         ));
     }
     // Every connection makes its rustls connection from it: it must work.
-    TlsSession::new(config).map(drop).map_err(|e| {
+    TlsSession::new(config, false).map(drop).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("the TLS configuration cannot make connections: {e}"),
@@ -394,6 +517,22 @@ impl RecordBounds {
     }
 }
 
+/// Encrypt `plain` and append its records to `out` (no buffer limit is
+/// set: rustls's writer takes everything).
+fn encrypt(conn: &mut ServerConnection, plain: &[u8], out: &mut Vec<u8>) {
+    let _ = conn.writer().write_all(plain);
+    write_records(conn, out);
+}
+
+fn write_records(conn: &mut ServerConnection, out: &mut Vec<u8>) {
+    while conn.wants_write() {
+        // Writing to a Vec cannot fail.
+        if !matches!(conn.write_tls(out), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
 fn scrub(mut buf: Vec<u8>) -> Vec<u8> {
     if buf.capacity() > KEEP_SCRATCH {
         return Vec::new();
@@ -424,7 +563,7 @@ mod tests {
         let client_config = test_fixture::client_config(&cert, &rustls::version::TLS13);
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = rustls::ClientConnection::new(client_config, name).unwrap();
-        let mut server = TlsSession::new(&config).unwrap();
+        let mut server = TlsSession::new(&config, false).unwrap();
         for _ in 0..10 {
             let mut wire = Vec::new();
             while client.wants_write() {
@@ -472,15 +611,15 @@ mod tests {
         let mut rounds = 0;
         while server.backlog_len() > 0 {
             let mut out = Vec::new();
-            server.refill(&mut out, 1).unwrap();
-            assert!(
-                out.len() <= TLS_FILE_READ + 1024,
-                "one piece per step of room"
-            );
+            server.refill(&mut out, TLS_FILE_READ).unwrap();
+            assert!(out.len() <= TLS_FILE_READ + 1024, "about the room given");
             got.extend(decrypt(&mut client, &out));
             rounds += 1;
         }
-        assert_eq!(rounds, 5, "four pieces of the region, then the tail");
+        assert_eq!(
+            rounds, 4,
+            "three pieces, then the region's last bytes and the tail"
+        );
         let mut want = b"head|".to_vec();
         want.extend((0..len).map(|i| (i % 251) as u8));
         want.extend_from_slice(b"|tail");
@@ -491,6 +630,28 @@ mod tests {
         assert_eq!(server.backlog_len(), 105);
         assert!(server.close(&mut Vec::new()));
         assert_eq!(server.backlog_len(), 0, "closing drops what was not sent");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// While a backlog waits, the batch encrypted ahead doubles with each
+    /// send the socket takes whole, up to its maximum, and halves with each
+    /// it leaves some of, down to one record; with no backlog it stays.
+    #[test]
+    fn the_refill_batch_follows_the_socket() {
+        let dir = std::env::temp_dir().join(format!("iomux-tls-batch-{}", std::process::id()));
+        let (mut server, _client) = connected(&dir);
+        server.records_sent(true);
+        assert_eq!(server.refill_batch(), REFILL_MIN, "no backlog: unchanged");
+        server.send_with_files(b"", vec![(0, region(&dir, 10 << 20))], &mut Vec::new());
+        let mut batches = Vec::new();
+        for took_all in [
+            true, true, true, true, true, false, false, false, false, false,
+        ] {
+            server.records_sent(took_all);
+            batches.push(server.refill_batch() >> 10);
+        }
+        let max = REFILL_MAX >> 10;
+        assert_eq!(batches, [32, max, max, max, max, max / 2, 16, 16, 16, 16]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -179,11 +179,15 @@ pub(crate) fn open_ring_with(
 }
 
 /// Fail with advice when this kernel cannot run the engine (no io_uring, or
-/// no provided-buffer rings).
+/// no provided-buffer rings). On a thread of its own, so the caller's next
+/// blocking call is not interrupted when the ring goes
+/// ([`iomux::selector::uring::probe_apart`]).
 pub(crate) fn check_available() -> io::Result<()> {
-    let (ring, _) = open_ring(TaskRun::Deferred)?;
-    let bufs = BufRing::register(&ring)?;
-    drop(ring);
-    drop(bufs);
-    Ok(())
+    iomux::selector::uring::probe_apart(|| {
+        let (ring, _) = open_ring(TaskRun::Deferred)?;
+        let bufs = BufRing::register(&ring)?;
+        drop(ring);
+        drop(bufs);
+        Ok(())
+    })
 }

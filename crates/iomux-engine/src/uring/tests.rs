@@ -24,6 +24,34 @@ fn io_uring_refused() -> bool {
     }
 }
 
+/// The engine's start-up check leaves the calling thread as it was (see
+/// `iomux::selector::uring::probe_apart`): its next blocking socket read
+/// with a timeout times out, never fails as interrupted.
+#[test]
+fn checking_does_not_interrupt_the_caller() {
+    if io_uring_refused() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    for i in 0..20 {
+        check_available().unwrap();
+        let err = client.read(&mut [0; 1]).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "read {i} after a check: {err} ({:?})",
+            err.kind()
+        );
+    }
+}
+
 /// A kernel that answers EINVAL for every mode in `refused`.
 fn kernel_refusing<'a>(
     refused: &'static [TaskRun],

@@ -152,3 +152,18 @@ impl Client {
         &mut self.lines
     }
 }
+
+/// One `read`, retried while it fails as interrupted. A blocking socket
+/// read with a timeout (SO_RCVTIMEO, as every test client sets) is not
+/// restarted by the kernel: when the thread is interrupted meanwhile it
+/// fails with EINTR, which a caller of `Read::read` must retry
+/// (`read_exact`, `read_to_end` and `read_line` do it themselves).
+#[allow(dead_code)] // each test file uses what it needs
+pub fn read_some(stream: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
