@@ -43,7 +43,7 @@ impl Body {
     /// The way [`Body::Best`] takes for a file of `len` bytes.
     fn for_len(self, len: u64) -> Body {
         match self {
-            Body::Best if len > 512 << 10 && len <= 4 << 20 => Body::Pieces,
+            Body::Best if len > 512 << 10 && len <= 2 << 20 => Body::Pieces,
             Body::Best => Body::Sendfile,
             other => other,
         }

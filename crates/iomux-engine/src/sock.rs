@@ -174,11 +174,12 @@ fn read_region_from(
 /// [`COPY_FILES_UP_TO`] bytes left is copied to the socket in pieces
 /// ([`copy_available`]); `sendfile` sends the others. Measured on this
 /// machine's loopback (docs/files.md, `bench/file_paths.py`, TCP_NODELAY
-/// on): `sendfile` costs the server half of copying up to 512 KiB, 1.7x
-/// copying at 1 and 2 MiB, the same at 4 MiB, and wins again from 16 MiB.
+/// on): `sendfile` costs the server 0.3-0.7x of copying up to 512 KiB,
+/// 1.2-1.8x at 1 MiB in every run, 0.7x or 1.6x at 2 MiB (one run each),
+/// and less from 4 MiB on.
 pub(crate) const COPY_FILES_ABOVE: u64 = 512 << 10;
 /// See [`COPY_FILES_ABOVE`].
-pub(crate) const COPY_FILES_UP_TO: u64 = 4 << 20;
+pub(crate) const COPY_FILES_UP_TO: u64 = 2 << 20;
 
 /// The piece [`copy_available`] reads and sends at a time: small enough to
 /// stay in the CPU's cache between the read and the send.
