@@ -43,7 +43,6 @@ impl Load {
 /// One measured run.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
-    pub engine: Engine,
     pub load: Load,
     pub rps: f64,
     pub p99_us: f64,
@@ -176,7 +175,6 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
     let stats = server.stop()?;
     let result = result?;
     Ok(Run {
-        engine,
         load: *load,
         rps: result.get("rps"),
         p99_us: result.get("p99"),
@@ -192,6 +190,37 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
         server_busy_pct: cores0.busy_pct(&cores1, &ctx.server_cpus),
         client_busy_pct: cores0.busy_pct(&cores1, &ctx.load_cpus),
     })
+}
+
+/// How the report and the rounds CSV name a run that gave no figures.
+pub(crate) const FAILED: &str = "failed measurement";
+
+/// A run that served nothing says nothing about the engine: a short run on
+/// a starved machine can end before the first answer. Such a run is tried
+/// once more (`retrying` is told); a second empty one, or an error, is a
+/// failed measurement, returned as the reason, never a data point of 0.
+fn measure_served(
+    mut run: impl FnMut() -> io::Result<Run>,
+    retrying: impl FnOnce(),
+) -> Result<Run, String> {
+    let empty = |r: &Run| {
+        format!(
+            "served nothing in two runs of {} s each (a starved machine?); left out of the medians and charts",
+            r.load.duration
+        )
+    };
+    match run() {
+        Ok(r) if r.requests > 0.0 => Ok(r),
+        Ok(_) => {
+            retrying();
+            match run() {
+                Ok(r) if r.requests > 0.0 => Ok(r),
+                Ok(r) => Err(empty(&r)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One engine's runs in some rounds: requests/s and server CPU per request
@@ -214,7 +243,8 @@ impl Summary<'_> {
 pub(crate) struct Rounds {
     pub engines: Vec<Engine>,
     pub load: Load,
-    /// `runs[round][k]`: engine `k`'s run in that round (`None` when it failed).
+    /// `runs[round][k]`: engine `k`'s run in that round (`None`: a failed
+    /// measurement, its reason in the notes).
     pub runs: Vec<Vec<Option<Run>>>,
 }
 
@@ -234,10 +264,18 @@ impl Rounds {
             for at in rotated(round, engines.len()) {
                 let engine = engines[at];
                 ctx.round_progress(tag, round, count, engine.label());
-                match measure(ctx, engine, load) {
+                let retrying = || {
+                    ctx.round_progress(
+                        tag,
+                        round,
+                        count,
+                        format_args!("{}: served nothing, trying once more", engine.label()),
+                    )
+                };
+                match measure_served(|| measure(ctx, engine, load), retrying) {
                     Ok(r) => got[at] = Some(r),
-                    Err(e) => notes.push(format!(
-                        "{tag}, round {}: {}: {e}",
+                    Err(why) => notes.push(format!(
+                        "{tag}, round {}: {}: {FAILED}: {why}",
                         round + 1,
                         engine.label()
                     )),
@@ -301,29 +339,41 @@ impl Rounds {
         let n = self.engines.len();
         for (round, runs) in self.runs.iter().enumerate() {
             for (at, r) in runs.iter().enumerate() {
-                let Some(r) = r else { continue };
                 let order = (at + n - round % n) % n + 1;
-                table.push(vec![
-                    r.load.proto.into(),
-                    r.load.idle.to_string(),
+                let engine = self.engines[at];
+                let mut row = vec![
+                    self.load.proto.into(),
+                    self.load.idle.to_string(),
                     (round + 1).to_string(),
                     order.to_string(),
-                    r.engine.backend.into(),
-                    r.engine.trigger.into(),
-                    format!("{:.0}", r.rps),
-                    format!("{:.2}", r.cpu_us_per_req()),
-                    format!("{:.2}", r.client_cpu_us_per_req()),
-                    format!("{:.0}", r.server_busy_pct),
-                    format!("{:.0}", r.client_busy_pct),
-                ]);
+                    engine.backend.into(),
+                    engine.trigger.into(),
+                ];
+                match r {
+                    Some(r) => row.extend([
+                        format!("{:.0}", r.rps),
+                        format!("{:.2}", r.cpu_us_per_req()),
+                        format!("{:.2}", r.client_cpu_us_per_req()),
+                        format!("{:.0}", r.server_busy_pct),
+                        format!("{:.0}", r.client_busy_pct),
+                        "measured".into(),
+                    ]),
+                    // No figures rather than zeros: a failed run is no data point.
+                    None => {
+                        row.extend(std::iter::repeat(String::new()).take(5));
+                        row.push(FAILED.into());
+                    }
+                }
+                table.push(row);
             }
         }
     }
 }
 
 /// Every run of `cells`, one row each:
-/// `proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct`
-/// (`order` 1 ran first in its round).
+/// `proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct,status`
+/// (`order` 1 ran first in its round; `status` is `measured`, or [`FAILED`]
+/// with the figures left empty).
 pub(crate) fn rounds_table<'a>(cells: impl IntoIterator<Item = &'a Rounds>) -> Table {
     let mut table = Table::new(&[
         "proto",
@@ -337,6 +387,7 @@ pub(crate) fn rounds_table<'a>(cells: impl IntoIterator<Item = &'a Rounds>) -> T
         "client_cpu_us_per_req",
         "server_busy_pct",
         "client_busy_pct",
+        "status",
     ]);
     for cell in cells {
         cell.rows(&mut table);
@@ -374,7 +425,69 @@ pub(crate) fn usual_bound(runs: &[&Run]) -> Bound {
 
 #[cfg(test)]
 mod tests {
-    use super::rotated;
+    use super::{measure_served, rotated, Load, Run};
+    use std::cell::Cell;
+    use std::io;
+
+    fn served(requests: f64) -> Run {
+        Run {
+            load: Load::echo(100, 0, 0.3),
+            rps: requests / 0.3,
+            p99_us: 1.0,
+            requests,
+            errors: 0.0,
+            starved: 0.0,
+            stats: Vec::new(),
+            server_cpu_s: 0.1,
+            client_cpu_s: 0.1,
+            server_busy_pct: 50.0,
+            client_busy_pct: 50.0,
+        }
+    }
+
+    /// Runs `results` in turn through `measure_served`: what it gave, how
+    /// many runs it took and whether it said it was retrying.
+    fn outcome(results: Vec<io::Result<Run>>) -> (Result<Run, String>, usize, bool) {
+        let mut results = results.into_iter();
+        let (runs, retried) = (Cell::new(0), Cell::new(false));
+        let got = measure_served(
+            || {
+                runs.set(runs.get() + 1);
+                results.next().expect("no more than two runs")
+            },
+            || retried.set(true),
+        );
+        (got, runs.get(), retried.get())
+    }
+
+    #[test]
+    fn a_run_that_served_is_kept_without_a_retry() {
+        let (got, runs, retried) = outcome(vec![Ok(served(500.0))]);
+        assert_eq!(got.unwrap().requests, 500.0);
+        assert_eq!((runs, retried), (1, false));
+    }
+
+    #[test]
+    fn an_empty_run_is_tried_once_more_and_the_second_kept() {
+        let (got, runs, retried) = outcome(vec![Ok(served(0.0)), Ok(served(40.0))]);
+        assert_eq!(got.unwrap().requests, 40.0);
+        assert_eq!((runs, retried), (2, true));
+    }
+
+    #[test]
+    fn two_empty_runs_are_a_failed_measurement_not_a_zero() {
+        let (got, runs, _) = outcome(vec![Ok(served(0.0)), Ok(served(0.0))]);
+        let why = got.unwrap_err();
+        assert!(why.contains("served nothing in two runs of 0.3 s"), "{why}");
+        assert_eq!(runs, 2);
+    }
+
+    #[test]
+    fn an_error_is_a_failed_measurement_without_a_retry() {
+        let (got, runs, retried) = outcome(vec![Err(io::Error::other("no server"))]);
+        assert_eq!(got.unwrap_err(), "no server");
+        assert_eq!((runs, retried), (1, false));
+    }
 
     #[test]
     fn each_round_starts_one_later_and_runs_every_position_once() {
