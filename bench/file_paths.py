@@ -2,9 +2,13 @@
 io_uring: the file floors of bench/floor-peer (a canned head, no parsing,
 one file whatever the path) each moving the body one way:
 
-- epoll: `file` (sendfile behind a head sent with MSG_MORE), `file-read`
-  (pread behind the head, one send), `file-mem` (head and body from memory,
-  one send: what a cache of small files gives);
+- epoll: `file-sendfile` (sendfile behind a head sent with MSG_MORE),
+  `file-pieces` (32 KiB pieces read and sent one after another),
+  `file-read` (pread behind the head, one send), `file-mem` (head and body
+  from memory, one send: what a cache of small files gives), all with
+  TCP_NODELAY; not in the default modes: `file` (the floor static-peers
+  runs: the cheapest of these for the size), `file-nagle` (sendfile with
+  Nagle on), `file-pieces-more` (pieces coalesced with MSG_MORE, Nagle on);
 - io_uring: `file-read` (a read linked to a send), `file-splice` (file to
   pipe to socket, linked), `file-zc` (a read linked to a zero-copy send);
 - `iomux:BACKEND` (not in the default modes): `iomux serve --root` with that
@@ -31,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers as srv  # noqa: E402
 
 MODES = (
-    "epoll:file",
+    "epoll:file-sendfile",
+    "epoll:file-pieces",
     "epoll:file-read",
     "epoll:file-mem",
     "uring:file-read",
@@ -39,7 +44,7 @@ MODES = (
     "uring:file-zc",
 )
 SIZES = {"1k": 1 << 10, "4k": 4 << 10, "16k": 16 << 10, "64k": 64 << 10,
-         "256k": 256 << 10, "1m": 1 << 20, "100m": 100 << 20}
+         "256k": 256 << 10, "512k": 512 << 10, "1m": 1 << 20, "2m": 2 << 20, "4m": 4 << 20, "16m": 16 << 20, "100m": 100 << 20}
 
 
 def make_file(workdir, name, size):

@@ -22,13 +22,40 @@ use std::os::unix::fs::FileExt;
 /// How the body goes out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Body {
+    /// The cheapest of the others for the file's size (see the module).
+    Best,
     /// `sendfile` from the file, behind the head sent with MSG_MORE.
     Sendfile,
+    /// `pread` of [`PIECE`] bytes at a time into one buffer, each sent.
+    Pieces,
     /// `pread` into a buffer behind the head, then `send`.
     Pread,
     /// `send` of head and body held in memory.
     Memory,
+    /// [`Body::Sendfile`] with Nagle on (no TCP_NODELAY).
+    SendfileNagle,
+    /// [`Body::Pieces`] with Nagle on, every piece but the body's last sent
+    /// with MSG_MORE.
+    PiecesMore,
 }
+
+impl Body {
+    /// The way [`Body::Best`] takes for a file of `len` bytes.
+    fn for_len(self, len: u64) -> Body {
+        match self {
+            Body::Best if len > 512 << 10 && len <= 4 << 20 => Body::Pieces,
+            Body::Best => Body::Sendfile,
+            other => other,
+        }
+    }
+
+    fn nodelay(self) -> bool {
+        !matches!(self, Body::SendfileNagle | Body::PiecesMore)
+    }
+}
+
+/// The piece [`Body::Pieces`] reads and sends at a time.
+const PIECE: usize = 32 * 1024;
 
 /// Per connection: what is left to send.
 #[derive(Default, Clone)]
@@ -87,6 +114,40 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
             }
             conn.left -= n as u64;
             if conn.left > 0 {
+                return true;
+            }
+            continue;
+        }
+        if matches!(body, Body::Pieces | Body::PiecesMore) {
+            // `pending` holds the unsent rest of the current piece.
+            if conn.pending.is_empty() {
+                if conn.left == 0 {
+                    if conn.queued == 0 {
+                        return true;
+                    }
+                    conn.queued -= 1;
+                    conn.left = len;
+                    conn.pending.extend_from_slice(head);
+                }
+                let at = conn.pending.len();
+                let n = PIECE.saturating_sub(at).max(4096).min(conn.left as usize);
+                conn.pending.resize(at + n, 0);
+                if file.read_exact_at(&mut conn.pending[at..], len - conn.left).is_err() {
+                    return false;
+                }
+                conn.left -= n as u64;
+            }
+            let more = if body == Body::PiecesMore && conn.left > 0 { libc::MSG_MORE } else { 0 };
+            let data = &conn.pending;
+            // SAFETY: `data` is a live slice of its length.
+            let n = unsafe {
+                libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL | more)
+            };
+            if n < 0 {
+                return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            }
+            conn.pending.drain(..n as usize);
+            if !conn.pending.is_empty() {
                 return true;
             }
             continue;
@@ -153,6 +214,7 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
 pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
     let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     let len = file.metadata()?.len();
+    let body = body.for_len(len);
     let mut head = head(len);
     if body == Body::Memory {
         let at = head.len();
@@ -172,6 +234,19 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
                         conns.resize(c as usize + 1, Conn::default());
                     }
                     conns[c as usize] = Conn::default();
+                    if body.nodelay() {
+                        let one: libc::c_int = 1;
+                        // SAFETY: c is an open socket; `one` lives across the call.
+                        unsafe {
+                            libc::setsockopt(
+                                c,
+                                libc::IPPROTO_TCP,
+                                libc::TCP_NODELAY,
+                                (&one as *const libc::c_int).cast(),
+                                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                            )
+                        };
+                    }
                 });
                 continue;
             }

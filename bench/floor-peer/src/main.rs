@@ -11,7 +11,7 @@
 //! out, the wake-up of the client, the readiness wait) is measured, not
 //! guessed.
 //!
-//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-read PATH|file-mem PATH|file-splice PATH|file-zc PATH]` (default
+//! Usage: `floor-peer [ADDR] [epoll|uring] [http|resp|file PATH|file-MODE PATH]` (default
 //! 127.0.0.1:8083, epoll, http); prints `listening on ADDR` when ready.
 //! `uring` runs the same floor on io_uring (src/uring.rs): no readiness wait,
 //! one `io_uring_enter` per pass. `resp` is the floor of a RESP server
@@ -25,9 +25,10 @@
 //! subscriber's frames saves).
 //!
 //! `file PATH` is the floor of a static-file server (src/file.rs, epoll):
-//! a canned head with MSG_MORE and one `sendfile` per writable socket for
-//! every request, whatever its path; `file-read PATH` reads the body
-//! (pread behind the head, one send), `file-mem PATH` sends it from memory.
+//! a canned head and the body sent the cheapest way measured for its size
+//! (`sendfile`, or copied in pieces) for every request, whatever its path;
+//! `file-sendfile`, `file-pieces`, `file-read`, `file-mem`, `file-nagle`
+//! and `file-pieces-more` each send it one way (src/file.rs says how).
 //! On uring (src/uring_file.rs): `file-read` (a read into the connection's
 //! buffer linked to a send), `file-splice` (splice file to pipe to socket),
 //! `file-zc` (a read linked to a zero-copy send).
@@ -156,7 +157,11 @@ fn main() -> io::Result<()> {
             ));
         };
         let run: Box<dyn FnOnce(TcpListener) -> io::Result<()>> = match (mode.as_str(), file_mode) {
-            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
+            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Best)),
+            ("epoll", "file-sendfile") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
+            ("epoll", "file-pieces") => Box::new(move |l| file::run(l, &path, file::Body::Pieces)),
+            ("epoll", "file-nagle") => Box::new(move |l| file::run(l, &path, file::Body::SendfileNagle)),
+            ("epoll", "file-pieces-more") => Box::new(move |l| file::run(l, &path, file::Body::PiecesMore)),
             ("epoll", "file-read") => Box::new(move |l| file::run(l, &path, file::Body::Pread)),
             ("epoll", "file-mem") => Box::new(move |l| file::run(l, &path, file::Body::Memory)),
             ("uring", "file-read") => Box::new(move |l| uring_file::run(l, &path, uring_file::Body::Read)),
@@ -166,7 +171,7 @@ fn main() -> io::Result<()> {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "no file floor {file_mode:?} on {mode}: epoll has file, file-read, file-mem; \
+                        "no file floor {file_mode:?} on {mode}: epoll has file, file-sendfile, file-pieces, file-read, file-mem, file-nagle, file-pieces-more; \
                          uring has file-read, file-splice, file-zc"
                     ),
                 ))
@@ -186,7 +191,7 @@ fn main() -> io::Result<()> {
         Some(other) => return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-read PATH, file-mem PATH"
+                "unknown protocol {other:?}: use http, resp or (epoll only) resp-copy, resp-nagle, file PATH, file-MODE PATH (see src/file.rs)"
             ),
         )),
     };

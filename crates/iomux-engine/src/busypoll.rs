@@ -23,6 +23,8 @@ const FILE_BYTES_PER_PASS: usize = 256 * 1024;
 struct Conn<P> {
     stream: Stream,
     session: Session<P>,
+    /// TCP_NODELAY is on (configured, or set to copy a file in pieces).
+    nodelay: bool,
 }
 
 /// Busy-poll until shutdown.
@@ -92,7 +94,11 @@ where
                     count_closed(&setup, &mut stats, 1);
                     continue;
                 }
-                conns.push(Conn { stream, session });
+                conns.push(Conn {
+                    stream,
+                    session,
+                    nodelay: setup.config.nodelay,
+                });
             }
         }
         let before = conns.len();
@@ -222,7 +228,7 @@ fn poll_conn<P: Service>(
     }
     if let Some(front) = c.session.front() {
         stats.writes += 1;
-        match send_front(fd, front, FILE_BYTES_PER_PASS) {
+        match send_front(fd, front, FILE_BYTES_PER_PASS, &mut c.nodelay) {
             Ok((n, tried)) => {
                 *moved |= n > 0;
                 if n < tried {

@@ -117,6 +117,8 @@ struct Conn<P> {
     /// Reading resumed after a pause: in edge mode the input waiting in the
     /// socket raises no new edge, so it is read at once.
     resumed: bool,
+    /// TCP_NODELAY is on (configured, or set to copy a file in pieces).
+    nodelay: bool,
 }
 
 impl<P> Conn<P> {
@@ -321,6 +323,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
         session: Session<P>,
         interest: Interest,
     ) {
+        let nodelay = self.core.setup().config.nodelay;
         let kept = self.core.keep_conn(session, |session, timer| Conn {
             stream,
             session,
@@ -328,6 +331,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             registered: interest,
             hup_seen: false,
             resumed: false,
+            nodelay,
         });
         debug_assert_eq!(kept, token);
     }
@@ -513,7 +517,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 }
                 return Ok(());
             }
-            let sent = send_front(fd, front, budget);
+            let mut nodelay = conn.nodelay;
+            let sent = send_front(fd, front, budget, &mut nodelay);
             self.core.stats().writes += 1;
             let (sent, tried) = match sent {
                 Ok(sent) => sent,
@@ -528,6 +533,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             let outcome = self
                 .core
                 .with_conn(token, self.core.now(), |conn, _, env| {
+                    conn.nodelay = nodelay;
                     let outcome = conn.session.on_sent(sent, None, env);
                     if let Ok(outcome) = &outcome {
                         conn.resumed |= outcome.resumed;

@@ -452,13 +452,16 @@ impl<P: Service> Session<P> {
             return Ok(());
         };
         let batch = tls.refill_batch();
-        if tls.backlog_len() == 0 || self.output.len() >= batch {
+        // Records in a completion engine's send count too: else a slow
+        // reader would hold a batch in flight and another queued.
+        let queued = self.output.len() + self.in_flight;
+        if tls.backlog_len() == 0 || queued >= batch {
             return Ok(());
         }
         if let Some(shared) = shared.filter(|s| !s.is_empty()) {
             self.take_gathered(shared, Vec::new(), env.pool);
         }
-        let room = batch.saturating_sub(self.output.len());
+        let room = batch.saturating_sub(self.output.len() + self.in_flight);
         let tls = self.tls.as_deref_mut().expect("checked above");
         let back = self
             .output

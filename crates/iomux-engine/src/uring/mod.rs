@@ -75,6 +75,8 @@ struct Conn<P> {
     /// Bytes the last `sendfile` outside the ring sent: told to the session
     /// when the poll standing for its send completes.
     sendfile_sent: usize,
+    /// TCP_NODELAY is on (configured, or set to copy a file in pieces).
+    nodelay: bool,
 }
 
 /// What a receive completion asks of the loop.
@@ -111,8 +113,8 @@ struct Loop<P, F> {
     /// Unwatched descriptors whose cancelled poll has not completed yet:
     /// kept open until it has.
     unwatched: Vec<(Token, Box<dyn AsFd>)>,
-    /// Large file regions go out with `sendfile` from the loop thread
-    /// (`submit::sendfile_outside_ring`): only with deferred task work.
+    /// File regions go out from the loop thread
+    /// (`submit::send_outside_ring`): only with deferred task work.
     sendfile_outside: bool,
     /// Tests: make the submission that follows this many fail, to show
     /// that an error exit still settles what the kernel holds.
@@ -343,6 +345,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 
     fn insert_conn(&mut self, fd: OwnedFd, session: Session<P>) -> Token {
         let recv_mode = self.recv_mode;
+        let nodelay = self.core.setup().config.nodelay;
         self.live += 1;
         self.core.keep_conn(session, |session, timer| Conn {
             fd,
@@ -356,6 +359,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             dead: false,
             sendfile_sent: 0,
             dirty: false,
+            nodelay,
         })
     }
 

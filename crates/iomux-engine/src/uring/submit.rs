@@ -7,7 +7,7 @@ use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMod
 use super::{Conn, Loop};
 use crate::buffer::BufPool;
 use crate::session::Front;
-use crate::sock::{is_file_cut_short, read_region, sendfile_available};
+use crate::sock::{is_file_cut_short, nodelay_for_files, read_region, send_region_available};
 use io_uring::{cqueue, opcode, squeue, types};
 use iomux::Token;
 use iomux_proto::Service;
@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 /// is at most this much.
 const RECV_PER_ARM: usize = 64 * 1024;
 
-/// A file region longer than this goes out with `sendfile`; a shorter
-/// one (or any, where `sendfile` is unavailable) is read into the
-/// connection's send buffer and sent, this many bytes at a time.
-const URING_SENDFILE_ABOVE: usize = 256 * 1024;
+/// Where file regions cannot go out from the loop thread (see
+/// [`send_outside_ring`]), they are read into the connection's send buffer
+/// and sent through the ring, this many bytes at a time.
+const URING_READ_PIECE: usize = 256 * 1024;
 
 /// Most bytes of a file one connection sends with `sendfile` per pass (as
 /// the readiness engines: one download must not hold up the others).
@@ -261,9 +261,11 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
 /// something: the rest of its send buffer, else the front of its queue
 /// (a piece of a file read into the buffer). An error: the file could not
 /// be read (the connection closes). With `sendfile` (see
-/// [`sendfile_outside_ring`]) a file region of more than a piece goes out
-/// with `sendfile` instead, and the request returned is a poll for room
-/// standing for its send.
+/// [`send_outside_ring`]) a file region goes out from the loop thread
+/// instead, as on the readiness engines, and the request returned is a
+/// poll for room standing for its send: at 64 KiB that cost the server
+/// 9 us per file against 15 us for a read and a send through the ring
+/// (`bench/static-peers.sh`).
 fn next_send<P: Service>(
     conn: &mut Conn<P>,
     token: Token,
@@ -287,9 +289,9 @@ fn next_send<P: Service>(
                 return Ok(None);
             }
             Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
-            Some(Front::File(region)) if sendfile && region.len() > URING_SENDFILE_ABOVE as u64 => {
+            Some(Front::File(region)) if sendfile => {
                 let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
-                let sent = sendfile_outside_ring(fd, &region, SENDFILE_PER_PASS)?;
+                let sent = send_outside_ring(fd, &region, SENDFILE_PER_PASS, &mut conn.nodelay)?;
                 conn.session.hand_out_read(sent, pool);
                 conn.sendfile_sent = sent;
                 conn.sending = true;
@@ -300,7 +302,8 @@ fn next_send<P: Service>(
             }
             Some(Front::File(region)) => {
                 // A piece of the file, read into the send buffer.
-                match read_region(region, &mut conn.in_flight, URING_SENDFILE_ABOVE) {
+                nodelay_for_files(conn.fd.as_raw_fd(), &mut conn.nodelay)?;
+                match read_region(region, &mut conn.in_flight, URING_READ_PIECE) {
                     Ok(n) => conn.session.hand_out_read(n, pool),
                     Err(e) => return Err(e),
                 }
@@ -326,20 +329,24 @@ fn next_send<P: Service>(
     Ok(Some(entry))
 }
 
-/// `sendfile` of up to `max` bytes of `region` to socket `fd` from the loop
-/// thread, outside the ring: a 100 MiB file costs the server about a third
-/// of what reading it into the send buffer does (docs/files.md). The loop's
+/// Up to `max` bytes of `region` sent to socket `fd` from the loop thread,
+/// outside the ring, as the readiness engines send them
+/// ([`send_region_available`]: copied in pieces, or `sendfile` for a large
+/// rest): a 100 MiB file costs the server about a third of what reading it
+/// into the send buffer does, and a 1 MiB file about half (docs/files.md).
+/// The loop's
 /// sockets are blocking (io_uring's receives and sends must never see
 /// EAGAIN), so this one is made non-blocking for the call only; that is
 /// safe only with deferred task work (`TaskRun::Deferred`), where no
 /// request on the socket is retried before the loop enters the ring again.
-fn sendfile_outside_ring(
+fn send_outside_ring(
     fd: RawFd,
     region: &iomux_proto::FileRegion,
     max: usize,
+    nodelay: &mut bool,
 ) -> io::Result<usize> {
     set_nonblocking(fd, true)?;
-    let sent = sendfile_available(fd, region, max);
+    let sent = send_region_available(fd, region, max, nodelay);
     set_nonblocking(fd, false)?;
     sent
 }
