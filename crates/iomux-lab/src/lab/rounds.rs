@@ -328,10 +328,11 @@ impl Rounds {
         Spread::of(&ratios)
     }
 
-    /// Every engine ran and served something in every round.
-    pub(crate) fn served_every_round(&self, engine: Engine) -> bool {
+    /// `engine` was measured at least once and served in every round it
+    /// was measured in: a failed measurement is no evidence either way.
+    pub(crate) fn served_every_measured_round(&self, engine: Engine) -> bool {
         let runs = self.of(engine);
-        runs.len() == self.runs.len() && runs.iter().all(|r| r.requests > 0.0)
+        !runs.is_empty() && runs.iter().all(|r| r.requests > 0.0)
     }
 
     /// Rows of the long table (see [`rounds_table`]).
