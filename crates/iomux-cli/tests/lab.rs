@@ -325,13 +325,43 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,server_cpu_us_per_req,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
         assert!(number(&row[7]) >= 0.9 && number(&row[9]) >= 0.9, "{row:?}");
     }
-    for row in csv(
+    let connrate = csv(
         d,
         "connrate.csv",
         "round,server_threads,proto,connects_per_s,p99_us,errors,server_cpu_us_per_conn,bound",
-    ) {
+    );
+    for row in &connrate {
         assert!(number(&row[3]) > 0.0, "{row:?}");
     }
+    // Every echo run of every round has its row, or the report names it as
+    // a failed measurement; most have rows.
+    let rounds = connrate
+        .iter()
+        .map(|r| number(&r[0]) as usize)
+        .max()
+        .unwrap();
+    let mut failed = 0;
+    for round in 1..=rounds {
+        for threads in ["1", "2"] {
+            let has_row = connrate
+                .iter()
+                .any(|r| number(&r[0]) as usize == round && r[1] == threads && r[2] == "echo");
+            if !has_row {
+                let named =
+                    format!("connrate, round {round}: echo --threads {threads}: {FAILED}: ");
+                assert!(
+                    report.contains(&named),
+                    "connrate: no row, and no {named:?}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        failed < rounds,
+        "connrate: most runs failed ({failed} of {})",
+        rounds * 2
+    );
     let herd = csv(d, "herd.csv", "round,mode,threads,connections,thread_wakeups,wakeups_per_accept,epoll_wait_returns,futile_returns");
     assert_eq!(herd.len() % 3, 0);
     for row in &herd {

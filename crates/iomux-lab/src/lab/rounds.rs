@@ -43,7 +43,6 @@ impl Load {
 /// One measured run.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
-    pub load: Load,
     pub rps: f64,
     pub p99_us: f64,
     pub requests: f64,
@@ -175,7 +174,6 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
     let stats = server.stop()?;
     let result = result?;
     Ok(Run {
-        load: *load,
         rps: result.get("rps"),
         p99_us: result.get("p99"),
         requests: result.get("requests"),
@@ -195,31 +193,29 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
 /// How the report and the rounds CSV name a run that gave no figures.
 pub(crate) const FAILED: &str = "failed measurement";
 
-/// A run that served nothing says nothing about the engine: a short run on
-/// a starved machine can end before the first answer. Such a run is tried
-/// once more (`retrying` is told); a second empty one, or an error, is a
-/// failed measurement, returned as the reason, never a data point of 0.
-fn measure_served(
-    mut run: impl FnMut() -> io::Result<Run>,
+/// A run that served nothing says nothing about the server: a short run
+/// on a starved machine can end before the first answer. Such a run (not
+/// `served`) is tried once more (`retrying` is told); a second empty one,
+/// or an error, is a failed measurement, returned as the reason, never a
+/// data point of 0.
+pub(crate) fn measure_served<T>(
+    mut run: impl FnMut() -> io::Result<T>,
+    served: impl Fn(&T) -> bool,
     retrying: impl FnOnce(),
-) -> Result<Run, String> {
-    let empty = |r: &Run| {
-        format!(
-            "served nothing in two runs of {} s each (a starved machine?); left out of the medians and charts",
-            r.load.duration
-        )
-    };
-    match run() {
-        Ok(r) if r.requests > 0.0 => Ok(r),
-        Ok(_) => {
-            retrying();
-            match run() {
-                Ok(r) if r.requests > 0.0 => Ok(r),
-                Ok(r) => Err(empty(&r)),
-                Err(e) => Err(e.to_string()),
-            }
+    seconds: impl std::fmt::Display,
+) -> Result<T, String> {
+    let mut retrying = Some(retrying);
+    loop {
+        match run() {
+            Ok(r) if served(&r) => return Ok(r),
+            Ok(_) => match retrying.take() {
+                Some(told) => told(),
+                None => return Err(format!(
+                    "served nothing in two runs of {seconds} s each (a starved machine?); left out of the medians and charts"
+                )),
+            },
+            Err(e) => return Err(e.to_string()),
         }
-        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -272,7 +268,9 @@ impl Rounds {
                         format_args!("{}: served nothing, trying once more", engine.label()),
                     )
                 };
-                match measure_served(|| measure(ctx, engine, load), retrying) {
+                let served = |r: &Run| r.requests > 0.0;
+                let run = || measure(ctx, engine, load);
+                match measure_served(run, served, retrying, load.duration) {
                     Ok(r) => got[at] = Some(r),
                     Err(why) => notes.push(format!(
                         "{tag}, round {}: {}: {FAILED}: {why}",
@@ -426,13 +424,12 @@ pub(crate) fn usual_bound(runs: &[&Run]) -> Bound {
 
 #[cfg(test)]
 mod tests {
-    use super::{measure_served, rotated, Load, Run};
+    use super::{measure_served, rotated, Run};
     use std::cell::Cell;
     use std::io;
 
     fn served(requests: f64) -> Run {
         Run {
-            load: Load::echo(100, 0, 0.3),
             rps: requests / 0.3,
             p99_us: 1.0,
             requests,
@@ -456,7 +453,9 @@ mod tests {
                 runs.set(runs.get() + 1);
                 results.next().expect("no more than two runs")
             },
+            |r: &Run| r.requests > 0.0,
             || retried.set(true),
+            0.3,
         );
         (got, runs.get(), retried.get())
     }
