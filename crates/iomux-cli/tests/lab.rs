@@ -45,12 +45,25 @@ fn number(cell: &str) -> f64 {
     x
 }
 
-const ROUNDS_HEADER: &str = "proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct";
+const ROUNDS_HEADER: &str = "proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct,status";
+
+/// How the lab names a run that gave no figures (served nothing twice, or failed).
+const FAILED: &str = "failed measurement";
+
+/// How the lab's notes name an engine (`Engine::label`).
+fn engine_label(backend: &str, trigger: &str) -> String {
+    match backend {
+        "epoll" => format!("epoll {trigger}"),
+        _ => backend.to_string(),
+    }
+}
 
 /// A rounds CSV (`ROUNDS_HEADER`): within each load (proto, idle), every
 /// round ran each engine of that load once, round r starting with engine
-/// r-1 (mod their count); every run served requests and has its CPU figures.
-fn rounds_rotate(dir: &Path, file: &str) -> Vec<Vec<String>> {
+/// r-1 (mod their count); every measured run served requests and has its CPU
+/// figures; every failed measurement has no figures (not zeros) and the
+/// report names it with its reason; most runs of each load measured.
+fn rounds_rotate(dir: &Path, file: &str, report: &str) -> Vec<Vec<String>> {
     let rows = csv(dir, file, ROUNDS_HEADER);
     let mut loads: Vec<(String, String)> =
         rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
@@ -88,10 +101,28 @@ fn rounds_rotate(dir: &Path, file: &str) -> Vec<Vec<String>> {
                 assert_eq!(ran, expected, "{file}: {proto} idle={idle} round {round}");
             }
         }
-        for row in &cell {
+        let failed: Vec<&&Vec<String>> = cell.iter().filter(|r| r[11] == FAILED).collect();
+        assert!(
+            failed.len() * 2 < cell.len(),
+            "{file}: {proto} idle={idle}: most runs failed: {failed:?}"
+        );
+        for row in &failed {
+            assert!(row[6..11].iter().all(String::is_empty), "{file}: {row:?}");
+            let named = format!(
+                "round {}: {}: {FAILED}: ",
+                row[2],
+                engine_label(&row[4], &row[5])
+            );
+            assert!(
+                report.contains(&named),
+                "{file}: the report does not name {named:?}"
+            );
+        }
+        for row in cell.iter().filter(|r| r[11] != FAILED) {
+            assert_eq!(row[11], "measured", "{file}: {row:?}");
             assert!(
                 number(&row[6]) > 0.0,
-                "{file}: a run served nothing: {row:?}"
+                "{file}: a measured run served nothing: {row:?}"
             );
             assert!(
                 number(&row[7]) > 0.0 && number(&row[8]) > 0.0,
@@ -195,6 +226,7 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         ["sigio", "uring-poll"],
         4,
     );
+    let throughput_rounds = rounds_rotate(d, "throughput_rounds.csv", &report);
     let throughput = csv(
         d,
         "throughput.csv",
@@ -209,7 +241,16 @@ fn quick_lab_writes_every_section_csv_and_chart() {
             "{row:?}"
         );
         assert!(number(&row[7]) > 0.0 && number(&row[16]) > 0.0, "{row:?}");
-        assert!(number(&row[14]) >= 2.0, "several rounds: {row:?}");
+        // Its rounds are its measured runs in the rounds CSV.
+        let measured = throughput_rounds
+            .iter()
+            .filter(|r| r[0] == row[2] && r[1] == row[4] && r[4] == row[0] && r[5] == row[1])
+            .filter(|r| r[11] == "measured")
+            .count();
+        assert!(
+            measured >= 1 && number(&row[14]) == measured as f64,
+            "{measured} measured runs: {row:?}"
+        );
         assert!(
             [
                 "server-bound",
@@ -229,7 +270,6 @@ fn quick_lab_writes_every_section_csv_and_chart() {
         ["sigio", "uring"],
         5,
     );
-    rounds_rotate(d, "throughput_rounds.csv");
     for row in csv(
         d,
         "capacity.csv",
@@ -237,7 +277,7 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     ) {
         assert!(number(&row[4]) > 0.0, "{row:?}");
     }
-    rounds_rotate(d, "capacity_rounds.csv");
+    rounds_rotate(d, "capacity_rounds.csv", &report);
     let newer = csv(
         d,
         "newer_models.csv",
@@ -285,13 +325,43 @@ fn quick_lab_writes_every_section_csv_and_chart() {
     for row in csv(d, "level_edge.csv", "trigger,proto,idle,rps,server_cpu_us_per_req,epoll_wait_per_req,events_per_req,reads_per_req,eagain_reads_per_req,writes_per_req") {
         assert!(number(&row[7]) >= 0.9 && number(&row[9]) >= 0.9, "{row:?}");
     }
-    for row in csv(
+    let connrate = csv(
         d,
         "connrate.csv",
         "round,server_threads,proto,connects_per_s,p99_us,errors,server_cpu_us_per_conn,bound",
-    ) {
+    );
+    for row in &connrate {
         assert!(number(&row[3]) > 0.0, "{row:?}");
     }
+    // Every echo run of every round has its row, or the report names it as
+    // a failed measurement; most have rows.
+    let rounds = connrate
+        .iter()
+        .map(|r| number(&r[0]) as usize)
+        .max()
+        .unwrap();
+    let mut failed = 0;
+    for round in 1..=rounds {
+        for threads in ["1", "2"] {
+            let has_row = connrate
+                .iter()
+                .any(|r| number(&r[0]) as usize == round && r[1] == threads && r[2] == "echo");
+            if !has_row {
+                let named =
+                    format!("connrate, round {round}: echo --threads {threads}: {FAILED}: ");
+                assert!(
+                    report.contains(&named),
+                    "connrate: no row, and no {named:?}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        failed < rounds,
+        "connrate: most runs failed ({failed} of {})",
+        rounds * 2
+    );
     let herd = csv(d, "herd.csv", "round,mode,threads,connections,thread_wakeups,wakeups_per_accept,epoll_wait_returns,futile_returns");
     assert_eq!(herd.len() % 3, 0);
     for row in &herd {

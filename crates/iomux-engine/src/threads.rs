@@ -2,7 +2,7 @@
 
 use crate::buffer::BufPool;
 use crate::life::{admit, LoopSetup};
-use crate::session::{Deadline, Env, Finish, Front, Rules, Session, LINGER};
+use crate::session::{Deadline, Env, Fault, Finish, Front, Rules, Session, LINGER};
 use crate::shutdown::{ConnLimit, Shutdown};
 use crate::sock::{is_file_cut_short, read_append, send_flags, sendfile_once, set_cork};
 use crate::stats::LoopStats;
@@ -11,8 +11,7 @@ use iomux_proto::{ConnId, Service};
 use std::io;
 use std::net::Shutdown as HalfClose;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Size of one read.
@@ -127,22 +126,15 @@ struct Blocking {
     nodelay: bool,
     cork: bool,
     shutdown: Shutdown,
-    /// Protocol commands these engines cannot carry out (no loop to run
-    /// them: writes to other connections, timers), counted.
-    refused_commands: Arc<AtomicU64>,
-    /// Connections closed because their protocol broke a rule (see
-    /// [`LoopStats::faults`]).
-    faults: Arc<AtomicU64>,
-    /// See [`LoopStats::files_cut_short`].
-    files_cut_short: Arc<AtomicU64>,
+    /// What the connections counted (refused commands, faults, files cut
+    /// short), each connection's added as it closes.
+    counted: Arc<Mutex<LoopStats>>,
 }
 
 impl Blocking {
     /// Add what its connections counted to the engine's stats.
     fn count(&self, stats: &mut LoopStats) {
-        stats.refused_commands = self.refused_commands.load(Ordering::Relaxed);
-        stats.faults = self.faults.load(Ordering::Relaxed);
-        stats.files_cut_short = self.files_cut_short.load(Ordering::Relaxed);
+        stats.add(&self.counted.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     fn new<F>(setup: &LoopSetup<F>) -> Blocking {
@@ -151,25 +143,39 @@ impl Blocking {
             nodelay: setup.config.nodelay,
             cork: setup.config.cork,
             shutdown: setup.shutdown.clone(),
-            refused_commands: Arc::new(AtomicU64::new(0)),
-            faults: Arc::new(AtomicU64::new(0)),
-            files_cut_short: Arc::new(AtomicU64::new(0)),
+            counted: Arc::default(),
         }
     }
 }
 
-/// Serve one connection on a blocking socket until it closes: the loop of the
-/// thread-per-connection and one-at-a-time engines. The rules are the
-/// session's; this loop waits, reads and writes.
+/// Serve one connection on a blocking socket until it closes, then add what
+/// it counted to the engine's counters.
 fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, blocking: &Blocking) {
+    let mut counted = LoopStats::default();
+    serve_conn(stream, proto, id, blocking, &mut counted);
+    blocking
+        .counted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&counted);
+}
+
+/// The loop of the thread-per-connection and one-at-a-time engines: the
+/// rules are the session's; this loop waits, reads and writes, and counts
+/// in `stats` as the engines with a loop do (faults by [`Fault::count`]).
+fn serve_conn<P: Service>(
+    stream: Stream,
+    proto: P,
+    id: ConnId,
+    blocking: &Blocking,
+    stats: &mut LoopStats,
+) {
     let Blocking {
         rules,
         nodelay,
         cork,
         shutdown,
-        refused_commands,
-        faults,
-        files_cut_short,
+        counted: _,
     } = blocking;
     let (rules, cork) = (rules, *cork);
     let guard = shutdown.watch_conn(stream.as_raw_fd());
@@ -199,18 +205,21 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, blocking: &B
     loop {
         // Connects among them are answered `Unsupported`.
         let (refused, told) = session.refuse_commands(&mut env!(Instant::now()));
-        refused_commands.fetch_add(refused, Ordering::Relaxed);
-        result = result.and(told);
-        if result.is_err() {
-            faults.fetch_add(1, Ordering::Relaxed);
-            return;
+        stats.refused_commands += refused;
+        if let Err(fault) = result.and(told) {
+            fault.count(stats);
+            // A graceful fault (the input cap reached) still sends its output.
+            if !fault.is_graceful() {
+                return;
+            }
         }
+        result = Ok(());
         if let Some(front) = session.front() {
             let sent = match write_all(&stream, front, cork, rules.output_high_water) {
                 Ok(sent) => sent,
                 Err(e) => {
                     if is_file_cut_short(&e) {
-                        files_cut_short.fetch_add(1, Ordering::Relaxed);
+                        Fault::FileCutShort.count(stats);
                     }
                     return;
                 }
@@ -256,11 +265,7 @@ fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, blocking: &B
                     drained = true;
                     session.begin_drain();
                 }
-                match session.on_received(&rbuf, None, &mut env!(Instant::now())) {
-                    // The cap's last word is sent, then the connection closes.
-                    Err(crate::session::Fault::InputCap) => Ok(()),
-                    other => other,
-                }
+                session.on_received(&rbuf, None, &mut env!(Instant::now()))
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             // Nothing was there after all: as quiet as before.

@@ -16,7 +16,8 @@ use std::time::Duration;
 type Room = Arc<Mutex<Vec<ConnId>>>;
 
 /// A chat member: greeted on connect, every line it sends goes to every other
-/// member; `time` answers after 50 ms from a timer; `boom` panics.
+/// member; `time` answers after 50 ms from a timer; `boom` panics; a line
+/// longer than the engine's input cap gets `too long`.
 struct Member {
     room: Room,
 }
@@ -52,20 +53,36 @@ impl Service for Member {
         cx.write(format!("timer {key}\n").as_bytes());
     }
 
+    fn on_input_cap(&mut self, cx: &mut Context) {
+        cx.write(b"too long\n");
+    }
+
     fn on_close(&mut self, id: ConnId) {
         self.room.lock().unwrap().retain(|m| *m != id);
     }
 }
 
 fn start(engine: Engine, threads: usize) -> (Server, Room) {
-    let room: Room = Arc::default();
-    let config = Config {
+    start_with(
+        engine,
+        Config {
+            threads,
+            ..config()
+        },
+    )
+}
+
+fn config() -> Config {
+    Config {
         addr: "127.0.0.1:0".parse().unwrap(),
-        threads,
         idle_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_millis(500),
         ..Config::default()
-    };
+    }
+}
+
+fn start_with(engine: Engine, config: Config) -> (Server, Room) {
+    let room: Room = Arc::default();
     let members = room.clone();
     let server = Server::start(config, engine, move || Member {
         room: members.clone(),
@@ -183,6 +200,35 @@ fn a_panic_closes_only_its_connection(name: &str) {
     assert_eq!(stats.faults, 1, "{engine}: {stats}");
 }
 
+/// A line past the input cap gets the service's last word, then the
+/// connection closes, counted once as a fault, on every engine alike (the
+/// engines without a loop once let it pass uncounted).
+fn input_past_the_cap_gets_a_last_word_and_counts_one_fault(name: &str) {
+    let engine = engine(name);
+    let cap = 4096;
+    let (server, _room) = start_with(
+        engine,
+        Config {
+            threads: 1,
+            max_pending_input: cap,
+            ..config()
+        },
+    );
+    let mut client = Client::connect(&server);
+    // No line end: the member keeps all of it, waiting for one.
+    client.send(&"x".repeat(cap + 100));
+    assert_eq!(client.line(), "too long\n", "{engine}");
+    let mut rest = String::new();
+    let closed = client.stream().read_line(&mut rest);
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "{engine}: {closed:?} {rest:?}"
+    );
+    drop(client);
+    let stats = stop(server);
+    assert_eq!(stats.faults, 1, "{engine}: {stats}");
+}
+
 /// The same engine on a Unix-domain socket, two loops accepting on it:
 /// every byte answered, a half-close honoured, the socket file removed on stop.
 fn a_unix_domain_listener_serves(name: &str) {
@@ -254,6 +300,7 @@ macro_rules! scenarios {
                 chat_reaches_every_other_member_across_loops,
                 own_timers_fire,
                 a_panic_closes_only_its_connection,
+                input_past_the_cap_gets_a_last_word_and_counts_one_fault,
                 a_unix_domain_listener_serves,
             ]
         );

@@ -4,19 +4,22 @@ use super::chart;
 use super::cpu::{CoreTimes, CpuSample};
 use super::judge::{self, Bound};
 use super::report::{Section, Spread, Table};
-use super::rounds::rotated;
+use super::rounds::{measure_served, rotated, FAILED};
 use super::Ctx;
 use std::io;
 
-/// One connect-per-request run: connections/s, p99, errors, server CPU
-/// microseconds per connection, and the bound.
+/// What a connect-per-request run measured: connections/s, p99, errors,
+/// server CPU microseconds per connection, and the bound.
+type Measured = (f64, f64, f64, f64, Bound);
+
+/// One connect-per-request run.
 fn measure(
     ctx: &Ctx,
     proto: &str,
     threads: &str,
     slots: &str,
     duration: &str,
-) -> io::Result<(f64, f64, f64, f64, Bound)> {
+) -> io::Result<Measured> {
     let mut server = ctx.server(&["--backend", "epoll", "--proto", proto, "--threads", threads])?;
     let load_threads = ctx.load_threads().to_string();
     let (cpu0, cores0) = (CpuSample::of(server.pid()), CoreTimes::now());
@@ -83,9 +86,15 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
     for round in 0..rounds {
         for at in rotated(round, configs.len()) {
             let (proto, threads) = configs[at];
-            let what = format_args!("{proto}, server --threads {threads}");
-            ctx.round_progress("connrate", round, rounds, what);
-            match measure(ctx, proto, threads, slots, &duration) {
+            let what = format!("{proto}, server --threads {threads}");
+            ctx.round_progress("connrate", round, rounds, &what);
+            let retrying = || {
+                let again = format!("{what}: served nothing, trying once more");
+                ctx.round_progress("connrate", round, rounds, again);
+            };
+            let run = || measure(ctx, proto, threads, slots, &duration);
+            let served = |m: &Measured| m.0 > 0.0;
+            match measure_served(run, served, retrying, &duration) {
                 Ok((rate, p99, errors, cpu, bound)) => {
                     table.push(vec![
                         (round + 1).to_string(),
@@ -102,7 +111,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> io::Result<Section> {
                         single_bounds.push(bound);
                     }
                 }
-                Err(e) => notes.push(format!("{proto} --threads {threads}: {e}")),
+                Err(why) => notes.push(format!(
+                    "connrate, round {}: {proto} --threads {threads}: {FAILED}: {why}",
+                    round + 1
+                )),
             }
         }
     }

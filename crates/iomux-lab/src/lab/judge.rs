@@ -463,7 +463,7 @@ pub(crate) fn level_edge(cpu_ratio: Option<Spread>, rounds: usize, counters: &st
 pub(crate) const SIGIO_CLAIM: &str = "signal-driven I/O is of little use for TCP servers (the signal says only that something happened)";
 
 /// sigio against epoll edge: per-round ratios of server CPU per request, and
-/// whether sigio served in every round.
+/// whether sigio served in every round it was measured in.
 pub(crate) fn sigio(cpu_ratio: Option<Spread>, served_every_round: bool, detail: &str) -> Verdict {
     let Some(r) = cpu_ratio else {
         return missing(SIGIO_CLAIM, "sigio beside epoll edge");
@@ -473,7 +473,7 @@ pub(crate) fn sigio(cpu_ratio: Option<Spread>, served_every_round: bool, detail:
         SIGIO_CLAIM,
         outcome,
         format!(
-            "sigio {} in every round; its server CPU per request against epoll edge's, per round: x{:.2} (range x{:.2}-x{:.2}) (refuted at most x1.25 in every round, confirmed at least x2). {detail}",
+            "sigio {} in every measured round; its server CPU per request against epoll edge's, per round: x{:.2} (range x{:.2}-x{:.2}) (refuted at most x1.25 in every round, confirmed at least x2). {detail}",
             if served_every_round { "served" } else { "did not serve" },
             r.median, r.lo, r.hi
         ),
@@ -482,8 +482,8 @@ pub(crate) fn sigio(cpu_ratio: Option<Spread>, served_every_round: bool, detail:
 
 pub(crate) const URING_CLAIM: &str = "Linux has no true asynchronous network I/O (so completion-based servers are not possible there)";
 
-/// The io_uring completion engine: rounds that served, of all its rounds,
-/// or why it did not run.
+/// The io_uring completion engine: rounds that served, of the rounds it was
+/// measured in, or why it did not run.
 pub(crate) fn uring(result: Result<(usize, usize), String>, detail: &str) -> Verdict {
     match result {
         Err(why) => verdict(
@@ -504,7 +504,7 @@ pub(crate) fn uring(result: Result<(usize, usize), String>, detail: &str) -> Ver
             verdict(
                 URING_CLAIM,
                 outcome,
-                format!("The io_uring completion engine (the kernel performs the receives and sends; the loop learns they are done) served requests in {served} of {total} rounds. {detail}"),
+                format!("The io_uring completion engine (the kernel performs the receives and sends; the loop learns they are done) served requests in {served} of {total} measured rounds. {detail}"),
             )
         }
     }

@@ -43,8 +43,6 @@ impl Load {
 /// One measured run.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
-    pub engine: Engine,
-    pub load: Load,
     pub rps: f64,
     pub p99_us: f64,
     pub requests: f64,
@@ -176,8 +174,6 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
     let stats = server.stop()?;
     let result = result?;
     Ok(Run {
-        engine,
-        load: *load,
         rps: result.get("rps"),
         p99_us: result.get("p99"),
         requests: result.get("requests"),
@@ -192,6 +188,35 @@ pub(crate) fn measure(ctx: &Ctx, engine: Engine, load: &Load) -> io::Result<Run>
         server_busy_pct: cores0.busy_pct(&cores1, &ctx.server_cpus),
         client_busy_pct: cores0.busy_pct(&cores1, &ctx.load_cpus),
     })
+}
+
+/// How the report and the rounds CSV name a run that gave no figures.
+pub(crate) const FAILED: &str = "failed measurement";
+
+/// A run that served nothing says nothing about the server: a short run
+/// on a starved machine can end before the first answer. Such a run (not
+/// `served`) is tried once more (`retrying` is told); a second empty one,
+/// or an error, is a failed measurement, returned as the reason, never a
+/// data point of 0.
+pub(crate) fn measure_served<T>(
+    mut run: impl FnMut() -> io::Result<T>,
+    served: impl Fn(&T) -> bool,
+    retrying: impl FnOnce(),
+    seconds: impl std::fmt::Display,
+) -> Result<T, String> {
+    let mut retrying = Some(retrying);
+    loop {
+        match run() {
+            Ok(r) if served(&r) => return Ok(r),
+            Ok(_) => match retrying.take() {
+                Some(told) => told(),
+                None => return Err(format!(
+                    "served nothing in two runs of {seconds} s each (a starved machine?); left out of the medians and charts"
+                )),
+            },
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// One engine's runs in some rounds: requests/s and server CPU per request
@@ -214,7 +239,8 @@ impl Summary<'_> {
 pub(crate) struct Rounds {
     pub engines: Vec<Engine>,
     pub load: Load,
-    /// `runs[round][k]`: engine `k`'s run in that round (`None` when it failed).
+    /// `runs[round][k]`: engine `k`'s run in that round (`None`: a failed
+    /// measurement, its reason in the notes).
     pub runs: Vec<Vec<Option<Run>>>,
 }
 
@@ -234,10 +260,20 @@ impl Rounds {
             for at in rotated(round, engines.len()) {
                 let engine = engines[at];
                 ctx.round_progress(tag, round, count, engine.label());
-                match measure(ctx, engine, load) {
+                let retrying = || {
+                    ctx.round_progress(
+                        tag,
+                        round,
+                        count,
+                        format_args!("{}: served nothing, trying once more", engine.label()),
+                    )
+                };
+                let served = |r: &Run| r.requests > 0.0;
+                let run = || measure(ctx, engine, load);
+                match measure_served(run, served, retrying, load.duration) {
                     Ok(r) => got[at] = Some(r),
-                    Err(e) => notes.push(format!(
-                        "{tag}, round {}: {}: {e}",
+                    Err(why) => notes.push(format!(
+                        "{tag}, round {}: {}: {FAILED}: {why}",
                         round + 1,
                         engine.label()
                     )),
@@ -290,10 +326,11 @@ impl Rounds {
         Spread::of(&ratios)
     }
 
-    /// Every engine ran and served something in every round.
-    pub(crate) fn served_every_round(&self, engine: Engine) -> bool {
+    /// `engine` was measured at least once and served in every round it
+    /// was measured in: a failed measurement is no evidence either way.
+    pub(crate) fn served_every_measured_round(&self, engine: Engine) -> bool {
         let runs = self.of(engine);
-        runs.len() == self.runs.len() && runs.iter().all(|r| r.requests > 0.0)
+        !runs.is_empty() && runs.iter().all(|r| r.requests > 0.0)
     }
 
     /// Rows of the long table (see [`rounds_table`]).
@@ -301,29 +338,41 @@ impl Rounds {
         let n = self.engines.len();
         for (round, runs) in self.runs.iter().enumerate() {
             for (at, r) in runs.iter().enumerate() {
-                let Some(r) = r else { continue };
                 let order = (at + n - round % n) % n + 1;
-                table.push(vec![
-                    r.load.proto.into(),
-                    r.load.idle.to_string(),
+                let engine = self.engines[at];
+                let mut row = vec![
+                    self.load.proto.into(),
+                    self.load.idle.to_string(),
                     (round + 1).to_string(),
                     order.to_string(),
-                    r.engine.backend.into(),
-                    r.engine.trigger.into(),
-                    format!("{:.0}", r.rps),
-                    format!("{:.2}", r.cpu_us_per_req()),
-                    format!("{:.2}", r.client_cpu_us_per_req()),
-                    format!("{:.0}", r.server_busy_pct),
-                    format!("{:.0}", r.client_busy_pct),
-                ]);
+                    engine.backend.into(),
+                    engine.trigger.into(),
+                ];
+                match r {
+                    Some(r) => row.extend([
+                        format!("{:.0}", r.rps),
+                        format!("{:.2}", r.cpu_us_per_req()),
+                        format!("{:.2}", r.client_cpu_us_per_req()),
+                        format!("{:.0}", r.server_busy_pct),
+                        format!("{:.0}", r.client_busy_pct),
+                        "measured".into(),
+                    ]),
+                    // No figures rather than zeros: a failed run is no data point.
+                    None => {
+                        row.extend(std::iter::repeat(String::new()).take(5));
+                        row.push(FAILED.into());
+                    }
+                }
+                table.push(row);
             }
         }
     }
 }
 
 /// Every run of `cells`, one row each:
-/// `proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct`
-/// (`order` 1 ran first in its round).
+/// `proto,idle,round,order,backend,trigger,rps,server_cpu_us_per_req,client_cpu_us_per_req,server_busy_pct,client_busy_pct,status`
+/// (`order` 1 ran first in its round; `status` is `measured`, or [`FAILED`]
+/// with the figures left empty).
 pub(crate) fn rounds_table<'a>(cells: impl IntoIterator<Item = &'a Rounds>) -> Table {
     let mut table = Table::new(&[
         "proto",
@@ -337,6 +386,7 @@ pub(crate) fn rounds_table<'a>(cells: impl IntoIterator<Item = &'a Rounds>) -> T
         "client_cpu_us_per_req",
         "server_busy_pct",
         "client_busy_pct",
+        "status",
     ]);
     for cell in cells {
         cell.rows(&mut table);
@@ -374,7 +424,70 @@ pub(crate) fn usual_bound(runs: &[&Run]) -> Bound {
 
 #[cfg(test)]
 mod tests {
-    use super::rotated;
+    use super::{measure_served, rotated, Run};
+    use std::cell::Cell;
+    use std::io;
+
+    fn served(requests: f64) -> Run {
+        Run {
+            rps: requests / 0.3,
+            p99_us: 1.0,
+            requests,
+            errors: 0.0,
+            starved: 0.0,
+            stats: Vec::new(),
+            server_cpu_s: 0.1,
+            client_cpu_s: 0.1,
+            server_busy_pct: 50.0,
+            client_busy_pct: 50.0,
+        }
+    }
+
+    /// Runs `results` in turn through `measure_served`: what it gave, how
+    /// many runs it took and whether it said it was retrying.
+    fn outcome(results: Vec<io::Result<Run>>) -> (Result<Run, String>, usize, bool) {
+        let mut results = results.into_iter();
+        let (runs, retried) = (Cell::new(0), Cell::new(false));
+        let got = measure_served(
+            || {
+                runs.set(runs.get() + 1);
+                results.next().expect("no more than two runs")
+            },
+            |r: &Run| r.requests > 0.0,
+            || retried.set(true),
+            0.3,
+        );
+        (got, runs.get(), retried.get())
+    }
+
+    #[test]
+    fn a_run_that_served_is_kept_without_a_retry() {
+        let (got, runs, retried) = outcome(vec![Ok(served(500.0))]);
+        assert_eq!(got.unwrap().requests, 500.0);
+        assert_eq!((runs, retried), (1, false));
+    }
+
+    #[test]
+    fn an_empty_run_is_tried_once_more_and_the_second_kept() {
+        let (got, runs, retried) = outcome(vec![Ok(served(0.0)), Ok(served(40.0))]);
+        assert_eq!(got.unwrap().requests, 40.0);
+        assert_eq!((runs, retried), (2, true));
+    }
+
+    #[test]
+    fn two_empty_runs_are_a_failed_measurement_not_a_zero() {
+        let (got, runs, _) = outcome(vec![Ok(served(0.0)), Ok(served(0.0))]);
+        let why = got.unwrap_err();
+        assert!(why.contains("served nothing in two runs of 0.3 s"), "{why}");
+        assert_eq!(runs, 2);
+    }
+
+    #[test]
+    fn an_error_is_a_failed_measurement_without_a_retry() {
+        let (got, runs, retried) = outcome(vec![Err(io::Error::other("no server"))]);
+        assert_eq!(got.unwrap_err(), "no server");
+        assert_eq!((runs, retried), (1, false));
+    }
 
     #[test]
     fn each_round_starts_one_later_and_runs_every_position_once() {

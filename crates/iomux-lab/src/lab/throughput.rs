@@ -337,9 +337,10 @@ fn newer_models(ctx: &Ctx, grid: &[Rounds]) -> (Option<Table>, Vec<Verdict>) {
         if engine.needs_uring() {
             let result = match &ctx.uring_unavailable {
                 Some(why) => Err(why.clone()),
+                // Failed measurements are no evidence either way: named in the notes.
                 None => Ok((
                     c.of(engine).iter().filter(|r| r.requests > 0.0).count(),
-                    rounds,
+                    c.of(engine).len(),
                 )),
             };
             let cpu = cpu_ratio.map_or(String::new(), |s| {
@@ -361,7 +362,7 @@ fn newer_models(ctx: &Ctx, grid: &[Rounds]) -> (Option<Table>, Vec<Verdict>) {
         } else {
             verdicts.push(judge::sigio(
                 cpu_ratio,
-                c.served_every_round(engine),
+                c.served_every_measured_round(engine),
                 &format!(
                     "{common} Readiness taken synchronously: a real-time signal carries the descriptor and is read from a signalfd; {:.2} events and {:.3} waits per request against epoll's {} events and {:.3} waits.",
                     per(engine, "events"),
