@@ -93,6 +93,42 @@ fn interest(epfd: RawFd, fd: RawFd, out: bool) {
     unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
 }
 
+/// What one `send` of a connection's pending bytes did.
+enum Sent {
+    /// All of them went.
+    All,
+    /// Some (or none): the socket pushed back.
+    Part,
+    /// The connection broke.
+    Broken,
+}
+
+/// One `send` of `pending` with `flags`; what went is removed from it.
+fn send_pending(fd: RawFd, pending: &mut Vec<u8>, flags: libc::c_int) -> Sent {
+    // SAFETY: `pending` is a live slice of its length.
+    let n = unsafe {
+        libc::send(
+            fd,
+            pending.as_ptr().cast(),
+            pending.len(),
+            libc::MSG_NOSIGNAL | flags,
+        )
+    };
+    if n < 0 {
+        return if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            Sent::Part
+        } else {
+            Sent::Broken
+        };
+    }
+    pending.drain(..n as usize);
+    if pending.is_empty() {
+        Sent::All
+    } else {
+        Sent::Part
+    }
+}
+
 /// Send what `conn` owes until the socket pushes back; false when the
 /// connection broke.
 fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Body) -> bool {
@@ -132,25 +168,24 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
                 let at = conn.pending.len();
                 let n = PIECE.saturating_sub(at).max(4096).min(conn.left as usize);
                 conn.pending.resize(at + n, 0);
-                if file.read_exact_at(&mut conn.pending[at..], len - conn.left).is_err() {
+                if file
+                    .read_exact_at(&mut conn.pending[at..], len - conn.left)
+                    .is_err()
+                {
                     return false;
                 }
                 conn.left -= n as u64;
             }
-            let more = if body == Body::PiecesMore && conn.left > 0 { libc::MSG_MORE } else { 0 };
-            let data = &conn.pending;
-            // SAFETY: `data` is a live slice of its length.
-            let n = unsafe {
-                libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL | more)
+            let more = if body == Body::PiecesMore && conn.left > 0 {
+                libc::MSG_MORE
+            } else {
+                0
             };
-            if n < 0 {
-                return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            match send_pending(fd, &mut conn.pending, more) {
+                Sent::All => continue,
+                Sent::Part => return true,
+                Sent::Broken => return false,
             }
-            conn.pending.drain(..n as usize);
-            if !conn.pending.is_empty() {
-                return true;
-            }
-            continue;
         }
         if body == Body::Pread {
             if conn.pending.is_empty() {
@@ -165,17 +200,11 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
                     return false;
                 }
             }
-            let data = &conn.pending;
-            // SAFETY: `data` is a live slice of its length.
-            let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
-            if n < 0 {
-                return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            match send_pending(fd, &mut conn.pending, 0) {
+                Sent::All => continue,
+                Sent::Part => return true,
+                Sent::Broken => return false,
             }
-            conn.pending.drain(..n as usize);
-            if !conn.pending.is_empty() {
-                return true;
-            }
-            continue;
         }
         if conn.left == 0 {
             if conn.queued == 0 {
@@ -186,7 +215,12 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
             let more = if len > 0 { libc::MSG_MORE } else { 0 };
             // SAFETY: `head` is a live slice of its length.
             let n = unsafe {
-                libc::send(fd, head.as_ptr().cast(), head.len(), libc::MSG_NOSIGNAL | more)
+                libc::send(
+                    fd,
+                    head.as_ptr().cast(),
+                    head.len(),
+                    libc::MSG_NOSIGNAL | more,
+                )
             };
             if n != head.len() as isize {
                 return false;
@@ -257,8 +291,7 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
                 let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if got > 0 {
                     conn.queued += count_requests(&mut conn.tail, &buf[..got as usize]) as u64;
-                } else if got == 0
-                    || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+                } else if got == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
                 {
                     alive = false;
                 }

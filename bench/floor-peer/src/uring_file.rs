@@ -156,12 +156,17 @@ impl Floor {
                     if piece == 0 {
                         return self.push(&send.user_data(LAST | fd as u64));
                     }
-                    self.push(&send.flags(squeue::Flags::IO_LINK).user_data(LINK | fd as u64))?;
+                    self.push(
+                        &send
+                            .flags(squeue::Flags::IO_LINK)
+                            .user_data(LINK | fd as u64),
+                    )?;
                 }
-                let into_pipe = opcode::Splice::new(file, offset as i64, types::Fd(pipe_w), -1, piece as u32)
-                    .build()
-                    .flags(squeue::Flags::IO_LINK)
-                    .user_data(PIPE_IN | fd as u64);
+                let into_pipe =
+                    opcode::Splice::new(file, offset as i64, types::Fd(pipe_w), -1, piece as u32)
+                        .build()
+                        .flags(squeue::Flags::IO_LINK)
+                        .user_data(PIPE_IN | fd as u64);
                 let out = opcode::Splice::new(types::Fd(pipe_r), -1, sock, -1, piece as u32)
                     .build()
                     .user_data(LAST | fd as u64);
@@ -176,9 +181,15 @@ impl Floor {
     fn drain_pipe(&mut self, fd: usize) -> io::Result<()> {
         let conn = &self.conns[fd];
         let (pipe_r, _) = conn.pipe.expect("a pipe per connection");
-        let out = opcode::Splice::new(types::Fd(pipe_r), -1, types::Fd(fd as i32), -1, conn.in_pipe as u32)
-            .build()
-            .user_data(LAST | fd as u64);
+        let out = opcode::Splice::new(
+            types::Fd(pipe_r),
+            -1,
+            types::Fd(fd as i32),
+            -1,
+            conn.in_pipe as u32,
+        )
+        .build()
+        .user_data(LAST | fd as u64);
         self.push(&out)
     }
 
@@ -207,7 +218,10 @@ impl Floor {
         let pipe = if self.body == Body::Splice {
             let mut fds = [0; 2];
             // SAFETY: `fds` is a live array of two.
-            crate::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2")?;
+            crate::check(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+                "pipe2",
+            )?;
             // SAFETY: plain fcntl on our pipe.
             unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIECE as libc::c_int) };
             Some((fds[0], fds[1]))
