@@ -148,16 +148,27 @@ impl Blocking {
     }
 }
 
-/// Serve one connection on a blocking socket until it closes, then add what
-/// it counted to the engine's counters.
+impl Blocking {
+    /// Add what a connection counted to the engine's counters now, as it
+    /// happens: a stop does not wait for every connection to close (its
+    /// drain has a deadline), and what was counted must be in its figures.
+    fn publish(&self, counted: &mut LoopStats) {
+        if *counted == LoopStats::default() {
+            return;
+        }
+        self.counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(counted);
+        *counted = LoopStats::default();
+    }
+}
+
+/// Serve one connection on a blocking socket until it closes.
 fn serve_blocking<P: Service>(stream: Stream, proto: P, id: ConnId, blocking: &Blocking) {
     let mut counted = LoopStats::default();
     serve_conn(stream, proto, id, blocking, &mut counted);
-    blocking
-        .counted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(&counted);
+    blocking.publish(&mut counted);
 }
 
 /// The loop of the thread-per-connection and one-at-a-time engines: the
@@ -206,12 +217,14 @@ fn serve_conn<P: Service>(
         // Connects among them are answered `Unsupported`.
         let (refused, told) = session.refuse_commands(&mut env!(Instant::now()));
         stats.refused_commands += refused;
-        if let Err(fault) = result.and(told) {
+        let fault = result.and(told).err();
+        if let Some(fault) = &fault {
             fault.count(stats);
-            // A graceful fault (the input cap reached) still sends its output.
-            if !fault.is_graceful() {
-                return;
-            }
+        }
+        blocking.publish(stats);
+        // A graceful fault (the input cap reached) still sends its output.
+        if fault.is_some_and(|f| !f.is_graceful()) {
+            return;
         }
         result = Ok(());
         if let Some(front) = session.front() {
@@ -220,6 +233,7 @@ fn serve_conn<P: Service>(
                 Err(e) => {
                     if is_file_cut_short(&e) {
                         Fault::FileCutShort.count(stats);
+                        blocking.publish(stats);
                     }
                     return;
                 }
