@@ -269,17 +269,7 @@ pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
                     }
                     conns[c as usize] = Conn::default();
                     if body.nodelay() {
-                        let one: libc::c_int = 1;
-                        // SAFETY: c is an open socket; `one` lives across the call.
-                        unsafe {
-                            libc::setsockopt(
-                                c,
-                                libc::IPPROTO_TCP,
-                                libc::TCP_NODELAY,
-                                (&one as *const libc::c_int).cast(),
-                                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                            )
-                        };
+                        crate::set_nodelay(c);
                     }
                 });
                 continue;

@@ -207,12 +207,12 @@ pub(crate) fn send_region_available(
 /// is on already. A file's body goes out in several sends, each ending in
 /// a segment shorter than loopback's 64 KiB MSS; with Nagle on, the server
 /// spent 17 us of CPU per 64 KiB file instead of 9 (`bench/file_paths.py`,
-/// the floor with and without FLOOR_NODELAY), and pieces of a copied file
+/// the floor's `file-nagle` against `file-sendfile`), and pieces of a copied file
 /// waited for the peer's delayed ACK. Coalescing the pieces with MSG_MORE
 /// instead doubled the server's CPU per 1 MiB.
 pub(crate) fn nodelay_for_files(fd: RawFd, nodelay: &mut bool) -> io::Result<()> {
     if !*nodelay {
-        set_nodelay(fd)?;
+        set_tcp_option(fd, libc::TCP_NODELAY, true)?;
         *nodelay = true;
     }
     Ok(())
@@ -262,8 +262,8 @@ pub(crate) fn sendfile_available(fd: RawFd, region: &FileRegion, max: usize) -> 
 /// Send the front of a connection's output queue: as many of its bytes as
 /// the kernel takes now (with MSG_MORE when a file region follows, so a
 /// response head and its body share segments), or up to `file_max` bytes
-/// of its file region ([`send_region_available`]). Returns the bytes sent and the bytes tried: fewer
-/// sent than tried means the kernel pushed back.
+/// of its file region ([`send_region_available`]). Returns the bytes sent
+/// and the bytes tried: fewer sent than tried means the kernel pushed back.
 pub(crate) fn send_front(
     fd: RawFd,
     front: Front,
@@ -282,33 +282,22 @@ pub(crate) fn send_front(
     }
 }
 
-/// TCP_CORK on or off.
+/// TCP_CORK on or off (a failure only loses the batching hint).
 pub(crate) fn set_cork(fd: RawFd, on: bool) {
-    let v: libc::c_int = on.into();
-    // SAFETY: passes a live c_int of the right size for TCP_CORK; a failure
-    // only loses the batching hint.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&v as *const libc::c_int).cast(),
-            4,
-        );
-    }
+    let _ = set_tcp_option(fd, libc::TCP_CORK, on);
 }
 
-/// TCP_NODELAY on.
-fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: passes a live c_int of the right size for TCP_NODELAY.
+/// A boolean TCP-level socket option (`name`) on or off.
+fn set_tcp_option(fd: RawFd, name: libc::c_int, on: bool) -> io::Result<()> {
+    let v: libc::c_int = on.into();
+    // SAFETY: passes a live c_int of the right size for a boolean option.
     let r = unsafe {
         libc::setsockopt(
             fd,
             libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            4,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if r < 0 {
