@@ -24,6 +24,7 @@ pub mod open;
 pub mod path;
 pub mod range;
 pub mod validators;
+mod watch;
 
 use crate::http::PreparedHeaders;
 use encoding::{acceptable_codings, Coding};

@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::watch::Watcher;
+
 /// What kind of file a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -131,12 +133,29 @@ impl Root {
         } else {
             self.walk(path)?
         };
-        let meta = meta_of(&rustix::fs::fstat(&fd).map_err(|e| OpenError::Io(e.into()))?)
-            .ok_or(OpenError::Forbidden)?;
-        Ok(Opened {
-            file: Arc::new(File::from(fd)),
-            meta,
-        })
+        opened(fd)
+    }
+
+    /// Open `relative` as [`open_beneath`](Self::open_beneath) does, but
+    /// only if no symbolic link is on the way: `Ok(None)` if one is. What
+    /// such a path leads to depends on nothing but the directories on it.
+    fn open_without_links(&self, relative: &str) -> Result<Option<OwnedFd>, OpenError> {
+        let path = if relative.is_empty() { "." } else { relative };
+        if !self.beneath {
+            // The walk follows no link at all.
+            return self.walk(path).map(Some);
+        }
+        match openat2(
+            &self.dir,
+            path,
+            FILE_FLAGS,
+            Mode::empty(),
+            resolve_flags() | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::LOOP) => Ok(None),
+            Err(e) => Err(open_error(e)),
+        }
     }
 
     fn walk(&self, path: &str) -> Result<OwnedFd, OpenError> {
@@ -163,6 +182,16 @@ impl Root {
     fn stat(&self, relative: &str) -> Option<rustix::fs::Stat> {
         rustix::fs::statat(&self.dir, relative, AtFlags::empty()).ok()
     }
+}
+
+/// `fd` with its metadata, if it is a regular file or a directory.
+fn opened(fd: OwnedFd) -> Result<Opened, OpenError> {
+    let meta = meta_of(&rustix::fs::fstat(&fd).map_err(|e| OpenError::Io(e.into()))?)
+        .ok_or(OpenError::Forbidden)?;
+    Ok(Opened {
+        file: Arc::new(File::from(fd)),
+        meta,
+    })
 }
 
 fn resolve_flags() -> ResolveFlags {
@@ -216,20 +245,34 @@ pub enum Lookup<T> {
 
 /// A bounded cache of open regular files by relative path, after nginx's
 /// `open_file_cache`, holding with each what was derived from it (`T`: its
-/// validators, its type, the bytes of a small file). A hit costs one `stat`
-/// by path instead of an open, an `fstat` and a close, and that `stat`
-/// revalidates it: a file replaced on disk (another inode at the path) is
-/// opened afresh by the next request, and a file rewritten in place (same
-/// inode, another size or time) is derived again. When full, the least
-/// recently used entry is dropped (its descriptor closes once no response is
-/// sending it any more).
+/// validators, its type, the bytes of a small file).
+///
+/// Every hit is revalidated, so that a file replaced on disk (another inode
+/// at the path) is opened afresh by the very next request and a file
+/// rewritten in place (same inode, another size or time) is derived again.
+/// The file and every directory on its path are watched for changes
+/// ([`watch`](super::watch)): while nothing changed, a hit costs one read of
+/// an empty inotify queue; after any change, and for a path through a
+/// symbolic link (where what it leads to depends on more than the
+/// directories on it), or where inotify is missing, a hit costs one `stat`
+/// by path compared with the cached metadata. When full, the least recently
+/// used entry is dropped (its descriptor closes once no response is sending
+/// it any more).
 #[derive(Debug)]
 pub struct OpenFileCache<T> {
     capacity: usize,
-    entries: Mutex<HashMap<String, CacheEntry<T>>>,
+    state: Mutex<CacheState<T>>,
     tick: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    revalidations: AtomicU64,
+}
+
+#[derive(Debug)]
+struct CacheState<T> {
+    entries: HashMap<String, CacheEntry<T>>,
+    /// `None`: no change notification; every hit stats.
+    watcher: Option<Watcher>,
 }
 
 #[derive(Debug)]
@@ -237,18 +280,48 @@ struct CacheEntry<T> {
     opened: Opened,
     derived: Arc<T>,
     last_used: u64,
+    /// Reached through no symbolic link: watching the file and the
+    /// directories on its path covers every change of what it names.
+    watchable: bool,
+    /// The watcher's generation when the entry was last found current, if
+    /// it and the directories on its path are watched.
+    valid_at: Option<u64>,
 }
+
+/// Watches per cache entry before the watcher starts afresh: a file and a
+/// few directories of its own.
+const WATCHES_PER_ENTRY: usize = 4;
 
 impl<T> OpenFileCache<T> {
     /// A cache of at most `capacity` open files (0: every request opens).
     pub fn new(capacity: usize) -> OpenFileCache<T> {
+        let watcher = (capacity > 0)
+            .then(|| Watcher::new(capacity.saturating_mul(WATCHES_PER_ENTRY) + 64))
+            .flatten();
         OpenFileCache {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(CacheState {
+                entries: HashMap::new(),
+                watcher,
+            }),
             tick: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
         }
+    }
+
+    /// The same cache without change notification: every hit revalidates
+    /// by `stat`, as where inotify is missing (tests use it to check that
+    /// path).
+    pub fn without_watching(self) -> OpenFileCache<T> {
+        self.lock().watcher = None;
+        self
+    }
+
+    /// Whether changes are watched (else every hit stats).
+    pub fn watches_changes(&self) -> bool {
+        self.lock().watcher.is_some()
     }
 
     /// (hits, misses) so far.
@@ -259,9 +332,20 @@ impl<T> OpenFileCache<T> {
         )
     }
 
+    /// Lookups of a cached file that had to `stat` it (the file or a
+    /// directory on its path changed, or it is not watched).
+    pub fn revalidations(&self) -> u64 {
+        self.revalidations.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    fn watch_count(&self) -> usize {
+        self.lock().watcher.as_ref().map_or(0, Watcher::watch_count)
+    }
+
     /// Open files held now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// True when it holds nothing.
@@ -269,10 +353,11 @@ impl<T> OpenFileCache<T> {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheEntry<T>>> {
-        // A panic while holding the lock leaves the map consistent (every
-        // operation on it is a single insert/remove): keep using it.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState<T>> {
+        // A panic while holding the lock leaves the state consistent (every
+        // operation on it is a single insert/remove or a counter bump): keep
+        // using it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `relative` beneath `root`: a regular file with what `derive` makes of
@@ -292,14 +377,35 @@ impl<T> OpenFileCache<T> {
             });
         }
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
-        let cached = self.lock().get_mut(relative).map(|e| {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let generation = state.watcher.as_mut().map(Watcher::poll);
+        let cached = state.entries.get_mut(relative).map(|e| {
             e.last_used = now;
-            (e.opened.clone(), e.derived.clone())
+            (e.opened.clone(), e.derived.clone(), e.valid_at, e.watchable)
         });
+        if let Some((_, derived, valid_at, _)) = &cached {
+            if valid_at.is_some() && *valid_at == generation {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Lookup::File(derived.clone()));
+            }
+        }
         let mut reuse = None;
-        if let Some((opened, derived)) = cached {
+        if let Some((opened, derived, _, watchable)) = cached {
+            self.revalidations.fetch_add(1, Ordering::Relaxed);
+            // Watch the way to the file again before looking at it: whatever
+            // changes after the look is an event, and the generation read
+            // above is older than it.
+            let watched = watchable
+                && state
+                    .watcher
+                    .as_mut()
+                    .is_some_and(|w| w.watch_path(root.dir.as_fd(), relative, opened.file.as_fd()));
             match root.stat(relative).as_ref().and_then(meta_of) {
                 Some(meta) if meta == opened.meta => {
+                    if let Some(entry) = state.entries.get_mut(relative) {
+                        entry.valid_at = generation.filter(|_| watched);
+                    }
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Lookup::File(derived));
                 }
@@ -309,27 +415,32 @@ impl<T> OpenFileCache<T> {
                         && meta.ino == opened.meta.ino
                         && meta.kind == Kind::Regular =>
                 {
-                    reuse = Some(Opened {
-                        file: opened.file,
-                        meta,
-                    });
+                    reuse = Some((
+                        Opened {
+                            file: opened.file,
+                            meta,
+                        },
+                        watchable,
+                        watched,
+                    ));
                 }
                 _ => {}
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let opened = match reuse {
-            Some(o) => o,
+        let (opened, watchable, watched) = match reuse {
+            Some(reused) => reused,
             None => {
-                self.lock().remove(relative);
-                root.open_beneath(relative)?
+                state.entries.remove(relative);
+                open_watched(root, relative, state.watcher.as_mut())?
             }
         };
         if opened.meta.kind == Kind::Directory {
             return Ok(Lookup::Directory(opened));
         }
+        let valid_at = generation.filter(|_| watched);
         let derived = Arc::new(derive(&opened));
-        let mut map = self.lock();
+        let map = &mut state.entries;
         if map.len() >= self.capacity && !map.contains_key(relative) {
             if let Some(oldest) = map
                 .iter()
@@ -345,9 +456,47 @@ impl<T> OpenFileCache<T> {
                 opened,
                 derived: derived.clone(),
                 last_used: now,
+                watchable,
+                valid_at,
             },
         );
         Ok(Lookup::File(derived))
+    }
+}
+
+/// Open `relative` for the cache; whether it was reached through no
+/// symbolic link (only then can it be watched), and whether it is watched: a
+/// regular file reached through no link whose path still leads to it once
+/// it and the directories on its way are watched. (Watching only what is
+/// found keeps a miss as cheap as an open: a `404` adds no watch.)
+fn open_watched(
+    root: &Root,
+    relative: &str,
+    watcher: Option<&mut Watcher>,
+) -> Result<(Opened, bool, bool), OpenError> {
+    let Some(fd) = root.open_without_links(relative)? else {
+        return Ok((root.open_beneath(relative)?, false, false));
+    };
+    let found = opened(fd)?;
+    let Some(watcher) = watcher.filter(|_| found.meta.kind == Kind::Regular) else {
+        return Ok((found, true, false));
+    };
+    if !watcher.watch_path(root.dir.as_fd(), relative, found.file.as_fd()) {
+        return Ok((found, true, false));
+    }
+    // Look again now that changes are watched: a change between the open
+    // and the watches shows here (another inode: left unwatched, so the next
+    // hit stats; new metadata: taken).
+    match root.stat(relative).as_ref().and_then(meta_of) {
+        Some(meta) if meta.dev == found.meta.dev && meta.ino == found.meta.ino => Ok((
+            Opened {
+                file: found.file,
+                meta,
+            },
+            true,
+            true,
+        )),
+        _ => Ok((found, true, false)),
     }
 }
 
@@ -469,12 +618,26 @@ mod tests {
         }
     }
 
+    type TestCache = OpenFileCache<(Opened, String)>;
+
     #[test]
     fn cache_sees_replaced_and_rewritten_files() {
-        let base = scratch("cache");
+        let watching = |capacity| {
+            let cache = TestCache::new(capacity);
+            assert!(cache.watches_changes() || capacity == 0, "inotify here");
+            cache
+        };
+        cache_sees_changes("cache-watching", watching);
+        cache_sees_changes("cache-stat", |capacity| {
+            TestCache::new(capacity).without_watching()
+        });
+    }
+
+    fn cache_sees_changes(name: &str, new_cache: fn(usize) -> TestCache) {
+        let base = scratch(name);
         std::fs::write(base.join("f"), "one").unwrap();
         let root = Root::open(&base).unwrap();
-        let cache = OpenFileCache::new(2);
+        let cache = new_cache(2);
         let first = file(&cache, &root, "f").unwrap();
         assert_eq!(first.1, "one");
         let again = file(&cache, &root, "f").unwrap();
@@ -526,7 +689,7 @@ mod tests {
         let inner = Root::open(&base.join("in")).unwrap();
         std::fs::write(base.join("in/real"), "real").unwrap();
         symlink("real", base.join("in/link")).unwrap();
-        let cache = OpenFileCache::new(8);
+        let cache = new_cache(8);
         assert_eq!(file(&cache, &inner, "link").unwrap().1, "real");
         std::fs::remove_file(base.join("in/link")).unwrap();
         symlink("../x", base.join("in/link")).unwrap();
@@ -535,10 +698,111 @@ mod tests {
             Err(OpenError::Forbidden)
         ));
         // Without capacity: derived on every request.
-        let none = OpenFileCache::new(0);
+        let none = new_cache(0);
         let a = file(&none, &inner, "real").unwrap();
         let b = file(&none, &inner, "real").unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    /// With change notification a hit makes no `stat` while nothing
+    /// changed, and a change anywhere on the path (the file, a directory on
+    /// the way replaced, renamed or recreated) is seen by the next lookup.
+    #[test]
+    fn watched_cache_sees_changes_on_the_whole_path() {
+        let base = scratch("watched");
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::fs::write(base.join("a/b/f"), "one").unwrap();
+        let root = Root::open(&base).unwrap();
+        let cache = TestCache::new(8);
+        assert!(cache.watches_changes(), "inotify here");
+        assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
+        for _ in 0..100 {
+            assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
+        }
+        assert_eq!(cache.counts(), (100, 1));
+        assert_eq!(cache.revalidations(), 0, "no stat while nothing changed");
+        // The root, a, a/b and the file; a miss adds none.
+        assert_eq!(cache.watch_count(), 4);
+        for missing in ["a/b/nothing", "a/nothing/f", "nothing"] {
+            assert!(matches!(
+                file(&cache, &root, missing),
+                Err(OpenError::NotFound)
+            ));
+        }
+        assert_eq!(cache.watch_count(), 4);
+        // A change elsewhere in a watched directory: one stat, still a hit.
+        std::fs::write(base.join("a/other"), "x").unwrap();
+        assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
+        assert_eq!((cache.revalidations(), cache.counts().0), (1, 101));
+        file(&cache, &root, "a/b/f").unwrap();
+        assert_eq!(cache.revalidations(), 1, "watched again after the stat");
+        // The innermost directory replaced by another holding a new f.
+        std::fs::rename(base.join("a/b"), base.join("a/b.old")).unwrap();
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::fs::write(base.join("a/b/f"), "two").unwrap();
+        assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "two");
+        // An outer directory renamed away and recreated.
+        std::fs::rename(base.join("a"), base.join("a.old")).unwrap();
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::fs::write(base.join("a/b/f"), "three").unwrap();
+        assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "three");
+        // The old directories' files changing is no concern of the cache's
+        // any more, but the new ones' is.
+        let hits = cache.counts().0;
+        file(&cache, &root, "a/b/f").unwrap();
+        assert_eq!(cache.counts().0, hits + 1);
+        std::fs::write(base.join("a/b/f"), "four!").unwrap();
+        assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "four!");
+        // Renamed away with nothing in its place.
+        std::fs::rename(base.join("a/b/f"), base.join("a/b/g")).unwrap();
+        assert!(matches!(
+            file(&cache, &root, "a/b/f"),
+            Err(OpenError::NotFound)
+        ));
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    /// A path through a symbolic link leads where the link says, which no
+    /// directory watch on the path covers: every hit revalidates by `stat`.
+    #[test]
+    fn a_linked_path_is_revalidated_on_every_hit() {
+        let base = scratch("linked");
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        std::fs::write(base.join("real/f"), "one").unwrap();
+        symlink("real", base.join("link")).unwrap();
+        let root = Root::open(&base).unwrap();
+        let cache = TestCache::new(8);
+        assert_eq!(file(&cache, &root, "link/f").unwrap().1, "one");
+        for _ in 0..3 {
+            file(&cache, &root, "link/f").unwrap();
+        }
+        assert_eq!(cache.revalidations(), 3);
+        // The link pointed elsewhere: seen.
+        std::fs::create_dir_all(base.join("elsewhere")).unwrap();
+        std::fs::write(base.join("elsewhere/f"), "two").unwrap();
+        std::fs::remove_file(base.join("link")).unwrap();
+        symlink("elsewhere", base.join("link")).unwrap();
+        assert_eq!(file(&cache, &root, "link/f").unwrap().1, "two");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    /// Watches are bounded: at the limit the watcher starts afresh and every
+    /// entry revalidates once.
+    #[test]
+    fn watches_are_bounded() {
+        let base = scratch("bounded");
+        std::fs::create_dir_all(base.join("a/b/c")).unwrap();
+        let dir = rustix::fs::open(&base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let mut watcher = Watcher::new(2).unwrap();
+        let before = watcher.poll();
+        assert!(watcher.watch_directories(dir.as_fd(), "a/b/c/f"));
+        assert!(watcher.watch_count() <= 2, "{}", watcher.watch_count());
+        assert!(watcher.poll() > before, "a fresh start invalidates");
+        // Still watching after the fresh start.
+        let now = watcher.poll();
+        std::fs::write(base.join("a/b/c/new"), "x").unwrap();
+        assert!(watcher.poll() > now);
         std::fs::remove_dir_all(base).unwrap();
     }
 }

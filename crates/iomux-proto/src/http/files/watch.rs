@@ -1,0 +1,164 @@
+//! Change notification for the open-file cache: one inotify instance
+//! watching each cached file and every directory on the way to it, so that a
+//! hit costs one read of an empty event queue instead of a `stat` by path.
+//!
+//! Any event at all (a write, a rename, an entry created or removed in a
+//! watched directory, a lost event) bumps one generation number; an entry
+//! validated at an older generation is revalidated by `stat` on its next hit
+//! and watched again. The kernel queues an event before the call that caused
+//! it returns, so a change made before a request was sent is read by that
+//! request's lookup: a replaced file is still seen by the very next request.
+//! Where inotify or `/proc` is missing, or the watch limit is reached, an
+//! entry is not watched and every hit revalidates it by `stat` as before.
+
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+use std::collections::HashSet;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// What changes a cached file: its bytes, its metadata (a rename over it
+/// drops its link count), or its name.
+const FILE_EVENTS: WatchFlags = WatchFlags::MODIFY
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::DELETE_SELF);
+
+/// What changes where a path leads: an entry created, removed or renamed in
+/// a directory on the way, the directory itself renamed or removed, or its
+/// permissions (`ATTRIB` also reports its entries' metadata changes: a
+/// spurious revalidation at worst).
+const DIRECTORY_EVENTS: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::ONLYDIR);
+
+/// An inotify instance and the generation its events have reached.
+#[derive(Debug)]
+pub(crate) struct Watcher {
+    inotify: OwnedFd,
+    generation: u64,
+    /// Watch descriptors held, so that their number stays bounded: at
+    /// `limit` the instance is replaced by a fresh one (every entry then
+    /// revalidates once and is watched again).
+    watches: HashSet<i32>,
+    limit: usize,
+}
+
+impl Watcher {
+    /// A watcher holding at most `limit` watches; `None` where inotify is
+    /// refused (out of instances, or no inotify in this kernel).
+    pub(crate) fn new(limit: usize) -> Option<Watcher> {
+        Some(Watcher {
+            inotify: fresh_instance()?,
+            generation: 0,
+            watches: HashSet::new(),
+            limit: limit.max(1),
+        })
+    }
+
+    /// Read every queued event; the generation after them.
+    pub(crate) fn poll(&mut self) -> u64 {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut events = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
+        let mut changed = false;
+        loop {
+            match events.next() {
+                Ok(event) => {
+                    changed = true;
+                    if event.events().contains(ReadFlags::IGNORED) {
+                        self.watches.remove(&event.wd());
+                    }
+                }
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => {}
+                // Nothing else is expected; whatever it was, trust nothing.
+                Err(_) => {
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if changed {
+            self.generation += 1;
+        }
+        self.generation
+    }
+
+    /// Watch the root (`root`, a descriptor of it), every directory on the
+    /// way to the file `relative`, and the file (`file`, open on it); false
+    /// if any of them could not be watched.
+    pub(crate) fn watch_path(
+        &mut self,
+        root: BorrowedFd<'_>,
+        relative: &str,
+        file: BorrowedFd<'_>,
+    ) -> bool {
+        self.watch_directories(root, relative) && self.watch_file(file)
+    }
+
+    /// Watch the root (`root`, a descriptor of it) and every directory on
+    /// the way to the file `relative`, outermost first; false if any of them
+    /// could not be watched.
+    pub(crate) fn watch_directories(&mut self, root: BorrowedFd<'_>, relative: &str) -> bool {
+        let mut path = descriptor_path(root);
+        if !self.watch(&path, DIRECTORY_EVENTS) {
+            return false;
+        }
+        let Some((directories, _name)) = relative.rsplit_once('/') else {
+            return true;
+        };
+        for name in directories.split('/') {
+            path.push('/');
+            path.push_str(name);
+            if !self.watch(&path, DIRECTORY_EVENTS) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Watch the open regular file `file` (the inode it is, whatever its
+    /// name); false if it could not be watched.
+    fn watch_file(&mut self, file: BorrowedFd<'_>) -> bool {
+        self.watch(&descriptor_path(file), FILE_EVENTS)
+    }
+
+    fn watch(&mut self, path: &str, events: WatchFlags) -> bool {
+        if self.watches.len() >= self.limit {
+            // Watches of files long evicted add up: start afresh.
+            if let Some(fresh) = fresh_instance() {
+                self.inotify = fresh;
+                self.watches.clear();
+            }
+            self.generation += 1;
+        }
+        match inotify::add_watch(&self.inotify, path, events) {
+            Ok(wd) => {
+                self.watches.insert(wd);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+}
+
+fn fresh_instance() -> Option<OwnedFd> {
+    inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()
+}
+
+/// The `/proc` name of what `fd` is open on: watching it watches that very
+/// inode, and names beneath a directory's resolve from it.
+fn descriptor_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
