@@ -7,6 +7,8 @@ pub(crate) struct BufPool {
     free: Vec<Vec<u8>>,
     keep: usize,
     capacity: usize,
+    /// The list a call's file regions go into, lent to each call in turn.
+    regions: Vec<(usize, iomux_proto::FileRegion)>,
 }
 
 impl BufPool {
@@ -16,6 +18,21 @@ impl BufPool {
             free: Vec::new(),
             keep,
             capacity,
+            regions: Vec::new(),
+        }
+    }
+
+    /// The loop's empty list for the file regions of one call (a call that
+    /// sends a file would otherwise allocate one).
+    pub(crate) fn take_region_list(&mut self) -> Vec<(usize, iomux_proto::FileRegion)> {
+        std::mem::take(&mut self.regions)
+    }
+
+    /// The list back after the call, emptied.
+    pub(crate) fn put_region_list(&mut self, mut list: Vec<(usize, iomux_proto::FileRegion)>) {
+        list.clear();
+        if list.capacity() > self.regions.capacity() {
+            self.regions = list;
         }
     }
 

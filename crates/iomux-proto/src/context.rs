@@ -509,6 +509,16 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Keep the file regions this call sends in `list` (emptied first): an
+    /// engine lends each call the same list, and gets it back from
+    /// [`take_file_regions`](Self::take_file_regions), instead of each call
+    /// that sends a file allocating one.
+    pub fn with_region_list(mut self, mut list: Vec<(usize, FileRegion)>) -> Self {
+        list.clear();
+        self.files = list;
+        self
+    }
+
     /// The file regions sent during this call, each with the length the
     /// output had when it was sent (engines: the region goes after those
     /// bytes). Empty for a call that sent none.

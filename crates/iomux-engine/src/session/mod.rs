@@ -379,7 +379,8 @@ impl<P: Service> Session<P> {
         )
         .with_opener(opener)
         .with_adopted(adopted)
-        .with_blocking_pool(env.blocking);
+        .with_blocking_pool(env.blocking)
+        .with_region_list(env.pool.take_region_list());
         if capped && !shut {
             cx = cx.with_output_room(room);
         }
@@ -396,7 +397,7 @@ impl<P: Service> Session<P> {
             if !shut {
                 // Regions wait as plaintext, read and encrypted as the peer
                 // takes the records before them (see `refill_tls`).
-                tls.send_with_files(&plain, std::mem::take(&mut files), out);
+                tls.send_with_files(&plain, &mut files, out);
             }
             files.clear();
             tls.put_tx_plain(plain);
@@ -417,10 +418,12 @@ impl<P: Service> Session<P> {
         }
         match shared.as_deref_mut() {
             _ if shut => {}
-            Some(shared) if !files.is_empty() => self.take_gathered(shared, files, env.pool),
+            Some(shared) if !files.is_empty() => self.take_gathered(shared, &mut files, env.pool),
             Some(_) => {}
-            None => self.output.appended(before, files),
+            None => self.output.appended(before, &mut files),
         }
+        files.clear();
+        env.pool.put_region_list(files);
         if !shut {
             if let Err(fault) = self.refill_tls(shared, env) {
                 result = result.and(Err(fault));
@@ -459,7 +462,7 @@ impl<P: Service> Session<P> {
             return Ok(());
         }
         if let Some(shared) = shared.filter(|s| !s.is_empty()) {
-            self.take_gathered(shared, Vec::new(), env.pool);
+            self.take_gathered(shared, &mut Vec::new(), env.pool);
         }
         let room = batch.saturating_sub(self.output.len() + self.in_flight);
         let tls = self.tls.as_deref_mut().expect("checked above");
@@ -468,7 +471,7 @@ impl<P: Service> Session<P> {
             .fitted_back(env.pool, TlsSession::records_len(room));
         let before = back.len();
         let refilled = tls.refill(back, room);
-        self.output.appended(before, Vec::new());
+        self.output.appended(before, &mut Vec::new());
         refilled.map_err(|e| Fault::file(&e))
     }
 
@@ -479,14 +482,16 @@ impl<P: Service> Session<P> {
     fn take_gathered(
         &mut self,
         gathered: &mut Vec<u8>,
-        files: Vec<(usize, FileRegion)>,
+        files: &mut Vec<(usize, FileRegion)>,
         pool: &mut BufPool,
     ) {
         let back = self.output.back_bytes(pool, gathered.len());
         let before = back.len();
         back.extend_from_slice(gathered);
         gathered.clear();
-        let files = files.into_iter().map(|(at, r)| (before + at, r)).collect();
+        for (at, _) in files.iter_mut() {
+            *at += before;
+        }
         self.output.appended(before, files);
     }
 
@@ -594,7 +599,7 @@ impl<P: Service> Session<P> {
         };
         let received = tls.receive(data, &mut plain, out);
         if let Some(before) = before {
-            self.output.appended(before, Vec::new());
+            self.output.appended(before, &mut Vec::new());
         }
         let result = match received {
             Err(_) => {
@@ -933,7 +938,7 @@ impl<P: Service> Session<P> {
                 let back = self.output.back_bytes(env.pool, bytes.len());
                 let before = back.len();
                 tls.send(bytes, back);
-                self.output.appended(before, Vec::new());
+                self.output.appended(before, &mut Vec::new());
             }
             None => self.output.push_bytes(bytes, env.pool),
         }
@@ -1177,7 +1182,7 @@ impl<P: Service> Session<P> {
             let back = self.output.back_bytes(pool, 0);
             let before = back.len();
             let closing = tls.close(back);
-            self.output.appended(before, Vec::new());
+            self.output.appended(before, &mut Vec::new());
             if closing {
                 return Finish::Flush;
             }

@@ -231,8 +231,9 @@ impl Output {
     /// After a call appended to [`Output::back_bytes`] (from `before` bytes
     /// long) and sent file `regions`, each at the length that buffer had
     /// then: count the new bytes, and cut the buffer at each region's place
-    /// so the region goes between the bytes around it.
-    pub(crate) fn appended(&mut self, before: usize, regions: Vec<(usize, FileRegion)>) {
+    /// so the region goes between the bytes around it. `regions` is left
+    /// empty (its storage is the caller's to use again).
+    pub(crate) fn appended(&mut self, before: usize, regions: &mut Vec<(usize, FileRegion)>) {
         let behind_a_region = self.has_rest();
         let back = match self.rest_mut() {
             Some(rest) => rest.back_bytes(),
@@ -254,7 +255,7 @@ impl Output {
         }
         let first = first.clamp(before, before + grown);
         let mut cut = 0;
-        let mut regions = regions.into_iter().peekable();
+        let mut regions = regions.drain(..).peekable();
         while let Some((_, region)) = regions.next() {
             self.push_file(region);
             let next = regions
@@ -406,13 +407,13 @@ mod tests {
             back.extend_from_slice(b"head");
             let before = 0;
             back.extend_from_slice(b"mid");
-            out.appended(before, vec![(4, file(5)), (7, file(2)), (7, file(1))]);
+            out.appended(before, &mut vec![(4, file(5)), (7, file(2)), (7, file(1))]);
             assert_eq!(out.in_memory(), 7);
             assert_eq!(out.len(), 15);
             // Written while the regions wait: behind them.
             let before = out.back_bytes(&mut pool, 0).len();
             out.back_bytes(&mut pool, 0).extend_from_slice(b"tail");
-            out.appended(before, Vec::new());
+            out.appended(before, &mut Vec::new());
             out.push_bytes(b"!", &mut pool);
             assert_eq!(out.in_memory(), 12);
             assert_eq!(

@@ -386,11 +386,11 @@ impl TlsSession {
     pub(crate) fn send_with_files(
         &mut self,
         plain: &[u8],
-        files: Vec<(usize, iomux_proto::FileRegion)>,
+        files: &mut Vec<(usize, iomux_proto::FileRegion)>,
         out: &mut Vec<u8>,
     ) {
         let mut cut = 0;
-        for (at, region) in files {
+        for (at, region) in files.drain(..) {
             let at = at.clamp(cut, plain.len());
             self.send(&plain[cut..at], out);
             cut = at;
@@ -599,7 +599,7 @@ mod tests {
         let (mut server, mut client) = connected(&dir);
         let len = 3 * TLS_FILE_READ + 10;
         let mut out = Vec::new();
-        server.send_with_files(b"head|", vec![(5, region(&dir, len))], &mut out);
+        server.send_with_files(b"head|", &mut vec![(5, region(&dir, len))], &mut out);
         server.send(b"|tail", &mut out);
         assert_eq!(server.backlog_len(), len + 5);
         assert_eq!(server.backlog_in_memory(), 5, "the region holds no memory");
@@ -625,7 +625,7 @@ mod tests {
         want.extend_from_slice(b"|tail");
         assert!(got == want, "the peer gets everything, in order");
 
-        server.send_with_files(b"", vec![(0, region(&dir, 100))], &mut Vec::new());
+        server.send_with_files(b"", &mut vec![(0, region(&dir, 100))], &mut Vec::new());
         server.send(b"never", &mut Vec::new());
         assert_eq!(server.backlog_len(), 105);
         assert!(server.close(&mut Vec::new()));
@@ -642,7 +642,7 @@ mod tests {
         let (mut server, _client) = connected(&dir);
         server.records_sent(true);
         assert_eq!(server.refill_batch(), REFILL_MIN, "no backlog: unchanged");
-        server.send_with_files(b"", vec![(0, region(&dir, 10 << 20))], &mut Vec::new());
+        server.send_with_files(b"", &mut vec![(0, region(&dir, 10 << 20))], &mut Vec::new());
         let mut batches = Vec::new();
         for took_all in [
             true, true, true, true, true, false, false, false, false, false,

@@ -380,18 +380,17 @@ impl<T> OpenFileCache<T> {
         let mut state = self.lock();
         let state = &mut *state;
         let generation = state.watcher.as_mut().map(Watcher::poll);
-        let cached = state.entries.get_mut(relative).map(|e| {
-            e.last_used = now;
-            (e.opened.clone(), e.derived.clone(), e.valid_at, e.watchable)
-        });
-        if let Some((_, derived, valid_at, _)) = &cached {
-            if valid_at.is_some() && *valid_at == generation {
+        let mut cached = None;
+        if let Some(entry) = state.entries.get_mut(relative) {
+            entry.last_used = now;
+            if entry.valid_at.is_some() && entry.valid_at == generation {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Lookup::File(derived.clone()));
+                return Ok(Lookup::File(entry.derived.clone()));
             }
+            cached = Some((entry.opened.clone(), entry.derived.clone(), entry.watchable));
         }
         let mut reuse = None;
-        if let Some((opened, derived, _, watchable)) = cached {
+        if let Some((opened, derived, watchable)) = cached {
             self.revalidations.fetch_add(1, Ordering::Relaxed);
             // Watch the way to the file again before looking at it: whatever
             // changes after the look is an event, and the generation read

@@ -5,6 +5,8 @@
 //! ([`Request::path`](crate::http::Request::path)): routes and files never
 //! disagree on which path a target names.
 
+use std::borrow::Cow;
+
 /// Why a request target names no file beneath the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -19,18 +21,19 @@ pub enum PathError {
 
 /// A request's path resolved to components beneath the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetPath {
+pub struct TargetPath<'a> {
     /// The normalized path relative to the root, components joined by `/`
     /// (empty for the root itself); never starts with `/`, holds no `.` or
-    /// `..` component and no empty one.
-    pub relative: String,
+    /// `..` component and no empty one. Borrowed from the target when that
+    /// needed no decoding (most do: no copy per request).
+    pub relative: Cow<'a, str>,
     /// The decoded path ended with `/` (or was the root).
     pub trailing_slash: bool,
     /// The query as received, without its `?` (`None` when there was none).
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
 }
 
-impl TargetPath {
+impl TargetPath<'_> {
     /// The components of [`relative`](Self::relative).
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.relative.split('/').filter(|c| !c.is_empty())
@@ -57,26 +60,29 @@ impl TargetPath {
 /// ([`Request::path`](crate::http::Request::path),
 /// [`Request::query`](crate::http::Request::query): still percent-encoded,
 /// an absolute-form target's authority gone) to a path beneath the root.
-pub fn resolve_path(
-    path: &str,
-    query: Option<&str>,
+pub fn resolve_path<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
     hidden_allowed: bool,
-) -> Result<TargetPath, PathError> {
+) -> Result<TargetPath<'a>, PathError> {
     let raw_path = path.as_bytes();
     if raw_path.first() != Some(&b'/') || raw_path.contains(&b'#') {
         return Err(PathError::BadRequest);
     }
     let (relative, trailing_slash) = match already_normal(raw_path) {
         Some(relative) => (
-            relative.to_owned(),
+            Cow::Borrowed(relative),
             relative.is_empty() || raw_path.ends_with(b"/"),
         ),
-        None => normalize(raw_path, hidden_allowed)?,
+        None => {
+            let (relative, trailing_slash) = normalize(raw_path, hidden_allowed)?;
+            (Cow::Owned(relative), trailing_slash)
+        }
     };
     Ok(TargetPath {
         relative,
         trailing_slash,
-        query: query.map(str::to_owned),
+        query,
     })
 }
 
