@@ -208,7 +208,7 @@ mod tests {
         resolve_path(path, query, hidden_allowed)
     }
 
-    fn ok(target: &str) -> TargetPath {
+    fn ok(target: &str) -> TargetPath<'_> {
         resolve(target, false).unwrap()
     }
 
