@@ -1,10 +1,15 @@
 //! The few socket calls the non-blocking engines make, on raw descriptors:
 //! reads into a buffer's spare capacity, sends that never raise SIGPIPE,
 //! corking, the front of a connection's output queue (bytes, or a file
-//! region with `sendfile`). libc only; no connection rules live here.
+//! region with `sendfile`). The calls made for every request (`recv`,
+//! `send`, `sendfile`) go through rustix, straight to the kernel: glibc's
+//! wrappers of them are cancellation points, and switching cancellation off
+//! and on around each call was about 60 ns of a 64 KiB file request's
+//! 10 µs (`perf`). No connection rules live here.
 
 use crate::session::Front;
 use iomux_proto::FileRegion;
+use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -19,33 +24,25 @@ pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Resul
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(max);
-    // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`.
-    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let ((filled, _), _) = rustix::net::recv(borrow(fd), &mut spare[..want], RecvFlags::empty())?;
+    let n = filled.len();
     // SAFETY: the kernel initialised the first `n` spare bytes.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `fd` for the length of one call.
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: every caller passes a descriptor its connection holds open
+    // across the call the borrow is made for.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// One `send` with MSG_NOSIGNAL (a peer that went away is an error, not a
 /// signal) and `flags` (MSG_MORE).
 pub(crate) fn send_flags(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `data` is a live slice of `data.len()` bytes.
-    let n = unsafe {
-        libc::send(
-            fd,
-            data.as_ptr().cast(),
-            data.len(),
-            libc::MSG_NOSIGNAL | flags,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let flags = SendFlags::from_bits_retain((libc::MSG_NOSIGNAL | flags) as u32);
+    Ok(rustix::net::send(borrow(fd), data, flags)?)
 }
 
 /// Send as much of `data` as the kernel takes now; returns the bytes sent
@@ -96,28 +93,22 @@ pub(crate) fn sendfile_once(
     skip: usize,
     max: usize,
 ) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     let left = region.len().saturating_sub(skip as u64);
     let want = max.min(usize::try_from(left).unwrap_or(usize::MAX));
     if want == 0 {
         return Ok(0);
     }
-    let mut offset = (region.offset() + skip as u64) as libc::off_t;
+    let mut offset = region.offset() + skip as u64;
     loop {
-        // SAFETY: sendfile reads one open file and writes one socket;
-        // `offset` is a live local it updates.
-        let n = unsafe { libc::sendfile(fd, region.file().as_raw_fd(), &mut offset, want) };
-        match n {
-            0 => {
+        match rustix::fs::sendfile(borrow(fd), region.file(), Some(&mut offset), want) {
+            Ok(0) => {
                 let mut rest = region.clone();
                 rest.advance(skip as u64);
                 return Err(file_cut_short(&rest));
             }
-            n if n > 0 => return Ok(n as usize),
-            _ => match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => {}
-                e => return Err(e),
-            },
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -136,38 +127,26 @@ fn read_region_from(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     let left = region.len().saturating_sub(skip as u64);
     let want = max.min(usize::try_from(left).unwrap_or(usize::MAX));
     buf.reserve(want);
-    let spare = buf.spare_capacity_mut();
-    loop {
-        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`.
-        let n = unsafe {
-            libc::pread(
-                region.file().as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                want,
-                (region.offset() + skip as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 if want > 0 => {
-                let mut rest = region.clone();
-                rest.advance(skip as u64);
-                return Err(file_cut_short(&rest));
-            }
-            n if n >= 0 => {
-                // SAFETY: the kernel initialised the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                return Ok(n as usize);
-            }
-            _ => match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => {}
-                e => return Err(e),
-            },
+    let spare = &mut buf.spare_capacity_mut()[..want];
+    let at = region.offset() + skip as u64;
+    let n = loop {
+        match rustix::io::pread(region.file(), &mut *spare, at) {
+            Ok((filled, _)) => break filled.len(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
+    };
+    if n == 0 && want > 0 {
+        let mut rest = region.clone();
+        rest.advance(skip as u64);
+        return Err(file_cut_short(&rest));
     }
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// A file region with more than [`COPY_FILES_ABOVE`] and at most
