@@ -379,10 +379,13 @@ impl<T> OpenFileCache<T> {
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         let state = &mut *state;
-        let generation = state.watcher.as_mut().map(Watcher::poll);
         let mut cached = None;
+        let mut generation = None;
         if let Some(entry) = state.entries.get_mut(relative) {
             entry.last_used = now;
+            // Only a hit reads the event queue: a miss adds nothing to
+            // check (a `404` costs its open alone).
+            generation = state.watcher.as_mut().map(Watcher::poll);
             if entry.valid_at.is_some() && entry.valid_at == generation {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Lookup::File(entry.derived.clone()));
@@ -420,14 +423,14 @@ impl<T> OpenFileCache<T> {
                             meta,
                         },
                         watchable,
-                        watched,
+                        generation.filter(|_| watched),
                     ));
                 }
                 _ => {}
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let (opened, watchable, watched) = match reuse {
+        let (opened, watchable, valid_at) = match reuse {
             Some(reused) => reused,
             None => {
                 state.entries.remove(relative);
@@ -437,7 +440,6 @@ impl<T> OpenFileCache<T> {
         if opened.meta.kind == Kind::Directory {
             return Ok(Lookup::Directory(opened));
         }
-        let valid_at = generation.filter(|_| watched);
         let derived = Arc::new(derive(&opened));
         let map = &mut state.entries;
         if map.len() >= self.capacity && !map.contains_key(relative) {
@@ -464,24 +466,27 @@ impl<T> OpenFileCache<T> {
 }
 
 /// Open `relative` for the cache; whether it was reached through no
-/// symbolic link (only then can it be watched), and whether it is watched: a
-/// regular file reached through no link whose path still leads to it once
-/// it and the directories on its way are watched. (Watching only what is
-/// found keeps a miss as cheap as an open: a `404` adds no watch.)
+/// symbolic link (only then can it be watched), and if it is watched, the
+/// watcher's generation it is current at: a regular file reached through no
+/// link whose path still leads to it once it and the directories on its way
+/// are watched. (Watching only what is found keeps a miss as cheap as an
+/// open: a `404` adds no watch.)
 fn open_watched(
     root: &Root,
     relative: &str,
     watcher: Option<&mut Watcher>,
-) -> Result<(Opened, bool, bool), OpenError> {
+) -> Result<(Opened, bool, Option<u64>), OpenError> {
     let Some(fd) = root.open_without_links(relative)? else {
-        return Ok((root.open_beneath(relative)?, false, false));
+        return Ok((root.open_beneath(relative)?, false, None));
     };
     let found = opened(fd)?;
     let Some(watcher) = watcher.filter(|_| found.meta.kind == Kind::Regular) else {
-        return Ok((found, true, false));
+        return Ok((found, true, None));
     };
+    // Events so far are about what came before; the watches come next.
+    let generation = watcher.poll();
     if !watcher.watch_path(root.dir.as_fd(), relative, found.file.as_fd()) {
-        return Ok((found, true, false));
+        return Ok((found, true, None));
     }
     // Look again now that changes are watched: a change between the open
     // and the watches shows here (another inode: left unwatched, so the next
@@ -493,9 +498,9 @@ fn open_watched(
                 meta,
             },
             true,
-            true,
+            Some(generation),
         )),
-        _ => Ok((found, true, false)),
+        _ => Ok((found, true, None)),
     }
 }
 
