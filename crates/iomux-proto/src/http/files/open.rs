@@ -767,6 +767,32 @@ mod tests {
         std::fs::remove_dir_all(base).unwrap();
     }
 
+    /// The cache is shared by a server's loop threads: whichever of them
+    /// reads a change's event, every thread's next lookup sees the change.
+    #[test]
+    fn every_thread_sees_a_change_whoever_reads_its_event() {
+        let base = scratch("threads");
+        std::fs::write(base.join("f"), "v0").unwrap();
+        let root = Arc::new(Root::open(&base).unwrap());
+        let cache = Arc::new(TestCache::new(8));
+        assert_eq!(file(&cache, &root, "f").unwrap().1, "v0");
+        for version in 1..=20 {
+            let tmp = base.join("f.tmp");
+            std::fs::write(&tmp, format!("v{version}")).unwrap();
+            std::fs::rename(&tmp, base.join("f")).unwrap();
+            let lookups: Vec<_> = (0..3)
+                .map(|_| {
+                    let (cache, root) = (cache.clone(), root.clone());
+                    std::thread::spawn(move || file(&cache, &root, "f").unwrap().1.clone())
+                })
+                .collect();
+            for lookup in lookups {
+                assert_eq!(lookup.join().unwrap(), format!("v{version}"));
+            }
+        }
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
     /// A path through a symbolic link leads where the link says, which no
     /// directory watch on the path covers: every hit revalidates by `stat`.
     #[test]
