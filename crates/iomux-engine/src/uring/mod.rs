@@ -77,6 +77,9 @@ struct Conn<P> {
     sendfile_sent: usize,
     /// TCP_NODELAY is on (configured, or set to copy a file in pieces).
     nodelay: bool,
+    /// O_NONBLOCK is on: set, for good, before its first file region is
+    /// sent from the loop thread (`submit::send_outside_ring`).
+    nonblocking: bool,
 }
 
 /// What a receive completion asks of the loop.
@@ -360,6 +363,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             sendfile_sent: 0,
             dirty: false,
             nodelay,
+            nonblocking: false,
         })
     }
 

@@ -291,7 +291,13 @@ fn next_send<P: Service>(
             Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
             Some(Front::File(region)) if sendfile => {
                 let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
-                let sent = send_outside_ring(fd, &region, SENDFILE_PER_PASS, &mut conn.nodelay)?;
+                let sent = send_outside_ring(
+                    fd,
+                    &region,
+                    SENDFILE_PER_PASS,
+                    &mut conn.nodelay,
+                    &mut conn.nonblocking,
+                )?;
                 conn.session.hand_out_read(sent, pool);
                 conn.sendfile_sent = sent;
                 conn.sending = true;
@@ -334,21 +340,25 @@ fn next_send<P: Service>(
 /// ([`send_region_available`]: copied in pieces, or `sendfile` for a large
 /// rest): a 100 MiB file costs the server about a third of what reading it
 /// into the send buffer does, and a 1 MiB file about half (docs/files.md).
-/// The loop's
-/// sockets are blocking (io_uring's receives and sends must never see
-/// EAGAIN), so this one is made non-blocking for the call only; that is
-/// safe only with deferred task work (`TaskRun::Deferred`), where no
-/// request on the socket is retried before the loop enters the ring again.
+/// `sendfile` has no per-call "don't wait" flag, so the socket (blocking as
+/// accepted) is made non-blocking first, once and for good (`nonblocking`
+/// says it is): the ring's receives and sends on it still wait in the ring,
+/// polled for by the kernel, instead of completing with EAGAIN
+/// (`ring_operations_on_non_blocking_sockets_wait_instead_of_failing`).
+/// Turning it on and off around each call instead cost two `ioctl`s per
+/// file response.
 fn send_outside_ring(
     fd: RawFd,
     region: &iomux_proto::FileRegion,
     max: usize,
     nodelay: &mut bool,
+    nonblocking: &mut bool,
 ) -> io::Result<usize> {
-    set_nonblocking(fd, true)?;
-    let sent = send_region_available(fd, region, max, nodelay);
-    set_nonblocking(fd, false)?;
-    sent
+    if !*nonblocking {
+        set_nonblocking(fd, true)?;
+        *nonblocking = true;
+    }
+    send_region_available(fd, region, max, nodelay)
 }
 
 fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {

@@ -440,3 +440,63 @@ fn kernel_release() -> (u32, u32) {
         .filter_map(|p| p.parse().ok());
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
+
+/// What sending files from the loop thread relies on: a receive or a send
+/// through the ring on a non-blocking socket that cannot go on now waits in
+/// the ring (the kernel polls for it) instead of completing with EAGAIN.
+#[test]
+fn ring_operations_on_non_blocking_sockets_wait_instead_of_failing() {
+    if io_uring_refused() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let mut ring = io_uring::IoUring::new(8).unwrap();
+    let completed = |ring: &mut io_uring::IoUring| ring.completion().next().map(|c| c.result());
+    // A receive with nothing to read.
+    let mut buf = [0u8; 64];
+    let recv = opcode::Recv::new(types::Fd(server.as_raw_fd()), buf.as_mut_ptr(), 64)
+        .build()
+        .user_data(1);
+    // SAFETY: `buf` outlives the operation (waited for below).
+    unsafe { ring.submission().push(&recv).unwrap() };
+    ring.submit().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(completed(&mut ring), None, "the receive waits");
+    client.write_all(b"hi").unwrap();
+    ring.submit_and_wait(1).unwrap();
+    assert_eq!(completed(&mut ring), Some(2));
+    // A send to a socket whose buffer is full.
+    let chunk = vec![7u8; 1 << 20];
+    loop {
+        match (&server).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let send = opcode::Send::new(types::Fd(server.as_raw_fd()), chunk.as_ptr(), 65536)
+        .build()
+        .user_data(2);
+    // SAFETY: `chunk` outlives the operation (waited for below).
+    unsafe { ring.submission().push(&send).unwrap() };
+    ring.submit().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(completed(&mut ring), None, "the send waits");
+    client.set_nonblocking(true).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut result = None;
+    for _ in 0..1000 {
+        let _ = client.read(&mut sink);
+        ring.submit().unwrap();
+        result = completed(&mut ring);
+        if result.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(result.is_some_and(|n| n > 0), "{result:?}");
+}
