@@ -64,10 +64,12 @@ fn send_available_flags(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Resul
     Ok(sent)
 }
 
-/// The error of a file region whose file ended before the region did (it
-/// shrank while being sent): the connection must close, since the peer was
-/// promised more bytes than exist.
-pub(crate) fn file_cut_short(region: &FileRegion) -> io::Error {
+/// The error of a file region whose file ended `skip` bytes into the
+/// region, before the region did (it shrank while being sent): the
+/// connection must close, since the peer was promised more bytes than exist.
+pub(crate) fn file_cut_short(region: &FileRegion, skip: usize) -> io::Error {
+    let mut region = region.clone();
+    region.advance(skip as u64);
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         format!(
@@ -101,11 +103,7 @@ pub(crate) fn sendfile_once(
     let mut offset = region.offset() + skip as u64;
     loop {
         match rustix::fs::sendfile(borrow(fd), region.file(), Some(&mut offset), want) {
-            Ok(0) => {
-                let mut rest = region.clone();
-                rest.advance(skip as u64);
-                return Err(file_cut_short(&rest));
-            }
+            Ok(0) => return Err(file_cut_short(region, skip)),
             Ok(n) => return Ok(n),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
@@ -140,9 +138,7 @@ fn read_region_from(
         }
     };
     if n == 0 && want > 0 {
-        let mut rest = region.clone();
-        rest.advance(skip as u64);
-        return Err(file_cut_short(&rest));
+        return Err(file_cut_short(region, skip));
     }
     // SAFETY: the kernel initialised the first `n` spare bytes.
     unsafe { buf.set_len(buf.len() + n) };
@@ -191,7 +187,7 @@ pub(crate) fn send_region_available(
 /// instead doubled the server's CPU per 1 MiB.
 pub(crate) fn nodelay_for_files(fd: RawFd, nodelay: &mut bool) -> io::Result<()> {
     if !*nodelay {
-        set_tcp_option(fd, libc::TCP_NODELAY, true)?;
+        rustix::net::sockopt::set_tcp_nodelay(borrow(fd), true)?;
         *nodelay = true;
     }
     Ok(())
@@ -263,26 +259,7 @@ pub(crate) fn send_front(
 
 /// TCP_CORK on or off (a failure only loses the batching hint).
 pub(crate) fn set_cork(fd: RawFd, on: bool) {
-    let _ = set_tcp_option(fd, libc::TCP_CORK, on);
-}
-
-/// A boolean TCP-level socket option (`name`) on or off.
-fn set_tcp_option(fd: RawFd, name: libc::c_int, on: bool) -> io::Result<()> {
-    let v: libc::c_int = on.into();
-    // SAFETY: passes a live c_int of the right size for a boolean option.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            name,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let _ = rustix::net::sockopt::set_tcp_cork(borrow(fd), on);
 }
 
 /// Send our FIN (the peer reads the end of the stream).

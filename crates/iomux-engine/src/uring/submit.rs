@@ -12,7 +12,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use iomux::Token;
 use iomux_proto::Service;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Most bytes one receive takes before the loop looks at the connection
@@ -292,7 +292,7 @@ fn next_send<P: Service>(
             Some(Front::File(region)) if sendfile => {
                 let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
                 let sent = send_outside_ring(
-                    fd,
+                    conn.fd.as_fd(),
                     &region,
                     SENDFILE_PER_PASS,
                     &mut conn.nodelay,
@@ -348,26 +348,17 @@ fn next_send<P: Service>(
 /// Turning it on and off around each call instead cost two `ioctl`s per
 /// file response.
 fn send_outside_ring(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     region: &iomux_proto::FileRegion,
     max: usize,
     nodelay: &mut bool,
     nonblocking: &mut bool,
 ) -> io::Result<usize> {
     if !*nonblocking {
-        set_nonblocking(fd, true)?;
+        socket2::SockRef::from(&fd).set_nonblocking(true)?;
         *nonblocking = true;
     }
-    send_region_available(fd, region, max, nodelay)
-}
-
-fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    let on: libc::c_int = on.into();
-    // SAFETY: FIONBIO reads one int from a live local.
-    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    send_region_available(fd.as_raw_fd(), region, max, nodelay)
 }
 
 /// The poll that waits for a connecting socket to become writable.
