@@ -127,7 +127,7 @@ struct Blocking {
     cork: bool,
     shutdown: Shutdown,
     /// What the connections counted (refused commands, faults, files cut
-    /// short), each connection's added as it closes.
+    /// short), added as it happens (see [`Blocking::publish`]).
     counted: Arc<Mutex<LoopStats>>,
 }
 
@@ -146,9 +146,7 @@ impl Blocking {
             counted: Arc::default(),
         }
     }
-}
 
-impl Blocking {
     /// Add what a connection counted to the engine's counters now, as it
     /// happens: a stop does not wait for every connection to close (its
     /// drain has a deadline), and what was counted must be in its figures.

@@ -422,7 +422,6 @@ impl<P: Service> Session<P> {
             Some(_) => {}
             None => self.output.appended(before, &mut files),
         }
-        files.clear();
         env.pool.put_region_list(files);
         if !shut {
             if let Err(fault) = self.refill_tls(shared, env) {
