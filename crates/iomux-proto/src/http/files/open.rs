@@ -48,6 +48,13 @@ pub struct Meta {
     pub mtime_nsec: u32,
 }
 
+impl Meta {
+    /// The same file (device and inode), whatever its size or times now.
+    fn same_file(&self, other: &Meta) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
 /// An open file or directory beneath the root.
 #[derive(Debug, Clone)]
 pub struct Opened {
@@ -377,8 +384,8 @@ impl<T> OpenFileCache<T> {
             });
         }
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.lock();
-        let state = &mut *state;
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut cached = None;
         let mut generation = None;
         if let Some(entry) = state.entries.get_mut(relative) {
@@ -412,11 +419,7 @@ impl<T> OpenFileCache<T> {
                     return Ok(Lookup::File(derived));
                 }
                 // The same file, rewritten in place: keep the descriptor.
-                Some(meta)
-                    if meta.dev == opened.meta.dev
-                        && meta.ino == opened.meta.ino
-                        && meta.kind == Kind::Regular =>
-                {
+                Some(meta) if meta.same_file(&opened.meta) && meta.kind == Kind::Regular => {
                     reuse = Some((
                         Opened {
                             file: opened.file,
@@ -437,11 +440,15 @@ impl<T> OpenFileCache<T> {
                 open_watched(root, relative, state.watcher.as_mut())?
             }
         };
+        // Deriving reads a small file's bytes: not while other loops wait
+        // for the lock.
+        drop(guard);
         if opened.meta.kind == Kind::Directory {
             return Ok(Lookup::Directory(opened));
         }
         let derived = Arc::new(derive(&opened));
-        let map = &mut state.entries;
+        let mut guard = self.lock();
+        let map = &mut guard.entries;
         if map.len() >= self.capacity && !map.contains_key(relative) {
             if let Some(oldest) = map
                 .iter()
@@ -492,7 +499,7 @@ fn open_watched(
     // and the watches shows here (another inode: left unwatched, so the next
     // hit stats; new metadata: taken).
     match root.stat(relative).as_ref().and_then(meta_of) {
-        Some(meta) if meta.dev == found.meta.dev && meta.ino == found.meta.ino => Ok((
+        Some(meta) if meta.same_file(&found.meta) => Ok((
             Opened {
                 file: found.file,
                 meta,
