@@ -103,17 +103,23 @@ enum Sent {
     Broken,
 }
 
-/// One `send` of `pending` with `flags`; what went is removed from it.
-fn send_pending(fd: RawFd, pending: &mut Vec<u8>, flags: libc::c_int) -> Sent {
-    // SAFETY: `pending` is a live slice of its length.
-    let n = unsafe {
+/// One `send` of `data` with MSG_NOSIGNAL and `flags`: bytes sent, or -1
+/// (errno set) as `send(2)` returns.
+fn send_bytes(fd: RawFd, data: &[u8], flags: libc::c_int) -> isize {
+    // SAFETY: `data` is a live slice of its length.
+    unsafe {
         libc::send(
             fd,
-            pending.as_ptr().cast(),
-            pending.len(),
+            data.as_ptr().cast(),
+            data.len(),
             libc::MSG_NOSIGNAL | flags,
         )
-    };
+    }
+}
+
+/// One `send` of `pending` with `flags`; what went is removed from it.
+fn send_pending(fd: RawFd, pending: &mut Vec<u8>, flags: libc::c_int) -> Sent {
+    let n = send_bytes(fd, pending, flags);
     if n < 0 {
         return if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
             Sent::Part
@@ -143,8 +149,7 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
                 conn.left = head.len() as u64;
             }
             let data = &head[head.len() - conn.left as usize..];
-            // SAFETY: `data` is a live slice of its length.
-            let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+            let n = send_bytes(fd, data, 0);
             if n < 0 {
                 return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
             }
@@ -213,15 +218,7 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
             conn.queued -= 1;
             // A head is small: the socket takes it whole or the floor gives up.
             let more = if len > 0 { libc::MSG_MORE } else { 0 };
-            // SAFETY: `head` is a live slice of its length.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    head.as_ptr().cast(),
-                    head.len(),
-                    libc::MSG_NOSIGNAL | more,
-                )
-            };
+            let n = send_bytes(fd, head, more);
             if n != head.len() as isize {
                 return false;
             }
