@@ -5,9 +5,9 @@ in the page cache) served by:
 - iomux `serve --root DIR` on epoll (`iomux-epoll`) and on io_uring
   completions (`iomux-uring`), and on epoll without the open-file cache
   (`iomux-epoll-nocache`, `--open-file-cache 0`: every request opens,
-  stats and closes its file); `iomux-epoll-level` (`--trigger level`) and
-  `iomux-epoll-alt` (the binary IOMUX_ALT names, for A/B runs of a change)
-  on request;
+  stats and closes its file); on request, `iomux-epoll-level` (`--trigger
+  level`), and `iomux-epoll-alt` and `iomux-uring-alt` (the binary
+  IOMUX_ALT names, for A/B runs of a change);
 - nginx, one worker, `open_file_cache`, access log off, once with
   `sendfile on; tcp_nopush on;` (`nginx-sendfile`) and once with `sendfile
   off` (`nginx-copy`): the better of the two per size is what iomux is held to;
@@ -39,7 +39,7 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 # Connections per size: enough to keep one server core busy without
 # queueing hundreds of 100 MiB responses.
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
-ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "iomux-epoll-level", "iomux-epoll-alt", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
+ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "iomux-epoll-level", "iomux-epoll-alt", "iomux-uring-alt", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
 
 NGINX_STATIC_CONF = srv.NGINX_CONF_HEAD + """\
     default_type application/octet-stream;
@@ -218,7 +218,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
-    on_request = ("iomux-epoll-level", "iomux-epoll-alt")
+    on_request = ("iomux-epoll-level", "iomux-epoll-alt", "iomux-uring-alt")
     ap.add_argument("--servers", default=",".join(s for s in ORDER if s not in on_request), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of " + ",".join(SIZES))
     ap.add_argument("--conns", type=int, help="wrk connections for every size (default: per size, %s)" % CONNS)
