@@ -469,10 +469,13 @@ fn start(
         std::process::exit(130);
     });
     let stats = server.join()?;
-    eprintln!(
-        "iomux: stopped ({:.2} s after the signal); {stats}",
+    // One write: stderr is unbuffered, and the counters' line would
+    // otherwise go out a field at a time.
+    let line = format!(
+        "iomux: stopped ({:.2} s after the signal); {stats}\n",
         stopping.elapsed().as_secs_f64()
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     if stats.selector_overflows > 0 {
         eprintln!(
             "iomux: the sigio signal queue overflowed {} times (RLIMIT_SIGPENDING), and each time every connection was checked instead; raise `ulimit -i` to avoid this",

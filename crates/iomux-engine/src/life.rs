@@ -86,6 +86,21 @@ pub(crate) fn admit_outgoing(max_conns: &ConnLimit) -> std::io::Result<()> {
     ))
 }
 
+/// Most bytes a connection sends in one go (nginx's `sendfile_max_chunk`):
+/// a download to a fast reader must not hold up the loop's other
+/// connections. File regions count, and so do bytes from memory: over TLS a
+/// file's records are encrypted as they go, so they keep coming. A
+/// connection gets another piece in the same pass while the pass is young
+/// ([`LoopClock::room_for_another_piece`]); the rest goes out on a later pass.
+pub(crate) const SEND_PIECE: usize = 2 << 20;
+
+/// How long a pass goes on handing out pieces. A page-cached file goes out
+/// at several GB/s, so a piece takes a few hundred microseconds and a
+/// connection can fill its socket's buffer in one pass, then wait for room,
+/// instead of coming back at once for less; a file read from disk, or
+/// encrypted, takes longer per piece and stops at one.
+const PASS_SEND_TIME: Duration = Duration::from_millis(1);
+
 /// A loop's own state over time: the current pass's clock, a pause in
 /// accepting, and the drain.
 #[derive(Debug)]
@@ -108,6 +123,12 @@ impl LoopClock {
     /// A new pass begins.
     pub(crate) fn tick(&mut self) {
         self.now = Instant::now();
+    }
+
+    /// Whether a connection that sent a whole [`SEND_PIECE`] may send
+    /// another in this pass: the pass began less than [`PASS_SEND_TIME`] ago.
+    pub(crate) fn room_for_another_piece(&self) -> bool {
+        self.now.elapsed() < PASS_SEND_TIME
     }
 
     /// The time to stamp on bytes taken now. While draining, the time they

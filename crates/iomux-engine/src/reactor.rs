@@ -8,7 +8,7 @@
 //! is the [`Session`]'s: this loop only moves bytes and readiness.
 
 use crate::buffer::BufPool;
-use crate::life::LoopSetup;
+use crate::life::{LoopSetup, SEND_PIECE};
 use crate::loop_api::{Readiness, Watch};
 use crate::loop_core::{LoopConn, LoopCore, LoopEngine};
 use crate::session::{Connecting, Finish, Session};
@@ -49,13 +49,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// size, even in the middle of a read burst, so echoing megabytes does not
 /// gather megabytes.
 const FLUSH_AT: usize = 64 * 1024;
-
-/// Most bytes one connection sends per pass (nginx's `sendfile_max_chunk`):
-/// a download to a fast reader must not hold up the loop's other
-/// connections. File regions count, and so do bytes from memory: over TLS a
-/// file's records are encrypted as they go, so they keep coming. The rest
-/// goes out on the next pass.
-const BYTES_PER_PASS: usize = 2 << 20;
 
 /// Events taken from the selector per wait.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -501,10 +494,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     }
 
     /// Send a connection's own queue, segment after segment, until the
-    /// kernel pushes back, the queue is empty, or the pass's file bytes
-    /// are spent.
+    /// kernel pushes back, the queue is empty, or a piece is spent when the
+    /// pass is no longer young ([`SEND_PIECE`]).
     fn send_queue(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
-        let mut budget = BYTES_PER_PASS;
+        let mut budget = SEND_PIECE;
         loop {
             let conn = self.core.conn(token).expect("live connection");
             let Some(front) = conn.session.front() else {
@@ -545,6 +538,9 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
             if sent < tried {
                 self.core.stats().write_blocked += 1;
                 return Ok(());
+            }
+            if budget == 0 && self.core.clock().room_for_another_piece() {
+                budget = SEND_PIECE;
             }
         }
     }

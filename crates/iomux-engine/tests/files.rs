@@ -6,8 +6,9 @@
 //! served, and a file that shrinks while it is sent, or a region past its
 //! file's end, closing its connection, counted (the peer sees fewer bytes
 //! and the end of the stream, never a hang).
-//! Over TLS (every engine with a loop) regions arrive encrypted in their
-//! places, and one that runs out of file closes its connection, counted.
+//! A reader draining a download as fast as it can does not hold up another
+//! connection (every engine with a loop). Over TLS (every engine with a
+//! loop) regions arrive encrypted in their places, and one that runs out of file closes its connection, counted.
 //! Loopback only, every wait bounded.
 
 #[macro_use]
@@ -21,6 +22,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -344,6 +346,49 @@ fn a_fast_reader_of_64_mib_gets_it_whole_and_in_order(name: &str) {
     assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
 }
 
+/// A reader draining a large download as fast as it can does not hold the
+/// loop: another connection is answered while the download is under way (a
+/// connection gets more of a file in the same pass only while the pass is
+/// young, then waits for a later one).
+fn a_fast_download_does_not_hold_up_another_connection(name: &str) {
+    let _shared = shared_run();
+    let (len, downloads) = (64 * MIB, 4);
+    let server = start(name, big_file());
+    let mut other = connect(&server);
+    let mut fast = connect(&server);
+    let request = format!("get 0 {len}\n").repeat(downloads);
+    let expected = downloads * (format!("<0 {len}>\n").len() + len + 2);
+    let received = Arc::new(AtomicUsize::new(0));
+    fast.write_all(request.as_bytes()).unwrap();
+    let reader = {
+        let received = received.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0; 1024 * 1024];
+            while received.load(Ordering::Relaxed) < expected {
+                match common::read_some(&mut fast, &mut buf) {
+                    Ok(n) if n > 0 => received.fetch_add(n, Ordering::Relaxed),
+                    _ => break,
+                };
+            }
+        })
+    };
+    other.write_all(b"ping\n").unwrap();
+    assert_eq!(read_exactly(&mut other, 5, name), b"pong\n", "{name}");
+    let when_answered = received.load(Ordering::Relaxed);
+    reader.join().unwrap();
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        expected,
+        "{name}: the download"
+    );
+    assert!(
+        when_answered < expected,
+        "{name}: the other connection was answered only after all {expected} bytes of the download"
+    );
+    let stats = stop(server);
+    assert_eq!(stats.files_cut_short, 0, "{name}: {stats}");
+}
+
 fn a_stop_during_a_stalled_download_leaves_nothing_behind(name: &str) {
     let _shared = shared_run();
     let server = start(name, big_file());
@@ -545,6 +590,15 @@ macro_rules! scenarios {
 }
 
 scenarios!(loop_engines);
+mod alongside_a_fast_download {
+    use super::a_fast_download_does_not_hold_up_another_connection;
+    // The loopless engines give each connection a thread (or, blocking,
+    // serve one at a time by design): only a loop can be held up.
+    loop_engines!(
+        engine_tests,
+        [a_fast_download_does_not_hold_up_another_connection]
+    );
+}
 mod over_tls {
     use super::{
         a_slow_tls_reader_of_64_mib_holds_no_copy, regions_over_tls_are_encrypted_in_their_places,

@@ -999,10 +999,11 @@ impl<P: Service> Session<P> {
         self.in_flight += self.output.take_head(into);
     }
 
-    /// A completion engine read `n` bytes of the front file region into
-    /// its send buffer: they are in flight now.
-    pub(crate) fn hand_out_read(&mut self, n: usize, pool: &mut BufPool) {
-        debug_assert!(matches!(self.output.front(), Some(Front::File(r)) if r.len() >= n as u64));
+    /// A completion engine took `n` bytes of the front of the queue
+    /// (a file region's, read into its send buffer; or bytes of any front
+    /// sent outside its ring, until the request standing for them
+    /// completes): they are in flight now.
+    pub(crate) fn hand_out_sent(&mut self, n: usize, pool: &mut BufPool) {
         self.output.advance(n, pool);
         self.in_flight += n;
     }

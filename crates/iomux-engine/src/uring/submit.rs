@@ -5,9 +5,10 @@
 use super::bufring::{BUFFER_GROUP, BUFFER_SIZE};
 use super::ring::{decode, kind, set_total_len, timeout_token, user_data, RecvMode, NO_CONN};
 use super::{Conn, Loop};
-use crate::buffer::BufPool;
-use crate::session::Front;
-use crate::sock::{is_file_cut_short, nodelay_for_files, read_region, send_region_available};
+use crate::life::SEND_PIECE;
+use crate::loop_core::LoopEngine;
+use crate::session::{Env, Fault, Front, Sent};
+use crate::sock::{is_file_cut_short, nodelay_for_files, read_region, send_front};
 use io_uring::{cqueue, opcode, squeue, types};
 use iomux::Token;
 use iomux_proto::Service;
@@ -24,10 +25,6 @@ const RECV_PER_ARM: usize = 64 * 1024;
 /// [`send_outside_ring`]), they are read into the connection's send buffer
 /// and sent through the ring, this many bytes at a time.
 const URING_READ_PIECE: usize = 256 * 1024;
-
-/// Most bytes of a file one connection sends with `sendfile` per pass (as
-/// the readiness engines: one download must not hold up the others).
-const SENDFILE_PER_PASS: usize = 2 << 20;
 
 impl<P: Service, F: Fn() -> P> Loop<P, F> {
     pub(super) fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
@@ -131,24 +128,45 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
         self.push(entry.user_data(user_data(kind::RECV, token)))
     }
 
-    /// Issue the next send of a connection if none is in flight.
+    /// Issue the next send of a connection if none is in flight. Where a
+    /// file goes out from the loop thread, its head and body are sent there
+    /// one after the other, as on the readiness engines, while the kernel
+    /// takes all of each and the pass is young ([`SEND_PIECE`]); a poll for
+    /// room stands for the send the kernel cut short (or the piece that
+    /// ended the pass), and no request at all for what went.
     pub(super) fn send_next(&mut self, token: Token) -> io::Result<()> {
         let sendfile = self.sendfile_outside;
-        let prepared = self.core.with_conn(token, self.core.now(), |conn, _, env| {
-            next_send(conn, token, env.pool, sendfile)
-        });
-        let entry = match prepared {
-            None | Some(Ok(None)) => return Ok(()),
-            Some(Ok(Some(entry))) => entry,
-            Some(Err(e)) => {
-                if is_file_cut_short(&e) {
-                    self.core.stats().files_cut_short += 1;
+        let mut piece = SEND_PIECE;
+        loop {
+            let prepared = self.core.with_conn(token, self.core.now(), |conn, _, env| {
+                next_send(conn, token, env, sendfile, piece)
+            });
+            let next = match prepared {
+                None | Some(Ok(None)) => return Ok(()),
+                Some(Ok(Some(next))) => next,
+                Some(Err(e)) => {
+                    if is_file_cut_short(&e) {
+                        self.core.stats().files_cut_short += 1;
+                    }
+                    return self.close_conn(token);
                 }
+            };
+            self.core.stats().writes += 1;
+            let (n, outcome) = match next {
+                NextSend::Request(entry) => return self.push(entry),
+                NextSend::Sent { bytes, outcome } => (bytes, outcome),
+            };
+            if self.after_call(token, outcome.map(|_| ())).is_err() {
                 return self.close_conn(token);
             }
-        };
-        self.core.stats().writes += 1;
-        self.push(entry)
+            if outcome.is_ok_and(|s| s.resumed) {
+                self.arm_recv(token)?;
+            }
+            piece = piece.saturating_sub(n);
+            if piece == 0 && self.core.clock().room_for_another_piece() {
+                piece = SEND_PIECE;
+            }
+        }
     }
 
     pub(super) fn cancel_recv(&mut self, token: Token) -> io::Result<()> {
@@ -257,21 +275,37 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
     }
 }
 
+/// What [`next_send`] did.
+enum NextSend {
+    /// A request to push: a send through the ring, or a poll for room
+    /// standing for a send from the loop thread that the kernel cut short.
+    Request(squeue::Entry),
+    /// Sent from the loop thread, all of what was tried; what telling the
+    /// session did.
+    Sent {
+        bytes: usize,
+        outcome: Result<Sent, Fault>,
+    },
+}
+
 /// Connection `token`'s next send, if none is in flight and it owes
 /// something: the rest of its send buffer, else the front of its queue
 /// (a piece of a file read into the buffer). An error: the file could not
 /// be read (the connection closes). With `sendfile` (see
-/// [`send_outside_ring`]) a file region goes out from the loop thread
-/// instead, as on the readiness engines, and the request returned is a
-/// poll for room standing for its send: at 64 KiB that cost the server
+/// [`send_outside_ring`]) a file region, and the bytes in front of one (a
+/// response's head), go out from the loop thread instead, as on the
+/// readiness engines, up to `piece` bytes: at 64 KiB that cost the server
 /// 9 us per file against 15 us for a read and a send through the ring
-/// (`bench/static-peers.sh`).
+/// (`bench/static-peers.sh`). A poll for room stands for such a send when
+/// the kernel took less than was tried, or when `piece` is spent.
 fn next_send<P: Service>(
     conn: &mut Conn<P>,
     token: Token,
-    pool: &mut BufPool,
+    env: &mut Env,
     sendfile: bool,
-) -> io::Result<Option<squeue::Entry>> {
+    piece: usize,
+) -> io::Result<Option<NextSend>> {
+    let pool = &mut *env.pool;
     if conn.sending || conn.dead {
         return Ok(None);
     }
@@ -288,29 +322,42 @@ fn next_send<P: Service>(
                 pool.put(&mut conn.in_flight);
                 return Ok(None);
             }
-            Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
-            Some(Front::File(region)) if sendfile => {
-                let (region, fd) = (region.clone(), conn.fd.as_raw_fd());
-                let sent = send_outside_ring(
-                    conn.fd.as_fd(),
-                    &region,
-                    SENDFILE_PER_PASS,
-                    &mut conn.nodelay,
-                    &mut conn.nonblocking,
-                )?;
-                conn.session.hand_out_read(sent, pool);
+            Some(front @ (Front::File(_) | Front::Bytes { more: true, .. })) if sendfile => {
+                let fd = conn.fd.as_raw_fd();
+                let mut sent = 0;
+                if piece > 0 {
+                    let tried;
+                    (sent, tried) = send_outside_ring(
+                        conn.fd.as_fd(),
+                        front,
+                        piece,
+                        &mut conn.nodelay,
+                        &mut conn.nonblocking,
+                    )?;
+                    if sent == tried {
+                        let outcome = conn.session.on_sent(sent, None, env);
+                        return Ok(Some(NextSend::Sent {
+                            bytes: sent,
+                            outcome,
+                        }));
+                    }
+                }
+                // Cut short, or the pass's pieces are spent: the poll stands
+                // for this send and says when the socket has room again.
+                conn.session.hand_out_sent(sent, pool);
                 conn.sendfile_sent = sent;
                 conn.sending = true;
                 let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
                     .build()
                     .user_data(user_data(kind::SENDFILE, token));
-                return Ok(Some(entry));
+                return Ok(Some(NextSend::Request(entry)));
             }
+            Some(Front::Bytes { .. }) => conn.session.hand_out(&mut conn.in_flight),
             Some(Front::File(region)) => {
                 // A piece of the file, read into the send buffer.
                 nodelay_for_files(conn.fd.as_raw_fd(), &mut conn.nodelay)?;
                 match read_region(region, &mut conn.in_flight, URING_READ_PIECE) {
-                    Ok(n) => conn.session.hand_out_read(n, pool),
+                    Ok(n) => conn.session.hand_out_sent(n, pool),
                     Err(e) => return Err(e),
                 }
             }
@@ -332,13 +379,14 @@ fn next_send<P: Service>(
     .build()
     .user_data(user_data(kind::SEND, token));
     conn.sending = true;
-    Ok(Some(entry))
+    Ok(Some(NextSend::Request(entry)))
 }
 
-/// Up to `max` bytes of `region` sent to socket `fd` from the loop thread,
-/// outside the ring, as the readiness engines send them
-/// ([`send_region_available`]: copied in pieces, or `sendfile` for a large
-/// rest): a 100 MiB file costs the server about a third of what reading it
+/// The front of a connection's queue sent to socket `fd` from the loop
+/// thread, outside the ring, as the readiness engines send it
+/// ([`send_front`]: bytes with MSG_MORE, up to `max` bytes of a file region
+/// copied in pieces or with `sendfile` for a large rest); the bytes sent
+/// and the bytes tried: a 100 MiB file costs the server about a third of what reading it
 /// into the send buffer does, and a 1 MiB file about half (docs/files.md).
 /// `sendfile` has no per-call "don't wait" flag, so the socket (blocking as
 /// accepted) is made non-blocking first, once and for good (`nonblocking`
@@ -349,16 +397,16 @@ fn next_send<P: Service>(
 /// file response.
 fn send_outside_ring(
     fd: BorrowedFd<'_>,
-    region: &iomux_proto::FileRegion,
+    front: Front<'_>,
     max: usize,
     nodelay: &mut bool,
     nonblocking: &mut bool,
-) -> io::Result<usize> {
+) -> io::Result<(usize, usize)> {
     if !*nonblocking {
         socket2::SockRef::from(&fd).set_nonblocking(true)?;
         *nonblocking = true;
     }
-    send_region_available(fd.as_raw_fd(), region, max, nodelay)
+    send_front(fd.as_raw_fd(), front, max, nodelay)
 }
 
 /// The poll that waits for a connecting socket to become writable.

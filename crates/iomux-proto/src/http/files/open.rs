@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::watch::Watcher;
@@ -269,15 +268,17 @@ pub enum Lookup<T> {
 pub struct OpenFileCache<T> {
     capacity: usize,
     state: Mutex<CacheState<T>>,
-    tick: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    revalidations: AtomicU64,
 }
 
 #[derive(Debug)]
 struct CacheState<T> {
     entries: HashMap<String, CacheEntry<T>>,
+    /// Lookups so far (the entries' use order), counted under the lock
+    /// that each lookup takes anyway.
+    lookups: u64,
+    hits: u64,
+    misses: u64,
+    revalidations: u64,
     /// `None`: no change notification; every hit stats.
     watcher: Option<Watcher>,
 }
@@ -309,12 +310,12 @@ impl<T> OpenFileCache<T> {
             capacity,
             state: Mutex::new(CacheState {
                 entries: HashMap::new(),
+                lookups: 0,
+                hits: 0,
+                misses: 0,
+                revalidations: 0,
                 watcher,
             }),
-            tick: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            revalidations: AtomicU64::new(0),
         }
     }
 
@@ -333,16 +334,14 @@ impl<T> OpenFileCache<T> {
 
     /// (hits, misses) so far.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        let state = self.lock();
+        (state.hits, state.misses)
     }
 
     /// Lookups of a cached file that had to `stat` it (the file or a
     /// directory on its path changed, or it is not watched).
     pub fn revalidations(&self) -> u64 {
-        self.revalidations.load(Ordering::Relaxed)
+        self.lock().revalidations
     }
 
     #[cfg(test)]
@@ -383,9 +382,10 @@ impl<T> OpenFileCache<T> {
                 Kind::Directory => Lookup::Directory(opened),
             });
         }
-        let now = self.tick.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.lock();
         let state = &mut *guard;
+        state.lookups += 1;
+        let now = state.lookups;
         let mut cached = None;
         let mut generation = None;
         if let Some(entry) = state.entries.get_mut(relative) {
@@ -394,14 +394,14 @@ impl<T> OpenFileCache<T> {
             // check (a `404` costs its open alone).
             generation = state.watcher.as_mut().map(Watcher::poll);
             if entry.valid_at.is_some() && entry.valid_at == generation {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                state.hits += 1;
                 return Ok(Lookup::File(entry.derived.clone()));
             }
             cached = Some((entry.opened.clone(), entry.derived.clone(), entry.watchable));
         }
         let mut reuse = None;
         if let Some((opened, derived, watchable)) = cached {
-            self.revalidations.fetch_add(1, Ordering::Relaxed);
+            state.revalidations += 1;
             // Watch the way to the file again before looking at it: whatever
             // changes after the look is an event, and the generation read
             // above is older than it.
@@ -415,7 +415,7 @@ impl<T> OpenFileCache<T> {
                     if let Some(entry) = state.entries.get_mut(relative) {
                         entry.valid_at = generation.filter(|_| watched);
                     }
-                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    state.hits += 1;
                     return Ok(Lookup::File(derived));
                 }
                 // The same file, rewritten in place: keep the descriptor.
@@ -432,7 +432,7 @@ impl<T> OpenFileCache<T> {
                 _ => {}
             }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        state.misses += 1;
         let (opened, watchable, valid_at) = match reuse {
             Some(reused) => reused,
             None => {
