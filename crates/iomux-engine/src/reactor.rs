@@ -566,18 +566,20 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// After an event: resume a paused reader, finish a closing connection,
     /// and keep the registered interest in step with what the session wants.
     fn settle(&mut self, token: Token) {
-        let Some(conn) = self.core.conn(token) else {
+        let Some(mut conn) = self.core.conn(token) else {
             return;
         };
-        // In edge mode unread input raises no new edge once reading resumes: read it now.
-        if std::mem::take(&mut conn.resumed)
-            && self.trigger == Trigger::Edge
-            && self.read_and_process(token).is_err()
-        {
-            self.close_now(token);
-            return;
+        // In edge mode unread input raises no new edge once reading resumes:
+        // read it now, and again while that read resumes it once more (its
+        // own output paused it, then the send that ended it unpaused it), or
+        // the input left in the socket waits for an edge that never comes.
+        while std::mem::take(&mut conn.resumed) && self.trigger == Trigger::Edge {
+            if self.read_and_process(token).is_err() {
+                self.close_now(token);
+                return;
+            }
+            conn = self.core.conn(token).expect("live connection");
         }
-        let conn = self.core.conn(token).expect("live connection");
         if conn.session.kernel_tls_due() && self.hand_over_tls(token).is_err() {
             self.close_now(token);
             return;
