@@ -139,6 +139,11 @@ def run_wrk(server, size_name, duration, cpu):
         "user_us_per_req": run.user_ticks / srv.CLK_TCK * 1e6 / max(requests, 1),
         "server_core_busy": server_cpu / wall,
         "wrk_core_busy": run.wrk_cpu / wall,
+        # Server and wrk together: on loopback the kernel's TCP work for a
+        # transfer lands on either core (the sender's call, or the
+        # receiver's ACKs sending what was queued), so at 100 MiB where it
+        # lands moves the server's share (docs/static.md, Speed).
+        "both_us_per_req": (server_cpu + run.wrk_cpu) * 1e6 / max(requests, 1),
         "errors": run.socket_errors + run.non2xx,
     }
 
@@ -209,6 +214,14 @@ def report(rows, rounds, duration, which, load_before, load_after):
             per_round = round_ratios(rows, a, b, size, "cpu_us_per_req")
             if per_round:
                 out.append(srv.ratio_line(f"{size} {label}", per_round, goal))
+    out.append("")
+    out.append("Server and wrk CPU together per request (on loopback the kernel's TCP work lands on "
+               "either core): the same ratios.")
+    for size in SIZES:
+        for a, label in (("iomux-epoll", "iomux-epoll/floor-file"), ("iomux-uring", "iomux-uring/floor-file")):
+            per_round = round_ratios(rows, a, "floor-file", size, "both_us_per_req")
+            if per_round:
+                out.append(srv.ratio_line(f"{size} {label}, both cores", per_round))
     if errors := srv.wrk_errors(rows, "size"):
         out.append(errors)
     return "\n".join(out)
