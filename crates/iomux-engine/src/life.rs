@@ -91,7 +91,7 @@ pub(crate) fn admit_outgoing(max_conns: &ConnLimit) -> std::io::Result<()> {
 /// connections. File regions count, and so do bytes from memory: over TLS a
 /// file's records are encrypted as they go, so they keep coming. A
 /// connection gets another piece in the same pass while the pass is young
-/// ([`LoopClock::room_for_another_piece`]); the rest goes out on a later pass.
+/// ([`LoopClock::piece_left`]); the rest goes out on a later pass.
 pub(crate) const SEND_PIECE: usize = 2 << 20;
 
 /// How long a pass goes on handing out pieces. A page-cached file goes out
@@ -125,10 +125,15 @@ impl LoopClock {
         self.now = Instant::now();
     }
 
-    /// Whether a connection that sent a whole [`SEND_PIECE`] may send
-    /// another in this pass: the pass began less than [`PASS_SEND_TIME`] ago.
-    pub(crate) fn room_for_another_piece(&self) -> bool {
-        self.now.elapsed() < PASS_SEND_TIME
+    /// What a connection may still send in this pass, `left` being what
+    /// is left of its piece: that, or when the piece is spent another
+    /// [`SEND_PIECE`] if the pass began less than [`PASS_SEND_TIME`] ago.
+    pub(crate) fn piece_left(&self, left: usize) -> usize {
+        if left == 0 && self.now.elapsed() < PASS_SEND_TIME {
+            SEND_PIECE
+        } else {
+            left
+        }
     }
 
     /// The time to stamp on bytes taken now. While draining, the time they

@@ -539,9 +539,7 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
                 self.core.stats().write_blocked += 1;
                 return Ok(());
             }
-            if budget == 0 && self.core.clock().room_for_another_piece() {
-                budget = SEND_PIECE;
-            }
+            budget = self.core.clock().piece_left(budget);
         }
     }
 

@@ -162,10 +162,7 @@ impl<P: Service, F: Fn() -> P> Loop<P, F> {
             if outcome.is_ok_and(|s| s.resumed) {
                 self.arm_recv(token)?;
             }
-            piece = piece.saturating_sub(n);
-            if piece == 0 && self.core.clock().room_for_another_piece() {
-                piece = SEND_PIECE;
-            }
+            piece = self.core.clock().piece_left(piece.saturating_sub(n));
         }
     }
 
@@ -386,8 +383,9 @@ fn next_send<P: Service>(
 /// thread, outside the ring, as the readiness engines send it
 /// ([`send_front`]: bytes with MSG_MORE, up to `max` bytes of a file region
 /// copied in pieces or with `sendfile` for a large rest); the bytes sent
-/// and the bytes tried: a 100 MiB file costs the server about a third of what reading it
-/// into the send buffer does, and a 1 MiB file about half (docs/files.md).
+/// and the bytes tried. A 100 MiB file costs the server about a third of
+/// what reading it into the send buffer does, and a 1 MiB file about half
+/// (docs/files.md).
 /// `sendfile` has no per-call "don't wait" flag, so the socket (blocking as
 /// accepted) is made non-blocking first, once and for good (`nonblocking`
 /// says it is): the ring's receives and sends on it still wait in the ring,
