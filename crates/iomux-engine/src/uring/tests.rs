@@ -24,6 +24,14 @@ fn io_uring_refused() -> bool {
     }
 }
 
+/// A connected loopback TCP pair: (client, the accepted server side).
+fn loopback_pair() -> (TcpStream, TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
 /// The engine's start-up check leaves the calling thread as it was (see
 /// `iomux::selector::uring::probe_apart`): its next blocking socket read
 /// with a timeout times out, never fails as interrupted.
@@ -32,9 +40,7 @@ fn checking_does_not_interrupt_the_caller() {
     if io_uring_refused() {
         return;
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let _server = listener.accept().unwrap();
+    let (mut client, _server) = loopback_pair();
     client
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -450,9 +456,7 @@ fn ring_operations_on_non_blocking_sockets_wait_instead_of_failing() {
         return;
     }
     use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
+    let (mut client, server) = loopback_pair();
     server.set_nonblocking(true).unwrap();
     let mut ring = io_uring::IoUring::new(8).unwrap();
     let completed = |ring: &mut io_uring::IoUring| ring.completion().next().map(|c| c.result());
