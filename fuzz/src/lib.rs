@@ -1,7 +1,9 @@
 //! Checks shared by the fuzz targets.
 
+pub mod files;
+
 use iomux_proto::http::{fixed_clock, hello, HttpConfig, HttpLimits, Router};
-use iomux_proto::{Command, ConnId, Context, Http, Service, Step};
+use iomux_proto::{Command, ConnId, Context, FileRegion, Http, Service, Step};
 use std::sync::{Arc, OnceLock};
 
 /// Default limits, fixed clock.
@@ -29,13 +31,25 @@ pub fn connection(config: &'static HttpConfig) -> Http<Arc<Router>> {
     Http::new(config, routes())
 }
 
-/// Offer `input` to `http`, output to `out`; a close asked by command
+/// Offer `input` to `service`, output to `out`; a close asked by command
 /// counts as the step's close.
-pub fn offer(http: &mut Http<Arc<Router>>, input: &[u8], out: &mut Vec<u8>) -> Step {
+pub fn offer(service: &mut impl Service, input: &[u8], out: &mut Vec<u8>) -> Step {
+    offer_keeping_files(service, input, out, &mut Vec::new())
+}
+
+/// [`offer`], adding the file regions sent to `files`, each with the length
+/// `out` had when it was sent (where it goes in the output).
+pub fn offer_keeping_files(
+    service: &mut impl Service,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    files: &mut Vec<(usize, FileRegion)>,
+) -> Step {
     let id = ConnId::new(0, 1);
     let mut commands = Vec::new();
     let mut cx = Context::new(id, std::time::Instant::now(), out, &mut commands);
-    let step = http.on_data(input, &mut cx);
+    let step = service.on_data(input, &mut cx);
+    files.extend(cx.take_file_regions());
     Step {
         close: step.close || commands.contains(&Command::Close(id)),
         ..step
@@ -43,10 +57,27 @@ pub fn offer(http: &mut Http<Arc<Router>>, input: &[u8], out: &mut Vec<u8>) -> S
 }
 
 /// The peer's FIN with `pending` unconsumed.
-pub fn end(http: &mut Http<Arc<Router>>, pending: &[u8], out: &mut Vec<u8>) {
+pub fn end(service: &mut impl Service, pending: &[u8], out: &mut Vec<u8>) {
+    end_keeping_files(service, pending, out, &mut Vec::new());
+}
+
+/// [`end`], adding the file regions sent to `files` (as
+/// [`offer_keeping_files`] does).
+pub fn end_keeping_files(
+    service: &mut impl Service,
+    pending: &[u8],
+    out: &mut Vec<u8>,
+    files: &mut Vec<(usize, FileRegion)>,
+) {
     let mut commands = Vec::new();
-    let mut cx = Context::new(ConnId::new(0, 1), std::time::Instant::now(), out, &mut commands);
-    http.on_eof(pending, &mut cx);
+    let mut cx = Context::new(
+        ConnId::new(0, 1),
+        std::time::Instant::now(),
+        out,
+        &mut commands,
+    );
+    service.on_eof(pending, &mut cx);
+    files.extend(cx.take_file_regions());
 }
 
 /// Statuses after which the server must close.
@@ -67,7 +98,11 @@ fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> 
 /// the input ended in); an error status only last and with `Connection: close`.
 /// `closed` says whether the protocol asked to close.
 pub fn check_output(out: &[u8], closed: bool) {
-    assert!(parses(out, closed), "malformed output: {:?}", String::from_utf8_lossy(out));
+    assert!(
+        parses(out, closed),
+        "malformed output: {:?}",
+        String::from_utf8_lossy(out)
+    );
 }
 
 fn parses(rest: &[u8], closed: bool) -> bool {

@@ -424,7 +424,14 @@ impl StaticFiles {
         relative: &str,
         coding: Option<Coding>,
     ) -> Result<Lookup<Representation>, OpenError> {
-        self.cache.open(&self.root, relative, |opened| {
+        // A sibling sent as an encoding is another representation than the
+        // same file asked for by name (its type, `Content-Encoding`): cached
+        // apart, under a key no path can be (paths hold no NUL).
+        let key: std::borrow::Cow<'_, str> = match coding {
+            None => relative.into(),
+            Some(c) => format!("\0{}\0{relative}", c.token()).into(),
+        };
+        self.cache.open_as(&self.root, relative, &key, |opened| {
             let name = coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
             Representation::new(
                 opened,

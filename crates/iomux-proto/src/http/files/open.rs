@@ -380,6 +380,19 @@ impl<T> OpenFileCache<T> {
         relative: &str,
         derive: impl FnOnce(&Opened) -> T,
     ) -> Result<Lookup<T>, OpenError> {
+        self.open_as(root, relative, relative, derive)
+    }
+
+    /// [`open`](Self::open), kept in the cache under `key` instead of
+    /// `relative`: when one file is derived in more than one way, each way
+    /// needs a key of its own (else a hit returns what the other made).
+    pub fn open_as(
+        &self,
+        root: &Root,
+        relative: &str,
+        key: &str,
+        derive: impl FnOnce(&Opened) -> T,
+    ) -> Result<Lookup<T>, OpenError> {
         if self.capacity == 0 {
             let opened = root.open_beneath(relative)?;
             return Ok(match opened.meta.kind {
@@ -393,7 +406,7 @@ impl<T> OpenFileCache<T> {
         let now = state.lookups;
         let mut cached = None;
         let mut generation = None;
-        if let Some(entry) = state.entries.get_mut(relative) {
+        if let Some(entry) = state.entries.get_mut(key) {
             entry.last_used = now;
             // Only a hit reads the event queue: a miss adds nothing to
             // check (a `404` costs its open alone).
@@ -417,7 +430,7 @@ impl<T> OpenFileCache<T> {
                     .is_some_and(|w| w.watch_path(root.dir.as_fd(), relative, opened.file.as_fd()));
             match root.stat(relative).as_ref().and_then(meta_of) {
                 Some(meta) if meta == opened.meta => {
-                    if let Some(entry) = state.entries.get_mut(relative) {
+                    if let Some(entry) = state.entries.get_mut(key) {
                         entry.valid_at = generation.filter(|_| watched);
                     }
                     state.hits += 1;
@@ -441,7 +454,7 @@ impl<T> OpenFileCache<T> {
         let (opened, watchable, valid_at) = match reuse {
             Some(reused) => reused,
             None => {
-                state.entries.remove(relative);
+                state.entries.remove(key);
                 open_watched(root, relative, state.watcher.as_mut())?
             }
         };
@@ -454,7 +467,7 @@ impl<T> OpenFileCache<T> {
         let derived = Arc::new(derive(&opened));
         let mut guard = self.lock();
         let map = &mut guard.entries;
-        if map.len() >= self.capacity && !map.contains_key(relative) {
+        if map.len() >= self.capacity && !map.contains_key(key) {
             if let Some(oldest) = map
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
@@ -464,7 +477,7 @@ impl<T> OpenFileCache<T> {
             }
         }
         map.insert(
-            relative.to_owned(),
+            key.to_owned(),
             CacheEntry {
                 opened,
                 derived: derived.clone(),

@@ -477,6 +477,47 @@ fn precompressed_siblings_by_accept_encoding() {
     assert_ne!(header(&r, "ETag"), header(&plain, "ETag"));
 }
 
+/// A sibling asked for by name and the same file sent as an encoding of
+/// another are two representations: the open-file cache keeps them apart,
+/// in either order (found by the `files` fuzz target: the cache answered
+/// `/app.js` with gzip as `application/gzip` without `Content-Encoding`).
+#[test]
+fn a_sibling_asked_for_by_name_stays_apart_from_the_encoding() {
+    let by_encoding =
+        |files: &StaticFiles| with(files, "/app.js", |r| r.accept_encoding = Some(b"gzip"));
+    for name_first in [true, false] {
+        let s = site(&format!("sibling-{name_first}"), cached());
+        let (by_name, encoded) = if name_first {
+            let by_name = get(&s.files, "/app.js.gz");
+            (by_name, by_encoding(&s.files))
+        } else {
+            let encoded = by_encoding(&s.files);
+            (get(&s.files, "/app.js.gz"), encoded)
+        };
+        assert_eq!(
+            (
+                header(&by_name, "Content-Type"),
+                header(&by_name, "Content-Encoding")
+            ),
+            (Some("application/gzip"), None),
+            "by name, asked first: {name_first}"
+        );
+        assert_eq!(
+            (
+                header(&encoded, "Content-Type"),
+                header(&encoded, "Content-Encoding")
+            ),
+            (Some("text/javascript; charset=utf-8"), Some("gzip")),
+            "as an encoding, asked first: {}",
+            !name_first
+        );
+        assert_eq!(
+            (body(&by_name), body(&encoded)),
+            (b"gz!".to_vec(), b"gz!".to_vec())
+        );
+    }
+}
+
 #[test]
 fn prepared_headers_are_the_listed_ones() {
     let s = site(

@@ -175,7 +175,11 @@ fn trim(s: &[u8]) -> &[u8] {
 /// recipient to accept (IMF-fixdate, RFC 850, asctime) to seconds since
 /// the epoch; `None` when it is none of them (the field is then ignored).
 pub fn parse_http_date(value: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(trim(value)).ok()?;
+    // An HTTP-date is ASCII; past this check, byte offsets are char
+    // boundaries (the asctime form is sliced by offset).
+    let s = std::str::from_utf8(trim(value))
+        .ok()
+        .filter(|s| s.is_ascii())?;
     let (day, month, year, time) = if let Some((_, rest)) = s.split_once(", ") {
         if rest.len() == 24 && rest.as_bytes()[2] == b' ' {
             // IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -274,6 +278,10 @@ mod tests {
             b"Sun, 06 Nov 1994 08:49 GMT",
             b"Sun, 06 Nov 1994 08:49:37 GMT extra",
             b"-1",
+            // 24 bytes, as asctime, with a character of two bytes where the
+            // form is sliced (found by the `files` fuzz target: a panic).
+            b"Sun Nov\xd2\x9f6 08:49:37 1994",
+            b"GET /large\xd2\x9fin HTTP/1.1\r",
         ] {
             assert_eq!(
                 parse_http_date(bad),
