@@ -15,11 +15,15 @@
 //! was armed: the queue is not read. The guarantee holds for a lookup made
 //! on the thread that read the request (every engine's handler runs there).
 //!
-//! A rung bell is armed again before the queue is read, so an event between
-//! the two rings it once more. Where io_uring is refused, or more threads
-//! than [`MAX_BELLS`] serve hits, or a thread has served fewer than
-//! [`HITS_BEFORE_BELL`] (a thread per connection), the queue is read on
-//! every hit as before.
+//! A rung bell is consumed, the queue read, and the bell armed again (after
+//! the read: an event queued in between finds the queue readable when the
+//! poll is armed, and rings at once). A bell rings once per burst of
+//! changes: a loop thread asleep in its wait is woken once (the wait ends
+//! early and is resumed), and not again until a hit has armed it anew.
+//! Where io_uring is refused, past [`MAX_BELLS`] threads with a bell, on a
+//! thread that has served fewer than [`HITS_BEFORE_BELL`] hits (a thread
+//! per connection), or in a process forked since the bell was made, the
+//! queue is read on every hit as before.
 
 use io_uring::{opcode, types, IoUring};
 use std::cell::RefCell;
