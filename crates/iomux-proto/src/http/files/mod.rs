@@ -17,6 +17,7 @@
 //! - a precompressed sibling is chosen by `Accept-Encoding` ([`encoding`]);
 //! - a directory is its `index.html`, a listing ([`listing`]) or `404`.
 
+mod bell;
 pub mod encoding;
 mod handler;
 pub mod listing;

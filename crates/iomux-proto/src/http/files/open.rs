@@ -345,6 +345,11 @@ impl<T> OpenFileCache<T> {
     }
 
     #[cfg(test)]
+    fn queue_reads(&self) -> u64 {
+        self.lock().watcher.as_ref().map_or(0, Watcher::reads)
+    }
+
+    #[cfg(test)]
     fn watch_count(&self) -> usize {
         self.lock().watcher.as_ref().map_or(0, Watcher::watch_count)
     }
@@ -741,9 +746,15 @@ mod tests {
         let cache = TestCache::new(8);
         assert!(cache.watches_changes(), "inotify here");
         assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
-        for _ in 0..100 {
+        for _ in 0..50 {
             assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
         }
+        // By now this thread's bell on the queue is armed: hits read nothing.
+        let reads = cache.queue_reads();
+        for _ in 0..50 {
+            assert_eq!(file(&cache, &root, "a/b/f").unwrap().1, "one");
+        }
+        assert_eq!(cache.queue_reads(), reads, "a silent bell, no read");
         assert_eq!(cache.counts(), (100, 1));
         assert_eq!(cache.revalidations(), 0, "no stat while nothing changed");
         // The root, a, a/b and the file; a miss adds none.

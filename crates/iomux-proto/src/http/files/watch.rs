@@ -1,16 +1,20 @@
 //! Change notification for the open-file cache: one inotify instance
 //! watching each cached file and every directory on the way to it, so that a
-//! hit costs one read of an empty event queue instead of a `stat` by path.
+//! hit costs a look at the queue instead of a `stat` by path: a load from
+//! memory where the thread's doorbell on the queue is armed and silent
+//! ([`bell`](super::bell)), else one read of the (usually empty) queue.
 //!
 //! Any event at all (a write, a rename, an entry created or removed in a
 //! watched directory, a lost event) bumps one generation number; an entry
 //! validated at an older generation is revalidated by `stat` on its next hit
 //! and watched again. The kernel queues an event before the call that caused
-//! it returns, so a change made before a request was sent is read by that
+//! it returns (and rings the bell before the call that read the request
+//! returns), so a change made before a request was sent is read by that
 //! request's lookup: a replaced file is still seen by the very next request.
 //! Where inotify or `/proc` is missing, or the watch limit is reached, an
 //! entry is not watched and every hit revalidates it by `stat` as before.
 
+use super::bell::QueueToken;
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use rustix::io::Errno;
 use std::collections::HashSet;
@@ -42,6 +46,10 @@ const DIRECTORY_EVENTS: WatchFlags = WatchFlags::CREATE
 #[derive(Debug)]
 pub(crate) struct Watcher {
     inotify: OwnedFd,
+    /// The instance's identity for the threads' bells on it.
+    token: QueueToken,
+    /// Reads of the event queue so far.
+    reads: u64,
     generation: u64,
     /// Watch descriptors held, so that their number stays bounded: at
     /// `limit` the instance is replaced by a fresh one (every entry then
@@ -56,38 +64,39 @@ impl Watcher {
     pub(crate) fn new(limit: usize) -> Option<Watcher> {
         Some(Watcher {
             inotify: fresh_instance()?,
+            token: QueueToken::default(),
+            reads: 0,
             generation: 0,
             watches: HashSet::new(),
             limit: limit.max(1),
         })
     }
 
-    /// Read every queued event; the generation after them.
+    /// The generation after every event queued so far (read unless the
+    /// thread's bell says none came since the last read).
     pub(crate) fn poll(&mut self) -> u64 {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut events = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
-        let mut changed = false;
-        loop {
-            match events.next() {
-                Ok(event) => {
-                    changed = true;
-                    if event.events().contains(ReadFlags::IGNORED) {
-                        self.watches.remove(&event.wd());
-                    }
-                }
-                Err(Errno::AGAIN) => break,
-                Err(Errno::INTR) => {}
-                // Nothing else is expected; whatever it was, trust nothing.
-                Err(_) => {
-                    changed = true;
-                    break;
-                }
-            }
-        }
-        if changed {
+        let Watcher {
+            inotify,
+            token,
+            watches,
+            reads,
+            ..
+        } = self;
+        let changed = token.read_unless_quiet(inotify.as_fd(), || {
+            *reads += 1;
+            read_events(inotify.as_fd(), watches)
+        });
+        if changed == Some(true) {
             self.generation += 1;
         }
         self.generation
+    }
+
+    /// Reads of the event queue so far (hits whose thread's bell was armed
+    /// and silent made none).
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// Watch the root (`root`, a descriptor of it), every directory on the
@@ -134,6 +143,7 @@ impl Watcher {
             // Watches of files long evicted add up: start afresh.
             if let Some(fresh) = fresh_instance() {
                 self.inotify = fresh;
+                self.token = QueueToken::default();
                 self.watches.clear();
             }
             self.generation += 1;
@@ -150,6 +160,28 @@ impl Watcher {
     #[cfg(test)]
     pub(crate) fn watch_count(&self) -> usize {
         self.watches.len()
+    }
+}
+
+/// Read every queued event, forgetting watches the kernel dropped; whether
+/// there was any (or a failure: then trust nothing).
+fn read_events(inotify: BorrowedFd<'_>, watches: &mut HashSet<i32>) -> bool {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut events = inotify::Reader::new(inotify, &mut buf);
+    let mut changed = false;
+    loop {
+        match events.next() {
+            Ok(event) => {
+                changed = true;
+                if event.events().contains(ReadFlags::IGNORED) {
+                    watches.remove(&event.wd());
+                }
+            }
+            Err(Errno::AGAIN) => return changed,
+            Err(Errno::INTR) => {}
+            // Nothing else is expected; whatever it was, trust nothing.
+            Err(_) => return true,
+        }
     }
 }
 
