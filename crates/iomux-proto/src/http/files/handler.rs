@@ -2,27 +2,38 @@
 //! out through the public [`Reply`] API, file bytes as file regions.
 
 use super::range::Piece;
-use super::validators::Conditionals;
 use super::{FileBody, FileRequest, StaticFiles};
 use crate::http::{Flow, Handler, Reply, Request, Status};
 use crate::FileRegion;
 
 impl Handler for StaticFiles {
     fn call(&self, req: &Request<'_>, reply: &mut Reply<'_, '_>) -> Flow {
-        let request = FileRequest {
+        let mut request = FileRequest {
             method: req.method().as_bytes(),
             path: req.path(),
             query: req.query(),
-            conditionals: Conditionals {
-                if_match: req.header("if-match"),
-                if_unmodified_since: req.header("if-unmodified-since"),
-                if_none_match: req.header("if-none-match"),
-                if_modified_since: req.header("if-modified-since"),
-                if_range: req.header("if-range"),
-            },
-            range: req.header("range"),
-            accept_encoding: req.header("accept-encoding"),
+            ..FileRequest::default()
         };
+        // One pass over the fields (a request names few, and most of these
+        // none), keeping the first of each as `Request::header` would.
+        for (name, value) in req.headers() {
+            let conditionals = &mut request.conditionals;
+            let slot = match name.len() {
+                5 if name.eq_ignore_ascii_case("range") => &mut request.range,
+                8 if name.eq_ignore_ascii_case("if-match") => &mut conditionals.if_match,
+                8 if name.eq_ignore_ascii_case("if-range") => &mut conditionals.if_range,
+                13 if name.eq_ignore_ascii_case("if-none-match") => &mut conditionals.if_none_match,
+                15 if name.eq_ignore_ascii_case("accept-encoding") => &mut request.accept_encoding,
+                17 if name.eq_ignore_ascii_case("if-modified-since") => {
+                    &mut conditionals.if_modified_since
+                }
+                19 if name.eq_ignore_ascii_case("if-unmodified-since") => {
+                    &mut conditionals.if_unmodified_since
+                }
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
         let response = self.respond(&request);
         let status = Status::from_code(response.status).unwrap_or(Status::INTERNAL_SERVER_ERROR);
         let mut head = reply.head(status);

@@ -66,15 +66,18 @@ pub fn resolve_path<'a>(
     hidden_allowed: bool,
 ) -> Result<TargetPath<'a>, PathError> {
     let raw_path = path.as_bytes();
-    if raw_path.first() != Some(&b'/') || raw_path.contains(&b'#') {
+    if raw_path.first() != Some(&b'/') {
         return Err(PathError::BadRequest);
     }
-    let (relative, trailing_slash) = match already_normal(raw_path) {
+    let (relative, trailing_slash) = match already_normal(path) {
         Some(relative) => (
             Cow::Borrowed(relative),
             relative.is_empty() || raw_path.ends_with(b"/"),
         ),
         None => {
+            if raw_path.contains(&b'#') {
+                return Err(PathError::BadRequest);
+            }
             let (relative, trailing_slash) = normalize(raw_path, hidden_allowed)?;
             (Cow::Owned(relative), trailing_slash)
         }
@@ -113,18 +116,24 @@ fn normalize(raw_path: &[u8], hidden_allowed: bool) -> Result<(String, bool), Pa
 }
 
 /// The path (`/` first) without its leading and trailing `/` when decoding
-/// and normalizing would leave it as it is: no escape, no backslash or NUL,
-/// no empty component, none that starts with `.` (so no `.`, `..` or hidden
-/// name), and UTF-8. Most targets are such, and skip the general way.
-fn already_normal(raw_path: &[u8]) -> Option<&str> {
-    let inner = raw_path.strip_prefix(b"/")?;
-    let inner = inner.strip_suffix(b"/").unwrap_or(inner);
-    let plain = !inner.starts_with(b"/")
-        && !inner.ends_with(b"/")
-        && !inner.starts_with(b".")
-        && !inner.iter().any(|&b| matches!(b, b'%' | b'\\' | 0))
-        && !inner.windows(2).any(|w| w == b"//" || w == b"/.");
-    plain.then(|| std::str::from_utf8(inner).ok()).flatten()
+/// and normalizing would leave it as it is: no escape, no backslash, NUL or
+/// `#`, no empty component, none that starts with `.` (so no `.`, `..` or
+/// hidden name). Most targets are such, and skip the general way in one
+/// pass over their bytes (a slice of a `str` at `/`s: UTF-8 already).
+fn already_normal(path: &str) -> Option<&str> {
+    let inner = path.strip_prefix('/')?;
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    // The byte before each: a component starts after a `/`.
+    let mut previous = b'/';
+    for &b in inner.as_bytes() {
+        match b {
+            b'%' | b'\\' | 0 | b'#' => return None,
+            b'/' | b'.' if previous == b'/' => return None,
+            _ => previous = b,
+        }
+    }
+    // Ended with `//`: an empty last component.
+    (inner.is_empty() || previous != b'/').then_some(inner)
 }
 
 /// Decode `%XX` escapes once. An escape that decodes to `/`, `\` or NUL, a
@@ -248,7 +257,7 @@ mod tests {
             "/a/b/",
         ] {
             for hidden in [false, true] {
-                if let Some(relative) = already_normal(path.as_bytes()) {
+                if let Some(relative) = already_normal(path) {
                     taken += 1;
                     let trailing = relative.is_empty() || path.ends_with('/');
                     assert_eq!(
@@ -263,7 +272,12 @@ mod tests {
             taken >= 20,
             "the short way is taken for plain paths ({taken})"
         );
-        assert_eq!(already_normal(b"/\xff"), None);
+        // A `#` is refused by the long way; the short way leaves it to it.
+        assert_eq!(already_normal("/a#b"), None);
+        assert_eq!(
+            resolve_path("/a#b", None, false),
+            Err(PathError::BadRequest)
+        );
     }
 
     #[test]
