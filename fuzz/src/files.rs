@@ -25,6 +25,24 @@ const ESCAPED_NAME: &str = "b<c>&d\".txt";
 /// opened for a reason the tree never gives: not expected here).
 pub const HANDLER_STATUSES: &[u16] = &[200, 206, 301, 304, 400, 403, 404, 405, 412, 416];
 
+/// The tree's directory in the temporary directory: this, then the PID.
+const TREE_PREFIX: &str = "iomux-fuzz-files-";
+
+/// libFuzzer ends a process by `exit`, which drops nothing: remove the
+/// trees whose process is gone.
+fn remove_trees_of_ended_processes() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(TREE_PREFIX));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The fixed tree.
 pub struct Site {
     /// The served directory, canonical (what `/proc/self/fd` links show).
@@ -73,7 +91,8 @@ impl Site {
     }
 
     fn build() -> Site {
-        let dir = std::env::temp_dir().join(format!("iomux-fuzz-files-{}", std::process::id()));
+        remove_trees_of_ended_processes();
+        let dir = std::env::temp_dir().join(format!("{TREE_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.join("root");
         for sub in ["sub/deeper", "noindex", ".hiddendir"] {
