@@ -213,14 +213,21 @@ impl Drop for Ring {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::net::UnixStream;
+    use std::path::PathBuf;
 
-    fn inotify_on(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    /// A scratch directory `name` holding a file `f`, and an inotify queue
+    /// watching that file for writes.
+    fn watched_file(name: &str) -> (PathBuf, PathBuf, OwnedFd) {
         use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
-        let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
-        inotify::add_watch(&fd, path, WatchFlags::MODIFY).unwrap();
-        fd
+        let dir = std::env::temp_dir().join(format!("iomux-bell-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, b"a").unwrap();
+        let queue = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+        inotify::add_watch(&queue, &file, WatchFlags::MODIFY).unwrap();
+        (dir, file, queue)
     }
 
     fn drain(fd: BorrowedFd<'_>) {
@@ -230,11 +237,7 @@ mod tests {
 
     #[test]
     fn quiet_queue_is_not_read_once_the_bell_is_armed() {
-        let dir = std::env::temp_dir().join(format!("iomux-bell-quiet-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("f");
-        std::fs::write(&file, b"a").unwrap();
-        let queue = inotify_on(&file);
+        let (dir, file, queue) = watched_file("quiet");
         let token = QueueToken::default();
         let mut reads = 0;
         for _ in 0..HITS_BEFORE_BELL + 10 {
@@ -267,11 +270,7 @@ mod tests {
     /// has rung, every time.
     #[test]
     fn a_change_made_before_a_message_rings_before_the_message_is_read() {
-        let dir = std::env::temp_dir().join(format!("iomux-bell-order-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("f");
-        std::fs::write(&file, b"a").unwrap();
-        let queue = inotify_on(&file);
+        let (dir, file, queue) = watched_file("order");
         let token = QueueToken::default();
         let read = || drain(queue.as_fd());
         for _ in 0..HITS_BEFORE_BELL {
