@@ -257,8 +257,9 @@ pub enum Lookup<T> {
 /// at the path) is opened afresh by the very next request and a file
 /// rewritten in place (same inode, another size or time) is derived again.
 /// The file and every directory on its path are watched for changes
-/// ([`watch`](super::watch)): while nothing changed, a hit costs one read of
-/// an empty inotify queue; after any change, and for a path through a
+/// (`watch.rs`): while nothing changed, a hit costs a look at the thread's
+/// doorbell on the inotify queue (`bell.rs`; one read of the empty queue
+/// where there is none); after any change, and for a path through a
 /// symbolic link (where what it leads to depends on more than the
 /// directories on it), or where inotify is missing, a hit costs one `stat`
 /// by path compared with the cached metadata. When full, the least recently
