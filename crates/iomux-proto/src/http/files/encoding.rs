@@ -25,6 +25,15 @@ impl Coding {
         }
     }
 
+    /// The coding's place in [`Coding::ALL`].
+    pub fn index(self) -> u8 {
+        match self {
+            Coding::Br => 0,
+            Coding::Zstd => 1,
+            Coding::Gzip => 2,
+        }
+    }
+
     /// The sibling file's suffix.
     pub fn suffix(self) -> &'static str {
         match self {
@@ -59,15 +68,18 @@ pub fn acceptable_codings(accept_encoding: &[u8]) -> Vec<Coding> {
             }
         }
         let Some(weight) = weight else { continue };
-        let slot = match token.to_ascii_lowercase().as_str() {
-            "br" => Some(0),
-            "zstd" => Some(1),
-            "gzip" | "x-gzip" => Some(2),
-            "*" => {
+        let is = |name: &str| token.eq_ignore_ascii_case(name);
+        let slot = if is("br") {
+            Some(0)
+        } else if is("zstd") {
+            Some(1)
+        } else if is("gzip") || is("x-gzip") {
+            Some(2)
+        } else {
+            if token == "*" {
                 star = Some(weight);
-                None
             }
-            _ => None,
+            None
         };
         if let Some(i) = slot {
             named[i] = Some(weight);

@@ -298,6 +298,11 @@ struct CacheEntry<T> {
     /// The watcher's generation when the entry was last found current, if
     /// it and the directories on its path are watched.
     valid_at: Option<u64>,
+    /// Variants of the file (precompressed siblings, by index) found
+    /// missing, as of generation `missing_at`: probed once per change in
+    /// the directories on their way, not on every request that accepts them.
+    missing_variants: u8,
+    missing_at: Option<u64>,
 }
 
 /// Watches per cache entry before the watcher starts afresh: a file and a
@@ -488,9 +493,69 @@ impl<T> OpenFileCache<T> {
                 last_used: now,
                 watchable,
                 valid_at,
+                missing_variants: 0,
+                missing_at: None,
             },
         );
         Ok(Lookup::File(derived))
+    }
+
+    /// The variants of the cached file `relative` known to be missing (a
+    /// mask by variant index), and the generation of changes now, to give
+    /// [`note_missing_variant`](Self::note_missing_variant) after probing
+    /// the others; `(0, None)` where changes are not watched.
+    pub(crate) fn missing_variants(&self, relative: &str) -> (u8, Option<u64>) {
+        if self.capacity == 0 {
+            return (0, None);
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(generation) = state.watcher.as_mut().map(Watcher::poll) else {
+            return (0, None);
+        };
+        let missing = state
+            .entries
+            .get(relative)
+            .filter(|e| e.missing_at == Some(generation))
+            .map_or(0, |e| e.missing_variants);
+        (missing, Some(generation))
+    }
+
+    /// Remember that variant `index` (below 8) of the cached file `of`, at
+    /// `variant` beneath `root`, was found missing by a probe made after
+    /// `generation` (from [`missing_variants`](Self::missing_variants)).
+    /// Remembered only where its absence is watched: the directories on its
+    /// way, with no symbolic link among them, so that creating it is an
+    /// event and the next lookup probes again.
+    pub(crate) fn note_missing_variant(
+        &self,
+        root: &Root,
+        of: &str,
+        index: u8,
+        variant: &str,
+        generation: u64,
+    ) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(watcher) = state.watcher.as_mut() else {
+            return;
+        };
+        if !watcher.watch_directories(root.dir.as_fd(), variant) {
+            return;
+        }
+        // Look again now that the directories are watched: a variant made
+        // since the probe shows here, and one made from now on is an event.
+        if !matches!(root.open_without_links(variant), Err(OpenError::NotFound)) {
+            return;
+        }
+        let Some(entry) = state.entries.get_mut(of) else {
+            return;
+        };
+        if entry.missing_at != Some(generation) {
+            entry.missing_at = Some(generation);
+            entry.missing_variants = 0;
+        }
+        entry.missing_variants |= 1 << index;
     }
 }
 

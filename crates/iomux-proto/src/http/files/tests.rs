@@ -518,6 +518,42 @@ fn a_sibling_asked_for_by_name_stays_apart_from_the_encoding() {
     }
 }
 
+/// A sibling found missing is not looked for again while nothing changes in
+/// its directory; one made later is found by the next request, and once
+/// removed it is missed again.
+#[test]
+fn a_missing_sibling_is_probed_once_per_change() {
+    let s = site("missing-sibling", cached());
+    assert!(s.files.cache.watches_changes(), "inotify is missing here");
+    let root = s.dir.join("root");
+    let browser = |files: &StaticFiles| {
+        with(files, "/digits.txt", |r| {
+            r.accept_encoding = Some(b"gzip, deflate, br, zstd")
+        })
+    };
+    let misses = || s.files.cache_counts().1;
+    let first = browser(&s.files);
+    assert_eq!(header(&first, "Content-Encoding"), None);
+    let after_first = misses();
+    assert_eq!(after_first, 4, "the file and its three siblings");
+    for _ in 0..3 {
+        let r = browser(&s.files);
+        assert_eq!((r.status, header(&r, "Content-Encoding")), (200, None));
+        assert_eq!(body(&r).len(), 10000);
+    }
+    assert_eq!(misses(), after_first, "no sibling looked for again");
+    std::fs::write(root.join("digits.txt.gz"), "gz").unwrap();
+    let r = browser(&s.files);
+    assert_eq!(
+        (body(&r), header(&r, "Content-Encoding")),
+        (b"gz".to_vec(), Some("gzip"))
+    );
+    std::fs::remove_file(root.join("digits.txt.gz")).unwrap();
+    let r = browser(&s.files);
+    assert_eq!(header(&r, "Content-Encoding"), None);
+    assert_eq!(body(&r).len(), 10000);
+}
+
 #[test]
 fn prepared_headers_are_the_listed_ones() {
     let s = site(
