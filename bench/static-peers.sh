@@ -9,7 +9,7 @@
 # Usage: bench/static-peers.sh [--rounds N] [--duration SECS]
 #            [--servers iomux-epoll,iomux-uring,iomux-epoll-nocache,nginx-sendfile,nginx-copy,floor-file,static-web-server]
 #            (on request also iomux-epoll-level, and with IOMUX_ALT=PATH iomux-epoll-alt, iomux-uring-alt)
-#            [--sizes 1k,64k,1m,100m] [--json FILE]
+#            [--sizes 1k,64k,1m,100m] [--browser] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/prepare.sh

@@ -17,6 +17,11 @@ in the page cache) served by:
 - static-web-server (hyper/tokio) when `static-web-server` is on PATH
   (`cargo install static-web-server`; not in CI).
 
+With --browser every request carries the fields a current browser sends
+for a page's resource (BROWSER_HEADERS: among them `Accept-Encoding: gzip,
+deflate, br, zstd`), so that parsing them and choosing among precompressed
+siblings (the bench's files have none) is counted too.
+
 Every server is pinned to CPU 0 and `wrk -t1` to CPU 1. Each round runs every
 size against every server in turn, the order rotating by one server per
 round, so a noisy neighbour hits all of them alike. Per run: requests/s,
@@ -39,6 +44,18 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 # Connections per size: enough to keep one server core busy without
 # queueing hundreds of 100 MiB responses.
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
+# What Chrome 131 sent for an image on a page, cookies aside.
+BROWSER_HEADERS = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Accept: image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-US,en;q=0.9",
+    "Sec-Fetch-Dest: image",
+    "Sec-Fetch-Mode: no-cors",
+    "Sec-Fetch-Site: same-origin",
+)
+# Extra request fields for every run (--browser).
+EXTRA_HEADERS = []
 ORDER = ("iomux-epoll", "iomux-uring", "iomux-epoll-nocache", "iomux-epoll-level", "iomux-epoll-alt", "iomux-uring-alt", "nginx-sendfile", "nginx-copy", "floor-file", "static-web-server")
 
 NGINX_STATIC_CONF = srv.NGINX_CONF_HEAD + """\
@@ -124,7 +141,10 @@ DURATION_SCALE = {"100m": 4}
 def run_wrk(server, size_name, duration, cpu):
     duration *= DURATION_SCALE.get(size_name, 1)
     url = server.url(f"/{size_name}.bin")
-    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{CONNS[size_name]}", f"-d{duration}s", url]
+    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{CONNS[size_name]}", f"-d{duration}s"]
+    for header in EXTRA_HEADERS:
+        argv += ["-H", header]
+    argv.append(url)
     run = srv.measure_wrk(server, argv)
     requests, wall, server_cpu = run.requests, run.wall, run.server_cpu
     size = SIZES[size_name]
@@ -182,7 +202,8 @@ def round_ratios(rows, a, b, size, key):
 def report(rows, rounds, duration, which, load_before, load_after):
     out = [
         f"Medians over {rounds} interleaved rounds of {duration} s per size and server "
-        f"(servers on cpu 0, wrk -t1 on cpu 1; load average {load_before} before, {load_after} after)\n",
+        f"(servers on cpu 0, wrk -t1 on cpu 1; load average {load_before} before, {load_after} after"
+        f"{'; requests with a browser' + chr(39) + 's fields' if EXTRA_HEADERS else ''})\n",
         "| size | server | conns | requests/s | body MiB/s | server CPU us/request | server CPU ms/GiB "
         "| server core busy | wrk core busy |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -235,6 +256,7 @@ def main():
     ap.add_argument("--servers", default=",".join(s for s in ORDER if s not in on_request), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of " + ",".join(SIZES))
     ap.add_argument("--conns", type=int, help="wrk connections for every size (default: per size, %s)" % CONNS)
+    ap.add_argument("--browser", action="store_true", help="send a browser's request fields (Accept-Encoding among them) with every request")
     ap.add_argument("--json", help="also write every run as JSON lines to this file")
     args = ap.parse_args()
     which = [s for s in ORDER if s in args.servers.split(",")]
@@ -244,6 +266,8 @@ def main():
     if "floor-file" in which and not os.path.exists(srv.FLOOR):
         sys.exit(f"{srv.FLOOR} is missing: cargo build --release --manifest-path bench/floor-peer/Cargo.toml")
     sizes = [s for s in SIZES if s in args.sizes.split(",")]
+    if args.browser:
+        EXTRA_HEADERS.extend(BROWSER_HEADERS)
     if args.conns:
         CONNS.update((size, args.conns) for size in CONNS)
     if not which or not sizes:
