@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::watch::Watcher;
 
@@ -298,11 +298,55 @@ struct CacheEntry<T> {
     /// The watcher's generation when the entry was last found current, if
     /// it and the directories on its path are watched.
     valid_at: Option<u64>,
-    /// Variants of the file (precompressed siblings, by index) found
-    /// missing, as of generation `missing_at`: probed once per change in
-    /// the directories on their way, not on every request that accepts them.
-    missing_variants: u8,
-    missing_at: Option<u64>,
+    /// What its variants (precompressed siblings) were found to be.
+    variants: Variants<T>,
+}
+
+/// What the variants of a cached file (by index, below 8) were found to be
+/// as of one generation: looked for once per change, not on every request
+/// that accepts them.
+#[derive(Debug)]
+struct Variants<T> {
+    at: Option<u64>,
+    missing: u8,
+    /// Found, with their own entries current at `at`. Weak: a variant's
+    /// descriptor stays counted in its own entry alone, closing with it.
+    found: Vec<(u8, Weak<T>)>,
+}
+
+impl<T> Default for Variants<T> {
+    fn default() -> Self {
+        Variants {
+            at: None,
+            missing: 0,
+            found: Vec::new(),
+        }
+    }
+}
+
+impl<T> Variants<T> {
+    /// The knowledge as of `generation`, forgetting any older.
+    fn at(&mut self, generation: u64) -> &mut Variants<T> {
+        if self.at != Some(generation) {
+            *self = Variants {
+                at: Some(generation),
+                ..Variants::default()
+            };
+        }
+        self
+    }
+}
+
+/// What is known of a cached file's acceptable variants (see
+/// [`OpenFileCache::known_variant`]).
+#[derive(Debug)]
+pub(crate) enum KnownVariant<T> {
+    /// This one exists and is unchanged.
+    Found(Arc<T>),
+    /// This one is to be looked for; `generation` is for noting the answer.
+    LookFor { index: u8, generation: Option<u64> },
+    /// None of them exists.
+    None,
 }
 
 /// Watches per cache entry before the watcher starts afresh: a file and a
@@ -493,45 +537,64 @@ impl<T> OpenFileCache<T> {
                 last_used: now,
                 watchable,
                 valid_at,
-                missing_variants: 0,
-                missing_at: None,
+                variants: Variants::default(),
             },
         );
         Ok(Lookup::File(derived))
     }
 
-    /// The variants of the cached file `relative` known to be missing (a
-    /// mask by variant index), and the generation of changes now, to give
-    /// [`note_missing_variant`](Self::note_missing_variant) after probing
-    /// the others; `(0, None)` where changes are not watched.
-    pub(crate) fn missing_variants(&self, relative: &str) -> (u8, Option<u64>) {
+    /// The first of the variants `indexes` (best first) of the cached file
+    /// `relative` that is known to exist and be unchanged, or else the
+    /// first not known to be missing, or none: what changed nothing since
+    /// it was noted ([`note_variant`](Self::note_variant)) is not looked for
+    /// again.
+    pub(crate) fn known_variant(&self, relative: &str, indexes: &[u8]) -> KnownVariant<T> {
+        let Some(&first) = indexes.first() else {
+            return KnownVariant::None;
+        };
         if self.capacity == 0 {
-            return (0, None);
+            return KnownVariant::LookFor {
+                index: first,
+                generation: None,
+            };
         }
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some(generation) = state.watcher.as_mut().map(Watcher::poll) else {
-            return (0, None);
-        };
-        let missing = state
+        let generation = state.watcher.as_mut().map(Watcher::poll);
+        let known = state
             .entries
             .get(relative)
-            .filter(|e| e.missing_at == Some(generation))
-            .map_or(0, |e| e.missing_variants);
-        (missing, Some(generation))
+            .map(|e| &e.variants)
+            .filter(|v| v.at.is_some() && v.at == generation);
+        for &index in indexes {
+            let Some(known) = known else {
+                return KnownVariant::LookFor { index, generation };
+            };
+            if known.missing & (1 << index) != 0 {
+                continue;
+            }
+            let found = known.found.iter().find(|(i, _)| *i == index);
+            match found.and_then(|(_, variant)| variant.upgrade()) {
+                Some(variant) => return KnownVariant::Found(variant),
+                None => return KnownVariant::LookFor { index, generation },
+            }
+        }
+        KnownVariant::None
     }
 
-    /// Remember that variant `index` (below 8) of the cached file `of`, at
-    /// `variant` beneath `root`, was found missing by a probe made after
-    /// `generation` (from [`missing_variants`](Self::missing_variants)).
-    /// Remembered only where its absence is watched: the directories on its
-    /// way, with no symbolic link among them, so that creating it is an
-    /// event and the next lookup probes again.
-    pub(crate) fn note_missing_variant(
+    /// Note what looking for variant `index` of the cached file `of` found,
+    /// after `generation` (from [`known_variant`](Self::known_variant)):
+    /// the variant's entry under `key` (kept with `of` if it is current at
+    /// that generation: it and its directories are watched), or nothing at
+    /// `variant` beneath `root` (kept once the directories on its way are
+    /// watched and a second look without links finds nothing either: a
+    /// variant made from then on is an event).
+    pub(crate) fn note_variant(
         &self,
         root: &Root,
         of: &str,
         index: u8,
+        found: Option<&str>,
         variant: &str,
         generation: u64,
     ) {
@@ -540,22 +603,33 @@ impl<T> OpenFileCache<T> {
         let Some(watcher) = state.watcher.as_mut() else {
             return;
         };
-        if !watcher.watch_directories(root.dir.as_fd(), variant) {
-            return;
-        }
-        // Look again now that the directories are watched: a variant made
-        // since the probe shows here, and one made from now on is an event.
-        if !matches!(root.open_without_links(variant), Err(OpenError::NotFound)) {
-            return;
-        }
+        let noted = match found {
+            Some(key) => match state.entries.get(key) {
+                Some(entry) if entry.valid_at == Some(generation) => {
+                    Some(Arc::downgrade(&entry.derived))
+                }
+                _ => return,
+            },
+            None => {
+                if !watcher.watch_directories(root.dir.as_fd(), variant)
+                    || !matches!(root.open_without_links(variant), Err(OpenError::NotFound))
+                {
+                    return;
+                }
+                None
+            }
+        };
         let Some(entry) = state.entries.get_mut(of) else {
             return;
         };
-        if entry.missing_at != Some(generation) {
-            entry.missing_at = Some(generation);
-            entry.missing_variants = 0;
+        let known = entry.variants.at(generation);
+        match noted {
+            Some(variant) => {
+                known.found.retain(|(i, _)| *i != index);
+                known.found.push((index, variant));
+            }
+            None => known.missing |= 1 << index,
         }
-        entry.missing_variants |= 1 << index;
     }
 }
 

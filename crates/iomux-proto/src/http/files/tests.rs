@@ -519,8 +519,8 @@ fn a_sibling_asked_for_by_name_stays_apart_from_the_encoding() {
 }
 
 /// A sibling found missing is not looked for again while nothing changes in
-/// its directory; one made later is found by the next request, and once
-/// removed it is missed again.
+/// its directory; one made later is found by the next request (and then
+/// not looked up again either), and once removed it is missed again.
 #[test]
 fn a_missing_sibling_is_probed_once_per_change() {
     let s = site("missing-sibling", cached());
@@ -548,6 +548,13 @@ fn a_missing_sibling_is_probed_once_per_change() {
         (body(&r), header(&r, "Content-Encoding")),
         (b"gz".to_vec(), Some("gzip"))
     );
+    // The sibling found is noted too: each request looks up the file alone.
+    let (hits, misses) = s.files.cache_counts();
+    for _ in 0..3 {
+        let r = browser(&s.files);
+        assert_eq!(body(&r), b"gz");
+    }
+    assert_eq!(s.files.cache_counts(), (hits + 3, misses));
     std::fs::remove_file(root.join("digits.txt.gz")).unwrap();
     let r = browser(&s.files);
     assert_eq!(header(&r, "Content-Encoding"), None);
