@@ -173,12 +173,20 @@ impl Representation {
 /// All `size` bytes of `file`, or `None` if it does not hold exactly that
 /// many now (it changed meanwhile: it is then sent from the file).
 fn read_whole(file: &File, size: u64) -> Option<Arc<[u8]>> {
+    // One byte more than its size, to see that it has no more: a read of a
+    // regular file that comes back short has reached its end (one call,
+    // where waiting for a read of 0 made two).
     let mut buf = vec![0u8; size as usize + 1];
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], n as u64) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => {
+                n += k;
+                if n < buf.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }

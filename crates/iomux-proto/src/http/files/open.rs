@@ -13,7 +13,7 @@
 
 use rustix::fs::{openat, openat2, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -280,6 +280,9 @@ struct CacheState<T> {
     /// Lookups so far (the entries' use order), counted under the lock
     /// that each lookup takes anyway.
     lookups: u64,
+    /// Keys in the order they joined the eviction queue, with the lookup
+    /// at which they did ([`CacheState::evict_one`]).
+    order: VecDeque<(String, u64)>,
     hits: u64,
     misses: u64,
     revalidations: u64,
@@ -287,11 +290,54 @@ struct CacheState<T> {
     watcher: Option<Watcher>,
 }
 
+impl<T> CacheState<T> {
+    /// Close the entry that has waited longest in the queue without being
+    /// used since it joined it (second chance: a used one joins again at
+    /// the back). Each entry passed over was used since it last joined, so
+    /// the work is amortized over those uses: O(1), where looking for the
+    /// least recently used entry among all of them was O(capacity) per
+    /// miss (with more files than the cache holds, that made a miss cost
+    /// more than no cache at all).
+    fn evict_one(&mut self) {
+        let now = self.lookups;
+        while let Some((key, queued_at)) = self.order.pop_front() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if entry.queued_at != queued_at {
+                // Stale: the entry was replaced or queued again since.
+                continue;
+            }
+            if entry.last_used > queued_at {
+                entry.queued_at = now;
+                self.order.push_back((key, now));
+                continue;
+            }
+            self.entries.remove(&key);
+            return;
+        }
+    }
+
+    /// Put `key`, just inserted at `now`, at the back of the queue; drop
+    /// the stale places once they outnumber the entries (files replaced
+    /// while the cache is not full leave one each).
+    fn queue(&mut self, key: String, now: u64, capacity: usize) {
+        self.order.push_back((key, now));
+        if self.order.len() > 2 * capacity.max(self.entries.len()) + 16 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, at)| entries.get(key).is_some_and(|e| e.queued_at == *at));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CacheEntry<T> {
     opened: Opened,
     derived: Arc<T>,
     last_used: u64,
+    /// The lookup at which it joined the eviction queue (last).
+    queued_at: u64,
     /// Reached through no symbolic link: watching the file and the
     /// directories on its path covers every change of what it names.
     watchable: bool,
@@ -364,6 +410,7 @@ impl<T> OpenFileCache<T> {
             state: Mutex::new(CacheState {
                 entries: HashMap::default(),
                 lookups: 0,
+                order: VecDeque::new(),
                 hits: 0,
                 misses: 0,
                 revalidations: 0,
@@ -519,27 +566,23 @@ impl<T> OpenFileCache<T> {
         }
         let derived = Arc::new(derive(&opened));
         let mut guard = self.lock();
-        let map = &mut guard.entries;
-        if map.len() >= self.capacity && !map.contains_key(key) {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+        let state = &mut *guard;
+        if state.entries.len() >= self.capacity && !state.entries.contains_key(key) {
+            state.evict_one();
         }
-        map.insert(
+        state.entries.insert(
             key.to_owned(),
             CacheEntry {
                 opened,
                 derived: derived.clone(),
                 last_used: now,
+                queued_at: now,
                 watchable,
                 valid_at,
                 variants: Variants::default(),
             },
         );
+        state.queue(key.to_owned(), now, self.capacity);
         Ok(Lookup::File(derived))
     }
 
@@ -874,6 +917,76 @@ mod tests {
         let a = file(&none, &inner, "real").unwrap();
         let b = file(&none, &inner, "real").unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    /// When full, an entry used since it joined the eviction queue is
+    /// passed over (it joins again at the back) and the oldest unused one
+    /// goes; the queue's stale places (entries replaced since) stay bounded.
+    #[test]
+    fn eviction_passes_over_used_entries_and_its_queue_stays_bounded() {
+        let base = scratch("eviction");
+        for name in ["a", "b", "c", "d", "e"] {
+            std::fs::write(base.join(name), name).unwrap();
+        }
+        let root = Root::open(&base).unwrap();
+        let cache = TestCache::new(3);
+        assert!(cache.watches_changes(), "inotify here");
+        for name in ["a", "b", "c", "a"] {
+            file(&cache, &root, name).unwrap();
+        }
+        file(&cache, &root, "d").unwrap();
+        let held = |name: &str| cache.lock().entries.contains_key(name);
+        assert_eq!(
+            ["a", "b", "c", "d"].map(held),
+            [true, false, true, true],
+            "b, the oldest unused, went; a was used since it joined"
+        );
+        // a joined again behind c (and before d), unused since: c goes,
+        // then a, then d.
+        file(&cache, &root, "e").unwrap();
+        assert_eq!(["a", "c", "d", "e"].map(held), [true, false, true, true]);
+        file(&cache, &root, "b").unwrap();
+        file(&cache, &root, "c").unwrap();
+        assert_eq!(
+            ["a", "b", "c", "d", "e"].map(held),
+            [false, true, true, false, true]
+        );
+        // A file rewritten in place is derived and queued again each time:
+        // the places it leaves behind are dropped.
+        for i in 0..200 {
+            std::fs::write(base.join("b"), "x".repeat(i % 7 + 2)).unwrap();
+            file(&cache, &root, "b").unwrap();
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(
+            cache.lock().order.len() <= 2 * 3 + 16,
+            "{}",
+            cache.lock().order.len()
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    /// A directory is watched once until an event comes: misses of other
+    /// files beneath it do not walk its path again.
+    #[test]
+    fn directories_are_watched_again_only_after_an_event() {
+        let base = scratch("dirs-once");
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        let dir = rustix::fs::open(&base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let mut watcher = Watcher::new(64).unwrap();
+        watcher.poll();
+        assert!(watcher.watch_directories(dir.as_fd(), "a/b/f"));
+        let added = watcher.adds();
+        assert_eq!(added, 3, "the root, a and a/b");
+        for name in ["a/b/g", "a/h", "i"] {
+            assert!(watcher.watch_directories(dir.as_fd(), name));
+        }
+        assert_eq!(watcher.adds(), added, "nothing walked again");
+        std::fs::write(base.join("a/new"), "x").unwrap();
+        watcher.poll();
+        assert!(watcher.watch_directories(dir.as_fd(), "a/b/f"));
+        assert_eq!(watcher.adds(), added + 3, "after an event, all again");
         std::fs::remove_dir_all(base).unwrap();
     }
 

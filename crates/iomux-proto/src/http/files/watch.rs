@@ -50,12 +50,18 @@ pub(crate) struct Watcher {
     token: QueueToken,
     /// Reads of the event queue so far.
     reads: u64,
+    /// Watches added so far.
+    adds: u64,
     generation: u64,
     /// Watch descriptors held, so that their number stays bounded: at
     /// `limit` the instance is replaced by a fresh one (every entry then
     /// revalidates once and is watched again).
     watches: HashSet<i32>,
     limit: usize,
+    /// Directories watched since the last event read: not watched again
+    /// (each `inotify_add_watch` walks the path) until any event empties
+    /// this, as moving, removing or replacing one of them is an event.
+    directories: HashSet<String>,
 }
 
 impl Watcher {
@@ -66,9 +72,11 @@ impl Watcher {
             inotify: fresh_instance()?,
             token: QueueToken::default(),
             reads: 0,
+            adds: 0,
             generation: 0,
             watches: HashSet::new(),
             limit: limit.max(1),
+            directories: HashSet::new(),
         })
     }
 
@@ -88,6 +96,7 @@ impl Watcher {
         });
         if changed == Some(true) {
             self.generation += 1;
+            self.directories.clear();
         }
         self.generation
     }
@@ -97,6 +106,12 @@ impl Watcher {
     #[cfg(test)]
     pub(crate) fn reads(&self) -> u64 {
         self.reads
+    }
+
+    /// Watches added so far (`inotify_add_watch` calls that succeeded).
+    #[cfg(test)]
+    pub(crate) fn adds(&self) -> u64 {
+        self.adds
     }
 
     /// Watch the root (`root`, a descriptor of it), every directory on the
@@ -116,7 +131,7 @@ impl Watcher {
     /// could not be watched.
     pub(crate) fn watch_directories(&mut self, root: BorrowedFd<'_>, relative: &str) -> bool {
         let mut path = descriptor_path(root);
-        if !self.watch(&path, DIRECTORY_EVENTS) {
+        if !self.watch_directory(&path) {
             return false;
         }
         let Some((directories, _name)) = relative.rsplit_once('/') else {
@@ -125,11 +140,22 @@ impl Watcher {
         for name in directories.split('/') {
             path.push('/');
             path.push_str(name);
-            if !self.watch(&path, DIRECTORY_EVENTS) {
+            if !self.watch_directory(&path) {
                 return false;
             }
         }
         true
+    }
+
+    fn watch_directory(&mut self, path: &str) -> bool {
+        if self.directories.contains(path) {
+            return true;
+        }
+        let watched = self.watch(path, DIRECTORY_EVENTS);
+        if watched {
+            self.directories.insert(path.to_owned());
+        }
+        watched
     }
 
     /// Watch the open regular file `file` (the inode it is, whatever its
@@ -147,9 +173,11 @@ impl Watcher {
                 self.watches.clear();
             }
             self.generation += 1;
+            self.directories.clear();
         }
         match inotify::add_watch(&self.inotify, path, events) {
             Ok(wd) => {
+                self.adds += 1;
                 self.watches.insert(wd);
                 true
             }
