@@ -442,16 +442,18 @@ impl StaticFiles {
         coding: Option<Coding>,
     ) -> Result<Lookup<Representation>, OpenError> {
         let key = cache_key(relative, coding);
-        self.cache.open_as(&self.root, relative, &key, |opened| {
-            let name = coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
-            Representation::new(
-                opened,
-                content_type(name),
-                coding,
-                self.options.open_file_cache > 0,
-                self.cache_control.as_deref(),
-            )
-        })
+        self.cache
+            .open_as(&self.root, relative, &key, |opened, kept| {
+                let name =
+                    coding.map_or(relative, |c| &relative[..relative.len() - c.suffix().len()]);
+                Representation::new(
+                    opened,
+                    content_type(name),
+                    coding,
+                    kept,
+                    self.cache_control.as_deref(),
+                )
+            })
     }
 
     fn directory(&self, req: &FileRequest<'_>, head: bool, target: &TargetPath) -> FileResponse {

@@ -13,7 +13,7 @@
 
 use rustix::fs::{openat, openat2, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -283,6 +283,9 @@ struct CacheState<T> {
     /// Keys in the order they joined the eviction queue, with the lookup
     /// at which they did ([`CacheState::evict_one`]).
     order: VecDeque<(String, u64)>,
+    /// Hashes of keys missed while the cache was full, not let in then
+    /// ([`CacheState::admits`]); at most `capacity`.
+    seen: HashSet<u64, foldhash::fast::RandomState>,
     hits: u64,
     misses: u64,
     revalidations: u64,
@@ -291,6 +294,29 @@ struct CacheState<T> {
 }
 
 impl<T> CacheState<T> {
+    /// Whether `key`, missed, may join the cache: always while it has
+    /// room; when full, only if it was missed before among the last
+    /// `capacity` misses that found it full. A file asked for once (a
+    /// crawler's; one of more files than the cache holds, asked for
+    /// evenly) is then served without evicting one asked for more often,
+    /// and without the watches and the second look that keeping it costs:
+    /// with 5,000 files asked for at random, a cache of 1,000 cost more per
+    /// request than no cache at all (bench/static-churn.sh).
+    fn admits(&mut self, key: &str, capacity: usize) -> bool {
+        if self.entries.len() < capacity {
+            return true;
+        }
+        let hash = std::hash::BuildHasher::hash_one(self.entries.hasher(), key);
+        if self.seen.remove(&hash) {
+            return true;
+        }
+        if self.seen.len() >= capacity {
+            self.seen.clear();
+        }
+        self.seen.insert(hash);
+        false
+    }
+
     /// Close the entry that has waited longest in the queue without being
     /// used since it joined it (second chance: a used one joins again at
     /// the back). Each entry passed over was used since it last joined, so
@@ -411,6 +437,7 @@ impl<T> OpenFileCache<T> {
                 entries: HashMap::default(),
                 lookups: 0,
                 order: VecDeque::new(),
+                seen: HashSet::default(),
                 hits: 0,
                 misses: 0,
                 revalidations: 0,
@@ -473,12 +500,14 @@ impl<T> OpenFileCache<T> {
 
     /// `relative` beneath `root`: a regular file with what `derive` makes of
     /// it (from the cache when the cached file is still the one at that
-    /// path and unchanged), or a directory.
+    /// path and unchanged), or a directory. `derive` is told whether the
+    /// cache keeps what it makes (reading a file into memory is worth it
+    /// only then).
     pub fn open(
         &self,
         root: &Root,
         relative: &str,
-        derive: impl FnOnce(&Opened) -> T,
+        derive: impl FnOnce(&Opened, bool) -> T,
     ) -> Result<Lookup<T>, OpenError> {
         self.open_as(root, relative, relative, derive)
     }
@@ -491,14 +520,10 @@ impl<T> OpenFileCache<T> {
         root: &Root,
         relative: &str,
         key: &str,
-        derive: impl FnOnce(&Opened) -> T,
+        derive: impl FnOnce(&Opened, bool) -> T,
     ) -> Result<Lookup<T>, OpenError> {
         if self.capacity == 0 {
-            let opened = root.open_beneath(relative)?;
-            return Ok(match opened.meta.kind {
-                Kind::Regular => Lookup::File(Arc::new(derive(&opened))),
-                Kind::Directory => Lookup::Directory(opened),
-            });
+            return open_uncached(root, relative, derive);
         }
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -555,6 +580,10 @@ impl<T> OpenFileCache<T> {
             Some(reused) => reused,
             None => {
                 state.entries.remove(key);
+                if !state.admits(key, self.capacity) {
+                    drop(guard);
+                    return open_uncached(root, relative, derive);
+                }
                 open_watched(root, relative, state.watcher.as_mut())?
             }
         };
@@ -564,7 +593,7 @@ impl<T> OpenFileCache<T> {
         if opened.meta.kind == Kind::Directory {
             return Ok(Lookup::Directory(opened));
         }
-        let derived = Arc::new(derive(&opened));
+        let derived = Arc::new(derive(&opened, true));
         let mut guard = self.lock();
         let state = &mut *guard;
         if state.entries.len() >= self.capacity && !state.entries.contains_key(key) {
@@ -674,6 +703,19 @@ impl<T> OpenFileCache<T> {
             None => known.missing |= 1 << index,
         }
     }
+}
+
+/// A lookup that keeps nothing: open, derive (told it is not kept).
+fn open_uncached<T>(
+    root: &Root,
+    relative: &str,
+    derive: impl FnOnce(&Opened, bool) -> T,
+) -> Result<Lookup<T>, OpenError> {
+    let opened = root.open_beneath(relative)?;
+    Ok(match opened.meta.kind {
+        Kind::Regular => Lookup::File(Arc::new(derive(&opened, false))),
+        Kind::Directory => Lookup::Directory(opened),
+    })
 }
 
 /// Open `relative` for the cache; whether it was reached through no
@@ -811,7 +853,7 @@ mod tests {
     }
 
     /// What the tests derive: the file and its contents when derived.
-    fn derive(o: &Opened) -> (Opened, String) {
+    fn derive(o: &Opened, _kept: bool) -> (Opened, String) {
         (o.clone(), read_all_at(&o.file))
     }
 
@@ -885,14 +927,19 @@ mod tests {
             Ok(Lookup::Directory(_))
         ));
         assert_eq!(cache.len(), 0);
-        // Bounded: the least recently used goes.
+        // Bounded: a file asked for once while the cache is full is served
+        // but not kept; asked for again, it replaces the entry that has
+        // waited longest unused.
         for name in ["x", "y", "z"] {
             std::fs::write(base.join(name), name).unwrap();
         }
         file(&cache, &root, "x").unwrap();
         file(&cache, &root, "y").unwrap();
         file(&cache, &root, "x").unwrap();
+        assert_eq!(file(&cache, &root, "z").unwrap().1, "z");
+        assert!(!cache.lock().entries.contains_key("z"), "asked for once");
         file(&cache, &root, "z").unwrap();
+        assert!(cache.lock().entries.contains_key("z"), "asked for twice");
         assert_eq!(cache.len(), 2);
         let before = cache.counts();
         file(&cache, &root, "x").unwrap();
@@ -935,8 +982,14 @@ mod tests {
         for name in ["a", "b", "c", "a"] {
             file(&cache, &root, name).unwrap();
         }
-        file(&cache, &root, "d").unwrap();
         let held = |name: &str| cache.lock().entries.contains_key(name);
+        // While full, a file is kept from its second miss on.
+        let twice = |name: &str| {
+            file(&cache, &root, name).unwrap();
+            assert!(!held(name), "{name} kept at its first miss");
+            file(&cache, &root, name).unwrap();
+        };
+        twice("d");
         assert_eq!(
             ["a", "b", "c", "d"].map(held),
             [true, false, true, true],
@@ -944,10 +997,10 @@ mod tests {
         );
         // a joined again behind c (and before d), unused since: c goes,
         // then a, then d.
-        file(&cache, &root, "e").unwrap();
+        twice("e");
         assert_eq!(["a", "c", "d", "e"].map(held), [true, false, true, true]);
-        file(&cache, &root, "b").unwrap();
-        file(&cache, &root, "c").unwrap();
+        twice("b");
+        twice("c");
         assert_eq!(
             ["a", "b", "c", "d", "e"].map(held),
             [false, true, true, false, true]
