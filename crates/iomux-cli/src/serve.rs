@@ -129,7 +129,7 @@ pub struct ServeArgs {
     /// With --root: add this Cache-Control header to file responses, e.g. "max-age=3600".
     #[arg(long, requires = "root", value_name = "VALUE", value_parser = cache_control)]
     cache_control: Option<String>,
-    /// With --root: files kept open between requests, checked for changes on each (inotify; a stat where it is missing); 0 opens every time.
+    /// With --root: files kept open between requests, checked for changes on each (inotify; a stat where it is missing); when full, a file joins from its second miss; 0 opens every time.
     #[arg(long, requires = "root", value_name = "N",
           default_value_t = StaticOptions::DEFAULT_OPEN_FILE_CACHE,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|v| v as usize))]

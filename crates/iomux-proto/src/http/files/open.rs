@@ -262,9 +262,10 @@ pub enum Lookup<T> {
 /// where there is none); after any change, and for a path through a
 /// symbolic link (where what it leads to depends on more than the
 /// directories on it), or where inotify is missing, a hit costs one `stat`
-/// by path compared with the cached metadata. When full, the least recently
-/// used entry is dropped (its descriptor closes once no response is sending
-/// it any more).
+/// by path compared with the cached metadata. When full, a file is kept
+/// only from its second miss on, and it replaces the entry that has waited
+/// longest in the queue unused (second chance; its descriptor closes once
+/// no response is sending it any more).
 #[derive(Debug)]
 pub struct OpenFileCache<T> {
     capacity: usize,
