@@ -1021,14 +1021,24 @@ mod tests {
         std::fs::remove_dir_all(base).unwrap();
     }
 
+    /// A scratch directory holding `dirs`, a descriptor of it, and a
+    /// watcher of at most `limit` watches.
+    fn directory_watcher(
+        name: &str,
+        dirs: &str,
+        limit: usize,
+    ) -> (std::path::PathBuf, OwnedFd, Watcher) {
+        let base = scratch(name);
+        std::fs::create_dir_all(base.join(dirs)).unwrap();
+        let dir = rustix::fs::open(&base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        (base, dir, Watcher::new(limit).unwrap())
+    }
+
     /// A directory is watched once until an event comes: misses of other
     /// files beneath it do not walk its path again.
     #[test]
     fn directories_are_watched_again_only_after_an_event() {
-        let base = scratch("dirs-once");
-        std::fs::create_dir_all(base.join("a/b")).unwrap();
-        let dir = rustix::fs::open(&base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        let mut watcher = Watcher::new(64).unwrap();
+        let (base, dir, mut watcher) = directory_watcher("dirs-once", "a/b", 64);
         watcher.poll();
         assert!(watcher.watch_directories(dir.as_fd(), "a/b/f"));
         let added = watcher.adds();
@@ -1162,10 +1172,7 @@ mod tests {
     /// entry revalidates once.
     #[test]
     fn watches_are_bounded() {
-        let base = scratch("bounded");
-        std::fs::create_dir_all(base.join("a/b/c")).unwrap();
-        let dir = rustix::fs::open(&base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        let mut watcher = Watcher::new(2).unwrap();
+        let (base, dir, mut watcher) = directory_watcher("bounded", "a/b/c", 2);
         let before = watcher.poll();
         assert!(watcher.watch_directories(dir.as_fd(), "a/b/c/f"));
         assert!(watcher.watch_count() <= 2, "{}", watcher.watch_count());
