@@ -44,7 +44,8 @@ SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024, "100m": 100 * 1024 * 1
 # Connections per size: enough to keep one server core busy without
 # queueing hundreds of 100 MiB responses.
 CONNS = {"1k": 100, "64k": 50, "1m": 10, "100m": 2}
-# What Chrome 131 sent for an image on a page, cookies aside.
+# Fields like those a current browser sends for an image on a page (Chrome's
+# shape), cookies aside.
 BROWSER_HEADERS = (
     "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Accept: image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8",
