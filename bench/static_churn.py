@@ -1,7 +1,8 @@
 """More files than the open-file cache holds (see static-churn.sh).
 
 A directory of `--files` 1 KiB files (and an index.html for the readiness
-check), every request for one of them chosen at random (a wrk Lua script),
+check), every request for one of them chosen at random (a wrk Lua script;
+`--pattern skewed`: file i with a chance falling as 1/i),
 so that with the default cache of 1,000 most requests miss and replace an
 entry. Served by iomux on epoll with `--open-file-cache 0` (every request
 opens its file), with the default 1,000, and with room for every file; and
@@ -22,17 +23,30 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers as srv  # noqa: E402
 import static_peers  # noqa: E402
 
-LUA = """\
+# Which file each request asks for: any of them alike (`uniform`), or file
+# i with a chance falling as 1/i (`skewed`: log-uniform, a few files asked
+# for most of the time and a long tail, as on most sites).
+LUA = {
+    "uniform": """\
 math.randomseed(os.time())
 request = function()
   return wrk.format("GET", "/f" .. math.random({files}) .. ".bin")
 end
-"""
+""",
+    "skewed": """\
+math.randomseed(os.time())
+request = function()
+  local i = math.max(1, math.floor({files} ^ math.random()))
+  return wrk.format("GET", "/f" .. i .. ".bin")
+end
+""",
+}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--pattern", choices=sorted(LUA), default="uniform", help="which files the requests ask for")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     args = ap.parse_args()
@@ -47,7 +61,7 @@ def main():
             f.write(os.urandom(1024))
     script = os.path.join(workdir, "random.lua")
     with open(script, "w") as f:
-        f.write(LUA.format(files=args.files))
+        f.write(LUA[args.pattern].format(files=args.files))
     caches = {"iomux-nocache": 0, "iomux-1000": 1000, f"iomux-{2 * args.files}": 2 * args.files}
     if os.environ.get("IOMUX_ALT"):
         caches["iomux-1000-alt"] = 1000
@@ -79,7 +93,8 @@ def main():
         srv.stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"Medians over {args.rounds} interleaved rounds of {args.duration} s, {args.files} files of 1 KiB "
-          f"requested at random (servers on cpu 0, wrk -t1 -c50 on cpu 1; load average {load_before} before)\n")
+          f"requested at random, {args.pattern} (servers on cpu 0, wrk -t1 -c50 on cpu 1; "
+          f"load average {load_before} before)\n")
     print("| server | requests/s | server CPU us/request | server core busy |")
     print("| --- | ---: | ---: | ---: |")
     for name in which:
