@@ -3,7 +3,7 @@
 # default 1,000 and room for all, and nginx, on 5,000 1 KiB files requested
 # at random (bench/static_churn.py has the details).
 #
-# Usage: bench/static-churn.sh [--files N] [--pattern uniform|skewed] [--rounds N] [--duration SECS]
+# Usage: bench/static-churn.sh [--files N] [--pattern uniform|skewed] [--browser] [--rounds N] [--duration SECS]
 #            (IOMUX_ALT=PATH adds that build with the default cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -30,14 +30,14 @@ LUA = {
     "uniform": """\
 math.randomseed(os.time())
 request = function()
-  return wrk.format("GET", "/f" .. math.random({files}) .. ".bin")
+  return wrk.format("GET", "/f" .. math.random({files}) .. ".bin", {headers})
 end
 """,
     "skewed": """\
 math.randomseed(os.time())
 request = function()
   local i = math.max(1, math.floor({files} ^ math.random()))
-  return wrk.format("GET", "/f" .. i .. ".bin")
+  return wrk.format("GET", "/f" .. i .. ".bin", {headers})
 end
 """,
 }
@@ -47,6 +47,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--pattern", choices=sorted(LUA), default="uniform", help="which files the requests ask for")
+    ap.add_argument("--browser", action="store_true",
+                    help="send Accept-Encoding: gzip, deflate, br, zstd (as browsers do) with every request")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     args = ap.parse_args()
@@ -61,7 +63,8 @@ def main():
             f.write(os.urandom(1024))
     script = os.path.join(workdir, "random.lua")
     with open(script, "w") as f:
-        f.write(LUA[args.pattern].format(files=args.files))
+        headers = '{["Accept-Encoding"] = "gzip, deflate, br, zstd"}' if args.browser else "nil"
+        f.write(LUA[args.pattern].format(files=args.files, headers=headers))
     caches = {"iomux-nocache": 0, "iomux-1000": 1000, f"iomux-{2 * args.files}": 2 * args.files}
     if os.environ.get("IOMUX_ALT"):
         caches["iomux-1000-alt"] = 1000
@@ -93,7 +96,8 @@ def main():
         srv.stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"Medians over {args.rounds} interleaved rounds of {args.duration} s, {args.files} files of 1 KiB "
-          f"requested at random, {args.pattern} (servers on cpu 0, wrk -t1 -c50 on cpu 1; "
+          f"requested at random, {args.pattern}{', with a browser' + chr(39) + 's Accept-Encoding' if args.browser else ''} "
+          f"(servers on cpu 0, wrk -t1 -c50 on cpu 1; "
           f"load average {load_before} before)\n")
     print("| server | requests/s | server CPU us/request | server core busy |")
     print("| --- | ---: | ---: | ---: |")

@@ -620,12 +620,23 @@ impl StaticFiles {
             *slot = coding.index();
         }
         let mut rest = &indexes[..codings.len().min(indexes.len())];
+        let mut codings_present = None;
         loop {
             let (index, generation) = match self.cache.known_variant(relative, rest) {
                 KnownVariant::Found(rep) => return Some(rep),
                 KnownVariant::None => return None,
                 KnownVariant::LookFor { index, generation } => (index, generation),
             };
+            // A file the cache does not hold has nothing to note the answer
+            // with: its directory's names say which siblings may exist.
+            if generation.is_none()
+                && codings_present
+                    .get_or_insert_with(|| self.codings_in_directory(relative))
+                    .is_some_and(|present| present & (1 << index) == 0)
+            {
+                rest = after(rest, index);
+                continue;
+            }
             let coding = Coding::ALL[usize::from(index)];
             let sibling = format!("{relative}{}", coding.suffix());
             let found = match self.lookup(&sibling, Some(coding)) {
@@ -650,6 +661,16 @@ impl StaticFiles {
         }
     }
 
+    /// The codings of the siblings in the directory of `relative` (a mask
+    /// by coding index: some name in it ends in that coding's suffix), read
+    /// once per change in the directories on its way; `None` where that
+    /// cannot be known (see [`OpenFileCache::directory_mask`]; or over
+    /// [`MAX_SCANNED_NAMES`] names).
+    fn codings_in_directory(&self, relative: &str) -> Option<u8> {
+        self.cache
+            .directory_mask(&self.root, relative, codings_named)
+    }
+
     /// A multipart boundary: 128 random-keyed bits, so that no file's
     /// content can be made to contain it.
     fn boundary(&self, etag: &str) -> String {
@@ -661,6 +682,28 @@ impl StaticFiles {
         b.write_u64((self.clock)());
         format!("{first:016x}{:016x}", b.finish())
     }
+}
+
+/// Names read from a directory at most, to say which siblings it has: a
+/// larger one is not remembered (its files are looked for by name).
+const MAX_SCANNED_NAMES: usize = 10_000;
+
+/// Which codings' suffixes end some name in the directory `dir`.
+fn codings_named(dir: std::os::fd::BorrowedFd<'_>) -> Option<u8> {
+    let mut present = 0u8;
+    for (read, entry) in rustix::fs::Dir::read_from(dir).ok()?.enumerate() {
+        if read == MAX_SCANNED_NAMES {
+            return None;
+        }
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_bytes();
+        for coding in Coding::ALL {
+            if name.ends_with(coding.suffix().as_bytes()) {
+                present |= 1 << coding.index();
+            }
+        }
+    }
+    Some(present)
 }
 
 /// The open-file cache's key for `relative`, sent as `coding` or as itself.

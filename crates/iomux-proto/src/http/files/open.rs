@@ -15,7 +15,7 @@ use rustix::fs::{openat, openat2, AtFlags, FileType, Mode, OFlags, ResolveFlags}
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -287,6 +287,9 @@ struct CacheState<T> {
     /// Hashes of keys missed while the cache was full, not let in then
     /// ([`CacheState::admits`]); at most `capacity`.
     seen: HashSet<u64, foldhash::fast::RandomState>,
+    /// Per directory, a mask of what it holds and the generation it was
+    /// read at ([`OpenFileCache::directory_mask`]); at most `capacity`.
+    directories: HashMap<String, (u64, u8), foldhash::fast::RandomState>,
     hits: u64,
     misses: u64,
     revalidations: u64,
@@ -416,7 +419,9 @@ impl<T> Variants<T> {
 pub(crate) enum KnownVariant<T> {
     /// This one exists and is unchanged.
     Found(Arc<T>),
-    /// This one is to be looked for; `generation` is for noting the answer.
+    /// This one is to be looked for; `generation` is for noting the answer
+    /// (`None`: the file has no entry to note it with, or changes are not
+    /// watched).
     LookFor { index: u8, generation: Option<u64> },
     /// None of them exists.
     None,
@@ -439,6 +444,7 @@ impl<T> OpenFileCache<T> {
                 lookups: 0,
                 order: VecDeque::new(),
                 seen: HashSet::default(),
+                directories: HashMap::default(),
                 hits: 0,
                 misses: 0,
                 revalidations: 0,
@@ -634,11 +640,13 @@ impl<T> OpenFileCache<T> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let generation = state.watcher.as_mut().map(Watcher::poll);
-        let known = state
-            .entries
-            .get(relative)
-            .map(|e| &e.variants)
-            .filter(|v| v.at.is_some() && v.at == generation);
+        let Some(entry) = state.entries.get(relative) else {
+            return KnownVariant::LookFor {
+                index: first,
+                generation: None,
+            };
+        };
+        let known = Some(&entry.variants).filter(|v| v.at.is_some() && v.at == generation);
         for &index in indexes {
             let Some(known) = known else {
                 return KnownVariant::LookFor { index, generation };
@@ -703,6 +711,50 @@ impl<T> OpenFileCache<T> {
             }
             None => known.missing |= 1 << index,
         }
+    }
+}
+
+impl<T> OpenFileCache<T> {
+    /// What `scan` makes of the directory holding `relative` (a mask the
+    /// caller defines), remembered per directory while nothing changes on
+    /// its way: the generation of changes is read before the directories
+    /// are watched and the directory read, and adding or removing a name in
+    /// it is an event. `None` where changes are not watched, a directory
+    /// could not be, a symbolic link is on the way (what it leads to
+    /// depends on more than these directories), or `scan` gives up.
+    pub(crate) fn directory_mask(
+        &self,
+        root: &Root,
+        relative: &str,
+        scan: impl FnOnce(BorrowedFd<'_>) -> Option<u8>,
+    ) -> Option<u8> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let directory = relative.rsplit_once('/').map_or("", |(d, _)| d);
+        let generation = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let watcher = state.watcher.as_mut()?;
+            let generation = watcher.poll();
+            match state.directories.get(directory) {
+                Some(&(at, mask)) if at == generation => return Some(mask),
+                _ => {}
+            }
+            if !watcher.watch_directories(root.dir.as_fd(), relative) {
+                return None;
+            }
+            generation
+        };
+        let fd = root.open_without_links(directory).ok()??;
+        let mask = scan(fd.as_fd())?;
+        let mut guard = self.lock();
+        let directories = &mut guard.directories;
+        if directories.len() >= self.capacity {
+            directories.clear();
+        }
+        directories.insert(directory.to_owned(), (generation, mask));
+        Some(mask)
     }
 }
 

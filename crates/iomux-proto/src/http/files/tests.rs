@@ -561,6 +561,46 @@ fn a_missing_sibling_is_probed_once_per_change() {
     assert_eq!(body(&r).len(), 10000);
 }
 
+/// A file the full cache does not let in has no entry to note its siblings
+/// with: its directory's names, read once per change, say that none exist,
+/// so only the file is looked up. A sibling made later is found.
+#[test]
+fn siblings_of_a_file_the_cache_does_not_hold_follow_its_directory() {
+    let s = site(
+        "dir-codings",
+        StaticOptions {
+            open_file_cache: 1,
+            ..Default::default()
+        },
+    );
+    let root = s.dir.join("root");
+    std::fs::create_dir_all(root.join("cold")).unwrap();
+    for i in 0..6 {
+        std::fs::write(root.join(format!("cold/{i}.txt")), format!("file {i}")).unwrap();
+    }
+    get(&s.files, "/digits.txt");
+    let browser = |path: &str| {
+        with(&s.files, path, |r| {
+            r.accept_encoding = Some(b"gzip, deflate, br, zstd")
+        })
+    };
+    // The first reads the directory; then each file asked for once (never
+    // let in) costs its own lookup alone.
+    assert_eq!(body(&browser("/cold/0.txt")), b"file 0");
+    let misses = s.files.cache_counts().1;
+    for i in 1..6 {
+        let r = browser(&format!("/cold/{i}.txt"));
+        assert_eq!((r.status, header(&r, "Content-Encoding")), (200, None));
+    }
+    assert_eq!(s.files.cache_counts().1, misses + 5, "no sibling looked for");
+    std::fs::write(root.join("cold/5.txt.gz"), "gz").unwrap();
+    let r = browser("/cold/5.txt");
+    assert_eq!(
+        (body(&r), header(&r, "Content-Encoding")),
+        (b"gz".to_vec(), Some("gzip"))
+    );
+}
+
 #[test]
 fn prepared_headers_are_the_listed_ones() {
     let s = site(
