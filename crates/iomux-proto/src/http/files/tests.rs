@@ -592,7 +592,11 @@ fn siblings_of_a_file_the_cache_does_not_hold_follow_its_directory() {
         let r = browser(&format!("/cold/{i}.txt"));
         assert_eq!((r.status, header(&r, "Content-Encoding")), (200, None));
     }
-    assert_eq!(s.files.cache_counts().1, misses + 5, "no sibling looked for");
+    assert_eq!(
+        s.files.cache_counts().1,
+        misses + 5,
+        "no sibling looked for"
+    );
     std::fs::write(root.join("cold/5.txt.gz"), "gz").unwrap();
     let r = browser("/cold/5.txt");
     assert_eq!(
