@@ -52,7 +52,7 @@ pub fn acceptable_codings(accept_encoding: &[u8]) -> Vec<Coding> {
         return Vec::new();
     };
     // Weight in thousandths per coding; `None` = not named.
-    let mut named: [Option<u16>; 3] = [None; 3];
+    let mut named = [None::<u16>; Coding::ALL.len()];
     let mut star: Option<u16> = None;
     for element in text.split(',') {
         let mut parts = element.split(';');
@@ -69,23 +69,23 @@ pub fn acceptable_codings(accept_encoding: &[u8]) -> Vec<Coding> {
         }
         let Some(weight) = weight else { continue };
         let is = |name: &str| token.eq_ignore_ascii_case(name);
-        let slot = if is("br") {
-            Some(0)
+        let coding = if is("br") {
+            Some(Coding::Br)
         } else if is("zstd") {
-            Some(1)
+            Some(Coding::Zstd)
         } else if is("gzip") || is("x-gzip") {
-            Some(2)
+            Some(Coding::Gzip)
         } else {
             if token == "*" {
                 star = Some(weight);
             }
             None
         };
-        if let Some(i) = slot {
-            named[i] = Some(weight);
+        if let Some(coding) = coding {
+            named[usize::from(coding.index())] = Some(weight);
         }
     }
-    let mut out: Vec<(u16, usize)> = (0..3)
+    let mut out: Vec<(u16, usize)> = (0..Coding::ALL.len())
         .filter_map(|i| named[i].or(star).filter(|&w| w > 0).map(|w| (w, i)))
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -289,7 +289,7 @@ struct CacheState<T> {
     seen: HashSet<u64, foldhash::fast::RandomState>,
     /// Per directory, a mask of what it holds and the generation it was
     /// read at ([`OpenFileCache::directory_mask`]); at most `capacity`.
-    directories: HashMap<String, (u64, u8), foldhash::fast::RandomState>,
+    directory_masks: HashMap<String, (u64, u8), foldhash::fast::RandomState>,
     hits: u64,
     misses: u64,
     revalidations: u64,
@@ -444,7 +444,7 @@ impl<T> OpenFileCache<T> {
                 lookups: 0,
                 order: VecDeque::new(),
                 seen: HashSet::default(),
-                directories: HashMap::default(),
+                directory_masks: HashMap::default(),
                 hits: 0,
                 misses: 0,
                 revalidations: 0,
@@ -646,11 +646,14 @@ impl<T> OpenFileCache<T> {
                 generation: None,
             };
         };
-        let known = Some(&entry.variants).filter(|v| v.at.is_some() && v.at == generation);
-        for &index in indexes {
-            let Some(known) = known else {
-                return KnownVariant::LookFor { index, generation };
+        let known = &entry.variants;
+        if known.at.is_none() || known.at != generation {
+            return KnownVariant::LookFor {
+                index: first,
+                generation,
             };
+        }
+        for &index in indexes {
             if known.missing & (1 << index) != 0 {
                 continue;
             }
@@ -712,9 +715,7 @@ impl<T> OpenFileCache<T> {
             None => known.missing |= 1 << index,
         }
     }
-}
 
-impl<T> OpenFileCache<T> {
     /// What `scan` makes of the directory holding `relative` (a mask the
     /// caller defines), remembered per directory while nothing changes on
     /// its way: the generation of changes is read before the directories
@@ -737,7 +738,7 @@ impl<T> OpenFileCache<T> {
             let state = &mut *guard;
             let watcher = state.watcher.as_mut()?;
             let generation = watcher.poll();
-            match state.directories.get(directory) {
+            match state.directory_masks.get(directory) {
                 Some(&(at, mask)) if at == generation => return Some(mask),
                 _ => {}
             }
@@ -749,11 +750,11 @@ impl<T> OpenFileCache<T> {
         let fd = root.open_without_links(directory).ok()??;
         let mask = scan(fd.as_fd())?;
         let mut guard = self.lock();
-        let directories = &mut guard.directories;
-        if directories.len() >= self.capacity {
-            directories.clear();
+        let masks = &mut guard.directory_masks;
+        if masks.len() >= self.capacity {
+            masks.clear();
         }
-        directories.insert(directory.to_owned(), (generation, mask));
+        masks.insert(directory.to_owned(), (generation, mask));
         Some(mask)
     }
 }

@@ -95,10 +95,16 @@ impl Watcher {
             read_events(inotify.as_fd(), watches)
         });
         if changed == Some(true) {
-            self.generation += 1;
-            self.directories.clear();
+            self.next_generation();
         }
         self.generation
+    }
+
+    /// Something changed (or may have): entries validated before are
+    /// checked again, and directories watched again.
+    fn next_generation(&mut self) {
+        self.generation += 1;
+        self.directories.clear();
     }
 
     /// Reads of the event queue so far (hits whose thread's bell was armed
@@ -172,8 +178,7 @@ impl Watcher {
                 self.token = QueueToken::default();
                 self.watches.clear();
             }
-            self.generation += 1;
-            self.directories.clear();
+            self.next_generation();
         }
         match inotify::add_watch(&self.inotify, path, events) {
             Ok(wd) => {
