@@ -22,8 +22,6 @@ use std::os::unix::fs::FileExt;
 /// How the body goes out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Body {
-    /// The cheapest of the others for the file's size (see the module).
-    Best,
     /// `sendfile` from the file, behind the head sent with MSG_MORE.
     Sendfile,
     /// `pread` of [`PIECE`] bytes at a time into one buffer, each sent.
@@ -40,15 +38,6 @@ pub enum Body {
 }
 
 impl Body {
-    /// The way [`Body::Best`] takes for a file of `len` bytes.
-    fn for_len(self, len: u64) -> Body {
-        match self {
-            Body::Best if len > 512 << 10 && len <= 2 << 20 => Body::Pieces,
-            Body::Best => Body::Sendfile,
-            other => other,
-        }
-    }
-
     fn nodelay(self) -> bool {
         !matches!(self, Body::SendfileNagle | Body::PiecesMore)
     }
@@ -245,7 +234,6 @@ fn pump(fd: RawFd, conn: &mut Conn, file: &File, head: &[u8], len: u64, body: Bo
 pub fn run(listener: TcpListener, path: &str, body: Body) -> io::Result<()> {
     let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     let len = file.metadata()?.len();
-    let body = body.for_len(len);
     let mut head = head(len);
     if body == Body::Memory {
         let at = head.len();

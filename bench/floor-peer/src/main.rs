@@ -25,10 +25,11 @@
 //! subscriber's frames saves).
 //!
 //! `file PATH` is the floor of a static-file server (src/file.rs, epoll):
-//! a canned head and the body sent the cheapest way measured for its size
-//! (`sendfile`, or copied in pieces) for every request, whatever its path;
-//! `file-sendfile`, `file-pieces`, `file-read`, `file-mem`, `file-nagle`
-//! and `file-pieces-more` each send it one way (src/file.rs says how).
+//! a canned head and the body with `sendfile` (the cheapest way measured,
+//! at every size: docs/files.md) for every request, whatever its path;
+//! `file-sendfile` is the same, and `file-pieces`, `file-read`, `file-mem`,
+//! `file-nagle` and `file-pieces-more` each send it another way (src/file.rs
+//! says how).
 //! On uring (src/uring_file.rs): `file-read` (a read into the connection's
 //! buffer linked to a send), `file-splice` (splice file to pipe to socket),
 //! `file-zc` (a read linked to a zero-copy send).
@@ -157,7 +158,7 @@ fn main() -> io::Result<()> {
             ));
         };
         let run: Box<dyn FnOnce(TcpListener) -> io::Result<()>> = match (mode.as_str(), file_mode) {
-            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Best)),
+            ("epoll", "file") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
             ("epoll", "file-sendfile") => Box::new(move |l| file::run(l, &path, file::Body::Sendfile)),
             ("epoll", "file-pieces") => Box::new(move |l| file::run(l, &path, file::Body::Pieces)),
             ("epoll", "file-nagle") => Box::new(move |l| file::run(l, &path, file::Body::SendfileNagle)),

@@ -115,55 +115,30 @@ pub(crate) fn sendfile_once(
 /// a positioned read, so the file's position is never shared); returns how
 /// many. A file with no byte left there is [`file_cut_short`].
 pub(crate) fn read_region(region: &FileRegion, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    read_region_from(region, 0, buf, max)
-}
-
-/// [`read_region`] starting `skip` bytes into `region`.
-fn read_region_from(
-    region: &FileRegion,
-    skip: usize,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<usize> {
-    let left = region.len().saturating_sub(skip as u64);
-    let want = max.min(usize::try_from(left).unwrap_or(usize::MAX));
+    let want = max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
     buf.reserve(want);
     let spare = &mut buf.spare_capacity_mut()[..want];
-    let at = region.offset() + skip as u64;
     let n = loop {
-        match rustix::io::pread(region.file(), &mut *spare, at) {
+        match rustix::io::pread(region.file(), &mut *spare, region.offset()) {
             Ok((filled, _)) => break filled.len(),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     };
     if n == 0 && want > 0 {
-        return Err(file_cut_short(region, skip));
+        return Err(file_cut_short(region, 0));
     }
     // SAFETY: the kernel initialised the first `n` spare bytes.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
 
-/// A file region with more than [`COPY_FILES_ABOVE`] and at most
-/// [`COPY_FILES_UP_TO`] bytes left is copied to the socket in pieces
-/// ([`copy_available`]); `sendfile` sends the others. Measured on this
-/// machine's loopback (docs/files.md, `bench/file_paths.py`, TCP_NODELAY
-/// on): `sendfile` costs the server 0.3-0.7x of copying up to 512 KiB,
-/// 1.2-1.8x at 1 MiB in every run, 0.7x or 1.6x at 2 MiB (one run each),
-/// and less from 4 MiB on.
-pub(crate) const COPY_FILES_ABOVE: u64 = 512 << 10;
-/// See [`COPY_FILES_ABOVE`].
-pub(crate) const COPY_FILES_UP_TO: u64 = 2 << 20;
-
-/// The piece [`copy_available`] reads and sends at a time: small enough to
-/// stay in the CPU's cache between the read and the send.
-const COPY_PIECE: usize = 32 * 1024;
-
-/// Send up to `max` bytes of `region` to non-blocking socket `fd` the
-/// cheapest way for what is left of it (see [`COPY_FILES_ABOVE`]). Returns
-/// the bytes sent (fewer than asked: the kernel pushed back). `nodelay`
-/// says whether the socket has TCP_NODELAY; see [`nodelay_for_files`].
+/// Send up to `max` bytes of `region` to non-blocking socket `fd` with
+/// `sendfile`, whatever its size (docs/files.md: copying 512 KiB to 2 MiB
+/// through user space instead cost the server 3x as much on a quiet
+/// machine). Returns the bytes sent (fewer than asked: the kernel pushed
+/// back). `nodelay` says whether the socket has TCP_NODELAY; see
+/// [`nodelay_for_files`].
 pub(crate) fn send_region_available(
     fd: RawFd,
     region: &FileRegion,
@@ -171,50 +146,23 @@ pub(crate) fn send_region_available(
     nodelay: &mut bool,
 ) -> io::Result<usize> {
     nodelay_for_files(fd, nodelay)?;
-    if region.len() > COPY_FILES_ABOVE && region.len() <= COPY_FILES_UP_TO {
-        copy_available(fd, region, max)
-    } else {
-        sendfile_available(fd, region, max)
-    }
+    sendfile_available(fd, region, max)
 }
 
 /// TCP_NODELAY on a socket about to send a file, unless `nodelay` says it
 /// is on already. A file's body goes out in several sends, each ending in
 /// a segment shorter than loopback's 64 KiB MSS; with Nagle on, the server
 /// spent 17 us of CPU per 64 KiB file instead of 9 (`bench/file_paths.py`,
-/// the floor's `file-nagle` against `file-sendfile`), and pieces of a copied file
-/// waited for the peer's delayed ACK. Coalescing the pieces with MSG_MORE
-/// instead doubled the server's CPU per 1 MiB.
+/// the floor's `file-nagle` against `file-sendfile`), and a file read into
+/// a buffer piece by piece (where `sendfile` cannot serve) waited for the
+/// peer's delayed ACK. Coalescing the pieces with MSG_MORE instead doubled
+/// the server's CPU per 1 MiB.
 pub(crate) fn nodelay_for_files(fd: RawFd, nodelay: &mut bool) -> io::Result<()> {
     if !*nodelay {
         rustix::net::sockopt::set_tcp_nodelay(borrow(fd), true)?;
         *nodelay = true;
     }
     Ok(())
-}
-
-/// `pread` a piece of `region` into the thread's piece buffer and `send`
-/// it, piece after piece, until `max` bytes are sent or the kernel pushes
-/// back. A piece the socket took only part of is read again next time
-/// (from the page cache): no connection keeps a copy of its file.
-fn copy_available(fd: RawFd, region: &FileRegion, max: usize) -> io::Result<usize> {
-    thread_local! {
-        static PIECE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let want = max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
-    PIECE.with_borrow_mut(|piece| {
-        let mut sent = 0;
-        while sent < want {
-            piece.clear();
-            let n = read_region_from(region, sent, piece, COPY_PIECE.min(want - sent))?;
-            let took = send_available(fd, &piece[..n])?;
-            sent += took;
-            if took < n {
-                break;
-            }
-        }
-        Ok(sent)
-    })
 }
 
 /// `sendfile` from `region` to non-blocking socket `fd` until `max` bytes

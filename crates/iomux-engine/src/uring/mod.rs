@@ -75,7 +75,7 @@ struct Conn<P> {
     /// Bytes the last `sendfile` outside the ring sent: told to the session
     /// when the poll standing for its send completes.
     sendfile_sent: usize,
-    /// TCP_NODELAY is on (configured, or set to copy a file in pieces).
+    /// TCP_NODELAY is on (configured, or set before a file region).
     nodelay: bool,
     /// O_NONBLOCK is on: set, for good, before its first file region is
     /// sent from the loop thread (`submit::send_outside_ring`).

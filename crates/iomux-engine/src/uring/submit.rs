@@ -382,7 +382,7 @@ fn next_send<P: Service>(
 /// The front of a connection's queue sent to socket `fd` from the loop
 /// thread, outside the ring, as the readiness engines send it
 /// ([`send_front`]: bytes with MSG_MORE, up to `max` bytes of a file region
-/// copied in pieces or with `sendfile` for a large rest); the bytes sent
+/// with `sendfile`); the bytes sent
 /// and the bytes tried. A 100 MiB file costs the server about a third of
 /// what reading it into the send buffer does, and a 1 MiB file about half
 /// (docs/files.md).
