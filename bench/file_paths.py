@@ -7,7 +7,7 @@ one file whatever the path) each moving the body one way:
   `file-read` (pread behind the head, one send), `file-mem` (head and body
   from memory, one send: what a cache of small files gives), all with
   TCP_NODELAY; not in the default modes: `file` (the floor static-peers
-  runs: the cheapest of these for the size), `file-nagle` (sendfile with
+  runs: `sendfile`, as `file-sendfile`), `file-nagle` (sendfile with
   Nagle on), `file-pieces-more` (pieces coalesced with MSG_MORE, Nagle on);
 - io_uring: `file-read` (a read linked to a send), `file-splice` (file to
   pipe to socket, linked), `file-zc` (a read linked to a zero-copy send);
