@@ -234,7 +234,10 @@ pub struct Config {
     pub threads: usize,
     /// TCP_NODELAY on accepted sockets.
     pub nodelay: bool,
-    /// TCP_CORK around each batch of writes.
+    /// TCP_CORK around each batch of writes, but for a batch that sends a
+    /// file: `MSG_MORE` already puts a head in one segment with the file
+    /// behind it, and a cork around `sendfile` cost the server 2.5x per
+    /// 1 MiB file (docs/files.md; nginx's `tcp_nopush` likewise).
     pub cork: bool,
     /// Close connections idle this long; for HTTP also the time allowed for a request head.
     pub idle_timeout: Duration,

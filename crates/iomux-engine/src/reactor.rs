@@ -442,8 +442,8 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// whatever the kernel refuses stays with the connection.
     fn flush(&mut self, token: Token) -> io::Result<()> {
         let conn = self.core.conn(token).expect("live connection");
-        let (fd, owed) = (conn.fd(), conn.session.owed());
-        let cork = self.core.setup().config.cork;
+        let (fd, owed, queues_file) = (conn.fd(), conn.session.owed(), conn.session.queues_file());
+        let cork = self.core.setup().config.cork && !queues_file;
         if owed > 0 {
             if cork {
                 set_cork(fd, true);

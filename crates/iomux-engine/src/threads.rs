@@ -333,6 +333,8 @@ fn write_all(stream: &Stream, front: Front, cork: bool, floor: usize) -> io::Res
         Front::File(region) => usize::try_from(region.len()).unwrap_or(usize::MAX),
     };
     let fd = stream.as_raw_fd();
+    // A file and the head before it (MSG_MORE) go uncorked (Config::cork).
+    let cork = cork && matches!(front, Front::Bytes { more: false, .. });
     if cork {
         set_cork(fd, true);
     }

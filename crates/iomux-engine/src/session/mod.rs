@@ -273,6 +273,12 @@ impl<P: Service> Session<P> {
         self.output.len() + self.in_flight + waiting
     }
 
+    /// Whether a file region waits in the output (engines leave such a
+    /// flush uncorked: see [`crate::Config::cork`]).
+    pub(crate) fn queues_file(&self) -> bool {
+        self.output.len() > self.output.in_memory()
+    }
+
     /// What the kernel should take next of the output not yet handed to
     /// it: bytes, or a file region. Engines send (a part of) it and report
     /// it with [`Session::on_sent`].

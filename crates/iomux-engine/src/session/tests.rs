@@ -1027,11 +1027,14 @@ fn file_regions_are_owed_but_only_bytes_count_against_the_memory_cap() {
         "past the cap in memory"
     );
     // The kernel takes the head, then the region, then the rest.
+    assert!(s.queues_file(), "a flush of this queue goes uncorked");
     s.on_sent(9, None, &mut env).unwrap();
     assert!(matches!(s.front(), Some(Front::File(r)) if r.len() == 1000));
     s.on_sent(600, None, &mut env).unwrap();
     assert!(matches!(s.front(), Some(Front::File(r)) if r.offset() == 600 && r.len() == 400));
+    assert!(s.queues_file());
     s.on_sent(400, None, &mut env).unwrap();
+    assert!(!s.queues_file(), "only bytes are left");
     assert_eq!(s.unsent().len(), 1 + 250);
     assert_eq!(s.owed(), 251);
 }
