@@ -441,9 +441,10 @@ impl<S: Selector, P: Service, F: Fn() -> P> Reactor<S, P, F> {
     /// Send the loop's gathered output (or the connection's own queue);
     /// whatever the kernel refuses stays with the connection.
     fn flush(&mut self, token: Token) -> io::Result<()> {
+        let corking = self.core.setup().config.cork;
         let conn = self.core.conn(token).expect("live connection");
-        let (fd, owed, queues_file) = (conn.fd(), conn.session.owed(), conn.session.queues_file());
-        let cork = self.core.setup().config.cork && !queues_file;
+        let (fd, owed) = (conn.fd(), conn.session.owed());
+        let cork = corking && !conn.session.queues_file();
         if owed > 0 {
             if cork {
                 set_cork(fd, true);

@@ -133,22 +133,6 @@ pub(crate) fn read_region(region: &FileRegion, buf: &mut Vec<u8>, max: usize) ->
     Ok(n)
 }
 
-/// Send up to `max` bytes of `region` to non-blocking socket `fd` with
-/// `sendfile`, whatever its size (docs/files.md: copying 512 KiB to 2 MiB
-/// through user space instead cost the server 3x as much on a quiet
-/// machine). Returns the bytes sent (fewer than asked: the kernel pushed
-/// back). `nodelay` says whether the socket has TCP_NODELAY; see
-/// [`nodelay_for_files`].
-pub(crate) fn send_region_available(
-    fd: RawFd,
-    region: &FileRegion,
-    max: usize,
-    nodelay: &mut bool,
-) -> io::Result<usize> {
-    nodelay_for_files(fd, nodelay)?;
-    sendfile_available(fd, region, max)
-}
-
 /// TCP_NODELAY on a socket about to send a file, unless `nodelay` says it
 /// is on already. A file's body goes out in several sends, each ending in
 /// a segment shorter than loopback's 64 KiB MSS; with Nagle on, the server
@@ -169,7 +153,7 @@ pub(crate) fn nodelay_for_files(fd: RawFd, nodelay: &mut bool) -> io::Result<()>
 /// are sent or the kernel pushes back; returns the bytes sent. A short
 /// `sendfile` is tried again: it may mean a full socket or the file's end,
 /// and only the next call tells which ([`file_cut_short`]).
-pub(crate) fn sendfile_available(fd: RawFd, region: &FileRegion, max: usize) -> io::Result<usize> {
+fn sendfile_available(fd: RawFd, region: &FileRegion, max: usize) -> io::Result<usize> {
     let want = max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
     let mut sent = 0;
     while sent < want {
@@ -185,8 +169,12 @@ pub(crate) fn sendfile_available(fd: RawFd, region: &FileRegion, max: usize) -> 
 /// Send the front of a connection's output queue: as many of its bytes as
 /// the kernel takes now (with MSG_MORE when a file region follows, so a
 /// response head and its body share segments), or up to `file_max` bytes
-/// of its file region ([`send_region_available`]). Returns the bytes sent
-/// and the bytes tried: fewer sent than tried means the kernel pushed back.
+/// of its file region with `sendfile`, whatever its size (docs/files.md:
+/// copying 512 KiB to 2 MiB through user space instead cost the server 3x
+/// as much on a quiet machine), TCP_NODELAY on first
+/// ([`nodelay_for_files`]; `nodelay` says whether it is). Returns the bytes
+/// sent and the bytes tried: fewer sent than tried means the kernel pushed
+/// back.
 pub(crate) fn send_front(
     fd: RawFd,
     front: Front,
@@ -200,7 +188,8 @@ pub(crate) fn send_front(
         }
         Front::File(region) => {
             let tried = file_max.min(usize::try_from(region.len()).unwrap_or(usize::MAX));
-            Ok((send_region_available(fd, region, tried, nodelay)?, tried))
+            nodelay_for_files(fd, nodelay)?;
+            Ok((sendfile_available(fd, region, tried)?, tried))
         }
     }
 }
